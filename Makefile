@@ -1,0 +1,35 @@
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint sim bench run clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole suite: unit, golden, property and scenario tests, then 500 random
+# simulator seeds, then the core's branch-coverage gate.
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --cov --cov-report=term:skip-covered --cov-fail-under=95
+	$(PY) -m liferaft.sim --seeds 500 --nodes 5 --jobs 2
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check liferaft tests
+	$(VENV)/bin/mypy
+
+sim: $(STAMP)
+	$(PY) -m liferaft.sim --seeds 10000 --nodes 5 --jobs 2
+
+bench: $(STAMP)
+	$(PY) -m liferaft.sim --bench
+
+run: $(STAMP)
+	$(PY) -m liferaft.sim.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,3 @@
+"""liferaft: Raft consensus for Python."""
+
+__version__ = "0.1.0"

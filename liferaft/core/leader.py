@@ -1,0 +1,270 @@
+"""Leader behaviour: replication, commit, heartbeats, ReadIndex, transfer.
+
+Theory of operation
+-------------------
+The leader keeps a :class:`~liferaft.core.progress.Progress` per peer and
+sends each one AppendEntries from its ``next`` index (§5.3).  Followers that
+are known to match are streamed to (REPLICATE, bounded by the in-flight
+window); others are probed one message at a time; those whose entries were
+compacted get a snapshot (§7).  A rejection carries a conflict hint so the
+leader skips a whole term of mismatching entries per round trip.
+
+Commit advances when a quorum holds an entry of the current term
+(:meth:`Raft.maybe_commit`); the new commit index reaches followers on the
+next AppendEntries, or on a heartbeat, which carries
+``min(match, commit)`` so a follower never commits entries it may not hold.
+
+With check-quorum (thesis §6.2) a leader that has not heard from a quorum for
+an election timeout steps down, which is also what bounds its lease.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import LogCompactedError, SnapshotTemporarilyUnavailableError
+from .messages import (
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    ReadState,
+    Role,
+    TimeoutNow,
+    entry_size,
+)
+from .progress import ProgressState
+from .quorum import VoteResult
+from .read_index import ReadOnlyOption
+
+if TYPE_CHECKING:
+    from .raft import Raft
+
+
+def tick(r: Raft) -> None:
+    r.heartbeat_elapsed += 1
+    r.election_elapsed += 1
+    if r.election_elapsed >= r.election_timeout:
+        r.election_elapsed = 0
+        if r.check_quorum:
+            if not r.tracker.quorum_active(r.id):
+                r.become_follower(r.term, None)
+                return
+            for _, pr in r.tracker.peers(r.id):
+                pr.recent_active = False
+        # A transfer that has not finished within an election timeout is
+        # abandoned so the leader can take proposals again (thesis §3.10).
+        if r.lead_transferee is not None:
+            r.abort_leader_transfer()
+    if r.heartbeat_elapsed >= r.heartbeat_timeout:
+        r.heartbeat_elapsed = 0
+        bcast_heartbeat(r, r.read_only.last_pending_ctx())
+
+
+# -- sending ------------------------------------------------------------------------
+
+
+def send_append(r: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
+    """Send ``to`` what it needs next.  Returns True if a message was sent."""
+    pr = r.tracker.progress.get(to)
+    if pr is None or pr.is_paused():
+        return False
+    log = r.log
+    prev_index = pr.next - 1
+    try:
+        prev_term = log.term(prev_index)
+        ents = log.entries_from(pr.next, r.max_msg_size)
+    except LogCompactedError:
+        return send_snapshot(r, to)
+    if not ents and not send_if_empty:
+        return False
+    r.send(AppendEntries(r.term, r.id, to, prev_index, prev_term, tuple(ents), log.committed))
+    if ents:
+        pr.sent_entries(ents[-1].index, sum(map(entry_size, ents)))
+    elif pr.state is ProgressState.PROBE:
+        pr.probe_sent = True
+    return True
+
+
+def send_snapshot(r: Raft, to: NodeId) -> bool:
+    pr = r.tracker.progress[to]
+    if not pr.recent_active:
+        # Do not ship a snapshot to a peer that may be down (etcd's rule);
+        # a heartbeat response re-activates it.
+        return False
+    try:
+        snap = r.log.snapshot()
+    except SnapshotTemporarilyUnavailableError:
+        return False
+    pr.become_snapshot(snap.index)
+    r.send(InstallSnapshot(r.term, r.id, to, snap))
+    return True
+
+
+def bcast_append(r: Raft) -> None:
+    r.bcast_pending = False
+    for nid, _ in list(r.tracker.peers(r.id)):
+        send_append(r, nid)
+
+
+def flush_appends(r: Raft) -> None:
+    """Send entries appended since the last broadcast, without empty probes."""
+    r.bcast_pending = False
+    for nid, _ in list(r.tracker.peers(r.id)):
+        send_append(r, nid, send_if_empty=False)
+
+
+def bcast_heartbeat(r: Raft, ctx: bytes = b"") -> None:
+    committed = r.log.committed
+    for nid, pr in r.tracker.peers(r.id):
+        # Never tell a follower to commit past what it is known to hold.
+        r.send(Heartbeat(r.term, r.id, nid, min(pr.match, committed), ctx))
+
+
+# -- ReadIndex (thesis §6.4) ----------------------------------------------------------------
+
+
+def read_index(r: Raft, ctx: bytes, requester: NodeId) -> None:
+    """Handle a read request from ourselves or a follower."""
+    if r.tracker.is_single_voter(r.id):
+        respond_read(r, ctx, requester, r.log.committed)
+        return
+    if not r.committed_entry_in_current_term():
+        r.pending_reads.append((ctx, requester))
+        return
+    if r.read_only.option is ReadOnlyOption.LEASE_BASED:
+        respond_read(r, ctx, requester, r.log.committed)
+        return
+    if r.read_only.add_request(r.log.committed, ctx, requester):
+        r.read_only.recv_ack(r.id, ctx)
+        bcast_heartbeat(r, ctx)
+
+
+def respond_read(r: Raft, ctx: bytes, requester: NodeId, index: int) -> None:
+    if requester == r.id:
+        r.read_states.append(ReadState(index, ctx))
+    else:
+        r.send(ReadIndexResponse(r.term, r.id, requester, ctx, index))
+
+
+def release_pending_reads(r: Raft) -> None:
+    pending, r.pending_reads = r.pending_reads, []
+    for ctx, requester in pending:
+        read_index(r, ctx, requester)
+
+
+# -- leadership transfer (thesis §3.10) ------------------------------------------------------
+
+
+def transfer_to(r: Raft, to: NodeId) -> None:
+    if r.lead_transferee == to:
+        return
+    r.abort_leader_transfer()
+    if to == r.id:
+        return
+    r.lead_transferee = to
+    # The transfer must finish within one election timeout, or it is aborted.
+    r.election_elapsed = 0
+    pr = r.tracker.progress[to]
+    if pr.match == r.log.last_index():
+        r.send(TimeoutNow(r.term, r.id, to))
+    else:
+        send_append(r, to)
+
+
+# -- receiving ------------------------------------------------------------------------
+
+
+def step(r: Raft, m: Message) -> None:
+    pr = r.tracker.progress.get(m.frm)
+    if isinstance(m, ReadIndexRequest):
+        read_index(r, m.ctx, m.frm)
+        return
+    if pr is None:
+        return  # a peer outside the configuration: nothing to track
+    if isinstance(m, AppendResponse):
+        pr.recent_active = True
+        if m.reject:
+            handle_reject(r, m)
+        else:
+            handle_ack(r, m)
+    elif isinstance(m, HeartbeatResponse):
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+            pr.inflights.free_first_one()
+        if pr.match < r.log.last_index():
+            send_append(r, m.frm)
+        if m.ctx and r.read_only.option is ReadOnlyOption.SAFE:
+            handle_read_ack(r, m)
+    # Votes, snapshots and appends from another leader of our term cannot
+    # happen (election safety); stale ones were filtered by term already.
+
+
+def handle_reject(r: Raft, m: AppendResponse) -> None:
+    pr = r.tracker.progress[m.frm]
+    hint = m.hint_index
+    if m.hint_term > 0:
+        # Skip every index of ours whose term exceeds the follower's term at
+        # hint_index: they cannot match (§5.3 optimisation).
+        hint, _ = r.log.find_conflict_by_term(m.hint_index, m.hint_term)
+    if pr.maybe_decr_to(m.index, hint):
+        if pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
+        send_append(r, m.frm)
+
+
+def handle_ack(r: Raft, m: AppendResponse) -> None:
+    pr = r.tracker.progress[m.frm]
+    was_paused = pr.is_paused()
+    if not pr.maybe_update(m.index):
+        return
+    if pr.state is ProgressState.PROBE:
+        pr.become_replicate()
+    elif pr.state is ProgressState.SNAPSHOT:
+        if pr.match + 1 >= r.log.first_index():
+            pr.become_probe()
+            pr.become_replicate()
+    else:
+        pr.inflights.free_le(m.index)
+    if r.maybe_commit():
+        bcast_append(r)
+    elif was_paused:
+        send_append(r, m.frm)
+    # Keep the pipeline full while the window allows.
+    while send_append(r, m.frm, send_if_empty=False):
+        pass
+    if m.frm == r.lead_transferee and pr.match == r.log.last_index():
+        r.send(TimeoutNow(r.term, r.id, m.frm))
+
+
+def handle_read_ack(r: Raft, m: HeartbeatResponse) -> None:
+    acks = r.read_only.recv_ack(m.frm, m.ctx)
+    if acks is None:
+        return
+    if r.tracker.vote_result({a: True for a in acks}) is not VoteResult.WON:
+        return
+    for rs in r.read_only.advance(m.ctx):
+        respond_read(r, rs.ctx, rs.requester, rs.index)
+
+
+def report_unreachable(r: Raft, nid: NodeId) -> None:
+    pr = r.tracker.progress.get(nid)
+    if r.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+        pr.become_probe()
+
+
+def report_snapshot(r: Raft, nid: NodeId, failed: bool) -> None:
+    pr = r.tracker.progress.get(nid)
+    if r.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
+        return
+    if failed:
+        pr.pending_snapshot = 0
+    pr.become_probe()
+    # Wait for a heartbeat response before probing again.
+    pr.probe_sent = True

@@ -1,0 +1,347 @@
+"""RawNode: the public, sans-IO face of the core, and the Ready contract.
+
+Theory of operation
+-------------------
+The caller owns all I/O.  It feeds the node time (:meth:`RawNode.tick`),
+messages (:meth:`RawNode.step`) and requests (:meth:`RawNode.propose` and
+friends), then collects what the node wants done as a :class:`Ready` and
+performs it **in this order**:
+
+1. persist ``hard_state``, ``snapshot`` and ``entries``, and fsync them;
+2. send ``messages``;
+3. restore the state machine from ``snapshot`` (if any), then apply
+   ``committed_entries``, and serve ``read_states`` whose index is applied;
+4. call :meth:`RawNode.advance`.
+
+Persisting before sending is what makes a vote or an acknowledgement
+durable before anyone relies on it (§5.1: "Updated on stable storage before
+responding to RPCs").  Membership changes take effect in ``advance()`` as
+their entries are applied; the caller needs to do nothing for them beyond
+applying the entry (which it may skip: it is the core's business).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import leader
+from .confchange import ChangeType, ConfChange, apply_conf_change
+from .errors import (
+    ConfChangeError,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+)
+from .log import LogReader
+from .messages import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    NodeId,
+    ReadIndexRequest,
+    ReadState,
+    Role,
+    Snapshot,
+    SoftState,
+)
+from .progress import ProgressState
+from .raft import Config, Raft
+
+
+@dataclass(slots=True)
+class Ready:
+    """Work for the caller; see the module docstring for the required order."""
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    messages: list[Message] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    @property
+    def must_sync(self) -> bool:
+        """True if something here must reach stable storage before sending."""
+        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    match: int
+    next: int
+    state: ProgressState
+    learner: bool
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: NodeId
+    role: Role
+    term: int
+    vote: NodeId | None
+    leader: NodeId | None
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    conf_state: ConfState
+    lead_transferee: NodeId | None
+    progress: dict[NodeId, PeerStatus]
+
+
+class RawNode:
+    """A Raft node without I/O.  Not thread-safe: drive it from one task."""
+
+    def __init__(self, config: Config, storage: LogReader) -> None:
+        self.raft = Raft(config, storage)
+        self._prev_soft = self.raft.soft_state()
+        self._prev_hard = self.raft.hard_state()
+        self._outstanding: _Handed | None = None
+
+    # -- input ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (pre-vote first, when enabled)."""
+        self.raft.hup()
+
+    def step(self, m: Message) -> None:
+        """Handle a message received from a peer."""
+        self.raft.step(m)
+
+    def _require_leader(self, what: str) -> Raft:
+        r = self.raft
+        if r.role is not Role.LEADER:
+            raise NotLeaderError(f"{what}: {r.id} is not the leader", r.leader)
+        if r.lead_transferee is not None:
+            raise ProposalDroppedError(
+                f"{what}: leadership transfer to {r.lead_transferee} in progress"
+            )
+        return r
+
+    def propose(self, data: bytes) -> int:
+        """Append ``data`` to the log; returns its index.  Leader only.
+
+        The entry is committed (and so applied everywhere) only if this node
+        stays leader long enough; the caller learns the outcome when an entry
+        with this index *and* :attr:`term` is applied.
+        """
+        r = self._require_leader("propose")
+        last = r.append_entries([Entry(0, 0, data)])
+        r.bcast_pending = True
+        return last
+
+    def propose_many(self, datas: list[bytes]) -> int:
+        """Append several entries at once; returns the index of the last one."""
+        r = self._require_leader("propose")
+        if not datas:
+            return r.log.last_index()
+        last = r.append_entries([Entry(0, 0, d) for d in datas])
+        r.bcast_pending = True
+        return last
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Propose a membership change; returns the index of its entry.
+
+        Refused (ConfChangeError) while another change is in flight, before
+        this leader has committed an entry of its term (the single-server
+        change bug in Ongaro's 2015 raft-dev post), when invalid against the
+        current configuration, or when it promotes a learner that has not
+        caught up.
+        """
+        r = self._require_leader("propose_conf_change")
+        if r.pending_conf_index > r.log.applied:
+            raise ConfChangeError(
+                f"membership change at index {r.pending_conf_index} is not yet applied "
+                f"(applied={r.log.applied}); one change at a time"
+            )
+        if not r.committed_entry_in_current_term():
+            raise ConfChangeError(
+                "the leader has not committed an entry in its term yet; retry shortly"
+            )
+        apply_conf_change(r.tracker.conf, cc)  # validate on a copy; raises if invalid
+        for c in cc.changes:
+            if c.type is ChangeType.ADD_VOTER and c.node_id in r.tracker.conf.learners:
+                pr = r.tracker.progress.get(c.node_id)
+                if pr is None or pr.match < r.log.committed:
+                    raise ConfChangeError(
+                        f"learner {c.node_id} has not caught up "
+                        f"(match={pr.match if pr else 0}, commit={r.log.committed})"
+                    )
+        last = r.append_entries([Entry(0, 0, cc.encode(), EntryType.CONF_CHANGE)])
+        r.pending_conf_index = last
+        r.bcast_pending = True
+        return last
+
+    def read_index(self, ctx: bytes) -> None:
+        """Request a linearizable read; a ReadState with ``ctx`` appears in a
+        later Ready.  ``ctx`` must be unique among outstanding requests."""
+        r = self.raft
+        if not ctx:
+            raise RaftError("read_index needs a non-empty, unique ctx")
+        if r.role is Role.LEADER:
+            leader.read_index(r, ctx, r.id)
+        elif r.leader is not None and r.role is Role.FOLLOWER:
+            r.send(ReadIndexRequest(r.term, r.id, r.leader, ctx))
+        else:
+            raise NotLeaderError("read_index: no known leader", r.leader)
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Hand leadership to voter ``to`` (thesis §3.10).  Leader only."""
+        r = self.raft
+        if r.role is not Role.LEADER:
+            raise NotLeaderError(f"transfer_leader: {r.id} is not the leader", r.leader)
+        if to != r.id and to not in r.tracker.conf.voters:
+            raise ConfChangeError(f"transfer_leader: {to} is not a voter")
+        leader.transfer_to(r, to)
+
+    def report_unreachable(self, nid: NodeId) -> None:
+        """The transport failed to deliver to ``nid``: stop streaming to it."""
+        leader.report_unreachable(self.raft, nid)
+
+    def report_snapshot(self, nid: NodeId, failed: bool) -> None:
+        """The transport finished (or failed) sending a snapshot to ``nid``."""
+        leader.report_snapshot(self.raft, nid, failed)
+
+    # -- output ---------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        if self._outstanding is not None:
+            return False
+        return bool(
+            r.msgs
+            or r.bcast_pending
+            or r.log.unstable.entries
+            or r.log.unstable.snapshot is not None
+            or r.read_states
+            or r.soft_state() != self._prev_soft
+            or r.hard_state() != self._prev_hard
+            or r.log.has_next_committed()
+        )
+
+    def ready(self) -> Ready:
+        """Collect pending work.  Call :meth:`advance` before the next ready()."""
+        if self._outstanding is not None:
+            raise RaftError("ready() called twice: advance() the previous Ready first")
+        r = self.raft
+        if r.bcast_pending and r.role is Role.LEADER:
+            leader.flush_appends(r)
+        r.bcast_pending = False
+        rd = Ready()
+        soft = r.soft_state()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+        hard = r.hard_state()
+        if hard != self._prev_hard:
+            rd.hard_state = hard
+        u = r.log.unstable
+        rd.entries = list(u.entries)
+        rd.snapshot = u.snapshot
+        if rd.snapshot is None:
+            rd.committed_entries = r.log.next_committed(r.cfg.max_committed_size_per_ready)
+        rd.messages = r.msgs
+        r.msgs = []
+        rd.read_states = r.read_states
+        r.read_states = []
+        self._outstanding = _Handed(
+            soft,
+            hard,
+            rd.entries[-1] if rd.entries else None,
+            rd.snapshot.index if rd.snapshot is not None else None,
+            rd.committed_entries,
+        )
+        return rd
+
+    def advance(self) -> None:
+        """Tell the node the last Ready was fully handled."""
+        h = self._outstanding
+        if h is None:
+            raise RaftError("advance() without an outstanding Ready")
+        self._outstanding = None
+        r = self.raft
+        self._prev_soft = h.soft
+        self._prev_hard = h.hard
+        if h.snapshot_index is not None:
+            r.log.stable_snap_to(h.snapshot_index)
+            r.log.applied_to(h.snapshot_index)
+        if h.last_entry is not None:
+            r.log.stable_to(h.last_entry.index, h.last_entry.term)
+        if h.committed:
+            for e in h.committed:
+                if e.type is EntryType.CONF_CHANGE:
+                    self._apply_conf_entry(e)
+            r.log.applied_to(h.committed[-1].index)
+        r.maybe_auto_leave_joint()
+
+    def _apply_conf_entry(self, e: Entry) -> None:
+        r = self.raft
+        try:
+            cc = ConfChange.decode(e.data)
+        except ConfChangeError:
+            return  # never valid, ignored alike by every node
+        r.apply_conf_change(cc)
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self.raft.leader
+
+    @property
+    def id(self) -> NodeId:
+        return self.raft.id
+
+    def conf_state(self) -> ConfState:
+        """The membership in force (as of the last applied change)."""
+        return self.raft.conf_state()
+
+    def status(self) -> Status:
+        r = self.raft
+        prog = {}
+        if r.role is Role.LEADER:
+            prog = {
+                nid: PeerStatus(pr.match, pr.next, pr.state, pr.is_learner, pr.recent_active)
+                for nid, pr in r.tracker.progress.items()
+            }
+        return Status(
+            r.id,
+            r.role,
+            r.term,
+            r.vote,
+            r.leader,
+            r.log.committed,
+            r.log.applied,
+            r.log.last_index(),
+            r.log.first_index(),
+            r.tracker.conf,
+            r.lead_transferee,
+            prog,
+        )
+
+
+@dataclass(slots=True)
+class _Handed:
+    soft: SoftState
+    hard: HardState
+    last_entry: Entry | None
+    snapshot_index: int | None
+    committed: list[Entry]
+
+
+__all__ = ["RawNode", "Ready", "Status", "PeerStatus", "Config"]
