@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 
 from . import candidate, follower, leader
 from .confchange import ConfChange, apply_conf_change, is_joint
-from .errors import ConfChangeError, ConfigError, LogCompactedError
+from .errors import (
+    ConfChangeError,
+    ConfigError,
+    LogCompactedError,
+    SnapshotTemporarilyUnavailableError,
+)
 from .log import LogReader, RaftLog
 from .messages import (
     AppendEntries,
@@ -150,6 +155,14 @@ class Raft:
 
         hs, cs = storage.initial_state()
         self.tracker.switch_to(cs, self.log.last_index() + 1)
+        # Storage may keep entries before its snapshot; the snapshot still
+        # marks what is committed and what a restored state machine holds.
+        try:
+            snap_index = storage.snapshot().index
+        except SnapshotTemporarilyUnavailableError:
+            snap_index = 0
+        if snap_index > self.log.committed:
+            self.log.committed = self.log.applied = snap_index
         if hs != HardState():
             self.load_hard_state(hs)
         if cfg.applied > 0:
@@ -165,12 +178,13 @@ class Raft:
         return SoftState(self.role, self.leader)
 
     def load_hard_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise ConfigError(
-                f"hard state commit {hs.commit} is out of range "
-                f"[{self.log.committed}, {self.log.last_index()}]"
+                f"hard state commit {hs.commit} is beyond the last log index "
+                f"{self.log.last_index()}: the log lost entries that were committed"
             )
-        self.log.committed = hs.commit
+        # A snapshot newer than the hard state already implies its commit.
+        self.log.committed = max(self.log.committed, hs.commit)
         self.term = hs.term
         self.vote = hs.vote
 

@@ -38,7 +38,9 @@ class ProgressTracker:
         for nid in list(self.progress):
             if nid not in members:
                 del self.progress[nid]
-        for nid in members:
+        # Sorted: set order varies with PYTHONHASHSEED, and the order of
+        # progress entries decides the order messages are sent in.
+        for nid in sorted(members):
             pr = self.progress.get(nid)
             if pr is None:
                 pr = Progress(next_index, self.inflight_cap)

@@ -1,0 +1,74 @@
+"""Command line: ``python -m liferaft.sim --seeds N [--seed-start S] [--nodes 5] [--steps K]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from .runner import SeedResult, run_seed
+
+
+def _run(args: tuple[int, int, int]) -> SeedResult:
+    seed, nodes, steps = args
+    return run_seed(seed, nodes=nodes, steps=steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m liferaft.sim", description=__doc__)
+    p.add_argument("--seeds", type=int, default=100, help="number of seeds to run")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed")
+    p.add_argument("--seed", type=int, help="run exactly this one seed (verbose)")
+    p.add_argument("--nodes", type=int, default=5, help="initial voters (default 5)")
+    p.add_argument("--steps", type=int, default=6000, help="events per seed")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--verbose", "-v", action="store_true", help="one line per seed")
+    p.add_argument("--bench", action="store_true", help="fault-free throughput benchmark")
+    a = p.parse_args(argv)
+    if a.bench:
+        from .bench import main as bench_main
+
+        return bench_main()
+    if a.nodes < 1 or a.seeds < 0 or a.steps < 1:
+        p.error("--nodes, --steps must be >= 1 and --seeds >= 0")
+    if a.seed is not None:
+        seeds = [a.seed]
+        a.verbose = True
+    else:
+        seeds = list(range(a.seed_start, a.seed_start + a.seeds))
+    work = [(s, a.nodes, a.steps) for s in seeds]
+    t0 = time.perf_counter()
+    if a.jobs > 1 and len(work) > 1:
+        with ProcessPoolExecutor(a.jobs) as ex:
+            results = list(ex.map(_run, work, chunksize=4))
+    else:
+        results = [_run(w) for w in work]
+    steps = commits = violations = liveness = 0
+    for r in results:
+        steps += r.steps
+        commits += r.commits
+        if a.verbose:
+            faults = ",".join(f"{k}={v}" for k, v in sorted(r.faults.items()))
+            print(
+                f"seed={r.seed} steps={r.steps} commits={r.commits} acked={r.acked} "
+                f"recovery={r.recovery_time} faults[{faults}]"
+            )
+        replay = f"python -m liferaft.sim --seed {r.seed} --nodes {a.nodes} --steps {a.steps}"
+        if r.violation:
+            violations += 1
+            print(f"VIOLATION seed={r.seed}: {r.violation}\n  replay: {replay}")
+        if r.liveness_failure:
+            liveness += 1
+            print(f"LIVENESS seed={r.seed}: {r.liveness_failure}\n  replay: {replay}")
+    dt = time.perf_counter() - t0
+    print(f"elapsed={dt:.1f}s", file=sys.stderr)
+    print(
+        f"seeds={len(results)} steps={steps} commits={commits} "
+        f"violations={violations} liveness_failures={liveness}"
+    )
+    return 0 if violations == 0 and liveness == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Safety checkers, run incrementally after every simulator step.
+
+Each rule of DESIGN.md is checked from what the nodes persist and apply,
+never from their private state, so a bug anywhere in the core shows up as a
+violation here:
+
+* election safety: at most one leader per term;
+* log matching: an (index, term) pair always names the same entry with the
+  same predecessor term, which by induction means the same prefix;
+* leader completeness: a new leader's log holds every committed entry;
+* state machine safety: every node applies the same entry at each index, in
+  order, once per life of its state machine;
+* durability: every acknowledged proposal is in every later leader's log
+  and, at the end, applied everywhere;
+* read safety: a ReadIndex answer is at least the index of every write
+  acknowledged before the read was asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from liferaft.core import Entry, NodeId, RawNode
+
+
+class SafetyViolation(AssertionError):
+    """A Raft safety rule was broken; the message says which and where."""
+
+
+@dataclass
+class Checker:
+    violations: list[str] = field(default_factory=list)
+    # term -> leader id
+    leaders: dict[int, NodeId] = field(default_factory=dict)
+    # (index, term) -> (data, type, prev_term)
+    entries: dict[tuple[int, int], tuple[bytes, int, int]] = field(default_factory=dict)
+    # index -> term of the entry committed there
+    committed: dict[int, int] = field(default_factory=dict)
+    # index -> (term, data) of the entry applied there
+    applied: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    # index -> (term, data) of acknowledged proposals
+    acked: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    max_acked: int = 0
+    raise_on_violation: bool = True
+
+    def fail(self, msg: str) -> None:
+        self.violations.append(msg)
+        if self.raise_on_violation:
+            raise SafetyViolation(msg)
+
+    # -- hooks called by the simulator --------------------------------------------
+
+    def on_leader(self, node: RawNode, now: int) -> None:
+        term = node.term
+        prev = self.leaders.get(term)
+        if prev is not None and prev != node.id:
+            self.fail(f"election safety: {prev} and {node.id} both leader in term {term} (t={now})")
+            return
+        self.leaders[term] = node.id
+        log = node.raft.log
+        first = log.first_index()
+        last = log.last_index()
+        for idx, t in self.committed.items():
+            if idx < first:
+                continue
+            if idx > last or log.term_or_zero(idx) != t:
+                self.fail(
+                    f"leader completeness: {node.id} leads term {term} without committed "
+                    f"entry {idx} (term {t}); its log ends at {last} (t={now})"
+                )
+                return
+        for idx, (t, _) in self.acked.items():
+            if idx >= first and (idx > last or log.term_or_zero(idx) != t):
+                self.fail(
+                    f"durability: {node.id} leads term {term} without acknowledged "
+                    f"entry {idx} (term {t}) (t={now})"
+                )
+                return
+
+    def on_persist(self, nid: NodeId, prev_term: int, ents: list[Entry]) -> None:
+        """``prev_term`` is the term of the entry just before ents[0] in nid's log."""
+        table = self.entries
+        for e in ents:
+            key = (e.index, e.term)
+            val = (e.data, int(e.type), prev_term)
+            seen = table.get(key)
+            if seen is None:
+                table[key] = val
+            elif seen != val:
+                what = "predecessor term" if seen[:2] == val[:2] else "content"
+                self.fail(
+                    f"log matching: {nid} holds entry ({e.index}, {e.term}) whose {what} "
+                    f"differs from another node's"
+                )
+                return
+            prev_term = e.term
+
+    def on_commit(self, nid: NodeId, node: RawNode, old: int, new: int) -> None:
+        log = node.raft.log
+        lo = max(old + 1, log.first_index())
+        for i in range(lo, new + 1):
+            t = log.term_or_zero(i)
+            seen = self.committed.setdefault(i, t)
+            if seen != t:
+                self.fail(f"state machine safety: {nid} commits index {i} at term {t}, "
+                          f"another node committed term {seen}")
+                return
+
+    def on_apply(self, nid: NodeId, e: Entry) -> None:
+        seen = self.applied.setdefault(e.index, (e.term, e.data))
+        if seen != (e.term, e.data):
+            self.fail(
+                f"state machine safety: {nid} applies ({e.index}, {e.term}) which differs from "
+                f"the entry another node applied at that index (term {seen[0]})"
+            )
+
+    def on_ack(self, index: int, term: int, data: bytes) -> None:
+        self.acked[index] = (term, data)
+        if index > self.max_acked:
+            self.max_acked = index
+
+    def on_read(self, nid: NodeId, index: int, floor: int) -> None:
+        if index < floor:
+            self.fail(
+                f"linearizable read: {nid} served read index {index}, but index {floor} was "
+                f"acknowledged before the read began"
+            )

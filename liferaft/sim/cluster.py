@@ -1,0 +1,533 @@
+"""A whole cluster of cores in one process: simulated network, clock and disk.
+
+Theory of operation
+-------------------
+Time is an integer (think milliseconds).  Everything that happens is an
+event in one heap ordered by (time, sequence): a node's tick, the delivery
+of a message, or a callback of the driver.  :meth:`Cluster.step` pops one
+event, lets the node(s) it touched handle their Ready, and runs the
+:class:`~liferaft.sim.checker.Checker`.  All randomness comes from one
+``random.Random(seed)``, so a seed replays exactly.
+
+The network can drop, duplicate, delay (and so reorder) messages and cut
+links; a node can crash, losing every write it had not synced, and restart
+from its simulated disk.  Scenario tests drive the same class directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from liferaft.core import (
+    AppendEntries,
+    ConfChange,
+    ConfChangeError,
+    Config,
+    EntryType,
+    Heartbeat,
+    InstallSnapshot,
+    MemoryStorage,
+    Message,
+    NodeId,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+    RawNode,
+    ReadIndexRequest,
+    ReadOnlyOption,
+    RequestVote,
+    Role,
+    Snapshot,
+    TimeoutNow,
+)
+
+from .checker import Checker, SafetyViolation
+from .disk import SimDisk
+
+
+@dataclass
+class NetConfig:
+    """Fault knobs of the simulated network (probabilities are per message)."""
+
+    min_latency: int = 1
+    max_latency: int = 5
+    drop: float = 0.0
+    duplicate: float = 0.0
+    long_delay: float = 0.0
+    long_delay_max: int = 200
+
+
+@dataclass
+class TimingConfig:
+    tick_interval: int = 10
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    read_only: ReadOnlyOption = ReadOnlyOption.SAFE
+    max_inflight: int = 64
+    max_size_per_msg: int = 64 * 1024
+
+
+class StateMachine:
+    """The simulated application: a running CRC of every applied command.
+
+    Its snapshot is (index, crc, count), so a node restored from a snapshot
+    can be compared with one that applied every entry.
+    """
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.crc = 0
+        self.count = 0
+        self.values: dict[int, bytes] = {}
+
+    def apply(self, index: int, data: bytes) -> None:
+        self.index = index
+        if data:
+            self.crc = zlib.crc32(data, self.crc)
+            self.count += 1
+            self.values[index] = data
+
+    def snapshot(self) -> bytes:
+        return f"{self.index}:{self.crc}:{self.count}".encode()
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.index = self.crc = self.count = 0
+        else:
+            i, c, n = data.decode().split(":")
+            self.index, self.crc, self.count = int(i), int(c), int(n)
+        self.values = {}
+
+
+@dataclass
+class SimNode:
+    id: NodeId
+    disk: SimDisk
+    rn: RawNode | None = None
+    sm: StateMachine = field(default_factory=StateMachine)
+    alive: bool = False
+    lives: int = 0
+    # ReadIndex ctx -> highest acknowledged index when the read began.
+    pending_reads: dict[bytes, int] = field(default_factory=dict)
+    # Commit index last persisted by this life of the node.
+    commit_seen: int = 0
+
+
+class Cluster:
+    """N simulated nodes; ``ids`` are the initial voters."""
+
+    def __init__(
+        self,
+        ids: Iterable[NodeId],
+        seed: int,
+        net: NetConfig | None = None,
+        timing: TimingConfig | None = None,
+        check: bool = True,
+        snapshot_every: int = 0,
+        snapshot_keep: int = 5,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.net = net or NetConfig()
+        self.timing = timing or TimingConfig()
+        self.checker = Checker() if check else None
+        self.snapshot_every = snapshot_every
+        self.snapshot_keep = snapshot_keep
+        self.now = 0
+        self._seq = 0
+        self._events: list[tuple[int, int, int, object]] = []
+        self.nodes: dict[NodeId, SimNode] = {}
+        # Directed links that drop everything: (frm, to).
+        self.cut: set[tuple[NodeId, NodeId]] = set()
+        self.msg_count = 0
+        self.rpc_count = 0
+        self.bytes_sent = 0
+        self.steps = 0
+        self.commits = 0
+        self.crash_mid_ready = 0.0
+        self._dirty: set[NodeId] = set()
+        self._read_seq = 0
+        self.on_apply_hook: Callable[[NodeId, int, bytes], None] | None = None
+        # index -> (proposer, term, data) of proposals not yet acknowledged.
+        self.proposals: dict[int, tuple[NodeId, int, bytes]] = {}
+        self.acked = 0
+        self.voters0 = list(ids)
+        for nid in self.voters0:
+            self.add_node(nid, MemoryStorage.bootstrap(self.voters0))
+
+    # -- event heap ------------------------------------------------------------------
+
+    _TICK, _MSG, _CALL = 0, 1, 2
+
+    def _push(self, at: int, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, kind, payload))
+
+    def call_at(self, at: int, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at simulated time ``at`` (a driver hook)."""
+        self._push(at, self._CALL, fn)
+
+    # -- membership of the simulation ------------------------------------------------------
+
+    def add_node(self, nid: NodeId, storage: MemoryStorage | None = None) -> SimNode:
+        """Create (and start) a node; a joiner starts with empty storage."""
+        node = SimNode(nid, SimDisk(storage if storage is not None else MemoryStorage()))
+        self.nodes[nid] = node
+        self.start(nid)
+        return node
+
+    def start(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        if node.alive:
+            return
+        store = node.disk.recover()
+        t = self.timing
+        cfg = Config(
+            id=nid,
+            election_tick=t.election_tick,
+            heartbeat_tick=t.heartbeat_tick,
+            rng=random.Random(self.rng.getrandbits(64)),
+            pre_vote=t.pre_vote,
+            check_quorum=t.check_quorum,
+            read_only=t.read_only,
+            max_inflight_msgs=t.max_inflight,
+            max_size_per_msg=t.max_size_per_msg,
+        )
+        node.rn = RawNode(cfg, store)
+        node.sm = StateMachine()
+        node.sm.restore(store.snapshot().data)
+        node.sm.index = store.snapshot().index
+        node.pending_reads = {}
+        node.commit_seen = max(store.hard_state.commit, store.snapshot().index)
+        node.alive = True
+        node.lives += 1
+        self._push(self.now + self.rng.randrange(1, t.tick_interval + 1), self._TICK, (nid, node.lives))
+        self._dirty.add(nid)
+
+    def crash(self, nid: NodeId) -> None:
+        """Kill a node: unsynced writes are lost (a random prefix survives)."""
+        node = self.nodes[nid]
+        if not node.alive:
+            return
+        node.alive = False
+        node.rn = None
+        node.disk.crash(self.rng)
+        self._dirty.discard(nid)
+
+    def restart(self, nid: NodeId) -> None:
+        self.crash(nid)
+        self.start(nid)
+
+    # -- network -------------------------------------------------------------------
+
+    def disconnect(self, nid: NodeId) -> None:
+        for other in self.nodes:
+            if other != nid:
+                self.cut.add((nid, other))
+                self.cut.add((other, nid))
+
+    def connect(self, nid: NodeId) -> None:
+        self.cut = {(a, b) for (a, b) in self.cut if a != nid and b != nid}
+
+    def partition(self, *groups: Iterable[NodeId]) -> None:
+        """Only nodes in the same group can talk."""
+        gid = {}
+        for i, g in enumerate(groups):
+            for n in g:
+                gid[n] = i
+        self.cut = {
+            (a, b)
+            for a in self.nodes
+            for b in self.nodes
+            if a != b and (a not in gid or b not in gid or gid[a] != gid[b])
+        }
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def _send(self, m: Message) -> None:
+        self.msg_count += 1
+        if isinstance(m, _REQUESTS):
+            self.rpc_count += 1
+        if isinstance(m, AppendEntries):
+            self.bytes_sent += sum(len(e.data) for e in m.entries)
+        elif isinstance(m, InstallSnapshot):
+            self.bytes_sent += len(m.snapshot.data)
+        net = self.net
+        rng = self.rng
+        if (m.frm, m.to) in self.cut or (net.drop and rng.random() < net.drop):
+            if isinstance(m, InstallSnapshot):
+                self._report_snapshot(m, failed=True)
+            return
+        copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
+        for _ in range(copies):
+            delay = rng.randint(net.min_latency, net.max_latency)
+            if net.long_delay and rng.random() < net.long_delay:
+                delay += rng.randint(0, net.long_delay_max)
+            self._push(self.now + delay, self._MSG, m)
+
+    # -- stepping ------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Process one event.  Returns False when nothing is scheduled."""
+        if not self._events:
+            return False
+        at, _, kind, payload = heapq.heappop(self._events)
+        self.now = at
+        self.steps += 1
+        if kind == self._TICK:
+            nid, life = payload  # type: ignore[misc]
+            node = self.nodes.get(nid)
+            if node is not None and node.alive and node.lives == life:
+                assert node.rn is not None
+                node.rn.tick()
+                self._dirty.add(nid)
+                self._push(at + self.timing.tick_interval, self._TICK, (nid, life))
+        elif kind == self._MSG:
+            m: Message = payload  # type: ignore[assignment]
+            node = self.nodes.get(m.to)
+            delivered = node is not None and node.alive and (m.frm, m.to) not in self.cut
+            if delivered:
+                assert node is not None and node.rn is not None
+                node.rn.step(m)
+                self._dirty.add(m.to)
+            if isinstance(m, InstallSnapshot):
+                self._report_snapshot(m, failed=not delivered)
+        else:
+            payload()  # type: ignore[operator]
+        self.process_ready()
+        return True
+
+    def _report_snapshot(self, m: InstallSnapshot, failed: bool) -> None:
+        """Play the transport's part of the snapshot contract: tell the sender
+        whether the snapshot got through (RawNode.report_snapshot)."""
+        sender = self.nodes.get(m.frm)
+        if sender is not None and sender.alive and sender.rn is not None:
+            sender.rn.report_snapshot(m.to, failed)
+            self._dirty.add(m.frm)
+
+    def run_for(self, duration: int) -> None:
+        end = self.now + duration
+        while self._events and self._events[0][0] <= end:
+            self.step()
+        self.now = max(self.now, end)
+
+    def run_until(self, cond: Callable[[], bool], timeout: int) -> bool:
+        end = self.now + timeout
+        while not cond():
+            if not self._events or self._events[0][0] > end:
+                self.now = max(self.now, end)
+                return cond()
+            self.step()
+        return True
+
+    def process_ready(self) -> None:
+        while self._dirty:
+            nid = min(self._dirty)
+            self._dirty.discard(nid)
+            node = self.nodes[nid]
+            if not node.alive:
+                continue
+            rn = node.rn
+            assert rn is not None
+            while node.alive and rn.has_ready():
+                self._handle_ready(node, rn)
+
+    def _handle_ready(self, node: SimNode, rn: RawNode) -> None:
+        chk = self.checker
+        old_commit = node.commit_seen
+        rd = rn.ready()
+        disk = node.disk
+        # 1. Persist: snapshot, entries, then hard state (see disk.py), then sync.
+        if rd.snapshot is not None:
+            disk.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            if chk is not None:
+                first = rd.entries[0].index
+                prev_term = _term_or_zero(disk.live, first - 1)
+                disk.append(rd.entries)
+                chk.on_persist(node.id, prev_term, rd.entries)
+            else:
+                disk.append(rd.entries)
+        if rd.hard_state is not None:
+            disk.set_hard_state(rd.hard_state)
+        if self.crash_mid_ready and rd.must_sync and self.rng.random() < self.crash_mid_ready:
+            self.crash(node.id)
+            return
+        disk.sync()
+        # Record the persisted commit before anything depends on it.
+        if chk is not None:
+            new_commit = disk.live.hard_state.commit
+            if rd.snapshot is not None:
+                new_commit = max(new_commit, rd.snapshot.index)
+            if new_commit > old_commit:
+                chk.on_commit(node.id, rn, old_commit, new_commit)
+            if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+                chk.on_leader(rn, self.now)
+        node.commit_seen = max(old_commit, disk.live.hard_state.commit, disk.live.first_index() - 1)
+        # 2. Send.
+        for m in rd.messages:
+            self._send(m)
+        # 3. Apply.
+        sm = node.sm
+        if rd.snapshot is not None:
+            sm.restore(rd.snapshot.data)
+            sm.index = rd.snapshot.index
+        for e in rd.committed_entries:
+            if e.index != sm.index + 1:
+                msg = (
+                    f"state machine safety: {node.id} applies index {e.index} after {sm.index}"
+                )
+                if chk is not None:
+                    chk.fail(msg)
+                raise SafetyViolation(msg)
+            data = e.data if e.type is EntryType.NORMAL else b""
+            sm.apply(e.index, data)
+            self.commits += 1
+            if chk is not None:
+                chk.on_apply(node.id, e)
+            if self.on_apply_hook is not None and data:
+                self.on_apply_hook(node.id, e.index, data)
+            # An entry applied by the node that proposed it, in the term it
+            # proposed it, is acknowledged to the client.
+            prop = self.proposals.get(e.index)
+            if prop is not None and prop[0] == node.id and prop[1] == e.term and prop[2] == e.data:
+                del self.proposals[e.index]
+                if chk is not None:
+                    chk.on_ack(e.index, e.term, e.data)
+                self.acked += 1
+        for rs in rd.read_states:
+            floor = node.pending_reads.pop(rs.ctx, None)
+            if floor is not None and chk is not None:
+                chk.on_read(node.id, rs.index, floor)
+        # 4. Advance.
+        rn.advance()
+        if self.snapshot_every and sm.index - disk.live.snapshot().index >= self.snapshot_every:
+            self.take_snapshot(node.id)
+
+    # -- client operations -------------------------------------------------------------
+
+    def leaders(self) -> list[NodeId]:
+        return [
+            n.id
+            for n in self.nodes.values()
+            if n.alive and n.rn is not None and n.rn.role is Role.LEADER
+        ]
+
+    def leader(self) -> NodeId | None:
+        """The live leader with the highest term, if any."""
+        best: tuple[int, NodeId] | None = None
+        for nid in self.leaders():
+            rn = self.nodes[nid].rn
+            assert rn is not None
+            if best is None or rn.term > best[0]:
+                best = (rn.term, nid)
+        return best[1] if best else None
+
+    def propose(self, nid: NodeId, data: bytes) -> int | None:
+        """Propose at ``nid``; returns the index or None if it was refused."""
+        node = self.nodes[nid]
+        if not node.alive or node.rn is None:
+            return None
+        try:
+            idx = node.rn.propose(data)
+        except (NotLeaderError, ProposalDroppedError):
+            return None
+        self.proposals[idx] = (nid, node.rn.term, data)
+        self._dirty.add(nid)
+        self.process_ready()
+        return idx
+
+    def propose_conf_change(self, nid: NodeId, cc: ConfChange) -> int | None:
+        node = self.nodes[nid]
+        if not node.alive or node.rn is None:
+            return None
+        try:
+            idx = node.rn.propose_conf_change(cc)
+        except (NotLeaderError, ProposalDroppedError, ConfChangeError):
+            return None
+        self._dirty.add(nid)
+        self.process_ready()
+        return idx
+
+    def read(self, nid: NodeId) -> bool:
+        """Start a ReadIndex at ``nid``; its answer is checked when it arrives."""
+        node = self.nodes[nid]
+        if not node.alive or node.rn is None:
+            return False
+        self._read_seq += 1
+        ctx = f"r{self._read_seq}".encode()
+        try:
+            node.rn.read_index(ctx)
+        except RaftError:
+            return False
+        node.pending_reads[ctx] = self.checker.max_acked if self.checker else 0
+        self._dirty.add(nid)
+        self.process_ready()
+        return True
+
+    def transfer(self, nid: NodeId, to: NodeId) -> bool:
+        node = self.nodes[nid]
+        if not node.alive or node.rn is None:
+            return False
+        try:
+            node.rn.transfer_leader(to)
+        except RaftError:
+            return False
+        self._dirty.add(nid)
+        self.process_ready()
+        return True
+
+    def take_snapshot(self, nid: NodeId) -> Snapshot | None:
+        """Snapshot ``nid``'s state machine at its applied index and compact."""
+        node = self.nodes[nid]
+        if not node.alive or node.rn is None:
+            return None
+        idx = node.sm.index
+        store = node.disk.live
+        if idx <= store.snapshot().index:
+            return None
+        snap = node.disk.create_snapshot(idx, node.rn.conf_state(), node.sm.snapshot())
+        node.disk.compact(max(store.first_index(), idx - self.snapshot_keep))
+        node.disk.sync()
+        return snap
+
+    # -- observation -------------------------------------------------------------------
+
+    def applied_value(self, nid: NodeId, index: int) -> bytes | None:
+        return self.nodes[nid].sm.values.get(index)
+
+    def n_committed(self, index: int) -> tuple[int, bytes | None]:
+        """How many nodes applied ``index``, and the command there."""
+        count, cmd = 0, None
+        for n in self.nodes.values():
+            v = n.sm.values.get(index)
+            if v is not None:
+                if cmd is not None and v != cmd:
+                    raise SafetyViolation(f"nodes applied {cmd!r} and {v!r} at {index}")
+                count += 1
+                cmd = v
+        return count, cmd
+
+    def rn(self, nid: NodeId) -> RawNode:
+        rn = self.nodes[nid].rn
+        if rn is None:
+            raise RuntimeError(f"{nid} is down")
+        return rn
+
+
+def _term_or_zero(store: MemoryStorage, i: int) -> int:
+    try:
+        return store.term(i)
+    except RaftError:
+        return 0
+
+
+# Messages that start an exchange (what the MIT lab counts as an RPC).
+_REQUESTS = (AppendEntries, Heartbeat, RequestVote, InstallSnapshot, TimeoutNow, ReadIndexRequest)
