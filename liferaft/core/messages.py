@@ -28,7 +28,8 @@ class EntryType(enum.IntEnum):
 class Entry(NamedTuple):
     """One log entry.  ``index`` and ``term`` identify it uniquely (§5.3)."""
 
-    index: int
+    # Shadows tuple.index(); entries are never searched by value.
+    index: int  # type: ignore[assignment]
     term: int
     data: bytes = b""
     type: EntryType = EntryType.NORMAL

@@ -21,6 +21,7 @@ import random
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from liferaft.core import (
     AppendEntries,
@@ -207,7 +208,8 @@ class Cluster:
         node.commit_seen = max(store.hard_state.commit, store.snapshot().index)
         node.alive = True
         node.lives += 1
-        self._push(self.now + self.rng.randrange(1, t.tick_interval + 1), self._TICK, (nid, node.lives))
+        first_tick = self.now + self.rng.randrange(1, t.tick_interval + 1)
+        self._push(first_tick, self._TICK, (nid, node.lives))
         self._dirty.add(nid)
 
     def crash(self, nid: NodeId) -> None:
@@ -282,7 +284,7 @@ class Cluster:
         self.now = at
         self.steps += 1
         if kind == self._TICK:
-            nid, life = payload  # type: ignore[misc]
+            nid, life = cast(tuple[NodeId, int], payload)
             node = self.nodes.get(nid)
             if node is not None and node.alive and node.lives == life:
                 assert node.rn is not None

@@ -92,7 +92,9 @@ class Driver:
 
     def propose(self) -> None:
         ld = self.c.leader()
-        target = ld if ld is not None and self.rng.random() < 0.9 else self.rng.choice(self.live_ids())
+        if ld is None or self.rng.random() < 0.1:
+            ld = self.rng.choice(self.live_ids())  # a follower refuses: exercised too
+        target = ld
         for _ in range(self.rng.randint(1, 4)):
             self.counter += 1
             self.c.propose(target, f"{self.c.seed}:{self.counter}".encode())
