@@ -399,6 +399,11 @@ class Raft:
             for nid, _ in list(self.tracker.peers(self.id)):
                 leader.send_append(self, nid, send_if_empty=False)
 
+    def conf_change_in_flight(self) -> bool:
+        """One change at a time (thesis §4.1): the last membership change this
+        leader appended must be applied before another is proposed."""
+        return self.pending_conf_index > self.log.applied
+
     def maybe_auto_leave_joint(self) -> None:
         """Leader: propose leaving a joint configuration marked auto_leave."""
         conf = self.tracker.conf

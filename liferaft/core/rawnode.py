@@ -157,7 +157,7 @@ class RawNode:
         caught up.
         """
         r = self._require_leader("propose_conf_change")
-        if r.pending_conf_index > r.log.applied:
+        if r.conf_change_in_flight():
             raise ConfChangeError(
                 f"membership change at index {r.pending_conf_index} is not yet applied "
                 f"(applied={r.log.applied}); one change at a time"

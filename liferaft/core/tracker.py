@@ -44,8 +44,14 @@ class ProgressTracker:
             pr = self.progress.get(nid)
             if pr is None:
                 pr = Progress(next_index, self.inflight_cap)
+                # A newcomer counts as active until the next check-quorum
+                # round: the leader has not even written to it yet, and must
+                # not step down for a silence it caused.
+                pr.recent_active = True
                 self.progress[nid] = pr
-            pr.is_learner = nid in conf.learners or nid in conf.learners_next
+            # learners_next are still voters of the outgoing half until the
+            # joint configuration is left.
+            pr.is_learner = nid in conf.learners
 
     def is_voter(self, nid: NodeId) -> bool:
         return nid in self._voters or nid in self._outgoing

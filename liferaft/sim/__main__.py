@@ -7,12 +7,17 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from .runner import SeedResult, run_seed
+from .runner import PROFILES, SeedResult, run_seed
 
 
-def _run(args: tuple[int, int, int]) -> SeedResult:
-    seed, nodes, steps = args
-    return run_seed(seed, nodes=nodes, steps=steps)
+def _run(args: tuple[int, int, int, str | None, str | None]) -> SeedResult:
+    seed, nodes, steps, bug, profile = args
+    if bug is None:
+        return run_seed(seed, nodes=nodes, steps=steps, profile=profile)
+    from .bugs import planted
+
+    with planted(bug) as configure:
+        return run_seed(seed, nodes=nodes, steps=steps, profile=profile, configure=configure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--verbose", "-v", action="store_true", help="one line per seed")
     p.add_argument("--bench", action="store_true", help="fault-free throughput benchmark")
+    p.add_argument("--bug", help="plant a known bug (see liferaft.sim.bugs) to see it caught")
+    p.add_argument("--profile", choices=sorted(PROFILES), help="force one nemesis profile")
     a = p.parse_args(argv)
     if a.bench:
         from .bench import main as bench_main
@@ -37,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         a.verbose = True
     else:
         seeds = list(range(a.seed_start, a.seed_start + a.seeds))
-    work = [(s, a.nodes, a.steps) for s in seeds]
+    work = [(s, a.nodes, a.steps, a.bug, a.profile) for s in seeds]
     t0 = time.perf_counter()
     if a.jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(a.jobs) as ex:
@@ -51,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.verbose:
             faults = ",".join(f"{k}={v}" for k, v in sorted(r.faults.items()))
             print(
-                f"seed={r.seed} steps={r.steps} commits={r.commits} acked={r.acked} "
+                f"seed={r.seed} profile={r.profile} steps={r.steps} commits={r.commits} acked={r.acked} "
                 f"recovery={r.recovery_time} faults[{faults}]"
             )
         replay = f"python -m liferaft.sim --seed {r.seed} --nodes {a.nodes} --steps {a.steps}"
+        if a.bug:
+            replay += f" --bug {a.bug}"
+        if a.profile:
+            replay += f" --profile {a.profile}"
         if r.violation:
             violations += 1
             print(f"VIOLATION seed={r.seed}: {r.violation}\n  replay: {replay}")

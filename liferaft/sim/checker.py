@@ -119,6 +119,29 @@ class Checker:
         if index > self.max_acked:
             self.max_acked = index
 
+    def on_leader_progress(self, leader: RawNode, peers: dict[NodeId, RawNode]) -> None:
+        """A leader's match index for a follower of the same term must name an
+        entry the follower really holds: within one term only the leader
+        changes a follower's log, so nothing may have removed it."""
+        llog = leader.raft.log
+        for nid, pr in leader.raft.tracker.progress.items():
+            f = peers.get(nid)
+            if nid == leader.id or f is None or pr.match == 0:
+                continue
+            if f.term != leader.term or f.leader != leader.id:
+                continue
+            flog = f.raft.log
+            if pr.match < max(flog.first_index(), llog.first_index()) - 1:
+                continue  # compacted on either side: covered by a snapshot
+            if pr.match > flog.last_index() or flog.term_or_zero(pr.match) != llog.term_or_zero(
+                pr.match
+            ):
+                self.fail(
+                    f"log matching: leader {leader.id} counts {nid} as holding index {pr.match}, "
+                    f"but {nid}'s log ends at {flog.last_index()} or differs there"
+                )
+                return
+
     def on_read(self, nid: NodeId, index: int, floor: int) -> None:
         if index < floor:
             self.fail(

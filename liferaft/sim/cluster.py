@@ -158,6 +158,8 @@ class Cluster:
         # index -> (proposer, term, data) of proposals not yet acknowledged.
         self.proposals: dict[int, tuple[NodeId, int, bytes]] = {}
         self.acked = 0
+        # False plants the "forget-vote" bug in every disk (see bugs.py).
+        self.disk_persists_vote = True
         self.voters0 = list(ids)
         for nid in self.voters0:
             self.add_node(nid, MemoryStorage.bootstrap(self.voters0))
@@ -179,6 +181,7 @@ class Cluster:
     def add_node(self, nid: NodeId, storage: MemoryStorage | None = None) -> SimNode:
         """Create (and start) a node; a joiner starts with empty storage."""
         node = SimNode(nid, SimDisk(storage if storage is not None else MemoryStorage()))
+        node.disk.persist_vote = self.disk_persists_vote
         self.nodes[nid] = node
         self.start(nid)
         return node
@@ -320,13 +323,19 @@ class Cluster:
             self.step()
         self.now = max(self.now, end)
 
-    def run_until(self, cond: Callable[[], bool], timeout: int) -> bool:
+    def run_until(
+        self, cond: Callable[[], bool], timeout: int, max_steps: int = 1_000_000
+    ) -> bool:
+        """Step until ``cond()`` holds; False once ``timeout`` time units (or
+        ``max_steps`` events, which catches message storms) have passed."""
         end = self.now + timeout
+        budget = max_steps
         while not cond():
-            if not self._events or self._events[0][0] > end:
+            if not self._events or self._events[0][0] > end or budget <= 0:
                 self.now = max(self.now, end)
                 return cond()
             self.step()
+            budget -= 1
         return True
 
     def process_ready(self) -> None:
@@ -338,8 +347,12 @@ class Cluster:
                 continue
             rn = node.rn
             assert rn is not None
+            rounds = 0
             while node.alive and rn.has_ready():
                 self._handle_ready(node, rn)
+                rounds += 1
+                if rounds > 10_000:
+                    raise SafetyViolation(f"livelock: {nid} produced {rounds} Readies in a row")
 
     def _handle_ready(self, node: SimNode, rn: RawNode) -> None:
         chk = self.checker
@@ -410,8 +423,22 @@ class Cluster:
                 chk.on_read(node.id, rs.index, floor)
         # 4. Advance.
         rn.advance()
+        if chk is not None and rn.role is Role.LEADER:
+            chk.on_leader_progress(rn, self._live_cores())
+        log = rn.raft.log
+        if not log.applied <= log.committed <= log.last_index():
+            msg = (
+                f"log invariant: {node.id} has applied={log.applied} committed={log.committed} "
+                f"last_index={log.last_index()}"
+            )
+            if chk is not None:
+                chk.fail(msg)
+            raise SafetyViolation(msg)
         if self.snapshot_every and sm.index - disk.live.snapshot().index >= self.snapshot_every:
             self.take_snapshot(node.id)
+
+    def _live_cores(self) -> dict[NodeId, RawNode]:
+        return {n: node.rn for n, node in self.nodes.items() if node.alive and node.rn}
 
     # -- client operations -------------------------------------------------------------
 

@@ -37,6 +37,7 @@ HEAL_BOUND_TIMEOUTS = 60
 @dataclass
 class SeedResult:
     seed: int
+    profile: str = ""
     steps: int = 0
     commits: int = 0
     acked: int = 0
@@ -49,17 +50,21 @@ class SeedResult:
 class Driver:
     """Proposes, reads and injects faults into a :class:`Cluster`."""
 
-    def __init__(self, c: Cluster, rng: random.Random, nodes: int, churn: bool = True) -> None:
+    def __init__(self, c: Cluster, rng: random.Random, nodes: int, profile: str) -> None:
         self.c = c
         self.rng = rng
+        self.profile = profile
         self.max_nodes = nodes + 2
         self.next_id = nodes + 1
         self.retired: set[str] = set()
-        self.churn = churn
+        self.churned = False
         self.faults: dict[str, int] = {}
         self.counter = 0
         self.period = c.timing.tick_interval * 2
         self.stopped = False
+        # Share of driver actions that inject a fault: calm or stormy seeds.
+        self.fault_rate = rng.choice([0.06, 0.06, 0.15, 0.3])
+        self.kinds = list(PROFILES[profile])
 
     def _count(self, what: str) -> None:
         self.faults[what] = self.faults.get(what, 0) + 1
@@ -80,21 +85,24 @@ class Driver:
         if self.stopped:
             return
         r = self.rng.random()
-        if r < 0.55:
-            self.propose()
-        elif r < 0.70:
-            self.read()
-        elif r < 0.76:
+        if r < self.fault_rate:
             self.nemesis()
+        elif r < self.fault_rate + 0.55:
+            self.propose()
+        elif r < self.fault_rate + 0.70:
+            self.read()
         self.schedule()
 
     # -- client work --------------------------------------------------------------
 
     def propose(self) -> None:
-        ld = self.c.leader()
-        if ld is None or self.rng.random() < 0.1:
-            ld = self.rng.choice(self.live_ids())  # a follower refuses: exercised too
-        target = ld
+        # Any node that believes it leads, including a deposed one cut off in
+        # a minority: its uncommitted tail is what later elections must beat.
+        leaders = self.c.leaders()
+        if not leaders or self.rng.random() < 0.1:
+            target = self.rng.choice(self.live_ids())  # a follower refuses: exercised too
+        else:
+            target = self.rng.choice(leaders)
         for _ in range(self.rng.randint(1, 4)):
             self.counter += 1
             self.c.propose(target, f"{self.c.seed}:{self.counter}".encode())
@@ -105,11 +113,7 @@ class Driver:
     # -- faults -------------------------------------------------------------------
 
     def nemesis(self) -> None:
-        kinds = ["partition", "isolate", "isolate_leader", "bridge", "heal", "heal",
-                 "crash", "restart", "restart", "transfer", "snapshot", "net"]
-        if self.churn:
-            kinds += ["churn", "churn", "retire"]
-        getattr(self, "_" + self.rng.choice(kinds))()
+        getattr(self, "_" + self.rng.choice(self.kinds))()
 
     def _partition(self) -> None:
         ids = self.live_ids()
@@ -154,6 +158,18 @@ class Driver:
             self.c.crash(nid)
             self._count("crash")
 
+    def _crash_leader(self) -> None:
+        ld = self.c.leader()
+        if ld is not None:
+            self.c.crash(ld)
+            self._count("crash_leader")
+
+    def _bounce(self) -> None:
+        """Crash a node and restart it at once (a fast reboot)."""
+        nid = self.rng.choice(self.live_ids())
+        self.c.restart(nid)
+        self._count("bounce")
+
     def _restart(self) -> None:
         if self.crashed:
             self.c.start(self.rng.choice(self.crashed))
@@ -179,7 +195,30 @@ class Driver:
         n.long_delay = self.rng.choice([0.0, 0.02, 0.1])
         self._count("net")
 
+    def _churn_partition(self) -> None:
+        """A membership change with the network failing right after it."""
+        self._churn()
+
+        def later() -> None:
+            if not self.stopped:
+                self._partition()
+
+        self.c.call_at(self.c.now + self.rng.randint(1, 30), later)
+
+    def _minority_leader(self) -> None:
+        """Cut the leader off with a minority: it keeps taking proposals for a
+        while, building a long tail that later elections must not trust."""
+        ld = self.c.leader()
+        if ld is None:
+            return
+        others = [n for n in self.live_ids() if n != ld]
+        self.rng.shuffle(others)
+        k = self.rng.randint(0, max(0, (len(others) - 1) // 2))
+        self.c.partition([ld, *others[:k]], others[k:])
+        self._count("minority_leader")
+
     def _churn(self) -> None:
+        self.churned = True
         ld = self.c.leader()
         if ld is None:
             return
@@ -191,7 +230,7 @@ class Driver:
         if learners:
             ops += ["promote", "replace"]
         if len(voters) > 3:
-            ops += ["remove", "demote"]
+            ops += ["remove", "demote", "double"]
         if not ops:
             return
         op = self.rng.choice(ops)
@@ -212,6 +251,12 @@ class Driver:
             )
         elif op == "remove":
             cc = ConfChange((remove_node(self.rng.choice(voters)),))
+        elif op == "double":
+            # Two changes back to back: the second must be refused while the
+            # first is in flight (thesis §4.1).
+            a, b = self.rng.sample(voters, 2)
+            self.c.propose_conf_change(ld, ConfChange((remove_node(a),)))
+            cc = ConfChange((remove_node(b),))
         else:
             cc = ConfChange((add_learner(self.rng.choice(voters)),))
         if op == "add" or self.c.propose_conf_change(ld, cc) is not None:
@@ -236,51 +281,111 @@ class Driver:
 
     # -- heal phase ---------------------------------------------------------------------
 
-    def heal_all(self) -> None:
+    def crash_minority(self, voters: list[str]) -> list[str]:
+        """Leave a random minority of ``voters`` down and the rest up; returns who is down."""
+        k = self.rng.randint(1, max(1, (len(voters) - 1) // 2)) if len(voters) > 2 else 0
+        down = self.rng.sample(sorted(voters), k)
+        for nid in self.live_ids():
+            if nid in down:
+                self.c.crash(nid)
+            elif not self.c.nodes[nid].alive:
+                self.c.start(nid)
+        return down
+
+    def settled_voters(self) -> list[str] | None:
+        """The voters, if no membership change can be under way, else None."""
+        if self.churned:
+            return None
+        return sorted(self.c.voters0)
+
+    def quiesce(self) -> None:
+        """Stop the driver and lift every network and disk fault."""
         c = self.c
         self.stopped = True
         c.heal()
         c.net.drop = c.net.duplicate = c.net.long_delay = 0.0
         c.crash_mid_ready = 0.0
+
+    def heal_all(self) -> None:
+        c = self.c
+        self.quiesce()
         for nid in self.crashed:
             c.start(nid)
+
+
+# Nemesis menus.  Most seeds mix everything; the others concentrate on one
+# family of faults so that rare interleavings come up often.
+_ALL = ("partition", "isolate", "isolate_leader", "bridge", "heal", "heal", "crash",
+        "crash_leader", "bounce", "restart", "restart", "transfer", "snapshot", "net",
+        "minority_leader", "churn", "churn", "retire")
+PROFILES: dict[str, tuple[str, ...]] = {
+    "mixed": _ALL,
+    # Figure 8: keep knocking out leaders while others come back.
+    "figure8": ("crash_leader", "isolate_leader", "restart", "restart", "heal"),
+    "crashy": ("bounce", "bounce", "crash", "crash_leader", "restart", "partition", "heal"),
+    "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce"),
+    "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
+              "restart", "transfer"),
+}
+_PROFILE_ODDS = ("mixed",) * 4 + ("figure8", "crashy", "stale", "churn")
 
 
 def run_seed(
     seed: int,
     nodes: int = 5,
     steps: int = 10_000,
-    churn: bool = True,
+    profile: str | None = None,
     timing: TimingConfig | None = None,
     configure: object = None,
 ) -> SeedResult:
-    """Run one seed.  ``configure(cluster)`` may plant a bug before the run."""
+    """Run one seed.  ``configure(cluster)`` may plant a bug before the run.
+
+    ``profile`` picks the nemesis menu (see PROFILES); by default the seed
+    chooses one.
+    """
     rng = random.Random(f"driver:{seed}")
+    if profile is None:
+        profile = rng.choice(_PROFILE_ODDS)
+    elif profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     net = NetConfig(
         drop=rng.choice([0.0, 0.0, 0.01, 0.05, 0.15]),
         duplicate=rng.choice([0.0, 0.02, 0.1]),
         long_delay=rng.choice([0.0, 0.02, 0.1]),
     )
     ids = [f"n{i}" for i in range(1, nodes + 1)]
+    if timing is None:
+        # One entry per AppendEntries in some seeds: acknowledgements then
+        # cover a prefix of what a new leader holds, as in Figure 8.
+        size = 1 if profile == "figure8" else rng.choice([1, 300, 64 * 1024, 64 * 1024])
+        timing = TimingConfig(max_size_per_msg=size)
     c = Cluster(
         ids,
         seed,
         net=net,
-        timing=timing or TimingConfig(),
+        timing=timing,
         snapshot_every=rng.choice([0, 0, 25, 100]),
         snapshot_keep=rng.choice([0, 3, 20]),
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
     if callable(configure):
         configure(c)
-    d = Driver(c, rng, nodes, churn=churn)
+    d = Driver(c, rng, nodes, profile)
     d.schedule()
-    res = SeedResult(seed)
+    res = SeedResult(seed, profile=profile)
     try:
         while c.steps < steps and c.step():
             pass
-        d.heal_all()
-        res.recovery_time, res.liveness_failure = check_liveness(c, d)
+        d.quiesce()
+        voters = d.settled_voters()
+        if voters is not None:
+            # Raft must progress with any minority of voters down, whatever
+            # stale logs the survivors hold.
+            down = d.crash_minority(voters)
+            _, res.liveness_failure = check_liveness(c, d, f"with {down} down")
+        if res.liveness_failure is None:
+            d.heal_all()
+            res.recovery_time, res.liveness_failure = check_liveness(c, d, "after healing")
         if res.liveness_failure is None:
             check_durability(c, d)
     except SafetyViolation as exc:
@@ -289,11 +394,11 @@ def run_seed(
     return res
 
 
-def check_liveness(c: Cluster, d: Driver) -> tuple[int | None, str | None]:
-    """After healing: a leader, and a new entry applied on every voter, in bounded time."""
+def check_liveness(c: Cluster, d: Driver, when: str) -> tuple[int | None, str | None]:
+    """A leader, and a new entry applied on every live member, in bounded time."""
     start = c.now
     bound = HEAL_BOUND_TIMEOUTS * c.timing.election_tick * c.timing.tick_interval
-    probe = f"probe:{c.seed}".encode()
+    probe = f"probe:{c.seed}:{when}".encode()
     state: dict[str, int] = {}
 
     def done() -> bool:
@@ -314,10 +419,10 @@ def check_liveness(c: Cluster, d: Driver) -> tuple[int | None, str | None]:
         # Followers may have reached idx through a snapshot; the checker has
         # already compared every entry they applied.
         return c.applied_value(ld, idx) == probe and all(
-            c.nodes[m].alive and c.nodes[m].sm.index >= idx for m in members if m in c.nodes
+            c.nodes[m].sm.index >= idx for m in members if m in c.nodes and c.nodes[m].alive
         )
 
-    if c.run_until(done, bound):
+    if c.run_until(done, bound, max_steps=100_000):
         return c.now - start, None
     ld = c.leader()
     roles = {
@@ -325,7 +430,7 @@ def check_liveness(c: Cluster, d: Driver) -> tuple[int | None, str | None]:
         for n, node in sorted(c.nodes.items())
         if n not in d.retired
     }
-    return None, f"no progress within {bound} time units after healing (leader={ld}, {roles})"
+    return None, f"no progress within {bound} time units {when} (leader={ld}, {roles})"
 
 
 def check_durability(c: Cluster, d: Driver) -> None:
@@ -338,7 +443,9 @@ def check_durability(c: Cluster, d: Driver) -> None:
     members = c.rn(ld).conf_state().voters
     # Let every voter catch up with the last acknowledged write (bounded).
     bound = HEAL_BOUND_TIMEOUTS * c.timing.election_tick * c.timing.tick_interval
-    c.run_until(lambda: all(c.nodes[m].sm.index >= chk.max_acked for m in members), bound)
+    c.run_until(
+        lambda: all(c.nodes[m].sm.index >= chk.max_acked for m in members), bound, 100_000
+    )
     for idx, (term, data) in chk.acked.items():
         got = chk.applied.get(idx)
         if got != (term, data):
