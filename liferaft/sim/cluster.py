@@ -152,6 +152,11 @@ class Cluster:
         self.steps = 0
         self.commits = 0
         self.crash_mid_ready = 0.0
+        # Probability of rebooting a node right after it granted a vote: the
+        # moment a lost vote does the most harm.
+        self.bounce_after_vote = 0.0
+        # Probability of crashing a new leader soon after it wins (Figure 8).
+        self.crash_after_election = 0.0
         self._dirty: set[NodeId] = set()
         self._read_seq = 0
         self.on_apply_hook: Callable[[NodeId, int, bytes], None] | None = None
@@ -309,6 +314,15 @@ class Cluster:
         self.process_ready()
         return True
 
+    def _crash_later(self, nid: NodeId, delay: int) -> None:
+        life = self.nodes[nid].lives
+
+        def crash() -> None:
+            if self.nodes[nid].lives == life and self.crash_after_election:
+                self.crash(nid)
+
+        self.call_at(self.now + delay, crash)
+
     def _report_snapshot(self, m: InstallSnapshot, failed: bool) -> None:
         """Play the transport's part of the snapshot contract: tell the sender
         whether the snapshot got through (RawNode.report_snapshot)."""
@@ -385,10 +399,26 @@ class Cluster:
                 chk.on_commit(node.id, rn, old_commit, new_commit)
             if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
                 chk.on_leader(rn, self.now)
+        if (
+            self.crash_after_election
+            and rd.soft_state is not None
+            and rd.soft_state.role is Role.LEADER
+            and self.rng.random() < self.crash_after_election
+        ):
+            self._crash_later(node.id, self.rng.randint(0, 20))
         node.commit_seen = max(old_commit, disk.live.hard_state.commit, disk.live.first_index() - 1)
         # 2. Send.
         for m in rd.messages:
             self._send(m)
+        if (
+            self.bounce_after_vote
+            and rd.hard_state is not None
+            and rd.hard_state.vote is not None
+            and rd.hard_state.vote != node.id
+            and self.rng.random() < self.bounce_after_vote
+        ):
+            self.restart(node.id)
+            return
         # 3. Apply.
         sm = node.sm
         if rd.snapshot is not None:

@@ -164,6 +164,22 @@ class Driver:
             self.c.crash(ld)
             self._count("crash_leader")
 
+    def _propose_crash(self) -> None:
+        """Propose at the leader, then crash it before (or while) it replicates."""
+        ld = self.c.leader()
+        if ld is None:
+            return
+        self.counter += 1
+        self.c.propose(ld, f"{self.c.seed}:{self.counter}".encode())
+        life = self.c.nodes[ld].lives
+
+        def later() -> None:
+            if not self.stopped and self.c.nodes[ld].lives == life:
+                self.c.crash(ld)
+
+        self.c.call_at(self.c.now + self.rng.randint(0, 8), later)
+        self._count("propose_crash")
+
     def _bounce(self) -> None:
         """Crash a node and restart it at once (a fast reboot)."""
         nid = self.rng.choice(self.live_ids())
@@ -230,7 +246,7 @@ class Driver:
         if learners:
             ops += ["promote", "replace"]
         if len(voters) > 3:
-            ops += ["remove", "demote", "double"]
+            ops += ["remove", "demote", "double", "double"]
         if not ops:
             return
         op = self.rng.choice(ops)
@@ -304,7 +320,7 @@ class Driver:
         self.stopped = True
         c.heal()
         c.net.drop = c.net.duplicate = c.net.long_delay = 0.0
-        c.crash_mid_ready = 0.0
+        c.crash_mid_ready = c.bounce_after_vote = c.crash_after_election = 0.0
 
     def heal_all(self) -> None:
         c = self.c
@@ -321,7 +337,8 @@ _ALL = ("partition", "isolate", "isolate_leader", "bridge", "heal", "heal", "cra
 PROFILES: dict[str, tuple[str, ...]] = {
     "mixed": _ALL,
     # Figure 8: keep knocking out leaders while others come back.
-    "figure8": ("crash_leader", "isolate_leader", "restart", "restart", "heal"),
+    "figure8": ("propose_crash", "propose_crash", "crash_leader", "isolate_leader", "restart",
+                "restart", "heal"),
     "crashy": ("bounce", "bounce", "crash", "crash_leader", "restart", "partition", "heal"),
     "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce"),
     "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
@@ -358,7 +375,15 @@ def run_seed(
         # One entry per AppendEntries in some seeds: acknowledgements then
         # cover a prefix of what a new leader holds, as in Figure 8.
         size = 1 if profile == "figure8" else rng.choice([1, 300, 64 * 1024, 64 * 1024])
-        timing = TimingConfig(max_size_per_msg=size)
+        # Pre-vote and check-quorum are defaults, but the classic protocol
+        # must be safe too (and elections collide more often without them).
+        # Churn keeps them: without the lease check removed servers disrupt.
+        classic = profile != "churn" and rng.random() < 0.3
+        timing = TimingConfig(
+            max_size_per_msg=size,
+            pre_vote=not classic or rng.random() < 0.5,
+            check_quorum=not classic or rng.random() < 0.5,
+        )
     c = Cluster(
         ids,
         seed,
@@ -368,6 +393,14 @@ def run_seed(
         snapshot_keep=rng.choice([0, 3, 20]),
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
+    if profile == "crashy":
+        c.bounce_after_vote = rng.choice([0.1, 0.3])
+    if profile == "figure8":
+        net.max_latency = 15
+        c.crash_after_election = rng.choice([0.2, 0.5])
+    if profile == "churn":
+        net.drop = rng.choice([0.05, 0.15])
+        net.long_delay = 0.1
     if callable(configure):
         configure(c)
     d = Driver(c, rng, nodes, profile)
