@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.verbose:
             faults = ",".join(f"{k}={v}" for k, v in sorted(r.faults.items()))
             print(
-                f"seed={r.seed} profile={r.profile} steps={r.steps} commits={r.commits} acked={r.acked} "
-                f"recovery={r.recovery_time} faults[{faults}]"
+                f"seed={r.seed} profile={r.profile} steps={r.steps} commits={r.commits} "
+                f"acked={r.acked} recovery={r.recovery_time} faults[{faults}]"
             )
         replay = f"python -m liferaft.sim --seed {r.seed} --nodes {a.nodes} --steps {a.steps}"
         if a.bug:
