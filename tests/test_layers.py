@@ -26,6 +26,7 @@ CORE_STDLIB = {
     "functools",
     "itertools",
     "json",
+    "operator",
     "random",
     "typing",
 }

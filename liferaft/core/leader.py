@@ -36,7 +36,7 @@ from .messages import (
     ReadState,
     Role,
     TimeoutNow,
-    entry_size,
+    entries_size,
 )
 from .progress import ProgressState
 from .quorum import VoteResult
@@ -85,7 +85,7 @@ def send_append(r: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
         return False
     r.send(AppendEntries(r.term, r.id, to, prev_index, prev_term, tuple(ents), log.committed))
     if ents:
-        pr.sent_entries(ents[-1].index, sum(map(entry_size, ents)))
+        pr.sent_entries(ents[-1].index, entries_size(ents))
     elif pr.state is ProgressState.PROBE:
         pr.probe_sent = True
     return True

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .errors import LogCompactedError, LogCorruptionError, LogUnavailableError
-from .messages import ENTRY_OVERHEAD, ConfState, Entry, HardState, Snapshot
+from .messages import ENTRY_OVERHEAD, ConfState, Entry, HardState, Snapshot, entries_size
 
 
 class LogReader(Protocol):
@@ -57,7 +57,7 @@ class LogReader(Protocol):
 
 def limit_size(ents: list[Entry], max_size: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` within ``max_size`` bytes, never empty."""
-    if max_size is None or len(ents) <= 1:
+    if max_size is None or len(ents) <= 1 or entries_size(ents) <= max_size:
         return ents
     total = 0
     for i, e in enumerate(ents):

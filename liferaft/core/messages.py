@@ -10,7 +10,9 @@ must be cheap.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 
 NodeId = str
@@ -43,6 +45,14 @@ ENTRY_OVERHEAD = 16
 def entry_size(e: Entry) -> int:
     """Approximate encoded size of an entry, for message size limits."""
     return len(e.data) + ENTRY_OVERHEAD
+
+
+_data_of = itemgetter(2)
+
+
+def entries_size(ents: Sequence[Entry]) -> int:
+    """Sum of :func:`entry_size` over ``ents`` (computed without a Python loop)."""
+    return sum(map(len, map(_data_of, ents))) + ENTRY_OVERHEAD * len(ents)
 
 
 @dataclass(frozen=True, slots=True)

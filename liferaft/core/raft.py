@@ -348,7 +348,10 @@ class Raft:
         # Our own match counts at once: the Ready contract persists these
         # entries before any message (or apply) that depends on them.
         self.tracker.progress[self.id].maybe_update(last)
-        self.maybe_commit()
+        # No follower can hold entries past our old last index, so our own
+        # append can complete a quorum only when we are the only voter.
+        if self.tracker.is_single_voter(self.id):
+            self.maybe_commit()
         return last
 
     def maybe_commit(self) -> bool:
