@@ -137,12 +137,31 @@ def read_index(r: Raft, ctx: bytes, requester: NodeId) -> None:
     if not r.committed_entry_in_current_term():
         r.pending_reads.append((ctx, requester))
         return
-    if r.read_only.option is ReadOnlyOption.LEASE_BASED:
+    if lease_valid(r):
         respond_read(r, ctx, requester, r.log.committed)
         return
     if r.read_only.add_request(r.log.committed, ctx, requester):
         r.read_only.recv_ack(r.id, ctx)
         bcast_heartbeat(r, ctx)
+
+
+def lease_valid(r: Raft) -> bool:
+    """May a lease-based read skip the heartbeat round (thesis §6.4.1)?
+
+    Only if a quorum has been heard from in the current check-quorum window
+    *and* that window is less than half over: those followers reset their
+    election timers at most half a timeout ago, so for at least the other
+    half (minus message delay and clock drift, which the lease assumes
+    bounded) they ignore any candidate.  Never during a leadership transfer,
+    whose TimeoutNow election deliberately overrides that rule.  Otherwise
+    the read falls back to a confirmed ReadIndex round.
+    """
+    return (
+        r.read_only.option is ReadOnlyOption.LEASE_BASED
+        and r.lead_transferee is None
+        and r.election_elapsed < r.election_timeout // 2
+        and r.tracker.quorum_active(r.id)
+    )
 
 
 def respond_read(r: Raft, ctx: bytes, requester: NodeId, index: int) -> None:
@@ -200,7 +219,7 @@ def step(r: Raft, m: Message) -> None:
             pr.inflights.free_first_one()
         if pr.match < r.log.last_index():
             send_append(r, m.frm)
-        if m.ctx and r.read_only.option is ReadOnlyOption.SAFE:
+        if m.ctx:
             handle_read_ack(r, m)
     # Votes, snapshots and appends from another leader of our term cannot
     # happen (election safety); stale ones were filtered by term already.

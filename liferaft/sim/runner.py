@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from liferaft.core import (
     ConfChange,
+    ReadOnlyOption,
     Transition,
     add_learner,
     add_voter,
@@ -208,7 +209,8 @@ class Driver:
         n = self.c.net
         n.drop = self.rng.choice([0.0, 0.01, 0.05, 0.2])
         n.duplicate = self.rng.choice([0.0, 0.02, 0.1])
-        n.long_delay = self.rng.choice([0.0, 0.02, 0.1])
+        if self.c.timing.read_only is not ReadOnlyOption.LEASE_BASED:
+            n.long_delay = self.rng.choice([0.0, 0.02, 0.1])
         self._count("net")
 
     def _churn_partition(self) -> None:
@@ -384,6 +386,15 @@ def run_seed(
             pre_vote=not classic or rng.random() < 0.5,
             check_quorum=not classic or rng.random() < 0.5,
         )
+        # Lease reads assume bounded message delay: only on seeds without
+        # long delays, where the checker then verifies every answer.
+        if (
+            timing.check_quorum
+            and not net.long_delay
+            and profile != "churn"
+            and rng.random() < 0.4
+        ):
+            timing.read_only = ReadOnlyOption.LEASE_BASED
     c = Cluster(
         ids,
         seed,
