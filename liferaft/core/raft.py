@@ -24,7 +24,7 @@ leader.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import candidate, follower, leader
 from .confchange import ConfChange, apply_conf_change, is_joint
@@ -85,7 +85,6 @@ class Config:
     """AppendEntries a leader may have in flight to one follower (pipelining)."""
     applied: int = 0
     """Last index applied by the state machine before a restart (0 = snapshot index)."""
-    extra: dict[str, object] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:

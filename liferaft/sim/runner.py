@@ -165,6 +165,14 @@ class Driver:
             self.c.crash(ld)
             self._count("crash_leader")
 
+    def _crash_all(self) -> None:
+        """Power loss: every node crashes at once, then all restart."""
+        for nid in self.live_ids():
+            self.c.crash(nid)
+        for nid in self.live_ids():
+            self.c.start(nid)
+        self._count("crash_all")
+
     def _propose_crash(self) -> None:
         """Propose at the leader, then crash it before (or while) it replicates."""
         ld = self.c.leader()
@@ -335,13 +343,14 @@ class Driver:
 # family of faults so that rare interleavings come up often.
 _ALL = ("partition", "isolate", "isolate_leader", "bridge", "heal", "heal", "crash",
         "crash_leader", "bounce", "restart", "restart", "transfer", "snapshot", "net",
-        "minority_leader", "churn", "churn", "retire")
+        "minority_leader", "crash_all", "churn", "churn", "retire")
 PROFILES: dict[str, tuple[str, ...]] = {
     "mixed": _ALL,
     # Figure 8: keep knocking out leaders while others come back.
     "figure8": ("propose_crash", "propose_crash", "crash_leader", "isolate_leader", "restart",
                 "restart", "heal"),
-    "crashy": ("bounce", "bounce", "crash", "crash_leader", "restart", "partition", "heal"),
+    "crashy": ("bounce", "bounce", "crash", "crash_leader", "crash_all", "restart", "partition",
+               "heal"),
     "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce"),
     "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
               "restart", "transfer"),
