@@ -111,10 +111,9 @@ def check_invariants(cs: ConfState) -> None:
     all_voters = cs.voters | cs.voters_outgoing
     if cs.learners & all_voters:
         raise ConfChangeError(f"learners {sorted(cs.learners & all_voters)} are also voters")
+    # learners_next within the outgoing voters also keeps it apart from learners.
     if not cs.learners_next <= cs.voters_outgoing:
         raise ConfChangeError("learners_next must be outgoing voters")
-    if cs.learners_next & cs.learners:
-        raise ConfChangeError("a node is both learner and learner_next")
     if cs.auto_leave and not is_joint(cs):
         raise ConfChangeError("auto_leave set outside a joint configuration")
 

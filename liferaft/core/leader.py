@@ -240,6 +240,8 @@ def handle_reject(r: Raft, m: AppendResponse) -> None:
 
 def handle_ack(r: Raft, m: AppendResponse) -> None:
     pr = r.tracker.progress[m.frm]
+    if m.index > r.log.last_index():
+        return  # acknowledges entries we never had: a confused or stale peer
     was_paused = pr.is_paused()
     if not pr.maybe_update(m.index):
         return

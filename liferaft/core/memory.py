@@ -94,9 +94,8 @@ class MemoryStorage:
         if index <= off:
             return
         if index > self._snapshot.index:
+            # (The snapshot index is never past the last index.)
             raise RaftError(f"compact {index} beyond the snapshot at {self._snapshot.index}")
-        if index > self.last_index():
-            raise LogUnavailableError(f"compact {index} beyond last index {self.last_index()}")
         i = index - off
         self._ents = [Entry(self._ents[i].index, self._ents[i].term), *self._ents[i + 1 :]]
 
