@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole suite: unit, golden, property and scenario tests, then 500 random
-# simulator seeds, then the core's branch-coverage gate.
+# The whole suite: unit, golden, property and scenario tests (with the core's
+# branch-coverage gate), then 1000 random simulator seeds.
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --cov --cov-report=term:skip-covered --cov-fail-under=95
-	$(PY) -m liferaft.sim --seeds 500 --nodes 5 --jobs 2
+	$(PY) -m liferaft.sim --seeds 1000 --nodes 5 --jobs 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check liferaft tests

@@ -243,6 +243,7 @@ class Cluster:
                 self.cut.add((other, nid))
 
     def connect(self, nid: NodeId) -> None:
+        """Restore every link to and from ``nid`` (even to nodes cut off separately)."""
         self.cut = {(a, b) for (a, b) in self.cut if a != nid and b != nid}
 
     def partition(self, *groups: Iterable[NodeId]) -> None:
@@ -561,18 +562,6 @@ class Cluster:
 
     def applied_value(self, nid: NodeId, index: int) -> bytes | None:
         return self.nodes[nid].sm.values.get(index)
-
-    def n_committed(self, index: int) -> tuple[int, bytes | None]:
-        """How many nodes applied ``index``, and the command there."""
-        count, cmd = 0, None
-        for n in self.nodes.values():
-            v = n.sm.values.get(index)
-            if v is not None:
-                if cmd is not None and v != cmd:
-                    raise SafetyViolation(f"nodes applied {cmd!r} and {v!r} at {index}")
-                count += 1
-                cmd = v
-        return count, cmd
 
     def rn(self, nid: NodeId) -> RawNode:
         rn = self.nodes[nid].rn
