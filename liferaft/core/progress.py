@@ -106,6 +106,13 @@ class Progress:
             f"{', learner' if self.is_learner else ''})"
         )
 
+    def reset(self, next_index: int, match: int = 0) -> None:
+        """Start over in PROBE from ``next_index`` (a new term began)."""
+        self._reset_state(ProgressState.PROBE)
+        self.recent_active = False
+        self.match = match
+        self.next = next_index
+
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
         self.pending_snapshot = 0

@@ -52,7 +52,6 @@ from .messages import (
     SoftState,
     VoteResponse,
 )
-from .progress import ProgressState
 from .quorum import VoteResult
 from .read_index import ReadOnly, ReadOnlyOption
 from .tracker import ProgressTracker
@@ -222,15 +221,9 @@ class Raft:
         self.tracker.reset_votes()
         last = self.log.last_index()
         for nid, pr in self.tracker.progress.items():
-            pr.inflights.reset()
-            pr.state = ProgressState.PROBE
-            pr.probe_sent = False
-            pr.pending_snapshot = 0
-            pr.recent_active = False
-            pr.match = 0
-            pr.next = last + 1
-            if nid == self.id:
-                pr.match = last
+            # A new term forgets what the old leader knew (Figure 2:
+            # "reinitialized after election"); we know only our own log.
+            pr.reset(last + 1, match=last if nid == self.id else 0)
         self.pending_conf_index = 0
         self.read_only.reset()
         self.pending_reads.clear()
