@@ -36,6 +36,8 @@ class Checker:
     entries: dict[tuple[int, int], tuple[bytes, int, int]] = field(default_factory=dict)
     # index -> term of the entry committed there
     committed: dict[int, int] = field(default_factory=dict)
+    # index -> the term in which it was first known committed (the leader's)
+    commit_term: dict[int, int] = field(default_factory=dict)
     # index -> (term, data) of the entry applied there
     applied: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     # index -> (term, data) of acknowledged proposals
@@ -60,8 +62,13 @@ class Checker:
         log = node.raft.log
         first = log.first_index()
         last = log.last_index()
+        # Leader Completeness (§5.4.3) speaks of leaders of *higher-numbered*
+        # terms: an election of an older term that ends late (its votes were
+        # delayed) need not hold entries committed in newer terms, and it
+        # can commit nothing, as a majority has moved past its term.
+        ct = self.commit_term
         for idx, t in self.committed.items():
-            if idx < first:
+            if idx < first or ct[idx] > term:
                 continue
             if idx > last or log.term_or_zero(idx) != t:
                 self.fail(
@@ -70,6 +77,8 @@ class Checker:
                 )
                 return
         for idx, (t, _) in self.acked.items():
+            if ct.get(idx, 0) > term:
+                continue
             if idx >= first and (idx > last or log.term_or_zero(idx) != t):
                 self.fail(
                     f"durability: {node.id} leads term {term} without acknowledged "
@@ -100,6 +109,8 @@ class Checker:
         lo = max(old + 1, log.first_index())
         for i in range(lo, new + 1):
             t = log.term_or_zero(i)
+            # The first node to persist a commit is the leader that made it.
+            self.commit_term.setdefault(i, node.term)
             seen = self.committed.setdefault(i, t)
             if seen != t:
                 self.fail(f"state machine safety: {nid} commits index {i} at term {t}, "
