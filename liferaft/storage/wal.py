@@ -72,9 +72,11 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
         if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
             continue
         payload = data[p + _REC.size : end]
-        if zlib.crc32(payload, zlib.crc32(bytes((rtype,)))) == crc:
-            if _ENTRY.unpack_from(payload, 0)[0] >= min_index:
-                return True
+        if (
+            zlib.crc32(payload, zlib.crc32(bytes((rtype,)))) == crc
+            and _ENTRY.unpack_from(payload, 0)[0] >= min_index
+        ):
+            return True
     return False
 
 
