@@ -147,7 +147,9 @@ class WAL:
         # Terms of every entry present, from first_index (compact: 8 bytes each).
         self._terms = array("Q")
         self._first = 1
-        self._tail: dict[int, Entry] = {}
+        # The most recent entries, contiguous up to last_index, so replication
+        # reads of the hot tail never touch the disk.  Trimmed in bulk.
+        self._tail: list[Entry] = []
         self._tail_cap = tail_cache
         self._fd: int | None = None
         self.report = OpenReport()
@@ -337,8 +339,9 @@ class WAL:
         if hi > self.last_index + 1:
             raise LogUnavailableError(f"[{lo}, {hi}) is past the WAL's last {self.last_index}")
         tail = self._tail
-        if hi - lo <= len(tail) and lo in tail and (hi - 1) in tail:
-            return [tail[i] for i in range(lo, hi)]
+        if tail and lo >= tail[0].index:
+            start = tail[0].index
+            return tail[lo - start : hi - start]
         return list(self._read(lo, hi))
 
     def _read(self, lo: int, hi: int) -> Iterator[Entry]:
@@ -408,7 +411,7 @@ class WAL:
         seg = self.segments[-1]
         buf = bytearray()
         off = seg.size
-        offsets, terms, tail = seg.offsets, self._terms, self._tail
+        offsets, terms = seg.offsets, self._terms
         for e in ents:
             rec = encode_entry(e)
             offsets.append(off)
@@ -425,13 +428,12 @@ class WAL:
             self._close_writer()
             raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
         seg.size = off
-        for e in ents:
-            terms.append(e.term)
-            tail[e.index] = e
-        if len(tail) > self._tail_cap:
-            cut = self.last_index - self._tail_cap
-            for i in [k for k in tail if k <= cut]:
-                del tail[i]
+        terms.extend([e.term for e in ents])
+        if self._tail_cap:
+            tail = self._tail
+            tail.extend(ents)
+            if len(tail) > 2 * self._tail_cap:
+                del tail[: len(tail) - self._tail_cap]
 
     def sync(self) -> None:
         if self._fd is not None:
@@ -457,8 +459,9 @@ class WAL:
         del seg.offsets[keep:]
         seg.size = cut
         del self._terms[index - self._first :]
-        for i in [k for k in self._tail if k >= index]:
-            del self._tail[i]
+        tail = self._tail
+        if tail:
+            del tail[max(0, index - tail[0].index) :]
 
     def compact(self, index: int) -> int:
         """Drop segments whose entries all precede ``index``; returns how many."""
@@ -472,8 +475,9 @@ class WAL:
             dropped += 1
         if dropped:
             fsync_dir(self.dir)
-            for i in [k for k in self._tail if k < self._first]:
-                del self._tail[i]
+            tail = self._tail
+            if tail and tail[0].index < self._first:
+                del tail[: self._first - tail[0].index]
         return dropped
 
     def reset(self, first: int) -> None:
