@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu, _ = run_batches(d, batch, False, a.seconds)
             limit = min(batch * raw, cpu)
             print(
-                f"batch={batch:4d} sync=on : {eps:10,.0f} entries/s {eps * PAYLOAD / 1e6:6.2f} MB/s "
+                f"batch={batch:4d} sync=on : {eps:10,.0f} entries/s "
+                f"{eps * PAYLOAD / 1e6:6.2f} MB/s "
                 f"{sps:7,.0f} syncs/s = {eps / limit:4.0%} of min(batch x raw, cpu)   "
                 f"sync=off: {cpu:10,.0f} entries/s"
             )
