@@ -1,11 +1,20 @@
 """liferaft.storage: durable log, hard state and snapshots.
 
-Work in progress (issue 3).  Today: the segmented, checksummed WAL and the
-atomic hard-state file.
+Work in progress (issue 3).  Today: the segmented, checksummed WAL, the
+atomic hard-state file and the streamed snapshot store.
 """
 
 from .errors import CorruptionError, StorageError
 from .hardstate import HardStateStore
+from .snapshots import SnapshotStore, SnapshotWriter
 from .wal import WAL, OpenReport
 
-__all__ = ["WAL", "CorruptionError", "HardStateStore", "OpenReport", "StorageError"]
+__all__ = [
+    "WAL",
+    "CorruptionError",
+    "HardStateStore",
+    "OpenReport",
+    "SnapshotStore",
+    "SnapshotWriter",
+    "StorageError",
+]
