@@ -1,0 +1,140 @@
+"""DiskStorage: the core's LogReader contract on top of the WAL, the hard
+state file and the snapshot store, all under one data directory::
+
+    DATA_DIR/hardstate      term, vote, commit (atomic, checksummed)
+    DATA_DIR/wal/*.wal      entries after the newest snapshot (and perhaps a few before)
+    DATA_DIR/snap/*.snap    the newest snapshots
+
+:meth:`DiskStorage.save` persists a Ready in the order the Ready contract
+needs: snapshot, then entries, one fdatasync, then the hard state (so a
+durable commit index never points past durable entries).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from liferaft.core import (
+    ConfState,
+    Entry,
+    HardState,
+    LogCompactedError,
+    LogUnavailableError,
+    Snapshot,
+    SnapshotMeta,
+)
+from liferaft.core.log import limit_size
+
+from .errors import CorruptionError
+from .hardstate import HardStateStore
+from .snapshots import SnapshotStore
+from .wal import WAL
+
+
+class DiskStorage:
+    """Durable storage of one node.  Implements liferaft.core.LogReader."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        segment_size: int = 64 << 20,
+        keep_snapshots: int = 2,
+    ) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hard = HardStateStore(self.dir)
+        self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots)
+        self.wal = WAL(self.dir / "wal", segment_size=segment_size)
+        self.snap_meta = self.snaps.latest() or SnapshotMeta()
+        self._recover()
+
+    def _recover(self) -> None:
+        s = self.snap_meta
+        w = self.wal
+        if w.last_index < s.index or (
+            w.first_index <= s.index <= w.last_index and w.term(s.index) != s.term
+        ):
+            # The snapshot replaced the log but the crash came before the WAL
+            # was reset: finish the job.
+            w.reset(s.index + 1)
+        elif w.last_index >= w.first_index and w.first_index > s.index + 1:
+            raise CorruptionError(
+                w.dir, 0, f"WAL starts at {w.first_index} but the snapshot ends at {s.index}"
+            )
+        hs = self.hard.current
+        if hs.commit > self.last_index():
+            raise CorruptionError(
+                self.hard.path, 0, f"commit {hs.commit} is past the last entry {self.last_index()}"
+            )
+
+    # -- LogReader -------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.hard.current, self.snap_meta.conf_state
+
+    def first_index(self) -> int:
+        return self.snap_meta.index + 1
+
+    def last_index(self) -> int:
+        return max(self.wal.last_index, self.snap_meta.index)
+
+    def term(self, index: int) -> int:
+        s = self.snap_meta
+        if index == s.index:
+            return s.term
+        if index < s.index:
+            raise LogCompactedError(f"index {index} is in the snapshot at {s.index}")
+        if index > self.last_index():
+            raise LogUnavailableError(f"index {index} is past the last {self.last_index()}")
+        return self.wal.term(index)
+
+    def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        if lo <= self.snap_meta.index:
+            raise LogCompactedError(f"index {lo} is in the snapshot at {self.snap_meta.index}")
+        return limit_size(self.wal.entries(lo, hi), max_size)
+
+    def snapshot(self) -> Snapshot:
+        if self.snap_meta.index == 0:
+            return Snapshot()
+        return Snapshot(self.snap_meta, self.snaps.load(self.snap_meta))
+
+    # -- writing -------------------------------------------------------------------
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Persist one Ready's worth of state durably, in the safe order."""
+        if snapshot is not None:
+            self.apply_snapshot(snapshot)
+        if entries:
+            self.wal.append(entries, sync=True)
+        if hard_state is not None:
+            self.hard.save(hard_state)
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """A snapshot from the leader replaces the whole log."""
+        with self.snaps.create(snap.meta) as w:
+            w.write(snap.data)
+            w.commit()
+        self.snap_meta = snap.meta
+        self.wal.reset(snap.index + 1)
+
+    def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> SnapshotMeta:
+        """Record the state machine image as of applied ``index``."""
+        meta = SnapshotMeta(index, self.term(index), conf)
+        with self.snaps.create(meta) as w:
+            w.write(data)
+            w.commit()
+        self.snap_meta = meta
+        return meta
+
+    def compact(self, index: int) -> int:
+        """Drop WAL segments wholly covered by the snapshot (index <= its index)."""
+        return self.wal.compact(min(index, self.snap_meta.index + 1))
+
+    def close(self) -> None:
+        self.wal.close()
