@@ -47,7 +47,7 @@ from liferaft.core import (
 )
 
 from .checker import Checker, SafetyViolation
-from .disk import SimDisk
+from .disk import NodeDisk, SimDisk
 
 
 @dataclass
@@ -109,7 +109,7 @@ class StateMachine:
 @dataclass
 class SimNode:
     id: NodeId
-    disk: SimDisk
+    disk: NodeDisk
     rn: RawNode | None = None
     sm: StateMachine = field(default_factory=StateMachine)
     alive: bool = False
@@ -132,6 +132,7 @@ class Cluster:
         check: bool = True,
         snapshot_every: int = 0,
         snapshot_keep: int = 5,
+        disk_factory: Callable[[NodeId, MemoryStorage], NodeDisk] | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -139,6 +140,8 @@ class Cluster:
         self.timing = timing or TimingConfig()
         self.checker = Checker() if check else None
         self.snapshot_every = snapshot_every
+        # Builds each node's disk; the default keeps everything in memory.
+        self.disk_factory = disk_factory or (lambda nid, initial: SimDisk(initial))
         self.snapshot_keep = snapshot_keep
         self.now = 0
         self._seq = 0
@@ -185,7 +188,8 @@ class Cluster:
 
     def add_node(self, nid: NodeId, storage: MemoryStorage | None = None) -> SimNode:
         """Create (and start) a node; a joiner starts with empty storage."""
-        node = SimNode(nid, SimDisk(storage if storage is not None else MemoryStorage()))
+        initial = storage if storage is not None else MemoryStorage()
+        node = SimNode(nid, self.disk_factory(nid, initial))
         node.disk.persist_vote = self.disk_persists_vote
         self.nodes[nid] = node
         self.start(nid)

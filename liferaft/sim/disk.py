@@ -16,8 +16,26 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
+
+
+class NodeDisk(Protocol):
+    """What the simulator needs from a node's disk (SimDisk, or RealDisk on files)."""
+
+    # The store the core reads: a MemoryStorage or a liferaft.storage.DiskStorage.
+    live: Any
+    persist_vote: bool
+
+    def set_hard_state(self, hs: HardState) -> None: ...
+    def apply_snapshot(self, snap: Snapshot) -> None: ...
+    def append(self, entries: list[Entry]) -> None: ...
+    def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot: ...
+    def compact(self, index: int) -> None: ...
+    def sync(self) -> None: ...
+    def crash(self, rng: random.Random) -> int: ...
+    def recover(self) -> Any: ...
 
 
 @dataclass

@@ -52,6 +52,7 @@ from liferaft.core import (
 
 from .checker import SafetyViolation
 from .cluster import Cluster, NetConfig, TimingConfig
+from .disk import SimDisk
 
 T = TypeVar("T")
 
@@ -281,11 +282,13 @@ class Lab:
     def log_size(self, i: int) -> int:
         """Entries server ``i`` keeps in its log after its latest snapshot."""
         store = self.c.nodes[self.ids[i]].disk.live
-        return store.last_index() - store.first_index() + 1
+        return int(store.last_index() - store.first_index() + 1)
 
     def snapshot_index(self, i: int) -> int:
         """Index of the snapshot on server ``i``'s (durable) disk."""
-        return self.c.nodes[self.ids[i]].disk.durable.snapshot().index
+        disk = self.c.nodes[self.ids[i]].disk
+        assert isinstance(disk, SimDisk)
+        return disk.durable.snapshot().index
 
     def applied_index(self, i: int) -> int:
         return self.c.nodes[self.ids[i]].sm.index

@@ -47,6 +47,7 @@ class DiskStorage:
         self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots)
         self.wal = WAL(self.dir / "wal", segment_size=segment_size)
         self.snap_meta = self.snaps.latest() or SnapshotMeta()
+        self._snap_cache: Snapshot | None = None
         self._recover()
 
     def _recover(self) -> None:
@@ -97,7 +98,14 @@ class DiskStorage:
     def snapshot(self) -> Snapshot:
         if self.snap_meta.index == 0:
             return Snapshot()
-        return Snapshot(self.snap_meta, self.snaps.load(self.snap_meta))
+        c = self._snap_cache
+        if c is None or c.meta != self.snap_meta:
+            c = self._snap_cache = Snapshot(self.snap_meta, self.snaps.load(self.snap_meta))
+        return c
+
+    @property
+    def hard_state(self) -> HardState:
+        return self.hard.current
 
     # -- writing -------------------------------------------------------------------
 

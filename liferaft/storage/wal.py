@@ -222,13 +222,11 @@ class WAL:
                 break
             length, crc, rtype = _REC.unpack_from(data, off)
             body = off + _REC.size
-            if length > MAX_RECORD:
-                raise CorruptionError(seg.path, off, f"record length {length} is impossible")
-            if body + length > n:
+            if length > MAX_RECORD or body + length > n:
                 # Past the end of the file: a torn final write, unless a
                 # valid record follows, which means this length field is
                 # corrupt and synced data lies beyond it.
-                if _valid_record_after(data, body, expect):
+                if not last_segment or _valid_record_after(data, body, expect):
                     raise CorruptionError(seg.path, off, f"record length {length} is corrupt")
                 self._torn(seg, off, n, last_segment, "a record cut short")
                 break

@@ -251,3 +251,29 @@ def test_every_single_bit_flip_before_the_last_record_is_detected(tmp_path: Path
                 pass
     seg.write_bytes(clean)
     assert missed == []
+
+
+def test_a_torn_tail_of_garbage_with_a_huge_length_is_truncated(tmp_path: Path) -> None:
+    """Found by the simulator on real files (tests/storage/test_sim_on_disk.py
+    seed 0): half a record of random bytes can claim any length; at the end
+    of the log, with nothing valid after it, that is a torn write."""
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 6))
+    seg = segs(tmp_path)[-1]
+    with open(seg, "ab") as f:
+        f.write(b"\xed\xfe\xf0\xb8" + b"\x01\x02\x03\x04\x05")
+    with WAL(tmp_path) as w:
+        assert w.last_index == 5 and w.report.torn_tail_bytes == 9
+
+
+def test_a_huge_length_before_valid_records_is_corruption(tmp_path: Path) -> None:
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 6))
+    seg = segs(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    off = _HEADER.size + (_REC.size + 27)  # second record's length field
+    data[off + 3] = 0xF0
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError) as exc:
+        WAL(tmp_path)
+    assert exc.value.offset == off
