@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from liferaft.storage import WAL, CorruptionError, HardStateStore, SnapshotStore, StorageError
+from liferaft.core import HardState
+from liferaft.storage import WAL, CorruptionError, SnapshotStore, StorageError
+from liferaft.storage.hardstate import NAME as HS_NAME
+from liferaft.storage.hardstate import decode as decode_hs
 
 
 @click.group()
@@ -21,16 +24,18 @@ def main() -> None:
 def inspect(data_dir: Path, repair: bool) -> None:
     """Print and verify what DATA_DIR holds: hard state, WAL segments, snapshots.
 
-    Every CRC is checked; the exit status is 1 on corruption.  With --repair
-    the WAL is truncated at the first corrupt record and what was dropped is
-    printed; nothing is ever skipped silently.
+    Every CRC is checked; the exit status is 1 on corruption.  Nothing is
+    changed unless --repair is given: then the WAL is truncated at the first
+    corrupt record (or torn tail) and what was dropped is printed; nothing is
+    ever skipped silently.
     """
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} is not a directory")
     bad = False
 
     try:
-        hs = HardStateStore(data_dir).current
+        hs_path = data_dir / HS_NAME
+        hs = decode_hs(hs_path.read_bytes(), hs_path) if hs_path.exists() else HardState()
         click.echo(f"hard state: term={hs.term} vote={hs.vote or '-'} commit={hs.commit}")
     except CorruptionError as exc:
         click.echo(f"CORRUPT hard state: {exc}", err=True)
@@ -39,7 +44,7 @@ def inspect(data_dir: Path, repair: bool) -> None:
     wal_dir = data_dir / "wal"
     if wal_dir.is_dir():
         try:
-            w = WAL(wal_dir, repair=repair)
+            w = WAL(wal_dir, repair=repair, read_only=True)
             for line in w.report.repaired:
                 click.echo(f"repaired: {line}")
             for seg in w.segments:
@@ -47,7 +52,8 @@ def inspect(data_dir: Path, repair: bool) -> None:
                 click.echo(f"segment {seg.path.name}: entries {rng} ({seg.size} bytes)")
             click.echo(f"wal: entries {w.first_index}..{w.last_index}")
             if w.report.torn_tail_bytes:
-                click.echo(f"wal: truncated a torn tail of {w.report.torn_tail_bytes} bytes")
+                verb = "truncated" if repair else "found (a node truncates it on start)"
+                click.echo(f"wal: {verb} a torn tail of {w.report.torn_tail_bytes} bytes")
             w.close()
         except CorruptionError as exc:
             click.echo(f"CORRUPT wal: {exc.path} at offset {exc.offset}: {exc.reason}", err=True)
@@ -57,7 +63,7 @@ def inspect(data_dir: Path, repair: bool) -> None:
 
     snap_dir = data_dir / "snap"
     if snap_dir.is_dir():
-        store = SnapshotStore(snap_dir, keep=1 << 30)
+        store = SnapshotStore(snap_dir, keep=1 << 30, cleanup=False)
         try:
             metas = store.list()
         except CorruptionError as exc:

@@ -126,14 +126,17 @@ class SnapshotWriter:
 class SnapshotStore:
     """A directory of snapshot files; the newest ``keep`` are kept."""
 
-    def __init__(self, directory: str | os.PathLike[str], keep: int = 2) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], keep: int = 2, cleanup: bool = True
+    ) -> None:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink()  # a snapshot that was never committed
+        if cleanup:
+            for tmp in self.dir.glob("*.tmp"):
+                tmp.unlink()  # a snapshot that was never committed
 
     def create(self, meta: SnapshotMeta) -> SnapshotWriter:
         return SnapshotWriter(self, meta)

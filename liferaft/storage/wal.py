@@ -139,6 +139,7 @@ class WAL:
         segment_size: int = 64 << 20,
         tail_cache: int = 8192,
         repair: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,8 @@ class WAL:
         self._tail_cap = tail_cache
         self._fd: int | None = None
         self.report = OpenReport()
+        # Read-only (for inspection): a torn tail is reported, not truncated.
+        self.read_only = read_only and not repair
         self._open(repair)
 
     # -- opening -------------------------------------------------------------------------
@@ -201,7 +204,8 @@ class WAL:
             if last_segment:
                 # A segment torn while being created: nothing in it was synced.
                 self.report.torn_tail_bytes += len(data)
-                seg.path.unlink()
+                if not self.read_only:
+                    seg.path.unlink()
                 return False
             raise CorruptionError(seg.path, 0, "segment shorter than its header")
         magic, version, first = _HEADER.unpack_from(data, 0)
@@ -260,11 +264,13 @@ class WAL:
     def _torn(self, seg: Segment, off: int, n: int, last_segment: bool, what: str) -> None:
         if not last_segment:
             raise CorruptionError(seg.path, off, what + " in a sealed segment")
+        self.report.torn_tail_bytes += n - off
+        if self.read_only:
+            return
         with open(seg.path, "r+b") as f:
             f.truncate(off)
             f.flush()
             os.fsync(f.fileno())
-        self.report.torn_tail_bytes += n - off
 
     def _repair_from(
         self, seg: Segment, exc: CorruptionError, later: list[tuple[int, int, Path]]

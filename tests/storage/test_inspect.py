@@ -59,3 +59,16 @@ def test_inspect_repair_truncates_and_says_what_it_dropped(tmp_path: Path) -> No
 def test_inspect_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "nope")])
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+def test_inspect_changes_nothing_without_repair(tmp_path: Path) -> None:
+    make(tmp_path)
+    seg = sorted((tmp_path / "wal").glob("*.wal"))[-1]
+    with open(seg, "ab") as f:
+        f.write(b"\x05\x00")  # a torn tail
+    (tmp_path / "snap" / "x.tmp").write_bytes(b"leftover")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert r.exit_code == 0 and "torn tail of 2 bytes" in r.output
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
