@@ -153,6 +153,7 @@ class WAL:
         self._tail: list[Entry] = []
         self._tail_cap = tail_cache
         self._fd: int | None = None
+        self._broken = False
         self.report = OpenReport()
         # Read-only (for inspection): a torn tail is reported, not truncated.
         self.read_only = read_only and not repair
@@ -421,15 +422,24 @@ class WAL:
             offsets.append(off)
             off += len(rec)
             buf += rec
+        if self._broken:
+            raise StorageError("the WAL could not undo a failed write; reopen it to recover")
         try:
-            os.write(fd, buf)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view) :]  # a short write is not an error
             if sync:
                 os.fdatasync(fd)
         except OSError as exc:
-            # Leave memory as it was; the file may hold a torn tail that the
-            # next open truncates.  The caller must stop taking writes.
+            # ENOSPC or EIO.  Memory stays as it was; bytes of this batch that
+            # did reach the file are cut off again, so that once space returns
+            # the next batch does not land behind half a record.
             del offsets[len(offsets) - len(ents) :]
             self._close_writer()
+            try:
+                os.truncate(seg.path, seg.size)
+            except OSError:
+                self._broken = True  # a reopen truncates the torn tail instead
             raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
         seg.size = off
         terms.extend([e.term for e in ents])

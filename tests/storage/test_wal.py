@@ -277,3 +277,54 @@ def test_a_huge_length_before_valid_records_is_corruption(tmp_path: Path) -> Non
     with pytest.raises(CorruptionError) as exc:
         WAL(tmp_path)
     assert exc.value.offset == off
+
+
+def test_a_partial_write_before_enospc_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC can strike after part of a batch reached the file.  Those bytes
+    must not stay between the last good record and the next append, or the
+    log would be corrupt in the middle once space returns."""
+    real_write = os.write
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 5))
+
+        def half_then_full(fd: int, data: bytes) -> int:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "write", half_then_full)
+        with pytest.raises(StorageError, match="No space left"):
+            w.append(ents(5, 9))
+        monkeypatch.undo()
+        w.append(ents(5, 9))
+    with WAL(tmp_path) as w:
+        assert w.entries(1, 9) == ents(1, 9)
+
+
+def test_when_the_rollback_fails_too_the_wal_refuses_writes_until_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    w = WAL(tmp_path)
+    w.append(ents(1, 5))
+
+    def half_then_eio(fd: int, data: bytes) -> int:
+        real_write(fd, bytes(data[:7]))
+        raise OSError(5, "Input/output error")
+
+    def no_truncate(*a: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "write", half_then_eio)
+    monkeypatch.setattr(os, "truncate", no_truncate)
+    with pytest.raises(StorageError, match="Input/output"):
+        w.append(ents(5, 6))
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match="reopen"):
+        w.append(ents(5, 6))
+    w.close()
+    with WAL(tmp_path) as w2:  # the reopen truncates the torn bytes
+        assert w2.last_index == 4 and w2.report.torn_tail_bytes == 7
+        w2.append(ents(5, 6))
+        assert w2.entries(1, 6) == ents(1, 6)
