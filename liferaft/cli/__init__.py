@@ -90,6 +90,25 @@ def inspect(data_dir: Path, repair: bool) -> None:
         sys.exit(1)
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks (figures go to BENCHMARKS.md)."""
+
+
+@bench.command("wal")
+@click.option("--dir", "directory", default=None, help="Directory on the file system to test.")
+@click.option("--entries", default=1_000_000, show_default=True, help="Log size for reopen.")
+@click.option("--seconds", default=2.0, show_default=True, help="Duration of each measurement.")
+def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
+    """WAL throughput with and without sync, next to the raw fdatasync rate."""
+    from liferaft.storage.bench import main as wal_bench
+
+    args = ["--entries", str(entries), "--seconds", str(seconds)]
+    if directory:
+        args += ["--dir", directory]
+    sys.exit(wal_bench(args))
+
+
 def run() -> None:
     """Console entry point: storage errors become one line, never a traceback."""
     try:

@@ -72,3 +72,11 @@ def test_inspect_changes_nothing_without_repair(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "torn tail of 2 bytes" in r.output
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_bench_wal_runs_from_the_cli(tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        main, ["bench", "wal", "--dir", str(tmp_path), "--entries", "2000", "--seconds", "0.05"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "raw write(100B)+fdatasync" in r.output and "reopen of 2,000 entries" in r.output
