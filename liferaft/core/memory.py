@@ -68,6 +68,18 @@ class MemoryStorage:
 
     # -- writing (the caller's side) ----------------------------------------------
 
+    def save(
+        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None
+    ) -> None:
+        """Persist one Ready's state in the contract's order: snapshot, entries,
+        then hard state (the same call as liferaft.storage.DiskStorage.save)."""
+        if snapshot is not None:
+            self.apply_snapshot(snapshot)
+        if entries:
+            self.append(entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
+
     def set_hard_state(self, hs: HardState) -> None:
         self.hard_state = hs
 

@@ -41,13 +41,7 @@ class _Bench:
                     continue
                 busy = True
                 rd = rn.ready()
-                st = stores[nid]
-                if rd.snapshot is not None:
-                    st.apply_snapshot(rd.snapshot)
-                if rd.entries:
-                    st.append(rd.entries)
-                if rd.hard_state is not None:
-                    st.set_hard_state(rd.hard_state)
+                stores[nid].save(rd.hard_state, rd.entries, rd.snapshot)
                 queue.extend(rd.messages)
                 if rd.committed_entries:
                     applied[nid] += len(rd.committed_entries)

@@ -48,12 +48,7 @@ def make_config(nid: str, seed: int = 0, **kw: Any) -> Config:
 
 def persist(storage: MemoryStorage, rd: Ready) -> None:
     """Step 1 of the Ready contract: snapshot, then entries, then hard state."""
-    if rd.snapshot is not None:
-        storage.apply_snapshot(rd.snapshot)
-    if rd.entries:
-        storage.append(rd.entries)
-    if rd.hard_state is not None:
-        storage.set_hard_state(rd.hard_state)
+    storage.save(rd.hard_state, rd.entries, rd.snapshot)
 
 
 def drain(node: RawNode, storage: MemoryStorage) -> Ready:

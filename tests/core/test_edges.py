@@ -49,11 +49,7 @@ def handle(rn: RawNode, st: MemoryStorage) -> list[Entry]:
     applied: list[Entry] = []
     while rn.has_ready():
         rd = rn.ready()
-        if rd.snapshot is not None:
-            st.apply_snapshot(rd.snapshot)
-        st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
+        st.save(rd.hard_state, rd.entries, rd.snapshot)
         applied += rd.committed_entries
         rn.advance()
     return applied
