@@ -19,11 +19,14 @@ from liferaft.core import (
     Entry,
     EntryType,
     HardState,
+    Heartbeat,
     MemoryStorage,
     RaftError,
     RawNode,
+    ReadOnlyOption,
     Role,
     SnapshotTemporarilyUnavailableError,
+    TimeoutNow,
     Transition,
     add_learner,
     add_voter,
@@ -32,6 +35,8 @@ from liferaft.core import (
 )
 from liferaft.core.confchange import check_invariants
 from liferaft.core.progress import Progress, ProgressState
+
+from .netutil import ack_all, drain, node_with_log, win_election
 
 N3 = ["n1", "n2", "n3"]
 
@@ -235,3 +240,44 @@ def test_restart_with_a_commit_past_the_log_refuses_to_start() -> None:
 def test_progress_repr_names_the_state() -> None:
     pr = Progress(5, 4, is_learner=True)
     assert "probe" in repr(pr) and "learner" in repr(pr)
+
+
+# -- lease reads: when the lease may be trusted (leader.lease_valid) ----------------
+
+
+def _lease_leader() -> tuple[RawNode, MemoryStorage]:
+    node, st = node_with_log(voters=N3, read_only=ReadOnlyOption.LEASE_BASED)
+    ack_all(node, st, win_election(node, st).messages)
+    return node, st
+
+
+def test_lease_read_inside_the_first_half_of_the_window_is_immediate() -> None:
+    node, st = _lease_leader()
+    node.read_index(b"a")
+    assert drain(node, st).read_states != []
+
+
+def test_lease_read_in_the_second_half_of_the_window_confirms_with_a_quorum() -> None:
+    """Followers reset their timers at most half a timeout ago only while the
+    window is young; later, the read takes a heartbeat round instead."""
+    node, st = _lease_leader()
+    while node.raft.election_elapsed < node.raft.election_timeout // 2:
+        node.tick()
+        drain(node, st)
+    node.read_index(b"late")
+    rd = drain(node, st)
+    assert rd.read_states == []
+    assert any(isinstance(m, Heartbeat) and m.ctx == b"late" for m in rd.messages)
+
+
+def test_no_lease_read_during_a_leadership_transfer() -> None:
+    """TimeoutNow elections ignore the followers' lease, so the old leader's
+    lease means nothing once a transfer has started."""
+    node, st = _lease_leader()
+    node.transfer_leader("n2")
+    rd = drain(node, st)
+    assert any(isinstance(m, TimeoutNow) for m in rd.messages)
+    node.read_index(b"t")
+    rd = drain(node, st)
+    assert rd.read_states == []
+    assert any(isinstance(m, Heartbeat) and m.ctx == b"t" for m in rd.messages)
