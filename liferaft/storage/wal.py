@@ -43,6 +43,7 @@ from pathlib import Path
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
 
 from .errors import CorruptionError, StorageError
+from .fs import REAL, FileSystem
 
 MAGIC = b"LRWAL\x00"
 VERSION = 1
@@ -119,11 +120,7 @@ class OpenReport:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    REAL.fsync_dir(path)
 
 
 class WAL:
@@ -140,9 +137,11 @@ class WAL:
         tail_cache: int = 8192,
         repair: bool = False,
         read_only: bool = False,
+        fs: FileSystem = REAL,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.fs = fs
         self.segment_size = segment_size
         self.segments: list[Segment] = []
         # Terms of every entry present, from first_index (compact: 8 bytes each).
@@ -163,10 +162,10 @@ class WAL:
 
     def _open(self, repair: bool) -> None:
         found = []
-        for p in self.dir.iterdir():
-            parsed = _parse_name(p.name)
+        for name in self.fs.listdir(self.dir):
+            parsed = _parse_name(name)
             if parsed is not None:
-                found.append((parsed[0], parsed[1], p))
+                found.append((parsed[0], parsed[1], self.dir / name))
         found.sort()
         expect: int | None = None
         for i, (seq, first, path) in enumerate(found):
@@ -200,13 +199,13 @@ class WAL:
 
     def _scan(self, seg: Segment, last_segment: bool) -> bool:
         """Index one segment; False if it was an empty torn last segment (removed)."""
-        data = seg.path.read_bytes()
+        data = self.fs.read(seg.path)
         if len(data) < _HEADER.size:
             if last_segment:
                 # A segment torn while being created: nothing in it was synced.
                 self.report.torn_tail_bytes += len(data)
                 if not self.read_only:
-                    seg.path.unlink()
+                    self.fs.unlink(seg.path)
                 return False
             raise CorruptionError(seg.path, 0, "segment shorter than its header")
         magic, version, first = _HEADER.unpack_from(data, 0)
@@ -268,10 +267,7 @@ class WAL:
         self.report.torn_tail_bytes += n - off
         if self.read_only:
             return
-        with open(seg.path, "r+b") as f:
-            f.truncate(off)
-            f.flush()
-            os.fsync(f.fileno())
+        self.fs.truncate(seg.path, off)
 
     def _repair_from(
         self, seg: Segment, exc: CorruptionError, later: list[tuple[int, int, Path]]
@@ -284,20 +280,18 @@ class WAL:
         cut = exc.offset if exc.offset >= _HEADER.size else 0
         if cut:
             self._scan_prefix(seg, cut)
-            with open(seg.path, "r+b") as f:
-                f.truncate(cut)
-                os.fsync(f.fileno())
+            self.fs.truncate(seg.path, cut)
             self.report.repaired.append(f"{seg.path}: truncated at offset {cut} ({exc.reason})")
         else:
-            seg.path.unlink()
+            self.fs.unlink(seg.path)
             self.report.repaired.append(f"{seg.path}: removed ({exc.reason})")
         for _, _, p in later:
-            p.unlink()
+            self.fs.unlink(p)
             self.report.repaired.append(f"{p}: removed (after the corruption)")
-        fsync_dir(self.dir)
+        self.fs.fsync_dir(self.dir)
 
     def _scan_prefix(self, seg: Segment, cut: int) -> None:
-        data = seg.path.read_bytes()[:cut]
+        data = self.fs.read(seg.path)[:cut]
         tmp = Segment(seg.path, seg.seq, seg.first)
         off = _HEADER.size
         while off < len(data):
@@ -374,18 +368,19 @@ class WAL:
             seg = self.segments[-1] if self.segments else None
             if seg is None or seg.size >= self.segment_size:
                 seg = self._new_segment(self.last_index + 1)
-            self._fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+            self._fd = self.fs.open_append(seg.path)
         return self._fd
 
     def _new_segment(self, first: int) -> Segment:
+        # Seal the old segment durably first: a later fdatasync only covers
+        # the new file, and a crash must never leave a hole in the middle.
+        if self._fd is not None:
+            self.fs.fdatasync(self._fd)
         self._close_writer()
         seq = self.segments[-1].seq + 1 if self.segments else 1
         path = self.dir / _segment_name(seq, first)
-        with open(path, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, VERSION, first))
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(self.dir)
+        self.fs.create(path, _HEADER.pack(MAGIC, VERSION, first))
+        self.fs.fsync_dir(self.dir)
         seg = Segment(path, seq, first, size=_HEADER.size)
         if not self.segments:
             self._first = first
@@ -394,7 +389,7 @@ class WAL:
 
     def _close_writer(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            self.fs.close(self._fd)
             self._fd = None
 
     def append(self, ents: list[Entry] | tuple[Entry, ...], sync: bool = True) -> None:
@@ -427,9 +422,9 @@ class WAL:
         try:
             view = memoryview(buf)
             while view:
-                view = view[os.write(fd, view) :]  # a short write is not an error
+                view = view[self.fs.write(fd, view) :]  # a short write is not an error
             if sync:
-                os.fdatasync(fd)
+                self.fs.fdatasync(fd)
         except OSError as exc:
             # ENOSPC or EIO.  Memory stays as it was; bytes of this batch that
             # did reach the file are cut off again, so that once space returns
@@ -437,7 +432,7 @@ class WAL:
             del offsets[len(offsets) - len(ents) :]
             self._close_writer()
             try:
-                os.truncate(seg.path, seg.size)
+                self.fs.truncate(seg.path, seg.size)
             except OSError:
                 self._broken = True  # a reopen truncates the torn tail instead
             raise StorageError(f"WAL write failed: {exc.strerror or exc}") from exc
@@ -451,7 +446,7 @@ class WAL:
 
     def sync(self) -> None:
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            self.fs.fdatasync(self._fd)
 
     def truncate_suffix(self, index: int) -> None:
         """Remove every entry at ``index`` and after, durably."""
@@ -461,15 +456,12 @@ class WAL:
             raise StorageError(f"cannot truncate at {index}: before the first index {self._first}")
         self._close_writer()
         while self.segments and self.segments[-1].first >= index and len(self.segments) > 1:
-            self.segments.pop().path.unlink()
+            self.fs.unlink(self.segments.pop().path)
         seg = self.segments[-1]
         keep = index - seg.first
         cut = seg.offsets[keep] if keep < len(seg.offsets) else seg.size
-        with open(seg.path, "r+b") as f:
-            f.truncate(cut)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(self.dir)
+        self.fs.truncate(seg.path, cut)
+        self.fs.fsync_dir(self.dir)
         del seg.offsets[keep:]
         seg.size = cut
         del self._terms[index - self._first :]
@@ -482,13 +474,13 @@ class WAL:
         dropped = 0
         while len(self.segments) > 1 and self.segments[1].first <= index:
             seg = self.segments.pop(0)
-            seg.path.unlink()
+            self.fs.unlink(seg.path)
             n = len(seg.offsets)
             del self._terms[:n]
             self._first += n
             dropped += 1
         if dropped:
-            fsync_dir(self.dir)
+            self.fs.fsync_dir(self.dir)
             tail = self._tail
             if tail and tail[0].index < self._first:
                 del tail[: self._first - tail[0].index]
@@ -498,8 +490,8 @@ class WAL:
         """Drop everything (a snapshot replaced the log); the next entry is ``first``."""
         self._close_writer()
         for seg in self.segments:
-            seg.path.unlink()
-        fsync_dir(self.dir)
+            self.fs.unlink(seg.path)
+        self.fs.fsync_dir(self.dir)
         self.segments.clear()
         self._terms = array("Q")
         self._tail.clear()

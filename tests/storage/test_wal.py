@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
 from liferaft.storage import WAL, CorruptionError, StorageError
+from liferaft.storage.fs import REAL
 from liferaft.storage.wal import _HEADER, _REC
 
 
@@ -317,7 +318,7 @@ def test_when_the_rollback_fails_too_the_wal_refuses_writes_until_reopened(
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "write", half_then_eio)
-    monkeypatch.setattr(os, "truncate", no_truncate)
+    monkeypatch.setattr(REAL, "truncate", no_truncate)
     with pytest.raises(StorageError, match="Input/output"):
         w.append(ents(5, 6))
     monkeypatch.undo()

@@ -1,0 +1,133 @@
+"""The file operations storage performs, behind one small interface.
+
+:class:`FileSystem` is the real thing.  :class:`FaultFS` runs on the same
+real files but remembers what has been synced, so it can play a crash: each
+file written since its last fdatasync keeps only a random prefix of its
+unsynced bytes (a torn write), and it can make a write fail with ENOSPC or
+EIO after a chosen number of writes, part-way through.  Tests drive the WAL
+through it to check what survives.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+
+class FileSystem:
+    """Real file operations (what production uses)."""
+
+    def listdir(self, d: Path) -> list[str]:
+        return [p.name for p in d.iterdir()]
+
+    def read(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def create(self, path: Path, data: bytes) -> None:
+        """Write a new file whole and fsync it."""
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def open_append(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def write(self, fd: int, data: memoryview | bytes) -> int:
+        return os.write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def truncate(self, path: Path, size: int) -> None:
+        """Cut a file to ``size`` bytes, durably."""
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def unlink(self, path: Path) -> None:
+        path.unlink()
+
+    def fsync_dir(self, d: Path) -> None:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+REAL = FileSystem()
+
+
+class FaultFS(FileSystem):
+    """Real files plus a model of the page cache and of failing disks."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self._paths: dict[int, Path] = {}
+        # path -> length known durable (set by fdatasync, create, truncate)
+        self.synced: dict[Path, int] = {}
+        self.fail_after: int | None = None
+        self.fail_errno = errno.ENOSPC
+        self.writes = 0
+
+    def create(self, path: Path, data: bytes) -> None:
+        super().create(path, data)
+        self.synced[path] = len(data)
+
+    def open_append(self, path: Path) -> int:
+        fd = super().open_append(path)
+        self._paths[fd] = path
+        self.synced.setdefault(path, path.stat().st_size)
+        return fd
+
+    def write(self, fd: int, data: memoryview | bytes) -> int:
+        self.writes += 1
+        if self.fail_after is not None:
+            if self.fail_after <= 0:
+                part = bytes(data[: self.rng.randint(0, len(data))])
+                if part:
+                    os.write(fd, part)  # some of it lands before the disk gives up
+                raise OSError(self.fail_errno, os.strerror(self.fail_errno))
+            self.fail_after -= 1
+        return super().write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        super().fdatasync(fd)
+        path = self._paths[fd]
+        self.synced[path] = path.stat().st_size
+
+    def close(self, fd: int) -> None:
+        self._paths.pop(fd, None)
+        super().close(fd)
+
+    def truncate(self, path: Path, size: int) -> None:
+        super().truncate(path, size)
+        self.synced[path] = size
+
+    def unlink(self, path: Path) -> None:
+        super().unlink(path)
+        self.synced.pop(path, None)
+
+    def crash(self) -> int:
+        """Lose unsynced bytes: each file keeps a random prefix of them.
+        Returns how many bytes were lost in all."""
+        lost = 0
+        for path, durable in list(self.synced.items()):
+            if not path.exists():
+                continue
+            size = path.stat().st_size
+            if size > durable:
+                keep = durable + self.rng.randint(0, size - durable)
+                with open(path, "r+b") as f:
+                    f.truncate(keep)
+                lost += size - keep
+        self._paths.clear()
+        self.fail_after = None
+        return lost
