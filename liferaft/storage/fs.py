@@ -128,6 +128,8 @@ class FaultFS(FileSystem):
                 with open(path, "r+b") as f:
                     f.truncate(keep)
                 lost += size - keep
+                # What survived a power loss is on the platter now.
+                self.synced[path] = keep
         self._paths.clear()
         self.fail_after = None
         return lost
