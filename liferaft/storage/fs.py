@@ -54,6 +54,13 @@ class FileSystem:
     def unlink(self, path: Path) -> None:
         path.unlink()
 
+    def replace(self, src: Path, dst: Path) -> None:
+        """Rename ``src`` over ``dst``; durable once the directory is fsynced."""
+        os.replace(src, dst)
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
     def fsync_dir(self, d: Path) -> None:
         fd = os.open(d, os.O_RDONLY)
         try:
@@ -76,6 +83,9 @@ class FaultFS(FileSystem):
         self.fail_after: int | None = None
         self.fail_errno = errno.ENOSPC
         self.writes = 0
+        # Renames not yet made durable by an fsync of their directory:
+        # destination -> its content before the rename (None: did not exist).
+        self.pending_renames: dict[Path, bytes | None] = {}
 
     def create(self, path: Path, data: bytes) -> None:
         super().create(path, data)
@@ -115,6 +125,17 @@ class FaultFS(FileSystem):
         super().unlink(path)
         self.synced.pop(path, None)
 
+    def replace(self, src: Path, dst: Path) -> None:
+        if dst not in self.pending_renames:
+            self.pending_renames[dst] = dst.read_bytes() if dst.exists() else None
+        super().replace(src, dst)
+        self.synced[dst] = self.synced.pop(src, dst.stat().st_size)
+
+    def fsync_dir(self, d: Path) -> None:
+        super().fsync_dir(d)
+        for dst in [p for p in self.pending_renames if p.parent == d]:
+            del self.pending_renames[dst]
+
     def crash(self) -> int:
         """Lose unsynced bytes: each file keeps a random prefix of them.
         Returns how many bytes were lost in all."""
@@ -130,6 +151,16 @@ class FaultFS(FileSystem):
                 lost += size - keep
                 # What survived a power loss is on the platter now.
                 self.synced[path] = keep
+        # A rename whose directory was never fsynced may not have happened.
+        for dst, old in self.pending_renames.items():
+            if self.rng.random() < 0.5:
+                if old is None:
+                    dst.unlink(missing_ok=True)
+                    self.synced.pop(dst, None)
+                else:
+                    dst.write_bytes(old)
+                    self.synced[dst] = len(old)
+        self.pending_renames.clear()
         self._paths.clear()
         self.fail_after = None
         return lost

@@ -18,7 +18,7 @@ from pathlib import Path
 from liferaft.core import HardState
 
 from .errors import CorruptionError, StorageError
-from .wal import fsync_dir
+from .fs import REAL, FileSystem
 
 MAGIC = b"LRHS"
 VERSION = 1
@@ -48,15 +48,16 @@ def decode(data: bytes, path: Path) -> HardState:
 class HardStateStore:
     """The durable hard state of one node."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], fs: FileSystem = REAL) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.fs = fs
         self.path = self.dir / NAME
         tmp = self.dir / (NAME + ".tmp")
-        if tmp.exists():
-            tmp.unlink()  # a write that never reached its rename
-        exists = self.path.exists()
-        self.current = decode(self.path.read_bytes(), self.path) if exists else HardState()
+        if fs.exists(tmp):
+            fs.unlink(tmp)  # a write that never reached its rename
+        exists = fs.exists(self.path)
+        self.current = decode(fs.read(self.path), self.path) if exists else HardState()
 
     def save(self, hs: HardState) -> HardState:
         """Persist ``hs`` durably; returns what was stored (commit never shrinks)."""
@@ -72,12 +73,9 @@ class HardStateStore:
             return cur
         tmp = self.dir / (NAME + ".tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(encode(new))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.dir)
+            self.fs.create(tmp, encode(new))
+            self.fs.replace(tmp, self.path)
+            self.fs.fsync_dir(self.dir)
         except OSError as exc:
             raise StorageError(f"hard state write failed: {exc.strerror or exc}") from exc
         self.current = new

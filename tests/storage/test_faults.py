@@ -115,3 +115,29 @@ def test_rolling_over_seals_the_old_segment_durably(tmp_path: Path) -> None:
     fs.crash()
     with WAL(tmp_path, segment_size=200, fs=fs) as w2:
         assert w2.last_index == 9
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_hard_state_after_a_crash_mid_save_is_old_or_new_never_torn(
+    tmp_path: Path, seed: int
+) -> None:
+    from liferaft.core import HardState
+    from liferaft.storage import HardStateStore
+
+    fs = FaultFS(random.Random(seed))
+    s = HardStateStore(tmp_path, fs=fs)
+    old = HardState(3, "n1", 10)
+    s.save(old)
+    new = HardState(4, "n2", 12)
+    real_fsync_dir = fs.fsync_dir
+
+    def power_cut(d: Path) -> None:
+        raise OSError(errno.EIO, "power lost before the directory was synced")
+
+    fs.fsync_dir = power_cut  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        s.save(new)
+    fs.fsync_dir = real_fsync_dir  # type: ignore[method-assign]
+    fs.crash()
+    after = HardStateStore(tmp_path, fs=fs).current
+    assert after in (old, new)
