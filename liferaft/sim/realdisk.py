@@ -1,12 +1,14 @@
 """RealDisk: a simulated node's disk backed by liferaft.storage on real files.
 
-The simulator decides what a crash loses: writes queue up as *unsynced*
-until ``sync()`` hands them to :class:`~liferaft.storage.DiskStorage`.  On a
-crash a random prefix of the queue reaches the files (the kernel flushed
-that much), the next append may be torn part-way, and garbage bytes of a
-half-written record may follow; then the store is reopened from the
-directory, exactly as after a real restart.  The core reads the same
-DiskStorage a real node would.
+Writes go to the files as a real node makes them: entries are appended to
+the WAL unsynced, and ``sync()`` fdatasyncs them and then replaces the hard
+state (tmp, fsync, rename, directory fsync).  The files sit under
+:class:`~liferaft.storage.fs.FaultFS`, the same fault layer the storage tests
+use, so a crash loses what the page cache had not flushed: each file keeps a
+random prefix of its unsynced bytes (a torn write), and a rename whose
+directory was not fsynced may be undone.  The node then restarts by
+reopening its data directory, and the core reads the same DiskStorage a real
+node would.
 """
 
 from __future__ import annotations
@@ -16,81 +18,58 @@ from pathlib import Path
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
 from liferaft.storage import DiskStorage
+from liferaft.storage.fs import FaultFS
 
 SEGMENT = 4096
 
 
 class RealDisk:
-    def __init__(self, initial: MemoryStorage, directory: Path) -> None:
+    def __init__(self, initial: MemoryStorage, directory: Path, rng: random.Random) -> None:
         self.dir = directory
-        st = DiskStorage(directory, segment_size=SEGMENT)
+        self.fs = FaultFS(rng)
+        st = DiskStorage(directory, segment_size=SEGMENT, fs=self.fs)
         snap = initial.snapshot()
         if snap.index and st.snap_meta.index < snap.index:
             st.apply_snapshot(snap)
         if initial.hard_state != HardState() and st.hard_state == HardState():
             st.hard.save(initial.hard_state)
         self.live = st
-        self.unsynced: list[tuple[str, object]] = []
+        self._hard: HardState | None = None
         self.syncs = 0
         self.persist_vote = True
 
     def set_hard_state(self, hs: HardState) -> None:
         if not self.persist_vote:
             hs = HardState(hs.term, None, hs.commit)
-        self.unsynced.append(("hs", hs))
+        self._hard = hs  # written at sync, after the entries are durable
 
     def apply_snapshot(self, snap: Snapshot) -> None:
-        self.unsynced.append(("snap", snap))
+        self.live.apply_snapshot(snap)  # atomic: tmp, fsync, rename, dir fsync
 
     def append(self, entries: list[Entry]) -> None:
         if entries:
-            self.unsynced.append(("append", list(entries)))
+            self.live.wal.append(entries, sync=False)
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
-        self.sync()
         meta = self.live.create_snapshot(index, conf, data)
         return Snapshot(meta, data)
 
     def compact(self, index: int) -> None:
         self.live.compact(index)
 
-    def _apply(self, kind: str, arg: object) -> None:
-        st = self.live
-        if kind == "hs":
-            assert isinstance(arg, HardState)
-            st.hard.save(arg)
-        elif kind == "snap":
-            assert isinstance(arg, Snapshot)
-            st.apply_snapshot(arg)
-        else:
-            assert isinstance(arg, list)
-            st.wal.append(arg, sync=True)
-
     def sync(self) -> None:
-        for kind, arg in self.unsynced:
-            self._apply(kind, arg)
-        self.unsynced.clear()
+        self.live.wal.sync()
+        if self._hard is not None:
+            self.live.hard.save(self._hard)
+            self._hard = None
         self.syncs += 1
 
     def crash(self, rng: random.Random) -> int:
-        n = rng.randint(0, len(self.unsynced)) if self.unsynced else 0
-        for kind, arg in self.unsynced[:n]:
-            self._apply(kind, arg)
-        if n < len(self.unsynced) and self.unsynced[n][0] == "append":
-            ents = self.unsynced[n][1]
-            assert isinstance(ents, list)
-            k = rng.randint(0, len(ents))
-            if k:
-                self.live.wal.append(ents[:k], sync=True)
-            segs = sorted((self.dir / "wal").glob("*.wal"))
-            if segs and rng.random() < 0.5:
-                with open(segs[-1], "ab") as f:  # half a record reached the disk
-                    f.write(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 40))))
-        self.unsynced.clear()
+        self._hard = None
         self.live.close()
-        return n
+        return self.fs.crash()
 
     def recover(self) -> DiskStorage:
         self.live.close()
-        self.live = DiskStorage(self.dir, segment_size=SEGMENT)
+        self.live = DiskStorage(self.dir, segment_size=SEGMENT, fs=self.fs)
         return self.live

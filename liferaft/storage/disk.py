@@ -27,6 +27,7 @@ from liferaft.core import (
 from liferaft.core.log import limit_size
 
 from .errors import CorruptionError
+from .fs import REAL, FileSystem
 from .hardstate import HardStateStore
 from .snapshots import SnapshotStore
 from .wal import WAL
@@ -40,12 +41,13 @@ class DiskStorage:
         data_dir: str | os.PathLike[str],
         segment_size: int = 64 << 20,
         keep_snapshots: int = 2,
+        fs: FileSystem = REAL,
     ) -> None:
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.hard = HardStateStore(self.dir)
+        self.hard = HardStateStore(self.dir, fs=fs)
         self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots)
-        self.wal = WAL(self.dir / "wal", segment_size=segment_size)
+        self.wal = WAL(self.dir / "wal", segment_size=segment_size, fs=fs)
         self.snap_meta = self.snaps.latest() or SnapshotMeta()
         self._snap_cache: Snapshot | None = None
         self._recover()
