@@ -21,6 +21,7 @@ CORE_STDLIB = {
     "bisect",
     "collections",
     "collections.abc",
+    "contextlib",
     "dataclasses",
     "enum",
     "functools",

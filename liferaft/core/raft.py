@@ -23,6 +23,7 @@ leader.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -164,7 +165,17 @@ class Raft:
         if hs != HardState():
             self.load_hard_state(hs)
         if cfg.applied > 0:
+            floor = self.log.applied
             self.log.applied_to(min(cfg.applied, self.log.committed))
+            # Entries up to `applied` are not handed out again, so membership
+            # changes among them must be replayed here: storage only knows the
+            # snapshot's configuration.
+            if self.log.applied > floor:
+                for e in self.log.slice(floor + 1, self.log.applied + 1, None):
+                    if e.type is EntryType.CONF_CHANGE:
+                        # An undecodable change is ignored alike by every node.
+                        with contextlib.suppress(ConfChangeError):
+                            self.apply_conf_change(ConfChange.decode(e.data))
         self.become_follower(self.term, None)
 
     # -- persistent state ----------------------------------------------------------

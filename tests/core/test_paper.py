@@ -781,14 +781,16 @@ def test_membership_change_refused_before_leader_commits_in_its_term():
 def test_new_leader_refuses_change_until_previous_ones_applied():
     """Thesis §4.1: a new leader does not know whether an uncommitted change
     in its log will commit, so it treats one as pending until applied."""
-    node, st = node_with_log(voters=N3)
-    node.raft.pending_conf_index = 0
+    _, st = node_with_log(voters=N3)
+    cc = ConfChange((add_learner("n5"),)).encode()
+    st.append([Entry(2, 1, cc, EntryType.CONF_CHANGE)])  # inherited, uncommitted
+    node = RawNode(make_config("n1"), st)
     rd = win_election(node, st)
-    # The leader's log before its no-op is entirely applied, so the only
-    # obstacle is the uncommitted no-op.
-    with pytest.raises(ConfChangeError):
+    assert node.raft.log.committed == 1
+    with pytest.raises(ConfChangeError, match="one change at a time"):
         node.propose_conf_change(ConfChange((add_voter("n4"),)))
-    ack_all(node, st, rd.messages)
+    rd = ack_all(node, st, rd.messages)  # commits and applies the old change
+    assert node.conf_state().learners == {"n5"}
     node.propose_conf_change(ConfChange((add_voter("n4"),)))
 
 
@@ -1191,13 +1193,15 @@ def test_transfer_aborted_when_target_removed():
     """Thesis §3.10: a transfer to a server that leaves the configuration can
     never complete, so it is abandoned."""
     net, ld = cluster_with_leader(("n1", "n2", "n3", "n4"))
-    ld.propose_conf_change(ConfChange((remove_node("n4"),)))
     net.isolate("n4")
-    net.flush()
-    ld.raft.lead_transferee = "n4"  # transfer started just before the removal applied
+    ld.propose_conf_change(ConfChange((remove_node("n4"),)))
+    ld.transfer_leader("n4")  # still a voter until the removal is applied
+    with pytest.raises(ProposalDroppedError):
+        ld.propose(b"x")
     net.stabilize()
     assert ld.conf_state().voters == {"n1", "n2", "n3"}
-    assert ld.status().lead_transferee is None
+    assert ld.status().lead_transferee is None and ld.role is Role.LEADER
+    ld.propose(b"x")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""ReadIndex (thesis §6.4): the ReadOnly queue on its own, then the protocol
+around it - pending reads of a new leader, forwarded reads, leadership
+loss, and when a lease may stand in for the heartbeat round."""
+
+from __future__ import annotations
+
+import pytest
+
+from liferaft.core import (
+    Heartbeat,
+    HeartbeatResponse,
+    NotLeaderError,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    ReadOnlyOption,
+    ReadState,
+    Role,
+)
+from liferaft.core.read_index import ReadOnly
+
+from .netutil import Network, ack_all, drain, node_with_log, win_election
+
+N3 = ("n1", "n2", "n3")
+
+
+# -- ReadOnly ------------------------------------------------------------------------------
+
+
+def test_read_only_queue_confirms_in_arrival_order():
+    """Thesis §6.4: a later heartbeat round confirms every earlier read too,
+    because its heartbeats were sent after theirs."""
+    ro = ReadOnly(ReadOnlyOption.SAFE)
+    assert ro.last_pending_ctx() == b""
+    assert ro.add_request(5, b"a", "n1")
+    assert ro.add_request(6, b"b", "n2")
+    assert not ro.add_request(7, b"a", "n3")  # duplicate ctx
+    assert ro.add_request(8, b"c", "n1")
+    assert ro.last_pending_ctx() == b"c"
+    assert ro.recv_ack("n2", b"zz") is None
+    assert ro.recv_ack("n2", b"b") == {"n2"}
+    assert ro.recv_ack("n3", b"b") == {"n2", "n3"}
+    assert ro.advance(b"zz") == []
+    done = ro.advance(b"b")
+    assert [(s.ctx, s.index, s.requester) for s in done] == [(b"a", 5, "n1"), (b"b", 6, "n2")]
+    assert ro.queue == [b"c"] and list(ro.pending) == [b"c"]
+    assert ro.advance(b"b") == []
+    ro.reset()
+    assert ro.queue == [] and ro.pending == {} and ro.last_pending_ctx() == b""
+
+
+# -- on a leader ---------------------------------------------------------------------------
+
+
+def test_follower_read_waits_for_new_leaders_first_commit():
+    """Thesis §6.4 step 1 applies to forwarded reads too: the answer waits
+    until the leader has committed an entry of its term."""
+    node, st = node_with_log(voters=N3)
+    rd = win_election(node, st)
+    node.step(ReadIndexRequest(node.term, "n2", "n1", b"f"))
+    assert not [m for m in drain(node, st).messages if isinstance(m, Heartbeat) and m.ctx]
+    rd2 = ack_all(node, st, rd.messages)
+    hbs = [m for m in rd2.messages if isinstance(m, Heartbeat) and m.ctx == b"f"]
+    assert len(hbs) == 2
+    node.step(HeartbeatResponse(node.term, "n3", "n1", b"f"))
+    rd3 = drain(node, st)
+    assert rd3.messages == [ReadIndexResponse(node.term, "n1", "n2", b"f", 2)]
+    assert rd3.read_states == []  # the leader itself did not ask
+
+
+def test_pending_reads_are_dropped_when_leadership_is_lost():
+    """Thesis §6.4 step 3: a leader that cannot confirm it still leads must
+    not answer; after stepping down it never does."""
+    node, st = node_with_log(voters=N3)
+    rd = win_election(node, st)
+    node.read_index(b"early")  # before the first commit
+    ack_all(node, st, rd.messages)
+    node.read_index(b"late")
+    drain(node, st)
+    node.step(HeartbeatResponse(node.term + 1, "n2", "n1"))  # deposed
+    assert node.role is Role.FOLLOWER
+    node.step(HeartbeatResponse(node.term, "n2", "n1", b"late"))
+    node.step(HeartbeatResponse(node.term, "n3", "n1", b"late"))
+    assert drain(node, st).read_states == []
+    assert node.raft.read_only.pending == {} and node.raft.pending_reads == []
+
+
+def test_leader_forwarded_read_answered_at_commit_index():
+    """Thesis §6.4.1: "the follower issues a request to the leader to learn
+    the current readIndex"; the index is the leader's commit index."""
+    net = Network(N3)
+    ld = net.elect("n1")
+    for i in range(3):
+        ld.propose(b"%d" % i)
+    net.stabilize()
+    net.nodes["n3"].read_index(b"q")
+    net.stabilize()
+    assert net.read_states["n3"] == [ReadState(ld.raft.log.committed, b"q")]
+    assert net.nodes["n3"].raft.log.applied >= ld.raft.log.committed
+
+
+def test_follower_without_leader_cannot_forward():
+    net = Network(N3)
+    n2 = net.nodes["n2"]
+    assert n2.leader is None
+    with pytest.raises(NotLeaderError) as exc:
+        n2.read_index(b"x")
+    assert exc.value.leader is None
+
+
+# -- lease reads ---------------------------------------------------------------------------
+
+
+def lease_leader():
+    node, st = node_with_log(voters=N3, read_only=ReadOnlyOption.LEASE_BASED)
+    ack_all(node, st, win_election(node, st).messages)
+    return node, st
+
+
+def test_lease_read_answers_forwarded_request_at_once():
+    """Thesis §6.4.1: within its lease the leader answers without a round."""
+    node, st = lease_leader()
+    node.step(ReadIndexRequest(node.term, "n2", "n1", b"f"))
+    rd = drain(node, st)
+    assert rd.messages == [ReadIndexResponse(node.term, "n1", "n2", b"f", 2)]
+
+
+def test_lease_read_falls_back_to_heartbeat_round_late_in_window():
+    """Thesis §6.4.1: the lease is only as long as the followers' promise not
+    to elect anyone; late in the check-quorum window the leader confirms with
+    a heartbeat round instead."""
+    node, st = lease_leader()
+    for _ in range(node.raft.election_timeout // 2):
+        node.tick()
+        for m in drain(node, st).messages:
+            if isinstance(m, Heartbeat):
+                node.step(HeartbeatResponse(m.term, m.to, m.frm, m.ctx))
+    node.read_index(b"late")
+    rd = drain(node, st)
+    assert rd.read_states == []
+    hbs = [m for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"late"]
+    assert len(hbs) == 2
+    node.step(HeartbeatResponse(node.term, "n2", "n1", b"late"))
+    assert drain(node, st).read_states == [ReadState(2, b"late")]
+
+
+def test_lease_read_not_used_during_leader_transfer():
+    """Thesis §3.10: the transfer's election overrides the followers' lease
+    promise, so a lease read must be confirmed by a round."""
+    node, st = lease_leader()
+    node.transfer_leader("n2")
+    drain(node, st)
+    node.read_index(b"t")
+    rd = drain(node, st)
+    assert rd.read_states == []
+    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"t"] == [
+        "n2",
+        "n3",
+    ]
+
+
+def test_lease_read_needs_recent_quorum():
+    """Thesis §6.2/§6.4.1: a leader that has not heard from a quorum in the
+    current window holds no lease."""
+    node, st = lease_leader()
+    for _ in range(node.raft.election_timeout):  # heartbeats go unanswered
+        node.tick()
+        drain(node, st)
+    assert node.role is Role.LEADER  # the acks of the election still counted
+    assert node.raft.election_elapsed == 0  # a fresh window ...
+    node.read_index(b"q")
+    rd = drain(node, st)
+    assert rd.read_states == []  # ... but nobody heard from in it yet
+    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"q"] == [
+        "n2",
+        "n3",
+    ]
