@@ -59,12 +59,14 @@ def limit_size(ents: list[Entry], max_size: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` within ``max_size`` bytes, never empty."""
     if max_size is None or len(ents) <= 1 or entries_size(ents) <= max_size:
         return ents
+    # They do not all fit, so the loop stops at the first entry that overflows.
     total = 0
-    for i, e in enumerate(ents):
+    i = 0
+    for i, e in enumerate(ents):  # noqa: B007 - i is used after the loop
         total += len(e.data) + ENTRY_OVERHEAD
         if total > max_size:
-            return ents[: max(i, 1)]
-    return ents
+            break
+    return ents[: max(i, 1)]
 
 
 class Unstable:

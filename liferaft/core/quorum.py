@@ -38,8 +38,7 @@ def majority_committed(voters: Collection[NodeId], match: Mapping[NodeId, int]) 
     if n == 0:
         return UNBOUNDED
     if n == 1:
-        for v in voters:
-            return match.get(v, 0)
+        return match.get(next(iter(voters)), 0)
     idx = sorted([match.get(v, 0) for v in voters], reverse=True)
     return idx[n // 2]
 

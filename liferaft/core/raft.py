@@ -32,7 +32,6 @@ from .confchange import ConfChange, apply_conf_change, is_joint
 from .errors import (
     ConfChangeError,
     ConfigError,
-    LogCompactedError,
     SnapshotTemporarilyUnavailableError,
 )
 from .log import LogReader, RaftLog
@@ -301,11 +300,8 @@ class Raft:
         hi = self.log.committed + 1
         if lo >= hi:
             return False
-        try:
-            ents = self.log.slice(lo, hi, None)
-        except LogCompactedError:
-            return False
-        return any(e.type is EntryType.CONF_CHANGE for e in ents)
+        # lo >= first_index, so the slice cannot hit compacted entries.
+        return any(e.type is EntryType.CONF_CHANGE for e in self.log.slice(lo, hi, None))
 
     def campaign(self, pre_vote: bool, transfer: bool) -> None:
         if pre_vote:
