@@ -13,6 +13,7 @@ durable commit index never points past durable entries).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from liferaft.core import (
@@ -29,7 +30,7 @@ from liferaft.core.log import limit_size
 from .errors import CorruptionError
 from .fs import REAL, FileSystem
 from .hardstate import HardStateStore
-from .snapshots import SnapshotStore
+from .snapshots import SnapshotStore, SnapshotWriter
 from .wal import WAL
 
 
@@ -42,13 +43,23 @@ class DiskStorage:
         segment_size: int = 64 << 20,
         keep_snapshots: int = 2,
         fs: FileSystem = REAL,
+        snapshot_data_in_memory: bool = True,
     ) -> None:
+        """``snapshot_data_in_memory=False`` makes :meth:`snapshot` return the
+        metadata only (``data == b""``): a runtime that streams snapshots with
+        :meth:`snapshot_chunks` never needs the whole image in memory."""
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.fs = fs
         self.hard = HardStateStore(self.dir, fs=fs)
-        self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots)
+        self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots, fs=fs)
+        self._data_in_memory = snapshot_data_in_memory
         self.wal = WAL(self.dir / "wal", segment_size=segment_size, fs=fs)
         self.snap_meta = self.snaps.latest() or SnapshotMeta()
+        if self.snap_meta.index:
+            # The snapshot is the base of the log: check every byte of it
+            # before trusting it (its metadata alone could carry a flipped bit).
+            self.snaps.verify(self.snap_meta)
         self._snap_cache: Snapshot | None = None
         self._recover()
 
@@ -100,11 +111,30 @@ class DiskStorage:
     def snapshot(self) -> Snapshot:
         if self.snap_meta.index == 0:
             return Snapshot()
+        if not self._data_in_memory:
+            return Snapshot(self.snap_meta)
         c = self._snap_cache
         if c is None or c.meta != self.snap_meta:
             c = self._snap_cache = Snapshot(self.snap_meta, self.snaps.load(self.snap_meta))
         return c
 
+    # -- streaming snapshots ---------------------------------------------------------
+
+    def snapshot_chunks(self, meta: SnapshotMeta | None = None) -> Iterator[bytes]:
+        """Stream the data of a snapshot (the newest by default) for sending to
+        a follower.  The CRC is checked when the stream ends: a mismatch raises
+        CorruptionError, so a receiver must not trust a stream that did not end."""
+        return self.snaps.open(meta or self.snap_meta)
+
+    def receive_snapshot(self, meta: SnapshotMeta) -> SnapshotWriter:
+        """A writer for a snapshot arriving from the leader in chunks.  Its
+        ``commit()`` makes the file durable but does not yet replace the log:
+        that happens when the core hands the snapshot back in a Ready and
+        :meth:`save` (or :meth:`apply_snapshot`) installs it."""
+        return self.snaps.create(meta)
+
+    def has_snapshot_file(self, meta: SnapshotMeta) -> bool:
+        return self.fs.exists(self.snaps.path_of(meta))
     @property
     def hard_state(self) -> HardState:
         return self.hard.current
@@ -126,20 +156,38 @@ class DiskStorage:
             self.hard.save(hard_state)
 
     def apply_snapshot(self, snap: Snapshot) -> None:
-        """A snapshot from the leader replaces the whole log."""
-        with self.snaps.create(snap.meta) as w:
-            w.write(snap.data)
-            w.commit()
+        """A snapshot from the leader replaces the whole log.
+
+        If the snapshot was already streamed in with :meth:`receive_snapshot`
+        (its data here is then empty), the file on disk is used as it is: two
+        snapshots with the same index and term hold the same state (the
+        State Machine Safety property, Raft §5.4.3).
+        """
+        if not (snap.data == b"" and self.has_snapshot_file(snap.meta)):
+            with self.snaps.create(snap.meta) as w:
+                w.write(snap.data)
+                w.commit()
         self.snap_meta = snap.meta
         self.wal.reset(snap.index + 1)
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> SnapshotMeta:
         """Record the state machine image as of applied ``index``."""
-        meta = SnapshotMeta(index, self.term(index), conf)
-        with self.snaps.create(meta) as w:
+        with self.begin_snapshot(index, conf) as w:
             w.write(data)
-            w.commit()
-        self.snap_meta = meta
+            return self.finish_snapshot(w)
+
+    def begin_snapshot(self, index: int, conf: ConfState) -> SnapshotWriter:
+        """Start a snapshot of the state as of applied ``index``, to be written
+        in chunks (possibly from a worker thread), then given to
+        :meth:`finish_snapshot`."""
+        return self.snaps.create(SnapshotMeta(index, self.term(index), conf))
+
+    def finish_snapshot(self, w: SnapshotWriter) -> SnapshotMeta:
+        """Commit a snapshot from :meth:`begin_snapshot` and make it the newest
+        (unless a newer one was installed meanwhile)."""
+        meta = w.commit()
+        if meta.index > self.snap_meta.index:
+            self.snap_meta = meta
         return meta
 
     def compact(self, index: int) -> int:

@@ -35,6 +35,11 @@ class FileSystem:
     def open_append(self, path: Path) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND)
 
+    def open_new(self, path: Path) -> int:
+        """Create (or empty) ``path`` for writing; nothing is durable until
+        :meth:`fdatasync` and, for its name, :meth:`fsync_dir`."""
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
     def write(self, fd: int, data: memoryview | bytes) -> int:
         return os.write(fd, data)
 
@@ -97,6 +102,14 @@ class FaultFS(FileSystem):
         self.synced.setdefault(path, path.stat().st_size)
         return fd
 
+    def open_new(self, path: Path) -> int:
+        fd = super().open_new(path)
+        self._paths[fd] = path
+        self.synced[path] = 0
+        # A new name is only durable once its directory is fsynced.
+        self.pending_renames.setdefault(path, None)
+        return fd
+
     def write(self, fd: int, data: memoryview | bytes) -> int:
         self.writes += 1
         if self.fail_after is not None:
@@ -135,6 +148,21 @@ class FaultFS(FileSystem):
         super().fsync_dir(d)
         for dst in [p for p in self.pending_renames if p.parent == d]:
             del self.pending_renames[dst]
+
+    def flip_bit(self, path: Path, offset: int, bit: int) -> None:
+        """Flip one bit of a file in place, as a failing disk or cable might."""
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes((byte ^ (1 << bit),)))
+
+    def flip_random_bit(self, path: Path) -> int:
+        """Flip a random bit anywhere in ``path``; returns its byte offset."""
+        size = path.stat().st_size
+        offset = self.rng.randrange(size)
+        self.flip_bit(path, offset, self.rng.randrange(8))
+        return offset
 
     def crash(self) -> int:
         """Lose unsynced bytes: each file keeps a random prefix of them.

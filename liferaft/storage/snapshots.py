@@ -22,12 +22,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 from liferaft.core import ConfState, SnapshotMeta
 
 from .errors import CorruptionError, StorageError
-from .wal import fsync_dir
+from .fs import REAL, FileSystem
 
 MAGIC = b"LRSNAP"
 VERSION = 1
@@ -65,40 +64,68 @@ def _name(meta: SnapshotMeta) -> str:
 
 
 class SnapshotWriter:
-    """Write a snapshot as a stream; ``commit()`` makes it durable and visible."""
+    """Write a snapshot as a stream; ``commit()`` makes it durable and visible.
+
+    Only the current chunk is ever in memory.  Until ``commit()`` returns,
+    the snapshot lives under a ``.tmp`` name that a restart deletes.
+    """
 
     def __init__(self, store: SnapshotStore, meta: SnapshotMeta) -> None:
         self.store = store
         self.meta = meta
+        self.fs = store.fs
         self.final = store.dir / _name(meta)
         self.tmp = self.final.with_suffix(".tmp")
-        self._f: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self._done = False
+        self._fd: int | None = None
+        try:
+            self._fd = self.fs.open_new(self.tmp)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.tmp}: {exc.strerror or exc}") from exc
         conf = _conf_to_json(meta.conf_state)
         head = _HEAD.pack(MAGIC, VERSION, meta.index, meta.term, len(conf)) + conf
         self._crc = zlib.crc32(head)
         self._len = 0
-        self._f.write(head)
-        self._done = False
+        self._write(head)
 
-    def write(self, chunk: bytes) -> None:
-        self._crc = zlib.crc32(chunk, self._crc)
-        self._len += len(chunk)
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None, "snapshot writer already finished"
         try:
-            self._f.write(chunk)
+            view = memoryview(data)
+            while view:
+                view = view[self.fs.write(self._fd, view) :]
         except OSError as exc:
             self.abort()
             raise StorageError(f"snapshot write failed: {exc.strerror or exc}") from exc
 
+    def write(self, chunk: bytes) -> None:
+        """Append one chunk of state machine data."""
+        if self._done:
+            raise StorageError("snapshot writer already finished")
+        self._crc = zlib.crc32(chunk, self._crc)
+        self._len += len(chunk)
+        self._write(chunk)
+
+    @property
+    def size(self) -> int:
+        """Bytes of data written so far."""
+        return self._len
+
     def commit(self) -> SnapshotMeta:
+        """Trailer, fsync, rename into place, fsync of the directory."""
+        if self._done:
+            raise StorageError("snapshot writer already finished")
         trailer = _TRAILER.pack(self._len, 0)
         crc = zlib.crc32(trailer[:8], self._crc)
+        self._write(_TRAILER.pack(self._len, crc))
+        fd = self._fd
+        assert fd is not None
         try:
-            self._f.write(_TRAILER.pack(self._len, crc))
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self.tmp, self.final)
-            fsync_dir(self.store.dir)
+            self.fs.fdatasync(fd)
+            self.fs.close(fd)
+            self._fd = None
+            self.fs.replace(self.tmp, self.final)
+            self.fs.fsync_dir(self.store.dir)
         except OSError as exc:
             self.abort()
             raise StorageError(f"snapshot commit failed: {exc.strerror or exc}") from exc
@@ -107,10 +134,17 @@ class SnapshotWriter:
         return self.meta
 
     def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        """Forget this snapshot: close and delete the temporary file."""
+        if self._fd is not None:
+            try:
+                self.fs.close(self._fd)
+            finally:
+                self._fd = None
+        try:
+            if self.fs.exists(self.tmp):
+                self.fs.unlink(self.tmp)
+        except OSError:
+            pass  # removed at the next start (SnapshotStore cleans *.tmp)
         self._done = True
 
     def __enter__(self) -> SnapshotWriter:
@@ -127,22 +161,29 @@ class SnapshotStore:
     """A directory of snapshot files; the newest ``keep`` are kept."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], keep: int = 2, cleanup: bool = True
+        self,
+        directory: str | os.PathLike[str],
+        keep: int = 2,
+        cleanup: bool = True,
+        fs: FileSystem = REAL,
     ) -> None:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self.fs = fs
         if cleanup:
-            for tmp in self.dir.glob("*.tmp"):
-                tmp.unlink()  # a snapshot that was never committed
+            for name in self.fs.listdir(self.dir):
+                if name.endswith(".tmp"):
+                    self.fs.unlink(self.dir / name)  # a snapshot that was never committed
 
     def create(self, meta: SnapshotMeta) -> SnapshotWriter:
         return SnapshotWriter(self, meta)
 
     def _files(self) -> list[Path]:
-        return sorted(self.dir.glob("*.snap"), key=lambda p: p.name.split("-")[::-1])
+        names = [n for n in self.fs.listdir(self.dir) if n.endswith(".snap")]
+        return [self.dir / n for n in sorted(names, key=lambda n: n.split("-")[::-1])]
 
     def list(self) -> list[SnapshotMeta]:
         """Metadata of every snapshot, oldest first (headers only, no CRC check)."""
@@ -154,8 +195,8 @@ class SnapshotStore:
 
     def prune(self) -> None:
         for p in self._files()[: -self.keep]:
-            p.unlink()
-        fsync_dir(self.dir)
+            self.fs.unlink(p)
+        self.fs.fsync_dir(self.dir)
 
     def _read_meta(self, path: Path) -> tuple[SnapshotMeta, int]:
         with open(path, "rb") as f:
@@ -170,7 +211,12 @@ class SnapshotStore:
             conf = _conf_from_json(raw)
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptionError(path, _HEAD.size, f"bad snapshot metadata: {exc}") from exc
-        return SnapshotMeta(index, term, conf), _HEAD.size + mlen
+        meta = SnapshotMeta(index, term, conf)
+        if path.name != _name(meta):
+            raise CorruptionError(
+                path, 0, f"header says term {term} index {index}, unlike the file name"
+            )
+        return meta, _HEAD.size + mlen
 
     def path_of(self, meta: SnapshotMeta) -> Path:
         return self.dir / _name(meta)
