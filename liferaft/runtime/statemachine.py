@@ -1,0 +1,281 @@
+"""The state machine contract: what the runtime applies entries to.
+
+Theory of operation
+-------------------
+
+The runtime ``Node`` hands every committed entry, in log order and exactly
+once per life of the state machine, to :meth:`StateMachine.apply`.  The value
+``apply`` returns resolves the future of whoever proposed that entry; an
+exception raised by ``apply`` fails only that proposal's future (the runtime
+catches it and moves on to the next entry).  So ``apply`` must be
+*deterministic* (the same entries in the same order leave every replica in
+the same state) and must *raise before it mutates* anything, or replicas that
+raise and replicas that do not would drift apart.
+
+Snapshots are taken in two steps, as in hashicorp/raft's ``FSM.Snapshot`` and
+``FSMSnapshot.Persist``:
+
+1. :meth:`StateMachine.snapshot` runs on the event loop, between two applies.
+   It captures a point-in-time view *cheaply*: a shallow copy of references
+   to values that are never mutated in place.  It must not serialize the
+   whole state; that would stall the loop for as long as the state is big.
+2. :meth:`StateSnapshot.chunks` serializes that captured view.  It may run in
+   a worker thread *while* ``apply`` keeps running on the loop, so it must
+   read only what ``snapshot()`` captured, never the live state.
+   :meth:`StateSnapshot.release` is called once the runtime is done with the
+   snapshot, whether writing it succeeded or not.
+
+:meth:`StateMachine.restore` replaces the whole state from a stream of
+chunks (a snapshot from disk or from the leader).
+
+The high-level API in :mod:`liferaft.runtime.commands` implements this
+contract for you; the helpers here (:class:`BytesSnapshot`,
+:class:`StreamSnapshot`, :func:`iter_chunks`, :func:`rechunk`,
+:class:`ChunkReader`, :func:`join_chunks`) are for writing one by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "BytesSnapshot",
+    "ChunkReader",
+    "Proposer",
+    "SnapshotFormatError",
+    "StateMachine",
+    "StateSnapshot",
+    "StreamSnapshot",
+    "iter_chunks",
+    "join_chunks",
+    "rechunk",
+]
+
+T = TypeVar("T")
+
+#: Size of the chunks the helpers produce: big enough to amortize per-chunk
+#: overhead, small enough that a chunk never weighs on memory.
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot stream is malformed, truncated or of another state machine.
+
+    :meth:`StateMachine.restore` raises it *before* touching the state, so a
+    failed restore leaves the old state in place.
+    """
+
+
+@runtime_checkable
+class StateSnapshot(Protocol):
+    """A point-in-time view of a state machine, captured by ``snapshot()``.
+
+    Concurrency: :meth:`chunks` may run in a worker thread while ``apply``
+    continues on the event loop, so it must read only the state captured
+    when the snapshot was taken.
+    """
+
+    def chunks(self) -> Iterator[bytes]:
+        """Serialize the captured state as a stream of byte chunks."""
+        ...
+
+    def release(self) -> None:
+        """Drop the captured state.  Called once, whether writing succeeded or not."""
+        ...
+
+
+@runtime_checkable
+class StateMachine(Protocol):
+    """What the runtime applies committed entries to.
+
+    Concurrency: ``apply``, ``snapshot`` and ``restore`` are all called on
+    the event loop, one at a time.  Only :meth:`StateSnapshot.chunks` may run
+    elsewhere (see :class:`StateSnapshot`).
+    """
+
+    def apply(self, index: int, data: bytes) -> Any:
+        """Apply the committed entry at log ``index``; return the proposal's result.
+
+        Must be deterministic.  May raise: the runtime fails only that
+        proposal's future with the exception.  It must raise *before*
+        mutating any state, so that every replica stays identical.
+        """
+        ...
+
+    def snapshot(self) -> StateSnapshot:
+        """Capture a point-in-time view cheaply (shallow copies, no serialization)."""
+        ...
+
+    def restore(self, chunks: Iterable[bytes]) -> None:
+        """Replace the whole state with the one serialized in ``chunks``."""
+        ...
+
+
+class Proposer(Protocol):
+    """How a state machine reaches its node.  ``runtime.Node`` implements it."""
+
+    async def propose(
+        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Replicate ``data``; return what ``apply`` returned for it on this node.
+
+        With ``stamp_time=True`` the *leader* overwrites ``data[0:8]`` with its
+        wall clock (``time.time()`` as a little-endian float64) right before it
+        appends the entry; a proposal forwarded by a follower is stamped when it
+        reaches the leader.  State machines thus get a deterministic "leader
+        time" without trusting any client's clock.
+        """
+        ...
+
+    async def read(self, fn: Callable[[], T], *, consistency: str = "linearizable") -> T:
+        """Run ``fn`` on this node's state once a safe read index is applied."""
+        ...
+
+
+def iter_chunks(
+    data: bytes | bytearray | memoryview, size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[bytes]:
+    """Cut ``data`` into ``bytes`` chunks of ``size`` (the last may be shorter).
+
+    Empty ``data`` yields nothing.
+    """
+    if size <= 0:
+        raise ValueError(f"chunk size must be positive, not {size}")
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
+
+
+def rechunk(pieces: Iterable[bytes], size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    """Regroup ``pieces`` of any sizes into chunks of exactly ``size`` bytes.
+
+    Only the last chunk may be shorter.  At most about one chunk plus one
+    piece is held at a time.
+    """
+    if size <= 0:
+        raise ValueError(f"chunk size must be positive, not {size}")
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        if len(buf) >= size:
+            view = memoryview(buf)
+            whole = len(buf) - len(buf) % size
+            for start in range(0, whole, size):
+                yield bytes(view[start : start + size])
+            view.release()
+            del buf[:whole]
+    if buf:
+        yield bytes(buf)
+
+
+def join_chunks(chunks: Iterable[bytes], max_size: int | None = None) -> bytes:
+    """Concatenate a chunk stream; :class:`SnapshotFormatError` past ``max_size``."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        if max_size is not None and len(buf) > max_size:
+            raise SnapshotFormatError(f"snapshot is larger than {max_size} bytes")
+    return bytes(buf)
+
+
+class ChunkReader:
+    """Read exact byte counts from a chunk stream whose boundaries fall anywhere.
+
+    Used by ``restore`` implementations that parse a framed stream without
+    first joining it into one buffer.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = bytearray()
+        self._offset = 0  # bytes consumed so far, for error messages
+
+    @property
+    def offset(self) -> int:
+        """How many bytes have been consumed."""
+        return self._offset
+
+    def _fill(self, n: int) -> bool:
+        while len(self._buf) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            self._buf += chunk
+        return True
+
+    def read_exact(self, n: int) -> bytes:
+        """The next ``n`` bytes; :class:`SnapshotFormatError` if the stream ends first."""
+        if not self._fill(n):
+            raise SnapshotFormatError(
+                f"snapshot truncated at byte {self._offset + len(self._buf)}: "
+                f"needed {n} bytes at byte {self._offset}"
+            )
+        with memoryview(self._buf) as view:
+            out = bytes(view[:n])  # one copy, even for a big record
+        del self._buf[:n]
+        self._offset += n
+        return out
+
+    def at_eof(self) -> bool:
+        """True if every byte of the stream has been consumed."""
+        return not self._fill(1)
+
+
+class BytesSnapshot:
+    """A :class:`StateSnapshot` of already-serialized bytes.
+
+    Fits a small state machine whose whole state serializes in microseconds.
+    A big one should capture cheaply and serialize in :meth:`chunks`, with
+    :class:`StreamSnapshot`.
+    """
+
+    def __init__(self, data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self._data: bytes | None = bytes(data)
+        self._chunk_size = chunk_size
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes, in chunks of ``chunk_size``."""
+        if self._data is None:
+            raise RuntimeError("snapshot already released")
+        return iter_chunks(self._data, self._chunk_size)
+
+    def release(self) -> None:
+        """Drop the bytes."""
+        self._data = None
+
+
+class StreamSnapshot:
+    """A :class:`StateSnapshot` that serializes lazily, in :meth:`chunks`.
+
+    ``produce`` is called by :meth:`chunks`, possibly in a worker thread, and
+    must read only state captured beforehand, e.g.::
+
+        def snapshot(self) -> StateSnapshot:
+            captured = dict(self.data)           # cheap: copies references only
+            return StreamSnapshot(lambda: iter_chunks(msgspec.msgpack.encode(captured)))
+
+    ``on_release`` (optional) runs once, from :meth:`release`.
+    """
+
+    def __init__(
+        self,
+        produce: Callable[[], Iterable[bytes]],
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self._produce: Callable[[], Iterable[bytes]] | None = produce
+        self._on_release = on_release
+
+    def chunks(self) -> Iterator[bytes]:
+        """Serialize the captured state, chunk by chunk."""
+        if self._produce is None:
+            raise RuntimeError("snapshot already released")
+        return iter(self._produce())
+
+    def release(self) -> None:
+        """Drop the captured state; run ``on_release`` the first time."""
+        self._produce = None
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            on_release()
