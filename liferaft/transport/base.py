@@ -1,0 +1,143 @@
+"""The contracts between the runtime and a transport.
+
+Theory of operation
+-------------------
+The runtime owns a :class:`Transport` and hands it a :class:`TransportHandler`
+(itself) in :meth:`Transport.start`.  From then on traffic flows two ways:
+
+* out: the runtime calls :meth:`Transport.send` for every message of a
+  Ready.  ``send`` never blocks and never raises for network trouble: Raft
+  tolerates loss, so a message that cannot go out (unknown peer, peer down,
+  queue full) is dropped, counted in :meth:`Transport.stats`, and the peer
+  is reported through :meth:`TransportHandler.unreachable` so the leader
+  slows down to probing (etcd's ``ReportUnreachable``).
+* in: every message that arrives, after validation, is handed to
+  :meth:`TransportHandler.deliver`.
+
+Snapshots are streamed, never held whole in memory.  To send an
+:class:`~liferaft.core.messages.InstallSnapshot`, a transport asks
+:meth:`TransportHandler.snapshot_source` for the data in chunks (the
+message's own ``snapshot.data`` may be ``b""``: the data lives in storage).
+The receiving transport asks its handler for a :class:`SnapshotSink`,
+writes the chunks into it, and only after :meth:`SnapshotSink.commit`
+delivers the InstallSnapshot message, with ``snapshot.data`` empty.  The
+sender learns the outcome through :meth:`TransportHandler.snapshot_status`
+(the runtime forwards it to ``RawNode.report_snapshot``).
+
+Concurrency rules
+-----------------
+* Every method of :class:`Transport` must be called from the event loop
+  thread that ran :meth:`Transport.start`.
+* Handler methods ``deliver``, ``unreachable``, ``snapshot_sink`` and
+  ``snapshot_status`` are called on the event loop thread, never
+  re-entrantly from inside :meth:`Transport.send`.
+* The iterator returned by ``snapshot_source`` and the methods of a
+  :class:`SnapshotSink` may be called from a worker thread (the TCP
+  transport uses :func:`asyncio.to_thread` so disk I/O does not stall the
+  loop), but never concurrently: one call at a time, in order.  A sink gets
+  either exactly one ``commit`` or exactly one ``abort``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from liferaft.core.messages import InstallSnapshot, Message, NodeId
+
+__all__ = [
+    "SnapshotSink",
+    "Transport",
+    "TransportHandler",
+    "format_address",
+    "parse_address",
+]
+
+
+@runtime_checkable
+class SnapshotSink(Protocol):
+    """Where a receiving transport streams the chunks of one snapshot."""
+
+    def write(self, chunk: bytes) -> None:
+        """Append the next chunk.  Raising aborts the transfer."""
+
+    def commit(self) -> None:
+        """All chunks arrived.  After it returns, the transport delivers the
+        InstallSnapshot header message (``snapshot.data == b""``).  Raising
+        aborts the transfer instead."""
+
+    def abort(self) -> None:
+        """The transfer failed; discard what was written."""
+
+
+@runtime_checkable
+class TransportHandler(Protocol):
+    """What a transport calls back into (implemented by the runtime)."""
+
+    def deliver(self, msg: Message) -> None:
+        """An incoming message, already validated."""
+
+    def unreachable(self, peer: NodeId) -> None:
+        """A send to ``peer`` failed or its connection was lost."""
+
+    def snapshot_source(self, msg: InstallSnapshot) -> Iterator[bytes]:
+        """Sender side: the snapshot data for ``msg``, in chunks."""
+        ...
+
+    def snapshot_sink(self, msg: InstallSnapshot) -> SnapshotSink:
+        """Receiver side: where to write the chunks of ``msg``'s snapshot."""
+        ...
+
+    def snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        """Sender side: the snapshot streamed to ``peer`` was committed (True) or failed."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Moves Raft messages between nodes.  See the module docstring for the rules."""
+
+    async def start(self, handler: TransportHandler) -> None:
+        """Begin listening/accepting and connecting; callbacks go to ``handler``."""
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.to``.  Never blocks; never raises for network
+        trouble.  The per-peer queue is bounded; when it is full, or the peer is
+        down or unknown, the message is dropped and counted."""
+
+    def set_peers(self, peers: Mapping[NodeId, str]) -> None:
+        """Replace the peer table: node id -> address ("host:port" for TCP).
+
+        Messages to, and connections from, nodes not in the table are refused.
+        The node's own id may appear in the table; it is ignored.
+        """
+
+    async def close(self) -> None:
+        """Close every connection and cancel every task of the transport."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters.  ``stats()["peers"][peer]`` holds at least ``connected``,
+        ``sent``, ``dropped`` and ``reconnects``."""
+        ...
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (or ``"[v6]:port"``) into host and port.
+
+    Raises ``ValueError`` for anything else.
+    """
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ValueError(f"not a host:port address: {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"IPv6 addresses need brackets: {addr!r}")
+    port = int(port_s)
+    if port > 65535:
+        raise ValueError(f"port out of range: {addr!r}")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of :func:`parse_address`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,913 @@
+"""asyncio TCP transport: length-prefixed frames, optional TLS/mTLS.
+
+Theory of operation
+-------------------
+Every node listens on one address and dials every peer once: a connection
+carries traffic from the dialer to the listener, so a pair of nodes shares
+two connections, one per direction (etcd's rafthttp does the same with its
+stream pair).  Frames are ``length u32 | kind u8 | body`` (see
+:mod:`._frames` and docs/transport.md).
+
+Outbound, per peer (:class:`_Link`)
+    ``send`` appends to a bounded deque and wakes the peer's writer task; it
+    never blocks.  The writer takes everything queued (up to a batch limit),
+    encodes each message into a frame, writes them all and then awaits one
+    ``drain``: many AppendEntries ride on one system call and one wait, which
+    is the pipelining.  A link is *connecting* (queue), *connected* (queue and
+    write) or *down* (drop and report unreachable).  A failed dial or a lost
+    connection marks it down, drops what is queued, reports the peer
+    unreachable and retries after an exponential backoff with jitter drawn
+    from a ``random.Random``.
+Snapshots
+    An InstallSnapshot is streamed by its own task on the peer's connection:
+    SNAP_BEGIN (the message with empty data), SNAP_CHUNKs pulled one at a time
+    from ``handler.snapshot_source`` in a worker thread, then SNAP_END with
+    the byte count and CRC-32.  The writer task keeps sending other messages
+    in between, so a large snapshot never starves heartbeats.  The receiver
+    answers SNAP_RESULT once its sink committed (or failed), and only that
+    answer turns into ``snapshot_status(peer, True)``; a lost connection
+    turns into ``False``.  One snapshot per peer is in flight; another
+    InstallSnapshot to the same peer meanwhile is dropped.
+Inbound, per connection
+    A handshake (HELLO -> WELCOME or REFUSE) comes first, within a timeout.
+    Then frames are read one by one and decoded by :mod:`liferaft.codec`.  A
+    frame that is oversized, truncated, unknown or fails validation, or a
+    message whose sender or receiver is not the handshaken pair, closes that
+    connection with a logged reason; the node keeps serving everyone else.
+
+Logging goes to the ``liferaft.transport`` logger (or the one passed in):
+WARNING for refusals and protocol violations, INFO for connections made and
+lost, DEBUG for failed dials (which repeat while a peer is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import enum
+import logging
+import random
+import ssl
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from liferaft.codec import DecodeError, EncodeError, decode_message, encode_message
+from liferaft.core.messages import InstallSnapshot, Message, NodeId
+
+from ._frames import (
+    DEFAULT_MAX_FRAME,
+    HEADER,
+    MAGIC,
+    PROTOCOL_VERSION,
+    SNAPSHOT_CHUNK,
+    FrameError,
+    Hello,
+    Kind,
+    Reason,
+    SnapEnd,
+    SnapResult,
+    Welcome,
+    control,
+    frame,
+    parse,
+    read_frame,
+)
+from .base import SnapshotSink, TransportHandler, format_address, parse_address
+
+__all__ = ["TcpTransport"]
+
+_LOG = logging.getLogger("liferaft.transport")
+_T = TypeVar("_T")
+
+# Errors that mean "this connection is unusable", as opposed to bugs.
+_NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
+# A handshake frame is small; do not let an unauthenticated dialer make us
+# buffer max_frame bytes.
+_MAX_HANDSHAKE_FRAME = 4096
+_READ_LIMIT = 256 * 1024
+
+
+class _LinkState(enum.Enum):
+    CONNECTING = "connecting"  # before the first dial: queue
+    CONNECTED = "connected"  # queue and write
+    DOWN = "down"  # the last dial failed or the connection was lost: drop
+
+
+class _Serial:
+    """Runs blocking calls of one snapshot source or sink in a worker thread,
+    one at a time and in order, even across a cancellation of the awaiting task."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._last: concurrent.futures.Future[Any] | None = None
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        cf = self._pool.submit(fn, *args)
+        self._last = cf
+        return await asyncio.wrap_future(cf)
+
+    def then(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` (errors logged) after the call in flight, or now if none."""
+
+        def run(_: object = None) -> None:
+            try:
+                fn()
+            except Exception:
+                _LOG.exception("snapshot cleanup failed")
+
+        if self._last is not None and not self._last.done():
+            self._last.add_done_callback(run)
+        else:
+            run()
+
+
+class _Link:
+    """The outbound side of one peer: queue, connection state and counters."""
+
+    def __init__(self, peer: NodeId, address: str) -> None:
+        self.peer = peer
+        self.address = address
+        self.state = _LinkState.CONNECTING
+        self.queue: deque[Message] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.stream: asyncio.Task[None] | None = None
+        self.snap_result: asyncio.Future[tuple[bool, str]] | None = None
+        self.ever_connected = False
+        self.sent = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.dial_failures = 0
+        self.snapshots_sent = 0
+        self.snapshots_failed = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "state": self.state.value,
+            "connected": self.state is _LinkState.CONNECTED,
+            "queued": len(self.queue),
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
+            "dial_failures": self.dial_failures,
+            "snapshots_sent": self.snapshots_sent,
+            "snapshots_failed": self.snapshots_failed,
+            "streaming": self.stream is not None,
+        }
+
+
+@dataclasses.dataclass(eq=False)
+class _InStream:
+    """A snapshot being received on one inbound connection."""
+
+    header: InstallSnapshot
+    sink: SnapshotSink | None  # None once it failed (the rest is discarded)
+    serial: _Serial
+    total: int = 0
+    crc: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class _Inbound:
+    peer: NodeId
+    where: str
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[Any]
+    stream: _InStream | None = None
+
+
+class TcpTransport:
+    """The production :class:`~liferaft.transport.base.Transport`: asyncio TCP.
+
+    ``node_id`` and ``cluster_id`` go into the handshake; a peer must know
+    both.  ``listen_addr`` is ``"host:port"``; port 0 picks a free port and
+    :attr:`address` tells which after :meth:`start`.  ``ssl_server`` turns on
+    TLS for accepted connections (set ``verify_mode = CERT_REQUIRED`` on it
+    for mutual TLS) and ``ssl_client`` for dialed ones; the server's
+    certificate is checked against the host part of the peer's address.
+
+    ``max_frame`` bounds every frame (and so every message) in both
+    directions; a message that would exceed it is dropped at the sender.
+    ``queue_size`` bounds each peer's outbound queue.  ``rng`` draws the
+    reconnect jitter; pass a seeded one for reproducible timing.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        cluster_id: str,
+        listen_addr: str,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        queue_size: int = 4096,
+        logger: logging.Logger | None = None,
+        *,
+        rng: random.Random | None = None,
+        snapshot_chunk: int = SNAPSHOT_CHUNK,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        connect_timeout: float = 5.0,
+        handshake_timeout: float = 5.0,
+        max_batch: int = 512,
+    ) -> None:
+        if not node_id:
+            raise ValueError("node_id must not be empty")
+        if max_frame < 1024:
+            raise ValueError("max_frame must be at least 1024 bytes")
+        if queue_size < 1 or max_batch < 1 or snapshot_chunk < 1:
+            raise ValueError("queue_size, max_batch and snapshot_chunk must be positive")
+        if not 0 < min_backoff <= max_backoff:
+            raise ValueError("need 0 < min_backoff <= max_backoff")
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self._listen = parse_address(listen_addr)
+        self.address = listen_addr
+        self._ssl_server = ssl_server
+        self._ssl_client = ssl_client
+        self._max_frame = max_frame
+        self._queue_size = queue_size
+        self._log = logger or _LOG
+        self._rng = rng or random.Random()
+        # A chunk frame carries one kind byte besides the chunk.
+        self._chunk = min(snapshot_chunk, max_frame - 1)
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._connect_timeout = connect_timeout
+        self._handshake_timeout = handshake_timeout
+        self._max_batch = max_batch
+
+        self._handler: TransportHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._links: dict[NodeId, _Link] = {}
+        self._inbound: set[_Inbound] = set()
+        self._accepting: set[asyncio.Task[Any]] = set()
+        self._unreachable_pending: set[NodeId] = set()
+        self._closed = False
+        # Node-wide counters.
+        self._received = 0
+        self._refused = 0
+        self._bad_frames = 0
+        self._unknown_dropped = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, handler: TransportHandler) -> None:
+        """Listen on ``listen_addr`` and start dialing every known peer."""
+        if self._handler is not None:
+            raise RuntimeError("transport already started")
+        if self._closed:
+            raise RuntimeError("transport is closed")
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix=f"liferaft-transport-{self.node_id}"
+        )
+        host, port = self._listen
+        self._server = await asyncio.start_server(
+            self._accept,
+            host,
+            port,
+            ssl=self._ssl_server,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_server else None,
+            limit=_READ_LIMIT,
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.address = format_address(sockname[0], sockname[1])
+        self._log.info("node %s listening on %s", self.node_id, self.address)
+        for link in self._links.values():
+            self._start_link(link)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and cancel every task."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        tasks: list[asyncio.Task[Any]] = []
+        for link in self._links.values():
+            if link.task is not None:
+                link.task.cancel()
+                tasks.append(link.task)
+        for conn in list(self._inbound):
+            conn.task.cancel()
+            tasks.append(conn.task)
+        for t in list(self._accepting):
+            t.cancel()
+            tasks.append(t)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            if pending:  # never expected: every task honours cancellation
+                self._log.error("%d transport tasks ignored cancellation", len(pending))
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    # -- peers -----------------------------------------------------------------------
+
+    def set_peers(self, peers: Mapping[NodeId, str]) -> None:
+        """Replace the peer table (id -> "host:port"); our own id is ignored.
+
+        New peers are dialed, removed ones disconnected (both directions), and
+        a peer whose address changed is redialed.  Raises ``ValueError`` for a
+        malformed address, before changing anything.
+        """
+        table = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
+        for addr in table.values():
+            parse_address(addr)
+        for pid in list(self._links):
+            if pid not in table:
+                self._stop_link(self._links.pop(pid))
+                for conn in list(self._inbound):
+                    if conn.peer == pid:
+                        conn.task.cancel()
+        for pid, addr in table.items():
+            link = self._links.get(pid)
+            if link is None:
+                link = self._links[pid] = _Link(pid, addr)
+                if self._handler is not None and not self._closed:
+                    self._start_link(link)
+            elif link.address != addr:
+                self._stop_link(link)
+                link.address = addr
+                link.state = _LinkState.CONNECTING
+                if self._handler is not None and not self._closed:
+                    self._start_link(link)
+
+    def _start_link(self, link: _Link) -> None:
+        link.task = asyncio.get_running_loop().create_task(
+            self._run_link(link), name=f"liferaft-link-{self.node_id}->{link.peer}"
+        )
+
+    def _stop_link(self, link: _Link) -> None:
+        if link.task is not None:
+            link.task.cancel()
+            link.task = None
+        link.state = _LinkState.DOWN
+        link.dropped += len(link.queue)
+        link.queue.clear()
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.to``; drop and count it if that cannot be done."""
+        link = self._links.get(msg.to)
+        if link is None or self._closed or self._handler is None:
+            self._unknown_dropped += 1
+            if not self._closed and self._handler is not None:
+                self._log.debug("dropped %s to unknown peer %r", type(msg).__name__, msg.to)
+                self._report_unreachable(msg.to)
+            return
+        if link.state is _LinkState.DOWN or len(link.queue) >= self._queue_size:
+            link.dropped += 1
+            self._report_unreachable(link.peer)
+            return
+        link.queue.append(msg)
+        link.wake.set()
+
+    def _report_unreachable(self, peer: NodeId) -> None:
+        """Tell the handler, once per loop iteration at most, outside ``send``."""
+        if peer in self._unreachable_pending or self._loop is None:
+            return
+        self._unreachable_pending.add(peer)
+        self._loop.call_soon(self._fire_unreachable, peer)
+
+    def _fire_unreachable(self, peer: NodeId) -> None:
+        self._unreachable_pending.discard(peer)
+        if not self._closed and self._handler is not None:
+            self._call_handler(self._handler.unreachable, peer)
+
+    def _call_handler(self, fn: Callable[..., object], *args: Any) -> None:
+        """A broken handler must not take the transport down with it."""
+        try:
+            fn(*args)
+        except Exception:
+            self._log.exception("transport handler %s raised", getattr(fn, "__name__", fn))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random."""
+        ceiling = min(self._max_backoff, self._min_backoff * float(1 << min(attempt - 1, 30)))
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    async def _run_link(self, link: _Link) -> None:
+        """Dial, pump, and redial with backoff, until cancelled."""
+        me = asyncio.current_task()
+        attempt = 0
+        # Belt and braces: a replaced or closed link stops even if a
+        # cancellation got lost somewhere below.
+        while not self._closed and link.task is me:
+            try:
+                conn = await self._dial(link)
+                if conn is None:
+                    link.dial_failures += 1
+                    self._link_down(link)
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                reader, writer = conn
+                if link.ever_connected:
+                    link.reconnects += 1
+                link.ever_connected = True
+                link.state = _LinkState.CONNECTED
+                attempt = 1
+                self._log.info("connected to peer %s at %s", link.peer, link.address)
+                try:
+                    reason = await self._pump(link, reader, writer)
+                finally:
+                    # A cancelled task of a replaced link must not touch the new one.
+                    if not self._closed and link.task is me:
+                        self._link_down(link)
+                    await _close_writer(writer)
+                self._log.info("connection to peer %s lost: %s", link.peer, reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("link to peer %s failed unexpectedly", link.peer)
+                self._link_down(link)
+            await asyncio.sleep(self._backoff(attempt))
+
+    def _link_down(self, link: _Link) -> None:
+        link.state = _LinkState.DOWN
+        link.dropped += len(link.queue)
+        link.queue.clear()
+        self._report_unreachable(link.peer)
+
+    async def _dial(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Connect and handshake; None (and a log line) if either fails."""
+        host, port = parse_address(link.address)
+        try:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+            # cancellation that races with completion, and close() would hang.
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._ssl_client,
+                    server_hostname=host if self._ssl_client else None,
+                    ssl_handshake_timeout=self._handshake_timeout if self._ssl_client else None,
+                    limit=_READ_LIMIT,
+                )
+        except ssl.SSLError as e:
+            # A certificate problem will not go away by retrying: say so loudly.
+            self._log.warning(
+                "TLS handshake with peer %s at %s failed: %s", link.peer, link.address, _why(e)
+            )
+            return None
+        except _NET_ERRORS as e:
+            self._log.debug("cannot connect to peer %s at %s: %r", link.peer, link.address, e)
+            return None
+        try:
+            writer.write(
+                control(
+                    Kind.HELLO,
+                    Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, link.peer),
+                )
+            )
+            async with asyncio.timeout(self._handshake_timeout):
+                kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+            if kind is Kind.REFUSE:
+                raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
+            if kind is not Kind.WELCOME:
+                raise FrameError(f"expected WELCOME, got {kind.name}")
+            w = parse(Welcome, body)
+            if w.version != PROTOCOL_VERSION:
+                raise FrameError(f"peer speaks protocol version {w.version}")
+            if w.cluster_id != self.cluster_id:
+                raise FrameError(
+                    f"peer is in cluster {w.cluster_id!r}, this node in {self.cluster_id!r}"
+                )
+            if w.node_id != link.peer:
+                raise FrameError(f"peer is node {w.node_id!r}, expected {link.peer!r}")
+        except (FrameError, *_NET_ERRORS) as e:
+            self._log.warning(
+                "handshake with peer %s at %s failed: %s", link.peer, link.address, _why(e)
+            )
+            await _close_writer(writer)
+            return None
+        except BaseException:  # cancelled mid-handshake: do not leak the socket
+            await _close_writer(writer)
+            raise
+        return reader, writer
+
+    async def _pump(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> str:
+        """Run one connection until it breaks; returns why it ended."""
+        loop = asyncio.get_running_loop()
+        results = loop.create_task(self._read_results(link, reader))
+        writes = loop.create_task(self._write_loop(link, writer))
+        try:
+            done, _ = await asyncio.wait({results, writes}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                exc = t.exception()
+                if exc is not None:
+                    if not isinstance(exc, (FrameError, *_NET_ERRORS)):
+                        self._log.error("peer %s link failed", link.peer, exc_info=exc)
+                    return _why(exc)
+            return "closed"
+        finally:
+            tasks = [results, writes]
+            if link.stream is not None:
+                tasks.append(link.stream)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write_loop(self, link: _Link, writer: asyncio.StreamWriter) -> None:
+        """Drain the queue in batches: write many frames, then one drain."""
+        queue = link.queue
+        while True:
+            if not queue:
+                link.wake.clear()
+                await link.wake.wait()
+                continue
+            parts: list[bytes] = []
+            n = 0
+            while queue and n < self._max_batch:
+                msg = queue.popleft()
+                if isinstance(msg, InstallSnapshot):
+                    self._start_stream(link, msg, writer)
+                    continue
+                try:
+                    payload = encode_message(msg)
+                except EncodeError as e:
+                    self._log.error("cannot encode %s to %s: %s", type(msg).__name__, link.peer, e)
+                    link.dropped += 1
+                    continue
+                if len(payload) >= self._max_frame:
+                    self._log.error(
+                        "dropped %s to %s: %d bytes exceed max_frame",
+                        type(msg).__name__,
+                        link.peer,
+                        len(payload),
+                    )
+                    link.dropped += 1
+                    continue
+                parts.append(HEADER.pack(len(payload) + 1, Kind.MSG))
+                parts.append(payload)
+                n += 1
+            if parts:
+                writer.writelines(parts)
+                link.sent += n
+                await writer.drain()
+
+    async def _read_results(self, link: _Link, reader: asyncio.StreamReader) -> None:
+        """The only frames a listener sends back after the handshake: snapshot results."""
+        while True:
+            try:
+                kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+            except asyncio.IncompleteReadError:
+                raise ConnectionResetError("closed by the peer") from None
+            if kind is not Kind.SNAP_RESULT:
+                raise FrameError(f"unexpected {kind.name} frame from the listener")
+            r = parse(SnapResult, body)
+            fut = link.snap_result
+            if fut is not None and not fut.done():
+                fut.set_result((r.ok, r.reason))
+            else:
+                self._log.warning("unexpected snapshot result from %s", link.peer)
+
+    # -- snapshot streaming, sender side ---------------------------------------------
+
+    def _start_stream(
+        self, link: _Link, msg: InstallSnapshot, writer: asyncio.StreamWriter
+    ) -> None:
+        if link.stream is not None:
+            link.dropped += 1
+            self._log.info("a snapshot is already streaming to %s; dropped another", link.peer)
+            return
+        loop = asyncio.get_running_loop()
+        link.snap_result = loop.create_future()
+        link.stream = loop.create_task(
+            self._stream_snapshot(link, msg, writer),
+            name=f"liferaft-snapshot-{self.node_id}->{link.peer}",
+        )
+
+    async def _stream_snapshot(
+        self, link: _Link, msg: InstallSnapshot, writer: asyncio.StreamWriter
+    ) -> None:
+        assert self._handler is not None and self._pool is not None
+        ok, reason = False, "connection lost"
+        serial = _Serial(self._pool)
+        source: Iterator[bytes] | None = None
+        try:
+            header = dataclasses.replace(msg, snapshot=dataclasses.replace(msg.snapshot, data=b""))
+            try:
+                source = iter(self._handler.snapshot_source(msg))
+            except Exception as e:
+                self._log.exception("snapshot_source for %s failed", link.peer)
+                reason = f"snapshot source failed: {e!r}"
+                return
+            writer.write(frame(Kind.SNAP_BEGIN, encode_message(header)))
+            total, crc = 0, 0
+            while True:
+                try:
+                    chunk = await serial.call(next, source, None)
+                except Exception as e:
+                    reason = f"snapshot source failed: {e!r}"
+                    self._log.error("snapshot to %s: %s", link.peer, reason)
+                    writer.write(control(Kind.SNAP_ABORT, Reason(reason[:1000])))
+                    return
+                if chunk is None:
+                    break
+                view = memoryview(chunk)
+                for off in range(0, len(view), self._chunk):
+                    piece = view[off : off + self._chunk]
+                    crc = zlib.crc32(piece, crc)
+                    total += len(piece)
+                    writer.write(frame(Kind.SNAP_CHUNK, piece))
+                    await writer.drain()
+                assert link.snap_result is not None
+                if link.snap_result.done():  # the receiver gave up early
+                    writer.write(control(Kind.SNAP_ABORT, Reason("the receiver failed")))
+                    ok, reason = link.snap_result.result()
+                    return
+            writer.write(control(Kind.SNAP_END, SnapEnd(total, crc)))
+            await writer.drain()
+            assert link.snap_result is not None
+            ok, reason = await link.snap_result
+        finally:
+            if source is not None:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    serial.then(close)
+            if link.stream is asyncio.current_task():
+                link.stream = None
+                link.snap_result = None
+            if ok:
+                link.snapshots_sent += 1
+                self._log.info("snapshot %d streamed to %s", msg.snapshot.index, link.peer)
+            else:
+                link.snapshots_failed += 1
+                self._log.warning(
+                    "snapshot %d to %s failed: %s", msg.snapshot.index, link.peer, reason
+                )
+            if not self._closed and self._loop is not None:
+                self._loop.call_soon(
+                    self._call_handler, self._handler.snapshot_status, link.peer, ok
+                )
+
+    # -- inbound -----------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One accepted connection: handshake, then serve frames until it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closed:
+            await _close_writer(writer)
+            return
+        self._accepting.add(task)
+        peername = writer.get_extra_info("peername")
+        where = format_address(*peername[:2]) if peername else "?"
+        conn: _Inbound | None = None
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                peer = await self._handshake(reader, writer, where)
+            if peer is None or self._closed:
+                return
+            conn = _Inbound(peer, where, writer, task)
+            # One connection per dialing peer: a new one replaces a stale one.
+            for old in [c for c in self._inbound if c.peer == peer]:
+                self._log.info("peer %s reconnected; closing its older connection", peer)
+                old.task.cancel()
+            self._inbound.add(conn)
+            self._accepting.discard(task)
+            self._log.info("accepted peer %s from %s", peer, where)
+            await self._serve(conn, reader)
+        except (FrameError, DecodeError) as e:
+            self._bad_frames += 1
+            self._log.warning(
+                "closing connection from %s (%s): %s", conn.peer if conn else "?", where, e
+            )
+        except TimeoutError:
+            self._log.warning("closing connection from %s: handshake timed out", where)
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                self._bad_frames += 1
+                self._log.warning(
+                    "closing connection from %s: stream ended inside a frame (%d of %d bytes)",
+                    where,
+                    len(e.partial),
+                    e.expected,
+                )
+            else:
+                self._log.info("connection from %s closed by the peer", where)
+        except OSError as e:
+            self._log.info("connection from %s failed: %r", where, e)
+        except asyncio.CancelledError:
+            # Only close(), set_peers() or a newer connection of the same peer
+            # cancel this task, and nobody awaits its result: end quietly
+            # (asyncio's stream callback would log a cancelled task).
+            pass
+        except Exception:
+            self._log.exception("unexpected error on the connection from %s", where)
+        finally:
+            self._accepting.discard(task)
+            if conn is not None:
+                self._inbound.discard(conn)
+                self._drop_stream(conn, "connection closed")
+            with contextlib.suppress(asyncio.CancelledError):
+                await _close_writer(writer)
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
+    ) -> NodeId | None:
+        """Check the dialer's HELLO; returns its node id, or None after refusing it."""
+        kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+        if kind is not Kind.HELLO:
+            raise FrameError(f"expected HELLO, got {kind.name}")
+        hello = parse(Hello, body)
+        reason = None
+        if hello.magic != MAGIC:
+            reason = "not a liferaft handshake"
+        elif hello.version != PROTOCOL_VERSION:
+            reason = f"protocol version {hello.version} unsupported (this node: {PROTOCOL_VERSION})"
+        elif hello.cluster_id != self.cluster_id:
+            reason = f"wrong cluster id {hello.cluster_id!r} (this node is in {self.cluster_id!r})"
+        elif hello.to != self.node_id:
+            reason = f"dialed node {hello.to!r}, but this is {self.node_id!r}"
+        elif hello.frm not in self._links:
+            reason = f"unknown peer {hello.frm!r}"
+        if reason is not None:
+            self._refused += 1
+            self._log.warning(
+                "refused connection from %s claiming to be %r: %s", where, hello.frm, reason
+            )
+            writer.write(control(Kind.REFUSE, Reason(reason[:1000])))
+            with contextlib.suppress(*_NET_ERRORS):
+                await writer.drain()
+            return None
+        writer.write(
+            control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, self.cluster_id, self.node_id))
+        )
+        await writer.drain()
+        return hello.frm
+
+    def _check_addressing(self, conn: _Inbound, msg: Message) -> None:
+        if msg.frm != conn.peer or msg.to != self.node_id:
+            raise FrameError(
+                f"message {msg.frm!r} -> {msg.to!r} on the connection {conn.peer!r} -> "
+                f"{self.node_id!r}"
+            )
+
+    async def _serve(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
+        assert self._handler is not None
+        handler = self._handler
+        while True:
+            kind, body = await read_frame(reader, self._max_frame)
+            if kind is Kind.MSG:
+                msg = decode_message(body)
+                self._check_addressing(conn, msg)
+                if isinstance(msg, InstallSnapshot):
+                    raise FrameError("InstallSnapshot must be streamed, not sent as MSG")
+                self._received += 1
+                self._call_handler(handler.deliver, msg)
+            elif kind is Kind.SNAP_CHUNK:
+                await self._on_chunk(conn, body)
+            elif kind is Kind.SNAP_BEGIN:
+                self._on_begin(conn, body)
+            elif kind is Kind.SNAP_END:
+                await self._on_end(conn, parse(SnapEnd, body))
+            elif kind is Kind.SNAP_ABORT:
+                if conn.stream is None:
+                    raise FrameError("SNAP_ABORT outside a snapshot stream")
+                self._drop_stream(conn, f"sender aborted: {parse(Reason, body).reason}")
+            else:
+                raise FrameError(f"unexpected {kind.name} frame after the handshake")
+
+    # -- snapshot streaming, receiver side ---------------------------------------------
+
+    def _on_begin(self, conn: _Inbound, body: memoryview) -> None:
+        assert self._handler is not None and self._pool is not None
+        if conn.stream is not None:
+            raise FrameError("SNAP_BEGIN while a snapshot stream is open")
+        msg = decode_message(body)
+        self._check_addressing(conn, msg)
+        if not isinstance(msg, InstallSnapshot):
+            raise FrameError(f"SNAP_BEGIN carries {type(msg).__name__}, not InstallSnapshot")
+        if msg.snapshot.data:
+            raise FrameError("SNAP_BEGIN must carry an empty snapshot.data")
+        stream = _InStream(msg, None, _Serial(self._pool))
+        try:
+            stream.sink = self._handler.snapshot_sink(msg)
+        except Exception as e:
+            self._log.exception("snapshot_sink for the snapshot from %s failed", conn.peer)
+            self._send_result(conn, False, f"no sink: {e!r}")
+        conn.stream = stream
+
+    async def _on_chunk(self, conn: _Inbound, body: memoryview) -> None:
+        stream = conn.stream
+        if stream is None:
+            raise FrameError("SNAP_CHUNK outside a snapshot stream")
+        stream.total += len(body)
+        stream.crc = zlib.crc32(body, stream.crc)
+        sink = stream.sink
+        if sink is None:
+            return  # failed earlier: discard until SNAP_END
+        try:
+            await stream.serial.call(sink.write, bytes(body))
+        except Exception as e:
+            self._log.exception("writing the snapshot from %s failed", conn.peer)
+            self._fail_stream(conn, stream, f"sink write failed: {e!r}")
+
+    async def _on_end(self, conn: _Inbound, end: SnapEnd) -> None:
+        assert self._handler is not None
+        stream = conn.stream
+        if stream is None:
+            raise FrameError("SNAP_END outside a snapshot stream")
+        conn.stream = None
+        sink = stream.sink
+        if sink is None:
+            return  # its failure was already reported
+        if (end.total, end.crc32) != (stream.total, stream.crc):
+            self._fail_stream(conn, stream, "checksum mismatch")
+            raise FrameError(
+                f"snapshot stream corrupt: {stream.total} bytes crc {stream.crc:08x}, "
+                f"sender says {end.total} bytes crc {end.crc32:08x}"
+            )
+        try:
+            await stream.serial.call(sink.commit)
+        except Exception as e:
+            self._log.exception("committing the snapshot from %s failed", conn.peer)
+            self._fail_stream(conn, stream, f"sink commit failed: {e!r}")
+            return
+        stream.sink = None
+        self._log.info(
+            "snapshot %d from %s received (%d bytes)",
+            stream.header.snapshot.index,
+            conn.peer,
+            stream.total,
+        )
+        self._received += 1
+        self._call_handler(self._handler.deliver, stream.header)
+        self._send_result(conn, True, "")
+
+    def _fail_stream(self, conn: _Inbound, stream: _InStream, reason: str) -> None:
+        sink, stream.sink = stream.sink, None
+        if sink is not None:
+            stream.serial.then(sink.abort)
+        self._send_result(conn, False, reason)
+
+    def _drop_stream(self, conn: _Inbound, reason: str) -> None:
+        """The stream will not finish: abort its sink (no result: the sender knows)."""
+        stream, conn.stream = conn.stream, None
+        if stream is not None and stream.sink is not None:
+            self._log.warning(
+                "snapshot %d from %s aborted: %s", stream.header.snapshot.index, conn.peer, reason
+            )
+            sink, stream.sink = stream.sink, None
+            stream.serial.then(sink.abort)
+
+    def _send_result(self, conn: _Inbound, ok: bool, reason: str) -> None:
+        conn.writer.write(control(Kind.SNAP_RESULT, SnapResult(ok, reason[:1000])))
+
+    # -- introspection ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``{"peers": {id: {connected, sent, dropped, reconnects, ...}}, ...node-wide...}``."""
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "peers": {pid: link.stats() for pid, link in self._links.items()},
+            "inbound": sorted(c.peer for c in self._inbound),
+            "received": self._received,
+            "refused": self._refused,
+            "bad_frames": self._bad_frames,
+            "unknown_dropped": self._unknown_dropped,
+        }
+
+    def __repr__(self) -> str:
+        return f"TcpTransport({self.node_id!r}, {self.address!r})"
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close and wait (briefly) until the socket is really closed.
+
+    Closing only schedules the socket's release on the loop; waiting for it
+    keeps a transport that is closed and then dropped with its loop from
+    leaking sockets.  Safe to call while the calling task is being cancelled
+    (a cancellation *during* the wait propagates).
+    """
+    writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+
+
+def _why(e: BaseException) -> str:
+    """A short reason for a log line."""
+    if isinstance(e, asyncio.IncompleteReadError):
+        return "connection closed" if not e.partial else "connection closed inside a frame"
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

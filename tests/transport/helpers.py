@@ -1,0 +1,107 @@
+"""Test doubles for the transport contracts, and polling helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from liferaft.core.messages import InstallSnapshot, Message, NodeId
+
+
+class HashSink:
+    """A SnapshotSink that keeps only a running sha256 (never the whole data)."""
+
+    def __init__(self, on_write: Callable[[int], None] | None = None) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.writes = 0
+        self.committed = False
+        self.aborted = False
+        self.fail_commit = False
+        self.on_write = on_write
+        self.threads: set[str] = set()
+
+    def write(self, chunk: bytes) -> None:
+        assert not (self.committed or self.aborted)
+        assert isinstance(chunk, bytes)
+        self.threads.add(threading.current_thread().name)
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        self.writes += 1
+        if self.on_write is not None:
+            self.on_write(self.writes)
+
+    def commit(self) -> None:
+        assert not (self.committed or self.aborted)
+        if self.fail_commit:
+            raise OSError("disk full")
+        self.committed = True
+
+    def abort(self) -> None:
+        assert not self.committed
+        self.aborted = True
+
+
+def pseudo_random_chunks(total: int, chunk: int, seed: int = 1) -> Iterator[bytes]:
+    """Deterministic, incompressible-looking chunks totalling ``total`` bytes."""
+    block = hashlib.sha256(str(seed).encode()).digest() * (chunk // 32 + 1)
+    sent = 0
+    i = 0
+    while sent < total:
+        n = min(chunk, total - sent)
+        # Vary each chunk so a reordered or repeated chunk changes the hash.
+        data = i.to_bytes(8, "big") + block[: n - 8] if n >= 8 else block[:n]
+        yield data
+        sent += n
+        i += 1
+
+
+def sha_of(chunks: Iterator[bytes]) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return h.hexdigest()
+
+
+class Recorder:
+    """A TransportHandler that records every callback."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.delivered: list[Message] = []
+        self.unreachables: list[NodeId] = []
+        self.statuses: list[tuple[NodeId, bool]] = []
+        self.sinks: list[HashSink] = []
+        # snapshot index -> a factory of the chunks the source yields
+        self.sources: dict[int, Callable[[], Iterator[bytes]]] = {}
+        self.sink_factory: Callable[[], HashSink] = HashSink
+
+    def deliver(self, msg: Message) -> None:
+        self.delivered.append(msg)
+
+    def unreachable(self, peer: NodeId) -> None:
+        self.unreachables.append(peer)
+
+    def snapshot_source(self, msg: InstallSnapshot) -> Iterator[bytes]:
+        return self.sources[msg.snapshot.index]()
+
+    def snapshot_sink(self, msg: InstallSnapshot) -> HashSink:
+        assert msg.snapshot.data == b""
+        sink = self.sink_factory()
+        self.sinks.append(sink)
+        return sink
+
+    def snapshot_status(self, peer: NodeId, ok: bool) -> None:
+        self.statuses.append((peer, ok))
+
+
+async def wait_until(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``pred`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.002)
