@@ -35,7 +35,12 @@ Concurrency rules
   :class:`SnapshotSink` may be called from a worker thread (the TCP
   transport uses :func:`asyncio.to_thread` so disk I/O does not stall the
   loop), but never concurrently: one call at a time, in order.  A sink gets
-  either exactly one ``commit`` or exactly one ``abort``.
+  writes, then ``commit`` or ``abort``; if ``commit`` raises, ``abort``
+  follows.
+* Every InstallSnapshot passed to :meth:`Transport.send` gets exactly one
+  ``snapshot_status(peer, ok)``, even one dropped before it was streamed,
+  so the leader never waits forever for a result.  A closed transport calls
+  no handler method at all.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ class SnapshotSink(Protocol):
     def commit(self) -> None:
         """All chunks arrived.  After it returns, the transport delivers the
         InstallSnapshot header message (``snapshot.data == b""``).  Raising
-        aborts the transfer instead."""
+        fails the transfer instead, and ``abort`` is called next."""
 
     def abort(self) -> None:
         """The transfer failed; discard what was written."""

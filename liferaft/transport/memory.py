@@ -200,13 +200,13 @@ class MemoryNetwork:
 
     def _route(self, src: MemoryTransport, msg: Message) -> None:
         frm, to = src.node_id, msg.to
-        if not self.link_up(frm, to):
-            src._dropped(to, unreachable=True)
+        up = self.link_up(frm, to)
+        if not up or (self._loss and self._rng.random() < self._loss):
+            # A broken link looks like a failed connection; random loss is silent.
             self.dropped += 1
-            return
-        if self._loss and self._rng.random() < self._loss:
-            src._dropped(to, unreachable=False)
-            self.dropped += 1
+            src._dropped(to, unreachable=not up)
+            if isinstance(msg, InstallSnapshot):
+                src._snapshot_done(to, False, count=False)
             return
         src._sent(to)
         if isinstance(msg, InstallSnapshot):
@@ -336,6 +336,8 @@ class MemoryTransport:
         if msg.to not in self._peers:
             self._unknown_dropped += 1
             self._later(lambda h: h.unreachable(msg.to))
+            if isinstance(msg, InstallSnapshot):
+                self._snapshot_done(msg.to, False, count=False)
             return
         self.network._route(self, msg)
 
@@ -381,8 +383,8 @@ class MemoryTransport:
         if unreachable:
             self._later(lambda h: h.unreachable(to))
 
-    def _snapshot_done(self, to: NodeId, ok: bool) -> None:
-        if not ok:
+    def _snapshot_done(self, to: NodeId, ok: bool, count: bool = True) -> None:
+        if not ok and count:
             self._dropped(to, unreachable=False)
         self._later(lambda h: h.snapshot_status(to, ok))
 

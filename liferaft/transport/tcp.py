@@ -137,6 +137,8 @@ class _Link:
         self.task: asyncio.Task[None] | None = None
         self.stream: asyncio.Task[None] | None = None
         self.snap_result: asyncio.Future[tuple[bool, str]] | None = None
+        # An InstallSnapshot waiting for the stream in flight (the newest wins).
+        self.pending_snapshot: InstallSnapshot | None = None
         self.ever_connected = False
         self.sent = 0
         self.dropped = 0
@@ -158,6 +160,7 @@ class _Link:
             "snapshots_sent": self.snapshots_sent,
             "snapshots_failed": self.snapshots_failed,
             "streaming": self.stream is not None,
+            "snapshot_waiting": self.pending_snapshot is not None,
         }
 
 
@@ -353,8 +356,7 @@ class TcpTransport:
             link.task.cancel()
             link.task = None
         link.state = _LinkState.DOWN
-        link.dropped += len(link.queue)
-        link.queue.clear()
+        self._drop_queue(link)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -366,9 +368,11 @@ class TcpTransport:
             if not self._closed and self._handler is not None:
                 self._log.debug("dropped %s to unknown peer %r", type(msg).__name__, msg.to)
                 self._report_unreachable(msg.to)
+                if isinstance(msg, InstallSnapshot):
+                    self._snapshot_failed_soon(msg.to)
             return
         if link.state is _LinkState.DOWN or len(link.queue) >= self._queue_size:
-            link.dropped += 1
+            self._dropped(link, msg)
             self._report_unreachable(link.peer)
             return
         link.queue.append(msg)
@@ -437,9 +441,25 @@ class TcpTransport:
 
     def _link_down(self, link: _Link) -> None:
         link.state = _LinkState.DOWN
-        link.dropped += len(link.queue)
-        link.queue.clear()
+        self._drop_queue(link)
         self._report_unreachable(link.peer)
+
+    def _dropped(self, link: _Link, msg: Message) -> None:
+        """Count a dropped message.  A dropped InstallSnapshot still gets its
+        ``snapshot_status(peer, False)``: the leader waits for one (etcd's rule)."""
+        link.dropped += 1
+        if isinstance(msg, InstallSnapshot):
+            link.snapshots_failed += 1
+            self._snapshot_failed_soon(link.peer)
+
+    def _drop_queue(self, link: _Link) -> None:
+        for msg in link.queue:
+            self._dropped(link, msg)
+        link.queue.clear()
+
+    def _snapshot_failed_soon(self, peer: NodeId) -> None:
+        if not self._closed and self._loop is not None and self._handler is not None:
+            self._loop.call_soon(self._call_handler, self._handler.snapshot_status, peer, False)
 
     async def _dial(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Connect and handshake; None (and a log line) if either fails."""
@@ -521,6 +541,9 @@ class TcpTransport:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if link.pending_snapshot is not None:
+                self._dropped(link, link.pending_snapshot)
+                link.pending_snapshot = None
 
     async def _write_loop(self, link: _Link, writer: asyncio.StreamWriter) -> None:
         """Drain the queue in batches: write many frames, then one drain."""
@@ -582,8 +605,11 @@ class TcpTransport:
         self, link: _Link, msg: InstallSnapshot, writer: asyncio.StreamWriter
     ) -> None:
         if link.stream is not None:
-            link.dropped += 1
-            self._log.info("a snapshot is already streaming to %s; dropped another", link.peer)
+            # One stream per peer at a time; the newest waiting one goes next.
+            if link.pending_snapshot is not None:
+                self._log.info("a newer snapshot for %s supersedes a waiting one", link.peer)
+                self._dropped(link, link.pending_snapshot)
+            link.pending_snapshot = msg
             return
         loop = asyncio.get_running_loop()
         link.snap_result = loop.create_future()
@@ -597,6 +623,7 @@ class TcpTransport:
     ) -> None:
         assert self._handler is not None and self._pool is not None
         ok, reason = False, "connection lost"
+        cancelled = False
         serial = _Serial(self._pool)
         source: Iterator[bytes] | None = None
         try:
@@ -635,12 +662,18 @@ class TcpTransport:
             await writer.drain()
             assert link.snap_result is not None
             ok, reason = await link.snap_result
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as e:  # the connection broke, or the header cannot be encoded
+            reason = _why(e)
         finally:
             if source is not None:
                 close = getattr(source, "close", None)
                 if close is not None:
                     serial.then(close)
-            if link.stream is asyncio.current_task():
+            mine = link.stream is asyncio.current_task()
+            if mine:
                 link.stream = None
                 link.snap_result = None
             if ok:
@@ -655,6 +688,10 @@ class TcpTransport:
                 self._loop.call_soon(
                     self._call_handler, self._handler.snapshot_status, link.peer, ok
                 )
+            nxt = link.pending_snapshot
+            if mine and nxt is not None and not cancelled and not writer.is_closing():
+                link.pending_snapshot = None
+                self._start_stream(link, nxt, writer)
 
     # -- inbound -----------------------------------------------------------------------
 

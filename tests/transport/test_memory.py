@@ -255,3 +255,15 @@ async def test_a_paused_stream_waits_and_a_failing_source_aborts() -> None:
     net.resume()
     await net.settle()
     assert r2.sinks[0].aborted and r1.statuses == [("n2", False)]
+
+
+async def test_a_dropped_snapshot_still_gets_a_status() -> None:
+    net = MemoryNetwork()
+    nodes = await make(net)
+    t1, r1 = nodes["n1"]
+    t1.send(InstallSnapshot(2, "n1", "n9", Snapshot(SnapshotMeta(4, 2))))
+    net.isolate("n2")
+    t1.send(install(4))
+    await net.settle()
+    assert r1.statuses == [("n9", False), ("n2", False)]
+    assert nodes["n2"][1].sinks == []

@@ -397,3 +397,11 @@ async def test_a_newer_connection_from_the_same_peer_replaces_the_older(
     await wait_until(lambda: r1.delivered == [hb("n3", "n1", 9)])
     for w in (w_old, w_new):
         w.close()
+
+
+def test_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from liferaft.transport.bench import main
+
+    main(["--heartbeats", "100", "--appends", "5", "--entries", "4", "--snapshot-mib", "2"])
+    out = capsys.readouterr().out
+    assert "Heartbeat" in out and "ok=[True]" in out

@@ -162,19 +162,39 @@ async def test_a_receiver_without_a_sink_stops_the_sender_early(
     await wait_until(lambda: r2.delivered == [Heartbeat(5, "n1", "n2", 1)])
 
 
-async def test_a_second_snapshot_while_one_streams_is_dropped(make_cluster: MakeCluster) -> None:
+async def test_snapshots_to_one_peer_go_one_at_a_time_newest_waiting_wins(
+    make_cluster: MakeCluster,
+) -> None:
     nodes = await make_cluster(["n1", "n2"])
     t1, r1 = nodes["n1"]
     _, r2 = nodes["n2"]
     await connected(t1, "n2")
     r1.sources[1] = lambda: pseudo_random_chunks(2 * MiB, 256 * 1024)
     r1.sources[2] = lambda: iter([b"second"])
+    r1.sources[3] = lambda: iter([b"third"])
     t1.send(install(1))
     await wait_until(lambda: t1.stats()["peers"]["n2"]["streaming"])
     t1.send(install(2))
-    await wait_until(lambda: r1.statuses == [("n2", True)])
-    assert [m.snapshot.index for m in r2.delivered] == [1]  # type: ignore[attr-defined]
+    t1.send(install(3))  # supersedes 2, which fails without being streamed
+    await wait_until(lambda: len(r1.statuses) == 3)
+    # Every InstallSnapshot handed to send() got exactly one status.
+    assert sorted(r1.statuses) == [("n2", False), ("n2", True), ("n2", True)]
+    assert r1.statuses[0] == ("n2", False)
+    await wait_until(lambda: len(r2.delivered) == 2)
+    assert [m.snapshot.index for m in r2.delivered] == [1, 3]  # type: ignore[attr-defined]
     assert t1.stats()["peers"]["n2"]["dropped"] == 1
+
+
+async def test_a_dropped_snapshot_still_gets_a_status(make_cluster: MakeCluster) -> None:
+    nodes = await make_cluster(["n1", "n2"], queue_size=1)
+    t1, r1 = nodes["n1"]
+    await connected(t1, "n2")
+    r1.sources[5] = lambda: iter([b"x"])
+    t1.send(install(9, to="n9"))  # unknown peer
+    t1.send(Heartbeat(5, "n1", "n2", 0))
+    t1.send(install(5))  # the queue (of 1) is full
+    await wait_until(lambda: len(r1.statuses) == 2)
+    assert r1.statuses == [("n9", False), ("n2", False)]
 
 
 async def test_a_corrupt_stream_aborts_the_sink_and_closes_the_connection(
