@@ -46,6 +46,10 @@ class FileSystem:
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
 
+    def dup(self, fd: int) -> int:
+        """A second descriptor of the same open file (for a syncer thread)."""
+        return os.dup(fd)
+
     def close(self, fd: int) -> None:
         os.close(fd)
 
@@ -125,6 +129,11 @@ class FaultFS(FileSystem):
         super().fdatasync(fd)
         path = self._paths[fd]
         self.synced[path] = path.stat().st_size
+
+    def dup(self, fd: int) -> int:
+        new = super().dup(fd)
+        self._paths[new] = self._paths[fd]
+        return new
 
     def close(self, fd: int) -> None:
         self._paths.pop(fd, None)

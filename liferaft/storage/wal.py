@@ -101,6 +101,10 @@ def _zero_sector_tail(data: bytes, off: int) -> bool:
     return False
 
 
+def _all_zero(data: bytes, off: int, last_segment: bool) -> bool:
+    return last_segment and data.count(0, off) == len(data) - off
+
+
 def _segment_name(seq: int, first: int) -> str:
     return f"{seq:016x}-{first:016x}.wal"
 
@@ -241,10 +245,17 @@ class WAL:
         terms = self._terms
         last_term = terms[-1] if terms else 0
         while off < n:
-            if last_segment and data.count(0, off) == n - off:
-                self._torn(seg, off, n, last_segment, "a zero-filled tail")
-                break
-            if n - off < _REC.size:
+            if n - off < _REC.size or (
+                data.count(0, off, off + _REC.size) == _REC.size
+                and _all_zero(data, off, last_segment)
+            ):
+                # A cut-short header, or a tail of zeros: the file grew but
+                # nothing of the last write landed.  (A real record never has
+                # an all-zero header: its length is at least 17, so the
+                # whole-tail check runs at most once per open.)
+                if n - off >= _REC.size:
+                    self._torn(seg, off, n, last_segment, "a zero-filled tail")
+                    break
                 self._torn(seg, off, n, last_segment, "a record header cut short")
                 break
             length, crc, rtype = _REC.unpack_from(data, off)
@@ -468,6 +479,37 @@ class WAL:
     def sync(self) -> None:
         if self._fd is not None:
             self.fs.fdatasync(self._fd)
+
+    # Pipelined group commit: the caller writes batch k+1 (append with
+    # sync=False) while batch k's fdatasync runs in another thread.
+    # ``begin_sync`` runs on the writer's thread; ``finish_sync`` may run on
+    # any thread, concurrently with further appends, and returns the index up
+    # to which everything is now durable.  Segments are sealed with their own
+    # fdatasync when they roll over, so one sync of the current segment covers
+    # all earlier ones.  The caller must not truncate the suffix it is waiting
+    # on (a leader never truncates its own log).
+
+    def begin_sync(self) -> tuple[int, int]:
+        """A token ``(fd, last_index)`` for :meth:`finish_sync`."""
+        if self._broken:
+            raise StorageError("the WAL could not undo a failed write; reopen it to recover")
+        if self._fd is None:
+            return -1, self.last_index
+        return self.fs.dup(self._fd), self.last_index
+
+    def finish_sync(self, token: tuple[int, int]) -> int:
+        """fdatasync for a :meth:`begin_sync` token; thread-safe.  Returns the
+        index through which the log is durable."""
+        fd, index = token
+        if fd < 0:
+            return index
+        try:
+            self.fs.fdatasync(fd)
+        except OSError as exc:
+            raise StorageError(f"WAL sync failed: {exc.strerror or exc}") from exc
+        finally:
+            self.fs.close(fd)
+        return index
 
     def truncate_suffix(self, index: int) -> None:
         """Remove every entry at ``index`` and after, durably."""

@@ -187,3 +187,33 @@ def test_a_snapshot_streams_in_and_out_without_loading_it_whole(tmp_path: Path) 
     assert b"".join(follower.snapshot_chunks()) == b"".join(chunks)
     follower.close()
     assert DiskStorage(tmp_path / "b").snapshot().data == b"".join(chunks)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pipelined_group_commit_makes_durable_what_it_says(tmp_path: Path, seed: int) -> None:
+    """Batches written while a sync runs in another thread: after a crash,
+    everything through the index finish_sync returned is there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs = FaultFS(random.Random(seed))
+    w = WAL(tmp_path, segment_size=2000, fs=fs)
+    durable = 0
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for k in range(30):
+            w.append([Entry(k * 4 + j, 1, b"p%d" % (k * 4 + j)) for j in range(1, 5)], sync=False)
+            if pending is not None and (pending.done() or k % 3 == 0):
+                durable = max(durable, pending.result())
+                pending = None
+            if pending is None:
+                pending = pool.submit(w.finish_sync, w.begin_sync())
+        if pending is not None and seed % 2:
+            durable = max(durable, pending.result())
+        elif pending is not None:
+            pending.result()  # finished, but the caller never learned of it
+    w.close()
+    fs.crash()
+    with WAL(tmp_path, segment_size=2000, fs=fs) as w2:
+        assert w2.last_index >= durable > 0
+        want = [Entry(i, 1, b"p%d" % i) for i in range(1, durable + 1)]
+        assert w2.entries(1, durable + 1) == want

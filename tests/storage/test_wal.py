@@ -329,3 +329,34 @@ def test_when_the_rollback_fails_too_the_wal_refuses_writes_until_reopened(
         assert w2.last_index == 4 and w2.report.torn_tail_bytes == 7
         w2.append(ents(5, 6))
         assert w2.entries(1, 6) == ents(1, 6)
+
+
+def test_a_tail_of_zeros_is_a_torn_write(tmp_path: Path) -> None:
+    """The file size reached the disk but the last write's data did not."""
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 6))
+    seg = segs(tmp_path)[-1]
+    with open(seg, "ab") as f:
+        f.write(bytes(1000))
+    with WAL(tmp_path) as w:
+        assert w.last_index == 5 and w.report.torn_tail_bytes == 1000
+
+
+def test_a_last_record_with_a_zeroed_sector_is_torn_but_a_flip_is_not(tmp_path: Path) -> None:
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 3))
+        w.append([Entry(3, 1, b"z" * 2000)])
+    seg = segs(tmp_path)[-1]
+    clean = seg.read_bytes()
+    size = len(clean)
+    # Zero the last full sector inside the final record: a torn write.
+    k = (size // 512 - 1) * 512
+    seg.write_bytes(clean[:k] + bytes(512) + clean[k + 512 :])
+    with WAL(tmp_path) as w:
+        assert w.last_index == 2 and w.report.torn_tail_bytes > 0
+    # The same record with one flipped bit instead: corruption.
+    data = bytearray(clean)
+    data[size - 100] ^= 4
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="checksum"):
+        WAL(tmp_path)
