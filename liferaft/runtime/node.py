@@ -1,0 +1,1125 @@
+"""The running node: one asyncio task that owns the Raft core.
+
+Theory of operation
+-------------------
+Everything that touches the core runs in one task, :meth:`Node._run`, so the
+core needs no locks and the order of events is the order the task saw them.
+Other tasks only queue work (messages from the transport, proposals, reads,
+membership changes, ticks) and wake it.  Each turn of the loop:
+
+1. steps every queued message and request into the core, and ticks it once
+   per elapsed tick interval;
+2. handles each Ready in the order of the core's contract: persist the hard
+   state, entries and snapshot (in a worker thread for a real disk, so the
+   loop keeps accepting work; everything that arrives meanwhile becomes the
+   next group commit), send the messages, restore or apply, serve reads,
+   ``advance()``.
+
+A proposal is a future keyed by the index its entry got; it resolves with
+what the state machine's ``apply`` returned for that index, or fails with
+:class:`Dropped` if a different term's entry was applied there.  A follower
+forwards the proposal to the leader (a transport call), learns the index and
+term the leader gave it, and waits for its *own* apply of that index: the
+result comes from the local state machine, which is identical everywhere.
+
+A disk that refuses a write (full, EIO) stops the node taking writes: the
+Ready is retried with back-off, nothing is sent or applied from it until it
+is durable, and proposals fail fast with :class:`StorageFailed` meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from liferaft.core import (
+    ChangeType,
+    ConfChange,
+    ConfChangeError,
+    ConfChangeSingle,
+    Config,
+    Entry,
+    EntryType,
+    InstallSnapshot,
+    MemoryStorage,
+    Message,
+    NotLeaderError,
+    RaftError,
+    RawNode,
+    ReadOnlyOption,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from liferaft.storage import DiskStorage, StorageError
+from liferaft.transport.base import SnapshotSink, Transport
+
+from .clock import Clock, SystemClock
+from .errors import (
+    BadConfig,
+    Dropped,
+    MembershipError,
+    NodeError,
+    NotLeader,
+    Stopped,
+    StorageFailed,
+    Timeout,
+)
+from .events import Event, EventBus, EventType
+from .statemachine import StateMachine
+from .store import DiskStore, MemStore, Store, unwrap_snapshot, wrap_snapshot
+
+log = logging.getLogger("liferaft.runtime")
+T = TypeVar("T")
+_STAMP = struct.Struct("<d")
+
+
+@dataclass
+class NodeConfig:
+    """Tuning of one node.  Times are in seconds; the core counts ticks."""
+
+    id: str
+    cluster_id: str = "liferaft"
+    tick_interval: float = 0.05
+    election_ticks: int = 20  # 1 s with the default tick
+    heartbeat_ticks: int = 2  # 100 ms
+    commit_timeout: float = 5.0
+    read_timeout: float = 5.0
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 64 << 20
+    lease_reads: bool = False
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_batch: int = 4096
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise BadConfig("id must be a non-empty string")
+        if self.tick_interval <= 0:
+            raise BadConfig("tick_interval must be > 0")
+        if self.heartbeat_ticks <= 0 or self.election_ticks <= self.heartbeat_ticks:
+            raise BadConfig("need 0 < heartbeat_ticks < election_ticks")
+        if self.commit_timeout <= 0 or self.read_timeout <= 0:
+            raise BadConfig("timeouts must be > 0")
+        if self.snapshot_entries <= 0 or self.snapshot_bytes <= 0:
+            raise BadConfig("snapshot thresholds must be > 0")
+        if self.max_batch <= 0:
+            raise BadConfig("max_batch must be > 0")
+        if self.lease_reads and not self.check_quorum:
+            raise BadConfig("lease_reads needs check_quorum")
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    match: int
+    lag: int
+    state: str
+    learner: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    id: str
+    role: str
+    term: int
+    leader: str | None
+    commit_index: int
+    applied_index: int
+    last_log_index: int
+    snapshot_index: int
+    members: dict[str, dict[str, Any]]
+    voters: list[str]
+    learners: list[str]
+    peers: dict[str, PeerInfo] = field(default_factory=dict)
+    storage_ok: bool = True
+
+
+@dataclass
+class _Pending:
+    term: int
+    fut: asyncio.Future[Any]
+
+
+class Node:
+    """A Raft node: drives the core over storage and a transport.
+
+    ``initial_members`` ({id: peer address}) bootstraps a brand-new cluster
+    when the storage is empty and is ignored otherwise.  A node started empty
+    without it waits to be added by the cluster (see :meth:`join`).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        state_machine: StateMachine,
+        transport: Transport,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+        initial_members: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(config, NodeConfig):
+            raise BadConfig("config must be a NodeConfig")
+        config.validate()
+        if data_dir is not None and store is not None:
+            raise BadConfig("give data_dir or store, not both")
+        for attr in ("apply", "snapshot", "restore"):
+            if not callable(getattr(state_machine, attr, None)):
+                raise BadConfig(f"state_machine has no {attr}() method")
+        if initial_members is not None and config.id not in initial_members:
+            raise BadConfig(f"initial_members must include this node ({config.id})")
+        self.config = config
+        self.id = config.id
+        self.sm = state_machine
+        self.transport = transport
+        self.clock: Clock = clock or SystemClock()
+        self.events = EventBus()
+        self._data_dir = data_dir
+        self._store_arg = store
+        self._initial = dict(initial_members) if initial_members else None
+        self._rng = random.Random(config.seed)
+        self.members: dict[str, dict[str, Any]] = {}
+        self.store: Store | None = None
+        self.rn: RawNode | None = None
+        # Work queued for the node task.
+        self._inbox: deque[Message] = deque()
+        self._props: deque[tuple[bytes, bool, asyncio.Future[tuple[int, int]]]] = deque()
+        self._ops: deque[Callable[[], None]] = deque()
+        self._ticks_due = 0
+        self._wake = asyncio.Event()
+        # Outcomes awaited by callers.
+        self._pending: dict[int, _Pending] = {}
+        self._recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_waiters: list[tuple[int, asyncio.Future[int]]] = []
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader_waiters: list[asyncio.Future[None]] = []
+        self._ctx = itertools.count(1)
+        # State.
+        self.applied = 0
+        self._snap_index = 0
+        self._bytes_since_snap = 0
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._storage_ok = True
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._stopping = False
+        self._last_tick = 0.0
+        self._prev_term = 0
+        self._prev_commit = 0
+        self._prev_role: Role | None = None
+        self._prev_leader: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the storage, restore the state machine, join the network."""
+        if self._started:
+            raise NodeError("node already started")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        if self._store_arg is not None:
+            store = self._store_arg
+        elif self._data_dir is not None:
+            disk = await loop.run_in_executor(
+                None,
+                lambda: DiskStorage(self._data_dir, snapshot_data_in_memory=False),  # type: ignore[arg-type]
+            )
+            store = DiskStore(disk)
+        else:
+            store = MemStore()
+        self.store = store
+        if store.is_empty() and self._initial is not None:
+            self._bootstrap(store, self._initial)
+        meta = store.snapshot_meta()
+        if meta.index:
+            self._restore_from(meta)
+        cfg = Config(
+            id=self.id,
+            election_tick=self.config.election_ticks,
+            heartbeat_tick=self.config.heartbeat_ticks,
+            rng=random.Random(self._rng.random()),
+            pre_vote=self.config.pre_vote,
+            check_quorum=self.config.check_quorum,
+            read_only=ReadOnlyOption.LEASE_BASED
+            if self.config.lease_reads
+            else ReadOnlyOption.SAFE,
+            applied=self.applied,
+        )
+        self.rn = RawNode(cfg, store.reader)
+        self._prev_term = self.rn.term
+        self._update_peers()
+        self.sm_attach()
+        await self.transport.start(self)
+        self._last_tick = self.clock.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"liferaft-node-{self.id}"),
+            asyncio.create_task(self._ticker(), name=f"liferaft-ticker-{self.id}"),
+        ]
+        log.info("node %s started (term %d, applied %d)", self.id, self.rn.term, self.applied)
+
+    def sm_attach(self) -> None:
+        attach = getattr(self.sm, "attach", None)
+        if callable(attach):
+            attach(self)
+
+    def _bootstrap(self, store: Store, members: Mapping[str, str]) -> None:
+        """A brand-new cluster: an initial snapshot at index 1 whose membership
+        is ``members`` and whose state is the state machine as it is now."""
+        from liferaft.core import ConfState, HardState
+
+        book = {nid: {"addr": addr} for nid, addr in members.items()}
+        meta = SnapshotMeta(1, 1, ConfState(voters=frozenset(members)))
+        snap = self.sm.snapshot()
+        try:
+            data = b"".join(wrap_snapshot(book, snap.chunks()))
+        finally:
+            snap.release()
+        if isinstance(store, MemStore):
+            store.mem = MemoryStorage.bootstrap(sorted(members), data)
+            store.reader = store.mem
+            return
+        w = store.receive(meta)
+        w.write(data)
+        w.commit()
+        store.save(HardState(term=1, vote=None, commit=1), [], Snapshot(meta))
+
+    def _restore_from(self, meta: SnapshotMeta) -> None:
+        assert self.store is not None
+        members, state = unwrap_snapshot(self.store.snapshot_chunks(meta))
+        self.sm.restore(state)
+        self.members = members
+        self.applied = self._snap_index = meta.index
+        self._bytes_since_snap = 0
+
+    async def stop(self) -> None:
+        """Stop the node: pending operations fail with :class:`Stopped`."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._snapshotting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._snapshotting
+        for t in list(self._bg):
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        err = Stopped(f"node {self.id} stopped")
+        for p in self._pending.values():
+            _fail(p.fut, err)
+        for _, _, pf in self._props:
+            _fail(pf, err)
+        for rf in self._reads.values():
+            _fail(rf, err)
+        for _, wf in self._read_waiters:
+            _fail(wf, err)
+        for _, g in self._applied_waiters:
+            _fail(g, err)
+        self._pending.clear()
+        self._props.clear()
+        self.events.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("node %s stopped", self.id)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the node task -------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        iv = self.config.tick_interval
+        while True:
+            await self.clock.sleep(iv)
+            now = self.clock.monotonic()
+            late = now - self._last_tick - iv
+            self._last_tick = now
+            if late > 2 * iv:
+                self._emit(EventType.HEARTBEAT_SLOW, late)
+            self._ticks_due += 1
+            self._wake.set()
+
+    async def _run(self) -> None:
+        rn = self.rn
+        assert rn is not None
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._drain()
+                while rn.has_ready() and not self._stopping:
+                    await self._handle_ready(rn.ready())
+                    self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not wedge the node silently
+                log.exception("node %s: unexpected error in the node task", self.id)
+                raise
+
+    def _drain(self) -> None:
+        rn = self.rn
+        assert rn is not None
+        while self._ticks_due:
+            self._ticks_due -= 1
+            rn.tick()
+        while self._inbox:
+            m = self._inbox.popleft()
+            try:
+                rn.step(m)
+            except RaftError as exc:
+                log.debug("node %s: dropped %s from %s: %s", self.id, type(m).__name__, m.frm, exc)
+        while self._ops:
+            self._ops.popleft()()
+        if self._props:
+            self._propose_batch()
+
+    def _propose_batch(self) -> None:
+        rn = self.rn
+        assert rn is not None
+        batch: list[tuple[bytes, bool, asyncio.Future[tuple[int, int]]]] = []
+        while self._props and len(batch) < self.config.max_batch:
+            batch.append(self._props.popleft())
+        live = [(d, s, f) for d, s, f in batch if not f.done()]
+        if not live:
+            return
+        if not self._storage_ok:
+            for _, _, f in live:
+                _fail(f, StorageFailed("the disk refused the last write; not taking writes"))
+            return
+        now = self.clock.wall()
+        datas = [_STAMP.pack(now) + d[8:] if s else d for d, s, f in live]
+        try:
+            last = rn.propose_many(datas)
+        except RaftError as exc:
+            # Not leader, or a leadership transfer in progress: nothing was
+            # proposed, so the caller may retry (and does, in _route).
+            for _, _, f in live:
+                _fail(f, NotLeader(str(exc), rn.leader))
+            return
+        first = last - len(live) + 1
+        term = rn.term
+        for i, (_, _, f) in enumerate(live):
+            f.set_result((first + i, term))
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        rn = self.rn
+        store = self.store
+        assert rn is not None and store is not None
+        if rd.must_sync:
+            await self._persist(rd)
+        for m in rd.messages:
+            self.transport.send(m)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        if rd.read_states:
+            for rs in rd.read_states:
+                f = self._reads.pop(rs.ctx, None)
+                if f is not None and not f.done():
+                    self._read_waiters.append((rs.index, f))
+            self._wake_applied()
+        self._soft_events(rd)
+        rn.advance()
+        self._after_apply()
+
+    async def _persist(self, rd: Ready) -> None:
+        store = self.store
+        assert store is not None
+        delay = 0.05
+        while True:
+            try:
+                if store.threaded:
+                    await asyncio.to_thread(store.save, rd.hard_state, rd.entries, rd.snapshot)
+                else:
+                    store.save(rd.hard_state, rd.entries, rd.snapshot)
+            except StorageError as exc:
+                if self._storage_ok:
+                    self._storage_ok = False
+                    log.error("node %s: storage failed, not taking writes: %s", self.id, exc)
+                    self._emit(EventType.STORAGE_FAILED, str(exc))
+                err = StorageFailed(str(exc))
+                while self._props:
+                    _fail(self._props.popleft()[2], err)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if self._stopping:
+                    raise asyncio.CancelledError from exc
+                continue
+            if not self._storage_ok:
+                self._storage_ok = True
+                log.warning("node %s: storage recovered", self.id)
+                self._emit(EventType.STORAGE_RECOVERED)
+            return
+
+    def _install(self, snap: Snapshot) -> None:
+        """A snapshot from the leader replaced our log: restore from it."""
+        self._restore_from(snap.meta)
+        self._update_peers()
+        outcome_unknown = Timeout("the entry was replaced by a snapshot; outcome unknown")
+        for idx in [i for i in self._pending if i <= snap.index]:
+            _fail(self._pending.pop(idx).fut, outcome_unknown)
+        self._emit(EventType.SNAPSHOT_INSTALLED, snap.index)
+        self._wake_applied()
+
+    def _apply(self, ents: list[Entry]) -> None:
+        for e in ents:
+            ok, result = True, None
+            if e.type is EntryType.CONF_CHANGE:
+                self._apply_membership(e)
+            elif e.data:
+                try:
+                    result = self.sm.apply(e.index, e.data)
+                except Exception as exc:  # the state machine refused this entry
+                    ok, result = False, exc
+                self._bytes_since_snap += len(e.data)
+            self.applied = e.index
+            p = self._pending.pop(e.index, None)
+            if p is not None:
+                if p.term != e.term:
+                    _fail(p.fut, Dropped(f"entry {e.index} was overwritten by term {e.term}"))
+                elif ok:
+                    _resolve(p.fut, result)
+                else:
+                    _fail(p.fut, _as_error(result))
+            self._recent[e.index] = (e.term, ok, result)
+        while len(self._recent) > 4096:
+            self._recent.popitem(last=False)
+        self._emit(EventType.APPLY, self.applied)
+        self._wake_applied()
+
+    def _apply_membership(self, e: Entry) -> None:
+        try:
+            cc = ConfChange.decode(e.data)
+        except ConfChangeError:
+            return
+        info: dict[str, Any] = {}
+        if cc.context:
+            with contextlib.suppress(ValueError, TypeError):
+                info = json.loads(cc.context)
+        for c in cc.changes:
+            if c.type is ChangeType.REMOVE_NODE:
+                if self.members.pop(c.node_id, None) is not None:
+                    self._emit(EventType.MEMBER_REMOVED, c.node_id)
+            else:
+                entry = dict(self.members.get(c.node_id, {}))
+                add = info.get(c.node_id)
+                if isinstance(add, dict):
+                    entry.update({k: v for k, v in add.items() if isinstance(k, str)})
+                new = c.node_id not in self.members
+                self.members[c.node_id] = entry
+                voter = c.type is ChangeType.ADD_VOTER
+                if new or voter:
+                    self._emit(
+                        EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")
+                    )
+        self._update_peers()
+
+    def _wake_applied(self) -> None:
+        a = self.applied
+        if self._read_waiters:
+            keep = []
+            for idx, f in self._read_waiters:
+                if idx <= a:
+                    _resolve(f, idx)
+                else:
+                    keep.append((idx, f))
+            self._read_waiters = keep
+        if self._applied_waiters:
+            keep2 = []
+            for idx, g in self._applied_waiters:
+                if idx <= a:
+                    _resolve(g, None)
+                else:
+                    keep2.append((idx, g))
+            self._applied_waiters = keep2
+
+    def _soft_events(self, rd: Ready) -> None:
+        rn = self.rn
+        assert rn is not None
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            if hs.term != self._prev_term:
+                self._prev_term = hs.term
+                self._emit(EventType.TERM_CHANGE, hs.term)
+            if hs.commit > self._prev_commit:
+                self._prev_commit = hs.commit
+                self._emit(EventType.COMMIT, hs.commit)
+        if rd.soft_state is not None:
+            ss = rd.soft_state
+            if ss.role is not self._prev_role:
+                self._prev_role = ss.role
+                self._emit(EventType.STATE_CHANGE, ss.role.value)
+            if ss.leader != self._prev_leader:
+                self._prev_leader = ss.leader
+                self._emit(EventType.LEADER_CHANGE, ss.leader)
+                for f in self._leader_waiters:
+                    _resolve(f, None)
+                self._leader_waiters.clear()
+                if ss.role is not Role.LEADER:
+                    # Reads this node was coordinating as leader may never
+                    # complete; their callers retry.
+                    for ctx, rf in list(self._reads.items()):
+                        if rf.done():
+                            self._reads.pop(ctx)
+
+    def _after_apply(self) -> None:
+        if self._snapshotting is None and (
+            self.applied - self._snap_index >= self.config.snapshot_entries
+            or self._bytes_since_snap >= self.config.snapshot_bytes
+        ):
+            self._snapshotting = asyncio.create_task(self._take_snapshot())
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def snapshot(self) -> int:
+        """Take a snapshot now (unless one is running); returns its index."""
+        self._check_running()
+        if self._snapshotting is None:
+            if self.applied <= self._snap_index:
+                return self._snap_index
+            self._snapshotting = asyncio.create_task(self._take_snapshot())
+        task = self._snapshotting
+        await asyncio.shield(task)
+        return self._snap_index
+
+    async def _take_snapshot(self) -> None:
+        """Capture the state on the loop (cheap), write it in a thread while the
+        node keeps applying, then adopt it and compact the log."""
+        rn, store = self.rn, self.store
+        assert rn is not None and store is not None
+        try:
+            index = self.applied
+            conf = rn.conf_state()
+            members = {k: dict(v) for k, v in self.members.items()}
+            cap = self.sm.snapshot()
+            writer = store.begin_snapshot(index, conf)
+
+            def write() -> Any:
+                try:
+                    for chunk in wrap_snapshot(members, cap.chunks()):
+                        writer.write(chunk)
+                    return writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+
+            try:
+                if store.threaded:
+                    meta = await asyncio.to_thread(write)
+                else:
+                    meta = write()
+            finally:
+                cap.release()
+            store.adopt_snapshot(meta)
+            self._snap_index = max(self._snap_index, index)
+            self._bytes_since_snap = 0
+            store.compact(index)
+            self._emit(EventType.SNAPSHOT_TAKEN, index)
+            log.info("node %s: snapshot at %d", self.id, index)
+        except (StorageError, OSError) as exc:
+            log.error("node %s: snapshot failed: %s", self.id, exc)
+        finally:
+            self._snapshotting = None
+
+    # -- TransportHandler ---------------------------------------------------------------
+
+    def deliver(self, msg: Message) -> None:
+        if self._stopping:
+            return
+        self._inbox.append(msg)
+        self._wake.set()
+
+    def unreachable(self, peer: str) -> None:
+        if self.rn is not None and not self._stopping:
+            self._ops.append(lambda: self.rn.report_unreachable(peer))  # type: ignore[union-attr]
+            self._wake.set()
+
+    def snapshot_source(self, msg: InstallSnapshot) -> Iterator[bytes]:
+        assert self.store is not None
+        return self.store.snapshot_chunks(msg.snapshot.meta)
+
+    def snapshot_sink(self, msg: InstallSnapshot) -> SnapshotSink:
+        assert self.store is not None
+        return self.store.receive(msg.snapshot.meta)
+
+    def snapshot_status(self, peer: str, ok: bool) -> None:
+        if self.rn is not None and not self._stopping:
+            self._ops.append(lambda: self.rn.report_snapshot(peer, not ok))  # type: ignore[union-attr]
+            self._wake.set()
+
+    async def handle_call(self, frm: str, payload: bytes, known_peer: bool) -> bytes:
+        """Requests from other nodes: forwarded proposals, membership, join."""
+        try:
+            req = msgspec.msgpack.decode(payload)
+            kind = req[0]
+        except (msgspec.DecodeError, IndexError, TypeError) as exc:
+            raise ValueError(f"malformed request: {exc}") from exc
+        if kind == "join":
+            return await self._handle_join(req)
+        if not known_peer:
+            raise PermissionError(f"{frm} is not a member")
+        if kind == "propose":
+            _, data, stamp = req
+            try:
+                index, term = await self._propose_local(bytes(data), bool(stamp))
+            except NotLeader as exc:
+                return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
+            return msgspec.msgpack.encode(["ok", index, term])
+        if kind == "conf":
+            try:
+                index, term = await self._conf_local(ConfChange.decode(bytes(req[1])))
+            except NotLeader as exc:
+                return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
+            return msgspec.msgpack.encode(["ok", index, term])
+        raise ValueError(f"unknown request {kind!r}")
+
+    # -- proposals ----------------------------------------------------------------------
+
+    async def propose(
+        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
+    ) -> Any:
+        """Replicate ``data``; returns what the state machine's ``apply`` returned.
+
+        Works on any node: a follower forwards to the leader.  Raises
+        :class:`NotLeader` (no leader reachable; nothing proposed),
+        :class:`Timeout` (outcome unknown), :class:`Dropped`,
+        :class:`StorageFailed` or :class:`Stopped`.  ``stamp_time``: the
+        leader writes its wall clock into ``data[0:8]`` (see statemachine.py).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview) or not data:
+            raise BadConfig("data must be non-empty bytes")
+        if stamp_time and len(data) < 8:
+            raise BadConfig("stamp_time needs at least 8 bytes of data to overwrite")
+        t = self.config.commit_timeout if timeout is None else timeout
+        return await self._submit(lambda: self._route_propose(bytes(data), stamp_time, t), t)
+
+    async def _submit(self, start: Callable[[], Awaitable[tuple[int, int]]], t: float) -> Any:
+        """Get an (index, term) from ``start``, then wait for that apply."""
+        self._check_running()
+        deadline = self.clock.monotonic() + t
+        index, term = await self._bounded(start(), t, "no leader accepted the proposal")
+        if index <= self.applied:
+            rec = self._recent.get(index)
+            if rec is None:
+                raise Timeout(f"entry {index} was applied long ago; outcome unknown")
+            rterm, ok, result = rec
+            if rterm != term:
+                raise Dropped(f"entry {index} was overwritten by term {rterm}")
+            if not ok:
+                raise result
+            return result
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        old = self._pending.get(index)
+        if old is not None:
+            _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
+        self._pending[index] = _Pending(term, fut)
+        left = max(0.0, deadline - self.clock.monotonic())
+        try:
+            return await self._bounded(fut, left, f"entry {index} not applied in time")
+        finally:
+            p = self._pending.get(index)
+            if p is not None and p.fut is fut:
+                del self._pending[index]
+
+    async def _route_propose(self, data: bytes, stamp: bool, t: float) -> tuple[int, int]:
+        req = ["propose", data, stamp]
+        return await self._route(lambda: self._propose_local(data, stamp), req, t)
+
+    async def _route(
+        self,
+        local: Callable[[], Awaitable[tuple[int, int]]],
+        req: list[Any],
+        t: float,
+    ) -> tuple[int, int]:
+        rn = self.rn
+        assert rn is not None
+        deadline = self.clock.monotonic() + t
+        while True:
+            self._check_running()
+            leader = rn.leader
+            if rn.role is Role.LEADER:
+                try:
+                    return await local()
+                except NotLeader:
+                    leader = None  # stepped down or transferring: wait and retry
+            elif leader is not None and leader != self.id:
+                try:
+                    raw = await self.transport.call(  # type: ignore[attr-defined]
+                        leader,
+                        msgspec.msgpack.encode(req),
+                        max(0.01, deadline - self.clock.monotonic()),
+                    )
+                except TimeoutError as exc:
+                    raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
+                except Exception as exc:
+                    raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
+                rep = msgspec.msgpack.decode(raw)
+                if rep[0] == "ok":
+                    return int(rep[1]), int(rep[2])
+                # The leader moved on: nothing was proposed; try again.
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)
+            await self._wait_leader_change(
+                min(left, self.config.tick_interval * self.config.election_ticks)
+            )
+
+    async def _propose_local(self, data: bytes, stamp: bool) -> tuple[int, int]:
+        self._check_running()
+        if not self._storage_ok:
+            raise StorageFailed("the disk refused the last write; not taking writes")
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._props.append((data, stamp, fut))
+        self._wake.set()
+        return await fut
+
+    async def _wait_leader_change(self, t: float) -> None:
+        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leader_waiters.append(f)
+        try:
+            await self._bounded(f, t, "")
+        except Timeout:
+            pass
+        finally:
+            if f in self._leader_waiters:
+                self._leader_waiters.remove(f)
+
+    async def _bounded(self, aw: Awaitable[T], t: float, what: str) -> T:
+        """Await ``aw`` for at most ``t`` seconds of this node's clock."""
+        fut = asyncio.ensure_future(aw)
+        sleeper = asyncio.ensure_future(self.clock.sleep(t))
+        try:
+            done, _ = await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        finally:
+            sleeper.cancel()
+        if fut in done:
+            return fut.result()
+        fut.cancel()
+        raise Timeout(what or "timed out")
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def read_index(self, timeout: float | None = None) -> int:
+        """A linearizable read index (thesis §6.4), once this node has applied
+        it: any read of local state after this returns is linearizable."""
+        self._check_running()
+        t = self.config.read_timeout if timeout is None else timeout
+        ctx = b"%s:%d" % (self.id.encode(), next(self._ctx))
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def start() -> None:
+            rn = self.rn
+            assert rn is not None
+            try:
+                rn.read_index(ctx)
+            except NotLeaderError as exc:
+                _fail(fut, NotLeader(str(exc), rn.leader))
+                return
+            self._reads[ctx] = fut
+
+        self._ops.append(start)
+        self._wake.set()
+        try:
+            return await self._bounded(fut, t, "read index not confirmed in time")
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def read(
+        self,
+        fn: Callable[[], T],
+        *,
+        consistency: str = "linearizable",
+        timeout: float | None = None,
+    ) -> T:
+        """Run ``fn`` on local state: ``linearizable`` (after a ReadIndex round),
+        ``lease`` (the same call; served without the heartbeat round when the
+        node was configured with ``lease_reads`` and the lease holds) or
+        ``stale`` (right away, from whatever this node has applied)."""
+        if consistency == "stale":
+            self._check_running()
+            return fn()
+        if consistency not in ("linearizable", "lease"):
+            raise BadConfig(f"unknown consistency {consistency!r}")
+        await self.read_index(timeout)
+        return fn()
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        """Wait until this node has applied ``index``."""
+        if index <= self.applied:
+            return
+        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, f))
+        t = self.config.read_timeout if timeout is None else timeout
+        await self._bounded(f, t, f"index {index} not applied in time")
+
+    # -- leadership ---------------------------------------------------------------------
+
+    async def transfer_leadership(self, to: str | None = None, timeout: float | None = None) -> str:
+        """Hand leadership to ``to`` (or the most caught-up voter); returns the
+        new leader once it has taken over."""
+        self._check_running()
+        rn = self.rn
+        assert rn is not None
+        if rn.role is not Role.LEADER:
+            raise NotLeader(f"{self.id} is not the leader", rn.leader)
+        if to is None:
+            st = rn.status()
+            cands = [
+                (p.match, nid)
+                for nid, p in st.progress.items()
+                if nid != self.id and nid in st.conf_state.voters
+            ]
+            if not cands:
+                raise MembershipError("no other voter to transfer to")
+            to = max(cands)[1]
+        target = to
+
+        def start() -> None:
+            try:
+                rn.transfer_leader(target)
+            except (NotLeaderError, ConfChangeError) as exc:
+                log.info("node %s: transfer to %s refused: %s", self.id, target, exc)
+
+        self._ops.append(start)
+        self._wake.set()
+        t = (
+            timeout
+            if timeout is not None
+            else 2 * self.config.tick_interval * self.config.election_ticks
+        )
+        deadline = self.clock.monotonic() + t
+        while rn.leader != target:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise Timeout(f"leadership did not move to {target}")
+            await self._wait_leader_change(left)
+        return target
+
+    # -- membership ---------------------------------------------------------------------
+
+    async def _conf_local(self, cc: ConfChange) -> tuple[int, int]:
+        self._check_running()
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+        def start() -> None:
+            rn = self.rn
+            assert rn is not None
+            try:
+                idx = rn.propose_conf_change(cc)
+            except NotLeaderError as exc:
+                _fail(fut, NotLeader(str(exc), rn.leader))
+                return
+            except ConfChangeError as exc:
+                _fail(fut, MembershipError(str(exc)))
+                return
+            _resolve(fut, (idx, rn.term))
+
+        self._ops.append(start)
+        self._wake.set()
+        return await fut
+
+    async def change_membership(self, cc: ConfChange, timeout: float | None = None) -> None:
+        """Propose a raw membership change and wait until it is applied here."""
+        t = self.config.commit_timeout if timeout is None else timeout
+        req = ["conf", cc.encode()]
+        await self._submit(lambda: self._route(lambda: self._conf_local(cc), req, t), t)
+
+    async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
+        """Add a non-voting member that receives the log (etcd's learner)."""
+        ctx = json.dumps({node_id: {"addr": addr, **info}}).encode()
+        await self.change_membership(
+            ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, node_id),), context=ctx)
+        )
+
+    async def promote(self, node_id: str) -> None:
+        """Make a caught-up learner a voter (refused while it lags)."""
+        await self.change_membership(ConfChange((ConfChangeSingle(ChangeType.ADD_VOTER, node_id),)))
+
+    async def remove(self, node_id: str) -> None:
+        """Remove a member (a removed leader steps down once it is applied)."""
+        await self.change_membership(
+            ConfChange((ConfChangeSingle(ChangeType.REMOVE_NODE, node_id),))
+        )
+
+    async def add_voter(
+        self, node_id: str, addr: str, catch_up_timeout: float = 30.0, **info: Any
+    ) -> None:
+        """Add a voter safely: as a learner first, promoted once caught up."""
+        if node_id not in self.members:
+            await self.add_learner(node_id, addr, **info)
+        await self._promote_when_caught_up(node_id, catch_up_timeout)
+
+    async def replace(
+        self, old: str, new: str, addr: str, catch_up_timeout: float = 30.0, **info: Any
+    ) -> None:
+        """Swap ``old`` for ``new`` in one joint-consensus step (thesis §4.3),
+        after ``new`` has caught up as a learner."""
+        if new not in self.members:
+            await self.add_learner(new, addr, **info)
+        await self._wait_caught_up(new, catch_up_timeout)
+        await self.change_membership(
+            ConfChange(
+                (
+                    ConfChangeSingle(ChangeType.ADD_VOTER, new),
+                    ConfChangeSingle(ChangeType.REMOVE_NODE, old),
+                )
+            )
+        )
+
+    async def _wait_caught_up(self, node_id: str, t: float) -> None:
+        deadline = self.clock.monotonic() + t
+        while True:
+            st = self.status()
+            p = st.peers.get(node_id)
+            if st.role == "leader" and p is not None and p.match >= st.commit_index:
+                return
+            if self.clock.monotonic() >= deadline:
+                raise Timeout(f"{node_id} did not catch up")
+            await self.clock.sleep(self.config.tick_interval * 2)
+
+    async def _promote_when_caught_up(self, node_id: str, t: float) -> None:
+        deadline = self.clock.monotonic() + t
+        while True:
+            try:
+                await self.promote(node_id)
+                return
+            except MembershipError:
+                if self.clock.monotonic() >= deadline:
+                    raise
+                await self.clock.sleep(self.config.tick_interval * 2)
+
+    async def join(
+        self, contact: str, addr: str, voter: bool = True, timeout: float = 30.0
+    ) -> None:
+        """Ask a running cluster, through any member's address, to add this
+        (empty) node; returns once the cluster has accepted it."""
+        self._check_running()
+        req = ["join", self.id, addr, voter]
+        raw = await self.transport.call_address(  # type: ignore[attr-defined]
+            contact, msgspec.msgpack.encode(req), timeout
+        )
+        rep = msgspec.msgpack.decode(raw)
+        if rep[0] != "ok":
+            raise MembershipError(f"join refused: {rep[1] if len(rep) > 1 else rep}")
+        self.members = {str(k): dict(v) for k, v in rep[1].items()}
+        self._update_peers()
+
+    async def _handle_join(self, req: list[Any]) -> bytes:
+        _, node_id, addr, voter = req
+        rn = self.rn
+        assert rn is not None
+        if rn.role is not Role.LEADER:
+            if rn.leader is None:
+                return msgspec.msgpack.encode(["error", "no leader"])
+            raw: bytes = await self.transport.call(  # type: ignore[attr-defined]
+                rn.leader, msgspec.msgpack.encode(req), self.config.commit_timeout * 2
+            )
+            return raw
+        try:
+            if node_id not in self.members:
+                await self.add_learner(str(node_id), str(addr))
+        except NodeError as exc:
+            return msgspec.msgpack.encode(["error", str(exc)])
+        if voter:
+            task = asyncio.create_task(self._promote_when_caught_up(str(node_id), 60.0))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+        return msgspec.msgpack.encode(["ok", self.members])
+
+    def _update_peers(self) -> None:
+        self.transport.set_peers(
+            {nid: str(m["addr"]) for nid, m in self.members.items() if m.get("addr")}
+        )
+
+    # -- introspection ------------------------------------------------------------------
+
+    def status(self) -> NodeStatus:
+        rn = self.rn
+        if rn is None:
+            raise Stopped("node not started")
+        st = rn.status()
+        peers = {
+            nid: PeerInfo(
+                p.match, max(0, st.last_index - p.match), p.state.value, p.learner, p.recent_active
+            )
+            for nid, p in st.progress.items()
+        }
+        cs = st.conf_state
+        return NodeStatus(
+            id=self.id,
+            role=st.role.value,
+            term=st.term,
+            leader=st.leader,
+            commit_index=st.commit,
+            applied_index=self.applied,
+            last_log_index=st.last_index,
+            snapshot_index=self._snap_index,
+            members={k: dict(v) for k, v in self.members.items()},
+            voters=sorted(cs.voters | cs.voters_outgoing),
+            learners=sorted(cs.learners | cs.learners_next),
+            peers=peers,
+            storage_ok=self._storage_ok,
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rn is not None and self.rn.role is Role.LEADER
+
+    @property
+    def leader(self) -> str | None:
+        return self.rn.leader if self.rn is not None else None
+
+    def _check_running(self) -> None:
+        if self._stopping or not self._started:
+            raise Stopped(f"node {self.id} is not running")
+
+    def _emit(self, kind: EventType, value: Any = None, **detail: Any) -> None:
+        term = self.rn.term if self.rn is not None else 0
+        self.events.emit(Event(kind, value, term, detail))
+
+
+def _resolve(f: asyncio.Future[Any], value: Any) -> None:
+    if not f.done():
+        f.set_result(value)
+
+
+def _as_error(x: Any) -> BaseException:
+    return x if isinstance(x, BaseException) else NodeError(repr(x))
+
+
+def _fail(f: asyncio.Future[Any], exc: BaseException) -> None:
+    if not f.done():
+        f.set_exception(exc)
+        # Retrieved or not, a failed proposal is not an unhandled error.
+        f.exception()

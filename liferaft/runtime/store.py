@@ -1,0 +1,212 @@
+"""The node's storage, behind one small interface for the runtime.
+
+:class:`DiskStore` wraps :class:`~liferaft.storage.DiskStorage` (the real
+thing: everything fsynced, snapshots streamed from and to files).
+:class:`MemStore` wraps the core's MemoryStorage for tests, with the same
+streaming contract, and persists without threads so a test that steps a
+manual clock stays deterministic.
+
+Snapshot payload (what the state machine's snapshot is wrapped in)::
+
+    | magic "LRRT" | version u8 | header length u32 | header (JSON) | state machine chunks ... |
+
+The header holds what the runtime itself must restore with the state: the
+member address book (node id -> peer address and any extra info).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from liferaft.core import (
+    ConfState,
+    Entry,
+    HardState,
+    LogReader,
+    MemoryStorage,
+    Snapshot,
+    SnapshotMeta,
+)
+from liferaft.storage import DiskStorage
+
+_MAGIC = b"LRRT"
+_HEAD = struct.Struct("<4sBI")
+
+
+def wrap_snapshot(members: dict[str, dict[str, Any]], chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The runtime header, then the state machine's chunks."""
+    head = json.dumps({"members": members}, sort_keys=True).encode()
+    yield _HEAD.pack(_MAGIC, 1, len(head)) + head
+    yield from chunks
+
+
+class SnapshotPayloadError(ValueError):
+    pass
+
+
+def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[dict[str, dict[str, Any]], Iterator[bytes]]:
+    """Split a runtime snapshot into its address book and the state chunks."""
+    it = iter(chunks)
+    buf = b""
+    for c in it:
+        buf += c
+        if len(buf) >= _HEAD.size:
+            magic, version, hlen = _HEAD.unpack_from(buf, 0)
+            if magic != _MAGIC or version != 1:
+                raise SnapshotPayloadError("not a liferaft runtime snapshot")
+            if len(buf) >= _HEAD.size + hlen:
+                break
+    if len(buf) < _HEAD.size:
+        raise SnapshotPayloadError("snapshot payload is truncated")
+    magic, version, hlen = _HEAD.unpack_from(buf, 0)
+    if magic != _MAGIC or version != 1 or len(buf) < _HEAD.size + hlen:
+        raise SnapshotPayloadError("snapshot payload is truncated")
+    try:
+        head = json.loads(buf[_HEAD.size : _HEAD.size + hlen])
+        members = {str(k): dict(v) for k, v in head["members"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotPayloadError(f"bad snapshot header: {exc}") from exc
+    rest = buf[_HEAD.size + hlen :]
+
+    def state() -> Iterator[bytes]:
+        if rest:
+            yield rest
+        yield from it
+
+    return members, state()
+
+
+class Writer(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+    def commit(self) -> Any: ...
+    def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    reader: LogReader
+    threaded: bool
+
+    def is_empty(self) -> bool: ...
+    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None: ...
+    def snapshot_meta(self) -> SnapshotMeta: ...
+    def snapshot_chunks(self, meta: SnapshotMeta) -> Iterator[bytes]: ...
+    def receive(self, meta: SnapshotMeta) -> Writer: ...
+    def begin_snapshot(self, index: int, conf: ConfState) -> Writer: ...
+    def adopt_snapshot(self, meta: SnapshotMeta) -> None: ...
+    def compact(self, index: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class DiskStore:
+    threaded = True
+
+    def __init__(self, disk: DiskStorage) -> None:
+        self.disk = disk
+        self.reader: LogReader = disk
+
+    def is_empty(self) -> bool:
+        d = self.disk
+        return d.snap_meta.index == 0 and d.last_index() == 0 and d.hard_state == HardState()
+
+    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None:
+        self.disk.save(hs, entries, snap)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self.disk.snap_meta
+
+    def snapshot_chunks(self, meta: SnapshotMeta) -> Iterator[bytes]:
+        return self.disk.snapshot_chunks(meta)
+
+    def receive(self, meta: SnapshotMeta) -> Writer:
+        return self.disk.receive_snapshot(meta)
+
+    def begin_snapshot(self, index: int, conf: ConfState) -> Writer:
+        return self.disk.begin_snapshot(index, conf)
+
+    def adopt_snapshot(self, meta: SnapshotMeta) -> None:
+        if meta.index > self.disk.snap_meta.index:
+            self.disk.snap_meta = meta
+
+    def compact(self, index: int) -> None:
+        self.disk.compact(index)
+
+    def close(self) -> None:
+        self.disk.close()
+
+
+class _MemWriter:
+    def __init__(self, done: Any) -> None:
+        self.buf = io.BytesIO()
+        self._done = done
+
+    def write(self, chunk: bytes) -> None:
+        self.buf.write(chunk)
+
+    def commit(self) -> Any:
+        return self._done(self.buf.getvalue())
+
+    def abort(self) -> None:
+        self.buf = io.BytesIO()
+
+
+class MemStore:
+    """In-memory storage with the DiskStore contract (tests only: nothing survives
+    the process, though a test may keep the MemStore and restart a node on it)."""
+
+    threaded = False
+
+    def __init__(self, mem: MemoryStorage | None = None) -> None:
+        self.mem = mem or MemoryStorage()
+        self.reader: LogReader = self.mem
+        self._received: dict[SnapshotMeta, bytes] = {}
+        self._taken: dict[SnapshotMeta, bytes] = {}
+
+    def is_empty(self) -> bool:
+        m = self.mem
+        return m.snapshot().index == 0 and m.last_index() == 0 and m.hard_state == HardState()
+
+    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None:
+        if snap is not None and not snap.data and snap.meta in self._received:
+            snap = Snapshot(snap.meta, self._received.pop(snap.meta))
+        self.mem.save(hs, entries, snap)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self.mem.snapshot().meta
+
+    def snapshot_chunks(self, meta: SnapshotMeta) -> Iterator[bytes]:
+        s = self.mem.snapshot()
+        data = s.data if s.meta == meta else self._taken.get(meta, s.data)
+        for i in range(0, max(len(data), 1), 1 << 16):
+            yield data[i : i + (1 << 16)]
+
+    def receive(self, meta: SnapshotMeta) -> Writer:
+        def done(data: bytes) -> SnapshotMeta:
+            self._received[meta] = data
+            return meta
+
+        return _MemWriter(done)
+
+    def begin_snapshot(self, index: int, conf: ConfState) -> Writer:
+        meta = SnapshotMeta(index, self.mem.term(index), conf)
+
+        def done(data: bytes) -> SnapshotMeta:
+            self._taken[meta] = data
+            return meta
+
+        return _MemWriter(done)
+
+    def adopt_snapshot(self, meta: SnapshotMeta) -> None:
+        data = self._taken.pop(meta, None)
+        if data is not None and meta.index > self.mem.snapshot().index:
+            self.mem.create_snapshot(meta.index, meta.conf_state, data)
+
+    def compact(self, index: int) -> None:
+        if index > self.mem.first_index():
+            self.mem.compact(min(index, self.mem.snapshot().index))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,260 @@
+"""The runtime Node over the in-memory transport and a manual clock: no test
+here sleeps; simulated seconds pass with ``clock.advance``."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import pytest
+
+from liferaft.runtime import (
+    BadConfig,
+    EventType,
+    NodeConfig,
+    NotLeader,
+    ReplicatedCounter,
+    ReplicatedDict,
+    Stopped,
+    StorageFailed,
+    Timeout,
+)
+from liferaft.runtime.node import Node
+from liferaft.runtime.store import DiskStore
+from liferaft.storage import DiskStorage
+from liferaft.storage.fs import FaultFS
+from tests.runtime.cluster import MemCluster
+
+
+def values(c: MemCluster) -> set[int]:
+    return {sm._value for nid, sm in c.sms.items() if not c.nodes[nid]._stopping}
+
+
+async def test_elects_a_leader_and_replicates_commands() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        counter = c.sms[ld.id]
+        assert await c.drive(counter.add(5)) == 5
+        assert await c.drive(counter.add(2)) == 7
+        await c.until(lambda: values(c) == {7})
+        st = ld.status()
+        assert st.role == "leader" and st.applied_index == st.commit_index
+        assert set(st.peers) == set(c.ids) and all(p.lag == 0 for p in st.peers.values())
+    finally:
+        await c.stop()
+
+
+async def test_a_new_leader_takes_over_and_nothing_acknowledged_is_lost() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        for _ in range(10):
+            await c.drive(c.sms[ld.id].add(1))
+        await ld.stop()
+        c.net.isolate(ld.id)
+        ld2 = await c.leader()
+        assert ld2.id != ld.id
+        assert await c.drive(c.sms[ld2.id].add(1)) == 11
+        await c.until(lambda: values(c) == {11})
+    finally:
+        await c.stop()
+
+
+async def test_linearizable_and_stale_reads() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(3))
+        for n in c.nodes.values():  # every node, leader or follower
+            got = await c.drive(n.read(lambda n=n: c.sms[n.id]._value))
+            assert got == 3
+        stale = c.nodes[next(i for i in c.ids if i != ld.id)]
+        assert await c.drive(stale.read(lambda: 42, consistency="stale")) == 42
+        with pytest.raises(BadConfig):
+            await c.drive(ld.read(lambda: 0, consistency="bogus"))
+    finally:
+        await c.stop()
+
+
+async def test_an_isolated_leader_cannot_serve_a_linearizable_read() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        c.net.isolate(ld.id)
+        with pytest.raises(Timeout):
+            await c.drive(ld.read_index(timeout=0.5))
+        with pytest.raises((Timeout, NotLeader)):
+            await c.drive(c.sms[ld.id].add(1), seconds=30)
+    finally:
+        await c.stop()
+
+
+async def test_events_follow_goraft_vocabulary() -> None:
+    c = MemCluster(3)
+    seen: list[EventType] = []
+    await c.start()
+    try:
+        for n in c.nodes.values():
+            n.events.on(lambda ev: seen.append(ev.type))
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        assert {
+            EventType.STATE_CHANGE,
+            EventType.LEADER_CHANGE,
+            EventType.COMMIT,
+            EventType.APPLY,
+        } <= set(seen)
+    finally:
+        await c.stop()
+
+
+async def test_snapshots_compact_and_a_lagging_node_catches_up_by_snapshot() -> None:
+    c = MemCluster(3, snapshot_entries=20)
+    await c.start()
+    try:
+        ld = await c.leader()
+        lagger = next(i for i in c.ids if i != ld.id)
+        c.net.isolate(lagger)
+        for _ in range(60):
+            await c.drive(c.sms[ld.id].add(1))
+        await c.until(lambda: ld.status().snapshot_index >= 40)
+        c.net.rejoin(lagger)
+        await c.until(lambda: c.sms[lagger]._value == 60, seconds=20)
+        assert c.nodes[lagger].status().snapshot_index >= 40
+    finally:
+        await c.stop()
+
+
+async def test_restart_from_storage_keeps_state() -> None:
+    c = MemCluster(3, snapshot_entries=15)
+    await c.start()
+    try:
+        ld = await c.leader()
+        for _ in range(25):
+            await c.drive(c.sms[ld.id].add(2))
+        f = next(i for i in c.ids if i != ld.id)
+        await c.until(lambda: c.sms[f]._value == 50)
+        await c.nodes[f].stop()
+        node = c.make(f, initial=True)  # initial members are ignored: it has data
+        await node.start()
+        assert c.sms[f]._value >= 20  # restored from its snapshot...
+        await c.until(lambda: c.sms[f]._value == 50)  # ...then the log
+    finally:
+        await c.stop()
+
+
+async def test_membership_add_learner_promote_remove() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(4))
+        new = c.make("n4", initial=False)
+        await new.start()
+        c.ids.append("n4")
+        await c.drive(ld.add_voter("n4", "n4"))
+        st = ld.status()
+        assert "n4" in st.voters and "n4" in st.members
+        await c.until(lambda: c.sms["n4"]._value == 4)
+        await c.drive(ld.remove("n2" if ld.id != "n2" else "n3"))
+        assert len(ld.status().voters) == 3
+        assert await c.drive(c.sms[ld.id].add(1)) == 5
+    finally:
+        await c.stop()
+
+
+async def test_leadership_transfer() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        to = next(i for i in c.ids if i != ld.id)
+        assert await c.drive(ld.transfer_leadership(to)) == to
+        assert c.nodes[to].is_leader
+        assert await c.drive(c.sms[to].add(1)) == 2
+    finally:
+        await c.stop()
+
+
+async def test_dict_and_bad_arguments() -> None:
+    c = MemCluster(3, sm=ReplicatedDict)
+    await c.start()
+    try:
+        ld = await c.leader()
+        d = c.sms[ld.id]
+        await c.drive(d.set("k", "v"))
+        assert await c.drive(d.get("k")) == "v"
+        with pytest.raises(TypeError):
+            d.set(1)  # refused before anything is proposed
+    finally:
+        await c.stop()
+
+
+async def test_bad_constructor_arguments_are_typed_errors() -> None:
+    c = MemCluster(1)
+    with pytest.raises(BadConfig):
+        NodeConfig(id="").validate()
+    with pytest.raises(BadConfig):
+        Node(
+            NodeConfig(id="a", election_ticks=1, heartbeat_ticks=1),
+            ReplicatedCounter(),
+            c.net.transport("a"),
+        )
+    with pytest.raises(BadConfig):
+        Node(NodeConfig(id="a"), object(), c.net.transport("b"))  # type: ignore[arg-type]
+    with pytest.raises(BadConfig):
+        Node(
+            NodeConfig(id="a"),
+            ReplicatedCounter(),
+            c.net.transport("c"),
+            initial_members={"x": "x"},
+        )
+
+
+async def test_stopped_node_refuses_work() -> None:
+    c = MemCluster(1)
+    await c.start()
+    ld = await c.leader()
+    await c.drive(c.sms[ld.id].add(1))
+    await ld.stop()
+    with pytest.raises(Stopped):
+        await ld.propose(b"x" * 9)
+
+
+async def test_a_full_disk_stops_writes_and_the_node_recovers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ENOSPC under a single-node cluster on real files: proposals fail with
+    StorageFailed, nothing synced is lost, and writes resume with space."""
+    fs = FaultFS(random.Random(3))
+    c = MemCluster(1)
+    store = DiskStore(DiskStorage(tmp_path, fs=fs, snapshot_data_in_memory=False))
+    store.threaded = False  # deterministic under the manual clock
+    c.stores["n1"] = store  # type: ignore[assignment]
+    await c.start()
+    ld = await c.leader()
+    counter = c.sms["n1"]
+    for _ in range(5):
+        await c.drive(counter.add(1))
+    failed = []
+    ld.events.on(lambda ev: failed.append(ev) if ev.type is EventType.STORAGE_FAILED else None)
+    fs.fail_after = 0
+    fs.fail_errno = errno.ENOSPC
+    with pytest.raises((StorageFailed, Timeout)):
+        await c.drive(counter.add(1), seconds=10)
+    assert failed and "No space left" in failed[0].value
+    with pytest.raises(StorageFailed):
+        await c.drive(counter.add(1))
+    assert not ld.status().storage_ok
+    fs.fail_after = None  # space is back
+    await c.until(lambda: ld.status().storage_ok)
+    v = await c.drive(counter.add(1))
+    assert v in (6, 7)  # the entry that hit the full disk may commit later
+    await ld.stop()
+    reopened = DiskStorage(tmp_path)
+    assert reopened.hard_state.commit >= 6

@@ -1,0 +1,101 @@
+"""Runtime nodes over real TCP on 127.0.0.1 with DiskStorage in a temp dir.
+
+Real time passes here, so every wait is bounded; nothing asserts timings."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from liferaft.runtime import NotLeader, Timeout
+from tests.runtime.cluster import TcpCluster
+
+pytestmark = pytest.mark.timeout(60) if hasattr(pytest.mark, "timeout") else []
+
+
+async def eventually(cond, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_tcp_cluster_replicates_and_survives_a_killed_writer(tmp_path: Path) -> None:
+    """Kill a node's task in the middle of a write stream, restart it from its
+    data dir: every acknowledged write is still there, on every node."""
+    c = TcpCluster(tmp_path, 3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        acked = 0
+        victim = next(i for i in c.ids if i != ld.id)
+        for i in range(60):
+            await c.sms[ld.id].add(1)
+            acked += 1
+            if i == 30:
+                await c.nodes[victim].stop()  # mid-stream
+        node = await c.make(victim)
+        await node.start()
+        await eventually(lambda: c.sms[victim]._value == acked)
+        # And the leader itself: stop it, restart, nothing lost.
+        await ld.stop()
+        ld2 = await c.leader()
+        assert await c.sms[ld2.id].add(1) == acked + 1
+        again = await c.make(ld.id)
+        await again.start()
+        await eventually(lambda: c.sms[ld.id]._value == acked + 1)
+    finally:
+        await c.stop()
+
+
+async def test_a_lagging_node_gets_a_snapshot_over_tcp(tmp_path: Path) -> None:
+    c = TcpCluster(tmp_path, 3, snapshot_entries=50)
+    await c.start()
+    try:
+        ld = await c.leader()
+        lagger = next(i for i in c.ids if i != ld.id)
+        await c.nodes[lagger].stop()
+        for _ in range(150):
+            await c.sms[ld.id].add(1)
+        await eventually(lambda: ld.status().snapshot_index >= 100)
+        node = await c.make(lagger)
+        await node.start()
+        await eventually(lambda: c.sms[lagger]._value == 150, 20)
+        assert node.status().snapshot_index >= 100
+    finally:
+        await c.stop()
+
+
+async def test_leadership_transfer_under_load(tmp_path: Path) -> None:
+    c = TcpCluster(tmp_path, 3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        stop = False
+        done = 0
+
+        async def writer() -> None:
+            nonlocal done
+            while not stop:
+                try:
+                    await c.sms[c.nodes[ld.id].id].add(1)
+                    done += 1
+                except (NotLeader, Timeout):
+                    await asyncio.sleep(0.01)
+
+        w = asyncio.create_task(writer())
+        await eventually(lambda: done >= 20)
+        to = next(i for i in c.ids if i != ld.id)
+        assert await ld.transfer_leadership(to) == to
+        await eventually(lambda: done >= 40, 15)
+        stop = True
+        await w
+        new = c.nodes[to]
+        assert new.is_leader
+        await eventually(lambda: len({sm._value for sm in c.sms.values()}) == 1)
+    finally:
+        await c.stop()
