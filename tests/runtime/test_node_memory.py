@@ -3,13 +3,16 @@ here sleeps; simulated seconds pass with ``clock.advance``."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import random
+from typing import Any
 
 import pytest
 
 from liferaft.runtime import (
     BadConfig,
+    Dropped,
     EventType,
     NodeConfig,
     NotLeader,
@@ -157,8 +160,9 @@ async def test_membership_add_learner_promote_remove() -> None:
         await c.drive(c.sms[ld.id].add(4))
         new = c.make("n4", initial=False)
         await new.start()
-        c.ids.append("n4")
-        await c.drive(ld.add_voter("n4", "n4"))
+        await c.drive(new.join(ld.id, "n4", voter=False))  # a learner, via the leader
+        assert "n4" in ld.status().learners
+        await c.drive(ld.add_voter("n4", "n4"))  # promoted once caught up
         st = ld.status()
         assert "n4" in st.voters and "n4" in st.members
         await c.until(lambda: c.sms["n4"]._value == 4)
@@ -258,3 +262,132 @@ async def test_a_full_disk_stops_writes_and_the_node_recovers(tmp_path) -> None:
     await ld.stop()
     reopened = DiskStorage(tmp_path)
     assert reopened.hard_state.commit >= 6
+
+
+async def test_followers_forward_proposals_to_the_leader() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        results = []
+        for nid in c.ids:
+            if nid != ld.id:
+                results.append(await c.drive(c.sms[nid].add(10)))
+        assert sorted(results) == [10, 20]
+        await c.until(lambda: values(c) == {20})
+    finally:
+        await c.stop()
+
+
+async def test_membership_changes_while_writing() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        acked = 0
+        stop = False
+
+        async def writer() -> None:
+            nonlocal acked
+            while not stop:
+                try:
+                    await c.sms[ld.id].add(1)
+                    acked += 1
+                except (NotLeader, Timeout):
+                    await c.clock.sleep(0.05)
+
+        w = asyncio.ensure_future(writer())
+        new = c.make("n4", initial=False)
+        await new.start()
+        await c.drive(new.join("n1", "n4"))
+        await c.until(lambda: "n4" in ld.status().voters, seconds=20)
+        victim = next(i for i in c.ids if i != ld.id)
+        await c.drive(ld.remove(victim))
+        await c.nodes[victim].stop()
+        await c.until(lambda: acked >= 30, seconds=20)
+        stop = True
+        await c.drive(w)
+        assert sorted(ld.status().voters) == sorted({*c.ids, "n4"} - {victim})
+        await c.until(lambda: c.sms["n4"]._value == c.sms[ld.id]._value == acked)
+    finally:
+        await c.stop()
+
+
+async def test_linearizable_reads_during_leader_changes() -> None:
+    """Every read returns at least every write acknowledged before it began,
+    and no more than the writes begun before it ended."""
+    c = MemCluster(5)
+    await c.start()
+    try:
+        await c.leader()
+        began = acked = 0
+        bad: list[str] = []
+
+        async def writer() -> None:
+            nonlocal began, acked
+            for _ in range(60):
+                n = next(iter(x for x in c.nodes.values() if not x._stopping))
+                began += 1
+                try:
+                    await c.sms[n.id].add(1)
+                    acked += 1
+                except (NotLeader, Timeout, Dropped):
+                    pass  # indeterminate: it may still apply
+
+        async def reader(nid: str) -> None:
+            for _ in range(30):
+                node = c.nodes[nid]
+                if node._stopping:
+                    return
+                lo = acked
+                try:
+                    v = await node.read(lambda: c.sms[nid]._value, timeout=1.0)
+                except (NotLeader, Timeout, Stopped):
+                    continue
+                if not lo <= v <= began:
+                    bad.append(f"{nid} read {v}, acked-before={lo}, begun={began}")
+
+        tasks = [asyncio.ensure_future(writer())] + [
+            asyncio.ensure_future(reader(i)) for i in c.ids
+        ]
+        for _ in range(2):  # depose the leader twice mid-run
+            await c.run(1.0)
+            ld = await c.leader()
+            await ld.stop()
+            c.net.isolate(ld.id)
+        await c.drive(asyncio.gather(*tasks), seconds=60)
+        assert not bad, bad
+        assert acked > 0
+    finally:
+        await c.stop()
+
+
+async def test_events_as_an_async_iterator() -> None:
+    c = MemCluster(1)
+    await c.start()
+    try:
+        ld = await c.leader()
+        sub = ld.events.subscribe()
+        await c.drive(c.sms[ld.id].add(1))
+
+        async def first_apply() -> Any:
+            async for ev in sub:
+                if ev.type is EventType.APPLY:
+                    return ev.value
+
+        assert await c.drive(first_apply()) >= 2
+    finally:
+        await c.stop()
+
+
+async def test_lease_reads_are_opt_in_and_served() -> None:
+    with pytest.raises(BadConfig):
+        NodeConfig(id="a", lease_reads=True, check_quorum=False).validate()
+    c = MemCluster(3, lease_reads=True)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(2))
+        assert await c.drive(ld.read(lambda: c.sms[ld.id]._value, consistency="lease")) == 2
+    finally:
+        await c.stop()

@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from liferaft.runtime import NotLeader, Timeout
 from tests.runtime.cluster import TcpCluster
-
-pytestmark = pytest.mark.timeout(60) if hasattr(pytest.mark, "timeout") else []
 
 
 async def eventually(cond, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
