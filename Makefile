@@ -25,8 +25,12 @@ lint: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m liferaft.sim --seeds 10000 --nodes 5 --jobs 2
 
+# Benchmarks (not tests): the core, the WAL, and a 3-process cluster side by
+# side with PySyncObj (bench/raft_bench.py). Figures go to BENCHMARKS.md.
 bench: $(STAMP)
 	$(PY) -m liferaft.sim --bench
+	$(PY) -m liferaft.storage.bench
+	if [ -f bench/raft_bench.py ]; then $(PY) bench/raft_bench.py; fi
 
 run: $(STAMP)
 	$(PY) -m liferaft.sim.demo

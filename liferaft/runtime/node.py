@@ -772,7 +772,7 @@ class Node:
                     leader = None  # stepped down or transferring: wait and retry
             elif leader is not None and leader != self.id:
                 try:
-                    raw = await self.transport.call(  # type: ignore[attr-defined]
+                    raw = await self.transport.call(
                         leader,
                         msgspec.msgpack.encode(req),
                         max(0.01, deadline - self.clock.monotonic()),
@@ -1026,7 +1026,7 @@ class Node:
         (empty) node; returns once the cluster has accepted it."""
         self._check_running()
         req = ["join", self.id, addr, voter]
-        raw = await self.transport.call_address(  # type: ignore[attr-defined]
+        raw = await self.transport.call_address(
             contact, msgspec.msgpack.encode(req), timeout
         )
         rep = msgspec.msgpack.decode(raw)
@@ -1042,7 +1042,7 @@ class Node:
         if rn.role is not Role.LEADER:
             if rn.leader is None:
                 return msgspec.msgpack.encode(["error", "no leader"])
-            raw: bytes = await self.transport.call(  # type: ignore[attr-defined]
+            raw: bytes = await self.transport.call(
                 rn.leader, msgspec.msgpack.encode(req), self.config.commit_timeout * 2
             )
             return raw
