@@ -1,7 +1,8 @@
 """liferaft.transport: moving Raft messages between nodes.
 
-* :class:`Transport`, :class:`TransportHandler`, :class:`SnapshotSink`: the
-  contracts the runtime programs against (:mod:`.base`).
+* :class:`Transport`, :class:`TransportHandler`, :class:`SnapshotSink`,
+  :class:`CallError`: the contracts the runtime programs against
+  (:mod:`.base`), including request/response calls beside the Raft traffic.
 * :class:`TcpTransport`: asyncio TCP with length-prefixed frames, a
   handshake carrying the cluster and node ids, bounded per-peer queues,
   pipelined writes, reconnects with backoff, streamed snapshots and optional
@@ -13,11 +14,19 @@
 The wire format is described in docs/transport.md.
 """
 
-from .base import SnapshotSink, Transport, TransportHandler, format_address, parse_address
+from .base import (
+    CallError,
+    SnapshotSink,
+    Transport,
+    TransportHandler,
+    format_address,
+    parse_address,
+)
 from .memory import MemoryNetwork, MemoryTransport
 from .tcp import TcpTransport
 
 __all__ = [
+    "CallError",
     "MemoryNetwork",
     "MemoryTransport",
     "SnapshotSink",

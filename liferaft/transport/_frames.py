@@ -7,6 +7,7 @@ smallest frame has length 1.  A length of 0 or above the receiver's
 Kinds and bodies (docs/transport.md has the full story)::
 
     HELLO       client -> server   msgpack [magic, version, cluster_id, from, to]
+    CALLER      client -> server   msgpack [magic, version, cluster_id, from, to or ""]
     WELCOME     server -> client   msgpack [version, cluster_id, node_id]
     REFUSE      server -> client   msgpack [reason]
     MSG         client -> server   liferaft.codec message
@@ -15,10 +16,14 @@ Kinds and bodies (docs/transport.md has the full story)::
     SNAP_END    client -> server   msgpack [total_bytes, crc32]
     SNAP_ABORT  client -> server   msgpack [reason]
     SNAP_RESULT server -> client   msgpack [ok, reason]
+    CALL        client -> server   call_id u64 | payload
+    REPLY       server -> client   call_id u64 | ok u8 | payload, or UTF-8 error text
 
-Traffic is one-way per connection: each node dials every peer and sends on
-that connection; the only frames that come back are the handshake reply
-and snapshot results.
+Raft traffic is one-way per connection: each node dials every peer and
+sends on that connection; the only frames that come back are the handshake
+reply, snapshot results and call replies.  A CALLER handshake opens a
+connection that carries calls only (a node that is not a peer yet asking to
+join).
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ MAGIC = "liferaft"
 
 HEADER = struct.Struct(">IB")
 LENGTH = struct.Struct(">I")
+CALL_HEAD = struct.Struct(">Q")
+REPLY_HEAD = struct.Struct(">QB")
+# Frame bytes besides the payload: the kind byte and the call header.
+CALL_OVERHEAD = 1 + CALL_HEAD.size
+REPLY_OVERHEAD = 1 + REPLY_HEAD.size
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 MIN_MAX_FRAME = 64 * 1024
@@ -50,12 +60,15 @@ class Kind(enum.IntEnum):
     HELLO = 1
     WELCOME = 2
     REFUSE = 3
+    CALLER = 4
     MSG = 16
     SNAP_BEGIN = 32
     SNAP_CHUNK = 33
     SNAP_END = 34
     SNAP_ABORT = 35
     SNAP_RESULT = 36
+    CALL = 48
+    REPLY = 49
 
 
 class FrameError(Exception):
@@ -67,11 +80,13 @@ class _Body(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
 
 
 class Hello(_Body, frozen=True):
+    """The body of HELLO and of CALLER (where ``to`` may be ``""``: "whoever you are")."""
+
     magic: _Str
     version: _Uint
     cluster_id: _Str
     frm: _Id
-    to: _Id
+    to: _Str
 
 
 class Welcome(_Body, frozen=True):
@@ -110,6 +125,38 @@ def frame(kind: Kind, body: bytes | bytearray | memoryview = b"") -> bytes:
 def control(kind: Kind, body: _Body) -> bytes:
     """A frame whose body is a msgpack control struct."""
     return frame(kind, _encoder.encode(body))
+
+
+def call_frame(call_id: int, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+    """A CALL frame, as parts for ``writelines`` (the payload is not copied)."""
+    head = HEADER.pack(len(payload) + CALL_OVERHEAD, Kind.CALL) + CALL_HEAD.pack(call_id)
+    return [head, memoryview(payload)]
+
+
+def reply_frame(
+    call_id: int, ok: bool, payload: bytes | bytearray | memoryview
+) -> list[bytes | memoryview]:
+    """A REPLY frame, as parts for ``writelines``."""
+    head = HEADER.pack(len(payload) + REPLY_OVERHEAD, Kind.REPLY) + REPLY_HEAD.pack(call_id, ok)
+    return [head, memoryview(payload)]
+
+
+def parse_call(body: memoryview) -> tuple[int, memoryview]:
+    """``(call_id, payload)`` of a CALL body; :class:`FrameError` if too short."""
+    if len(body) < CALL_HEAD.size:
+        raise FrameError("CALL frame shorter than its header")
+    (call_id,) = CALL_HEAD.unpack_from(body)
+    return call_id, body[CALL_HEAD.size :]
+
+
+def parse_reply(body: memoryview) -> tuple[int, bool, memoryview]:
+    """``(call_id, ok, payload)`` of a REPLY body; :class:`FrameError` if malformed."""
+    if len(body) < REPLY_HEAD.size:
+        raise FrameError("REPLY frame shorter than its header")
+    call_id, ok = REPLY_HEAD.unpack_from(body)
+    if ok > 1:
+        raise FrameError(f"REPLY ok flag {ok} is neither 0 nor 1")
+    return call_id, bool(ok), body[REPLY_HEAD.size :]
 
 
 def parse(cls: type[T], body: bytes | memoryview) -> T:

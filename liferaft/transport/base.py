@@ -24,13 +24,26 @@ delivers the InstallSnapshot message, with ``snapshot.data`` empty.  The
 sender learns the outcome through :meth:`TransportHandler.snapshot_status`
 (the runtime forwards it to ``RawNode.report_snapshot``).
 
+Calls are a request/response side channel beside the Raft traffic, for
+what Raft messages do not carry: a follower forwarding a proposal to the
+leader, a brand-new node asking a member to add it.  :meth:`Transport.call`
+sends bytes to a known peer and returns the reply bytes;
+:meth:`Transport.call_address` does the same to an address whose node id is
+unknown (and which may not know us), over a one-off connection that carries
+calls only.  The receiving transport runs
+:meth:`TransportHandler.handle_call` as its own task and sends back what it
+returns, or what it raised.  Unlike ``send``, a call never fails silently:
+it returns the reply or raises :class:`CallError` or ``TimeoutError``.
+
 Concurrency rules
 -----------------
 * Every method of :class:`Transport` must be called from the event loop
   thread that ran :meth:`Transport.start`.
 * Handler methods ``deliver``, ``unreachable``, ``snapshot_sink`` and
   ``snapshot_status`` are called on the event loop thread, never
-  re-entrantly from inside :meth:`Transport.send`.
+  re-entrantly from inside :meth:`Transport.send`.  ``handle_call`` runs as
+  a task of its own on that loop, never inside ``send``, ``call`` or
+  ``call_address``.
 * The iterator returned by ``snapshot_source`` and the methods of a
   :class:`SnapshotSink` may be called from a worker thread (the TCP
   transport uses :func:`asyncio.to_thread` so disk I/O does not stall the
@@ -51,12 +64,24 @@ from typing import Any, Protocol, runtime_checkable
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
 __all__ = [
+    "CallError",
     "SnapshotSink",
     "Transport",
     "TransportHandler",
     "format_address",
     "parse_address",
 ]
+
+
+class CallError(Exception):
+    """A call could not complete: the peer is unknown or unreachable, the
+    connection was lost or refused, the transport closed, the payload is too
+    large, or the remote handler raised.  The message says which; a remote
+    exception arrives as ``CallError("remote error: <type>: <message>")``.
+
+    After a CallError for a lost connection the remote handler may or may not
+    have run.
+    """
 
 
 @runtime_checkable
@@ -96,6 +121,17 @@ class TransportHandler(Protocol):
     def snapshot_status(self, peer: NodeId, ok: bool) -> None:
         """Sender side: the snapshot streamed to ``peer`` was committed (True) or failed."""
 
+    async def handle_call(self, frm: NodeId, payload: bytes, known_peer: bool) -> bytes:
+        """Answer a call from node ``frm``; runs as its own task on the loop.
+
+        ``known_peer`` is False when the caller is not in the peer table (a
+        :meth:`Transport.call_address` caller, e.g. a node asking to join).
+        What it returns is the reply; whatever it raises goes back to the
+        caller as ``CallError("remote error: <type>: <message>")``.  The task
+        is cancelled if the caller's connection is lost or the transport closes.
+        """
+        ...
+
 
 @runtime_checkable
 class Transport(Protocol):
@@ -116,8 +152,26 @@ class Transport(Protocol):
         The node's own id may appear in the table; it is ignored.
         """
 
+    async def call(self, peer: NodeId, payload: bytes, timeout: float) -> bytes:
+        """Send ``payload`` to ``peer`` (in the peer table), return the reply.
+
+        Raises :class:`CallError` (unknown or unreachable peer, a full queue,
+        a payload over the frame limit, the connection lost, the transport
+        closed, or the remote handler raised) or ``TimeoutError`` after
+        ``timeout`` seconds (a reply that comes later is ignored).  Never
+        blocks the loop; many calls may be in flight at once.
+        """
+        ...
+
+    async def call_address(self, address: str, payload: bytes, timeout: float) -> bytes:
+        """Like :meth:`call`, to ``address`` (whose node id need not be known,
+        and which need not know us) over a one-off connection that carries
+        calls only.  For the memory transport the address is the node id."""
+        ...
+
     async def close(self) -> None:
-        """Close every connection and cancel every task of the transport."""
+        """Close every connection and cancel every task of the transport.
+        Pending calls fail with :class:`CallError`."""
 
     def stats(self) -> dict[str, Any]:
         """Counters.  ``stats()["peers"][peer]`` holds at least ``connected``,

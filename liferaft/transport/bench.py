@@ -3,7 +3,8 @@
 Both transports run in this one process and event loop, so every figure
 includes the sender's and the receiver's CPU time.  Measures one-way
 throughput of small messages (Heartbeat), of large AppendEntries
-(``--entries`` x ``--size`` bytes) and of a streamed snapshot.
+(``--entries`` x ``--size`` bytes) and of a streamed snapshot, and the
+rate of request/response calls (``--calls``, 64 in flight at a time).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class _Handler:
         self.statuses.append(ok)
         self.done.set()
 
+    async def handle_call(self, frm: NodeId, payload: bytes, known_peer: bool) -> bytes:
+        return payload
+
 
 async def _run(a: argparse.Namespace) -> None:
     h1, h2 = _Handler(a.snapshot_mib * 1024 * 1024), _Handler()
@@ -113,6 +117,19 @@ async def _run(a: argparse.Namespace) -> None:
         dt = time.perf_counter() - t0
         rate = a.snapshot_mib / dt
         print(f"Snapshot       {rate:>10,.0f} MiB/s  ({a.snapshot_mib} MiB, ok={h1.statuses})")
+
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem:
+                body = i.to_bytes(8, "big") * 8
+                if await t1.call("n2", body, 10.0) != body:
+                    raise AssertionError("call reply mismatch")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(a.calls)))
+        dt = time.perf_counter() - t0
+        print(f"Call (64 B)    {a.calls / dt:>10,.0f} calls/s  (64 in flight)")
     finally:
         await t1.close()
         await t2.close()
@@ -125,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--entries", type=int, default=256)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--snapshot-mib", type=int, default=256)
+    p.add_argument("--calls", type=int, default=20_000)
     asyncio.run(_run(p.parse_args(argv)))
 
 

@@ -30,6 +30,16 @@ sender's ``snapshot_source`` and writes it into the receiver's sink, one
 ``call_soon`` per chunk; at the end the sink is committed, the header message
 (``snapshot.data == b""``) delivered and ``snapshot_status(True)`` reported.
 A link that breaks mid-stream aborts the sink and reports ``False``.
+
+Calls travel like messages (scheduled, held by a pause, in order with the
+messages) but are never lost at random, as a TCP stream would not lose
+them.  A link that is down when the call is made fails it with
+:class:`CallError` at once; one that is down when the call or its reply
+would arrive fails it then.  The receiver runs ``handle_call`` as a task
+(not counted by :meth:`MemoryNetwork.settle`, since a handler may wait for
+Raft traffic or timers) and its outcome travels back the same way.  A
+reply to a caller that gave up is ignored.  ``call_address`` takes the
+target's node id as the address.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from typing import Any
 
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
-from .base import SnapshotSink, TransportHandler
+from .base import CallError, SnapshotSink, TransportHandler
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -222,6 +232,45 @@ class MemoryNetwork:
         self.delivered += 1
         self._nodes[msg.to]._deliver(msg)
 
+    def _call(
+        self, src: MemoryTransport, to: NodeId, payload: bytes, fut: asyncio.Future[bytes]
+    ) -> None:
+        """Send a call; raises :class:`CallError` if the link is down now."""
+        if not self.link_up(src.node_id, to):
+            raise CallError(f"node {to} is unreachable from {src.node_id}")
+        self._schedule(lambda: self._call_arrive(src, to, payload, fut))
+
+    def _call_arrive(
+        self, src: MemoryTransport, to: NodeId, payload: bytes, fut: asyncio.Future[bytes]
+    ) -> None:
+        # Like a request already on the wire, it runs even if the caller gave up.
+        if not self.link_up(src.node_id, to):
+            _fail(fut, CallError(f"call to {to} lost: the link went down"))
+            return
+        self._nodes[to]._serve_call(src, payload, fut)
+
+    def _reply(
+        self,
+        dst: MemoryTransport,
+        src: MemoryTransport,
+        fut: asyncio.Future[bytes],
+        ok: bool,
+        data: bytes,
+    ) -> None:
+        """Carry a call's outcome from ``dst`` (which served it) back to ``src``."""
+
+        def arrive() -> None:
+            if fut.done():  # the caller gave up: a late reply is ignored
+                return
+            if not self.link_up(dst.node_id, src.node_id):
+                _fail(fut, CallError(f"the reply from {dst.node_id} was lost: the link went down"))
+            elif ok:
+                fut.set_result(data)
+            else:
+                fut.set_exception(CallError(f"remote error: {data.decode('utf-8', 'replace')}"))
+
+        self._schedule(arrive)
+
     def stats(self) -> dict[str, Any]:
         return {
             "delivered": self.delivered,
@@ -292,6 +341,11 @@ class _Stream:
         self.src._snapshot_done(self.msg.to, False)
 
 
+def _fail(fut: asyncio.Future[bytes], exc: CallError) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 @dataclasses.dataclass
 class _PeerCounters:
     sent: int = 0
@@ -314,6 +368,11 @@ class MemoryTransport:
         self._counters: dict[NodeId, _PeerCounters] = {}
         self._unknown_dropped = 0
         self._received = 0
+        # Calls made here and waiting for a reply.
+        self._pending: set[asyncio.Future[bytes]] = set()
+        # handle_call tasks running here -> the caller's future.
+        self._serving: dict[asyncio.Task[None], asyncio.Future[bytes]] = {}
+        self._calls_served = 0
 
     @property
     def running(self) -> bool:
@@ -341,8 +400,70 @@ class MemoryTransport:
             return
         self.network._route(self, msg)
 
+    async def call(self, peer: NodeId, payload: bytes, timeout: float) -> bytes:
+        """Call ``peer`` (in the peer table); see the module docstring."""
+        self._check_call()
+        if peer not in self._peers:
+            raise CallError(f"unknown peer {peer!r}")
+        return await self._call(peer, payload, timeout)
+
+    async def call_address(self, address: str, payload: bytes, timeout: float) -> bytes:
+        """Call the node whose id is ``address``, known to us or not."""
+        self._check_call()
+        return await self._call(address, payload, timeout)
+
+    def _check_call(self) -> None:
+        if self.closed:
+            raise CallError("the transport is closed")
+        if self.handler is None:
+            raise CallError("the transport is not started")
+
+    async def _call(self, to: NodeId, payload: bytes, timeout: float) -> bytes:
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.network._call(self, to, bytes(payload), fut)
+        self._pending.add(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._pending.discard(fut)
+
+    def _serve_call(self, src: MemoryTransport, payload: bytes, fut: asyncio.Future[bytes]) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run_call(src, payload, fut), name=f"liferaft-call-{src.node_id}->{self.node_id}"
+        )
+        self._serving[task] = fut
+        task.add_done_callback(lambda t: self._serving.pop(t, None))
+
+    async def _run_call(
+        self, src: MemoryTransport, payload: bytes, fut: asyncio.Future[bytes]
+    ) -> None:
+        assert self.handler is not None
+        known = src.node_id in self._peers
+        try:
+            result = await self.handler.handle_call(src.node_id, payload, known)
+            if not isinstance(result, bytes | bytearray | memoryview):
+                raise TypeError(f"handle_call returned {type(result).__name__}, not bytes")
+            ok, data = True, bytes(result)
+        except Exception as e:
+            ok, data = False, f"{type(e).__name__}: {e}".encode("utf-8", "replace")
+        self._calls_served += 1
+        self.network._reply(self, src, fut, ok, data)
+
     async def close(self) -> None:
+        """Stop; pending calls made here, and calls being served here, fail
+        with :class:`CallError`."""
+        if self.closed:
+            return
         self.closed = True
+        for fut in list(self._pending):
+            _fail(fut, CallError("the transport is closed"))
+        tasks = list(self._serving)
+        for task, caller in list(self._serving.items()):
+            _fail(caller, CallError(f"node {self.node_id} closed while serving the call"))
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -359,6 +480,8 @@ class MemoryTransport:
             },
             "received": self._received,
             "unknown_dropped": self._unknown_dropped,
+            "calls_pending": len(self._pending),
+            "calls_served": self._calls_served,
         }
 
     # -- called by the network ------------------------------------------------------------

@@ -28,8 +28,20 @@ Snapshots
     answer turns into ``snapshot_status(peer, True)``; a lost connection
     turns into ``False``.  One snapshot per peer is in flight; another
     InstallSnapshot to the same peer meanwhile is dropped.
+Calls
+    A request/response side channel beside the Raft traffic.  ``call`` puts
+    a CALL frame (call id, payload) into the peer's queue like a message, but
+    never drops it silently: a full queue, a down peer or a lost connection
+    fail it with :class:`CallError`.  The listener runs
+    ``handler.handle_call`` as a task per call and writes a REPLY frame (call
+    id, ok flag, payload or error text) back on the connection the call came
+    in on; the dialer matches replies to waiting futures by call id, so many
+    calls are in flight at once.  ``call_address`` dials a one-off connection
+    with a CALLER handshake ("I am X, a caller, not a peer"): the listener
+    accepts it from any node id of the same cluster (TLS as usual) but
+    serves only calls on it; a Raft frame there closes it with a WARNING.
 Inbound, per connection
-    A handshake (HELLO -> WELCOME or REFUSE) comes first, within a timeout.
+    A handshake (HELLO or CALLER -> WELCOME or REFUSE) comes first, within a timeout.
     Then frames are read one by one and decoded by :mod:`liferaft.codec`.  A
     frame that is oversized, truncated, unknown or fails validation, or a
     message whose sender or receiver is not the handshaken pair, closes that
@@ -47,6 +59,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import enum
+import itertools
 import logging
 import random
 import ssl
@@ -59,10 +72,12 @@ from liferaft.codec import DecodeError, EncodeError, decode_message, encode_mess
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
 from ._frames import (
+    CALL_OVERHEAD,
     DEFAULT_MAX_FRAME,
     HEADER,
     MAGIC,
     PROTOCOL_VERSION,
+    REPLY_OVERHEAD,
     SNAPSHOT_CHUNK,
     FrameError,
     Hello,
@@ -71,12 +86,16 @@ from ._frames import (
     SnapEnd,
     SnapResult,
     Welcome,
+    call_frame,
     control,
     frame,
     parse,
+    parse_call,
+    parse_reply,
     read_frame,
+    reply_frame,
 )
-from .base import SnapshotSink, TransportHandler, format_address, parse_address
+from .base import CallError, SnapshotSink, TransportHandler, format_address, parse_address
 
 __all__ = ["TcpTransport"]
 
@@ -89,6 +108,10 @@ _NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
 # buffer max_frame bytes.
 _MAX_HANDSHAKE_FRAME = 4096
 _READ_LIMIT = 256 * 1024
+# Calls served at once on one inbound connection; more are answered with an error.
+_MAX_CALLS_PER_CONNECTION = 1024
+# Error text in a REPLY is cut to this many characters.
+_MAX_ERROR_TEXT = 4000
 
 
 class _LinkState(enum.Enum):
@@ -125,6 +148,17 @@ class _Serial:
             run()
 
 
+@dataclasses.dataclass(eq=False)
+class _OutCall:
+    """A call to a peer: queued like a message, then awaiting its REPLY."""
+
+    call_id: int
+    payload: bytes
+    fut: asyncio.Future[bytes]
+    # The waiting-for-a-reply table of the connection it was written on.
+    home: dict[int, asyncio.Future[bytes]] | None = None
+
+
 class _Link:
     """The outbound side of one peer: queue, connection state and counters."""
 
@@ -132,7 +166,9 @@ class _Link:
         self.peer = peer
         self.address = address
         self.state = _LinkState.CONNECTING
-        self.queue: deque[Message] = deque()
+        self.queue: deque[Message | _OutCall] = deque()
+        # Calls written on the current connection, awaiting their REPLY.
+        self.calls: dict[int, asyncio.Future[bytes]] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.stream: asyncio.Task[None] | None = None
@@ -146,6 +182,7 @@ class _Link:
         self.dial_failures = 0
         self.snapshots_sent = 0
         self.snapshots_failed = 0
+        self.calls_sent = 0
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -161,6 +198,8 @@ class _Link:
             "snapshots_failed": self.snapshots_failed,
             "streaming": self.stream is not None,
             "snapshot_waiting": self.pending_snapshot is not None,
+            "calls_sent": self.calls_sent,
+            "calls_waiting": len(self.calls),
         }
 
 
@@ -182,6 +221,14 @@ class _Inbound:
     writer: asyncio.StreamWriter
     task: asyncio.Task[Any]
     stream: _InStream | None = None
+    # A CALLER connection: calls only, from a node id that need not be a peer.
+    caller: bool = False
+    # handle_call tasks serving calls that came in on this connection.
+    calls: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return f"caller {self.peer}" if self.caller else self.peer
 
 
 class TcpTransport:
@@ -194,8 +241,10 @@ class TcpTransport:
     for mutual TLS) and ``ssl_client`` for dialed ones; the server's
     certificate is checked against the host part of the peer's address.
 
-    ``max_frame`` bounds every frame (and so every message) in both
-    directions; a message that would exceed it is dropped at the sender.
+    ``max_frame`` bounds every frame (and so every message, call and reply)
+    in both directions; a message that would exceed it is dropped at the
+    sender, a call payload raises :class:`CallError`.  Use one value across
+    a cluster: a receiver closes a connection that sends it a larger frame.
     ``queue_size`` bounds each peer's outbound queue.  ``rng`` draws the
     reconnect jitter; pass a seeded one for reproducible timing.
     """
@@ -253,6 +302,12 @@ class TcpTransport:
         self._inbound: set[_Inbound] = set()
         self._accepting: set[asyncio.Task[Any]] = set()
         self._unreachable_pending: set[NodeId] = set()
+        # Every call and call_address waiting for its reply, by call id.
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._call_ids = itertools.count(1)
+        self._oneoffs: set[asyncio.Task[None]] = set()  # call_address connections
+        self._serving: set[asyncio.Task[None]] = set()  # handle_call tasks
+        self._calls_served = 0
         self._closed = False
         # Node-wide counters.
         self._received = 0
@@ -289,13 +344,20 @@ class TcpTransport:
             self._start_link(link)
 
     async def close(self) -> None:
-        """Stop listening, close every connection and cancel every task."""
+        """Stop listening, close every connection and cancel every task.
+
+        Every pending call fails with :class:`CallError`."""
         if self._closed:
             return
         self._closed = True
         if self._server is not None:
             self._server.close()
+        for fut in list(self._pending.values()):
+            _fail(fut, CallError("the transport is closed"))
         tasks: list[asyncio.Task[Any]] = []
+        for t in [*self._oneoffs, *self._serving]:
+            t.cancel()
+            tasks.append(t)
         for link in self._links.values():
             if link.task is not None:
                 link.task.cancel()
@@ -331,7 +393,7 @@ class TcpTransport:
             if pid not in table:
                 self._stop_link(self._links.pop(pid))
                 for conn in list(self._inbound):
-                    if conn.peer == pid:
+                    if conn.peer == pid and not conn.caller:
                         conn.task.cancel()
         for pid, addr in table.items():
             link = self._links.get(pid)
@@ -356,7 +418,7 @@ class TcpTransport:
             link.task.cancel()
             link.task = None
         link.state = _LinkState.DOWN
-        self._drop_queue(link)
+        self._drop_queue(link, "the peer table changed")
 
     # -- sending ---------------------------------------------------------------------
 
@@ -377,6 +439,114 @@ class TcpTransport:
             return
         link.queue.append(msg)
         link.wake.set()
+
+    # -- calls -------------------------------------------------------------------------
+
+    def _check_call(self, payload: bytes) -> None:
+        if self._closed:
+            raise CallError("the transport is closed")
+        if self._handler is None:
+            raise CallError("the transport is not started")
+        if len(payload) + CALL_OVERHEAD > self._max_frame:
+            raise CallError(
+                f"a call payload of {len(payload)} bytes exceeds the frame limit of "
+                f"{self._max_frame}"
+            )
+
+    async def call(self, peer: NodeId, payload: bytes, timeout: float) -> bytes:
+        """Send ``payload`` to ``peer`` on its connection; return the reply.
+
+        Raises :class:`CallError` or ``TimeoutError`` (see
+        :meth:`~liferaft.transport.base.Transport.call`).  A peer that is
+        still being dialed for the first time is waited for; one whose
+        connection is down fails at once.
+        """
+        self._check_call(payload)
+        link = self._links.get(peer)
+        if link is None:
+            raise CallError(f"unknown peer {peer!r}")
+        if link.state is _LinkState.DOWN:
+            raise CallError(f"peer {peer} is unreachable: its connection is down")
+        if len(link.queue) >= self._queue_size:
+            raise CallError(f"the queue to peer {peer} is full")
+        item = _OutCall(next(self._call_ids), bytes(payload), self._new_future())
+        self._pending[item.call_id] = item.fut
+        link.queue.append(item)
+        link.wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return await item.fut
+        finally:
+            self._pending.pop(item.call_id, None)
+            if item.home is not None:
+                item.home.pop(item.call_id, None)
+
+    async def call_address(self, address: str, payload: bytes, timeout: float) -> bytes:
+        """Call whoever listens at ``address`` over a one-off CALLER connection.
+
+        The other node need not know us, nor we its id; it must be in the same
+        cluster (and pass the TLS checks).  Raises :class:`CallError` or
+        ``TimeoutError``.
+        """
+        self._check_call(payload)
+        try:
+            parse_address(address)
+        except ValueError as e:
+            raise CallError(str(e)) from None
+        call_id = next(self._call_ids)
+        fut = self._new_future()
+        task = asyncio.get_running_loop().create_task(
+            self._call_once(address, bytes(payload), call_id, fut),
+            name=f"liferaft-call-{self.node_id}->{address}",
+        )
+        self._pending[call_id] = fut
+        self._oneoffs.add(task)
+        task.add_done_callback(self._oneoffs.discard)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._pending.pop(call_id, None)
+            if fut.cancelled() or not fut.done():  # timed out or cancelled: hang up
+                task.cancel()
+
+    def _new_future(self) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def _call_once(
+        self, address: str, payload: bytes, call_id: int, fut: asyncio.Future[bytes]
+    ) -> None:
+        """Dial ``address`` as a caller, make one call, settle ``fut``, hang up."""
+        writer: asyncio.StreamWriter | None = None
+        try:
+            host, port = parse_address(address)
+            reader, writer = await self._connect(host, port)
+            await self._greet(reader, writer, Kind.CALLER, "")
+            writer.writelines(call_frame(call_id, payload))
+            await writer.drain()
+            while True:
+                try:
+                    kind, body = await read_frame(reader, self._max_frame)
+                except asyncio.IncompleteReadError:
+                    raise ConnectionResetError("closed by the peer") from None
+                if kind is not Kind.REPLY:
+                    raise FrameError(f"unexpected {kind.name} frame on a caller connection")
+                cid, ok, data = parse_reply(body)
+                if cid != call_id:
+                    raise FrameError(f"reply to call {cid}, but the call was {call_id}")
+                _settle(fut, ok, data)
+                return
+        except (FrameError, *_NET_ERRORS) as e:
+            why = str(e) if isinstance(e, FrameError) else _why(e)
+            self._log.info("call to %s failed: %s", address, why)
+            _fail(fut, CallError(f"call to {address} failed: {why}"))
+        except Exception as e:
+            self._log.exception("call to %s failed unexpectedly", address)
+            _fail(fut, CallError(f"call to {address} failed: {_why(e)}"))
+        finally:
+            if writer is not None:
+                await _close_writer(writer)
 
     def _report_unreachable(self, peer: NodeId) -> None:
         """Tell the handler, once per loop iteration at most, outside ``send``."""
@@ -413,7 +583,7 @@ class TcpTransport:
                 conn = await self._dial(link)
                 if conn is None:
                     link.dial_failures += 1
-                    self._link_down(link)
+                    self._link_down(link, "it cannot be dialed")
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt))
                     continue
@@ -429,19 +599,19 @@ class TcpTransport:
                 finally:
                     # A cancelled task of a replaced link must not touch the new one.
                     if not self._closed and link.task is me:
-                        self._link_down(link)
+                        self._link_down(link, "connection lost")
                     await _close_writer(writer)
                 self._log.info("connection to peer %s lost: %s", link.peer, reason)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self._log.exception("link to peer %s failed unexpectedly", link.peer)
-                self._link_down(link)
+                self._link_down(link, "its link failed")
             await asyncio.sleep(self._backoff(attempt))
 
-    def _link_down(self, link: _Link) -> None:
+    def _link_down(self, link: _Link, why: str) -> None:
         link.state = _LinkState.DOWN
-        self._drop_queue(link)
+        self._drop_queue(link, why)
         self._report_unreachable(link.peer)
 
     def _dropped(self, link: _Link, msg: Message) -> None:
@@ -452,30 +622,62 @@ class TcpTransport:
             link.snapshots_failed += 1
             self._snapshot_failed_soon(link.peer)
 
-    def _drop_queue(self, link: _Link) -> None:
-        for msg in link.queue:
-            self._dropped(link, msg)
+    def _drop_queue(self, link: _Link, why: str) -> None:
+        """Drop every queued message; fail every queued call with ``why``."""
+        for item in link.queue:
+            if isinstance(item, _OutCall):
+                _fail(item.fut, CallError(f"peer {link.peer} is unreachable: {why}"))
+            else:
+                self._dropped(link, item)
         link.queue.clear()
 
     def _snapshot_failed_soon(self, peer: NodeId) -> None:
         if not self._closed and self._loop is not None and self._handler is not None:
             self._loop.call_soon(self._call_handler, self._handler.snapshot_status, peer, False)
 
+    async def _connect(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a connection (TLS if ``ssl_client``), within ``connect_timeout``."""
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+        # cancellation that races with completion, and close() would hang.
+        async with asyncio.timeout(self._connect_timeout):
+            return await asyncio.open_connection(
+                host,
+                port,
+                ssl=self._ssl_client,
+                server_hostname=host if self._ssl_client else None,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl_client else None,
+                limit=_READ_LIMIT,
+            )
+
+    async def _greet(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: Kind, to: str
+    ) -> Welcome:
+        """Send HELLO (or CALLER) and check the WELCOME; FrameError if refused."""
+        writer.write(
+            control(kind, Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, to))
+        )
+        async with asyncio.timeout(self._handshake_timeout):
+            reply, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+        if reply is Kind.REFUSE:
+            raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
+        if reply is not Kind.WELCOME:
+            raise FrameError(f"expected WELCOME, got {reply.name}")
+        w = parse(Welcome, body)
+        if w.version != PROTOCOL_VERSION:
+            raise FrameError(f"peer speaks protocol version {w.version}")
+        if w.cluster_id != self.cluster_id:
+            raise FrameError(
+                f"peer is in cluster {w.cluster_id!r}, this node in {self.cluster_id!r}"
+            )
+        return w
+
     async def _dial(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Connect and handshake; None (and a log line) if either fails."""
         host, port = parse_address(link.address)
         try:
-            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
-            # cancellation that races with completion, and close() would hang.
-            async with asyncio.timeout(self._connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=self._ssl_client,
-                    server_hostname=host if self._ssl_client else None,
-                    ssl_handshake_timeout=self._handshake_timeout if self._ssl_client else None,
-                    limit=_READ_LIMIT,
-                )
+            reader, writer = await self._connect(host, port)
         except ssl.SSLError as e:
             # A certificate problem will not go away by retrying: say so loudly.
             self._log.warning(
@@ -486,25 +688,7 @@ class TcpTransport:
             self._log.debug("cannot connect to peer %s at %s: %r", link.peer, link.address, e)
             return None
         try:
-            writer.write(
-                control(
-                    Kind.HELLO,
-                    Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, link.peer),
-                )
-            )
-            async with asyncio.timeout(self._handshake_timeout):
-                kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
-            if kind is Kind.REFUSE:
-                raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
-            if kind is not Kind.WELCOME:
-                raise FrameError(f"expected WELCOME, got {kind.name}")
-            w = parse(Welcome, body)
-            if w.version != PROTOCOL_VERSION:
-                raise FrameError(f"peer speaks protocol version {w.version}")
-            if w.cluster_id != self.cluster_id:
-                raise FrameError(
-                    f"peer is in cluster {w.cluster_id!r}, this node in {self.cluster_id!r}"
-                )
+            w = await self._greet(reader, writer, Kind.HELLO, link.peer)
             if w.node_id != link.peer:
                 raise FrameError(f"peer is node {w.node_id!r}, expected {link.peer!r}")
         except (FrameError, *_NET_ERRORS) as e:
@@ -523,8 +707,12 @@ class TcpTransport:
     ) -> str:
         """Run one connection until it breaks; returns why it ended."""
         loop = asyncio.get_running_loop()
-        results = loop.create_task(self._read_results(link, reader))
-        writes = loop.create_task(self._write_loop(link, writer))
+        # Calls written on this connection and waiting for their REPLY.
+        calls: dict[int, asyncio.Future[bytes]] = {}
+        link.calls = calls
+        results = loop.create_task(self._read_results(link, reader, calls))
+        writes = loop.create_task(self._write_loop(link, writer, calls))
+        reason = "closed"
         try:
             done, _ = await asyncio.wait({results, writes}, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -532,9 +720,15 @@ class TcpTransport:
                 if exc is not None:
                     if not isinstance(exc, (FrameError, *_NET_ERRORS)):
                         self._log.error("peer %s link failed", link.peer, exc_info=exc)
-                    return _why(exc)
-            return "closed"
+                    reason = _why(exc)
+                    break
+            return reason
         finally:
+            for fut in list(calls.values()):
+                _fail(fut, CallError(f"connection to peer {link.peer} lost: {reason}"))
+            calls.clear()
+            if link.calls is calls:
+                link.calls = {}
             tasks = [results, writes]
             if link.stream is not None:
                 tasks.append(link.stream)
@@ -545,7 +739,12 @@ class TcpTransport:
                 self._dropped(link, link.pending_snapshot)
                 link.pending_snapshot = None
 
-    async def _write_loop(self, link: _Link, writer: asyncio.StreamWriter) -> None:
+    async def _write_loop(
+        self,
+        link: _Link,
+        writer: asyncio.StreamWriter,
+        calls: dict[int, asyncio.Future[bytes]],
+    ) -> None:
         """Drain the queue in batches: write many frames, then one drain."""
         queue = link.queue
         while True:
@@ -553,10 +752,19 @@ class TcpTransport:
                 link.wake.clear()
                 await link.wake.wait()
                 continue
-            parts: list[bytes] = []
-            n = 0
+            parts: list[bytes | memoryview] = []
+            n = msgs = 0
             while queue and n < self._max_batch:
                 msg = queue.popleft()
+                if isinstance(msg, _OutCall):
+                    if msg.fut.done():  # timed out or cancelled while queued
+                        continue
+                    calls[msg.call_id] = msg.fut
+                    msg.home = calls
+                    parts.extend(call_frame(msg.call_id, msg.payload))
+                    link.calls_sent += 1
+                    n += 1
+                    continue
                 if isinstance(msg, InstallSnapshot):
                     self._start_stream(link, msg, writer)
                     continue
@@ -578,18 +786,33 @@ class TcpTransport:
                 parts.append(HEADER.pack(len(payload) + 1, Kind.MSG))
                 parts.append(payload)
                 n += 1
+                msgs += 1
             if parts:
                 writer.writelines(parts)
-                link.sent += n
+                link.sent += msgs
                 await writer.drain()
 
-    async def _read_results(self, link: _Link, reader: asyncio.StreamReader) -> None:
-        """The only frames a listener sends back after the handshake: snapshot results."""
+    async def _read_results(
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        calls: dict[int, asyncio.Future[bytes]],
+    ) -> None:
+        """The only frames a listener sends back after the handshake: snapshot
+        results and call replies."""
         while True:
             try:
-                kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+                kind, body = await read_frame(reader, self._max_frame)
             except asyncio.IncompleteReadError:
                 raise ConnectionResetError("closed by the peer") from None
+            if kind is Kind.REPLY:
+                call_id, ok, data = parse_reply(body)
+                waiting = calls.pop(call_id, None)
+                if waiting is None or waiting.done():
+                    self._log.debug("late reply to call %d from %s ignored", call_id, link.peer)
+                else:
+                    _settle(waiting, ok, data)
+                continue
             if kind is not Kind.SNAP_RESULT:
                 raise FrameError(f"unexpected {kind.name} frame from the listener")
             r = parse(SnapResult, body)
@@ -708,22 +931,24 @@ class TcpTransport:
         conn: _Inbound | None = None
         try:
             async with asyncio.timeout(self._handshake_timeout):
-                peer = await self._handshake(reader, writer, where)
-            if peer is None or self._closed:
+                greeted = await self._handshake(reader, writer, where)
+            if greeted is None or self._closed:
                 return
-            conn = _Inbound(peer, where, writer, task)
-            # One connection per dialing peer: a new one replaces a stale one.
-            for old in [c for c in self._inbound if c.peer == peer]:
-                self._log.info("peer %s reconnected; closing its older connection", peer)
-                old.task.cancel()
+            peer, caller = greeted
+            conn = _Inbound(peer, where, writer, task, caller=caller)
+            if not caller:
+                # One connection per dialing peer: a new one replaces a stale one.
+                for old in [c for c in self._inbound if c.peer == peer and not c.caller]:
+                    self._log.info("peer %s reconnected; closing its older connection", peer)
+                    old.task.cancel()
             self._inbound.add(conn)
             self._accepting.discard(task)
-            self._log.info("accepted peer %s from %s", peer, where)
+            self._log.info("accepted %s from %s", "caller " + peer if caller else peer, where)
             await self._serve(conn, reader)
         except (FrameError, DecodeError) as e:
             self._bad_frames += 1
             self._log.warning(
-                "closing connection from %s (%s): %s", conn.peer if conn else "?", where, e
+                "closing connection from %s (%s): %s", conn.label if conn else "?", where, e
             )
         except TimeoutError:
             self._log.warning("closing connection from %s: handshake timed out", where)
@@ -752,16 +977,24 @@ class TcpTransport:
             if conn is not None:
                 self._inbound.discard(conn)
                 self._drop_stream(conn, "connection closed")
+                for t in conn.calls:  # nobody is left to read their replies
+                    t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await _close_writer(writer)
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
-    ) -> NodeId | None:
-        """Check the dialer's HELLO; returns its node id, or None after refusing it."""
+    ) -> tuple[NodeId, bool] | None:
+        """Check the dialer's HELLO or CALLER; returns its node id and whether
+        it is a caller, or None after refusing it.
+
+        A caller need not be in the peer table, and may leave ``to`` empty;
+        the cluster id must match all the same.
+        """
         kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
-        if kind is not Kind.HELLO:
+        if kind is not Kind.HELLO and kind is not Kind.CALLER:
             raise FrameError(f"expected HELLO, got {kind.name}")
+        caller = kind is Kind.CALLER
         hello = parse(Hello, body)
         reason = None
         if hello.magic != MAGIC:
@@ -770,14 +1003,18 @@ class TcpTransport:
             reason = f"protocol version {hello.version} unsupported (this node: {PROTOCOL_VERSION})"
         elif hello.cluster_id != self.cluster_id:
             reason = f"wrong cluster id {hello.cluster_id!r} (this node is in {self.cluster_id!r})"
-        elif hello.to != self.node_id:
+        elif hello.to != self.node_id and not (caller and hello.to == ""):
             reason = f"dialed node {hello.to!r}, but this is {self.node_id!r}"
-        elif hello.frm not in self._links:
+        elif not caller and hello.frm not in self._links:
             reason = f"unknown peer {hello.frm!r}"
         if reason is not None:
             self._refused += 1
             self._log.warning(
-                "refused connection from %s claiming to be %r: %s", where, hello.frm, reason
+                "refused %sconnection from %s claiming to be %r: %s",
+                "caller " if caller else "",
+                where,
+                hello.frm,
+                reason,
             )
             writer.write(control(Kind.REFUSE, Reason(reason[:1000])))
             with contextlib.suppress(*_NET_ERRORS):
@@ -787,7 +1024,7 @@ class TcpTransport:
             control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, self.cluster_id, self.node_id))
         )
         await writer.drain()
-        return hello.frm
+        return hello.frm, caller
 
     def _check_addressing(self, conn: _Inbound, msg: Message) -> None:
         if msg.frm != conn.peer or msg.to != self.node_id:
@@ -801,6 +1038,14 @@ class TcpTransport:
         handler = self._handler
         while True:
             kind, body = await read_frame(reader, self._max_frame)
+            if kind is Kind.CALL:
+                self._on_call(conn, body)
+                continue
+            if conn.caller:
+                raise FrameError(
+                    f"{kind.name} frame on a caller connection, which carries calls only "
+                    "(Raft traffic needs a peer connection)"
+                )
             if kind is Kind.MSG:
                 msg = decode_message(body)
                 self._check_addressing(conn, msg)
@@ -820,6 +1065,54 @@ class TcpTransport:
                 self._drop_stream(conn, f"sender aborted: {parse(Reason, body).reason}")
             else:
                 raise FrameError(f"unexpected {kind.name} frame after the handshake")
+
+    # -- calls, receiver side --------------------------------------------------------------
+
+    def _on_call(self, conn: _Inbound, body: memoryview) -> None:
+        call_id, payload = parse_call(body)
+        if len(conn.calls) >= _MAX_CALLS_PER_CONNECTION:
+            self._log.warning("too many calls in flight from %s; refusing one", conn.label)
+            conn.writer.writelines(
+                reply_frame(call_id, False, b"CallError: too many calls in flight")
+            )
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._serve_call(conn, call_id, bytes(payload)),
+            name=f"liferaft-call-{conn.peer}->{self.node_id}",
+        )
+        conn.calls.add(task)
+        self._serving.add(task)
+        task.add_done_callback(conn.calls.discard)
+        task.add_done_callback(self._serving.discard)
+
+    async def _serve_call(self, conn: _Inbound, call_id: int, payload: bytes) -> None:
+        """Run ``handle_call`` and write its REPLY on the connection the call came in on."""
+        assert self._handler is not None
+        ok = False
+        try:
+            result = await self._handler.handle_call(conn.peer, payload, conn.peer in self._links)
+            if not isinstance(result, bytes | bytearray | memoryview):
+                raise TypeError(f"handle_call returned {type(result).__name__}, not bytes")
+            data: bytes | bytearray | memoryview = result
+            ok = True
+        except Exception as e:
+            self._log.debug("call %d from %s raised %r", call_id, conn.label, e)
+            data = f"{type(e).__name__}: {e}"[:_MAX_ERROR_TEXT].encode("utf-8", "replace")
+        if len(data) + REPLY_OVERHEAD > self._max_frame:
+            self._log.error(
+                "reply to a call from %s: %d bytes exceed max_frame", conn.label, len(data)
+            )
+            ok = False
+            data = (
+                f"CallError: a reply of {len(data)} bytes exceeds the frame limit of "
+                f"{self._max_frame}"
+            ).encode()
+        if conn.writer.is_closing():
+            return
+        conn.writer.writelines(reply_frame(call_id, ok, data))
+        self._calls_served += 1
+        with contextlib.suppress(*_NET_ERRORS):
+            await conn.writer.drain()
 
     # -- snapshot streaming, receiver side ---------------------------------------------
 
@@ -915,7 +1208,10 @@ class TcpTransport:
             "node_id": self.node_id,
             "address": self.address,
             "peers": {pid: link.stats() for pid, link in self._links.items()},
-            "inbound": sorted(c.peer for c in self._inbound),
+            "inbound": sorted(c.peer for c in self._inbound if not c.caller),
+            "callers": sum(1 for c in self._inbound if c.caller),
+            "calls_pending": len(self._pending),
+            "calls_served": self._calls_served,
             "received": self._received,
             "refused": self._refused,
             "bad_frames": self._bad_frames,
@@ -938,6 +1234,22 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
             await writer.wait_closed()
+
+
+def _fail(fut: asyncio.Future[bytes], exc: CallError) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _settle(fut: asyncio.Future[bytes], ok: bool, data: memoryview) -> None:
+    """Complete a waiting call with a REPLY's outcome."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(bytes(data))
+    else:
+        text = bytes(data).decode("utf-8", "replace")
+        fut.set_exception(CallError(f"remote error: {text}"))
 
 
 def _why(e: BaseException) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
@@ -78,6 +78,10 @@ class Recorder:
         # snapshot index -> a factory of the chunks the source yields
         self.sources: dict[int, Callable[[], Iterator[bytes]]] = {}
         self.sink_factory: Callable[[], HashSink] = HashSink
+        # Every call received, as (frm, payload, known_peer).
+        self.calls: list[tuple[NodeId, bytes, bool]] = []
+        # How to answer a call; None answers b"re:" + payload.
+        self.on_call: Callable[[NodeId, bytes, bool], Awaitable[bytes]] | None = None
 
     def deliver(self, msg: Message) -> None:
         self.delivered.append(msg)
@@ -96,6 +100,13 @@ class Recorder:
 
     def snapshot_status(self, peer: NodeId, ok: bool) -> None:
         self.statuses.append((peer, ok))
+
+    async def handle_call(self, frm: NodeId, payload: bytes, known_peer: bool) -> bytes:
+        assert isinstance(payload, bytes)
+        self.calls.append((frm, payload, known_peer))
+        if self.on_call is not None:
+            return await self.on_call(frm, payload, known_peer)
+        return b"re:" + payload
 
 
 async def wait_until(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:

@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 from liferaft.codec import encode_message
 from liferaft.core.messages import Heartbeat, InstallSnapshot, Message, Snapshot, SnapshotMeta
 from liferaft.transport import TcpTransport, parse_address
-from liferaft.transport._frames import Kind, Reason, SnapEnd, control, frame
+from liferaft.transport._frames import (
+    MAGIC,
+    PROTOCOL_VERSION,
+    Hello,
+    Kind,
+    Reason,
+    SnapEnd,
+    call_frame,
+    control,
+    frame,
+)
 
 from ..codec.strategies import messages
 from .helpers import Recorder
@@ -74,8 +84,26 @@ def snapshot_streams(draw: st.DrawFn) -> bytes:
     return out + draw(st.sampled_from([b"", hello()]))
 
 
+def caller_hello(frm: str = "x9") -> bytes:
+    return control(Kind.CALLER, Hello(MAGIC, PROTOCOL_VERSION, "c1", frm, ""))
+
+
+@st.composite
+def caller_streams(draw: st.DrawFn) -> bytes:
+    """A caller connection (from a stranger or claiming to be n3): calls mixed
+    with frames it may not send; nothing of it may be delivered."""
+    out = caller_hello(draw(st.sampled_from(["x9", "n3"])))
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            out += b"".join(call_frame(draw(st.integers(0, 2**64 - 1)), draw(st.binary())))
+        else:
+            out += draw(frames())
+    return out
+
+
 streams = st.one_of(
     snapshot_streams(),
+    caller_streams(),
     st.binary(max_size=512),
     st.builds(lambda fs: hello() + b"".join(fs), st.lists(frames(), max_size=6)),
     st.builds(lambda fs, tail: hello() + b"".join(fs) + tail, st.lists(frames()), st.binary()),
@@ -98,7 +126,8 @@ async def _feed(t: TcpTransport, data: bytes) -> None:
 
 async def _settle(t: TcpTransport) -> None:
     for _ in range(1000):
-        if not t.stats()["inbound"] and not t._accepting:
+        s = t.stats()
+        if not s["inbound"] and not s["callers"] and not t._accepting and not t._serving:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("the transport kept connection state")
@@ -123,9 +152,12 @@ def test_arbitrary_byte_streams_never_crash_the_server() -> None:
     )
     @given(streams)
     def feed(data: bytes) -> None:
+        before = (len(rec.delivered), len(rec.sinks))
         loop.run_until_complete(asyncio.wait_for(_feed(t, data), 5))
         loop.run_until_complete(_settle(t))
         assert all(m.frm == "n3" and m.to == "n1" for m in rec.delivered)
+        if data.startswith((caller_hello("x9"), caller_hello("n3"))):
+            assert (len(rec.delivered), len(rec.sinks)) == before
         for sink in rec.sinks:
             assert sink.committed or sink.aborted
 
@@ -135,6 +167,9 @@ def test_arbitrary_byte_streams_never_crash_the_server() -> None:
         # The examples did reach delivery and the snapshot sink, not just the parser.
         assert rec.delivered and any(s.committed for s in rec.sinks)
         assert any(s.aborted for s in rec.sinks)
+        # Calls were served on caller connections, and on the peer's.
+        assert {frm for frm, _, _ in rec.calls} == {"x9", "n3"}
+        assert ("x9", False) in {(frm, known) for frm, _, known in rec.calls}
         # Still serving: a good peer gets through.
         good = hello() + frame(Kind.MSG, encode_message(Heartbeat(1, "n3", "n1", 77)))
         before = len(rec.delivered)

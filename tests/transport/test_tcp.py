@@ -402,6 +402,9 @@ async def test_a_newer_connection_from_the_same_peer_replaces_the_older(
 def test_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from liferaft.transport.bench import main
 
-    main(["--heartbeats", "100", "--appends", "5", "--entries", "4", "--snapshot-mib", "2"])
+    main(
+        ["--heartbeats", "100", "--appends", "5", "--entries", "4", "--snapshot-mib", "2"]
+        + ["--calls", "100"]
+    )
     out = capsys.readouterr().out
-    assert "Heartbeat" in out and "ok=[True]" in out
+    assert "Heartbeat" in out and "ok=[True]" in out and "calls/s" in out
