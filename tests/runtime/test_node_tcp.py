@@ -95,3 +95,30 @@ async def test_leadership_transfer_under_load(tmp_path: Path) -> None:
         await eventually(lambda: len({sm._value for sm in c.sms.values()}) == 1)
     finally:
         await c.stop()
+
+
+async def test_a_new_node_joins_over_tcp_through_a_follower(tmp_path: Path) -> None:
+    """A brand-new, empty node contacts a *follower* by address (call_address
+    from a non-member); the follower forwards to the leader, which adds it as
+    a learner and promotes it once it has caught up."""
+    c = TcpCluster(tmp_path, 3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        for _ in range(20):
+            await c.sms[ld.id].add(1)
+        follower = next(i for i in c.ids if i != ld.id)
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        c.addrs["n4"] = f"127.0.0.1:{s.getsockname()[1]}"
+        s.close()
+        new = await c.make("n4", initial=False)
+        await new.start()
+        await new.join(c.addrs[follower], c.addrs["n4"])
+        await eventually(lambda: "n4" in ld.status().voters, 20)
+        await eventually(lambda: c.sms["n4"]._value == 20)
+        assert await c.sms["n4"].add(1) == 21  # and it forwards writes too
+    finally:
+        await c.stop()
