@@ -93,8 +93,14 @@ class MemCluster:
 
 class TcpCluster:
     def __init__(
-        self, tmp: Path, n: int = 3, sm: Callable[[], Any] = ReplicatedCounter, **cfg: Any
+        self,
+        tmp: Path,
+        n: int = 3,
+        sm: Callable[[], Any] = ReplicatedCounter,
+        ssl_pair: tuple[Any, Any] | None = None,
+        **cfg: Any,
     ) -> None:
+        self.ssl_pair = ssl_pair
         self.tmp = tmp
         self.ids = [f"n{i}" for i in range(1, n + 1)]
         self.cfg = cfg
@@ -104,7 +110,10 @@ class TcpCluster:
         self.addrs: dict[str, str] = {}
 
     async def _transport(self, nid: str) -> TcpTransport:
-        return TcpTransport(nid, "test-cluster", self.addrs.get(nid, "127.0.0.1:0"))
+        srv, cli = self.ssl_pair or (None, None)
+        return TcpTransport(
+            nid, "test-cluster", self.addrs.get(nid, "127.0.0.1:0"), ssl_server=srv, ssl_client=cli
+        )
 
     async def reserve_ports(self) -> None:
         import socket

@@ -122,3 +122,27 @@ async def test_a_new_node_joins_over_tcp_through_a_follower(tmp_path: Path) -> N
         assert await c.sms["n4"].add(1) == 21  # and it forwards writes too
     finally:
         await c.stop()
+
+
+async def test_a_cluster_over_mutual_tls(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    srv = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(srv)
+    srv.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(srv)
+    cli = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(cli)
+    ca.issue_cert("liferaft-node").configure_cert(cli)
+    c = TcpCluster(tmp_path, 3, ssl_pair=(srv, cli))
+    await c.start()
+    try:
+        ld = await c.leader()
+        follower = next(i for i in c.ids if i != ld.id)
+        assert await c.sms[follower].add(3) == 3  # forwarded over TLS too
+        await eventually(lambda: {sm._value for sm in c.sms.values()} == {3})
+    finally:
+        await c.stop()
