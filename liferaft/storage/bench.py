@@ -65,7 +65,7 @@ def run_batches(d: Path, batch: int, sync: bool, seconds: float) -> tuple[float,
     return (i - 1) / dt, syncs / dt
 
 
-def run_pipelined(d: Path, batch: int, seconds: float, window: int = 8) -> tuple[float, float]:
+def run_pipelined(d: Path, batch: int, seconds: float, window: int = 32) -> tuple[float, float]:
     """Pipelined group commit, as a runtime does it: batches keep being
     encoded and written while an fdatasync runs in a syncer thread; when it
     returns, one new sync covers every batch written meanwhile (at most

@@ -55,11 +55,13 @@ REC_ENTRY = 1
 MAX_RECORD = 64 << 20
 
 
+_ENTRY_TYPE_CRC = zlib.crc32(bytes((REC_ENTRY,)))  # the CRC starts with the type byte
+
+
 def encode_entry(e: Entry) -> bytes:
     """One ENTRY record, ready to write."""
-    payload = _ENTRY.pack(e.index, e.term, int(e.type)) + e.data
-    crc = zlib.crc32(payload, zlib.crc32(bytes((REC_ENTRY,))))
-    return _REC.pack(len(payload), crc, REC_ENTRY) + payload
+    payload = _ENTRY.pack(e.index, e.term, e.type) + e.data
+    return _REC.pack(len(payload), zlib.crc32(payload, _ENTRY_TYPE_CRC), REC_ENTRY) + payload
 
 
 def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
@@ -431,12 +433,12 @@ class WAL:
         first = ents[0].index
         if not self.segments and not self._terms:
             self._first = first
-        if first <= self.last_index:
+        last = self._first + len(self._terms) - 1
+        if first <= last:
             self.truncate_suffix(first)
-        if first != self.last_index + 1:
-            raise StorageError(
-                f"append at {first} leaves a gap after the last index {self.last_index}"
-            )
+            last = self.last_index
+        if first != last + 1:
+            raise StorageError(f"append at {first} leaves a gap after the last index {last}")
         if self.segments and self.segments[-1].size >= self.segment_size:
             self._new_segment(first)
         fd = self._writer()
