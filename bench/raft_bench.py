@@ -1,0 +1,948 @@
+"""liferaft and PySyncObj side by side: 3 processes per cluster on 127.0.0.1.
+
+    .venv/bin/python bench/raft_bench.py            # the full run (~3.5 min)
+    .venv/bin/python bench/raft_bench.py --quick    # a ~40 s smoke run
+    .venv/bin/python bench/raft_bench.py --profile  # plus cProfile of the liferaft leader
+    .venv/bin/python bench/raft_bench.py --py-spy   # plus py-spy (pip install py-spy first)
+
+Three systems, each a cluster of three OS processes:
+
+* ``liferaft sync on``: ``Node(data_dir=...)``, DiskStorage with fdatasync;
+* ``liferaft sync off``: ``Node(store=MemStore())``, nothing on disk;
+* ``PySyncObj``: its default in-memory journal.
+
+They run interleaved (A B C A B C ...), one cluster at a time, and every
+figure is reported as the median with min-max over the rounds.  For each
+cluster: writes of 100-byte values offered at the leader by a load generator
+inside the leader's process, at 100 writes/s (latency), then at stepped-up
+rates until less than 99% of the offered writes commit within the step plus
+a grace period (throughput; the last passing and first failing rates are
+then bisected), then at half the max (latency), and finally SIGKILL of the
+leader while a separate client process keeps writing (failover).  The same
+run measures the raw fdatasync latency in the same temp dir and a loopback
+TCP round trip between two processes, the yardsticks of the latency target.
+
+docs/bench.md explains the method and every figure.  Every child process is
+killed by PID on the way out (normal end, error, Ctrl-C, SIGTERM), and each
+child also exits by itself when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _ctl
+import _profiles
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+SYSTEMS: dict[str, str] = {
+    "liferaft-sync": "liferaft sync on",
+    "liferaft-mem": "liferaft sync off",
+    "pysyncobj": "PySyncObj (memory)",
+}
+
+
+@dataclass
+class Plan:
+    rounds: int
+    lat_seconds: float  # each latency step (100/s and half of max)
+    step_seconds: float  # each throughput step
+    grace: float  # a write committed later than step end + grace does not count
+    steps: tuple[int, ...]  # offered rates after the 100/s step
+    bisect: int  # extra steps between the last passing and the first failing rate
+    warmup_seconds: float
+    fsync_seconds: float
+    rtt_seconds: float
+    kills: int  # failover samples per cluster (the killed node is restarted in between)
+    # Writes outstanding at the leader, at most, per system: enough that the
+    # cap is not what limits a system at its max (docs/bench.md, "In flight").
+    inflight: dict[str, int] = field(
+        default_factory=lambda: {"liferaft-sync": 1024, "liferaft-mem": 1024, "pysyncobj": 16384}
+    )
+    tick: float = 0.05  # liferaft NodeConfig defaults: ET = tick x election_ticks
+    election_ticks: int = 20
+    pass_ratio: float = 0.99
+
+
+FULL = Plan(
+    rounds=2,
+    lat_seconds=3.0,
+    step_seconds=2.0,
+    grace=0.5,
+    steps=(2000, 10000, 20000, 40000, 80000, 160000),
+    bisect=2,
+    warmup_seconds=1.0,
+    fsync_seconds=1.0,
+    rtt_seconds=1.0,
+    kills=2,
+)
+QUICK = Plan(
+    rounds=1,
+    lat_seconds=1.5,
+    step_seconds=1.0,
+    grace=0.3,
+    steps=(2000, 10000, 30000, 60000),
+    bisect=1,
+    warmup_seconds=0.5,
+    fsync_seconds=0.5,
+    rtt_seconds=0.5,
+    kills=1,
+)
+
+
+# -- child processes ----------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    proc: asyncio.subprocess.Process
+    log: Path
+    ctl_port: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Children:
+    """Every process this run started, by PID, so that all of them are killed
+    on the way out, whatever the way out is.  A PID leaves the registry only
+    once the process has been reaped, so a recycled PID is never signalled."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.live: dict[int, Child] = {}
+        atexit.register(self.kill_all_now)
+
+    async def start(
+        self,
+        name: str,
+        script: str,
+        args: Sequence[str],
+        cpu: int | None = None,
+        announce: bool = True,
+    ) -> Child:
+        """Start ``python bench/<script> args`` (or, with ``script=""``, the
+        command ``args``); wait for its ``{"ctl": port}`` line if ``announce``."""
+        cmd = [sys.executable, str(HERE / script), *args] if script else list(args)
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        log = self.logs / f"{name}-{time.monotonic_ns()}.log"
+        with open(log, "wb") as errf:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=errf,
+                cwd=str(ROOT),
+                limit=_ctl.LINE_LIMIT,
+            )
+        child = Child(name, proc, log)
+        self.live[proc.pid] = child
+        if not announce:
+            return child
+        try:
+            async with asyncio.timeout(30):
+                line = await proc.stdout.readline()  # type: ignore[union-attr]
+            child.ctl_port = int(json.loads(line).get("ctl", 0))
+        except (TimeoutError, ValueError) as exc:
+            await self.kill(child)
+            raise RuntimeError(f"{name} did not start ({exc!r}); its log:\n{tail(log)}") from None
+        return child
+
+    async def kill(self, child: Child) -> None:
+        """SIGKILL ``child`` (if still running) and reap it."""
+        if child.pid not in self.live:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await child.proc.wait()
+        if child.proc.returncode is not None:
+            self.live.pop(child.pid, None)
+
+    async def stop(self, child: Child) -> None:
+        """Close its stdin (it exits by itself), then SIGKILL if it lingers."""
+        if child.pid not in self.live:
+            return
+        with contextlib.suppress(Exception):
+            child.proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await child.proc.wait()
+        await self.kill(child)
+
+    def kill_all_now(self) -> None:
+        """Synchronous last resort (atexit, error paths): SIGKILL by PID."""
+        for pid in list(self.live):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in list(self.live):
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, 0)
+            self.live.pop(pid, None)
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
+    released for the children to bind)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -- yardsticks: fdatasync and loopback round trip -----------------------------------------
+
+
+def measure_fsync(directory: Path, seconds: float) -> dict[str, float]:
+    """write(100 B) + fdatasync in a loop, in the directory the WALs live in."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lat: list[float] = []
+    buf = b"x" * 100
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end and len(lat) < 20000:
+            t0 = time.perf_counter()
+            os.write(fd, buf)
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    s = _ctl.summarize(lat)
+    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
+
+
+def measure_hardstate(directory: Path, seconds: float) -> dict[str, float]:
+    """liferaft's hard-state write (tmp file, fsync, rename, fsync of the
+    directory), which DiskStorage.save does whenever term, vote or commit
+    changed: not a yardstick of the target, an explanation of the gap."""
+    sys.path.insert(1, str(ROOT))
+    from liferaft.core import HardState
+    from liferaft.storage.hardstate import HardStateStore
+
+    d = directory / "hardstate-probe"
+    d.mkdir(exist_ok=True)
+    store = HardStateStore(d)
+    lat: list[float] = []
+    try:
+        end = time.perf_counter() + seconds
+        commit = 0
+        while time.perf_counter() < end and len(lat) < 20000:
+            commit += 1
+            t0 = time.perf_counter()
+            store.save(HardState(1, None, commit))
+            lat.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    s = _ctl.summarize(lat)
+    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
+
+
+async def measure_rtt(port: int, seconds: float) -> dict[str, float]:
+    """Ping-pong 100 bytes with the echo process (asyncio on both ends)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lat: list[float] = []
+    msg = b"y" * 100
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end and len(lat) < 50000:
+            t0 = time.perf_counter()
+            writer.write(msg)
+            await reader.readexactly(len(msg))
+            lat.append(time.perf_counter() - t0)
+    finally:
+        writer.close()
+    s = _ctl.summarize(lat[10:] or lat)
+    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
+
+
+# -- one cluster --------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterResult:
+    system: str
+    round: int
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    lat100: dict[str, Any] | None = None
+    lathalf: dict[str, Any] | None = None
+    max_rate: float = 0.0  # max sustained committed writes/s
+    peak_rate: float = 0.0  # the most committed/s in any step, passing or not
+    first_fail: float | None = None
+    failovers: list[dict[str, Any]] = field(default_factory=list)
+    leader_changes: int = 0
+    profiles: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, plan: Plan, tmp: Path) -> None:
+        self.args = args
+        self.plan = plan
+        self.tmp = tmp
+        self.children = Children(tmp)
+        self.env: list[dict[str, Any]] = []
+        self.results: list[ClusterResult] = []
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", flush=True)
+
+    async def run(self) -> None:
+        systems = self.args.systems
+        echo = await self.children.start("echo", "echo_server.py", [])
+        try:
+            for rnd in range(1, self.plan.rounds + 1):
+                fs = await asyncio.to_thread(measure_fsync, self.tmp, self.plan.fsync_seconds)
+                rtt = await measure_rtt(echo.ctl_port, self.plan.rtt_seconds)
+                hs = await asyncio.to_thread(
+                    measure_hardstate, self.tmp, self.plan.fsync_seconds / 2
+                )
+                self.env.append({"round": rnd, "fsync": fs, "rtt": rtt, "hardstate": hs})
+                self.say(
+                    f"round {rnd}: raw fdatasync p50 {fs['p50']:.3f} ms (n={fs['n']:.0f}), "
+                    f"loopback RTT p50 {rtt['p50'] * 1e3:.0f} us (n={rtt['n']:.0f}), "
+                    f"liferaft hard-state write p50 {hs['p50']:.3f} ms"
+                )
+                for system in systems:
+                    res = ClusterResult(system, rnd)
+                    self.results.append(res)
+                    try:
+                        await self.run_cluster(res)
+                    except Exception as exc:  # report it, go on with the next cluster
+                        res.error = f"{type(exc).__name__}: {exc}"
+                        self.say(f"{SYSTEMS[system]}: ERROR {res.error}")
+        finally:
+            await self.children.stop(echo)
+
+    # -- the cluster's processes ----------------------------------------------------------
+
+    def node_specs(self, system: str, rnd: int) -> list[tuple[str, str, list[str], int | None]]:
+        """(name, script, args, cpu) of the three node processes of a cluster."""
+        ports = free_ports(3)
+        names = ["n1", "n2", "n3"]
+        addrs = [f"127.0.0.1:{p}" for p in ports]
+        life = ["--max-life", "900"]
+        specs = []
+        for i, name in enumerate(names):
+            cpu = i % (os.cpu_count() or 1) if self.args.pin else None
+            if system == "pysyncobj":
+                others = ",".join(a for j, a in enumerate(addrs) if j != i)
+                args = ["--self", addrs[i], "--others", others]
+                args += ["--emin", str(self.et()), "--emax", str(2 * self.et())]
+                if self.args.pso_conf:
+                    args += ["--conf", self.args.pso_conf]
+                script = "pysyncobj_node.py"
+            else:
+                members = ",".join(f"{n}={a}" for n, a in zip(names, addrs, strict=True))
+                args = ["--id", name, "--members", members]
+                args += ["--tick", str(self.plan.tick)]
+                args += ["--election-ticks", str(self.plan.election_ticks)]
+                if self.args.switch_interval:
+                    args += ["--switch-interval", str(self.args.switch_interval)]
+                if system == "liferaft-sync":
+                    args += ["--data-dir", str(self.tmp / f"{system}-r{rnd}" / name)]
+                else:
+                    args += ["--mem"]
+                script = "liferaft_node.py"
+            specs.append((f"{system}-{name}", script, args + life, cpu))
+        return specs
+
+    def et(self) -> float:
+        return self.plan.tick * self.plan.election_ticks
+
+    async def statuses(self, ctls: list[_ctl.Ctl | None]) -> list[dict[str, Any] | None]:
+        async def one(c: _ctl.Ctl | None) -> dict[str, Any] | None:
+            if c is None or c.closed.is_set():
+                return None
+            try:
+                return await c.call("status", timeout=2.0)
+            except (TimeoutError, ConnectionError, _ctl.CtlError):
+                return None
+
+        return list(await asyncio.gather(*(one(c) for c in ctls)))
+
+    async def find_leader(
+        self, ctls: list[_ctl.Ctl | None], seconds: float, stable: float = 0.0
+    ) -> int:
+        """The index of the leader once exactly one node says it leads and every
+        other live node names the same leader (for ``stable`` seconds)."""
+        end = time.monotonic() + seconds
+        seen: tuple[int, float] | None = None
+        while time.monotonic() < end:
+            sts = await self.statuses(ctls)
+            live = [s for s in sts if s is not None]
+            leaders = [i for i, s in enumerate(sts) if s is not None and s["leader"]]
+            if len(leaders) == 1:
+                lid = sts[leaders[0]]["leader_id"]  # type: ignore[index]
+                if all(s["leader_id"] == lid for s in live):
+                    now = time.monotonic()
+                    if seen is None or seen[0] != leaders[0]:
+                        seen = (leaders[0], now)
+                    if now - seen[1] >= stable:
+                        return leaders[0]
+                else:
+                    seen = None
+            else:
+                seen = None
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"no single agreed leader within {seconds:.0f} s")
+
+    async def settle(self, ctls: list[_ctl.Ctl | None], leader: int, seconds: float = 15) -> float:
+        """Wait until the leader has nothing outstanding and every node has
+        applied everything the leader holds, so a step starts from quiet."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            sts = await self.statuses(ctls)
+            ld = sts[leader]
+            if (
+                ld is not None
+                and ld["pending"] == 0
+                and all(s is None or s["applied"] >= ld["last"] for s in sts)
+            ):
+                return time.monotonic() - t0
+            await asyncio.sleep(0.02)
+        self.say(f"  (not settled after {seconds:.0f} s; going on)")
+        return time.monotonic() - t0
+
+    # -- the measurements --------------------------------------------------------------
+
+    async def run_cluster(self, res: ClusterResult) -> None:
+        plan = self.plan
+        label = f"{SYSTEMS[res.system]} r{res.round}"
+        specs = self.node_specs(res.system, res.round)
+        nodes: list[Child] = []
+        ctls: list[_ctl.Ctl | None] = []
+        try:
+            for spec in specs:
+                nodes.append(await self.children.start(*spec))
+            ctls = [await _ctl.Ctl.connect(n.ctl_port) for n in nodes]
+            leader = await self.find_leader(ctls, 20, stable=0.5)
+            self.say(f"{label}: leader n{leader + 1} (pids {[n.pid for n in nodes]})")
+
+            async def step(
+                rate: float, seconds: float, profile: str | None = None
+            ) -> dict[str, Any]:
+                nonlocal leader
+                c = ctls[leader]
+                assert c is not None
+                cpu0 = [s["cpu"] if s else 0.0 for s in await self.statuses(ctls)]
+                r = await c.call(
+                    "load",
+                    timeout=seconds + plan.grace + 60,
+                    rate=rate,
+                    seconds=seconds,
+                    grace=plan.grace,
+                    inflight=plan.inflight[res.system],
+                    profile=profile or None,
+                )
+                sts = await self.statuses(ctls)
+                if res.system != "pysyncobj":
+                    with contextlib.suppress(Exception):
+                        d = await c.call("diag", timeout=5)
+                        r["dropped"] = sum(v["dropped"] for v in d["peers"].values())
+                        if self.args.verbose:
+                            self.say(f"    diag {d}")
+                r["cpu_nodes"] = [
+                    (s["cpu"] - a) / r["wall"] if s else None
+                    for s, a in zip(sts, cpu0, strict=True)
+                ]
+                r["leader"] = leader
+                r["ratio"] = r["committed"] / r["offered"]
+                r["pass"] = r["ratio"] >= plan.pass_ratio
+                r["settle_s"] = await self.settle(ctls, leader)
+                now = await self.find_leader(ctls, 10)
+                if now != leader:
+                    r["leader_changed"] = True
+                    res.leader_changes += 1
+                    self.say(f"  leader changed n{leader + 1} -> n{now + 1} during the step")
+                    leader = now
+                cpus = " ".join(
+                    f"{'L' if i == r['leader'] else 'F'}{x * 100:.0f}%" if x is not None else "-"
+                    for i, x in enumerate(r["cpu_nodes"])
+                )
+                p50 = "-" if r["p50"] is None else f"{r['p50']:.2f}"
+                p99 = "-" if r["p99"] is None else f"{r['p99']:.2f}"
+                err = f" errors {r['errors']}" if r["errors"] else ""
+                if r.get("dropped"):
+                    err += f" dropped msgs (total) {r['dropped']}"
+                done = r["committed"] / seconds
+                self.say(
+                    f"  {label}: offered {rate:>9,.0f}/s  committed {done:>9,.0f}/s"
+                    f" ({r['ratio'] * 100:6.2f}%)  p50 {p50} p99 {p99} ms  cpu {cpus}{err}"
+                )
+                if profile is None:
+                    res.steps.append(r)
+                return r
+
+            await step(1000, plan.warmup_seconds)  # connections, caches, the first fsyncs
+            res.steps.clear()
+            res.lat100 = await step(100, plan.lat_seconds)
+            lo: float | None = None
+            hi: float | None = None
+            for rate in plan.steps:
+                r = await step(rate, plan.step_seconds)
+                if not r["pass"]:
+                    hi = rate
+                    break
+                lo = rate
+            for _ in range(plan.bisect):
+                if lo is None or hi is None:
+                    break
+                mid = nice((lo + hi) / 2)
+                if mid in (lo, hi):
+                    break
+                r = await step(mid, plan.step_seconds)
+                if r["pass"]:
+                    lo = mid
+                else:
+                    hi = mid
+            good = [r for r in res.steps if r["pass"] and r["rate"] >= 1000]
+            res.max_rate = max((r["committed"] / r["seconds"] for r in good), default=0.0)
+            res.peak_rate = max(r["committed"] / r["seconds"] for r in res.steps)
+            res.first_fail = hi
+            if res.max_rate > 0:
+                res.lathalf = await step(nice(res.max_rate / 2), plan.lat_seconds)
+            if (
+                (self.args.profile or self.args.py_spy)
+                and res.system != "pysyncobj"
+                and (res.round == 1)
+            ):
+                prate = self.args.profile_rate or max(res.max_rate, 1000)
+                if self.args.profile:
+                    path = str(self.tmp / f"profile-{res.system}.pstats")
+                    await step(prate, plan.step_seconds, profile=path)
+                    res.profiles.append(path)
+                if self.args.py_spy:
+                    path = str(self.tmp / f"profile-{res.system}.pyspy")
+                    secs = max(1, math.ceil(plan.step_seconds))
+                    spy = await self.children.start(
+                        "py-spy",
+                        "",
+                        [
+                            self.args.py_spy,
+                            "record",
+                            "-p",
+                            str(nodes[leader].pid),
+                            "-d",
+                            str(secs),
+                            "-r",
+                            "300",
+                            "--threads",
+                            "--full-filenames",
+                            "--nonblocking",
+                            "--format",
+                            "raw",
+                            "-o",
+                            path,
+                        ],
+                        announce=False,
+                    )
+                    await asyncio.sleep(0.3)  # py-spy attaches
+                    try:
+                        await step(prate, secs, profile="")
+                        async with asyncio.timeout(secs + 10):
+                            await spy.proc.wait()
+                    finally:
+                        await self.children.kill(spy)
+                    if Path(path).exists():
+                        res.profiles.append(path)
+            for k in range(plan.kills):
+                if k:
+                    # Restart the node killed last time (same address; same
+                    # data dir for sync on, an empty store otherwise) and let
+                    # it catch up before the next kill.
+                    dead = next(i for i, c in enumerate(ctls) if c is None or c.closed.is_set())
+                    nodes[dead] = await self.children.start(*specs[dead])
+                    ctls[dead] = await _ctl.Ctl.connect(nodes[dead].ctl_port)
+                    leader = await self.find_leader(ctls, 20, stable=0.3)
+                    await self.settle(ctls, leader)
+                fo = await self.failover(nodes, ctls, leader, label)
+                res.failovers.append(fo)
+                dead_ctl = ctls[fo["killed"]]
+                if dead_ctl is not None:
+                    await dead_ctl.close()
+                ctls[fo["killed"]] = None
+        finally:
+            for c in ctls:
+                if c is not None:
+                    await c.close()
+            for n in nodes:
+                await self.children.stop(n)
+
+    async def failover(
+        self, nodes: list[Child], ctls: list[_ctl.Ctl | None], leader: int, label: str
+    ) -> dict[str, Any]:
+        """SIGKILL the leader while a client process keeps writing through
+        every node; the time from the kill to the first successful write sent
+        after it."""
+        ports = ",".join(str(n.ctl_port) for n in nodes)
+        client = await self.children.start(
+            "failover-client", "failover_client.py", ["--ctl", ports]
+        )
+        try:
+            await asyncio.sleep(0.5)  # writes flowing through the old leader
+            leader = await self.find_leader(ctls, 5)
+            t_kill = time.monotonic()
+            await self.children.kill(nodes[leader])
+            survivors = [c if i != leader else None for i, c in enumerate(ctls)]
+            with contextlib.suppress(RuntimeError):
+                await self.find_leader(survivors, 10 * self.et())
+            await asyncio.sleep(0.3)
+            client.proc.stdin.write(f"stop {t_kill!r}\n".encode())  # type: ignore[union-attr]
+            async with asyncio.timeout(10):
+                line = await client.proc.stdout.readline()  # type: ignore[union-attr]
+            out: dict[str, Any] = json.loads(line)
+        finally:
+            await self.children.stop(client)
+        fo = out["failover"]
+        self.say(
+            f"  {label}: killed leader n{leader + 1}; failover "
+            + ("none" if fo is None else f"{fo:.3f} s")
+            + f" (writes ok before {out['ok_before']}, after {out['ok_after']},"
+            f" failed {out['failed']})"
+        )
+        out["killed"] = leader
+        return out
+
+
+def nice(x: float) -> float:
+    """Round a rate to 2 significant digits (5,500 not 5,437.5)."""
+    if x <= 0:
+        return 0.0
+    mag = 10 ** max(0, int(math.floor(math.log10(x))) - 1)
+    return float(round(x / mag) * mag)
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def med(xs: Sequence[float | None]) -> tuple[float, float, float] | None:
+    v = [x for x in xs if x is not None]
+    if not v:
+        return None
+    return statistics.median(v), min(v), max(v)
+
+
+def fmt(m: tuple[float, float, float] | None, f: Callable[[float], str], n: int) -> str:
+    if m is None:
+        return "n/a"
+    if n <= 1 or m[1] == m[2]:
+        return f(m[0])
+    return f"{f(m[0])} ({f(m[1])}–{f(m[2])})"
+
+
+def report(b: Bench, elapsed: float, partial: bool = False) -> dict[str, Any]:
+    plan = b.plan
+    et = b.et()
+    by: dict[str, list[ClusterResult]] = {s: [] for s in b.args.systems}
+    for r in b.results:
+        by[r.system].append(r)
+    fs = med([e["fsync"]["p50"] for e in b.env])
+    rtt = med([e["rtt"]["p50"] for e in b.env])
+    hsw = med([e["hardstate"]["p50"] for e in b.env])
+    yard = (fs[0] if fs else 0.0) + (rtt[0] if rtt else 0.0)
+
+    def metrics(rs: list[ClusterResult]) -> dict[str, Any]:
+        ok = [r for r in rs if r.error is None]
+
+        def lat(r: ClusterResult, which: str, q: str) -> float | None:
+            d = getattr(r, which)
+            return None if d is None else d[q]
+
+        return {
+            "n": len(ok),
+            "max": med([r.max_rate for r in ok if r.max_rate]),
+            "p50_100": med([lat(r, "lat100", "p50") for r in ok]),
+            "p99_100": med([lat(r, "lat100", "p99") for r in ok]),
+            "p50_half": med([lat(r, "lathalf", "p50") for r in ok]),
+            "p99_half": med([lat(r, "lathalf", "p99") for r in ok]),
+            "half_rate": med([r.lathalf["rate"] if r.lathalf else None for r in ok]),
+            "failover": med([f.get("failover") for r in ok for f in r.failovers]),
+            "failover_n": sum(1 for r in ok for f in r.failovers if f.get("failover") is not None),
+            "leader_changes": sum(r.leader_changes for r in ok),
+            "errors": [r.error for r in rs if r.error],
+        }
+
+    ms = {s: metrics(rs) for s, rs in by.items()}
+    rate = lambda x: f"{x:,.0f}"  # noqa: E731
+    ms_ = lambda x: f"{x:.2f}"  # noqa: E731
+    sec = lambda x: f"{x:.2f}"  # noqa: E731
+    lines = []
+    lines.append(
+        "| system | max sustained writes/s | p50 / p99 at 100/s (ms) | half of max: rate, "
+        "p50 / p99 (ms) | failover (s) | in flight ≤ |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for s, m in ms.items():
+        n = m["n"]
+        lines.append(
+            f"| {SYSTEMS[s]} | {fmt(m['max'], rate, n)} | {fmt(m['p50_100'], ms_, n)} / "
+            f"{fmt(m['p99_100'], ms_, n)} | {fmt(m['half_rate'], rate, 1)}: "
+            f"{fmt(m['p50_half'], ms_, n)} / {fmt(m['p99_half'], ms_, n)} | "
+            f"{fmt(m['failover'], sec, m['failover_n'])} | {plan.inflight[s]:,} |"
+        )
+    nr = len(b.env)
+    lines.append("")
+    lines.append(
+        f"Yardsticks (same run): raw write(100 B)+fdatasync p50 {fmt(fs, lambda x: f'{x:.3f}', nr)}"
+        f" ms; loopback TCP RTT p50 {fmt(rtt, lambda x: f'{x * 1e3:.0f}', nr)} µs; "
+        f"sum {yard:.3f} ms. (liferaft's hard-state file write, tmp+fsync+rename+dir fsync, p50 "
+        f"{fmt(hsw, lambda x: f'{x:.3f}', nr)} ms.) Election timeout {et:.2f} s "
+        f"(liferaft tick {plan.tick} s × {plan.election_ticks}; randomized in [ET, 2 ET); "
+        f"PySyncObj raftMin/MaxTimeout {et:.1f}/{2 * et:.1f} s)."
+    )
+    table = "\n".join(lines)
+
+    def ratio(a: str, b_: str, key: str) -> float | None:
+        x, y = ms.get(a, {}).get(key), ms.get(b_, {}).get(key)
+        if not x or not y or not y[0]:
+            return None
+        return float(x[0] / y[0])
+
+    ratios: dict[str, Any] = {}
+    verdicts = []
+    thr = ratio("liferaft-sync", "pysyncobj", "max")
+    if thr is not None:
+        ratios["throughput sync on / PySyncObj"] = thr
+        verdicts.append(("throughput", thr >= 1.0))
+    thr2 = ratio("liferaft-mem", "pysyncobj", "max")
+    if thr2 is not None:
+        ratios["throughput sync off / PySyncObj"] = thr2
+    m_sync = ms.get("liferaft-sync")
+    if m_sync and m_sync["p50_100"] and yard:
+        lr = m_sync["p50_100"][0] / yard
+        ratios["p50 at 100/s sync on / (fdatasync + RTT)"] = lr
+        verdicts.append(("latency", lr <= 1.5))
+    m_mem = ms.get("liferaft-mem")
+    if m_mem and m_mem["p50_100"] and rtt:
+        ratios["p50 at 100/s sync off / RTT"] = m_mem["p50_100"][0] / rtt[0]
+    lat_pso = ratio("liferaft-sync", "pysyncobj", "p50_100")
+    if lat_pso is not None:
+        ratios["p50 at 100/s sync on / PySyncObj"] = lat_pso
+    for s in ms:
+        if ms[s]["failover"]:
+            ratios[f"failover {SYSTEMS[s]} / election timeout"] = ms[s]["failover"][0] / et
+    if m_sync and m_sync["failover"]:
+        verdicts.append(("failover", m_sync["failover"][0] / et <= 1.5))
+    targets = {
+        "throughput sync on / PySyncObj": "≥ 1.0",
+        "p50 at 100/s sync on / (fdatasync + RTT)": "≤ 1.5",
+        f"failover {SYSTEMS['liferaft-sync']} / election timeout": "≤ 1.5",
+    }
+    rlines = []
+    for k, v in ratios.items():
+        t = targets.get(k)
+        mark = ""
+        if t is not None:
+            ok = v >= 1.0 if t.startswith("≥") else v <= 1.5
+            mark = f" (target {t}: {'met' if ok else 'MISSED'})"
+        rlines.append(f"- {k}: {v:.2f}×{mark}")
+    met = sum(1 for _, ok in verdicts if ok)
+    parts = []
+    if m_sync and m_sync["max"]:
+        parts.append(f"liferaft sync on {m_sync['max'][0]:,.0f} w/s")
+        if thr is not None:
+            parts[-1] += f" = {thr:.2f}× PySyncObj"
+    if m_sync and m_sync["p50_100"]:
+        parts.append(
+            f"p50@100/s {m_sync['p50_100'][0]:.2f} ms = {m_sync['p50_100'][0] / yard:.2f}× "
+            "(fdatasync+RTT)"
+        )
+    if m_sync and m_sync["failover"]:
+        parts.append(
+            f"failover {m_sync['failover'][0]:.2f} s = {m_sync['failover'][0] / et:.2f}× ET"
+        )
+    summary = (
+        "SUMMARY: " + "; ".join(parts) + f"; targets met {met}/{len(verdicts)}"
+        f" ({', '.join(f'{k} {chr(10003) if ok else chr(10007)}' for k, ok in verdicts)})"
+    )
+    errs = [f"{SYSTEMS[s]}: {e}" for s, m in ms.items() for e in m["errors"]]
+    lc = {SYSTEMS[s]: m["leader_changes"] for s, m in ms.items() if m["leader_changes"]}
+    print()
+    print(
+        f"## {plan.rounds} round(s) × {len(ms)} systems, order "
+        f"{' '.join(SYSTEMS[s].split(' (')[0] for s in b.args.systems)} per round; "
+        f"median (min–max); {elapsed:.0f} s" + (" — PARTIAL (interrupted)" if partial else "")
+    )
+    print()
+    print(table)
+    print()
+    print("Ratios (of medians):")
+    print("\n".join(rlines))
+    if lc:
+        print(f"Leader changes during load steps: {lc}")
+    if errs:
+        print("Errors: " + "; ".join(errs))
+    prof_text = ""
+    for r in b.results:
+        for path in r.profiles:
+            try:
+                prof_text += _profiles.summarize(path, SYSTEMS[r.system])
+            except Exception as exc:  # a bad profile must not cost the report
+                prof_text += f"\n(profile {path} unreadable: {exc!r})\n"
+    if prof_text:
+        print(prof_text)
+    print(summary)
+    return {
+        "table": table,
+        "ratios": ratios,
+        "summary": summary,
+        "profile": prof_text,
+        "metrics": ms,
+    }
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python bench/raft_bench.py",
+        description="liferaft vs PySyncObj: 3 processes per cluster on 127.0.0.1.",
+    )
+    p.add_argument("--quick", action="store_true", help="one short round (~40 s smoke run)")
+    p.add_argument("--rounds", type=int, help="rounds of A B C (default 2; --quick 1)")
+    p.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated subset of {', '.join(SYSTEMS)} (run in this order)",
+    )
+    p.add_argument("--profile", action="store_true", help="cProfile the liferaft leader")
+    p.add_argument(
+        "--py-spy",
+        nargs="?",
+        const="auto",
+        help="also sample the liferaft leader with py-spy (path to it, or found next to python)",
+    )
+    p.add_argument(
+        "--profile-rate", type=float, help="offered rate of the profiled step (default: the max)"
+    )
+    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")
+    p.add_argument(
+        "--inflight",
+        type=int,
+        help="writes outstanding at the leader, at most, for every system (default: per system)",
+    )
+    p.add_argument("--kills", type=int, help="failover samples per cluster (default 2; quick 1)")
+    p.add_argument(
+        "--pso-conf", default="", help="extra SyncObjConf fields for PySyncObj: k=v,k=v (JSON)"
+    )
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval in liferaft nodes (diagnostics)",
+    )
+    p.add_argument("--steps", help="override the offered rates, e.g. 1000,20000,40000")
+    p.add_argument("-v", "--verbose", action="store_true", help="transport counters per step")
+    p.add_argument("--json", help="write every raw figure to this file")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, WALs)")
+    a = p.parse_args(argv)
+    plan = QUICK if a.quick else FULL
+    if a.rounds:
+        plan.rounds = a.rounds
+    if a.inflight:
+        plan.inflight = {k: a.inflight for k in SYSTEMS}
+    if a.kills is not None:
+        plan.kills = a.kills
+    if a.py_spy == "auto":
+        cand = Path(sys.executable).parent / "py-spy"
+        a.py_spy = str(cand) if cand.exists() else shutil.which("py-spy")
+        if not a.py_spy:
+            p.error("py-spy not found (.venv/bin/pip install py-spy, for a one-off run)")
+    if a.steps:
+        plan.steps = tuple(int(x) for x in a.steps.split(","))
+    a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    unknown = [s for s in a.systems if s not in SYSTEMS]
+    if unknown:
+        p.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
+    tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
+    bench = Bench(a, plan, tmp)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    print(
+        f"raft_bench: {datetime.datetime.now().isoformat(timespec='seconds')}, "
+        f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{'quick' if a.quick else 'full'} run, temp dir {tmp}",
+        flush=True,
+    )
+    rc = 0
+    try:
+        asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        print("interrupted; killing child processes", file=sys.stderr)
+        rc = 130
+    finally:
+        bench.children.kill_all_now()
+    elapsed = time.monotonic() - bench.t0
+    try:
+        if bench.results:
+            out = report(bench, elapsed, partial=rc == 130)
+            if a.json:
+                with open(a.json, "w") as f:
+                    json.dump(
+                        {
+                            "plan": asdict(plan),
+                            "argv": sys.argv,
+                            "env": bench.env,
+                            "results": [asdict(r) for r in bench.results],
+                            "report": out,
+                        },
+                        f,
+                        indent=1,
+                        default=str,
+                    )
+            if any(r.error for r in bench.results) and rc == 0:
+                rc = 1
+    finally:
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
