@@ -49,8 +49,10 @@ from liferaft.core import (
     ConfChange,
     ConfChangeError,
     Config,
+    ConfState,
     Entry,
     EntryType,
+    HardState,
     InstallSnapshot,
     MemoryStorage,
     Message,
@@ -267,7 +269,7 @@ class Node(MembershipMixin):
         self.rn = RawNode(cfg, store.reader)
         self._prev_term = self.rn.term
         self._update_peers()
-        self.sm_attach()
+        self._attach_state_machine()
         await self.transport.start(self)
         self._last_tick = self.clock.monotonic()
         self._tasks = [
@@ -276,7 +278,7 @@ class Node(MembershipMixin):
         ]
         log.info("node %s started (term %d, applied %d)", self.id, self.rn.term, self.applied)
 
-    def sm_attach(self) -> None:
+    def _attach_state_machine(self) -> None:
         attach = getattr(self.sm, "attach", None)
         if callable(attach):
             attach(self)
@@ -284,8 +286,6 @@ class Node(MembershipMixin):
     def _bootstrap(self, store: Store, members: Mapping[str, str]) -> None:
         """A brand-new cluster: an initial snapshot at index 1 whose membership
         is ``members`` and whose state is the state machine as it is now."""
-        from liferaft.core import ConfState, HardState
-
         book = {nid: {"addr": addr} for nid, addr in members.items()}
         meta = SnapshotMeta(1, 1, ConfState(voters=frozenset(members)))
         snap = self.sm.snapshot()
@@ -563,8 +563,6 @@ class Node(MembershipMixin):
             self._applied_waiters = keep2
 
     def _soft_events(self, rd: Ready) -> None:
-        rn = self.rn
-        assert rn is not None
         if rd.hard_state is not None:
             hs = rd.hard_state
             if hs.term != self._prev_term:
@@ -584,12 +582,6 @@ class Node(MembershipMixin):
                 for f in self._leader_waiters:
                     _resolve(f, None)
                 self._leader_waiters.clear()
-                if ss.role is not Role.LEADER:
-                    # Reads this node was coordinating as leader may never
-                    # complete; their callers retry.
-                    for ctx, rf in list(self._reads.items()):
-                        if rf.done():
-                            self._reads.pop(ctx)
 
     def _after_apply(self) -> None:
         if self._snapshotting is None and (

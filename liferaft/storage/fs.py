@@ -43,6 +43,12 @@ class FileSystem:
     def write(self, fd: int, data: memoryview | bytes) -> int:
         return os.write(fd, data)
 
+    def write_all(self, fd: int, data: bytes | bytearray) -> None:
+        """Write all of ``data``; a short write is not an error, just a retry."""
+        view = memoryview(data)
+        while view:
+            view = view[self.write(fd, view) :]
+
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
 

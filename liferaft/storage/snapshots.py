@@ -91,9 +91,7 @@ class SnapshotWriter:
     def _write(self, data: bytes) -> None:
         assert self._fd is not None, "snapshot writer already finished"
         try:
-            view = memoryview(data)
-            while view:
-                view = view[self.fs.write(self._fd, view) :]
+            self.fs.write_all(self._fd, data)
         except OSError as exc:
             self.abort()
             raise StorageError(f"snapshot write failed: {exc.strerror or exc}") from exc

@@ -454,9 +454,7 @@ class WAL:
         if self._broken:
             raise StorageError("the WAL could not undo a failed write; reopen it to recover")
         try:
-            view = memoryview(buf)
-            while view:
-                view = view[self.fs.write(fd, view) :]  # a short write is not an error
+            self.fs.write_all(fd, buf)
             if sync:
                 self.fs.fdatasync(fd)
         except OSError as exc:
