@@ -15,7 +15,12 @@ performs it **in this order**:
 
 Persisting before sending is what makes a vote or an acknowledgement
 durable before anyone relies on it (§5.1: "Updated on stable storage before
-responding to RPCs").  Membership changes take effect in ``advance()`` as
+responding to RPCs").  One exception, flagged by ``Ready.send_first``: a
+leader whose term and vote did not change may send its messages *while* it
+persists its own new entries (thesis §10.2.1), provided it still finishes
+the persist before :meth:`RawNode.advance` and before it steps any further
+message.  Its own copy counts toward commitment at once, which is safe only
+because the next acknowledgement is stepped after that persist finished.  Membership changes take effect in ``advance()`` as
 their entries are applied; the caller needs to do nothing for them beyond
 applying the entry (which it may skip: it is the core's business).
 """
@@ -61,11 +66,15 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
-
-    @property
-    def must_sync(self) -> bool:
-        """True if something here must reach stable storage before sending."""
-        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+    #: True if something here must reach stable storage before the messages
+    #: go out: entries, a snapshot, or a new term or vote.  A hard state that
+    #: changes only the commit index need not be synced (etcd's MustSync): a
+    #: commit index lost in a crash is learned again from the leader, and
+    #: the caller may write it lazily.
+    must_sync: bool = False
+    #: True if the messages may be sent before (or while) persisting; see the
+    #: module docstring.  Only ever set on a leader.
+    send_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +249,24 @@ class RawNode:
         if soft != self._prev_soft:
             rd.soft_state = soft
         hard = r.hard_state()
-        if hard != self._prev_hard:
+        prev = self._prev_hard
+        if hard != prev:
             rd.hard_state = hard
         u = r.log.unstable
         rd.entries = list(u.entries)
         rd.snapshot = u.snapshot
+        rd.must_sync = bool(
+            rd.entries
+            or rd.snapshot is not None
+            or hard.term != prev.term
+            or hard.vote != prev.vote
+        )
+        rd.send_first = (
+            r.role is Role.LEADER
+            and rd.snapshot is None
+            and hard.term == prev.term
+            and hard.vote == prev.vote
+        )
         if rd.snapshot is None:
             rd.committed_entries = r.log.next_committed(r.cfg.max_committed_size_per_ready)
         rd.messages = r.msgs

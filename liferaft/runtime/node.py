@@ -433,10 +433,19 @@ class Node(MembershipMixin):
         rn = self.rn
         store = self.store
         assert rn is not None and store is not None
+        send = self.transport.send
+        if rd.send_first:
+            # A leader replicates while its own fsync runs (thesis §10.2.1);
+            # nothing is stepped until the persist below has finished.
+            for m in rd.messages:
+                send(m)
         if rd.must_sync:
             await self._persist(rd)
-        for m in rd.messages:
-            self.transport.send(m)
+        elif rd.hard_state is not None:
+            store.save(rd.hard_state, [], None)  # commit index only: no I/O
+        if not rd.send_first:
+            for m in rd.messages:
+                send(m)
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         if rd.committed_entries:

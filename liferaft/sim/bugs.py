@@ -14,6 +14,9 @@ simulator must catch every one of them within a bounded number of seeds
   candidate with a later last term but a shorter log (a liveness bug).
 * ``two-conf-changes``: allow a second membership change while one is in
   flight (thesis §4.1).
+* ``ack-before-persist``: every node, not only a leader, sends its messages
+  before its entries and votes are durable (§5.1 "before responding to
+  RPCs"; thesis §10.2.1 allows it to the leader alone).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from liferaft.core import Entry
 from liferaft.core import leader as leader_mod
 from liferaft.core.log import RaftLog
 from liferaft.core.raft import Raft
+from liferaft.core.rawnode import RawNode, Ready
 
 from .cluster import Cluster
 
@@ -65,11 +69,21 @@ def _no_conf_change_in_flight(self: Raft) -> bool:
     return False  # BUG: never blocks a second change
 
 
+_ready = RawNode.ready
+
+
+def _ready_send_first(self: RawNode) -> Ready:
+    rd = _ready(self)
+    rd.send_first = True  # BUG: followers acknowledge, candidates vote, before syncing
+    return rd
+
+
 PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-prior-term": (Raft, "maybe_commit", _commit_prior_term),
     "truncate-on-overlap": (RaftLog, "maybe_append", _truncate_on_overlap),
     "goraft-vote": (RaftLog, "is_up_to_date", _goraft_up_to_date),
     "two-conf-changes": (Raft, "conf_change_in_flight", _no_conf_change_in_flight),
+    "ack-before-persist": (RawNode, "ready", _ready_send_first),
 }
 
 BUGS = (*PATCHES, "forget-vote")

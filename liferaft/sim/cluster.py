@@ -378,6 +378,11 @@ class Cluster:
         old_commit = node.commit_seen
         rd = rn.ready()
         disk = node.disk
+        # 0. A leader may send while it persists its own entries (thesis
+        # §10.2.1), as the runtime does; a crash below then finds them sent.
+        if rd.send_first:
+            for m in rd.messages:
+                self._send(m)
         # 1. Persist: snapshot, entries, then hard state (see disk.py), then sync.
         if rd.snapshot is not None:
             disk.apply_snapshot(rd.snapshot)
@@ -391,10 +396,17 @@ class Cluster:
                 disk.append(rd.entries)
         if rd.hard_state is not None:
             disk.set_hard_state(rd.hard_state)
-        if self.crash_mid_ready and rd.must_sync and self.rng.random() < self.crash_mid_ready:
+        if (
+            self.crash_mid_ready
+            and (rd.must_sync or rd.hard_state is not None)
+            and self.rng.random() < self.crash_mid_ready
+        ):
             self.crash(node.id)
             return
-        disk.sync()
+        if rd.must_sync:
+            # A commit-only hard state is left unsynced, as the runtime leaves
+            # it: the next sync, or none, makes it durable.
+            disk.sync()
         # Record the persisted commit before anything depends on it.
         if chk is not None:
             new_commit = disk.live.hard_state.commit
@@ -413,8 +425,9 @@ class Cluster:
             self._crash_later(node.id, self.rng.randint(0, 20))
         node.commit_seen = max(old_commit, disk.live.hard_state.commit, disk.live.first_index() - 1)
         # 2. Send.
-        for m in rd.messages:
-            self._send(m)
+        if not rd.send_first:
+            for m in rd.messages:
+                self._send(m)
         if (
             self.bounce_after_vote
             and rd.hard_state is not None

@@ -8,6 +8,12 @@ state file and the snapshot store, all under one data directory::
 :meth:`DiskStorage.save` persists a Ready in the order the Ready contract
 needs: snapshot, then entries, one fdatasync, then the hard state (so a
 durable commit index never points past durable entries).
+
+A hard state that changes only the commit index is not written at once: it
+would cost two fsyncs (file and directory) per commit, and a commit index
+lost in a crash is learned again from the leader (etcd does not sync it
+either).  It goes to disk with the next term or vote change, and on
+:meth:`DiskStorage.close`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from liferaft.core import (
 )
 from liferaft.core.log import limit_size
 
-from .errors import CorruptionError
+from .errors import CorruptionError, StorageError
 from .fs import REAL, FileSystem
 from .hardstate import HardStateStore
 from .snapshots import SnapshotStore, SnapshotWriter
@@ -52,6 +58,7 @@ class DiskStorage:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
         self.hard = HardStateStore(self.dir, fs=fs)
+        self._lazy_commit = 0  # a commit index not yet written; see the module doc
         self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots, fs=fs)
         self._data_in_memory = snapshot_data_in_memory
         self.wal = WAL(self.dir / "wal", segment_size=segment_size, fs=fs)
@@ -137,7 +144,11 @@ class DiskStorage:
         return self.fs.exists(self.snaps.path_of(meta))
     @property
     def hard_state(self) -> HardState:
-        return self.hard.current
+        """The hard state as last saved (its commit index perhaps not yet durable)."""
+        cur = self.hard.current
+        if self._lazy_commit > cur.commit:
+            return HardState(cur.term, cur.vote, self._lazy_commit)
+        return cur
 
     # -- writing -------------------------------------------------------------------
 
@@ -153,7 +164,19 @@ class DiskStorage:
         if entries:
             self.wal.append(entries, sync=True)
         if hard_state is not None:
-            self.hard.save(hard_state)
+            cur = self.hard.current
+            if hard_state.term == cur.term and hard_state.vote == cur.vote:
+                self._lazy_commit = max(self._lazy_commit, hard_state.commit)
+            else:
+                self._write_hard(hard_state)
+
+    def _write_hard(self, hs: HardState) -> None:
+        # Everything up to last_index() is durable here (entries are synced
+        # before the hard state), so capping there keeps the file's commit
+        # index from pointing past the log after a crash.
+        commit = min(max(hs.commit, self._lazy_commit), self.last_index())
+        self.hard.save(HardState(hs.term, hs.vote, commit))
+        self._lazy_commit = 0
 
     def apply_snapshot(self, snap: Snapshot) -> None:
         """A snapshot from the leader replaces the whole log.
@@ -195,4 +218,12 @@ class DiskStorage:
         return self.wal.compact(min(index, self.snap_meta.index + 1))
 
     def close(self) -> None:
-        self.wal.close()
+        """Write a pending commit index (best effort) and close the WAL."""
+        try:
+            if self._lazy_commit > self.hard.current.commit:
+                self.wal.sync()
+                self._write_hard(self.hard.current)
+        except (StorageError, OSError):
+            pass  # the commit index is only a hint; it is learned again
+        finally:
+            self.wal.close()

@@ -305,7 +305,8 @@ MESSAGE_TYPES = {
 
 def fmt_ready(rd: Ready, cut: Callable[[Message], bool] = lambda m: False) -> list[str]:
     """The contents of a Ready, one item per line."""
-    out = [f"Ready must-sync={str(rd.must_sync).lower()}:"]
+    first = " send-first=true" if rd.send_first and rd.messages else ""
+    out = [f"Ready must-sync={str(rd.must_sync).lower()}{first}:"]
     if rd.soft_state is not None:
         ss = rd.soft_state
         out.append(f"SoftState role={ss.role.value} leader={ss.leader or 'none'}")

@@ -83,6 +83,47 @@ def test_ready_reports_only_what_changed():
     node.advance()
 
 
+def test_only_a_new_term_vote_entry_or_snapshot_must_sync():
+    """etcd's MustSync: a hard state that moves only the commit index need not
+    be synced before sending, as a lost commit index is learned again."""
+    node, st = node_with_log(pre_vote=False)
+    rd = win_election(node, st)
+    msgs = [m for m in rd.messages if isinstance(m, AppendEntries)]
+    last = msgs[0].prev_index + len(msgs[0].entries)
+    node.step(AppendResponse(node.term, "n2", "n1", last))
+    rd = node.ready()
+    assert rd.hard_state is not None and rd.hard_state.commit == 2
+    assert rd.entries == [] and rd.snapshot is None
+    assert not rd.must_sync
+    node.advance()
+
+
+def test_only_a_leader_with_an_unchanged_term_may_send_first():
+    """Thesis §10.2.1: the leader may replicate while it writes its own log; a
+    follower acknowledging entries, or a candidate asking for votes, may not."""
+    node, st = node_with_log(pre_vote=False)
+    node.campaign()
+    rd = node.ready()
+    assert rd.messages and not rd.send_first  # a candidate's vote must be durable first
+    st.save(rd.hard_state, rd.entries, rd.snapshot)
+    node.advance()
+    node.step(VoteResponse(2, "n2", "n1", True))
+    rd = node.ready()
+    assert rd.soft_state is not None and rd.soft_state.role is Role.LEADER
+    assert rd.entries and rd.send_first  # same term and vote: the empty entry may go out first
+    st.save(rd.hard_state, rd.entries, rd.snapshot)
+    node.advance()
+    node.propose(b"x")
+    rd = node.ready()
+    assert rd.entries and rd.must_sync and rd.send_first
+    node.advance()
+    follower, _ = node_with_log("n2")
+    follower.step(AppendEntries(2, "n1", "n2", 1, 1, (Entry(2, 2, b"y"),), 1))
+    rd = follower.ready()
+    assert rd.entries and rd.must_sync and not rd.send_first
+    follower.advance()
+
+
 def test_ready_without_sync_work():
     node, st = node_with_log()
     ack_all(node, st, win_election(node, st).messages)

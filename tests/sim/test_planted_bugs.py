@@ -25,6 +25,7 @@ CASES = {
     "forget-vote": ("crashy", 3, 300, "violation"),
     "truncate-on-overlap": ("mixed", 5, 20, "violation"),
     "goraft-vote": ("stale", 5, 300, "liveness"),
+    "ack-before-persist": ("crashy", 3, 100, "violation"),
 }
 
 

@@ -77,3 +77,33 @@ def test_a_failed_write_keeps_the_old_state(
     assert HardStateStore(tmp_path).current == HardState(1, "n1", 1)
     s.save(HardState(2, "n2", 1))
     assert HardStateStore(tmp_path).current == HardState(2, "n2", 1)
+
+
+def test_disk_storage_writes_a_commit_only_change_lazily(tmp_path: Path) -> None:
+    """A new commit index alone costs no write (etcd's MustSync); it reaches
+    the file with the next term or vote change, capped at the durable log,
+    or on close; a crash before that loses only the hint."""
+    import random
+
+    from liferaft.core import Entry
+    from liferaft.storage import DiskStorage
+    from liferaft.storage.fs import FaultFS
+
+    fs = FaultFS(random.Random(1))
+    d = DiskStorage(tmp_path, fs=fs)
+    d.save(HardState(1, "n1", 0), [Entry(i, 1, b"e") for i in range(1, 6)])
+    before = (tmp_path / NAME).read_bytes()
+    d.save(HardState(1, "n1", 4), [])
+    assert (tmp_path / NAME).read_bytes() == before  # nothing written
+    assert d.hard_state == HardState(1, "n1", 4)  # but reported
+    fs.crash()
+    d = DiskStorage(tmp_path, fs=fs)
+    assert d.hard_state == HardState(1, "n1", 0) and d.last_index() == 5
+    d.save(HardState(1, "n1", 5), [])
+    d.save(HardState(2, None, 9), [])  # a term change carries the commit, capped at the log
+    assert HardStateStore(tmp_path).current == HardState(2, None, 5)
+    d.save(HardState(2, "n2", 5), [Entry(6, 2, b"f")])
+    d.save(HardState(2, "n2", 6), [])
+    d.close()
+    fs.crash()
+    assert DiskStorage(tmp_path, fs=fs).hard_state == HardState(2, "n2", 6)
