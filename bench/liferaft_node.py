@@ -109,6 +109,12 @@ class Bench:
         return res
 
 
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    f: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    f.set_exception(exc)
+    return f
+
+
 async def load_step(
     b: Bench,
     *,
@@ -122,42 +128,44 @@ async def load_step(
     """Offer ``rate`` writes/s of ``size`` bytes for ``seconds`` at this node.
 
     A pacer submits every write that is due (slot k is due at start + k/rate)
-    as a task calling ``await node.propose(value)``, never more than ``cap``
-    at once; a slot still unsubmitted when the step ends is offered but not
-    committed.  A write counts as committed if its ``propose`` returned within
-    the step plus ``grace``; its latency runs from submission to that return.
+    with ``node.submit(value)`` and a done callback (as the PySyncObj side
+    uses callbacks), never more than ``cap`` at once; a slot still unsubmitted
+    when the step ends is offered but not committed.  A write counts as
+    committed if its future resolved within the step plus ``grace``; its
+    latency runs from submission to that resolution.
     """
     node = b.node
     value = (b.value * (size // len(b.value) + 1))[:size]
     n = max(1, round(rate * seconds))
     clock = time.perf_counter
-    loop = asyncio.get_running_loop()
     lat: list[float] = []
     counts = {"committed": 0, "failed": 0, "late": 0}
     errors: dict[str, int] = {}
-    tasks: set[asyncio.Task[None]] = set()
+    futs: set[asyncio.Future[Any]] = set()
+    submit = node.submit
     freed = asyncio.Event()
     start = clock() + 0.005
     end = start + seconds
     deadline = end + grace
 
-    async def one(t0: float) -> None:
-        try:
-            await node.propose(value, timeout=max(0.001, deadline - t0))
-        except NodeError as exc:
-            counts["failed"] += 1
-            k = type(exc).__name__
-            errors[k] = errors.get(k, 0) + 1
-        else:
+    def make_cb(t0: float) -> Any:
+        def cb(f: asyncio.Future[Any]) -> None:
+            b.inflight -= 1
+            freed.set()
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or exc is not None:
+                counts["failed"] += 1
+                k = "Cancelled" if f.cancelled() else type(exc).__name__
+                errors[k] = errors.get(k, 0) + 1
+                return
             t1 = clock()
             if t1 <= deadline:
                 counts["committed"] += 1
                 lat.append(t1 - t0)
             else:
                 counts["late"] += 1
-        finally:
-            b.inflight -= 1
-            freed.set()
+
+        return cb
 
     cpu0 = time.process_time()
     if prof is not None:
@@ -173,9 +181,14 @@ async def load_step(
             while submitted < due and b.inflight < cap:
                 submitted += 1
                 b.inflight += 1
-                t = loop.create_task(one(now))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+                try:
+                    fut = submit(value, timeout=max(0.001, deadline - now))
+                except NodeError as exc:
+                    make_cb(now)(_failed(exc))
+                    continue
+                futs.add(fut)
+                fut.add_done_callback(futs.discard)
+                fut.add_done_callback(make_cb(now))
             if submitted >= n:
                 break
             if b.inflight >= cap:
@@ -189,10 +202,10 @@ async def load_step(
                 capped += clock() - w0
             else:
                 await asyncio.sleep(max(0.0, start + submitted / rate - clock()))
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=max(0.0, deadline - clock()) + 0.05)
-        for t in list(tasks):
-            t.cancel()
+        if futs:
+            await asyncio.wait(set(futs), timeout=max(0.0, deadline - clock()) + 0.05)
+        for f in list(futs):
+            f.cancel()
     finally:
         if prof is not None:
             prof.disable()

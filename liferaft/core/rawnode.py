@@ -20,9 +20,11 @@ leader whose term and vote did not change may send its messages *while* it
 persists its own new entries (thesis §10.2.1), provided it still finishes
 the persist before :meth:`RawNode.advance` and before it steps any further
 message.  Its own copy counts toward commitment at once, which is safe only
-because the next acknowledgement is stepped after that persist finished.  Membership changes take effect in ``advance()`` as
-their entries are applied; the caller needs to do nothing for them beyond
-applying the entry (which it may skip: it is the core's business).
+because the next acknowledgement is stepped after that persist finished.
+
+Membership changes take effect in ``advance()`` as their entries are
+applied; the caller needs to do nothing for them beyond applying the entry
+(which it may skip: it is the core's business).
 """
 
 from __future__ import annotations

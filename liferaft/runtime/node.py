@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
 import logging
@@ -152,10 +153,28 @@ class NodeStatus:
     storage_ok: bool = True
 
 
-@dataclass
-class _Pending:
-    term: int
-    fut: asyncio.Future[Any]
+class _Prop:
+    """A proposal on its way: queued for the node task, then (once it has an
+    index) awaiting its apply.  ``want_index``: the caller wants (index, term)
+    rather than the result (a proposal forwarded by a follower)."""
+
+    __slots__ = ("data", "stamp", "fut", "deadline", "term", "index", "want_index")
+
+    def __init__(
+        self,
+        data: bytes,
+        stamp: bool,
+        fut: asyncio.Future[Any],
+        deadline: float = float("inf"),
+        want_index: bool = False,
+    ) -> None:
+        self.data = data
+        self.stamp = stamp
+        self.fut = fut
+        self.deadline = deadline
+        self.want_index = want_index
+        self.term = 0
+        self.index = 0
 
 
 class Node(MembershipMixin):
@@ -202,12 +221,18 @@ class Node(MembershipMixin):
         self.rn: RawNode | None = None
         # Work queued for the node task.
         self._inbox: deque[Message] = deque()
-        self._props: deque[tuple[bytes, bool, asyncio.Future[tuple[int, int]]]] = deque()
+        self._props: deque[_Prop] = deque()
+        # Proposals with a deadline, in deadline order (see _expire); the
+        # out-of-order few go to a heap.
+        self._deadlines: deque[_Prop] = deque()
+        self._late: list[tuple[float, int, _Prop]] = []
+        self._seq = itertools.count()
+        self._forwarding = 0  # callers waiting on an (index, term) from elsewhere
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
         # Outcomes awaited by callers.
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _Prop] = {}
         self._recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_waiters: list[tuple[int, asyncio.Future[int]]] = []
@@ -331,8 +356,8 @@ class Node(MembershipMixin):
         err = Stopped(f"node {self.id} stopped")
         for p in self._pending.values():
             _fail(p.fut, err)
-        for _, _, pf in self._props:
-            _fail(pf, err)
+        for pr in self._props:
+            _fail(pr.fut, err)
         for rf in self._reads.values():
             _fail(rf, err)
         for _, wf in self._read_waiters:
@@ -341,6 +366,8 @@ class Node(MembershipMixin):
             _fail(g, err)
         self._pending.clear()
         self._props.clear()
+        self._deadlines.clear()
+        self._late.clear()
         self.events.close()
         if self.store is not None:
             self.store.close()
@@ -366,6 +393,34 @@ class Node(MembershipMixin):
                 self._emit(EventType.HEARTBEAT_SLOW, late)
             self._ticks_due += 1
             self._wake.set()
+            if self._deadlines or self._late:
+                self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Fail proposals past their deadline.  Run by the ticker, not the node
+        task, so a node stuck on a failing disk still times its callers out.
+        One check per tick instead of a timer per proposal: profiling showed
+        the timers costing more than the core."""
+        dq = self._deadlines
+        while dq and (dq[0].deadline <= now or dq[0].fut.done()):
+            self._time_out(dq.popleft())
+        late = self._late
+        while late and (late[0][0] <= now or late[0][2].fut.done()):
+            self._time_out(heapq.heappop(late)[2])
+        # Most proposals finish long before their deadline: drop them now and
+        # then so the queue holds about what is still outstanding.
+        if len(dq) > 4096 and len(dq) > 4 * (len(self._pending) + len(self._props)):
+            self._deadlines = deque(p for p in dq if not p.fut.done())
+
+    def _time_out(self, p: _Prop) -> None:
+        if p.fut.done():
+            return
+        if p.index:
+            if self._pending.get(p.index) is p:
+                del self._pending[p.index]
+            _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
+        else:
+            _fail(p.fut, Timeout("the proposal was not accepted in time"))
 
     async def _run(self) -> None:
         rn = self.rn
@@ -404,30 +459,43 @@ class Node(MembershipMixin):
     def _propose_batch(self) -> None:
         rn = self.rn
         assert rn is not None
-        batch: list[tuple[bytes, bool, asyncio.Future[tuple[int, int]]]] = []
-        while self._props and len(batch) < self.config.max_batch:
-            batch.append(self._props.popleft())
-        live = [(d, s, f) for d, s, f in batch if not f.done()]
+        props = self._props
+        n = min(len(props), self.config.max_batch)
+        live = [p for p in (props.popleft() for _ in range(n)) if not p.fut.done()]
         if not live:
             return
         if not self._storage_ok:
-            for _, _, f in live:
-                _fail(f, StorageFailed("the disk refused the last write; not taking writes"))
+            for p in live:
+                _fail(p.fut, StorageFailed("the disk refused the last write; not taking writes"))
             return
         now = self.clock.wall()
-        datas = [_STAMP.pack(now) + d[8:] if s else d for d, s, f in live]
+        datas = [_STAMP.pack(now) + p.data[8:] if p.stamp else p.data for p in live]
         try:
             last = rn.propose_many(datas)
         except RaftError as exc:
             # Not leader, or a leadership transfer in progress: nothing was
-            # proposed, so the caller may retry (and does, in _route).
-            for _, _, f in live:
-                _fail(f, NotLeader(str(exc), rn.leader))
+            # proposed, so the caller may retry.  Forwarded ones are told so;
+            # our own callers go the slow way (wait for a leader, forward).
+            for p in live:
+                if p.want_index:
+                    _fail(p.fut, NotLeader(str(exc), rn.leader))
+                else:
+                    self._reroute(p)
             return
-        first = last - len(live) + 1
+        index = last - len(live)
         term = rn.term
-        for i, (_, _, f) in enumerate(live):
-            f.set_result((first + i, term))
+        pending = self._pending
+        for p in live:
+            index += 1
+            if p.want_index:
+                p.fut.set_result((index, term))
+                continue
+            p.index = index
+            p.term = term
+            old = pending.get(index)
+            if old is not None:
+                _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
+            pending[index] = p
 
     async def _handle_ready(self, rd: Ready) -> None:
         rn = self.rn
@@ -477,7 +545,7 @@ class Node(MembershipMixin):
                     self._emit(EventType.STORAGE_FAILED, str(exc))
                 err = StorageFailed(str(exc))
                 while self._props:
-                    _fail(self._props.popleft()[2], err)
+                    _fail(self._props.popleft().fut, err)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 if self._stopping:
@@ -519,7 +587,8 @@ class Node(MembershipMixin):
                     _resolve(p.fut, result)
                 else:
                     _fail(p.fut, _as_error(result))
-            self._recent[e.index] = (e.term, ok, result)
+            if self._forwarding:
+                self._recent[e.index] = (e.term, ok, result)
         while len(self._recent) > 4096:
             self._recent.popitem(last=False)
         self._emit(EventType.APPLY, self.applied)
@@ -716,18 +785,77 @@ class Node(MembershipMixin):
         :class:`StorageFailed` or :class:`Stopped`.  ``stamp_time``: the
         leader writes its wall clock into ``data[0:8]`` (see statemachine.py).
         """
+        return await self.submit(data, stamp_time=stamp_time, timeout=timeout)
+
+    def submit(
+        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
+    ) -> asyncio.Future[Any]:
+        """:meth:`propose` without a coroutine: returns a future of the result
+        at once (hashicorp/raft's ``Apply`` returns an ApplyFuture likewise).
+        Many writes in flight then cost one future each, and no task.
+        Cancelling the future before the entry is proposed withdraws it."""
         if not isinstance(data, bytes | bytearray | memoryview) or not data:
             raise BadConfig("data must be non-empty bytes")
         if stamp_time and len(data) < 8:
             raise BadConfig("stamp_time needs at least 8 bytes of data to overwrite")
+        self._check_running()
         t = self.config.commit_timeout if timeout is None else timeout
-        return await self._submit(lambda: self._route_propose(bytes(data), stamp_time, t), t)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        p = _Prop(bytes(data), stamp_time, fut, self.clock.monotonic() + t)
+        rn = self.rn
+        assert rn is not None
+        if rn.role is Role.LEADER and self._storage_ok:
+            # The fast path: straight into the next batch, one deadline check
+            # per tick (see _expire) rather than a timer per proposal.
+            self._props.append(p)
+            dq = self._deadlines
+            if not dq or dq[-1].deadline <= p.deadline:
+                dq.append(p)
+            else:
+                heapq.heappush(self._late, (p.deadline, next(self._seq), p))
+            self._wake.set()
+        else:
+            self._reroute(p)
+        return fut
+
+    def _reroute(self, p: _Prop) -> None:
+        """Propose ``p`` the slow way: wait for a leader, forward if need be."""
+        left = max(0.0, p.deadline - self.clock.monotonic())
+
+        async def go() -> Any:
+            return await self._submit(lambda: self._route_propose(p.data, p.stamp, left), left)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._bg.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._bg.discard(t)
+            if p.fut.done():
+                return
+            if t.cancelled():
+                _fail(p.fut, Stopped(f"node {self.id} stopped"))
+            elif t.exception() is not None:
+                _fail(p.fut, t.exception())  # type: ignore[arg-type]
+            else:
+                p.fut.set_result(t.result())
+
+        def cancel(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                task.cancel()
+
+        task.add_done_callback(done)
+        p.fut.add_done_callback(cancel)
 
     async def _submit(self, start: Callable[[], Awaitable[tuple[int, int]]], t: float) -> Any:
         """Get an (index, term) from ``start``, then wait for that apply."""
         self._check_running()
         deadline = self.clock.monotonic() + t
-        index, term = await self._bounded(start(), t, "no leader accepted the proposal")
+        self._forwarding += 1
+        try:
+            index, term = await self._bounded(start(), t, "no leader accepted the proposal")
+        finally:
+            self._forwarding -= 1
         if index <= self.applied:
             rec = self._recent.get(index)
             if rec is None:
@@ -742,13 +870,15 @@ class Node(MembershipMixin):
         old = self._pending.get(index)
         if old is not None:
             _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
-        self._pending[index] = _Pending(term, fut)
+        p = _Prop(b"", False, fut)
+        p.index, p.term = index, term
+        self._pending[index] = p
         left = max(0.0, deadline - self.clock.monotonic())
         try:
             return await self._bounded(fut, left, f"entry {index} not applied in time")
         finally:
-            p = self._pending.get(index)
-            if p is not None and p.fut is fut:
+            q = self._pending.get(index)
+            if q is not None and q.fut is fut:
                 del self._pending[index]
 
     async def _route_propose(self, data: bytes, stamp: bool, t: float) -> tuple[int, int]:
@@ -799,7 +929,7 @@ class Node(MembershipMixin):
         if not self._storage_ok:
             raise StorageFailed("the disk refused the last write; not taking writes")
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._props.append((data, stamp, fut))
+        self._props.append(_Prop(data, stamp, fut, want_index=True))
         self._wake.set()
         return await fut
 

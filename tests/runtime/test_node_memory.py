@@ -391,3 +391,102 @@ async def test_lease_reads_are_opt_in_and_served() -> None:
         assert await c.drive(ld.read(lambda: c.sms[ld.id]._value, consistency="lease")) == 2
     finally:
         await c.stop()
+
+
+async def test_submit_returns_futures_that_resolve_in_log_order() -> None:
+    """submit() is propose() without a coroutine: one future per write."""
+    c = MemCluster(3, sm=ReplicatedDict)
+    await c.start()
+    try:
+        ld = await c.leader()
+        d = c.sms[ld.id]
+        await c.drive(d.set("k", 0))
+        base = ld.applied
+        futs = [ld.submit(b"raw-%03d" % i) for i in range(100)]
+        await c.drive(asyncio.gather(*futs, return_exceptions=True))
+        assert all(f.done() and not f.cancelled() for f in futs)
+        # The dict refuses raw bytes (not a command), and says so per entry;
+        # what matters here is one outcome per write, in log order.
+        assert ld.applied == base + 100
+        assert not ld._pending and not ld._props
+    finally:
+        await c.stop()
+
+
+async def test_a_write_that_cannot_commit_times_out_by_its_own_deadline() -> None:
+    """Deadlines are checked on the ticker (no timer per write); a short
+    deadline after a long one still fires first, and nothing is left behind."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        c.net.isolate(ld.id)
+        slow = ld.submit(b"s" * 9, timeout=3.0)
+        fast = ld.submit(b"f" * 9, timeout=0.3)  # out of order: goes to the heap
+        await c.run(0.5)
+        assert fast.done() and isinstance(fast.exception(), Timeout)
+        assert "outcome unknown" in str(fast.exception())
+        assert not slow.done()
+        await c.run(3.0)
+        assert slow.done() and isinstance(slow.exception(), Timeout)
+        assert not ld._pending and not ld._deadlines and not ld._late
+    finally:
+        await c.stop()
+
+
+async def test_a_write_cancelled_before_it_is_proposed_is_withdrawn() -> None:
+    c = MemCluster(1)
+    await c.start()
+    try:
+        ld = await c.leader()
+        counter = c.sms[ld.id]
+        await c.drive(counter.add(1))
+        last = ld.status().last_log_index
+        f = ld.submit(b"never" * 2)
+        f.cancel()  # before the node task ran
+        assert await c.drive(counter.add(1)) == 2
+        assert ld.status().last_log_index == last + 1  # only the add
+    finally:
+        await c.stop()
+
+
+async def test_a_write_caught_by_a_leadership_transfer_goes_to_the_new_leader() -> None:
+    """The fast path found the leader mid-transfer: nothing was proposed, so
+    the write waits for the new leader and is forwarded there."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        counter = c.sms[ld.id]
+        await c.drive(counter.add(1))
+        to = next(i for i in c.ids if i != ld.id)
+        transfer = asyncio.ensure_future(ld.transfer_leadership(to))
+        await asyncio.sleep(0)  # the transfer is queued for the node task first
+        assert await c.drive(counter.add(1)) == 2
+        assert await c.drive(transfer) == to
+        await c.until(lambda: values(c) == {2})
+    finally:
+        await c.stop()
+
+
+async def test_a_write_on_a_node_without_a_leader_fails_or_can_be_cancelled() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        f = next(n for n in c.nodes.values() if n is not ld)
+        c.net.isolate(f.id)
+        await c.run(0.5)  # it loses its leader (check quorum / no heartbeats)
+        fut = f.submit(b"x" * 9, timeout=0.3)
+        with pytest.raises((NotLeader, Timeout)):
+            await c.drive(fut)
+        fut2 = f.submit(b"y" * 9, timeout=5.0)
+        await c.run(0.05)
+        assert f._bg  # waiting for a leader
+        fut2.cancel()
+        await c.run(0.05)
+        assert not f._bg
+    finally:
+        await c.stop()
