@@ -154,7 +154,7 @@ def summarize_pyspy(path: str, label: str, top: int = 15) -> str:
     mt = main_total or 1
     out = [
         "",
-        f"Profile of the {label} leader (py-spy, sampled at 300 Hz, every thread, one step at"
+        f"Profile of the {label} leader (py-spy, sampled at 1000 Hz, every thread, one step at"
         f" the max rate): {total:,} busy samples"
         + "".join(f"; {k}: {c:,}" for k, c in waiting.items())
         + (" (not counted)." if waiting else "."),

@@ -152,6 +152,7 @@ async def load_step(
         def cb(f: asyncio.Future[Any]) -> None:
             b.inflight -= 1
             freed.set()
+            futs.discard(f)
             exc = None if f.cancelled() else f.exception()
             if f.cancelled() or exc is not None:
                 counts["failed"] += 1
@@ -187,7 +188,6 @@ async def load_step(
                     make_cb(now)(_failed(exc))
                     continue
                 futs.add(fut)
-                fut.add_done_callback(futs.discard)
                 fut.add_done_callback(make_cb(now))
             if submitted >= n:
                 break

@@ -566,7 +566,7 @@ class Bench:
                             "-d",
                             str(secs),
                             "-r",
-                            "300",
+                            "1000",
                             "--threads",
                             "--full-filenames",
                             "--nonblocking",

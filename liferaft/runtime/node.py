@@ -810,7 +810,9 @@ class Node(MembershipMixin):
             # per tick (see _expire) rather than a timer per proposal.
             self._props.append(p)
             dq = self._deadlines
-            if not dq or dq[-1].deadline <= p.deadline:
+            # Deadlines are checked once a tick anyway, so one that is at most
+            # a tick earlier than the last may queue behind it.
+            if not dq or dq[-1].deadline - self.config.tick_interval <= p.deadline:
                 dq.append(p)
             else:
                 heapq.heappush(self._late, (p.deadline, next(self._seq), p))

@@ -110,6 +110,9 @@ _MAX_HANDSHAKE_FRAME = 4096
 _READ_LIMIT = 256 * 1024
 # Calls served at once on one inbound connection; more are answered with an error.
 _MAX_CALLS_PER_CONNECTION = 1024
+# send() writes straight to the socket while less than this is buffered
+# (asyncio's default high-water mark); past it, the write loop drains.
+_DIRECT_LIMIT = 64 * 1024
 # Error text in a REPLY is cut to this many characters.
 _MAX_ERROR_TEXT = 4000
 
@@ -172,6 +175,9 @@ class _Link:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.stream: asyncio.Task[None] | None = None
+        # The connection's writer while its write loop is idle (nothing
+        # queued, no drain pending): send() may then write at once.
+        self.direct: asyncio.StreamWriter | None = None
         self.snap_result: asyncio.Future[tuple[bool, str]] | None = None
         # An InstallSnapshot waiting for the stream in flight (the newest wins).
         self.pending_snapshot: InstallSnapshot | None = None
@@ -245,8 +251,11 @@ class TcpTransport:
     in both directions; a message that would exceed it is dropped at the
     sender, a call payload raises :class:`CallError`.  Use one value across
     a cluster: a receiver closes a connection that sends it a larger frame.
-    ``queue_size`` bounds each peer's outbound queue.  ``rng`` draws the
-    reconnect jitter; pass a seeded one for reproducible timing.
+    ``queue_size`` bounds each peer's outbound queue.  With
+    ``direct_writes`` (the default) a message to an idle, connected peer is
+    written to its socket at once and queues only while the socket is backed
+    up (over 64 KiB buffered), so memory stays bounded either way.  ``rng``
+    draws the reconnect jitter; pass a seeded one for reproducible timing.
     """
 
     def __init__(
@@ -267,6 +276,7 @@ class TcpTransport:
         connect_timeout: float = 5.0,
         handshake_timeout: float = 5.0,
         max_batch: int = 512,
+        direct_writes: bool = True,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must not be empty")
@@ -284,6 +294,7 @@ class TcpTransport:
         self._ssl_client = ssl_client
         self._max_frame = max_frame
         self._queue_size = queue_size
+        self._direct_writes = direct_writes
         self._log = logger or _LOG
         self._rng = rng or random.Random()
         # A chunk frame carries one kind byte besides the chunk.
@@ -437,8 +448,41 @@ class TcpTransport:
             self._dropped(link, msg)
             self._report_unreachable(link.peer)
             return
+        w = link.direct
+        if (
+            w is not None
+            and not isinstance(msg, InstallSnapshot)
+            and w.transport.get_write_buffer_size() < _DIRECT_LIMIT
+        ):
+            # The fast path: no hop through the write loop's task, which cost
+            # a loop iteration per message and peer on the commit path.
+            frame = self._frame(link, msg)
+            if frame is not None:
+                w.writelines(frame)
+                link.sent += 1
+            return
         link.queue.append(msg)
         link.wake.set()
+
+    def _frame(self, link: _Link, msg: Message) -> list[bytes] | None:
+        """Header and payload of ``msg``, or None (logged, counted) if it
+        cannot be sent."""
+        try:
+            payload = encode_message(msg)
+        except EncodeError as e:
+            self._log.error("cannot encode %s to %s: %s", type(msg).__name__, link.peer, e)
+            link.dropped += 1
+            return None
+        if len(payload) >= self._max_frame:
+            self._log.error(
+                "dropped %s to %s: %d bytes exceed max_frame",
+                type(msg).__name__,
+                link.peer,
+                len(payload),
+            )
+            link.dropped += 1
+            return None
+        return [HEADER.pack(len(payload) + 1, Kind.MSG), payload]
 
     # -- calls -------------------------------------------------------------------------
 
@@ -747,50 +791,54 @@ class TcpTransport:
     ) -> None:
         """Drain the queue in batches: write many frames, then one drain."""
         queue = link.queue
-        while True:
-            if not queue:
-                link.wake.clear()
-                await link.wake.wait()
-                continue
-            parts: list[bytes | memoryview] = []
-            n = msgs = 0
-            while queue and n < self._max_batch:
-                msg = queue.popleft()
-                if isinstance(msg, _OutCall):
-                    if msg.fut.done():  # timed out or cancelled while queued
-                        continue
-                    calls[msg.call_id] = msg.fut
-                    msg.home = calls
-                    parts.extend(call_frame(msg.call_id, msg.payload))
-                    link.calls_sent += 1
-                    n += 1
+        try:
+            while True:
+                if not queue:
+                    link.wake.clear()
+                    if self._direct_writes:
+                        link.direct = writer
+                    try:
+                        await link.wake.wait()
+                    finally:
+                        link.direct = None
                     continue
-                if isinstance(msg, InstallSnapshot):
-                    self._start_stream(link, msg, writer)
+                await self._write_batch(link, writer, calls)
+        finally:
+            link.direct = None
+
+    async def _write_batch(
+        self,
+        link: _Link,
+        writer: asyncio.StreamWriter,
+        calls: dict[int, asyncio.Future[bytes]],
+    ) -> None:
+        queue = link.queue
+        parts: list[bytes | memoryview] = []
+        n = msgs = 0
+        while queue and n < self._max_batch:
+            msg = queue.popleft()
+            if isinstance(msg, _OutCall):
+                if msg.fut.done():  # timed out or cancelled while queued
                     continue
-                try:
-                    payload = encode_message(msg)
-                except EncodeError as e:
-                    self._log.error("cannot encode %s to %s: %s", type(msg).__name__, link.peer, e)
-                    link.dropped += 1
-                    continue
-                if len(payload) >= self._max_frame:
-                    self._log.error(
-                        "dropped %s to %s: %d bytes exceed max_frame",
-                        type(msg).__name__,
-                        link.peer,
-                        len(payload),
-                    )
-                    link.dropped += 1
-                    continue
-                parts.append(HEADER.pack(len(payload) + 1, Kind.MSG))
-                parts.append(payload)
+                calls[msg.call_id] = msg.fut
+                msg.home = calls
+                parts.extend(call_frame(msg.call_id, msg.payload))
+                link.calls_sent += 1
                 n += 1
-                msgs += 1
-            if parts:
-                writer.writelines(parts)
-                link.sent += msgs
-                await writer.drain()
+                continue
+            if isinstance(msg, InstallSnapshot):
+                self._start_stream(link, msg, writer)
+                continue
+            frame = self._frame(link, msg)
+            if frame is None:
+                continue
+            parts.extend(frame)
+            n += 1
+            msgs += 1
+        if parts:
+            writer.writelines(parts)
+            link.sent += msgs
+            await writer.drain()
 
     async def _read_results(
         self,

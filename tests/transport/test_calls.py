@@ -123,7 +123,7 @@ async def test_tcp_timeout_and_a_late_reply_is_ignored(make_cluster: MakeCluster
 
 
 async def test_tcp_refusals_before_sending(make_cluster: MakeCluster) -> None:
-    nodes = await make_cluster(["n1", "n2"], max_frame=2048, queue_size=4)
+    nodes = await make_cluster(["n1", "n2"], max_frame=2048, queue_size=4, direct_writes=False)
     t1, _ = nodes["n1"]
     t2, r2 = nodes["n2"]
     with pytest.raises(CallError, match="unknown peer 'n9'"):

@@ -224,8 +224,21 @@ async def test_a_changed_address_is_redialed(make_cluster: MakeCluster) -> None:
 # -- queues ------------------------------------------------------------------------------
 
 
-async def test_a_full_queue_drops_counts_and_reports(make_cluster: MakeCluster) -> None:
+async def test_an_idle_link_writes_at_once_and_in_order(make_cluster: MakeCluster) -> None:
     nodes = await make_cluster(["n1", "n2"], queue_size=10)
+    t1, _ = nodes["n1"]
+    _, r2 = nodes["n2"]
+    await connected(t1, "n2")
+    for i in range(25):  # more than the queue holds: none queue, none drop
+        t1.send(hb("n1", "n2", i))
+    assert t1.stats()["peers"]["n2"]["queued"] == 0
+    assert t1.stats()["peers"]["n2"]["dropped"] == 0
+    await wait_until(lambda: len(r2.delivered) == 25)
+    assert [m.commit for m in r2.delivered] == list(range(25))  # type: ignore[attr-defined]
+
+
+async def test_a_full_queue_drops_counts_and_reports(make_cluster: MakeCluster) -> None:
+    nodes = await make_cluster(["n1", "n2"], queue_size=10, direct_writes=False)
     t1, r1 = nodes["n1"]
     _, r2 = nodes["n2"]
     await connected(t1, "n2")

@@ -186,7 +186,7 @@ async def test_snapshots_to_one_peer_go_one_at_a_time_newest_waiting_wins(
 
 
 async def test_a_dropped_snapshot_still_gets_a_status(make_cluster: MakeCluster) -> None:
-    nodes = await make_cluster(["n1", "n2"], queue_size=1)
+    nodes = await make_cluster(["n1", "n2"], queue_size=1, direct_writes=False)
     t1, r1 = nodes["n1"]
     await connected(t1, "n2")
     r1.sources[5] = lambda: iter([b"x"])
