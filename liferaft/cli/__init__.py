@@ -1,4 +1,6 @@
-"""The ``liferaft`` command.  Today: ``liferaft inspect DATA_DIR [--repair]``."""
+"""The ``liferaft`` command: ``serve`` (a liferaft-kv node), ``cluster up``,
+the client commands (``kv``, ``status``, ``members``, ...), ``inspect`` and
+``bench``."""
 
 from __future__ import annotations
 
@@ -107,6 +109,15 @@ def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
     if directory:
         args += ["--dir", directory]
     sys.exit(wal_bench(args))
+
+
+def _register() -> None:
+    from .serve import serve_cmd
+
+    main.add_command(serve_cmd, "serve")
+
+
+_register()
 
 
 def run() -> None:

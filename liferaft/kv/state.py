@@ -61,7 +61,15 @@ class Delete(msgspec.Struct, tag="del", frozen=True):
     request_id: str | None = None
 
 
-Command = Put | Delete
+class SetAddr(msgspec.Struct, tag="addr", frozen=True):
+    """A member announces its client (HTTP) address, so any node can tell a
+    client where the leader's API is.  Not a key: invisible to kv reads."""
+
+    node_id: str
+    client_addr: str
+
+
+Command = Put | Delete | SetAddr
 
 
 class WriteResult(msgspec.Struct, frozen=True):
@@ -80,13 +88,14 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_cmd = msgspec.msgpack.Decoder(Command).decode
 
 
-def encode_command(cmd: Put | Delete) -> bytes:
+def encode_command(cmd: Put | Delete | SetAddr) -> bytes:
     return _encode(cmd)
 
 
 class _SnapHead(msgspec.Struct):
     revision: int
     clients: list[tuple[str, list[tuple[str, WriteResult]]]]
+    addrs: dict[str, str] = {}
 
 
 _decode_head = msgspec.msgpack.Decoder(_SnapHead).decode
@@ -104,6 +113,7 @@ class KVStore:
         self.data: SortedDict[str, KV] = SortedDict()
         self.revision = 0
         self.clients: OrderedDict[str, OrderedDict[str, WriteResult]] = OrderedDict()
+        self.addrs: dict[str, str] = {}  # node id -> client address
 
     # -- writes -----------------------------------------------------------------------
 
@@ -113,6 +123,9 @@ class KVStore:
         except msgspec.DecodeError as exc:
             # Refused alike on every replica, and before any change.
             raise ValueError(f"not a kv command: {exc}") from exc
+        if isinstance(cmd, SetAddr):
+            self.addrs[cmd.node_id] = cmd.client_addr
+            return WriteResult("ok", self.revision)
         rid = cmd.request_id
         if rid is not None:
             seen = self._seen(rid)
@@ -130,9 +143,7 @@ class KVStore:
                     return False
             elif cur is None or cur.revision != if_revision:
                 return False
-        if if_value is not None and (cur is None or cur.value != if_value):
-            return False
-        return True
+        return if_value is None or (cur is not None and cur.value == if_value)
 
     def _put(self, index: int, cmd: Put) -> WriteResult:
         cur = self.data.get(cmd.key)
@@ -174,7 +185,8 @@ class KVStore:
     # -- reads ------------------------------------------------------------------------
 
     def get(self, key: str) -> KV | None:
-        return self.data.get(key)
+        kv: KV | None = self.data.get(key)
+        return kv
 
     def list(self, prefix: str = "", limit: int | None = None) -> tuple[list[tuple[str, KV]], int]:
         """Keys starting with ``prefix`` in order, at most ``limit``; and the
@@ -192,7 +204,9 @@ class KVStore:
         # References only: values are immutable, so this is the whole capture.
         items = list(self.data.items())
         head = _SnapHead(
-            self.revision, [(c, list(reqs.items())) for c, reqs in self.clients.items()]
+            self.revision,
+            [(c, list(reqs.items())) for c, reqs in self.clients.items()],
+            dict(self.addrs),
         )
         return StreamSnapshot(lambda: _snapshot_chunks(head, items))
 
@@ -214,6 +228,7 @@ class KVStore:
         self.data = data
         self.revision = head.revision
         self.clients = OrderedDict((c, OrderedDict(reqs)) for c, reqs in head.clients)
+        self.addrs = dict(head.addrs)
 
 
 def _record(r: ChunkReader) -> bytes:

@@ -133,3 +133,13 @@ def test_restore_refuses_a_foreign_or_truncated_snapshot() -> None:
     empty = KVStore()
     empty.restore([])
     assert empty.revision == 0 and not empty.data
+
+
+def test_client_addresses_are_replicated_state_but_not_keys() -> None:
+    s = KVStore()
+    s.apply(1, encode_command(kvs.SetAddr("n1", "127.0.0.1:8001")))
+    apply(s, 2, Put("k", "v"))
+    assert s.addrs == {"n1": "127.0.0.1:8001"} and [k for k, _ in s.list()[0]] == ["k"]
+    t = KVStore()
+    t.restore(list(s.snapshot().chunks()))
+    assert t.addrs == s.addrs

@@ -1,0 +1,238 @@
+"""``liferaft serve``: one liferaft-kv node (flags are a contract: DESIGN.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from liferaft.kv.serve import (
+    ServeError,
+    ServeOptions,
+    load_token,
+    parse_cluster,
+    serve,
+    setup_logging,
+)
+from liferaft.transport.base import parse_address
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config FILE (TOML): its keys are the long flag names (dashes or
+    underscores); flags given on the command line win."""
+    if not value:
+        return value
+    try:
+        with open(value, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{value} is not valid TOML: {exc}") from exc
+    known = {p.name for p in ctx.command.params if p.name}
+    defaults: dict[str, Any] = {}
+    for k, v in data.items():
+        name = k.replace("-", "_")
+        if name not in known or name == "config":
+            raise click.BadParameter(f"{value}: unknown setting {k!r}")
+        defaults[name] = ",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _addr(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+def _server_ctx(
+    cert: str | None, key: str | None, ca: str | None, what: str
+) -> ssl.SSLContext | None:
+    if not cert and not key:
+        if ca:
+            raise click.UsageError(f"--{what}-ca needs --{what}-cert and --{what}-key")
+        return None
+    if not (cert and key):
+        raise click.UsageError(f"--{what}-cert and --{what}-key go together")
+    try:
+        c = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        c.load_cert_chain(cert, key)
+        if ca:
+            c.load_verify_locations(ca)
+            c.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise click.UsageError(f"TLS ({what}): {exc}") from exc
+    return c
+
+
+def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    try:
+        c = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        c.check_hostname = False  # peers are named by node id, checked in the handshake
+        assert key is not None
+        c.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.UsageError(f"TLS (peer): {exc}") from exc
+    return c
+
+
+@click.command()
+@click.option(
+    "--config",
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    type=click.Path(dir_okay=False),
+    help="TOML file of settings (long flag names); flags override it.",
+)
+@click.option("--id", "node_id", required=True, help="This node's id, e.g. n1.")
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where this node keeps its log, hard state and snapshots.",
+)
+@click.option("--peer-addr", required=True, callback=_addr, help="HOST:PORT for Raft peers.")
+@click.option("--client-addr", required=True, callback=_addr, help="HOST:PORT for the HTTP API.")
+@click.option(
+    "--initial-cluster",
+    default="",
+    help="n1=HOST:PORT,... (peer addresses) of a new cluster; "
+    "ignored once the data dir holds data.",
+)
+@click.option(
+    "--join", "join", default="", help="Client URL(s) of a running member, comma-separated."
+)
+@click.option("--cluster-id", default="liferaft", show_default=True)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Require this bearer token on the client API.",
+)
+@click.option("--peer-cert", type=click.Path(dir_okay=False), help="TLS certificate for peers.")
+@click.option("--peer-key", type=click.Path(dir_okay=False), help="Its private key.")
+@click.option("--peer-ca", type=click.Path(dir_okay=False), help="CA for peers (mutual TLS).")
+@click.option("--client-cert", type=click.Path(dir_okay=False), help="TLS certificate (HTTPS).")
+@click.option("--client-key", type=click.Path(dir_okay=False), help="Its private key.")
+@click.option("--client-ca", type=click.Path(dir_okay=False), help="Require client certificates.")
+@click.option(
+    "--election-timeout",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Milliseconds (randomized up to twice).",
+)
+@click.option(
+    "--heartbeat-interval",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Milliseconds.",
+)
+@click.option(
+    "--snapshot-entries",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Take a snapshot every this many entries.",
+)
+@click.option(
+    "--max-value",
+    default=1 << 20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest value in bytes (else 413).",
+)
+@click.option(
+    "--request-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds before a request answers 504.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def serve_cmd(
+    node_id: str,
+    data_dir: Path,
+    peer_addr: str,
+    client_addr: str,
+    initial_cluster: str,
+    join: str,
+    cluster_id: str,
+    token_file: Path | None,
+    peer_cert: str | None,
+    peer_key: str | None,
+    peer_ca: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    client_ca: str | None,
+    election_timeout: int,
+    heartbeat_interval: int,
+    snapshot_entries: int,
+    max_value: int,
+    request_timeout: float,
+    log_level: str,
+) -> None:
+    """Run one liferaft-kv node until SIGTERM or Ctrl-C."""
+    try:
+        cluster = parse_cluster(initial_cluster) if initial_cluster else {}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--initial-cluster") from exc
+    if join and cluster:
+        raise click.UsageError("--initial-cluster and --join exclude each other")
+    if election_timeout <= heartbeat_interval:
+        raise click.UsageError("--election-timeout must exceed --heartbeat-interval")
+    joins = [u.strip() for u in join.split(",") if u.strip()]
+    for u in joins:
+        if not u.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{u!r} is not an http(s) URL", param_hint="--join")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".liferaft-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.ClickException(f"data dir {data_dir}: {exc.strerror or exc}") from exc
+    try:
+        token = load_token(token_file) if token_file else None
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    opts = ServeOptions(
+        id=node_id,
+        data_dir=data_dir,
+        peer_addr=peer_addr,
+        client_addr=client_addr,
+        initial_cluster=cluster,
+        join=joins,
+        cluster_id=cluster_id,
+        token=token,
+        election_timeout=election_timeout / 1000,
+        heartbeat_interval=heartbeat_interval / 1000,
+        snapshot_entries=snapshot_entries,
+        max_value=max_value,
+        request_timeout=request_timeout,
+        peer_ssl_server=_server_ctx(peer_cert, peer_key, peer_ca, "peer"),
+        peer_ssl_client=_peer_client_ctx(peer_cert, peer_key, peer_ca),
+        client_ssl=_server_ctx(client_cert, client_key, client_ca, "client"),
+    )
+    ctx = setup_logging(node_id, log_level.upper())
+    try:
+        asyncio.run(serve(opts, ctx))
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,252 @@
+"""Run one liferaft-kv node: the Raft node, its peer transport and the HTTP
+API, until SIGTERM or SIGINT.  ``liferaft serve`` (liferaft/cli/serve.py)
+parses the flags into :class:`ServeOptions` and calls :func:`serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from liferaft.runtime import Node, NodeConfig, NodeError
+from liferaft.transport import TcpTransport
+
+from .server import DEFAULT_MAX_VALUE, KVServer
+from .state import KVStore
+
+log = logging.getLogger("liferaft.kv")
+
+
+class ServeError(Exception):
+    """A startup problem, reported as one line (never a traceback)."""
+
+
+@dataclass
+class ServeOptions:
+    id: str
+    data_dir: Path
+    peer_addr: str
+    client_addr: str
+    initial_cluster: dict[str, str] = field(default_factory=dict)
+    join: list[str] = field(default_factory=list)  # client URLs of running members
+    cluster_id: str = "liferaft"
+    token: str | None = None
+    election_timeout: float = 1.0
+    heartbeat_interval: float = 0.1
+    snapshot_entries: int = 10_000
+    max_value: int = DEFAULT_MAX_VALUE
+    request_timeout: float = 5.0
+    peer_ssl_server: ssl.SSLContext | None = None
+    peer_ssl_client: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+
+
+def has_data(data_dir: Path) -> bool:
+    """True if ``data_dir`` already holds a node's state."""
+    if (data_dir / "hardstate").exists():
+        return True
+    for sub in ("wal", "snap"):
+        d = data_dir / sub
+        if d.is_dir() and any(d.iterdir()):
+            return True
+    return False
+
+
+def node_config(o: ServeOptions) -> NodeConfig:
+    """Timing flags into ticks: a tick of half the heartbeat, at most 50 ms."""
+    tick = min(0.05, o.heartbeat_interval / 2)
+    hb = max(1, round(o.heartbeat_interval / tick))
+    election = max(hb + 1, round(o.election_timeout / tick))
+    return NodeConfig(
+        id=o.id,
+        cluster_id=o.cluster_id,
+        tick_interval=tick,
+        election_ticks=election,
+        heartbeat_ticks=hb,
+        snapshot_entries=o.snapshot_entries,
+        commit_timeout=o.request_timeout,
+        read_timeout=o.request_timeout,
+    )
+
+
+class _NodeContext(logging.Filter):
+    """Adds ``node`` and ``term`` to every log record (structured logs)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.node: Node | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node_id
+        term = 0
+        if self.node is not None and self.node.rn is not None:
+            term = self.node.rn.term
+        record.term = term
+        return True
+
+
+def setup_logging(node_id: str, level: str = "INFO") -> _NodeContext:
+    ctx = _NodeContext(node_id)
+    handler = logging.StreamHandler()
+    handler.addFilter(ctx)
+    handler.setFormatter(
+        logging.Formatter(
+            "ts=%(asctime)s level=%(levelname)s node=%(node)s term=%(term)s "
+            "logger=%(name)s msg=%(message)r"
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return ctx
+
+
+async def _join(node: Node, o: ServeOptions) -> None:
+    """Find a member's peer address through its HTTP API, then ask the
+    cluster (through that member) to add us; retried for a minute."""
+    headers = {"Authorization": f"Bearer {o.token}"} if o.token else {}
+    last = "no answer"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while loop.time() < deadline:
+            for url in o.join:
+                try:
+                    async with http.get(url.rstrip("/") + "/v1/members", headers=headers) as r:
+                        if r.status == 401:
+                            raise ServeError(f"--join {url}: unauthorized (check --token-file)")
+                        body = await r.json()
+                    peers = [m["peer_addr"] for m in body["members"] if m.get("peer_addr")]
+                    if not peers:
+                        last = f"{url} lists no members"
+                        continue
+                    await node.join(peers[0], o.peer_addr, voter=True, timeout=10)
+                    return
+                except ServeError:
+                    raise
+                except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, NodeError) as exc:
+                    last = f"{url}: {exc}"
+            await asyncio.sleep(1)
+    raise ServeError(f"could not join the cluster: {last}")
+
+
+async def serve(
+    o: ServeOptions, log_ctx: _NodeContext | None = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT; a clean shutdown either way.  ``ready`` is
+    set once both listeners are up (and a join, if any, is done)."""
+    fresh = not has_data(o.data_dir)
+    if o.join and not fresh:
+        raise ServeError(
+            f"{o.data_dir} already holds this node's data; restart without --join "
+            "(it rejoins on its own), or use an empty --data-dir"
+        )
+    if fresh and not o.join and not o.initial_cluster:
+        raise ServeError("a new node needs --initial-cluster (a new cluster) or --join")
+    if fresh and o.initial_cluster and o.id not in o.initial_cluster:
+        raise ServeError(f"--initial-cluster does not name this node ({o.id})")
+    if fresh and o.initial_cluster and o.initial_cluster.get(o.id) != o.peer_addr:
+        raise ServeError(
+            f"--initial-cluster gives {o.id} the address {o.initial_cluster[o.id]}, "
+            f"but --peer-addr is {o.peer_addr}"
+        )
+    store = KVStore()
+    transport = TcpTransport(
+        o.id, o.cluster_id, o.peer_addr, ssl_server=o.peer_ssl_server, ssl_client=o.peer_ssl_client
+    )
+    node = Node(
+        node_config(o),
+        store,
+        transport,
+        data_dir=o.data_dir,
+        initial_members=o.initial_cluster if (fresh and not o.join) else None,
+    )
+    if log_ctx is not None:
+        log_ctx.node = node
+    try:
+        await node.start()
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise ServeError(f"cannot listen on --peer-addr {o.peer_addr}: {why}") from exc
+    runner: web.AppRunner | None = None
+    try:
+        server = KVServer(
+            node,
+            store,
+            client_addr=o.client_addr,
+            token=o.token,
+            max_value=o.max_value,
+            timeout=o.request_timeout,
+            ssl_client=o.client_ssl and ssl.create_default_context(),
+        )
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        host, _, port = o.client_addr.rpartition(":")
+        try:
+            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=o.client_ssl).start()
+        except OSError as exc:
+            raise ServeError(
+                f"cannot listen on --client-addr {o.client_addr}: {exc.strerror or exc}"
+            ) from exc
+        if o.join and fresh:
+            await _join(node, o)
+        log.info(
+            "serving: peers on %s, clients on %s, data in %s",
+            o.peer_addr,
+            o.client_addr,
+            o.data_dir,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await node.stop()
+
+
+def parse_cluster(spec: str) -> dict[str, str]:
+    """``n1=host:port,n2=host:port`` into a dict; ValueError with the reason."""
+    from liferaft.transport.base import parse_address
+
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        nid, sep, addr = part.partition("=")
+        if not sep or not nid or not addr:
+            raise ValueError(f"{part!r} is not ID=HOST:PORT")
+        parse_address(addr)
+        if nid in out:
+            raise ValueError(f"{nid} appears twice")
+        out[nid] = addr
+    if not out:
+        raise ValueError("it names no node")
+    return out
+
+
+def load_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ServeError(f"cannot read --token-file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise ServeError(f"--token-file {path} is empty")
+    return token
+
+
+__all__: list[Any] = ["ServeOptions", "ServeError", "serve", "parse_cluster", "has_data"]

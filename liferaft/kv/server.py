@@ -1,0 +1,477 @@
+"""The liferaft-kv HTTP API (the contract is DESIGN.md's table).
+
+Every node serves every route.  Writes are proposed through the node, which
+forwards them to the leader when this node is a follower; reads run on this
+node's state after a ReadIndex round (``linearizable``), a leader lease
+(``lease``) or at once (``stale``).
+
+Error mapping, from the runtime's typed errors:
+
+======================  ====  =============  ==========================
+runtime error           HTTP  code           meaning
+======================  ====  =============  ==========================
+NotLeader, Stopped      503   no_leader      not proposed: retry is safe
+Dropped                 503   no_leader      proposed, overwritten by a new
+                                             leader, never applied: safe
+StorageFailed           503   storage_failed not proposed: retry later
+Timeout                 504   timeout        outcome unknown: retry with
+                                             the same ``request_id``
+======================  ====  =============  ==========================
+
+A 503 always carries ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from liferaft.runtime import (
+    Dropped,
+    MembershipError,
+    Node,
+    NodeError,
+    NotLeader,
+    Stopped,
+    StorageFailed,
+    Timeout,
+)
+
+from .metrics import Metrics
+from .state import (
+    KV,
+    MAX_KEY_BYTES,
+    Delete,
+    KVStore,
+    Put,
+    SetAddr,
+    WriteResult,
+    as_json,
+    encode_command,
+)
+
+log = logging.getLogger("liferaft.kv")
+
+DEFAULT_MAX_VALUE = 1 << 20
+MAX_REQUEST_ID = 256
+MAX_LIST = 10_000
+_CONSISTENCY = ("linearizable", "lease", "stale")
+_OPEN_ROUTES = ("/healthz", "/readyz")
+
+
+class PutBody(msgspec.Struct, forbid_unknown_fields=True):
+    value: str
+    if_value: str | None = None
+    if_revision: int | None = None
+    request_id: str | None = None
+
+
+class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
+    if_value: str | None = None
+    if_revision: int | None = None
+    request_id: str | None = None
+
+
+class MemberBody(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    peer_addr: str
+    client_addr: str = ""
+    voter: bool = True
+
+
+class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
+    to: str | None = None
+
+
+class ApiError(Exception):
+    """An error answer: status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = extra
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return _json({"error": code, "message": message, **extra}, status, headers)
+
+
+def _decode(body: bytes, typ: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ApiError(400, "bad_request", f"bad JSON body: {exc}") from exc
+
+
+def _node_error(exc: NodeError) -> ApiError:
+    if isinstance(exc, NotLeader):
+        return ApiError(503, "no_leader", f"no leader: {exc}; not proposed, safe to retry")
+    if isinstance(exc, Dropped):
+        return ApiError(503, "no_leader", f"{exc}; not applied, safe to retry")
+    if isinstance(exc, StorageFailed):
+        return ApiError(503, "storage_failed", f"{exc}; not proposed")
+    if isinstance(exc, Stopped):
+        return ApiError(503, "no_leader", f"{exc}; not proposed")
+    if isinstance(exc, Timeout):
+        return ApiError(504, "timeout", f"{exc}; the outcome is unknown")
+    if isinstance(exc, MembershipError):
+        return ApiError(409, "conflict", str(exc))
+    return ApiError(400, "bad_request", str(exc))
+
+
+class KVServer:
+    """The HTTP front of one node.  ``app()`` builds the aiohttp application."""
+
+    def __init__(
+        self,
+        node: Node,
+        store: KVStore,
+        *,
+        client_addr: str,
+        token: str | None = None,
+        max_value: int = DEFAULT_MAX_VALUE,
+        timeout: float = 5.0,
+        ssl_client: Any = None,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.client_addr = client_addr
+        self.token = token
+        self.max_value = max_value
+        self.timeout = timeout
+        self.metrics = Metrics(node, store)
+        self._ssl_client = ssl_client
+        self._session: aiohttp.ClientSession | None = None
+        self._announce: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._errors, self._auth],
+            # JSON and escapes cost a value's size again at most: past this the
+            # body cannot hold a legal value, and aiohttp answers 413.
+            client_max_size=2 * self.max_value + 64 * 1024,
+        )
+        r = app.router
+        r.add_get("/v1/kv", self.list_keys)
+        r.add_get("/v1/kv/{key:.+}", self.get)
+        r.add_put("/v1/kv/{key:.+}", self.put)
+        r.add_delete("/v1/kv/{key:.+}", self.delete)
+        r.add_get("/v1/status", self.status)
+        r.add_get("/v1/members", self.members)
+        r.add_post("/v1/members", self.add_member)
+        r.add_delete("/v1/members/{id}", self.remove_member)
+        r.add_post("/v1/members/{id}/promote", self.promote_member)
+        r.add_post("/v1/leader/transfer", self.transfer)
+        r.add_post("/v1/snapshot", self.snapshot)
+        r.add_get("/metrics", self.metrics_route)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._announce = asyncio.create_task(self._announce_addr())
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self._announce is not None:
+            self._announce.cancel()
+            await asyncio.gather(self._announce, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _announce_addr(self) -> None:
+        """Make our client address part of the replicated state (once it is
+        not already), so every node can point clients at the leader."""
+        delay = 0.2
+        while self.store.addrs.get(self.node.id) != self.client_addr:
+            if self.node.id in self.node.members:
+                try:
+                    await self.node.propose(encode_command(SetAddr(self.node.id, self.client_addr)))
+                    continue
+                except NodeError as exc:
+                    log.debug("announcing the client address: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    # -- middleware ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return _error(e.status, e.code, str(e), **e.extra)
+        except NodeError as exc:
+            err = _node_error(exc)
+            return _error(err.status, err.code, str(err))
+        except web.HTTPRequestEntityTooLarge as exc:
+            return _error(413, "too_large", f"request body too large ({exc.text})")
+        except web.HTTPNotFound:
+            return _error(404, "not_found", f"no route {request.method} {request.path}")
+        except web.HTTPMethodNotAllowed:
+            return _error(405, "bad_request", f"method {request.method} not allowed here")
+        except web.HTTPException as exc:
+            return _error(exc.status, "bad_request", exc.reason)
+
+    @web.middleware
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.token is not None and request.path not in _OPEN_ROUTES:
+            got = request.headers.get("Authorization", "")
+            want = "Bearer " + self.token
+            if not hmac.compare_digest(got.encode(), want.encode()):
+                return _error(401, "unauthorized", "a valid bearer token is required")
+        return await handler(request)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _key(self, request: web.Request) -> str:
+        raw = request.rel_url.raw_path[len("/v1/kv/") :]
+        try:
+            key = urllib.parse.unquote(raw, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad_request", "the key is not UTF-8") from exc
+        if not key:
+            raise ApiError(400, "bad_request", "empty key")
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise ApiError(400, "bad_request", f"key longer than {MAX_KEY_BYTES} bytes")
+        return key
+
+    def _consistency(self, request: web.Request) -> str:
+        c = request.query.get("consistency", "linearizable")
+        if c not in _CONSISTENCY:
+            choices = ", ".join(_CONSISTENCY)
+            raise ApiError(400, "bad_request", f"consistency must be one of {choices}")
+        return c
+
+    async def get(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        c = self._consistency(request)
+        kv = await self.node.read(lambda: self.store.get(key), consistency=c, timeout=self.timeout)
+        if kv is None:
+            raise ApiError(404, "not_found", f"no key {key!r}")
+        return _json({"key": key, "value": kv.value, "revision": kv.revision})
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        prefix = request.query.get("prefix", "")
+        try:
+            limit = int(request.query.get("limit", str(MAX_LIST)))
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", "limit must be an integer") from exc
+        if not 1 <= limit <= MAX_LIST:
+            raise ApiError(400, "bad_request", f"limit must be in 1..{MAX_LIST}")
+        c = self._consistency(request)
+        items, rev = await self.node.read(
+            lambda: self.store.list(prefix, limit), consistency=c, timeout=self.timeout
+        )
+        return _json(
+            {
+                "items": [{"key": k, "value": v.value, "revision": v.revision} for k, v in items],
+                "revision": rev,
+            }
+        )
+
+    def _check_conditions(self, if_revision: int | None, request_id: str | None) -> None:
+        if if_revision is not None and if_revision < 0:
+            raise ApiError(400, "bad_request", "if_revision must be >= 0")
+        if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID:
+            raise ApiError(400, "bad_request", f"request_id must be 1..{MAX_REQUEST_ID} chars")
+
+    async def _write(self, cmd: Put | Delete) -> WriteResult:
+        t0 = time.perf_counter()
+        try:
+            res: WriteResult = await self.node.propose(encode_command(cmd), timeout=self.timeout)
+        except NodeError as exc:
+            self.metrics.proposal_failed(type(exc).__name__)
+            raise
+        self.metrics.commit_latency.observe(time.perf_counter() - t0)
+        return res
+
+    @staticmethod
+    def _outcome(res: WriteResult) -> web.Response:
+        if res.outcome == "ok":
+            return _json({"revision": res.revision, "prev": as_json(res.prev)})
+        if res.outcome == "not_found":
+            raise ApiError(404, "not_found", "no such key")
+        raise ApiError(
+            412, "precondition_failed", "the condition did not hold", current=as_json(res.current)
+        )
+
+    async def put(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        body: PutBody = _decode(await request.read(), PutBody)
+        if len(body.value.encode()) > self.max_value:
+            raise ApiError(413, "too_large", f"value larger than {self.max_value} bytes")
+        self._check_conditions(body.if_revision, body.request_id)
+        cmd = Put(key, body.value, body.if_value, body.if_revision, body.request_id)
+        return self._outcome(await self._write(cmd))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        raw = await request.read()
+        body = _decode(raw, DeleteBody) if raw.strip() else DeleteBody()
+        self._check_conditions(body.if_revision, body.request_id)
+        cmd = Delete(key, body.if_value, body.if_revision, body.request_id)
+        return self._outcome(await self._write(cmd))
+
+    # -- cluster ------------------------------------------------------------------------
+
+    def _members(self) -> list[dict[str, Any]]:
+        st = self.node.status()
+        voters = set(st.voters)
+        out = []
+        for nid in sorted(set(st.voters) | set(st.learners)):
+            info = st.members.get(nid, {})
+            out.append(
+                {
+                    "id": nid,
+                    "peer_addr": info.get("addr", ""),
+                    "client_addr": self.store.addrs.get(nid, info.get("client_addr", "")),
+                    "voter": nid in voters,
+                }
+            )
+        return out
+
+    async def status(self, request: web.Request) -> web.Response:
+        st = self.node.status()
+        return _json(
+            {
+                "id": st.id,
+                "role": st.role,
+                "term": st.term,
+                "leader": st.leader,
+                "leader_client_addr": self.store.addrs.get(st.leader or "", ""),
+                "commit_index": st.commit_index,
+                "applied_index": st.applied_index,
+                "last_log_index": st.last_log_index,
+                "snapshot_index": st.snapshot_index,
+                "members": self._members(),
+                "peers": {
+                    nid: {"match": p.match, "lag": p.lag, "active": p.active}
+                    for nid, p in st.peers.items()
+                },
+                "storage_ok": st.storage_ok,
+            }
+        )
+
+    async def members(self, request: web.Request) -> web.Response:
+        return _json({"members": self._members()})
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        b: MemberBody = _decode(await request.read(), MemberBody)
+        if not b.id or not b.peer_addr:
+            raise ApiError(400, "bad_request", "id and peer_addr are required")
+        info = {"client_addr": b.client_addr} if b.client_addr else {}
+        if b.voter:
+            await self.node.add_voter(b.id, b.peer_addr, catch_up_timeout=60.0, **info)
+        else:
+            await self.node.add_learner(b.id, b.peer_addr, **info)
+        return _json({"members": self._members()})
+
+    def _member_id(self, request: web.Request) -> str:
+        nid = request.match_info["id"]
+        if not any(m["id"] == nid for m in self._members()):
+            raise ApiError(404, "not_found", f"no member {nid!r}")
+        return nid
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        await self.node.remove(self._member_id(request))
+        return _json({"members": self._members()})
+
+    async def promote_member(self, request: web.Request) -> web.Response:
+        await self.node.promote(self._member_id(request))
+        return _json({"members": self._members()})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = _decode(raw, TransferBody) if raw.strip() else TransferBody()
+        if not self.node.is_leader:
+            return await self._to_leader(request, raw)
+        new = await self.node.transfer_leadership(body.to, timeout=self.timeout)
+        return _json({"leader": new})
+
+    async def _to_leader(self, request: web.Request, body: bytes) -> web.Response:
+        """Proxy an admin request that only the leader can serve."""
+        leader = self.node.leader
+        addr = self.store.addrs.get(leader or "")
+        if leader is None or not addr:
+            raise ApiError(503, "no_leader", "no leader known (or its client address is not)")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        scheme = "https" if self._ssl_client is not None else "http"
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        try:
+            async with self._session.request(
+                request.method,
+                f"{scheme}://{addr}{request.rel_url}",
+                data=body,
+                headers=headers,
+                ssl=self._ssl_client,
+                timeout=aiohttp.ClientTimeout(total=self.timeout * 2),
+            ) as resp:
+                return web.Response(
+                    body=await resp.read(),
+                    status=resp.status,
+                    content_type="application/json",
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(503, "no_leader", f"the leader at {addr} did not answer: {exc}") from exc
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        return _json({"index": await self.node.snapshot()})
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def metrics_route(self, request: web.Request) -> web.Response:
+        body, ctype = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready: a leader is known, the disk takes writes, and this node has
+        applied what it knew to be committed."""
+        try:
+            st = self.node.status()
+        except NodeError:
+            return _error(503, "not_ready", "the node is not running")
+        why = []
+        if st.leader is None:
+            why.append("no leader")
+        if not st.storage_ok:
+            why.append("storage failed")
+        if st.applied_index < st.commit_index:
+            why.append(f"applying ({st.applied_index}/{st.commit_index})")
+        if why:
+            return _error(503, "not_ready", "; ".join(why))
+        return _json({"ok": True})
+
+
+__all__ = ["KVServer", "ApiError", "KV"]
