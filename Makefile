@@ -33,7 +33,7 @@ bench: $(STAMP)
 	if [ -f bench/raft_bench.py ]; then $(PY) bench/raft_bench.py; fi
 
 run: $(STAMP)
-	$(PY) -m liferaft.sim.demo
+	$(PY) -m liferaft.cli cluster up --nodes 3 --dir ./liferaft-data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -112,9 +112,14 @@ def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
 
 
 def _register() -> None:
+    from .client_cmds import COMMANDS
+    from .cluster import cluster
     from .serve import serve_cmd
 
+    main.add_command(cluster)
     main.add_command(serve_cmd, "serve")
+    for cmd in COMMANDS:
+        main.add_command(cmd)
 
 
 _register()

@@ -432,7 +432,7 @@ class KVServer:
                 f"{scheme}://{addr}{request.rel_url}",
                 data=body,
                 headers=headers,
-                ssl=self._ssl_client,
+                ssl=self._ssl_client if self._ssl_client is not None else True,
                 timeout=aiohttp.ClientTimeout(total=self.timeout * 2),
             ) as resp:
                 return web.Response(
