@@ -67,7 +67,7 @@ from liferaft.core import (
     SnapshotMeta,
 )
 from liferaft.storage import DiskStorage, StorageError
-from liferaft.transport.base import SnapshotSink, Transport
+from liferaft.transport.base import CallNotSent, SnapshotSink, Transport
 
 from ._futures import _as_error, _fail, _resolve
 from .clock import Clock, SystemClock
@@ -881,7 +881,11 @@ class Node(MembershipMixin):
         deadline = self.clock.monotonic() + t
         self._forwarding += 1
         try:
-            index, term = await self._bounded(start(), t, "no leader accepted the proposal")
+            # The route keeps its own deadline and tells "not proposed"
+            # (NotLeader) from "unknown" (Timeout); this bound is a backstop.
+            index, term = await self._bounded(
+                start(), t + self.config.tick_interval, "no leader accepted the proposal"
+            )
         finally:
             self._forwarding -= 1
         if index <= self.applied:
@@ -937,14 +941,19 @@ class Node(MembershipMixin):
                         msgspec.msgpack.encode(req),
                         max(0.01, deadline - self.clock.monotonic()),
                     )
+                except CallNotSent as exc:
+                    # Nothing left this node, so nothing was proposed: wait
+                    # for a reachable leader like when none is known.
+                    log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)
                 except TimeoutError as exc:
                     raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
                 except Exception as exc:
                     raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
-                rep = msgspec.msgpack.decode(raw)
-                if rep[0] == "ok":
-                    return int(rep[1]), int(rep[2])
-                # The leader moved on: nothing was proposed; try again.
+                else:
+                    rep = msgspec.msgpack.decode(raw)
+                    if rep[0] == "ok":
+                        return int(rep[1]), int(rep[2])
+                    # The leader moved on: nothing was proposed; try again.
             left = deadline - self.clock.monotonic()
             if left <= 0:
                 raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)

@@ -16,6 +16,7 @@ The wire format is described in docs/transport.md.
 
 from .base import (
     CallError,
+    CallNotSent,
     SnapshotSink,
     Transport,
     TransportHandler,
@@ -27,6 +28,7 @@ from .tcp import TcpTransport
 
 __all__ = [
     "CallError",
+    "CallNotSent",
     "MemoryNetwork",
     "MemoryTransport",
     "SnapshotSink",

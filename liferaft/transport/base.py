@@ -80,8 +80,13 @@ class CallError(Exception):
     exception arrives as ``CallError("remote error: <type>: <message>")``.
 
     After a CallError for a lost connection the remote handler may or may not
-    have run.
+    have run.  :class:`CallNotSent` says it did not.
     """
+
+
+class CallNotSent(CallError):
+    """The call never left this node (unknown or unreachable peer, full queue,
+    closed transport): the remote handler did not run, so a retry is safe."""
 
 
 @runtime_checkable

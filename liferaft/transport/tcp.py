@@ -95,7 +95,14 @@ from ._frames import (
     read_frame,
     reply_frame,
 )
-from .base import CallError, SnapshotSink, TransportHandler, format_address, parse_address
+from .base import (
+    CallError,
+    CallNotSent,
+    SnapshotSink,
+    TransportHandler,
+    format_address,
+    parse_address,
+)
 
 __all__ = ["TcpTransport"]
 
@@ -488,9 +495,9 @@ class TcpTransport:
 
     def _check_call(self, payload: bytes) -> None:
         if self._closed:
-            raise CallError("the transport is closed")
+            raise CallNotSent("the transport is closed")
         if self._handler is None:
-            raise CallError("the transport is not started")
+            raise CallNotSent("the transport is not started")
         if len(payload) + CALL_OVERHEAD > self._max_frame:
             raise CallError(
                 f"a call payload of {len(payload)} bytes exceeds the frame limit of "
@@ -508,11 +515,11 @@ class TcpTransport:
         self._check_call(payload)
         link = self._links.get(peer)
         if link is None:
-            raise CallError(f"unknown peer {peer!r}")
+            raise CallNotSent(f"unknown peer {peer!r}")
         if link.state is _LinkState.DOWN:
-            raise CallError(f"peer {peer} is unreachable: its connection is down")
+            raise CallNotSent(f"peer {peer} is unreachable: its connection is down")
         if len(link.queue) >= self._queue_size:
-            raise CallError(f"the queue to peer {peer} is full")
+            raise CallNotSent(f"the queue to peer {peer} is full")
         item = _OutCall(next(self._call_ids), bytes(payload), self._new_future())
         self._pending[item.call_id] = item.fut
         link.queue.append(item)
@@ -670,7 +677,7 @@ class TcpTransport:
         """Drop every queued message; fail every queued call with ``why``."""
         for item in link.queue:
             if isinstance(item, _OutCall):
-                _fail(item.fut, CallError(f"peer {link.peer} is unreachable: {why}"))
+                _fail(item.fut, CallNotSent(f"peer {link.peer} is unreachable: {why}"))
             else:
                 self._dropped(link, item)
         link.queue.clear()

@@ -490,3 +490,20 @@ async def test_a_write_on_a_node_without_a_leader_fails_or_can_be_cancelled() ->
         assert not f._bg
     finally:
         await c.stop()
+
+
+async def test_forwarding_to_an_unreachable_leader_is_not_leader_not_timeout() -> None:
+    """A forward that never left the follower proposed nothing: the caller
+    gets NotLeader (safe to retry; kv answers 503), not an unknown outcome."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        f = next(n for n in c.nodes.values() if n is not ld)
+        c.net.cut(f.id, ld.id)
+        assert f.leader == ld.id  # it still believes in the leader
+        with pytest.raises(NotLeader):
+            await c.drive(f.propose(b"x" * 9, timeout=0.3))
+    finally:
+        await c.stop()
