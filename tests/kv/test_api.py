@@ -1,0 +1,290 @@
+"""The liferaft-kv HTTP API in one process: three real nodes over TCP on
+127.0.0.1, each with its KVServer on its own port.  Status codes and JSON
+shapes follow DESIGN.md's table; bad input gets a clear 4xx and changes
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from liferaft.kv.server import KVServer
+from liferaft.kv.state import KVStore
+from tests.runtime.cluster import TcpCluster
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+class Api:
+    """A 3-node cluster with an HTTP server per node."""
+
+    def __init__(self, tmp: Path, **server_kw: Any) -> None:
+        self.c = TcpCluster(tmp, 3, sm=KVStore)
+        self.kw = server_kw
+        self.urls: dict[str, str] = {}
+        self.servers: dict[str, KVServer] = {}
+        self.runners: list[web.AppRunner] = []
+        self.http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        await self.c.start()
+        for nid, node in self.c.nodes.items():
+            port = free_port()
+            srv = KVServer(node, self.c.sms[nid], client_addr=f"127.0.0.1:{port}", **self.kw)
+            runner = web.AppRunner(srv.app())
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            self.runners.append(runner)
+            self.servers[nid] = srv
+            self.urls[nid] = f"http://127.0.0.1:{port}"
+        self.http = aiohttp.ClientSession()
+        await self.c.leader()
+        # Each node announces its client address through the log; let that
+        # settle so the tests below see a quiet log.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while not all(len(sm.addrs) == 3 for sm in self.c.sms.values()):
+            assert loop.time() < end, "client addresses not announced"
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        for r in self.runners:
+            await r.cleanup()
+        await self.c.stop()
+
+    async def call(
+        self, nid: str, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        assert self.http is not None
+        kw: dict[str, Any] = {"headers": headers or {}}
+        if raw is not None:
+            kw["data"] = raw
+        elif body is not None:
+            kw["json"] = body
+        async with self.http.request(method, self.urls[nid] + path, **kw) as r:
+            data = await r.json(content_type=None)
+            return r.status, data, r.headers
+
+    async def leader_id(self) -> str:
+        return (await self.c.leader()).id
+
+    async def follower_id(self) -> str:
+        ld = await self.leader_id()
+        return next(n for n in self.c.ids if n != ld)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    a = Api(tmp_path, timeout=2.0)
+    await a.start()
+    try:
+        yield a
+    finally:
+        await a.stop()
+
+
+async def test_put_get_list_delete_with_the_contracted_shapes(api: Api) -> None:
+    f = await api.follower_id()  # a follower forwards writes
+    st, body, _ = await api.call(f, "PUT", "/v1/kv/dir/a%2Fb", {"value": "1"})
+    assert st == 200 and set(body) == {"revision", "prev"} and body["prev"] is None
+    rev = body["revision"]
+    st, body, _ = await api.call(f, "PUT", "/v1/kv/dir/a%2Fb", {"value": "2"})
+    assert st == 200 and body["prev"] == {"value": "1", "revision": rev}
+    assert body["revision"] > rev  # revisions only grow
+    st, body, _ = await api.call(f, "GET", "/v1/kv/dir/a%2Fb")
+    assert (st, body["key"], body["value"]) == (200, "dir/a/b", "2")
+    await api.call(f, "PUT", "/v1/kv/dir/c", {"value": "3"})
+    await api.call(f, "PUT", "/v1/kv/other", {"value": "4"})
+    st, body, _ = await api.call(f, "GET", "/v1/kv?prefix=dir/&limit=10")
+    assert st == 200 and [i["key"] for i in body["items"]] == ["dir/a/b", "dir/c"]
+    assert body["revision"] >= body["items"][-1]["revision"]
+    st, body, _ = await api.call(f, "DELETE", "/v1/kv/dir/c")
+    assert st == 200 and body["prev"]["value"] == "3"
+    st, body, _ = await api.call(f, "GET", "/v1/kv/dir/c")
+    assert st == 404 and body["error"] == "not_found" and "message" in body
+    st, body, _ = await api.call(f, "DELETE", "/v1/kv/dir/c")
+    assert st == 404 and body["error"] == "not_found"
+
+
+async def test_conditional_writes_answer_412_with_the_current_value(api: Api) -> None:
+    ld = await api.leader_id()
+    st, body, _ = await api.call(ld, "PUT", "/v1/kv/k", {"value": "v", "if_revision": 0})
+    assert st == 200
+    rev = body["revision"]
+    st, body, _ = await api.call(ld, "PUT", "/v1/kv/k", {"value": "w", "if_revision": 0})
+    assert st == 412 and body["error"] == "precondition_failed"
+    assert body["current"] == {"value": "v", "revision": rev}
+    st, body, _ = await api.call(ld, "PUT", "/v1/kv/k", {"value": "w", "if_value": "v"})
+    assert st == 200
+    st, body, _ = await api.call(ld, "DELETE", "/v1/kv/k", {"if_revision": rev})
+    assert st == 412 and body["current"]["value"] == "w"
+    st, body, _ = await api.call(ld, "PUT", "/v1/kv/nokey", {"value": "x", "if_value": "y"})
+    assert st == 412 and body["current"] is None
+
+
+async def test_a_repeated_request_id_returns_the_first_outcome(api: Api) -> None:
+    ld = await api.leader_id()
+    f = await api.follower_id()
+    req = {"value": "a", "request_id": "client7:1"}
+    st, first, _ = await api.call(ld, "PUT", "/v1/kv/r", req)
+    await api.call(ld, "PUT", "/v1/kv/r", {"value": "b"})
+    st2, again, _ = await api.call(f, "PUT", "/v1/kv/r", req)  # through another node
+    assert (st, st2) == (200, 200) and again == first
+    _, got, _ = await api.call(ld, "GET", "/v1/kv/r")
+    assert got["value"] == "b"  # applied once: the retry did not write "a" again
+
+
+@pytest.mark.parametrize(
+    "path,body,raw",
+    [
+        ("/v1/kv/k", None, b"{not json"),
+        ("/v1/kv/k", {"value": 5}, None),
+        ("/v1/kv/k", {"value": "v", "extra": 1}, None),
+        ("/v1/kv/k", {}, None),
+        ("/v1/kv/k", {"value": "v", "if_revision": -1}, None),
+        ("/v1/kv/k", {"value": "v", "if_revision": "3"}, None),
+        ("/v1/kv/k", {"value": "v", "request_id": ""}, None),
+        ("/v1/kv/" + "k" * 4097, {"value": "v"}, None),
+        ("/v1/kv/%FF", {"value": "v"}, None),
+    ],
+)
+async def test_bad_writes_are_400_and_change_nothing(
+    api: Api, path: str, body: Any, raw: bytes | None
+) -> None:
+    ld = await api.leader_id()
+    before = api.c.nodes[ld].status().last_log_index
+    st, data, _ = await api.call(ld, "PUT", path, body, raw=raw)
+    assert st == 400 and data["error"] == "bad_request" and data["message"]
+    await asyncio.sleep(0.1)
+    assert api.c.nodes[ld].status().last_log_index == before
+
+
+async def test_bad_reads_are_400(api: Api) -> None:
+    ld = await api.leader_id()
+    for path in ("/v1/kv/k?consistency=eventual", "/v1/kv?limit=0", "/v1/kv?limit=x"):
+        st, data, _ = await api.call(ld, "GET", path)
+        assert st == 400 and data["error"] == "bad_request", path
+    st, data, _ = await api.call(ld, "GET", "/v1/nothing")
+    assert st == 404 and data["error"] == "not_found"
+
+
+async def test_every_consistency_mode_reads_the_value(api: Api) -> None:
+    ld = await api.leader_id()
+    await api.call(ld, "PUT", "/v1/kv/c", {"value": "x"})
+    for nid in api.c.ids:
+        for mode in ("linearizable", "lease"):
+            st, data, _ = await api.call(nid, "GET", f"/v1/kv/c?consistency={mode}")
+            assert st == 200 and data["value"] == "x", (nid, mode)
+    # A stale read is served from whatever the node has applied: eventually x.
+    for nid in api.c.ids:
+        for _ in range(100):
+            st, data, _ = await api.call(nid, "GET", "/v1/kv/c?consistency=stale")
+            if st == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert st == 200 and data["value"] == "x"
+
+
+async def test_status_members_snapshot_and_transfer_through_a_follower(api: Api) -> None:
+    f = await api.follower_id()
+    st, s, _ = await api.call(f, "GET", "/v1/status")
+    want = {"id", "role", "term", "leader", "commit_index", "applied_index", "last_log_index",
+            "snapshot_index", "members"}
+    assert st == 200 and want <= set(s) and s["role"] == "follower"
+    st, m, _ = await api.call(f, "GET", "/v1/members")
+    assert st == 200 and {x["id"] for x in m["members"]} == set(api.c.ids)
+    assert all(x["voter"] and x["peer_addr"] for x in m["members"])
+    # Every node announces its client address through the log.
+    for _ in range(100):
+        _, m, _ = await api.call(f, "GET", "/v1/members")
+        if all(x["client_addr"] for x in m["members"]):
+            break
+        await asyncio.sleep(0.05)
+    assert {x["id"]: "http://" + x["client_addr"] for x in m["members"]} == api.urls
+    st, snap, _ = await api.call(f, "POST", "/v1/snapshot")
+    assert st == 200 and snap["index"] >= 1
+    st, t, _ = await api.call(f, "POST", "/v1/leader/transfer", {"to": f})  # proxied
+    assert st == 200 and t["leader"] == f
+    assert (await api.c.leader()).id == f
+
+
+async def test_membership_errors_are_clear(api: Api) -> None:
+    ld = await api.leader_id()
+    st, data, _ = await api.call(ld, "DELETE", "/v1/members/n9")
+    assert st == 404 and data["error"] == "not_found"
+    st, data, _ = await api.call(ld, "POST", "/v1/members", {"id": "n4"})
+    assert st == 400 and data["error"] == "bad_request"
+
+
+async def test_no_leader_is_503_with_retry_after(api: Api) -> None:
+    ld = await api.leader_id()
+    f = await api.follower_id()
+    other = next(n for n in api.c.ids if n not in (ld, f))
+    await api.c.nodes[ld].stop()
+    await api.c.nodes[other].stop()
+    st, data, headers = await api.call(f, "PUT", "/v1/kv/k", {"value": "v"})
+    assert st == 503 and data["error"] == "no_leader" and headers["Retry-After"]
+    st, data, _ = await api.call(f, "GET", "/v1/kv/k")
+    assert st in (503, 504) and data["error"] in ("no_leader", "timeout")
+    st, data, _ = await api.call(f, "GET", "/readyz")
+    assert st == 503 and "no leader" in data["message"]
+    st, data, _ = await api.call(f, "GET", "/healthz")
+    assert st == 200
+
+
+async def test_metrics_are_prometheus_text(api: Api) -> None:
+    ld = await api.leader_id()
+    await api.call(ld, "PUT", "/v1/kv/m", {"value": "x"})
+    assert api.http is not None
+    async with api.http.get(api.urls[ld] + "/metrics") as r:
+        text = await r.text()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    for name in ("liferaft_commit_latency_seconds_bucket", "liferaft_apply_lag", "liferaft_term",
+                 "liferaft_leader_changes_total", "liferaft_proposals_failed",
+                 "liferaft_log_entries", "liferaft_snapshot_bytes",
+                 "liferaft_snapshot_age_seconds", "liferaft_peer_reachable"):
+        assert name in text, name
+    assert 'liferaft_is_leader 1.0' in text
+
+
+async def test_auth_and_size_limits(tmp_path: Path) -> None:
+    a = Api(tmp_path, token="s3cret", max_value=1000)
+    await a.start()
+    try:
+        ld = await a.leader_id()
+        good = {"Authorization": "Bearer s3cret"}
+        st, data, _ = await a.call(ld, "PUT", "/v1/kv/k", {"value": "v"})
+        assert st == 401 and data["error"] == "unauthorized"
+        bad = {"Authorization": "Bearer nope"}
+        st, data, _ = await a.call(ld, "GET", "/v1/status", headers=bad)
+        assert st == 401
+        st, _, _ = await a.call(ld, "GET", "/healthz")
+        assert st == 200
+        st, _, _ = await a.call(ld, "PUT", "/v1/kv/k", {"value": "v"}, headers=good)
+        assert st == 200
+        st, data, _ = await a.call(ld, "PUT", "/v1/kv/k", {"value": "x" * 1001}, headers=good)
+        assert st == 413 and data["error"] == "too_large"
+        st, data, _ = await a.call(
+            ld, "PUT", "/v1/kv/k", raw=b'{"value": "' + b"x" * 200_000 + b'"}', headers=good
+        )
+        assert st == 413 and data["error"] == "too_large"
+        st, data, _ = await a.call(ld, "GET", "/v1/kv/k", headers=good)
+        assert data["value"] == "v"  # nothing of the refused writes applied
+    finally:
+        await a.stop()
