@@ -2,7 +2,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint sim bench run clean
+.PHONY: install test lint sim bench run demo clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m liferaft.cli cluster up --nodes 3 --dir ./liferaft-data
+
+demo: $(STAMP)
+	$(PY) -m liferaft.sim.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

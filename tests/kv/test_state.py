@@ -104,7 +104,11 @@ def test_a_snapshot_restores_exactly_and_replays_alike(seq: list) -> None:  # ty
     s = KVStore()
     cmds = []
     for i, (op, k, v, rev, rid) in enumerate(seq):
-        c = Put(k, v, if_revision=rev, request_id=rid) if op == "put" else Delete(k, if_revision=rev, request_id=rid)
+        c: Put | Delete = (
+            Put(k, v, if_revision=rev, request_id=rid)
+            if op == "put"
+            else Delete(k, if_revision=rev, request_id=rid)
+        )
         cmds.append(c)
         apply(s, i + 1, c)
     snap = s.snapshot()
