@@ -1,0 +1,145 @@
+"""liferaft.client against three in-process nodes: leader discovery, typed
+errors, the sync wrapper, and retries that keep the request_id."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from liferaft.client import (
+    AsyncClient,
+    BadRequest,
+    Client,
+    Item,
+    NotFound,
+    PreconditionFailed,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
+from tests.kv.test_api import Api
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    a = Api(tmp_path, timeout=1.0)
+    await a.start()
+    try:
+        yield a
+    finally:
+        await a.stop()
+
+
+def endpoints(api: Api) -> str:
+    return ",".join(u.removeprefix("http://") for u in api.urls.values())
+
+
+async def test_async_client_round_trip_and_typed_errors(api: Api) -> None:
+    async with AsyncClient(endpoints(api), timeout=5) as c:
+        r = await c.put("a/b", "1")
+        assert r.prev is None and r.revision > 0
+        assert await c.get("a/b") == Item("a/b", "1", r.revision)
+        assert await c.get("nope") is None
+        r2 = await c.cas("a/b", "1", "2")
+        assert r2.prev == Item("a/b", "1", r.revision)
+        with pytest.raises(PreconditionFailed) as e:
+            await c.cas("a/b", "1", "3")
+        assert e.value.current == Item("a/b", "2", r2.revision)
+        items, rev = await c.list("a/")
+        assert [i.key for i in items] == ["a/b"] and rev >= r2.revision
+        await c.delete("a/b")
+        with pytest.raises(NotFound):
+            await c.delete("a/b")
+        with pytest.raises(BadRequest):
+            await c.put("x" * 5000, "v")
+        assert {m["id"] for m in await c.members()} == set(api.c.ids)
+        assert c._leader == api.urls[(await api.c.leader()).id].removeprefix("http://")
+
+
+async def test_writes_go_to_the_leader_even_when_listed_last(api: Api) -> None:
+    ld = (await api.c.leader()).id
+    eps = [u.removeprefix("http://") for n, u in api.urls.items() if n != ld]
+    eps.append(api.urls[ld].removeprefix("http://"))
+    async with AsyncClient(eps) as c:
+        await c.put("k", "v")
+        assert c._leader == eps[-1]
+
+
+async def test_an_unreachable_endpoint_is_skipped(api: Api) -> None:
+    dead = "127.0.0.1:1"
+    async with AsyncClient([dead, *[u.removeprefix("http://") for u in api.urls.values()]]) as c:
+        await c.put("k", "v")
+        assert (await c.get("k")) is not None
+
+
+async def test_no_quorum_ends_in_a_typed_error_by_the_deadline(api: Api) -> None:
+    ld = await api.c.leader()
+    for n in api.c.nodes.values():
+        if n is not ld:
+            await n.stop()
+    async with AsyncClient(endpoints(api), timeout=2.5) as c:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises((Timeout, Unavailable)):
+            await c.put("k", "v")
+        assert loop.time() - t0 < 6
+
+
+async def test_a_retry_after_an_unknown_outcome_keeps_the_request_id(api: Api) -> None:
+    """A 504 (the followers are cut off) is retried with the same request_id
+    once they are back; the write is applied exactly once."""
+    ld = await api.c.leader()
+    async with AsyncClient(api.urls[ld.id].removeprefix("http://"), timeout=8) as c:
+        await c.put("k", "0")
+        base = (await c.get("k"))
+        assert base is not None
+        for n in api.c.nodes.values():
+            if n is not ld:
+                n.transport.set_peers({})  # type: ignore[attr-defined]
+        ld.transport.set_peers({})  # type: ignore[attr-defined]
+        rid = c.next_request_id()
+        task = asyncio.create_task(c.put("k", "1", request_id=rid))
+        await asyncio.sleep(1.5)  # at least one attempt timed out (504)
+        for n in api.c.nodes.values():
+            n._update_peers()
+        r = await task
+        again = await c.put("k", "1", request_id=rid)
+        assert again.revision == r.revision  # the first outcome, not a second write
+        got = await c.get("k")
+        assert got is not None and got.value == "1" and got.revision == r.revision
+
+
+async def test_auth_errors_are_typed(tmp_path: Path) -> None:
+    a = Api(tmp_path, token="t0k")
+    await a.start()
+    try:
+        async with AsyncClient(endpoints(a)) as c:
+            with pytest.raises(Unauthorized):
+                await c.put("k", "v")
+        async with AsyncClient(endpoints(a), token="t0k") as c:
+            await c.put("k", "v")
+    finally:
+        await a.stop()
+
+
+async def test_the_sync_client_works_from_plain_threads(api: Api) -> None:
+    eps = endpoints(api)
+    out: list[object] = []
+
+    def work() -> None:
+        with Client(eps, timeout=5) as c:
+            c.put("s", "v")
+            out.append(c.get("s"))
+            out.append(c.status()["role"])
+
+    t = threading.Thread(target=work)
+    t.start()
+    while t.is_alive():  # keep our loop (the cluster's) running meanwhile
+        await asyncio.sleep(0.01)
+    t.join()
+    assert isinstance(out[0], Item) and out[0].value == "v"
+    assert out[1] in ("leader", "follower")
