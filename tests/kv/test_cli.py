@@ -1,0 +1,144 @@
+"""`liferaft serve` flag handling in process (click's runner): bad flags are
+one clear line and a non-zero exit; --config TOML merges under the flags;
+TLS flags build contexts (certificates from trustme)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from liferaft.cli import main
+from liferaft.cli import serve as serve_mod
+from liferaft.kv.serve import ServeOptions, node_config, parse_cluster
+
+BASE = [
+    "serve", "--id", "n1", "--peer-addr", "127.0.0.1:7001", "--client-addr", "127.0.0.1:8001",
+]
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[ServeOptions]:
+    """Replace the server with a recorder: these tests only parse flags."""
+    got: list[ServeOptions] = []
+
+    async def fake_serve(o: ServeOptions, ctx: Any = None) -> None:
+        got.append(o)
+
+    monkeypatch.setattr(serve_mod, "serve", fake_serve)
+    return got
+
+
+def run(args: list[str]) -> Any:
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--initial-cluster", "n1=nohost"], "not a host:port"),
+        (["--initial-cluster", "n1"], "is not ID=HOST:PORT"),
+        (["--initial-cluster", "n1=127.0.0.1:1,n1=127.0.0.1:2"], "appears twice"),
+        (["--initial-cluster", "n1=127.0.0.1:7001", "--join", "http://x:1"], "exclude each other"),
+        (["--join", "ftp://x"], "is not an http(s) URL"),
+        (["--election-timeout", "100", "--heartbeat-interval", "100"], "must exceed"),
+        (["--peer-cert", "c.pem"], "go together"),
+        (["--peer-ca", "ca.pem"], "needs --peer-cert"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(
+    tmp_path: Path, captured: list[ServeOptions], extra: list[str], message: str
+) -> None:
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), *extra])
+    assert r.exit_code != 0 and message in r.output
+    assert "Traceback" not in r.output and not captured
+
+
+def test_a_bad_address_flag(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    r = run(["serve", "--id", "n1", "--data-dir", str(tmp_path), "--peer-addr", "7001",
+             "--client-addr", "127.0.0.1:8001"])
+    assert r.exit_code == 2 and "--peer-addr" in r.output and "not a host:port" in r.output
+
+
+def test_an_unusable_data_dir_or_token_file(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = run([*BASE, "--data-dir", str(f / "sub")])
+    assert r.exit_code == 1 and "data dir" in r.output and "Traceback" not in r.output
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--token-file", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "--token-file" in r.output
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--token-file", str(empty)])
+    assert r.exit_code == 1 and "is empty" in r.output
+
+
+def test_config_file_settings_merge_under_the_flags(
+    tmp_path: Path, captured: list[ServeOptions]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    cfg = tmp_path / "n1.toml"
+    cfg.write_text(
+        f'data-dir = "{tmp_path / "d"}"\n'
+        "election_timeout = 500\n"
+        "snapshot-entries = 99\n"
+        f'token-file = "{token}"\n'
+        "[initial-cluster]\n"
+        'n1 = "127.0.0.1:7001"\n'
+        'n2 = "127.0.0.1:7002"\n'
+    )
+    r = run(["serve", "--config", str(cfg), "--id", "n1", "--peer-addr", "127.0.0.1:7001",
+             "--client-addr", "127.0.0.1:8001", "--snapshot-entries", "7"])
+    assert r.exit_code == 0, r.output
+    (o,) = captured
+    assert o.data_dir == tmp_path / "d" and o.token == "s3cret"
+    assert o.election_timeout == 0.5 and o.snapshot_entries == 7  # the flag wins
+    assert o.initial_cluster == {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002"}
+
+
+def test_a_bad_config_file(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("no-such-setting = 1\n")
+    r = run(["serve", "--config", str(cfg), *BASE[1:], "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown setting 'no-such-setting'" in r.output
+    cfg.write_text("this is = not toml [")
+    r = run(["serve", "--config", str(cfg), *BASE[1:], "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "not valid TOML" in r.output
+
+
+def test_tls_flags_build_contexts(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, cafile = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(cafile))
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--initial-cluster", "n1=127.0.0.1:7001",
+             "--peer-cert", str(chain), "--peer-key", str(key), "--peer-ca", str(cafile),
+             "--client-cert", str(chain), "--client-key", str(key)])
+    assert r.exit_code == 0, r.output
+    (o,) = captured
+    assert o.peer_ssl_server is not None and o.peer_ssl_client is not None
+    assert o.client_ssl is not None
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--client-cert", str(key),
+             "--client-key", str(key)])
+    assert r.exit_code != 0 and "TLS (client)" in r.output
+
+
+def test_timing_flags_become_ticks() -> None:
+    o = ServeOptions("n1", Path("/x"), "a:1", "a:2", election_timeout=1.0, heartbeat_interval=0.1)
+    c = node_config(o)
+    assert c.tick_interval == 0.05 and c.heartbeat_ticks == 2 and c.election_ticks == 20
+    o = ServeOptions("n1", Path("/x"), "a:1", "a:2", election_timeout=0.3, heartbeat_interval=0.05)
+    c = node_config(o)
+    assert abs(c.tick_interval * c.election_ticks - 0.3) < 1e-9
+
+
+def test_parse_cluster() -> None:
+    assert parse_cluster(" n1=127.0.0.1:1, n2=[::1]:2 ,") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
+    with pytest.raises(ValueError, match="names no node"):
+        parse_cluster(",")
