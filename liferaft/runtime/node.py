@@ -242,7 +242,10 @@ class Node(MembershipMixin):
         # Outcomes awaited by callers.
         self._pending: dict[int, _Prop] = {}
         self._recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
-        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        # ReadIndex requests: callers waiting for the next round, and the
+        # rounds in flight (one ctx per round, shared by its callers).
+        self._read_batch: list[asyncio.Future[int]] = []
+        self._reads: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_waiters: list[tuple[int, asyncio.Future[int]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._leader_waiters: list[asyncio.Future[None]] = []
@@ -366,8 +369,9 @@ class Node(MembershipMixin):
             _fail(p.fut, err)
         for pr in self._props:
             _fail(pr.fut, err)
-        for rf in self._reads.values():
-            _fail(rf, err)
+        for batch in [*self._reads.values(), self._read_batch]:
+            for rf in batch:
+                _fail(rf, err)
         for _, wf in self._read_waiters:
             _fail(wf, err)
         for _, g in self._applied_waiters:
@@ -540,9 +544,9 @@ class Node(MembershipMixin):
             self._apply(rd.committed_entries)
         if rd.read_states:
             for rs in rd.read_states:
-                f = self._reads.pop(rs.ctx, None)
-                if f is not None and not f.done():
-                    self._read_waiters.append((rs.index, f))
+                for f in self._reads.pop(rs.ctx, ()):
+                    if not f.done():
+                        self._read_waiters.append((rs.index, f))
             self._wake_applied()
         self._soft_events(rd)
         rn.advance()
@@ -1012,25 +1016,35 @@ class Node(MembershipMixin):
         it: any read of local state after this returns is linearizable."""
         self._check_running()
         t = self.config.read_timeout if timeout is None else timeout
-        ctx = b"%s:%d" % (self.id.encode(), next(self._ctx))
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not self._read_batch:
+            self._ops.append(self._start_reads)
+            self._wake.set()
+        self._read_batch.append(fut)
+        return await self._bounded(fut, t, "read index not confirmed in time")
 
-        def start() -> None:
-            rn = self.rn
-            assert rn is not None
-            try:
-                rn.read_index(ctx)
-            except NotLeaderError as exc:
-                _fail(fut, NotLeader(str(exc), rn.leader))
-                return
-            self._reads[ctx] = fut
-
-        self._ops.append(start)
-        self._wake.set()
+    def _start_reads(self) -> None:
+        """One ReadIndex round for every caller that arrived since the last:
+        each arrived before the round began, so the round's index serves all
+        of them (etcd batches the same way).  One heartbeat round per batch,
+        not per read."""
+        batch = [f for f in self._read_batch if not f.done()]
+        self._read_batch = []
+        if not batch:
+            return
+        rn = self.rn
+        assert rn is not None
+        # Rounds whose callers all gave up (a lost request never comes back).
+        for c in [c for c, fs in self._reads.items() if all(f.done() for f in fs)]:
+            del self._reads[c]
+        ctx = b"%s:%d" % (self.id.encode(), next(self._ctx))
         try:
-            return await self._bounded(fut, t, "read index not confirmed in time")
-        finally:
-            self._reads.pop(ctx, None)
+            rn.read_index(ctx)
+        except NotLeaderError as exc:
+            for f in batch:
+                _fail(f, NotLeader(str(exc), rn.leader))
+            return
+        self._reads[ctx] = batch
 
     async def read(
         self,

@@ -507,3 +507,29 @@ async def test_forwarding_to_an_unreachable_leader_is_not_leader_not_timeout() -
             await c.drive(f.propose(b"x" * 9, timeout=0.3))
     finally:
         await c.stop()
+
+
+async def test_concurrent_reads_share_one_read_index_round() -> None:
+    """Reads that arrive together ride one ReadIndex round (one heartbeat
+    broadcast), and each still sees every write acknowledged before it."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(3))
+        assert ld.rn is not None
+        calls = []
+        real = ld.rn.read_index
+
+        def counting(ctx: bytes) -> None:
+            calls.append(ctx)
+            real(ctx)
+
+        ld.rn.read_index = counting  # type: ignore[method-assign]
+        idx = await c.drive(asyncio.gather(*(ld.read_index() for _ in range(50))))
+        assert len(set(idx)) == 1 and idx[0] >= ld.status().commit_index - 1
+        assert len(calls) == 1
+        later = await c.drive(ld.read(lambda: c.sms[ld.id]._value))
+        assert later == 3 and len(calls) == 2
+    finally:
+        await c.stop()
