@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import json
 import logging
 import os
 import random
-import struct
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -67,7 +65,7 @@ from liferaft.core import (
     SnapshotMeta,
 )
 from liferaft.storage import DiskStorage, StorageError
-from liferaft.transport.base import CallNotSent, SnapshotSink, Transport
+from liferaft.transport.base import SnapshotSink, Transport
 
 from ._futures import _as_error, _fail, _resolve
 from .clock import Clock, SystemClock
@@ -83,12 +81,12 @@ from .errors import (
 )
 from .events import Event, EventBus, EventType
 from .membership import MembershipMixin
+from .proposals import ProposalsMixin, _Prop
 from .statemachine import StateMachine
 from .store import DiskStore, MemStore, Store, unwrap_snapshot, wrap_snapshot
 
 log = logging.getLogger("liferaft.runtime")
 T = TypeVar("T")
-_STAMP = struct.Struct("<d")
 
 
 @dataclass
@@ -161,31 +159,7 @@ class NodeStatus:
     storage_ok: bool = True
 
 
-class _Prop:
-    """A proposal on its way: queued for the node task, then (once it has an
-    index) awaiting its apply.  ``want_index``: the caller wants (index, term)
-    rather than the result (a proposal forwarded by a follower)."""
-
-    __slots__ = ("data", "stamp", "fut", "deadline", "term", "index", "want_index")
-
-    def __init__(
-        self,
-        data: bytes,
-        stamp: bool,
-        fut: asyncio.Future[Any],
-        deadline: float = float("inf"),
-        want_index: bool = False,
-    ) -> None:
-        self.data = data
-        self.stamp = stamp
-        self.fut = fut
-        self.deadline = deadline
-        self.want_index = want_index
-        self.term = 0
-        self.index = 0
-
-
-class Node(MembershipMixin):
+class Node(ProposalsMixin, MembershipMixin):
     """A Raft node: drives the core over storage and a transport.
 
     ``initial_members`` ({id: peer address}) bootstraps a brand-new cluster
@@ -408,32 +382,6 @@ class Node(MembershipMixin):
             if self._deadlines or self._late:
                 self._expire(now)
 
-    def _expire(self, now: float) -> None:
-        """Fail proposals past their deadline.  Run by the ticker, not the node
-        task, so a node stuck on a failing disk still times its callers out.
-        One check per tick instead of a timer per proposal: profiling showed
-        the timers costing more than the core."""
-        dq = self._deadlines
-        while dq and (dq[0].deadline <= now or dq[0].fut.done()):
-            self._time_out(dq.popleft())
-        late = self._late
-        while late and (late[0][0] <= now or late[0][2].fut.done()):
-            self._time_out(heapq.heappop(late)[2])
-        # Most proposals finish long before their deadline: drop them now and
-        # then so the queue holds about what is still outstanding.
-        if len(dq) > 4096 and len(dq) > 4 * (len(self._pending) + len(self._props)):
-            self._deadlines = deque(p for p in dq if not p.fut.done())
-
-    def _time_out(self, p: _Prop) -> None:
-        if p.fut.done():
-            return
-        if p.index:
-            if self._pending.get(p.index) is p:
-                del self._pending[p.index]
-            _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
-        else:
-            _fail(p.fut, Timeout("the proposal was not accepted in time"))
-
     async def _run(self) -> None:
         rn = self.rn
         assert rn is not None
@@ -467,47 +415,6 @@ class Node(MembershipMixin):
             self._ops.popleft()()
         if self._props:
             self._propose_batch()
-
-    def _propose_batch(self) -> None:
-        rn = self.rn
-        assert rn is not None
-        props = self._props
-        n = min(len(props), self.config.max_batch)
-        live = [p for p in (props.popleft() for _ in range(n)) if not p.fut.done()]
-        if not live:
-            return
-        if not self._storage_ok:
-            for p in live:
-                _fail(p.fut, StorageFailed("the disk refused the last write; not taking writes"))
-            return
-        now = self.clock.wall()
-        datas = [_STAMP.pack(now) + p.data[8:] if p.stamp else p.data for p in live]
-        try:
-            last = rn.propose_many(datas)
-        except RaftError as exc:
-            # Not leader, or a leadership transfer in progress: nothing was
-            # proposed, so the caller may retry.  Forwarded ones are told so;
-            # our own callers go the slow way (wait for a leader, forward).
-            for p in live:
-                if p.want_index:
-                    _fail(p.fut, NotLeader(str(exc), rn.leader))
-                else:
-                    self._reroute(p)
-            return
-        index = last - len(live)
-        term = rn.term
-        pending = self._pending
-        for p in live:
-            index += 1
-            if p.want_index:
-                p.fut.set_result((index, term))
-                continue
-            p.index = index
-            p.term = term
-            old = pending.get(index)
-            if old is not None:
-                _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
-            pending[index] = p
 
     async def _handle_ready(self, rd: Ready) -> None:
         rn = self.rn
@@ -801,213 +708,6 @@ class Node(MembershipMixin):
                 return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
             return msgspec.msgpack.encode(["ok", index, term])
         raise ValueError(f"unknown request {kind!r}")
-
-    # -- proposals ----------------------------------------------------------------------
-
-    async def propose(
-        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
-    ) -> Any:
-        """Replicate ``data``; returns what the state machine's ``apply`` returned.
-
-        Works on any node: a follower forwards to the leader.  Raises
-        :class:`NotLeader` (no leader reachable; nothing proposed),
-        :class:`Timeout` (outcome unknown), :class:`Dropped`,
-        :class:`StorageFailed` or :class:`Stopped`.  ``stamp_time``: the
-        leader writes its wall clock into ``data[0:8]`` (see statemachine.py).
-        """
-        return await self.submit(data, stamp_time=stamp_time, timeout=timeout)
-
-    def submit(
-        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
-    ) -> asyncio.Future[Any]:
-        """:meth:`propose` without a coroutine: returns a future of the result
-        at once (hashicorp/raft's ``Apply`` returns an ApplyFuture likewise).
-        Many writes in flight then cost one future each, and no task.
-        Cancelling the future before the entry is proposed withdraws it."""
-        if not isinstance(data, bytes | bytearray | memoryview) or not data:
-            raise BadConfig("data must be non-empty bytes")
-        if stamp_time and len(data) < 8:
-            raise BadConfig("stamp_time needs at least 8 bytes of data to overwrite")
-        self._check_running()
-        t = self.config.commit_timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        p = _Prop(bytes(data), stamp_time, fut, self.clock.monotonic() + t)
-        rn = self.rn
-        assert rn is not None
-        if rn.role is Role.LEADER and self._storage_ok:
-            # The fast path: straight into the next batch, one deadline check
-            # per tick (see _expire) rather than a timer per proposal.
-            self._props.append(p)
-            dq = self._deadlines
-            # Deadlines are checked once a tick anyway, so one that is at most
-            # a tick earlier than the last may queue behind it.
-            if not dq or dq[-1].deadline - self.config.tick_interval <= p.deadline:
-                dq.append(p)
-            else:
-                heapq.heappush(self._late, (p.deadline, next(self._seq), p))
-            self._wake.set()
-        else:
-            self._reroute(p)
-        return fut
-
-    def _reroute(self, p: _Prop) -> None:
-        """Propose ``p`` the slow way: wait for a leader, forward if need be."""
-        left = max(0.0, p.deadline - self.clock.monotonic())
-
-        async def go() -> Any:
-            return await self._submit(lambda: self._route_propose(p.data, p.stamp, left), left)
-
-        task = asyncio.get_running_loop().create_task(go())
-        self._bg.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._bg.discard(t)
-            if p.fut.done():
-                return
-            if t.cancelled():
-                _fail(p.fut, Stopped(f"node {self.id} stopped"))
-            elif t.exception() is not None:
-                _fail(p.fut, t.exception())  # type: ignore[arg-type]
-            else:
-                p.fut.set_result(t.result())
-
-        def cancel(f: asyncio.Future[Any]) -> None:
-            if f.cancelled():
-                task.cancel()
-
-        task.add_done_callback(done)
-        p.fut.add_done_callback(cancel)
-
-    async def _submit(self, start: Callable[[], Awaitable[tuple[int, int]]], t: float) -> Any:
-        """Get an (index, term) from ``start``, then wait for that apply."""
-        self._check_running()
-        deadline = self.clock.monotonic() + t
-        self._forwarding += 1
-        try:
-            # The route keeps its own deadline and tells "not proposed"
-            # (NotLeader) from "unknown" (Timeout); this bound is a backstop.
-            index, term = await self._bounded(
-                start(), t + self.config.tick_interval, "no leader accepted the proposal"
-            )
-        finally:
-            self._forwarding -= 1
-        if index <= self.applied:
-            rec = self._recent.get(index)
-            if rec is None:
-                raise Timeout(f"entry {index} was applied long ago; outcome unknown")
-            rterm, ok, result = rec
-            if rterm != term:
-                raise Dropped(f"entry {index} was overwritten by term {rterm}")
-            if not ok:
-                raise result
-            return result
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        old = self._pending.get(index)
-        if old is not None:
-            _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
-        p = _Prop(b"", False, fut)
-        p.index, p.term = index, term
-        self._pending[index] = p
-        left = max(0.0, deadline - self.clock.monotonic())
-        try:
-            return await self._bounded(fut, left, f"entry {index} not applied in time")
-        finally:
-            q = self._pending.get(index)
-            if q is not None and q.fut is fut:
-                del self._pending[index]
-
-    async def _route_propose(self, data: bytes, stamp: bool, t: float) -> tuple[int, int]:
-        req = ["propose", data, stamp]
-        return await self._route(lambda: self._propose_local(data, stamp), req, t)
-
-    async def _route(
-        self,
-        local: Callable[[], Awaitable[tuple[int, int]]],
-        req: list[Any],
-        t: float,
-    ) -> tuple[int, int]:
-        rn = self.rn
-        assert rn is not None
-        deadline = self.clock.monotonic() + t
-        while True:
-            self._check_running()
-            leader = rn.leader
-            if rn.role is Role.LEADER:
-                try:
-                    return await local()
-                except NotLeader:
-                    leader = None  # stepped down or transferring: wait and retry
-            elif leader is not None and leader != self.id:
-                try:
-                    raw = await self.transport.call(
-                        leader,
-                        msgspec.msgpack.encode(req),
-                        max(0.01, deadline - self.clock.monotonic()),
-                    )
-                except CallNotSent as exc:
-                    # Nothing left this node, so nothing was proposed: wait
-                    # for a reachable leader like when none is known.
-                    log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)
-                except TimeoutError as exc:
-                    raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
-                except Exception as exc:
-                    raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
-                else:
-                    rep = msgspec.msgpack.decode(raw)
-                    if rep[0] == "ok":
-                        return int(rep[1]), int(rep[2])
-                    # The leader moved on: nothing was proposed; try again.
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
-                raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)
-            await self._wait_leader_change(
-                min(left, self.config.tick_interval * self.config.election_ticks)
-            )
-
-    async def _propose_local(self, data: bytes, stamp: bool) -> tuple[int, int]:
-        self._check_running()
-        if not self._storage_ok:
-            raise StorageFailed("the disk refused the last write; not taking writes")
-        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._props.append(_Prop(data, stamp, fut, want_index=True))
-        self._wake.set()
-        return await fut
-
-    async def _wait_leader_change(self, t: float) -> None:
-        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._leader_waiters.append(f)
-        try:
-            await self._bounded(f, t, "")
-        except Timeout:
-            pass
-        finally:
-            if f in self._leader_waiters:
-                self._leader_waiters.remove(f)
-
-    async def _bounded(self, aw: Awaitable[T], t: float, what: str) -> T:
-        """Await ``aw`` for at most ``t`` seconds of this node's clock."""
-        if isinstance(self.clock, SystemClock):
-            # The fast path (one timer handle, no extra tasks): profiling the
-            # leader showed the generic path below costing more than the core.
-            try:
-                async with asyncio.timeout(t):
-                    return await aw
-            except TimeoutError:
-                raise Timeout(what or "timed out") from None
-        fut = asyncio.ensure_future(aw)
-        sleeper = asyncio.ensure_future(self.clock.sleep(t))
-        try:
-            done, _ = await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        finally:
-            sleeper.cancel()
-        if fut in done:
-            return fut.result()
-        fut.cancel()
-        raise Timeout(what or "timed out")
 
     # -- reads --------------------------------------------------------------------------
 
