@@ -150,6 +150,13 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="Take a snapshot every this many entries.",
 )
 @click.option(
+    "--lease-reads/--no-lease-reads",
+    default=True,
+    show_default=True,
+    help="Serve consistency=lease reads from the leader's lease (assumes bounded clock "
+    "drift); otherwise they are confirmed like linearizable ones.",
+)
+@click.option(
     "--max-value",
     default=1 << 20,
     show_default=True,
@@ -187,6 +194,7 @@ def serve_cmd(
     election_timeout: int,
     heartbeat_interval: int,
     snapshot_entries: int,
+    lease_reads: bool,
     max_value: int,
     request_timeout: float,
     log_level: str,
@@ -227,6 +235,7 @@ def serve_cmd(
         election_timeout=election_timeout / 1000,
         heartbeat_interval=heartbeat_interval / 1000,
         snapshot_entries=snapshot_entries,
+        lease_reads=lease_reads,
         max_value=max_value,
         request_timeout=request_timeout,
         peer_ssl_server=_server_ctx(peer_cert, peer_key, peer_ca, "peer"),

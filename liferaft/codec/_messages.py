@@ -136,7 +136,7 @@ def _w_timeout_now(m: TimeoutNow) -> WTimeoutNow:
 
 
 def _w_read_req(m: ReadIndexRequest) -> WReadIndexRequest:
-    return WReadIndexRequest(m.term, m.frm, m.to, m.ctx)
+    return WReadIndexRequest(m.term, m.frm, m.to, m.ctx, m.lease)
 
 
 def _w_read_resp(m: ReadIndexResponse) -> WReadIndexResponse:
@@ -232,7 +232,7 @@ def _timeout_now(w: WTimeoutNow) -> TimeoutNow:
 
 
 def _read_req(w: WReadIndexRequest) -> ReadIndexRequest:
-    return ReadIndexRequest(w.term, w.frm, w.to, w.ctx)
+    return ReadIndexRequest(w.term, w.frm, w.to, w.ctx, w.lease)
 
 
 def _read_resp(w: WReadIndexResponse) -> ReadIndexResponse:

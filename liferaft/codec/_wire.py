@@ -121,6 +121,7 @@ class WTimeoutNow(WMessage, frozen=True, tag=8):
 
 class WReadIndexRequest(WMessage, frozen=True, tag=9):
     ctx: bytes
+    lease: bool = False
 
 
 class WReadIndexResponse(WMessage, frozen=True, tag=10):

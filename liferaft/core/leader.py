@@ -129,15 +129,17 @@ def bcast_heartbeat(r: Raft, ctx: bytes = b"") -> None:
 # -- ReadIndex (thesis §6.4) ----------------------------------------------------------------
 
 
-def read_index(r: Raft, ctx: bytes, requester: NodeId) -> None:
-    """Handle a read request from ourselves or a follower."""
+def read_index(r: Raft, ctx: bytes, requester: NodeId, lease: bool = False) -> None:
+    """Handle a read request from ourselves or a follower.  ``lease``: the
+    reader accepts a lease-based answer; it gets one only if this leader was
+    configured to allow them and the lease holds (:func:`lease_valid`)."""
     if r.tracker.is_single_voter(r.id):
         respond_read(r, ctx, requester, r.log.committed)
         return
     if not r.committed_entry_in_current_term():
-        r.pending_reads.append((ctx, requester))
+        r.pending_reads.append((ctx, requester, lease))
         return
-    if lease_valid(r):
+    if lease and lease_valid(r):
         respond_read(r, ctx, requester, r.log.committed)
         return
     if r.read_only.add_request(r.log.committed, ctx, requester):
@@ -173,8 +175,8 @@ def respond_read(r: Raft, ctx: bytes, requester: NodeId, index: int) -> None:
 
 def release_pending_reads(r: Raft) -> None:
     pending, r.pending_reads = r.pending_reads, []
-    for ctx, requester in pending:
-        read_index(r, ctx, requester)
+    for ctx, requester, lease in pending:
+        read_index(r, ctx, requester, lease)
 
 
 # -- leadership transfer (thesis §3.10) ------------------------------------------------------
@@ -202,7 +204,7 @@ def transfer_to(r: Raft, to: NodeId) -> None:
 def step(r: Raft, m: Message) -> None:
     pr = r.tracker.progress.get(m.frm)
     if isinstance(m, ReadIndexRequest):
-        read_index(r, m.ctx, m.frm)
+        read_index(r, m.ctx, m.frm, m.lease)
         return
     if pr is None:
         return  # a peer outside the configuration: nothing to track

@@ -202,9 +202,12 @@ class TimeoutNow(Message):
 
 @dataclass(frozen=True, slots=True)
 class ReadIndexRequest(Message):
-    """Follower -> leader: ask for a linearizable read index (thesis §6.4)."""
+    """Follower -> leader: ask for a linearizable read index (thesis §6.4).
+    ``lease``: the reader accepts a lease-based answer (§6.4.1), if the
+    leader allows lease reads at all."""
 
     ctx: bytes
+    lease: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,7 @@ class Raft:
         self.pending_conf_index = 0
         self.lead_transferee: NodeId | None = None
         # ReadIndex requests that arrived before this leader committed in its term.
-        self.pending_reads: list[tuple[bytes, NodeId]] = []
+        self.pending_reads: list[tuple[bytes, NodeId, bool]] = []
         # Set when a leader appended entries not yet broadcast: RawNode.ready()
         # flushes them in one AppendEntries per follower (batching).
         self.bcast_pending = False

@@ -55,6 +55,7 @@ from .messages import (
 )
 from .progress import ProgressState
 from .raft import Config, Raft
+from .read_index import ReadOnlyOption
 
 
 @dataclass(slots=True)
@@ -191,16 +192,23 @@ class RawNode:
         r.bcast_pending = True
         return last
 
-    def read_index(self, ctx: bytes) -> None:
+    def read_index(self, ctx: bytes, lease: bool | None = None) -> None:
         """Request a linearizable read; a ReadState with ``ctx`` appears in a
-        later Ready.  ``ctx`` must be unique among outstanding requests."""
+        later Ready.  ``ctx`` must be unique among outstanding requests.
+
+        ``lease``: whether this read may be answered from the leader's lease
+        without a heartbeat round (thesis §6.4.1; it assumes bounded clock
+        drift).  Only a leader configured with ``ReadOnlyOption.LEASE_BASED``
+        ever does; ``None`` means "if so configured"."""
         r = self.raft
         if not ctx:
             raise RaftError("read_index needs a non-empty, unique ctx")
+        if lease is None:
+            lease = r.read_only.option is ReadOnlyOption.LEASE_BASED
         if r.role is Role.LEADER:
-            leader.read_index(r, ctx, r.id)
+            leader.read_index(r, ctx, r.id, lease)
         elif r.leader is not None and r.role is Role.FOLLOWER:
-            r.send(ReadIndexRequest(r.term, r.id, r.leader, ctx))
+            r.send(ReadIndexRequest(r.term, r.id, r.leader, ctx, lease))
         else:
             raise NotLeaderError("read_index: no known leader", r.leader)
 

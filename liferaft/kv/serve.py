@@ -41,6 +41,7 @@ class ServeOptions:
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
     snapshot_entries: int = 10_000
+    lease_reads: bool = True
     max_value: int = DEFAULT_MAX_VALUE
     request_timeout: float = 5.0
     peer_ssl_server: ssl.SSLContext | None = None
@@ -71,6 +72,7 @@ def node_config(o: ServeOptions) -> NodeConfig:
         election_ticks=election,
         heartbeat_ticks=hb,
         snapshot_entries=o.snapshot_entries,
+        lease_reads=o.lease_reads,
         commit_timeout=o.request_timeout,
         read_timeout=o.request_timeout,
     )

@@ -102,6 +102,9 @@ class NodeConfig:
     read_timeout: float = 5.0
     snapshot_entries: int = 10_000
     snapshot_bytes: int = 64 << 20
+    #: Allow lease-based answers (thesis §6.4.1) to the reads that ask for
+    #: one (``read(..., consistency="lease")``); linearizable reads always
+    #: get a confirmed ReadIndex round.  Needs check_quorum.
     lease_reads: bool = False
     pre_vote: bool = True
     check_quorum: bool = True
@@ -219,6 +222,7 @@ class Node(ProposalsMixin, MembershipMixin):
         # ReadIndex requests: callers waiting for the next round, and the
         # rounds in flight (one ctx per round, shared by its callers).
         self._read_batch: list[asyncio.Future[int]] = []
+        self._lease_batch: list[asyncio.Future[int]] = []
         self._reads: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_waiters: list[tuple[int, asyncio.Future[int]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -343,7 +347,7 @@ class Node(ProposalsMixin, MembershipMixin):
             _fail(p.fut, err)
         for pr in self._props:
             _fail(pr.fut, err)
-        for batch in [*self._reads.values(), self._read_batch]:
+        for batch in [*self._reads.values(), self._read_batch, self._lease_batch]:
             for rf in batch:
                 _fail(rf, err)
         for _, wf in self._read_waiters:
@@ -711,25 +715,33 @@ class Node(ProposalsMixin, MembershipMixin):
 
     # -- reads --------------------------------------------------------------------------
 
-    async def read_index(self, timeout: float | None = None) -> int:
+    async def read_index(self, timeout: float | None = None, *, lease: bool = False) -> int:
         """A linearizable read index (thesis §6.4), once this node has applied
-        it: any read of local state after this returns is linearizable."""
+        it: any read of local state after this returns is linearizable.
+        ``lease=True`` accepts an answer from the leader's lease without a
+        heartbeat round (§6.4.1; it assumes bounded clock drift), which only
+        a cluster configured with ``lease_reads`` gives."""
         self._check_running()
         t = self.config.read_timeout if timeout is None else timeout
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if not self._read_batch:
-            self._ops.append(self._start_reads)
+        batch = self._lease_batch if lease else self._read_batch
+        if not batch:
+            self._ops.append(lambda: self._start_reads(lease))
             self._wake.set()
-        self._read_batch.append(fut)
+        batch.append(fut)
         return await self._bounded(fut, t, "read index not confirmed in time")
 
-    def _start_reads(self) -> None:
+    def _start_reads(self, lease: bool) -> None:
         """One ReadIndex round for every caller that arrived since the last:
         each arrived before the round began, so the round's index serves all
         of them (etcd batches the same way).  One heartbeat round per batch,
         not per read."""
-        batch = [f for f in self._read_batch if not f.done()]
-        self._read_batch = []
+        if lease:
+            batch = [f for f in self._lease_batch if not f.done()]
+            self._lease_batch = []
+        else:
+            batch = [f for f in self._read_batch if not f.done()]
+            self._read_batch = []
         if not batch:
             return
         rn = self.rn
@@ -739,7 +751,7 @@ class Node(ProposalsMixin, MembershipMixin):
             del self._reads[c]
         ctx = b"%s:%d" % (self.id.encode(), next(self._ctx))
         try:
-            rn.read_index(ctx)
+            rn.read_index(ctx, lease)
         except NotLeaderError as exc:
             for f in batch:
                 _fail(f, NotLeader(str(exc), rn.leader))
@@ -754,15 +766,16 @@ class Node(ProposalsMixin, MembershipMixin):
         timeout: float | None = None,
     ) -> T:
         """Run ``fn`` on local state: ``linearizable`` (after a ReadIndex round),
-        ``lease`` (the same call; served without the heartbeat round when the
-        node was configured with ``lease_reads`` and the lease holds) or
-        ``stale`` (right away, from whatever this node has applied)."""
+        ``lease`` (served without the heartbeat round when the cluster allows
+        lease reads, ``NodeConfig.lease_reads``, and the lease holds; else the
+        same as linearizable) or ``stale`` (right away, from whatever this
+        node has applied)."""
         if consistency == "stale":
             self._check_running()
             return fn()
         if consistency not in ("linearizable", "lease"):
             raise BadConfig(f"unknown consistency {consistency!r}")
-        await self.read_index(timeout)
+        await self.read_index(timeout, lease=consistency == "lease")
         return fn()
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:

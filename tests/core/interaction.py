@@ -283,7 +283,8 @@ def fmt_msg(m: Message) -> str:
     if isinstance(m, TimeoutNow):
         return head + f"TimeoutNow {t}"
     if isinstance(m, ReadIndexRequest):
-        return head + f"ReadIndexRequest {t} ctx={fmt_data(m.ctx)}"
+        lease = " lease=true" if m.lease else ""
+        return head + f"ReadIndexRequest {t} ctx={fmt_data(m.ctx)}{lease}"
     if isinstance(m, ReadIndexResponse):
         return head + f"ReadIndexResponse {t} index={m.index} ctx={fmt_data(m.ctx)}"
     return head + f"{type(m).__name__} {t}"  # pragma: no cover - every type is listed

@@ -119,9 +119,34 @@ def lease_leader():
 def test_lease_read_answers_forwarded_request_at_once():
     """Thesis §6.4.1: within its lease the leader answers without a round."""
     node, st = lease_leader()
-    node.step(ReadIndexRequest(node.term, "n2", "n1", b"f"))
+    node.step(ReadIndexRequest(node.term, "n2", "n1", b"f", lease=True))
     rd = drain(node, st)
     assert rd.messages == [ReadIndexResponse(node.term, "n1", "n2", b"f", 2)]
+
+
+def test_a_read_that_does_not_accept_a_lease_gets_a_heartbeat_round():
+    """Lease reads are per request: on a leader that allows them, a reader
+    asking for a linearizable read still gets a confirmed ReadIndex round,
+    whether it asks locally or through a follower."""
+    node, st = lease_leader()
+    node.read_index(b"own", lease=False)
+    node.step(ReadIndexRequest(node.term, "n2", "n1", b"fwd"))
+    rd = drain(node, st)
+    assert rd.read_states == []
+    beats = [m for m in rd.messages if isinstance(m, Heartbeat)]
+    assert {m.to for m in beats} == {"n2", "n3"}
+    assert not any(isinstance(m, ReadIndexResponse) for m in rd.messages)
+    node.read_index(b"leased", lease=True)
+    rd = drain(node, st)
+    assert [rs.ctx for rs in rd.read_states] == [b"leased"]
+
+
+def test_without_lease_reads_configured_a_lease_request_is_confirmed():
+    node, st = node_with_log(voters=N3)
+    ack_all(node, st, win_election(node, st).messages)
+    node.read_index(b"x", lease=True)
+    rd = drain(node, st)
+    assert rd.read_states == [] and any(isinstance(m, Heartbeat) for m in rd.messages)
 
 
 def test_lease_read_falls_back_to_heartbeat_round_late_in_window():

@@ -388,7 +388,18 @@ async def test_lease_reads_are_opt_in_and_served() -> None:
     try:
         ld = await c.leader()
         await c.drive(c.sms[ld.id].add(2))
+        assert ld.rn is not None
+        asked = []
+        real = ld.rn.read_index
+
+        def spy(ctx: bytes, lease: bool | None = None) -> None:
+            asked.append(lease)
+            real(ctx, lease)
+
+        ld.rn.read_index = spy  # type: ignore[method-assign]
         assert await c.drive(ld.read(lambda: c.sms[ld.id]._value, consistency="lease")) == 2
+        assert await c.drive(ld.read(lambda: c.sms[ld.id]._value)) == 2
+        assert asked == [True, False]  # a linearizable read never rides the lease
     finally:
         await c.stop()
 
@@ -521,9 +532,9 @@ async def test_concurrent_reads_share_one_read_index_round() -> None:
         calls = []
         real = ld.rn.read_index
 
-        def counting(ctx: bytes) -> None:
+        def counting(ctx: bytes, lease: bool | None = None) -> None:
             calls.append(ctx)
-            real(ctx)
+            real(ctx, lease)
 
         ld.rn.read_index = counting  # type: ignore[method-assign]
         idx = await c.drive(asyncio.gather(*(ld.read_index() for _ in range(50))))
