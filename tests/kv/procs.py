@@ -1,0 +1,610 @@
+"""A harness for system tests with real ``liferaft serve`` processes.
+
+:class:`ProcCluster` starts nodes as subprocesses on 127.0.0.1 only, on free
+ports, with their logs in the test's tmp_path, and can kill -9, SIGSTOP,
+SIGCONT, restart and add nodes by id.  It is a context manager whose exit
+always ends every process it started, by PID (SIGCONT, SIGTERM, then
+SIGKILL after a grace period), even when the test failed; an ``atexit`` hook
+is the last resort.  Every wait is bounded in time.
+
+    with ProcCluster(tmp_path, extra=["--snapshot-entries", "20"]) as c:
+        c.start_cluster(3)
+        leader = c.wait_leader()
+        status, body = c.put(leader, "k", "v")
+
+Requests go through plain ``urllib`` (one answer per call, so a test sees
+exactly which writes were acknowledged); :func:`http` never raises for an
+HTTP error or a dead node, it returns the status (0: no answer).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client as _httpc
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+# Fast but not twitchy on a loaded 2-core machine (xdist -n 2).
+FAST_TIMING = ["--election-timeout", "300", "--heartbeat-interval", "50"]
+CLI = [sys.executable, "-m", "liferaft.cli"]
+
+# -- ports ------------------------------------------------------------------------------
+
+_given: set[int] = set()
+_given_lock = threading.Lock()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port that is free on 127.0.0.1 now.
+
+    Chosen at random below the ephemeral range (checked by binding it), so
+    that an outgoing connection of some other process cannot take it while
+    a node is down between a kill and its restart; falls back to binding
+    port 0.  Never the same port twice in one test process."""
+    low = min(_ephemeral_low(), 32768)
+    with _given_lock:
+        for _ in range(200):
+            p = random.randint(12000, max(12001, low - 1))
+            if p not in _given and port_is_free(p):
+                _given.add(p)
+                return p
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((HOST, 0))
+                p = int(s.getsockname()[1])
+            if p not in _given:
+                _given.add(p)
+                return p
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port P for ``cluster up``: P+1..P+n and P+1001..P+1000+n free."""
+    low = min(_ephemeral_low(), 32768)
+    with _given_lock:
+        for _ in range(500):
+            base = random.randint(12000, low - 1100 - nodes)
+            ports = [base + i for i in range(1, nodes + 1)]
+            ports += [base + 1000 + i for i in range(1, nodes + 1)]
+            if not any(p in _given for p in ports) and all(port_is_free(p) for p in ports):
+                _given.update(ports)
+                return base
+    raise RuntimeError("no free base port found")
+
+
+# -- waiting and HTTP --------------------------------------------------------------------
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``fn`` until it returns something truthy (returned); AssertionError
+    naming ``what`` after ``timeout`` seconds.  Exceptions from ``fn`` count
+    as "not yet" (the last one is reported)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            got = fn()
+            if got:
+                return got
+            last = got
+        except Exception as exc:  # noqa: BLE001 - reported below
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def http_full(
+    addr: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any, dict[str, str]]:
+    """One HTTP/JSON request to ``addr`` (HOST:PORT): (status, JSON body or raw
+    text, response headers); status 0 when nothing answered (refused, reset,
+    timed out).  Never raises for an HTTP error."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, raw, hdrs = r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        status, raw, hdrs = e.code, e.read(), dict(e.headers)
+    except (OSError, TimeoutError, urllib.error.URLError, _httpc.HTTPException) as exc:
+        return 0, f"{type(exc).__name__}: {exc}", {}
+    try:
+        return status, json.loads(raw), hdrs
+    except ValueError:
+        return status, raw.decode(errors="replace"), hdrs
+
+
+def http(addr: str, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    """:func:`http_full` without the headers: (status, body)."""
+    status, data, _ = http_full(addr, method, path, body, **kw)
+    return status, data
+
+
+def kv_path(key: str) -> str:
+    return "/v1/kv/" + urllib.parse.quote(key, safe="/")
+
+
+def run_cli(*args: str, timeout: float = 40.0) -> subprocess.CompletedProcess[str]:
+    """``liferaft ARGS...`` as a subprocess (bounded); stdout/stderr captured."""
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def pids_with_arg(text: str) -> set[int]:
+    """PIDs of this user's processes whose command line contains ``text``
+    (read from /proc; used to find processes a test started indirectly,
+    e.g. the nodes of ``cluster up`` under the test's own tmp_path)."""
+    out = set()
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and text in cmd:
+            out.add(int(entry))
+    return out
+
+
+def kill_pids(pids: Iterable[int], grace: float = 5.0) -> None:
+    """SIGCONT + SIGTERM each PID, SIGKILL whatever is left after ``grace``."""
+    pids = set(pids)
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = {p for p in pids if pid_alive(p)}
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- one node ----------------------------------------------------------------------------
+
+
+@dataclass
+class NodeProc:
+    id: str
+    peer_addr: str
+    client_addr: str
+    data_dir: Path
+    log_path: Path
+    mode: list[str]  # ["--initial-cluster", spec] or ["--join", url]
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    logf: IO[bytes] | None = None
+    paused: bool = False
+    pids: list[int] = field(default_factory=list)  # every PID this node ever had
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.id} was never started"
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self) -> list[str]:
+        return [
+            *CLI,
+            "serve",
+            "--id",
+            self.id,
+            "--data-dir",
+            str(self.data_dir),
+            "--peer-addr",
+            self.peer_addr,
+            "--client-addr",
+            self.client_addr,
+            *self.mode,
+            *self.extra,
+        ]
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+_live: weakref.WeakSet[ProcCluster] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:  # last resort, if a cluster was never closed
+    for c in list(_live):
+        c.close(grace=1.0)
+
+
+class ProcCluster:
+    """Real ``liferaft serve`` processes, addressed by node id."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        extra: list[str] | None = None,
+        token: str | None = None,
+        timing: list[str] | None = None,
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.extra = [*(FAST_TIMING if timing is None else timing), *(extra or [])]
+        if token is not None:
+            tf = root / "token"
+            tf.write_text(token + "\n")
+            self.extra += ["--token-file", str(tf)]
+        self.nodes: dict[str, NodeProc] = {}
+        self.closed = False
+        _live.add(self)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> ProcCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def define(
+        self,
+        node_id: str,
+        mode: list[str],
+        extra: list[str] | None = None,
+        peer_addr: str | None = None,
+    ) -> NodeProc:
+        n = NodeProc(
+            node_id,
+            peer_addr or f"{HOST}:{free_port()}",
+            f"{HOST}:{free_port()}",
+            self.root / node_id,
+            self.root / f"{node_id}.log",
+            mode,
+            [*self.extra, *(extra or [])],
+        )
+        self.nodes[node_id] = n
+        return n
+
+    def start_cluster(self, n: int, wait: bool = True) -> str | None:
+        """Define and start n1..n<n> as a new cluster; returns the leader's id
+        once one is up (with ``wait``)."""
+        ids = [f"n{i}" for i in range(1, n + 1)]
+        peers = {i: f"{HOST}:{free_port()}" for i in ids}
+        spec = ",".join(f"{i}={a}" for i, a in peers.items())
+        for i in ids:
+            self.define(i, ["--initial-cluster", spec], peer_addr=peers[i])
+        for i in ids:
+            self.start(i)
+        return self.wait_leader() if wait else None
+
+    def start(self, node_id: str) -> NodeProc:
+        n = self.nodes[node_id]
+        assert not n.running(), f"{node_id} is already running"
+        if n.logf is not None:
+            n.logf.close()
+        n.logf = open(n.log_path, "ab")  # noqa: SIM115 - closed in close()/start()
+        n.logf.write(f"---- start {' '.join(n.command())}\n".encode())
+        n.logf.flush()
+        n.proc = subprocess.Popen(
+            n.command(),
+            stdout=n.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+        )
+        n.pids.append(n.proc.pid)
+        n.paused = False
+        return n
+
+    def add_joining(self, node_id: str, via: str, extra: list[str] | None = None) -> NodeProc:
+        """Define and start a new node that joins through ``via``'s client API."""
+        contact = self.nodes[via].client_addr
+        self.define(node_id, ["--join", f"http://{contact}"], extra)
+        return self.start(node_id)
+
+    def kill(self, node_id: str) -> None:
+        """kill -9, and reap it."""
+        n = self.nodes[node_id]
+        assert n.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            n.proc.send_signal(signal.SIGKILL)
+        n.proc.wait(timeout=10)
+        n.paused = False
+
+    def pause(self, node_id: str) -> None:
+        n = self.nodes[node_id]
+        assert n.running()
+        n.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        n.paused = True
+
+    def resume(self, node_id: str) -> None:
+        n = self.nodes[node_id]
+        assert n.running()
+        n.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        n.paused = False
+
+    def restart(self, node_id: str) -> NodeProc:
+        if self.nodes[node_id].running():
+            self.kill(node_id)
+        return self.start(node_id)
+
+    def stop(self, node_id: str, grace: float = 5.0) -> int:
+        """SIGTERM (SIGKILL after ``grace``); returns the exit status."""
+        n = self.nodes[node_id]
+        assert n.proc is not None
+        if n.running():
+            kill_pids([n.proc.pid], grace)
+        return n.proc.wait(timeout=10)
+
+    def close(self, grace: float = 5.0) -> None:
+        """End every process this cluster started (idempotent)."""
+        self.closed = True
+        procs = [n.proc for n in self.nodes.values() if n.proc is not None]
+        kill_pids([p.pid for p in procs if p.poll() is None], grace)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+        for n in self.nodes.values():
+            if n.logf is not None:
+                n.logf.close()
+                n.logf = None
+        _live.discard(self)
+
+    def print_logs(self, lines: int = 15) -> None:
+        for n in self.nodes.values():
+            print(f"==== {n.id} ({n.log_path}) ====\n{n.log_tail(lines)}")
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def addr(self, node_id: str) -> str:
+        return self.nodes[node_id].client_addr
+
+    def endpoints(self, ids: Iterable[str] | None = None) -> str:
+        return ",".join(self.addr(i) for i in (ids if ids is not None else self.nodes))
+
+    def request(
+        self, node_id: str, method: str, path: str, body: Any = None, **kw: Any
+    ) -> tuple[int, Any]:
+        kw.setdefault("token", self.token)
+        return http(self.addr(node_id), method, path, body, **kw)
+
+    def status(self, node_id: str, timeout: float = 2.0) -> dict[str, Any] | None:
+        n = self.nodes[node_id]
+        if not n.running() or n.paused:
+            return None
+        code, body = self.request(node_id, "GET", "/v1/status", timeout=timeout)
+        return body if code == 200 and isinstance(body, dict) else None
+
+    def put(self, node_id: str, key: str, value: str, **fields: Any) -> tuple[int, Any]:
+        timeout = fields.pop("timeout", 10.0)
+        return self.request(
+            node_id, "PUT", kv_path(key), {"value": value, **fields}, timeout=timeout
+        )
+
+    def get(self, node_id: str, key: str, consistency: str | None = None) -> tuple[int, Any]:
+        q = f"?consistency={consistency}" if consistency is not None else ""
+        return self.request(node_id, "GET", kv_path(key) + q)
+
+    def live_ids(self) -> list[str]:
+        return [i for i, n in self.nodes.items() if n.running() and not n.paused]
+
+    def leader_view(self, among: Iterable[str] | None = None) -> str | None:
+        """The leader, if a node says it leads, has announced its client
+        address, and a majority of the nodes asked agree (None otherwise)."""
+        ids = list(among) if among is not None else self.live_ids()
+        views = {i: self.status(i) for i in ids}
+        for i, st in views.items():
+            if st is None or st["role"] != "leader" or not st.get("leader_client_addr"):
+                continue
+            agree = sum(1 for s in views.values() if s is not None and s["leader"] == i)
+            voters = [m["id"] for m in st["members"] if m["voter"]]
+            if agree >= len(voters) // 2 + 1 or agree == len(ids):
+                return i
+        return None
+
+    def wait_leader(
+        self, timeout: float = 20.0, among: Iterable[str] | None = None, not_: str | None = None
+    ) -> str:
+        """Poll /v1/status until a leader (other than ``not_``) is agreed on."""
+        ids = list(among) if among is not None else None
+
+        def probe() -> str | None:
+            ld = self.leader_view(ids)
+            return ld if ld is not None and ld != not_ else None
+
+        try:
+            return wait_for(probe, timeout, "a leader", interval=0.1)
+        except AssertionError:
+            self.print_logs()
+            raise
+
+    def leader_pid(self, timeout: float = 20.0) -> tuple[str, int]:
+        ld = self.wait_leader(timeout)
+        return ld, self.nodes[ld].pid
+
+    def cli(self, *args: str, timeout: float = 40.0) -> subprocess.CompletedProcess[str]:
+        """``liferaft ARGS... --endpoints <every node>`` (plus the token file)."""
+        extra = ["--endpoints", self.endpoints(self.live_ids())]
+        if self.token is not None:
+            extra += ["--token-file", str(self.root / "token")]
+        return run_cli(*args, *extra, timeout=timeout)
+
+
+@contextlib.contextmanager
+def proc_cluster(root: Path, **kw: Any) -> Iterator[ProcCluster]:
+    """A :class:`ProcCluster` that prints its nodes' log tails if the body
+    raised, and always ends its processes."""
+    c = ProcCluster(root, **kw)
+    try:
+        yield c
+    except BaseException:
+        c.print_logs()
+        raise
+    finally:
+        c.close()
+
+
+# -- a client that writes in the background ---------------------------------------------
+
+
+class Writer(threading.Thread):
+    """Sequential writes to ``keys`` keys (value ``i`` for write number i),
+    each with its own ``request_id``, retried with that same id on any
+    failure (another live node, the leader first) until it is acknowledged;
+    only then comes the next write.  So every attempted write ends
+    acknowledged (or the writer gives up and records ``failure``), and the
+    last acknowledged value of each key is exactly what it must hold."""
+
+    def __init__(
+        self,
+        cluster: ProcCluster,
+        *,
+        prefix: str = "w/",
+        keys: int = 10,
+        ids: Iterable[str] | None = None,
+        per_write_timeout: float = 20.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.c = cluster
+        self.prefix = prefix
+        self.keys = keys
+        self.ids = list(ids) if ids is not None else None
+        self.per_write_timeout = per_write_timeout
+        self.stop_ev = threading.Event()
+        self.lock = threading.Lock()
+        self.acked: dict[str, tuple[str, int]] = {}  # key -> (value, revision)
+        self.revisions: list[int] = []
+        self.count = 0
+        self.retries = 0
+        self.failure: str | None = None
+        self._target: str | None = None
+
+    def key(self, i: int) -> str:
+        return f"{self.prefix}{i % self.keys}"
+
+    def _candidates(self) -> list[str]:
+        ids = self.ids if self.ids is not None else list(self.c.nodes)
+        live = [i for i in ids if self.c.nodes[i].running() and not self.c.nodes[i].paused]
+        if self._target in live:
+            live.remove(self._target)
+            live.insert(0, self._target)
+        return live
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop_ev.is_set():
+            key, value, rid = self.key(i), str(i), f"writer-{id(self)}:{i}"
+            deadline = time.monotonic() + self.per_write_timeout
+            rotate = 0
+            while True:
+                cands = self._candidates()
+                if cands:
+                    target = cands[rotate % len(cands)]
+                    code, body = self.c.put(target, key, value, request_id=rid, timeout=3.0)
+                    if code == 200:
+                        self._target = target
+                        break
+                    self._target = None
+                    rotate += 1
+                    self.retries += 1
+                if self.c.closed:
+                    self.failure = "the cluster was closed"
+                    return
+                if time.monotonic() > deadline:
+                    self.failure = f"write {i} ({key}={value}) never acknowledged: {code} {body}"
+                    return
+                time.sleep(0.05)
+            with self.lock:
+                self.acked[key] = (value, int(body["revision"]))
+                self.revisions.append(int(body["revision"]))
+                self.count += 1
+            i += 1
+
+    def wait_count(self, n: int, timeout: float = 20.0) -> None:
+        wait_for(
+            lambda: self.count >= n or self.failure is not None,
+            timeout,
+            f"{n} acknowledged writes (have {self.count})",
+        )
+        assert self.failure is None, self.failure
+
+    def finish(self, timeout: float = 30.0) -> dict[str, tuple[str, int]]:
+        """Stop after the write in flight is acknowledged; the acknowledged
+        (value, revision) of every key."""
+        self.stop_ev.set()
+        self.join(timeout)
+        assert not self.is_alive(), "the writer did not stop"
+        assert self.failure is None, self.failure
+        return dict(self.acked)
