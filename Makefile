@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(PY) -m liferaft.storage.bench
 	if [ -f bench/raft_bench.py ]; then $(PY) bench/raft_bench.py; fi
 
+# liferaft-kv and etcd 3.4 (when installed: scripts/install-etcd.sh), 3 nodes
+# each, the same HTTP load generator (liferaft bench kv) for both.
+bench-kv: $(STAMP)
+	$(PY) bench/kv_bench.py
+
 run: $(STAMP)
 	$(PY) -m liferaft.cli cluster up --nodes 3 --dir ./liferaft-data
 

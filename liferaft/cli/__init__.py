@@ -111,6 +111,24 @@ def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
     sys.exit(wal_bench(args))
 
 
+@bench.command(
+    "kv",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_kv(args: tuple[str, ...]) -> None:
+    """HTTP load generator: writes/s, linearizable and stale reads/s, p50/p99
+    (liferaft-kv, or etcd through its JSON gateway).  --help lists the flags."""
+    from liferaft.kv.bench import main as kv_bench
+
+    sys.exit(kv_bench(list(args)))
+
+
 def _register() -> None:
     from .client_cmds import COMMANDS
     from .cluster import cluster
