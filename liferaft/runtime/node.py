@@ -438,11 +438,15 @@ class Node(ProposalsMixin, MembershipMixin):
         else:
             if rd.hard_state is not None:
                 store.save(rd.hard_state, [], None)  # commit index only: no I/O
-            if rd.send_first and rd.committed_entries:
+            if rd.send_first and rd.committed_entries and not any(
+                e.type is EntryType.CONF_CHANGE for e in rd.committed_entries
+            ):
                 # Nothing to persist and nothing here depends on the apply:
                 # answer the callers first and tell the followers after.  On
                 # a loopback send the woken follower can take this CPU for
                 # 0.1 ms, so let the callers' callbacks run before sending.
+                # (Not with a membership change: its callers must see it in
+                # force, which happens in advance().)
                 settled = self._apply(rd.committed_entries)
                 rd.committed_entries = []
                 if settled and rd.messages:
@@ -807,6 +811,8 @@ class Node(ProposalsMixin, MembershipMixin):
             if not cands:
                 raise MembershipError("no other voter to transfer to")
             to = max(cands)[1]
+        elif to != self.id and to not in rn.conf_state().voters:
+            raise BadConfig(f"cannot transfer leadership to {to!r}: it is not a voter")
         target = to
 
         def start() -> None:

@@ -544,3 +544,14 @@ async def test_concurrent_reads_share_one_read_index_round() -> None:
         assert later == 3 and len(calls) == 2
     finally:
         await c.stop()
+
+
+async def test_transfer_to_a_non_voter_is_refused_at_once() -> None:
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        with pytest.raises(BadConfig, match="not a voter"):
+            await ld.transfer_leadership("n9")
+    finally:
+        await c.stop()

@@ -146,3 +146,25 @@ async def test_a_cluster_over_mutual_tls(tmp_path: Path) -> None:
         await eventually(lambda: {sm._value for sm in c.sms.values()} == {3})
     finally:
         await c.stop()
+
+
+async def test_a_membership_change_is_in_force_when_its_call_returns(tmp_path: Path) -> None:
+    """Found by the kv process tests: a leader with nothing to persist
+    answered its callers before the core applied the change (advance), so
+    status() right after `await remove(x)` still listed x."""
+    c = TcpCluster(tmp_path, 3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.sms[ld.id].add(1)
+        victim = next(i for i in c.ids if i != ld.id)
+        for _ in range(5):
+            await ld.remove(victim)
+            st = ld.status()
+            assert victim not in st.voters and victim not in st.learners
+            await ld.add_learner(victim, c.addrs[victim])
+            assert victim in ld.status().learners
+            await ld.add_voter(victim, c.addrs[victim], catch_up_timeout=10)
+            assert victim in ld.status().voters
+    finally:
+        await c.stop()
