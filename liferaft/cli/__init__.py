@@ -144,9 +144,18 @@ _register()
 
 
 def run() -> None:
-    """Console entry point: storage errors become one line, never a traceback."""
+    """Console entry point: every error is one line (``Error: ...``) and a
+    non-zero exit, never a traceback or a usage screen (DESIGN.md, cli)."""
     try:
-        main()
+        rv = main(standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(130)
     except StorageError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

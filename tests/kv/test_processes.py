@@ -601,15 +601,7 @@ def test_serve_refuses_bad_input_with_one_error_line(tmp_path: Path, case: str) 
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            "bad --initial-cluster",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: a bad flag value (click.BadParameter/UsageError) prints click's "
-                "'Usage: ...' and 'Try ... --help' lines before the Error line: 4 lines on "
-                "stderr, not the one-line error DESIGN.md's cli section promises",
-            ),
-        ),
+        "bad --initial-cluster",
         "peer port in use",
         "data dir under a file",
         "--join with existing data",
