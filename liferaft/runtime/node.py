@@ -702,20 +702,21 @@ class Node(ProposalsMixin, MembershipMixin):
             return await self._handle_join(req)
         if not known_peer:
             raise PermissionError(f"{frm} is not a member")
-        if kind == "propose":
-            _, data, stamp = req
-            try:
+        if kind not in ("propose", "conf"):
+            raise ValueError(f"unknown request {kind!r}")
+        try:
+            if kind == "propose":
+                _, data, stamp = req
                 index, term = await self._propose_local(bytes(data), bool(stamp))
-            except NotLeader as exc:
-                return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
-            return msgspec.msgpack.encode(["ok", index, term])
-        if kind == "conf":
-            try:
+            else:
                 index, term = await self._conf_local(ConfChange.decode(bytes(req[1])))
-            except NotLeader as exc:
-                return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
-            return msgspec.msgpack.encode(["ok", index, term])
-        raise ValueError(f"unknown request {kind!r}")
+        except NotLeader as exc:
+            return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
+        except (MembershipError, StorageFailed) as exc:
+            # Refused before anything was proposed: the caller gets the same
+            # typed error it would get here (not an "unknown outcome").
+            return msgspec.msgpack.encode(["refused", type(exc).__name__, str(exc)])
+        return msgspec.msgpack.encode(["ok", index, term])
 
     # -- reads --------------------------------------------------------------------------
 

@@ -30,7 +30,15 @@ from liferaft.transport.base import CallNotSent, Transport
 
 from ._futures import _fail
 from .clock import Clock, SystemClock
-from .errors import BadConfig, Dropped, NotLeader, Stopped, StorageFailed, Timeout
+from .errors import (
+    BadConfig,
+    Dropped,
+    MembershipError,
+    NotLeader,
+    Stopped,
+    StorageFailed,
+    Timeout,
+)
 
 if TYPE_CHECKING:
     from .node import NodeConfig
@@ -307,6 +315,9 @@ class ProposalsMixin:
                     rep = msgspec.msgpack.decode(raw)
                     if rep[0] == "ok":
                         return int(rep[1]), int(rep[2])
+                    if rep[0] == "refused":
+                        cls = StorageFailed if rep[1] == "StorageFailed" else MembershipError
+                        raise cls(f"{leader}: {rep[2]}")
                     # The leader moved on: nothing was proposed; try again.
             left = deadline - self.clock.monotonic()
             if left <= 0:

@@ -288,3 +288,39 @@ async def test_auth_and_size_limits(tmp_path: Path) -> None:
         assert data["value"] == "v"  # nothing of the refused writes applied
     finally:
         await a.stop()
+
+
+async def test_a_member_added_through_the_api_becomes_a_voter(api: Api) -> None:
+    """etcd's order: `POST /v1/members` first (through a follower: routed to
+    the leader), then the new node starts and joins; a promotion is refused
+    with 409 while it lags and succeeds once it has caught up."""
+    ld = await api.leader_id()
+    for i in range(20):
+        await api.call(ld, "PUT", f"/v1/kv/pre{i}", {"value": str(i)})
+    api.c.ids.append("n4")
+    api.c.addrs["n4"] = f"127.0.0.1:{free_port()}"
+    body = {"id": "n4", "peer_addr": api.c.addrs["n4"], "client_addr": "127.0.0.1:1",
+            "voter": False}
+    f = await api.follower_id()
+    st, data, _ = await api.call(f, "POST", "/v1/members", body)
+    assert st == 200, data
+    m = {x["id"]: x for x in data["members"]}
+    assert not m["n4"]["voter"] and m["n4"]["peer_addr"] == api.c.addrs["n4"]
+    st, data, _ = await api.call(f, "POST", "/v1/members/n4/promote")
+    assert st == 409 and data["error"] == "conflict" and "caught up" in data["message"]
+    n4 = await api.c.make("n4", initial=False)
+    await n4.start()
+    await n4.join(api.c.addrs[f], api.c.addrs["n4"], voter=False)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while api.c.sms["n4"].get("pre19") is None:
+        assert loop.time() < end, "n4 did not catch up"
+        await asyncio.sleep(0.02)
+    while True:
+        st, data, _ = await api.call(f, "POST", "/v1/members/n4/promote")
+        if st == 200 or loop.time() > end:
+            break
+        await asyncio.sleep(0.05)
+    assert st == 200 and {x["id"]: x["voter"] for x in data["members"]}["n4"]
+    st, data, _ = await api.call(ld, "DELETE", "/v1/members/n4")
+    assert st == 200 and "n4" not in {x["id"] for x in data["members"]}
