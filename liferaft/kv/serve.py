@@ -215,6 +215,9 @@ async def serve(
         await stop.wait()
         log.info("shutting down")
     finally:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
         await node.stop()

@@ -143,3 +143,48 @@ async def test_the_sync_client_works_from_plain_threads(api: Api) -> None:
     t.join()
     assert isinstance(out[0], Item) and out[0].value == "v"
     assert out[1] in ("leader", "follower")
+
+
+async def test_https_and_peer_mtls_end_to_end(tmp_path: Path) -> None:
+    """serve() with --client-cert/--client-key (HTTPS) and mutual TLS between
+    peers (certificates from trustme); the client speaks HTTPS with its CA."""
+    import ssl
+
+    import trustme
+
+    from liferaft.kv.serve import ServeOptions, serve
+    from tests.kv.test_api import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    peer_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(peer_server)
+    ca.configure_trust(peer_server)
+    peer_server.verify_mode = ssl.CERT_REQUIRED
+    peer_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(peer_client)
+    peer_client.check_hostname = False
+    cert.configure_cert(peer_client)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    peer, cli = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    opts = ServeOptions(
+        "n1", tmp_path / "n1", peer, cli, initial_cluster={"n1": peer},
+        peer_ssl_server=peer_server, peer_ssl_client=peer_client, client_ssl=server_ctx,
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(opts, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with AsyncClient(cli, ssl=client_ctx, timeout=5) as c:
+            await c.put("tls", "yes")
+            got = await c.get("tls")
+            assert got is not None and got.value == "yes"
+        async with AsyncClient(cli, timeout=1) as plain:  # no TLS: no answer
+            with pytest.raises((Unavailable, Timeout)):
+                await plain.get("tls")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
