@@ -343,8 +343,12 @@ class Node(ProposalsMixin, MembershipMixin):
         with contextlib.suppress(Exception):
             await self.transport.close()
         err = Stopped(f"node {self.id} stopped")
-        for p in self._pending.values():
-            _fail(p.fut, err)
+        for idx, p in self._pending.items():
+            # Proposed, so it may still commit (on other nodes): unknown.
+            _fail(
+                p.fut,
+                Timeout(f"node {self.id} stopped before entry {idx} applied; outcome unknown"),
+            )
         for pr in self._props:
             _fail(pr.fut, err)
         for batch in [*self._reads.values(), self._read_batch, self._lease_batch]:
@@ -438,8 +442,10 @@ class Node(ProposalsMixin, MembershipMixin):
         else:
             if rd.hard_state is not None:
                 store.save(rd.hard_state, [], None)  # commit index only: no I/O
-            if rd.send_first and rd.committed_entries and not any(
-                e.type is EntryType.CONF_CHANGE for e in rd.committed_entries
+            if (
+                rd.send_first
+                and rd.committed_entries
+                and not any(e.type is EntryType.CONF_CHANGE for e in rd.committed_entries)
             ):
                 # Nothing to persist and nothing here depends on the apply:
                 # answer the callers first and tell the followers after.  On

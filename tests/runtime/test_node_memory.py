@@ -555,3 +555,24 @@ async def test_transfer_to_a_non_voter_is_refused_at_once() -> None:
             await ld.transfer_leadership("n9")
     finally:
         await c.stop()
+
+
+async def test_stopping_fails_proposed_writes_as_unknown_and_queued_ones_as_stopped() -> None:
+    """Stopped promises "not proposed"; a write already in the log may still
+    commit elsewhere, so stop() fails it with Timeout (outcome unknown)."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(c.sms[ld.id].add(1))
+        c.net.isolate(ld.id)
+        proposed = ld.submit(b"p" * 9)
+        await c.run(0.05)
+        assert ld._pending  # in the log, not committed
+        queued = ld.submit(b"q" * 9)  # not yet proposed when stop() runs
+        await ld.stop()
+        assert isinstance(proposed.exception(), Timeout)
+        assert "outcome unknown" in str(proposed.exception())
+        assert isinstance(queued.exception(), Stopped)
+    finally:
+        await c.stop()
