@@ -1,0 +1,1 @@
+"""liferaft.chaos: fault injection against real liferaft-kv processes."""
