@@ -212,7 +212,13 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
-        await stop.wait()
+        crashed = asyncio.ensure_future(node.crashed.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({crashed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        crashed.cancel()
+        stopped.cancel()
+        if node.crashed.is_set():
+            raise ServeError("the Raft node failed (see the log above); exiting")
         log.info("shutting down")
     finally:
         loop = asyncio.get_running_loop()

@@ -216,6 +216,9 @@ class Node(ProposalsMixin, MembershipMixin):
         self._ops: deque[Callable[[], None]] = deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
+        #: Set if the node task died of an unexpected error: the node no
+        #: longer runs Raft, and its process should exit (liferaft serve does).
+        self.crashed = asyncio.Event()
         # Outcomes awaited by callers.
         self._pending: dict[int, _Prop] = {}
         self._recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
@@ -405,6 +408,7 @@ class Node(ProposalsMixin, MembershipMixin):
                 raise
             except Exception:  # a bug here must not wedge the node silently
                 log.exception("node %s: unexpected error in the node task", self.id)
+                self.crashed.set()
                 raise
 
     def _drain(self) -> None:

@@ -459,13 +459,25 @@ class TcpTransport:
         if (
             w is not None
             and not isinstance(msg, InstallSnapshot)
+            and not w.transport.is_closing()
             and w.transport.get_write_buffer_size() < _DIRECT_LIMIT
         ):
             # The fast path: no hop through the write loop's task, which cost
             # a loop iteration per message and peer on the commit path.
             frame = self._frame(link, msg)
             if frame is not None:
-                w.writelines(frame)
+                try:
+                    w.writelines(frame)
+                except (RuntimeError, OSError) as e:
+                    # The connection died under us (uvloop raises where
+                    # asyncio only logs).  A lost message is Raft's daily
+                    # bread; the caller must never see this.  Found by the
+                    # chaos soak: it used to kill the node task.
+                    self._log.debug("direct write to %s failed: %s", link.peer, e)
+                    link.direct = None
+                    self._dropped(link, msg)
+                    self._report_unreachable(link.peer)
+                    return
                 link.sent += 1
             return
         link.queue.append(msg)

@@ -421,3 +421,55 @@ def test_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = capsys.readouterr().out
     assert "Heartbeat" in out and "ok=[True]" in out and "calls/s" in out
+
+
+async def test_a_direct_write_on_a_dying_connection_never_raises(make_cluster: MakeCluster) -> None:
+    """Found by the chaos soak: under uvloop, writing to a transport that had
+    just closed raised RuntimeError out of send() and killed the node task.
+    send() must drop the message (counted, peer reported) instead."""
+    nodes = await make_cluster(["n1", "n2"])
+    t1, r1 = nodes["n1"]
+    await connected(t1, "n2")
+    link = t1._links["n2"]
+    assert link.direct is not None
+    w = link.direct
+
+    class Dying:
+        def __init__(self, real: object) -> None:
+            self.transport = real
+
+        def writelines(self, data: object) -> None:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    link.direct = Dying(w.transport)  # type: ignore[assignment]
+    before = t1.stats()["peers"]["n2"]["dropped"]
+    t1.send(hb("n1", "n2", 1))  # must not raise
+    assert t1.stats()["peers"]["n2"]["dropped"] == before + 1
+    await wait_until(lambda: "n2" in r1.unreachables)
+
+
+def test_direct_writes_under_uvloop_survive_a_peer_that_goes_away(tmp_path: object) -> None:
+    """The same, for real, on uvloop (what liferaft serve runs on)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        from .helpers import Recorder as Rec
+
+        a = TcpTransport("n1", "c", "127.0.0.1:0", rng=random.Random(1))
+        b = TcpTransport("n2", "c", "127.0.0.1:0", rng=random.Random(2))
+        ra, rb = Rec("n1"), Rec("n2")
+        await a.start(ra)
+        await b.start(rb)
+        try:
+            a.set_peers({"n2": b.address})
+            b.set_peers({"n1": a.address})
+            a.send(hb("n1", "n2", 0))
+            await wait_until(lambda: len(rb.delivered) == 1)
+            await b.close()
+            for i in range(200):  # keep writing while the connection dies
+                a.send(hb("n1", "n2", i))
+                await asyncio.sleep(0.001)
+        finally:
+            await a.close()
+
+    uvloop.run(main())
