@@ -2,7 +2,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint sim bench run demo clean
+.PHONY: install test lint sim bench run demo soak crashloop clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,13 @@ bench-kv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m liferaft.cli cluster up --nodes 3 --dir ./liferaft-data
+
+# Fault injection against real processes (docs/chaos.md): TIME seconds, SEED.
+soak: $(STAMP)
+	$(PY) -m liferaft.chaos soak --time $(or $(TIME),300) --seed $(or $(SEED),1) --nodes 5
+
+crashloop: $(STAMP)
+	$(PY) -m liferaft.chaos crashloop --rounds $(or $(ROUNDS),100) --seed $(or $(SEED),1)
 
 demo: $(STAMP)
 	$(PY) -m liferaft.sim.demo

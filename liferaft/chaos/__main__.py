@@ -1,0 +1,67 @@
+"""``python -m liferaft.chaos soak|crashloop ...``: fault injection against
+real liferaft-kv processes.  See docs/chaos.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .crashloop import crashloop
+from .nemesis import FAULTS
+from .soak import soak
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m liferaft.chaos")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("soak", help="workloads + nemesis, then the linearizability verdict")
+    s.add_argument("--time", type=float, default=300.0, help="seconds of faults (bounded)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--nodes", type=int, default=5)
+    s.add_argument("--faults", default=",".join(FAULTS), help=f"subset of {','.join(FAULTS)}")
+    s.add_argument("--clients", type=int, default=6)
+    s.add_argument("--out", type=Path, default=None, help="where history.json goes")
+    c = sub.add_parser("crashloop", help="kill -9 under acknowledged writes, N times")
+    c.add_argument("--rounds", type=int, default=100)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--nodes", type=int, default=3)
+    c.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    seed = a.seed if a.seed is not None else int(time.time()) % 100_000
+    out = a.out or Path(tempfile.mkdtemp(prefix=f"liferaft-{a.cmd}-"))
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if a.cmd == "soak":
+        faults = [f for f in a.faults.split(",") if f]
+        if not 0 < a.time <= 24 * 3600 or not 1 <= a.nodes <= 9:
+            p.error("--time must be in (0, 86400] and --nodes in 1..9")
+        res = asyncio.run(soak(a.time, seed, a.nodes, faults, out, clients=a.clients, log=log))
+        if res.explanation:
+            print(res.explanation)
+        for k, v in res.unexpected.items():
+            print(f"unexpected: {k} (x{v})")
+        for why in res.skipped:
+            print(f"skipped: {why}")
+        print(
+            f"faults: {res.faults}; set adds acknowledged {res.set_acked}, "
+            f"invented {res.invented}; history: {res.out}/history.json"
+        )
+        print(res.line())
+        return 0 if res.passed else 1
+    if not 1 <= a.rounds <= 10_000:
+        p.error("--rounds must be in 1..10000")
+    cres = asyncio.run(crashloop(a.rounds, seed, out, a.nodes, log=log))
+    for pr in cres.problems:
+        print(f"problem: {pr}")
+    print(cres.line())
+    return 0 if cres.lost == 0 and not cres.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The soak run: a real cluster, concurrent clients, a nemesis, then the
+verdict.
+
+Order: start N nodes (each in its own network namespace when partitions
+are on and namespaces work here), wait for a leader, run the workloads and
+the nemesis for ``seconds``, heal everything, let the cluster settle, read
+every key from every node, then check: the register history for
+linearizability (liferaft.verify), the set for lost acknowledged adds and
+invented elements.  One final line sums it up; the history and the
+nemesis log go to ``out``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liferaft.verify import Register, check, save
+
+from .cluster import ChaosCluster
+from .nemesis import FAULTS, Nemesis
+from .workload import Recorder, SetState, final_reads, register_client, set_client
+
+
+@dataclass
+class SoakResult:
+    seed: int
+    ops: int = 0
+    ok: int = 0
+    fail: int = 0
+    indeterminate: int = 0
+    keys: int = 0
+    linearizable: str = "unknown"
+    lost: int = 0
+    invented: int = 0
+    set_acked: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    unexpected: dict[str, int] = field(default_factory=dict)
+    explanation: str = ""
+    out: str = ""
+
+    def line(self) -> str:
+        return (
+            f"ops={self.ops} ok={self.ok} fail={self.fail} indeterminate={self.indeterminate} "
+            f"keys={self.keys} linearizable={self.linearizable} lost={self.lost} "
+            f"seed={self.seed}"
+        )
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.linearizable == "yes"
+            and self.lost == 0
+            and self.invented == 0
+            and not self.unexpected
+        )
+
+
+async def soak(
+    seconds: float,
+    seed: int,
+    nodes: int,
+    faults: list[str],
+    out: Path,
+    clients: int = 6,
+    register_keys: int = 4,
+    budget_per_key: float = 60.0,
+    log: Any = print,
+) -> SoakResult:
+    rng = random.Random(seed)
+    res = SoakResult(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [f"n{i}" for i in range(1, nodes + 1)]
+    lab = None
+    faults = list(faults)
+    if "partition" in faults:
+        from .netns import NetLab, available, cleanup_stale
+
+        ok, why = available()
+        if ok:
+            cleanup_stale()
+            lab = NetLab(ids, tag=f"{seed & 0xFFFF:x}{rng.randrange(16**3):03x}")
+        else:
+            faults.remove("partition")
+            res.skipped.append(f"partition: {why}")
+            log(f"soak: skipping partitions: {why}")
+    for f in faults:
+        if f not in FAULTS:
+            raise ValueError(f"unknown fault {f!r}; choose from {', '.join(FAULTS)}")
+    if lab is not None:
+        lab.__enter__()
+    c = ChaosCluster(ids, out / "cluster", lab, rng)
+    home_ns = None
+    try:
+        if lab is not None:
+            # The harness itself talks to the nodes from the client namespace.
+            home_ns = _setns_path("/proc/self/ns/net", keep=True)
+            _setns_path(f"/run/netns/{lab.client_ns}")
+        c.start_all()
+        await c.leader(timeout=30)
+        rec = Recorder()
+        sets = SetState()
+        keys = [f"r{i}" for i in range(register_keys)]
+        stop = asyncio.Event()
+        n_reg = max(1, clients * 2 // 3)
+        tasks = [
+            asyncio.create_task(register_client(c, rec, p, keys, random.Random(rng.random()), stop))
+            for p in range(n_reg)
+        ]
+        set_procs = list(range(n_reg, clients))
+        tasks += [
+            asyncio.create_task(set_client(c, sets, rec, p, random.Random(rng.random()), stop))
+            for p in set_procs
+        ]
+        nem = Nemesis(c, faults, random.Random(rng.random()), lab) if faults else None
+        if nem is not None:
+            tasks.append(asyncio.create_task(nem.run(stop)))
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            await asyncio.sleep(min(5.0, t_end - time.monotonic()))
+            log(
+                f"soak: t={seconds - (t_end - time.monotonic()):.0f}s ops={len(rec.ops)} "
+                f"set={len(sets.acked)} faults={dict(nem.done) if nem else {}}"
+            )
+        stop.set()
+        await asyncio.gather(*tasks)
+        if nem is not None:
+            await nem.heal()
+            res.faults = dict(nem.done)
+        # Quiet period: everyone back, a leader, and time to catch up.
+        await c.leader(timeout=30)
+        await asyncio.sleep(3.0)
+        final = await final_reads(c, rec, keys, proc=10_000, set_procs=set_procs)
+        save(rec.ops, out / "history.json")
+        (out / "nemesis.json").write_text(json.dumps(nem.log if nem else []))
+        res.out = str(out)
+        # The verdict.
+        reg_ops = [o for o in rec.ops if not o.key.startswith("set/")]
+        res.ops = len(reg_ops) + sets.ops
+        res.ok = sum(o.status == "ok" for o in reg_ops) + len(sets.acked)
+        res.fail = sum(o.status == "fail" for o in reg_ops)
+        res.indeterminate = sum(o.status == "info" for o in reg_ops)
+        res.keys = len(keys) + (1 if sets.ops else 0)
+        verdict = check(reg_ops, Register(), budget_per_key)
+        res.linearizable = verdict.verdict
+        res.explanation = verdict.explain()
+        res.set_acked = len(sets.acked)
+        for nid, got in final.items():
+            if got is None:
+                res.unexpected[f"{nid}: set not readable at the end"] = 1
+                continue
+            res.lost = max(res.lost, len(sets.acked - got))
+            res.invented = max(res.invented, len(got - sets.attempted))
+        res.unexpected.update(rec.unexpected)
+        return res
+    finally:
+        c.shutdown()
+        await c.close()
+        if home_ns is not None:
+            _setns_fd(home_ns)
+            os.close(home_ns)
+        if lab is not None:
+            lab.__exit__(None, None, None)
+
+
+def _setns_fd(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _setns_path(path: str, keep: bool = False) -> int | None:
+    """Enter the network namespace at ``path`` (or, with ``keep``, only open
+    it and return the fd, to come back to later).  setns(2) moves the calling
+    thread only; the harness makes all its sockets on its event-loop thread,
+    and the nodes are started with ``ip netns exec`` into their own."""
+    fd = os.open(path, os.O_RDONLY)
+    if keep:
+        return fd
+    try:
+        _setns_fd(fd)
+    finally:
+        os.close(fd)
+    return None

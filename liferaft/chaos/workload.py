@@ -1,0 +1,166 @@
+"""Client workloads that record a history for the checker.
+
+Every client is a sequence of operations against a random node's HTTP API
+(followers forward writes), each timed on the harness's monotonic clock and
+classified by the API contract (DESIGN.md):
+
+- 200 (and 404 for a read, 412 for a CAS): ``ok``, with its output;
+- 503: ``fail``: nothing was applied, the contract says so;
+- 504, a dropped connection or no answer: ``info`` for a write (it may have
+  been applied, now or later), ``fail`` for a read (a read that returned
+  nothing tells nothing);
+- any other status is a harness error, counted and shown.
+
+Register workload: reads, writes of unique values and CAS on a few keys;
+checked for linearizability (liferaft.verify, Register model).  Set
+workload: each add writes a unique key under ``set/``; at the end every
+acknowledged add must be present on every node, and nothing that was never
+attempted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from liferaft.verify.history import Op
+
+from .cluster import ChaosCluster
+
+
+@dataclass
+class Recorder:
+    ops: list[Op] = field(default_factory=list)
+    unexpected: Counter[str] = field(default_factory=Counter)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, op: Op) -> None:
+        self.ops.append(op)
+
+
+def _key_path(key: str) -> str:
+    return "/v1/kv/" + urllib.parse.quote(key, safe="/")
+
+
+async def register_client(
+    c: ChaosCluster,
+    rec: Recorder,
+    proc: int,
+    keys: list[str],
+    rng: random.Random,
+    stop: asyncio.Event,
+) -> None:
+    seen: dict[str, Any] = {}
+    n = 0
+    while not stop.is_set():
+        nid = rng.choice(list(c.members))
+        key = rng.choice(keys)
+        r = rng.random()
+        t0 = time.monotonic()
+        if r < 0.5:
+            st, body = await c.call(nid, "GET", _key_path(key) + "?consistency=linearizable")
+            t1 = time.monotonic()
+            if st == 200:
+                seen[key] = body["value"]
+                rec.add(Op(next(rec.ids), proc, key, "read", None, body["value"], t0, t1))
+            elif st == 404:
+                seen[key] = None
+                rec.add(Op(next(rec.ids), proc, key, "read", None, None, t0, t1))
+            elif st not in (0, 503, 504):
+                rec.unexpected[f"read {st} {body}"[:120]] += 1
+            continue
+        n += 1
+        value = f"p{proc}-{n}"
+        inp: Any
+        if r < 0.8 or seen.get(key) is None:
+            st, body = await c.call(nid, "PUT", _key_path(key), {"value": value})
+            f, inp, out = "write", value, None
+            ok = st == 200
+        else:
+            old = seen[key]
+            st, body = await c.call(nid, "PUT", _key_path(key), {"value": value, "if_value": old})
+            f, inp = "cas", (old, value)
+            ok = st in (200, 412)
+            out = st == 200
+        t1 = time.monotonic()
+        if ok:
+            rec.add(Op(next(rec.ids), proc, key, f, inp, out, t0, t1))
+        elif st == 503:
+            rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, t1, "fail"))
+        elif st in (0, 504):
+            rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
+        else:
+            rec.unexpected[f"{f} {st} {body}"[:120]] += 1
+            rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
+
+
+@dataclass
+class SetState:
+    attempted: set[str] = field(default_factory=set)
+    acked: set[str] = field(default_factory=set)
+    ops: int = 0
+
+
+async def set_client(
+    c: ChaosCluster,
+    st: SetState,
+    rec: Recorder,
+    proc: int,
+    rng: random.Random,
+    stop: asyncio.Event,
+) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        elem = f"{proc}-{n}"
+        st.attempted.add(elem)
+        st.ops += 1
+        nid = rng.choice(list(c.members))
+        code, body = await c.call(nid, "PUT", _key_path(f"set/{elem}"), {"value": "1"})
+        if code == 200:
+            st.acked.add(elem)
+        elif code not in (0, 503, 504):
+            rec.unexpected[f"add {code} {body}"[:120]] += 1
+        await asyncio.sleep(0.05)  # at most 20 adds/s per client: a bounded set
+
+
+async def final_reads(
+    c: ChaosCluster, rec: Recorder, keys: list[str], proc: int, set_procs: list[int]
+) -> dict[str, set[str] | None]:
+    """After healing: a linearizable read of every register key from every
+    node (into the history), and the set's content as each node sees it."""
+    sets: dict[str, set[str] | None] = {}
+    for nid in c.members:
+        for key in keys:
+            for _ in range(20):
+                t0 = time.monotonic()
+                st, body = await c.call(
+                    nid, "GET", _key_path(key) + "?consistency=linearizable", timeout=5
+                )
+                t1 = time.monotonic()
+                if st in (200, 404):
+                    out = body["value"] if st == 200 else None
+                    rec.add(Op(next(rec.ids), proc, key, "read", None, out, t0, t1))
+                    break
+                await asyncio.sleep(0.5)
+        got: set[str] | None = set()
+        for p in set_procs:  # one listing per client keeps each under the limit
+            for _ in range(20):
+                path = f"/v1/kv?prefix=set/{p}-&limit=10000"
+                st, body = await c.call(nid, "GET", path, timeout=10)
+                if st == 200:
+                    assert got is not None
+                    got |= {i["key"][len("set/") :] for i in body["items"]}
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                got = None
+                break
+        sets[nid] = got
+    return sets

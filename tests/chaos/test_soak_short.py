@@ -1,0 +1,36 @@
+"""The short version of the fault harness, inside `make test`: one seed of a
+5-node soak with every fault kind (partitions only where network namespaces
+work; the run says so otherwise), and a crash loop.  Run as subprocesses,
+like `make soak`, so their processes and namespaces are theirs to clean up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "liferaft.chaos", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def test_a_short_soak_with_every_fault_is_linearizable(tmp_path: Path) -> None:
+    r = run(["soak", "--time", "45", "--seed", "7", "--nodes", "5", "--out", str(tmp_path)], 240)
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr[-3000:]}"
+    assert "linearizable=yes" in last and "lost=0" in last and "seed=7" in last
+    assert (tmp_path / "history.json").stat().st_size > 1000
+    faults = next(ln for ln in r.stdout.splitlines() if ln.startswith("faults:"))
+    assert "kill" in faults or "stop" in faults  # the nemesis really ran
+
+
+def test_a_crash_loop_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    r = run(["crashloop", "--rounds", "20", "--seed", "3", "--out", str(tmp_path)], 240)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr[-3000:]}"
+    last = r.stdout.strip().splitlines()[-1]
+    assert "rounds=20" in last and "lost=0" in last
+    acked = int(last.split("acked=")[1].split()[0])
+    assert acked > 100
