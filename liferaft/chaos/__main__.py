@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--faults", default=",".join(FAULTS), help=f"subset of {','.join(FAULTS)}")
     s.add_argument("--clients", type=int, default=6)
     s.add_argument("--out", type=Path, default=None, help="where history.json goes")
+    s.add_argument(
+        "--read-consistency",
+        choices=["linearizable", "lease", "stale"],
+        default="linearizable",
+        help="stale: read stale on purpose, to see the checker say NO",
+    )
     c = sub.add_parser("crashloop", help="kill -9 under acknowledged writes, N times")
     c.add_argument("--rounds", type=int, default=100)
     c.add_argument("--seed", type=int, default=None)
@@ -41,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         faults = [f for f in a.faults.split(",") if f]
         if not 0 < a.time <= 24 * 3600 or not 1 <= a.nodes <= 9:
             p.error("--time must be in (0, 86400] and --nodes in 1..9")
-        res = asyncio.run(soak(a.time, seed, a.nodes, faults, out, clients=a.clients, log=log))
+        res = asyncio.run(
+            soak(
+                a.time, seed, a.nodes, faults, out, clients=a.clients, log=log,
+                read_consistency=a.read_consistency,
+            )
+        )
         if res.explanation:
             print(res.explanation)
         for k, v in res.unexpected.items():

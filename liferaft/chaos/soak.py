@@ -74,7 +74,10 @@ async def soak(
     register_keys: int = 4,
     budget_per_key: float = 60.0,
     log: Any = print,
+    read_consistency: str = "linearizable",
 ) -> SoakResult:
+    """``read_consistency="stale"`` makes the register clients read stale on
+    purpose: the verdict must then be NO (the harness's own check)."""
     rng = random.Random(seed)
     res = SoakResult(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,11 @@ async def soak(
         stop = asyncio.Event()
         n_reg = max(1, clients * 2 // 3)
         tasks = [
-            asyncio.create_task(register_client(c, rec, p, keys, random.Random(rng.random()), stop))
+            asyncio.create_task(
+                register_client(
+                    c, rec, p, keys, random.Random(rng.random()), stop, read_consistency
+                )
+            )
             for p in range(n_reg)
         ]
         set_procs = list(range(n_reg, clients))

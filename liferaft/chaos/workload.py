@@ -55,6 +55,7 @@ async def register_client(
     keys: list[str],
     rng: random.Random,
     stop: asyncio.Event,
+    consistency: str = "linearizable",
 ) -> None:
     seen: dict[str, Any] = {}
     n = 0
@@ -64,7 +65,7 @@ async def register_client(
         r = rng.random()
         t0 = time.monotonic()
         if r < 0.5:
-            st, body = await c.call(nid, "GET", _key_path(key) + "?consistency=linearizable")
+            st, body = await c.call(nid, "GET", _key_path(key) + f"?consistency={consistency}")
             t1 = time.monotonic()
             if st == 200:
                 seen[key] = body["value"]

@@ -34,3 +34,20 @@ def test_a_crash_loop_loses_nothing_acknowledged(tmp_path: Path) -> None:
     assert "rounds=20" in last and "lost=0" in last
     acked = int(last.split("acked=")[1].split()[0])
     assert acked > 100
+
+
+def test_the_harness_says_no_when_reads_are_stale(tmp_path: Path) -> None:
+    """The whole pipeline can fail: with stale reads on purpose, a node cut
+    off by a partition answers old values and the verdict must be NO."""
+    from liferaft.chaos.netns import available
+
+    ok, why = available()
+    if not ok:
+        import pytest
+
+        pytest.skip(f"network namespaces unavailable: {why}")
+    r = run(["soak", "--time", "20", "--seed", "11", "--nodes", "3", "--faults", "partition",
+             "--read-consistency", "stale", "--out", str(tmp_path)], 240)
+    assert r.returncode == 1, f"{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+    assert "linearizable=NO" in r.stdout.strip().splitlines()[-1]
+    assert "NOT LINEARIZABLE: key" in r.stdout and "could not be placed" in r.stdout
