@@ -18,12 +18,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+
+from liferaft.kv.serve import serve_argv
 
 NODE_FLAGS = [
     "--election-timeout",
@@ -105,23 +106,7 @@ class ChaosCluster:
         m.data.mkdir(parents=True, exist_ok=True)
         if m.logf is None:
             m.logf = open(m.log, "ab")  # noqa: SIM115 (closed in shutdown)
-        cmd = [
-            *m.prefix,
-            sys.executable,
-            "-m",
-            "liferaft.cli",
-            "serve",
-            "--id",
-            m.id,
-            "--data-dir",
-            str(m.data),
-            "--peer-addr",
-            m.peer,
-            "--client-addr",
-            m.client,
-            *NODE_FLAGS,
-            *args,
-        ]
+        cmd = [*m.prefix, *serve_argv(m.id, m.data, m.peer, m.client, *NODE_FLAGS, *args)]
         m.proc = subprocess.Popen(
             cmd,
             stdout=m.logf,

@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from liferaft.kv.serve import serve_argv
 
 
 @dataclass
@@ -51,23 +52,7 @@ def plan(nodes: int, base: Path, base_port: int) -> list[Member]:
 def start(m: Member, cluster: str, extra: list[str]) -> None:
     m.data.mkdir(parents=True, exist_ok=True)
     m.logf = open(m.log, "ab")  # noqa: SIM115 (closed in stop())
-    cmd = [
-        sys.executable,
-        "-m",
-        "liferaft.cli",
-        "serve",
-        "--id",
-        m.id,
-        "--data-dir",
-        str(m.data),
-        "--peer-addr",
-        m.peer,
-        "--client-addr",
-        m.client,
-        "--initial-cluster",
-        cluster,
-        *extra,
-    ]
+    cmd = serve_argv(m.id, m.data, m.peer, m.client, "--initial-cluster", cluster, *extra)
     # Own process group: the terminal's Ctrl-C reaches only us, and we stop
     # the nodes in order (SIGTERM, then SIGKILL after a grace period).
     m.proc = subprocess.Popen(

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,18 @@ async def serve(
         if runner is not None:
             await runner.cleanup()
         await node.stop()
+
+
+def serve_argv(
+    node_id: str, data_dir: Path, peer_addr: str, client_addr: str, *extra: str
+) -> list[str]:
+    """The command line that runs one node as a child process (used by
+    ``cluster up`` and the fault harness)."""
+    return [
+        sys.executable, "-m", "liferaft.cli", "serve", "--id", node_id,
+        "--data-dir", str(data_dir), "--peer-addr", peer_addr,
+        "--client-addr", client_addr, *extra,
+    ]  # fmt: skip
 
 
 def parse_cluster(spec: str) -> dict[str, str]:
