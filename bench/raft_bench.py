@@ -899,7 +899,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(a, plan, tmp)
 
     def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        # Kill the children at once, then unwind as on Ctrl-C (asyncio.run's
+        # SIGINT handler cancels the main task cleanly; raising here could
+        # strike inside the event loop and hang asyncio.run).
+        bench.children.kill_all_now()
+        os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, on_term)
     print(
