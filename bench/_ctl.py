@@ -20,9 +20,11 @@ import itertools
 import json
 import math
 import os
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -168,3 +170,29 @@ def summarize(lat: list[float]) -> dict[str, float | None]:
         return s[i] * 1e3
 
     return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": s[-1] * 1e3}
+
+
+# -- shared by the benchmark runners (raft_bench.py, kv_bench.py) -------------------------
+
+
+def tail(path: Path, n: int = 30) -> str:
+    """The last ``n`` lines of a child's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
+    released for the children to bind)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

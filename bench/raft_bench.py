@@ -40,7 +40,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -169,7 +168,8 @@ class Children:
             child.ctl_port = int(json.loads(line).get("ctl", 0))
         except (TimeoutError, ValueError) as exc:
             await self.kill(child)
-            raise RuntimeError(f"{name} did not start ({exc!r}); its log:\n{tail(log)}") from None
+            why = f"{name} did not start ({exc!r}); its log:\n{_ctl.tail(log)}"
+            raise RuntimeError(why) from None
         return child
 
     async def kill(self, child: Child) -> None:
@@ -204,28 +204,6 @@ class Children:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, 0)
             self.live.pop(pid, None)
-
-
-def tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
-    released for the children to bind)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # -- yardsticks: fdatasync and loopback round trip -----------------------------------------
@@ -358,7 +336,7 @@ class Bench:
 
     def node_specs(self, system: str, rnd: int) -> list[tuple[str, str, list[str], int | None]]:
         """(name, script, args, cpu) of the three node processes of a cluster."""
-        ports = free_ports(3)
+        ports = _ctl.free_ports(3)
         names = ["n1", "n2", "n3"]
         addrs = [f"127.0.0.1:{p}" for p in ports]
         life = ["--max-life", "900"]

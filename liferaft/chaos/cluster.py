@@ -61,7 +61,9 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
+    released for child processes to bind)."""
     socks, ports = [], []
     try:
         for _ in range(n):
@@ -85,7 +87,7 @@ class ChaosCluster:
         self.lab = lab
         self.rng = rng or random.Random()
         self.members: dict[str, Member] = {}
-        ports = _free_ports(2 * len(ids)) if lab is None else []
+        ports = free_ports(2 * len(ids)) if lab is None else []
         for i, nid in enumerate(ids):
             if lab is None:
                 peer, client, prefix = (

@@ -6,7 +6,6 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from liferaft.chaos.cluster import free_ports
 from liferaft.kv.server import KVServer
 from liferaft.kv.state import KVStore
 from tests.runtime.cluster import TcpCluster
 
 
 def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return int(port)
+    return free_ports(1)[0]
 
 
 class Api:

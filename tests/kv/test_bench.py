@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from liferaft.chaos.cluster import free_ports
 from liferaft.kv.bench import (
     Config,
     EtcdAdapter,
@@ -31,24 +31,11 @@ from liferaft.kv.bench import (
 )
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture
 def one_node(tmp_path: Path) -> Iterator[str]:
     """A 1-node liferaft-kv process; its client HOST:PORT.  Killed by PID
     whatever the test did."""
-    peer, client = _free_ports(2)
+    peer, client = free_ports(2)
     log = open(tmp_path / "n1.log", "wb")  # noqa: SIM115 (closed in finally)
     cmd = [
         sys.executable,
