@@ -10,10 +10,12 @@ membership changes, ticks) and wake it.  Each turn of the loop:
 1. steps every queued message and request into the core, and ticks it once
    per elapsed tick interval;
 2. handles each Ready in the order of the core's contract: persist the hard
-   state, entries and snapshot (in a worker thread for a real disk, so the
-   loop keeps accepting work; everything that arrives meanwhile becomes the
-   next group commit), send the messages, restore or apply, serve reads,
-   ``advance()``.
+   state, entries and snapshot (a small Ready on the loop's thread, a big one
+   in a worker thread so the loop keeps accepting work: everything that
+   arrives meanwhile becomes the next group commit; a commit-index-only hard
+   state is not synced), send the messages (a leader with ``send_first``
+   sends while it persists, thesis §10.2.1), restore or apply, serve reads,
+   ``advance()``.  Nothing is stepped into the core while a persist runs.
 
 A proposal is a future keyed by the index its entry got; it resolves with
 what the state machine's ``apply`` returned for that index, or fails with

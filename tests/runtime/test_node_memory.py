@@ -576,3 +576,63 @@ async def test_stopping_fails_proposed_writes_as_unknown_and_queued_ones_as_stop
         assert isinstance(queued.exception(), Stopped)
     finally:
         await c.stop()
+
+
+async def test_followers_persist_before_they_acknowledge() -> None:
+    """§5.1 at the runtime level: a follower sends an AppendResponse only for
+    entries it has saved, and a vote only once the vote is saved.  Only the
+    leader may send before its own save (Ready.send_first)."""
+    from liferaft.core import AppendEntries, AppendResponse, VoteResponse
+
+    c = MemCluster(3)
+    log: dict[str, list[tuple[str, int]]] = {i: [] for i in c.ids}
+    nodes = [c.make(nid) for nid in c.ids]
+    for node in nodes:
+        nid = node.id
+        store, tr = c.stores[nid], node.transport
+        real_save, real_send = store.save, tr.send
+
+        def save(hs, ents, snap, _n=nid, _real=real_save):  # type: ignore[no-untyped-def]
+            _real(hs, ents, snap)
+            log[_n].append(("saved", ents[-1].index if ents else -1))
+            if hs is not None and hs.vote:
+                log[_n].append(("voted", hs.term))
+
+        def send(m, _n=nid, _real=real_send):  # type: ignore[no-untyped-def]
+            if isinstance(m, AppendResponse) and not m.reject:
+                log[_n].append(("ack", m.index))
+            elif isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
+                log[_n].append(("grant", m.term))
+            elif isinstance(m, AppendEntries) and m.entries:
+                log[_n].append(("append-sent", m.entries[-1].index))
+            _real(m)
+
+        store.save = save  # type: ignore[method-assign]
+        tr.send = send  # type: ignore[method-assign]
+    for node in nodes:
+        await node.start()
+    try:
+        ld = await c.leader()
+        for _ in range(5):
+            await c.drive(c.sms[ld.id].add(1))
+        await c.until(lambda: values(c) == {5})
+    finally:
+        await c.stop()
+    for nid, events in log.items():
+        saved = 0
+        voted: set[int] = set()
+        for kind, n in events:
+            if kind == "saved":
+                saved = max(saved, n)
+            elif kind == "voted":
+                voted.add(n)
+            elif kind == "ack":
+                assert n <= saved, f"{nid} acknowledged {n} with only {saved} saved: {events}"
+            elif kind == "grant":
+                assert n in voted, f"{nid} granted a vote in term {n} before saving it"
+    # The leader did send entries before saving them (the point of send_first).
+    lead = log[ld.id]
+    assert any(
+        kind == "append-sent" and all(not (k == "saved" and i >= n) for k, i in lead[:pos])
+        for pos, (kind, n) in enumerate(lead)
+    )
