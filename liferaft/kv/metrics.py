@@ -61,26 +61,15 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def _snapshot_bytes(node: Node) -> int:
-    d = getattr(node, "_data_dir", None)
-    if d is None:
-        return 0
-    snap = os.path.join(os.fspath(d), "snap")
+def _file_sizes(node: Node, sub: str, suffix: str = "") -> list[int]:
+    """Sizes of the files in ``sub`` of the node's data dir (none in memory)."""
+    if node.data_dir is None:
+        return []
     try:
-        files = [e for e in os.scandir(snap) if e.name.endswith(".snap")]
+        entries = os.scandir(os.path.join(os.fspath(node.data_dir), sub))
+        return [e.stat().st_size for e in entries if e.name.endswith(suffix)]
     except OSError:
-        return 0
-    return max((f.stat().st_size for f in files), default=0)
-
-
-def _wal_bytes(node: Node) -> int:
-    d = getattr(node, "_data_dir", None)
-    if d is None:
-        return 0
-    try:
-        return sum(e.stat().st_size for e in os.scandir(os.path.join(os.fspath(d), "wal")))
-    except OSError:
-        return 0
+        return []
 
 
 class _NodeCollector(Collector):
@@ -93,6 +82,7 @@ class _NodeCollector(Collector):
             st = node.status()
         except NodeError:
             return
+
         def g(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
 
@@ -101,19 +91,28 @@ class _NodeCollector(Collector):
         yield g("liferaft_commit_index", "Commit index.", st.commit_index)
         yield g("liferaft_applied_index", "Applied index.", st.applied_index)
         yield g(
-            "liferaft_apply_lag", "Committed entries not yet applied here.",
+            "liferaft_apply_lag",
+            "Committed entries not yet applied here.",
             max(0, st.commit_index - st.applied_index),
         )
         yield g("liferaft_last_log_index", "Last log index.", st.last_log_index)
         yield g(
-            "liferaft_log_entries", "Entries in the log since the snapshot.",
+            "liferaft_log_entries",
+            "Entries in the log since the snapshot.",
             max(0, st.last_log_index - st.snapshot_index),
         )
-        yield g("liferaft_log_bytes", "Bytes of WAL segments on disk.", _wal_bytes(node))
-        yield g("liferaft_snapshot_index", "Index of the newest snapshot.", st.snapshot_index)
-        yield g("liferaft_snapshot_bytes", "Newest snapshot's file size.", _snapshot_bytes(node))
         yield g(
-            "liferaft_snapshot_age_seconds", "Seconds since the last snapshot taken or installed.",
+            "liferaft_log_bytes", "Bytes of WAL segments on disk.", sum(_file_sizes(node, "wal"))
+        )
+        yield g("liferaft_snapshot_index", "Index of the newest snapshot.", st.snapshot_index)
+        yield g(
+            "liferaft_snapshot_bytes",
+            "Newest snapshot's file size.",
+            max(_file_sizes(node, "snap", ".snap"), default=0),
+        )
+        yield g(
+            "liferaft_snapshot_age_seconds",
+            "Seconds since the last snapshot taken or installed.",
             time.time() - self.m.snapshot_at,
         )
         yield g("liferaft_storage_ok", "0 while the disk refuses writes.", float(st.storage_ok))

@@ -213,7 +213,8 @@ class KVStore:
     def restore(self, chunks: Iterable[bytes]) -> None:
         r = ChunkReader(chunks)
         if r.at_eof():  # the empty state of a brand-new cluster
-            self.__init__()  # type: ignore[misc]
+            self.data, self.revision = SortedDict(), 0
+            self.clients, self.addrs = OrderedDict(), {}
             return
         if r.read_exact(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
             raise SnapshotFormatError("not a liferaft-kv snapshot")

@@ -880,6 +880,11 @@ class Node(ProposalsMixin, MembershipMixin):
         )
 
     @property
+    def data_dir(self) -> str | os.PathLike[str] | None:
+        """Where this node keeps its state (None for an in-memory store)."""
+        return self._data_dir
+
+    @property
     def is_leader(self) -> bool:
         return self.rn is not None and self.rn.role is Role.LEADER
 
