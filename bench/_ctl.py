@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -196,3 +197,16 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def kill_on_sigterm(kill_children: Callable[[], None]) -> None:
+    """On SIGTERM, kill the children at once, then unwind as on Ctrl-C:
+    asyncio.run's SIGINT handling cancels the main task cleanly, whereas
+    raising KeyboardInterrupt from the handler could strike inside the event
+    loop and leave asyncio.run waiting forever."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        kill_children()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -61,7 +61,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _ctl import free_ports, tail  # noqa: E402
+from _ctl import free_ports, kill_on_sigterm, tail  # noqa: E402
 
 from liferaft.kv.bench import (  # noqa: E402
     Adapter,
@@ -843,15 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="liferaft-kv-bench-"))
     bench = Bench(a, plan, tmp, etcd)
 
-    def on_term(signum: int, frame: Any) -> None:
-        # Kill the clusters at once, then unwind as on Ctrl-C: asyncio.run's
-        # SIGINT handler cancels the main task cleanly (raising
-        # KeyboardInterrupt here instead could strike inside the event loop
-        # and leave asyncio.run waiting forever for a wrecked task).
-        bench.procs.kill_all_now()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, on_term)
+    kill_on_sigterm(bench.procs.kill_all_now)
     print(
         f"kv_bench: {datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "

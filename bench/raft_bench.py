@@ -876,14 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
     bench = Bench(a, plan, tmp)
 
-    def on_term(signum: int, frame: Any) -> None:
-        # Kill the children at once, then unwind as on Ctrl-C (asyncio.run's
-        # SIGINT handler cancels the main task cleanly; raising here could
-        # strike inside the event loop and hang asyncio.run).
-        bench.children.kill_all_now()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, on_term)
+    _ctl.kill_on_sigterm(bench.children.kill_all_now)
     print(
         f"raft_bench: {datetime.datetime.now().isoformat(timespec='seconds')}, "
         f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
