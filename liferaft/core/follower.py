@@ -53,7 +53,9 @@ def step(r: Raft, m: Message) -> None:
         # the request so voters inside a lease still answer (thesis §3.10).
         r.hup(transfer=True)
     elif isinstance(m, ReadIndexResponse):
-        r.read_states.append(ReadState(m.index, m.ctx))
+        ctx = r.forwarded_reads.pop(m.ctx, None)
+        if ctx is not None:  # else a duplicate, or the answer to another life's request
+            r.read_states.append(ReadState(m.index, ctx))
 
 
 _index_of = itemgetter(0)

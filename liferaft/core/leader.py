@@ -15,7 +15,17 @@ next AppendEntries, or on a heartbeat, which carries
 ``min(match, commit)`` so a follower never commits entries it may not hold.
 
 With check-quorum (thesis §6.2) a leader that has not heard from a quorum for
-an election timeout steps down, which is also what bounds its lease.
+an election timeout steps down.  ``election_elapsed`` is that clock, and the
+lease clock too (:func:`lease_valid`); only the passage of ticks and the
+start of a new window move it, never a local request.
+
+Reads (thesis §6.4): each ReadIndex round gets its own token, which its
+heartbeats carry; only answers bearing a pending round's token confirm reads
+(read_index.py).  A lease (§6.4.1) is derived only from acknowledgements
+received in the current window, and a leadership transfer (§3.10) can only
+shorten it: the transfer has its own timeout (``transfer_elapsed``), and once
+a TimeoutNow has gone out the leader serves no lease read for the rest of its
+term.
 """
 
 from __future__ import annotations
@@ -49,21 +59,26 @@ if TYPE_CHECKING:
 def tick(r: Raft) -> None:
     r.heartbeat_elapsed += 1
     r.election_elapsed += 1
+    if r.lead_transferee is not None:
+        # A transfer that has not finished within an election timeout is
+        # abandoned so the leader can take proposals again (thesis §3.10).
+        # It keeps its own clock: the check-quorum and lease clock
+        # (election_elapsed) must not move for a transfer (see transfer_to).
+        r.transfer_elapsed += 1
+        if r.transfer_elapsed >= r.election_timeout:
+            r.abort_leader_transfer()
     if r.election_elapsed >= r.election_timeout:
         r.election_elapsed = 0
+        r.read_only.new_lease_window()
         if r.check_quorum:
             if not r.tracker.quorum_active(r.id):
                 r.become_follower(r.term, None)
                 return
             for _, pr in r.tracker.peers(r.id):
                 pr.recent_active = False
-        # A transfer that has not finished within an election timeout is
-        # abandoned so the leader can take proposals again (thesis §3.10).
-        if r.lead_transferee is not None:
-            r.abort_leader_transfer()
     if r.heartbeat_elapsed >= r.heartbeat_timeout:
         r.heartbeat_elapsed = 0
-        bcast_heartbeat(r, r.read_only.last_pending_ctx())
+        bcast_heartbeat(r, r.read_only.last_pending_token())
 
 
 # -- sending ------------------------------------------------------------------------
@@ -119,11 +134,13 @@ def flush_appends(r: Raft) -> None:
         send_append(r, nid, send_if_empty=False)
 
 
-def bcast_heartbeat(r: Raft, ctx: bytes = b"") -> None:
+def bcast_heartbeat(r: Raft, token: bytes = b"") -> None:
+    """Heartbeat every peer; ``token`` names the ReadIndex round the answers
+    confirm (b"": none).  Never a reader's context (read_index.py)."""
     committed = r.log.committed
     for nid, pr in r.tracker.peers(r.id):
         # Never tell a follower to commit past what it is known to hold.
-        r.send(Heartbeat(r.term, r.id, nid, min(pr.match, committed), ctx))
+        r.send(Heartbeat(r.term, r.id, nid, min(pr.match, committed), token))
 
 
 # -- ReadIndex (thesis §6.4) ----------------------------------------------------------------
@@ -142,28 +159,49 @@ def read_index(r: Raft, ctx: bytes, requester: NodeId, lease: bool = False) -> N
     if lease and lease_valid(r):
         respond_read(r, ctx, requester, r.log.committed)
         return
-    if r.read_only.add_request(r.log.committed, ctx, requester):
-        r.read_only.recv_ack(r.id, ctx)
-        bcast_heartbeat(r, ctx)
+    # A round of our own, named by a token bound to this term: a reader's
+    # ctx may repeat (another reader's, or an old one of the same reader),
+    # so it never names the round (read_index.py).
+    token = r.read_only.add_request(r.term, r.log.committed, ctx, requester)
+    r.read_only.recv_ack(r.id, token, r.term)
+    bcast_heartbeat(r, token)
 
 
 def lease_valid(r: Raft) -> bool:
     """May a lease-based read skip the heartbeat round (thesis §6.4.1)?
 
-    Only if a quorum has been heard from in the current check-quorum window
-    *and* that window is less than half over: those followers reset their
-    election timers at most half a timeout ago, so for at least the other
-    half (minus message delay and clock drift, which the lease assumes
-    bounded) they ignore any candidate.  Never during a leadership transfer,
-    whose TimeoutNow election deliberately overrides that rule.  Otherwise
-    the read falls back to a confirmed ReadIndex round.
+    Rule: a lease is derived only from acknowledgements actually received,
+    and a leadership transfer can only shorten it.
+
+    * A quorum must have answered this leader in the current check-quorum
+      window (``read_only.lease_acks``: real AppendResponses and
+      HeartbeatResponses of this term; a peer that just joined the
+      configuration, which check-quorum counts as active, does not count),
+      and that window must be less than half over.  Those followers reset
+      their election timers at most half a timeout ago, so for at least the
+      other half (minus message delay and clock drift, which the lease
+      assumes bounded) they ignore any candidate (thesis §4.2.3).
+      ``election_elapsed`` moves only with ticks; nothing a client asks for
+      (a transfer, say) resets it.
+    * Never while a transfer is under way, and never again in this term once
+      a TimeoutNow has been sent (``read_only.lease_revoked``): its election
+      overrides the followers' promise (thesis §3.10), and cancelling the
+      transfer cannot call it back; its target may already have won.
+
+    Otherwise the read falls back to a confirmed ReadIndex round, which is
+    always safe.
     """
-    return (
-        r.read_only.option is ReadOnlyOption.LEASE_BASED
-        and r.lead_transferee is None
-        and r.election_elapsed < r.election_timeout // 2
-        and r.tracker.quorum_active(r.id)
-    )
+    ro = r.read_only
+    if (
+        ro.option is not ReadOnlyOption.LEASE_BASED
+        or ro.lease_revoked
+        or r.lead_transferee is not None
+        or r.election_elapsed >= r.election_timeout // 2
+    ):
+        return False
+    heard = {nid: True for nid in ro.lease_acks}
+    heard[r.id] = True
+    return r.tracker.vote_result(heard) is VoteResult.WON
 
 
 def respond_read(r: Raft, ctx: bytes, requester: NodeId, index: int) -> None:
@@ -183,19 +221,32 @@ def release_pending_reads(r: Raft) -> None:
 
 
 def transfer_to(r: Raft, to: NodeId) -> None:
+    """Start a transfer to ``to``, or cancel the one under way (``to`` is
+    this node).  A transfer can only shorten the lease (:func:`lease_valid`)."""
     if r.lead_transferee == to:
         return
     r.abort_leader_transfer()
     if to == r.id:
         return
     r.lead_transferee = to
-    # The transfer must finish within one election timeout, or it is aborted.
-    r.election_elapsed = 0
+    # The transfer must finish within one election timeout, or it is
+    # aborted (tick).  It has its own clock: resetting election_elapsed here
+    # would postpone check-quorum and stretch the lease with no new
+    # acknowledgement, forever if the application keeps restarting transfers.
+    r.transfer_elapsed = 0
     pr = r.tracker.progress[to]
     if pr.match == r.log.last_index():
-        r.send(TimeoutNow(r.term, r.id, to))
+        send_timeout_now(r, to)
     else:
         send_append(r, to)
+
+
+def send_timeout_now(r: Raft, to: NodeId) -> None:
+    """Tell ``to`` to campaign now (thesis §3.10).  Its election overrides
+    the followers' lease promise, so this leader gives up lease reads for the
+    rest of its term, whatever becomes of the transfer."""
+    r.read_only.lease_revoked = True
+    r.send(TimeoutNow(r.term, r.id, to))
 
 
 # -- receiving ------------------------------------------------------------------------
@@ -210,12 +261,14 @@ def step(r: Raft, m: Message) -> None:
         return  # a peer outside the configuration: nothing to track
     if isinstance(m, AppendResponse):
         pr.recent_active = True
+        r.read_only.lease_acks.add(m.frm)
         if m.reject:
             handle_reject(r, m)
         else:
             handle_ack(r, m)
     elif isinstance(m, HeartbeatResponse):
         pr.recent_active = True
+        r.read_only.lease_acks.add(m.frm)
         pr.probe_sent = False
         if pr.state is ProgressState.REPLICATE and pr.inflights.full():
             pr.inflights.free_first_one()
@@ -263,11 +316,15 @@ def handle_ack(r: Raft, m: AppendResponse) -> None:
     while send_append(r, m.frm, send_if_empty=False):
         pass
     if m.frm == r.lead_transferee and pr.match == r.log.last_index():
-        r.send(TimeoutNow(r.term, r.id, m.frm))
+        send_timeout_now(r, m.frm)
 
 
 def handle_read_ack(r: Raft, m: HeartbeatResponse) -> None:
-    acks = r.read_only.recv_ack(m.frm, m.ctx)
+    """An answer to a heartbeat that carried round token ``m.ctx``.  It counts
+    only for that round, and only if the round is pending in this term: a
+    late answer to a finished round, or to another leadership, confirms
+    nothing.  A quorum for a round confirms every earlier round as well."""
+    acks = r.read_only.recv_ack(m.frm, m.ctx, r.term)
     if acks is None:
         return
     if r.tracker.vote_result({a: True for a in acks}) is not VoteResult.WON:

@@ -225,6 +225,14 @@ class RaftLog:
             return []
         return self.slice(i, last + 1, max_size)
 
+    def stable_last_index(self) -> int:
+        """The last index the caller has persisted (unstable entries excluded)."""
+        u = self.unstable
+        if u.entries:
+            return u.offset - 1
+        # A pending snapshot replaces the log: nothing of the new one is on disk.
+        return 0 if u.snapshot is not None else self.last_index()
+
     def has_next_committed(self) -> bool:
         return self.committed > max(self.applied, self.first_index() - 1)
 

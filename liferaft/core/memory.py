@@ -69,7 +69,11 @@ class MemoryStorage:
     # -- writing (the caller's side) ----------------------------------------------
 
     def save(
-        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        snapshot: Snapshot | None = None,
+        sync_commit: bool = False,
     ) -> None:
         """Persist one Ready's state in the contract's order: snapshot, entries,
         then hard state (the same call as liferaft.storage.DiskStorage.save)."""

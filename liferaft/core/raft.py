@@ -58,6 +58,8 @@ from .tracker import ProgressTracker
 
 # Rejection hint term meaning "no hint".
 NO_HINT = 0
+# Forwarded reads a follower remembers while it waits for their answers.
+MAX_FORWARDED_READS = 4096
 
 
 @dataclass
@@ -144,9 +146,25 @@ class Raft:
         # Index of the last membership change appended; a new one may only be
         # proposed once this is applied (one change in flight).
         self.pending_conf_index = 0
+        # Set when this leader proposed a change that takes it out of the
+        # voters; see RawNode.propose_conf_change.
+        self.leaving = False
         self.lead_transferee: NodeId | None = None
+        # Ticks since the transfer to lead_transferee began; it is aborted
+        # after an election timeout.  Its own clock: a transfer never moves
+        # election_elapsed, the check-quorum and lease clock (leader.py).
+        self.transfer_elapsed = 0
         # ReadIndex requests that arrived before this leader committed in its term.
         self.pending_reads: list[tuple[bytes, NodeId, bool]] = []
+        # Reads this follower forwarded to its leader: token -> the caller's
+        # ctx.  The token, not the caller's ctx, travels, so an answer to an
+        # earlier request (a duplicate, or one delayed across a restart of
+        # this node) never answers a later request that reuses the ctx.  The
+        # nonce tells this life of the node from earlier ones: it comes from
+        # ``cfg.rng``, which must therefore differ between restarts.
+        self.forwarded_reads: dict[bytes, bytes] = {}
+        self.read_nonce = self.rng.getrandbits(32)
+        self.read_seq = 0
         # Set when a leader appended entries not yet broadcast: RawNode.ready()
         # flushes them in one AppendEntries per follower (batching).
         self.bcast_pending = False
@@ -223,6 +241,7 @@ class Raft:
         if self.term != term:
             self.term = term
             self.vote = None
+            self.forwarded_reads.clear()  # answers of an older term never come
         self.leader = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -230,14 +249,27 @@ class Raft:
         self.abort_leader_transfer()
         self.tracker.reset_votes()
         last = self.log.last_index()
+        durable = self.log.stable_last_index()
         for nid, pr in self.tracker.progress.items():
             # A new term forgets what the old leader knew (Figure 2:
-            # "reinitialized after election"); we know only our own log.
-            pr.reset(last + 1, match=last if nid == self.id else 0)
+            # "reinitialized after election"); we know only our own log, and
+            # count only the part of it that is on disk.
+            pr.reset(last + 1, match=durable if nid == self.id else 0)
         self.pending_conf_index = 0
+        self.leaving = False
         self.read_only.reset()
         self.pending_reads.clear()
         self.bcast_pending = False
+
+    def forward_read(self, ctx: bytes) -> bytes:
+        """Name a read this follower forwards to its leader; returns the token."""
+        self.read_seq += 1
+        token = b"f%x.%d" % (self.read_nonce, self.read_seq)
+        reads = self.forwarded_reads
+        reads[token] = ctx
+        if len(reads) > MAX_FORWARDED_READS:  # never answered: forget the oldest
+            del reads[next(iter(reads))]
+        return token
 
     def abort_leader_transfer(self) -> None:
         self.lead_transferee = None
@@ -275,6 +307,7 @@ class Raft:
         # Conservatively treat every uncommitted entry as a possible pending
         # membership change: nothing new until they are applied.
         self.pending_conf_index = self.log.last_index()
+        self.leaving = self.self_removal_pending()
         # §8: a leader commits an entry of its own term at once, which also
         # commits everything before it (a no-op; Figure 8 explains why it must
         # not count replicas of earlier terms instead).
@@ -294,6 +327,19 @@ class Raft:
             self.campaign(pre_vote=False, transfer=transfer)
         else:
             self.campaign(pre_vote=True, transfer=False)
+
+    def self_removal_pending(self) -> bool:
+        """Does a membership change in our log, not yet applied, take us out of
+        the voters?  (See ``leaving`` in RawNode.propose_conf_change.)"""
+        lo = max(self.log.applied + 1, self.log.first_index())
+        conf = self.tracker.conf
+        for e in self.log.slice(lo, self.log.last_index() + 1, None):
+            if e.type is EntryType.CONF_CHANGE:
+                with contextlib.suppress(ConfChangeError):
+                    conf = apply_conf_change(conf, ConfChange.decode(e.data))
+                    if self.id not in conf.voters:
+                        return True
+        return False
 
     def has_unapplied_conf_change(self) -> bool:
         lo = max(self.log.applied + 1, self.log.first_index())
@@ -338,20 +384,27 @@ class Raft:
     # -- the log ------------------------------------------------------------------------
 
     def append_entries(self, ents: list[Entry]) -> int:
-        """Leader: stamp ``ents`` with our term and the next indices, append them
-        and count our own copy.  Returns the last index."""
+        """Leader: stamp ``ents`` with our term and the next indices and append
+        them.  Returns the last index.
+
+        Our own copy is *not* counted yet: it counts once the caller has
+        persisted it (:meth:`own_entries_persisted`, from advance()).  A
+        leader may send AppendEntries before its own fsync (thesis §10.2.1)
+        only because of that: were its unsynced copy counted, a sole voter
+        would commit, and tell its learners so, an entry that a crash can
+        still erase."""
         li = self.log.last_index()
         t = self.term
         stamped = [Entry(li + 1 + i, t, e.data, e.type) for i, e in enumerate(ents)]
-        last = self.log.append(stamped)
-        # Our own match counts at once: the Ready contract persists these
-        # entries before any message (or apply) that depends on them.
-        self.tracker.progress[self.id].maybe_update(last)
-        # No follower can hold entries past our old last index, so our own
-        # append can complete a quorum only when we are the only voter.
-        if self.tracker.is_single_voter(self.id):
-            self.maybe_commit()
-        return last
+        return self.log.append(stamped)
+
+    def own_entries_persisted(self, index: int) -> None:
+        """The caller made our log durable through ``index``: count our copy,
+        and tell the followers if that completed a quorum."""
+        if self.role is not Role.LEADER:
+            return
+        if self.tracker.progress[self.id].maybe_update(index) and self.maybe_commit():
+            leader.bcast_append(self)
 
     def maybe_commit(self) -> bool:
         """Advance the commit index to what a quorum holds, but only through an
@@ -394,7 +447,7 @@ class Raft:
             return
         if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
             self.abort_leader_transfer()
-        self.tracker.progress[self.id].maybe_update(self.log.last_index())
+        self.tracker.progress[self.id].maybe_update(self.log.stable_last_index())
         if self.maybe_commit():
             leader.bcast_append(self)
         else:

@@ -78,6 +78,12 @@ class Ready:
     #: True if the messages may be sent before (or while) persisting; see the
     #: module docstring.  Only ever set on a leader.
     send_first: bool = False
+    #: True if the commit index (``hard_state.commit``, or the last one handed
+    #: out) must be durable before :meth:`RawNode.advance`: the committed
+    #: entries hold a membership change, which takes effect in advance(), and
+    #: a node must never restart under a configuration older than one it
+    #: acted on (docs/core.md).  Implies ``must_sync``.
+    sync_commit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,8 @@ class RawNode:
             raise ProposalDroppedError(
                 f"{what}: leadership transfer to {r.lead_transferee} in progress"
             )
+        if r.leaving:
+            raise ProposalDroppedError(f"{what}: {r.id} is leaving the voters")
         return r
 
     def propose(self, data: bytes) -> int:
@@ -178,7 +186,7 @@ class RawNode:
             raise ConfChangeError(
                 "the leader has not committed an entry in its term yet; retry shortly"
             )
-        apply_conf_change(r.tracker.conf, cc)  # validate on a copy; raises if invalid
+        after = apply_conf_change(r.tracker.conf, cc)  # validate on a copy; raises if invalid
         for c in cc.changes:
             if c.type is ChangeType.ADD_VOTER and c.node_id in r.tracker.conf.learners:
                 pr = r.tracker.progress.get(c.node_id)
@@ -190,25 +198,45 @@ class RawNode:
         last = r.append_entries([Entry(0, 0, cc.encode(), EntryType.CONF_CHANGE)])
         r.pending_conf_index = last
         r.bcast_pending = True
+        if r.id not in after.voters:
+            # A leader that removes or demotes itself takes no more writes:
+            # its log then ends with the change (and the joint leave), which
+            # every voter that committed it holds too.  Otherwise a voter that
+            # lost the commit index in a crash, and so still runs the old
+            # configuration, could need this node's vote and never get it
+            # (our longer log would refuse it): no leader, ever.
+            r.leaving = True
         return last
 
     def read_index(self, ctx: bytes, lease: bool | None = None) -> None:
-        """Request a linearizable read; a ReadState with ``ctx`` appears in a
-        later Ready.  ``ctx`` must be unique among outstanding requests.
+        """Request a linearizable read; a ReadState carrying ``ctx`` appears in
+        a later Ready once the read index is confirmed (thesis §6.4).
+
+        ``ctx`` is the caller's name for the read, returned untouched; it must
+        be non-empty but need not be unique.  Acknowledgements are bound to the
+        request, never to ``ctx``: a leader confirms each request with a
+        heartbeat round named by its term and a sequence number, and a
+        follower forwards each under a token of its own (a per-life nonce from
+        ``Config.rng``, which must differ between restarts, and a sequence
+        number).  So a late or duplicated answer to an earlier read never
+        answers a later one, and two requests with the same ctx each get a
+        ReadState.
 
         ``lease``: whether this read may be answered from the leader's lease
-        without a heartbeat round (thesis §6.4.1; it assumes bounded clock
-        drift).  Only a leader configured with ``ReadOnlyOption.LEASE_BASED``
-        ever does; ``None`` means "if so configured"."""
+        without a heartbeat round (§6.4.1; it assumes bounded clock drift and
+        message delay).  A leader configured with ``ReadOnlyOption.LEASE_BASED``
+        does so only while a quorum has acknowledged it in the first half of
+        the current check-quorum window, no transfer is under way, and it has
+        sent no TimeoutNow in its term; ``None`` means "if so configured"."""
         r = self.raft
         if not ctx:
-            raise RaftError("read_index needs a non-empty, unique ctx")
+            raise RaftError("read_index needs a non-empty ctx")
         if lease is None:
             lease = r.read_only.option is ReadOnlyOption.LEASE_BASED
         if r.role is Role.LEADER:
             leader.read_index(r, ctx, r.id, lease)
         elif r.leader is not None and r.role is Role.FOLLOWER:
-            r.send(ReadIndexRequest(r.term, r.id, r.leader, ctx, lease))
+            r.send(ReadIndexRequest(r.term, r.id, r.leader, r.forward_read(ctx), lease))
         else:
             raise NotLeaderError("read_index: no known leader", r.leader)
 
@@ -279,6 +307,8 @@ class RawNode:
         )
         if rd.snapshot is None:
             rd.committed_entries = r.log.next_committed(r.cfg.max_committed_size_per_ready)
+            if any(e.type is EntryType.CONF_CHANGE for e in rd.committed_entries):
+                rd.sync_commit = rd.must_sync = True
         rd.messages = r.msgs
         r.msgs = []
         rd.read_states = r.read_states
@@ -306,6 +336,8 @@ class RawNode:
             r.log.applied_to(h.snapshot_index)
         if h.last_entry is not None:
             r.log.stable_to(h.last_entry.index, h.last_entry.term)
+            if h.last_entry.term == r.term:
+                r.own_entries_persisted(h.last_entry.index)
         if h.committed:
             for e in h.committed:
                 if e.type is EntryType.CONF_CHANGE:

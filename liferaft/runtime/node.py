@@ -488,9 +488,11 @@ class Node(ProposalsMixin, MembershipMixin):
                 if store.threaded and (
                     len(rd.entries) > self.config.inline_sync_entries or rd.snapshot is not None
                 ):
-                    await asyncio.to_thread(store.save, rd.hard_state, rd.entries, rd.snapshot)
+                    await asyncio.to_thread(
+                        store.save, rd.hard_state, rd.entries, rd.snapshot, rd.sync_commit
+                    )
                 else:
-                    store.save(rd.hard_state, rd.entries, rd.snapshot)
+                    store.save(rd.hard_state, rd.entries, rd.snapshot, rd.sync_commit)
             except StorageError as exc:
                 if self._storage_ok:
                     self._storage_ok = False

@@ -91,7 +91,13 @@ class Store(Protocol):
     threaded: bool
 
     def is_empty(self) -> bool: ...
-    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None: ...
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None: ...
     def snapshot_meta(self) -> SnapshotMeta: ...
     def snapshot_chunks(self, meta: SnapshotMeta) -> Iterator[bytes]: ...
     def receive(self, meta: SnapshotMeta) -> Writer: ...
@@ -112,8 +118,14 @@ class DiskStore:
         d = self.disk
         return d.snap_meta.index == 0 and d.last_index() == 0 and d.hard_state == HardState()
 
-    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None:
-        self.disk.save(hs, entries, snap)
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None:
+        self.disk.save(hs, entries, snap, sync_commit)
 
     def snapshot_meta(self) -> SnapshotMeta:
         return self.disk.snap_meta
@@ -169,7 +181,13 @@ class MemStore:
         m = self.mem
         return m.snapshot().index == 0 and m.last_index() == 0 and m.hard_state == HardState()
 
-    def save(self, hs: HardState | None, entries: list[Entry], snap: Snapshot | None) -> None:
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None:
         if snap is not None and not snap.data and snap.meta in self._received:
             snap = Snapshot(snap.meta, self._received.pop(snap.meta))
         self.mem.save(hs, entries, snap)

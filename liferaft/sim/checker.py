@@ -13,7 +13,8 @@ violation here:
 * durability: every acknowledged proposal is in every later leader's log
   and, at the end, applied everywhere;
 * read safety: a ReadIndex answer is at least the index of every write
-  acknowledged before the read was asked for.
+  acknowledged, and of the state every read answered, before the read was
+  asked for (real-time order, for writes and reads alike).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Checker:
     # index -> (term, data) of acknowledged proposals
     acked: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     max_acked: int = 0
+    # The highest state index any answered read has exposed.
+    max_read: int = 0
     raise_on_violation: bool = True
 
     def fail(self, msg: str) -> None:
@@ -153,9 +156,15 @@ class Checker:
                 )
                 return
 
-    def on_read(self, nid: NodeId, index: int, floor: int) -> None:
+    def on_read(self, nid: NodeId, index: int, floor: int, served: int) -> None:
+        """A read began when ``floor`` was the highest acknowledged write or
+        answered read; it is answered at read index ``index`` from the state
+        at ``served`` (>= index).  Linearizability: it must not be older than
+        anything that completed before it began (real-time order)."""
         if index < floor:
             self.fail(
                 f"linearizable read: {nid} served read index {index}, but index {floor} was "
-                f"acknowledged before the read began"
+                f"acknowledged or read before the read began"
             )
+        if served > self.max_read:
+            self.max_read = served

@@ -47,7 +47,7 @@ from liferaft.core import (
 )
 
 from .checker import Checker, SafetyViolation
-from .disk import NodeDisk, SimDisk
+from .disk import DiskCrashed, NodeDisk, SimDisk
 
 
 @dataclass
@@ -114,9 +114,14 @@ class SimNode:
     sm: StateMachine = field(default_factory=StateMachine)
     alive: bool = False
     lives: int = 0
-    # ReadIndex ctx -> highest acknowledged index when the read began.
-    pending_reads: dict[bytes, int] = field(default_factory=dict)
-    # Commit index last persisted by this life of the node.
+    # ReadIndex ctx -> for each outstanding read with that ctx, oldest first,
+    # the least index a linearizable answer may carry: every write
+    # acknowledged, and every read answered, before the read began.
+    pending_reads: dict[bytes, list[int]] = field(default_factory=dict)
+    # Read contexts are reused on purpose: a few per node, the same names on
+    # every node and in every life (the core must bind answers to requests).
+    read_seq: int = 0
+    # Highest commit index this life of the node has known.
     commit_seen: int = 0
 
 
@@ -161,7 +166,6 @@ class Cluster:
         # Probability of crashing a new leader soon after it wins (Figure 8).
         self.crash_after_election = 0.0
         self._dirty: set[NodeId] = set()
-        self._read_seq = 0
         self.on_apply_hook: Callable[[NodeId, int, bytes], None] | None = None
         # index -> (proposer, term, data) of proposals not yet acknowledged.
         self.proposals: dict[int, tuple[NodeId, int, bytes]] = {}
@@ -217,7 +221,8 @@ class Cluster:
         node.sm.restore(store.snapshot().data)
         node.sm.index = store.snapshot().index
         node.pending_reads = {}
-        node.commit_seen = max(store.hard_state.commit, store.snapshot().index)
+        node.read_seq = 0
+        node.commit_seen = node.disk.durable_commit()
         node.alive = True
         node.lives += 1
         first_tick = self.now + self.rng.randrange(1, t.tick_interval + 1)
@@ -378,40 +383,38 @@ class Cluster:
         old_commit = node.commit_seen
         rd = rn.ready()
         disk = node.disk
-        # 0. A leader may send while it persists its own entries (thesis
-        # §10.2.1), as the runtime does; a crash below then finds them sent.
-        if rd.send_first:
+        # 0. Messages that need nothing durable go out first, as early as the
+        # contract allows: a leader's appends while it persists its own
+        # entries (send_first, thesis §10.2.1), and anything of a Ready that
+        # need not be synced.  A crash below then finds them sent.
+        early = rd.send_first or not rd.must_sync
+        if early:
             for m in rd.messages:
                 self._send(m)
-        # 1. Persist: snapshot, entries, then hard state (see disk.py), then sync.
-        if rd.snapshot is not None:
-            disk.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            if chk is not None:
-                first = rd.entries[0].index
-                prev_term = _term_or_zero(disk.live, first - 1)
-                disk.append(rd.entries)
-                chk.on_persist(node.id, prev_term, rd.entries)
+        # 1. Persist, exactly as DiskStorage.save does (disk.py), perhaps
+        # losing power part-way.
+        if chk is not None and rd.entries:
+            first = rd.entries[0].index
+            if rd.snapshot is not None:
+                prev_term = rd.snapshot.term if first == rd.snapshot.index + 1 else 0
             else:
-                disk.append(rd.entries)
-        if rd.hard_state is not None:
-            disk.set_hard_state(rd.hard_state)
+                prev_term = _term_or_zero(disk.live, first - 1)
+            chk.on_persist(node.id, prev_term, rd.entries)
         if (
             self.crash_mid_ready
             and (rd.must_sync or rd.hard_state is not None)
             and self.rng.random() < self.crash_mid_ready
         ):
+            disk.arm_crash(self.rng)
+        try:
+            disk.save(rd.hard_state, rd.entries, rd.snapshot, rd.sync_commit)
+        except DiskCrashed:
             self.crash(node.id)
             return
-        if rd.must_sync:
-            # A commit-only hard state is left unsynced, as the runtime leaves
-            # it: the next sync, or none, makes it durable.
-            disk.sync()
-        # Record the persisted commit before anything depends on it.
+        # The commit index this node now knows (durable or not): what it
+        # knows is what it acts on, so the checkers hold it to that.
+        new_commit = max(rn.raft.log.committed, rd.snapshot.index if rd.snapshot else 0)
         if chk is not None:
-            new_commit = disk.live.hard_state.commit
-            if rd.snapshot is not None:
-                new_commit = max(new_commit, rd.snapshot.index)
             if new_commit > old_commit:
                 chk.on_commit(node.id, rn, old_commit, new_commit)
             if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
@@ -423,9 +426,9 @@ class Cluster:
             and self.rng.random() < self.crash_after_election
         ):
             self._crash_later(node.id, self.rng.randint(0, 20))
-        node.commit_seen = max(old_commit, disk.live.hard_state.commit, disk.live.first_index() - 1)
+        node.commit_seen = max(old_commit, new_commit)
         # 2. Send.
-        if not rd.send_first:
+        if not early:
             for m in rd.messages:
                 self._send(m)
         if (
@@ -466,9 +469,18 @@ class Cluster:
                     chk.on_ack(e.index, e.term, e.data)
                 self.acked += 1
         for rs in rd.read_states:
-            floor = node.pending_reads.pop(rs.ctx, None)
-            if floor is not None and chk is not None:
-                chk.on_read(node.id, rs.index, floor)
+            floors = node.pending_reads.get(rs.ctx)
+            if not floors:
+                msg = f"read safety: {node.id} got an answer to a read it never asked ({rs.ctx!r})"
+                if chk is not None:
+                    chk.fail(msg)
+                raise SafetyViolation(msg)
+            # Matched against the oldest such read: the weakest floor, so
+            # never a false alarm.
+            floor = floors.pop(0)
+            if chk is not None:
+                # Served now from what is applied, or once rs.index is.
+                chk.on_read(node.id, rs.index, floor, max(rs.index, sm.index))
         # 4. Advance.
         rn.advance()
         if chk is not None and rn.role is Role.LEADER:
@@ -538,13 +550,15 @@ class Cluster:
         node = self.nodes[nid]
         if not node.alive or node.rn is None:
             return False
-        self._read_seq += 1
-        ctx = f"r{self._read_seq}".encode()
+        node.read_seq += 1
+        ctx = b"r%d" % (node.read_seq % READ_CONTEXTS)
         try:
             node.rn.read_index(ctx)
         except RaftError:
             return False
-        node.pending_reads[ctx] = self.checker.max_acked if self.checker else 0
+        chk = self.checker
+        floor = max(chk.max_acked, chk.max_read) if chk else 0
+        node.pending_reads.setdefault(ctx, []).append(floor)
         self._dirty.add(nid)
         self.process_ready()
         return True
@@ -572,7 +586,6 @@ class Cluster:
             return None
         snap = node.disk.create_snapshot(idx, node.rn.conf_state(), node.sm.snapshot())
         node.disk.compact(max(store.first_index(), idx - self.snapshot_keep))
-        node.disk.sync()
         return snap
 
     # -- observation -------------------------------------------------------------------
@@ -593,6 +606,9 @@ def _term_or_zero(store: MemoryStorage, i: int) -> int:
     except RaftError:
         return 0
 
+
+# How many read contexts each node cycles through (see SimNode.read_seq).
+READ_CONTEXTS = 3
 
 # Messages that start an exchange (what the MIT lab counts as an RPC).
 _REQUESTS = (AppendEntries, Heartbeat, RequestVote, InstallSnapshot, TimeoutNow, ReadIndexRequest)

@@ -1,24 +1,38 @@
-"""A simulated disk that loses what was not synced when its node crashes.
+"""A simulated disk with exactly the durability of liferaft.storage.DiskStorage.
 
-The node writes through a :class:`SimDisk`: every write lands in the live
-:class:`~liferaft.core.MemoryStorage` at once (the page cache) and is queued
-as *unsynced*.  ``sync()`` makes the queue durable.  ``crash(rng)`` keeps a
-random prefix of the unsynced writes (the kernel may have flushed some of
-them, in order, and may have torn the last append part-way) and drops the
-rest.  ``recover()`` rebuilds the live store from what is durable.
+Theory of operation
+-------------------
+A node persists each Ready with :meth:`NodeDisk.save`, the same call the
+runtime makes on :class:`~liferaft.storage.DiskStorage`.  Both disks run the
+plan of :func:`liferaft.storage.durability.plan_save`: a few steps
+(snapshot, entries, hard state), each durable when it completes, and a
+commit index that is only kept in memory (*lazy*) unless the plan writes it.
+So a crash keeps what the real store would keep:
 
-The order a node writes a Ready in matters: snapshot, then entries, then
-hard state, so a durable commit index never points past durable entries.
+* every completed step;
+* of the step under way when the crash hit, nothing, or for an entry
+  append a prefix of its entries (a torn write);
+* no lazy commit index: the node restarts with the commit index of the last
+  hard-state write (or of its snapshot).
+
+A crash can hit between two Readies (:meth:`crash`) or inside a save
+(:meth:`arm_crash` before it: the save raises :class:`DiskCrashed` at a
+random step).  :class:`SimDisk` keeps the log in a MemoryStorage and is
+fast; :class:`~liferaft.sim.realdisk.RealDisk` runs DiskStorage itself on
+real files under FaultFS and tears bytes, not entries.
 """
 
 from __future__ import annotations
 
-import copy
 import random
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
+from liferaft.storage.durability import PutEntries, PutHardState, PutSnapshot, plan_save
+
+
+class DiskCrashed(Exception):
+    """The node lost power in the middle of a save."""
 
 
 class NodeDisk(Protocol):
@@ -26,104 +40,114 @@ class NodeDisk(Protocol):
 
     # The store the core reads: a MemoryStorage or a liferaft.storage.DiskStorage.
     live: Any
+    # False plants the "forget-vote" bug: a hard-state write drops the vote.
     persist_vote: bool
 
-    def set_hard_state(self, hs: HardState) -> None: ...
-    def apply_snapshot(self, snap: Snapshot) -> None: ...
-    def append(self, entries: list[Entry]) -> None: ...
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None: ...
+    def arm_crash(self, rng: random.Random) -> None: ...
+    def durable_commit(self) -> int: ...
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot: ...
     def compact(self, index: int) -> None: ...
-    def sync(self) -> None: ...
     def crash(self, rng: random.Random) -> int: ...
     def recover(self) -> Any: ...
 
 
-@dataclass
-class _Op:
-    kind: str
-    hs: HardState | None = None
-    snap: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-    index: int = 0
-    conf: ConfState | None = None
-    data: bytes = b""
-
-
-def _apply(store: MemoryStorage, op: _Op) -> None:
-    if op.kind == "hs":
-        assert op.hs is not None
-        store.set_hard_state(op.hs)
-    elif op.kind == "snap":
-        assert op.snap is not None
-        store.apply_snapshot(op.snap)
-    elif op.kind == "append":
-        store.append(op.entries)
-    elif op.kind == "create":
-        assert op.conf is not None
-        store.create_snapshot(op.index, op.conf, op.data)
-    elif op.kind == "compact":
-        store.compact(op.index)
-    else:  # pragma: no cover - programming error
-        raise ValueError(op.kind)
+def pick_crash_step(rng: random.Random, n_steps: int) -> int:
+    """The step a crash inside a save hits: 0..n_steps (n_steps: right after it)."""
+    return rng.randint(0, n_steps)
 
 
 class SimDisk:
-    """Durable copy of a node's storage plus a queue of unsynced writes."""
+    """A node's log in a MemoryStorage, with DiskStorage's durability."""
 
     def __init__(self, initial: MemoryStorage) -> None:
-        self.durable = initial
-        self.live = copy.deepcopy(initial)
-        self.unsynced: list[_Op] = []
-        self.syncs = 0
-        # When False the disk "forgets" to persist the vote (a planted bug).
+        # Every completed step is durable, so the store the node reads is the
+        # durable log; only the hard state differs (the lazy commit index).
+        self.live = initial
+        self.hard = initial.hard_state  # the hard state on "disk"
+        self.lazy_commit = 0
         self.persist_vote = True
+        self.syncs = 0
+        self._crash_rng: random.Random | None = None
 
-    def set_hard_state(self, hs: HardState) -> None:
-        self.live.set_hard_state(hs)
-        if not self.persist_vote:
-            hs = HardState(hs.term, None, hs.commit)
-        self.unsynced.append(_Op("hs", hs=hs))
+    @property
+    def durable(self) -> MemoryStorage:
+        """The durable store, as a restart would read it (for building a RealDisk)."""
+        self.live.hard_state = self.hard
+        return self.live
 
-    def apply_snapshot(self, snap: Snapshot) -> None:
-        self.live.apply_snapshot(snap)
-        self.unsynced.append(_Op("snap", snap=snap))
+    def durable_commit(self) -> int:
+        return max(self.hard.commit, self.live.snapshot().index)
 
-    def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        self.live.append(entries)
-        self.unsynced.append(_Op("append", entries=list(entries)))
+    def arm_crash(self, rng: random.Random) -> None:
+        self._crash_rng = rng
+
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None:
+        st = self.live
+        cur = self.hard
+        plan = plan_save(
+            HardState(cur.term, cur.vote, self.durable_commit()),
+            self.lazy_commit,
+            st.last_index(),
+            hs,
+            entries,
+            snap,
+            sync_commit,
+        )
+        rng, self._crash_rng = self._crash_rng, None
+        at = pick_crash_step(rng, len(plan.steps)) if rng is not None else -1
+        for i, step in enumerate(plan.steps):
+            if i == at:
+                if isinstance(step, PutEntries):
+                    k = rng.randint(0, len(step.entries) - 1) if rng else 0
+                    if k:
+                        st.append(step.entries[:k])  # a torn append
+                raise DiskCrashed
+            if isinstance(step, PutSnapshot):
+                st.apply_snapshot(step.snapshot)
+            elif isinstance(step, PutEntries):
+                st.append(step.entries)
+            elif isinstance(step, PutHardState):
+                h = step.hard_state
+                self.hard = h if self.persist_vote else HardState(h.term, None, h.commit)
+            self.syncs += 1
+        self.lazy_commit = max(self.lazy_commit, plan.lazy_commit)
+        if at == len(plan.steps):
+            raise DiskCrashed
+        # What the node reads back while it runs includes the lazy commit.
+        st.hard_state = HardState(
+            hs.term if hs else cur.term,
+            hs.vote if hs else cur.vote,
+            max(self.hard.commit, self.lazy_commit),
+        )
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
-        snap = self.live.create_snapshot(index, conf, data)
-        self.unsynced.append(_Op("create", index=index, conf=conf, data=data))
-        return snap
+        return self.live.create_snapshot(index, conf, data)
 
     def compact(self, index: int) -> None:
         self.live.compact(index)
-        self.unsynced.append(_Op("compact", index=index))
-
-    def sync(self) -> None:
-        for op in self.unsynced:
-            _apply(self.durable, op)
-        self.unsynced.clear()
-        self.syncs += 1
 
     def crash(self, rng: random.Random) -> int:
-        """Lose unsynced writes except a random prefix; returns how many ops survived."""
-        n = rng.randint(0, len(self.unsynced)) if self.unsynced else 0
-        for op in self.unsynced[:n]:
-            _apply(self.durable, op)
-        if n < len(self.unsynced) and self.unsynced[n].kind == "append":
-            # A torn append: some leading entries made it to disk.
-            ents = self.unsynced[n].entries
-            k = rng.randint(0, len(ents))
-            if k:
-                _apply(self.durable, _Op("append", entries=ents[:k]))
-        self.unsynced.clear()
-        return n
+        """Power loss: the lazy commit index is gone.  Returns it (0: nothing lost)."""
+        lost = self.lazy_commit
+        self.lazy_commit = 0
+        self._crash_rng = None
+        self.live.hard_state = self.hard
+        return lost
 
     def recover(self) -> MemoryStorage:
-        """The live store after a restart: exactly what is durable."""
-        self.live = copy.deepcopy(self.durable)
+        """The store a restarted node reads: exactly what is durable."""
+        self.live.hard_state = self.hard
         return self.live

@@ -1,14 +1,17 @@
-"""RealDisk: a simulated node's disk backed by liferaft.storage on real files.
+"""RealDisk: a simulated node's disk that is liferaft.storage.DiskStorage on real files.
 
-Writes go to the files as a real node makes them: entries are appended to
-the WAL unsynced, and ``sync()`` fdatasyncs them and then replaces the hard
-state (tmp, fsync, rename, directory fsync).  The files sit under
-:class:`~liferaft.storage.fs.FaultFS`, the same fault layer the storage tests
-use, so a crash loses what the page cache had not flushed: each file keeps a
-random prefix of its unsynced bytes (a torn write), and a rename whose
-directory was not fsynced may be undone.  The node then restarts by
-reopening its data directory, and the core reads the same DiskStorage a real
-node would.
+The node's Readies are saved by DiskStorage itself, step by step (the plan
+of liferaft.storage.durability), on files under
+:class:`~liferaft.storage.fs.FaultFS`, the fault layer the storage tests
+use.  A crash loses what the page cache had not flushed: each file keeps a
+random prefix of its unsynced bytes (a torn write), a rename whose directory
+was not fsynced may be undone, and the lazy commit index, which DiskStorage
+only holds in memory, is gone (a crash never runs ``close()``).  The node
+then restarts by reopening its data directory, as a real node does.
+
+A crash inside a save (:meth:`arm_crash`) stops at a random step; if that
+step is an entry append, its bytes are written unsynced first, so FaultFS
+tears them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from pathlib import Path
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
 from liferaft.storage import DiskStorage
+from liferaft.storage.durability import PutEntries, PutHardState
 from liferaft.storage.fs import FaultFS
+
+from .disk import DiskCrashed, pick_crash_step
 
 SEGMENT = 4096
 
@@ -34,21 +40,40 @@ class RealDisk:
         if initial.hard_state != HardState() and st.hard_state == HardState():
             st.hard.save(initial.hard_state)
         self.live = st
-        self._hard: HardState | None = None
         self.syncs = 0
         self.persist_vote = True
+        self._crash_rng: random.Random | None = None
 
-    def set_hard_state(self, hs: HardState) -> None:
-        if not self.persist_vote:
-            hs = HardState(hs.term, None, hs.commit)
-        self._hard = hs  # written at sync, after the entries are durable
+    def durable_commit(self) -> int:
+        return max(self.live.hard.current.commit, self.live.snap_meta.index)
 
-    def apply_snapshot(self, snap: Snapshot) -> None:
-        self.live.apply_snapshot(snap)  # atomic: tmp, fsync, rename, dir fsync
+    def arm_crash(self, rng: random.Random) -> None:
+        self._crash_rng = rng
 
-    def append(self, entries: list[Entry]) -> None:
-        if entries:
-            self.live.wal.append(entries, sync=False)
+    def save(
+        self,
+        hs: HardState | None,
+        entries: list[Entry],
+        snap: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> None:
+        st = self.live
+        plan = st.plan(hs, entries, snap, sync_commit)
+        rng, self._crash_rng = self._crash_rng, None
+        at = pick_crash_step(rng, len(plan.steps)) if rng is not None else -1
+        for i, step in enumerate(plan.steps):
+            if i == at:
+                if isinstance(step, PutEntries):
+                    st.wal.append(step.entries, sync=False)  # FaultFS tears it
+                raise DiskCrashed
+            if isinstance(step, PutHardState) and not self.persist_vote:
+                h = step.hard_state
+                step = PutHardState(HardState(h.term, None, h.commit))
+            st.do(step)
+            self.syncs += 1
+        st.done(plan)
+        if at == len(plan.steps):
+            raise DiskCrashed
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         meta = self.live.create_snapshot(index, conf, data)
@@ -57,19 +82,12 @@ class RealDisk:
     def compact(self, index: int) -> None:
         self.live.compact(index)
 
-    def sync(self) -> None:
-        self.live.wal.sync()
-        if self._hard is not None:
-            self.live.hard.save(self._hard)
-            self._hard = None
-        self.syncs += 1
-
     def crash(self, rng: random.Random) -> int:
-        self._hard = None
-        self.live.close()
+        self._crash_rng = None
+        self.live.wal.close()  # no close() of the store: it would write the lazy commit
         return self.fs.crash()
 
     def recover(self) -> DiskStorage:
-        self.live.close()
+        self.live.wal.close()
         self.live = DiskStorage(self.dir, segment_size=SEGMENT, fs=self.fs)
         return self.live

@@ -17,7 +17,9 @@ every voter (durability).
 from __future__ import annotations
 
 import random
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from liferaft.core import (
     ConfChange,
@@ -55,7 +57,8 @@ class Driver:
         self.c = c
         self.rng = rng
         self.profile = profile
-        self.max_nodes = nodes + 2
+        # Room to grow: a one-voter cluster grows to three and five.
+        self.max_nodes = max(nodes + 2, 5)
         self.next_id = nodes + 1
         self.retired: set[str] = set()
         self.churned = False
@@ -118,12 +121,16 @@ class Driver:
 
     def _partition(self) -> None:
         ids = self.live_ids()
+        if len(ids) < 2:
+            return
         self.rng.shuffle(ids)
         k = self.rng.randint(1, len(ids) - 1)
         self.c.partition(ids[:k], ids[k:])
         self._count("partition")
 
     def _isolate(self) -> None:
+        if len(self.live_ids()) < 2:
+            return
         self.c.heal()
         self.c.disconnect(self.rng.choice(self.live_ids()))
         self._count("isolate")
@@ -201,12 +208,25 @@ class Driver:
             self._count("restart")
 
     def _transfer(self) -> None:
+        """Hand leadership to a voter; sometimes cancel the transfer (a transfer
+        to the leader itself) or redirect it a little later, while the
+        TimeoutNow may already be out (thesis §3.10)."""
         ld = self.c.leader()
         if ld is None:
             return
         voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
-        if voters and self.c.transfer(ld, self.rng.choice(voters)):
-            self._count("transfer")
+        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
+            return
+        self._count("transfer")
+        if self.rng.random() < 0.5:
+            life = self.c.nodes[ld].lives
+            to = ld if self.rng.random() < 0.6 else self.rng.choice(voters)
+
+            def later() -> None:
+                if not self.stopped and self.c.nodes[ld].lives == life and self.c.transfer(ld, to):
+                    self._count("transfer_cancel" if to == ld else "transfer_redirect")
+
+            self.c.call_at(self.c.now + self.rng.randint(0, 3 * self.c.timing.tick_interval), later)
 
     def _snapshot(self) -> None:
         up = [n for n in self.live_ids() if n not in self.crashed]
@@ -243,31 +263,40 @@ class Driver:
         self.c.partition([ld, *others[:k]], others[k:])
         self._count("minority_leader")
 
+    def _new_node(self) -> str:
+        nid = f"n{self.next_id}"
+        self.next_id += 1
+        self.c.add_node(nid)
+        return nid
+
     def _churn(self) -> None:
+        """One membership change of any kind the API allows."""
         self.churned = True
         ld = self.c.leader()
         if ld is None:
             return
         conf = self.c.rn(ld).conf_state()
         voters, learners = sorted(conf.voters), sorted(conf.learners)
+        room = self.max_nodes - (len(self.c.nodes) - len(self.retired))
         ops = []
-        if len(self.c.nodes) - len(self.retired) < self.max_nodes:
-            ops.append("add")
+        if room > 0:
+            ops += ["add", "add_voter"]
         if learners:
-            ops += ["promote", "replace"]
-        if len(voters) > 3:
-            ops += ["remove", "demote", "double", "double"]
+            ops += ["promote", "replace", "remove_learner"]
+        if len(voters) > 1:
+            ops += ["remove", "demote"]
+        if len(voters) > 2:
+            ops += ["double"]
+        # A joint change that replaces a majority of the voters at once.
+        if len(voters) >= 2 and len(learners) + room >= len(voters) // 2 + 1:
+            ops += ["replace_majority", "replace_majority"]
         if not ops:
             return
         op = self.rng.choice(ops)
-        if op == "add":
-            nid = f"n{self.next_id}"
-            self.next_id += 1
-            self.c.add_node(nid)
-            cc = ConfChange((add_learner(nid),))
-            if self.c.propose_conf_change(ld, cc) is None:
-                self.retire(nid)
-                return
+        new: list[str] = []
+        if op in ("add", "add_voter"):
+            new = [self._new_node()]
+            cc = ConfChange(((add_learner if op == "add" else add_voter)(new[0]),))
         elif op == "promote":
             cc = ConfChange((add_voter(self.rng.choice(learners)),))
         elif op == "replace":
@@ -275,8 +304,21 @@ class Driver:
                 (add_voter(self.rng.choice(learners)), remove_node(self.rng.choice(voters))),
                 Transition.JOINT,
             )
+        elif op == "replace_majority":
+            k = len(voters) // 2 + 1
+            gone = self.rng.sample(voters, k)
+            pool = self.rng.sample(learners, min(k, len(learners)))
+            while len(pool) < k:
+                new.append(self._new_node())
+                pool.append(new[-1])
+            cc = ConfChange(
+                tuple(add_voter(n) for n in pool) + tuple(remove_node(n) for n in gone),
+                Transition.JOINT,
+            )
         elif op == "remove":
             cc = ConfChange((remove_node(self.rng.choice(voters)),))
+        elif op == "remove_learner":
+            cc = ConfChange((remove_node(self.rng.choice(learners)),))
         elif op == "double":
             # Two changes back to back: the second must be refused while the
             # first is in flight (thesis §4.1).
@@ -285,8 +327,30 @@ class Driver:
             cc = ConfChange((remove_node(b),))
         else:
             cc = ConfChange((add_learner(self.rng.choice(voters)),))
-        if op == "add" or self.c.propose_conf_change(ld, cc) is not None:
-            self._count("churn_" + op)
+        if self.c.propose_conf_change(ld, cc) is None:
+            for nid in new:
+                self.retire(nid)
+            return
+        self._count("churn_" + op)
+        if self.rng.random() < 0.3:
+            self._crash_soon(sorted(set(voters) | set(learners) | set(new)))
+
+    def _crash_soon(self, candidates: list[str]) -> None:
+        """Right after a membership change: crash one node (power loss) a
+        little later, and sometimes bring it back at once."""
+        nid = self.rng.choice(candidates)
+        life = self.c.nodes[nid].lives
+        bounce = self.rng.random() < 0.5
+
+        def later() -> None:
+            if self.stopped or self.c.nodes[nid].lives != life or nid in self.retired:
+                return
+            self.c.crash(nid)
+            if bounce:
+                self.c.start(nid)
+            self._count("crash_after_change")
+
+        self.c.call_at(self.c.now + self.rng.randint(0, 6 * self.c.timing.tick_interval), later)
 
     def retire(self, nid: str) -> None:
         self.c.crash(nid)
@@ -297,9 +361,10 @@ class Driver:
         ld = self.c.leader()
         if ld is None:
             return
-        conf = self.c.rn(ld).conf_state()
-        if conf.voters_outgoing:
-            return
+        r = self.c.rn(ld).raft
+        conf = r.tracker.conf
+        if conf.voters_outgoing or r.conf_change_in_flight() or r.has_unapplied_conf_change():
+            return  # a change still under way may yet bring a node back
         gone = [n for n in self.live_ids() if n not in conf.members()]
         if gone:
             self.retire(self.rng.choice(gone))
@@ -354,8 +419,13 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce"),
     "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
               "restart", "transfer"),
+    # Start from ONE voter and grow (and shrink) one change at a time, by
+    # direct voter adds and through learners, with crashes right after the
+    # changes: where a lazily persisted commit index bites.
+    "grow": ("churn", "churn", "churn", "crash_leader", "bounce", "restart", "restart",
+             "transfer", "heal", "partition", "crash_all"),
 }
-_PROFILE_ODDS = ("mixed",) * 4 + ("figure8", "crashy", "stale", "churn")
+_PROFILE_ODDS = ("mixed",) * 4 + ("figure8", "crashy", "stale", "churn", "grow")
 
 
 def run_seed(
@@ -381,7 +451,7 @@ def run_seed(
         duplicate=rng.choice([0.0, 0.02, 0.1]),
         long_delay=rng.choice([0.0, 0.02, 0.1]),
     )
-    ids = [f"n{i}" for i in range(1, nodes + 1)]
+    ids = [f"n{i}" for i in range(1, (1 if profile == "grow" else nodes) + 1)]
     if timing is None:
         # One entry per AppendEntries in some seeds: acknowledgements then
         # cover a prefix of what a new leader holds, as in Figure 8.
@@ -421,6 +491,8 @@ def run_seed(
     if profile == "churn":
         net.drop = rng.choice([0.05, 0.15])
         net.long_delay = 0.1
+    if profile == "grow":
+        c.crash_mid_ready = rng.choice([0.005, 0.02])
     if callable(configure):
         configure(c)
     d = Driver(c, rng, nodes, profile)
@@ -443,6 +515,12 @@ def run_seed(
             check_durability(c, d)
     except SafetyViolation as exc:
         res.violation = str(exc)
+    except Exception as exc:  # any failure is a finding: report it, replayably
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        res.violation = (
+            f"exception {type(exc).__name__}: {exc} "
+            f"(at {Path(where.filename).name}:{where.lineno}, t={c.now})"
+        )
     res.steps, res.commits, res.acked, res.faults = c.steps, c.commits, c.acked, d.faults
     return res
 

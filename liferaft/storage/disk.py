@@ -7,12 +7,14 @@ state file and the snapshot store, all under one data directory::
 
 :meth:`DiskStorage.save` persists a Ready in the order the Ready contract
 needs: snapshot, then entries, one fdatasync, then the hard state (so a
-durable commit index never points past durable entries).
+durable commit index never points past durable entries).  The plan comes
+from :mod:`liferaft.storage.durability`, which the simulator shares.
 
 A hard state that changes only the commit index is not written at once: it
 would cost two fsyncs (file and directory) per commit, and a commit index
 lost in a crash is learned again from the leader (etcd does not sync it
-either).  It goes to disk with the next term or vote change, and on
+either).  It goes to disk with the next term or vote change, before the next
+membership-change entry (see durability.py for why that one matters), and on
 :meth:`DiskStorage.close`.
 """
 
@@ -33,6 +35,7 @@ from liferaft.core import (
 )
 from liferaft.core.log import limit_size
 
+from .durability import PutEntries, PutSnapshot, SavePlan, Step, plan_save
 from .errors import CorruptionError, StorageError
 from .fs import REAL, FileSystem
 from .hardstate import HardStateStore
@@ -157,18 +160,45 @@ class DiskStorage:
         hard_state: HardState | None,
         entries: list[Entry],
         snapshot: Snapshot | None = None,
+        sync_commit: bool = False,
     ) -> None:
-        """Persist one Ready's worth of state durably, in the safe order."""
-        if snapshot is not None:
-            self.apply_snapshot(snapshot)
-        if entries:
-            self.wal.append(entries, sync=True)
-        if hard_state is not None:
-            cur = self.hard.current
-            if hard_state.term == cur.term and hard_state.vote == cur.vote:
-                self._lazy_commit = max(self._lazy_commit, hard_state.commit)
-            else:
-                self._write_hard(hard_state)
+        """Persist one Ready's worth of state durably, in the safe order
+        (:func:`~liferaft.storage.durability.plan_save` says which).
+        ``sync_commit``: the Ready's flag of that name."""
+        plan = self.plan(hard_state, entries, snapshot, sync_commit)
+        for step in plan.steps:
+            self.do(step)
+        self.done(plan)
+
+    def plan(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        snapshot: Snapshot | None,
+        sync_commit: bool = False,
+    ) -> SavePlan:
+        """The steps :meth:`save` takes: carry them out with :meth:`do`, then
+        call :meth:`done`."""
+        cur = self.hard.current
+        durable = HardState(cur.term, cur.vote, max(cur.commit, self.snap_meta.index))
+        return plan_save(
+            durable, self._lazy_commit, self.last_index(), hard_state, entries, snapshot,
+            sync_commit,
+        )
+
+    def done(self, plan: SavePlan) -> None:
+        """Every step of ``plan`` is durable: remember its lazy commit index."""
+        if plan.lazy_commit > self._lazy_commit:
+            self._lazy_commit = plan.lazy_commit
+
+    def do(self, step: Step) -> None:
+        """Carry out one step of a plan; it is durable when this returns."""
+        if isinstance(step, PutSnapshot):
+            self.apply_snapshot(step.snapshot)
+        elif isinstance(step, PutEntries):
+            self.wal.append(step.entries, sync=True)
+        else:
+            self.hard.save(step.hard_state)
 
     def _write_hard(self, hs: HardState) -> None:
         # Everything up to last_index() is durable here (entries are synced

@@ -47,6 +47,15 @@ Commands
     type (e.g. ``type=AppendEntries``), ``count`` to the N oldest messages
     per node, and ``duplicate`` puts a copy of each delivered message back
     at the end of the queue (a network that duplicates and delays).
+``hold-msgs [from=ID] [type=NAME] [ID...]``
+    Take the queued messages addressed to the IDs (all nodes when none is
+    named), optionally only those sent by ``from`` and of one type, out of
+    the network and hold them back (a network that delays them for as long
+    as the script likes).  Held messages are delivered by nothing until
+    ``release-msgs``.
+``release-msgs``
+    Put every held message back at the end of the queue, in the order it
+    was held; one on a link that is cut by then is dropped.
 ``stabilize [ID...]``
     Repeat process-ready and deliver-msgs for the nodes until nothing moves.
 ``raft-log ID``, ``raft-state``, ``status ID``, ``state-machine ID``
@@ -307,7 +316,8 @@ MESSAGE_TYPES = {
 def fmt_ready(rd: Ready, cut: Callable[[Message], bool] = lambda m: False) -> list[str]:
     """The contents of a Ready, one item per line."""
     first = " send-first=true" if rd.send_first and rd.messages else ""
-    out = [f"Ready must-sync={str(rd.must_sync).lower()}{first}:"]
+    commit = " sync-commit=true" if rd.sync_commit else ""
+    out = [f"Ready must-sync={str(rd.must_sync).lower()}{commit}{first}:"]
     if rd.soft_state is not None:
         ss = rd.soft_state
         out.append(f"SoftState role={ss.role.value} leader={ss.leader or 'none'}")
@@ -427,6 +437,8 @@ class Env:
         self.name = name
         self.nodes: dict[str, _Node] = {}
         self.queue: list[Message] = []
+        # Messages taken out of the network by hold-msgs, until release-msgs.
+        self.held: list[Message] = []
         self.isolated: set[str] = set()
         self.log_level = "info"
         self.out: list[str] = []
@@ -765,6 +777,41 @@ class Env:
         targets = args.pos if (args.pos or drop) else self.sorted_ids()
         for nid in targets:
             self.deliver(nid, mtype, count, duplicate)
+
+    def cmd_hold_msgs(self, args: Args) -> None:
+        frm = args.take("from")
+        tname = args.take("type")
+        mtype: type | None = None
+        if tname is not None:
+            if tname not in MESSAGE_TYPES:
+                raise self.fail(f"unknown message type {tname!r}: one of {sorted(MESSAGE_TYPES)}")
+            mtype = MESSAGE_TYPES[tname]
+        for nid in args.pos + ([frm] if frm is not None else []):
+            self.node(nid)
+        targets = set(args.pos) if args.pos else set(self.nodes)
+        keep: list[Message] = []
+        for m in self.queue:
+            if (
+                m.to in targets
+                and (frm is None or m.frm == frm)
+                and (mtype is None or isinstance(m, mtype))
+            ):
+                self.emit(f"held: {fmt_msg(m)}")
+                self.held.append(m)
+            else:
+                keep.append(m)
+        self.queue = keep
+
+    def cmd_release_msgs(self, args: Args) -> None:
+        if args.pos:
+            raise self.fail("release-msgs takes no arguments")
+        held, self.held = self.held, []
+        for m in held:
+            if self.cut(m):
+                self.emit(f"dropped: {fmt_msg(m)}")
+            else:
+                self.emit(f"released: {fmt_msg(m)}")
+                self.queue.append(m)
 
     def cmd_stabilize(self, args: Args) -> None:
         ids = self.sorted_ids(args.pos) if args.pos else self.sorted_ids()

@@ -1219,9 +1219,9 @@ def test_read_index_waits_for_commit_in_current_term():
     assert rd2.read_states == []
     assert not [m for m in rd2.messages if isinstance(m, Heartbeat) and m.ctx]
     rd3 = ack_all(node, st, rd.messages)
-    hbs = [m for m in rd3.messages if isinstance(m, Heartbeat) and m.ctx == b"r1"]
+    hbs = [m for m in rd3.messages if isinstance(m, Heartbeat) and m.ctx]
     assert sorted(m.to for m in hbs) == ["n2", "n3"]
-    node.step(HeartbeatResponse(node.term, "n2", "n1", b"r1"))
+    node.step(HeartbeatResponse(node.term, "n2", "n1", hbs[0].ctx))
     rd4 = drain(node, st)
     assert rd4.read_states == [ReadState(node.raft.log.committed, b"r1")]
 
@@ -1233,17 +1233,24 @@ def test_read_index_needs_quorum_of_heartbeat_acks():
     ack_all(node, st, win_election(node, st).messages)
     node.read_index(b"a")
     node.read_index(b"b")
-    node.read_index(b"b")  # a duplicate ctx is one request
-    drain(node, st)
-    node.step(HeartbeatResponse(2, "n2", "n1", b"b"))
-    node.step(HeartbeatResponse(2, "n2", "n1", b"b"))
-    node.step(HeartbeatResponse(2, "zz", "n1", b"b"))  # not a member
+    node.read_index(b"b")  # readers may share a ctx: a request of its own
+    rounds = list(dict.fromkeys(m.ctx for m in of_type(drain(node, st).messages, Heartbeat)))
+    assert len(rounds) == 3  # one round per request, each named by the leader
+    last = rounds[-1]
+    node.step(HeartbeatResponse(2, "n2", "n1", last))
+    node.step(HeartbeatResponse(2, "n2", "n1", last))
+    node.step(HeartbeatResponse(2, "zz", "n1", last))  # not a member
+    node.step(HeartbeatResponse(2, "n4", "n1", b"b"))  # a reader's ctx names no round
     assert drain(node, st).read_states == []
-    node.step(HeartbeatResponse(2, "n3", "n1", b"b"))
-    # Acknowledging the later request confirms the earlier one too, in order.
-    assert drain(node, st).read_states == [ReadState(2, b"a"), ReadState(2, b"b")]
-    node.step(HeartbeatResponse(2, "n4", "n1", b"b"))  # late ack: nothing new
-    node.step(HeartbeatResponse(2, "n4", "n1", b"zz"))  # unknown ctx
+    node.step(HeartbeatResponse(2, "n3", "n1", last))
+    # Acknowledging the later round confirms the earlier ones too, in order.
+    assert drain(node, st).read_states == [
+        ReadState(2, b"a"),
+        ReadState(2, b"b"),
+        ReadState(2, b"b"),
+    ]
+    node.step(HeartbeatResponse(2, "n4", "n1", last))  # late ack: nothing new
+    node.step(HeartbeatResponse(2, "n4", "n1", b"zz"))  # unknown round
     assert drain(node, st).read_states == []
 
 
@@ -1253,10 +1260,10 @@ def test_read_index_pending_context_is_resent_with_heartbeats():
     node, st = node_with_log(voters=N3)
     ack_all(node, st, win_election(node, st).messages)
     node.read_index(b"r")
-    drain(node, st)  # this round is lost
+    (token,) = {m.ctx for m in of_type(drain(node, st).messages, Heartbeat)}  # lost
     node.tick()
     hbs = of_type(drain(node, st).messages, Heartbeat)
-    assert {m.ctx for m in hbs} == {b"r"}
+    assert {m.ctx for m in hbs} == {token}
 
 
 def test_follower_read_is_forwarded_to_leader():
@@ -1267,7 +1274,8 @@ def test_follower_read_is_forwarded_to_leader():
     net.nodes["n2"].read_index(b"f")
     net.flush()
     (req,) = [m for m in net.queue if isinstance(m, ReadIndexRequest)]
-    assert (req.frm, req.to, req.ctx) == ("n2", "n1", b"f")
+    # The request travels under the follower's own token, bound to this read.
+    assert (req.frm, req.to) == ("n2", "n1") and req.ctx != b"f"
     net.stabilize()
     assert net.read_states["n2"] == [ReadState(3, b"f")]
     assert any(isinstance(m, ReadIndexResponse) for m in net.delivered)

@@ -16,7 +16,7 @@ from liferaft.core import (
     ReadState,
     Role,
 )
-from liferaft.core.read_index import ReadOnly
+from liferaft.core.read_index import ReadOnly, round_token
 
 from .netutil import Network, ack_all, drain, node_with_log, win_election
 
@@ -28,24 +28,36 @@ N3 = ("n1", "n2", "n3")
 
 def test_read_only_queue_confirms_in_arrival_order():
     """Thesis §6.4: a later heartbeat round confirms every earlier read too,
-    because its heartbeats were sent after theirs."""
+    because its heartbeats were sent after theirs.  Rounds are named by the
+    leader's tokens (term and sequence number), never by the readers'
+    contexts, which may repeat."""
     ro = ReadOnly(ReadOnlyOption.SAFE)
-    assert ro.last_pending_ctx() == b""
-    assert ro.add_request(5, b"a", "n1")
-    assert ro.add_request(6, b"b", "n2")
-    assert not ro.add_request(7, b"a", "n3")  # duplicate ctx
-    assert ro.add_request(8, b"c", "n1")
-    assert ro.last_pending_ctx() == b"c"
-    assert ro.recv_ack("n2", b"zz") is None
-    assert ro.recv_ack("n2", b"b") == {"n2"}
-    assert ro.recv_ack("n3", b"b") == {"n2", "n3"}
+    assert ro.last_pending_token() == b""
+    ta = ro.add_request(2, 5, b"a", "n1")
+    tb = ro.add_request(2, 6, b"b", "n2")
+    ta2 = ro.add_request(2, 7, b"a", "n3")  # the same ctx: a round of its own
+    tc = ro.add_request(2, 8, b"c", "n1")
+    assert len({ta, tb, ta2, tc}) == 4
+    assert ta == round_token(2, 1) and tc == round_token(2, 4)
+    assert ro.last_pending_token() == tc
+    assert ro.recv_ack("n2", b"zz", 2) is None
+    assert ro.recv_ack("n2", b"b", 2) is None  # a reader's ctx names no round
+    assert ro.recv_ack("n2", tb, 3) is None  # a round of another term
+    assert ro.recv_ack("n2", tb, 2) == {"n2"}
+    assert ro.recv_ack("n3", tb, 2) == {"n2", "n3"}
     assert ro.advance(b"zz") == []
-    done = ro.advance(b"b")
+    done = ro.advance(tb)
     assert [(s.ctx, s.index, s.requester) for s in done] == [(b"a", 5, "n1"), (b"b", 6, "n2")]
-    assert ro.queue == [b"c"] and list(ro.pending) == [b"c"]
-    assert ro.advance(b"b") == []
+    assert ro.queue == [ta2, tc] and list(ro.pending) == [ta2, tc]
+    assert ro.advance(tb) == []
+    assert ro.recv_ack("n2", tb, 2) is None  # a late answer to a finished round
+    ro.lease_acks.add("n2")
+    ro.lease_revoked = True
     ro.reset()
-    assert ro.queue == [] and ro.pending == {} and ro.last_pending_ctx() == b""
+    assert ro.queue == [] and ro.pending == {} and ro.last_pending_token() == b""
+    assert ro.lease_acks == set() and not ro.lease_revoked
+    # A new leadership starts numbering again, under its own term.
+    assert ro.add_request(4, 9, b"a", "n1") == round_token(4, 1)
 
 
 # -- on a leader ---------------------------------------------------------------------------
@@ -59,9 +71,9 @@ def test_follower_read_waits_for_new_leaders_first_commit():
     node.step(ReadIndexRequest(node.term, "n2", "n1", b"f"))
     assert not [m for m in drain(node, st).messages if isinstance(m, Heartbeat) and m.ctx]
     rd2 = ack_all(node, st, rd.messages)
-    hbs = [m for m in rd2.messages if isinstance(m, Heartbeat) and m.ctx == b"f"]
+    hbs = [m for m in rd2.messages if isinstance(m, Heartbeat) and m.ctx]
     assert len(hbs) == 2
-    node.step(HeartbeatResponse(node.term, "n3", "n1", b"f"))
+    node.step(HeartbeatResponse(node.term, "n3", "n1", hbs[0].ctx))
     rd3 = drain(node, st)
     assert rd3.messages == [ReadIndexResponse(node.term, "n1", "n2", b"f", 2)]
     assert rd3.read_states == []  # the leader itself did not ask
@@ -75,11 +87,12 @@ def test_pending_reads_are_dropped_when_leadership_is_lost():
     node.read_index(b"early")  # before the first commit
     ack_all(node, st, rd.messages)
     node.read_index(b"late")
-    drain(node, st)
+    rounds = {m.ctx for m in drain(node, st).messages if isinstance(m, Heartbeat) and m.ctx}
     node.step(HeartbeatResponse(node.term + 1, "n2", "n1"))  # deposed
     assert node.role is Role.FOLLOWER
-    node.step(HeartbeatResponse(node.term, "n2", "n1", b"late"))
-    node.step(HeartbeatResponse(node.term, "n3", "n1", b"late"))
+    for token in rounds:
+        node.step(HeartbeatResponse(node.term, "n2", "n1", token))
+        node.step(HeartbeatResponse(node.term, "n3", "n1", token))
     assert drain(node, st).read_states == []
     assert node.raft.read_only.pending == {} and node.raft.pending_reads == []
 
@@ -162,9 +175,9 @@ def test_lease_read_falls_back_to_heartbeat_round_late_in_window():
     node.read_index(b"late")
     rd = drain(node, st)
     assert rd.read_states == []
-    hbs = [m for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"late"]
+    hbs = [m for m in rd.messages if isinstance(m, Heartbeat) and m.ctx]
     assert len(hbs) == 2
-    node.step(HeartbeatResponse(node.term, "n2", "n1", b"late"))
+    node.step(HeartbeatResponse(node.term, "n2", "n1", hbs[0].ctx))
     assert drain(node, st).read_states == [ReadState(2, b"late")]
 
 
@@ -177,10 +190,7 @@ def test_lease_read_not_used_during_leader_transfer():
     node.read_index(b"t")
     rd = drain(node, st)
     assert rd.read_states == []
-    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"t"] == [
-        "n2",
-        "n3",
-    ]
+    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx] == ["n2", "n3"]
 
 
 def test_lease_read_needs_recent_quorum():
@@ -195,7 +205,58 @@ def test_lease_read_needs_recent_quorum():
     node.read_index(b"q")
     rd = drain(node, st)
     assert rd.read_states == []  # ... but nobody heard from in it yet
-    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx == b"q"] == [
-        "n2",
-        "n3",
-    ]
+    assert [m.to for m in rd.messages if isinstance(m, Heartbeat) and m.ctx] == ["n2", "n3"]
+
+
+# -- round tokens: acknowledgements bound to their round and term --------------------------
+
+
+def test_late_ack_of_a_finished_round_does_not_confirm_a_reused_ctx():
+    """Thesis §6.4: an answer proves leadership only for the round whose
+    heartbeat it answers.  A context only has to be unique among outstanding
+    reads (a restarted runtime numbers its reads from 1 again), so a late
+    answer to an earlier round with the same context must not confirm a new
+    read: this leader may have been deposed in between."""
+    node, st = node_with_log(voters=N3)
+    ack_all(node, st, win_election(node, st).messages)
+    node.read_index(b"c")
+    (first,) = {m.ctx for m in drain(node, st).messages if isinstance(m, Heartbeat) and m.ctx}
+    node.step(HeartbeatResponse(node.term, "n2", "n1", first))
+    assert [rs.ctx for rs in drain(node, st).read_states] == [b"c"]
+    # n3's answer to that round is still in the network.  A new read reuses c.
+    node.read_index(b"c")
+    rd = drain(node, st)
+    (second,) = {m.ctx for m in rd.messages if isinstance(m, Heartbeat) and m.ctx}
+    node.step(HeartbeatResponse(node.term, "n3", "n1", first))  # the late answer
+    node.step(HeartbeatResponse(node.term, "n3", "n1", b"c"))  # an echo of the ctx
+    assert drain(node, st).read_states == []
+    assert second != first  # the new round has a name of its own
+    node.step(HeartbeatResponse(node.term, "n3", "n1", second))
+    assert [rs.ctx for rs in drain(node, st).read_states] == [b"c"]
+
+
+def test_two_readers_with_the_same_ctx_are_both_answered():
+    """Contexts are chosen by the readers, not by the leader, so two of them
+    may coincide; each request still gets its own round and its own answer."""
+    net = Network(N3)
+    net.elect("n1")
+    net.nodes["n1"].read_index(b"same")
+    net.nodes["n2"].read_index(b"same")
+    net.nodes["n3"].read_index(b"same")
+    net.stabilize()
+    for nid in N3:
+        assert [rs.ctx for rs in net.read_states[nid]] == [b"same"], nid
+
+
+def test_round_tokens_name_the_term():
+    """A token names its leadership: a round of another term is unknown here
+    even if its sequence number matches."""
+    node, st = node_with_log(voters=N3)
+    ack_all(node, st, win_election(node, st).messages)
+    node.read_index(b"x")
+    (token,) = {m.ctx for m in drain(node, st).messages if isinstance(m, Heartbeat) and m.ctx}
+    assert token == round_token(node.term, 1)
+    node.step(HeartbeatResponse(node.term, "n2", "n1", round_token(node.term - 1, 1)))
+    assert drain(node, st).read_states == []
+    node.step(HeartbeatResponse(node.term, "n2", "n1", token))
+    assert [rs.ctx for rs in drain(node, st).read_states] == [b"x"]

@@ -592,8 +592,8 @@ async def test_followers_persist_before_they_acknowledge() -> None:
         store, tr = c.stores[nid], node.transport
         real_save, real_send = store.save, tr.send
 
-        def save(hs, ents, snap, _n=nid, _real=real_save):  # type: ignore[no-untyped-def]
-            _real(hs, ents, snap)
+        def save(hs, ents, snap, sync_commit=False, _n=nid, _real=real_save):  # type: ignore[no-untyped-def]
+            _real(hs, ents, snap, sync_commit)
             log[_n].append(("saved", ents[-1].index if ents else -1))
             if hs is not None and hs.vote:
                 log[_n].append(("voted", hs.term))
