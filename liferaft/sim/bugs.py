@@ -17,6 +17,18 @@ simulator must catch every one of them within a bounded number of seeds
 * ``ack-before-persist``: every node, not only a leader, sends its messages
   before its entries and votes are durable (§5.1 "before responding to
   RPCs"; thesis §10.2.1 allows it to the leader alone).
+* ``vote-not-synced``: a Ready whose only durable change is a vote in the
+  same term is not marked must_sync, so the grant may leave before the vote
+  is on disk (§5.1).
+* ``stale-snapshot``: a follower installs a snapshot at or below its commit
+  index (the §7 guard removed), rolling its state machine back.
+* ``learner-in-quorum``: learners' copies count toward the commit quorum
+  (thesis §4.2.1: a non-voting member must not).
+* ``majority-replace-stale-conf``: the commit index stays lazy around
+  membership changes (rules 4 and 5 of liferaft.storage.durability gone), as
+  it did before: after a crash a node may run a configuration two changes
+  old, which shares no quorum with the newest one (the joint change
+  {1,2,3} -> {1,4,5}).
 """
 
 from __future__ import annotations
@@ -25,11 +37,15 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from liferaft.core import Entry
+from liferaft.core import Entry, EntryType, HardState, Snapshot
+from liferaft.core import follower as follower_mod
 from liferaft.core import leader as leader_mod
 from liferaft.core.log import RaftLog
+from liferaft.core.quorum import joint_committed
 from liferaft.core.raft import Raft
 from liferaft.core.rawnode import RawNode, Ready
+from liferaft.core.tracker import ProgressTracker
+from liferaft.storage import durability
 
 from .cluster import Cluster
 
@@ -78,12 +94,74 @@ def _ready_send_first(self: RawNode) -> Ready:
     return rd
 
 
+def _ready_vote_unsynced(self: RawNode) -> Ready:
+    prev = self._prev_hard
+    rd = _ready(self)
+    hs = rd.hard_state
+    if (
+        rd.must_sync
+        and hs is not None
+        and hs.term == prev.term
+        and not rd.entries
+        and rd.snapshot is None
+        and not rd.sync_commit
+    ):
+        rd.must_sync = False  # BUG: a new vote in the same term is not synced first
+    return rd
+
+
+def _restore_stale(r: Raft, snap: Snapshot) -> bool:
+    # BUG: no "snap.index <= committed" guard.
+    if r.log.match_term(snap.index, snap.term):
+        r.log.commit_to(snap.index)
+        return False
+    r.log.restore(snap)
+    r.tracker.switch_to(snap.meta.conf_state, r.log.last_index() + 1)
+    pr = r.tracker.progress.get(r.id)
+    if pr is not None:
+        pr.maybe_update(snap.index)
+    return True
+
+
+def _committed_with_learners(self: ProgressTracker) -> int:
+    match = {nid: pr.match for nid, pr in self.progress.items()}
+    # BUG: learners counted as voters.
+    return joint_committed(self._voters | self.conf.learners, self._outgoing, match)
+
+
+_plan_save = durability.plan_save
+
+
+def _plan_save_lazy_before_conf(
+    durable: HardState,
+    lazy_commit: int,
+    last_index: int,
+    hard_state: HardState | None,
+    entries: list[Entry],
+    snapshot: Snapshot | None = None,
+    sync_commit: bool = False,
+) -> durability.SavePlan:
+    # BUG: plan as if no entry were a membership change and no change were
+    # being applied: the commit index stays lazy (rules 4 and 5 gone).
+    plain = [Entry(e.index, e.term, e.data) if e.type is EntryType.CONF_CHANGE else e
+             for e in entries]
+    plan = _plan_save(durable, lazy_commit, last_index, hard_state, plain, snapshot, False)
+    # Without rule 4 nothing is split: one append of all the entries at most.
+    steps = [durability.PutEntries(entries) if isinstance(st, durability.PutEntries) else st
+             for st in plan.steps]
+    return durability.SavePlan(steps, plan.lazy_commit)
+
+
 PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-prior-term": (Raft, "maybe_commit", _commit_prior_term),
     "truncate-on-overlap": (RaftLog, "maybe_append", _truncate_on_overlap),
     "goraft-vote": (RaftLog, "is_up_to_date", _goraft_up_to_date),
     "two-conf-changes": (Raft, "conf_change_in_flight", _no_conf_change_in_flight),
     "ack-before-persist": (RawNode, "ready", _ready_send_first),
+    "vote-not-synced": (RawNode, "ready", _ready_vote_unsynced),
+    "stale-snapshot": (follower_mod, "restore", _restore_stale),
+    "learner-in-quorum": (ProgressTracker, "committed", _committed_with_learners),
+    "majority-replace-stale-conf": (durability, "plan_save", _plan_save_lazy_before_conf),
 }
 
 BUGS = (*PATCHES, "forget-vote")

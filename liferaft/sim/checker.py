@@ -156,6 +156,28 @@ class Checker:
                 )
                 return
 
+    def on_install(self, nid: NodeId, index: int, commit: int) -> None:
+        """A node installs a snapshot from its leader: only one past every index
+        it knows committed (§7), or its state machine would go back."""
+        if index <= commit:
+            self.fail(
+                f"state machine safety: {nid} installs a snapshot at {index}, at or below "
+                f"its commit index {commit}"
+            )
+
+    def on_restart(
+        self, nid: NodeId, term: int, vote: NodeId | None, promised: tuple[int, NodeId]
+    ) -> None:
+        """A node restarted with (term, vote) from its disk, after it had granted
+        its vote in ``promised`` = (term, candidate): that vote must have been
+        durable before the grant left (§5.1)."""
+        t, cand = promised
+        if term < t or (term == t and vote != cand):
+            self.fail(
+                f"vote durability: {nid} granted its vote in term {t} to {cand}, but "
+                f"restarted with term {term} and vote {vote}"
+            )
+
     def on_read(self, nid: NodeId, index: int, floor: int, served: int) -> None:
         """A read began when ``floor`` was the highest acknowledged write or
         answered read; it is answered at read index ``index`` from the state

@@ -44,6 +44,7 @@ from liferaft.core import (
     Role,
     Snapshot,
     TimeoutNow,
+    VoteResponse,
 )
 
 from .checker import Checker, SafetyViolation
@@ -60,6 +61,10 @@ class NetConfig:
     duplicate: float = 0.0
     long_delay: float = 0.0
     long_delay_max: int = 200
+    # A copy delivered again very much later (a retransmission from a stale
+    # connection): it must find a node that has long moved on harmless.
+    replay: float = 0.0
+    replay_max: int = 3000
 
 
 @dataclass
@@ -114,15 +119,16 @@ class SimNode:
     sm: StateMachine = field(default_factory=StateMachine)
     alive: bool = False
     lives: int = 0
-    # ReadIndex ctx -> for each outstanding read with that ctx, oldest first,
-    # the least index a linearizable answer may carry: every write
-    # acknowledged, and every read answered, before the read began.
-    pending_reads: dict[bytes, list[int]] = field(default_factory=dict)
-    # Read contexts are reused on purpose: a few per node, the same names on
-    # every node and in every life (the core must bind answers to requests).
-    read_seq: int = 0
+    # ReadIndex ctx -> the least index a linearizable answer may carry: every
+    # write acknowledged, and every read answered, before the read began.
+    pending_reads: dict[bytes, int] = field(default_factory=dict)
     # Highest commit index this life of the node has known.
     commit_seen: int = 0
+    # (term, vote) of the last hard state this node saved.
+    voted: tuple[int, NodeId | None] = (0, None)
+    # (term, candidate) of the last vote this node granted on the wire: it
+    # must survive any crash (§5.1, "before responding to RPCs").
+    promised: tuple[int, NodeId] | None = None
 
 
 class Cluster:
@@ -160,8 +166,8 @@ class Cluster:
         self.steps = 0
         self.commits = 0
         self.crash_mid_ready = 0.0
-        # Probability of rebooting a node right after it granted a vote: the
-        # moment a lost vote does the most harm.
+        # Probability of a power loss while a node saves a vote it grants, then
+        # an instant reboot and a rival candidate (see _handle_ready).
         self.bounce_after_vote = 0.0
         # Probability of crashing a new leader soon after it wins (Figure 8).
         self.crash_after_election = 0.0
@@ -221,8 +227,9 @@ class Cluster:
         node.sm.restore(store.snapshot().data)
         node.sm.index = store.snapshot().index
         node.pending_reads = {}
-        node.read_seq = 0
         node.commit_seen = node.disk.durable_commit()
+        if self.checker is not None and node.promised is not None:
+            self.checker.on_restart(nid, node.rn.raft.term, node.rn.raft.vote, node.promised)
         node.alive = True
         node.lives += 1
         first_tick = self.now + self.rng.randrange(1, t.tick_interval + 1)
@@ -273,6 +280,8 @@ class Cluster:
 
     def _send(self, m: Message) -> None:
         self.msg_count += 1
+        if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
+            self.nodes[m.frm].promised = (m.term, m.to)
         if isinstance(m, _REQUESTS):
             self.rpc_count += 1
         if isinstance(m, AppendEntries):
@@ -291,6 +300,11 @@ class Cluster:
             if net.long_delay and rng.random() < net.long_delay:
                 delay += rng.randint(0, net.long_delay_max)
             self._push(self.now + delay, self._MSG, m)
+        # A snapshot streams for a long time and is retried, so a late copy of
+        # one is the common case, not the exception.
+        replay = min(0.5, net.replay * 50) if isinstance(m, InstallSnapshot) else net.replay
+        if replay and rng.random() < replay:
+            self._push(self.now + rng.randint(net.long_delay_max, net.replay_max), self._MSG, m)
 
     # -- stepping ------------------------------------------------------------------
 
@@ -323,6 +337,26 @@ class Cluster:
             payload()  # type: ignore[operator]
         self.process_ready()
         return True
+
+    def wake(self, nid: NodeId) -> None:
+        """A driver touched ``nid``'s core directly: handle its Ready next."""
+        self._dirty.add(nid)
+
+    def _rival(self, voter: NodeId, candidate: NodeId | None, term: int) -> None:
+        """Another node that has not yet reached ``term`` campaigns at once: it
+        will ask ``voter`` for its vote in that term."""
+        rivals = [
+            n
+            for n, sn in sorted(self.nodes.items())
+            if n not in (voter, candidate) and sn.alive and sn.rn is not None
+            and sn.rn.term < term
+        ]
+        if rivals:
+            nid = self.rng.choice(rivals)
+            rn = self.nodes[nid].rn
+            assert rn is not None
+            rn.campaign()
+            self._dirty.add(nid)
 
     def _crash_later(self, nid: NodeId, delay: int) -> None:
         life = self.nodes[nid].lives
@@ -393,6 +427,8 @@ class Cluster:
                 self._send(m)
         # 1. Persist, exactly as DiskStorage.save does (disk.py), perhaps
         # losing power part-way.
+        if chk is not None and rd.snapshot is not None:
+            chk.on_install(node.id, rd.snapshot.index, old_commit)
         if chk is not None and rd.entries:
             first = rd.entries[0].index
             if rd.snapshot is not None:
@@ -400,17 +436,34 @@ class Cluster:
             else:
                 prev_term = _term_or_zero(disk.live, first - 1)
             chk.on_persist(node.id, prev_term, rd.entries)
-        if (
+        hs = rd.hard_state
+        # Power loss just as a vote is granted, the moment a lost vote does
+        # the most harm; the node reboots at once and a rival candidate may
+        # ask it for the same term.
+        bounce = (
+            self.bounce_after_vote > 0
+            and hs is not None
+            and hs.vote not in (None, node.id)
+            and (hs.term, hs.vote) != node.voted
+            and self.rng.random() < self.bounce_after_vote
+        )
+        if bounce or (
             self.crash_mid_ready
-            and (rd.must_sync or rd.hard_state is not None)
+            and (rd.must_sync or hs is not None)
             and self.rng.random() < self.crash_mid_ready
         ):
             disk.arm_crash(self.rng)
         try:
-            disk.save(rd.hard_state, rd.entries, rd.snapshot, rd.sync_commit)
+            disk.save(hs, rd.entries, rd.snapshot, rd.sync_commit)
         except DiskCrashed:
             self.crash(node.id)
+            if bounce:
+                assert hs is not None
+                self.start(node.id)
+                self._rival(node.id, hs.vote, hs.term)
             return
+        if hs is not None:
+            node.voted = (hs.term, hs.vote)
         # The commit index this node now knows (durable or not): what it
         # knows is what it acts on, so the checkers hold it to that.
         new_commit = max(rn.raft.log.committed, rd.snapshot.index if rd.snapshot else 0)
@@ -431,15 +484,6 @@ class Cluster:
         if not early:
             for m in rd.messages:
                 self._send(m)
-        if (
-            self.bounce_after_vote
-            and rd.hard_state is not None
-            and rd.hard_state.vote is not None
-            and rd.hard_state.vote != node.id
-            and self.rng.random() < self.bounce_after_vote
-        ):
-            self.restart(node.id)
-            return
         # 3. Apply.
         sm = node.sm
         if rd.snapshot is not None:
@@ -469,15 +513,12 @@ class Cluster:
                     chk.on_ack(e.index, e.term, e.data)
                 self.acked += 1
         for rs in rd.read_states:
-            floors = node.pending_reads.get(rs.ctx)
-            if not floors:
+            floor = node.pending_reads.pop(rs.ctx, None)
+            if floor is None:
                 msg = f"read safety: {node.id} got an answer to a read it never asked ({rs.ctx!r})"
                 if chk is not None:
                     chk.fail(msg)
                 raise SafetyViolation(msg)
-            # Matched against the oldest such read: the weakest floor, so
-            # never a false alarm.
-            floor = floors.pop(0)
             if chk is not None:
                 # Served now from what is applied, or once rs.index is.
                 chk.on_read(node.id, rs.index, floor, max(rs.index, sm.index))
@@ -550,15 +591,16 @@ class Cluster:
         node = self.nodes[nid]
         if not node.alive or node.rn is None:
             return False
-        node.read_seq += 1
-        ctx = b"r%d" % (node.read_seq % READ_CONTEXTS)
+        free = [c for c in READ_CONTEXTS if c not in node.pending_reads]
+        if not free:
+            return False
+        ctx = free[0]
         try:
             node.rn.read_index(ctx)
         except RaftError:
             return False
         chk = self.checker
-        floor = max(chk.max_acked, chk.max_read) if chk else 0
-        node.pending_reads.setdefault(ctx, []).append(floor)
+        node.pending_reads[ctx] = max(chk.max_acked, chk.max_read) if chk else 0
         self._dirty.add(nid)
         self.process_ready()
         return True
@@ -607,8 +649,11 @@ def _term_or_zero(store: MemoryStorage, i: int) -> int:
         return 0
 
 
-# How many read contexts each node cycles through (see SimNode.read_seq).
-READ_CONTEXTS = 3
+# The read contexts every node uses, each again as soon as its last read is
+# answered: the same names on every node and in every life of a node, as a
+# runtime whose counter restarts with the process would.  The core must bind
+# answers to requests, never to these names.
+READ_CONTEXTS = (b"r0", b"r1", b"r2")
 
 # Messages that start an exchange (what the MIT lab counts as an RPC).
 _REQUESTS = (AppendEntries, Heartbeat, RequestVote, InstallSnapshot, TimeoutNow, ReadIndexRequest)

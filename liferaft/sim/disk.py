@@ -28,7 +28,8 @@ import random
 from typing import Any, Protocol
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
-from liferaft.storage.durability import PutEntries, PutHardState, PutSnapshot, plan_save
+from liferaft.storage import durability
+from liferaft.storage.durability import PutEntries, PutHardState, PutSnapshot
 
 
 class DiskCrashed(Exception):
@@ -97,7 +98,7 @@ class SimDisk:
     ) -> None:
         st = self.live
         cur = self.hard
-        plan = plan_save(
+        plan = durability.plan_save(
             HardState(cur.term, cur.vote, self.durable_commit()),
             self.lazy_commit,
             st.last_index(),

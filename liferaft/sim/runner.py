@@ -228,6 +228,77 @@ class Driver:
 
             self.c.call_at(self.c.now + self.rng.randint(0, 3 * self.c.timing.tick_interval), later)
 
+    def _vote_race(self) -> None:
+        """The leader dies and two voters race for its place in the same term:
+        the one furthest behind asks first, so the voters it asks move to the
+        new term and refuse it, then the one furthest ahead asks and gets
+        votes that change nothing but the vote itself (§5.2, §5.4.1): the
+        vote-only grants a node must still sync before answering."""
+        ld = self.c.leader()
+        if ld is None:
+            return
+        voters = [
+            n for n in sorted(self.c.rn(ld).conf_state().voters)
+            if n != ld and self.c.nodes[n].alive and self.c.nodes[n].rn is not None
+        ]
+        if len(voters) < 2:
+            return
+        self.c.crash(ld)
+
+        def last(n: str) -> tuple[int, int]:
+            log = self.c.rn(n).raft.log
+            return log.last_term(), log.last_index()
+
+        voters.sort(key=last)
+        behind, ahead = voters[0], voters[-1]
+        self._count("vote_race")
+        for nid, delay in ((behind, 0), (ahead, self.rng.randint(1, 4))):
+            life = self.c.nodes[nid].lives
+
+            def go(nid: str = nid, life: int = life) -> None:
+                node = self.c.nodes[nid]
+                if not self.stopped and node.lives == life and node.rn is not None:
+                    node.rn.campaign()
+                    self.c.wake(nid)
+
+            self.c.call_at(self.c.now + delay, go)
+
+    def _transfer_cut(self) -> None:
+        """A transfer whose TimeoutNow is on its way; then the old leader is
+        cut off, keeps cancelling and restarting transfers (each within half
+        an election timeout) and clients keep reading from it: neither a
+        cancelled transfer nor a restarted one may stretch its lease
+        (thesis §3.10, §6.4.1)."""
+        ld = self.c.leader()
+        if ld is None:
+            return
+        voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
+        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
+            return
+        self._count("transfer_cut")
+        c, life, tick = self.c, self.c.nodes[ld].lives, self.c.timing.tick_interval
+        half = max(1, c.timing.election_tick // 2 - 1)
+
+        def alive() -> bool:
+            return not self.stopped and c.nodes[ld].lives == life
+
+        def cut() -> None:
+            if alive():
+                c.heal()
+                c.disconnect(ld)
+
+        def again() -> None:
+            if alive():
+                c.transfer(ld, ld if self.rng.random() < 0.5 else self.rng.choice(voters))
+                c.transfer(ld, ld)
+                c.read(ld)
+
+        at = c.now + self.rng.randint(1, c.net.max_latency + 2)
+        c.call_at(at, cut)
+        for _ in range(self.rng.randint(2, 12)):
+            at += self.rng.randint(1, half) * tick
+            c.call_at(at, again)
+
     def _snapshot(self) -> None:
         up = [n for n in self.live_ids() if n not in self.crashed]
         if up and self.c.take_snapshot(self.rng.choice(up)) is not None:
@@ -239,6 +310,7 @@ class Driver:
         n.duplicate = self.rng.choice([0.0, 0.02, 0.1])
         if self.c.timing.read_only is not ReadOnlyOption.LEASE_BASED:
             n.long_delay = self.rng.choice([0.0, 0.02, 0.1])
+            n.replay = self.rng.choice([0.0, 0.0, 0.005, 0.02])
         self._count("net")
 
     def _churn_partition(self) -> None:
@@ -394,7 +466,7 @@ class Driver:
         c = self.c
         self.stopped = True
         c.heal()
-        c.net.drop = c.net.duplicate = c.net.long_delay = 0.0
+        c.net.drop = c.net.duplicate = c.net.long_delay = c.net.replay = 0.0
         c.crash_mid_ready = c.bounce_after_vote = c.crash_after_election = 0.0
 
     def heal_all(self) -> None:
@@ -407,16 +479,17 @@ class Driver:
 # Nemesis menus.  Most seeds mix everything; the others concentrate on one
 # family of faults so that rare interleavings come up often.
 _ALL = ("partition", "isolate", "isolate_leader", "bridge", "heal", "heal", "crash",
-        "crash_leader", "bounce", "restart", "restart", "transfer", "snapshot", "net",
-        "minority_leader", "crash_all", "churn", "churn", "retire")
+        "crash_leader", "bounce", "restart", "restart", "transfer", "transfer_cut", "snapshot",
+        "net", "minority_leader", "crash_all", "churn", "churn", "retire", "vote_race")
 PROFILES: dict[str, tuple[str, ...]] = {
     "mixed": _ALL,
     # Figure 8: keep knocking out leaders while others come back.
     "figure8": ("propose_crash", "propose_crash", "crash_leader", "isolate_leader", "restart",
                 "restart", "heal"),
     "crashy": ("bounce", "bounce", "crash", "crash_leader", "crash_all", "restart", "partition",
-               "heal"),
-    "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce"),
+               "heal", "vote_race", "vote_race"),
+    "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce",
+              "transfer_cut"),
     "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
               "restart", "transfer"),
     # Start from ONE voter and grow (and shrink) one change at a time, by
@@ -474,15 +547,18 @@ def run_seed(
             and rng.random() < 0.4
         ):
             timing.read_only = ReadOnlyOption.LEASE_BASED
+    if timing.read_only is not ReadOnlyOption.LEASE_BASED:
+        net.replay = rng.choice([0.0, 0.0, 0.005, 0.02])
     c = Cluster(
         ids,
         seed,
         net=net,
         timing=timing,
-        snapshot_every=rng.choice([0, 0, 25, 100]),
+        snapshot_every=rng.choice([0, 10, 25, 100]),
         snapshot_keep=rng.choice([0, 3, 20]),
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
+    c.bounce_after_vote = rng.choice([0.0, 0.05, 0.2])
     if profile == "crashy":
         c.bounce_after_vote = rng.choice([0.1, 0.3])
     if profile == "figure8":

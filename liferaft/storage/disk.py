@@ -35,7 +35,8 @@ from liferaft.core import (
 )
 from liferaft.core.log import limit_size
 
-from .durability import PutEntries, PutSnapshot, SavePlan, Step, plan_save
+from . import durability
+from .durability import PutEntries, PutSnapshot, SavePlan, Step
 from .errors import CorruptionError, StorageError
 from .fs import REAL, FileSystem
 from .hardstate import HardStateStore
@@ -181,7 +182,7 @@ class DiskStorage:
         call :meth:`done`."""
         cur = self.hard.current
         durable = HardState(cur.term, cur.vote, max(cur.commit, self.snap_meta.index))
-        return plan_save(
+        return durability.plan_save(
             durable, self._lazy_commit, self.last_index(), hard_state, entries, snapshot,
             sync_commit,
         )
