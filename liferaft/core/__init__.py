@@ -34,6 +34,7 @@ from .errors import (
     NotLeaderError,
     ProposalDroppedError,
     RaftError,
+    ReadyOutstandingError,
     SnapshotTemporarilyUnavailableError,
 )
 from .log import LogReader
@@ -94,6 +95,7 @@ __all__ = [
     "ProgressState",
     "ProposalDroppedError",
     "RaftError",
+    "ReadyOutstandingError",
     "RawNode",
     "ReadIndexRequest",
     "ReadIndexResponse",

@@ -25,6 +25,11 @@ class NotLeaderError(RaftError):
         self.leader = leader
 
 
+class ReadyOutstandingError(RaftError):
+    """A message was stepped between ready() and advance(): handle the Ready
+    (or advance) first, then step it again; nothing was changed."""
+
+
 class ProposalDroppedError(RaftError):
     """The leader refused a proposal it could otherwise take (e.g. during transfer)."""
 

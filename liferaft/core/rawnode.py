@@ -24,7 +24,9 @@ because the next acknowledgement is stepped after that persist finished.
 
 Membership changes take effect in ``advance()`` as their entries are
 applied; the caller needs to do nothing for them beyond applying the entry
-(which it may skip: it is the core's business).
+(which it may skip: it is the core's business).  That is also why no message
+may be stepped while a Ready is out (ReadyOutstandingError): local requests
+(tick, propose, read_index, transfer) may, messages may not.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .errors import (
     NotLeaderError,
     ProposalDroppedError,
     RaftError,
+    ReadyOutstandingError,
 )
 from .log import LogReader
 from .messages import (
@@ -131,7 +134,17 @@ class RawNode:
         self.raft.hup()
 
     def step(self, m: Message) -> None:
-        """Handle a message received from a peer."""
+        """Handle a message received from a peer.
+
+        Not while a Ready is out (between :meth:`ready` and :meth:`advance`):
+        that raises ReadyOutstandingError and changes nothing.  advance()
+        applies the membership changes of the Ready it finishes, which a
+        message stepped in between (a snapshot of a newer configuration) could
+        have overtaken.  Queue the message and step it after advance()."""
+        if self._outstanding is not None:
+            raise ReadyOutstandingError(
+                f"step({type(m).__name__}) with a Ready outstanding: advance() first"
+            )
         self.raft.step(m)
 
     def _require_leader(self, what: str) -> Raft:

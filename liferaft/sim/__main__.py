@@ -1,4 +1,8 @@
-"""Command line: ``python -m liferaft.sim --seeds N [--seed-start S] [--nodes 5] [--steps K]``."""
+"""Command line: ``python -m liferaft.sim --seeds N [--seed-start S] [--nodes 5] [--steps K]``.
+
+``--profile P`` forces one nemesis profile, ``--bug B`` plants a known bug,
+``--disk real`` runs DiskStorage on files instead of its in-memory model.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from .runner import PROFILES, SeedResult, run_seed
+from .runner import DISKS, PROFILES, SeedResult, run_seed
 
 
-def _run(args: tuple[int, int, int, str | None, str | None]) -> SeedResult:
-    seed, nodes, steps, bug, profile = args
+def _run(args: tuple[int, int, int, str | None, str | None, str]) -> SeedResult:
+    seed, nodes, steps, bug, profile, disk = args
     if bug is None:
-        return run_seed(seed, nodes=nodes, steps=steps, profile=profile)
+        return run_seed(seed, nodes=nodes, steps=steps, profile=profile, disk=disk)
     from .bugs import planted
 
     with planted(bug) as configure:
-        return run_seed(seed, nodes=nodes, steps=steps, profile=profile, configure=configure)
+        return run_seed(
+            seed, nodes=nodes, steps=steps, profile=profile, configure=configure, disk=disk
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench", action="store_true", help="fault-free throughput benchmark")
     p.add_argument("--bug", help="plant a known bug (see liferaft.sim.bugs) to see it caught")
     p.add_argument("--profile", choices=sorted(PROFILES), help="force one nemesis profile")
+    p.add_argument(
+        "--disk",
+        choices=DISKS,
+        default="memory",
+        help="memory: a model of DiskStorage (fast); real: DiskStorage on files under FaultFS",
+    )
     a = p.parse_args(argv)
     if a.bench:
         from .bench import main as bench_main
@@ -44,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         a.verbose = True
     else:
         seeds = list(range(a.seed_start, a.seed_start + a.seeds))
-    work = [(s, a.nodes, a.steps, a.bug, a.profile) for s in seeds]
+    work = [(s, a.nodes, a.steps, a.bug, a.profile, a.disk) for s in seeds]
     t0 = time.perf_counter()
     if a.jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(a.jobs) as ex:
@@ -66,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             replay += f" --bug {a.bug}"
         if a.profile:
             replay += f" --profile {a.profile}"
+        if a.disk != "memory":
+            replay += f" --disk {a.disk}"
         if r.violation:
             violations += 1
             print(f"VIOLATION seed={r.seed}: {r.violation}\n  replay: {replay}")

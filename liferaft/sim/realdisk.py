@@ -32,7 +32,7 @@ SEGMENT = 4096
 class RealDisk:
     def __init__(self, initial: MemoryStorage, directory: Path, rng: random.Random) -> None:
         self.dir = directory
-        self.fs = FaultFS(rng)
+        self.fs = FaultFS(rng, os_sync=False)
         st = DiskStorage(directory, segment_size=SEGMENT, fs=self.fs)
         snap = initial.snapshot()
         if snap.index and st.snap_meta.index < snap.index:

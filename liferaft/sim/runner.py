@@ -17,12 +17,15 @@ every voter (durability).
 from __future__ import annotations
 
 import random
+import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from liferaft.core import (
     ConfChange,
+    MemoryStorage,
     ReadOnlyOption,
     Transition,
     add_learner,
@@ -32,6 +35,8 @@ from liferaft.core import (
 
 from .checker import SafetyViolation
 from .cluster import Cluster, NetConfig, TimingConfig
+from .disk import NodeDisk
+from .realdisk import RealDisk
 
 # Liveness bound for the heal phase, in election timeouts.
 HEAL_BOUND_TIMEOUTS = 60
@@ -508,12 +513,35 @@ def run_seed(
     profile: str | None = None,
     timing: TimingConfig | None = None,
     configure: object = None,
+    disk: str = "memory",
 ) -> SeedResult:
     """Run one seed.  ``configure(cluster)`` may plant a bug before the run.
 
     ``profile`` picks the nemesis menu (see PROFILES); by default the seed
-    chooses one.
+    chooses one.  ``disk``: "memory" (SimDisk, fast) or "real" (DiskStorage
+    itself on files in a temporary directory, under FaultFS); both keep
+    exactly what DiskStorage keeps across a crash.
     """
+    if disk not in DISKS:
+        raise ValueError(f"unknown disk {disk!r}; choose from {', '.join(DISKS)}")
+    if disk == "real":
+        with tempfile.TemporaryDirectory(prefix="liferaft-sim-") as tmp:
+            return _run_seed(seed, nodes, steps, profile, timing, configure, Path(tmp))
+    return _run_seed(seed, nodes, steps, profile, timing, configure, None)
+
+
+DISKS = ("memory", "real")
+
+
+def _run_seed(
+    seed: int,
+    nodes: int,
+    steps: int,
+    profile: str | None,
+    timing: TimingConfig | None,
+    configure: object,
+    files: Path | None,
+) -> SeedResult:
     rng = random.Random(f"driver:{seed}")
     if profile is None:
         profile = rng.choice(_PROFILE_ODDS)
@@ -556,6 +584,7 @@ def run_seed(
         timing=timing,
         snapshot_every=rng.choice([0, 10, 25, 100]),
         snapshot_keep=rng.choice([0, 3, 20]),
+        disk_factory=None if files is None else _real_disks(files, seed),
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
     c.bounce_after_vote = rng.choice([0.0, 0.05, 0.2])
@@ -599,6 +628,13 @@ def run_seed(
         )
     res.steps, res.commits, res.acked, res.faults = c.steps, c.commits, c.acked, d.faults
     return res
+
+
+def _real_disks(files: Path, seed: int) -> Callable[[str, MemoryStorage], NodeDisk]:
+    def make(nid: str, initial: MemoryStorage) -> NodeDisk:
+        return RealDisk(initial, files / nid, random.Random(f"disk:{seed}:{nid}"))
+
+    return make
 
 
 def check_liveness(c: Cluster, d: Driver, when: str) -> tuple[int | None, str | None]:

@@ -90,8 +90,11 @@ REAL = FileSystem()
 class FaultFS(FileSystem):
     """Real files plus a model of the page cache and of failing disks."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, os_sync: bool = True) -> None:
+        """``os_sync=False`` skips the kernel's fsyncs: this layer, not the
+        kernel, decides what a crash keeps, so a simulation need not wait."""
         self.rng = rng
+        self.os_sync = os_sync
         self._paths: dict[int, Path] = {}
         # path -> length known durable (set by fdatasync, create, truncate)
         self.synced: dict[Path, int] = {}
@@ -103,7 +106,10 @@ class FaultFS(FileSystem):
         self.pending_renames: dict[Path, bytes | None] = {}
 
     def create(self, path: Path, data: bytes) -> None:
-        super().create(path, data)
+        if self.os_sync:
+            super().create(path, data)
+        else:
+            path.write_bytes(data)
         self.synced[path] = len(data)
 
     def open_append(self, path: Path) -> int:
@@ -132,7 +138,8 @@ class FaultFS(FileSystem):
         return super().write(fd, data)
 
     def fdatasync(self, fd: int) -> None:
-        super().fdatasync(fd)
+        if self.os_sync:
+            super().fdatasync(fd)
         path = self._paths[fd]
         self.synced[path] = path.stat().st_size
 
@@ -160,7 +167,8 @@ class FaultFS(FileSystem):
         self.synced[dst] = self.synced.pop(src, dst.stat().st_size)
 
     def fsync_dir(self, d: Path) -> None:
-        super().fsync_dir(d)
+        if self.os_sync:
+            super().fsync_dir(d)
         for dst in [p for p in self.pending_renames if p.parent == d]:
             del self.pending_renames[dst]
 

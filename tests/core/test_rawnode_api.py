@@ -23,6 +23,7 @@ from liferaft.core import (
     ProgressState,
     RaftError,
     RawNode,
+    ReadyOutstandingError,
     RequestVote,
     Role,
     SnapshotTemporarilyUnavailableError,
@@ -33,7 +34,15 @@ from liferaft.core import (
     remove_node,
 )
 
-from .netutil import Network, ack_all, drain, make_config, node_with_log, win_election
+from .netutil import (
+    Network,
+    ack_all,
+    drain,
+    make_config,
+    node_with_log,
+    persist,
+    win_election,
+)
 
 N3 = ("n1", "n2", "n3")
 
@@ -57,6 +66,72 @@ def test_ready_twice_or_advance_without_ready_is_misuse():
         node.ready()
     node.advance()
     assert not node.has_ready()
+
+
+def test_sole_voter_commits_only_what_it_has_persisted():
+    """Thesis §10.2.1 lets a leader send AppendEntries before its own fsync
+    only if it counts its own copy after that fsync.  A sole voter needs no
+    acknowledgement, so counting its copy at once committed an entry that a
+    crash could still erase, and its learner heard (and applied) that commit.
+    Now the Ready that persists the entry tells nobody it is committed; the
+    commit comes after advance()."""
+    net = Network(("n1", "n2"), voters=("n1",), learners=("n2",))
+    n1 = net.elect("n1")
+    idx = n1.propose(b"phantom")
+    rd = n1.ready()
+    assert rd.send_first and [e.index for e in rd.entries] == [idx]
+    assert n1.raft.log.committed < idx and not rd.committed_entries
+    sent = [m for m in rd.messages if isinstance(m, AppendEntries) and m.to == "n2"]
+    assert sent and all(m.commit < idx for m in sent)
+    persist(net.storages["n1"], rd)
+    net.queue.extend(rd.messages)
+    n1.advance()
+    assert n1.raft.log.committed == idx  # counted once it is on disk
+    net.stabilize()
+    assert [e.data for e in net.applied["n2"] if e.data] == [b"phantom"]
+
+
+def test_no_step_while_a_ready_is_out():
+    """Membership changes take effect in advance(), from the entries the
+    Ready handed out.  A snapshot stepped in between (a newer configuration)
+    would have an older change applied over it by that advance(), and the
+    node's configuration would part from the cluster's for good.  So stepping
+    with a Ready outstanding is refused with a typed error, and nothing is
+    lost: the same message stepped after advance() is handled normally."""
+    net = Network(N3)
+    n1 = net.elect("n1")
+    n3 = net.nodes["n3"]
+    c = n1.propose_conf_change(ConfChange((add_learner("n4"),)))
+    net.flush()
+    net.deliver()
+    net.flush()  # n2 and n3 hold the change and acknowledge it
+
+    def others() -> None:  # the cluster moves on without n3 doing anything
+        for _ in range(50):
+            for nid in ("n1", "n2"):
+                net.handle_ready(nid)
+            if not net.deliver(lambda m: m.to != "n3"):
+                return
+
+    others()  # n1 commits the change
+    net.deliver(lambda m: m.to == "n3")  # n3 learns it committed
+    rd = n3.ready()
+    assert c in [e.index for e in rd.committed_entries]
+    persist(net.storages["n3"], rd)
+    net.take(lambda m: m.to == "n3")
+    n1.propose_conf_change(ConfChange((remove_node("n4"),)))
+    others()
+    st1 = net.storages["n1"]
+    snap = st1.create_snapshot(n1.raft.log.applied, n1.conf_state(), b"")
+    st1.compact(snap.index)
+    assert "n4" not in snap.meta.conf_state.learners
+    msg = InstallSnapshot(n1.term, "n1", "n3", snap)
+    with pytest.raises(ReadyOutstandingError, match="advance"):
+        n3.step(msg)
+    n3.advance()
+    n3.step(msg)  # now it is taken
+    net.stabilize()
+    assert n3.conf_state() == n1.conf_state()
 
 
 def test_ready_reports_only_what_changed():

@@ -1,7 +1,9 @@
 """Seeds that once failed, replayed forever.
 
 Each entry says what went wrong.  A seed here must run clean; if one fails
-again, ``python -m liferaft.sim --seed S`` replays it.
+again, ``python -m liferaft.sim --seed S`` replays it.  The issue-11 seeds
+failed on the core as it was at c5e4eb9, run by this simulator (default
+5-node mix, 6000 steps); the tests of each fix are named in the comments.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from liferaft.sim import run_seed
+from liferaft.sim.bugs import planted
 
 REGRESSIONS = {
     # A checker false alarm found by `make sim`: an election for term 11 ended
@@ -16,6 +19,19 @@ REGRESSIONS = {
     # demanded that entry of the term-11 leader.  Leader Completeness only
     # binds leaders of later terms; the checker now tracks the commit term.
     4315: "late election of an older term",
+    # Issue 11, defect 2: a sole voter (the cluster grew from one) counted its
+    # own unsynced entry, committed it and told its learner; a crash erased
+    # it and the learner had applied an entry that no longer existed.  Also
+    # tests/core/testdata/single_node.txt.
+    238: "single-voter commit reached a learner before the leader's fsync",
+    # Issue 11, defect 3: leases through transfers (tests/core/test_lease.py,
+    # lease_transfer_cancel.txt, transfer_keeps_leader_clock.txt).
+    10: "lease read on a leader whose cancelled transfer's target had won",
+    277: "lease read after transfers started and cancelled on a cut-off leader",
+    242: "lease read built on acknowledgements the leader never received",
+    # Issue 11, defect 4: read contexts reused (read_index_contexts.txt,
+    # tests/core/test_read_index.py).
+    4: "a duplicated ReadIndexResponse answered a later read with the same ctx",
 }
 
 
@@ -24,3 +40,23 @@ def test_regression_seed_runs_clean(seed: int) -> None:
     r = run_seed(seed, nodes=5, steps=6000)
     assert r.violation is None, f"{REGRESSIONS[seed]}: {r.violation}"
     assert r.liveness_failure is None, f"{REGRESSIONS[seed]}: {r.liveness_failure}"
+
+
+# Issue 11, defect 1: with the commit index lazy around membership changes
+# (the planted bug restores the old DiskStorage behaviour), a node that
+# crashed came back two configurations behind; here, after a joint change
+# that replaced a majority, two leaders were elected in one term.  Fixed by
+# rules 4 and 5 of liferaft.storage.durability (docs/core.md).
+MAJORITY_REPLACE_SEED = 60
+
+
+def test_majority_replacing_change_with_lazy_commit_splits_the_cluster() -> None:
+    with planted("majority-replace-stale-conf") as configure:
+        r = run_seed(MAJORITY_REPLACE_SEED, nodes=5, steps=6000, configure=configure)
+    assert r.violation is not None and "both leader" in r.violation, r.violation
+    assert r.faults.get("churn_replace_majority")
+
+
+def test_majority_replacing_change_is_safe_with_durable_commit() -> None:
+    r = run_seed(MAJORITY_REPLACE_SEED, nodes=5, steps=6000)
+    assert r.violation is None and r.liveness_failure is None, r
