@@ -75,7 +75,10 @@ class Config:
     heartbeat_tick: int = 1
     """Ticks between leader heartbeats; must be less than election_tick."""
     rng: random.Random | None = None
-    """Source of randomness; defaults to a Random seeded with the node id."""
+    """Source of randomness; defaults to a Random seeded with the node id.
+    Seed it differently on every start of a node (the runtime seeds it from
+    the OS): it also draws the nonce that tells a follower's forwarded reads
+    from those of its previous lives (RawNode.read_index)."""
     pre_vote: bool = True
     check_quorum: bool = True
     read_only: ReadOnlyOption = ReadOnlyOption.SAFE

@@ -117,6 +117,9 @@ class NodeConfig:
     #: per fsync on the 2-core bench machine, most of a lightly loaded write's
     #: latency; under load the batches grow and the thread pays for itself.
     inline_sync_entries: int = 16
+    #: Seeds the node's randomness (election jitter, read nonces); tests only.
+    #: None (the default) draws from the OS, so every start of a node differs,
+    #: which read nonces need (liferaft.core.RawNode.read_index).
     seed: int | None = None
 
     def validate(self) -> None:
