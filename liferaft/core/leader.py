@@ -150,11 +150,13 @@ def read_index(r: Raft, ctx: bytes, requester: NodeId, lease: bool = False) -> N
     """Handle a read request from ourselves or a follower.  ``lease``: the
     reader accepts a lease-based answer; it gets one only if this leader was
     configured to allow them and the lease holds (:func:`lease_valid`)."""
+    if not r.committed_entry_in_current_term():
+        # We do not know the commit index yet (§8), a sole voter no more than
+        # anyone: after a restart it may lag far behind acknowledged writes.
+        r.pending_reads.append((ctx, requester, lease))
+        return
     if r.tracker.is_single_voter(r.id):
         respond_read(r, ctx, requester, r.log.committed)
-        return
-    if not r.committed_entry_in_current_term():
-        r.pending_reads.append((ctx, requester, lease))
         return
     if lease and lease_valid(r):
         respond_read(r, ctx, requester, r.log.committed)

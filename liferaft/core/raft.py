@@ -75,9 +75,9 @@ class Config:
     heartbeat_tick: int = 1
     """Ticks between leader heartbeats; must be less than election_tick."""
     rng: random.Random | None = None
-    """Source of randomness; defaults to a Random seeded with the node id.
-    Seed it differently on every start of a node (the runtime seeds it from
-    the OS): it also draws the nonce that tells a follower's forwarded reads
+    """Source of randomness; by default a Random seeded by the OS.  Pass one
+    for a deterministic node, but seed it differently on every start of the
+    node: it also draws the nonce that tells a follower's forwarded reads
     from those of its previous lives (RawNode.read_index)."""
     pre_vote: bool = True
     check_quorum: bool = True
@@ -89,6 +89,14 @@ class Config:
     """AppendEntries a leader may have in flight to one follower (pipelining)."""
     applied: int = 0
     """Last index applied by the state machine before a restart (0 = snapshot index)."""
+    quiet_after_start: bool = False
+    """With check-quorum: refuse votes for one election timeout after this
+    node starts, as if it had just heard from a leader.  A node that restarts
+    forgets the leader whose lease it was keeping (§6.4.1: a follower that
+    heard from the leader will not vote for an election timeout); this keeps
+    the promise across the restart.  Set it when a node with state restarts
+    in a cluster whose leaders serve lease reads (the runtime does); it can
+    cost one election timeout of availability after a whole-cluster restart."""
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -122,7 +130,9 @@ class Raft:
         cfg.validate()
         self.id = cfg.id
         self.cfg = cfg
-        self.rng = cfg.rng if cfg.rng is not None else random.Random(cfg.id)
+        # Not seeded from the id: the read nonce below must differ between two
+        # starts of a node.  Pass cfg.rng for a deterministic node.
+        self.rng = cfg.rng if cfg.rng is not None else random.Random()
         self.election_timeout = cfg.election_tick
         self.heartbeat_timeout = cfg.heartbeat_tick
         self.pre_vote = cfg.pre_vote
@@ -145,6 +155,9 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.election_timeout
+        # Ticks left in which a freshly started node keeps a lease it may have
+        # granted before it (re)started (Config.quiet_after_start).
+        self.quiet_ticks = cfg.election_tick if cfg.quiet_after_start else 0
 
         # Index of the last membership change appended; a new one may only be
         # proposed once this is applied (one change in flight).
@@ -332,10 +345,13 @@ class Raft:
             self.campaign(pre_vote=True, transfer=False)
 
     def self_removal_pending(self) -> bool:
-        """Does a membership change in our log, not yet applied, take us out of
-        the voters?  (See ``leaving`` in RawNode.propose_conf_change.)"""
-        lo = max(self.log.applied + 1, self.log.first_index())
+        """Does a membership change in our log, not yet applied, or the joint
+        configuration we are in, take us out of the voters?  (See ``leaving``
+        in RawNode.propose_conf_change.)"""
         conf = self.tracker.conf
+        if is_joint(conf) and self.id not in conf.voters:
+            return True  # the leave, applied or about to be appended, removes us
+        lo = max(self.log.applied + 1, self.log.first_index())
         for e in self.log.slice(lo, self.log.last_index() + 1, None):
             if e.type is EntryType.CONF_CHANGE:
                 with contextlib.suppress(ConfChangeError):
@@ -450,6 +466,8 @@ class Raft:
             return
         if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
             self.abort_leader_transfer()
+        if is_joint(conf) and self.id not in conf.voters:
+            self.leaving = True  # we are only in the outgoing half
         self.tracker.progress[self.id].maybe_update(self.log.stable_last_index())
         if self.maybe_commit():
             leader.bcast_append(self)
@@ -480,6 +498,8 @@ class Raft:
     # -- input --------------------------------------------------------------------------
 
     def tick(self) -> None:
+        if self.quiet_ticks:
+            self.quiet_ticks -= 1
         if self.role is Role.LEADER:
             leader.tick(self)
         else:
@@ -489,11 +509,11 @@ class Raft:
                 self.hup()
 
     def in_lease(self) -> bool:
-        """Heard from a live leader within the minimum election timeout."""
-        return (
-            self.check_quorum
-            and self.leader is not None
-            and self.election_elapsed < self.election_timeout
+        """Heard from a live leader within the minimum election timeout, or
+        started less than that long ago (Config.quiet_after_start)."""
+        return self.check_quorum and (
+            (self.leader is not None and self.election_elapsed < self.election_timeout)
+            or self.quiet_ticks > 0
         )
 
     def step(self, m: Message) -> None:

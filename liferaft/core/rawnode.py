@@ -147,7 +147,7 @@ class RawNode:
             )
         self.raft.step(m)
 
-    def _require_leader(self, what: str) -> Raft:
+    def _require_leader(self, what: str, leaving_ok: bool = False) -> Raft:
         r = self.raft
         if r.role is not Role.LEADER:
             raise NotLeaderError(f"{what}: {r.id} is not the leader", r.leader)
@@ -155,7 +155,7 @@ class RawNode:
             raise ProposalDroppedError(
                 f"{what}: leadership transfer to {r.lead_transferee} in progress"
             )
-        if r.leaving:
+        if r.leaving and not leaving_ok:
             raise ProposalDroppedError(f"{what}: {r.id} is leaving the voters")
         return r
 
@@ -189,7 +189,9 @@ class RawNode:
         current configuration, or when it promotes a learner that has not
         caught up.
         """
-        r = self._require_leader("propose_conf_change")
+        # A leader on its way out may still finish its change: leave the joint
+        # configuration (JOINT_EXPLICIT), which only the application proposes.
+        r = self._require_leader("propose_conf_change", leaving_ok=cc.leave_joint)
         if r.conf_change_in_flight():
             raise ConfChangeError(
                 f"membership change at index {r.pending_conf_index} is not yet applied "

@@ -271,6 +271,7 @@ class Node(ProposalsMixin, MembershipMixin):
         else:
             store = MemStore()
         self.store = store
+        restarted = not store.is_empty()
         if store.is_empty() and self._initial is not None:
             self._bootstrap(store, self._initial)
         meta = store.snapshot_meta()
@@ -287,6 +288,8 @@ class Node(ProposalsMixin, MembershipMixin):
             if self.config.lease_reads
             else ReadOnlyOption.SAFE,
             applied=self.applied,
+            # A lease needs every follower's promise kept across its restarts.
+            quiet_after_start=self.config.lease_reads and restarted,
         )
         self.rn = RawNode(cfg, store.reader)
         self._prev_term = self.rn.term

@@ -221,6 +221,8 @@ class Cluster:
             read_only=t.read_only,
             max_inflight_msgs=t.max_inflight,
             max_size_per_msg=t.max_size_per_msg,
+            # A restart of a node that may have granted a lease keeps it.
+            quiet_after_start=t.read_only is ReadOnlyOption.LEASE_BASED and node.lives > 0,
         )
         node.rn = RawNode(cfg, store)
         node.sm = StateMachine()

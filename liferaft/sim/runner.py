@@ -346,6 +346,40 @@ class Driver:
         self.c.add_node(nid)
         return nid
 
+    def _learner_side(self) -> None:
+        """Cut the leader off with every learner but only a minority of the
+        voters, then, a little later, crash it and heal: while it is cut off
+        only learners can acknowledge its writes, and they must never make a
+        quorum (thesis §4.2.1)."""
+        ld = self.c.leader()
+        if ld is None:
+            return
+        conf = self.c.rn(ld).conf_state()
+        learners = sorted(conf.learners)
+        others = sorted(conf.voters - {ld})
+        k = len(conf.voters) // 2 - 1  # the most voters that stay a minority
+        if k < 0 or conf.voters_outgoing:
+            return
+        if len(learners) < 2:
+            # Too few learners to pass for a quorum: add one first.
+            if len(self.c.nodes) - len(self.retired) < self.max_nodes:
+                nid = self._new_node()
+                if self.c.propose_conf_change(ld, ConfChange((add_learner(nid),))) is None:
+                    self.retire(nid)
+            return
+        self.rng.shuffle(others)
+        side = [ld, *learners, *others[:k]]
+        self.c.partition(side, [n for n in self.live_ids() if n not in side])
+        self._count("learner_side")
+        life = self.c.nodes[ld].lives
+
+        def later() -> None:
+            if not self.stopped and self.c.nodes[ld].lives == life:
+                self.c.crash(ld)
+                self.c.heal()
+
+        self.c.call_at(self.c.now + self.rng.randint(2, 8) * self.c.timing.tick_interval, later)
+
     def _churn(self) -> None:
         """One membership change of any kind the API allows."""
         self.churned = True
@@ -485,7 +519,8 @@ class Driver:
 # family of faults so that rare interleavings come up often.
 _ALL = ("partition", "isolate", "isolate_leader", "bridge", "heal", "heal", "crash",
         "crash_leader", "bounce", "restart", "restart", "transfer", "transfer_cut", "snapshot",
-        "net", "minority_leader", "crash_all", "churn", "churn", "retire", "vote_race")
+        "net", "minority_leader", "crash_all", "churn", "churn", "retire", "vote_race",
+        "learner_side", "learner_side")
 PROFILES: dict[str, tuple[str, ...]] = {
     "mixed": _ALL,
     # Figure 8: keep knocking out leaders while others come back.
@@ -496,12 +531,12 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "stale": ("minority_leader", "minority_leader", "heal", "crash", "restart", "bounce",
               "transfer_cut"),
     "churn": ("churn", "churn", "churn_partition", "heal", "heal", "retire", "crash_leader",
-              "restart", "transfer"),
+              "restart", "transfer", "learner_side", "learner_side"),
     # Start from ONE voter and grow (and shrink) one change at a time, by
     # direct voter adds and through learners, with crashes right after the
     # changes: where a lazily persisted commit index bites.
     "grow": ("churn", "churn", "churn", "crash_leader", "bounce", "restart", "restart",
-             "transfer", "heal", "partition", "crash_all"),
+             "transfer", "heal", "partition", "crash_all", "learner_side"),
 }
 _PROFILE_ODDS = ("mixed",) * 4 + ("figure8", "crashy", "stale", "churn", "grow")
 

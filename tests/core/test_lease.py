@@ -190,3 +190,47 @@ def test_newcomer_does_not_count_toward_the_lease():
     states, beats = read_round(node, st, b"r")
     assert states == []
     assert sorted(beats) == ["n2", "n3", "n4", "n5"]
+
+
+def _restarted_follower_schedule(quiet: bool) -> tuple[list, int]:
+    """n1 leads with lease reads; n2 acknowledges it early in a fresh window,
+    then crashes and restarts at once (it forgets it was in n1's lease), and
+    n3, which cannot hear n1, campaigns and commits W with n2's vote.  Returns
+    n1's lease answers and W's index."""
+    net = Network(N3, read_only=ReadOnlyOption.LEASE_BASED)
+    n1 = net.elect("n1")
+    net.propose("n1", b"a")
+    net.stabilize()
+    net.cut_links |= {("n1", "n3"), ("n3", "n1")}
+    for _ in range(3 * n1.raft.election_timeout):
+        net.tick(["n1", "n2"])
+        if n1.raft.election_elapsed == 0:
+            break  # a fresh check-quorum window, and n2 has acknowledged in it
+    net.cut_links |= {("n1", "n2"), ("n2", "n1")}
+    net.restart("n2", quiet_after_start=quiet)
+    n3 = net.nodes["n3"]
+    n3.campaign()
+    net.stabilize()
+    w = 0
+    if n3.role is Role.LEADER:
+        w = net.propose("n3", b"W")
+        net.stabilize()
+    n1.read_index(b"x", lease=True)
+    net.flush()
+    return net.read_states["n1"], w
+
+
+def test_a_restarted_follower_keeps_the_lease_it_may_have_granted():
+    """A follower's promise not to vote for an election timeout after hearing
+    from the leader (the lease, §6.4.1) does not survive a crash: its memory
+    of the leader is gone.  With quiet_after_start (the runtime sets it on a
+    restart when leases are on) a node refuses votes for one election timeout
+    after it starts, so n3 cannot win and n1's lease stays true."""
+    reads, w = _restarted_follower_schedule(quiet=True)
+    assert w == 0, "n3 won an election inside n1's lease"
+    assert all(rs.index >= 2 for rs in reads)
+
+
+def test_without_the_quiet_start_a_restart_breaks_the_lease():
+    reads, w = _restarted_follower_schedule(quiet=False)
+    assert w > 0 and reads and reads[-1].index < w  # the stale read the option prevents

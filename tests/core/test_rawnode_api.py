@@ -21,6 +21,7 @@ from liferaft.core import (
     MemoryStorage,
     NotLeaderError,
     ProgressState,
+    ProposalDroppedError,
     RaftError,
     RawNode,
     ReadyOutstandingError,
@@ -28,6 +29,7 @@ from liferaft.core import (
     Role,
     SnapshotTemporarilyUnavailableError,
     SoftState,
+    Transition,
     VoteResponse,
     add_learner,
     add_voter,
@@ -89,6 +91,26 @@ def test_sole_voter_commits_only_what_it_has_persisted():
     assert n1.raft.log.committed == idx  # counted once it is on disk
     net.stabilize()
     assert [e.data for e in net.applied["n2"] if e.data] == [b"phantom"]
+
+
+def test_a_leader_leaving_the_voters_still_leaves_an_explicit_joint_configuration():
+    """A leader that proposed its own removal takes no more writes (so its
+    log ends with the change), but it must still be able to finish the
+    change: with JOINT_EXPLICIT the application proposes the leave itself."""
+    net = Network(("n1", "n2", "n3", "n4"), voters=N3, learners=("n4",))
+    n1 = net.elect("n1")
+    cc = ConfChange((add_voter("n4"), remove_node("n1")), Transition.JOINT_EXPLICIT)
+    n1.propose_conf_change(cc)
+    net.stabilize()
+    assert n1.conf_state().voters_outgoing == frozenset(N3)
+    with pytest.raises(ProposalDroppedError, match="leaving"):
+        n1.propose(b"more")
+    n1.propose_conf_change(ConfChange())  # the explicit leave
+    net.stabilize()
+    for nid in ("n2", "n3", "n4"):
+        cs = net.nodes[nid].conf_state()
+        assert cs.voters == {"n2", "n3", "n4"} and not cs.voters_outgoing
+    assert n1.role is not Role.LEADER  # it stepped down once the change applied
 
 
 def test_no_step_while_a_ready_is_out():

@@ -7,18 +7,21 @@ from __future__ import annotations
 import pytest
 
 from liferaft.core import (
+    HardState,
     Heartbeat,
     HeartbeatResponse,
+    MemoryStorage,
     NotLeaderError,
     ReadIndexRequest,
     ReadIndexResponse,
     ReadOnlyOption,
+    RawNode,
     ReadState,
     Role,
 )
 from liferaft.core.read_index import ReadOnly, round_token
 
-from .netutil import Network, ack_all, drain, node_with_log, win_election
+from .netutil import Network, ack_all, drain, make_config, node_with_log, win_election
 
 N3 = ("n1", "n2", "n3")
 
@@ -260,3 +263,29 @@ def test_round_tokens_name_the_term():
     assert drain(node, st).read_states == []
     node.step(HeartbeatResponse(node.term, "n2", "n1", token))
     assert [rs.ctx for rs in drain(node, st).read_states] == [b"x"]
+
+
+def test_sole_voter_reads_wait_for_its_first_commit_in_the_term():
+    """A leader does not know the commit index until it has committed an
+    entry of its own term (§8, thesis §6.4); a sole voter is no exception.
+    After a restart its commit index may be far behind what it acknowledged
+    (the commit index is written lazily), so a read answered at once would
+    miss acknowledged writes."""
+    st = MemoryStorage.bootstrap(["n1"])
+    node = RawNode(make_config("n1"), st)
+    node.campaign()
+    drain(node, st)
+    w = node.propose(b"W")
+    while node.has_ready():
+        drain(node, st)
+    assert node.raft.log.committed >= w
+    st.hard_state = HardState(st.hard_state.term, st.hard_state.vote, 1)  # lazy commit lost
+    node = RawNode(make_config("n1"), st)
+    node.campaign()
+    assert node.role is Role.LEADER
+    node.read_index(b"after-W")
+    answers = []
+    while node.has_ready():
+        answers += drain(node, st).read_states
+    assert [rs.ctx for rs in answers] == [b"after-W"]
+    assert answers[0].index >= w
