@@ -12,10 +12,10 @@ from liferaft.core import (
     HeartbeatResponse,
     MemoryStorage,
     NotLeaderError,
+    RawNode,
     ReadIndexRequest,
     ReadIndexResponse,
     ReadOnlyOption,
-    RawNode,
     ReadState,
     Role,
 )
