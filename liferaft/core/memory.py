@@ -115,6 +115,15 @@ class MemoryStorage:
         i = index - off
         self._ents = [Entry(self._ents[i].index, self._ents[i].term), *self._ents[i + 1 :]]
 
+    def truncate_after(self, index: int) -> None:
+        """Discard every entry after ``index`` (what a torn write leaves when
+        a conflicting suffix was cut off and nothing of its replacement
+        reached the disk)."""
+        off = self._ents[0].index
+        if index < off:
+            raise RaftError(f"truncate after {index}: compacted (offset {off})")
+        del self._ents[index - off + 1 :]
+
     def append(self, ents: list[Entry] | tuple[Entry, ...]) -> None:
         """Append, first truncating any suffix the new entries replace."""
         if not ents:

@@ -24,6 +24,9 @@ simulator must catch every one of them within a bounded number of seeds
   index (the §7 guard removed), rolling its state machine back.
 * ``learner-in-quorum``: learners' copies count toward the commit quorum
   (thesis §4.2.1: a non-voting member must not).
+* ``sole-voter-early-read``: a sole voter answers a read from its commit
+  index before it has committed in its term (§8), which after a restart may
+  lag writes it acknowledged.
 * ``majority-replace-stale-conf``: the commit index stays lazy around
   membership changes (rules 4 and 5 of liferaft.storage.durability gone), as
   it did before: after a crash a node may run a configuration two changes
@@ -152,6 +155,16 @@ def _plan_save_lazy_before_conf(
     return durability.SavePlan(steps, plan.lazy_commit)
 
 
+_read_index = leader_mod.read_index
+
+
+def _read_index_sole_voter_first(r: Raft, ctx: bytes, requester: str, lease: bool = False) -> None:
+    if r.tracker.is_single_voter(r.id):
+        leader_mod.respond_read(r, ctx, requester, r.log.committed)  # BUG: before §8's check
+        return
+    _read_index(r, ctx, requester, lease)
+
+
 PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-prior-term": (Raft, "maybe_commit", _commit_prior_term),
     "truncate-on-overlap": (RaftLog, "maybe_append", _truncate_on_overlap),
@@ -162,6 +175,7 @@ PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "stale-snapshot": (follower_mod, "restore", _restore_stale),
     "learner-in-quorum": (ProgressTracker, "committed", _committed_with_learners),
     "majority-replace-stale-conf": (durability, "plan_save", _plan_save_lazy_before_conf),
+    "sole-voter-early-read": (leader_mod, "read_index", _read_index_sole_voter_first),
 }
 
 BUGS = (*PATCHES, "forget-vote")

@@ -171,6 +171,10 @@ class Cluster:
         self.bounce_after_vote = 0.0
         # Probability of crashing a new leader soon after it wins (Figure 8).
         self.crash_after_election = 0.0
+        # Probability of leaving an event's Readies for later, so the next
+        # local request (a read, a proposal) lands before them, as it does in
+        # the runtime, which ticks, steps and takes requests in one pass.
+        self.defer_ready = 0.0
         self._dirty: set[NodeId] = set()
         self.on_apply_hook: Callable[[NodeId, int, bytes], None] | None = None
         # index -> (proposer, term, data) of proposals not yet acknowledged.
@@ -337,6 +341,8 @@ class Cluster:
                 self._report_snapshot(m, failed=not delivered)
         else:
             payload()  # type: ignore[operator]
+        if self.defer_ready and self.rng.random() < self.defer_ready:
+            return True
         self.process_ready()
         return True
 

@@ -59,9 +59,12 @@ class NodeDisk(Protocol):
     def recover(self) -> Any: ...
 
 
-def pick_crash_step(rng: random.Random, n_steps: int) -> int:
-    """The step a crash inside a save hits: 0..n_steps (n_steps: right after it)."""
-    return rng.randint(0, n_steps)
+def pick_crash_step(rng: random.Random, n_steps: int) -> tuple[int, bool]:
+    """Where a crash inside a save hits: the step (0..n_steps, n_steps meaning
+    right after the last), and whether it hits *during* that step rather
+    than before it.  During an entry append, the WAL has already cut off any
+    conflicting suffix (durably) and a prefix of the new records survives."""
+    return rng.randint(0, n_steps), rng.random() < 0.5
 
 
 class SimDisk:
@@ -108,11 +111,14 @@ class SimDisk:
             sync_commit,
         )
         rng, self._crash_rng = self._crash_rng, None
-        at = pick_crash_step(rng, len(plan.steps)) if rng is not None else -1
+        at, during = pick_crash_step(rng, len(plan.steps)) if rng is not None else (-1, False)
         for i, step in enumerate(plan.steps):
             if i == at:
-                if isinstance(step, PutEntries):
-                    k = rng.randint(0, len(step.entries) - 1) if rng else 0
+                if during and isinstance(step, PutEntries) and rng is not None:
+                    first = step.entries[0].index
+                    if first <= st.last_index():
+                        st.truncate_after(first - 1)  # WAL.append cuts the suffix first
+                    k = rng.randint(0, len(step.entries) - 1)
                     if k:
                         st.append(step.entries[:k])  # a torn append
                 raise DiskCrashed

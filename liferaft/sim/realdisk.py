@@ -60,10 +60,10 @@ class RealDisk:
         st = self.live
         plan = st.plan(hs, entries, snap, sync_commit)
         rng, self._crash_rng = self._crash_rng, None
-        at = pick_crash_step(rng, len(plan.steps)) if rng is not None else -1
+        at, during = pick_crash_step(rng, len(plan.steps)) if rng is not None else (-1, False)
         for i, step in enumerate(plan.steps):
             if i == at:
-                if isinstance(step, PutEntries):
+                if during and isinstance(step, PutEntries):
                     st.wal.append(step.entries, sync=False)  # FaultFS tears it
                 raise DiskCrashed
             if isinstance(step, PutHardState) and not self.persist_vote:

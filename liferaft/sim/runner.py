@@ -507,6 +507,8 @@ class Driver:
         c.heal()
         c.net.drop = c.net.duplicate = c.net.long_delay = c.net.replay = 0.0
         c.crash_mid_ready = c.bounce_after_vote = c.crash_after_election = 0.0
+        c.defer_ready = 0.0
+        c.process_ready()
 
     def heal_all(self) -> None:
         c = self.c
@@ -623,6 +625,7 @@ def _run_seed(
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
     c.bounce_after_vote = rng.choice([0.0, 0.05, 0.2])
+    c.defer_ready = rng.choice([0.0, 0.1, 0.3])
     if profile == "crashy":
         c.bounce_after_vote = rng.choice([0.1, 0.3])
     if profile == "figure8":

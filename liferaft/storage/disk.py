@@ -197,6 +197,14 @@ class DiskStorage:
         if isinstance(step, PutSnapshot):
             self.apply_snapshot(step.snapshot)
         elif isinstance(step, PutEntries):
+            first = step.entries[0].index
+            if first > self.last_index() + 1 or first <= self.snap_meta.index:
+                # The WAL alone cannot tell (an empty one takes any index), and
+                # a reopen would then refuse the directory: refuse it now.
+                raise StorageError(
+                    f"entries from {first} do not follow the log "
+                    f"(snapshot {self.snap_meta.index}, last index {self.last_index()})"
+                )
             self.wal.append(step.entries, sync=True)
         else:
             self.hard.save(step.hard_state)

@@ -35,6 +35,7 @@ CASES: dict[str, tuple[str | None, int, str]] = {
     "stale-snapshot": (None, 5, "violation"),
     "learner-in-quorum": (None, 5, "violation"),
     "majority-replace-stale-conf": (None, 5, "violation"),
+    "sole-voter-early-read": ("crashy", 1, "violation"),
 }
 SEED_BUDGET = 300
 STEPS = 6000  # the command line's default

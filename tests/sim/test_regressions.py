@@ -2,8 +2,11 @@
 
 Each entry says what went wrong.  A seed here must run clean; if one fails
 again, ``python -m liferaft.sim --seed S`` replays it.  The issue-11 seeds
-failed on the core as it was at c5e4eb9, run by this simulator (default
-5-node mix, 6000 steps); the tests of each fix are named in the comments.
+failed on the core as it was at c5e4eb9, run by the simulator as it was at
+b540b97 (default 5-node mix, 6000 steps); the simulator's schedules have
+grown since, so they now guard less than the planted bugs of
+tests/sim/test_planted_bugs.py, which are searched for afresh.  The tests of
+each fix are named in the comments.
 """
 
 from __future__ import annotations
@@ -44,20 +47,20 @@ def test_regression_seed_runs_clean(seed: int) -> None:
 
 # Issue 11, defect 1: with the commit index lazy around membership changes
 # (the planted bug restores the old DiskStorage behaviour), a node that
-# crashed came back two configurations behind; here, after joint changes
-# that replaced a majority, two nodes committed different entries at one
-# index.  Fixed by rules 4 and 5 of liferaft.storage.durability
-# (docs/core.md).
-MAJORITY_REPLACE_SEED = 60
-
-
-def test_majority_replacing_change_with_lazy_commit_splits_the_cluster() -> None:
+# crashed came back two configurations behind, after joint changes that
+# replaced a majority or while a cluster grew from one voter, and two leaders
+# were elected in a term or two entries committed at one index.  Fixed by
+# rules 4 and 5 of liferaft.storage.durability (docs/core.md).  Which seed
+# shows it moves whenever the simulator's schedules change, so the test
+# finds the first one, then runs that seed without the bug.
+def test_a_seed_the_lazy_commit_breaks_runs_clean_with_the_fix() -> None:
     with planted("majority-replace-stale-conf") as configure:
-        r = run_seed(MAJORITY_REPLACE_SEED, nodes=5, steps=6000, configure=configure)
-    assert r.violation is not None and "safety" in r.violation, r.violation
-    assert r.faults.get("churn_replace_majority")
-
-
-def test_majority_replacing_change_is_safe_with_durable_commit() -> None:
-    r = run_seed(MAJORITY_REPLACE_SEED, nodes=5, steps=6000)
-    assert r.violation is None and r.liveness_failure is None, r
+        for seed in range(300):
+            r = run_seed(seed, nodes=5, steps=6000, configure=configure)
+            if r.violation:
+                break
+        else:
+            pytest.fail("the planted lazy commit went unnoticed for 300 seeds")
+    assert "safety" in r.violation, r.violation
+    clean = run_seed(seed, nodes=5, steps=6000)
+    assert clean.violation is None and clean.liveness_failure is None, clean
