@@ -24,6 +24,15 @@ simulator must catch every one of them within a bounded number of seeds
   index (the §7 guard removed), rolling its state machine back.
 * ``learner-in-quorum``: learners' copies count toward the commit quorum
   (thesis §4.2.1: a non-voting member must not).
+* ``count-unsynced-self``: a leader counts its own copy of an entry at once,
+  before it is persisted (thesis §10.2.1 allows sending first only if it
+  does not): a sole voter commits, and tells its learners of, entries a
+  crash can still erase (issue 11, defect 2).
+* ``lease-survives-transfer``: a cancelled transfer whose TimeoutNow went out
+  gives the lease back, and a transfer restarts the lease clock (defect 3).
+* ``ctx-names-reads``: a follower forwards the caller's read ctx and takes
+  any answer carrying it, so a duplicated or delayed answer to an earlier
+  read with that ctx answers a later one (defect 4).
 * ``sole-voter-early-read``: a sole voter answers a read from its commit
   index before it has committed in its term (§8), which after a restart may
   lag writes it acknowledged.
@@ -155,6 +164,40 @@ def _plan_save_lazy_before_conf(
     return durability.SavePlan(steps, plan.lazy_commit)
 
 
+def _append_counting_self(self: Raft, ents: list[Entry]) -> int:
+    li = self.log.last_index()
+    stamped = [Entry(li + 1 + i, self.term, e.data, e.type) for i, e in enumerate(ents)]
+    last = self.log.append(stamped)
+    self.tracker.progress[self.id].maybe_update(last)  # BUG: not yet on disk
+    if self.tracker.is_single_voter(self.id):
+        self.maybe_commit()
+    return last
+
+
+def _transfer_stretching_lease(r: Raft, to: str) -> None:
+    _transfer_to(r, to)
+    r.read_only.lease_revoked = False  # BUG: a cancelled transfer gives the lease back
+    r.election_elapsed = 0  # BUG: and a transfer restarts the lease clock
+
+
+_transfer_to = leader_mod.transfer_to
+
+
+def _forward_read_as_is(self: Raft, ctx: bytes) -> bytes:
+    self.forwarded_reads[ctx] = ctx
+    return ctx  # BUG: the caller's name travels; nothing binds the answer
+
+
+def _step_read_answers_by_name(r: Raft, m: Any) -> None:
+    from liferaft.core.messages import ReadIndexResponse, ReadState
+
+    if isinstance(m, ReadIndexResponse):
+        r.read_states.append(ReadState(m.index, m.ctx))  # BUG: any answer with that name
+        return
+    _follower_step(r, m)
+
+
+_follower_step = follower_mod.step
 _read_index = leader_mod.read_index
 
 
@@ -176,6 +219,13 @@ PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "learner-in-quorum": (ProgressTracker, "committed", _committed_with_learners),
     "majority-replace-stale-conf": (durability, "plan_save", _plan_save_lazy_before_conf),
     "sole-voter-early-read": (leader_mod, "read_index", _read_index_sole_voter_first),
+    "count-unsynced-self": (Raft, "append_entries", _append_counting_self),
+    "lease-survives-transfer": (leader_mod, "transfer_to", _transfer_stretching_lease),
+    "ctx-names-reads": (follower_mod, "step", _step_read_answers_by_name),
+}
+# Bugs that need more than one patch.
+EXTRA_PATCHES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
+    "ctx-names-reads": [(Raft, "forward_read", _forward_read_as_is)],
 }
 
 BUGS = (*PATCHES, "forget-vote")
@@ -196,10 +246,12 @@ def planted(name: str) -> Iterator[Callable[[Cluster], None]]:
     if name not in PATCHES:
         yield configure
         return
-    owner, attr, fn = PATCHES[name]
-    orig = getattr(owner, attr)
-    setattr(owner, attr, fn)
+    patches = [PATCHES[name], *EXTRA_PATCHES.get(name, [])]
+    origs = [getattr(owner, attr) for owner, attr, _ in patches]
+    for owner, attr, fn in patches:
+        setattr(owner, attr, fn)
     try:
         yield configure
     finally:
-        setattr(owner, attr, orig)
+        for (owner, attr, _), orig in zip(patches, origs, strict=True):
+            setattr(owner, attr, orig)

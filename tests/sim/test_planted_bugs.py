@@ -36,6 +36,9 @@ CASES: dict[str, tuple[str | None, int, str]] = {
     "learner-in-quorum": (None, 5, "violation"),
     "majority-replace-stale-conf": (None, 5, "violation"),
     "sole-voter-early-read": ("crashy", 1, "violation"),
+    "count-unsynced-self": (None, 5, "violation"),
+    "lease-survives-transfer": ("stale", 5, "violation"),
+    "ctx-names-reads": (None, 5, "violation"),
 }
 SEED_BUDGET = 300
 STEPS = 6000  # the command line's default
