@@ -437,13 +437,13 @@ class Cluster:
         # losing power part-way.
         if chk is not None and rd.snapshot is not None:
             chk.on_install(node.id, rd.snapshot.index, old_commit)
-        if chk is not None and rd.entries:
+        prev_term = 0
+        if rd.entries:
             first = rd.entries[0].index
             if rd.snapshot is not None:
                 prev_term = rd.snapshot.term if first == rd.snapshot.index + 1 else 0
             else:
                 prev_term = _term_or_zero(disk.live, first - 1)
-            chk.on_persist(node.id, prev_term, rd.entries)
         hs = rd.hard_state
         # Power loss just as a vote is granted, the moment a lost vote does
         # the most harm; the node reboots at once and a rival candidate may
@@ -465,6 +465,17 @@ class Cluster:
             disk.save(hs, rd.entries, rd.snapshot, rd.sync_commit)
         except DiskCrashed:
             self.crash(node.id)
+            if chk is not None and rd.entries:
+                # Judged by what reached the disk: entries that never did, and
+                # were never sent, never existed for anyone else.
+                store = disk.recover()
+                kept = [
+                    e for e in rd.entries
+                    if store.first_index() <= e.index <= store.last_index()
+                    and store.term(e.index) == e.term
+                ]
+                if kept:
+                    chk.on_persist(node.id, prev_term, kept)
             if bounce:
                 assert hs is not None
                 self.start(node.id)
@@ -472,6 +483,8 @@ class Cluster:
             return
         if hs is not None:
             node.voted = (hs.term, hs.vote)
+        if chk is not None and rd.entries:
+            chk.on_persist(node.id, prev_term, rd.entries)
         # The commit index this node now knows (durable or not): what it
         # knows is what it acts on, so the checkers hold it to that.
         new_commit = max(rn.raft.log.committed, rd.snapshot.index if rd.snapshot else 0)

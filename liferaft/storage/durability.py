@@ -18,13 +18,15 @@ on a real disk.
 
 The rules, and why (docs/core.md, "What each Ready field needs on disk"):
 
-1. Entries and a snapshot are durable before the hard state that refers to
+1. Entries and a snapshot are durable before a commit index that refers to
    them, so a durable commit index never points past the durable log.
-2. A new term or vote is written at once (§5.1: "updated on stable storage
-   before responding to RPCs").
-3. A commit index on its own is *lazy*: kept in memory and written with the
-   next term or vote change (etcd does not sync it either).  A commit index
-   lost in a crash is learned again from the leader.
+2. A new term or vote is written first, before any entry or snapshot of the
+   Ready (§5.1: "updated on stable storage before responding to RPCs"; and
+   the durable term must never be below a term in the durable log).
+3. A commit index on its own is *lazy*: kept in memory, written along with
+   a term or vote change, by rules 4 and 5, and by DiskStorage.close()
+   (etcd does not sync it either).  A commit index lost in a crash is
+   learned again from the leader.
 4. **Except before a membership change.**  A configuration takes effect when
    its entry is applied (etcd's rule), so a node that restarts with a commit
    index below a change it once knew committed runs the *older*
@@ -99,6 +101,18 @@ def plan_save(
         term, vote = hard_state.term, hard_state.vote
         commit = max(commit, hard_state.commit)
     on_disk = durable.commit
+    if term != durable.term or vote != durable.vote:
+        # Rule 2, first: nothing of a new term may reach the disk before the
+        # term does.  (Written after, a crash between could leave a sole voter
+        # with entries of term T and a durable term T-1: it would campaign for
+        # T again and write a second, different entry at the same index and
+        # term.)  It carries the commit index as far as the durable log that
+        # this save leaves alone (below its first entry; none of it if a
+        # snapshot replaces the log).
+        if snapshot is None:
+            below = entries[0].index - 1 if entries else last_index
+            on_disk = max(on_disk, min(commit, below))
+        steps.append(PutHardState(HardState(term, vote, on_disk)))
     if snapshot is not None:
         steps.append(PutSnapshot(snapshot))
         last_index = snapshot.index
@@ -119,11 +133,7 @@ def plan_save(
         steps.append(PutEntries(entries[start:]))
     if entries:
         last_index = entries[-1].index
-    if (
-        term != durable.term  # rule 2
-        or vote != durable.vote
-        or (sync_commit and min(commit, last_index) > on_disk)  # rule 5
-    ):
+    if sync_commit and min(commit, last_index) > on_disk:  # rule 5
         steps.append(PutHardState(HardState(term, vote, min(commit, last_index))))
-        on_disk = max(on_disk, min(commit, last_index))
+        on_disk = min(commit, last_index)
     return SavePlan(steps, commit if commit > on_disk else 0)
