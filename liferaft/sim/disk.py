@@ -25,11 +25,12 @@ real files under FaultFS and tears bytes, not entries.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
 from liferaft.storage import durability
-from liferaft.storage.durability import PutEntries, PutHardState, PutSnapshot
+from liferaft.storage.durability import PutEntries, PutSnapshot, Step
 
 
 class DiskCrashed(Exception):
@@ -65,6 +66,29 @@ def pick_crash_step(rng: random.Random, n_steps: int) -> tuple[int, bool]:
     than before it.  During an entry append, the WAL has already cut off any
     conflicting suffix (durably) and a prefix of the new records survives."""
     return rng.randint(0, n_steps), rng.random() < 0.5
+
+
+def run_plan(
+    steps: list[Step],
+    do: Callable[[Step], None],
+    tear: Callable[[PutEntries, random.Random], None],
+    done: Callable[[], None],
+    rng: random.Random | None,
+) -> None:
+    """Carry out a save plan's steps with ``do``, then ``done()``.  With an
+    armed ``rng``, lose power at a random point instead (DiskCrashed): before
+    a step, during one (``tear`` leaves what a torn entry append leaves), or
+    right after the last."""
+    at, during = pick_crash_step(rng, len(steps)) if rng is not None else (-1, False)
+    for i, step in enumerate(steps):
+        if i == at:
+            if during and isinstance(step, PutEntries) and rng is not None:
+                tear(step, rng)
+            raise DiskCrashed
+        do(step)
+    done()
+    if at == len(steps):
+        raise DiskCrashed
 
 
 class SimDisk:
@@ -110,29 +134,29 @@ class SimDisk:
             snap,
             sync_commit,
         )
-        rng, self._crash_rng = self._crash_rng, None
-        at, during = pick_crash_step(rng, len(plan.steps)) if rng is not None else (-1, False)
-        for i, step in enumerate(plan.steps):
-            if i == at:
-                if during and isinstance(step, PutEntries) and rng is not None:
-                    first = step.entries[0].index
-                    if first <= st.last_index():
-                        st.truncate_after(first - 1)  # WAL.append cuts the suffix first
-                    k = rng.randint(0, len(step.entries) - 1)
-                    if k:
-                        st.append(step.entries[:k])  # a torn append
-                raise DiskCrashed
+        def do(step: Step) -> None:
             if isinstance(step, PutSnapshot):
                 st.apply_snapshot(step.snapshot)
             elif isinstance(step, PutEntries):
                 st.append(step.entries)
-            elif isinstance(step, PutHardState):
+            else:
                 h = step.hard_state
                 self.hard = h if self.persist_vote else HardState(h.term, None, h.commit)
             self.syncs += 1
-        self.lazy_commit = max(self.lazy_commit, plan.lazy_commit)
-        if at == len(plan.steps):
-            raise DiskCrashed
+
+        def tear(step: PutEntries, rng: random.Random) -> None:
+            first = step.entries[0].index
+            if first <= st.last_index():
+                st.truncate_after(first - 1)  # WAL.append cuts the suffix first
+            k = rng.randint(0, len(step.entries) - 1)
+            if k:
+                st.append(step.entries[:k])  # then a prefix of the records lands
+
+        def done() -> None:
+            self.lazy_commit = max(self.lazy_commit, plan.lazy_commit)
+
+        rng, self._crash_rng = self._crash_rng, None
+        run_plan(plan.steps, do, tear, done, rng)
         # What the node reads back while it runs includes the lazy commit.
         st.hard_state = HardState(
             hs.term if hs else cur.term,

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from liferaft.core import ConfState, Entry, HardState, MemoryStorage, Snapshot
 from liferaft.storage import DiskStorage
-from liferaft.storage.durability import PutEntries, PutHardState
+from liferaft.storage.durability import PutEntries, PutHardState, Step
 from liferaft.storage.fs import FaultFS
 
-from .disk import DiskCrashed, pick_crash_step
+from .disk import run_plan
 
 SEGMENT = 4096
 
@@ -59,21 +59,18 @@ class RealDisk:
     ) -> None:
         st = self.live
         plan = st.plan(hs, entries, snap, sync_commit)
-        rng, self._crash_rng = self._crash_rng, None
-        at, during = pick_crash_step(rng, len(plan.steps)) if rng is not None else (-1, False)
-        for i, step in enumerate(plan.steps):
-            if i == at:
-                if during and isinstance(step, PutEntries):
-                    st.wal.append(step.entries, sync=False)  # FaultFS tears it
-                raise DiskCrashed
+        def do(step: Step) -> None:
             if isinstance(step, PutHardState) and not self.persist_vote:
                 h = step.hard_state
                 step = PutHardState(HardState(h.term, None, h.commit))
             st.do(step)
             self.syncs += 1
-        st.done(plan)
-        if at == len(plan.steps):
-            raise DiskCrashed
+
+        def tear(step: PutEntries, rng: random.Random) -> None:
+            st.wal.append(step.entries, sync=False)  # FaultFS keeps a prefix of the bytes
+
+        rng, self._crash_rng = self._crash_rng, None
+        run_plan(plan.steps, do, tear, lambda: st.done(plan), rng)
 
     def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         meta = self.live.create_snapshot(index, conf, data)
