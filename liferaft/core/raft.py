@@ -96,7 +96,9 @@ class Config:
     heard from the leader will not vote for an election timeout); this keeps
     the promise across the restart.  Set it when a node with state restarts
     in a cluster whose leaders serve lease reads (the runtime does); it can
-    cost one election timeout of availability after a whole-cluster restart."""
+    cost one election timeout of availability after a whole-cluster restart,
+    and a node that crash-loops faster than an election timeout never votes
+    while it does (its peers still elect among themselves)."""
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:

@@ -33,6 +33,9 @@ class Checker:
     violations: list[str] = field(default_factory=list)
     # term -> leader id
     leaders: dict[int, NodeId] = field(default_factory=dict)
+    # term -> the life of its leader (a node restarts with its term on disk,
+    # so it can never lead the same term again in a later life)
+    leader_lives: dict[int, int] = field(default_factory=dict)
     # (index, term) -> (data, type, prev_term)
     entries: dict[tuple[int, int], tuple[bytes, int, int]] = field(default_factory=dict)
     # index -> term of the entry committed there
@@ -55,13 +58,20 @@ class Checker:
 
     # -- hooks called by the simulator --------------------------------------------
 
-    def on_leader(self, node: RawNode, now: int) -> None:
+    def on_leader(self, node: RawNode, now: int, life: int = 0) -> None:
         term = node.term
         prev = self.leaders.get(term)
         if prev is not None and prev != node.id:
             self.fail(f"election safety: {prev} and {node.id} both leader in term {term} (t={now})")
             return
+        if prev is not None and self.leader_lives.get(term, life) != life:
+            self.fail(
+                f"election safety: {node.id} leads term {term} again after a restart: it came "
+                f"back with an older term on disk (t={now})"
+            )
+            return
         self.leaders[term] = node.id
+        self.leader_lives[term] = life
         log = node.raft.log
         first = log.first_index()
         last = log.last_index()

@@ -288,6 +288,9 @@ class Cluster:
         self.msg_count += 1
         if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
             self.nodes[m.frm].promised = (m.term, m.to)
+        elif isinstance(m, AppendEntries) and m.entries and self.checker is not None:
+            # Entries that went out exist for their receivers, on disk or not.
+            self.checker.on_persist(m.frm, m.prev_term, list(m.entries))
         if isinstance(m, _REQUESTS):
             self.rpc_count += 1
         if isinstance(m, AppendEntries):
@@ -492,7 +495,7 @@ class Cluster:
             if new_commit > old_commit:
                 chk.on_commit(node.id, rn, old_commit, new_commit)
             if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-                chk.on_leader(rn, self.now)
+                chk.on_leader(rn, self.now, node.lives)
         if (
             self.crash_after_election
             and rd.soft_state is not None

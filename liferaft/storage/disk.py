@@ -180,6 +180,18 @@ class DiskStorage:
     ) -> SavePlan:
         """The steps :meth:`save` takes: carry them out with :meth:`do`, then
         call :meth:`done`."""
+        if entries:
+            first = entries[0].index
+            base, last = (snapshot.index, snapshot.index) if snapshot else (
+                self.snap_meta.index, self.last_index())
+            if first > last + 1 or first <= base:
+                # Refused before any step runs (a new term written first would
+                # stay); the WAL alone cannot tell, as an empty one takes any
+                # index, and a reopen would then refuse the directory.
+                raise StorageError(
+                    f"entries from {first} do not follow the log "
+                    f"(snapshot {base}, last index {last})"
+                )
         cur = self.hard.current
         durable = HardState(cur.term, cur.vote, max(cur.commit, self.snap_meta.index))
         return durability.plan_save(
@@ -197,14 +209,6 @@ class DiskStorage:
         if isinstance(step, PutSnapshot):
             self.apply_snapshot(step.snapshot)
         elif isinstance(step, PutEntries):
-            first = step.entries[0].index
-            if first > self.last_index() + 1 or first <= self.snap_meta.index:
-                # The WAL alone cannot tell (an empty one takes any index), and
-                # a reopen would then refuse the directory: refuse it now.
-                raise StorageError(
-                    f"entries from {first} do not follow the log "
-                    f"(snapshot {self.snap_meta.index}, last index {self.last_index()})"
-                )
             self.wal.append(step.entries, sync=True)
         else:
             self.hard.save(step.hard_state)

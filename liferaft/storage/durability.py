@@ -110,7 +110,7 @@ def plan_save(
         # this save leaves alone (below its first entry; none of it if a
         # snapshot replaces the log).
         if snapshot is None:
-            below = entries[0].index - 1 if entries else last_index
+            below = min(entries[0].index - 1, last_index) if entries else last_index
             on_disk = max(on_disk, min(commit, below))
         steps.append(PutHardState(HardState(term, vote, on_disk)))
     if snapshot is not None:

@@ -47,3 +47,31 @@ def test_a_snapshot_at_or_below_the_commit_index_is_caught() -> None:
     chk.on_install("n2", index=21, commit=20)
     with pytest.raises(SafetyViolation, match="at or below its commit index 20"):
         chk.on_install("n2", index=20, commit=20)
+
+
+def test_one_node_leading_one_term_in_two_lives_is_caught() -> None:
+    """A node restarts with its term on disk, so it can never lead a term it
+    led before it crashed: if it does, its term did not reach the disk first."""
+
+    class Leader:
+        def __init__(self, term: int) -> None:
+            self.id, self.term = "n1", term
+            self.raft = type("R", (), {"log": _EmptyLog()})()
+
+    chk = Checker()
+    chk.on_leader(Leader(4), now=0, life=1)  # type: ignore[arg-type]
+    chk.on_leader(Leader(4), now=1, life=1)  # the same life: fine
+    chk.on_leader(Leader(5), now=2, life=2)  # a new term after a restart: fine
+    with pytest.raises(SafetyViolation, match="leads term 4 again after a restart"):
+        chk.on_leader(Leader(4), now=3, life=2)  # type: ignore[arg-type]
+
+
+class _EmptyLog:
+    def first_index(self) -> int:
+        return 1
+
+    def last_index(self) -> int:
+        return 0
+
+    def term_or_zero(self, i: int) -> int:
+        return 0

@@ -21,11 +21,14 @@ Readies:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liferaft.core import Entry, EntryType, HardState, Snapshot, SnapshotMeta
+from liferaft.storage import DiskStorage, StorageError
 from liferaft.storage.durability import PutEntries, PutHardState, PutSnapshot, plan_save
 
 OLD_TERM = 2
@@ -116,3 +119,17 @@ def test_every_prefix_of_a_save_is_a_state_a_node_can_restart_from(case: Case) -
         assert (disk.hard.term, disk.hard.vote) == (hs.term, hs.vote), "term or vote not written"
     if sync:
         assert disk.commit >= min(commit, disk.last), "sync_commit not honoured"
+
+
+def test_a_refused_save_writes_nothing(tmp_path: Path) -> None:
+    """Entries that do not follow the log are refused before any step runs:
+    a new term written first, with a commit index past the log, would leave
+    a directory DiskStorage refuses to open."""
+    d = DiskStorage(tmp_path)
+    d.save(HardState(1, None, 0), [Entry(i, 1, b"e") for i in range(1, 6)])
+    with pytest.raises(StorageError, match="do not follow"):
+        d.save(HardState(2, None, 7), [Entry(8, 2, b"gap")])
+    assert d.hard.current == HardState(1, None, 0)
+    d.close()
+    again = DiskStorage(tmp_path)  # reopens
+    assert again.last_index() == 5 and again.hard_state.term == 1
