@@ -78,6 +78,23 @@ class Driver:
     def _count(self, what: str) -> None:
         self.faults[what] = self.faults.get(what, 0) + 1
 
+    def _same_life(self, nid: str, life: int) -> bool:
+        """Is the run still on and ``nid`` still in the life it was in?  (For
+        faults scheduled to strike a little later.)"""
+        return not self.stopped and self.c.nodes[nid].lives == life
+
+    def _start_transfer(self, what: str) -> tuple[str, list[str]] | None:
+        """Start a transfer from the leader to a random voter; returns the
+        leader and the other voters, or None if there was none to start."""
+        ld = self.c.leader()
+        if ld is None:
+            return None
+        voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
+        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
+            return None
+        self._count(what)
+        return ld, voters
+
     def live_ids(self) -> list[str]:
         """Nodes that are part of the run (up or crashed), not retired ones."""
         return sorted(n for n in self.c.nodes if n not in self.retired)
@@ -195,7 +212,7 @@ class Driver:
         life = self.c.nodes[ld].lives
 
         def later() -> None:
-            if not self.stopped and self.c.nodes[ld].lives == life:
+            if self._same_life(ld, life):
                 self.c.crash(ld)
 
         self.c.call_at(self.c.now + self.rng.randint(0, 8), later)
@@ -216,19 +233,16 @@ class Driver:
         """Hand leadership to a voter; sometimes cancel the transfer (a transfer
         to the leader itself) or redirect it a little later, while the
         TimeoutNow may already be out (thesis §3.10)."""
-        ld = self.c.leader()
-        if ld is None:
+        started = self._start_transfer("transfer")
+        if started is None:
             return
-        voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
-        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
-            return
-        self._count("transfer")
+        ld, voters = started
         if self.rng.random() < 0.5:
             life = self.c.nodes[ld].lives
             to = ld if self.rng.random() < 0.6 else self.rng.choice(voters)
 
             def later() -> None:
-                if not self.stopped and self.c.nodes[ld].lives == life and self.c.transfer(ld, to):
+                if self._same_life(ld, life) and self.c.transfer(ld, to):
                     self._count("transfer_cancel" if to == ld else "transfer_redirect")
 
             self.c.call_at(self.c.now + self.rng.randint(0, 3 * self.c.timing.tick_interval), later)
@@ -274,18 +288,15 @@ class Driver:
         an election timeout) and clients keep reading from it: neither a
         cancelled transfer nor a restarted one may stretch its lease
         (thesis §3.10, §6.4.1)."""
-        ld = self.c.leader()
-        if ld is None:
+        started = self._start_transfer("transfer_cut")
+        if started is None:
             return
-        voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
-        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
-            return
-        self._count("transfer_cut")
+        ld, voters = started
         c, life, tick = self.c, self.c.nodes[ld].lives, self.c.timing.tick_interval
         half = max(1, c.timing.election_tick // 2 - 1)
 
         def alive() -> bool:
-            return not self.stopped and c.nodes[ld].lives == life
+            return self._same_life(ld, life)
 
         def cut() -> None:
             if alive():
@@ -374,7 +385,7 @@ class Driver:
         life = self.c.nodes[ld].lives
 
         def later() -> None:
-            if not self.stopped and self.c.nodes[ld].lives == life:
+            if self._same_life(ld, life):
                 self.c.crash(ld)
                 self.c.heal()
 
@@ -454,7 +465,7 @@ class Driver:
         bounce = self.rng.random() < 0.5
 
         def later() -> None:
-            if self.stopped or self.c.nodes[nid].lives != life or nid in self.retired:
+            if not self._same_life(nid, life) or nid in self.retired:
                 return
             self.c.crash(nid)
             if bounce:
