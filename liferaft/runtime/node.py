@@ -226,6 +226,9 @@ class Node(ProposalsMixin, MembershipMixin):
         self.crashed = asyncio.Event()
         # Outcomes awaited by callers.
         self._pending: dict[int, _Prop] = {}
+        #: Earlier waiters of an index a later term reused; settled by the
+        #: apply of that index like the one in _pending (see proposals.py).
+        self._displaced: dict[int, list[_Prop]] = {}
         self._recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
         # ReadIndex requests: callers waiting for the next round, and the
         # rounds in flight (one ctx per round, shared by its callers).
@@ -354,12 +357,13 @@ class Node(ProposalsMixin, MembershipMixin):
         with contextlib.suppress(Exception):
             await self.transport.close()
         err = Stopped(f"node {self.id} stopped")
-        for idx, p in self._pending.items():
+        for idx, p in self._waiters():
             # Proposed, so it may still commit (on other nodes): unknown.
             _fail(
                 p.fut,
                 Timeout(f"node {self.id} stopped before entry {idx} applied; outcome unknown"),
             )
+        self._displaced.clear()
         for pr in self._props:
             _fail(pr.fut, err)
         for batch in [*self._reads.values(), self._read_batch, self._lease_batch]:
@@ -523,8 +527,10 @@ class Node(ProposalsMixin, MembershipMixin):
         self._restore_from(snap.meta)
         self._update_peers()
         outcome_unknown = Timeout("the entry was replaced by a snapshot; outcome unknown")
-        for idx in [i for i in self._pending if i <= snap.index]:
-            _fail(self._pending.pop(idx).fut, outcome_unknown)
+        for idx, p in list(self._waiters()):
+            if idx <= snap.index:
+                _fail(p.fut, outcome_unknown)
+                self._unwait(p)
         self._emit(EventType.SNAPSHOT_INSTALLED, snap.index)
         self._wake_applied()
 
@@ -545,12 +551,10 @@ class Node(ProposalsMixin, MembershipMixin):
             p = self._pending.pop(e.index, None)
             if p is not None:
                 settled = True
-                if p.term != e.term:
-                    _fail(p.fut, Dropped(f"entry {e.index} was overwritten by term {e.term}"))
-                elif ok:
-                    _resolve(p.fut, result)
-                else:
-                    _fail(p.fut, _as_error(result))
+                self._settle(p, e, ok, result)
+                if self._displaced:
+                    for q in self._displaced.pop(e.index, ()):
+                        self._settle(q, e, ok, result)
             if self._forwarding:
                 self._recent[e.index] = (e.term, ok, result)
         while len(self._recent) > 4096:
@@ -558,6 +562,23 @@ class Node(ProposalsMixin, MembershipMixin):
         self._emit(EventType.APPLY, self.applied)
         self._wake_applied()
         return settled
+
+    @staticmethod
+    def _settle(p: _Prop, e: Entry, ok: bool, result: Any) -> None:
+        """Tell ``p``'s caller the outcome of the entry applied at its index."""
+        if p.term != e.term:
+            _fail(p.fut, Dropped(f"entry {e.index} was overwritten by term {e.term}"))
+        elif ok:
+            _resolve(p.fut, result)
+        else:
+            _fail(p.fut, _as_error(result))
+
+    def _waiters(self) -> Iterator[tuple[int, _Prop]]:
+        """Every (index, waiter) whose entry has not been applied yet."""
+        yield from self._pending.items()
+        for idx, ps in self._displaced.items():
+            for p in ps:
+                yield idx, p
 
     def _apply_membership(self, e: Entry) -> None:
         try:

@@ -10,6 +10,14 @@ slow path, :meth:`ProposalsMixin._route`: wait for a leader, forward the
 bytes to it with a transport call, then wait for this node's own apply of
 the (index, term) it answered.  A forward that never left this node
 (``CallNotSent``) proposed nothing, so it is retried like "no leader".
+
+Outcomes are decided by what is applied, never earlier.  Two waiters can
+hold one index (a later leader reused it), but an entry that one node saw
+overwritten can still be committed by yet another leader (Raft Figure 8), so
+an earlier waiter is only set aside (``_displaced``) and settled by the
+apply of that index: same term, its result; another term, ``Dropped``.
+Likewise ``Stopped`` means "never left this node": once a forward may have
+reached the leader (``_Prop.sent``), stopping answers ``Timeout``.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ class _Prop:
     index) awaiting its apply.  ``want_index``: the caller wants (index, term)
     rather than the result (a proposal forwarded by a follower)."""
 
-    __slots__ = ("data", "stamp", "fut", "deadline", "term", "index", "want_index")
+    __slots__ = ("data", "stamp", "fut", "deadline", "term", "index", "want_index", "sent")
 
     def __init__(
         self,
@@ -70,6 +78,8 @@ class _Prop:
         self.want_index = want_index
         self.term = 0
         self.index = 0
+        #: The slow path's forward may have reached a leader's log.
+        self.sent = False
 
 class ProposalsMixin:
     """propose / submit, batching, deadlines and forwarding."""
@@ -87,6 +97,7 @@ class ProposalsMixin:
         _seq: itertools.count[int]
         _forwarding: int
         _pending: dict[int, _Prop]
+        _displaced: dict[int, list[_Prop]]
         _recent: OrderedDict[int, tuple[int, bool, Any]]
         _leader_waiters: list[asyncio.Future[None]]
         _wake: asyncio.Event
@@ -115,8 +126,7 @@ class ProposalsMixin:
         if p.fut.done():
             return
         if p.index:
-            if self._pending.get(p.index) is p:
-                del self._pending[p.index]
+            self._unwait(p)
             _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
         else:
             _fail(p.fut, Timeout("the proposal was not accepted in time"))
@@ -159,8 +169,18 @@ class ProposalsMixin:
             p.term = term
             old = pending.get(index)
             if old is not None:
-                _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
+                self._displaced.setdefault(index, []).append(old)
             pending[index] = p
+
+    def _unwait(self, p: _Prop) -> None:
+        """Forget ``p`` as a waiter for its index (it timed out or gave up)."""
+        if self._pending.get(p.index) is p:
+            del self._pending[p.index]
+        others = self._displaced.get(p.index)
+        if others and p in others:
+            others.remove(p)
+            if not others:
+                del self._displaced[p.index]
 
     async def propose(
         self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
@@ -213,8 +233,13 @@ class ProposalsMixin:
         """Propose ``p`` the slow way: wait for a leader, forward if need be."""
         left = max(0.0, p.deadline - self.clock.monotonic())
 
+        def sent(maybe: bool) -> None:
+            p.sent = maybe
+
         async def go() -> Any:
-            return await self._submit(lambda: self._route_propose(p.data, p.stamp, left), left)
+            return await self._submit(
+                lambda: self._route_propose(p.data, p.stamp, left, sent), left
+            )
 
         task = asyncio.get_running_loop().create_task(go())
         self._bg.add(task)
@@ -223,7 +248,9 @@ class ProposalsMixin:
             self._bg.discard(t)
             if p.fut.done():
                 return
-            if t.cancelled():
+            if t.cancelled() and p.sent:
+                _fail(p.fut, Timeout(f"node {self.id} stopped; the write may be in the log"))
+            elif t.cancelled():
                 _fail(p.fut, Stopped(f"node {self.id} stopped"))
             elif t.exception() is not None:
                 _fail(p.fut, t.exception())  # type: ignore[arg-type]
@@ -261,30 +288,36 @@ class ProposalsMixin:
                 raise result
             return result
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        old = self._pending.get(index)
-        if old is not None:
-            _fail(old.fut, Dropped(f"index {index} was reused by term {term}"))
         p = _Prop(b"", False, fut)
         p.index, p.term = index, term
+        old = self._pending.get(index)
+        if old is not None:
+            self._displaced.setdefault(index, []).append(old)
         self._pending[index] = p
         left = max(0.0, deadline - self.clock.monotonic())
         try:
             return await self._bounded(fut, left, f"entry {index} not applied in time")
         finally:
-            q = self._pending.get(index)
-            if q is not None and q.fut is fut:
-                del self._pending[index]
+            self._unwait(p)
 
-    async def _route_propose(self, data: bytes, stamp: bool, t: float) -> tuple[int, int]:
+    async def _route_propose(
+        self, data: bytes, stamp: bool, t: float, sent: Callable[[bool], None] | None = None
+    ) -> tuple[int, int]:
         req = ["propose", data, stamp]
-        return await self._route(lambda: self._propose_local(data, stamp), req, t)
+        return await self._route(lambda: self._propose_local(data, stamp), req, t, sent)
 
     async def _route(
         self,
         local: Callable[[], Awaitable[tuple[int, int]]],
         req: list[Any],
         t: float,
+        sent: Callable[[bool], None] | None = None,
     ) -> tuple[int, int]:
+        """Propose through whoever leads.  ``sent(True)`` is called before
+        the proposal may reach a log (a forward goes out, or a local proposal
+        is made) and ``sent(False)`` once it provably did not (the call was
+        never sent, or the leader answered that it is not the leader)."""
+        mark = sent or (lambda _: None)
         rn = self.rn
         assert rn is not None
         deadline = self.clock.monotonic() + t
@@ -292,11 +325,16 @@ class ProposalsMixin:
             self._check_running()
             leader = rn.leader
             if rn.role is Role.LEADER:
+                # Marked before: a cancel that lands just after the batch
+                # proposed it would otherwise be taken for "never proposed".
+                mark(True)
                 try:
                     return await local()
                 except NotLeader:
                     leader = None  # stepped down or transferring: wait and retry
+                    mark(False)
             elif leader is not None and leader != self.id:
+                mark(True)
                 try:
                     raw = await self.transport.call(
                         leader,
@@ -307,6 +345,7 @@ class ProposalsMixin:
                     # Nothing left this node, so nothing was proposed: wait
                     # for a reachable leader like when none is known.
                     log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)
+                    mark(False)
                 except TimeoutError as exc:
                     raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
                 except Exception as exc:
@@ -319,6 +358,7 @@ class ProposalsMixin:
                         cls = StorageFailed if rep[1] == "StorageFailed" else MembershipError
                         raise cls(f"{leader}: {rep[2]}")
                     # The leader moved on: nothing was proposed; try again.
+                    mark(False)
             left = deadline - self.clock.monotonic()
             if left <= 0:
                 raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)

@@ -72,6 +72,7 @@ class MemoryNetwork:
         self._isolated: set[NodeId] = set()
         self._cut: set[tuple[NodeId, NodeId]] = set()
         self._loss = 0.0
+        self._drop: Callable[[NodeId, Message], bool] | None = None
         self._paused = False
         self._held: deque[Callable[[], None]] = deque()
         self._scheduled = 0
@@ -127,8 +128,16 @@ class MemoryNetwork:
             raise ValueError("loss rate must be within [0, 1]")
         self._loss = rate
 
+    def drop_if(self, pred: Callable[[NodeId, Message], bool] | None) -> None:
+        """Silently lose every Raft message ``m`` sent by ``frm`` for which
+        ``pred(frm, m)`` is true (calls are not affected); None turns it off.
+        For schedules that need, say, one leader's appends lost while its
+        call replies still arrive."""
+        self._drop = pred
+
     def heal(self) -> None:
-        """Undo every partition, isolation, cut and loss (not a pause)."""
+        """Undo every partition, isolation, cut, loss and drop_if (not a pause)."""
+        self._drop = None
         self._groups = None
         self._isolated.clear()
         self._cut.clear()
@@ -211,7 +220,8 @@ class MemoryNetwork:
     def _route(self, src: MemoryTransport, msg: Message) -> None:
         frm, to = src.node_id, msg.to
         up = self.link_up(frm, to)
-        if not up or (self._loss and self._rng.random() < self._loss):
+        lost = self._drop is not None and self._drop(frm, msg)
+        if not up or lost or (self._loss and self._rng.random() < self._loss):
             # A broken link looks like a failed connection; random loss is silent.
             self.dropped += 1
             src._dropped(to, unreachable=not up)

@@ -1,0 +1,131 @@
+"""What a proposal's caller is told must be the truth (docs/runtime.md,
+"Outcomes"): ``Dropped`` and ``Stopped`` only where the write provably never
+was or never will be applied, ``Timeout`` (unknown) everywhere else.
+
+Memory transport and a manual clock: every schedule here is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+
+from liferaft.core import AppendEntries, Message
+from liferaft.runtime import Dropped, Node, Stopped, Timeout
+from tests.runtime.cluster import MemCluster
+
+
+async def _outcome(fut: asyncio.Future[object]) -> BaseException | None:
+    """The error ``fut`` ends with (its task needs a few loop turns after stop)."""
+    await asyncio.wait({fut}, timeout=5)
+    assert fut.done(), "the caller was never answered"
+    return fut.exception()
+
+
+def _appends(frm: str, m: Message) -> bool:
+    # Heartbeats still pass, so followers know who leads (and forward to it).
+    return isinstance(m, AppendEntries)
+
+
+async def test_an_entry_overwritten_on_one_node_can_still_commit_figure_8() -> None:
+    """Raft Figure 8 seen from a caller.  Leader A (term t1) appends B's
+    forwarded writes W0, W1 at j-1, j but replicates nothing.  B and C elect
+    L2, whose entries take j-1 and j (W2 at j) but are never replicated.  L2
+    is cut off; A wins the next term with C's vote and commits its old
+    entries, W1 included.  B's caller of W1 must not have been told
+    "Dropped" (503, safe to retry) when W2 took index j: the outcome is
+    decided by what is *applied* at j."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        a = await c.leader()
+        b, cc = (n for n in c.nodes.values() if n is not a)
+        await c.drive(c.sms[a.id].add(1))
+        await c.until(lambda: b.applied == cc.applied == a.applied)
+        base = a.status().last_log_index
+        # From now on nobody replicates anything (calls still work).
+        c.net.drop_if(_appends)
+        w0 = asyncio.ensure_future(c.sms[b.id].add(100))
+        w1 = asyncio.ensure_future(c.sms[b.id].add(1000))
+        await c.until(lambda: a.status().last_log_index >= base + 2, seconds=1)
+        j = base + 2
+        c.net.isolate(a.id)
+        await c.until(lambda: b.is_leader or cc.is_leader, seconds=10)
+        l2 = b if b.is_leader else cc
+        w2 = asyncio.ensure_future(c.sms[b.id].add(10_000))
+        await c.until(lambda: l2.status().last_log_index >= j, seconds=2)
+        assert l2.status().last_log_index == j  # W2 took index j
+        await c.run(0.05)  # give a premature verdict every chance to show
+        assert not w1.done(), f"W1 decided before index {j} was applied: {w1!r}"
+        # L2 goes away; A and C elect A, which commits (j-1, t1) and (j, t1).
+        c.net.heal()
+        c.net.isolate(l2.id)
+        await c.until(lambda: a.is_leader and a.applied >= j, seconds=30)
+        c.net.heal()
+        await c.until(lambda: all(n.applied >= a.applied for n in c.nodes.values()), seconds=30)
+        assert {c.sms[n]._value for n in c.ids} == {1 + 100 + 1000}
+        assert (await w0, await w1) == (101, 1101)
+        # W2 was never applied anywhere, and that is what its caller hears.
+        await c.until(lambda: w2.done(), seconds=10)
+        assert isinstance(w2.exception(), Dropped)
+    finally:
+        await c.stop()
+
+
+async def test_stop_answers_timeout_for_a_forward_the_leader_appended() -> None:
+    """A follower forwards a write; the leader appends it (and will commit
+    it); the follower stops.  Its caller must hear Timeout (outcome
+    unknown), not Stopped ("never proposed")."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not ld)
+        await c.drive(c.sms[ld.id].add(1))
+        await c.until(lambda: f.applied == ld.applied)
+        before = ld.status().last_log_index
+        c.net.drop_if(_appends)  # the leader appends, nobody learns of it yet
+        fut = asyncio.ensure_future(c.sms[f.id].add(10))
+        await c.until(lambda: ld.status().last_log_index > before, seconds=1)
+        await f.stop()
+        exc = await _outcome(fut)
+        c.net.drop_if(None)
+        await c.until(lambda: c.sms[ld.id]._value == 11)
+        assert isinstance(exc, Timeout), f"got {type(exc).__name__}: {exc}"
+    finally:
+        await c.stop()
+
+
+async def test_stop_answers_timeout_while_a_forward_is_on_the_wire() -> None:
+    """Stopped while the forward call is out (the leader may have it): Timeout."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not ld)
+        c.net.pause()  # the call leaves f and is held on the wire
+        fut = asyncio.ensure_future(c.sms[f.id].add(10))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert c.net.held >= 1
+        await f.stop()
+        exc = await _outcome(fut)
+        assert isinstance(exc, Timeout), f"got {type(exc).__name__}: {exc}"
+        c.net.resume()
+    finally:
+        await c.stop()
+
+
+async def test_stop_answers_stopped_when_nothing_left_the_node() -> None:
+    """With no leader reachable the forward never leaves: Stopped is true."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        f: Node = next(n for n in c.nodes.values() if n is not ld)
+        c.net.isolate(f.id)
+        fut = asyncio.ensure_future(c.sms[f.id].add(10))
+        await c.run(0.05)
+        await f.stop()
+        exc = await _outcome(fut)
+        assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
+    finally:
+        await c.stop()
