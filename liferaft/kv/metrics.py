@@ -126,7 +126,17 @@ class _NodeCollector(Collector):
             peers = {}
         for pid, p in sorted(peers.items()):
             reach.add_metric([pid], float(bool(p.get("connected"))))
+        bad = GaugeMetricFamily(
+            "liferaft_peer_address_invalid",
+            "1 for a member whose committed peer address the transport cannot use.",
+            labels=["peer"],
+        )
+        for pid in sorted(st.bad_peer_addresses):
+            if pid not in peers:
+                reach.add_metric([pid], 0.0)
+            bad.add_metric([pid], 1.0)
         yield reach
+        yield bad
         if st.peers:
             lag = GaugeMetricFamily(
                 "liferaft_follower_lag", "Entries a follower lacks (leader only).", labels=["peer"]

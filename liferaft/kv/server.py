@@ -377,6 +377,7 @@ class KVServer:
                     for nid, p in st.peers.items()
                 },
                 "storage_ok": st.storage_ok,
+                "bad_peer_addresses": st.bad_peer_addresses,
             }
         )
 

@@ -14,6 +14,7 @@ from .clock import ManualClock, SystemClock
 from .commands import Replicated, command, query
 from .errors import (
     BadConfig,
+    BadMember,
     Dropped,
     MembershipError,
     NodeError,
@@ -29,6 +30,7 @@ from .types import ReplicatedCounter, ReplicatedDict, ReplicatedLock, Replicated
 
 __all__ = [
     "BadConfig",
+    "BadMember",
     "Dropped",
     "Event",
     "EventType",

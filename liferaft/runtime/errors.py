@@ -53,3 +53,8 @@ class MembershipError(NodeError):
 
 class BadConfig(NodeError, ValueError):
     """Invalid constructor or configuration arguments."""
+
+
+class BadMember(BadConfig):
+    """A member id, address or description that cannot be used: refused before
+    anything is proposed (the HTTP API answers 400)."""

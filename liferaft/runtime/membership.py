@@ -6,12 +6,19 @@ that touches more than one voter (thesis §4.3), and learners promoted only
 once caught up.  On top of that the runtime never adds an empty voter: a new
 member is a learner first.  Member addresses travel in the conf change's
 context, so every node (and every snapshot) knows where its peers are.
+
+Member ids and addresses are checked before anything is proposed
+(:func:`check_member`): the address by the transport's own rules.  Applying
+a committed change never raises, whatever its context holds (DESIGN.md,
+trust model): an address the transport cannot use is left out of the peer
+table, logged, and reported in :attr:`NodeStatus.bad_peer_addresses`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,11 +34,80 @@ from liferaft.core import (
     RawNode,
     Role,
 )
-from liferaft.transport.base import Transport
+from liferaft.transport.base import Transport, check_tcp_address
 
 from ._futures import _fail, _resolve
 from .clock import Clock
-from .errors import MembershipError, NodeError, NotLeader, Timeout
+from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
+
+log = logging.getLogger("liferaft.runtime")
+
+#: Longest member id: the codec's limit on node ids.
+MAX_ID = 1024
+#: Characters that would make an id ambiguous where ids are written as text
+#: (``--initial-cluster n1=host:port,n2=...``, URLs, logs).
+_ID_FORBIDDEN = frozenset(",=/")
+
+
+def check_member_id(node_id: object) -> str:
+    """``node_id`` if it can name a member; else :class:`BadMember`."""
+    if not isinstance(node_id, str) or not node_id:
+        raise BadMember(f"a member id must be a non-empty string, not {node_id!r}")
+    if len(node_id) > MAX_ID:
+        raise BadMember(f"member id longer than {MAX_ID} characters")
+    bad = [ch for ch in node_id if ch.isspace() or not ch.isprintable() or ch in _ID_FORBIDDEN]
+    if bad:
+        raise BadMember(f"member id {node_id!r} contains {bad[0]!r}")
+    return node_id
+
+
+def check_member(
+    transport: Transport, node_id: object, addr: object, info: dict[str, Any] | None = None
+) -> None:
+    """Refuse (:class:`BadMember`) a member the cluster could not use: a bad
+    id, a peer address ``transport`` cannot dial, a ``client_addr`` that is not
+    "host:port", or extra info that does not encode as JSON."""
+    check_member_id(node_id)
+    if not isinstance(addr, str):
+        raise BadMember(f"peer address of {node_id} must be a string, not {addr!r}")
+    try:
+        transport.check_address(addr)
+    except ValueError as exc:
+        raise BadMember(f"peer address of {node_id}: {exc}") from None
+    info = info or {}
+    if "addr" in info:
+        raise BadMember("give the peer address once, not again in the member info")
+    client = info.get("client_addr")
+    if client:
+        try:
+            check_tcp_address(client)
+        except ValueError as exc:
+            raise BadMember(f"client address of {node_id}: {exc}") from None
+    try:
+        json.dumps(info)
+    except (TypeError, ValueError) as exc:
+        raise BadMember(f"member info of {node_id} is not JSON: {exc}") from None
+
+
+def check_conf_change(transport: Transport, cc: ConfChange) -> None:
+    """:func:`check_member` for every node a raw change adds with a context."""
+    info: Any = {}
+    if cc.context:
+        try:
+            info = json.loads(cc.context)
+        except (ValueError, RecursionError) as exc:
+            raise BadMember(f"the change's context is not JSON: {exc}") from None
+        if not isinstance(info, dict):
+            raise BadMember("the change's context must be a JSON object {id: {addr...}}")
+    for c in cc.changes:
+        check_member_id(c.node_id)
+        entry = info.get(c.node_id)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise BadMember(f"the context of {c.node_id} must be an object")
+        rest = {k: v for k, v in entry.items() if k != "addr"}
+        check_member(transport, c.node_id, entry.get("addr"), rest)
 
 if TYPE_CHECKING:
     from .node import NodeConfig, NodeStatus
@@ -46,6 +122,7 @@ class MembershipMixin:
         clock: Clock
         rn: RawNode | None
         members: dict[str, dict[str, Any]]
+        bad_peer_addresses: dict[str, str]
         transport: Transport
         _ops: deque[Callable[[], None]]
         _wake: asyncio.Event
@@ -84,14 +161,24 @@ class MembershipMixin:
         self._wake.set()
         return await fut
 
-    async def change_membership(self, cc: ConfChange, timeout: float | None = None) -> None:
-        """Propose a raw membership change and wait until it is applied here."""
+    async def change_membership(
+        self, cc: ConfChange, timeout: float | None = None, *, check: bool = True
+    ) -> None:
+        """Propose a raw membership change and wait until it is applied here.
+
+        The ids, and the addresses in ``cc.context`` (``{id: {"addr": ...}}``),
+        are checked first (:class:`BadMember`).  ``check=False`` proposes the
+        change as given: for tests and fault injection that show a committed
+        bad change cannot hurt a node, never for operators."""
+        if check:
+            check_conf_change(self.transport, cc)
         t = self.config.commit_timeout if timeout is None else timeout
         req = ["conf", cc.encode()]
         await self._submit(lambda: self._route(lambda: self._conf_local(cc), req, t), t)
 
     async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
         """Add a non-voting member that receives the log (etcd's learner)."""
+        check_member(self.transport, node_id, addr, info)
         ctx = json.dumps({node_id: {"addr": addr, **info}}).encode()
         await self.change_membership(
             ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, node_id),), context=ctx)
@@ -111,6 +198,7 @@ class MembershipMixin:
         self, node_id: str, addr: str, catch_up_timeout: float = 30.0, **info: Any
     ) -> None:
         """Add a voter safely: as a learner first, promoted once caught up."""
+        check_member(self.transport, node_id, addr, info)
         if node_id not in self.members:
             await self.add_learner(node_id, addr, **info)
         await self._promote_when_caught_up(node_id, catch_up_timeout)
@@ -120,6 +208,8 @@ class MembershipMixin:
     ) -> None:
         """Swap ``old`` for ``new`` in one joint-consensus step (thesis §4.3),
         after ``new`` has caught up as a learner."""
+        check_member(self.transport, new, addr, info)
+        check_member_id(old)
         if new not in self.members:
             await self.add_learner(new, addr, **info)
         await self._wait_caught_up(new, catch_up_timeout)
@@ -160,6 +250,7 @@ class MembershipMixin:
         """Ask a running cluster, through any member's address, to add this
         (empty) node; returns once the cluster has accepted it."""
         self._check_running()
+        check_member(self.transport, self.id, addr)
         req = ["join", self.id, addr, voter]
         raw = await self.transport.call_address(contact, msgspec.msgpack.encode(req), timeout)
         rep = msgspec.msgpack.decode(raw)
@@ -169,7 +260,15 @@ class MembershipMixin:
         self._update_peers()
 
     async def _handle_join(self, req: list[Any]) -> bytes:
-        _, node_id, addr, voter = req
+        # Checked by every node it passes through: a joiner is not a member
+        # yet, and nothing it sends may reach the log unchecked.
+        try:
+            if len(req) != 4 or not isinstance(req[3], bool):
+                raise BadMember("a join is [join, id, address, voter]")
+            _, node_id, addr, voter = req
+            check_member(self.transport, node_id, addr)
+        except BadMember as exc:
+            return msgspec.msgpack.encode(["error", str(exc)])
         rn = self.rn
         assert rn is not None
         if rn.role is not Role.LEADER:
@@ -191,6 +290,28 @@ class MembershipMixin:
         return msgspec.msgpack.encode(["ok", self.members])
 
     def _update_peers(self) -> None:
-        self.transport.set_peers(
-            {nid: str(m["addr"]) for nid, m in self.members.items() if m.get("addr")}
-        )
+        """Hand the members' addresses to the transport.  Runs while applying
+        committed changes, so it never raises: an address the transport
+        cannot use is left out (that peer is unreachable), logged once and
+        reported by :meth:`status` until the member is removed or fixed."""
+        table: dict[str, str] = {}
+        bad: dict[str, str] = {}
+        for nid, m in self.members.items():
+            addr = m.get("addr")
+            if nid == self.id or not addr:
+                continue
+            try:
+                if not isinstance(addr, str):
+                    raise ValueError(f"address {addr!r} is not a string")
+                self.transport.check_address(addr)
+            except ValueError as exc:
+                bad[nid] = str(exc)
+                if self.bad_peer_addresses.get(nid) != bad[nid]:
+                    log.error("node %s: member %s is unreachable: %s", self.id, nid, exc)
+                continue
+            table[nid] = addr
+        self.bad_peer_addresses = bad
+        try:
+            self.transport.set_peers(table)
+        except Exception:  # a transport bug must not take the node down with it
+            log.exception("node %s: the transport refused the peer table", self.id)

@@ -82,7 +82,7 @@ from .errors import (
     Timeout,
 )
 from .events import Event, EventBus, EventType
-from .membership import MembershipMixin
+from .membership import MembershipMixin, check_member
 from .proposals import ProposalsMixin, _Prop
 from .statemachine import StateMachine
 from .store import DiskStore, MemStore, Store, unwrap_snapshot, wrap_snapshot
@@ -165,6 +165,9 @@ class NodeStatus:
     learners: list[str]
     peers: dict[str, PeerInfo] = field(default_factory=dict)
     storage_ok: bool = True
+    #: Members this node cannot reach because their committed address is
+    #: unusable (id -> reason); remove or re-add them to fix it.
+    bad_peer_addresses: dict[str, str] = field(default_factory=dict)
 
 
 class Node(ProposalsMixin, MembershipMixin):
@@ -207,6 +210,8 @@ class Node(ProposalsMixin, MembershipMixin):
         self._initial = dict(initial_members) if initial_members else None
         self._rng = random.Random(config.seed)
         self.members: dict[str, dict[str, Any]] = {}
+        #: Members whose address the transport cannot use: id -> why.
+        self.bad_peer_addresses: dict[str, str] = {}
         self.store: Store | None = None
         self.rn: RawNode | None = None
         # Work queued for the node task.
@@ -261,6 +266,9 @@ class Node(ProposalsMixin, MembershipMixin):
         """Open the storage, restore the state machine, join the network."""
         if self._started:
             raise NodeError("node already started")
+        if self._initial is not None:
+            for nid, addr in self._initial.items():
+                check_member(self.transport, nid, addr)
         self._started = True
         loop = asyncio.get_running_loop()
         if self._store_arg is not None:
@@ -585,10 +593,14 @@ class Node(ProposalsMixin, MembershipMixin):
             cc = ConfChange.decode(e.data)
         except ConfChangeError:
             return
-        info: dict[str, Any] = {}
+        info: Any = {}
         if cc.context:
-            with contextlib.suppress(ValueError, TypeError):
+            try:
                 info = json.loads(cc.context)
+            except Exception as exc:  # committed data: never raise out of apply
+                log.warning("node %s: entry %d: bad member context: %s", self.id, e.index, exc)
+            if not isinstance(info, dict):
+                info = {}
         for c in cc.changes:
             if c.type is ChangeType.REMOVE_NODE:
                 if self.members.pop(c.node_id, None) is not None:
@@ -906,6 +918,7 @@ class Node(ProposalsMixin, MembershipMixin):
             learners=sorted(cs.learners | cs.learners_next),
             peers=peers,
             storage_ok=self._storage_ok,
+            bad_peer_addresses=dict(self.bad_peer_addresses),
         )
 
     @property

@@ -150,6 +150,13 @@ class Transport(Protocol):
         trouble.  The per-peer queue is bounded; when it is full, or the peer is
         down or unknown, the message is dropped and counted."""
 
+    def check_address(self, address: str) -> None:
+        """Raise ``ValueError`` (with the reason) if this transport could not
+        use ``address`` for a peer.  The runtime checks every member address
+        with it before proposing one, and before handing one to
+        :meth:`set_peers`, so a bad address is refused or reported, never a
+        crash."""
+
     def set_peers(self, peers: Mapping[NodeId, str]) -> None:
         """Replace the peer table: node id -> address ("host:port" for TCP).
 
@@ -200,6 +207,19 @@ def parse_address(addr: str) -> tuple[str, int]:
     if port > 65535:
         raise ValueError(f"port out of range: {addr!r}")
     return host, port
+
+
+def check_tcp_address(addr: str) -> None:
+    """Raise ``ValueError`` unless ``addr`` is a "host:port" a socket can use:
+    a non-empty host without spaces or control characters and a port in
+    1..65535."""
+    if not isinstance(addr, str):
+        raise ValueError(f"an address must be a string, not {type(addr).__name__}")
+    host, port = parse_address(addr)
+    if not host or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ValueError(f"bad host in address {addr!r}")
+    if port == 0:
+        raise ValueError(f"port 0 in address {addr!r}: give the port the node listens on")
 
 
 def format_address(host: str, port: int) -> str:

@@ -393,6 +393,11 @@ class MemoryTransport:
             raise RuntimeError("transport already started or closed")
         self.handler = handler
 
+    def check_address(self, address: str) -> None:
+        """An address here is a node id: any non-empty string."""
+        if not isinstance(address, str) or not address:
+            raise ValueError(f"not a node id: {address!r}")
+
     def set_peers(self, peers: Mapping[NodeId, str]) -> None:
         self._peers = {pid: a for pid, a in peers.items() if pid != self.node_id}
         for pid in self._peers:

@@ -100,6 +100,7 @@ from .base import (
     CallNotSent,
     SnapshotSink,
     TransportHandler,
+    check_tcp_address,
     format_address,
     parse_address,
 )
@@ -397,6 +398,10 @@ class TcpTransport:
 
     # -- peers -----------------------------------------------------------------------
 
+    def check_address(self, address: str) -> None:
+        """Raise ``ValueError`` unless ``address`` is a usable "host:port"."""
+        check_tcp_address(address)
+
     def set_peers(self, peers: Mapping[NodeId, str]) -> None:
         """Replace the peer table (id -> "host:port"); our own id is ignored.
 
@@ -406,7 +411,7 @@ class TcpTransport:
         """
         table = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
         for addr in table.values():
-            parse_address(addr)
+            check_tcp_address(addr)
         for pid in list(self._links):
             if pid not in table:
                 self._stop_link(self._links.pop(pid))

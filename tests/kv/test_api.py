@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from liferaft.chaos.cluster import free_ports
+from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.kv.server import KVServer
 from liferaft.kv.state import KVStore
 from tests.runtime.cluster import TcpCluster
@@ -226,6 +227,36 @@ async def test_membership_errors_are_clear(api: Api) -> None:
     assert st == 404 and data["error"] == "not_found"
     st, data, _ = await api.call(ld, "POST", "/v1/members", {"id": "n4"})
     assert st == 400 and data["error"] == "bad_request"
+
+
+async def test_a_bad_member_address_is_400_and_nothing_is_proposed(api: Api) -> None:
+    ld = await api.leader_id()
+    f = await api.follower_id()
+    before = api.c.nodes[ld].status().last_log_index
+    for body in ({"id": "n4", "peer_addr": "127.0.0.1", "voter": False},
+                 {"id": "n4", "peer_addr": "127.0.0.1:70000"},
+                 {"id": "n 4", "peer_addr": "127.0.0.1:7004"},
+                 {"id": "n4", "peer_addr": "127.0.0.1:7004", "client_addr": "localhost"}):
+        for nid in (ld, f):
+            st, data, _ = await api.call(nid, "POST", "/v1/members", body)
+            assert st == 400 and data["error"] == "bad_request", (body, st, data)
+    assert api.c.nodes[ld].status().last_log_index == before
+
+
+async def test_a_committed_bad_address_shows_in_status_and_metrics(api: Api) -> None:
+    ld = await api.leader_id()
+    cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, "n4"),),
+                    context=b'{"n4": {"addr": "127.0.0.1"}}')
+    await api.c.nodes[ld].change_membership(cc, check=False)
+    st, data, _ = await api.call(ld, "GET", "/v1/status")
+    assert st == 200 and "n4" in data["bad_peer_addresses"]
+    assert api.http is not None
+    async with api.http.get(api.urls[ld] + "/metrics") as r:
+        text = await r.text()
+    assert 'liferaft_peer_address_invalid{peer="n4"} 1.0' in text
+    assert 'liferaft_peer_reachable{peer="n4"} 0.0' in text
+    st, data, _ = await api.call(ld, "PUT", "/v1/kv/still", {"value": "serving"})
+    assert st == 200
 
 
 async def test_no_leader_is_503_with_retry_after(api: Api) -> None:
