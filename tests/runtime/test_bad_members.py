@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
-from liferaft.runtime import BadMember, MembershipError
+from liferaft.runtime import BadMember
 from tests.runtime.cluster import MemCluster, TcpCluster
 from tests.runtime.test_node_tcp import eventually
 
