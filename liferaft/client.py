@@ -230,7 +230,7 @@ class AsyncClient:
         """One API call with leader discovery and retries until the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        unknown = False  # an attempt may have applied (only with a request_id)
+        unknown = False  # an attempt may have applied
         last = "no endpoint answered"
         backoff = 0.05
         rotate = 0
