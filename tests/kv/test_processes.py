@@ -440,6 +440,10 @@ def test_bearer_token_auth(tmp_path: Path) -> None:
         r = c.cli("kv", "get", "auth/k", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["value"] == "good"
+        r = c.cli("kv", "put", "auth/cli", "w")  # a CLI write opens a session first
+        assert r.returncode == 0, r.stderr
+        code, got = c.get(leader, "auth/cli")
+        assert code == 200 and got["value"] == "w", got
         r = subprocess.run(
             [*CLI, "kv", "get", "auth/k", "--json", "--endpoints", c.endpoints()],
             capture_output=True,
