@@ -94,6 +94,10 @@ class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
     lowest_pending: int | None = None
 
 
+class OpenSessionBody(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
 class MemberBody(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     peer_addr: str
@@ -346,8 +350,8 @@ class KVServer:
     async def open_session(self, request: web.Request) -> web.Response:
         """Open a client session: one committed entry, whose index is its id."""
         raw = await request.read()
-        if raw.strip() not in (b"", b"{}"):
-            raise ApiError(400, "bad_request", "POST /v1/sessions takes no fields")
+        if raw.strip():
+            _decode(raw, OpenSessionBody)  # no fields: anything else is a 400
         opened: Opened = await self._write(OpenSession())
         return _json({"session": opened.session})
 

@@ -295,6 +295,15 @@ async def test_http_request_id_refusal_names_the_replacement(api: Api) -> None:
     assert st == 400 and "session" in data["message"]
 
 
+async def test_http_opening_a_session_takes_no_fields(api: Api) -> None:
+    f = await api.follower_id()
+    for raw in (b"", b" { } "):
+        st, body, _ = await api.call(f, "POST", "/v1/sessions", raw=raw)
+        assert st == 200 and body["session"] > 0, body
+    st, body, _ = await api.call(f, "POST", "/v1/sessions", {"ttl": 5})
+    assert st == 400 and body["error"] == "bad_request"
+
+
 # -- the Python client against a scripted server -----------------------------------------------
 
 
