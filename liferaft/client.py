@@ -3,15 +3,24 @@
 
 Give it any members' client addresses; it finds the leader itself (through
 ``/v1/status``) and sends writes there, since a follower would only forward
-them.  Every write carries a ``request_id`` (``<client id>:<n>``), so a
-write whose outcome is unknown (a 504, a dropped connection) is retried
-safely until the deadline: the cluster applies it at most once.
+them.  Writes go through a client session (Raft thesis §6.3): the first
+write opens one (``POST /v1/sessions``, one committed entry), and every write
+names it with its sequence number and the lowest sequence number still
+awaiting an answer.  So a write whose outcome is unknown (a 504, a dropped
+connection) is retried safely until the deadline: the cluster applies it at
+most once.  All tasks of a client share its session, and at most
+:data:`SESSION_WINDOW` of its writes are ever unresolved (the cluster keeps
+that many outcomes per session): a write past the window waits for the
+lowest one to resolve.  If the cluster has forgotten the session, a write it
+refused without applying is sent again in a new session; one that may have
+applied earlier raises :class:`SessionExpired`.
 
 Errors are typed: :class:`NotFound`, :class:`PreconditionFailed` (with the
 key's ``current`` value), :class:`BadRequest`, :class:`Unauthorized`,
 :class:`TooLarge`, :class:`Unavailable` (no leader until the deadline;
-nothing was applied) and :class:`Timeout` (the deadline passed with the
-outcome unknown).
+nothing was applied), :class:`Timeout` (the deadline passed with the
+outcome unknown) and :class:`SessionExpired` (a Timeout: the cluster forgot
+the outcome of a write that may have applied).
 
     async with AsyncClient("127.0.0.1:8001,127.0.0.1:8002") as c:
         await c.put("greeting", "hello")
@@ -22,11 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import itertools
 import ssl as ssl_mod
 import threading
 import urllib.parse
-import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +41,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 T = TypeVar("T")
+SESSION_WINDOW = 256  # the outcomes liferaft-kv keeps per session (kv.state.SESSION_OUTCOMES)
 Members = list[dict[str, Any]]  # (aliases: AsyncClient.list shadows the builtin)
 
 
@@ -74,6 +82,29 @@ class Unavailable(ClientError):
 
 class Timeout(ClientError):
     """The deadline passed and the outcome of the last attempt is unknown."""
+
+
+class SessionExpired(Timeout):
+    """The cluster no longer holds this write's session or outcome, and an
+    earlier attempt may have applied it: the outcome is unknown.  (It did
+    not apply on the attempt that got this answer.)"""
+
+
+class _Session:
+    """A session's client side: its id and the writes it has sent."""
+
+    def __init__(self, session_id: int) -> None:
+        self.id = session_id
+        self.next_seq = 1
+        self.pending: set[int] = set()  # sequence numbers without an answer yet
+
+    def lowest_pending(self) -> int:
+        return min(self.pending, default=self.next_seq)
+
+    def has_room(self) -> bool:
+        # Every seq the server may still be asked about lies in
+        # [lowest_pending, lowest_pending + window): it can hold them all.
+        return self.next_seq < self.lowest_pending() + SESSION_WINDOW
 
 
 @dataclass(frozen=True)
@@ -124,15 +155,14 @@ class AsyncClient:
         token: str | None = None,
         timeout: float = 10.0,
         ssl: ssl_mod.SSLContext | None = None,
-        client_id: str | None = None,
     ) -> None:
         self.endpoints = _endpoints(endpoints)
         self.token = token
         self.timeout = timeout
         self._ssl = ssl
         self._scheme = "https" if ssl is not None else "http"
-        self.client_id = client_id or uuid.uuid4().hex[:16]
-        self._seq = itertools.count(1)
+        self._write_session: _Session | None = None
+        self._window = asyncio.Condition()  # guards _write_session and its seqs
         self._leader: str | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -153,8 +183,10 @@ class AsyncClient:
             self._session = aiohttp.ClientSession(headers=headers)
         return self._session
 
-    def next_request_id(self) -> str:
-        return f"{self.client_id}:{next(self._seq)}"
+    @property
+    def session_id(self) -> int | None:
+        """The id of the session writes go through (None before the first)."""
+        return None if self._write_session is None else self._write_session.id
 
     # -- transport ------------------------------------------------------------------------
 
@@ -198,7 +230,7 @@ class AsyncClient:
         """One API call with leader discovery and retries until the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        unknown = False  # an attempt may have applied (only with a request_id)
+        unknown = False  # an attempt may have applied
         last = "no endpoint answered"
         backoff = 0.05
         rotate = 0
@@ -231,6 +263,9 @@ class AsyncClient:
                 return data
             code = str(data.get("error", ""))
             msg = str(data.get("message", code))
+            if status == 504 and code == "session_expired":
+                # Not applied this time; unknown only if an earlier attempt was.
+                raise (SessionExpired if unknown else _ExpiredUnapplied)(msg, status, code)
             if status in (503, 504):
                 last = f"{ep}: {status} {msg}"
                 if status == 504:
@@ -242,6 +277,65 @@ class AsyncClient:
                 backoff = min(1.0, backoff * 2)
                 continue
             raise _typed(status, code, msg, data, path)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def _reserve(self) -> tuple[_Session, int]:
+        """A session and a sequence number in it, once the window has room
+        (opening the session first if there is none)."""
+        async with self._window:
+            while True:
+                if self._write_session is None:
+                    d = await self.request("POST", "/v1/sessions", {}, write=True)
+                    self._write_session = _Session(int(d["session"]))
+                sess = self._write_session
+                if sess.has_room():
+                    seq = sess.next_seq
+                    sess.next_seq += 1
+                    sess.pending.add(seq)
+                    return sess, seq
+                await self._window.wait()
+
+    async def _resolved(self, sess: _Session, seq: int, *, forget_session: bool = False) -> None:
+        async with self._window:
+            sess.pending.discard(seq)
+            if forget_session and self._write_session is sess:
+                self._write_session = None
+            self._window.notify_all()
+
+    async def _write(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One write in the session, retried until the deadline.  A write
+        the cluster refused as expired without applying it is sent again in
+        a new session (bounded: only while no attempt may have applied)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise Unavailable("deadline passed before the write was sent", 503, "no_leader")
+            try:
+                async with asyncio.timeout(left):
+                    sess, seq = await self._reserve()
+            except TimeoutError as exc:
+                raise Unavailable(
+                    "deadline passed waiting for a session or for room in its window of "
+                    f"{SESSION_WINDOW} writes; nothing was sent",
+                    503,
+                    "no_leader",
+                ) from exc
+            fields = {"session": sess.id, "seq": seq, "lowest_pending": sess.lowest_pending()}
+            expired = False
+            try:
+                return await self.request(
+                    method, path, {**body, **fields}, write=True, timeout=deadline - loop.time()
+                )
+            except _ExpiredUnapplied:
+                expired = True  # not applied: send it again in a new session
+            finally:
+                # Resolved however it ended: answered, or given up on.  A late
+                # copy of a write given up on still applies at most once, and
+                # not at all once a later write's lowest_pending has passed it.
+                await self._resolved(sess, seq, forget_session=expired)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -260,16 +354,15 @@ class AsyncClient:
         *,
         if_value: str | None = None,
         if_revision: int | None = None,
-        request_id: str | None = None,
     ) -> WriteResult:
         """Write ``key``; ``if_value``/``if_revision`` make it conditional
         (``if_revision=0``: create only).  PreconditionFailed otherwise."""
-        body: dict[str, Any] = {"value": value, "request_id": request_id or self.next_request_id()}
+        body: dict[str, Any] = {"value": value}
         if if_value is not None:
             body["if_value"] = if_value
         if if_revision is not None:
             body["if_revision"] = if_revision
-        d = await self.request("PUT", f"/v1/kv/{_quote(key)}", body, write=True)
+        d = await self._write("PUT", f"/v1/kv/{_quote(key)}", body)
         return WriteResult(d["revision"], _item(key, d.get("prev")))
 
     async def cas(self, key: str, old: str, new: str) -> WriteResult:
@@ -282,15 +375,14 @@ class AsyncClient:
         *,
         if_value: str | None = None,
         if_revision: int | None = None,
-        request_id: str | None = None,
     ) -> WriteResult:
         """Delete ``key`` (NotFound if it is absent)."""
-        body: dict[str, Any] = {"request_id": request_id or self.next_request_id()}
+        body: dict[str, Any] = {}
         if if_value is not None:
             body["if_value"] = if_value
         if if_revision is not None:
             body["if_revision"] = if_revision
-        d = await self.request("DELETE", f"/v1/kv/{_quote(key)}", body, write=True)
+        d = await self._write("DELETE", f"/v1/kv/{_quote(key)}", body)
         return WriteResult(d["revision"], _item(key, d.get("prev")))
 
     async def list(
@@ -335,6 +427,11 @@ class AsyncClient:
 
     async def snapshot(self, endpoint: str | None = None) -> int:
         return int((await self.request("POST", "/v1/snapshot", {}, endpoint=endpoint))["index"])
+
+
+class _ExpiredUnapplied(ClientError):
+    """session_expired with no earlier attempt that may have applied: the
+    write was not applied, so it may be sent again in a new session."""
 
 
 def _typed(status: int, code: str, msg: str, data: dict[str, Any], path: str) -> ClientError:
@@ -406,6 +503,8 @@ __all__ = [
     "TooLarge",
     "Unavailable",
     "Timeout",
+    "SessionExpired",
+    "SESSION_WINDOW",
     "Item",
     "WriteResult",
 ]

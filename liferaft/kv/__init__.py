@@ -1,5 +1,25 @@
 """liferaft-kv: the replicated key-value server (HTTP API in DESIGN.md)."""
 
-from .state import KV, Delete, KVStore, Put, WriteResult, encode_command
+from .state import (
+    KV,
+    Delete,
+    KVStore,
+    Opened,
+    OpenSession,
+    Put,
+    SessionRef,
+    WriteResult,
+    encode_command,
+)
 
-__all__ = ["KV", "Delete", "KVStore", "Put", "WriteResult", "encode_command"]
+__all__ = [
+    "KV",
+    "Delete",
+    "KVStore",
+    "Opened",
+    "OpenSession",
+    "Put",
+    "SessionRef",
+    "WriteResult",
+    "encode_command",
+]

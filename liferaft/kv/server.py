@@ -15,8 +15,12 @@ Dropped                 503   no_leader      proposed, overwritten by a new
                                              leader, never applied: safe
 StorageFailed           503   storage_failed not proposed: retry later
 Timeout                 504   timeout        outcome unknown: retry with
-                                             the same ``request_id``
+                                             the same session and ``seq``
 ======================  ====  =============  ==========================
+
+A write in a session whose outcome or session the store has forgotten is
+answered 504 ``session_expired``: not applied now, unknown if an earlier
+attempt was (see liferaft.kv.state).
 
 A 503 always carries ``Retry-After``.
 """
@@ -52,7 +56,10 @@ from .state import (
     MAX_KEY_BYTES,
     Delete,
     KVStore,
+    Opened,
+    OpenSession,
     Put,
+    SessionRef,
     SetAddr,
     WriteResult,
     as_json,
@@ -62,7 +69,7 @@ from .state import (
 log = logging.getLogger("liferaft.kv")
 
 DEFAULT_MAX_VALUE = 1 << 20
-MAX_REQUEST_ID = 256
+MAX_SEQ = (1 << 63) - 1  # session ids and sequence numbers fit an int64
 MAX_LIST = 10_000
 _CONSISTENCY = ("linearizable", "lease", "stale")
 _OPEN_ROUTES = ("/healthz", "/readyz")
@@ -72,13 +79,23 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True):
     value: str
     if_value: str | None = None
     if_revision: int | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # retired: refused with a pointer to sessions
+    session: int | None = None
+    seq: int | None = None
+    lowest_pending: int | None = None
 
 
 class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
     if_value: str | None = None
     if_revision: int | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # retired: refused with a pointer to sessions
+    session: int | None = None
+    seq: int | None = None
+    lowest_pending: int | None = None
+
+
+class OpenSessionBody(msgspec.Struct, forbid_unknown_fields=True):
+    pass
 
 
 class MemberBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -178,6 +195,7 @@ class KVServer:
         r.add_get("/v1/kv/{key:.+}", self.get)
         r.add_put("/v1/kv/{key:.+}", self.put)
         r.add_delete("/v1/kv/{key:.+}", self.delete)
+        r.add_post("/v1/sessions", self.open_session)
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/members", self.members)
         r.add_post("/v1/members", self.add_member)
@@ -297,16 +315,50 @@ class KVServer:
             }
         )
 
-    def _check_conditions(self, if_revision: int | None, request_id: str | None) -> None:
+    def _check_conditions(self, if_revision: int | None) -> None:
         if if_revision is not None and if_revision < 0:
             raise ApiError(400, "bad_request", "if_revision must be >= 0")
-        if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID:
-            raise ApiError(400, "bad_request", f"request_id must be 1..{MAX_REQUEST_ID} chars")
 
-    async def _write(self, cmd: Put | Delete) -> WriteResult:
+    @staticmethod
+    def _session_ref(body: PutBody | DeleteBody) -> SessionRef | None:
+        """The write's session fields: all three or none (a plain write)."""
+        if body.request_id is not None:
+            raise ApiError(
+                400,
+                "bad_request",
+                "request_id is no longer accepted (a forgotten id could not be told from "
+                "a new one): open a session with POST /v1/sessions and send session, seq "
+                "and lowest_pending",
+            )
+        fields = (body.session, body.seq, body.lowest_pending)
+        if all(f is None for f in fields):
+            return None
+        if any(f is None for f in fields):
+            raise ApiError(
+                400, "bad_request", "session, seq and lowest_pending come together, or none"
+            )
+        sid, seq, lowest = body.session, body.seq, body.lowest_pending
+        assert sid is not None and seq is not None and lowest is not None
+        if not (0 < sid <= MAX_SEQ and 0 < lowest <= seq <= MAX_SEQ):
+            raise ApiError(
+                400,
+                "bad_request",
+                f"need 1 <= session, 1 <= lowest_pending <= seq, all <= {MAX_SEQ}",
+            )
+        return SessionRef(sid, seq, lowest)
+
+    async def open_session(self, request: web.Request) -> web.Response:
+        """Open a client session: one committed entry, whose index is its id."""
+        raw = await request.read()
+        if raw.strip():
+            _decode(raw, OpenSessionBody)  # no fields: anything else is a 400
+        opened: Opened = await self._write(OpenSession())
+        return _json({"session": opened.session})
+
+    async def _write(self, cmd: Put | Delete | OpenSession) -> Any:
         t0 = time.perf_counter()
         try:
-            res: WriteResult = await self.node.propose(encode_command(cmd), timeout=self.timeout)
+            res = await self.node.propose(encode_command(cmd), timeout=self.timeout)
         except NodeError as exc:
             self.metrics.proposal_failed(type(exc).__name__)
             raise
@@ -319,6 +371,13 @@ class KVServer:
             return _json({"revision": res.revision, "prev": as_json(res.prev)})
         if res.outcome == "not_found":
             raise ApiError(404, "not_found", "no such key")
+        if res.outcome == "session_expired":
+            raise ApiError(
+                504,
+                "session_expired",
+                "the session or this request's outcome is no longer held: not applied "
+                "now; if an earlier attempt was, the outcome is unknown",
+            )
         raise ApiError(
             412, "precondition_failed", "the condition did not hold", current=as_json(res.current)
         )
@@ -328,16 +387,18 @@ class KVServer:
         body: PutBody = _decode(await request.read(), PutBody)
         if len(body.value.encode()) > self.max_value:
             raise ApiError(413, "too_large", f"value larger than {self.max_value} bytes")
-        self._check_conditions(body.if_revision, body.request_id)
-        cmd = Put(key, body.value, body.if_value, body.if_revision, body.request_id)
+        self._check_conditions(body.if_revision)
+        session = self._session_ref(body)
+        cmd = Put(key, body.value, body.if_value, body.if_revision, session=session)
         return self._outcome(await self._write(cmd))
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
         raw = await request.read()
         body = _decode(raw, DeleteBody) if raw.strip() else DeleteBody()
-        self._check_conditions(body.if_revision, body.request_id)
-        cmd = Delete(key, body.if_value, body.if_revision, body.request_id)
+        self._check_conditions(body.if_revision)
+        session = self._session_ref(body)
+        cmd = Delete(key, body.if_value, body.if_revision, session=session)
         return self._outcome(await self._write(cmd))
 
     # -- cluster ------------------------------------------------------------------------

@@ -6,14 +6,41 @@ commands (msgpack, tagged structs); reads run on the applied state.
 - ``revision`` of a key is the log index of the entry that last changed it,
   so revisions only grow; the store's revision is the index of the last
   change to any key.
-- A write may carry a ``request_id``.  Its outcome is remembered, so a retry
-  (after a 504, a leader change or a restart) returns the first outcome and
-  never applies twice.  The memory is part of the replicated state and of
-  snapshots, and bounded: the client is the part of the id before its last
-  ``:`` (``"c7f3:42"`` is request 42 of client ``c7f3``), and each client
-  keeps its newest :data:`REQUESTS_PER_CLIENT` outcomes, for at most
-  :data:`MAX_CLIENTS` clients (the least recently active are forgotten
-  first).  Eviction depends only on the log, so every replica agrees.
+- Client sessions (Raft thesis §6.3) make writes idempotent.  A client
+  opens a session with an :class:`OpenSession` entry; the session's id is
+  that entry's log index.  Each write then names its session, its sequence
+  number ``seq`` and ``lowest_pending``, the lowest ``seq`` the client still
+  awaits an answer for (:class:`SessionRef`).  The store remembers each
+  write's outcome, so a retry (after a 504, a leader change or a restart)
+  returns the first outcome and never applies twice.  A write without a
+  session is a plain write: applied each time it is committed.
+
+Forgetting, and why a forgotten request is never applied
+--------------------------------------------------------
+
+Memory is bounded, and what is forgotten depends only on committed entries
+(never on clocks or on when a replica applied them), and is in snapshots,
+so every replica gives a retry the same answer:
+
+- within a session, the outcomes below the highest ``lowest_pending``
+  committed so far are dropped (the client has their answers), and so is
+  the lowest outcome when more than :data:`SESSION_OUTCOMES` are held (a
+  client that keeps its window, as :mod:`liferaft.client` does, never gets
+  there).  ``Session.floor`` records how far that has gone;
+- at most :data:`MAX_SESSIONS` sessions are live; opening one more evicts
+  the least recently used (by the index of the last entry naming it).
+
+A request whose session is not live, or whose ``seq`` is below its
+session's floor and not held, gets ``session_expired`` and changes nothing.
+"Never seen" and "forgotten" cannot be confused: a session id is live only
+if its own OpenSession entry created it, and ids are log indices, so a
+request naming an id that is not live names one that was evicted (or never
+opened); within a live session, every ``seq`` at or above the floor that is
+not held has never been applied.
+
+``request_id`` (before sessions) is kept only so that entries and version 1
+snapshots written by earlier builds replay exactly as they were first
+applied; the HTTP API no longer accepts it.
 """
 
 from __future__ import annotations
@@ -33,9 +60,12 @@ from liferaft.runtime.statemachine import (
 )
 
 MAX_KEY_BYTES = 4096
-REQUESTS_PER_CLIENT = 256
-MAX_CLIENTS = 10_000
-_SNAP_MAGIC = b"LRKV\x01"
+SESSION_OUTCOMES = 256  # outcomes held per session: the client's window of writes
+MAX_SESSIONS = 10_000  # live sessions; one more evicts the least recently used
+REQUESTS_PER_CLIENT = 256  # legacy request_id outcomes kept per client
+MAX_CLIENTS = 10_000  # legacy request_id clients kept
+_SNAP_PREFIX = b"LRKV"
+_SNAP_VERSION = 2  # 1: before sessions (request_id outcomes only)
 _BATCH = 1024  # items per snapshot record
 
 
@@ -46,19 +76,38 @@ class KV(msgspec.Struct, frozen=True):
     revision: int
 
 
+class SessionRef(msgspec.Struct, array_like=True, frozen=True):
+    """Which session a write belongs to, and where its client stands.
+
+    ``id`` is the log index of the session's OpenSession entry; ``seq``
+    numbers the client's writes from 1; ``lowest_pending`` is the lowest
+    ``seq`` whose answer the client still awaits (so it holds every answer
+    below it, and the store may drop those outcomes)."""
+
+    id: int
+    seq: int
+    lowest_pending: int
+
+
 class Put(msgspec.Struct, tag="put", frozen=True):
     key: str
     value: str
     if_value: str | None = None
     if_revision: int | None = None  # 0: create only
-    request_id: str | None = None
+    request_id: str | None = None  # legacy: only replayed, never proposed now
+    session: SessionRef | None = None
 
 
 class Delete(msgspec.Struct, tag="del", frozen=True):
     key: str
     if_value: str | None = None
     if_revision: int | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # legacy: only replayed, never proposed now
+    session: SessionRef | None = None
+
+
+class OpenSession(msgspec.Struct, tag="sopen", frozen=True):
+    """Open a client session; its id is the index of this entry."""
 
 
 class SetAddr(msgspec.Struct, tag="addr", frozen=True):
@@ -69,14 +118,16 @@ class SetAddr(msgspec.Struct, tag="addr", frozen=True):
     client_addr: str
 
 
-Command = Put | Delete | SetAddr
+Command = Put | Delete | SetAddr | OpenSession
 
 
 class WriteResult(msgspec.Struct, frozen=True):
     """The outcome of one write, as remembered for its request_id.
 
     ``outcome`` is ``ok``, ``not_found`` (delete of a missing key) or
-    ``precondition_failed`` (then ``current`` is what the key holds)."""
+    ``precondition_failed`` (then ``current`` is what the key holds), or
+    ``session_expired``: the request's session or outcome is forgotten, and
+    this entry changed nothing (an earlier copy may have applied)."""
 
     outcome: str
     revision: int
@@ -84,20 +135,62 @@ class WriteResult(msgspec.Struct, frozen=True):
     current: KV | None = None
 
 
+class Opened(msgspec.Struct, frozen=True):
+    """The result of an :class:`OpenSession` entry: the new session's id."""
+
+    session: int
+
+
+class Session:
+    """One live session's memory.
+
+    Invariant: every ``seq`` below ``floor`` that is not in ``outcomes``
+    may have been applied and is forgotten; every ``seq`` at or above it
+    that is not in ``outcomes`` was never applied in this session."""
+
+    __slots__ = ("floor", "outcomes")
+
+    def __init__(self, floor: int = 1, outcomes: Iterable[tuple[int, WriteResult]] = ()) -> None:
+        self.floor = floor
+        self.outcomes: SortedDict[int, WriteResult] = SortedDict(outcomes)
+
+    def forget_below(self, seq: int) -> None:
+        """Drop every outcome below ``seq`` and raise the floor to it."""
+        if seq <= self.floor:
+            return
+        for s in list(self.outcomes.irange(maximum=seq, inclusive=(True, False))):
+            del self.outcomes[s]
+        self.floor = seq
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_cmd = msgspec.msgpack.Decoder(Command).decode
 
 
-def encode_command(cmd: Put | Delete | SetAddr) -> bytes:
+def encode_command(cmd: Put | Delete | SetAddr | OpenSession) -> bytes:
     return _encode(cmd)
 
 
-class _SnapHead(msgspec.Struct):
+_LegacyClients = list[tuple[str, list[tuple[str, WriteResult]]]]
+
+
+class _SnapHeadV1(msgspec.Struct):
     revision: int
-    clients: list[tuple[str, list[tuple[str, WriteResult]]]]
+    clients: _LegacyClients
     addrs: dict[str, str] = {}
 
 
+class _SnapHead(msgspec.Struct, array_like=True):
+    """Version 2: sessions in least-recently-used order, each as
+    (id, floor, outcomes by seq)."""
+
+    revision: int
+    sessions: list[tuple[int, int, list[tuple[int, WriteResult]]]]
+    clients: _LegacyClients
+    addrs: dict[str, str]
+
+
+_decode_head_v1 = msgspec.msgpack.Decoder(_SnapHeadV1).decode
 _decode_head = msgspec.msgpack.Decoder(_SnapHead).decode
 _decode_items = msgspec.msgpack.Decoder(list[tuple[str, str, int]]).decode
 
@@ -112,12 +205,15 @@ class KVStore:
     def __init__(self) -> None:
         self.data: SortedDict[str, KV] = SortedDict()
         self.revision = 0
+        # Live sessions by id, least recently used first (see the module doc).
+        self.sessions: OrderedDict[int, Session] = OrderedDict()
+        # Legacy request_id outcomes by client (entries of earlier builds).
         self.clients: OrderedDict[str, OrderedDict[str, WriteResult]] = OrderedDict()
         self.addrs: dict[str, str] = {}  # node id -> client address
 
     # -- writes -----------------------------------------------------------------------
 
-    def apply(self, index: int, data: bytes) -> WriteResult:
+    def apply(self, index: int, data: bytes) -> WriteResult | Opened:
         try:
             cmd = _decode_cmd(data)
         except msgspec.DecodeError as exc:
@@ -126,6 +222,10 @@ class KVStore:
         if isinstance(cmd, SetAddr):
             self.addrs[cmd.node_id] = cmd.client_addr
             return WriteResult("ok", self.revision)
+        if isinstance(cmd, OpenSession):
+            return self._open_session(index)
+        if cmd.session is not None:
+            return self._apply_in_session(index, cmd, cmd.session)
         rid = cmd.request_id
         if rid is not None:
             seen = self._seen(rid)
@@ -134,6 +234,38 @@ class KVStore:
         res = self._put(index, cmd) if isinstance(cmd, Put) else self._delete(index, cmd)
         if rid is not None:
             self._remember(rid, res)
+        return res
+
+    def _open_session(self, index: int) -> Opened:
+        self.sessions[index] = Session()
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return Opened(index)
+
+    def _apply_in_session(self, index: int, cmd: Put | Delete, ref: SessionRef) -> WriteResult:
+        """Thesis §6.3: apply a session's request at most once."""
+        sess = self.sessions.get(ref.id)
+        if sess is None:
+            # Not live: evicted, or never opened.  Either way it may not apply.
+            return WriteResult("session_expired", self.revision)
+        self.sessions.move_to_end(ref.id)
+        # The API refuses lowest_pending > seq (a client would claim the
+        # answer to the very request it sends); a committed entry with it
+        # must still not raise, so it counts as lowest_pending == seq.
+        sess.forget_below(min(ref.lowest_pending, ref.seq))
+        held: WriteResult | None = sess.outcomes.get(ref.seq)
+        if held is not None:
+            return held
+        if ref.seq < sess.floor:
+            return WriteResult("session_expired", self.revision)
+        res = self._put(index, cmd) if isinstance(cmd, Put) else self._delete(index, cmd)
+        sess.outcomes[ref.seq] = res
+        if len(sess.outcomes) > SESSION_OUTCOMES:
+            # Only a client that overran its window gets here; the lowest
+            # outcome goes, and the floor moves past it so its retry is
+            # answered session_expired rather than applied again.
+            lowest, _ = sess.outcomes.popitem(0)
+            sess.forget_below(lowest + 1)
         return res
 
     def _check(self, cur: KV | None, if_value: str | None, if_revision: int | None) -> bool:
@@ -164,6 +296,10 @@ class KVStore:
         del self.data[cmd.key]
         self.revision = index
         return WriteResult("ok", index, prev=cur)
+
+    # Legacy request_id dedup: entries written before sessions replay as they
+    # were first applied.  Not sound after eviction (a forgotten id looks
+    # new), which is why the API no longer accepts request_id.
 
     def _seen(self, rid: str) -> WriteResult | None:
         reqs = self.clients.get(client_of(rid))
@@ -205,6 +341,7 @@ class KVStore:
         items = list(self.data.items())
         head = _SnapHead(
             self.revision,
+            [(sid, s.floor, list(s.outcomes.items())) for sid, s in self.sessions.items()],
             [(c, list(reqs.items())) for c, reqs in self.clients.items()],
             dict(self.addrs),
         )
@@ -214,12 +351,22 @@ class KVStore:
         r = ChunkReader(chunks)
         if r.at_eof():  # the empty state of a brand-new cluster
             self.data, self.revision = SortedDict(), 0
-            self.clients, self.addrs = OrderedDict(), {}
+            self.sessions, self.clients, self.addrs = OrderedDict(), OrderedDict(), {}
             return
-        if r.read_exact(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+        if r.read_exact(len(_SNAP_PREFIX)) != _SNAP_PREFIX:
             raise SnapshotFormatError("not a liferaft-kv snapshot")
+        version = r.read_exact(1)[0]
+        if version not in (1, _SNAP_VERSION):
+            raise SnapshotFormatError(
+                f"liferaft-kv snapshot version {version}; this build reads versions "
+                f"1 and {_SNAP_VERSION}"
+            )
         try:
-            head = _decode_head(_record(r))
+            if version == 1:
+                v1 = _decode_head_v1(_record(r))
+                head = _SnapHead(v1.revision, [], v1.clients, v1.addrs)
+            else:
+                head = _decode_head(_record(r))
             data: SortedDict[str, KV] = SortedDict()
             while not r.at_eof():
                 for k, v, rev in _decode_items(_record(r)):
@@ -228,6 +375,9 @@ class KVStore:
             raise SnapshotFormatError(f"bad liferaft-kv snapshot: {exc}") from exc
         self.data = data
         self.revision = head.revision
+        self.sessions = OrderedDict(
+            (sid, Session(floor, outcomes)) for sid, floor, outcomes in head.sessions
+        )
         self.clients = OrderedDict((c, OrderedDict(reqs)) for c, reqs in head.clients)
         self.addrs = dict(head.addrs)
 
@@ -242,7 +392,7 @@ def _framed(b: bytes) -> bytes:
 
 
 def _snapshot_chunks(head: _SnapHead, items: list[tuple[str, KV]]) -> Iterator[bytes]:
-    yield _SNAP_MAGIC + _framed(_encode(head))
+    yield _SNAP_PREFIX + bytes([_SNAP_VERSION]) + _framed(_encode(head))
     for i in range(0, len(items), _BATCH):
         batch = [(k, kv.value, kv.revision) for k, kv in items[i : i + _BATCH]]
         yield _framed(_encode(batch))

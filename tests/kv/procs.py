@@ -453,6 +453,22 @@ class ProcCluster:
             node_id, "PUT", kv_path(key), {"value": value, **fields}, timeout=timeout
         )
 
+    def open_session(self, ids: Iterable[str] | None = None, timeout: float = 20.0) -> int:
+        """A new client session (``POST /v1/sessions`` on the given or live
+        nodes in turn until one answers 200); its id.  A session opened by an
+        attempt that timed out is merely unused."""
+        cands = list(ids) if ids is not None else None
+        tries = {"n": 0}
+
+        def attempt() -> int | None:
+            nodes = cands or self.live_ids()
+            node = nodes[tries["n"] % len(nodes)]
+            tries["n"] += 1
+            code, body = self.request(node, "POST", "/v1/sessions", {}, timeout=5.0)
+            return int(body["session"]) if code == 200 else None
+
+        return wait_for(attempt, timeout, "a session opened", interval=0.1)
+
     def get(self, node_id: str, key: str, consistency: str | None = None) -> tuple[int, Any]:
         q = f"?consistency={consistency}" if consistency is not None else ""
         return self.request(node_id, "GET", kv_path(key) + q)
@@ -521,7 +537,7 @@ def proc_cluster(root: Path, **kw: Any) -> Iterator[ProcCluster]:
 
 class Writer(threading.Thread):
     """Sequential writes to ``keys`` keys (value ``i`` for write number i),
-    each with its own ``request_id``, retried with that same id on any
+    in one client session, each retried with its same ``seq`` on any
     failure (another live node, the leader first) until it is acknowledged;
     only then comes the next write.  So every attempted write ends
     acknowledged (or the writer gives up and records ``failure``), and the
@@ -563,16 +579,23 @@ class Writer(threading.Thread):
         return live
 
     def run(self) -> None:
+        try:
+            sid = self.c.open_session(self.ids, timeout=self.per_write_timeout)
+        except AssertionError as exc:
+            self.failure = str(exc)
+            return
         i = 0
         while not self.stop_ev.is_set():
-            key, value, rid = self.key(i), str(i), f"writer-{id(self)}:{i}"
+            key, value = self.key(i), str(i)
+            # One write at a time: every earlier one is answered.
+            req = {"session": sid, "seq": i + 1, "lowest_pending": i + 1}
             deadline = time.monotonic() + self.per_write_timeout
             rotate = 0
             while True:
                 cands = self._candidates()
                 if cands:
                     target = cands[rotate % len(cands)]
-                    code, body = self.c.put(target, key, value, request_id=rid, timeout=3.0)
+                    code, body = self.c.put(target, key, value, **req, timeout=3.0)
                     if code == 200:
                         self._target = target
                         break

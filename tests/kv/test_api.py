@@ -135,18 +135,6 @@ async def test_conditional_writes_answer_412_with_the_current_value(api: Api) ->
     assert st == 412 and body["current"] is None
 
 
-async def test_a_repeated_request_id_returns_the_first_outcome(api: Api) -> None:
-    ld = await api.leader_id()
-    f = await api.follower_id()
-    req = {"value": "a", "request_id": "client7:1"}
-    st, first, _ = await api.call(ld, "PUT", "/v1/kv/r", req)
-    await api.call(ld, "PUT", "/v1/kv/r", {"value": "b"})
-    st2, again, _ = await api.call(f, "PUT", "/v1/kv/r", req)  # through another node
-    assert (st, st2) == (200, 200) and again == first
-    _, got, _ = await api.call(ld, "GET", "/v1/kv/r")
-    assert got["value"] == "b"  # applied once: the retry did not write "a" again
-
-
 @pytest.mark.parametrize(
     "path,body,raw",
     [
@@ -156,7 +144,8 @@ async def test_a_repeated_request_id_returns_the_first_outcome(api: Api) -> None
         ("/v1/kv/k", {}, None),
         ("/v1/kv/k", {"value": "v", "if_revision": -1}, None),
         ("/v1/kv/k", {"value": "v", "if_revision": "3"}, None),
-        ("/v1/kv/k", {"value": "v", "request_id": ""}, None),
+        ("/v1/kv/k", {"value": "v", "request_id": "c:1"}, None),  # retired: sessions
+        ("/v1/kv/k", {"value": "v", "session": 1}, None),
         ("/v1/kv/" + "k" * 4097, {"value": "v"}, None),
         ("/v1/kv/%FF", {"value": "v"}, None),
     ],

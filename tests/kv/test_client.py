@@ -1,5 +1,6 @@
 """liferaft.client against three in-process nodes: leader discovery, typed
-errors, the sync wrapper, and retries that keep the request_id."""
+errors, the sync wrapper, and retries that keep the write's session and seq
+(more on sessions in test_sessions.py)."""
 
 from __future__ import annotations
 
@@ -89,9 +90,9 @@ async def test_no_quorum_ends_in_a_typed_error_by_the_deadline(api: Api) -> None
         assert loop.time() - t0 < 6
 
 
-async def test_a_retry_after_an_unknown_outcome_keeps_the_request_id(api: Api) -> None:
-    """A 504 (the followers are cut off) is retried with the same request_id
-    once they are back; the write is applied exactly once."""
+async def test_a_retry_after_an_unknown_outcome_keeps_its_session_and_seq(api: Api) -> None:
+    """A 504 (the followers are cut off) is retried with the same session and
+    seq once they are back; the write is applied exactly once."""
     ld = await api.c.leader()
     async with AsyncClient(api.urls[ld.id].removeprefix("http://"), timeout=8) as c:
         await c.put("k", "0")
@@ -101,14 +102,24 @@ async def test_a_retry_after_an_unknown_outcome_keeps_the_request_id(api: Api) -
             if n is not ld:
                 n.transport.set_peers({})  # type: ignore[attr-defined]
         ld.transport.set_peers({})  # type: ignore[attr-defined]
-        rid = c.next_request_id()
-        task = asyncio.create_task(c.put("k", "1", request_id=rid))
+        sent: list[dict[str, object]] = []
+        once = c._once
+
+        async def record(ep: str, method: str, path: str, body: object, left: float) -> object:
+            if method == "PUT":
+                assert isinstance(body, dict)
+                sent.append(body)
+            return await once(ep, method, path, body, left)
+
+        c._once = record  # type: ignore[method-assign]
+        task = asyncio.create_task(c.put("k", "1"))
         await asyncio.sleep(1.5)  # at least one attempt timed out (504)
         for n in api.c.nodes.values():
             n._update_peers()
         r = await task
-        again = await c.put("k", "1", request_id=rid)
-        assert again.revision == r.revision  # the first outcome, not a second write
+        assert len(sent) >= 2 and all(b == sent[0] for b in sent)  # one session, one seq
+        ld_sm = api.c.sms[ld.id]
+        assert ld_sm.sessions[c.session_id].outcomes[sent[0]["seq"]].revision == r.revision
         got = await c.get("k")
         assert got is not None and got.value == "1" and got.revision == r.revision
 

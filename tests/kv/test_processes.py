@@ -44,15 +44,25 @@ from tests.kv.procs import (
 pytestmark = pytest.mark.timeout(120)
 
 
-def must_put(c: ProcCluster, key: str, value: str, rid: str, ids: list[str] | None = None) -> int:
-    """PUT with a fixed request_id, retried on any live node until 200; the revision."""
+def must_put(
+    c: ProcCluster,
+    key: str,
+    value: str,
+    req: dict[str, int] | None = None,
+    ids: list[str] | None = None,
+) -> int:
+    """PUT in a client session (``req``: session, seq, lowest_pending; by
+    default seq 1 of a new session), retried with those same fields on any
+    live node until 200; the revision."""
     cands = ids or c.live_ids()
+    if req is None:
+        req = {"session": c.open_session(cands), "seq": 1, "lowest_pending": 1}
     tries = {"n": 0}
 
     def attempt() -> int | None:
         node = cands[tries["n"] % len(cands)]
         tries["n"] += 1
-        code, body = c.put(node, key, value, request_id=rid, timeout=5.0)
+        code, body = c.put(node, key, value, **req, timeout=5.0)
         return int(body["revision"]) if code == 200 else None
 
     return wait_for(attempt, 20, f"PUT {key}={value} acknowledged", interval=0.1)
@@ -111,7 +121,7 @@ def test_a_restarted_follower_catches_up_by_snapshot_after_compaction(tmp_path: 
         assert leader is not None
         follower = next(i for i in sorted(c.nodes) if i != leader)
         for i in range(5):
-            must_put(c, f"early/{i}", str(i), f"early:{i}", [leader])
+            must_put(c, f"early/{i}", str(i), ids=[leader])
         commit = status_of(c, leader)["commit_index"]
         wait_for(
             lambda: (c.status(follower) or {}).get("applied_index", 0) >= commit,
@@ -123,7 +133,7 @@ def test_a_restarted_follower_catches_up_by_snapshot_after_compaction(tmp_path: 
 
         ids = [i for i in c.nodes if i != follower]
         for i in range(200):
-            must_put(c, f"k/{i:03d}", f"v{i}", f"bulk:{i}", ids)
+            must_put(c, f"k/{i:03d}", f"v{i}", ids=ids)
         leader = c.wait_leader(among=ids)
         commit = status_of(c, leader)["commit_index"]
         assert commit >= down_at + 200
@@ -163,7 +173,7 @@ def test_a_restarted_follower_catches_up_by_snapshot_after_compaction(tmp_path: 
 def test_kill_9_of_every_node_then_restart_loses_no_acknowledged_write(tmp_path: Path) -> None:
     with proc_cluster(tmp_path) as c:
         c.start_cluster(3)
-        acked = {f"d/{i}": must_put(c, f"d/{i}", f"v{i}", f"dur:{i}") for i in range(40)}
+        acked = {f"d/{i}": must_put(c, f"d/{i}", f"v{i}") for i in range(40)}
         term = max(st["term"] for st in (c.status(i) for i in c.nodes) if st)
         for i in list(c.nodes):
             c.kill(i)
@@ -182,12 +192,12 @@ def test_a_sigstopped_leader_never_serves_a_stale_linearizable_read(tmp_path: Pa
     with proc_cluster(tmp_path) as c:
         old = c.start_cluster(3)
         assert old is not None
-        assert must_put(c, "x", "before", "stop:1", [old])
+        assert must_put(c, "x", "before", ids=[old])
         c.pause(old)
         try:
             others = [i for i in c.nodes if i != old]
             assert c.wait_leader(among=others) != old
-            rev = must_put(c, "x", "during", "stop:2", others)
+            rev = must_put(c, "x", "during", ids=others)
         finally:
             c.resume(old)
         # Right after SIGCONT the old leader may still believe it leads: a
@@ -349,7 +359,7 @@ def test_each_consistency_mode_and_an_unknown_one(tmp_path: Path) -> None:
             assert code == 200 and body["items"] == [want]
 
 
-def test_a_retry_after_a_504_with_the_same_request_id_applies_once(tmp_path: Path) -> None:
+def test_a_retry_after_a_504_in_the_same_session_applies_once(tmp_path: Path) -> None:
     # An election timeout (1 s) no shorter than the request timeout (1 s): a
     # leader cut off from its followers stays leader for at least 1 s (check
     # quorum looks once per election timeout), so the PUT times out (504)
@@ -357,13 +367,14 @@ def test_a_retry_after_a_504_with_the_same_request_id_applies_once(tmp_path: Pat
     timing = ["--election-timeout", "1000", "--heartbeat-interval", "100"]
     with proc_cluster(tmp_path, timing=timing, extra=["--request-timeout", "1"]) as c:
         c.start_cluster(3)
-        must_put(c, "idem", "v0", "setup:1")
+        must_put(c, "idem", "v0")
         leader = c.wait_leader()
         followers = [i for i in c.nodes if i != leader]
+        req = {"session": c.open_session(), "seq": 1, "lowest_pending": 1}
         for f in followers:
             c.pause(f)
         try:
-            code, body = c.put(leader, "idem", "v1", request_id="fixed-1", timeout=10)
+            code, body = c.put(leader, "idem", "v1", **req, timeout=10)
             assert code == 504, body
             assert body["error"] == "timeout"
             # Cut off for longer, the leader steps down (check quorum); a write
@@ -382,10 +393,10 @@ def test_a_retry_after_a_504_with_the_same_request_id_applies_once(tmp_path: Pat
         finally:
             for f in followers:
                 c.resume(f)
-        rev = must_put(c, "idem", "v1", "fixed-1")
+        rev = must_put(c, "idem", "v1", req)
         c.wait_leader()
         for node in c.live_ids():  # a second retry, anywhere: the same outcome
-            assert must_put(c, "idem", "v1", "fixed-1", [node]) == rev, node
+            assert must_put(c, "idem", "v1", req, [node]) == rev, node
         code, body = c.get(followers[0], "idem")
         assert (code, body["value"], body["revision"]) == (200, "v1", rev)
         # The 503 write was not applied.
@@ -429,6 +440,10 @@ def test_bearer_token_auth(tmp_path: Path) -> None:
         r = c.cli("kv", "get", "auth/k", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["value"] == "good"
+        r = c.cli("kv", "put", "auth/cli", "w")  # a CLI write opens a session first
+        assert r.returncode == 0, r.stderr
+        code, got = c.get(leader, "auth/cli")
+        assert code == 200 and got["value"] == "w", got
         r = subprocess.run(
             [*CLI, "kv", "get", "auth/k", "--json", "--endpoints", c.endpoints()],
             capture_output=True,

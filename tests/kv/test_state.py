@@ -1,5 +1,6 @@
-"""The kv state machine: conditional writes, revisions, request-id dedup
-(bounded, deterministic), listing, and snapshots that restore exactly."""
+"""The kv state machine: conditional writes, revisions, legacy request-id
+dedup (entries of earlier builds replay alike), listing, and snapshots that
+restore exactly.  Client sessions have their own file, test_sessions.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_conditions() -> None:
     assert apply(s, 8, Put("k", "v", if_value="x")).outcome == "precondition_failed"
 
 
-def test_a_retried_request_returns_the_first_outcome_and_applies_once() -> None:
+def test_a_retried_legacy_request_returns_the_first_outcome_and_applies_once() -> None:
     s = KVStore()
     first = apply(s, 1, Put("k", "a", request_id="c1:1"))
     apply(s, 2, Put("k", "b"))
@@ -93,6 +94,17 @@ ops = st.lists(
         st.text(max_size=20),
         st.one_of(st.none(), st.integers(0, 30)),
         st.one_of(st.none(), st.sampled_from([f"cl{i}:{j}" for i in range(3) for j in range(5)])),
+        # A session (the entries at index 1 and 2 open sessions 1 and 2; 3
+        # is never opened), seq and lowest_pending, or none.
+        st.one_of(
+            st.none(),
+            st.builds(
+                lambda sid, seq, back: kvs.SessionRef(sid, seq, max(1, seq - back)),
+                st.integers(1, 3),
+                st.integers(1, 12),
+                st.integers(0, 4),
+            ),
+        ),
     ),
     max_size=60,
 )
@@ -102,15 +114,17 @@ ops = st.lists(
 @given(ops)
 def test_a_snapshot_restores_exactly_and_replays_alike(seq: list) -> None:  # type: ignore[type-arg]
     s = KVStore()
+    s.apply(1, encode_command(kvs.OpenSession()))
+    s.apply(2, encode_command(kvs.OpenSession()))
     cmds = []
-    for i, (op, k, v, rev, rid) in enumerate(seq):
+    for i, (op, k, v, rev, rid, ref) in enumerate(seq):
         c: Put | Delete = (
-            Put(k, v, if_revision=rev, request_id=rid)
+            Put(k, v, if_revision=rev, request_id=rid, session=ref)
             if op == "put"
-            else Delete(k, if_revision=rev, request_id=rid)
+            else Delete(k, if_revision=rev, request_id=rid, session=ref)
         )
         cmds.append(c)
-        apply(s, i + 1, c)
+        apply(s, i + 3, c)
     snap = s.snapshot()
     chunks = list(snap.chunks())
     snap.release()
@@ -118,6 +132,9 @@ def test_a_snapshot_restores_exactly_and_replays_alike(seq: list) -> None:  # ty
     t.restore(chunks)
     assert dict(t.data) == dict(s.data) and t.revision == s.revision
     assert {c: dict(r) for c, r in t.clients.items()} == {c: dict(r) for c, r in s.clients.items()}
+    assert [(i, x.floor, dict(x.outcomes)) for i, x in t.sessions.items()] == [
+        (i, x.floor, dict(x.outcomes)) for i, x in s.sessions.items()
+    ]
     # Both replay the same further commands to the same results.
     rng = random.Random(len(seq))
     for j in range(10):
