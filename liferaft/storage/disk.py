@@ -59,8 +59,8 @@ class DiskStorage:
         metadata only (``data == b""``): a runtime that streams snapshots with
         :meth:`snapshot_chunks` never needs the whole image in memory."""
         self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        fs.makedirs(self.dir)  # a fresh directory is durable in its parent
         self.hard = HardStateStore(self.dir, fs=fs)
         self._lazy_commit = 0  # a commit index not yet written; see the module doc
         self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots, fs=fs)

@@ -50,8 +50,8 @@ class HardStateStore:
 
     def __init__(self, directory: str | os.PathLike[str], fs: FileSystem = REAL) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        fs.makedirs(self.dir)
         self.path = self.dir / NAME
         tmp = self.dir / (NAME + ".tmp")
         if fs.exists(tmp):

@@ -168,9 +168,9 @@ class SnapshotStore:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.fs = fs
+        fs.makedirs(self.dir)
         if cleanup:
             for name in self.fs.listdir(self.dir):
                 if name.endswith(".tmp"):

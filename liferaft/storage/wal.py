@@ -18,7 +18,15 @@ bit anywhere in a record is detected.  An ENTRY record's payload is
 * **Truncate suffix** (a new leader overwrote our conflicting tail) deletes
   whole later segments, then cuts the file holding the first removed entry at
   that entry's offset, and syncs.
-* **Compact** deletes segments whose entries all precede a durable snapshot.
+* **Compact** deletes segments whose entries all precede a durable snapshot,
+  oldest first, each unlink made durable (directory fsync) before the next:
+  POSIX does not order directory operations, and a crash that kept a later
+  unlink but not an earlier one would leave a gap in the log.
+* **Reset** (a snapshot from the leader replaced the log) first writes a
+  ``RESET`` mark durably, then deletes every segment, then the mark.  A
+  crash at any point in between leaves the mark, and the next open finishes
+  the job before reading anything: a half-deleted log never reaches the
+  store above (it would start past the snapshot, or have holes).
 
 Opening a WAL reads every segment once and builds the in-memory index
 (entry index -> segment and offset, plus the entry's term).  A record that is
@@ -53,6 +61,10 @@ _ENTRY = struct.Struct("<QQB")  # index, term, entry type
 
 REC_ENTRY = 1
 MAX_RECORD = 64 << 20
+
+#: Present only while a reset is under way (see :meth:`WAL.reset`); holds the
+#: index the log restarts at, in ASCII.
+RESET_MARK = "RESET"
 
 
 _ENTRY_TYPE_CRC = zlib.crc32(bytes((REC_ENTRY,)))  # the CRC starts with the type byte
@@ -143,6 +155,8 @@ class OpenReport:
     entries: int = 0
     torn_tail_bytes: int = 0
     repaired: list[str] = field(default_factory=list)
+    #: Segments an interrupted reset left behind (deleted on open, unless read-only).
+    interrupted_reset: int = 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -166,8 +180,9 @@ class WAL:
         fs: FileSystem = REAL,
     ) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        if not read_only:
+            fs.makedirs(self.dir)
         self.segment_size = segment_size
         self.segments: list[Segment] = []
         # Terms of every entry present, from first_index (compact: 8 bytes each).
@@ -188,11 +203,21 @@ class WAL:
 
     def _open(self, repair: bool) -> None:
         found = []
-        for name in self.fs.listdir(self.dir):
+        names = self.fs.listdir(self.dir)
+        for name in names:
             parsed = _parse_name(name)
             if parsed is not None:
                 found.append((parsed[0], parsed[1], self.dir / name))
         found.sort()
+        if RESET_MARK in names:
+            # A reset was cut short: every segment here belongs to the log it
+            # was replacing.  Finish it before looking at any of them.
+            self.report.interrupted_reset = len(found)
+            first = self._read_mark()
+            if not self.read_only:
+                self._finish_reset([p for _, _, p in found])
+            self._first = first
+            return
         expect: int | None = None
         for i, (seq, first, path) in enumerate(found):
             last_segment = i == len(found) - 1
@@ -519,7 +544,10 @@ class WAL:
             raise StorageError(f"cannot truncate at {index}: before the first index {self._first}")
         self._close_writer()
         while self.segments and self.segments[-1].first >= index and len(self.segments) > 1:
+            # Newest first, each durable before the next (as in compact):
+            # whatever a crash keeps is then a prefix of the log.
             self.fs.unlink(self.segments.pop().path)
+            self.fs.fsync_dir(self.dir)
         seg = self.segments[-1]
         keep = index - seg.first
         cut = seg.offsets[keep] if keep < len(seg.offsets) else seg.size
@@ -537,28 +565,59 @@ class WAL:
         dropped = 0
         while len(self.segments) > 1 and self.segments[1].first <= index:
             seg = self.segments.pop(0)
+            # One at a time, each durable before the next: a crash that
+            # undid an earlier unlink but kept a later one would leave a hole.
             self.fs.unlink(seg.path)
+            self.fs.fsync_dir(self.dir)
             n = len(seg.offsets)
             del self._terms[:n]
             self._first += n
             dropped += 1
         if dropped:
-            self.fs.fsync_dir(self.dir)
             tail = self._tail
             if tail and tail[0].index < self._first:
                 del tail[: self._first - tail[0].index]
         return dropped
 
     def reset(self, first: int) -> None:
-        """Drop everything (a snapshot replaced the log); the next entry is ``first``."""
+        """Drop everything (a snapshot replaced the log); the next entry is ``first``.
+
+        Crash-safe: the ``RESET`` mark is durable before the first segment
+        goes, and is removed (durably) only after the last one has, so a
+        reopen either sees the whole old log, or the mark and finishes the
+        reset (see the module doc).  Nothing new is written while the mark
+        exists, so a reopen never deletes entries appended after a reset.
+        """
         self._close_writer()
-        for seg in self.segments:
-            self.fs.unlink(seg.path)
-        self.fs.fsync_dir(self.dir)
+        paths = [seg.path for seg in self.segments]
         self.segments.clear()
         self._terms = array("Q")
         self._tail.clear()
         self._first = first
+        if not paths and not self.fs.exists(self.dir / RESET_MARK):
+            return
+        self.fs.create(self.dir / RESET_MARK, b"%d\n" % first)
+        self.fs.fsync_dir(self.dir)
+        self._finish_reset(paths)
+
+    def _read_mark(self) -> int:
+        raw = self.fs.read(self.dir / RESET_MARK)
+        try:
+            return int(raw.decode("ascii").strip())
+        except ValueError:
+            # Torn or empty: the mark is created whole and fsynced before it
+            # counts, so this one was never durable; its first index is
+            # learned again from the snapshot (DiskStorage resets once more).
+            return 1
+
+    def _finish_reset(self, paths: list[Path]) -> None:
+        # Newest first, so that even a reader that stops here sees a prefix
+        # of the old log rather than one with its start cut away.
+        for path in sorted(paths, reverse=True):
+            self.fs.unlink(path)
+        self.fs.fsync_dir(self.dir)
+        self.fs.unlink(self.dir / RESET_MARK)
+        self.fs.fsync_dir(self.dir)
 
     def close(self) -> None:
         self._close_writer()
