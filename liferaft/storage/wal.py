@@ -35,7 +35,10 @@ truncated away.  Anything else that fails its checks (a CRC mismatch, a bad
 length, a gap in the indices, a bad header) is corruption, reported with the
 file and byte offset, and the WAL refuses to open.  ``repair=True`` cuts the
 log at the first bad record instead, and reports what it dropped; nothing is
-ever skipped silently.
+ever skipped silently.  With ``read_only=True`` as well, it only works out
+that cut (:class:`RepairPlan`: which files, how many bytes, and how many of
+the dropped records still check out) and changes nothing, so that
+``liferaft inspect`` can show it and ask before :func:`apply_repair`.
 """
 
 from __future__ import annotations
@@ -95,6 +98,42 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
     return False
 
 
+def _record_at(data: bytes, p: int) -> tuple[int, int, int] | None:
+    """The checksummed ENTRY record at ``p``, as (index, term, end), or None."""
+    n = len(data)
+    if p + _REC.size + _ENTRY.size > n:
+        return None
+    length, crc, rtype = _REC.unpack_from(data, p)
+    end = p + _REC.size + length
+    if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
+        return None
+    if zlib.crc32(data[p + _REC.size : end], _ENTRY_TYPE_CRC) != crc:
+        return None
+    index, term, _ = _ENTRY.unpack_from(data, p + _REC.size)
+    return index, term, end
+
+
+def _salvage(data: bytes, start: int) -> list[tuple[int, int]]:
+    """(index, term) of every checksummed ENTRY record from ``start`` on,
+    found by following lengths and, past a bad record, by trying each later
+    position whose type byte is an ENTRY's.  For reporting what a cut would
+    drop, never for reading the log."""
+    found: list[tuple[int, int]] = []
+    p = start
+    type_byte = bytes((REC_ENTRY,))
+    while p + _REC.size + _ENTRY.size <= len(data):
+        rec = _record_at(data, p)
+        if rec is not None:
+            found.append((rec[0], rec[1]))
+            p = rec[2]
+            continue
+        q = data.find(type_byte, p + 9)  # the type byte sits at offset 8 of a record
+        if q < 0:
+            break
+        p = q - 8
+    return found
+
+
 SECTOR = 512
 
 
@@ -147,6 +186,47 @@ class Segment:
         return self.first + len(self.offsets) - 1
 
 
+@dataclass(frozen=True)
+class FileCut:
+    """One file a repair changes: truncated at ``offset``, or removed (None)."""
+
+    path: Path
+    offset: int | None
+    dropped_bytes: int
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """What cutting the log at its first corrupt record drops.
+
+    ``keep_last`` is the last entry kept (the log is a prefix up to it).
+    Everything after goes: the bad record and all that follows it, in
+    ``files``.  ``intact`` counts the dropped ENTRY records whose checksum
+    is still valid: entries this node held whole, and perhaps acknowledged.
+    """
+
+    path: Path
+    offset: int
+    reason: str
+    keep_last: int
+    files: tuple[FileCut, ...]
+    intact: int = 0
+    intact_first: int = 0
+    intact_last: int = 0
+    term_min: int = 0
+    term_max: int = 0
+
+    @property
+    def dropped_bytes(self) -> int:
+        return sum(f.dropped_bytes for f in self.files)
+
+    @property
+    def last_seen(self) -> int:
+        """The highest index among the dropped records that check out (or the
+        first one dropped, if none do)."""
+        return max(self.intact_last, self.keep_last + 1)
+
+
 @dataclass
 class OpenReport:
     """What opening the WAL found and did."""
@@ -157,6 +237,8 @@ class OpenReport:
     repaired: list[str] = field(default_factory=list)
     #: Segments an interrupted reset left behind (deleted on open, unless read-only).
     interrupted_reset: int = 0
+    #: With ``repair=True``: the cut at the first corruption (None if none).
+    repair: RepairPlan | None = None
 
 
 def fsync_dir(path: Path) -> None:
@@ -195,8 +277,9 @@ class WAL:
         self._fd: int | None = None
         self._broken = False
         self.report = OpenReport()
-        # Read-only (for inspection): a torn tail is reported, not truncated.
-        self.read_only = read_only and not repair
+        # Read-only (for inspection): a torn tail is reported, not truncated,
+        # and a repair is only planned (report.repair), not carried out.
+        self.read_only = read_only
         self._open(repair)
 
     # -- opening -------------------------------------------------------------------------
@@ -231,7 +314,10 @@ class WAL:
             except CorruptionError as exc:
                 if not repair:
                     raise
-                self._repair_from(seg, exc, found[i + 1 :])
+                plan = self._plan_repair(seg, exc, [p for _, _, p in found[i + 1 :]])
+                self.report.repair = plan
+                if not self.read_only:
+                    self.report.repaired.extend(apply_repair(plan, self.fs))
                 if seg.offsets:
                     self._add_segment(seg)
                 break
@@ -328,26 +414,36 @@ class WAL:
             return
         self.fs.truncate(seg.path, off)
 
-    def _repair_from(
-        self, seg: Segment, exc: CorruptionError, later: list[tuple[int, int, Path]]
-    ) -> None:
-        """Cut the log at the corruption: keep what precedes it, drop the rest."""
+    def _plan_repair(self, seg: Segment, exc: CorruptionError, later: list[Path]) -> RepairPlan:
+        """Work out the cut at ``exc``: keep what precedes it (in memory now),
+        drop the rest.  Changes no file."""
         # Entries of this segment scanned before the bad record stay.
         good = len(seg.offsets)
         del self._terms[len(self._terms) - good :]
         seg.offsets = array("Q")
         cut = exc.offset if exc.offset >= _HEADER.size else 0
+        data = self.fs.read(seg.path)
         if cut:
             self._scan_prefix(seg, cut)
-            self.fs.truncate(seg.path, cut)
-            self.report.repaired.append(f"{seg.path}: truncated at offset {cut} ({exc.reason})")
-        else:
-            self.fs.unlink(seg.path)
-            self.report.repaired.append(f"{seg.path}: removed ({exc.reason})")
-        for _, _, p in later:
-            self.fs.unlink(p)
-            self.report.repaired.append(f"{p}: removed (after the corruption)")
-        self.fs.fsync_dir(self.dir)
+        files = [FileCut(seg.path, cut or None, len(data) - cut)]
+        dropped = _salvage(data, max(cut, _HEADER.size))
+        for path in later:
+            other = self.fs.read(path)
+            files.append(FileCut(path, None, len(other)))
+            dropped += _salvage(other, _HEADER.size)
+        terms = [t for _, t in dropped]
+        return RepairPlan(
+            path=seg.path,
+            offset=exc.offset,
+            reason=exc.reason,
+            keep_last=self.last_index,
+            files=tuple(files),
+            intact=len(dropped),
+            intact_first=min((i for i, _ in dropped), default=0),
+            intact_last=max((i for i, _ in dropped), default=0),
+            term_min=min(terms, default=0),
+            term_max=max(terms, default=0),
+        )
 
     def _scan_prefix(self, seg: Segment, cut: int) -> None:
         data = self.fs.read(seg.path)[:cut]
@@ -627,3 +723,29 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def apply_repair(plan: RepairPlan, fs: FileSystem = REAL) -> list[str]:
+    """Carry out a :class:`RepairPlan`: truncate or remove exactly its files,
+    durably.  Returns a line per file for the report.
+
+    The later segments go first (newest first), the segment holding the bad
+    record last: a crash part-way leaves that record in place, so running
+    the repair again finds the same cut."""
+    done = []
+    bad, *later = plan.files
+    d = bad.path.parent
+    for f in reversed(later):
+        fs.unlink(f.path)
+        done.append(f"{f.path}: removed (after the corruption)")
+    if later:
+        fs.fsync_dir(d)
+    if bad.offset:
+        fs.truncate(bad.path, bad.offset)
+        done.append(f"{bad.path}: truncated at offset {bad.offset} ({plan.reason})")
+    else:
+        fs.unlink(bad.path)
+        fs.fsync_dir(d)
+        done.append(f"{bad.path}: removed ({plan.reason})")
+    done.reverse()  # in log order
+    return done
