@@ -192,14 +192,14 @@ def inspect(data_dir: Path, repair: bool, force: bool, yes: bool) -> None:
     else:
         click.echo("wal: none")
 
+    for line in snap_lines:
+        click.echo(line, err=line.startswith("CORRUPT"))
+
     if repair and pending:
         _repair(data_dir, wal_dir, plan, commit, snap_index, force, yes)
         plan = None
     elif repair:
         click.echo("repair: nothing to repair in the wal")
-
-    for line in snap_lines:
-        click.echo(line, err=line.startswith("CORRUPT"))
     if other_bad or plan is not None:
         sys.exit(1)
 

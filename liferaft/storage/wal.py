@@ -246,7 +246,8 @@ def fsync_dir(path: Path) -> None:
 
 
 class WAL:
-    """A segmented, checksummed log of entries.  Not thread-safe.
+    """A segmented, checksummed log of entries.  Not thread-safe: one owner
+    calls it at a time (in a node, DiskStorage, under its lock).
 
     ``first_index``..``last_index`` are the entries present; an empty WAL
     has ``last_index == first_index - 1``.
