@@ -140,8 +140,7 @@ class DiskStore:
         return self.disk.begin_snapshot(index, conf)
 
     def adopt_snapshot(self, meta: SnapshotMeta) -> None:
-        if meta.index > self.disk.snap_meta.index:
-            self.disk.snap_meta = meta
+        self.disk.adopt_snapshot(meta)  # under DiskStorage's lock, like compact()
 
     def compact(self, index: int) -> None:
         self.disk.compact(index)

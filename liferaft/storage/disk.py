@@ -16,13 +16,35 @@ lost in a crash is learned again from the leader (etcd does not sync it
 either).  It goes to disk with the next term or vote change, before the next
 membership-change entry (see durability.py for why that one matters), and on
 :meth:`DiskStorage.close`.
+
+Threads
+-------
+The WAL is not thread-safe; DiskStorage is, for what changes the disk.  The
+runtime saves Readies in a worker thread while, on the event loop, it starts
+a snapshot, adopts it and compacts the log: without one owner, a compaction
+deleted segments in the middle of an append.  So every call that writes or
+moves the log's base (:meth:`save` and its steps :meth:`plan`/:meth:`do`/
+:meth:`done`, :meth:`apply_snapshot`, :meth:`begin_snapshot`,
+:meth:`finish_snapshot`, :meth:`adopt_snapshot`, :meth:`compact`,
+:meth:`close`) holds one lock for its whole length: they run one at a time,
+whatever thread calls them.  A call on the event loop may wait for a save's
+fsync to finish (a compaction already did its own directory fsync there).
+
+The LogReader methods (``term``, ``entries``, ``last_index``, ...) take no
+lock: they belong to the one task that drives the core, which never reads
+the log while a save it started is under way (the Ready contract: persist,
+then step again).  Taking the lock there would block the event loop on
+every fsync.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from liferaft.core import (
     ConfState,
@@ -43,6 +65,19 @@ from .hardstate import HardStateStore
 from .snapshots import SnapshotStore, SnapshotWriter
 from .wal import WAL
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run ``method`` holding the store's lock (one writer at a time)."""
+
+    @functools.wraps(method)
+    def wrapper(self: DiskStorage, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
 
 class DiskStorage:
     """Durable storage of one node.  Implements liferaft.core.LogReader."""
@@ -59,8 +94,11 @@ class DiskStorage:
         metadata only (``data == b""``): a runtime that streams snapshots with
         :meth:`snapshot_chunks` never needs the whole image in memory."""
         self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        # Held by every call that changes the disk (see "Threads" above).
+        # Reentrant: save() holds it across do(), which takes it too.
+        self._lock = threading.RLock()
+        fs.makedirs(self.dir)  # a fresh directory is durable in its parent
         self.hard = HardStateStore(self.dir, fs=fs)
         self._lazy_commit = 0  # a commit index not yet written; see the module doc
         self.snaps = SnapshotStore(self.dir / "snap", keep=keep_snapshots, fs=fs)
@@ -156,6 +194,7 @@ class DiskStorage:
 
     # -- writing -------------------------------------------------------------------
 
+    @_locked
     def save(
         self,
         hard_state: HardState | None,
@@ -171,6 +210,7 @@ class DiskStorage:
             self.do(step)
         self.done(plan)
 
+    @_locked
     def plan(
         self,
         hard_state: HardState | None,
@@ -199,11 +239,13 @@ class DiskStorage:
             sync_commit,
         )
 
+    @_locked
     def done(self, plan: SavePlan) -> None:
         """Every step of ``plan`` is durable: remember its lazy commit index."""
         if plan.lazy_commit > self._lazy_commit:
             self._lazy_commit = plan.lazy_commit
 
+    @_locked
     def do(self, step: Step) -> None:
         """Carry out one step of a plan; it is durable when this returns."""
         if isinstance(step, PutSnapshot):
@@ -221,6 +263,7 @@ class DiskStorage:
         self.hard.save(HardState(hs.term, hs.vote, commit))
         self._lazy_commit = 0
 
+    @_locked
     def apply_snapshot(self, snap: Snapshot) -> None:
         """A snapshot from the leader replaces the whole log.
 
@@ -242,12 +285,14 @@ class DiskStorage:
             w.write(data)
             return self.finish_snapshot(w)
 
+    @_locked
     def begin_snapshot(self, index: int, conf: ConfState) -> SnapshotWriter:
         """Start a snapshot of the state as of applied ``index``, to be written
         in chunks (possibly from a worker thread), then given to
         :meth:`finish_snapshot`."""
         return self.snaps.create(SnapshotMeta(index, self.term(index), conf))
 
+    @_locked
     def finish_snapshot(self, w: SnapshotWriter) -> SnapshotMeta:
         """Commit a snapshot from :meth:`begin_snapshot` and make it the newest
         (unless a newer one was installed meanwhile)."""
@@ -256,10 +301,20 @@ class DiskStorage:
             self.snap_meta = meta
         return meta
 
+    @_locked
+    def adopt_snapshot(self, meta: SnapshotMeta) -> None:
+        """Make a snapshot taken with :meth:`begin_snapshot` the base of the
+        log, unless a newer one was installed meanwhile (the runtime commits
+        the writer in a worker thread, then adopts it on its own thread)."""
+        if meta.index > self.snap_meta.index:
+            self.snap_meta = meta
+
+    @_locked
     def compact(self, index: int) -> int:
         """Drop WAL segments wholly covered by the snapshot (index <= its index)."""
         return self.wal.compact(min(index, self.snap_meta.index + 1))
 
+    @_locked
     def close(self) -> None:
         """Write a pending commit index (best effort) and close the WAL."""
         try:

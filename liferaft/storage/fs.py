@@ -3,21 +3,53 @@
 :class:`FileSystem` is the real thing.  :class:`FaultFS` runs on the same
 real files but remembers what has been synced, so it can play a crash: each
 file written since its last fdatasync keeps only a random prefix of its
-unsynced bytes (a torn write), and it can make a write fail with ENOSPC or
-EIO after a chosen number of writes, part-way through.  Tests drive the WAL
-through it to check what survives.
+unsynced bytes (a torn write), a rename or unlink whose directory was not
+fsynced since may be undone, and it can make a write fail with ENOSPC or
+EIO after a chosen number of writes, part-way through.  It can also cut the
+power at the n-th file operation from now (:meth:`FaultFS.crash_after`), so
+a test can crash a multi-step operation at every one of its steps.  Tests
+drive the storage through it to check what survives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
 from pathlib import Path
 
 
+class PowerCut(Exception):
+    """Raised by :class:`FaultFS` at the file operation chosen by
+    :meth:`FaultFS.crash_after`: the machine lost power before it ran."""
+
+
 class FileSystem:
     """Real file operations (what production uses)."""
+
+    def makedirs(self, d: Path) -> None:
+        """Create ``d`` and any missing parents, durably.
+
+        A new directory's name lives in its parent, and is only durable once
+        the parent is fsynced (the same rule as for a new file); without it
+        a crash soon after the first start can lose the whole data directory,
+        or its wal/ or snap/ subdirectory, after the node acknowledged writes
+        into it."""
+        missing: list[Path] = []
+        p = d
+        while not self.exists(p):
+            missing.append(p)
+            p = p.parent
+        for p in reversed(missing):
+            # Another process may have made it meanwhile; its parent is fsynced all the same.
+            with contextlib.suppress(FileExistsError):
+                self.mkdir(p)
+            self.fsync_dir(p.parent)
+
+    def mkdir(self, d: Path) -> None:
+        """Create one directory (not yet durable: see :meth:`makedirs`)."""
+        d.mkdir()
 
     def listdir(self, d: Path) -> list[str]:
         return [p.name for p in d.iterdir()]
@@ -104,8 +136,41 @@ class FaultFS(FileSystem):
         # Renames not yet made durable by an fsync of their directory:
         # destination -> its content before the rename (None: did not exist).
         self.pending_renames: dict[Path, bytes | None] = {}
+        # Unlinks not yet made durable by an fsync of their directory: path ->
+        # the durable content it had.  A crash may bring each one back, in any
+        # combination (POSIX orders nothing between directory operations).
+        self.pending_unlinks: dict[Path, bytes] = {}
+        # Operations left before the power cut armed by crash_after().
+        self._ops_left: int | None = None
+
+    def crash_after(self, n: int | None) -> None:
+        """Cut the power at the ``n+1``-th file operation from now (``n=0``:
+        the next one): it raises :class:`PowerCut` instead of running.  Only
+        operations that change something count (create, mkdir, write,
+        fdatasync, truncate, unlink, replace, fsync_dir).  Follow with
+        :meth:`crash` to lose what was not durable.  ``None`` disarms."""
+        self._ops_left = n
+
+    def _op(self, what: str) -> None:
+        left = self._ops_left
+        if left is None:
+            return
+        if left <= 0:
+            self._ops_left = None
+            raise PowerCut(what)
+        self._ops_left = left - 1
+
+    def _reborn(self, path: Path) -> None:
+        # A new file took this name: an earlier unlink of it no longer matters.
+        self.pending_unlinks.pop(path, None)
+
+    def mkdir(self, d: Path) -> None:
+        self._op("mkdir")
+        super().mkdir(d)
 
     def create(self, path: Path, data: bytes) -> None:
+        self._op("create")
+        self._reborn(path)
         if self.os_sync:
             super().create(path, data)
         else:
@@ -119,6 +184,8 @@ class FaultFS(FileSystem):
         return fd
 
     def open_new(self, path: Path) -> int:
+        self._op("open_new")
+        self._reborn(path)
         fd = super().open_new(path)
         self._paths[fd] = path
         self.synced[path] = 0
@@ -127,6 +194,7 @@ class FaultFS(FileSystem):
         return fd
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
+        self._op("write")
         self.writes += 1
         if self.fail_after is not None:
             if self.fail_after <= 0:
@@ -138,6 +206,7 @@ class FaultFS(FileSystem):
         return super().write(fd, data)
 
     def fdatasync(self, fd: int) -> None:
+        self._op("fdatasync")
         if self.os_sync:
             super().fdatasync(fd)
         path = self._paths[fd]
@@ -153,24 +222,35 @@ class FaultFS(FileSystem):
         super().close(fd)
 
     def truncate(self, path: Path, size: int) -> None:
+        self._op("truncate")
         super().truncate(path, size)
         self.synced[path] = size
 
     def unlink(self, path: Path) -> None:
+        self._op("unlink")
+        if path not in self.pending_renames:  # a name never made durable just goes
+            durable = self.synced.get(path)
+            data = path.read_bytes()
+            self.pending_unlinks[path] = data if durable is None else data[:durable]
         super().unlink(path)
         self.synced.pop(path, None)
 
     def replace(self, src: Path, dst: Path) -> None:
+        self._op("replace")
+        self._reborn(dst)
         if dst not in self.pending_renames:
             self.pending_renames[dst] = dst.read_bytes() if dst.exists() else None
         super().replace(src, dst)
         self.synced[dst] = self.synced.pop(src, dst.stat().st_size)
 
     def fsync_dir(self, d: Path) -> None:
+        self._op("fsync_dir")
         if self.os_sync:
             super().fsync_dir(d)
         for dst in [p for p in self.pending_renames if p.parent == d]:
             del self.pending_renames[dst]
+        for gone in [p for p in self.pending_unlinks if p.parent == d]:
+            del self.pending_unlinks[gone]
 
     def flip_bit(self, path: Path, offset: int, bit: int) -> None:
         """Flip one bit of a file in place, as a failing disk or cable might."""
@@ -212,6 +292,15 @@ class FaultFS(FileSystem):
                     dst.write_bytes(old)
                     self.synced[dst] = len(old)
         self.pending_renames.clear()
+        # An unlink whose directory was never fsynced may not have happened.
+        # (The random draws happen only when there is such an unlink, so a
+        # crash after whole operations draws what it always drew.)
+        for gone, data in self.pending_unlinks.items():
+            if self.rng.random() < 0.5 and not gone.exists():
+                gone.write_bytes(data)
+                self.synced[gone] = len(data)
+        self.pending_unlinks.clear()
         self._paths.clear()
         self.fail_after = None
+        self._ops_left = None
         return lost

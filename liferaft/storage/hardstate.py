@@ -50,8 +50,8 @@ class HardStateStore:
 
     def __init__(self, directory: str | os.PathLike[str], fs: FileSystem = REAL) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        fs.makedirs(self.dir)
         self.path = self.dir / NAME
         tmp = self.dir / (NAME + ".tmp")
         if fs.exists(tmp):
@@ -71,6 +71,20 @@ class HardStateStore:
         new = HardState(hs.term, hs.vote, max(hs.commit, cur.commit))
         if new == cur:
             return cur
+        return self._write(new)
+
+    def lower_commit(self, commit: int) -> HardState:
+        """Lower the stored commit index to ``commit`` (term and vote stay).
+
+        Only for ``liferaft inspect --repair --force``, after an operator cut
+        the log below it: a node refuses to start with a commit index past its
+        log.  Nothing else ever moves the commit index back."""
+        cur = self.current
+        if commit >= cur.commit:
+            return cur
+        return self._write(HardState(cur.term, cur.vote, commit))
+
+    def _write(self, new: HardState) -> HardState:
         tmp = self.dir / (NAME + ".tmp")
         try:
             self.fs.create(tmp, encode(new))

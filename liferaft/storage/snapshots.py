@@ -15,9 +15,11 @@ neither taking nor installing a snapshot holds it twice in memory.  The last
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,9 +170,10 @@ class SnapshotStore:
         if keep < 1:
             raise ValueError("keep must be >= 1")
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.fs = fs
+        self._prune_lock = threading.Lock()
+        fs.makedirs(self.dir)
         if cleanup:
             for name in self.fs.listdir(self.dir):
                 if name.endswith(".tmp"):
@@ -192,9 +195,14 @@ class SnapshotStore:
         return self._read_meta(files[-1])[0] if files else None
 
     def prune(self) -> None:
-        for p in self._files()[: -self.keep]:
-            self.fs.unlink(p)
-        self.fs.fsync_dir(self.dir)
+        # Writers commit from several threads (a snapshot taken locally, one
+        # streamed in from the leader): one prune at a time, and a file a
+        # concurrent prune already removed is not an error.
+        with self._prune_lock:
+            for p in self._files()[: -self.keep]:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.unlink(p)
+            self.fs.fsync_dir(self.dir)
 
     def _read_meta(self, path: Path) -> tuple[SnapshotMeta, int]:
         with open(path, "rb") as f:

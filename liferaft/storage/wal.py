@@ -18,7 +18,15 @@ bit anywhere in a record is detected.  An ENTRY record's payload is
 * **Truncate suffix** (a new leader overwrote our conflicting tail) deletes
   whole later segments, then cuts the file holding the first removed entry at
   that entry's offset, and syncs.
-* **Compact** deletes segments whose entries all precede a durable snapshot.
+* **Compact** deletes segments whose entries all precede a durable snapshot,
+  oldest first, each unlink made durable (directory fsync) before the next:
+  POSIX does not order directory operations, and a crash that kept a later
+  unlink but not an earlier one would leave a gap in the log.
+* **Reset** (a snapshot from the leader replaced the log) first writes a
+  ``RESET`` mark durably, then deletes every segment, then the mark.  A
+  crash at any point in between leaves the mark, and the next open finishes
+  the job before reading anything: a half-deleted log never reaches the
+  store above (it would start past the snapshot, or have holes).
 
 Opening a WAL reads every segment once and builds the in-memory index
 (entry index -> segment and offset, plus the entry's term).  A record that is
@@ -27,7 +35,10 @@ truncated away.  Anything else that fails its checks (a CRC mismatch, a bad
 length, a gap in the indices, a bad header) is corruption, reported with the
 file and byte offset, and the WAL refuses to open.  ``repair=True`` cuts the
 log at the first bad record instead, and reports what it dropped; nothing is
-ever skipped silently.
+ever skipped silently.  With ``read_only=True`` as well, it only works out
+that cut (:class:`RepairPlan`: which files, how many bytes, and how many of
+the dropped records still check out) and changes nothing, so that
+``liferaft inspect`` can show it and ask before :func:`apply_repair`.
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ _ENTRY = struct.Struct("<QQB")  # index, term, entry type
 
 REC_ENTRY = 1
 MAX_RECORD = 64 << 20
+
+#: Present only while a reset is under way (see :meth:`WAL.reset`); holds the
+#: index the log restarts at, in ASCII.
+RESET_MARK = "RESET"
 
 
 _ENTRY_TYPE_CRC = zlib.crc32(bytes((REC_ENTRY,)))  # the CRC starts with the type byte
@@ -81,6 +96,42 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
         ):
             return True
     return False
+
+
+def _record_at(data: bytes, p: int) -> tuple[int, int, int] | None:
+    """The checksummed ENTRY record at ``p``, as (index, term, end), or None."""
+    n = len(data)
+    if p + _REC.size + _ENTRY.size > n:
+        return None
+    length, crc, rtype = _REC.unpack_from(data, p)
+    end = p + _REC.size + length
+    if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
+        return None
+    if zlib.crc32(data[p + _REC.size : end], _ENTRY_TYPE_CRC) != crc:
+        return None
+    index, term, _ = _ENTRY.unpack_from(data, p + _REC.size)
+    return index, term, end
+
+
+def _salvage(data: bytes, start: int) -> list[tuple[int, int]]:
+    """(index, term) of every checksummed ENTRY record from ``start`` on,
+    found by following lengths and, past a bad record, by trying each later
+    position whose type byte is an ENTRY's.  For reporting what a cut would
+    drop, never for reading the log."""
+    found: list[tuple[int, int]] = []
+    p = start
+    type_byte = bytes((REC_ENTRY,))
+    while p + _REC.size + _ENTRY.size <= len(data):
+        rec = _record_at(data, p)
+        if rec is not None:
+            found.append((rec[0], rec[1]))
+            p = rec[2]
+            continue
+        q = data.find(type_byte, p + 9)  # the type byte sits at offset 8 of a record
+        if q < 0:
+            break
+        p = q - 8
+    return found
 
 
 SECTOR = 512
@@ -135,6 +186,47 @@ class Segment:
         return self.first + len(self.offsets) - 1
 
 
+@dataclass(frozen=True)
+class FileCut:
+    """One file a repair changes: truncated at ``offset``, or removed (None)."""
+
+    path: Path
+    offset: int | None
+    dropped_bytes: int
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """What cutting the log at its first corrupt record drops.
+
+    ``keep_last`` is the last entry kept (the log is a prefix up to it).
+    Everything after goes: the bad record and all that follows it, in
+    ``files``.  ``intact`` counts the dropped ENTRY records whose checksum
+    is still valid: entries this node held whole, and perhaps acknowledged.
+    """
+
+    path: Path
+    offset: int
+    reason: str
+    keep_last: int
+    files: tuple[FileCut, ...]
+    intact: int = 0
+    intact_first: int = 0
+    intact_last: int = 0
+    term_min: int = 0
+    term_max: int = 0
+
+    @property
+    def dropped_bytes(self) -> int:
+        return sum(f.dropped_bytes for f in self.files)
+
+    @property
+    def last_seen(self) -> int:
+        """The highest index among the dropped records that check out (or the
+        first one dropped, if none do)."""
+        return max(self.intact_last, self.keep_last + 1)
+
+
 @dataclass
 class OpenReport:
     """What opening the WAL found and did."""
@@ -143,6 +235,10 @@ class OpenReport:
     entries: int = 0
     torn_tail_bytes: int = 0
     repaired: list[str] = field(default_factory=list)
+    #: Segments an interrupted reset left behind (deleted on open, unless read-only).
+    interrupted_reset: int = 0
+    #: With ``repair=True``: the cut at the first corruption (None if none).
+    repair: RepairPlan | None = None
 
 
 def fsync_dir(path: Path) -> None:
@@ -150,7 +246,8 @@ def fsync_dir(path: Path) -> None:
 
 
 class WAL:
-    """A segmented, checksummed log of entries.  Not thread-safe.
+    """A segmented, checksummed log of entries.  Not thread-safe: one owner
+    calls it at a time (in a node, DiskStorage, under its lock).
 
     ``first_index``..``last_index`` are the entries present; an empty WAL
     has ``last_index == first_index - 1``.
@@ -166,8 +263,9 @@ class WAL:
         fs: FileSystem = REAL,
     ) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fs = fs
+        if not read_only:
+            fs.makedirs(self.dir)
         self.segment_size = segment_size
         self.segments: list[Segment] = []
         # Terms of every entry present, from first_index (compact: 8 bytes each).
@@ -180,19 +278,30 @@ class WAL:
         self._fd: int | None = None
         self._broken = False
         self.report = OpenReport()
-        # Read-only (for inspection): a torn tail is reported, not truncated.
-        self.read_only = read_only and not repair
+        # Read-only (for inspection): a torn tail is reported, not truncated,
+        # and a repair is only planned (report.repair), not carried out.
+        self.read_only = read_only
         self._open(repair)
 
     # -- opening -------------------------------------------------------------------------
 
     def _open(self, repair: bool) -> None:
         found = []
-        for name in self.fs.listdir(self.dir):
+        names = self.fs.listdir(self.dir)
+        for name in names:
             parsed = _parse_name(name)
             if parsed is not None:
                 found.append((parsed[0], parsed[1], self.dir / name))
         found.sort()
+        if RESET_MARK in names:
+            # A reset was cut short: every segment here belongs to the log it
+            # was replacing.  Finish it before looking at any of them.
+            self.report.interrupted_reset = len(found)
+            first = self._read_mark()
+            if not self.read_only:
+                self._finish_reset([p for _, _, p in found])
+            self._first = first
+            return
         expect: int | None = None
         for i, (seq, first, path) in enumerate(found):
             last_segment = i == len(found) - 1
@@ -206,7 +315,10 @@ class WAL:
             except CorruptionError as exc:
                 if not repair:
                     raise
-                self._repair_from(seg, exc, found[i + 1 :])
+                plan = self._plan_repair(seg, exc, [p for _, _, p in found[i + 1 :]])
+                self.report.repair = plan
+                if not self.read_only:
+                    self.report.repaired.extend(apply_repair(plan, self.fs))
                 if seg.offsets:
                     self._add_segment(seg)
                 break
@@ -303,26 +415,36 @@ class WAL:
             return
         self.fs.truncate(seg.path, off)
 
-    def _repair_from(
-        self, seg: Segment, exc: CorruptionError, later: list[tuple[int, int, Path]]
-    ) -> None:
-        """Cut the log at the corruption: keep what precedes it, drop the rest."""
+    def _plan_repair(self, seg: Segment, exc: CorruptionError, later: list[Path]) -> RepairPlan:
+        """Work out the cut at ``exc``: keep what precedes it (in memory now),
+        drop the rest.  Changes no file."""
         # Entries of this segment scanned before the bad record stay.
         good = len(seg.offsets)
         del self._terms[len(self._terms) - good :]
         seg.offsets = array("Q")
         cut = exc.offset if exc.offset >= _HEADER.size else 0
+        data = self.fs.read(seg.path)
         if cut:
             self._scan_prefix(seg, cut)
-            self.fs.truncate(seg.path, cut)
-            self.report.repaired.append(f"{seg.path}: truncated at offset {cut} ({exc.reason})")
-        else:
-            self.fs.unlink(seg.path)
-            self.report.repaired.append(f"{seg.path}: removed ({exc.reason})")
-        for _, _, p in later:
-            self.fs.unlink(p)
-            self.report.repaired.append(f"{p}: removed (after the corruption)")
-        self.fs.fsync_dir(self.dir)
+        files = [FileCut(seg.path, cut or None, len(data) - cut)]
+        dropped = _salvage(data, max(cut, _HEADER.size))
+        for path in later:
+            other = self.fs.read(path)
+            files.append(FileCut(path, None, len(other)))
+            dropped += _salvage(other, _HEADER.size)
+        terms = [t for _, t in dropped]
+        return RepairPlan(
+            path=seg.path,
+            offset=exc.offset,
+            reason=exc.reason,
+            keep_last=self.last_index,
+            files=tuple(files),
+            intact=len(dropped),
+            intact_first=min((i for i, _ in dropped), default=0),
+            intact_last=max((i for i, _ in dropped), default=0),
+            term_min=min(terms, default=0),
+            term_max=max(terms, default=0),
+        )
 
     def _scan_prefix(self, seg: Segment, cut: int) -> None:
         data = self.fs.read(seg.path)[:cut]
@@ -519,7 +641,10 @@ class WAL:
             raise StorageError(f"cannot truncate at {index}: before the first index {self._first}")
         self._close_writer()
         while self.segments and self.segments[-1].first >= index and len(self.segments) > 1:
+            # Newest first, each durable before the next (as in compact):
+            # whatever a crash keeps is then a prefix of the log.
             self.fs.unlink(self.segments.pop().path)
+            self.fs.fsync_dir(self.dir)
         seg = self.segments[-1]
         keep = index - seg.first
         cut = seg.offsets[keep] if keep < len(seg.offsets) else seg.size
@@ -537,28 +662,59 @@ class WAL:
         dropped = 0
         while len(self.segments) > 1 and self.segments[1].first <= index:
             seg = self.segments.pop(0)
+            # One at a time, each durable before the next: a crash that
+            # undid an earlier unlink but kept a later one would leave a hole.
             self.fs.unlink(seg.path)
+            self.fs.fsync_dir(self.dir)
             n = len(seg.offsets)
             del self._terms[:n]
             self._first += n
             dropped += 1
         if dropped:
-            self.fs.fsync_dir(self.dir)
             tail = self._tail
             if tail and tail[0].index < self._first:
                 del tail[: self._first - tail[0].index]
         return dropped
 
     def reset(self, first: int) -> None:
-        """Drop everything (a snapshot replaced the log); the next entry is ``first``."""
+        """Drop everything (a snapshot replaced the log); the next entry is ``first``.
+
+        Crash-safe: the ``RESET`` mark is durable before the first segment
+        goes, and is removed (durably) only after the last one has, so a
+        reopen either sees the whole old log, or the mark and finishes the
+        reset (see the module doc).  Nothing new is written while the mark
+        exists, so a reopen never deletes entries appended after a reset.
+        """
         self._close_writer()
-        for seg in self.segments:
-            self.fs.unlink(seg.path)
-        self.fs.fsync_dir(self.dir)
+        paths = [seg.path for seg in self.segments]
         self.segments.clear()
         self._terms = array("Q")
         self._tail.clear()
         self._first = first
+        if not paths and not self.fs.exists(self.dir / RESET_MARK):
+            return
+        self.fs.create(self.dir / RESET_MARK, b"%d\n" % first)
+        self.fs.fsync_dir(self.dir)
+        self._finish_reset(paths)
+
+    def _read_mark(self) -> int:
+        raw = self.fs.read(self.dir / RESET_MARK)
+        try:
+            return int(raw.decode("ascii").strip())
+        except ValueError:
+            # Torn or empty: the mark is created whole and fsynced before it
+            # counts, so this one was never durable; its first index is
+            # learned again from the snapshot (DiskStorage resets once more).
+            return 1
+
+    def _finish_reset(self, paths: list[Path]) -> None:
+        # Newest first, so that even a reader that stops here sees a prefix
+        # of the old log rather than one with its start cut away.
+        for path in sorted(paths, reverse=True):
+            self.fs.unlink(path)
+        self.fs.fsync_dir(self.dir)
+        self.fs.unlink(self.dir / RESET_MARK)
+        self.fs.fsync_dir(self.dir)
 
     def close(self) -> None:
         self._close_writer()
@@ -568,3 +724,29 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def apply_repair(plan: RepairPlan, fs: FileSystem = REAL) -> list[str]:
+    """Carry out a :class:`RepairPlan`: truncate or remove exactly its files,
+    durably.  Returns a line per file for the report.
+
+    The later segments go first (newest first), the segment holding the bad
+    record last: a crash part-way leaves that record in place, so running
+    the repair again finds the same cut."""
+    done = []
+    bad, *later = plan.files
+    d = bad.path.parent
+    for f in reversed(later):
+        fs.unlink(f.path)
+        done.append(f"{f.path}: removed (after the corruption)")
+    if later:
+        fs.fsync_dir(d)
+    if bad.offset:
+        fs.truncate(bad.path, bad.offset)
+        done.append(f"{bad.path}: truncated at offset {bad.offset} ({plan.reason})")
+    else:
+        fs.unlink(bad.path)
+        fs.fsync_dir(d)
+        done.append(f"{bad.path}: removed ({plan.reason})")
+    done.reverse()  # in log order
+    return done

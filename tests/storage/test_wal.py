@@ -141,6 +141,62 @@ def test_repair_cuts_at_the_corruption_and_reports(tmp_path: Path) -> None:
         assert w.entries(1, 5) == ents(1, 5)
 
 
+def _flip_third_record(d: Path) -> None:
+    first = segs(d)[0]
+    data = bytearray(first.read_bytes())
+    data[_HEADER.size + 2 * (_REC.size + 17 + 10) + 9 + 20] ^= 0x80
+    first.write_bytes(bytes(data))
+
+
+def test_a_read_only_repair_only_plans_the_cut(tmp_path: Path) -> None:
+    with WAL(tmp_path, segment_size=300) as w:
+        fill(w, 1, 40)
+    _flip_third_record(tmp_path)
+    before = {p: p.read_bytes() for p in segs(tmp_path)}
+    with WAL(tmp_path, segment_size=300, repair=True, read_only=True) as w:
+        plan = w.report.repair
+        assert w.last_index == 2 and not w.report.repaired
+    assert {p: p.read_bytes() for p in segs(tmp_path)} == before
+    assert plan is not None and plan.keep_last == 2
+    assert plan.intact == 36 and (plan.intact_first, plan.intact_last) == (4, 39)
+    assert [f.path for f in plan.files] == sorted(before)
+    assert plan.dropped_bytes == sum(len(b) for b in before.values()) - plan.files[0].offset
+
+
+def test_a_crash_inside_a_repair_leaves_the_same_cut_to_make(tmp_path: Path) -> None:
+    import random
+
+    from liferaft.storage.fs import FaultFS, PowerCut
+    from liferaft.storage.wal import apply_repair
+
+    crashes = 0
+    for step in range(100):  # bounded; a repair of a few segments takes ~10 steps
+        d = tmp_path / f"s{step}"
+        with WAL(d, segment_size=300) as w:
+            fill(w, 1, 40)
+        _flip_third_record(d)
+        fs = FaultFS(random.Random(step), os_sync=False)
+        with WAL(d, segment_size=300, repair=True, read_only=True, fs=fs) as w:
+            plan = w.report.repair
+        assert plan is not None
+        fs.crash_after(step)
+        try:
+            apply_repair(plan, fs)
+        except PowerCut:
+            fs.crash()
+            with WAL(d, segment_size=300, repair=True, read_only=True, fs=fs) as w:
+                again = w.report.repair
+            assert again is not None and again.keep_last == 2  # the same cut, still to make
+            crashes += 1
+            continue
+        with WAL(d, segment_size=300) as w:
+            assert w.entries(1, 3) == ents(1, 3) and w.last_index == 2
+        assert crashes == step > 3  # every step was hit first
+        break
+    else:
+        pytest.fail("the repair never finished within the step bound")
+
+
 def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / f"{1:016x}-{1:016x}.wal").write_bytes(b"NOTAWAL" + b"\x00" * 20)
     with pytest.raises(CorruptionError, match="magic"):
