@@ -560,9 +560,12 @@ class Node(ProposalsMixin, MembershipMixin):
             if p is not None:
                 settled = True
                 self._settle(p, e, ok, result)
-                if self._displaced:
-                    for q in self._displaced.pop(e.index, ()):
-                        self._settle(q, e, ok, result)
+            # Not only under p: the later waiter that set these aside may
+            # have given up (and left) before this index was applied.
+            if self._displaced:
+                for q in self._displaced.pop(e.index, ()):
+                    settled = True
+                    self._settle(q, e, ok, result)
             if self._forwarding:
                 self._recent[e.index] = (e.term, ok, result)
         while len(self._recent) > 4096:
