@@ -133,6 +133,7 @@ class MembershipMixin:
         bad_peer_addresses: dict[str, str]
         transport: Transport
         _ops: deque[Callable[[], None]]
+        _unproposed: set[asyncio.Future[Any]]
         _wake: asyncio.Event
         _bg: set[asyncio.Task[Any]]
 
@@ -173,6 +174,10 @@ class MembershipMixin:
                 return
             _resolve(fut, (idx, rn.term))
 
+        # Until start() runs nothing is proposed; if the node stops first,
+        # stop() answers Stopped (true) rather than leaving it to a timeout.
+        self._unproposed.add(fut)
+        fut.add_done_callback(self._unproposed.discard)
         self._ops.append(start)
         self._wake.set()
         return await fut

@@ -169,3 +169,26 @@ async def test_an_earlier_waiter_is_settled_when_the_later_one_gave_up() -> None
         assert (await w0, await w1) == (101, 1101)
     finally:
         await c.stop()
+
+
+async def test_stop_answers_a_membership_change_it_never_proposed() -> None:
+    """A change queued for the node task when the node stops was never
+    proposed: its caller hears Stopped from stop() itself, not nothing (then
+    a Timeout, "unknown", once its deadline passes)."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        fut = asyncio.ensure_future(ld.add_learner("n4", "n4"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if ld._ops:
+                break
+        assert ld._ops, "the change never reached the node task's queue"
+        await ld.stop()
+        # The manual clock stands still: only stop() can answer the caller.
+        exc = await _outcome(fut)
+        assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
+        assert "n4" not in c.nodes[next(i for i in c.ids if i != ld.id)].members
+    finally:
+        await c.stop()
