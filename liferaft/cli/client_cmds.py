@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailed
@@ -203,10 +204,10 @@ async def status(c: AsyncClient) -> Any:
             continue
         t.add_row(
             r["endpoint"],
-            r["id"],
+            escape(str(r["id"])),
             r["role"],
             str(r["term"]),
-            str(r["leader"] or "-"),
+            escape(str(r["leader"] or "-")),
             str(r["commit_index"]),
             str(r["applied_index"]),
             str(r["last_log_index"]),
@@ -218,7 +219,13 @@ async def status(c: AsyncClient) -> Any:
 def _members_table(ms: list[dict[str, Any]]) -> Table:
     t = Table("id", "role", "peer address", "client address")
     for m in ms:
-        t.add_row(m["id"], "voter" if m["voter"] else "learner", m["peer_addr"], m["client_addr"])
+        # Committed data, shown as text: "[/]" in an address is not markup.
+        t.add_row(
+            escape(str(m["id"])),
+            "voter" if m["voter"] else "learner",
+            escape(str(m["peer_addr"])),
+            escape(str(m["client_addr"])),
+        )
     return t
 
 

@@ -128,15 +128,23 @@ async def _join(node: Node, o: ServeOptions) -> None:
                             raise ServeError(f"--join {url}: unauthorized (check --token-file)")
                         body = await r.json()
                     peers = [m["peer_addr"] for m in body["members"] if m.get("peer_addr")]
-                    if not peers:
-                        last = f"{url} lists no members"
-                        continue
-                    await node.join(peers[0], o.peer_addr, voter=True, timeout=10)
-                    return
                 except ServeError:
                     raise
-                except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, NodeError) as exc:
+                except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as exc:
                     last = f"{url}: {exc}"
+                    continue
+                if not peers:
+                    last = f"{url} lists no members"
+                    continue
+                # Every member, not only the first: a member whose committed
+                # address is junk (it is listed all the same) must not block
+                # every join.
+                for peer in peers:
+                    try:
+                        await node.join(str(peer), o.peer_addr, voter=True, timeout=10)
+                        return
+                    except (aiohttp.ClientError, TimeoutError, ValueError, NodeError) as exc:
+                        last = f"{url}: via {peer}: {exc}"
             await asyncio.sleep(1)
     raise ServeError(f"could not join the cluster: {last}")
 

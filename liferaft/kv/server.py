@@ -133,6 +133,15 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return _json({"error": code, "message": message, **extra}, status, headers)
 
 
+def _text(value: Any) -> str:
+    """A committed member field as the string the API promises: a raw change
+    can commit any JSON value there (reported in /v1/status), and clients
+    (the CLI, `serve --join`) must not fail on it."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
 def _decode(body: bytes, typ: type[Any]) -> Any:
     try:
         return msgspec.json.decode(body, type=typ)
@@ -412,8 +421,8 @@ class KVServer:
             out.append(
                 {
                     "id": nid,
-                    "peer_addr": info.get("addr", ""),
-                    "client_addr": self.store.addrs.get(nid, info.get("client_addr", "")),
+                    "peer_addr": _text(info.get("addr")),
+                    "client_addr": _text(self.store.addrs.get(nid, info.get("client_addr"))),
                     "voter": nid in voters,
                 }
             )

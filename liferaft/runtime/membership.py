@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from liferaft.codec import MAX_NODE_ID
 from liferaft.core import (
     ChangeType,
     ConfChange,
@@ -43,7 +44,7 @@ from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
 log = logging.getLogger("liferaft.runtime")
 
 #: Longest member id: the codec's limit on node ids.
-MAX_ID = 1024
+MAX_ID = MAX_NODE_ID
 #: Characters that would make an id ambiguous where ids are written as text
 #: (``--initial-cluster n1=host:port,n2=...``, URLs, logs).
 _ID_FORBIDDEN = frozenset(",=/")
@@ -58,6 +59,9 @@ def check_member_id(node_id: object) -> str:
     bad = [ch for ch in node_id if ch.isspace() or not ch.isprintable() or ch in _ID_FORBIDDEN]
     if bad:
         raise BadMember(f"member id {node_id!r} contains {bad[0]!r}")
+    if node_id in (".", ".."):
+        # /v1/members/.. is /v1/: such a member could never be removed by URL.
+        raise BadMember(f"member id {node_id!r} names a path, not a member")
     return node_id
 
 
@@ -100,6 +104,9 @@ def check_conf_change(transport: Transport, cc: ConfChange) -> None:
         if not isinstance(info, dict):
             raise BadMember("the change's context must be a JSON object {id: {addr...}}")
     for c in cc.changes:
+        if c.type is ChangeType.REMOVE_NODE:
+            # Removing is the way out of a bad member, whatever its id.
+            continue
         check_member_id(c.node_id)
         entry = info.get(c.node_id)
         if entry is None:
@@ -108,6 +115,7 @@ def check_conf_change(transport: Transport, cc: ConfChange) -> None:
             raise BadMember(f"the context of {c.node_id} must be an object")
         rest = {k: v for k, v in entry.items() if k != "addr"}
         check_member(transport, c.node_id, entry.get("addr"), rest)
+
 
 if TYPE_CHECKING:
     from .node import NodeConfig, NodeStatus
@@ -125,6 +133,7 @@ class MembershipMixin:
         bad_peer_addresses: dict[str, str]
         transport: Transport
         _ops: deque[Callable[[], None]]
+        _unproposed: set[asyncio.Future[Any]]
         _wake: asyncio.Event
         _bg: set[asyncio.Task[Any]]
 
@@ -142,6 +151,14 @@ class MembershipMixin:
 
     async def _conf_local(self, cc: ConfChange) -> tuple[int, int]:
         self._check_running()
+        for c in cc.changes:
+            # Unlike a bad address, an id the codec cannot carry is not
+            # survivable: every later InstallSnapshot holds it in its conf
+            # state and no follower could decode one.  Refused here, where
+            # every change enters the log (a check=False change, a member's
+            # conf call), not only where an operator's change starts.
+            if c.type is not ChangeType.REMOVE_NODE and len(c.node_id) > MAX_ID:
+                raise MembershipError(f"member id longer than {MAX_ID} characters")
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
 
         def start() -> None:
@@ -157,6 +174,10 @@ class MembershipMixin:
                 return
             _resolve(fut, (idx, rn.term))
 
+        # Until start() runs nothing is proposed; if the node stops first,
+        # stop() answers Stopped (true) rather than leaving it to a timeout.
+        self._unproposed.add(fut)
+        fut.add_done_callback(self._unproposed.discard)
         self._ops.append(start)
         self._wake.set()
         return await fut
@@ -209,7 +230,6 @@ class MembershipMixin:
         """Swap ``old`` for ``new`` in one joint-consensus step (thesis §4.3),
         after ``new`` has caught up as a learner."""
         check_member(self.transport, new, addr, info)
-        check_member_id(old)
         if new not in self.members:
             await self.add_learner(new, addr, **info)
         await self._wait_caught_up(new, catch_up_timeout)

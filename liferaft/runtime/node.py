@@ -224,6 +224,9 @@ class Node(ProposalsMixin, MembershipMixin):
         self._seq = itertools.count()
         self._forwarding = 0  # callers waiting on an (index, term) from elsewhere
         self._ops: deque[Callable[[], None]] = deque()
+        #: Futures of operations queued in _ops that would propose (a conf
+        #: change): failed with Stopped if the node stops before they run.
+        self._unproposed: set[asyncio.Future[Any]] = set()
         self._ticks_due = 0
         self._wake = asyncio.Event()
         #: Set if the node task died of an unexpected error: the node no
@@ -374,6 +377,8 @@ class Node(ProposalsMixin, MembershipMixin):
         self._displaced.clear()
         for pr in self._props:
             _fail(pr.fut, err)
+        for uf in list(self._unproposed):
+            _fail(uf, err)
         for batch in [*self._reads.values(), self._read_batch, self._lease_batch]:
             for rf in batch:
                 _fail(rf, err)
@@ -560,9 +565,12 @@ class Node(ProposalsMixin, MembershipMixin):
             if p is not None:
                 settled = True
                 self._settle(p, e, ok, result)
-                if self._displaced:
-                    for q in self._displaced.pop(e.index, ()):
-                        self._settle(q, e, ok, result)
+            # Not only under p: the later waiter that set these aside may
+            # have given up (and left) before this index was applied.
+            if self._displaced:
+                for q in self._displaced.pop(e.index, ()):
+                    settled = True
+                    self._settle(q, e, ok, result)
             if self._forwarding:
                 self._recent[e.index] = (e.term, ok, result)
         while len(self._recent) > 4096:

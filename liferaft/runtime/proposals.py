@@ -81,6 +81,7 @@ class _Prop:
         #: The slow path's forward may have reached a leader's log.
         self.sent = False
 
+
 class ProposalsMixin:
     """propose / submit, batching, deadlines and forwarding."""
 

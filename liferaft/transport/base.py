@@ -58,6 +58,7 @@ Concurrency rules
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -211,13 +212,31 @@ def parse_address(addr: str) -> tuple[str, int]:
 
 def check_tcp_address(addr: str) -> None:
     """Raise ``ValueError`` unless ``addr`` is a "host:port" a socket can use:
-    a non-empty host without spaces or control characters and a port in
-    1..65535."""
+    an IP address (IPv6 in brackets) or a host name the resolver can encode
+    (letters, digits, "-", "_" and "." only; labels of at most 63 characters
+    once IDNA-encoded), and a port of ASCII digits in 1..65535.  Anything else
+    was accepted before and failed only when dialed, on every node ("a..b" or
+    a long label is a UnicodeError from the resolver, not an OSError), or
+    broke what shows it ("[/]:7000" is rich markup in the CLI)."""
     if not isinstance(addr, str):
         raise ValueError(f"an address must be a string, not {type(addr).__name__}")
     host, port = parse_address(addr)
-    if not host or any(ch.isspace() or not ch.isprintable() for ch in host):
-        raise ValueError(f"bad host in address {addr!r}")
+    if not addr.rpartition(":")[2].isascii():
+        raise ValueError(f"the port in {addr!r} is not ASCII digits")
+    if addr.startswith("["):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"not an IP address in brackets: {addr!r}") from None
+    else:
+        try:
+            if not all(ch.isalnum() or ch in "-_." for ch in host):
+                raise ValueError
+            host.encode("idna")
+        except ValueError:  # UnicodeError is one
+            raise ValueError(
+                f"bad host in address {addr!r}: not an IP address or a host name"
+            ) from None
     if port == 0:
         raise ValueError(f"port 0 in address {addr!r}: give the port the node listens on")
 

@@ -248,6 +248,26 @@ async def test_a_committed_bad_address_shows_in_status_and_metrics(api: Api) -> 
     assert st == 200
 
 
+async def test_junk_committed_member_fields_are_listed_as_strings(api: Api) -> None:
+    """/v1/members promises strings; a committed member's address can be any
+    JSON value (a raw change), and `serve --join` and the CLI read these."""
+    ld = await api.leader_id()
+    ctx = b'{"n4": {"addr": ["junk", 1], "client_addr": {"x": 1}}, "n5": {"addr": null}}'
+    cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, "n4"),
+                     ConfChangeSingle(ChangeType.ADD_LEARNER, "n5")), context=ctx)
+    try:
+        await api.c.nodes[ld].change_membership(cc, check=False)
+    except Exception:  # two learners at once may be refused; one suffices
+        cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, "n4"),), context=ctx)
+        await api.c.nodes[ld].change_membership(cc, check=False)
+    st, data, _ = await api.call(ld, "GET", "/v1/members")
+    assert st == 200
+    n4 = next(m for m in data["members"] if m["id"] == "n4")
+    assert n4["peer_addr"] == '["junk",1]' and n4["client_addr"] == '{"x":1}', n4
+    for m in data["members"]:
+        assert isinstance(m["peer_addr"], str) and isinstance(m["client_addr"], str), m
+
+
 async def test_no_leader_is_503_with_retry_after(api: Api) -> None:
     ld = await api.leader_id()
     f = await api.follower_id()

@@ -4,6 +4,7 @@ TLS flags build contexts (certificates from trustme)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,60 @@ def test_parse_cluster() -> None:
     assert parse_cluster(" n1=127.0.0.1:1, n2=[::1]:2 ,") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
     with pytest.raises(ValueError, match="names no node"):
         parse_cluster(",")
+
+
+def test_the_members_table_shows_committed_text_as_text() -> None:
+    """Member fields are committed data: a "[/]" in one is text, not rich
+    markup (which raised MarkupError and took `members list` down)."""
+    import io
+
+    from rich.console import Console
+
+    from liferaft.cli.client_cmds import _members_table
+
+    ms = [{"id": "n[b]4", "voter": False, "peer_addr": "[/]:7000", "client_addr": "[/x]"}]
+    out = io.StringIO()
+    Console(file=out, width=200).print(_members_table(ms))
+    assert "[/]:7000" in out.getvalue() and "n[b]4" in out.getvalue()
+
+
+async def test_serve_join_tries_every_listed_member() -> None:
+    """`serve --join` asks for the member list and must try every member's
+    peer address: a member whose committed address is junk (listed first)
+    must not block every later join."""
+    import socket
+
+    from aiohttp import web
+
+    from liferaft.kv import serve as kv_serve
+
+    async def members(request: web.Request) -> web.Response:
+        return web.json_response({"members": [
+            {"id": "a0", "peer_addr": "127.0.0.1", "client_addr": "", "voter": False},
+            {"id": "n1", "peer_addr": "127.0.0.1:7001", "client_addr": "", "voter": True},
+        ]})
+
+    app = web.Application()
+    app.router.add_get("/v1/members", members)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    tried: list[str] = []
+
+    class FakeNode:
+        async def join(self, contact: str, addr: str, voter: bool, timeout: float) -> None:
+            tried.append(contact)
+            if contact == "127.0.0.1":
+                raise ValueError(f"not a host:port address: {contact!r}")
+
+    o = ServeOptions(id="n9", data_dir=Path("unused"), peer_addr="127.0.0.1:7009",
+                     client_addr="127.0.0.1:8009", join=[f"http://127.0.0.1:{port}"])
+    try:
+        await asyncio.wait_for(kv_serve._join(FakeNode(), o), 10)  # type: ignore[arg-type]
+    finally:
+        await runner.cleanup()
+    assert tried[-1] == "127.0.0.1:7001", tried

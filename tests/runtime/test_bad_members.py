@@ -15,7 +15,8 @@ import msgspec
 import pytest
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
-from liferaft.runtime import BadMember
+from liferaft.runtime import BadMember, NodeError
+from liferaft.transport.base import check_tcp_address
 from tests.runtime.cluster import MemCluster, TcpCluster
 from tests.runtime.test_node_tcp import eventually
 
@@ -25,7 +26,7 @@ def _add(node_id: str, ctx: object) -> ConfChange:
     return ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, node_id),), context=raw)
 
 
-BAD_IDS = ["", " n4", "n 4", "n4\n", "n4=x", "a,b", "x" * 2000]
+BAD_IDS = ["", " n4", "n 4", "n4\n", "n4=x", "a,b", "x" * 2000, ".", ".."]
 
 
 @pytest.mark.parametrize("node_id", BAD_IDS)
@@ -141,3 +142,65 @@ async def test_a_committed_bad_address_never_kills_a_node(tmp_path: Path) -> Non
         assert "n4" not in ld2.status().bad_peer_addresses
     finally:
         await c.stop()
+
+
+async def test_a_member_with_a_bad_id_can_still_be_removed() -> None:
+    """Removing is the operator's way out of a bad member, so it must work
+    for an id that is committed (a raw change, an older version) but that
+    would be refused today."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        for nid in ("n 4", "n=5"):
+            await c.drive(ld.change_membership(_add(nid, {nid: {"addr": nid}}), check=False))
+            assert nid in ld.status().learners
+            await c.drive(ld.remove(nid))
+            assert nid not in ld.status().learners and nid not in ld.members
+    finally:
+        await c.stop()
+
+
+async def test_an_id_the_wire_cannot_carry_is_never_proposed() -> None:
+    """A member id longer than the codec's limit is survivable when applied,
+    but every later InstallSnapshot carries it in its conf state and no
+    follower can decode one again: no lagging or new node ever catches up.
+    So no change that adds one is proposed, whatever path it takes (a raw
+    change with check=False, or the peer ``conf`` call of a member)."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not ld)
+        before = ld.status().last_log_index
+        long_id = "x" * 1500
+        for n in (ld, f):
+            with pytest.raises(NodeError):
+                await c.drive(
+                    n.change_membership(_add(long_id, {long_id: {"addr": "n4"}}), check=False)
+                )
+        assert ld.status().last_log_index == before
+    finally:
+        await c.stop()
+
+
+UNDIALABLE = ["[/]:7000", "[red]:7000", "a..b:7000", "a" * 64 + ".io:7000", "x" * 254 + ":7000",
+              "127.0.0.1:\u0667\u0660\u0660\u0660", "a[/]b:7000", "a/b:7000", "[nonsense]:7000"]
+
+
+@pytest.mark.parametrize("addr", UNDIALABLE)
+def test_tcp_addresses_are_hosts_a_socket_can_dial(addr: str) -> None:
+    """What check_tcp_address lets through is dialed by every node (and shown
+    by the CLI): an IP literal or a host name, never a host that fails only
+    when dialed (a label too long for IDNA) or that is markup ("[/]")."""
+    with pytest.raises(ValueError):
+        check_tcp_address(addr)
+
+
+GOOD = ["127.0.0.1:7000", "[::1]:7000", "localhost:1", "node-1.svc:65535", "compose_node1:7000",
+        "[fe80::1%eth0]:7000", "N1.Example.COM.:7000", "[10.0.0.1]:7000", "bücher.example:7000"]
+
+
+@pytest.mark.parametrize("addr", GOOD)
+def test_good_tcp_addresses_pass(addr: str) -> None:
+    check_tcp_address(addr)

@@ -129,3 +129,66 @@ async def test_stop_answers_stopped_when_nothing_left_the_node() -> None:
         assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
     finally:
         await c.stop()
+
+
+async def test_an_earlier_waiter_is_settled_when_the_later_one_gave_up() -> None:
+    """The Figure 8 schedule again, but the caller of W2 (which took W1's
+    index on L2) gives up first.  W1's waiter was set aside for W2's; once
+    W2's is gone, the apply of W1's index must still settle W1 with its
+    result, not leave it to run into its own timeout ("unknown")."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        a = await c.leader()
+        b, cc = (n for n in c.nodes.values() if n is not a)
+        await c.drive(c.sms[a.id].add(1))
+        await c.until(lambda: b.applied == cc.applied == a.applied)
+        base = a.status().last_log_index
+        c.net.drop_if(_appends)
+        w0 = asyncio.ensure_future(c.sms[b.id].add(100))
+        w1 = asyncio.ensure_future(c.sms[b.id].add(1000))
+        await c.until(lambda: a.status().last_log_index >= base + 2, seconds=1)
+        j = base + 2
+        c.net.isolate(a.id)
+        await c.until(lambda: b.is_leader or cc.is_leader, seconds=10)
+        l2 = b if b.is_leader else cc
+        # W2 takes index j on L2, and its caller gives up soon after.
+        w2 = asyncio.ensure_future(c.sms[b.id].add.with_timeout(0.5)(10_000))
+        await c.until(lambda: l2.status().last_log_index >= j, seconds=2)
+        await c.until(lambda: w2.done(), seconds=2)
+        assert isinstance(w2.exception(), Timeout)
+        assert not w1.done()
+        c.net.heal()
+        c.net.isolate(l2.id)
+        await c.until(lambda: a.is_leader and a.applied >= j, seconds=30)
+        c.net.heal()
+        await c.until(lambda: b.applied >= j, seconds=30)
+        # Applied at j on B: W1's outcome is known now (a tick or two for the
+        # callbacks), long before W1's own deadline.
+        await c.until(lambda: w1.done(), seconds=0.1)
+        assert (await w0, await w1) == (101, 1101)
+    finally:
+        await c.stop()
+
+
+async def test_stop_answers_a_membership_change_it_never_proposed() -> None:
+    """A change queued for the node task when the node stops was never
+    proposed: its caller hears Stopped from stop() itself, not nothing (then
+    a Timeout, "unknown", once its deadline passes)."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        fut = asyncio.ensure_future(ld.add_learner("n4", "n4"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if ld._ops:
+                break
+        assert ld._ops, "the change never reached the node task's queue"
+        await ld.stop()
+        # The manual clock stands still: only stop() can answer the caller.
+        exc = await _outcome(fut)
+        assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
+        assert "n4" not in c.nodes[next(i for i in c.ids if i != ld.id)].members
+    finally:
+        await c.stop()
