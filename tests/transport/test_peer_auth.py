@@ -27,9 +27,11 @@ from liferaft.transport._frames import (
     PROTOCOL_VERSION,
     Hello,
     Kind,
+    Reason,
     call_frame,
     control,
     frame,
+    parse,
     read_frame,
 )
 from liferaft.transport.base import parse_address
@@ -251,3 +253,21 @@ async def test_inbound_connections_are_capped(make_cluster: MakeCluster) -> None
         assert await n2.call("n1", b"in", 5) == b"re:in"
     finally:
         await n2.close()
+
+
+async def test_an_old_version_dialer_is_refused_naming_both_versions(
+    make_cluster: MakeCluster,
+) -> None:
+    nodes = await make_cluster(["n1", "n2"], **AUTH)
+    t1, r1 = nodes["n1"]
+    reader, writer = await open_raw(t1.address)
+    try:
+        writer.write(control(Kind.HELLO, Hello(MAGIC, 1, "c1", "n2", "n1")))
+        kind, body = await read_frame(reader, 4096)
+        assert await until_closed(reader) == b""
+    finally:
+        writer.close()
+    assert kind is Kind.REFUSE
+    assert parse(Reason, body).reason == (
+        f"protocol version 1 unsupported (this node speaks version {PROTOCOL_VERSION})"
+    )

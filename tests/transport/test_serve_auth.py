@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from liferaft.cli import cluster as cluster_cli
 from liferaft.kv.serve import serve_argv
 from liferaft.transport import CallError, TcpTransport
+from liferaft.transport.secret import is_loopback
 
 from .helpers import Recorder
 
@@ -179,3 +180,21 @@ async def _wait_ready(client: str, proc: subprocess.Popen[bytes]) -> None:
             pass
         await asyncio.sleep(0.2)
     raise AssertionError(f"node not ready in time ({sys.executable})")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("node1.example", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
