@@ -38,14 +38,19 @@ Calls
     in on; the dialer matches replies to waiting futures by call id, so many
     calls are in flight at once.  ``call_address`` dials a one-off connection
     with a CALLER handshake ("I am X, a caller, not a peer"): the listener
-    accepts it from any node id of the same cluster (TLS as usual) but
-    serves only calls on it; a Raft frame there closes it with a WARNING.
+    accepts it from any node id of the same cluster that passes the same
+    proof and TLS checks as a peer, serves only calls on it (a Raft frame
+    there closes it with a WARNING) and closes it once idle.
 Inbound, per connection
-    A handshake (HELLO or CALLER -> WELCOME or REFUSE) comes first, within a timeout.
-    Then frames are read one by one and decoded by :mod:`liferaft.codec`.  A
-    frame that is oversized, truncated, unknown or fails validation, or a
-    message whose sender or receiver is not the handshaken pair, closes that
-    connection with a logged reason; the node keeps serving everyone else.
+    At most ``max_inbound`` at once.  A handshake (HELLO or CALLER ->
+    CHALLENGE -> PROOF -> WELCOME or REFUSE; its rules are the pure
+    functions of :mod:`.handshake`) comes first, within a timeout, in frames
+    of at most 4 KiB: nothing more is read from a dialer that has not
+    proven the cluster secret (or, with mTLS, its node id).  Then frames
+    are read one by one and decoded by :mod:`liferaft.codec`.  A frame that
+    is oversized, truncated, unknown or fails validation, or a message whose
+    sender or receiver is not the handshaken pair, closes that connection
+    with a logged reason; the node keeps serving everyone else.
 
 Logging goes to the ``liferaft.transport`` logger (or the one passed in):
 WARNING for refusals and protocol violations, INFO for connections made and
