@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from liferaft.kv.serve import serve_argv
+from liferaft.transport.secret import SecretError, ensure_secret_file, read_secret_file
 
 
 @dataclass
@@ -165,6 +166,17 @@ async def watch(members: list[Member], console: Console, live_table: bool) -> No
                     await asyncio.wait_for(stop_ev.wait(), 0.5)
 
 
+def _peer_secret(directory: Path) -> Path:
+    """The cluster's secret file in ``directory``: made on the first run,
+    reused on every later one (a restarted node must prove the same secret)."""
+    try:
+        path = ensure_secret_file(directory)
+        read_secret_file(path)  # refuse one that others can read, before any node starts
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return path
+
+
 @click.group()
 def cluster() -> None:
     """A local cluster of real processes."""
@@ -189,14 +201,20 @@ def cluster() -> None:
 @click.option("--token-file", type=click.Path(dir_okay=False), help="Passed to every node.")
 @click.option("--no-table", is_flag=True, help="Plain lines instead of the live table.")
 def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_table: bool) -> None:
-    """Start NODES `liferaft serve` processes on 127.0.0.1 and watch them."""
+    """Start NODES `liferaft serve` processes on 127.0.0.1 and watch them.
+
+    Peers authenticate with a cluster secret kept in DIR/peer-secret (made on
+    the first run, mode 0600); the client API needs a token only with
+    --token-file."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"--dir {directory}: {exc.strerror or exc}") from exc
     members = plan(nodes, directory.resolve(), base_port)
     spec = ",".join(f"{m.id}={m.peer}" for m in members)
-    extra = ["--token-file", os.path.abspath(token_file)] if token_file else []
+    extra = ["--peer-secret-file", str(_peer_secret(directory.resolve()))]
+    if token_file:
+        extra += ["--token-file", os.path.abspath(token_file)]
     console = Console()
     try:
         for m in members:

@@ -21,6 +21,7 @@ from liferaft.kv.serve import (
     setup_logging,
 )
 from liferaft.transport.base import parse_address
+from liferaft.transport.secret import SecretError, is_loopback, read_secret_file
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -122,6 +123,18 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     type=click.Path(dir_okay=False, path_type=Path),
     help="Require this bearer token on the client API.",
 )
+@click.option(
+    "--peer-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cluster secret (mode 0600), the same on every member: peers prove it "
+    "in the handshake.",
+)
+@click.option(
+    "--insecure-peers",
+    is_flag=True,
+    help="Allow a --peer-addr outside loopback with neither --peer-secret-file nor "
+    "mutual TLS: anyone who reaches it can act as a member.",
+)
 @click.option("--peer-cert", type=click.Path(dir_okay=False), help="TLS certificate for peers.")
 @click.option("--peer-key", type=click.Path(dir_okay=False), help="Its private key.")
 @click.option("--peer-ca", type=click.Path(dir_okay=False), help="CA for peers (mutual TLS).")
@@ -185,6 +198,8 @@ def serve_cmd(
     join: str,
     cluster_id: str,
     token_file: Path | None,
+    peer_secret_file: Path | None,
+    insecure_peers: bool,
     peer_cert: str | None,
     peer_key: str | None,
     peer_ca: str | None,
@@ -221,8 +236,17 @@ def serve_cmd(
         raise click.ClickException(f"data dir {data_dir}: {exc.strerror or exc}") from exc
     try:
         token = load_token(token_file) if token_file else None
-    except ServeError as exc:
+        peer_secret = read_secret_file(peer_secret_file) if peer_secret_file else None
+    except (ServeError, SecretError) as exc:
         raise click.ClickException(str(exc)) from exc
+    mtls = bool(peer_cert and peer_ca)
+    host, _ = parse_address(peer_addr)
+    if not (peer_secret or mtls or insecure_peers or is_loopback(host)):
+        raise click.ClickException(
+            f"--peer-addr {peer_addr} is reachable from other machines, and anyone who "
+            "reaches it could act as a member: give --peer-secret-file (or mutual TLS: "
+            "--peer-cert, --peer-key, --peer-ca), or --insecure-peers to accept the risk"
+        )
     opts = ServeOptions(
         id=node_id,
         data_dir=data_dir,
@@ -232,6 +256,7 @@ def serve_cmd(
         join=joins,
         cluster_id=cluster_id,
         token=token,
+        peer_secret=peer_secret,
         election_timeout=election_timeout / 1000,
         heartbeat_interval=heartbeat_interval / 1000,
         snapshot_entries=snapshot_entries,

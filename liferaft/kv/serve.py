@@ -45,6 +45,7 @@ class ServeOptions:
     lease_reads: bool = True
     max_value: int = DEFAULT_MAX_VALUE
     request_timeout: float = 5.0
+    peer_secret: bytes | None = None  # the cluster secret peers prove (--peer-secret-file)
     peer_ssl_server: ssl.SSLContext | None = None
     peer_ssl_client: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
@@ -171,7 +172,12 @@ async def serve(
         )
     store = KVStore()
     transport = TcpTransport(
-        o.id, o.cluster_id, o.peer_addr, ssl_server=o.peer_ssl_server, ssl_client=o.peer_ssl_client
+        o.id,
+        o.cluster_id,
+        o.peer_addr,
+        ssl_server=o.peer_ssl_server,
+        ssl_client=o.peer_ssl_client,
+        peer_secret=o.peer_secret,
     )
     node = Node(
         node_config(o),
@@ -210,8 +216,9 @@ async def serve(
         if o.join and fresh:
             await _join(node, o)
         log.info(
-            "serving: peers on %s, clients on %s, data in %s",
+            "serving: peers on %s (%s), clients on %s, data in %s",
             o.peer_addr,
+            _peer_trust(transport),
             o.client_addr,
             o.data_dir,
         )
@@ -236,6 +243,15 @@ async def serve(
         if runner is not None:
             await runner.cleanup()
         await node.stop()
+
+
+def _peer_trust(transport: TcpTransport) -> str:
+    """How the peer port tells members from strangers, for the startup log."""
+    return {
+        "secret": "members prove the cluster secret",
+        "mtls": "members prove their id with a certificate",
+        "secret+mtls": "members prove the cluster secret and their id with a certificate",
+    }.get(transport.stats()["authentication"], "no peer authentication: anyone who reaches it")
 
 
 def serve_argv(

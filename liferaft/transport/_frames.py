@@ -8,7 +8,9 @@ Kinds and bodies (docs/transport.md has the full story)::
 
     HELLO       client -> server   msgpack [magic, version, cluster_id, from, to]
     CALLER      client -> server   msgpack [magic, version, cluster_id, from, to or ""]
-    WELCOME     server -> client   msgpack [version, cluster_id, node_id]
+    CHALLENGE   server -> client   msgpack [node_id, nonce]
+    PROOF       client -> server   msgpack [nonce, proof]
+    WELCOME     server -> client   msgpack [version, cluster_id, node_id, proof]
     REFUSE      server -> client   msgpack [reason]
     MSG         client -> server   liferaft.codec message
     SNAP_BEGIN  client -> server   liferaft.codec InstallSnapshot, data emptied
@@ -18,6 +20,9 @@ Kinds and bodies (docs/transport.md has the full story)::
     SNAP_RESULT server -> client   msgpack [ok, reason]
     CALL        client -> server   call_id u64 | payload
     REPLY       server -> client   call_id u64 | ok u8 | payload, or UTF-8 error text
+
+The handshake's rules live in :mod:`.handshake`; every handshake frame is
+read with a limit of :data:`MAX_HANDSHAKE_FRAME`, whatever ``max_frame`` is.
 
 Raft traffic is one-way per connection: each node dials every peer and
 sends on that connection; the only frames that come back are the handshake
@@ -36,8 +41,9 @@ from typing import Annotated, TypeVar, cast
 import msgspec
 from msgspec import Meta
 
-PROTOCOL_VERSION = 1
-MAGIC = "liferaft"
+from .handshake import MAGIC as MAGIC  # re-exported: the wire constants live with the rules
+from .handshake import NONCE_SIZE, PROOF_SIZE
+from .handshake import PROTOCOL_VERSION as PROTOCOL_VERSION
 
 HEADER = struct.Struct(">IB")
 LENGTH = struct.Struct(">I")
@@ -50,10 +56,15 @@ REPLY_OVERHEAD = 1 + REPLY_HEAD.size
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 MIN_MAX_FRAME = 64 * 1024
 SNAPSHOT_CHUNK = 256 * 1024
+# Every frame before the handshake completes: an unproven dialer cannot
+# make a node buffer more than this.
+MAX_HANDSHAKE_FRAME = 4096
 
 _Str = Annotated[str, Meta(max_length=1024)]
 _Id = Annotated[str, Meta(min_length=1, max_length=1024)]
 _Uint = Annotated[int, Meta(ge=0)]
+_Nonce = Annotated[bytes, Meta(min_length=NONCE_SIZE, max_length=NONCE_SIZE)]
+_Proof = Annotated[bytes, Meta(max_length=PROOF_SIZE)]  # b"" or an HMAC-SHA256
 
 
 class Kind(enum.IntEnum):
@@ -61,6 +72,8 @@ class Kind(enum.IntEnum):
     WELCOME = 2
     REFUSE = 3
     CALLER = 4
+    CHALLENGE = 5
+    PROOF = 6
     MSG = 16
     SNAP_BEGIN = 32
     SNAP_CHUNK = 33
@@ -79,6 +92,14 @@ class _Body(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
     pass
 
 
+class HelloHead(msgspec.Struct, array_like=True, frozen=True):
+    """The first two fields of any version's HELLO: read before the rest, so
+    a dialer of another version is refused by name, never misread."""
+
+    magic: _Str
+    version: _Uint
+
+
 class Hello(_Body, frozen=True):
     """The body of HELLO and of CALLER (where ``to`` may be ``""``: "whoever you are")."""
 
@@ -93,6 +114,21 @@ class Welcome(_Body, frozen=True):
     version: _Uint
     cluster_id: _Str
     node_id: _Id
+    proof: _Proof  # the listener's proof of the cluster secret (b"" without one)
+
+
+class Challenge(_Body, frozen=True):
+    """The listener's answer to a HELLO it may accept: who it is, and a fresh nonce."""
+
+    node_id: _Id
+    nonce: _Nonce
+
+
+class Proof(_Body, frozen=True):
+    """The dialer's fresh nonce and its proof of the cluster secret (b"" without one)."""
+
+    nonce: _Nonce
+    proof: _Proof
 
 
 class Reason(_Body, frozen=True):
@@ -113,7 +149,8 @@ T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[object]] = {
-    cls: msgspec.msgpack.Decoder(cls) for cls in (Hello, Welcome, Reason, SnapEnd, SnapResult)
+    cls: msgspec.msgpack.Decoder(cls)
+    for cls in (HelloHead, Hello, Challenge, Proof, Welcome, Reason, SnapEnd, SnapResult)
 }
 
 

@@ -38,14 +38,19 @@ Calls
     in on; the dialer matches replies to waiting futures by call id, so many
     calls are in flight at once.  ``call_address`` dials a one-off connection
     with a CALLER handshake ("I am X, a caller, not a peer"): the listener
-    accepts it from any node id of the same cluster (TLS as usual) but
-    serves only calls on it; a Raft frame there closes it with a WARNING.
+    accepts it from any node id of the same cluster that passes the same
+    proof and TLS checks as a peer, serves only calls on it (a Raft frame
+    there closes it with a WARNING) and closes it once idle.
 Inbound, per connection
-    A handshake (HELLO or CALLER -> WELCOME or REFUSE) comes first, within a timeout.
-    Then frames are read one by one and decoded by :mod:`liferaft.codec`.  A
-    frame that is oversized, truncated, unknown or fails validation, or a
-    message whose sender or receiver is not the handshaken pair, closes that
-    connection with a logged reason; the node keeps serving everyone else.
+    At most ``max_inbound`` at once.  A handshake (HELLO or CALLER ->
+    CHALLENGE -> PROOF -> WELCOME or REFUSE; its rules are the pure
+    functions of :mod:`.handshake`) comes first, within a timeout, in frames
+    of at most 4 KiB: nothing more is read from a dialer that has not
+    proven the cluster secret (or, with mTLS, its node id).  Then frames
+    are read one by one and decoded by :mod:`liferaft.codec`.  A frame that
+    is oversized, truncated, unknown or fails validation, or a message whose
+    sender or receiver is not the handshaken pair, closes that connection
+    with a logged reason; the node keeps serving everyone else.
 
 Logging goes to the ``liferaft.transport`` logger (or the one passed in):
 WARNING for refusals and protocol violations, INFO for connections made and
@@ -62,6 +67,7 @@ import enum
 import itertools
 import logging
 import random
+import secrets
 import ssl
 import zlib
 from collections import deque
@@ -71,17 +77,22 @@ from typing import Any, TypeVar
 from liferaft.codec import DecodeError, EncodeError, decode_message, encode_message
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
+from . import handshake
 from ._frames import (
     CALL_OVERHEAD,
     DEFAULT_MAX_FRAME,
     HEADER,
     MAGIC,
+    MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,
     REPLY_OVERHEAD,
     SNAPSHOT_CHUNK,
+    Challenge,
     FrameError,
     Hello,
+    HelloHead,
     Kind,
+    Proof,
     Reason,
     SnapEnd,
     SnapResult,
@@ -112,9 +123,9 @@ _T = TypeVar("_T")
 
 # Errors that mean "this connection is unusable", as opposed to bugs.
 _NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
-# A handshake frame is small; do not let an unauthenticated dialer make us
-# buffer max_frame bytes.
-_MAX_HANDSHAKE_FRAME = 4096
+# Over-capacity connections are logged at most this often (seconds): a
+# flood must not flood the log too.
+_OVER_CAPACITY_LOG_EVERY = 10.0
 _READ_LIMIT = 256 * 1024
 # Calls served at once on one inbound connection; more are answered with an error.
 _MAX_CALLS_PER_CONNECTION = 1024
@@ -239,6 +250,8 @@ class _Inbound:
     caller: bool = False
     # handle_call tasks serving calls that came in on this connection.
     calls: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    # A caller connection's idle timer: re-armed when one of its calls ends.
+    on_idle: Callable[[object], None] | None = None
 
     @property
     def label(self) -> str:
@@ -264,6 +277,18 @@ class TcpTransport:
     written to its socket at once and queues only while the socket is backed
     up (over 64 KiB buffered), so memory stays bounded either way.  ``rng``
     draws the reconnect jitter; pass a seeded one for reproducible timing.
+
+    Who may connect (docs/transport.md, "Handshake" and "Limits"):
+    ``peer_secret`` is the cluster secret every member holds; with it, a
+    dialer must prove it holds the same one (HMAC challenge-response, both
+    ways) before anything but the handshake is read from it.  With mutual
+    TLS (``ssl_server.verify_mode == CERT_REQUIRED``) the certificate each
+    side presents must also name the node id it claims.  With neither, the
+    handshake authenticates nobody: keep such a node on loopback.  At most
+    ``max_inbound`` connections are accepted at once (more are closed at
+    once and counted); the handshake must complete within
+    ``handshake_timeout``; a caller connection with no call running and no
+    frame arriving for ``caller_idle_timeout`` seconds is closed.
     """
 
     def __init__(
@@ -285,6 +310,9 @@ class TcpTransport:
         handshake_timeout: float = 5.0,
         max_batch: int = 512,
         direct_writes: bool = True,
+        peer_secret: bytes | None = None,
+        max_inbound: int = 128,
+        caller_idle_timeout: float = 10.0,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must not be empty")
@@ -294,6 +322,10 @@ class TcpTransport:
             raise ValueError("queue_size, max_batch and snapshot_chunk must be positive")
         if not 0 < min_backoff <= max_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
+        if max_inbound < 1 or caller_idle_timeout <= 0 or handshake_timeout <= 0:
+            raise ValueError("max_inbound and the timeouts must be positive")
+        if peer_secret is not None and not peer_secret:
+            raise ValueError("peer_secret must not be empty (None turns it off)")
         self.node_id = node_id
         self.cluster_id = cluster_id
         self._listen = parse_address(listen_addr)
@@ -312,6 +344,11 @@ class TcpTransport:
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
         self._max_batch = max_batch
+        self._secret = peer_secret
+        self._max_inbound = max_inbound
+        self._caller_idle_timeout = caller_idle_timeout
+        # Mutual TLS: certificates name node ids, checked both ways.
+        self._cert_ids = ssl_server is not None and ssl_server.verify_mode == ssl.CERT_REQUIRED
 
         self._handler: TransportHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -333,6 +370,9 @@ class TcpTransport:
         self._refused = 0
         self._bad_frames = 0
         self._unknown_dropped = 0
+        self._over_capacity = 0
+        self._over_capacity_logged = -_OVER_CAPACITY_LOG_EVERY
+        self._idle_closed = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -722,24 +762,56 @@ class TcpTransport:
     async def _greet(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: Kind, to: str
     ) -> Welcome:
-        """Send HELLO (or CALLER) and check the WELCOME; FrameError if refused."""
+        """Our side of the handshake as the dialer: HELLO (or CALLER), answer
+        the CHALLENGE with our PROOF, check the WELCOME (see
+        :mod:`.handshake`).  FrameError if refused or if the listener is not
+        who it should be."""
         writer.write(
             control(kind, Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, to))
         )
         async with asyncio.timeout(self._handshake_timeout):
-            reply, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
-        if reply is Kind.REFUSE:
-            raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
-        if reply is not Kind.WELCOME:
-            raise FrameError(f"expected WELCOME, got {reply.name}")
-        w = parse(Welcome, body)
-        if w.version != PROTOCOL_VERSION:
-            raise FrameError(f"peer speaks protocol version {w.version}")
-        if w.cluster_id != self.cluster_id:
-            raise FrameError(
-                f"peer is in cluster {w.cluster_id!r}, this node in {self.cluster_id!r}"
+            challenge = parse(Challenge, await self._handshake_reply(reader, Kind.CHALLENGE))
+            claim = handshake.Claim(
+                MAGIC,
+                PROTOCOL_VERSION,
+                self.cluster_id,
+                self.node_id,
+                to,
+                caller=kind is Kind.CALLER,
+                dialer_nonce=secrets.token_bytes(handshake.NONCE_SIZE),
+                listener_nonce=challenge.nonce,
             )
+            proof = b""
+            if self._secret is not None:
+                proof = handshake.prove(self._secret, handshake.DIALER, claim, challenge.node_id)
+            writer.write(control(Kind.PROOF, Proof(claim.dialer_nonce, proof)))
+            w = parse(Welcome, await self._handshake_reply(reader, Kind.WELCOME))
+        reason = handshake.check_welcome(
+            claim,
+            challenge.node_id,
+            w.version,
+            w.cluster_id,
+            w.node_id,
+            w.proof,
+            self._secret,
+            handshake.cert_names(writer.get_extra_info("peercert")),
+            self._cert_ids,
+        )
+        if reason is not None:
+            raise FrameError(reason)
         return w
+
+    async def _handshake_reply(self, reader: asyncio.StreamReader, want: Kind) -> memoryview:
+        """The body of the listener's next handshake frame, which must be ``want``."""
+        try:
+            kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("closed by the peer during the handshake") from None
+        if kind is Kind.REFUSE:
+            raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
+        if kind is not want:
+            raise FrameError(f"expected {want.name}, got {kind.name}")
+        return body
 
     async def _dial(self, link: _Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """Connect and handshake; None (and a log line) if either fails."""
@@ -756,9 +828,7 @@ class TcpTransport:
             self._log.debug("cannot connect to peer %s at %s: %r", link.peer, link.address, e)
             return None
         try:
-            w = await self._greet(reader, writer, Kind.HELLO, link.peer)
-            if w.node_id != link.peer:
-                raise FrameError(f"peer is node {w.node_id!r}, expected {link.peer!r}")
+            await self._greet(reader, writer, Kind.HELLO, link.peer)
         except (FrameError, *_NET_ERRORS) as e:
             self._log.warning(
                 "handshake with peer %s at %s failed: %s", link.peer, link.address, _why(e)
@@ -997,13 +1067,27 @@ class TcpTransport:
         if self._closed:
             await _close_writer(writer)
             return
-        self._accepting.add(task)
         peername = writer.get_extra_info("peername")
         where = format_address(*peername[:2]) if peername else "?"
+        if len(self._accepting) + len(self._inbound) >= self._max_inbound:
+            self._refuse_over_capacity(where)
+            await _close_writer(writer)
+            return
+        self._accepting.add(task)
         conn: _Inbound | None = None
         try:
-            async with asyncio.timeout(self._handshake_timeout):
-                greeted = await self._handshake(reader, writer, where)
+            try:
+                async with asyncio.timeout(self._handshake_timeout):
+                    greeted = await self._handshake(reader, writer, where)
+            except (FrameError, DecodeError, TimeoutError, asyncio.IncompleteReadError) as e:
+                # Whatever went wrong, this dialer proved nothing: refused.
+                self._refused += 1
+                self._log.warning(
+                    "refused connection from %s: %s",
+                    where,
+                    "handshake timed out" if isinstance(e, TimeoutError) else _why_frame(e),
+                )
+                return
             if greeted is None or self._closed:
                 return
             peer, caller = greeted
@@ -1016,14 +1100,15 @@ class TcpTransport:
             self._inbound.add(conn)
             self._accepting.discard(task)
             self._log.info("accepted %s from %s", "caller " + peer if caller else peer, where)
-            await self._serve(conn, reader)
+            if caller:
+                await self._serve_caller(conn, reader)
+            else:
+                await self._serve(conn, reader)
         except (FrameError, DecodeError) as e:
             self._bad_frames += 1
             self._log.warning(
                 "closing connection from %s (%s): %s", conn.label if conn else "?", where, e
             )
-        except TimeoutError:
-            self._log.warning("closing connection from %s: handshake timed out", where)
         except asyncio.IncompleteReadError as e:
             if e.partial:
                 self._bad_frames += 1
@@ -1054,49 +1139,88 @@ class TcpTransport:
             with contextlib.suppress(asyncio.CancelledError):
                 await _close_writer(writer)
 
+    def _refuse_over_capacity(self, where: str) -> None:
+        """Count a connection closed at once for the inbound cap; log now and then."""
+        self._over_capacity += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._over_capacity_logged >= _OVER_CAPACITY_LOG_EVERY:
+            self._over_capacity_logged = now
+            self._log.warning(
+                "refused connection from %s: %d inbound connections already open "
+                "(max_inbound); %d refused so far",
+                where,
+                self._max_inbound,
+                self._over_capacity,
+            )
+
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
     ) -> tuple[NodeId, bool] | None:
-        """Check the dialer's HELLO or CALLER; returns its node id and whether
-        it is a caller, or None after refusing it.
+        """The listener's side: read HELLO or CALLER, CHALLENGE it, read its
+        PROOF, and WELCOME or REFUSE it by :func:`.handshake.check`.
+        Returns the dialer's node id and whether it is a caller, or None
+        after refusing it.  Every frame is read with the handshake's small
+        size limit.
 
         A caller need not be in the peer table, and may leave ``to`` empty;
-        the cluster id must match all the same.
+        everything else (cluster id, proof, certificate) is checked all the same.
         """
-        kind, body = await read_frame(reader, _MAX_HANDSHAKE_FRAME)
+        kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
         if kind is not Kind.HELLO and kind is not Kind.CALLER:
             raise FrameError(f"expected HELLO, got {kind.name}")
         caller = kind is Kind.CALLER
-        hello = parse(Hello, body)
-        reason = None
-        if hello.magic != MAGIC:
-            reason = "not a liferaft handshake"
-        elif hello.version != PROTOCOL_VERSION:
-            reason = f"protocol version {hello.version} unsupported (this node: {PROTOCOL_VERSION})"
-        elif hello.cluster_id != self.cluster_id:
-            reason = f"wrong cluster id {hello.cluster_id!r} (this node is in {self.cluster_id!r})"
-        elif hello.to != self.node_id and not (caller and hello.to == ""):
-            reason = f"dialed node {hello.to!r}, but this is {self.node_id!r}"
-        elif not caller and hello.frm not in self._links:
-            reason = f"unknown peer {hello.frm!r}"
+        head = parse(HelloHead, body)
+        if head.magic == MAGIC and head.version == PROTOCOL_VERSION:
+            hello = parse(Hello, body)
+            claim = handshake.Claim(
+                hello.magic,
+                hello.version,
+                hello.cluster_id,
+                hello.frm,
+                hello.to,
+                caller=caller,
+                cert=handshake.cert_names(writer.get_extra_info("peercert")),
+            )
+        else:  # another version's HELLO: only its magic and version are read
+            claim = handshake.Claim(head.magic, head.version, "", "?", "", caller=caller)
+        local = handshake.Local(
+            self.node_id, self.cluster_id, self._links.keys(), self._secret, self._cert_ids
+        )
+        reason = handshake.check_hello(claim, local)
+        if reason is None:
+            nonce = secrets.token_bytes(handshake.NONCE_SIZE)
+            writer.write(control(Kind.CHALLENGE, Challenge(self.node_id, nonce)))
+            kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
+            if kind is not Kind.PROOF:
+                raise FrameError(f"expected PROOF from {claim.frm!r}, got {kind.name}")
+            proof = parse(Proof, body)
+            claim = dataclasses.replace(
+                claim, dialer_nonce=proof.nonce, listener_nonce=nonce, proof=proof.proof
+            )
+            # The peer table may have changed meanwhile: check it all again.
+            local = dataclasses.replace(local, members=self._links.keys())
+            reason = handshake.check(claim, local)
         if reason is not None:
             self._refused += 1
             self._log.warning(
                 "refused %sconnection from %s claiming to be %r: %s",
                 "caller " if caller else "",
                 where,
-                hello.frm,
+                claim.frm,
                 reason,
             )
             writer.write(control(Kind.REFUSE, Reason(reason[:1000])))
             with contextlib.suppress(*_NET_ERRORS):
                 await writer.drain()
             return None
+        mine = b""
+        if self._secret is not None:
+            mine = handshake.prove(self._secret, handshake.LISTENER, claim, self.node_id)
         writer.write(
-            control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, self.cluster_id, self.node_id))
+            control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, self.cluster_id, self.node_id, mine))
         )
         await writer.drain()
-        return hello.frm, caller
+        return claim.frm, caller
 
     def _check_addressing(self, conn: _Inbound, msg: Message) -> None:
         if msg.frm != conn.peer or msg.to != self.node_id:
@@ -1104,6 +1228,49 @@ class TcpTransport:
                 f"message {msg.frm!r} -> {msg.to!r} on the connection {conn.peer!r} -> "
                 f"{self.node_id!r}"
             )
+
+    async def _serve_caller(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
+        """Serve a caller connection: calls only, closed when idle.
+
+        It is idle while no call of it runs and no frame arrives: a deadline
+        ``caller_idle_timeout`` ahead, moved on by every frame, suspended
+        while a call runs and set again when the last one ends.  (A timeout
+        per read would not do: cancelling a read inside a frame loses its
+        header.)
+        """
+        loop = asyncio.get_running_loop()
+        idle = self._caller_idle_timeout
+        try:
+            async with asyncio.timeout(loop.time() + idle) as deadline:
+
+                def rearm(_: object = None) -> None:
+                    # A call may end after the connection did: then do nothing.
+                    if conn.on_idle is rearm and not conn.calls and not deadline.expired():
+                        deadline.reschedule(loop.time() + idle)
+
+                conn.on_idle = rearm
+                while True:
+                    kind, body = await read_frame(reader, self._max_frame)
+                    if kind is not Kind.CALL:
+                        raise FrameError(
+                            f"{kind.name} frame on a caller connection, which carries calls "
+                            "only (Raft traffic needs a peer connection)"
+                        )
+                    self._on_call(conn, body)
+                    if conn.calls:
+                        deadline.reschedule(None)
+                    else:
+                        rearm()
+        except TimeoutError:
+            self._idle_closed += 1
+            self._log.info(
+                "closing the idle connection from %s (%s): no call for %.3g s",
+                conn.label,
+                conn.where,
+                idle,
+            )
+        finally:
+            conn.on_idle = None
 
     async def _serve(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
         assert self._handler is not None
@@ -1113,11 +1280,6 @@ class TcpTransport:
             if kind is Kind.CALL:
                 self._on_call(conn, body)
                 continue
-            if conn.caller:
-                raise FrameError(
-                    f"{kind.name} frame on a caller connection, which carries calls only "
-                    "(Raft traffic needs a peer connection)"
-                )
             if kind is Kind.MSG:
                 msg = decode_message(body)
                 self._check_addressing(conn, msg)
@@ -1156,6 +1318,8 @@ class TcpTransport:
         self._serving.add(task)
         task.add_done_callback(conn.calls.discard)
         task.add_done_callback(self._serving.discard)
+        if conn.on_idle is not None:
+            task.add_done_callback(conn.on_idle)
 
     async def _serve_call(self, conn: _Inbound, call_id: int, payload: bytes) -> None:
         """Run ``handle_call`` and write its REPLY on the connection the call came in on."""
@@ -1287,8 +1451,17 @@ class TcpTransport:
             "received": self._received,
             "refused": self._refused,
             "bad_frames": self._bad_frames,
+            "handshaking": len(self._accepting),
+            "over_capacity": self._over_capacity,
+            "idle_closed": self._idle_closed,
+            "authentication": self._authentication(),
             "unknown_dropped": self._unknown_dropped,
         }
+
+    def _authentication(self) -> str:
+        """How this node's peers prove who they are, for stats and logs."""
+        ways = [w for w, on in (("secret", self._secret), ("mtls", self._cert_ids)) if on]
+        return "+".join(ways) or "none"
 
     def __repr__(self) -> str:
         return f"TcpTransport({self.node_id!r}, {self.address!r})"
@@ -1322,6 +1495,15 @@ def _settle(fut: asyncio.Future[bytes], ok: bool, data: memoryview) -> None:
     else:
         text = bytes(data).decode("utf-8", "replace")
         fut.set_exception(CallError(f"remote error: {text}"))
+
+
+def _why_frame(e: BaseException) -> str:
+    """Why a handshake failed, for a refusal's log line."""
+    if isinstance(e, asyncio.IncompleteReadError):
+        if not e.partial:
+            return "connection closed during the handshake"
+        return f"stream ended inside a frame ({len(e.partial)} of {e.expected} bytes)"
+    return str(e) or type(e).__name__
 
 
 def _why(e: BaseException) -> str:

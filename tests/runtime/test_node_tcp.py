@@ -130,13 +130,16 @@ async def test_a_cluster_over_mutual_tls(tmp_path: Path) -> None:
     import trustme
 
     ca = trustme.CA()
+    # With mutual TLS a certificate must name the node id it is used for;
+    # TcpCluster shares one pair of contexts, so one certificate names all three.
+    cert = ca.issue_cert("127.0.0.1", "n1", "n2", "n3")
     srv = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(srv)
+    cert.configure_cert(srv)
     srv.verify_mode = ssl.CERT_REQUIRED
     ca.configure_trust(srv)
     cli = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(cli)
-    ca.issue_cert("liferaft-node").configure_cert(cli)
+    cert.configure_cert(cli)
     c = TcpCluster(tmp_path, 3, ssl_pair=(srv, cli))
     await c.start()
     try:

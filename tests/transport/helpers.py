@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
+from liferaft.transport import handshake
+from liferaft.transport._frames import (
+    MAGIC,
+    PROTOCOL_VERSION,
+    Challenge,
+    Hello,
+    Kind,
+    Proof,
+    Welcome,
+    control,
+    parse,
+    read_frame,
+)
 
 
 class HashSink:
@@ -116,3 +130,60 @@ async def wait_until(pred: Callable[[], object], timeout: float = 5.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or pred}")
         await asyncio.sleep(0.002)
+
+
+async def greet(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    kind: Kind,
+    frm: str,
+    to: str,
+    cluster_id: str,
+    secret: bytes | None,
+) -> Welcome:
+    """Do a dialer's side of the handshake by hand (HELLO or CALLER, then the
+    PROOF); returns the WELCOME, or raises AssertionError on a REFUSE."""
+    writer.write(control(kind, Hello(MAGIC, PROTOCOL_VERSION, cluster_id, frm, to)))
+    got, body = await read_frame(reader, 4096)
+    assert got is Kind.CHALLENGE, (got, bytes(body))
+    challenge = parse(Challenge, body)
+    claim = handshake.Claim(
+        MAGIC,
+        PROTOCOL_VERSION,
+        cluster_id,
+        frm,
+        to,
+        caller=kind is Kind.CALLER,
+        dialer_nonce=os.urandom(handshake.NONCE_SIZE),
+        listener_nonce=challenge.nonce,
+    )
+    proof = (
+        b""
+        if secret is None
+        else handshake.prove(secret, handshake.DIALER, claim, challenge.node_id)
+    )
+    writer.write(control(Kind.PROOF, Proof(claim.dialer_nonce, proof)))
+    got, body = await read_frame(reader, 4096)
+    assert got is Kind.WELCOME, (got, bytes(body))
+    return parse(Welcome, body)
+
+
+def opening(
+    kind: Kind = Kind.HELLO,
+    frm: str = "n3",
+    to: str = "n1",
+    cluster_id: str = "c1",
+    nonce: bytes = b"\x01" * handshake.NONCE_SIZE,
+) -> bytes:
+    """A dialer's side of the handshake with a node that has no secret, all
+    written at once: HELLO (or CALLER), then a PROOF with an empty proof,
+    which needs nothing from the CHALLENGE."""
+    hello = control(kind, Hello(MAGIC, PROTOCOL_VERSION, cluster_id, frm, to))
+    return hello + control(Kind.PROOF, Proof(nonce, b""))
+
+
+async def welcomed(reader: asyncio.StreamReader) -> None:
+    """Read the listener's CHALLENGE and WELCOME (after :func:`opening`)."""
+    for want in (Kind.CHALLENGE, Kind.WELCOME):
+        got, body = await read_frame(reader, 4096)
+        assert got is want, (got, bytes(body))

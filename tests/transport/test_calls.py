@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -26,9 +25,9 @@ from liferaft.transport._frames import (
 )
 
 from .conftest import MakeCluster
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, opening, wait_until, welcomed
 from .test_tcp import connected, open_raw
-from .test_tls import client_ctx, server_ctx
+from .test_tls import client_ctx, node_tls, server_ctx
 
 LOGGER = "liferaft.transport"
 
@@ -226,8 +225,8 @@ async def test_tcp_a_caller_connection_cannot_carry_raft_messages(
     nodes = await make_cluster(["n1", "n2"])
     t1, r1 = nodes["n1"]
     reader, writer = await open_raw(t1)
-    writer.write(control(Kind.CALLER, Hello(MAGIC, PROTOCOL_VERSION, "c1", frm, "")))
-    assert (await read_frame(reader, 4096))[0] is Kind.WELCOME
+    writer.write(opening(Kind.CALLER, frm, ""))
+    await welcomed(reader)
     writer.writelines(call_frame(7, b"legit"))
     k, body = await read_frame(reader, 4096)
     assert k is Kind.REPLY and parse_reply(body)[:2] == (7, True)
@@ -276,13 +275,13 @@ def ca() -> trustme.CA:
 
 
 async def test_tcp_calls_over_mutual_tls(make_cluster: MakeCluster, ca: trustme.CA) -> None:
-    def good() -> dict[str, ssl.SSLContext]:
-        return {"ssl_server": server_ctx(ca, True), "ssl_client": client_ctx(ca, ca)}
-
-    nodes = await make_cluster(["n1", "n2"], **good())
+    nodes = await make_cluster(
+        ["n1", "n2"], per_node={"n1": node_tls(ca, "n1"), "n2": node_tls(ca, "n2")}
+    )
     t1, r1 = nodes["n1"]
     assert await t1.call("n2", b"secret", 5) == b"re:secret"
-    stranger = (await make_cluster(["new"], **good()))["new"][0]
+    # A joiner's certificate names it, like a member's.
+    stranger = (await make_cluster(["new"], **node_tls(ca, "new")))["new"][0]
     assert await stranger.call_address(t1.address, b"join", 5) == b"re:join"
     assert r1.calls == [("new", b"join", False)]
     # TLS rules apply to callers: no client certificate, no call.

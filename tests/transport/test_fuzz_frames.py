@@ -23,9 +23,6 @@ from liferaft.codec import encode_message
 from liferaft.core.messages import Heartbeat, InstallSnapshot, Message, Snapshot, SnapshotMeta
 from liferaft.transport import TcpTransport, parse_address
 from liferaft.transport._frames import (
-    MAGIC,
-    PROTOCOL_VERSION,
-    Hello,
     Kind,
     Reason,
     SnapEnd,
@@ -35,7 +32,7 @@ from liferaft.transport._frames import (
 )
 
 from ..codec.strategies import messages
-from .helpers import Recorder
+from .helpers import Recorder, opening
 from .test_tcp import hello
 
 KINDS = [int(k) for k in Kind] + [0, 7, 255]
@@ -85,7 +82,7 @@ def snapshot_streams(draw: st.DrawFn) -> bytes:
 
 
 def caller_hello(frm: str = "x9") -> bytes:
-    return control(Kind.CALLER, Hello(MAGIC, PROTOCOL_VERSION, "c1", frm, ""))
+    return opening(Kind.CALLER, frm, "")
 
 
 @st.composite

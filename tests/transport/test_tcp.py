@@ -25,7 +25,7 @@ from liferaft.transport._frames import MAGIC, PROTOCOL_VERSION, Hello, Kind, con
 
 from ..codec.strategies import one_of_each
 from .conftest import MakeCluster
-from .helpers import Recorder, wait_until
+from .helpers import Recorder, opening, wait_until, welcomed
 
 LOGGER = "liferaft.transport"
 
@@ -331,7 +331,8 @@ async def open_raw(t: TcpTransport) -> tuple[asyncio.StreamReader, asyncio.Strea
 
 
 def hello(frm: str = "n3", to: str = "n1", cluster: str = "c1") -> bytes:
-    return control(Kind.HELLO, Hello(MAGIC, PROTOCOL_VERSION, cluster, frm, to))
+    """The whole handshake of a dialer without a secret, to a node without one."""
+    return opening(Kind.HELLO, frm, to, cluster)
 
 
 async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
@@ -402,7 +403,7 @@ async def test_a_newer_connection_from_the_same_peer_replaces_the_older(
     t1.set_peers({"n3": "127.0.0.1:1"})
     r_old, w_old = await open_raw(t1)
     w_old.write(hello())
-    await r_old.readexactly(5)  # the WELCOME header
+    await welcomed(r_old)
     r_new, w_new = await open_raw(t1)
     w_new.write(hello())
     assert await closed_by_server(r_old) != b"x"

@@ -9,6 +9,7 @@ import pytest
 import trustme
 
 from liferaft.core.messages import Heartbeat
+from liferaft.transport import CallError
 
 from .conftest import MakeCluster
 from .helpers import wait_until
@@ -53,8 +54,9 @@ async def test_tls(make_cluster: MakeCluster, ca: trustme.CA) -> None:
 
 
 async def test_mutual_tls(make_cluster: MakeCluster, ca: trustme.CA) -> None:
+    """Each node's certificate names its node id (and the address it is dialed at)."""
     nodes = await make_cluster(
-        ["n1", "n2"], ssl_server=server_ctx(ca, True), ssl_client=client_ctx(ca, ca)
+        ["n1", "n2"], per_node={"n1": node_tls(ca, "n1"), "n2": node_tls(ca, "n2")}
     )
     await exchange(nodes, "n1", "n2")
     await exchange(nodes, "n2", "n1")
@@ -78,10 +80,13 @@ async def test_mutual_tls_refuses_a_peer_without_a_valid_certificate(
         "plaintext": {"ssl_client": None},
         "untrusted_server": {"ssl_client": client_ctx(rogue, ca)},
     }[bad_client]
-    good = {"ssl_server": server_ctx(ca, True), "ssl_client": client_ctx(ca, ca)}
     nodes = await make_cluster(
         ["n1", "n2", "n3"],
-        per_node={"n1": good, "n2": good, "n3": {**good, **bad}},
+        per_node={
+            "n1": node_tls(ca, "n1"),
+            "n2": node_tls(ca, "n2"),
+            "n3": {**node_tls(ca, "n3"), **bad},
+        },
         handshake_timeout=1.0,
     )
     t3, r3 = nodes["n3"]
@@ -94,3 +99,59 @@ async def test_mutual_tls_refuses_a_peer_without_a_valid_certificate(
     assert not t3.stats()["peers"]["n1"]["connected"]
     msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert any("handshake with peer n1" in m for m in msgs), msgs
+
+
+def node_tls(ca: trustme.CA, *names: str) -> dict[str, ssl.SSLContext]:
+    """mTLS contexts for one node whose certificate names ``names`` (its
+    node id) and 127.0.0.1, the address it is dialed at."""
+    cert = ca.issue_cert(*names, "127.0.0.1")
+    srv = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(srv)
+    srv.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(srv)
+    cli = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    cert.configure_cert(cli)
+    ca.configure_trust(cli)
+    return {"ssl_server": srv, "ssl_client": cli}
+
+
+@pytest.mark.parametrize("how", ["peer", "caller"])
+async def test_mutual_tls_refuses_a_certificate_naming_another_node(
+    how: str, make_cluster: MakeCluster, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """n2's certificate, signed by the cluster's CA, does not make its holder n3."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    nodes = await make_cluster(
+        ["n1", "n2", "n3"],
+        per_node={"n1": node_tls(ca, "n1"), "n2": node_tls(ca, "n2"), "n3": node_tls(ca, "n2")},
+        knows={"n1": ["n2", "n3"], "n2": ["n1"], "n3": [] if how == "caller" else ["n1"]},
+    )
+    t1, r1 = nodes["n1"]
+    t3, _ = nodes["n3"]
+    if how == "caller":
+        with pytest.raises(CallError, match="refused by the peer"):
+            await t3.call_address(t1.address, b"join", 5)
+    else:
+        await wait_until(lambda: t1.stats()["refused"] >= 1, what="n3 refused")
+        t3.send(Heartbeat(1, "n3", "n1", 1))
+    await exchange(nodes, "n2", "n1")  # the honest n2 gets through
+    assert all(m.frm == "n2" for m in r1.delivered) and r1.calls == []
+    msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("certificate names" in m and "not 'n3'" in m for m in msgs), msgs
+
+
+async def test_mutual_tls_dialer_checks_the_listeners_certificate(
+    make_cluster: MakeCluster, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node at n2's address whose certificate names n3 is not n2 to its dialer."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    nodes = await make_cluster(
+        ["n1", "n2"],
+        per_node={"n1": node_tls(ca, "n1"), "n2": node_tls(ca, "n3")},
+        knows={"n1": ["n2"], "n2": ["n1"]},
+    )
+    t1, r1 = nodes["n1"]
+    await wait_until(lambda: "n2" in r1.unreachables, what="n1 gives up on n2")
+    assert not t1.stats()["peers"]["n2"]["connected"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any("handshake with peer n2" in m and "certificate names" in m for m in msgs), msgs

@@ -1,0 +1,259 @@
+"""The peer-port handshake's decisions, as pure functions (no I/O, no clock).
+
+:mod:`.tcp` reads and writes the handshake frames; every decision about
+them is made here, so each rule is table-tested on its own
+(tests/transport/test_handshake.py).  This is the first piece of the
+transport split: framing, connection management and admission control are
+to live in separate modules.
+
+The exchange (docs/transport.md, "Handshake")::
+
+    dialer -> listener  HELLO or CALLER [magic, version, cluster, from, to]
+    listener -> dialer  CHALLENGE [node_id, listener_nonce]
+    dialer -> listener  PROOF [dialer_nonce, dialer_proof]
+    listener -> dialer  WELCOME [version, cluster, node_id, listener_proof]
+                        or REFUSE [reason], then close
+
+With a cluster secret, each side proves that it holds it with an
+HMAC-SHA256 over the :func:`transcript` of this very exchange: both fresh
+nonces (so an old proof cannot be replayed), the cluster id, both node ids,
+whether it is a caller connection, and a label naming the side that proves
+(so a listener's proof cannot be reflected back to it as a dialer's).
+Without a secret both proofs are empty, and the connection is not
+authenticated (loopback clusters, tests, or mutual TLS alone).
+
+With mutual TLS, the certificate a side presented must name the node id it
+claims (its common name, or a DNS or URI subject alternative name), so that
+holding *a* certificate from the cluster's CA is not enough to speak as any
+member.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "DIALER",
+    "LISTENER",
+    "MAGIC",
+    "NONCE_SIZE",
+    "PROOF_SIZE",
+    "PROTOCOL_VERSION",
+    "Claim",
+    "Local",
+    "cert_names",
+    "check",
+    "check_hello",
+    "check_welcome",
+    "prove",
+    "transcript",
+]
+
+# Version 2 added the CHALLENGE/PROOF exchange and the proof in WELCOME.
+PROTOCOL_VERSION = 2
+MAGIC = "liferaft"
+NONCE_SIZE = 32
+PROOF_SIZE = 32  # HMAC-SHA256
+# Which side a proof is from; part of what is MACed, so proofs of one side
+# are worthless as proofs of the other (no reflection).
+DIALER = "liferaft dialer proof"
+LISTENER = "liferaft listener proof"
+
+
+@dataclasses.dataclass(frozen=True)
+class Local:
+    """What the listening node knows and requires."""
+
+    node_id: str
+    cluster_id: str
+    # The peer table: ids a HELLO (a peer connection) may come from.
+    members: Collection[str]
+    # The cluster secret, or None: no proof required (nor accepted).
+    secret: bytes | None = None
+    # Mutual TLS is on: the dialer's certificate must name the id it claims.
+    cert_ids: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a dialer said and showed: its HELLO or CALLER, its TLS
+    certificate, and (after the CHALLENGE) both nonces and its proof."""
+
+    magic: str
+    version: int
+    cluster_id: str
+    frm: str
+    to: str
+    caller: bool = False
+    # Names in the dialer's verified certificate (see cert_names); None: none shown.
+    cert: frozenset[str] | None = None
+    dialer_nonce: bytes = b""
+    listener_nonce: bytes = b""
+    proof: bytes = b""
+
+
+def transcript(
+    label: str,
+    cluster_id: str,
+    caller: bool,
+    frm: str,
+    to: str,
+    listener_id: str,
+    dialer_nonce: bytes,
+    listener_nonce: bytes,
+) -> bytes:
+    """The bytes a proof is the HMAC of: a msgpack array of ``label``, the
+    protocol version and everything both sides agreed on in this exchange."""
+    return msgspec.msgpack.encode(
+        [
+            label,
+            PROTOCOL_VERSION,
+            cluster_id,
+            "caller" if caller else "peer",
+            frm,
+            to,
+            listener_id,
+            dialer_nonce,
+            listener_nonce,
+        ]
+    )
+
+
+def prove(secret: bytes, label: str, claim: Claim, listener_id: str) -> bytes:
+    """The proof that side ``label`` holds ``secret``, for this exchange."""
+    data = transcript(
+        label,
+        claim.cluster_id,
+        claim.caller,
+        claim.frm,
+        claim.to,
+        listener_id,
+        claim.dialer_nonce,
+        claim.listener_nonce,
+    )
+    return hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def _verify(secret: bytes, label: str, claim: Claim, listener_id: str, proof: bytes) -> bool:
+    return hmac.compare_digest(prove(secret, label, claim, listener_id), proof)
+
+
+def cert_names(peercert: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The names a certificate (``SSLSocket.getpeercert()``'s dict) binds:
+    its common names and its DNS and URI subject alternative names.  None if
+    no verified certificate was presented."""
+    if not peercert:
+        return None
+    names: set[str] = set()
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(str(value))
+    for kind, value in peercert.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            names.add(str(value))
+    return frozenset(names)
+
+
+def _cert_refusal(cert: frozenset[str] | None, node_id: str, who: str) -> str | None:
+    if cert is None:
+        return f"{who} showed no certificate, and mutual TLS needs one naming {node_id!r}"
+    if node_id not in cert:
+        shown = ", ".join(sorted(cert)) or "nothing"
+        return f"{who}'s certificate names {shown}, not {node_id!r}"
+    return None
+
+
+def check_hello(claim: Claim, local: Local) -> str | None:
+    """The checks that need no proof yet: why a HELLO or CALLER is refused
+    at once, or None to go on to the CHALLENGE.
+
+    Magic and version come first, so a dialer of another version is told so
+    (naming both versions) and never misread.  A peer connection must come
+    from a member; a caller connection (``call_address``: a node asking to
+    join) may come from any id, and may leave ``to`` empty.
+    """
+    if claim.magic != MAGIC:
+        return "not a liferaft handshake"
+    if claim.version != PROTOCOL_VERSION:
+        return (
+            f"protocol version {claim.version} unsupported "
+            f"(this node speaks version {PROTOCOL_VERSION})"
+        )
+    if claim.cluster_id != local.cluster_id:
+        return f"wrong cluster id {claim.cluster_id!r} (this node is in {local.cluster_id!r})"
+    if claim.to != local.node_id and not (claim.caller and claim.to == ""):
+        return f"dialed node {claim.to!r}, but this is {local.node_id!r}"
+    if not claim.caller and claim.frm not in local.members:
+        return f"unknown peer {claim.frm!r}"
+    if local.cert_ids:
+        return _cert_refusal(claim.cert, claim.frm, "the dialer")
+    return None
+
+
+def check(claim: Claim, local: Local) -> str | None:
+    """Why the dialer is refused, or None to welcome it: every check of
+    :func:`check_hello`, then the proof of the cluster secret."""
+    reason = check_hello(claim, local)
+    if reason is not None:
+        return reason
+    if len(claim.dialer_nonce) != NONCE_SIZE or len(claim.listener_nonce) != NONCE_SIZE:
+        return f"nonces must be {NONCE_SIZE} bytes"
+    if local.secret is None:
+        if claim.proof:
+            return "the dialer proves a cluster secret, but this node has none"
+        return None
+    if not claim.proof:
+        return "no proof of the cluster secret (the dialer has no peer secret)"
+    if not _verify(local.secret, DIALER, claim, local.node_id, claim.proof):
+        return "wrong proof of the cluster secret"
+    return None
+
+
+def check_welcome(
+    claim: Claim,
+    listener_id: str,
+    welcome_version: int,
+    welcome_cluster: str,
+    welcome_id: str,
+    proof: bytes,
+    secret: bytes | None,
+    listener_cert: frozenset[str] | None = None,
+    cert_ids: bool = False,
+) -> str | None:
+    """The dialer's side: why the WELCOME to ``claim`` (what this node sent)
+    is not from the node it meant, or None.
+
+    ``listener_id`` is the id the CHALLENGE named; the WELCOME must repeat
+    it, and a peer connection must have reached the node it dialed.
+    """
+    if welcome_version != PROTOCOL_VERSION:
+        return (
+            f"peer speaks protocol version {welcome_version} "
+            f"(this node speaks version {PROTOCOL_VERSION})"
+        )
+    if welcome_cluster != claim.cluster_id:
+        return f"peer is in cluster {welcome_cluster!r}, this node in {claim.cluster_id!r}"
+    if welcome_id != listener_id:
+        return f"peer said it is {listener_id!r}, then {welcome_id!r}"
+    if claim.to and welcome_id != claim.to:
+        return f"peer is node {welcome_id!r}, expected {claim.to!r}"
+    if cert_ids:
+        reason = _cert_refusal(listener_cert, welcome_id, "the listener")
+        if reason is not None:
+            return reason
+    if secret is None:
+        if proof:
+            return "the listener proves a cluster secret, but this node has none"
+        return None
+    if not proof:
+        return "the listener did not prove the cluster secret (it has no peer secret)"
+    if not _verify(secret, LISTENER, claim, welcome_id, proof):
+        return "the listener's proof of the cluster secret is wrong"
+    return None
