@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailed
+from liferaft.kv.serve import ServeError, load_token
 
 DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
 
@@ -50,9 +51,9 @@ def _run(
         token = None
         if token_file is not None:
             try:
-                token = token_file.read_text().strip()
-            except OSError as exc:
-                raise click.ClickException(f"--token-file: {exc.strerror or exc}") from exc
+                token = load_token(token_file)  # refused if others can read it
+            except ServeError as exc:
+                raise click.ClickException(str(exc)) from exc
 
         async def go() -> Any:
             async with AsyncClient(endpoints, token=token, timeout=timeout) as c:

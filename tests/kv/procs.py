@@ -305,6 +305,7 @@ class ProcCluster:
         if token is not None:
             tf = root / "token"
             tf.write_text(token + "\n")
+            tf.chmod(0o600)  # serve refuses a token file others can read
             self.extra += ["--token-file", str(tf)]
         self.nodes: dict[str, NodeProc] = {}
         self.closed = False

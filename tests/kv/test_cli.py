@@ -72,6 +72,7 @@ def test_an_unusable_data_dir_or_token_file(tmp_path: Path, captured: list[Serve
     assert r.exit_code == 1 and "--token-file" in r.output
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--token-file", str(empty)])
     assert r.exit_code == 1 and "is empty" in r.output
 
@@ -81,6 +82,7 @@ def test_config_file_settings_merge_under_the_flags(
 ) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     cfg = tmp_path / "n1.toml"
     cfg.write_text(
         f'data-dir = "{tmp_path / "d"}"\n'
