@@ -27,10 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -119,116 +118,121 @@ class ConnectionGate:
         self._open.set(self.open)
 
 
-class _Gated(asyncio.Protocol):
-    """Stands between one accepted socket and aiohttp's request handler: it
-    holds a slot of the gate from accept to close, and does the TLS handshake
-    itself (``loop.start_tls``), so a handshake that never finishes holds a
-    slot too, and for at most ``handshake_timeout``."""
+class _Slot:
+    """One admitted connection's place in the gate, given back once."""
 
-    def __init__(
-        self,
-        gate: ConnectionGate,
-        make_handler: Callable[[], asyncio.Protocol],
-        tls: ssl.SSLContext | None,
-        handshake_timeout: float,
-    ) -> None:
-        self._gate = gate
-        self._make_handler = make_handler
-        self._tls = tls
-        self._handshake_timeout = handshake_timeout
-        self._inner: asyncio.Protocol | None = None
-        self._admitted = False
-        self._lost = False
-        self._early: list[bytes] = []  # decrypted before the handler existed
-        self._handshake: asyncio.Task[None] | None = None
+    def __init__(self, gate: ConnectionGate) -> None:
+        self._gate: ConnectionGate | None = gate
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+
+
+class _Tracked(asyncio.Protocol):
+    """Stands between one admitted connection's transport and aiohttp's
+    request handler, to give its slot back when the connection ends."""
+
+    def __init__(self, slot: _Slot, inner: asyncio.Protocol) -> None:
+        self._slot = slot
+        self._inner = inner
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self._gate.admit():
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        self._admitted = True
-        if self._tls is None:
-            self._open(transport)
-            return
-        # Nothing may be read before start_tls takes the transport over.
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self._handshake = asyncio.ensure_future(self._start_tls(transport))
-
-    async def _start_tls(self, raw: Any) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._tls is not None
-        try:
-            tls_transport = await loop.start_tls(
-                raw,
-                self,
-                self._tls,
-                server_side=True,
-                ssl_handshake_timeout=self._handshake_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.debug("client TLS handshake failed: %s", exc)
-            raw.abort()
-            self._release()
-            return
-        if tls_transport is None or self._lost:
-            # Closed during the handshake without an error.
-            raw.abort()
-            self._release()
-            return
-        self._open(tls_transport)
-
-    def _open(self, transport: asyncio.BaseTransport) -> None:
-        self._inner = self._make_handler()
         self._inner.connection_made(transport)
-        for data in self._early:
-            self._inner.data_received(data)
-        self._early.clear()
-
-    def _release(self) -> None:
-        if self._admitted:
-            self._admitted = False
-            self._gate.release()
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
-            self._early.append(data)
-        else:
-            self._inner.data_received(data)
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
+        self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
+        self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._release()
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
+        self._slot.release()
+        self._inner.connection_lost(exc)
 
 
 class ClientListener:
     """The client port: an aiohttp app behind the gate and the timeouts.
-    Build it with :func:`start_client_listener`; ``close()`` stops it."""
+    Build it with :func:`start_client_listener`; ``close()`` stops it.
 
-    def __init__(self, runner: web.AppRunner, server: asyncio.Server, gate: ConnectionGate):
+    It runs its own accept loop rather than ``loop.create_server``: a
+    connection must be counted from accept, TLS handshake included, and
+    ``create_server`` tells the protocol nothing of a handshake that fails.
+    ``loop.connect_accepted_socket`` does the handshake (bounded by the header
+    timeout) and raises if it fails, so every slot taken is given back."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        gate: ConnectionGate,
+        limits: ClientLimits,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         self.runner = runner
-        self.server = server
         self.gate = gate
+        self._sock = sock
+        self._limits = limits
+        self._ssl = ssl_context
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._accepting = asyncio.ensure_future(self._accept_loop())
 
     @property
     def port(self) -> int:
-        port: int = self.server.sockets[0].getsockname()[1]
+        port: int = self._sock.getsockname()[1]
         return port
 
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                # EMFILE and friends: the reserve is for storage, so wait a
+                # moment for descriptors to come back rather than spin.
+                log.warning("accepting a client connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if not self.gate.admit():
+                conn.close()
+                continue
+            task = asyncio.ensure_future(self._start(conn, _Slot(self.gate)))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _start(self, conn: socket.socket, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        make_handler = self.runner.server
+        assert make_handler is not None
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Tracked(slot, make_handler()),
+                conn,
+                ssl=self._ssl,
+                ssl_handshake_timeout=self._limits.header_timeout if self._ssl else None,
+            )
+        except BaseException as exc:
+            # The handshake failed, timed out or was cancelled: the protocol
+            # never saw the connection, so its slot is given back here.
+            conn.close()
+            slot.release()
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("client TLS handshake failed: %s", exc)
+
     async def close(self) -> None:
-        self.server.close()
+        self._accepting.cancel()
+        for t in list(self._handshakes):
+            t.cancel()
+        await asyncio.gather(self._accepting, *self._handshakes, return_exceptions=True)
+        self._sock.close()
         await self.runner.cleanup()
 
 
@@ -243,25 +247,29 @@ async def start_client_listener(
 ) -> ClientListener:
     """Serve ``app`` on ``host:port`` within ``limits`` (OSError if the port
     cannot be bound)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(512)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     # keepalive_timeout is aiohttp's deadline for a request head, from accept
     # or from the previous response (see the module docstring).
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout)
-    await runner.setup()
-    handler_factory = runner.server
-    assert handler_factory is not None
-    gate = ConnectionGate(limits.max_connections, registry)
-    loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_server(
-            lambda: _Gated(gate, handler_factory, ssl_context, limits.header_timeout),
-            host,
-            port,
-            reuse_address=True,
-        )
+        await runner.setup()
     except BaseException:
-        await runner.cleanup()
+        sock.close()
         raise
-    return ClientListener(runner, server, gate)
+    gate = ConnectionGate(limits.max_connections, registry)
+    return ClientListener(runner, sock, gate, limits, ssl_context)
 
 
 __all__ = [
