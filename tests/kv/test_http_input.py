@@ -4,13 +4,17 @@ behind the real client listener (tests/kv/one_node.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from liferaft.cli import main
+from liferaft.client import AsyncClient
 from liferaft.kv.serve import ServeError, load_token
 from tests.kv.one_node import OneNode
 
@@ -111,5 +115,34 @@ async def test_list_pages_are_capped_by_bytes_and_chain_by_next(tmp_path: Path) 
         assert body["next"] == "big/2"
         st, body = await one.call("GET", "/v1/kv?prefix=big/&start=big/5&limit=2")
         assert [i["key"] for i in body["items"]] == ["big/5"] and "next" not in body
+    finally:
+        await one.stop()
+
+
+async def test_the_client_and_the_cli_follow_list_pages(tmp_path: Path) -> None:
+    # 1 KiB pages over values of 300 bytes: three or so items a page.
+    one = OneNode(tmp_path, timeout=5.0, max_list_bytes=1024)
+    await one.start()
+    try:
+        ep = f"127.0.0.1:{one.port}"
+        async with AsyncClient(ep, timeout=5) as c:
+            for i in range(20):
+                await c.put(f"p/{i:02d}", "x" * 300)
+            await c.put("q", "outside")
+            items, rev = await c.list("p/")
+            assert [i.key for i in items] == [f"p/{i:02d}" for i in range(20)]
+            assert rev >= max(i.revision for i in items)
+            items, _ = await c.list("p/", limit=7)
+            assert [i.key for i in items] == [f"p/{i:02d}" for i in range(7)]
+
+        def cli() -> tuple[int, str]:
+            r = CliRunner().invoke(
+                main, ["kv", "list", "--prefix", "p/", "--json", "--endpoints", ep]
+            )
+            return r.exit_code, r.output
+
+        code, out = await asyncio.to_thread(cli)  # the CLI runs its own loop
+        assert code == 0, out
+        assert [i["key"] for i in json.loads(out)["items"]] == [f"p/{i:02d}" for i in range(20)]
     finally:
         await one.stop()
