@@ -47,6 +47,7 @@ from liferaft.runtime import (
     Timeout,
 )
 
+from .listener import DEFAULT_BODY_TIMEOUT
 from .metrics import Metrics
 from .state import (
     KV,
@@ -64,7 +65,6 @@ log = logging.getLogger("liferaft.kv")
 
 DEFAULT_MAX_VALUE = 1 << 20
 DEFAULT_MAX_LIST_BYTES = 4 << 20
-DEFAULT_BODY_TIMEOUT = 30.0
 MAX_REQUEST_ID = 256
 MAX_LIST = 10_000
 _CONSISTENCY = ("linearizable", "lease", "stale")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from liferaft.cli import main
 from liferaft.cli import serve as serve_mod
+from liferaft.kv.listener import ClientLimits
 from liferaft.kv.serve import ServeOptions, node_config, parse_cluster
 
 BASE = [
@@ -144,3 +145,14 @@ def test_parse_cluster() -> None:
     assert parse_cluster(" n1=127.0.0.1:1, n2=[::1]:2 ,") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
     with pytest.raises(ValueError, match="names no node"):
         parse_cluster(",")
+
+
+def test_client_port_limit_flags(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--initial-cluster", "n1=127.0.0.1:7001",
+             "--client-header-timeout", "2.5", "--client-body-timeout", "7",
+             "--max-client-connections", "50", "--max-list-bytes", "65536"])
+    assert r.exit_code == 0, r.output
+    (o,) = captured
+    assert o.client_limits == ClientLimits(2.5, 7.0, 50) and o.max_list_bytes == 65536
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--max-client-connections", "0"])
+    assert r.exit_code == 2 and "--max-client-connections" in r.output
