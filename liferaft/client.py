@@ -39,6 +39,7 @@ import aiohttp
 
 T = TypeVar("T")
 MAX_PAGE = 10_000  # the server's largest list page, by count
+IDLE_KEEPALIVE = 5.0  # seconds an idle pooled connection is kept
 Members = list[dict[str, Any]]  # (aliases: AsyncClient.list shadows the builtin)
 
 
@@ -171,7 +172,10 @@ class AsyncClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(headers=headers)
+            # Idle connections are dropped before the server's header timeout
+            # (10 s by default) would close them under a request.
+            conn = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE)
+            self._session = aiohttp.ClientSession(headers=headers, connector=conn)
         return self._session
 
     def next_request_id(self) -> str:

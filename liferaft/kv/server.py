@@ -488,7 +488,9 @@ class KVServer:
         if leader is None or not addr:
             raise ApiError(503, "no_leader", "no leader known (or its client address is not)")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # Idle connections go before the leader's header timeout closes them.
+            conn = aiohttp.TCPConnector(keepalive_timeout=5.0)
+            self._session = aiohttp.ClientSession(connector=conn)
         scheme = "https" if self._ssl_client is not None else "http"
         headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
         try:
