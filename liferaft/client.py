@@ -19,8 +19,12 @@ Errors are typed: :class:`NotFound`, :class:`PreconditionFailed` (with the
 key's ``current`` value), :class:`BadRequest`, :class:`Unauthorized`,
 :class:`TooLarge`, :class:`Unavailable` (no leader until the deadline;
 nothing was applied), :class:`Timeout` (the deadline passed with the
-outcome unknown) and :class:`SessionExpired` (a Timeout: the cluster forgot
-the outcome of a write that may have applied).
+outcome unknown), :class:`SessionExpired` (a Timeout: the cluster forgot
+the outcome of a write that may have applied) and :class:`TLSError`.
+
+An ``https://`` endpoint is TLS or an error, never plain HTTP: the bearer
+token only goes out over the scheme asked for.  Bare ``host:port``
+endpoints use https when an SSL context is given, else http.
 
     async with AsyncClient("127.0.0.1:8001,127.0.0.1:8002") as c:
         await c.put("greeting", "hello")
@@ -42,6 +46,8 @@ import aiohttp
 
 T = TypeVar("T")
 SESSION_WINDOW = 256  # the outcomes liferaft-kv keeps per session (kv.state.SESSION_OUTCOMES)
+MAX_PAGE = 10_000  # the server's largest list page, by count
+IDLE_KEEPALIVE = 5.0  # seconds an idle pooled connection is kept
 Members = list[dict[str, Any]]  # (aliases: AsyncClient.list shadows the builtin)
 
 
@@ -74,6 +80,11 @@ class Unauthorized(ClientError):
 
 class TooLarge(ClientError):
     pass
+
+
+class TLSError(ClientError):
+    """The TLS handshake with an https endpoint failed (not TLS there, or a
+    certificate the client does not trust); nothing was sent."""
 
 
 class Unavailable(ClientError):
@@ -120,19 +131,27 @@ class WriteResult:
     prev: Item | None
 
 
-def _endpoints(endpoints: str | Sequence[str]) -> list[str]:
+def _endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], str | None]:
+    """``host:port`` of each endpoint, and the one scheme they name (None if
+    none names one).  ValueError for an unknown scheme or a mix."""
     parts = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
     out = []
+    schemes = set()
     for p in parts:
         p = p.strip().rstrip("/")
         if not p:
             continue
         if "://" in p:
-            p = p.split("://", 1)[1]
+            scheme, p = p.split("://", 1)
+            if scheme.lower() not in ("http", "https"):
+                raise ValueError(f"endpoint scheme {scheme!r}: only http and https")
+            schemes.add(scheme.lower())
         out.append(p)
     if not out:
         raise ValueError("no endpoints given")
-    return out
+    if len(schemes) > 1:
+        raise ValueError("endpoints mix http:// and https://")
+    return out, schemes.pop() if schemes else None
 
 
 def _item(key: str, d: dict[str, Any] | None) -> Item | None:
@@ -156,11 +175,14 @@ class AsyncClient:
         timeout: float = 10.0,
         ssl: ssl_mod.SSLContext | None = None,
     ) -> None:
-        self.endpoints = _endpoints(endpoints)
+        self.endpoints, scheme = _endpoints(endpoints)
+        if scheme == "http" and ssl is not None:
+            raise ValueError("an SSL context was given for http:// endpoints")
         self.token = token
         self.timeout = timeout
-        self._ssl = ssl
-        self._scheme = "https" if ssl is not None else "http"
+        self._scheme = scheme or ("https" if ssl is not None else "http")
+        # https without a context: the system's CAs (aiohttp's default check).
+        self._ssl: ssl_mod.SSLContext | bool = ssl if ssl is not None else True
         self._write_session: _Session | None = None
         self._window = asyncio.Condition()  # guards _write_session and its seqs
         self._leader: str | None = None
@@ -180,7 +202,10 @@ class AsyncClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(headers=headers)
+            # Idle connections are dropped before the server's header timeout
+            # (10 s by default) would close them under a request.
+            conn = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE)
+            self._session = aiohttp.ClientSession(headers=headers, connector=conn)
         return self._session
 
     @property
@@ -197,7 +222,7 @@ class AsyncClient:
             method,
             f"{self._scheme}://{ep}{path}",
             json=body,
-            ssl=self._ssl if self._ssl is not None else True,
+            ssl=self._ssl,
             timeout=aiohttp.ClientTimeout(total=max(0.05, left)),
         ) as r:
             try:
@@ -250,6 +275,14 @@ class AsyncClient:
             ep = order[0]
             try:
                 status, data, retry = await self._once(ep, method, path, body, left)
+            except aiohttp.ClientSSLError as exc:
+                # A setup error, not a passing fault: retrying cannot help.
+                raise TLSError(
+                    f"{ep}: TLS failed ({exc}); is it an https endpoint, and is its CA "
+                    "trusted (--cacert)?",
+                    0,
+                    "tls",
+                ) from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = f"{ep}: {type(exc).__name__} {exc}".strip()
                 unknown = unknown or write
@@ -388,12 +421,24 @@ class AsyncClient:
     async def list(
         self, prefix: str = "", limit: int | None = None, consistency: str = "linearizable"
     ) -> tuple[builtins.list[Item], int]:
-        """Keys under ``prefix`` in order, and the store's revision."""
-        q = {"prefix": prefix, "consistency": consistency}
-        if limit is not None:
-            q["limit"] = str(limit)
-        d = await self.request("GET", "/v1/kv?" + urllib.parse.urlencode(q))
-        return [Item(i["key"], i["value"], i["revision"]) for i in d["items"]], d["revision"]
+        """Keys under ``prefix`` in order (at most ``limit``), and the store's
+        revision.  The server answers in pages (capped by count and bytes);
+        this follows them.  Each page is read on its own, so a long list is
+        not one snapshot: the revision returned is the last page's."""
+        items: builtins.list[Item] = []
+        start = ""
+        rev = 0
+        while limit is None or len(items) < limit:
+            q = {"prefix": prefix, "consistency": consistency, "start": start}
+            if limit is not None:
+                q["limit"] = str(min(limit - len(items), MAX_PAGE))
+            d = await self.request("GET", "/v1/kv?" + urllib.parse.urlencode(q))
+            items += [Item(i["key"], i["value"], i["revision"]) for i in d["items"]]
+            rev = d["revision"]
+            if "next" not in d:
+                break
+            start = d["next"]
+        return items, rev
 
     # -- cluster --------------------------------------------------------------------------
 
@@ -505,6 +550,7 @@ __all__ = [
     "Timeout",
     "SessionExpired",
     "SESSION_WINDOW",
+    "TLSError",
     "Item",
     "WriteResult",
 ]

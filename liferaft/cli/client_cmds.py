@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -19,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailed
+from liferaft.kv.serve import ServeError, load_token
 
 DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
 
@@ -34,6 +36,13 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--token-file", type=click.Path(dir_okay=False, path_type=Path), help="Bearer token."
     )(f)
+    # (tls_*: "key" is already the kv commands' KEY argument)
+    for flag, name, what in (
+        ("--cacert", "tls_ca", "CA bundle that signs the servers' certificates (https)."),
+        ("--cert", "tls_cert", "Client certificate, for servers that require one (https)."),
+        ("--key", "tls_key", "Its private key."),
+    ):
+        f = click.option(flag, name, type=click.Path(dir_okay=False), help=what)(f)
     f = click.option("--timeout", default=10.0, show_default=True, help="Seconds.")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
     return f
@@ -46,17 +55,26 @@ def _run(
 
     @wraps(fn)
     def wrapper(
-        endpoints: str, token_file: Path | None, timeout: float, as_json: bool, **kw: Any
+        endpoints: str,
+        token_file: Path | None,
+        timeout: float,
+        as_json: bool,
+        tls_ca: str | None,
+        tls_cert: str | None,
+        tls_key: str | None,
+        **kw: Any,
     ) -> None:
         token = None
         if token_file is not None:
             try:
-                token = token_file.read_text().strip()
-            except OSError as exc:
-                raise click.ClickException(f"--token-file: {exc.strerror or exc}") from exc
+                token = load_token(token_file)  # refused if others can read it
+            except ServeError as exc:
+                raise click.ClickException(str(exc)) from exc
+
+        tls = _tls_context(tls_ca, tls_cert, tls_key)
 
         async def go() -> Any:
-            async with AsyncClient(endpoints, token=token, timeout=timeout) as c:
+            async with AsyncClient(endpoints, token=token, timeout=timeout, ssl=tls) as c:
                 return await fn(c, **kw)
 
         try:
@@ -81,6 +99,22 @@ def _run(
             _emit(data, as_json, human)
 
     return wrapper
+
+
+def _tls_context(cacert: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The client's TLS settings, or None (then only ``https://`` endpoints
+    use TLS, checked against the system's CAs)."""
+    if not (cacert or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise click.UsageError("--cert and --key go together")
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.ClickException(f"TLS: {exc}") from exc
+    return ctx
 
 
 def _emit(data: Any, as_json: bool, human: Any) -> None:
@@ -167,14 +201,14 @@ async def kv_cas(c: AsyncClient, key: str, old: str, new: str) -> Any:
 
 @kv.command("list")
 @click.option("--prefix", default="")
-@click.option("--limit", default=None, type=click.IntRange(1, 10_000))
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many.")
 @click.option(
     "--consistency", default="linearizable", type=click.Choice(["linearizable", "lease", "stale"])
 )
 @_options
 @_run
 async def kv_list(c: AsyncClient, prefix: str, limit: int | None, consistency: str) -> Any:
-    """List keys under a prefix."""
+    """List keys under a prefix (every page, unless --limit)."""
     items, rev = await c.list(prefix, limit, consistency)
     t = Table("key", "value", "revision", title=f"store revision {rev}")
     for i in items:

@@ -12,6 +12,12 @@ from typing import Any
 
 import click
 
+from liferaft.kv.listener import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    ClientLimits,
+)
 from liferaft.kv.serve import (
     ServeError,
     ServeOptions,
@@ -20,6 +26,7 @@ from liferaft.kv.serve import (
     serve,
     setup_logging,
 )
+from liferaft.kv.server import DEFAULT_MAX_LIST_BYTES
 from liferaft.transport.base import parse_address
 from liferaft.transport.secret import SecretError, is_loopback, read_secret_file
 
@@ -184,6 +191,36 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="Seconds before a request answers 504.",
 )
 @click.option(
+    "--client-header-timeout",
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds a client connection may take to send a request head (after connecting "
+    "or after its previous response), TLS handshake included.",
+)
+@click.option(
+    "--client-body-timeout",
+    default=DEFAULT_BODY_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds to receive a request body (else 408).",
+)
+@click.option(
+    "--max-client-connections",
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Open client connections at most (lowered to fit the open-file limit); "
+    "more are closed at once.",
+)
+@click.option(
+    "--max-list-bytes",
+    default=DEFAULT_MAX_LIST_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Bytes of keys and values in one page of GET /v1/kv?prefix= (then 'next').",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -212,6 +249,10 @@ def serve_cmd(
     lease_reads: bool,
     max_value: int,
     request_timeout: float,
+    client_header_timeout: float,
+    client_body_timeout: float,
+    max_client_connections: int,
+    max_list_bytes: int,
     log_level: str,
 ) -> None:
     """Run one liferaft-kv node until SIGTERM or Ctrl-C."""
@@ -266,6 +307,10 @@ def serve_cmd(
         peer_ssl_server=_server_ctx(peer_cert, peer_key, peer_ca, "peer"),
         peer_ssl_client=_peer_client_ctx(peer_cert, peer_key, peer_ca),
         client_ssl=_server_ctx(client_cert, client_key, client_ca, "client"),
+        client_limits=ClientLimits(
+            client_header_timeout, client_body_timeout, max_client_connections
+        ),
+        max_list_bytes=max_list_bytes,
     )
     ctx = setup_logging(node_id, log_level.upper())
     try:

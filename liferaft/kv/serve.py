@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from liferaft.runtime import Node, NodeConfig, NodeError
 from liferaft.transport import TcpTransport
 
-from .server import DEFAULT_MAX_VALUE, KVServer
+from .listener import (
+    ClientLimits,
+    ClientListener,
+    connection_cap,
+    raise_nofile_limit,
+    start_client_listener,
+)
+from .server import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVServer
 from .state import KVStore
 
 log = logging.getLogger("liferaft.kv")
@@ -49,6 +55,8 @@ class ServeOptions:
     peer_ssl_server: ssl.SSLContext | None = None
     peer_ssl_client: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
 
 
 def has_data(data_dir: Path) -> bool:
@@ -170,6 +178,21 @@ async def serve(
             f"--initial-cluster gives {o.id} the address {o.initial_cluster[o.id]}, "
             f"but --peer-addr is {o.peer_addr}"
         )
+    # Before any file or socket is opened: the client connection cap is what
+    # the open-file limit leaves after the storage reserve.
+    try:
+        limits = o.client_limits
+        cap = connection_cap(limits.max_connections, raise_nofile_limit())
+    except ValueError as exc:
+        raise ServeError(str(exc)) from exc
+    if cap < limits.max_connections:
+        log.warning(
+            "client connections capped at %d (not %d): the open-file limit keeps the rest "
+            "for storage and peers",
+            cap,
+            limits.max_connections,
+        )
+        limits = ClientLimits(limits.header_timeout, limits.body_timeout, cap)
     store = KVStore()
     transport = TcpTransport(
         o.id,
@@ -193,7 +216,7 @@ async def serve(
     except OSError as exc:
         why = exc.strerror or exc
         raise ServeError(f"cannot listen on --peer-addr {o.peer_addr}: {why}") from exc
-    runner: web.AppRunner | None = None
+    listener: ClientListener | None = None
     try:
         server = KVServer(
             node,
@@ -203,12 +226,19 @@ async def serve(
             max_value=o.max_value,
             timeout=o.request_timeout,
             ssl_client=o.client_ssl and ssl.create_default_context(),
+            body_timeout=limits.body_timeout,
+            max_list_bytes=o.max_list_bytes,
         )
-        runner = web.AppRunner(server.app(), access_log=None)
-        await runner.setup()
         host, _, port = o.client_addr.rpartition(":")
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=o.client_ssl).start()
+            listener = await start_client_listener(
+                server.app(),
+                host.strip("[]"),
+                int(port),
+                limits,
+                ssl_context=o.client_ssl,
+                registry=server.metrics.registry,
+            )
         except OSError as exc:
             raise ServeError(
                 f"cannot listen on --client-addr {o.client_addr}: {exc.strerror or exc}"
@@ -240,8 +270,8 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if runner is not None:
-            await runner.cleanup()
+        if listener is not None:
+            await listener.close()
         await node.stop()
 
 
@@ -288,10 +318,19 @@ def parse_cluster(spec: str) -> dict[str, str]:
 
 
 def load_token(path: Path) -> str:
+    """The bearer token in ``path``; ServeError (one line) if the file is
+    missing, empty, or readable by group or others (as ssh refuses such a
+    private key: a token others can read protects nothing)."""
     try:
+        mode = path.stat().st_mode
         token = path.read_text().strip()
     except OSError as exc:
         raise ServeError(f"cannot read --token-file {path}: {exc.strerror or exc}") from exc
+    if mode & 0o077:
+        raise ServeError(
+            f"--token-file {path} is open to group or others (mode {mode & 0o777:03o}); "
+            f"run: chmod 600 {path}"
+        )
     if not token:
         raise ServeError(f"--token-file {path} is empty")
     return token

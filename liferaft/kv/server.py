@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ from liferaft.runtime import (
     Timeout,
 )
 
+from .listener import DEFAULT_BODY_TIMEOUT
 from .metrics import Metrics
 from .state import (
     KV,
@@ -70,15 +72,27 @@ log = logging.getLogger("liferaft.kv")
 
 DEFAULT_MAX_VALUE = 1 << 20
 MAX_SEQ = (1 << 63) - 1  # session ids and sequence numbers fit an int64
+DEFAULT_MAX_LIST_BYTES = 4 << 20
 MAX_LIST = 10_000
 _CONSISTENCY = ("linearizable", "lease", "stale")
 _OPEN_ROUTES = ("/healthz", "/readyz")
+# A "%" not followed by two hex digits: urllib would keep it as a literal
+# "%", so "%zz" and "%25zz" would name the same key.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+# A revision is a log index: an unsigned 64-bit number (msgpack's largest),
+# so anything larger is refused as input, never met when encoding.  (Checked
+# by hand: msgspec's bounds stop at int64.)
+MAX_REVISION = 2**64 - 1
+_UNSET = msgspec.UNSET
 
 
 class PutBody(msgspec.Struct, forbid_unknown_fields=True):
     value: str
-    if_value: str | None = None
-    if_revision: int | None = None
+    # UNSET (absent) is "no condition"; an explicit null is refused, since a
+    # client sending "if_value": null may well mean "only if absent".
+    if_value: str | None | msgspec.UnsetType = _UNSET
+    if_revision: int | None | msgspec.UnsetType = _UNSET
     request_id: str | None = None  # retired: refused with a pointer to sessions
     session: int | None = None
     seq: int | None = None
@@ -86,8 +100,8 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
-    if_value: str | None = None
-    if_revision: int | None = None
+    if_value: str | None | msgspec.UnsetType = _UNSET
+    if_revision: int | None | msgspec.UnsetType = _UNSET
     request_id: str | None = None  # retired: refused with a pointer to sessions
     session: int | None = None
     seq: int | None = None
@@ -178,6 +192,8 @@ class KVServer:
         max_value: int = DEFAULT_MAX_VALUE,
         timeout: float = 5.0,
         ssl_client: Any = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
     ) -> None:
         self.node = node
         self.store = store
@@ -185,6 +201,8 @@ class KVServer:
         self.token = token
         self.max_value = max_value
         self.timeout = timeout
+        self.body_timeout = body_timeout
+        self.max_list_bytes = max_list_bytes
         self.metrics = Metrics(node, store)
         self._ssl_client = ssl_client
         self._session: aiohttp.ClientSession | None = None
@@ -252,7 +270,12 @@ class KVServer:
         try:
             return await handler(request)
         except ApiError as e:
-            return _error(e.status, e.code, str(e), **e.extra)
+            resp = _error(e.status, e.code, str(e), **e.extra)
+            if e.status == 408:
+                # The connection is mid-body: close it after this answer
+                # rather than parse the rest as a new request.
+                resp.force_close()
+            return resp
         except NodeError as exc:
             err = _node_error(exc)
             return _error(err.status, err.code, str(err))
@@ -278,8 +301,28 @@ class KVServer:
 
     # -- keys ---------------------------------------------------------------------------
 
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, read within ``body_timeout`` (a stranger must not
+        hold a connection by trickling a body it announced)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await request.read()
+        except TimeoutError as exc:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.body_timeout:g} s; nothing applied",
+            ) from exc
+
     def _key(self, request: web.Request) -> str:
-        raw = request.rel_url.raw_path[len("/v1/kv/") :]
+        # The request target as sent: yarl's rel_url re-quotes a bad escape
+        # ("%zz" becomes "%25zz"), which would hide it.
+        target = request.raw_path.split("?", 1)[0]
+        if not target.startswith("/v1/kv/"):
+            raise ApiError(400, "bad_request", "the request target must be a path")
+        raw = target[len("/v1/kv/") :]
+        if _BAD_ESCAPE.search(raw):
+            raise ApiError(400, "bad_request", "malformed percent-encoding in the key")
         try:
             key = urllib.parse.unquote(raw, errors="strict")
         except UnicodeDecodeError as exc:
@@ -306,7 +349,11 @@ class KVServer:
         return _json({"key": key, "value": kv.value, "revision": kv.revision})
 
     async def list_keys(self, request: web.Request) -> web.Response:
+        """One page of keys under ``prefix``, from ``start`` (inclusive) on.
+        A page stops at ``limit`` items or about ``max_list_bytes`` of keys
+        and values; then ``next`` is the ``start`` of the following page."""
         prefix = request.query.get("prefix", "")
+        start = request.query.get("start", "")
         try:
             limit = int(request.query.get("limit", str(MAX_LIST)))
         except ValueError as exc:
@@ -314,19 +361,37 @@ class KVServer:
         if not 1 <= limit <= MAX_LIST:
             raise ApiError(400, "bad_request", f"limit must be in 1..{MAX_LIST}")
         c = self._consistency(request)
-        items, rev = await self.node.read(
-            lambda: self.store.list(prefix, limit), consistency=c, timeout=self.timeout
+        items, nxt, rev = await self.node.read(
+            lambda: self.store.page(prefix, start, limit, self.max_list_bytes),
+            consistency=c,
+            timeout=self.timeout,
         )
-        return _json(
-            {
-                "items": [{"key": k, "value": v.value, "revision": v.revision} for k, v in items],
-                "revision": rev,
-            }
-        )
+        out: dict[str, Any] = {
+            "items": [{"key": k, "value": v.value, "revision": v.revision} for k, v in items],
+            "revision": rev,
+        }
+        if nxt is not None:
+            out["next"] = nxt
+        return _json(out)
 
-    def _check_conditions(self, if_revision: int | None) -> None:
-        if if_revision is not None and if_revision < 0:
-            raise ApiError(400, "bad_request", "if_revision must be >= 0")
+    def _conditions(self, body: PutBody | DeleteBody) -> tuple[str | None, int | None]:
+        """``(if_value, if_revision)``, None where absent.  An explicit null is
+        a 400: it is not "no condition", and not "only if absent" either."""
+        for name in ("if_value", "if_revision"):
+            if getattr(body, name) is None:
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"{name} is null: leave it out for no condition, or send "
+                    '"if_revision": 0 to write only if the key does not exist',
+                )
+        if_value = None if body.if_value is _UNSET else body.if_value
+        if_revision = None if body.if_revision is _UNSET else body.if_revision
+        assert not isinstance(if_value, msgspec.UnsetType)
+        assert not isinstance(if_revision, msgspec.UnsetType)
+        if if_revision is not None and not 0 <= if_revision <= MAX_REVISION:
+            raise ApiError(400, "bad_request", "if_revision must be in 0..2^64-1")
+        return if_value, if_revision
 
     @staticmethod
     def _session_ref(body: PutBody | DeleteBody) -> SessionRef | None:
@@ -393,21 +458,21 @@ class KVServer:
 
     async def put(self, request: web.Request) -> web.Response:
         key = self._key(request)
-        body: PutBody = _decode(await request.read(), PutBody)
+        body: PutBody = _decode(await self._body(request), PutBody)
         if len(body.value.encode()) > self.max_value:
             raise ApiError(413, "too_large", f"value larger than {self.max_value} bytes")
-        self._check_conditions(body.if_revision)
+        if_value, if_revision = self._conditions(body)
         session = self._session_ref(body)
-        cmd = Put(key, body.value, body.if_value, body.if_revision, session=session)
+        cmd = Put(key, body.value, if_value, if_revision, session=session)
         return self._outcome(await self._write(cmd))
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
-        raw = await request.read()
+        raw = await self._body(request)
         body = _decode(raw, DeleteBody) if raw.strip() else DeleteBody()
-        self._check_conditions(body.if_revision)
+        if_value, if_revision = self._conditions(body)
         session = self._session_ref(body)
-        cmd = Delete(key, body.if_value, body.if_revision, session=session)
+        cmd = Delete(key, if_value, if_revision, session=session)
         return self._outcome(await self._write(cmd))
 
     # -- cluster ------------------------------------------------------------------------
@@ -455,7 +520,7 @@ class KVServer:
         return _json({"members": self._members()})
 
     async def add_member(self, request: web.Request) -> web.Response:
-        b: MemberBody = _decode(await request.read(), MemberBody)
+        b: MemberBody = _decode(await self._body(request), MemberBody)
         if not b.id or not b.peer_addr:
             raise ApiError(400, "bad_request", "id and peer_addr are required")
         info = {"client_addr": b.client_addr} if b.client_addr else {}
@@ -480,7 +545,7 @@ class KVServer:
         return _json({"members": self._members()})
 
     async def transfer(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await self._body(request)
         body = _decode(raw, TransferBody) if raw.strip() else TransferBody()
         if not self.node.is_leader:
             return await self._to_leader(request, raw)
@@ -494,7 +559,9 @@ class KVServer:
         if leader is None or not addr:
             raise ApiError(503, "no_leader", "no leader known (or its client address is not)")
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # Idle connections go before the leader's header timeout closes them.
+            conn = aiohttp.TCPConnector(keepalive_timeout=5.0)
+            self._session = aiohttp.ClientSession(connector=conn)
         scheme = "https" if self._ssl_client is not None else "http"
         headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
         try:

@@ -45,6 +45,7 @@ applied; the HTTP API no longer accepts it.
 
 from __future__ import annotations
 
+import builtins
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -333,6 +334,26 @@ class KVStore:
                 break
             out.append((k, self.data[k]))
         return out, self.revision
+
+    def page(
+        self, prefix: str, start: str, limit: int, max_bytes: int
+    ) -> tuple[builtins.list[tuple[str, KV]], str | None, int]:
+        """One page of ``list``: keys under ``prefix`` from ``start`` on, at
+        most ``limit`` of them and, past the first, about ``max_bytes`` of
+        keys and values (UTF-8).  Returns the items, the key the next page
+        starts at (None when done) and the store's revision."""
+        out: builtins.list[tuple[str, KV]] = []
+        size = 0
+        for k in self.data.irange(minimum=max(prefix, start)):
+            if not k.startswith(prefix):
+                break
+            kv = self.data[k]
+            # 40: the JSON around one item ({"key":..,"value":..,"revision":..}).
+            size += len(k.encode()) + len(kv.value.encode()) + 40
+            if out and (len(out) >= limit or size > max_bytes):
+                return out, k, self.revision
+            out.append((k, kv))
+        return out, None, self.revision
 
     # -- snapshots --------------------------------------------------------------------
 

@@ -298,13 +298,16 @@ class ProcCluster:
         extra: list[str] | None = None,
         token: str | None = None,
         timing: list[str] | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.root = root
         self.token = token
+        self.nofile = nofile  # the nodes' open-file limit (soft and hard), if set
         self.extra = [*(FAST_TIMING if timing is None else timing), *(extra or [])]
         if token is not None:
             tf = root / "token"
             tf.write_text(token + "\n")
+            tf.chmod(0o600)  # serve refuses a token file others can read
             self.extra += ["--token-file", str(tf)]
         self.nodes: dict[str, NodeProc] = {}
         self.closed = False
@@ -363,10 +366,18 @@ class ProcCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=self.root,
+            preexec_fn=self._limit_files if self.nofile is not None else None,
         )
         n.pids.append(n.proc.pid)
         n.paused = False
         return n
+
+    def _limit_files(self) -> None:
+        """In the child, before exec: ``ulimit -n`` as an operator would."""
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def add_joining(self, node_id: str, via: str, extra: list[str] | None = None) -> NodeProc:
         """Define and start a new node that joins through ``via``'s client API."""

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from liferaft.cli import main
 from liferaft.cli import serve as serve_mod
+from liferaft.kv.listener import ClientLimits
 from liferaft.kv.serve import ServeOptions, node_config, parse_cluster
 
 BASE = [
@@ -73,6 +74,7 @@ def test_an_unusable_data_dir_or_token_file(tmp_path: Path, captured: list[Serve
     assert r.exit_code == 1 and "--token-file" in r.output
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--token-file", str(empty)])
     assert r.exit_code == 1 and "is empty" in r.output
 
@@ -82,6 +84,7 @@ def test_config_file_settings_merge_under_the_flags(
 ) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     cfg = tmp_path / "n1.toml"
     cfg.write_text(
         f'data-dir = "{tmp_path / "d"}"\n'
@@ -200,3 +203,14 @@ async def test_serve_join_tries_every_listed_member() -> None:
     finally:
         await runner.cleanup()
     assert tried[-1] == "127.0.0.1:7001", tried
+
+
+def test_client_port_limit_flags(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--initial-cluster", "n1=127.0.0.1:7001",
+             "--client-header-timeout", "2.5", "--client-body-timeout", "7",
+             "--max-client-connections", "50", "--max-list-bytes", "65536"])
+    assert r.exit_code == 0, r.output
+    (o,) = captured
+    assert o.client_limits == ClientLimits(2.5, 7.0, 50) and o.max_list_bytes == 65536
+    r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--max-client-connections", "0"])
+    assert r.exit_code == 2 and "--max-client-connections" in r.output

@@ -146,7 +146,8 @@ async def test_a_forged_append_entries_does_not_move_a_nodes_term(tmp_path: Path
         data_dir=tmp_path / "n1",
         # n2 is a member, but not running: n1 can never win an election, so
         # (with pre-vote) its term stays where it is unless someone moves it.
-        initial_members={"n1": "127.0.0.1:0", "n2": "127.0.0.1:1"},
+        # (n1's own entry is never dialed; port 0 would be refused as a member.)
+        initial_members={"n1": "127.0.0.1:2", "n2": "127.0.0.1:1"},
     )
     await node.start()
     try:

@@ -1,0 +1,283 @@
+"""The client port's listener: how many connections it holds, and for how long.
+
+The HTTP API is open to anyone who can reach the client port (the token is
+checked only once a request has arrived), so the port itself must bound what
+a stranger can hold (DESIGN.md, "Trust model"):
+
+- **Header timeout.** A connection must deliver a complete request head
+  within ``header_timeout`` of being accepted (or of its previous response,
+  for a kept-alive connection), else it is closed.  aiohttp arms its
+  keep-alive timer when a connection is made (3.14+), and that timer closes a
+  connection whose handler is still waiting for a request head: exactly a
+  header timeout, so :func:`start_client_listener` sets ``keepalive_timeout``
+  to it.  A TLS handshake gets the same bound.
+- **Body timeout.** A request body must arrive within ``body_timeout``
+  (enforced where the body is read: ``KVServer``).
+- **Connection cap.** At most ``max_connections`` are open at once, counted
+  from accept to close (TLS handshakes included); one more is closed at once
+  and counted in ``liferaft_http_connections_refused_total``.
+- **Descriptors for storage.** :func:`raise_nofile_limit` lifts the soft
+  ``RLIMIT_NOFILE`` to the hard limit, and :func:`connection_cap` keeps
+  :data:`FD_RESERVE` descriptors out of the cap, so client connections can
+  never take the descriptor a WAL, snapshot or hard-state write needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger("liferaft.kv")
+
+# Descriptors kept out of the client connection cap: storage (WAL segments,
+# snapshot files and their temp files, the hard-state file and the data
+# directory fsyncs), the peer port's connections (capped on its own), the
+# leader-proxy client pool, logs and the interpreter's own files.  A node
+# uses a few dozen of these in practice; 256 leaves room for a busy one.
+FD_RESERVE = 256
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What one client connection may hold (seconds, count)."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+def raise_nofile_limit() -> int:
+    """Lift the soft ``RLIMIT_NOFILE`` to the hard limit (as far as the OS
+    lets us) and return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit is not a number we can set; 65536 is plenty.
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, want, exc)
+    return soft
+
+
+def connection_cap(requested: int, nofile: int, reserve: int = FD_RESERVE) -> int:
+    """The client connection cap: ``requested``, lowered so that ``reserve``
+    descriptors of ``nofile`` stay free for storage and peers.  ValueError
+    when not even one connection fits."""
+    room = nofile - reserve
+    if room < 1:
+        raise ValueError(
+            f"the open-file limit is {nofile}, and {reserve} descriptors are kept for "
+            "storage and peers: raise `ulimit -n`"
+        )
+    return min(requested, room)
+
+
+class ConnectionGate:
+    """Counts open client connections and refuses those past the cap."""
+
+    def __init__(self, cap: int, registry: CollectorRegistry | None = None) -> None:
+        self.cap = cap
+        self.open = 0
+        self.refused = 0
+        reg = registry if registry is not None else CollectorRegistry()
+        self._refused = Counter(
+            "liferaft_http_connections_refused",
+            "Client connections closed at once because the connection cap was reached.",
+            registry=reg,
+        )
+        self._open = Gauge(
+            "liferaft_http_connections_open",
+            "Client connections open now (TLS handshakes included).",
+            registry=reg,
+        )
+        Gauge("liferaft_http_connections_max", "The client connection cap.", registry=reg).set(cap)
+
+    def admit(self) -> bool:
+        if self.open >= self.cap:
+            self.refused += 1
+            self._refused.inc()
+            return False
+        self.open += 1
+        self._open.set(self.open)
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+        self._open.set(self.open)
+
+
+class _Slot:
+    """One admitted connection's place in the gate, given back once."""
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self._gate: ConnectionGate | None = gate
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+
+
+class _Tracked(asyncio.Protocol):
+    """Stands between one admitted connection's transport and aiohttp's
+    request handler, to give its slot back when the connection ends."""
+
+    def __init__(self, slot: _Slot, inner: asyncio.Protocol) -> None:
+        self._slot = slot
+        self._inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._slot.release()
+        self._inner.connection_lost(exc)
+
+
+class ClientListener:
+    """The client port: an aiohttp app behind the gate and the timeouts.
+    Build it with :func:`start_client_listener`; ``close()`` stops it.
+
+    It runs its own accept loop rather than ``loop.create_server``: a
+    connection must be counted from accept, TLS handshake included, and
+    ``create_server`` tells the protocol nothing of a handshake that fails.
+    ``loop.connect_accepted_socket`` does the handshake (bounded by the header
+    timeout) and raises if it fails, so every slot taken is given back."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        gate: ConnectionGate,
+        limits: ClientLimits,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.runner = runner
+        self.gate = gate
+        self._sock = sock
+        self._limits = limits
+        self._ssl = ssl_context
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._accepting = asyncio.ensure_future(self._accept_loop())
+
+    @property
+    def port(self) -> int:
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                # EMFILE and friends: the reserve is for storage, so wait a
+                # moment for descriptors to come back rather than spin.
+                log.warning("accepting a client connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if not self.gate.admit():
+                conn.close()
+                continue
+            task = asyncio.ensure_future(self._start(conn, _Slot(self.gate)))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _start(self, conn: socket.socket, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        make_handler = self.runner.server
+        assert make_handler is not None
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Tracked(slot, make_handler()),
+                conn,
+                ssl=self._ssl,
+                ssl_handshake_timeout=self._limits.header_timeout if self._ssl else None,
+            )
+        except BaseException as exc:
+            # The handshake failed, timed out or was cancelled: the protocol
+            # never saw the connection, so its slot is given back here.
+            conn.close()
+            slot.release()
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("client TLS handshake failed: %s", exc)
+
+    async def close(self) -> None:
+        self._accepting.cancel()
+        for t in list(self._handshakes):
+            t.cancel()
+        await asyncio.gather(self._accepting, *self._handshakes, return_exceptions=True)
+        self._sock.close()
+        await self.runner.cleanup()
+
+
+async def start_client_listener(
+    app: web.Application,
+    host: str,
+    port: int,
+    limits: ClientLimits,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    registry: CollectorRegistry | None = None,
+) -> ClientListener:
+    """Serve ``app`` on ``host:port`` within ``limits`` (OSError if the port
+    cannot be bound)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(512)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    # keepalive_timeout is aiohttp's deadline for a request head, from accept
+    # or from the previous response (see the module docstring).
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout)
+    try:
+        await runner.setup()
+    except BaseException:
+        sock.close()
+        raise
+    gate = ConnectionGate(limits.max_connections, registry)
+    return ClientListener(runner, sock, gate, limits, ssl_context)
+
+
+__all__ = [
+    "ClientLimits",
+    "ClientListener",
+    "ConnectionGate",
+    "FD_RESERVE",
+    "connection_cap",
+    "raise_nofile_limit",
+    "start_client_listener",
+]

@@ -1,0 +1,174 @@
+"""The client port bounds what a stranger can hold (DESIGN.md, "Trust
+model"): a request head must arrive within the header timeout, a body within
+the body timeout, connections past the cap are closed at once and counted,
+and the cap leaves file descriptors for storage.  One node behind the real
+client listener; every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from liferaft.kv.listener import FD_RESERVE, ClientLimits, connection_cap
+from tests.kv.one_node import OneNode
+
+PARTIAL_HEAD = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"  # never finished
+
+
+async def _connect(
+    port: int, data: bytes = PARTIAL_HEAD
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """True if the server closes the connection within ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass  # reset: closed too
+    return True
+
+
+def _metric(text: str, name: str) -> float:
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
+
+
+async def _metrics(one: OneNode) -> str:
+    reader, writer = await _connect(
+        one.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        async with asyncio.timeout(10):
+            resp = await reader.read()
+    finally:
+        writer.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:100]
+    return resp.partition(b"\r\n\r\n")[2].decode()
+
+
+async def test_partial_request_heads_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    one = OneNode(tmp_path, limits=ClientLimits(header_timeout=0.5, max_connections=100))
+    await one.start()
+    held = []
+    try:
+        held = [await _connect(one.port) for _ in range(20)]
+        # A normal request is served beside them.
+        st, body = await one.call("GET", "/v1/status")
+        assert st == 200 and body["id"] == "n1"
+        for reader, _ in held:
+            assert await _closed_by_server(reader, within=20), "a partial head was held open"
+        st, _ = await one.call("GET", "/v1/status")
+        assert st == 200
+    finally:
+        for _, w in held:
+            w.close()
+        await one.stop()
+
+
+async def test_connections_past_the_cap_are_closed_at_once_and_counted(tmp_path: Path) -> None:
+    # A header timeout far longer than the test: only the cap closes anything.
+    one = OneNode(tmp_path, limits=ClientLimits(header_timeout=120, max_connections=6))
+    await one.start()
+    held = []
+    try:
+        held = [await _connect(one.port) for _ in range(6)]
+        extra_reader, extra_writer = await _connect(one.port)
+        held.append((extra_reader, extra_writer))
+        assert await _closed_by_server(extra_reader, within=10), "the 7th connection was kept"
+        for reader, _ in held[:6]:
+            assert not await _closed_by_server(reader, within=0.01)
+        # Once the holders go, their slots are free again.
+        for _, w in held:
+            w.close()
+        assert one.listener is not None
+        for _ in range(200):  # bounded: the server sees the closes within a moment
+            if one.listener.gate.open == 0:
+                break
+            await asyncio.sleep(0.05)
+        text = await _metrics(one)
+        assert _metric(text, "liferaft_http_connections_refused_total") == 1
+        assert _metric(text, "liferaft_http_connections_max") == 6
+        st, _ = await one.call("GET", "/v1/status")
+        assert st == 200
+    finally:
+        for _, w in held:
+            w.close()
+        await one.stop()
+
+
+async def test_a_body_that_never_arrives_is_a_408_and_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    one = OneNode(tmp_path, body_timeout=0.5)
+    await one.start()
+    try:
+        head = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        reader, writer = await _connect(one.port, head + b'{"value":')
+        try:
+            async with asyncio.timeout(30):
+                resp = await reader.read()  # to EOF: the server closes
+        finally:
+            writer.close()
+        status, _, rest = resp.partition(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 408")
+        body = json.loads(rest.partition(b"\r\n\r\n")[2])
+        assert body["error"] == "request_timeout" and "nothing applied" in body["message"]
+        st, _ = await one.call("GET", "/v1/kv/k")
+        assert st == 404
+    finally:
+        await one.stop()
+
+
+async def test_a_tls_handshake_that_never_starts_holds_a_slot_only_until_the_timeout(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    one = OneNode(
+        tmp_path,
+        ssl_context=server_ctx,
+        limits=ClientLimits(header_timeout=0.5, max_connections=3),
+    )
+    await one.start()
+    held = []
+    try:
+        held = [await _connect(one.port, b"") for _ in range(3)]  # TCP only, no ClientHello
+        for reader, _ in held:
+            assert await _closed_by_server(reader, within=20), "a silent TLS client was kept"
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        reader, writer = await asyncio.open_connection("127.0.0.1", one.port, ssl=client_ctx)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(10):
+            resp = await reader.read()
+        writer.close()
+        assert resp.startswith(b"HTTP/1.1 200")
+    finally:
+        for _, w in held:
+            w.close()
+        await one.stop()
+
+
+def test_the_cap_keeps_descriptors_for_storage() -> None:
+    assert connection_cap(1024, nofile=1024) == 1024 - FD_RESERVE
+    assert connection_cap(100, nofile=1024) == 100
+    assert connection_cap(10**6, nofile=65536) == 65536 - FD_RESERVE
+    with pytest.raises(ValueError, match="ulimit -n"):
+        connection_cap(1024, nofile=FD_RESERVE)
