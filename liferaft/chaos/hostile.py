@@ -138,17 +138,22 @@ class Watch:
         for m in st.get("members", []):
             mid = str(m.get("id", ""))
             known = self.c.members.get(mid)
+            # Keyed by what changed, not by who saw it: one forged member
+            # seen by five nodes is one change.
             if known is None:
                 if not mid.startswith(OPERATOR_IDS):
-                    self._found("membership", f"{nid} lists member {mid!r}")
+                    self._found("membership", f"{nid} lists member {mid!r}", f"member {mid}")
                 continue
-            if m.get("peer_addr") not in ("", known.peer):
+            peer, client = m.get("peer_addr"), m.get("client_addr")
+            if peer not in ("", known.peer):
                 self._found(
-                    "membership", f"{nid} lists {mid} at peer address {m.get('peer_addr')!r}"
+                    "membership", f"{nid} lists {mid} at peer address {peer!r}", f"{mid} {peer}"
                 )
-            if m.get("client_addr") not in ("", known.client):
+            if client not in ("", known.client):
                 self._found(
-                    "client_addr", f"{nid} lists {mid} at client address {m.get('client_addr')!r}"
+                    "client_addr",
+                    f"{nid} lists {mid} at client address {client!r}",
+                    f"{mid} client {client}",
                 )
 
     async def sweep(self) -> None:
@@ -166,7 +171,8 @@ class Watch:
             code, body = await self.c.call(nid, "GET", path, timeout=5)
             if code == 200 and isinstance(body, dict):
                 for item in body.get("items", []):
-                    self._found("key", f"{nid} holds {item.get('key')!r}")
+                    key = item.get("key")
+                    self._found("key", f"{nid} holds {key!r}", f"key {key}")
 
 
 @dataclass
