@@ -75,6 +75,8 @@ async def register_client(
                 rec.add(Op(next(rec.ids), proc, key, "read", None, None, t0, t1))
             elif st not in (0, 503, 504):
                 rec.unexpected[f"read {st} {body}"[:120]] += 1
+            if st == 0:  # no answer (a dead node): do not spin on it
+                await asyncio.sleep(0.05)
             continue
         n += 1
         value = f"p{proc}-{n}"
@@ -96,6 +98,8 @@ async def register_client(
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, t1, "fail"))
         elif st in (0, 504):
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
+            if st == 0:
+                await asyncio.sleep(0.05)
         else:
             rec.unexpected[f"{f} {st} {body}"[:120]] += 1
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
