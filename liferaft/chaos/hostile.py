@@ -245,6 +245,8 @@ class Stranger:
                 await getattr(self, "_" + kind.replace("-", "_"))(stop)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 self._outcome(kind, f"connection ended: {type(exc).__name__}")
+            except Exception as exc:  # the harness's own bug: say so, keep going
+                self._outcome(kind, f"HARNESS ERROR {type(exc).__name__}: {exc}"[:160])
             self.done[kind] += 1
             self._release_held(force=False)
             await self.watch.sweep()
