@@ -1,12 +1,47 @@
-"""Shared pytest options.
+"""Shared pytest options and rules.
 
 ``--rewrite`` regenerates the expected output of golden interaction scripts
 (tests/core/testdata/*.txt) instead of comparing against it.
+
+Tests that need a Debian tool (etcdctl, etcd, chromium, ...) ask for it in
+one way, :func:`require_tool` or ``@pytest.mark.requires_tool("etcdctl")``:
+on a developer's machine a missing tool skips the test, naming the package
+to install; with ``CI=true`` (CI sets it, see .ci/run) it fails, because a
+CI run that skips what it was meant to run would pass without testing it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
+
+# The Debian package that ships each tool, for the skip message.
+DEBIAN_PACKAGES = {
+    "etcdctl": "etcd-client",
+    "etcd": "etcd-server",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+
+def in_ci() -> bool:
+    """True when ``CI`` says so (``true``, ``1`` or ``yes``, any case)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_tool(name: str) -> str:
+    """The path of the executable ``name``; if it is missing, skip the
+    calling test, or fail it under ``CI=true``."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    pkg = DEBIAN_PACKAGES.get(name)
+    why = f"{name} is not installed" + (f" (Debian package {pkg})" if pkg else "")
+    if in_ci():
+        pytest.fail(f"{why}; CI=true requires every tool a test needs", pytrace=False)
+    pytest.skip(why)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -16,6 +51,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the expected output of golden interaction scripts",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires_tool(*names): the test needs these executables; "
+        "skipped if one is missing, failed under CI=true",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("requires_tool"):
+        for name in mark.args:
+            require_tool(name)
 
 
 @pytest.fixture

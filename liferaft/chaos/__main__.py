@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .crashloop import crashloop
+from .hostile import HOSTILE
 from .nemesis import FAULTS
 from .soak import soak
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--nodes", type=int, default=5)
     s.add_argument("--faults", default=",".join(FAULTS), help=f"subset of {','.join(FAULTS)}")
+    s.add_argument(
+        "--hostile",
+        default="all",
+        help=f"stranger and operator faults: all, none, or a subset of {','.join(HOSTILE)}",
+    )
     s.add_argument("--clients", type=int, default=6)
     s.add_argument("--out", type=Path, default=None, help="where history.json goes")
     s.add_argument(
@@ -45,12 +51,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.cmd == "soak":
         faults = [f for f in a.faults.split(",") if f]
+        hostile = {"all": list(HOSTILE), "none": []}.get(
+            a.hostile, [h for h in a.hostile.split(",") if h]
+        )
+        bad = sorted(set(hostile) - set(HOSTILE))
+        if bad:
+            p.error(f"unknown --hostile {','.join(bad)}; choose from {','.join(HOSTILE)}")
         if not 0 < a.time <= 24 * 3600 or not 1 <= a.nodes <= 9:
             p.error("--time must be in (0, 86400] and --nodes in 1..9")
         res = asyncio.run(
             soak(
-                a.time, seed, a.nodes, faults, out, clients=a.clients, log=log,
+                a.time,
+                seed,
+                a.nodes,
+                faults,
+                out,
+                clients=a.clients,
+                log=log,
                 read_consistency=a.read_consistency,
+                hostile=hostile,
             )
         )
         if res.explanation:
@@ -59,6 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unexpected: {k} (x{v})")
         for why in res.skipped:
             print(f"skipped: {why}")
+        for what, n in sorted(res.hostile_outcomes.items()):
+            print(f"hostile: {what} (x{n})")
+        for d in res.stranger_details:
+            print(f"STRANGER CHANGED {d}")
+        for e in res.exits:
+            print(f"NODE EXIT: {e}")
+        for g in res.rss_grew:
+            print(f"RSS GREW: {g}")
+        if res.rss:
+            print(
+                "rss (MiB, baseline -> end): "
+                + ", ".join(f"{n} {b >> 20}->{e >> 20}" for n, (b, e) in res.rss.items())
+            )
         print(
             f"faults: {res.faults}; set adds acknowledged {res.set_acked}, "
             f"invented {res.invented}; history: {res.out}/history.json"

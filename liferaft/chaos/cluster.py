@@ -6,6 +6,16 @@ inside its own network namespace on a private address (so links can be cut).
 The harness knows every child by PID and stops only those: SIGCONT (a
 stopped node could not exit), SIGTERM, then SIGKILL after a grace period,
 on every exit path.
+
+Peer authentication: the cluster writes a fresh peer secret (mode 0600) in
+its directory and hands it to every node with ``--peer-secret-file``, as
+``cluster up`` does, when this version of ``liferaft serve`` has the flag
+(nodes in network namespaces have non-loopback peer addresses, which serve
+refuses to bind without a secret).
+
+Exits: the harness kills nodes on purpose (the nemesis); any other exit of a
+node process is recorded in :attr:`ChaosCluster.exits` with its code and the
+end of its log, and fails a soak.
 """
 
 from __future__ import annotations
@@ -14,10 +24,12 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -55,6 +67,9 @@ class Member:
     proc: subprocess.Popen[bytes] | None = None
     logf: IO[bytes] | None = None
     stopped: bool = False  # SIGSTOPped
+    # The harness ended (or expects the end of) this process: not a crash.
+    expected_exit: bool = False
+    started: float = 0.0  # time.monotonic() of the last spawn
 
     @property
     def alive(self) -> bool:
@@ -77,8 +92,29 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def serve_has_flag(flag: str) -> bool:
+    """True if this version of ``liferaft serve`` takes ``flag``."""
+    from liferaft.cli.serve import serve_cmd
+
+    return any(flag in p.opts for p in serve_cmd.params)
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` (Linux /proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class ChaosCluster:
     """N nodes; ``lab`` (a NetLab) puts each in its own network namespace."""
+
+    cluster_id = "liferaft"
 
     def __init__(
         self, ids: list[str], base: Path, lab: Any = None, rng: random.Random | None = None
@@ -87,6 +123,20 @@ class ChaosCluster:
         self.lab = lab
         self.rng = rng or random.Random()
         self.members: dict[str, Member] = {}
+        # (node id, exit code, last lines of its log) of every unexpected exit.
+        self.exits: list[tuple[str, int, str]] = []
+        base.mkdir(parents=True, exist_ok=True)
+        self.secret_file = base / "peer-secret"
+        self.secret = secrets.token_hex(32).encode()
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.secret + b"\n")
+        os.chmod(self.secret_file, 0o600)  # an existing file keeps its mode otherwise
+        self.auth_flags = (
+            ["--peer-secret-file", str(self.secret_file)]
+            if serve_has_flag("--peer-secret-file")
+            else []
+        )
         ports = free_ports(2 * len(ids)) if lab is None else []
         for i, nid in enumerate(ids):
             if lab is None:
@@ -108,7 +158,8 @@ class ChaosCluster:
         m.data.mkdir(parents=True, exist_ok=True)
         if m.logf is None:
             m.logf = open(m.log, "ab")  # noqa: SIM115 (closed in shutdown)
-        cmd = [*m.prefix, *serve_argv(m.id, m.data, m.peer, m.client, *NODE_FLAGS, *args)]
+        flags = [*NODE_FLAGS, *self.auth_flags]
+        cmd = [*m.prefix, *serve_argv(m.id, m.data, m.peer, m.client, *flags, *args)]
         m.proc = subprocess.Popen(
             cmd,
             stdout=m.logf,
@@ -117,6 +168,27 @@ class ChaosCluster:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         m.stopped = False
+        m.expected_exit = False
+        m.started = time.monotonic()
+
+    def check_exits(self) -> list[tuple[str, int, str]]:
+        """Record (and return) node processes that exited while nobody asked
+        them to; each exit is recorded once."""
+        new = []
+        for m in self.members.values():
+            if m.proc is None or m.expected_exit:
+                continue
+            code = m.proc.poll()
+            if code is None:
+                continue
+            m.expected_exit = True  # recorded; a restart clears it
+            new.append((m.id, code, _tail(m.log)))
+        self.exits.extend(new)
+        return new
+
+    def expect_exit(self, nid: str) -> None:
+        """The harness is about to end ``nid`` (or make it leave): not a crash."""
+        self.members[nid].expected_exit = True
 
     def start_all(self) -> None:
         spec = ",".join(f"{m.id}={m.peer}" for m in self.members.values())
@@ -128,6 +200,7 @@ class ChaosCluster:
         m = self.members[nid]
         if m.alive:
             return
+        self.check_exits()
         self._spawn(m, [])
 
     def start_joining(self, nid: str, via: str) -> None:
@@ -143,6 +216,8 @@ class ChaosCluster:
 
     def kill(self, nid: str) -> None:
         m = self.members[nid]
+        self.check_exits()  # an exit before this kill is still a crash
+        m.expected_exit = True
         if m.alive and m.proc is not None:
             m.proc.send_signal(signal.SIGKILL)
             m.proc.wait()
@@ -162,7 +237,9 @@ class ChaosCluster:
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop every process this harness started (only those, by PID)."""
+        self.check_exits()
         for m in self.members.values():
+            m.expected_exit = True
             if m.proc is not None and m.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     m.proc.send_signal(signal.SIGCONT)
@@ -179,6 +256,17 @@ class ChaosCluster:
             if m.logf is not None:
                 m.logf.close()
                 m.logf = None
+
+    def rss(self) -> dict[str, tuple[int, float]]:
+        """Each running node's (RSS in bytes, seconds since it started)."""
+        now = time.monotonic()
+        out = {}
+        for m in self.members.values():
+            if m.alive and m.proc is not None:
+                r = rss_bytes(m.proc.pid)
+                if r is not None:
+                    out[m.id] = (r, now - m.started)
+        return out
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -233,3 +321,11 @@ class ChaosCluster:
             if st is not None:
                 return {m["id"] for m in st["members"] if m["voter"]}
         return set()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_bytes()[-4000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -131,7 +131,9 @@ class Nemesis:
         ids = list(self.c.members)
         victim = self.rng.choice(ids)
         others = [i for i in ids if i != victim]
-        # Remove it through any other member (routed to the leader).
+        # Remove it through any other member (routed to the leader).  A
+        # removed node may stop by itself: that exit is not a crash.
+        self.c.expect_exit(victim)
         for _ in range(20):
             via = self.rng.choice(others)
             st, body = await self.c.call(via, "DELETE", f"/v1/members/{victim}", timeout=5)
@@ -140,6 +142,8 @@ class Nemesis:
             await _sleep(stop, 0.5)
         else:
             self.note(f"churn: could not remove {victim}")
+            self.c.members[victim].expected_exit = False
+            self.c.check_exits()
             return
         self.note(f"churn: removed {victim} ({st})")
         self.c.kill(victim)

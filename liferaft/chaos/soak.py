@@ -3,11 +3,14 @@ verdict.
 
 Order: start N nodes (each in its own network namespace when partitions
 are on and namespaces work here), wait for a leader, run the workloads and
-the nemesis for ``seconds``, heal everything, let the cluster settle, read
-every key from every node, then check: the register history for
-linearizability (liferaft.verify), the set for lost acknowledged adds and
-invented elements.  One final line sums it up; the history and the
-nemesis log go to ``out``.
+the nemesis and the stranger (:mod:`.hostile`) for ``seconds``, heal
+everything, let the cluster settle, read every key from every node, then
+check: the register history for linearizability (liferaft.verify), the set
+for lost acknowledged adds and invented elements, that no stranger changed
+anything, that no node process exited unless the harness ended it, and that
+no node's RSS ended above twice what it was a minute into the run.  One
+final line sums it up; the history, the nemesis log and the stranger's log
+go to ``out``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 from liferaft.verify import Register, check, save
 
-from .cluster import ChaosCluster
+from .cluster import ChaosCluster, ChaosError
+from .hostile import Stranger, Watch
 from .nemesis import FAULTS, Nemesis
 from .workload import Recorder, SetState, final_reads, register_client, set_client
 
@@ -46,12 +50,27 @@ class SoakResult:
     unexpected: dict[str, int] = field(default_factory=dict)
     explanation: str = ""
     out: str = ""
+    hostile: int = 0  # hostile actions performed
+    hostile_outcomes: dict[str, int] = field(default_factory=dict)
+    # What strangers changed, by kind (membership, client_addr, key, term,
+    # http_5xx), and the details.
+    stranger_changes: dict[str, int] = field(default_factory=dict)
+    stranger_details: list[str] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)  # node processes that died
+    rss: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (baseline, end)
+    rss_grew: list[str] = field(default_factory=list)
+
+    @property
+    def membership_changed_by_stranger(self) -> int:
+        return self.stranger_changes.get("membership", 0)
 
     def line(self) -> str:
         return (
             f"ops={self.ops} ok={self.ok} fail={self.fail} indeterminate={self.indeterminate} "
             f"keys={self.keys} linearizable={self.linearizable} lost={self.lost} "
-            f"seed={self.seed}"
+            f"hostile={self.hostile} "
+            f"membership_changed_by_stranger={self.membership_changed_by_stranger} "
+            f"node_exits={len(self.exits)} seed={self.seed}"
         )
 
     @property
@@ -61,6 +80,9 @@ class SoakResult:
             and self.lost == 0
             and self.invented == 0
             and not self.unexpected
+            and not any(self.stranger_changes.values())
+            and not self.exits
+            and not self.rss_grew
         )
 
 
@@ -75,9 +97,12 @@ async def soak(
     budget_per_key: float = 60.0,
     log: Any = print,
     read_consistency: str = "linearizable",
+    hostile: list[str] | None = None,
 ) -> SoakResult:
     """``read_consistency="stale"`` makes the register clients read stale on
-    purpose: the verdict must then be NO (the harness's own check)."""
+    purpose: the verdict must then be NO (the harness's own check).
+    ``hostile``: the kinds of :data:`~liferaft.chaos.hostile.HOSTILE` the
+    stranger uses (None or empty: no stranger)."""
     rng = random.Random(seed)
     res = SoakResult(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,24 +155,54 @@ async def soak(
         nem = Nemesis(c, faults, random.Random(rng.random()), lab) if faults else None
         if nem is not None:
             tasks.append(asyncio.create_task(nem.run(stop)))
-        t_end = time.monotonic() + seconds
+        watch = Watch(c)
+        stranger = (
+            Stranger(c, hostile, random.Random(rng.random()), watch, c.secret) if hostile else None
+        )
+        if stranger is not None:
+            tasks.append(asyncio.create_task(stranger.run(stop)))
+        rss = _RssWatch(min(60.0, seconds / 3))
+        t_start = time.monotonic()
+        t_end = t_start + seconds
         while time.monotonic() < t_end:
-            await asyncio.sleep(min(5.0, t_end - time.monotonic()))
-            log(
-                f"soak: t={seconds - (t_end - time.monotonic()):.0f}s ops={len(rec.ops)} "
-                f"set={len(sets.acked)} faults={dict(nem.done) if nem else {}}"
-            )
+            await asyncio.sleep(min(2.0, max(0.0, t_end - time.monotonic())))
+            for nid, code, tail in c.check_exits():
+                log(f"soak: {nid} exited with code {code}; its log ends:\n{tail}")
+            rss.sample(c, time.monotonic() - t_start)
+            if int(time.monotonic() - t_start) % 10 < 2:
+                log(
+                    f"soak: t={time.monotonic() - t_start:.0f}s ops={len(rec.ops)} "
+                    f"set={len(sets.acked)} faults={dict(nem.done) if nem else {}} "
+                    f"hostile={stranger.actions if stranger else 0}"
+                )
         stop.set()
         await asyncio.gather(*tasks)
         if nem is not None:
             await nem.heal()
             res.faults = dict(nem.done)
-        # Quiet period: everyone back, a leader, and time to catch up.
-        await c.leader(timeout=30)
+        if stranger is not None:
+            await stranger.heal()
+            res.hostile = stranger.actions
+            res.hostile_outcomes = dict(stranger.outcomes)
+        # Quiet period: everyone back, a leader, and time to catch up.  No
+        # leader is a finding, not a crash of the harness: the verdict still
+        # says what else went wrong (a node that exited, a stranger's change).
+        try:
+            await c.leader(timeout=30)
+        except ChaosError as exc:
+            res.unexpected[f"after healing: {exc}"] = 1
         await asyncio.sleep(3.0)
         final = await final_reads(c, rec, keys, proc=10_000, set_procs=set_procs)
+        await watch.final()
+        c.check_exits()
+        rss.sample(c, time.monotonic() - t_start)
+        res.rss, res.rss_grew = rss.verdict()
+        res.stranger_changes = dict(watch.changes)
+        res.stranger_details = list(watch.details)
+        res.exits = [f"{nid} exited with code {code}: {tail}" for nid, code, tail in c.exits]
         save(rec.ops, out / "history.json")
         (out / "nemesis.json").write_text(json.dumps(nem.log if nem else []))
+        (out / "stranger.json").write_text(json.dumps(stranger.log if stranger else []))
         res.out = str(out)
         # The verdict.
         reg_ops = [o for o in rec.ops if not o.key.startswith("set/")]
@@ -176,6 +231,36 @@ async def soak(
             os.close(home_ns)
         if lab is not None:
             lab.__exit__(None, None, None)
+
+
+class _RssWatch:
+    """Each node's RSS a while into the run (``at`` seconds: a minute in a
+    long soak) against its RSS at the end; the end above twice the baseline
+    fails the run (a node that buffers what strangers send grows).
+
+    A process younger than ``settle`` seconds (just restarted by the
+    nemesis, still importing) is no baseline; the next sample is taken."""
+
+    def __init__(self, at: float, settle: float = 10.0) -> None:
+        self.at = at
+        self.settle = settle
+        self.baseline: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+
+    def sample(self, c: ChaosCluster, t: float) -> None:
+        for nid, (rss, age) in c.rss().items():
+            self.last[nid] = rss
+            if t >= self.at and nid not in self.baseline and age >= self.settle:
+                self.baseline[nid] = rss
+
+    def verdict(self) -> tuple[dict[str, tuple[int, int]], list[str]]:
+        table, grew = {}, []
+        for nid, base in sorted(self.baseline.items()):
+            end = self.last.get(nid, 0)
+            table[nid] = (base, end)
+            if end > 2 * base:
+                grew.append(f"{nid}: RSS {base >> 20} MiB a while in, {end >> 20} MiB at the end")
+        return table, grew
 
 
 def _setns_fd(fd: int) -> None:

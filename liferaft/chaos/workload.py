@@ -75,6 +75,8 @@ async def register_client(
                 rec.add(Op(next(rec.ids), proc, key, "read", None, None, t0, t1))
             elif st not in (0, 503, 504):
                 rec.unexpected[f"read {st} {body}"[:120]] += 1
+            if st == 0:  # no answer (a dead node): do not spin on it
+                await asyncio.sleep(0.05)
             continue
         n += 1
         value = f"p{proc}-{n}"
@@ -96,6 +98,8 @@ async def register_client(
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, t1, "fail"))
         elif st in (0, 504):
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
+            if st == 0:
+                await asyncio.sleep(0.05)
         else:
             rec.unexpected[f"{f} {st} {body}"[:120]] += 1
             rec.add(Op(next(rec.ids), proc, key, f, inp, None, t0, None, "info"))
@@ -132,14 +136,28 @@ async def set_client(
 
 
 async def final_reads(
-    c: ChaosCluster, rec: Recorder, keys: list[str], proc: int, set_procs: list[int]
+    c: ChaosCluster,
+    rec: Recorder,
+    keys: list[str],
+    proc: int,
+    set_procs: list[int],
+    budget: float = 60.0,
 ) -> dict[str, set[str] | None]:
     """After healing: a linearizable read of every register key from every
-    node (into the history), and the set's content as each node sees it."""
+    node (into the history), and the set's content as each node sees it.
+
+    Each read is retried a few times; past ``budget`` seconds in all (a
+    cluster that stopped serving), no more retries: the sets still unread
+    are None."""
     sets: dict[str, set[str] | None] = {}
+    deadline = time.monotonic() + budget
+
+    def tries() -> range:
+        return range(20 if time.monotonic() < deadline else 1)
+
     for nid in c.members:
         for key in keys:
-            for _ in range(20):
+            for _ in tries():
                 t0 = time.monotonic()
                 st, body = await c.call(
                     nid, "GET", _key_path(key) + "?consistency=linearizable", timeout=5
@@ -152,7 +170,7 @@ async def final_reads(
                 await asyncio.sleep(0.5)
         got: set[str] | None = set()
         for p in set_procs:  # one listing per client keeps each under the limit
-            for _ in range(20):
+            for _ in tries():
                 path = f"/v1/kv?prefix=set/{p}-&limit=10000"
                 st, body = await c.call(nid, "GET", path, timeout=10)
                 if st == 200:

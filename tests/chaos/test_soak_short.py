@@ -1,6 +1,7 @@
 """The short version of the fault harness, inside `make test`: one seed of a
 5-node soak with every fault kind (partitions only where network namespaces
-work; the run says so otherwise), and a crash loop.  Run as subprocesses,
+work; the run says so otherwise) and every hostile fault (a stranger on the
+peer and client ports, an operator's bad member address), and a crash loop.  Run as subprocesses,
 like `make soak`, so their processes and namespaces are theirs to clean up."""
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_short_soak_with_every_fault_is_linearizable(tmp_path: Path) -> None:
+def test_a_short_soak_with_every_fault_and_a_stranger_is_linearizable(tmp_path: Path) -> None:
+    """Linearizable, nothing lost, and nothing the stranger did changed the
+    cluster (members, addresses, keys, terms); no node exited; every
+    hostile kind ran (the first pass takes each once)."""
     r = run(["soak", "--time", "45", "--seed", "7", "--nodes", "5", "--out", str(tmp_path)], 240)
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr[-3000:]}"
     assert "linearizable=yes" in last and "lost=0" in last and "seed=7" in last
+    assert "membership_changed_by_stranger=0" in last and "node_exits=0" in last
+    assert int(last.split("hostile=")[1].split()[0]) >= 10
+    assert "STRANGER CHANGED" not in r.stdout and "NODE EXIT" not in r.stdout
     assert (tmp_path / "history.json").stat().st_size > 1000
     faults = next(ln for ln in r.stdout.splitlines() if ln.startswith("faults:"))
     assert "kill" in faults or "stop" in faults  # the nemesis really ran
+    assert "hostile: operator-bad-addr" in r.stdout  # the operator fault ran
 
 
 def test_a_crash_loop_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -47,7 +55,7 @@ def test_the_harness_says_no_when_reads_are_stale(tmp_path: Path) -> None:
 
         pytest.skip(f"network namespaces unavailable: {why}")
     r = run(["soak", "--time", "20", "--seed", "11", "--nodes", "3", "--faults", "partition",
-             "--read-consistency", "stale", "--out", str(tmp_path)], 240)
+             "--hostile", "none", "--read-consistency", "stale", "--out", str(tmp_path)], 240)
     assert r.returncode == 1, f"{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
     assert "linearizable=NO" in r.stdout.strip().splitlines()[-1]
     assert "NOT LINEARIZABLE: key" in r.stdout and "could not be placed" in r.stdout
