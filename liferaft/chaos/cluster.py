@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +36,7 @@ from typing import IO, Any
 import aiohttp
 
 from liferaft.kv.serve import serve_argv
+from liferaft.transport.secret import ensure_secret_file, read_secret_file
 
 NODE_FLAGS = [
     "--election-timeout",
@@ -92,13 +92,6 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def serve_has_flag(flag: str) -> bool:
-    """True if this version of ``liferaft serve`` takes ``flag``."""
-    from liferaft.cli.serve import serve_cmd
-
-    return any(flag in p.opts for p in serve_cmd.params)
-
-
 def rss_bytes(pid: int) -> int | None:
     """Resident set size of ``pid`` (Linux /proc), or None if it is gone."""
     try:
@@ -126,17 +119,11 @@ class ChaosCluster:
         # (node id, exit code, last lines of its log) of every unexpected exit.
         self.exits: list[tuple[str, int, str]] = []
         base.mkdir(parents=True, exist_ok=True)
-        self.secret_file = base / "peer-secret"
-        self.secret = secrets.token_hex(32).encode()
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.secret + b"\n")
-        os.chmod(self.secret_file, 0o600)  # an existing file keeps its mode otherwise
-        self.auth_flags = (
-            ["--peer-secret-file", str(self.secret_file)]
-            if serve_has_flag("--peer-secret-file")
-            else []
-        )
+        # One secret per cluster, made by the transport's own helper (as
+        # `cluster up` does); the harness keeps it for its operator faults.
+        self.secret_file = ensure_secret_file(base)
+        self.secret = read_secret_file(self.secret_file)
+        self.auth_flags = ["--peer-secret-file", str(self.secret_file)]
         ports = free_ports(2 * len(ids)) if lab is None else []
         for i, nid in enumerate(ids):
             if lab is None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import random
 import time
@@ -562,13 +561,9 @@ class Stranger:
     async def _member_transport(self, as_member: str) -> TcpTransport:
         """A started transport that proves membership with the cluster's peer
         secret, as the member ``as_member``; it only makes calls (it listens
-        on an ephemeral port, which no node dials, and serves nothing).
-
-        The secret goes to TcpTransport's ``peer_secret`` parameter when this
-        version of the transport has one."""
+        on an ephemeral port, which no node dials, and serves nothing)."""
         kw: dict[str, Any] = {}
-        params = inspect.signature(TcpTransport).parameters
-        if self.secret is not None and "peer_secret" in params:
+        if self.secret is not None:
             kw["peer_secret"] = self.secret
         for listen in ("127.0.0.1:0", "0.0.0.0:0"):  # lo may be down in a namespace
             t = TcpTransport(as_member, self.c.cluster_id, listen, **kw)

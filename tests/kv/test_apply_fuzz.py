@@ -36,7 +36,7 @@ from liferaft.core import ChangeType, ConfChange, ConfChangeError, ConfChangeSin
 from liferaft.kv.state import Delete, KVStore, Put, SetAddr, encode_command
 from liferaft.runtime import Node
 from liferaft.runtime.store import MemStore
-from liferaft.transport.base import parse_address
+from liferaft.transport.base import check_tcp_address, parse_address
 from tests.runtime.cluster import MemCluster, fast_config
 
 # -- strategies -------------------------------------------------------------------------
@@ -109,9 +109,15 @@ kv_entries = st.one_of(
     st.binary(min_size=1, max_size=64),
 )
 
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), _text),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=6,
+)
+
 _info = st.one_of(
     st.fixed_dictionaries({"addr": _junk_addr}),
-    st.fixed_dictionaries({"addr": _msgpack_values.filter(lambda v: not isinstance(v, bytes))}),
+    st.fixed_dictionaries({"addr": _json_values}),
     st.dictionaries(_text, st.one_of(_text, st.integers(), st.none()), max_size=3),
     st.one_of(st.none(), st.integers(), _text, st.lists(st.integers(), max_size=2)),
 )
@@ -186,8 +192,9 @@ def test_the_kv_state_machine_refuses_or_applies_any_entry_alike_on_every_replic
 
 
 def _strict_transport(c: MemCluster, nid: str) -> Any:
-    """The node's memory transport, refusing in ``set_peers`` what TcpTransport
-    refuses: an address that is not HOST:PORT raises ValueError."""
+    """The node's memory transport, refusing what TcpTransport refuses: an
+    address that is not HOST:PORT fails ``check_address`` and raises
+    ValueError in ``set_peers``."""
     t = c.net.transport(nid)
     plain = t.set_peers
 
@@ -197,6 +204,8 @@ def _strict_transport(c: MemCluster, nid: str) -> Any:
         plain(peers)
 
     t.set_peers = set_peers  # type: ignore[method-assign]
+    # The transport contract: check_address refuses what set_peers would.
+    t.check_address = check_tcp_address  # type: ignore[method-assign]
     return t
 
 
