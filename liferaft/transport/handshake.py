@@ -177,7 +177,8 @@ def check_hello(claim: Claim, local: Local) -> str | None:
     Magic and version come first, so a dialer of another version is told so
     (naming both versions) and never misread.  A peer connection must come
     from a member; a caller connection (``call_address``: a node asking to
-    join) may come from any id, and may leave ``to`` empty.
+    join) may come from any id but this node's own, and may leave ``to``
+    empty.
     """
     if claim.magic != MAGIC:
         return "not a liferaft handshake"
@@ -188,6 +189,11 @@ def check_hello(claim: Claim, local: Local) -> str | None:
         )
     if claim.cluster_id != local.cluster_id:
         return f"wrong cluster id {claim.cluster_id!r} (this node is in {local.cluster_id!r})"
+    if claim.frm == local.node_id:
+        # Never a real dialer (a node neither peers with nor calls itself),
+        # but an attacker's reflection: the proof this node makes when it
+        # calls out with ``to=""`` is valid for its own listener's CHALLENGE.
+        return f"the dialer claims to be this node, {local.node_id!r}"
     if claim.to != local.node_id and not (claim.caller and claim.to == ""):
         return f"dialed node {claim.to!r}, but this is {local.node_id!r}"
     if not claim.caller and claim.frm not in local.members:

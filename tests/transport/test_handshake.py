@@ -44,6 +44,12 @@ REFUSALS = [
     ("meant for another node", claim(to="n3"), LOCAL, "dialed node 'n3', but this is 'n1'"),
     ("a peer to anyone", claim(to=""), LOCAL, "dialed node ''"),
     ("an unknown peer", claim(frm="n9"), LOCAL, "unknown peer 'n9'"),
+    (
+        "a caller claiming to be this node (its own proof reflected)",
+        claim(frm="n1", to="", caller=True),
+        LOCAL,
+        "claims to be this node",
+    ),
     ("no proof", claim(proof=b""), LOCAL, "no proof of the cluster secret"),
     ("a wrong proof", claim(proof=b"x" * 32), LOCAL, "wrong proof"),
     (

@@ -272,3 +272,48 @@ async def test_an_old_version_dialer_is_refused_naming_both_versions(
     assert parse(Reason, body).reason == (
         f"protocol version 1 unsupported (this node speaks version {PROTOCOL_VERSION})"
     )
+
+
+async def test_a_callers_proof_cannot_be_reflected_to_its_own_node(
+    make_cluster: MakeCluster,
+) -> None:
+    """The reflection attack: n1 makes a call to an address the attacker
+    listens on (say, a joiner given a forged member list).  The attacker
+    opens a caller connection to n1 claiming to be n1, hands n1's own
+    CHALLENGE to n1's outgoing call, and sends the proof n1 makes back to
+    n1.  Every proof is then right; n1 must still refuse itself."""
+    nodes = await make_cluster(["n1"], caller_idle_timeout=0.5, **AUTH)
+    t1, r1 = nodes["n1"]
+    seen: asyncio.Future[list[Kind]] = asyncio.get_running_loop().create_future()
+    join = msgspec.msgpack.encode(["join", "evil", "127.0.0.1:27999", True])
+
+    async def mirror(dr: asyncio.StreamReader, dw: asyncio.StreamWriter) -> None:
+        lr, lw = await open_raw(t1.address)
+        try:
+            kind, body = await read_frame(dr, 4096)  # n1's CALLER [.., "n1", ""]
+            lw.write(frame(kind, body))
+            kind, body = await read_frame(lr, 4096)  # n1's listener: CHALLENGE ["n1", nonce]
+            if kind is not Kind.CHALLENGE:
+                seen.set_result([kind])
+                return
+            dw.write(frame(kind, body))
+            kind, body = await read_frame(dr, 4096)  # n1's call: PROOF for that CHALLENGE
+            lw.write(frame(kind, body))
+            lw.writelines(call_frame(1, join))
+            seen.set_result(replies(await until_closed(lr)))
+        except Exception as e:
+            seen.set_exception(e)
+        finally:
+            lw.close()
+            dw.close()
+
+    server = await asyncio.start_server(mirror, "127.0.0.1", 0)
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        with pytest.raises(CallError):
+            await t1.call_address(f"{host}:{port}", b"ping", 5)
+        got = await asyncio.wait_for(seen, 5)
+    finally:
+        server.close()
+    assert Kind.WELCOME not in got and Kind.REPLY not in got, got
+    assert r1.calls == []
