@@ -42,7 +42,8 @@ Calls
     proof and TLS checks as a peer, serves only calls on it (a Raft frame
     there closes it with a WARNING) and closes it once idle.
 Inbound, per connection
-    At most ``max_inbound`` at once.  A handshake (HELLO or CALLER ->
+    At most ``max_inbound`` at once (the oldest unproven one gives way to a
+    newcomer).  A handshake (HELLO or CALLER ->
     CHALLENGE -> PROOF -> WELCOME or REFUSE; its rules are the pure
     functions of :mod:`.handshake`) comes first, within a timeout, in frames
     of at most 4 KiB: nothing more is read from a dialer that has not
@@ -285,8 +286,9 @@ class TcpTransport:
     TLS (``ssl_server.verify_mode == CERT_REQUIRED``) the certificate each
     side presents must also name the node id it claims.  With neither, the
     handshake authenticates nobody: keep such a node on loopback.  At most
-    ``max_inbound`` connections are accepted at once (more are closed at
-    once and counted); the handshake must complete within
+    ``max_inbound`` connections are open at once (one more closes the
+    oldest that is still in its handshake, or itself if none is; counted);
+    the handshake must complete within
     ``handshake_timeout``; a caller connection with no call running and no
     frame arriving for ``caller_idle_timeout`` seconds is closed.
     """
@@ -356,7 +358,9 @@ class TcpTransport:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._links: dict[NodeId, _Link] = {}
         self._inbound: set[_Inbound] = set()
-        self._accepting: set[asyncio.Task[Any]] = set()
+        # Connections still in their handshake, oldest first (a dict keeps
+        # insertion order): the oldest is the first to give way at the cap.
+        self._accepting: dict[asyncio.Task[Any], None] = {}
         self._unreachable_pending: set[NodeId] = set()
         # Every call and call_address waiting for its reply, by call id.
         self._pending: dict[int, asyncio.Future[bytes]] = {}
@@ -1070,10 +1074,22 @@ class TcpTransport:
         peername = writer.get_extra_info("peername")
         where = format_address(*peername[:2]) if peername else "?"
         if len(self._accepting) + len(self._inbound) >= self._max_inbound:
-            self._refuse_over_capacity(where)
-            await _close_writer(writer)
-            return
-        self._accepting.add(task)
+            if not self._accepting:  # every slot holds a proven connection
+                self._refuse_over_capacity(f"refused connection from {where}")
+                await _close_writer(writer)
+                return
+            # The oldest connection that has proven nothing yet gives way.
+            # Refusing the newcomer instead would let a stranger who keeps
+            # max_inbound silent connections open lock every member out;
+            # now it must open max_inbound connections within one member's
+            # handshake round trip to keep that member out.
+            oldest = next(iter(self._accepting))
+            del self._accepting[oldest]
+            oldest.cancel()
+            self._refuse_over_capacity(
+                f"closed the oldest connection still in its handshake for one from {where}"
+            )
+        self._accepting[task] = None
         conn: _Inbound | None = None
         try:
             try:
@@ -1098,7 +1114,7 @@ class TcpTransport:
                     self._log.info("peer %s reconnected; closing its older connection", peer)
                     old.task.cancel()
             self._inbound.add(conn)
-            self._accepting.discard(task)
+            self._accepting.pop(task, None)
             self._log.info("accepted %s from %s", "caller " + peer if caller else peer, where)
             if caller:
                 await self._serve_caller(conn, reader)
@@ -1130,7 +1146,7 @@ class TcpTransport:
         except Exception:
             self._log.exception("unexpected error on the connection from %s", where)
         finally:
-            self._accepting.discard(task)
+            self._accepting.pop(task, None)
             if conn is not None:
                 self._inbound.discard(conn)
                 self._drop_stream(conn, "connection closed")
@@ -1139,16 +1155,15 @@ class TcpTransport:
             with contextlib.suppress(asyncio.CancelledError):
                 await _close_writer(writer)
 
-    def _refuse_over_capacity(self, where: str) -> None:
-        """Count a connection closed at once for the inbound cap; log now and then."""
+    def _refuse_over_capacity(self, what: str) -> None:
+        """Count a connection closed for the inbound cap; log now and then."""
         self._over_capacity += 1
         now = asyncio.get_running_loop().time()
         if now - self._over_capacity_logged >= _OVER_CAPACITY_LOG_EVERY:
             self._over_capacity_logged = now
             self._log.warning(
-                "refused connection from %s: %d inbound connections already open "
-                "(max_inbound); %d refused so far",
-                where,
+                "%s: %d inbound connections already open (max_inbound); %d so far",
+                what,
                 self._max_inbound,
                 self._over_capacity,
             )

@@ -228,23 +228,34 @@ async def test_a_caller_with_a_slow_call_is_not_idle(make_cluster: MakeCluster) 
 
 
 async def test_inbound_connections_are_capped(make_cluster: MakeCluster) -> None:
-    """Connections beyond max_inbound are closed at once and counted; the
-    ones within the cap are kept (until their handshake times out)."""
+    """Past max_inbound, the oldest connection still in its handshake is
+    closed for the newcomer; when every slot holds a proven connection, the
+    newcomer is closed at once.  Both are counted."""
     nodes = await make_cluster(["n1"], max_inbound=3, handshake_timeout=30.0, **AUTH)
     t1, _ = nodes["n1"]
     opened = [await open_raw(t1.address) for _ in range(3)]
     try:
         await wait_until(lambda: t1.stats()["handshaking"] == 3, what="three handshakes waiting")
-        extra_r, extra_w = await open_raw(t1.address)
-        assert await until_closed(extra_r) == b""
-        extra_w.close()
+        extra = await open_raw(t1.address)
+        opened.append(extra)
+        assert await until_closed(opened[0][0]) == b""
         assert t1.stats()["over_capacity"] == 1
-        for r, _ in opened:
+        for r, _ in opened[1:]:
             assert not r.at_eof()
+        # Three callers that prove the secret fill every slot...
+        for r, w in opened[1:]:
+            await greet(r, w, Kind.CALLER, "n9", "", "c1", SECRET)
+        assert t1.stats()["callers"] == 3 and t1.stats()["handshaking"] == 0
+        # ...and are never closed for a stranger: the stranger is.
+        late_r, late_w = await open_raw(t1.address)
+        opened.append((late_r, late_w))
+        assert await until_closed(late_r) == b""
+        assert t1.stats()["over_capacity"] == 2 and t1.stats()["callers"] == 3
     finally:
         for _, w in opened:
             w.close()
     # Once they are gone, a member gets in again.
+    await wait_until(lambda: t1.stats()["callers"] == 0, what="the callers gone")
     rec = Recorder("n2")
     n2 = TcpTransport("n2", "c1", "127.0.0.1:0", **AUTH)
     await n2.start(rec)
@@ -317,3 +328,29 @@ async def test_a_callers_proof_cannot_be_reflected_to_its_own_node(
         server.close()
     assert Kind.WELCOME not in got and Kind.REPLY not in got, got
     assert r1.calls == []
+
+
+async def test_silent_strangers_cannot_lock_members_out_of_the_inbound_cap(
+    make_cluster: MakeCluster,
+) -> None:
+    """The slow-drip attack on the cap: a stranger keeps max_inbound
+    connections open without a word (each for a whole handshake timeout,
+    then opens it again).  A member dialing meanwhile must still get in: a
+    connection that has proven nothing gives way to a newer one."""
+    nodes = await make_cluster(["n1"], max_inbound=3, handshake_timeout=30.0, **AUTH)
+    t1, _ = nodes["n1"]
+    silent = [await open_raw(t1.address) for _ in range(3)]
+    try:
+        await wait_until(lambda: t1.stats()["handshaking"] == 3, what="three silent handshakes")
+        n2 = TcpTransport("n2", "c1", "127.0.0.1:0", min_backoff=0.01, max_backoff=0.05, **AUTH)
+        await n2.start(Recorder("n2"))
+        try:
+            t1.set_peers({"n2": n2.address})
+            n2.set_peers({"n1": t1.address})
+            assert await n2.call("n1", b"in", 5) == b"re:in"
+        finally:
+            await n2.close()
+        assert t1.stats()["over_capacity"] >= 1
+    finally:
+        for _, w in silent:
+            w.close()
