@@ -54,7 +54,8 @@ Inbound, per connection
     with a logged reason; the node keeps serving everyone else.
 
 Logging goes to the ``liferaft.transport`` logger (or the one passed in):
-WARNING for refusals and protocol violations, INFO for connections made and
+WARNING for refusals (at most one per 10 s: strangers can cause them at
+will) and protocol violations, INFO for connections made and
 lost, DEBUG for failed dials (which repeat while a peer is down).
 """
 
@@ -127,6 +128,9 @@ _NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
 # Over-capacity connections are logged at most this often (seconds): a
 # flood must not flood the log too.
 _OVER_CAPACITY_LOG_EVERY = 10.0
+# Refused handshakes likewise: one WARNING at most this often (seconds),
+# the others at DEBUG and counted, since anyone can cause one per connection.
+_REFUSAL_LOG_EVERY = 10.0
 _READ_LIMIT = 256 * 1024
 # Calls served at once on one inbound connection; more are answered with an error.
 _MAX_CALLS_PER_CONNECTION = 1024
@@ -377,6 +381,8 @@ class TcpTransport:
         self._over_capacity = 0
         self._over_capacity_logged = -_OVER_CAPACITY_LOG_EVERY
         self._idle_closed = 0
+        self._refusal_logged = -_REFUSAL_LOG_EVERY
+        self._refusals_unlogged = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -1098,7 +1104,7 @@ class TcpTransport:
             except (FrameError, DecodeError, TimeoutError, asyncio.IncompleteReadError) as e:
                 # Whatever went wrong, this dialer proved nothing: refused.
                 self._refused += 1
-                self._log.warning(
+                self._log_refusal(
                     "refused connection from %s: %s",
                     where,
                     "handshake timed out" if isinstance(e, TimeoutError) else _why_frame(e),
@@ -1168,6 +1174,21 @@ class TcpTransport:
                 self._over_capacity,
             )
 
+    def _log_refusal(self, fmt: str, *args: object) -> None:
+        """A refused handshake's WARNING, at most once per 10 s; the ones in
+        between go to DEBUG, and the next WARNING says how many there were."""
+        now = asyncio.get_running_loop().time()
+        if now - self._refusal_logged < _REFUSAL_LOG_EVERY:
+            self._refusals_unlogged += 1
+            self._log.debug(fmt, *args)
+            return
+        self._refusal_logged = now
+        held, self._refusals_unlogged = self._refusals_unlogged, 0
+        if held:
+            fmt += " (and %d more refused since the last such warning; see stats()['refused'])"
+            args = (*args, held)
+        self._log.warning(fmt, *args)
+
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
     ) -> tuple[NodeId, bool] | None:
@@ -1217,7 +1238,7 @@ class TcpTransport:
             reason = handshake.check(claim, local)
         if reason is not None:
             self._refused += 1
-            self._log.warning(
+            self._log_refusal(
                 "refused %sconnection from %s claiming to be %r: %s",
                 "caller " if caller else "",
                 where,

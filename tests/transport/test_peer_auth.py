@@ -354,3 +354,25 @@ async def test_silent_strangers_cannot_lock_members_out_of_the_inbound_cap(
     finally:
         for _, w in silent:
             w.close()
+
+
+async def test_a_flood_of_strangers_is_counted_but_not_logged_line_by_line(
+    make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refused handshake used to be a WARNING: a stranger opening
+    connections in a loop could fill the disk with the node's log.  The
+    first refusal is logged; the rest are counted (and summed up later)."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    nodes = await make_cluster(["n1"], **AUTH)
+    t1, _ = nodes["n1"]
+    for i in range(30):
+        reader, writer = await open_raw(t1.address)
+        try:
+            # Half refused by the rules, half by a bad frame.
+            writer.write(hello(Kind.HELLO, f"stranger{i}", "n1") if i % 2 else b"GET / HTTP/1.1")
+            await until_closed(reader)
+        finally:
+            writer.close()
+    await wait_until(lambda: t1.stats()["refused"] == 30, what="thirty refusals counted")
+    lines = [r for r in caplog.records if r.name == LOGGER and "refused" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
