@@ -760,6 +760,14 @@ class Node(ProposalsMixin, MembershipMixin):
         except (msgspec.DecodeError, IndexError, TypeError) as exc:
             raise ValueError(f"malformed request: {exc}") from exc
         if kind == "join":
+            if not known_peer and (len(req) < 2 or req[1] != frm):
+                # A stranger may only ask to add the id it proved in the
+                # handshake: a hijacked (relayed) joiner's connection must
+                # not add whatever id and address the hijacker likes.  A
+                # member forwarding a join to the leader is trusted.
+                return msgspec.msgpack.encode(
+                    ["error", f"a join from {frm!r} may only ask to add {frm!r}"]
+                )
             return await self._handle_join(req)
         if not known_peer:
             raise PermissionError(f"{frm} is not a member")

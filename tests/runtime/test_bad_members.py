@@ -86,6 +86,33 @@ async def test_a_join_with_a_bad_id_is_refused_and_nothing_is_proposed() -> None
         await c.stop()
 
 
+async def test_a_join_names_the_caller_itself() -> None:
+    """A caller that proved itself as n5 (the secret, or a certificate
+    naming n5) may ask to join as n5 only.  Otherwise whoever hijacks a
+    joiner's proven connection (it relays the handshake of a joiner that
+    was handed its address, e.g. through a forged member list over plain
+    HTTP) could add any id at any address of its choosing."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        before = ld.status().last_log_index
+        new = c.make("n5", initial=False)
+        await new.start()
+        for contact in c.ids:
+            for who in ("evil", "n1"):
+                req = msgspec.msgpack.encode(["join", who, "n4", True])
+                raw = await c.drive(new.transport.call_address(contact, req, 5.0))
+                rep = msgspec.msgpack.decode(raw)
+                assert rep[0] == "error" and "n5" in rep[1], (contact, who, rep)
+        assert ld.status().last_log_index == before
+        assert set(ld.status().members) == set(c.ids)
+        await c.drive(new.join(c.ids[1], "n5"))  # as itself, through a follower
+        assert "n5" in ld.status().members
+    finally:
+        await c.stop()
+
+
 BAD_ADDRS = ["127.0.0.1", "127.0.0.1:", "127.0.0.1:99999", "127.0.0.1:0", ":7000", "::1:7000",
              "host:port", "127.0.0.1:7000 ", ""]
 
