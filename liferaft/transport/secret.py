@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 import stat
 from pathlib import Path
 
@@ -82,11 +83,29 @@ def ensure_secret_file(directory: Path) -> Path:
 
 
 def is_loopback(host: str) -> bool:
-    """True for a host only this machine can reach: 127.0.0.0/8, ::1,
-    ``localhost``.  Any other name counts as reachable from outside."""
-    if host == "localhost":
-        return True
+    """True for a host only this machine can reach: an address in
+    127.0.0.0/8 or ::1 (or IPv4-mapped 127.x), or a name (``localhost``
+    too) that resolves to such addresses only.  A name resolving to any
+    other address, or to none, counts as reachable from outside: a listener
+    bound to it would listen there."""
+    host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return _loopback_ip(host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(infos) and all(_loopback_ip(str(info[4][0])) for info in infos)
     except ValueError:
         return False
+
+
+def _loopback_ip(text: str) -> bool:
+    """Whether the IP address ``text`` is loopback; ValueError if it is none."""
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback

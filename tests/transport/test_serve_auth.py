@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -198,3 +199,36 @@ async def _wait_ready(client: str, proc: subprocess.Popen[bytes]) -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "resolves_to", "loopback"),
+    [
+        ("localhost", ["127.0.0.1", "::1"], True),
+        # An /etc/hosts (or resolver) that sends "localhost" elsewhere: binding
+        # it would listen on that address, reachable from other machines.
+        ("localhost", ["10.1.2.3"], False),
+        ("localhost", ["127.0.0.1", "10.1.2.3"], False),
+        ("127.0.0.1.evil.example", ["203.0.113.9"], False),
+        ("node1.internal", ["127.0.1.1"], True),
+        ("unresolvable.invalid", [], False),
+    ],
+)
+def test_a_name_is_loopback_only_if_every_address_it_resolves_to_is(
+    host: str, resolves_to: list[str], loopback: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def getaddrinfo(name: str, *args: Any, **kw: Any) -> list[tuple[Any, ...]]:
+        assert name == host
+        if not resolves_to:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, 1, 6, "", (a, 0)) for a in resolves_to
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "[::ffff:127.0.0.1]", "::ffff:7f00:2"])
+def test_an_ipv4_mapped_loopback_address_is_loopback(host: str) -> None:
+    assert is_loopback(host)
