@@ -423,7 +423,7 @@ class KVServer:
 
     async def open_session(self, request: web.Request) -> web.Response:
         """Open a client session: one committed entry, whose index is its id."""
-        raw = await request.read()
+        raw = await self._body(request)
         if raw.strip():
             _decode(raw, OpenSessionBody)  # no fields: anything else is a 400
         opened: Opened = await self._write(OpenSession())
