@@ -12,7 +12,10 @@ a stranger can hold (DESIGN.md, "Trust model"):
   header timeout, so :func:`start_client_listener` sets ``keepalive_timeout``
   to it.  A TLS handshake gets the same bound.
 - **Body timeout.** A request body must arrive within ``body_timeout``
-  (enforced where the body is read: ``KVServer``).
+  (enforced where the body is read: ``KVServer``).  The same bound holds
+  for a response: a client that takes no bytes of it for ``body_timeout``
+  (its connection's send buffer stays full) is dropped, so a slow reader
+  cannot hold a connection and its buffered answers for as long as it likes.
 - **Connection cap.** At most ``max_connections`` are open at once, counted
   from accept to close (TLS handshakes included); one more is closed at once
   and counted in ``liferaft_http_connections_refused_total``.
@@ -132,13 +135,19 @@ class _Slot:
 
 class _Tracked(asyncio.Protocol):
     """Stands between one admitted connection's transport and aiohttp's
-    request handler, to give its slot back when the connection ends."""
+    request handler, to give its slot back when the connection ends, and to
+    drop a client whose sends stall (aiohttp waits on a full send buffer
+    for ever)."""
 
-    def __init__(self, slot: _Slot, inner: asyncio.Protocol) -> None:
+    def __init__(self, slot: _Slot, inner: asyncio.Protocol, send_timeout: float) -> None:
         self._slot = slot
         self._inner = inner
+        self._send_timeout = send_timeout
+        self._transport: asyncio.BaseTransport | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -148,12 +157,29 @@ class _Tracked(asyncio.Protocol):
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
+        # The send buffer is full: the client has this long to take some of it.
+        if self._stalled is None:
+            loop = asyncio.get_running_loop()
+            self._stalled = loop.call_later(self._send_timeout, self._drop)
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._unstall()
         self._inner.resume_writing()
 
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _drop(self) -> None:
+        self._stalled = None
+        log.debug("dropping a client that stopped reading its response")
+        if isinstance(self._transport, asyncio.WriteTransport):
+            self._transport.abort()  # connection_lost follows: the slot goes back
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unstall()
         self._slot.release()
         self._inner.connection_lost(exc)
 
@@ -213,7 +239,7 @@ class ClientListener:
         assert make_handler is not None
         try:
             await loop.connect_accepted_socket(
-                lambda: _Tracked(slot, make_handler()),
+                lambda: _Tracked(slot, make_handler(), self._limits.body_timeout),
                 conn,
                 ssl=self._ssl,
                 ssl_handshake_timeout=self._limits.header_timeout if self._ssl else None,

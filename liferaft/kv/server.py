@@ -20,7 +20,8 @@ Timeout                 504   timeout        outcome unknown: retry with
 
 A write in a session whose outcome or session the store has forgotten is
 answered 504 ``session_expired``: not applied now, unknown if an earlier
-attempt was (see liferaft.kv.state).
+attempt was (see liferaft.kv.state).  A write whose ``seq`` already holds a
+different request's outcome is 409 ``seq_reused``, not applied.
 
 A 503 always carries ``Retry-After``.
 """
@@ -423,7 +424,7 @@ class KVServer:
 
     async def open_session(self, request: web.Request) -> web.Response:
         """Open a client session: one committed entry, whose index is its id."""
-        raw = await request.read()
+        raw = await self._body(request)
         if raw.strip():
             _decode(raw, OpenSessionBody)  # no fields: anything else is a 400
         opened: Opened = await self._write(OpenSession())
@@ -451,6 +452,13 @@ class KVServer:
                 "session_expired",
                 "the session or this request's outcome is no longer held: not applied "
                 "now; if an earlier attempt was, the outcome is unknown",
+            )
+        if res.outcome == "seq_reused":
+            raise ApiError(
+                409,
+                "seq_reused",
+                "this session's seq already holds the outcome of a different request: "
+                "not applied (is another client using this session?)",
             )
         raise ApiError(
             412, "precondition_failed", "the condition did not hold", current=as_json(res.current)

@@ -32,6 +32,10 @@ so every replica gives a retry the same answer:
 
 A request whose session is not live, or whose ``seq`` is below its
 session's floor and not held, gets ``session_expired`` and changes nothing.
+A request whose ``seq`` holds the outcome of a *different* request (same
+seq, other key, value, conditions or kind) gets ``seq_reused`` and changes
+nothing: the held outcome is not its own, so returning it would tell a
+client "applied" for a write that never was.
 "Never seen" and "forgotten" cannot be confused: a session id is live only
 if its own OpenSession entry created it, and ids are log indices, so a
 request naming an id that is not live names one that was evicted (or never
@@ -46,6 +50,7 @@ applied; the HTTP API no longer accepts it.
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -128,12 +133,18 @@ class WriteResult(msgspec.Struct, frozen=True):
     ``outcome`` is ``ok``, ``not_found`` (delete of a missing key) or
     ``precondition_failed`` (then ``current`` is what the key holds), or
     ``session_expired``: the request's session or outcome is forgotten, and
-    this entry changed nothing (an earlier copy may have applied)."""
+    this entry changed nothing (an earlier copy may have applied), or
+    ``seq_reused``: the session's ``seq`` holds the outcome of a different
+    request, and this entry changed nothing.
+
+    ``request`` is the digest of the session write that produced it (see
+    :func:`request_digest`; 0 when not recorded, as in earlier snapshots)."""
 
     outcome: str
     revision: int
     prev: KV | None = None
     current: KV | None = None
+    request: int = 0
 
 
 class Opened(msgspec.Struct, frozen=True):
@@ -196,6 +207,14 @@ _decode_head = msgspec.msgpack.Decoder(_SnapHead).decode
 _decode_items = msgspec.msgpack.Decoder(list[tuple[str, str, int]]).decode
 
 
+def request_digest(cmd: Put | Delete) -> int:
+    """What a retry must repeat: the command without its session fields
+    (``lowest_pending`` may move between retries).  Only the entry's bytes
+    go in, so every replica computes the same digest."""
+    b = _encode(msgspec.structs.replace(cmd, session=None))
+    return int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little")
+
+
 def client_of(request_id: str) -> str:
     return request_id.rpartition(":")[0]
 
@@ -254,12 +273,18 @@ class KVStore:
         # answer to the very request it sends); a committed entry with it
         # must still not raise, so it counts as lowest_pending == seq.
         sess.forget_below(min(ref.lowest_pending, ref.seq))
+        digest = request_digest(cmd)
         held: WriteResult | None = sess.outcomes.get(ref.seq)
         if held is not None:
+            if held.request not in (0, digest):
+                # Another request under this seq (two clients sharing a
+                # session, or a seq reused): its outcome is not this one's.
+                return WriteResult("seq_reused", self.revision)
             return held
         if ref.seq < sess.floor:
             return WriteResult("session_expired", self.revision)
         res = self._put(index, cmd) if isinstance(cmd, Put) else self._delete(index, cmd)
+        res = msgspec.structs.replace(res, request=digest)
         sess.outcomes[ref.seq] = res
         if len(sess.outcomes) > SESSION_OUTCOMES:
             # Only a client that overran its window gets here; the lowest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import ssl
 from pathlib import Path
 
@@ -172,3 +173,50 @@ def test_the_cap_keeps_descriptors_for_storage() -> None:
     assert connection_cap(10**6, nofile=65536) == 65536 - FD_RESERVE
     with pytest.raises(ValueError, match="ulimit -n"):
         connection_cap(1024, nofile=FD_RESERVE)
+
+
+async def test_opening_a_session_with_a_body_that_never_arrives_is_a_408(tmp_path: Path) -> None:
+    # Every route that reads a body is bounded by the body timeout, not only
+    # the key routes: POST /v1/sessions held a trickled body forever.
+    one = OneNode(tmp_path, body_timeout=0.5)
+    await one.start()
+    try:
+        head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+        reader, writer = await _connect(one.port, head + b"{")
+        try:
+            async with asyncio.timeout(30):
+                resp = await reader.read()  # to EOF: the server closes
+        finally:
+            writer.close()
+        assert resp.startswith(b"HTTP/1.1 408"), resp[:100]
+    finally:
+        await one.stop()
+
+
+async def test_a_client_that_stops_reading_its_responses_is_dropped(tmp_path: Path) -> None:
+    """A slow reader: it asks for large values and never reads the answers.
+    Its connection (and the buffered responses) must go once sending has
+    stalled for the body timeout, not stay for as long as the client likes."""
+    one = OneNode(tmp_path, body_timeout=0.5, limits=ClientLimits(header_timeout=0.5))
+    await one.start()
+    sock = socket.socket()
+    try:
+        st, _ = await one.call("PUT", "/v1/kv/big", {"value": "v" * (1 << 20)})
+        assert st == 200
+        # A small receive window, and more pipelined answers than the kernel
+        # buffers hold, so the server's writes do stall.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", one.port))
+        await asyncio.get_running_loop().sock_sendall(
+            sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n" * 16
+        )
+        assert one.listener is not None
+        for _ in range(300):  # bounded: 30 s at most
+            if one.listener.gate.open == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert one.listener.gate.open == 0, "a client that reads nothing was kept"
+    finally:
+        sock.close()
+        await one.stop()

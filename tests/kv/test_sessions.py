@@ -128,7 +128,7 @@ def test_an_acknowledged_outcome_below_the_lowest_pending_is_discarded() -> None
     assert sorted(log.s.sessions[me].outcomes) == [3, 4]
     # 2 arrives late: not seen, not below what is kept: applied once.
     assert log.apply(put("d", "1", me, 2, 2)).outcome == "ok"
-    assert log.apply(put("d", "2", me, 2, 2)).outcome == "ok"  # its retry: held
+    assert log.apply(put("d", "1", me, 2, 2)).outcome == "ok"  # its retry: held
     assert log.s.get("d") == KV("1", log.index - 1)
 
 
@@ -200,7 +200,31 @@ def test_apply_never_raises_on_odd_session_fields() -> None:
     assert log.apply(put("a", "1", me, 0, 0)).outcome == "session_expired"
     r = log.apply(put("a", "1", me, 5, 9))  # lowest clamps to seq
     assert r.outcome == "ok"
-    assert log.apply(put("a", "2", me, 5, 9)) == r
+    assert log.apply(put("a", "1", me, 5, 9)) == r
+
+
+def test_a_seq_reused_for_a_different_request_is_refused_not_answered_as_the_first() -> None:
+    """Two clients sharing a session (or a client that reuses a seq) send a
+    different write under a held seq: answering it with the first write's
+    outcome would tell its sender "applied" for a write that never was.  It
+    is refused, changes nothing, and a true retry (any lowest_pending) still
+    gets the first outcome."""
+    log = Log()
+    me = log.open()
+    first = log.apply(put("a", "mine", me, 1, 1))
+    for other in (put("b", "theirs", me, 1, 1), put("a", "theirs", me, 1, 1)):
+        r = log.apply(other)
+        assert r.outcome == "seq_reused" and r != first
+    r = log.apply(Delete("a", session=SessionRef(me, 1, 1)))
+    assert r.outcome == "seq_reused"
+    assert log.s.get("a") == KV("mine", first.revision) and log.s.get("b") is None
+    assert log.apply(put("a", "mine", me, 1, 1)) == first
+    log.apply(put("c", "x", me, 2, 1))
+    assert log.apply(put("a", "mine", me, 1, 1)) == first
+    # It holds across a snapshot, on a replica that restores it.
+    replica = KVStore()
+    replica.restore(log.s.snapshot().chunks())
+    assert Log(replica, log.index).apply(put("b", "theirs", me, 1, 1)).outcome == "seq_reused"
 
 
 # -- the HTTP API -----------------------------------------------------------------------------
@@ -478,3 +502,14 @@ async def test_the_client_reopens_a_session_the_cluster_evicted(
         assert c.session_id not in (None, first)
     _, got, _ = await api.call(ld, "GET", "/v1/kv/k")
     assert (got["value"], got["revision"]) == ("2", r.revision)
+
+
+async def test_http_a_different_write_under_a_held_seq_is_409_seq_reused(api: Api) -> None:
+    ld = await api.leader_id()
+    sid = await open_session(api, ld)
+    st, _, _ = await api.call(ld, "PUT", "/v1/kv/a", w("mine", sid, 1, 1))
+    assert st == 200
+    st, body, _ = await api.call(ld, "PUT", "/v1/kv/b", w("theirs", sid, 1, 1))
+    assert st == 409 and body["error"] == "seq_reused", body
+    st, _, _ = await api.call(ld, "GET", "/v1/kv/b")
+    assert st == 404
