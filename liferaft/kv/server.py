@@ -88,8 +88,9 @@ MAX_REVISION = 2**64 - 1
 _UNSET = msgspec.UNSET
 
 
-class PutBody(msgspec.Struct, forbid_unknown_fields=True):
-    value: str
+class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The fields every write may carry: its conditions and its session."""
+
     # UNSET (absent) is "no condition"; an explicit null is refused, since a
     # client sending "if_value": null may well mean "only if absent".
     if_value: str | None | msgspec.UnsetType = _UNSET
@@ -100,13 +101,8 @@ class PutBody(msgspec.Struct, forbid_unknown_fields=True):
     lowest_pending: int | None = None
 
 
-class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
-    if_value: str | None | msgspec.UnsetType = _UNSET
-    if_revision: int | None | msgspec.UnsetType = _UNSET
-    request_id: str | None = None  # retired: refused with a pointer to sessions
-    session: int | None = None
-    seq: int | None = None
-    lowest_pending: int | None = None
+class PutBody(DeleteBody, kw_only=True):
+    value: str
 
 
 class OpenSessionBody(msgspec.Struct, forbid_unknown_fields=True):
