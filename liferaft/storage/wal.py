@@ -98,6 +98,18 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
     return False
 
 
+def _whole_under_wrong_length(data: bytes, off: int) -> bool:
+    """Is the rest of the file, from the record at ``off``, one whole record
+    whose CRC checks out, though its length field points past the end?  A
+    torn write never looks like that (its length is right and its bytes are
+    short), so only the length field was damaged: corruption, not a tear."""
+    _, crc, rtype = _REC.unpack_from(data, off)
+    body = off + _REC.size
+    return len(data) - body >= _ENTRY.size and (
+        zlib.crc32(data[body:], zlib.crc32(bytes((rtype,)))) == crc
+    )
+
+
 def _record_at(data: bytes, p: int) -> tuple[int, int, int] | None:
     """The checksummed ENTRY record at ``p``, as (index, term, end), or None."""
     n = len(data)
@@ -277,6 +289,8 @@ class WAL:
         self._tail_cap = tail_cache
         self._fd: int | None = None
         self._broken = False
+        # A reset is under way (its RESET mark may be on disk): see reset().
+        self._resetting = False
         self.report = OpenReport()
         # Read-only (for inspection): a torn tail is reported, not truncated,
         # and a repair is only planned (report.repair), not carried out.
@@ -378,7 +392,11 @@ class WAL:
                 # Past the end of the file: a torn final write, unless a
                 # valid record follows, which means this length field is
                 # corrupt and synced data lies beyond it.
-                if not last_segment or _valid_record_after(data, body, expect):
+                if (
+                    not last_segment
+                    or _whole_under_wrong_length(data, off)
+                    or _valid_record_after(data, body, expect)
+                ):
                     raise CorruptionError(seg.path, off, f"record length {length} is corrupt")
                 self._torn(seg, off, n, last_segment, "a record cut short")
                 break
@@ -552,6 +570,8 @@ class WAL:
         """Append entries (truncating a conflicting suffix first), then sync once."""
         if not ents:
             return
+        if self._resetting:
+            raise StorageError("a reset of the WAL did not finish; retry it or reopen")
         first = ents[0].index
         if not self.segments and not self._terms:
             self._first = first
@@ -683,19 +703,30 @@ class WAL:
         goes, and is removed (durably) only after the last one has, so a
         reopen either sees the whole old log, or the mark and finishes the
         reset (see the module doc).  Nothing new is written while the mark
-        exists, so a reopen never deletes entries appended after a reset.
+        exists, so a reopen never deletes entries appended after a reset: if
+        a delete fails, the WAL refuses appends until a retried reset (or a
+        reopen) has finished the job.
         """
         self._close_writer()
-        paths = [seg.path for seg in self.segments]
         self.segments.clear()
         self._terms = array("Q")
         self._tail.clear()
         self._first = first
-        if not paths and not self.fs.exists(self.dir / RESET_MARK):
+        # Every segment on disk, not only those in memory: a reset that failed
+        # part-way forgot the ones it had not deleted yet.
+        names = self.fs.listdir(self.dir)
+        paths = [self.dir / n for n in names if _parse_name(n) is not None]
+        if not paths and RESET_MARK not in names:
+            self._resetting = False
             return
-        self.fs.create(self.dir / RESET_MARK, b"%d\n" % first)
-        self.fs.fsync_dir(self.dir)
-        self._finish_reset(paths)
+        self._resetting = True
+        try:
+            self.fs.create(self.dir / RESET_MARK, b"%d\n" % first)
+            self.fs.fsync_dir(self.dir)
+            self._finish_reset(paths)
+        except OSError as exc:
+            raise StorageError(f"WAL reset failed: {exc.strerror or exc}") from exc
+        self._resetting = False
 
     def _read_mark(self) -> int:
         raw = self.fs.read(self.dir / RESET_MARK)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.core import ConfState, Entry, HardState, Snapshot, SnapshotMeta
-from liferaft.storage import DiskStorage
+from liferaft.storage import DiskStorage, StorageError
 from liferaft.storage.fs import FaultFS, PowerCut
 
 CONF = ConfState(voters=frozenset({"n1"}))
@@ -82,3 +82,45 @@ def test_a_crash_at_every_step_of_a_reset_leaves_a_store_that_opens(
         pytest.fail("the reset never finished within the step bound")
     # Every step was hit: at least one per segment deleted.
     assert segments > 10 and len(crashed_at) > segments
+
+
+class FailingUnlinkFS(FaultFS):
+    """Real files; the ``fail_at``-th unlink from now fails with EIO (a
+    failing disk, not a power cut: the process lives on and may retry)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(random.Random(0), os_sync=False)
+        self.fail_at = fail_at
+
+    def unlink(self, path: Path) -> None:
+        self.fail_at -= 1
+        if self.fail_at == 0:
+            import errno
+
+            raise OSError(errno.EIO, "I/O error")
+        super().unlink(path)
+
+
+def test_a_reset_that_fails_part_way_writes_nothing_until_a_retry_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """The runtime retries a save that failed with a StorageError.  A reset
+    that stopped part-way leaves the RESET mark and some old segments: no
+    entry may be appended behind that mark (the next open deletes everything
+    it finds), and the retried install must remove every old segment left on
+    disk, not only those it still remembers."""
+    fs = FailingUnlinkFS(fail_at=10**9)
+    st = _store(tmp_path, fs)
+    meta = SnapshotMeta(150, 3, CONF)
+    fs.fail_at = 4  # three segments go, the fourth unlink fails
+    with pytest.raises(StorageError):
+        st.save(None, [], Snapshot(meta, b"state"))
+    with pytest.raises(StorageError):
+        st.save(None, [Entry(151, 3, b"after")])  # refused: the reset is unfinished
+    st.save(None, [], Snapshot(meta, b"state"))  # the runtime's retry
+    st.save(None, [Entry(151, 3, b"after")])
+    st.close()
+    again = DiskStorage(tmp_path, segment_size=SEGMENT)
+    assert again.snap_meta == meta and again.first_index() == 151
+    assert again.entries(151, 152) == [Entry(151, 3, b"after")]
+    again.close()

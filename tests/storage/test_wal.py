@@ -416,3 +416,20 @@ def test_a_last_record_with_a_zeroed_sector_is_torn_but_a_flip_is_not(tmp_path: 
     seg.write_bytes(bytes(data))
     with pytest.raises(CorruptionError, match="checksum"):
         WAL(tmp_path)
+
+
+def test_a_flipped_high_bit_in_the_last_records_length_is_corruption(tmp_path: Path) -> None:
+    """The last record is whole and its CRC checks out over the bytes that
+    remain: only its length field is wrong.  A torn write never leaves that
+    (its length is right; the file is short), so dropping the record as
+    "torn" would silently lose an fsynced, perhaps acknowledged, entry."""
+    with WAL(tmp_path) as w:
+        w.append(ents(1, 6))
+    seg = segs(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    off = len(data) - (_REC.size + 27)  # the last record's length field
+    data[off + 2] ^= 0x40
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="length") as exc:
+        WAL(tmp_path)
+    assert exc.value.offset == off
