@@ -23,6 +23,10 @@ would drop
   node acknowledged, and intact entries past the bad one are exactly what it
   held; dropping them on a majority loses acknowledged writes.
 
+A hard state that does not check out is refused even with ``--force`` (the
+commit index is unknown, and a node cannot start on it anyway); a commit
+index past the end of the log is reported, and only ``--force`` lowers it.
+
 What is left without ``--force`` is damage at the very end of the log, with
 nothing intact after it, above the commit index: the cut then drops nothing
 the corruption did not already destroy.  Every change (that cut, a torn tail,
@@ -159,6 +163,8 @@ def inspect(data_dir: Path, repair: bool, force: bool, yes: bool) -> None:
     wal_dir = data_dir / "wal"
     plan: RepairPlan | None = None
     pending = False  # anything --repair would change
+    wal_last = 0  # the last entry a node would find, once it cut a torn tail
+    commit_past = False
     if wal_dir.is_dir():
         # Read-only, with the repair worked out but not carried out.
         w = WAL(wal_dir, repair=True, read_only=True)
@@ -188,19 +194,30 @@ def inspect(data_dir: Path, repair: bool, force: bool, yes: bool) -> None:
                 "(a node truncates it on start)"
             )
         pending = bool(plan or w.report.interrupted_reset or w.report.torn_tail_bytes)
+        wal_last = w.last_index
         w.close()
     else:
         click.echo("wal: none")
+    floor = max(wal_last, snap_index)
+    if hs is not None and hs.commit > floor:
+        # A node refuses to start on this (a forced repair that crashed before
+        # lowering the commit index, or a tail cut under it); only --force mends it.
+        click.echo(
+            f"CORRUPT hard state: commit {hs.commit} is past the last entry {floor} "
+            "(a node refuses to start)", err=True,
+        )
+        commit_past = pending = True
 
     for line in snap_lines:
         click.echo(line, err=line.startswith("CORRUPT"))
 
     if repair and pending:
-        _repair(data_dir, wal_dir, plan, commit, snap_index, force, yes)
+        _repair(data_dir, wal_dir, plan, hs, commit, floor, snap_index, force, yes)
         plan = None
+        commit_past = False
     elif repair:
         click.echo("repair: nothing to repair in the wal")
-    if other_bad or plan is not None:
+    if other_bad or commit_past or plan is not None:
         sys.exit(1)
 
 
@@ -208,19 +225,31 @@ def _repair(
     data_dir: Path,
     wal_dir: Path,
     plan: RepairPlan | None,
+    hs: HardState | None,
     commit: int,
+    log_end: int,
     snap_index: int,
     force: bool,
     yes: bool,
 ) -> None:
     """Carry out what :func:`inspect` showed, if the policy and the operator allow."""
-    if plan is not None:
-        why = _refusals(plan, commit)
-        if why and not force:
-            raise click.ClickException(
-                "refused: " + "; ".join(why) + ". Nothing changed. Take the recommended path "
-                "above; --force cuts anyway (a last resort)."
-            )
+    if hs is None:
+        # Its commit index (and vote) are unknown, so no cut can be shown to
+        # spare committed entries, and a node cannot start on it anyway.
+        raise click.ClickException(
+            "refused: the hard state cannot be read, so the commit index is unknown "
+            "(--repair does not rewrite it, even with --force). Nothing changed. "
+            "Take the recommended path: wipe this node and let it rejoin."
+        )
+    why = _refusals(plan, commit) if plan is not None else []
+    if not why and commit > log_end:
+        why.append(f"it drops entries at or below the commit index {commit} "
+                   f"(the log ends at {log_end})")
+    if why and not force:
+        raise click.ClickException(
+            "refused: " + "; ".join(why) + ". Nothing changed. Take the recommended path "
+            "above; --force cuts anyway (a last resort)."
+        )
     if not yes:
         if not _interactive():
             raise click.ClickException(

@@ -207,3 +207,69 @@ def test_inspect_shows_an_interrupted_reset_and_repair_finishes_it(tmp_path: Pat
     r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--yes"])
     assert r.exit_code == 0 and "finished an interrupted reset" in r.output, r.output
     assert not list((tmp_path / "wal").iterdir())
+
+
+# -- what --repair must still refuse (review of the fix above) -------------------------
+
+
+def make_short(tmp: Path, commit: int) -> Path:
+    """Entries 1..10 in one segment, hard state commit ``commit``; returns the segment."""
+    st = DiskStorage(tmp)
+    st.save(None, [Entry(i, 2, b"x" * 10) for i in range(1, 11)])
+    st.save(HardState(2, "a", commit), [])
+    st.close()
+    return sorted((tmp / "wal").glob("*.wal"))[-1]
+
+
+def test_repair_refuses_when_the_hard_state_cannot_be_read(tmp_path: Path) -> None:
+    # Damage at the very end of the log, nothing intact after it: a cut that
+    # --repair allows above the commit index.  But the commit index is in the
+    # corrupt file, so the cut may well be at or below it.
+    seg = make_short(tmp_path, commit=10)
+    data = bytearray(seg.read_bytes())
+    data[-3] ^= 0x10
+    seg.write_bytes(bytes(data))
+    hs = tmp_path / "hardstate"
+    hs.write_bytes(hs.read_bytes()[:-1] + b"\x00")
+    before = snapshot_of(tmp_path)
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--yes"])
+    assert r.exit_code == 1, r.output
+    assert "refused" in r.output and "hard state" in r.output
+    assert "Traceback" not in r.output
+    assert snapshot_of(tmp_path) == before
+
+
+def test_repair_never_lowers_the_commit_index_without_force(tmp_path: Path) -> None:
+    # A tail the WAL reads as torn, under the commit index (a disk that lied
+    # about a sync): cutting it drops a committed entry, which needs --force.
+    seg = make_short(tmp_path, commit=10)
+    seg.write_bytes(seg.read_bytes()[:-3])
+    before = snapshot_of(tmp_path)
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--yes"])
+    assert r.exit_code == 1, r.output
+    assert "refused" in r.output and "commit index 10" in r.output
+    assert snapshot_of(tmp_path) == before
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--force", "--yes"])
+    assert r.exit_code == 0 and "commit lowered from 10 to 9" in r.output, r.output
+    DiskStorage(tmp_path).close()
+
+
+def test_a_commit_index_past_the_log_is_reported_and_force_finishes_the_repair(
+    tmp_path: Path,
+) -> None:
+    # A forced repair cut the log, then crashed before it lowered the commit
+    # index: the node refuses to start.  inspect must say so (not exit 0),
+    # and --repair --force must be able to finish the job.
+    seg = make_short(tmp_path, commit=10)
+    cut = _HEADER.size + 6 * (_REC.size + 17 + 10)
+    seg.write_bytes(seg.read_bytes()[:cut])  # entries 1..6 left, commit 10
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert r.exit_code == 1, r.output
+    assert "commit 10 is past the last entry 6" in r.output
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--yes"])
+    assert r.exit_code == 1 and "refused" in r.output, r.output
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path), "--repair", "--force", "--yes"])
+    assert r.exit_code == 0 and "commit lowered from 10 to 6" in r.output, r.output
+    st = DiskStorage(tmp_path)
+    assert st.last_index() == 6
+    st.close()
