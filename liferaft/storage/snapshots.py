@@ -6,7 +6,8 @@ A snapshot file is ``{term:016x}-{index:016x}.snap``::
     | data ... |
     | data length u64 | crc32 u32 |       <- trailer; the CRC covers everything before it
 
-Writing goes to ``.tmp``, is fsynced, renamed into place and the directory
+Writing goes to a ``.tmp`` file of the writer's own (two streams of one
+snapshot may run at once), is fsynced, renamed into place and the directory
 fsynced (hashicorp/raft's FileSnapshotStore does the same), so a crash never
 leaves a half snapshot under a real name.  Data arrives and leaves in chunks:
 neither taking nor installing a snapshot holds it twice in memory.  The last
@@ -16,6 +17,7 @@ neither taking nor installing a snapshot holds it twice in memory.  The last
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import struct
@@ -77,7 +79,9 @@ class SnapshotWriter:
         self.meta = meta
         self.fs = store.fs
         self.final = store.dir / _name(meta)
-        self.tmp = self.final.with_suffix(".tmp")
+        # A name of its own: two streams of the same snapshot (two leaders, or
+        # a reconnect) may be written at once, and must not share a file.
+        self.tmp = store.dir / f"{self.final.stem}.{next(store._tmp_seq)}.tmp"
         self._done = False
         self._fd: int | None = None
         try:
@@ -173,6 +177,7 @@ class SnapshotStore:
         self.keep = keep
         self.fs = fs
         self._prune_lock = threading.Lock()
+        self._tmp_seq = itertools.count(1)  # next() is atomic: writers on any thread
         fs.makedirs(self.dir)
         if cleanup:
             for name in self.fs.listdir(self.dir):

@@ -71,3 +71,30 @@ def test_truncated_snapshot_is_corruption(tmp_path: Path) -> None:
     p.write_bytes(p.read_bytes()[:-30])
     with pytest.raises(CorruptionError):
         s.load(meta)
+
+
+@pytest.mark.parametrize("order", ["first-commits", "first-aborts"])
+def test_two_streams_of_the_same_snapshot_never_share_a_file(tmp_path: Path, order: str) -> None:
+    """Two leaders (or one that reconnected) can stream the same snapshot
+    (same index and term) to a node at once, on two connections, with no
+    lock between them.  Each writer must own its temporary file: sharing
+    one, the second open emptied the first's file under it (the committed
+    snapshot held zeros: the node installed it, reset its log, and could not
+    restore or restart), or the first's abort deleted the second's."""
+    s = SnapshotStore(tmp_path)
+    meta = SnapshotMeta(5, 2, CONF)
+    data = b"x" * 1000 + b"y" * 1000
+    a = s.create(meta)
+    a.write(data[:1000])
+    b = s.create(meta)
+    b.write(data[:500])
+    if order == "first-commits":
+        a.write(data[1000:])
+        a.commit()
+        b.abort()
+    else:
+        a.abort()
+        b.write(data[500:])
+        b.commit()
+    assert s.load(meta) == data
+    assert not list(tmp_path.glob("*.tmp"))
