@@ -59,6 +59,7 @@ from liferaft.codec import encode_message
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.core.messages import AppendEntries, Entry
 from liferaft.kv.state import Put, SetAddr, encode_command
+from liferaft.runtime import peer_rpc
 from liferaft.transport import TcpTransport
 from liferaft.transport._frames import (
     HEADER,
@@ -366,13 +367,13 @@ class Stranger:
         self._outcome("peer-forged-ae", f"HELLO as {claim}: {answer}")
         writer.close()
 
-    async def _call(self, nid: str, claim: str, request: list[Any]) -> str:
+    async def _call(self, nid: str, claim: str, request: peer_rpc.Request) -> str:
         """One call on a CALLER connection claiming ``claim``; what came back."""
         reader, writer, answer = await self._greet(nid, Kind.CALLER, claim, "")
         try:
             if answer != "welcome":
                 return answer
-            writer.writelines(call_frame(self._n, msgspec.msgpack.encode(request)))
+            writer.writelines(call_frame(self._n, peer_rpc.encode(request)))
             await writer.drain()
             return await _answer(reader, timeout=5.0)
         finally:
@@ -382,7 +383,7 @@ class Stranger:
         nid = self._target()
         me = f"{STRANGER_IDS}{self._n}"
         addr = self.rng.choice(["127.0.0.1:1", STRANGER_CLIENT_ADDR])
-        answer = await self._call(nid, me, ["join", me, addr, self.rng.random() < 0.5])
+        answer = await self._call(nid, me, peer_rpc.Join(me, addr, self.rng.random() < 0.5))
         self._outcome("peer-join", f"join as {me}: {answer}")
 
     async def _peer_propose(self, stop: asyncio.Event) -> None:
@@ -391,17 +392,18 @@ class Stranger:
         nid = await self._leader_or_any()
         claim = self._other_member(nid)
         what = self.rng.choice(["put", "setaddr", "conf"])
-        req: list[Any]
+        req: peer_rpc.Request
         if what == "put":
-            req = ["propose", encode_command(Put(f"{STRANGER_KEYS}p-{self._n}", "forged")), False]
+            forged = Put(f"{STRANGER_KEYS}p-{self._n}", "forged")
+            req = peer_rpc.Propose(encode_command(forged), False)
         elif what == "setaddr":
             victim = self.rng.choice(list(self.c.members))
-            req = ["propose", encode_command(SetAddr(victim, STRANGER_CLIENT_ADDR)), False]
+            req = peer_rpc.Propose(encode_command(SetAddr(victim, STRANGER_CLIENT_ADDR)), False)
         else:
             sid = f"{STRANGER_IDS}{self._n}"
             ctx = json.dumps({sid: {"addr": "127.0.0.1:1"}}).encode()
             cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, sid),), context=ctx)
-            req = ["conf", cc.encode()]
+            req = peer_rpc.ChangeConf(cc.encode())
         answer = await self._call(nid, claim, req)
         self._outcome("peer-propose", f"{what} as {claim}: {answer}")
 
@@ -535,13 +537,12 @@ class Stranger:
         answer = "no answer"
         for _ in range(5):  # another change (churn) may be in flight
             try:
-                raw = await t.call_address(
-                    self.c.members[leader].peer, msgspec.msgpack.encode(["conf", cc.encode()]), 5.0
-                )
-                rep = msgspec.msgpack.decode(raw)
-                answer = str(rep[0])
-                if answer == "refused":
-                    answer = f"refused ({rep[2] if len(rep) > 2 else rep})"[:120]
+                req = peer_rpc.encode(peer_rpc.ChangeConf(cc.encode()))
+                raw = await t.call_address(self.c.members[leader].peer, req, 5.0)
+                rep = peer_rpc.decode_reply(raw)
+                answer = "ok" if isinstance(rep, peer_rpc.Accepted) else repr(rep)[:120]
+                if isinstance(rep, peer_rpc.Refused):
+                    answer = f"refused ({rep.message})"[:120]
                     if "in flight" in answer or "not yet applied" in answer:
                         await _sleep(stop, 1.0)
                         continue
@@ -641,7 +642,7 @@ async def _answer(reader: asyncio.StreamReader, timeout: float = _IO_TIMEOUT) ->
         ok = body[8]
         payload = body[9:]
         try:
-            text = repr(msgspec.msgpack.decode(payload)) if ok else payload.decode()
+            text = repr(peer_rpc.decode_reply(payload)) if ok else payload.decode()
         except Exception:
             text = repr(payload[:60])
         return f"reply {'ok' if ok else 'error'} {text}"[:160]

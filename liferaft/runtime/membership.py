@@ -23,8 +23,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from liferaft.codec import MAX_NODE_ID
 from liferaft.core import (
     ChangeType,
@@ -37,6 +35,7 @@ from liferaft.core import (
 )
 from liferaft.transport.base import Transport, check_tcp_address
 
+from . import peer_rpc
 from ._futures import _fail, _resolve
 from .clock import Clock
 from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
@@ -145,7 +144,7 @@ class MembershipMixin:
         async def _route(
             self,
             local: Callable[[], Awaitable[tuple[int, int]]],
-            req: list[Any],
+            req: peer_rpc.Request,
             t: float,
         ) -> tuple[int, int]: ...
 
@@ -194,7 +193,7 @@ class MembershipMixin:
         if check:
             check_conf_change(self.transport, cc)
         t = self.config.commit_timeout if timeout is None else timeout
-        req = ["conf", cc.encode()]
+        req = peer_rpc.ChangeConf(cc.encode())
         await self._submit(lambda: self._route(lambda: self._conf_local(cc), req, t), t)
 
     async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
@@ -271,43 +270,47 @@ class MembershipMixin:
         (empty) node; returns once the cluster has accepted it."""
         self._check_running()
         check_member(self.transport, self.id, addr)
-        req = ["join", self.id, addr, voter]
-        raw = await self.transport.call_address(contact, msgspec.msgpack.encode(req), timeout)
-        rep = msgspec.msgpack.decode(raw)
-        if rep[0] != "ok":
-            raise MembershipError(f"join refused: {rep[1] if len(rep) > 1 else rep}")
-        self.members = {str(k): dict(v) for k, v in rep[1].items()}
+        req = peer_rpc.encode(peer_rpc.Join(self.id, addr, voter))
+        raw = await self.transport.call_address(contact, req, timeout)
+        try:
+            rep = peer_rpc.decode_reply(raw)
+        except peer_rpc.RpcError as exc:
+            raise MembershipError(f"join: {contact} answered {exc}") from None
+        if isinstance(rep, peer_rpc.Refused):
+            raise MembershipError(f"join refused: {rep.message}")
+        if not isinstance(rep, peer_rpc.Joined):
+            raise MembershipError(f"join: {contact} answered {rep!r}")
+        self.members = {str(k): dict(v) for k, v in rep.members.items()}
         self._update_peers()
 
-    async def _handle_join(self, req: list[Any]) -> bytes:
+    async def _handle_join(self, req: peer_rpc.Join) -> bytes:
         # Checked by every node it passes through: a joiner is not a member
         # yet, and nothing it sends may reach the log unchecked.
         try:
-            if len(req) != 4 or not isinstance(req[3], bool):
-                raise BadMember("a join is [join, id, address, voter]")
-            _, node_id, addr, voter = req
-            check_member(self.transport, node_id, addr)
+            check_member(self.transport, req.node_id, req.addr)
         except BadMember as exc:
-            return msgspec.msgpack.encode(["error", str(exc)])
+            return peer_rpc.encode(peer_rpc.refusal(exc))
         rn = self.rn
         assert rn is not None
         if rn.role is not Role.LEADER:
             if rn.leader is None:
-                return msgspec.msgpack.encode(["error", "no leader"])
+                return peer_rpc.encode(
+                    peer_rpc.Refused(peer_rpc.Refusal.NO_LEADER, "no leader yet; try again")
+                )
             raw: bytes = await self.transport.call(
-                rn.leader, msgspec.msgpack.encode(req), self.config.commit_timeout * 2
+                rn.leader, peer_rpc.encode(req), self.config.commit_timeout * 2
             )
             return raw
         try:
-            if node_id not in self.members:
-                await self.add_learner(str(node_id), str(addr))
+            if req.node_id not in self.members:
+                await self.add_learner(req.node_id, req.addr)
         except NodeError as exc:
-            return msgspec.msgpack.encode(["error", str(exc)])
-        if voter:
-            task = asyncio.create_task(self._promote_when_caught_up(str(node_id), 60.0))
+            return peer_rpc.encode(peer_rpc.refusal(exc))
+        if req.voter:
+            task = asyncio.create_task(self._promote_when_caught_up(req.node_id, 60.0))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
-        return msgspec.msgpack.encode(["ok", self.members])
+        return peer_rpc.encode(peer_rpc.Joined(self.members))
 
     def _update_peers(self) -> None:
         """Hand the members' addresses to the transport.  Runs while applying

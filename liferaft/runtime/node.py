@@ -43,8 +43,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
-
 from liferaft.core import (
     ChangeType,
     ConfChange,
@@ -69,6 +67,7 @@ from liferaft.core import (
 from liferaft.storage import DiskStorage, StorageError
 from liferaft.transport.base import SnapshotSink, Transport
 
+from . import peer_rpc
 from ._futures import _as_error, _fail, _resolve
 from .clock import Clock, SystemClock
 from .errors import (
@@ -753,39 +752,41 @@ class Node(ProposalsMixin, MembershipMixin):
             self._wake.set()
 
     async def handle_call(self, frm: str, payload: bytes, known_peer: bool) -> bytes:
-        """Requests from other nodes: forwarded proposals, membership, join."""
+        """Requests from other nodes (liferaft/runtime/peer_rpc.py):
+        forwarded proposals and membership changes, and joins."""
         try:
-            req = msgspec.msgpack.decode(payload)
-            kind = req[0]
-        except (msgspec.DecodeError, IndexError, TypeError) as exc:
-            raise ValueError(f"malformed request: {exc}") from exc
-        if kind == "join":
-            if not known_peer and (len(req) < 2 or req[1] != frm):
+            req = peer_rpc.decode_request(payload)
+        except peer_rpc.RpcError as exc:
+            raise ValueError(str(exc)) from None
+        if isinstance(req, peer_rpc.Join):
+            if not known_peer and req.node_id != frm:
                 # A stranger may only ask to add the id it proved in the
                 # handshake: a hijacked (relayed) joiner's connection must
                 # not add whatever id and address the hijacker likes.  A
                 # member forwarding a join to the leader is trusted.
-                return msgspec.msgpack.encode(
-                    ["error", f"a join from {frm!r} may only ask to add {frm!r}"]
+                return peer_rpc.encode(
+                    peer_rpc.Refused(
+                        peer_rpc.Refusal.BAD_MEMBER,
+                        f"a join from {frm!r} may only ask to add {frm!r}",
+                    )
                 )
             return await self._handle_join(req)
         if not known_peer:
             raise PermissionError(f"{frm} is not a member")
-        if kind not in ("propose", "conf"):
-            raise ValueError(f"unknown request {kind!r}")
         try:
-            if kind == "propose":
-                _, data, stamp = req
-                index, term = await self._propose_local(bytes(data), bool(stamp))
+            if isinstance(req, peer_rpc.Propose):
+                index, term = await self._propose_local(req.data, req.stamp)
             else:
-                index, term = await self._conf_local(ConfChange.decode(bytes(req[1])))
-        except NotLeader as exc:
-            return msgspec.msgpack.encode(["not_leader", exc.leader_hint])
-        except (MembershipError, StorageFailed) as exc:
+                try:
+                    cc = ConfChange.decode(req.change)
+                except ConfChangeError as exc:
+                    raise MembershipError(f"unreadable membership change: {exc}") from None
+                index, term = await self._conf_local(cc)
+        except (NotLeader, MembershipError, StorageFailed) as exc:
             # Refused before anything was proposed: the caller gets the same
             # typed error it would get here (not an "unknown outcome").
-            return msgspec.msgpack.encode(["refused", type(exc).__name__, str(exc)])
-        return msgspec.msgpack.encode(["ok", index, term])
+            return peer_rpc.encode(peer_rpc.refusal(exc))
+        return peer_rpc.encode(peer_rpc.Accepted(index, term))
 
     # -- reads --------------------------------------------------------------------------
 

@@ -31,17 +31,15 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
-
 from liferaft.core import RaftError, RawNode, Role
 from liferaft.transport.base import CallNotSent, Transport
 
+from . import peer_rpc
 from ._futures import _fail
 from .clock import Clock, SystemClock
 from .errors import (
     BadConfig,
     Dropped,
-    MembershipError,
     NotLeader,
     Stopped,
     StorageFailed,
@@ -53,6 +51,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("liferaft.runtime")
+#: Refusals after which the forward is retried through whoever leads next.
+_MOVED_ON = (peer_rpc.Refusal.NOT_LEADER, peer_rpc.Refusal.NO_LEADER)
 _STAMP = struct.Struct("<d")
 
 
@@ -304,13 +304,13 @@ class ProposalsMixin:
     async def _route_propose(
         self, data: bytes, stamp: bool, t: float, sent: Callable[[bool], None] | None = None
     ) -> tuple[int, int]:
-        req = ["propose", data, stamp]
+        req = peer_rpc.Propose(data, stamp)
         return await self._route(lambda: self._propose_local(data, stamp), req, t, sent)
 
     async def _route(
         self,
         local: Callable[[], Awaitable[tuple[int, int]]],
-        req: list[Any],
+        req: peer_rpc.Request,
         t: float,
         sent: Callable[[bool], None] | None = None,
     ) -> tuple[int, int]:
@@ -339,7 +339,7 @@ class ProposalsMixin:
                 try:
                     raw = await self.transport.call(
                         leader,
-                        msgspec.msgpack.encode(req),
+                        peer_rpc.encode(req),
                         max(0.01, deadline - self.clock.monotonic()),
                     )
                 except CallNotSent as exc:
@@ -352,12 +352,16 @@ class ProposalsMixin:
                 except Exception as exc:
                     raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
                 else:
-                    rep = msgspec.msgpack.decode(raw)
-                    if rep[0] == "ok":
-                        return int(rep[1]), int(rep[2])
-                    if rep[0] == "refused":
-                        cls = StorageFailed if rep[1] == "StorageFailed" else MembershipError
-                        raise cls(f"{leader}: {rep[2]}")
+                    try:
+                        rep = peer_rpc.decode_reply(raw)
+                    except peer_rpc.RpcError as exc:
+                        raise Timeout(f"{leader}: {exc}; outcome unknown") from exc
+                    if isinstance(rep, peer_rpc.Accepted):
+                        return rep.index, rep.term
+                    if not isinstance(rep, peer_rpc.Refused):
+                        raise Timeout(f"{leader} answered {rep!r}; outcome unknown")
+                    if rep.code not in _MOVED_ON:
+                        raise peer_rpc.error_of(rep, leader)
                     # The leader moved on: nothing was proposed; try again.
                     mark(False)
             left = deadline - self.clock.monotonic()

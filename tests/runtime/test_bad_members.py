@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
-from liferaft.runtime import BadMember, NodeError
-from liferaft.transport.base import check_tcp_address
+from liferaft.runtime import BadMember, NodeError, peer_rpc
+from liferaft.transport.base import CallError, check_tcp_address
 from tests.runtime.cluster import MemCluster, TcpCluster
 from tests.runtime.test_node_tcp import eventually
 
@@ -73,13 +73,18 @@ async def test_a_join_with_a_bad_id_is_refused_and_nothing_is_proposed() -> None
         # A raw join that skipped that check is refused by the member it
         # reaches, and by a follower on its way to the leader.
         for contact in c.ids:
-            for req in (["join", "n 4", "n4", True], ["join", "n4", "", True],
-                        ["join", "n4", "n4", "yes"], ["join", "n4"]):
-                raw = await c.drive(
-                    new.transport.call_address(contact, msgspec.msgpack.encode(req), 5.0)
-                )
-                rep = msgspec.msgpack.decode(raw)
-                assert rep[0] == "error", (contact, req, rep)
+            for req in (peer_rpc.Join("n 4", "n4", True), peer_rpc.Join("n4", "", True)):
+                raw = await c.drive(new.transport.call_address(contact, peer_rpc.encode(req), 5.0))
+                rep = peer_rpc.decode_reply(raw)
+                assert isinstance(rep, peer_rpc.Refused), (contact, req, rep)
+                assert rep.code is peer_rpc.Refusal.BAD_MEMBER
+            # Requests that do not even parse are refused as malformed.
+            for junk in ([1, ["join", "n4", "n4", "yes"]], [1, ["join", "n4"]],
+                         ["join", "n4", "n4", True], [2, ["join", "n4", "n4", True]]):
+                with pytest.raises(CallError, match="peer call"):
+                    await c.drive(
+                        new.transport.call_address(contact, msgspec.msgpack.encode(junk), 5.0)
+                    )
         assert ld.status().last_log_index == before
         assert set(ld.status().members) == set(c.ids)
     finally:
@@ -101,10 +106,10 @@ async def test_a_join_names_the_caller_itself() -> None:
         await new.start()
         for contact in c.ids:
             for who in ("evil", "n1"):
-                req = msgspec.msgpack.encode(["join", who, "n4", True])
+                req = peer_rpc.encode(peer_rpc.Join(who, "n4", True))
                 raw = await c.drive(new.transport.call_address(contact, req, 5.0))
-                rep = msgspec.msgpack.decode(raw)
-                assert rep[0] == "error" and "n5" in rep[1], (contact, who, rep)
+                rep = peer_rpc.decode_reply(raw)
+                assert isinstance(rep, peer_rpc.Refused) and "n5" in rep.message, (contact, rep)
         assert ld.status().last_log_index == before
         assert set(ld.status().members) == set(c.ids)
         await c.drive(new.join(c.ids[1], "n5"))  # as itself, through a follower

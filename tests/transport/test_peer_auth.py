@@ -20,7 +20,7 @@ import pytest
 
 from liferaft.codec import encode_message
 from liferaft.core.messages import AppendEntries, Entry
-from liferaft.runtime import Node, NodeConfig, ReplicatedCounter
+from liferaft.runtime import Node, NodeConfig, ReplicatedCounter, peer_rpc
 from liferaft.transport import CallError, TcpTransport
 from liferaft.transport._frames import (
     MAGIC,
@@ -71,7 +71,7 @@ def hello(kind: Kind, frm: str, to: str, cluster: str = "c1") -> bytes:
 
 
 def propose(data: bytes = b"written without the secret") -> bytes:
-    return msgspec.msgpack.encode(["propose", data, False])
+    return peer_rpc.encode(peer_rpc.Propose(data, False))
 
 
 @pytest.mark.parametrize("claim", ["n2", "stranger"])

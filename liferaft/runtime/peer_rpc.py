@@ -1,0 +1,180 @@
+"""The calls nodes make to each other beside Raft's own messages.
+
+A follower forwards a proposal or a membership change to the leader, and a
+new node asks a member to add it (``join``).  Each call is one request and
+one reply, carried by :meth:`Transport.call` as bytes.  This module owns
+their wire format: a versioned envelope around a tagged msgspec union, so a
+request is a type, never a list whose meaning hangs on its first string,
+and a refusal carries a code from a closed set, never a class name.
+
+Wire: a msgpack array ``[version, body]``; ``body`` is an array whose first
+item is the tag (``"propose"``, ``"conf"``, ``"join"``; ``"accepted"``,
+``"joined"``, ``"refused"``), then the fields in the order below.  A peer
+that speaks another version is refused with a message naming both.  A
+field may be appended (with a default) without a new version: an older
+build reads the fields it knows and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+from .errors import BadMember, MembershipError, NodeError, NotLeader, StorageFailed
+
+#: The version of this module's wire format.  Bump it for any change a peer
+#: of the old version would misread; fields are never reordered.
+RPC_VERSION = 1
+
+
+class _Msg(msgspec.Struct, array_like=True, tag_field="kind"):
+    pass
+
+
+# -- requests ----------------------------------------------------------------
+
+
+class Propose(_Msg, tag="propose"):
+    """Append ``data`` (the leader stamps its clock into ``data[0:8]`` when
+    ``stamp``); answered with :class:`Accepted`."""
+
+    data: bytes
+    stamp: bool
+
+
+class ChangeConf(_Msg, tag="conf"):
+    """Propose an encoded :class:`~liferaft.core.ConfChange` (from a member,
+    which checked it); answered with :class:`Accepted`."""
+
+    change: bytes
+
+
+class Join(_Msg, tag="join"):
+    """Add ``node_id`` at ``addr`` as a learner (promoted once caught up when
+    ``voter``); answered with :class:`Joined`."""
+
+    node_id: str
+    addr: str
+    voter: bool
+
+
+Request = Propose | ChangeConf | Join
+
+
+# -- replies -----------------------------------------------------------------
+
+
+class Accepted(_Msg, tag="accepted"):
+    """The leader appended the entry at ``index`` in ``term``."""
+
+    index: int
+    term: int
+
+
+class Joined(_Msg, tag="joined"):
+    """The join is committed; ``members`` is the address book."""
+
+    members: dict[str, dict[str, Any]]
+
+
+class Refusal(enum.Enum):
+    """Why a call was refused.  Every one means nothing was proposed."""
+
+    NOT_LEADER = "not_leader"  # ask the leader (``leader_hint``) instead
+    NO_LEADER = "no_leader"  # none known yet: retry later
+    STORAGE_FAILED = "storage_failed"  # the leader's disk refuses writes
+    MEMBERSHIP = "membership"  # the change is refused (one in flight, ...)
+    BAD_MEMBER = "bad_member"  # the id or address cannot be used
+
+
+class Refused(_Msg, tag="refused"):
+    code: Refusal
+    message: str
+    leader_hint: str | None = None
+
+
+Reply = Accepted | Joined | Refused
+
+_ERRORS: dict[Refusal, type[NodeError]] = {
+    Refusal.NOT_LEADER: NotLeader,
+    Refusal.NO_LEADER: NotLeader,
+    Refusal.STORAGE_FAILED: StorageFailed,
+    Refusal.MEMBERSHIP: MembershipError,
+    Refusal.BAD_MEMBER: BadMember,
+}
+_CODES: list[tuple[type[NodeError], Refusal]] = [
+    (BadMember, Refusal.BAD_MEMBER),  # before its base classes
+    (NotLeader, Refusal.NOT_LEADER),
+    (StorageFailed, Refusal.STORAGE_FAILED),
+    (MembershipError, Refusal.MEMBERSHIP),
+]
+
+
+class RpcError(ValueError):
+    """A call that cannot be read: malformed, or another version."""
+
+
+class _Envelope(msgspec.Struct, array_like=True):
+    version: int
+    body: msgspec.Raw
+
+
+_ENC = msgspec.msgpack.Encoder()
+_ENVELOPE = msgspec.msgpack.Decoder(_Envelope)
+_REQUEST = msgspec.msgpack.Decoder(Request)
+_REPLY = msgspec.msgpack.Decoder(Reply)
+
+
+def encode(msg: Request | Reply) -> bytes:
+    """The bytes of ``msg`` in its envelope."""
+    return _ENC.encode(_Envelope(RPC_VERSION, msgspec.Raw(_ENC.encode(msg))))
+
+
+def _open(buf: bytes) -> msgspec.Raw:
+    try:
+        env = _ENVELOPE.decode(buf)
+    except msgspec.DecodeError as exc:
+        raise RpcError(f"malformed peer call: {exc}") from None
+    if env.version != RPC_VERSION:
+        raise RpcError(
+            f"peer call version {env.version}; this node speaks version {RPC_VERSION}"
+        )
+    return env.body
+
+
+def decode_request(buf: bytes) -> Request:
+    """The request in ``buf``; :class:`RpcError` if it cannot be read."""
+    body = _open(buf)
+    try:
+        req: Request = _REQUEST.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RpcError(f"malformed peer call: {exc}") from None
+    return req
+
+
+def decode_reply(buf: bytes) -> Reply:
+    """The reply in ``buf``; :class:`RpcError` if it cannot be read."""
+    body = _open(buf)
+    try:
+        rep: Reply = _REPLY.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RpcError(f"malformed peer reply: {exc}") from None
+    return rep
+
+
+def refusal(exc: NodeError) -> Refused:
+    """The reply that tells a caller ``exc`` refused its request."""
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), Refusal.MEMBERSHIP)
+    hint = exc.leader_hint if isinstance(exc, NotLeader) else None
+    return Refused(code, str(exc), hint)
+
+
+def error_of(rep: Refused, where: str) -> NodeError:
+    """The runtime error a caller raises for ``rep`` (from node ``where``)."""
+    cls = _ERRORS[rep.code]
+    msg = f"{where}: {rep.message}"
+    if cls is NotLeader:
+        return NotLeader(msg, rep.leader_hint)
+    return cls(msg)
