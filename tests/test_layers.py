@@ -32,7 +32,7 @@ CORE_STDLIB = {
     "typing",
 }
 
-# Layer -> the liferaft layers it may import (DESIGN.md "Layers").
+# Layer -> the liferaft layers it may import (docs/architecture.md, "Layers").
 ALLOWED = {
     "core": {"core"},
     "codec": {"codec", "core"},

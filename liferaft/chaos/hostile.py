@@ -3,7 +3,7 @@
 The nemesis (:mod:`.nemesis`) breaks the network and the machines; this
 breaks trust.  While a soak runs, a :class:`Stranger` keeps acting, one
 action at a time, as an attacker who can reach the ports but holds no
-secret would (DESIGN.md, "Trust model"):
+secret would (docs/architecture.md, "Trust model"):
 
 peer port (real bytes on the socket, built with the transport's own frame
 helpers and the codec, as an attacker with the source would build them)

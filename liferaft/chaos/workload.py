@@ -2,7 +2,7 @@
 
 Every client is a sequence of operations against a random node's HTTP API
 (followers forward writes), each timed on the harness's monotonic clock and
-classified by the API contract (DESIGN.md):
+classified by the API contract (docs/kv.md; docs/architecture.md, "Outcomes"):
 
 - 200 (and 404 for a read, 412 for a CAS): ``ok``, with its output;
 - 503: ``fail``: nothing was applied, the contract says so;

@@ -71,7 +71,7 @@ _register()
 
 def run() -> None:
     """Console entry point: every error is one line (``Error: ...``) and a
-    non-zero exit, never a traceback or a usage screen (DESIGN.md, cli)."""
+    non-zero exit, never a traceback or a usage screen (docs/kv.md, "liferaft serve")."""
     try:
         rv = main(standalone_mode=False)
     except click.ClickException as exc:

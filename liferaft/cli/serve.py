@@ -1,4 +1,4 @@
-"""``liferaft serve``: one liferaft-kv node (flags are a contract: DESIGN.md)."""
+"""``liferaft serve``: one liferaft-kv node (its flags are a contract: docs/kv.md)."""
 
 from __future__ import annotations
 
@@ -320,7 +320,7 @@ def serve_cmd(
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop when installed (a faster event loop; DESIGN.md's optional
+    """uvloop when installed (a faster event loop; an optional
     speed-up) unless LIFERAFT_NO_UVLOOP is set, else asyncio's own."""
     if not os.environ.get("LIFERAFT_NO_UVLOOP"):
         try:

@@ -1,4 +1,4 @@
-"""liferaft-kv: the replicated key-value server (HTTP API in DESIGN.md)."""
+"""liferaft-kv: the replicated key-value server (HTTP API in docs/kv.md)."""
 
 from .state import (
     KV,

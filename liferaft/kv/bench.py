@@ -40,7 +40,7 @@ Adapters
 
 An :class:`Adapter` turns an operation into an HTTP request and judges the
 answer; the loop above is the same for every system.  :class:`LiferaftAdapter`
-speaks DESIGN.md's API; :class:`EtcdAdapter` speaks etcd's grpc-gateway JSON
+speaks liferaft-kv's HTTP API (docs/kv.md); :class:`EtcdAdapter` speaks etcd's grpc-gateway JSON
 (``POST /v3/kv/put`` and ``/v3/kv/range`` with base64 keys and values; etcd
 3.4 serves it under ``/v3/`` and, deprecated, ``/v3beta/``; 3.3 only under
 ``/v3beta/``; ``--etcd-prefix auto`` probes for it).
@@ -146,7 +146,7 @@ class Adapter:
 
 
 class LiferaftAdapter(Adapter):
-    """liferaft-kv's HTTP API (DESIGN.md, "kv")."""
+    """liferaft-kv's HTTP API (docs/kv.md)."""
 
     name = "liferaft-kv"
 

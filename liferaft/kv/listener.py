@@ -2,7 +2,7 @@
 
 The HTTP API is open to anyone who can reach the client port (the token is
 checked only once a request has arrived), so the port itself must bound what
-a stranger can hold (DESIGN.md, "Trust model"):
+a stranger can hold (docs/architecture.md, "Trust model"):
 
 - **Header timeout.** A connection must deliver a complete request head
   within ``header_timeout`` of being accepted (or of its previous response,

@@ -1,4 +1,4 @@
-"""The liferaft-kv HTTP API (the contract is DESIGN.md's table).
+"""The liferaft-kv HTTP API (the contract is the table in docs/kv.md).
 
 Every node serves every route.  Writes are proposed through the node, which
 forwards them to the leader when this node is a follower; reads run on this

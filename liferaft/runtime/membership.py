@@ -9,8 +9,8 @@ context, so every node (and every snapshot) knows where its peers are.
 
 Member ids and addresses are checked before anything is proposed
 (:func:`check_member`): the address by the transport's own rules.  Applying
-a committed change never raises, whatever its context holds (DESIGN.md,
-trust model): an address the transport cannot use is left out of the peer
+a committed change never raises, whatever its context holds (docs/architecture.md,
+"Trust model"): an address the transport cannot use is left out of the peer
 table, logged, and reported in :attr:`NodeStatus.bad_peer_addresses`.
 """
 

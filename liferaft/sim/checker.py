@@ -1,6 +1,6 @@
 """Safety checkers, run incrementally after every simulator step.
 
-Each rule of DESIGN.md is checked from what the nodes persist and apply,
+Each safety rule of docs/architecture.md is checked from what the nodes persist and apply,
 never from their private state, so a bug anywhere in the core shows up as a
 violation here:
 

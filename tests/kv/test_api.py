@@ -1,6 +1,6 @@
 """The liferaft-kv HTTP API in one process: three real nodes over TCP on
 127.0.0.1, each with its KVServer on its own port.  Status codes and JSON
-shapes follow DESIGN.md's table; bad input gets a clear 4xx and changes
+shapes follow the table in docs/kv.md; bad input gets a clear 4xx and changes
 nothing."""
 
 from __future__ import annotations

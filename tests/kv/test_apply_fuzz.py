@@ -1,4 +1,4 @@
-"""Committed entries are trusted data, never trusted code (DESIGN.md, Trust
+"""Committed entries are trusted data, never trusted code (docs/architecture.md, Trust
 model): applying any committed entry, however odd, must not raise out of
 apply or kill a node.
 

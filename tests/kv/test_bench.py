@@ -1,7 +1,7 @@
 """``liferaft bench kv``: the load generator against a real 1-node liferaft-kv
 process, and the etcd adapter's request encoding (no etcd needed).
 
-No timing is asserted (DESIGN.md: timing belongs in benchmarks): only that
+No timing is asserted (docs/architecture.md: speed is measured in benchmarks): only that
 the generator did work and saw no errors.
 """
 

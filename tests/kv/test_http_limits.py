@@ -1,4 +1,4 @@
-"""The client port bounds what a stranger can hold (DESIGN.md, "Trust
+"""The client port bounds what a stranger can hold (docs/architecture.md, "Trust
 model"): a request head must arrive within the header timeout, a body within
 the body timeout, connections past the cap are closed at once and counted,
 and the cap leaves file descriptors for storage.  One node behind the real

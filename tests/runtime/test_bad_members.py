@@ -1,7 +1,7 @@
 """A bad member id or address is refused before anything is proposed, and a
 committed one (it got past validation somehow) never kills a node.
 
-DESIGN.md, trust model: committed entries are trusted data, never trusted
+docs/architecture.md, "Trust model": committed entries are trusted data, never trusted
 code.  The poison pill this guards against: ``members add n4 127.0.0.1``
 (no port) was committed, every replica raised applying it, and every
 restart replayed it and raised again."""
