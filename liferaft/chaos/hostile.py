@@ -65,11 +65,13 @@ from liferaft.transport._frames import (
     HEADER,
     MAGIC,
     PROTOCOL_VERSION,
+    FrameError,
     Hello,
     Kind,
     call_frame,
     control,
     frame,
+    parse_reply,
 )
 
 from .cluster import ChaosCluster
@@ -638,13 +640,16 @@ async def _answer(reader: asyncio.StreamReader, timeout: float = _IO_TIMEOUT) ->
         with contextlib.suppress(Exception):
             return f"refused: {msgspec.msgpack.decode(body)[0]}"[:120]
         return "refused"
-    if kind == Kind.REPLY and len(body) >= 9:
-        ok = body[8]
-        payload = body[9:]
+    if kind == Kind.REPLY:
         try:
-            text = repr(peer_rpc.decode_reply(payload)) if ok else payload.decode()
+            _, ok, payload = parse_reply(memoryview(body))
+        except FrameError:
+            return f"frame kind {kind} (malformed)"
+        try:
+            raw = bytes(payload)
+            text = repr(peer_rpc.decode_reply(raw)) if ok else raw.decode()
         except Exception:
-            text = repr(payload[:60])
+            text = repr(bytes(payload[:60]))
         return f"reply {'ok' if ok else 'error'} {text}"[:160]
     return f"frame kind {kind}"
 

@@ -146,22 +146,22 @@ def _open(buf: bytes) -> msgspec.Raw:
 
 def decode_request(buf: bytes) -> Request:
     """The request in ``buf``; :class:`RpcError` if it cannot be read."""
-    body = _open(buf)
-    try:
-        req: Request = _REQUEST.decode(body)
-    except msgspec.DecodeError as exc:
-        raise RpcError(f"malformed peer call: {exc}") from None
+    req: Request = _decode(buf, _REQUEST, "call")
     return req
 
 
 def decode_reply(buf: bytes) -> Reply:
     """The reply in ``buf``; :class:`RpcError` if it cannot be read."""
+    rep: Reply = _decode(buf, _REPLY, "reply")
+    return rep
+
+
+def _decode(buf: bytes, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any:
     body = _open(buf)
     try:
-        rep: Reply = _REPLY.decode(body)
+        return decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise RpcError(f"malformed peer reply: {exc}") from None
-    return rep
+        raise RpcError(f"malformed peer {what}: {exc}") from None
 
 
 def refusal(exc: NodeError) -> Refused:

@@ -6,7 +6,6 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +83,6 @@ class Api:
     async def follower_id(self) -> str:
         ld = await self.leader_id()
         return next(n for n in self.c.ids if n != ld)
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    a = Api(tmp_path, timeout=2.0)
-    await a.start()
-    try:
-        yield a
-    finally:
-        await a.stop()
 
 
 async def test_put_get_list_delete_with_the_contracted_shapes(api: Api) -> None:

@@ -44,6 +44,17 @@ async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool
     return True
 
 
+async def _answer_to_a_short_body(one: OneNode, request: bytes) -> bytes:
+    """Send ``request`` (whose body is shorter than announced) and read all
+    the server says until it closes the connection."""
+    reader, writer = await _connect(one.port, request)
+    try:
+        async with asyncio.timeout(30):
+            return await reader.read()  # to EOF: the server closes
+    finally:
+        writer.close()
+
+
 def _metric(text: str, name: str) -> float:
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     assert m, f"{name} not in /metrics"
@@ -120,12 +131,7 @@ async def test_a_body_that_never_arrives_is_a_408_and_the_connection_closes(
     await one.start()
     try:
         head = b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-        reader, writer = await _connect(one.port, head + b'{"value":')
-        try:
-            async with asyncio.timeout(30):
-                resp = await reader.read()  # to EOF: the server closes
-        finally:
-            writer.close()
+        resp = await _answer_to_a_short_body(one, head + b'{"value":')
         status, _, rest = resp.partition(b"\r\n")
         assert status.startswith(b"HTTP/1.1 408")
         body = json.loads(rest.partition(b"\r\n\r\n")[2])
@@ -182,12 +188,7 @@ async def test_opening_a_session_with_a_body_that_never_arrives_is_a_408(tmp_pat
     await one.start()
     try:
         head = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
-        reader, writer = await _connect(one.port, head + b"{")
-        try:
-            async with asyncio.timeout(30):
-                resp = await reader.read()  # to EOF: the server closes
-        finally:
-            writer.close()
+        resp = await _answer_to_a_short_body(one, head + b"{")
         assert resp.startswith(b"HTTP/1.1 408"), resp[:100]
     finally:
         await one.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -228,16 +227,6 @@ def test_a_seq_reused_for_a_different_request_is_refused_not_answered_as_the_fir
 
 
 # -- the HTTP API -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    a = Api(tmp_path, timeout=2.0)
-    await a.start()
-    try:
-        yield a
-    finally:
-        await a.stop()
 
 
 async def open_session(api: Api, nid: str) -> int:

@@ -25,6 +25,27 @@ def _appends(frm: str, m: Message) -> bool:
     return isinstance(m, AppendEntries)
 
 
+async def _figure_8_until_l2(
+    c: MemCluster,
+) -> tuple[Node, Node, Node, asyncio.Future[int], asyncio.Future[int], int]:
+    """The Figure 8 schedule up to its second leader: leader A appends B's
+    forwarded writes W0, W1 at j-1, j and replicates nothing, then is cut
+    off, and B and C elect L2 (no one replicates: calls and heartbeats still
+    pass).  Returns (A, B, L2, W0, W1, j)."""
+    a = await c.leader()
+    b, other = (n for n in c.nodes.values() if n is not a)
+    await c.drive(c.sms[a.id].add(1))
+    await c.until(lambda: b.applied == other.applied == a.applied)
+    base = a.status().last_log_index
+    c.net.drop_if(_appends)
+    w0 = asyncio.ensure_future(c.sms[b.id].add(100))
+    w1 = asyncio.ensure_future(c.sms[b.id].add(1000))
+    await c.until(lambda: a.status().last_log_index >= base + 2, seconds=1)
+    c.net.isolate(a.id)
+    await c.until(lambda: b.is_leader or other.is_leader, seconds=10)
+    return a, b, (b if b.is_leader else other), w0, w1, base + 2
+
+
 async def test_an_entry_overwritten_on_one_node_can_still_commit_figure_8() -> None:
     """Raft Figure 8 seen from a caller.  Leader A (term t1) appends B's
     forwarded writes W0, W1 at j-1, j but replicates nothing.  B and C elect
@@ -36,20 +57,7 @@ async def test_an_entry_overwritten_on_one_node_can_still_commit_figure_8() -> N
     c = MemCluster(3)
     await c.start()
     try:
-        a = await c.leader()
-        b, cc = (n for n in c.nodes.values() if n is not a)
-        await c.drive(c.sms[a.id].add(1))
-        await c.until(lambda: b.applied == cc.applied == a.applied)
-        base = a.status().last_log_index
-        # From now on nobody replicates anything (calls still work).
-        c.net.drop_if(_appends)
-        w0 = asyncio.ensure_future(c.sms[b.id].add(100))
-        w1 = asyncio.ensure_future(c.sms[b.id].add(1000))
-        await c.until(lambda: a.status().last_log_index >= base + 2, seconds=1)
-        j = base + 2
-        c.net.isolate(a.id)
-        await c.until(lambda: b.is_leader or cc.is_leader, seconds=10)
-        l2 = b if b.is_leader else cc
+        a, b, l2, w0, w1, j = await _figure_8_until_l2(c)
         w2 = asyncio.ensure_future(c.sms[b.id].add(10_000))
         await c.until(lambda: l2.status().last_log_index >= j, seconds=2)
         assert l2.status().last_log_index == j  # W2 took index j
@@ -139,19 +147,7 @@ async def test_an_earlier_waiter_is_settled_when_the_later_one_gave_up() -> None
     c = MemCluster(3)
     await c.start()
     try:
-        a = await c.leader()
-        b, cc = (n for n in c.nodes.values() if n is not a)
-        await c.drive(c.sms[a.id].add(1))
-        await c.until(lambda: b.applied == cc.applied == a.applied)
-        base = a.status().last_log_index
-        c.net.drop_if(_appends)
-        w0 = asyncio.ensure_future(c.sms[b.id].add(100))
-        w1 = asyncio.ensure_future(c.sms[b.id].add(1000))
-        await c.until(lambda: a.status().last_log_index >= base + 2, seconds=1)
-        j = base + 2
-        c.net.isolate(a.id)
-        await c.until(lambda: b.is_leader or cc.is_leader, seconds=10)
-        l2 = b if b.is_leader else cc
+        a, b, l2, w0, w1, j = await _figure_8_until_l2(c)
         # W2 takes index j on L2, and its caller gives up soon after.
         w2 = asyncio.ensure_future(c.sms[b.id].add.with_timeout(0.5)(10_000))
         await c.until(lambda: l2.status().last_log_index >= j, seconds=2)
