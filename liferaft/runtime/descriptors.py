@@ -67,7 +67,27 @@ def _signature_without_self(fn: Callable[..., Any], what: str) -> inspect.Signat
     return sig.replace(parameters=params[1:])
 
 
-class Command(Generic[S, P, R]):
+class _Method(Generic[S, P, R]):
+    """What a command and a query share: the method, its signature, its name."""
+
+    def __init__(self, fn: Callable[Concatenate[S, P], R], what: str) -> None:
+        self.fn = fn
+        self.signature = _signature_without_self(fn, what)
+        self.name: str = fn.__name__
+        self.qualname: str = fn.__qualname__
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.name = attr
+        self.qualname = f"{owner.__qualname__}.{attr}"
+
+    def local(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the body directly on ``instance``: nothing is replicated or read-indexed."""
+        return self.fn(instance, *args, **kwargs)
+
+
+class Command(_Method[S, P, R]):
     """A replicated method, made by :func:`command`.
 
     On the class (``Counter.add``) it is this descriptor: ``Counter.add.name``
@@ -85,20 +105,17 @@ class Command(Generic[S, P, R]):
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"@command name must be a non-empty str, not {name!r}")
-        self.fn = fn
-        self.signature = _signature_without_self(fn, "command")
-        self.name: str = name if name is not None else fn.__name__
-        self._explicit_name = name is not None
-        self.qualname: str = fn.__qualname__
+        super().__init__(fn, "command")
+        self._explicit_name = name
         self.timeout = timeout
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
         self._params: tuple[_Param, ...] | None = None
+        if name is not None:
+            self.name = name
 
     def __set_name__(self, owner: type, attr: str) -> None:
-        if not self._explicit_name:
-            self.name = attr
-        self.qualname = f"{owner.__qualname__}.{attr}"
+        super().__set_name__(owner, attr)
+        if self._explicit_name is not None:
+            self.name = self._explicit_name  # the wire name stays pinned
 
     def __repr__(self) -> str:
         return f"<command {self.name!r} of {self.qualname}>"
@@ -192,10 +209,6 @@ class Command(Generic[S, P, R]):
                 args.append(value)
         return args, kwargs
 
-    def local(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the body directly on ``instance``: nothing is encoded or replicated."""
-        return self.fn(instance, *args, **kwargs)
-
 
 class BoundCommand(Generic[P, R]):
     """A command bound to an instance: calling it proposes and returns a coroutine."""
@@ -243,7 +256,7 @@ class BoundCommand(Generic[P, R]):
         return self._command.fn(self._instance, *args, **kwargs)
 
 
-class Query(Generic[S, P, R]):
+class Query(_Method[S, P, R]):
     """A read-only method, made by :func:`query`; run through ``Proposer.read``.
 
     Queries are not replicated: they run on this node's state once a read
@@ -251,17 +264,8 @@ class Query(Generic[S, P, R]):
     """
 
     def __init__(self, fn: Callable[Concatenate[S, P], R], *, consistency: str) -> None:
-        self.fn = fn
-        self.signature = _signature_without_self(fn, "query")
-        self.name: str = fn.__name__
-        self.qualname: str = fn.__qualname__
+        super().__init__(fn, "query")
         self.consistency = consistency
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
-
-    def __set_name__(self, owner: type, attr: str) -> None:
-        self.name = attr
-        self.qualname = f"{owner.__qualname__}.{attr}"
 
     def __repr__(self) -> str:
         return f"<query {self.qualname}>"
@@ -274,10 +278,6 @@ class Query(Generic[S, P, R]):
         if instance is None:
             return self
         return BoundQuery(self, instance, self.consistency)
-
-    def local(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the body directly on ``instance``, without a read index."""
-        return self.fn(instance, *args, **kwargs)
 
 
 class BoundQuery(Generic[P, R]):
