@@ -39,9 +39,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-# --- commands and queries ---------------------------------------------------
-
-
 @dataclass(frozen=True)
 class _Param:
     name: str
