@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,45 @@ from liferaft.transport.secret import SecretError, ensure_secret_file, read_secr
 # The name of the supervising `cluster up` process in the pid registry.
 SUPERVISOR = "cluster-up"
 
-Member = ServeNode  # the old name, for one release
+@dataclass
+class Member(ServeNode):
+    """A node of ``cluster up``, and the cluster that runs it."""
+
+    owner: ServeCluster | None = field(default=None, repr=False)
 
 
-def plan(nodes: int, base: Path, base_port: int) -> ServeCluster:
+class _Nodes(ServeCluster):
+    node_class = Member
+
+
+def plan(nodes: int, base: Path, base_port: int) -> list[Member]:
     """Node i is n<i>, peers on base_port+i, clients on base_port+1000+i.
 
     Own session for every node: the terminal's Ctrl-C reaches only us, and
     we stop the nodes in order (SIGTERM, then SIGKILL after a grace period)."""
-    c = ServeCluster(base, new_session=True)
-    c.add_nodes(nodes, base_port=base_port)
-    return c
+    c = _Nodes(base, new_session=True)
+    members = [m for m in c.add_nodes(nodes, base_port=base_port) if isinstance(m, Member)]
+    for m in members:
+        m.owner = c
+    return members
 
 
-async def _poll(http: aiohttp.ClientSession, m: ServeNode) -> dict[str, Any] | None:
+def start(m: Member, cluster: str, extra: list[str]) -> None:
+    """Start one node of the cluster ``cluster`` (n1=peer,...) with ``extra`` flags."""
+    assert m.owner is not None
+    m.mode = ["--initial-cluster", cluster]
+    m.flags = list(extra)
+    m.owner.start(m.id)
+
+
+def stop(members: list[Member], grace: float = 10.0) -> None:
+    """End every process the members' cluster started, by PID (SIGTERM,
+    then SIGKILL after ``grace``)."""
+    for owner in {id(m.owner): m.owner for m in members if m.owner is not None}.values():
+        owner.close(grace)
+
+
+async def _poll(http: aiohttp.ClientSession, m: Member) -> dict[str, Any] | None:
     try:
         async with http.get(f"http://{m.client}/v1/status") as r:
             if r.status == 200:
@@ -56,7 +82,7 @@ async def _poll(http: aiohttp.ClientSession, m: ServeNode) -> dict[str, Any] | N
     return None
 
 
-def table(members: list[ServeNode], status: dict[str, dict[str, Any] | None]) -> Table:
+def table(members: list[Member], status: dict[str, dict[str, Any] | None]) -> Table:
     t = Table(title="liferaft cluster (Ctrl-C stops it)")
     for col in ("node", "pid", "role", "term", "leader", "commit", "applied", "lag", "client"):
         t.add_column(col)
@@ -95,7 +121,7 @@ def table(members: list[ServeNode], status: dict[str, dict[str, Any] | None]) ->
     return t
 
 
-async def watch(members: list[ServeNode], console: Console, live_table: bool) -> None:
+async def watch(members: list[Member], console: Console, live_table: bool) -> None:
     stop_ev = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,21 +208,22 @@ def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_t
             f"a cluster already runs on {directory}: {names}; stop it with "
             f"`liferaft cluster down --dir {directory}`"
         )
-    c = plan(nodes, directory.resolve(), base_port)
-    c.flags = ["--peer-secret-file", str(_peer_secret(directory.resolve()))]
+    members = plan(nodes, directory.resolve(), base_port)
+    spec = ",".join(f"{m.id}={m.peer}" for m in members)
+    extra = ["--peer-secret-file", str(_peer_secret(directory.resolve()))]
     if token_file:
-        c.flags += ["--token-file", os.path.abspath(token_file)]
-    members = list(c.nodes.values())
+        extra += ["--token-file", os.path.abspath(token_file)]
     console = Console()
     try:
-        c.start_all()
+        for m in members:
+            start(m, spec, extra)
         pids: dict[str, int] = {SUPERVISOR: os.getpid()}
-        pids.update((m.id, m.pid) for m in members)
+        pids.update((m.id, m.pid) for m in members if m.child is not None)
         pidfile.write(registry, pids)
         asyncio.run(watch(members, console, live_table=not no_table and console.is_terminal))
     finally:
         console.print("stopping the nodes...")
-        c.close(grace=10.0)
+        stop(members)
         with contextlib.suppress(OSError):
             registry.unlink()
         console.print(
