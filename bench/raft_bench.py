@@ -31,29 +31,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime
 import json
 import math
 import os
-import platform
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _ctl
-import _profiles
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(1, str(ROOT))  # the repo's liferaft
+
+import _ctl  # noqa: E402
+from benchkit import report as rep  # noqa: E402
+from benchkit import runner  # noqa: E402
+from benchkit.profiling import pyspy_cmd, summaries, summarize  # noqa: E402
+from benchkit.stats import fmt, med, nice  # noqa: E402
+from benchkit.yardsticks import measure_fsync, measure_hardstate, measure_rtt  # noqa: E402
+
+from liferaft.harness.procs import PIPE, Child, ProcessGroup, tail  # noqa: E402
 
 SYSTEMS: dict[str, str] = {
     "liferaft-sync": "liferaft sync on",
@@ -114,26 +114,30 @@ QUICK = Plan(
 
 
 @dataclass
-class Child:
-    name: str
-    proc: asyncio.subprocess.Process
-    log: Path
+class Proc:
+    """A child of this run and, once it announced one, its control port."""
+
+    child: Child
     ctl_port: int = 0
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.child.pid
+
+    @property
+    def popen(self) -> Any:
+        return self.child.popen
 
 
 class Children:
-    """Every process this run started, by PID, so that all of them are killed
-    on the way out, whatever the way out is.  A PID leaves the registry only
-    once the process has been reaped, so a recycled PID is never signalled."""
+    """Every process this run started, in one ProcessGroup (liferaft.harness):
+    killed by PID on the way out, whatever the way out is; a PID leaves the
+    registry only once reaped, so a recycled PID is never signalled.  The
+    blocking waits run in a thread, off the event loop."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.live: dict[int, Child] = {}
-        atexit.register(self.kill_all_now)
+        self.group = ProcessGroup()
 
     async def start(
         self,
@@ -142,135 +146,38 @@ class Children:
         args: Sequence[str],
         cpu: int | None = None,
         announce: bool = True,
-    ) -> Child:
+    ) -> Proc:
         """Start ``python bench/<script> args`` (or, with ``script=""``, the
         command ``args``); wait for its ``{"ctl": port}`` line if ``announce``."""
         cmd = [sys.executable, str(HERE / script), *args] if script else list(args)
-        if cpu is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(cpu), *cmd]
         log = self.logs / f"{name}-{time.monotonic_ns()}.log"
-        with open(log, "wb") as errf:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=errf,
-                cwd=str(ROOT),
-                limit=_ctl.LINE_LIMIT,
-            )
-        child = Child(name, proc, log)
-        self.live[proc.pid] = child
+        child = self.group.start(name, cmd, log=log, stdin=PIPE, stdout=PIPE, cwd=ROOT, cpu=cpu)
+        proc = Proc(child)
         if not announce:
-            return child
+            return proc
         try:
-            async with asyncio.timeout(30):
-                line = await proc.stdout.readline()  # type: ignore[union-attr]
-            child.ctl_port = int(json.loads(line).get("ctl", 0))
+            line = await asyncio.wait_for(asyncio.to_thread(child.popen.stdout.readline), 30)
+            proc.ctl_port = int(json.loads(line).get("ctl", 0))
         except (TimeoutError, ValueError) as exc:
-            await self.kill(child)
-            why = f"{name} did not start ({exc!r}); its log:\n{_ctl.tail(log)}"
+            await self.kill(proc)
+            why = f"{name} did not start ({exc!r}); its log:\n{tail(log)}"
             raise RuntimeError(why) from None
-        return child
+        return proc
 
-    async def kill(self, child: Child) -> None:
-        """SIGKILL ``child`` (if still running) and reap it."""
-        if child.pid not in self.live:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            child.proc.kill()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await child.proc.wait()
-        if child.proc.returncode is not None:
-            self.live.pop(child.pid, None)
+    async def kill(self, proc: Proc) -> None:
+        """SIGKILL ``proc`` (if still running) and reap it."""
+        await asyncio.to_thread(self.group.kill, proc.child, 5.0)
 
-    async def stop(self, child: Child) -> None:
+    async def stop(self, proc: Proc) -> None:
         """Close its stdin (it exits by itself), then SIGKILL if it lingers."""
-        if child.pid not in self.live:
-            return
         with contextlib.suppress(Exception):
-            child.proc.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await child.proc.wait()
-        await self.kill(child)
+            proc.popen.stdin.close()
+        await asyncio.to_thread(self.group.reap, proc.child, 1.0)
+        await self.kill(proc)
 
     def kill_all_now(self) -> None:
-        """Synchronous last resort (atexit, error paths): SIGKILL by PID."""
-        for pid in list(self.live):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in list(self.live):
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, 0)
-            self.live.pop(pid, None)
-
-
-# -- yardsticks: fdatasync and loopback round trip -----------------------------------------
-
-
-def measure_fsync(directory: Path, seconds: float) -> dict[str, float]:
-    """write(100 B) + fdatasync in a loop, in the directory the WALs live in."""
-    path = directory / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    lat: list[float] = []
-    buf = b"x" * 100
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end and len(lat) < 20000:
-            t0 = time.perf_counter()
-            os.write(fd, buf)
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    s = _ctl.summarize(lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
-
-
-def measure_hardstate(directory: Path, seconds: float) -> dict[str, float]:
-    """liferaft's hard-state write (tmp file, fsync, rename, fsync of the
-    directory), which DiskStorage.save does whenever term, vote or commit
-    changed: not a yardstick of the target, an explanation of the gap."""
-    sys.path.insert(1, str(ROOT))
-    from liferaft.core import HardState
-    from liferaft.storage.hardstate import HardStateStore
-
-    d = directory / "hardstate-probe"
-    d.mkdir(exist_ok=True)
-    store = HardStateStore(d)
-    lat: list[float] = []
-    try:
-        end = time.perf_counter() + seconds
-        commit = 0
-        while time.perf_counter() < end and len(lat) < 20000:
-            commit += 1
-            t0 = time.perf_counter()
-            store.save(HardState(1, None, commit))
-            lat.append(time.perf_counter() - t0)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    s = _ctl.summarize(lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
-
-
-async def measure_rtt(port: int, seconds: float) -> dict[str, float]:
-    """Ping-pong 100 bytes with the echo process (asyncio on both ends)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lat: list[float] = []
-    msg = b"y" * 100
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end and len(lat) < 50000:
-            t0 = time.perf_counter()
-            writer.write(msg)
-            await reader.readexactly(len(msg))
-            lat.append(time.perf_counter() - t0)
-    finally:
-        writer.close()
-    s = _ctl.summarize(lat[10:] or lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
+        """Synchronous last resort (SIGTERM handler, error paths)."""
+        self.group.kill_all_now()
 
 
 # -- one cluster --------------------------------------------------------------------------
@@ -428,7 +335,7 @@ class Bench:
         plan = self.plan
         label = f"{SYSTEMS[res.system]} r{res.round}"
         specs = self.node_specs(res.system, res.round)
-        nodes: list[Child] = []
+        nodes: list[Proc] = []
         ctls: list[_ctl.Ctl | None] = []
         try:
             for spec in specs:
@@ -533,33 +440,12 @@ class Bench:
                 if self.args.py_spy:
                     path = str(self.tmp / f"profile-{res.system}.pyspy")
                     secs = max(1, math.ceil(plan.step_seconds))
-                    spy = await self.children.start(
-                        "py-spy",
-                        "",
-                        [
-                            self.args.py_spy,
-                            "record",
-                            "-p",
-                            str(nodes[leader].pid),
-                            "-d",
-                            str(secs),
-                            "-r",
-                            "1000",
-                            "--threads",
-                            "--full-filenames",
-                            "--nonblocking",
-                            "--format",
-                            "raw",
-                            "-o",
-                            path,
-                        ],
-                        announce=False,
-                    )
+                    cmd = pyspy_cmd(self.args.py_spy, nodes[leader].pid, secs, path)
+                    spy = await self.children.start("py-spy", "", cmd, announce=False)
                     await asyncio.sleep(0.3)  # py-spy attaches
                     try:
                         await step(prate, secs, profile="")
-                        async with asyncio.timeout(secs + 10):
-                            await spy.proc.wait()
+                        await asyncio.to_thread(self.children.group.reap, spy.child, secs + 10)
                     finally:
                         await self.children.kill(spy)
                     if Path(path).exists():
@@ -588,7 +474,7 @@ class Bench:
                 await self.children.stop(n)
 
     async def failover(
-        self, nodes: list[Child], ctls: list[_ctl.Ctl | None], leader: int, label: str
+        self, nodes: list[Proc], ctls: list[_ctl.Ctl | None], leader: int, label: str
     ) -> dict[str, Any]:
         """SIGKILL the leader while a client process keeps writing through
         every node; the time from the kill to the first successful write sent
@@ -606,9 +492,9 @@ class Bench:
             with contextlib.suppress(RuntimeError):
                 await self.find_leader(survivors, 10 * self.et())
             await asyncio.sleep(0.3)
-            client.proc.stdin.write(f"stop {t_kill!r}\n".encode())  # type: ignore[union-attr]
-            async with asyncio.timeout(10):
-                line = await client.proc.stdout.readline()  # type: ignore[union-attr]
+            client.popen.stdin.write(f"stop {t_kill!r}\n".encode())
+            client.popen.stdin.flush()
+            line = await asyncio.wait_for(asyncio.to_thread(client.popen.stdout.readline), 10)
             out: dict[str, Any] = json.loads(line)
         finally:
             await self.children.stop(client)
@@ -623,30 +509,7 @@ class Bench:
         return out
 
 
-def nice(x: float) -> float:
-    """Round a rate to 2 significant digits (5,500 not 5,437.5)."""
-    if x <= 0:
-        return 0.0
-    mag = 10 ** max(0, int(math.floor(math.log10(x))) - 1)
-    return float(round(x / mag) * mag)
-
-
 # -- report -------------------------------------------------------------------------------
-
-
-def med(xs: Sequence[float | None]) -> tuple[float, float, float] | None:
-    v = [x for x in xs if x is not None]
-    if not v:
-        return None
-    return statistics.median(v), min(v), max(v)
-
-
-def fmt(m: tuple[float, float, float] | None, f: Callable[[float], str], n: int) -> str:
-    if m is None:
-        return "n/a"
-    if n <= 1 or m[1] == m[2]:
-        return f(m[0])
-    return f"{f(m[0])} ({f(m[1])}–{f(m[2])})"
 
 
 def report(b: Bench, elapsed: float, partial: bool = False) -> dict[str, Any]:
@@ -747,15 +610,6 @@ def report(b: Bench, elapsed: float, partial: bool = False) -> dict[str, Any]:
         "p50 at 100/s sync on / (fdatasync + RTT)": "≤ 1.5",
         f"failover {SYSTEMS['liferaft-sync']} / election timeout": "≤ 1.5",
     }
-    rlines = []
-    for k, v in ratios.items():
-        t = targets.get(k)
-        mark = ""
-        if t is not None:
-            ok = v >= 1.0 if t.startswith("≥") else v <= 1.5
-            mark = f" (target {t}: {'met' if ok else 'MISSED'})"
-        rlines.append(f"- {k}: {v:.2f}×{mark}")
-    met = sum(1 for _, ok in verdicts if ok)
     parts = []
     if m_sync and m_sync["max"]:
         parts.append(f"liferaft sync on {m_sync['max'][0]:,.0f} w/s")
@@ -770,37 +624,19 @@ def report(b: Bench, elapsed: float, partial: bool = False) -> dict[str, Any]:
         parts.append(
             f"failover {m_sync['failover'][0]:.2f} s = {m_sync['failover'][0] / et:.2f}× ET"
         )
-    summary = (
-        "SUMMARY: " + "; ".join(parts) + f"; targets met {met}/{len(verdicts)}"
-        f" ({', '.join(f'{k} {chr(10003) if ok else chr(10007)}' for k, ok in verdicts)})"
-    )
+    summary = "SUMMARY: " + "; ".join(parts) + f"; {rep.verdicts_text(verdicts)}"
     errs = [f"{SYSTEMS[s]}: {e}" for s, m in ms.items() for e in m["errors"]]
     lc = {SYSTEMS[s]: m["leader_changes"] for s, m in ms.items() if m["leader_changes"]}
-    print()
-    print(
-        f"## {plan.rounds} round(s) × {len(ms)} systems, order "
-        f"{' '.join(SYSTEMS[s].split(' (')[0] for s in b.args.systems)} per round; "
-        f"median (min–max); {elapsed:.0f} s" + (" — PARTIAL (interrupted)" if partial else "")
-    )
-    print()
-    print(table)
-    print()
-    print("Ratios (of medians):")
-    print("\n".join(rlines))
+    order = " ".join(SYSTEMS[s].split(" (")[0] for s in b.args.systems)
+    title = f"{plan.rounds} round(s) × {len(ms)} systems, order {order} per round; median (min–max)"
+    ratio_block = ["Ratios (of medians):", *rep.ratio_lines(ratios, targets)]
     if lc:
-        print(f"Leader changes during load steps: {lc}")
+        ratio_block.append(f"Leader changes during load steps: {lc}")
     if errs:
-        print("Errors: " + "; ".join(errs))
-    prof_text = ""
-    for r in b.results:
-        for path in r.profiles:
-            try:
-                prof_text += _profiles.summarize(path, SYSTEMS[r.system])
-            except Exception as exc:  # a bad profile must not cost the report
-                prof_text += f"\n(profile {path} unreadable: {exc!r})\n"
-    if prof_text:
-        print(prof_text)
-    print(summary)
+        ratio_block.append("Errors: " + "; ".join(errs))
+    profiles = [(path, SYSTEMS[r.system]) for r in b.results for path in r.profiles]
+    prof_text = summaries(profiles, summarize)
+    rep.emit([[rep.heading(title, elapsed, partial)], [table], ratio_block], prof_text, summary)
     return {
         "table": table,
         "ratios": ratios,
@@ -826,16 +662,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {', '.join(SYSTEMS)} (run in this order)",
     )
     p.add_argument("--profile", action="store_true", help="cProfile the liferaft leader")
-    p.add_argument(
-        "--py-spy",
-        nargs="?",
-        const="auto",
-        help="also sample the liferaft leader with py-spy (path to it, or found next to python)",
+    runner.add_common_flags(
+        p,
+        keep_help="keep the temp dir (logs, WALs)",
+        py_spy_help="also sample the liferaft leader with py-spy (path to it, or found next to "
+        "python)",
     )
     p.add_argument(
         "--profile-rate", type=float, help="offered rate of the profiled step (default: the max)"
     )
-    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")
     p.add_argument(
         "--inflight",
         type=int,
@@ -852,8 +687,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steps", help="override the offered rates, e.g. 1000,20000,40000")
     p.add_argument("-v", "--verbose", action="store_true", help="transport counters per step")
-    p.add_argument("--json", help="write every raw figure to this file")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, WALs)")
     a = p.parse_args(argv)
     plan = QUICK if a.quick else FULL
     if a.rounds:
@@ -862,60 +695,36 @@ def main(argv: list[str] | None = None) -> int:
         plan.inflight = {k: a.inflight for k in SYSTEMS}
     if a.kills is not None:
         plan.kills = a.kills
-    if a.py_spy == "auto":
-        cand = Path(sys.executable).parent / "py-spy"
-        a.py_spy = str(cand) if cand.exists() else shutil.which("py-spy")
-        if not a.py_spy:
-            p.error("py-spy not found (.venv/bin/pip install py-spy, for a one-off run)")
+    runner.resolve_py_spy(p, a, ".venv/bin/pip install py-spy, for a one-off run")
     if a.steps:
         plan.steps = tuple(int(x) for x in a.steps.split(","))
     a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in a.systems if s not in SYSTEMS]
     if unknown:
         p.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
+    tmp = runner.temp_dir("liferaft-bench-")
     bench = Bench(a, plan, tmp)
-
-    _ctl.kill_on_sigterm(bench.children.kill_all_now)
-    print(
-        f"raft_bench: {datetime.datetime.now().isoformat(timespec='seconds')}, "
-        f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{'quick' if a.quick else 'full'} run, temp dir {tmp}",
-        flush=True,
-    )
-    rc = 0
-    try:
-        asyncio.run(bench.run())
-    except KeyboardInterrupt:
-        print("interrupted; killing child processes", file=sys.stderr)
-        rc = 130
-    finally:
-        bench.children.kill_all_now()
+    print(runner.header("raft_bench", a.quick, tmp), flush=True)
+    rc = runner.run(bench.run(), bench.children.kill_all_now)
     elapsed = time.monotonic() - bench.t0
     try:
         if bench.results:
             out = report(bench, elapsed, partial=rc == 130)
             if a.json:
-                with open(a.json, "w") as f:
-                    json.dump(
-                        {
-                            "plan": asdict(plan),
-                            "argv": sys.argv,
-                            "env": bench.env,
-                            "results": [asdict(r) for r in bench.results],
-                            "report": out,
-                        },
-                        f,
-                        indent=1,
-                        default=str,
-                    )
+                rep.write_json(
+                    a.json,
+                    {
+                        "plan": asdict(plan),
+                        "argv": sys.argv,
+                        "env": bench.env,
+                        "results": [asdict(r) for r in bench.results],
+                        "report": out,
+                    },
+                )
             if any(r.error for r in bench.results) and rc == 0:
                 rc = 1
     finally:
-        if a.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        runner.finish(tmp, a.keep)
     return rc
 
 

@@ -83,7 +83,9 @@ class ServeCluster:
 
     ``flags`` go to every node on every start; ``env``, ``cwd`` and
     ``preexec_fn`` to every spawn; ``new_session`` as in
-    :class:`~liferaft.harness.procs.ProcessGroup`."""
+    :class:`~liferaft.harness.procs.ProcessGroup`; ``cpus`` pins node i to
+    CPU i mod ncpu; ``group``: start the nodes in this group (one registry
+    for every process of a bench run) instead of a new one."""
 
     node_class: type[ServeNode] = ServeNode
 
@@ -97,6 +99,7 @@ class ServeCluster:
         preexec_fn: Callable[[], None] | None = None,
         new_session: bool = False,
         cpus: bool = False,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.root = root
         self.flags = list(flags)
@@ -104,7 +107,8 @@ class ServeCluster:
         self.cwd = cwd
         self.preexec_fn = preexec_fn
         self.cpus = cpus  # pin node i to CPU i mod ncpu
-        self.group = ProcessGroup(new_session=new_session)
+        # A caller that runs other processes too may hand in its own group.
+        self.group = group if group is not None else ProcessGroup(new_session=new_session)
         self.nodes: dict[str, ServeNode] = {}
         self.closed = False
 
