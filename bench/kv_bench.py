@@ -443,12 +443,12 @@ def report(b: Bench, elapsed: float, partial: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python bench/kv_bench.py",
-        description="liferaft-kv vs etcd 3.4 (JSON gateway): 3 processes each on 127.0.0.1.",
+    p = runner.parser(
+        "python bench/kv_bench.py",
+        "liferaft-kv vs etcd 3.4 (JSON gateway): 3 processes each on 127.0.0.1.",
+        quick_help="1 round of 1 s steps (smoke run)",
+        rounds_help="rounds of liferaft, etcd (default 2; quick 1)",
     )
-    p.add_argument("--quick", action="store_true", help="1 round of 1 s steps (smoke run)")
-    p.add_argument("--rounds", type=int, help="rounds of liferaft, etcd (default 2; quick 1)")
     p.add_argument("--seconds", type=float, help="measured seconds per step (default 5)")
     p.add_argument("--connections", help="concurrencies, e.g. 1,16,64 (the default)")
     p.add_argument(

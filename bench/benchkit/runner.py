@@ -20,6 +20,16 @@ from typing import Any
 from .profiling import find_py_spy
 
 
+def parser(
+    prog: str, description: str, quick_help: str, rounds_help: str
+) -> argparse.ArgumentParser:
+    """The bench's parser, with --quick and --rounds."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--rounds", type=int, help=rounds_help)
+    return p
+
+
 def add_common_flags(p: argparse.ArgumentParser, *, keep_help: str, py_spy_help: str) -> None:
     """--pin, --py-spy, --json, --keep: the flags both scripts take."""
     p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")

@@ -33,6 +33,7 @@ from liferaft.transport.secret import SecretError, ensure_secret_file, read_secr
 # The name of the supervising `cluster up` process in the pid registry.
 SUPERVISOR = "cluster-up"
 
+
 @dataclass
 class Member(ServeNode):
     """A node of ``cluster up``, and the cluster that runs it."""
@@ -164,6 +165,16 @@ def _peer_secret(directory: Path) -> Path:
     return path
 
 
+# The cluster's directory: data, logs, the peer secret and the pid registry.
+DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    default="./liferaft-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+
+
 @click.group()
 def cluster() -> None:
     """A local cluster of real processes."""
@@ -171,13 +182,7 @@ def cluster() -> None:
 
 @cluster.command("up")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
-@click.option(
-    "--dir",
-    "directory",
-    default="./liferaft-data",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@DIR_OPTION
 @click.option(
     "--base-port",
     default=7000,
@@ -235,13 +240,7 @@ def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_t
 
 
 @cluster.command("down")
-@click.option(
-    "--dir",
-    "directory",
-    default="./liferaft-data",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@DIR_OPTION
 @click.option("--grace", default=15.0, show_default=True, help="Seconds before SIGKILL.")
 def down(directory: Path, grace: float) -> None:
     """Stop the cluster `cluster up --dir DIR` runs (from another terminal).
