@@ -81,7 +81,12 @@ class ChaosCluster:
     cluster_id = "liferaft"
 
     def __init__(
-        self, ids: list[str], base: Path, lab: Any = None, rng: random.Random | None = None
+        self,
+        ids: list[str],
+        base: Path,
+        lab: Any = None,
+        rng: random.Random | None = None,
+        flags: list[str] | None = None,
     ):
         self.base = base
         self.lab = lab
@@ -96,7 +101,7 @@ class ChaosCluster:
         self.auth_flags = ["--peer-secret-file", str(self.secret_file)]
         self.procs = _Nodes(
             base,
-            flags=[*NODE_FLAGS, *self.auth_flags],
+            flags=[*NODE_FLAGS, *self.auth_flags, *(flags or [])],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         ports = free_ports(2 * len(ids)) if lab is None else []
