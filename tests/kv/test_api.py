@@ -196,16 +196,21 @@ async def test_status_members_snapshot_and_transfer_through_a_follower(api: Api)
     st, m, _ = await api.call(f, "GET", "/v1/members")
     assert st == 200 and {x["id"] for x in m["members"]} == set(api.c.ids)
     assert all(x["voter"] and x["peer_addr"] for x in m["members"])
-    # Every node announces its client address through the log.
+    # Every node records its client address in the address book.
     for _ in range(100):
         _, m, _ = await api.call(f, "GET", "/v1/members")
         if all(x["client_addr"] for x in m["members"]):
             break
         await asyncio.sleep(0.05)
     assert {x["id"]: "http://" + x["client_addr"] for x in m["members"]} == api.urls
+    # ...in the one address book: none is proposed as a SetAddr entry any more.
+    assert all(sm.addrs == {} for sm in api.c.sms.values())
+    _, s, _ = await api.call(f, "GET", "/v1/status")
+    assert "http://" + s["leader_client_addr"] == api.urls[s["leader"]]
     st, snap, _ = await api.call(f, "POST", "/v1/snapshot")
     assert st == 200 and snap["index"] >= 1
-    st, t, _ = await api.call(f, "POST", "/v1/leader/transfer", {"to": f})  # proxied
+    # Asked of a follower: it asks the leader over the peer RPC.
+    st, t, _ = await api.call(f, "POST", "/v1/leader/transfer", {"to": f})
     assert st == 200 and t["leader"] == f
     assert (await api.c.leader()).id == f
 
