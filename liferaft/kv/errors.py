@@ -28,19 +28,19 @@ class KVError(Exception):
         self.extra = extra
 
 
-class BadRequest(KVError):
+class KVBadRequestError(KVError):
     """Input the service cannot take: nothing was proposed."""
 
     code = "bad_request"
 
 
-class NotFound(KVError):
+class KVNotFoundError(KVError):
     """No such key or member."""
 
     code = "not_found"
 
 
-class Conflict(KVError):
+class KVConflictError(KVError):
     """Refused as it stands: a membership change in flight or refused
     (``conflict``), or a session ``seq`` holding another write's outcome
     (``seq_reused``).  Not applied."""
@@ -51,7 +51,7 @@ class Conflict(KVError):
         super().__init__(message, code)
 
 
-class PreconditionFailed(KVError):
+class KVPreconditionFailedError(KVError):
     """A write's condition did not hold; ``current`` is what the key holds
     (a JSON-ready ``{"value", "revision"}``, or None if absent)."""
 
@@ -62,13 +62,13 @@ class PreconditionFailed(KVError):
         super().__init__("the condition did not hold", current=cur)
 
 
-class TooLarge(KVError):
+class KVTooLargeError(KVError):
     """A value over the configured limit: nothing was proposed."""
 
     code = "too_large"
 
 
-class Unavailable(KVError):
+class KVUnavailableError(KVError):
     """Not applied, and it never will be: safe to retry (``no_leader``,
     ``storage_failed``)."""
 
@@ -78,7 +78,7 @@ class Unavailable(KVError):
         super().__init__(message, code)
 
 
-class OutcomeUnknown(KVError):
+class KVOutcomeUnknownError(KVError):
     """It may have applied, or may still (``timeout``); or the session can
     no longer tell (``session_expired``).  Retry in the same session."""
 
@@ -89,12 +89,12 @@ class OutcomeUnknown(KVError):
 
 
 __all__ = [
-    "BadRequest",
-    "Conflict",
+    "KVBadRequestError",
+    "KVConflictError",
     "KVError",
-    "NotFound",
-    "OutcomeUnknown",
-    "PreconditionFailed",
-    "TooLarge",
-    "Unavailable",
+    "KVNotFoundError",
+    "KVOutcomeUnknownError",
+    "KVPreconditionFailedError",
+    "KVTooLargeError",
+    "KVUnavailableError",
 ]

@@ -9,9 +9,9 @@ parsing), percent-encoded keys, and JSON's null-versus-absent conditions.
 
 Errors render as ``{"error": code, "message": text, ...extra}`` with the
 status of the service error's class: ``retry_safe`` is 503 (with
-``Retry-After``), ``outcome_unknown`` is 504, :class:`NotFound` 404,
-:class:`Conflict` 409, :class:`PreconditionFailed` 412, :class:`TooLarge`
-413, :class:`BadRequest` 400.
+``Retry-After``), ``outcome_unknown`` is 504, :class:`KVNotFoundError` 404,
+:class:`KVConflictError` 409, :class:`KVPreconditionFailedError` 412,
+:class:`KVTooLargeError` 413, :class:`KVBadRequestError` 400.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from aiohttp import web
 from liferaft.runtime import Node
 
 from .errors import (
-    BadRequest,
-    Conflict,
+    KVBadRequestError,
+    KVConflictError,
     KVError,
-    NotFound,
-    PreconditionFailed,
-    TooLarge,
+    KVNotFoundError,
+    KVPreconditionFailedError,
+    KVTooLargeError,
 )
 from .listener import DEFAULT_BODY_TIMEOUT
 from .metrics import Metrics
@@ -59,10 +59,10 @@ _OPEN_ROUTES = ("/healthz", "/readyz")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNSET = msgspec.UNSET
 _STATUS: tuple[tuple[type[KVError], int], ...] = (
-    (NotFound, 404),
-    (Conflict, 409),
-    (PreconditionFailed, 412),
-    (TooLarge, 413),
+    (KVNotFoundError, 404),
+    (KVConflictError, 409),
+    (KVPreconditionFailedError, 412),
+    (KVTooLargeError, 413),
 )
 
 
@@ -135,7 +135,7 @@ def _decode(body: bytes, typ: type[Any]) -> Any:
     try:
         return msgspec.json.decode(body, type=typ)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise BadRequest(f"bad JSON body: {exc}") from exc
+        raise KVBadRequestError(f"bad JSON body: {exc}") from exc
 
 
 def _conditions(body: PutBody | DeleteBody) -> tuple[str | None, int | None]:
@@ -143,7 +143,7 @@ def _conditions(body: PutBody | DeleteBody) -> tuple[str | None, int | None]:
     400: it is not "no condition", and not "only if absent" either."""
     for name in ("if_value", "if_revision"):
         if getattr(body, name) is None:
-            raise BadRequest(
+            raise KVBadRequestError(
                 f"{name} is null: leave it out for no condition, or send "
                 '"if_revision": 0 to write only if the key does not exist'
             )
@@ -154,7 +154,7 @@ def _conditions(body: PutBody | DeleteBody) -> tuple[str | None, int | None]:
 
 def _session(body: PutBody | DeleteBody) -> SessionRef | None:
     if body.request_id is not None:
-        raise BadRequest(
+        raise KVBadRequestError(
             "request_id is no longer accepted (a forgotten id could not be told from "
             "a new one): open a session with POST /v1/sessions and send session, seq "
             "and lowest_pending"
@@ -305,14 +305,14 @@ class KVServer:
         # ("%zz" becomes "%25zz"), which would hide it.
         target = request.raw_path.split("?", 1)[0]
         if not target.startswith("/v1/kv/"):
-            raise BadRequest("the request target must be a path")
+            raise KVBadRequestError("the request target must be a path")
         raw = target[len("/v1/kv/") :]
         if _BAD_ESCAPE.search(raw):
-            raise BadRequest("malformed percent-encoding in the key")
+            raise KVBadRequestError("malformed percent-encoding in the key")
         try:
             return urllib.parse.unquote(raw, errors="strict")
         except UnicodeDecodeError as exc:
-            raise BadRequest("the key is not UTF-8") from exc
+            raise KVBadRequestError("the key is not UTF-8") from exc
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -325,7 +325,7 @@ class KVServer:
         try:
             limit = int(q.get("limit", str(MAX_LIST)))
         except ValueError as exc:
-            raise BadRequest("limit must be an integer") from exc
+            raise KVBadRequestError("limit must be an integer") from exc
         req = ListRequest(
             prefix=q.get("prefix", ""),
             start=q.get("start", ""),

@@ -8,22 +8,22 @@ are) and so are errors: every failure is a :class:`KVError` whose
 ``retry_safe`` and ``outcome_unknown`` say what a client may do
 (docs/architecture.md, "Outcomes"):
 
-==========================  =====================  ==============  =====
-runtime error               KVError                code            HTTP
-==========================  =====================  ==============  =====
-NotLeader, Stopped          Unavailable            no_leader       503
-Dropped                     Unavailable            no_leader       503
-StorageFailed               Unavailable            storage_failed  503
-Timeout                     OutcomeUnknown         timeout         504
-MembershipError             Conflict               conflict        409
-BadConfig, BadMember        BadRequest             bad_request     400
-==========================  =====================  ==============  =====
+============================  =========================  ==============  ====
+runtime error                 KVError                    code            HTTP
+============================  =========================  ==============  ====
+NotLeaderError, StoppedError  KVUnavailableError         no_leader       503
+DroppedError                  KVUnavailableError         no_leader       503
+StorageFailedError            KVUnavailableError         storage_failed  503
+NodeTimeoutError              KVOutcomeUnknownError      timeout         504
+MembershipError               KVConflictError            conflict        409
+BadConfigError (any other)    KVBadRequestError          bad_request     400
+============================  =========================  ==============  ====
 
-``Unavailable`` is ``retry_safe``: provably not applied (and never will be).
-``OutcomeUnknown`` is ``outcome_unknown``: it may apply; retry in the same
+``KVUnavailableError`` is ``retry_safe``: provably not applied (and never will be).
+``KVOutcomeUnknownError`` is ``outcome_unknown``: it may apply; retry in the same
 session.  A session write the store can no longer place is
-``OutcomeUnknown("session_expired")``; one whose ``seq`` holds another
-write's outcome is ``Conflict("seq_reused")``; neither applied anything
+``KVOutcomeUnknownError("session_expired")``; one whose ``seq`` holds another
+write's outcome is ``KVConflictError("seq_reused")``; neither applied anything
 (liferaft/kv/state.py).  Authentication is the front end's.
 
 Cluster concerns are the runtime's: addresses come from the one address
@@ -43,27 +43,27 @@ from typing import Any
 import msgspec
 
 from liferaft.runtime import (
-    Dropped,
+    DroppedError,
     MembershipError,
     Node,
     NodeError,
-    NotLeader,
-    Stopped,
-    StorageFailed,
-    Timeout,
+    NodeTimeoutError,
+    NotLeaderError,
+    StoppedError,
+    StorageFailedError,
 )
 from liferaft.runtime import address_book as book
 from liferaft.runtime.admin import keep_member_info, transfer_leadership
 
 from .errors import (
-    BadRequest,
-    Conflict,
+    KVBadRequestError,
+    KVConflictError,
     KVError,
-    NotFound,
-    OutcomeUnknown,
-    PreconditionFailed,
-    TooLarge,
-    Unavailable,
+    KVNotFoundError,
+    KVOutcomeUnknownError,
+    KVPreconditionFailedError,
+    KVTooLargeError,
+    KVUnavailableError,
 )
 from .metrics import Metrics
 from .state import (
@@ -183,15 +183,15 @@ class ClusterStatus(msgspec.Struct, frozen=True):
 
 def check_key(key: str) -> str:
     if not key:
-        raise BadRequest("empty key")
+        raise KVBadRequestError("empty key")
     if len(key.encode()) > MAX_KEY_BYTES:
-        raise BadRequest(f"key longer than {MAX_KEY_BYTES} bytes")
+        raise KVBadRequestError(f"key longer than {MAX_KEY_BYTES} bytes")
     return key
 
 
 def check_consistency(c: str) -> str:
     if c not in CONSISTENCY:
-        raise BadRequest(f"consistency must be one of {', '.join(CONSISTENCY)}")
+        raise KVBadRequestError(f"consistency must be one of {', '.join(CONSISTENCY)}")
     return c
 
 
@@ -202,32 +202,32 @@ def session_ref(
     if session is None and seq is None and lowest_pending is None:
         return None
     if session is None or seq is None or lowest_pending is None:
-        raise BadRequest("session, seq and lowest_pending come together, or none")
+        raise KVBadRequestError("session, seq and lowest_pending come together, or none")
     if not (0 < session <= MAX_SEQ and 0 < lowest_pending <= seq <= MAX_SEQ):
-        raise BadRequest(f"need 1 <= session, 1 <= lowest_pending <= seq, all <= {MAX_SEQ}")
+        raise KVBadRequestError(f"need 1 <= session, 1 <= lowest_pending <= seq, all <= {MAX_SEQ}")
     return SessionRef(session, seq, lowest_pending)
 
 
 def _check_revision(if_revision: int | None) -> None:
     if if_revision is not None and not 0 <= if_revision <= MAX_REVISION:
-        raise BadRequest("if_revision must be in 0..2^64-1")
+        raise KVBadRequestError("if_revision must be in 0..2^64-1")
 
 
 def node_error(exc: NodeError) -> KVError:
     """The service error for a runtime error (the table in the module doc)."""
-    if isinstance(exc, NotLeader):
-        return Unavailable("no_leader", f"no leader: {exc}; not proposed, safe to retry")
-    if isinstance(exc, Dropped):
-        return Unavailable("no_leader", f"{exc}; not applied, safe to retry")
-    if isinstance(exc, StorageFailed):
-        return Unavailable("storage_failed", f"{exc}; not proposed")
-    if isinstance(exc, Stopped):
-        return Unavailable("no_leader", f"{exc}; not proposed")
-    if isinstance(exc, Timeout):
-        return OutcomeUnknown("timeout", f"{exc}; the outcome is unknown")
+    if isinstance(exc, NotLeaderError):
+        return KVUnavailableError("no_leader", f"no leader: {exc}; not proposed, safe to retry")
+    if isinstance(exc, DroppedError):
+        return KVUnavailableError("no_leader", f"{exc}; not applied, safe to retry")
+    if isinstance(exc, StorageFailedError):
+        return KVUnavailableError("storage_failed", f"{exc}; not proposed")
+    if isinstance(exc, StoppedError):
+        return KVUnavailableError("no_leader", f"{exc}; not proposed")
+    if isinstance(exc, NodeTimeoutError):
+        return KVOutcomeUnknownError("timeout", f"{exc}; the outcome is unknown")
     if isinstance(exc, MembershipError):
-        return Conflict("conflict", str(exc))
-    return BadRequest(str(exc))
+        return KVConflictError("conflict", str(exc))
+    return KVBadRequestError(str(exc))
 
 
 def _written(res: WriteResult) -> Written:
@@ -235,20 +235,20 @@ def _written(res: WriteResult) -> Written:
     if res.outcome == "ok":
         return Written(res.revision, res.prev)
     if res.outcome == "not_found":
-        raise NotFound("no such key")
+        raise KVNotFoundError("no such key")
     if res.outcome == "session_expired":
-        raise OutcomeUnknown(
+        raise KVOutcomeUnknownError(
             "session_expired",
             "the session or this request's outcome is no longer held: not applied "
             "now; if an earlier attempt was, the outcome is unknown",
         )
     if res.outcome == "seq_reused":
-        raise Conflict(
+        raise KVConflictError(
             "seq_reused",
             "this session's seq already holds the outcome of a different request: "
             "not applied (is another client using this session?)",
         )
-    raise PreconditionFailed(res.current)
+    raise KVPreconditionFailedError(res.current)
 
 
 # -- the service ----------------------------------------------------------------------------
@@ -293,7 +293,7 @@ class KVService:
     # -- keys ---------------------------------------------------------------------------
 
     async def get(self, key: str, consistency: str = "linearizable") -> Item:
-        """The value at ``key`` (:class:`NotFound` if none)."""
+        """The value at ``key`` (:class:`KVNotFoundError` if none)."""
         check_key(key)
         check_consistency(consistency)
         store = self.store
@@ -304,14 +304,14 @@ class KVService:
         except NodeError as exc:
             raise node_error(exc) from exc
         if kv is None:
-            raise NotFound(f"no key {key!r}")
+            raise KVNotFoundError(f"no key {key!r}")
         return Item(key, kv.value, kv.revision)
 
     async def list_keys(self, req: ListRequest) -> Page:
         """One page: at most ``limit`` items and, past the first item, about
         ``max_list_bytes`` of keys and values (never empty if a key follows)."""
         if not 1 <= req.limit <= MAX_LIST:
-            raise BadRequest(f"limit must be in 1..{MAX_LIST}")
+            raise KVBadRequestError(f"limit must be in 1..{MAX_LIST}")
         check_consistency(req.consistency)
         try:
             items, nxt, rev = await self.node.read(
@@ -325,18 +325,18 @@ class KVService:
 
     def put(self, req: PutRequest) -> Coroutine[Any, Any, Written]:
         """Propose the write; the coroutine answers with the outcome its apply
-        computed.  Input is checked at the call (:class:`BadRequest`,
-        :class:`TooLarge`).  Not itself a coroutine, so the hot path awaits
+        computed.  Input is checked at the call (:class:`KVBadRequestError`,
+        :class:`KVTooLargeError`).  Not itself a coroutine, so the hot path awaits
         no more frames than before the service existed."""
         check_key(req.key)
         if len(req.value.encode()) > self.max_value:
-            raise TooLarge(f"value larger than {self.max_value} bytes")
+            raise KVTooLargeError(f"value larger than {self.max_value} bytes")
         _check_revision(req.if_revision)
         cmd = Put(req.key, req.value, req.if_value, req.if_revision, session=req.session)
         return self._write(cmd)
 
     def delete(self, req: DeleteRequest) -> Coroutine[Any, Any, Written]:
-        """As :meth:`put`: delete ``key`` (:class:`NotFound` if absent)."""
+        """As :meth:`put`: delete ``key`` (:class:`KVNotFoundError` if absent)."""
         check_key(req.key)
         _check_revision(req.if_revision)
         return self._write(Delete(req.key, req.if_value, req.if_revision, session=req.session))
@@ -397,7 +397,7 @@ class KVService:
         """Add a learner, or a voter: a learner promoted once caught up (the
         call waits for that, up to 60 s)."""
         if not req.id or not req.peer_addr:
-            raise BadRequest("id and peer_addr are required")
+            raise KVBadRequestError("id and peer_addr are required")
         info = {book.CLIENT_ADDR: req.client_addr} if req.client_addr else {}
         try:
             if req.voter:
@@ -410,7 +410,7 @@ class KVService:
 
     def _member(self, node_id: str) -> str:
         if not any(m.id == node_id for m in self.members()):
-            raise NotFound(f"no member {node_id!r}")
+            raise KVNotFoundError(f"no member {node_id!r}")
         return node_id
 
     async def remove_member(self, node_id: str) -> list[Member]:

@@ -44,7 +44,7 @@ from typing import Any
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle, ConfState
 from liferaft.transport.base import check_tcp_address
 
-from .errors import BadMember, MembershipError
+from .errors import BadMemberError, MembershipError
 
 #: The version of the conf-change context record this build writes.
 CONTEXT_VERSION = 2
@@ -104,21 +104,21 @@ def decode_context(raw: bytes, *, strict: bool = False) -> dict[str, Entry]:
 
 
 def check_info(node_id: str, info: Mapping[str, Any]) -> None:
-    """Refuse (:class:`BadMember`) entry fields the cluster could not use: a
+    """Refuse (:class:`BadMemberError`) entry fields the cluster could not use: a
     peer address here (it is given, and checked, on its own), a client
     address that is not "host:port", or anything that is not JSON."""
     if PEER_ADDR in info:
-        raise BadMember("give the peer address once, not again in the member info")
+        raise BadMemberError("give the peer address once, not again in the member info")
     client = info.get(CLIENT_ADDR)
     if client:
         try:
             check_tcp_address(client)
         except ValueError as exc:
-            raise BadMember(f"client address of {node_id}: {exc}") from None
+            raise BadMemberError(f"client address of {node_id}: {exc}") from None
     try:
         json.dumps(dict(info))
     except (TypeError, ValueError) as exc:
-        raise BadMember(f"member info of {node_id} is not JSON: {exc}") from None
+        raise BadMemberError(f"member info of {node_id} is not JSON: {exc}") from None
 
 
 def encode_info(info: Mapping[str, Any]) -> bytes:
@@ -128,13 +128,13 @@ def encode_info(info: Mapping[str, Any]) -> bytes:
 
 def decode_info(node_id: str, raw: bytes) -> Entry:
     """The entry fields in ``raw``, checked (:func:`check_info`), or
-    :class:`BadMember`: they come from another node, before proposing."""
+    :class:`BadMemberError`: they come from another node, before proposing."""
     try:
         info = json.loads(raw)
     except (ValueError, RecursionError):
         info = None
     if not isinstance(info, dict):
-        raise BadMember(f"member info of {node_id} is not a JSON object")
+        raise BadMemberError(f"member info of {node_id} is not a JSON object")
     check_info(node_id, info)
     return info
 

@@ -19,7 +19,7 @@ from liferaft.transport.base import CallNotSent, Transport
 
 from . import address_book, peer_rpc
 from .clock import Clock
-from .errors import BadMember, NodeError, NotLeader, Timeout
+from .errors import BadMemberError, NodeError, NodeTimeoutError, NotLeaderError
 
 log = logging.getLogger("liferaft.runtime")
 
@@ -45,33 +45,33 @@ class AdminNode(Protocol):
 async def transfer_leadership(node: AdminNode, to: str | None, timeout: float) -> str:
     """Hand leadership to ``to`` (None: the most caught-up voter) from any
     member: the leader does it; a follower asks the leader over the peer RPC.
-    Returns the new leader.  :class:`NotLeader` (nothing started) when no
-    leader is known or reachable, :class:`Timeout` when the outcome is
+    Returns the new leader.  :class:`NotLeaderError` (nothing started) when no
+    leader is known or reachable, :class:`NodeTimeoutError` when the outcome is
     unknown, as :meth:`Node.transfer_leadership` raises on the leader."""
     if node.is_leader:
         return await node.transfer_leadership(to, timeout=timeout)
     leader = node.leader
     if leader is None or leader == node.id:
-        raise NotLeader(f"no leader known to {node.id}", leader)
+        raise NotLeaderError(f"no leader known to {node.id}", leader)
     req = peer_rpc.encode(peer_rpc.TransferLeader(to, timeout))
     try:
         # Twice the leader's own bound: its refusal or answer comes back in time.
         raw = await node.transport.call(leader, req, timeout * 2)
     except CallNotSent as exc:
-        raise NotLeader(f"cannot reach the leader {leader}: {exc}", leader) from None
+        raise NotLeaderError(f"cannot reach the leader {leader}: {exc}", leader) from None
     except TimeoutError:
-        raise Timeout(f"the leader {leader} did not answer in time; outcome unknown") from None
+        raise NodeTimeoutError(f"{leader} did not answer in time; outcome unknown") from None
     except Exception as exc:
-        raise Timeout(f"asking the leader {leader} failed: {exc}; outcome unknown") from None
+        raise NodeTimeoutError(f"asking {leader} failed: {exc}; outcome unknown") from None
     try:
         rep = peer_rpc.decode_reply(raw)
     except peer_rpc.RpcError as exc:
-        raise Timeout(f"{leader}: {exc}; outcome unknown") from None
+        raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from None
     if isinstance(rep, peer_rpc.Transferred):
         return rep.leader
     if isinstance(rep, peer_rpc.Refused):
         raise peer_rpc.error_of(rep, leader)
-    raise Timeout(f"{leader} answered {rep!r}; outcome unknown")
+    raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
 
 
 async def serve_transfer(node: AdminNode, req: peer_rpc.TransferLeader) -> bytes:
@@ -96,7 +96,7 @@ async def keep_member_info(
             try:
                 await node.set_member_info(**info)
                 continue
-            except BadMember as exc:
+            except BadMemberError as exc:
                 log.warning("node %s: not announcing %s: %s", node.id, dict(info), exc)
                 return
             except NodeError as exc:

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from liferaft.kv.errors import (
-    BadRequest,
-    Conflict,
+    KVBadRequestError,
+    KVConflictError,
     KVError,
-    NotFound,
-    OutcomeUnknown,
-    PreconditionFailed,
-    TooLarge,
-    Unavailable,
+    KVNotFoundError,
+    KVOutcomeUnknownError,
+    KVPreconditionFailedError,
+    KVTooLargeError,
+    KVUnavailableError,
 )
 from liferaft.kv.server import http_status
 from liferaft.kv.service import (
@@ -30,15 +30,15 @@ from liferaft.kv.service import (
 )
 from liferaft.kv.state import KV, KVStore
 from liferaft.runtime import (
-    BadConfig,
-    BadMember,
-    Dropped,
+    BadConfigError,
+    BadMemberError,
+    DroppedError,
     MembershipError,
     NodeError,
-    NotLeader,
-    Stopped,
-    StorageFailed,
-    Timeout,
+    NodeTimeoutError,
+    NotLeaderError,
+    StoppedError,
+    StorageFailedError,
 )
 from tests.runtime.cluster import TcpCluster
 
@@ -46,14 +46,14 @@ from tests.runtime.cluster import TcpCluster
 @pytest.mark.parametrize(
     "exc,cls,code,status",
     [
-        (NotLeader("x"), Unavailable, "no_leader", 503),
-        (Stopped("x"), Unavailable, "no_leader", 503),
-        (Dropped("x"), Unavailable, "no_leader", 503),
-        (StorageFailed("x"), Unavailable, "storage_failed", 503),
-        (Timeout("x"), OutcomeUnknown, "timeout", 504),
-        (MembershipError("x"), Conflict, "conflict", 409),
-        (BadMember("x"), BadRequest, "bad_request", 400),
-        (BadConfig("x"), BadRequest, "bad_request", 400),
+        (NotLeaderError("x"), KVUnavailableError, "no_leader", 503),
+        (StoppedError("x"), KVUnavailableError, "no_leader", 503),
+        (DroppedError("x"), KVUnavailableError, "no_leader", 503),
+        (StorageFailedError("x"), KVUnavailableError, "storage_failed", 503),
+        (NodeTimeoutError("x"), KVOutcomeUnknownError, "timeout", 504),
+        (MembershipError("x"), KVConflictError, "conflict", 409),
+        (BadMemberError("x"), KVBadRequestError, "bad_request", 400),
+        (BadConfigError("x"), KVBadRequestError, "bad_request", 400),
     ],
 )
 def test_runtime_errors_map_to_typed_service_errors(
@@ -66,24 +66,24 @@ def test_runtime_errors_map_to_typed_service_errors(
 
 def test_every_error_class_has_its_status() -> None:
     cases = [
-        (BadRequest("x"), 400, "bad_request"),
-        (NotFound("x"), 404, "not_found"),
-        (Conflict("seq_reused", "x"), 409, "seq_reused"),
-        (PreconditionFailed(KV("v", 3)), 412, "precondition_failed"),
-        (TooLarge("x"), 413, "too_large"),
-        (OutcomeUnknown("session_expired", "x"), 504, "session_expired"),
+        (KVBadRequestError("x"), 400, "bad_request"),
+        (KVNotFoundError("x"), 404, "not_found"),
+        (KVConflictError("seq_reused", "x"), 409, "seq_reused"),
+        (KVPreconditionFailedError(KV("v", 3)), 412, "precondition_failed"),
+        (KVTooLargeError("x"), 413, "too_large"),
+        (KVOutcomeUnknownError("session_expired", "x"), 504, "session_expired"),
     ]
     for err, status, code in cases:
         assert (http_status(err), err.code) == (status, code)
-    assert PreconditionFailed(KV("v", 3)).extra == {"current": {"value": "v", "revision": 3}}
-    assert PreconditionFailed(None).extra == {"current": None}
+    assert KVPreconditionFailedError(KV("v", 3)).extra == {"current": {"value": "v", "revision": 3}}
+    assert KVPreconditionFailedError(None).extra == {"current": None}
 
 
 @pytest.mark.parametrize(
     "fields", [(1, None, None), (None, 1, 1), (0, 1, 1), (1, 1, 2), (1, 0, 0), (1, 2**63, 1)]
 )
 def test_session_fields_come_together_and_in_range(fields: tuple[int | None, ...]) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(KVBadRequestError):
         session_ref(*fields)
     assert session_ref(None, None, None) is None
     assert session_ref(7, 3, 2) is not None
@@ -112,19 +112,19 @@ async def test_keys_through_the_service(svc: KVService) -> None:
     await svc.put(PutRequest(key="b", value="3"))
     page = await svc.list_keys(ListRequest(limit=1))
     assert [i.key for i in page.items] == ["a"] and page.next == "b"
-    with pytest.raises(PreconditionFailed) as e:
+    with pytest.raises(KVPreconditionFailedError) as e:
         await svc.put(PutRequest(key="a", value="x", if_value="nope"))
     assert e.value.extra["current"] == {"value": "2", "revision": w2.revision}
     await svc.delete(DeleteRequest(key="a"))
-    with pytest.raises(NotFound):
+    with pytest.raises(KVNotFoundError):
         await svc.get("a", "stale")
-    with pytest.raises(NotFound):
+    with pytest.raises(KVNotFoundError):
         await svc.delete(DeleteRequest(key="a"))
     sid = await svc.open_session()
     ref = session_ref(sid, 1, 1)
     first = await svc.put(PutRequest(key="s", value="v", session=ref))
     assert await svc.put(PutRequest(key="s", value="v", session=ref)) == first  # a retry
-    with pytest.raises(Conflict) as c:
+    with pytest.raises(KVConflictError) as c:
         await svc.put(PutRequest(key="s", value="other", session=ref))
     assert c.value.code == "seq_reused"
 
@@ -139,9 +139,9 @@ async def test_bad_input_is_refused_before_anything_is_proposed(svc: KVService) 
         lambda: svc.get("k", "eventual"),
         lambda: svc.list_keys(ListRequest(limit=0)),
     ):
-        with pytest.raises(BadRequest):
+        with pytest.raises(KVBadRequestError):
             await call()
-    with pytest.raises(TooLarge):
+    with pytest.raises(KVTooLargeError):
         await svc.put(PutRequest(key="k", value="x" * 11))
     assert svc.node.status().last_log_index == before
 
@@ -158,5 +158,5 @@ async def test_status_and_members_read_the_one_address_book(svc: KVService) -> N
     assert [(m.id, m.client_addr, m.voter) for m in svc.members()] == [("n1", "127.0.0.1:1", True)]
     assert svc.store.addrs == {}  # no second copy: SetAddr is no longer proposed
     assert svc.readiness() is None
-    with pytest.raises(NotFound):
+    with pytest.raises(KVNotFoundError):
         await svc.remove_member("n9")

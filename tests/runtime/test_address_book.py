@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle, ConfState
-from liferaft.runtime import BadConfig, BadMember, MembershipError, NotLeader, admin, peer_rpc
+from liferaft.runtime import (
+    BadConfigError,
+    BadMemberError,
+    MembershipError,
+    NotLeaderError,
+    admin,
+    peer_rpc,
+)
 from liferaft.runtime import address_book as book
 from tests.runtime.cluster import MemCluster
 
@@ -146,7 +153,7 @@ async def test_a_committed_context_of_another_version_never_stops_a_node() -> No
         ld = await c.leader()
         ctx = json.dumps({"v": 3, "members": {"n4": {"addr": "n4"}}}).encode()
         cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, "n4"),), context=ctx)
-        with pytest.raises(BadMember, match="version 3"):  # refused before proposing
+        with pytest.raises(BadMemberError, match="version 3"):  # refused before proposing
             await c.drive(ld.change_membership(cc))
         await c.drive(ld.change_membership(cc, check=False))  # as a buggy member could
         for n in c.nodes.values():
@@ -164,7 +171,7 @@ async def test_transfer_from_a_follower_goes_to_the_leader_over_the_peer_rpc() -
         f = next(n for n in c.nodes.values() if n is not ld)
         assert await c.drive(admin.transfer_leadership(f, f.id, 5.0)) == f.id
         await c.until(lambda: f.is_leader)
-        with pytest.raises(BadConfig):  # the leader's refusal, typed, through the follower
+        with pytest.raises(BadConfigError):  # the leader's refusal, typed, through the follower
             await c.drive(admin.transfer_leadership(ld, "n9", 5.0))
     finally:
         await c.stop()
@@ -194,4 +201,4 @@ def test_the_new_calls_round_trip_and_refusals_map_to_typed_errors() -> None:
     rep = peer_rpc.Transferred("n2")
     assert peer_rpc.decode_reply(peer_rpc.encode(rep)) == rep
     err = peer_rpc.error_of(peer_rpc.Refused(peer_rpc.Refusal.NOT_LEADER, "moved", "n3"), "n1")
-    assert isinstance(err, NotLeader) and err.leader_hint == "n3"
+    assert isinstance(err, NotLeaderError) and err.leader_hint == "n3"
