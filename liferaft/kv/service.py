@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -414,15 +414,16 @@ class KVService:
         return node_id
 
     async def remove_member(self, node_id: str) -> list[Member]:
-        try:
-            await self.node.remove(self._member(node_id))
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        return self.members()
+        return await self._member_change(self.node.remove, node_id)
 
     async def promote_member(self, node_id: str) -> list[Member]:
+        return await self._member_change(self.node.promote, node_id)
+
+    async def _member_change(
+        self, change: Callable[[str], Awaitable[None]], node_id: str
+    ) -> list[Member]:
         try:
-            await self.node.promote(self._member(node_id))
+            await change(self._member(node_id))
         except NodeError as exc:
             raise node_error(exc) from exc
         return self.members()
