@@ -25,7 +25,8 @@ from .listener import (
     raise_nofile_limit,
     start_client_listener,
 )
-from .server import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVServer
+from .server import KVServer
+from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 from .state import KVStore
 
 log = logging.getLogger("liferaft.kv")
@@ -217,18 +218,17 @@ async def serve(
         why = exc.strerror or exc
         raise ServeError(f"cannot listen on --peer-addr {o.peer_addr}: {why}") from exc
     listener: ClientListener | None = None
+    # One service under every front end (today the HTTP API).
+    service = KVService(
+        node,
+        store,
+        client_addr=o.client_addr,
+        max_value=o.max_value,
+        timeout=o.request_timeout,
+        max_list_bytes=o.max_list_bytes,
+    )
     try:
-        server = KVServer(
-            node,
-            store,
-            client_addr=o.client_addr,
-            token=o.token,
-            max_value=o.max_value,
-            timeout=o.request_timeout,
-            ssl_client=o.client_ssl and ssl.create_default_context(),
-            body_timeout=limits.body_timeout,
-            max_list_bytes=o.max_list_bytes,
-        )
+        server = KVServer(service, token=o.token, body_timeout=limits.body_timeout)
         host, _, port = o.client_addr.rpartition(":")
         try:
             listener = await start_client_listener(
@@ -245,6 +245,8 @@ async def serve(
             ) from exc
         if o.join and fresh:
             await _join(node, o)
+        # Once serving: keep our client address in the address book.
+        await service.start()
         log.info(
             "serving: peers on %s (%s), clients on %s, data in %s",
             o.peer_addr,
@@ -272,6 +274,7 @@ async def serve(
             loop.remove_signal_handler(sig)
         if listener is not None:
             await listener.close()
+        await service.close()
         await node.stop()
 
 

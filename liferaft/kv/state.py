@@ -117,8 +117,11 @@ class OpenSession(msgspec.Struct, tag="sopen", frozen=True):
 
 
 class SetAddr(msgspec.Struct, tag="addr", frozen=True):
-    """A member announces its client (HTTP) address, so any node can tell a
-    client where the leader's API is.  Not a key: invisible to kv reads."""
+    """Legacy: a member's client address, as earlier builds announced it.
+    Still decoded and applied (into ``addrs``, kept in snapshots) so their
+    logs replay as before, but never proposed now and read by nothing: the
+    one address book is the runtime's (liferaft/runtime/address_book.py).
+    Not a key: invisible to kv reads."""
 
     node_id: str
     client_addr: str
@@ -229,7 +232,7 @@ class KVStore:
         self.sessions: OrderedDict[int, Session] = OrderedDict()
         # Legacy request_id outcomes by client (entries of earlier builds).
         self.clients: OrderedDict[str, OrderedDict[str, WriteResult]] = OrderedDict()
-        self.addrs: dict[str, str] = {}  # node id -> client address
+        self.addrs: dict[str, str] = {}  # legacy SetAddr entries: node id -> client address
 
     # -- writes -----------------------------------------------------------------------
 

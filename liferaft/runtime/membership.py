@@ -17,7 +17,6 @@ table, logged, and reported in :attr:`NodeStatus.bad_peer_addresses`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -29,13 +28,14 @@ from liferaft.core import (
     ConfChange,
     ConfChangeError,
     ConfChangeSingle,
+    ConfState,
     NotLeaderError,
     RawNode,
     Role,
 )
-from liferaft.transport.base import Transport, check_tcp_address
+from liferaft.transport.base import Transport
 
-from . import peer_rpc
+from . import address_book, peer_rpc
 from ._futures import _fail, _resolve
 from .clock import Clock
 from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
@@ -77,31 +77,15 @@ def check_member(
         transport.check_address(addr)
     except ValueError as exc:
         raise BadMember(f"peer address of {node_id}: {exc}") from None
-    info = info or {}
-    if "addr" in info:
-        raise BadMember("give the peer address once, not again in the member info")
-    client = info.get("client_addr")
-    if client:
-        try:
-            check_tcp_address(client)
-        except ValueError as exc:
-            raise BadMember(f"client address of {node_id}: {exc}") from None
-    try:
-        json.dumps(info)
-    except (TypeError, ValueError) as exc:
-        raise BadMember(f"member info of {node_id} is not JSON: {exc}") from None
+    address_book.check_info(str(node_id), info or {})
 
 
 def check_conf_change(transport: Transport, cc: ConfChange) -> None:
     """:func:`check_member` for every node a raw change adds with a context."""
-    info: Any = {}
-    if cc.context:
-        try:
-            info = json.loads(cc.context)
-        except (ValueError, RecursionError) as exc:
-            raise BadMember(f"the change's context is not JSON: {exc}") from None
-        if not isinstance(info, dict):
-            raise BadMember("the change's context must be a JSON object {id: {addr...}}")
+    try:
+        info = address_book.decode_context(cc.context, strict=True)
+    except address_book.ContextError as exc:
+        raise BadMember(str(exc)) from None
     for c in cc.changes:
         if c.type is ChangeType.REMOVE_NODE:
             # Removing is the way out of a bad member, whatever its id.
@@ -110,8 +94,6 @@ def check_conf_change(transport: Transport, cc: ConfChange) -> None:
         entry = info.get(c.node_id)
         if entry is None:
             continue
-        if not isinstance(entry, dict):
-            raise BadMember(f"the context of {c.node_id} must be an object")
         rest = {k: v for k, v in entry.items() if k != "addr"}
         check_member(transport, c.node_id, entry.get("addr"), rest)
 
@@ -148,9 +130,13 @@ class MembershipMixin:
             t: float,
         ) -> tuple[int, int]: ...
 
-    async def _conf_local(self, cc: ConfChange) -> tuple[int, int]:
+    async def _conf_local(
+        self, cc: ConfChange | Callable[[ConfState], ConfChange]
+    ) -> tuple[int, int]:
+        """Propose ``cc`` here, the leader; a callable builds the change from
+        the configuration in force when it is proposed (address_book.info_change)."""
         self._check_running()
-        for c in cc.changes:
+        for c in cc.changes if isinstance(cc, ConfChange) else ():
             # Unlike a bad address, an id the codec cannot carry is not
             # survivable: every later InstallSnapshot holds it in its conf
             # state and no follower could decode one.  Refused here, where
@@ -164,7 +150,11 @@ class MembershipMixin:
             rn = self.rn
             assert rn is not None
             try:
-                idx = rn.propose_conf_change(cc)
+                change = cc if isinstance(cc, ConfChange) else cc(rn.conf_state())
+                idx = rn.propose_conf_change(change)
+            except MembershipError as exc:
+                _fail(fut, exc)
+                return
             except NotLeaderError as exc:
                 _fail(fut, NotLeader(str(exc), rn.leader))
                 return
@@ -199,7 +189,7 @@ class MembershipMixin:
     async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
         """Add a non-voting member that receives the log (etcd's learner)."""
         check_member(self.transport, node_id, addr, info)
-        ctx = json.dumps({node_id: {"addr": addr, **info}}).encode()
+        ctx = address_book.encode_context({node_id: {address_book.PEER_ADDR: addr, **info}})
         await self.change_membership(
             ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, node_id),), context=ctx)
         )
@@ -239,6 +229,21 @@ class MembershipMixin:
                     ConfChangeSingle(ChangeType.REMOVE_NODE, old),
                 )
             )
+        )
+
+    async def set_member_info(self, timeout: float | None = None, **info: Any) -> None:
+        """Record ``info`` (e.g. ``client_addr``) in this node's own address
+        book entry, through the leader (peer_rpc.SetMemberInfo); returns once
+        applied here.  A no-op change to the configuration (address_book.py)."""
+        address_book.check_info(self.id, info)
+        t = self.config.commit_timeout if timeout is None else timeout
+        req = peer_rpc.SetMemberInfo(self.id, address_book.encode_info(info))
+        await self._submit(lambda: self._route(lambda: self._info_local(req), req, t), t)
+
+    async def _info_local(self, req: peer_rpc.SetMemberInfo) -> tuple[int, int]:
+        info = address_book.decode_info(req.node_id, req.info)
+        return await self._conf_local(
+            lambda conf: address_book.info_change(conf, req.node_id, info)
         )
 
     async def _wait_caught_up(self, node_id: str, t: float) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -67,11 +66,12 @@ from liferaft.core import (
 from liferaft.storage import DiskStorage, StorageError
 from liferaft.transport.base import SnapshotSink, Transport
 
-from . import peer_rpc
+from . import address_book, admin, peer_rpc
 from ._futures import _as_error, _fail, _resolve
 from .clock import Clock, SystemClock
 from .errors import (
     BadConfig,
+    BadMember,
     Dropped,
     MembershipError,
     NodeError,
@@ -602,23 +602,18 @@ class Node(ProposalsMixin, MembershipMixin):
             cc = ConfChange.decode(e.data)
         except ConfChangeError:
             return
-        info: Any = {}
-        if cc.context:
-            try:
-                info = json.loads(cc.context)
-            except Exception as exc:  # committed data: never raise out of apply
-                log.warning("node %s: entry %d: bad member context: %s", self.id, e.index, exc)
-            if not isinstance(info, dict):
-                info = {}
+        try:
+            info = address_book.decode_context(cc.context)
+        except Exception as exc:  # committed data: never raise out of apply
+            log.warning("node %s: entry %d: member context ignored: %s", self.id, e.index, exc)
+            info = {}
         for c in cc.changes:
             if c.type is ChangeType.REMOVE_NODE:
                 if self.members.pop(c.node_id, None) is not None:
                     self._emit(EventType.MEMBER_REMOVED, c.node_id)
             else:
                 entry = dict(self.members.get(c.node_id, {}))
-                add = info.get(c.node_id)
-                if isinstance(add, dict):
-                    entry.update({k: v for k, v in add.items() if isinstance(k, str)})
+                entry.update(info.get(c.node_id, {}))
                 new = c.node_id not in self.members
                 self.members[c.node_id] = entry
                 voter = c.type is ChangeType.ADD_VOTER
@@ -775,16 +770,22 @@ class Node(ProposalsMixin, MembershipMixin):
             return await self._handle_join(req)
         if not known_peer:
             raise PermissionError(f"{frm} is not a member")
+        if isinstance(req, peer_rpc.TransferLeader):
+            return await admin.serve_transfer(self, req)
         try:
             if isinstance(req, peer_rpc.Propose):
                 index, term = await self._propose_local(req.data, req.stamp)
+            elif isinstance(req, peer_rpc.SetMemberInfo):
+                if req.node_id != frm:  # a member sets its own entry only
+                    raise BadMember(f"{frm!r} may not set the member info of {req.node_id!r}")
+                index, term = await self._info_local(req)
             else:
                 try:
                     cc = ConfChange.decode(req.change)
                 except ConfChangeError as exc:
                     raise MembershipError(f"unreadable membership change: {exc}") from None
                 index, term = await self._conf_local(cc)
-        except (NotLeader, MembershipError, StorageFailed) as exc:
+        except (NotLeader, MembershipError, StorageFailed, BadMember) as exc:
             # Refused before anything was proposed: the caller gets the same
             # typed error it would get here (not an "unknown outcome").
             return peer_rpc.encode(peer_rpc.refusal(exc))

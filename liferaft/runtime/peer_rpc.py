@@ -1,15 +1,17 @@
 """The calls nodes make to each other beside Raft's own messages.
 
-A follower forwards a proposal or a membership change to the leader, and a
-new node asks a member to add it (``join``).  Each call is one request and
+A follower forwards a proposal, a membership change, an update of its own
+address book entry or a leadership transfer to the leader, and a new node
+asks a member to add it (``join``).  Each call is one request and
 one reply, carried by :meth:`Transport.call` as bytes.  This module owns
 their wire format: a versioned envelope around a tagged msgspec union, so a
 request is a type, never a list whose meaning hangs on its first string,
 and a refusal carries a code from a closed set, never a class name.
 
 Wire: a msgpack array ``[version, body]``; ``body`` is an array whose first
-item is the tag (``"propose"``, ``"conf"``, ``"join"``; ``"accepted"``,
-``"joined"``, ``"refused"``), then the fields in the order below.  A peer
+item is the tag (``"propose"``, ``"conf"``, ``"join"``, ``"info"``,
+``"transfer"``; ``"accepted"``, ``"joined"``, ``"refused"``,
+``"transferred"``), then the fields in the order below.  A peer
 that speaks another version is refused with a message naming both.  A
 field may be appended (with a default) without a new version: an older
 build reads the fields it knows and ignores the rest.
@@ -22,7 +24,15 @@ from typing import Any
 
 import msgspec
 
-from .errors import BadMember, MembershipError, NodeError, NotLeader, StorageFailed
+from .errors import (
+    BadConfig,
+    BadMember,
+    MembershipError,
+    NodeError,
+    NotLeader,
+    StorageFailed,
+    Timeout,
+)
 
 #: The version of this module's wire format.  Bump it for any change a peer
 #: of the old version would misread; fields are never reordered.
@@ -60,7 +70,25 @@ class Join(_Msg, tag="join"):
     voter: bool
 
 
-Request = Propose | ChangeConf | Join
+class SetMemberInfo(_Msg, tag="info"):
+    """Record ``info`` (a JSON object, encoded) in the address book entry of
+    ``node_id``, the caller itself: the leader proposes the change that
+    re-adds it in its current role (liferaft/runtime/address_book.py);
+    answered with :class:`Accepted`."""
+
+    node_id: str
+    info: bytes
+
+
+class TransferLeader(_Msg, tag="transfer"):
+    """Hand leadership to ``to`` (None: the most caught-up voter), waiting up
+    to ``timeout`` seconds; answered with :class:`Transferred`."""
+
+    to: str | None
+    timeout: float
+
+
+Request = Propose | ChangeConf | Join | SetMemberInfo | TransferLeader
 
 
 # -- replies -----------------------------------------------------------------
@@ -79,14 +107,23 @@ class Joined(_Msg, tag="joined"):
     members: dict[str, dict[str, Any]]
 
 
+class Transferred(_Msg, tag="transferred"):
+    """Leadership moved to ``leader``."""
+
+    leader: str
+
+
 class Refusal(enum.Enum):
-    """Why a call was refused.  Every one means nothing was proposed."""
+    """Why a call was refused.  Every one but ``TIMED_OUT`` means nothing
+    was proposed (or, for a transfer, started)."""
 
     NOT_LEADER = "not_leader"  # ask the leader (``leader_hint``) instead
     NO_LEADER = "no_leader"  # none known yet: retry later
     STORAGE_FAILED = "storage_failed"  # the leader's disk refuses writes
     MEMBERSHIP = "membership"  # the change is refused (one in flight, ...)
     BAD_MEMBER = "bad_member"  # the id or address cannot be used
+    BAD_REQUEST = "bad_request"  # invalid (a transfer to a non-voter)
+    TIMED_OUT = "timed_out"  # a transfer did not finish in time: outcome unknown
 
 
 class Refused(_Msg, tag="refused"):
@@ -95,7 +132,7 @@ class Refused(_Msg, tag="refused"):
     leader_hint: str | None = None
 
 
-Reply = Accepted | Joined | Refused
+Reply = Accepted | Joined | Refused | Transferred
 
 _ERRORS: dict[Refusal, type[NodeError]] = {
     Refusal.NOT_LEADER: NotLeader,
@@ -103,12 +140,16 @@ _ERRORS: dict[Refusal, type[NodeError]] = {
     Refusal.STORAGE_FAILED: StorageFailed,
     Refusal.MEMBERSHIP: MembershipError,
     Refusal.BAD_MEMBER: BadMember,
+    Refusal.BAD_REQUEST: BadConfig,
+    Refusal.TIMED_OUT: Timeout,
 }
 _CODES: list[tuple[type[NodeError], Refusal]] = [
     (BadMember, Refusal.BAD_MEMBER),  # before its base classes
     (NotLeader, Refusal.NOT_LEADER),
     (StorageFailed, Refusal.STORAGE_FAILED),
     (MembershipError, Refusal.MEMBERSHIP),
+    (BadConfig, Refusal.BAD_REQUEST),
+    (Timeout, Refusal.TIMED_OUT),
 ]
 
 

@@ -40,8 +40,8 @@ class OneNode:
     async def start(self) -> None:
         await self.c.start()
         node = self.c.nodes["n1"]
-        # The client address is announced through the log; any placeholder
-        # works until the port is known, and nothing here proxies.
+        # The port is not known yet; the placeholder is not a usable client
+        # address, so it never enters the address book (nothing here needs it).
         self.server = KVServer(node, self.c.sms["n1"], client_addr="127.0.0.1:0", **self.server_kw)
         self.listener = await start_client_listener(
             self.server.app(),

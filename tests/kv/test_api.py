@@ -16,6 +16,7 @@ from aiohttp import web
 from liferaft.chaos.cluster import free_ports
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.kv.server import KVServer
+from liferaft.kv.service import KVService
 from liferaft.kv.state import KVStore
 from tests.runtime.cluster import TcpCluster
 
@@ -32,6 +33,7 @@ class Api:
         self.kw = server_kw
         self.urls: dict[str, str] = {}
         self.servers: dict[str, KVServer] = {}
+        self.services: dict[str, KVService] = {}
         self.runners: list[web.AppRunner] = []
         self.http: aiohttp.ClientSession | None = None
 
@@ -39,20 +41,27 @@ class Api:
         await self.c.start()
         for nid, node in self.c.nodes.items():
             port = free_port()
-            srv = KVServer(node, self.c.sms[nid], client_addr=f"127.0.0.1:{port}", **self.kw)
+            svc_kw = {k: v for k, v in self.kw.items() if k != "token"}
+            svc = KVService(node, self.c.sms[nid], client_addr=f"127.0.0.1:{port}", **svc_kw)
+            srv = KVServer(svc, token=self.kw.get("token"))
             runner = web.AppRunner(srv.app())
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             self.runners.append(runner)
             self.servers[nid] = srv
+            self.services[nid] = svc
+            await svc.start()
             self.urls[nid] = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession()
         await self.c.leader()
-        # Each node announces its client address through the log; let that
+        # Each node puts its client address in the address book; let that
         # settle so the tests below see a quiet log.
         loop = asyncio.get_running_loop()
         end = loop.time() + 10
-        while not all(len(sm.addrs) == 3 for sm in self.c.sms.values()):
+        while not all(
+            all(m.get("client_addr") for m in n.members.values()) and len(n.members) == 3
+            for n in self.c.nodes.values()
+        ):
             assert loop.time() < end, "client addresses not announced"
             await asyncio.sleep(0.02)
 
@@ -61,6 +70,8 @@ class Api:
             await self.http.close()
         for r in self.runners:
             await r.cleanup()
+        for svc in self.services.values():
+            await svc.close()
         await self.c.stop()
 
     async def call(
@@ -185,16 +196,21 @@ async def test_status_members_snapshot_and_transfer_through_a_follower(api: Api)
     st, m, _ = await api.call(f, "GET", "/v1/members")
     assert st == 200 and {x["id"] for x in m["members"]} == set(api.c.ids)
     assert all(x["voter"] and x["peer_addr"] for x in m["members"])
-    # Every node announces its client address through the log.
+    # Every node records its client address in the address book.
     for _ in range(100):
         _, m, _ = await api.call(f, "GET", "/v1/members")
         if all(x["client_addr"] for x in m["members"]):
             break
         await asyncio.sleep(0.05)
     assert {x["id"]: "http://" + x["client_addr"] for x in m["members"]} == api.urls
+    # ...in the one address book: none is proposed as a SetAddr entry any more.
+    assert all(sm.addrs == {} for sm in api.c.sms.values())
+    _, s, _ = await api.call(f, "GET", "/v1/status")
+    assert "http://" + s["leader_client_addr"] == api.urls[s["leader"]]
     st, snap, _ = await api.call(f, "POST", "/v1/snapshot")
     assert st == 200 and snap["index"] >= 1
-    st, t, _ = await api.call(f, "POST", "/v1/leader/transfer", {"to": f})  # proxied
+    # Asked of a follower: it asks the leader over the peer RPC.
+    st, t, _ = await api.call(f, "POST", "/v1/leader/transfer", {"to": f})
     assert st == 200 and t["leader"] == f
     assert (await api.c.leader()).id == f
 
