@@ -182,7 +182,7 @@ async def test_tcp_a_lost_connection_fails_pending_calls(make_cluster: MakeClust
     with pytest.raises(CallError, match="transport is closed"):
         await t3.call("n1", b"z", 1)
     # n1 cancels the handlers of the calls whose connections are gone.
-    await wait_until(lambda: not t1._serving, what="n1's handlers cancelled")
+    await wait_until(lambda: not t1._served.serving, what="n1's handlers cancelled")
 
 
 async def test_tcp_call_address_from_a_stranger(

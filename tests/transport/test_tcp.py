@@ -121,14 +121,14 @@ def test_backoff_grows_with_jitter_from_the_given_rng() -> None:
     t = TcpTransport(
         "n1", "c", "127.0.0.1:0", rng=random.Random(3), min_backoff=0.1, max_backoff=1.0
     )
-    delays = [t._backoff(a) for a in range(1, 8)]
+    delays = [t._link_settings.backoff(a) for a in range(1, 8)]
     for attempt, d in enumerate(delays, start=1):
         ceiling = min(1.0, 0.1 * 2 ** (attempt - 1))
         assert ceiling / 2 <= d <= ceiling
     again = TcpTransport(
         "n1", "c", "127.0.0.1:0", rng=random.Random(3), min_backoff=0.1, max_backoff=1.0
     )
-    assert [again._backoff(a) for a in range(1, 8)] == delays
+    assert [again._link_settings.backoff(a) for a in range(1, 8)] == delays
 
 
 # -- refusals ---------------------------------------------------------------------------
