@@ -4,7 +4,7 @@ At most ``max_inbound`` connections are open at once; when one more
 arrives, the oldest that is still in its handshake gives way (or the
 newcomer, if every slot holds a proven connection).  With TLS, the socket
 is accepted as plain TCP, counted against that cap, and only then upgraded
-(``loop.start_tls``) within ``handshake_timeout``: a stranger who opens
+(:mod:`.tls_listener`) within ``handshake_timeout``: a stranger who opens
 connections and never starts TLS holds no more than ``max_inbound`` of them.
 
 Then comes the handshake (HELLO or CALLER -> CHALLENGE -> PROOF -> WELCOME
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
 from collections.abc import Callable, Collection
 from typing import Any
@@ -38,6 +39,7 @@ from ._frames import FrameError, Kind, read_frame
 from .base import format_address
 from .calls import CallServer
 from .snapshots import SnapshotReceiver
+from .tls_listener import TlsListener, upgrade
 
 # Over-capacity connections are logged at most this often (seconds): a
 # flood must not flood the log too.
@@ -75,7 +77,7 @@ class Inbound:
         # members() -> the peer table's ids, asked at each handshake decision.
         self._members = members
         self._calls = calls
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | TlsListener | None = None
         self.conns: set[InboundConn] = set()
         # Connections still in their handshake, oldest first (a dict keeps
         # insertion order): the oldest is the first to give way at the cap.
@@ -89,22 +91,15 @@ class Inbound:
         self._refusals_unlogged = 0
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
-        """Start accepting; returns the bound (host, port).  The server is
-        plain TCP even with TLS: :meth:`_accept` starts TLS itself, after
-        counting the connection against ``max_inbound``."""
-        if self._settings.ssl_server is None:
-            self._server = await asyncio.start_server(
-                self._accept, host, port, limit=greeting.READ_LIMIT
-            )
-        else:
-            loop = asyncio.get_running_loop()
-
-            def held() -> _HeldProtocol:
-                reader = asyncio.StreamReader(limit=greeting.READ_LIMIT, loop=loop)
-                return _HeldProtocol(reader, self._accept, loop=loop)
-
-            self._server = await loop.create_server(held, host, port)
-        sockname = self._server.sockets[0].getsockname()
+        """Start accepting; returns the bound (host, port).  Without TLS,
+        asyncio's stream server; with it, a :class:`~.tls_listener.TlsListener`
+        whose raw sockets :meth:`_accept_tls` counts before starting TLS."""
+        if self._settings.ssl_server is not None:
+            self._server = TlsListener(self._accept_tls, self._ctx.log)
+            return await self._server.listen(host, port)
+        server = await asyncio.start_server(self._accept, host, port, limit=greeting.READ_LIMIT)
+        self._server = server
+        sockname = server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     def stop_listening(self) -> None:
@@ -139,22 +134,47 @@ class Inbound:
     # -- accepting -------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One accepted connection: admit, TLS, handshake, then serve frames until it ends."""
+        """One accepted plain connection (asyncio's stream server calls this)."""
+        peername = writer.get_extra_info("peername")
+        where = format_address(*peername[:2]) if peername else "?"
+        await self._run(where, (reader, writer), None)
+
+    async def _accept_tls(self, sock: socket.socket) -> None:
+        """One accepted socket of the TLS listener: TLS starts after admission."""
+        try:
+            where = format_address(*sock.getpeername()[:2])
+        except OSError:
+            where = "?"
+        await self._run(where, None, sock)
+
+    async def _run(
+        self, where: str, streams: greeting.Streams | None, sock: socket.socket | None
+    ) -> None:
+        """Admit, start TLS on ``sock`` (if given instead of ``streams``),
+        handshake, then serve frames until the connection ends."""
         ctx = self._ctx
         task = asyncio.current_task()
         assert task is not None
-        if ctx.closed:
-            await close_writer(writer)
-            return
-        peername = writer.get_extra_info("peername")
-        where = format_address(*peername[:2]) if peername else "?"
-        if not self._admit(where):
-            await close_writer(writer)
+        writer = streams[1] if streams is not None else None
+        if ctx.closed or not self._admit(where):
+            if writer is not None:
+                await close_writer(writer)
+            if sock is not None:
+                sock.close()
             return
         self.accepting[task] = None
+        # One deadline for the TLS handshake and ours together.
+        deadline = asyncio.get_running_loop().time() + self._settings.handshake_timeout
         conn: InboundConn | None = None
         try:
-            peer_caller = await self._greet(reader, writer, where)
+            if streams is None:
+                assert sock is not None
+                streams = await self._start_tls(sock, where, deadline)
+                if streams is None:
+                    return
+                writer = streams[1]
+            reader, writer = streams
+            peer_caller = await self._greet(reader, writer, where, deadline)
             if peer_caller is None or ctx.closed:
                 return
             peer, caller = peer_caller
@@ -202,8 +222,11 @@ class Inbound:
                 self.conns.discard(conn)
                 for t in conn.calls:  # nobody is left to read their replies
                     t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await close_writer(writer)
+            if writer is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await close_writer(writer)
+            elif sock is not None:
+                sock.close()
 
     def _admit(self, where: str) -> bool:
         """Make room for one more connection under ``max_inbound``, or refuse it."""
@@ -225,17 +248,37 @@ class Inbound:
         )
         return True
 
-    async def _greet(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
-    ) -> tuple[NodeId, bool] | None:
-        """TLS (if configured) and the handshake, within ``handshake_timeout``.
-        Returns the dialer's id and whether it is a caller, or None after
-        refusing it (counted and logged)."""
-        s = self._settings
+    async def _start_tls(
+        self, sock: socket.socket, where: str, deadline: float
+    ) -> greeting.Streams | None:
+        """The TLS handshake on an admitted socket, by ``deadline``; None
+        after a failure (counted and logged as a refusal)."""
+        assert self._settings.ssl_server is not None
         try:
-            async with asyncio.timeout(s.handshake_timeout):
-                if s.ssl_server is not None:
-                    await writer.start_tls(s.ssl_server, ssl_handshake_timeout=s.handshake_timeout)
+            async with asyncio.timeout_at(deadline):
+                return await upgrade(
+                    sock, self._settings.ssl_server, self._settings.handshake_timeout
+                )
+        except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+            self.refused += 1
+            self._log_refusal(
+                "refused connection from %s: TLS handshake %s",
+                where,
+                "timed out" if isinstance(e, TimeoutError) else f"failed: {e}",
+            )
+            return None
+
+    async def _greet(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        where: str,
+        deadline: float,
+    ) -> tuple[NodeId, bool] | None:
+        """The handshake, by ``deadline``.  Returns the dialer's id and
+        whether it is a caller, or None after refusing it (counted and logged)."""
+        try:
+            async with asyncio.timeout_at(deadline):
                 got = await greeting.answer(reader, writer, self.local)
         except (FrameError, DecodeError, TimeoutError, asyncio.IncompleteReadError) as e:
             # Whatever went wrong, this dialer proved nothing: refused.
@@ -245,10 +288,6 @@ class Inbound:
                 where,
                 "handshake timed out" if isinstance(e, TimeoutError) else _why_frame(e),
             )
-            return None
-        except ssl.SSLError as e:
-            self.refused += 1
-            self._log_refusal("refused connection from %s: TLS handshake failed: %s", where, e)
             return None
         if got.refusal is not None:
             self.refused += 1
@@ -365,21 +404,6 @@ class Inbound:
             fmt += " (and %d more refused since the last such warning; see stats()['refused'])"
             args = (*args, held)
         self._ctx.log.warning(fmt, *args)
-
-
-class _HeldProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until TLS is started on it.
-
-    Bytes that arrived before ``start_tls`` would land in the plain
-    StreamReader, and the TLS layer would never see the ClientHello: the
-    handshake would stall (a race that uvloop, reading eagerly, loses
-    often).  ``loop.start_tls`` resumes reading once TLS owns the socket.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        transport.pause_reading()
-        super().connection_made(transport)
 
 
 def _why_frame(e: BaseException) -> str:
