@@ -20,7 +20,7 @@ from liferaft.core.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from liferaft.transport import TcpTransport, Transport, format_address, parse_address
+from liferaft.transport import TcpTransport, format_address, parse_address
 from liferaft.transport._frames import MAGIC, PROTOCOL_VERSION, Hello, Kind, control, frame
 
 from ..codec.strategies import one_of_each
@@ -46,11 +46,6 @@ async def connected(t: TcpTransport, *peers: str) -> None:
 
 
 # -- the contract ---------------------------------------------------------------------
-
-
-async def test_is_a_transport(make_cluster: MakeCluster) -> None:
-    nodes = await make_cluster(["n1"])
-    assert isinstance(nodes["n1"][0], Transport)
 
 
 async def test_every_message_type_roundtrips_between_three_nodes(
