@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trustme
@@ -25,26 +24,11 @@ from liferaft.transport._frames import (
 )
 
 from .conftest import MakeCluster
-from .helpers import Recorder, opening, wait_until, welcomed
+from .helpers import Recorder, hanging, opening, wait_until, welcomed
 from .test_tcp import connected, open_raw
 from .test_tls import client_ctx, node_tls, server_ctx
 
 LOGGER = "liferaft.transport"
-
-
-def hanging(
-    started: list[bytes] | None = None, release: asyncio.Event | None = None
-) -> Callable[[NodeId, bytes, bool], Awaitable[bytes]]:
-    """An on_call handler that waits for ``release`` (forever if None)."""
-    gate = release or asyncio.Event()
-
-    async def handle(frm: NodeId, payload: bytes, known: bool) -> bytes:
-        if started is not None:
-            started.append(payload)
-        await gate.wait()
-        return b"late:" + payload
-
-    return handle
 
 
 async def boom(frm: NodeId, payload: bytes, known: bool) -> bytes:

@@ -34,7 +34,7 @@ from liferaft.transport import (
 
 from ..codec.strategies import one_of_each
 from .conftest import FAST
-from .helpers import HashSink, Recorder, pseudo_random_chunks, sha_of, wait_until
+from .helpers import HashSink, Recorder, hanging, pseudo_random_chunks, sha_of, wait_until
 
 KiB = 1024
 
@@ -226,12 +226,7 @@ async def test_a_call_times_out_and_its_late_reply_is_ignored(net: Net) -> None:
     t1, _ = net.nodes["n1"]
     t2, r2 = net.nodes["n2"]
     release = asyncio.Event()
-
-    async def held(frm: NodeId, payload: bytes, known: bool) -> bytes:
-        await release.wait()
-        return b"late"
-
-    r2.on_call = held
+    r2.on_call = hanging(release=release)
     with pytest.raises(TimeoutError):
         await t1.call("n2", b"slow", 0.05)
     release.set()
@@ -246,13 +241,7 @@ async def test_closing_fails_pending_calls_on_both_sides(net: Net) -> None:
     t1, r1 = net.nodes["n1"]
     t2, r2 = net.nodes["n2"]
     t3, _ = net.nodes["n3"]
-    forever = asyncio.Event()
-
-    async def hang(frm: NodeId, payload: bytes, known: bool) -> bytes:
-        await forever.wait()
-        return b""
-
-    r2.on_call = r1.on_call = hang
+    r2.on_call = r1.on_call = hanging()
     served = asyncio.create_task(t1.call("n2", b"a", 5))  # n2 serves it, then closes
     waiting = asyncio.create_task(t3.call("n1", b"b", 5))  # n3 waits, then closes
     await wait_until(lambda: len(r2.calls) == 1 and len(r1.calls) == 1)
