@@ -1,10 +1,9 @@
 """The peer-port handshake's decisions, as pure functions (no I/O, no clock).
 
-:mod:`.tcp` reads and writes the handshake frames; every decision about
-them is made here, so each rule is table-tested on its own
-(tests/transport/test_handshake.py).  This is the first piece of the
-transport split: framing, connection management and admission control are
-to live in separate modules.
+:mod:`.greeting` reads and writes the handshake frames; every decision
+about them is made here, so each rule is table-tested on its own
+(tests/transport/test_handshake.py).  The listener's whole decision is one
+function, :func:`check_hello`; the dialer's is :func:`check_welcome`.
 
 The exchange (docs/transport.md, "Handshake")::
 
@@ -95,7 +94,9 @@ class Claim:
     cert: frozenset[str] | None = None
     dialer_nonce: bytes = b""
     listener_nonce: bytes = b""
-    proof: bytes = b""
+    # The dialer's proof from its PROOF frame (b"": none); None before the
+    # dialer answered the CHALLENGE (see check_hello).
+    proof: bytes | None = None
 
 
 def transcript(
@@ -170,9 +171,16 @@ def _cert_refusal(cert: frozenset[str] | None, node_id: str, who: str) -> str | 
     return None
 
 
-def check_hello(claim: Claim, local: Local) -> str | None:
-    """The checks that need no proof yet: why a HELLO or CALLER is refused
-    at once, or None to go on to the CHALLENGE.
+def check_hello(hello: Claim, local: Local) -> str | None:
+    """Why the dialer is refused, or None to go on: the listener's whole
+    authentication decision (docs/architecture.md, "Trust model").
+
+    It is asked twice per handshake.  On the HELLO (or CALLER), before the
+    dialer has answered the CHALLENGE (``hello.proof is None``), it makes
+    every check that needs no proof: None means "send the CHALLENGE".  With
+    the dialer's PROOF in ``hello`` (``proof`` is bytes, ``b""`` for "no
+    proof"), it makes them all again (the peer table may have changed) and
+    then checks the nonces and the proof: None means "WELCOME".
 
     Magic and version come first, so a dialer of another version is told so
     (naming both versions) and never misread.  A peer connection must come
@@ -180,46 +188,49 @@ def check_hello(claim: Claim, local: Local) -> str | None:
     join) may come from any id but this node's own, and may leave ``to``
     empty.
     """
-    if claim.magic != MAGIC:
+    if hello.magic != MAGIC:
         return "not a liferaft handshake"
-    if claim.version != PROTOCOL_VERSION:
+    if hello.version != PROTOCOL_VERSION:
         return (
-            f"protocol version {claim.version} unsupported "
+            f"protocol version {hello.version} unsupported "
             f"(this node speaks version {PROTOCOL_VERSION})"
         )
-    if claim.cluster_id != local.cluster_id:
-        return f"wrong cluster id {claim.cluster_id!r} (this node is in {local.cluster_id!r})"
-    if claim.frm == local.node_id:
+    if hello.cluster_id != local.cluster_id:
+        return f"wrong cluster id {hello.cluster_id!r} (this node is in {local.cluster_id!r})"
+    if hello.frm == local.node_id:
         # Never a real dialer (a node neither peers with nor calls itself),
         # but an attacker's reflection: the proof this node makes when it
         # calls out with ``to=""`` is valid for its own listener's CHALLENGE.
         return f"the dialer claims to be this node, {local.node_id!r}"
-    if claim.to != local.node_id and not (claim.caller and claim.to == ""):
-        return f"dialed node {claim.to!r}, but this is {local.node_id!r}"
-    if not claim.caller and claim.frm not in local.members:
-        return f"unknown peer {claim.frm!r}"
+    if hello.to != local.node_id and not (hello.caller and hello.to == ""):
+        return f"dialed node {hello.to!r}, but this is {local.node_id!r}"
+    if not hello.caller and hello.frm not in local.members:
+        return f"unknown peer {hello.frm!r}"
     if local.cert_ids:
-        return _cert_refusal(claim.cert, claim.frm, "the dialer")
+        reason = _cert_refusal(hello.cert, hello.frm, "the dialer")
+        if reason is not None:
+            return reason
+    if hello.proof is None:
+        return None  # the CHALLENGE comes next; the proof is checked on its answer
+    if len(hello.dialer_nonce) != NONCE_SIZE or len(hello.listener_nonce) != NONCE_SIZE:
+        return f"nonces must be {NONCE_SIZE} bytes"
+    if local.secret is None:
+        if hello.proof:
+            return "the dialer proves a cluster secret, but this node has none"
+        return None
+    if not hello.proof:
+        return "no proof of the cluster secret (the dialer has no peer secret)"
+    if not _verify(local.secret, DIALER, hello, local.node_id, hello.proof):
+        return "wrong proof of the cluster secret"
     return None
 
 
 def check(claim: Claim, local: Local) -> str | None:
-    """Why the dialer is refused, or None to welcome it: every check of
-    :func:`check_hello`, then the proof of the cluster secret."""
-    reason = check_hello(claim, local)
-    if reason is not None:
-        return reason
-    if len(claim.dialer_nonce) != NONCE_SIZE or len(claim.listener_nonce) != NONCE_SIZE:
-        return f"nonces must be {NONCE_SIZE} bytes"
-    if local.secret is None:
-        if claim.proof:
-            return "the dialer proves a cluster secret, but this node has none"
-        return None
-    if not claim.proof:
-        return "no proof of the cluster secret (the dialer has no peer secret)"
-    if not _verify(local.secret, DIALER, claim, local.node_id, claim.proof):
-        return "wrong proof of the cluster secret"
-    return None
+    """Deprecated alias (one release) of :func:`check_hello` with the proof
+    stage: a claim without a proof is checked as one that proves nothing."""
+    if claim.proof is None:
+        claim = dataclasses.replace(claim, proof=b"")
+    return check_hello(claim, local)
 
 
 def check_welcome(

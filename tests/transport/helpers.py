@@ -187,3 +187,18 @@ async def welcomed(reader: asyncio.StreamReader) -> None:
     for want in (Kind.CHALLENGE, Kind.WELCOME):
         got, body = await read_frame(reader, 4096)
         assert got is want, (got, bytes(body))
+
+
+def hanging(
+    started: list[bytes] | None = None, release: asyncio.Event | None = None
+) -> Callable[[NodeId, bytes, bool], Awaitable[bytes]]:
+    """An on_call handler that waits for ``release`` (forever if None)."""
+    gate = release or asyncio.Event()
+
+    async def handle(frm: NodeId, payload: bytes, known: bool) -> bytes:
+        if started is not None:
+            started.append(payload)
+        await gate.wait()
+        return b"late:" + payload
+
+    return handle

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trustme
@@ -25,26 +24,11 @@ from liferaft.transport._frames import (
 )
 
 from .conftest import MakeCluster
-from .helpers import Recorder, opening, wait_until, welcomed
+from .helpers import Recorder, hanging, opening, wait_until, welcomed
 from .test_tcp import connected, open_raw
 from .test_tls import client_ctx, node_tls, server_ctx
 
 LOGGER = "liferaft.transport"
-
-
-def hanging(
-    started: list[bytes] | None = None, release: asyncio.Event | None = None
-) -> Callable[[NodeId, bytes, bool], Awaitable[bytes]]:
-    """An on_call handler that waits for ``release`` (forever if None)."""
-    gate = release or asyncio.Event()
-
-    async def handle(frm: NodeId, payload: bytes, known: bool) -> bytes:
-        if started is not None:
-            started.append(payload)
-        await gate.wait()
-        return b"late:" + payload
-
-    return handle
 
 
 async def boom(frm: NodeId, payload: bytes, known: bool) -> bytes:
@@ -182,7 +166,7 @@ async def test_tcp_a_lost_connection_fails_pending_calls(make_cluster: MakeClust
     with pytest.raises(CallError, match="transport is closed"):
         await t3.call("n1", b"z", 1)
     # n1 cancels the handlers of the calls whose connections are gone.
-    await wait_until(lambda: not t1._serving, what="n1's handlers cancelled")
+    await wait_until(lambda: not t1._served.serving, what="n1's handlers cancelled")
 
 
 async def test_tcp_call_address_from_a_stranger(

@@ -124,7 +124,12 @@ async def _feed(t: TcpTransport, data: bytes) -> None:
 async def _settle(t: TcpTransport) -> None:
     for _ in range(1000):
         s = t.stats()
-        if not s["inbound"] and not s["callers"] and not t._accepting and not t._serving:
+        if (
+            not s["inbound"]
+            and not s["callers"]
+            and not t._inbound.accepting
+            and not t._served.serving
+        ):
             return
         await asyncio.sleep(0.001)
     raise AssertionError("the transport kept connection state")

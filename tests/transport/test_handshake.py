@@ -1,4 +1,9 @@
-"""Table tests of the handshake's pure decisions (liferaft/transport/handshake.py)."""
+"""Table tests of the handshake's pure decisions (liferaft/transport/handshake.py).
+
+``REFUSALS`` lists every way the listener's one decision,
+``check_hello(hello, local)``, refuses a dialer, and the cases it accepts,
+both on the HELLO (before any proof: ``proof=None``) and on the PROOF.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +27,34 @@ def claim(**kw: object) -> Claim:
     c = Claim(hs.MAGIC, hs.PROTOCOL_VERSION, "c1", "n2", "n1", dialer_nonce=ND, listener_nonce=NL)
     proof = kw.pop("proof", "good")
     c = dataclasses.replace(c, **kw)  # type: ignore[arg-type]
+    if proof is None:  # on the HELLO: no nonces or proof yet
+        return dataclasses.replace(c, dialer_nonce=b"", listener_nonce=b"")
     if proof == "good":
         proof = hs.prove(SECRET, hs.DIALER, c, "n1")
     return dataclasses.replace(c, proof=proof)  # type: ignore[arg-type]
 
 
+MTLS = dataclasses.replace(LOCAL, cert_ids=True)
+
 REFUSALS = [
     # (what, claim, local, words in the reason or None to accept)
+    # On the HELLO, before the CHALLENGE: everything but the proof.
+    ("HELLO: a member", claim(proof=None), LOCAL, None),
+    ("HELLO: a caller to anyone", claim(frm="n9", to="", caller=True, proof=None), LOCAL, None),
+    ("HELLO: wrong magic", claim(magic="http", proof=None), LOCAL, "not a liferaft handshake"),
+    ("HELLO: an old version", claim(version=1, proof=None), LOCAL, "protocol version 1"),
+    ("HELLO: another cluster", claim(cluster_id="c2", proof=None), LOCAL, "wrong cluster id"),
+    ("HELLO: meant for another node", claim(to="n3", proof=None), LOCAL, "dialed node 'n3'"),
+    ("HELLO: an unknown peer", claim(frm="n9", proof=None), LOCAL, "unknown peer 'n9'"),
+    (
+        "HELLO: this node itself",
+        claim(frm="n1", to="", caller=True, proof=None),
+        LOCAL,
+        "this node",
+    ),
+    ("HELLO: mTLS, no certificate", claim(proof=None), MTLS, "showed no certificate"),
+    ("HELLO: mTLS, the right one", claim(cert=frozenset({"n2"}), proof=None), MTLS, None),
+    # On the PROOF: everything again, then the nonces and the proof.
     ("a member with the proof", claim(), LOCAL, None),
     ("a caller with the proof, to anyone", claim(frm="n9", to="", caller=True), LOCAL, None),
     ("a caller naming this node", claim(frm="n9", caller=True), LOCAL, None),
@@ -111,18 +137,31 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("what", "c", "local", "words"), REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_check(what: str, c: Claim, local: Local, words: str | None) -> None:
-    reason = hs.check(c, local)
+def test_check_hello(what: str, c: Claim, local: Local, words: str | None) -> None:
+    reason = hs.check_hello(c, local)
     if words is None:
         assert reason is None, reason
     else:
         assert reason is not None and words in reason, reason
 
 
-def test_check_hello_needs_no_proof_but_check_does() -> None:
-    c = claim(proof=b"", dialer_nonce=b"", listener_nonce=b"")
-    assert hs.check_hello(c, LOCAL) is None
-    assert hs.check(c, LOCAL) is not None
+def test_check_hello_checks_the_proof_once_the_dialer_answered() -> None:
+    """On the HELLO (``proof is None``) the proof is not due yet; an answer
+    with no proof (``b""``) is refused, never taken for "not due"."""
+    hello = claim(proof=None)
+    assert hs.check_hello(hello, LOCAL) is None
+    answered = dataclasses.replace(hello, dialer_nonce=ND, listener_nonce=NL, proof=b"")
+    reason = hs.check_hello(answered, LOCAL)
+    assert reason is not None and "no proof" in reason
+
+
+def test_check_is_a_deprecated_alias_that_wants_the_proof() -> None:
+    """The old name (kept one release) made every check, the proof included."""
+    assert hs.check(claim(), LOCAL) is None
+    reason = hs.check(
+        dataclasses.replace(claim(proof=None), dialer_nonce=ND, listener_nonce=NL), LOCAL
+    )
+    assert reason is not None and "no proof" in reason
 
 
 def test_the_proof_is_hmac_sha256_of_the_documented_transcript() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from liferaft.core.messages import ConfState, Heartbeat, InstallSnapshot, Snapshot, SnapshotMeta
-from liferaft.transport import MemoryNetwork, MemoryTransport, Transport
+from liferaft.transport import MemoryNetwork, MemoryTransport
 
 from ..codec.strategies import one_of_each
 from .helpers import HashSink, Recorder, pseudo_random_chunks, sha_of
@@ -33,11 +33,6 @@ def hb(frm: str, to: str, commit: int = 0) -> Heartbeat:
 
 def delivered(nodes: Nodes, nid: str) -> list[tuple[str, int]]:
     return [(m.frm, getattr(m, "commit", -1)) for m in nodes[nid][1].delivered]
-
-
-async def test_is_a_transport() -> None:
-    nodes = await make(MemoryNetwork())
-    assert isinstance(nodes["n1"][0], Transport)
 
 
 async def test_delivery_is_asynchronous_ordered_and_exact() -> None:

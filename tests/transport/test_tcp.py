@@ -20,7 +20,7 @@ from liferaft.core.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from liferaft.transport import TcpTransport, Transport, format_address, parse_address
+from liferaft.transport import TcpTransport, format_address, parse_address
 from liferaft.transport._frames import MAGIC, PROTOCOL_VERSION, Hello, Kind, control, frame
 
 from ..codec.strategies import one_of_each
@@ -46,11 +46,6 @@ async def connected(t: TcpTransport, *peers: str) -> None:
 
 
 # -- the contract ---------------------------------------------------------------------
-
-
-async def test_is_a_transport(make_cluster: MakeCluster) -> None:
-    nodes = await make_cluster(["n1"])
-    assert isinstance(nodes["n1"][0], Transport)
 
 
 async def test_every_message_type_roundtrips_between_three_nodes(
@@ -121,14 +116,14 @@ def test_backoff_grows_with_jitter_from_the_given_rng() -> None:
     t = TcpTransport(
         "n1", "c", "127.0.0.1:0", rng=random.Random(3), min_backoff=0.1, max_backoff=1.0
     )
-    delays = [t._backoff(a) for a in range(1, 8)]
+    delays = [t._link_settings.backoff(a) for a in range(1, 8)]
     for attempt, d in enumerate(delays, start=1):
         ceiling = min(1.0, 0.1 * 2 ** (attempt - 1))
         assert ceiling / 2 <= d <= ceiling
     again = TcpTransport(
         "n1", "c", "127.0.0.1:0", rng=random.Random(3), min_backoff=0.1, max_backoff=1.0
     )
-    assert [again._backoff(a) for a in range(1, 8)] == delays
+    assert [again._link_settings.backoff(a) for a in range(1, 8)] == delays
 
 
 # -- refusals ---------------------------------------------------------------------------

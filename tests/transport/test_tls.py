@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 
 import pytest
 import trustme
 
 from liferaft.core.messages import Heartbeat
-from liferaft.transport import CallError
+from liferaft.transport import CallError, TcpTransport
 
 from .conftest import MakeCluster
-from .helpers import wait_until
+from .helpers import Recorder, wait_until
 
 LOGGER = "liferaft.transport"
 
@@ -158,22 +159,23 @@ async def test_mutual_tls_dialer_checks_the_listeners_certificate(
     assert any("handshake with peer n2" in m and "certificate names" in m for m in msgs), msgs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncio's server does the TLS handshake before _accept runs, outside max_inbound "
-    "(bounded only by handshake_timeout); starting TLS in _accept (StreamWriter.start_tls) "
-    "stalls under uvloop, which serve runs on: needs a protocol-level fix",
-)
 async def test_connections_in_the_tls_handshake_count_against_the_inbound_cap(
     make_cluster: MakeCluster, ca: trustme.CA
 ) -> None:
     """A stranger who opens TCP connections and never starts TLS holds a
-    file descriptor each until the TLS handshake times out.  They must be
-    capped by max_inbound like any unproven connection, not unbounded."""
+    file descriptor each until the TLS handshake times out.  They are capped
+    by max_inbound like any unproven connection (the inbound part accepts
+    plain TCP, counts it, and only then starts TLS), not unbounded."""
     nodes = await make_cluster(["n1"], max_inbound=3, handshake_timeout=30.0, **node_tls(ca, "n1"))
     t1, _ = nodes["n1"]
-    host, port = t1.address.rsplit(":", 1)
-    opened = [await asyncio.open_connection(host, int(port)) for _ in range(8)]
+    assert await silent_connections_kept(t1.address, 8) <= 3
+    assert t1.stats()["over_capacity"] >= 5
+
+
+async def silent_connections_kept(address: str, n: int) -> int:
+    """Open ``n`` TCP connections that never say anything; how many the node keeps."""
+    host, port = address.rsplit(":", 1)
+    opened = [await asyncio.open_connection(host, int(port)) for _ in range(n)]
     try:
         await asyncio.sleep(0.2)  # time for the node to close what it will not keep
         still_open = 0
@@ -182,7 +184,40 @@ async def test_connections_in_the_tls_handshake_count_against_the_inbound_cap(
                 await asyncio.wait_for(r.read(1), 0.05)
             except TimeoutError:
                 still_open += 1
-        assert still_open <= 3
+        return still_open
     finally:
         for _, w in opened:
             w.close()
+
+
+def test_mutual_tls_under_uvloop(ca: trustme.CA) -> None:
+    """On uvloop (what ``liferaft serve`` runs on), TLS started by the
+    inbound part after accepting: peers talk both ways, a caller is
+    answered, and silent connections are capped.  (Starting TLS on a stream
+    that had already read the ClientHello used to stall here.)"""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        made = {
+            nid: TcpTransport(
+                nid, "c1", "127.0.0.1:0", max_inbound=4, rng=random.Random(i), **node_tls(ca, nid)
+            )
+            for i, nid in enumerate(["n1", "n2", "n3"])
+        }
+        recs = {nid: Recorder(nid) for nid in made}
+        try:
+            for nid, t in made.items():
+                await t.start(recs[nid])
+            peers = {nid: made[nid].address for nid in ("n1", "n2")}
+            made["n1"].set_peers(peers)
+            made["n2"].set_peers(peers)
+            await exchange({nid: (made[nid], recs[nid]) for nid in made}, "n1", "n2")
+            await exchange({nid: (made[nid], recs[nid]) for nid in made}, "n2", "n1")
+            # n3 is no member: it calls n1 over a caller connection, in TLS.
+            assert await made["n3"].call_address(made["n1"].address, b"join", 5) == b"re:join"
+            assert await silent_connections_kept(made["n1"].address, 8) <= 4
+        finally:
+            for t in made.values():
+                await t.close()
+
+    uvloop.run(main())

@@ -1,0 +1,148 @@
+"""What the parts of one :class:`~liferaft.transport.tcp.TcpTransport` share.
+
+The TCP transport is built from parts that each own one protocol
+(docs/architecture.md, "Who owns what"): :mod:`.link` (outbound links),
+:mod:`.inbound` (accepting and serving connections), :mod:`.snapshots`
+(snapshot streams), :mod:`.calls` (calls both ways) and :mod:`.greeting`
+(the handshake's frames).  They meet only here: a :class:`Context` holds
+the node's identity and frame limit, the handler and loop once started, the
+worker pool for snapshot I/O, and the three ways any part talks back to the
+handler.  :class:`InboundConn` is the record of one accepted connection,
+shared by the parts that serve it.  Nothing here imports a part, so the
+parts import no circle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from liferaft.core.messages import Message, NodeId
+
+from ._frames import FrameError
+from .base import TransportHandler
+
+# Errors that mean "this connection is unusable", as opposed to bugs.
+NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
+# A reason in a REFUSE, SNAP_ABORT or SNAP_RESULT frame is cut to this.
+MAX_REASON = 1000
+
+
+class Context:
+    """Identity, limits and handler plumbing of one TCP transport.
+
+    ``handler``, ``loop`` and ``pool`` are None until
+    :meth:`~liferaft.transport.tcp.TcpTransport.start`; ``closed`` turns
+    True once, in ``close``, after which no handler method is called.
+    """
+
+    def __init__(
+        self, node_id: NodeId, cluster_id: str, max_frame: int, log: logging.Logger
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.max_frame = max_frame
+        self.log = log
+        self.handler: TransportHandler | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.closed = False
+        # Messages handed to the handler (node-wide, for stats()).
+        self.received = 0
+        self._unreachable_pending: set[NodeId] = set()
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed: handler callbacks may be made."""
+        return self.handler is not None and not self.closed
+
+    def call_handler(self, fn: Callable[..., object], *args: Any) -> None:
+        """A broken handler must not take the transport down with it."""
+        try:
+            fn(*args)
+        except Exception:
+            self.log.exception("transport handler %s raised", getattr(fn, "__name__", fn))
+
+    def deliver(self, msg: Message) -> None:
+        """Hand a validated incoming message to the handler, and count it."""
+        assert self.handler is not None
+        self.received += 1
+        self.call_handler(self.handler.deliver, msg)
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        """Tell the handler, once per loop iteration at most, never inside
+        ``send`` (docs/transport.md, "Transport contract")."""
+        if peer in self._unreachable_pending or self.loop is None:
+            return
+        self._unreachable_pending.add(peer)
+        self.loop.call_soon(self._fire_unreachable, peer)
+
+    def _fire_unreachable(self, peer: NodeId) -> None:
+        self._unreachable_pending.discard(peer)
+        if self.running:
+            assert self.handler is not None
+            self.call_handler(self.handler.unreachable, peer)
+
+    def snapshot_status_soon(self, peer: NodeId, ok: bool) -> None:
+        """Report a snapshot's outcome on the next loop iteration (never from
+        inside ``send``); nothing once closed."""
+        if self.running and self.loop is not None:
+            assert self.handler is not None
+            self.loop.call_soon(self.call_handler, self.handler.snapshot_status, peer, ok)
+
+
+@dataclasses.dataclass(eq=False)
+class InboundConn:
+    """One accepted connection after its handshake: who is on it, where its
+    replies go, and the calls it is being served."""
+
+    peer: NodeId
+    where: str
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[Any]
+    # A CALLER connection: calls only, from a node id that need not be a peer.
+    caller: bool = False
+    # handle_call tasks serving calls that came in on this connection.
+    calls: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    # A caller connection's idle timer: re-armed when one of its calls ends.
+    on_idle: Callable[[object], None] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"caller {self.peer}" if self.caller else self.peer
+
+    def check_addressing(self, msg: Message, node_id: NodeId) -> None:
+        """A message must come from the handshaken peer, to this node."""
+        if msg.frm != self.peer or msg.to != node_id:
+            raise FrameError(
+                f"message {msg.frm!r} -> {msg.to!r} on the connection {self.peer!r} -> {node_id!r}"
+            )
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close and wait (briefly) until the socket is really closed.
+
+    Closing only schedules the socket's release on the loop; waiting for it
+    keeps a transport that is closed and then dropped with its loop from
+    leaking sockets.  Safe to call while the calling task is being cancelled
+    (a cancellation *during* the wait propagates).
+    """
+    writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+
+
+def why(e: BaseException) -> str:
+    """A short reason for a log line."""
+    if isinstance(e, asyncio.IncompleteReadError):
+        return "connection closed" if not e.partial else "connection closed inside a frame"
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,0 +1,201 @@
+"""The handshake's frames, both sides: dialing and greeting a listener, and
+answering a dialer.
+
+Every decision about a handshake is made by the pure functions of
+:mod:`.handshake` (:func:`~.handshake.check_hello` for the listener,
+:func:`~.handshake.check_welcome` for the dialer); this module only moves
+their frames (docs/transport.md, "Handshake")::
+
+    dialer -> listener  HELLO or CALLER [magic, version, cluster_id, from, to]
+    listener -> dialer  CHALLENGE [node_id, listener_nonce]      (or REFUSE)
+    dialer -> listener  PROOF [dialer_nonce, dialer_proof]
+    listener -> dialer  WELCOME [version, cluster_id, node_id, listener_proof]   (or REFUSE)
+
+Every handshake frame is read with the 4 KiB limit of
+:data:`~._frames.MAX_HANDSHAKE_FRAME`: nothing larger is read from a dialer
+that has proven nothing (docs/architecture.md, "Trust model").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import ssl
+from collections.abc import Callable
+
+from . import handshake
+from ._context import MAX_REASON, NET_ERRORS
+from ._frames import (
+    MAGIC,
+    MAX_HANDSHAKE_FRAME,
+    PROTOCOL_VERSION,
+    Challenge,
+    FrameError,
+    Hello,
+    HelloHead,
+    Kind,
+    Proof,
+    Reason,
+    Welcome,
+    control,
+    parse,
+    read_frame,
+)
+
+# asyncio's StreamReader buffer limit for peer connections.
+READ_LIMIT = 256 * 1024
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialer:
+    """This node as a dialer: how it connects and proves who it is."""
+
+    node_id: str
+    cluster_id: str
+    ssl_client: ssl.SSLContext | None
+    secret: bytes | None
+    # Mutual TLS: the listener's certificate must name the id it claims.
+    cert_ids: bool
+    connect_timeout: float
+    handshake_timeout: float
+
+    async def connect(self, host: str, port: int) -> Streams:
+        """Open a connection (TLS if ``ssl_client``), within ``connect_timeout``."""
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+        # cancellation that races with completion, and close() would hang.
+        async with asyncio.timeout(self.connect_timeout):
+            return await asyncio.open_connection(
+                host,
+                port,
+                ssl=self.ssl_client,
+                server_hostname=host if self.ssl_client else None,
+                ssl_handshake_timeout=self.handshake_timeout if self.ssl_client else None,
+                limit=READ_LIMIT,
+            )
+
+    async def greet(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: Kind, to: str
+    ) -> Welcome:
+        """Our side of the handshake as the dialer: HELLO (or CALLER), answer
+        the CHALLENGE with our PROOF, check the WELCOME (see
+        :mod:`.handshake`).  FrameError if refused or if the listener is not
+        who it should be."""
+        writer.write(
+            control(kind, Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, to))
+        )
+        async with asyncio.timeout(self.handshake_timeout):
+            challenge = parse(Challenge, await _listener_frame(reader, Kind.CHALLENGE))
+            claim = handshake.Claim(
+                MAGIC,
+                PROTOCOL_VERSION,
+                self.cluster_id,
+                self.node_id,
+                to,
+                caller=kind is Kind.CALLER,
+                dialer_nonce=secrets.token_bytes(handshake.NONCE_SIZE),
+                listener_nonce=challenge.nonce,
+            )
+            proof = b""
+            if self.secret is not None:
+                proof = handshake.prove(self.secret, handshake.DIALER, claim, challenge.node_id)
+            writer.write(control(Kind.PROOF, Proof(claim.dialer_nonce, proof)))
+            w = parse(Welcome, await _listener_frame(reader, Kind.WELCOME))
+        reason = handshake.check_welcome(
+            claim,
+            challenge.node_id,
+            w.version,
+            w.cluster_id,
+            w.node_id,
+            w.proof,
+            self.secret,
+            handshake.cert_names(writer.get_extra_info("peercert")),
+            self.cert_ids,
+        )
+        if reason is not None:
+            raise FrameError(reason)
+        return w
+
+
+async def _listener_frame(reader: asyncio.StreamReader, want: Kind) -> memoryview:
+    """The body of the listener's next handshake frame, which must be ``want``."""
+    try:
+        kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
+    except asyncio.IncompleteReadError:
+        raise ConnectionResetError("closed by the peer during the handshake") from None
+    if kind is Kind.REFUSE:
+        raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
+    if kind is not want:
+        raise FrameError(f"expected {want.name}, got {kind.name}")
+    return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """The listener's verdict on one dialer: what it claimed, and why it was
+    refused (None: welcomed)."""
+
+    claim: handshake.Claim
+    refusal: str | None
+
+
+async def answer(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    local: Callable[[], handshake.Local],
+) -> Answer:
+    """The listener's side: read HELLO or CALLER, CHALLENGE it, read its
+    PROOF, and WELCOME or REFUSE it by :func:`.handshake.check_hello`.
+    ``local()`` is asked at each decision, since the peer table may change
+    during the exchange.  After a refusal the REFUSE frame has been sent.
+
+    A caller need not be in the peer table, and may leave ``to`` empty;
+    everything else (cluster id, proof, certificate) is checked all the same.
+    """
+    kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
+    if kind is not Kind.HELLO and kind is not Kind.CALLER:
+        raise FrameError(f"expected HELLO, got {kind.name}")
+    caller = kind is Kind.CALLER
+    head = parse(HelloHead, body)
+    if head.magic == MAGIC and head.version == PROTOCOL_VERSION:
+        hello = parse(Hello, body)
+        claim = handshake.Claim(
+            hello.magic,
+            hello.version,
+            hello.cluster_id,
+            hello.frm,
+            hello.to,
+            caller=caller,
+            cert=handshake.cert_names(writer.get_extra_info("peercert")),
+        )
+    else:  # another version's HELLO: only its magic and version are read
+        claim = handshake.Claim(head.magic, head.version, "", "?", "", caller=caller)
+    me = local()
+    reason = handshake.check_hello(claim, me)
+    if reason is None:
+        nonce = secrets.token_bytes(handshake.NONCE_SIZE)
+        writer.write(control(Kind.CHALLENGE, Challenge(me.node_id, nonce)))
+        kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
+        if kind is not Kind.PROOF:
+            raise FrameError(f"expected PROOF from {claim.frm!r}, got {kind.name}")
+        proof = parse(Proof, body)
+        claim = dataclasses.replace(
+            claim, dialer_nonce=proof.nonce, listener_nonce=nonce, proof=proof.proof
+        )
+        # The peer table may have changed meanwhile: check it all again.
+        me = local()
+        reason = handshake.check_hello(claim, me)
+    if reason is not None:
+        writer.write(control(Kind.REFUSE, Reason(reason[:MAX_REASON])))
+        with contextlib.suppress(*NET_ERRORS):
+            await writer.drain()
+        return Answer(claim, reason)
+    mine = b""
+    if me.secret is not None:
+        mine = handshake.prove(me.secret, handshake.LISTENER, claim, me.node_id)
+    writer.write(control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, me.cluster_id, me.node_id, mine)))
+    await writer.drain()
+    return Answer(claim, None)
