@@ -8,13 +8,20 @@ change, and retiring the nodes a settled configuration no longer includes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from liferaft.core import ConfChange, Transition, add_learner, add_voter, remove_node
 
-from .parts import DriverPart
+from .parts import DriverPart, RunState
 
 
 class Churn(DriverPart):
-    """Membership changes of one seed."""
+    """Membership changes of one seed.  ``partition`` is the network fault
+    that ``churn_partition`` strikes with right after a change."""
+
+    def __init__(self, d: RunState, partition: Callable[[], None]) -> None:
+        super().__init__(d)
+        self._partition = partition
 
     def _churn_partition(self) -> None:
         """A membership change with the network failing right after it."""
@@ -22,7 +29,7 @@ class Churn(DriverPart):
 
         def later() -> None:
             if not self.stopped:
-                self.d.nemesis_ops._partition()
+                self._partition()
 
         self.c.call_at(self.c.now + self.rng.randint(1, 30), later)
 

@@ -10,18 +10,53 @@ the moment it happens.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Callable
+from typing import Protocol
 
-from liferaft.core import EntryType, MemoryStorage, RaftError, RawNode, Role
+from liferaft.core import (
+    EntryType,
+    MemoryStorage,
+    Message,
+    NodeId,
+    RaftError,
+    RawNode,
+    Role,
+    Snapshot,
+)
 
-from .checker import SafetyViolation
+from .checker import Checker, SafetyViolation
 from .disk import DiskCrashed
-
-if TYPE_CHECKING:
-    from .cluster import Cluster, SimNode
+from .simnode import SimNode
 
 
-def handle_ready(c: Cluster, node: SimNode, rn: RawNode) -> None:
+class ReadyHost(Protocol):
+    """What handling a Ready needs of the simulated cluster (sim.cluster.Cluster)."""
+
+    rng: random.Random
+    now: int
+    checker: Checker | None
+    # Fault knobs (probabilities).
+    bounce_after_vote: float
+    crash_mid_ready: float
+    crash_after_election: float
+    snapshot_every: int
+    # Bookkeeping of client proposals and applies.
+    proposals: dict[int, tuple[NodeId, int, bytes]]
+    commits: int
+    acked: int
+    on_apply_hook: Callable[[NodeId, int, bytes], None] | None
+
+    def send(self, m: Message) -> None: ...
+    def crash(self, nid: NodeId) -> None: ...
+    def start(self, nid: NodeId) -> None: ...
+    def rival(self, voter: NodeId, candidate: NodeId | None, term: int) -> None: ...
+    def crash_later(self, nid: NodeId, delay: int) -> None: ...
+    def live_cores(self) -> dict[NodeId, RawNode]: ...
+    def take_snapshot(self, nid: NodeId) -> Snapshot | None: ...
+
+
+def handle_ready(c: ReadyHost, node: SimNode, rn: RawNode) -> None:
     """Take ``rn``'s Ready and handle it as the runtime would, under ``c``'s faults."""
     chk = c.checker
     old_commit = node.commit_seen

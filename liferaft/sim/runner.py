@@ -33,6 +33,7 @@ from .churn import Churn
 from .cluster import Cluster, NetConfig, TimingConfig
 from .disk import NodeDisk
 from .nemesis import Nemesis
+from .parts import RunState
 from .realdisk import RealDisk
 
 # Liveness bound for the heal phase, in election timeouts.
@@ -52,51 +53,25 @@ class SeedResult:
     faults: dict[str, int] = field(default_factory=dict)
 
 
-class Driver:
+class Driver(RunState):
     """Proposes, reads and injects faults into a :class:`Cluster`."""
 
     def __init__(self, c: Cluster, rng: random.Random, nodes: int, profile: str) -> None:
-        self.c = c
-        self.rng = rng
+        super().__init__(c, rng, nodes)
         self.profile = profile
-        # Room to grow: a one-voter cluster grows to three and five.
-        self.max_nodes = max(nodes + 2, 5)
-        self.next_id = nodes + 1
-        self.retired: set[str] = set()
-        self.churned = False
-        self.faults: dict[str, int] = {}
-        self.counter = 0
         self.period = c.timing.tick_interval * 2
-        self.stopped = False
         # Share of driver actions that inject a fault: calm or stormy seeds.
         self.fault_rate = rng.choice([0.06, 0.06, 0.15, 0.3])
         self.kinds = list(PROFILES[profile])
         # The fault families, each a small class of its own (one per concern).
         self.nemesis_ops = Nemesis(self)
-        self.membership_ops = Churn(self)
+        self.membership_ops = Churn(self, partition=self.nemesis_ops._partition)
         self._ops: dict[str, Callable[[], None]] = {
             **self.nemesis_ops.ops(self.kinds),
             **self.membership_ops.ops(self.kinds),
         }
         missing = set(self.kinds) - set(self._ops)
         assert not missing, f"fault kinds without a method: {sorted(missing)}"
-
-    def count(self, what: str) -> None:
-        self.faults[what] = self.faults.get(what, 0) + 1
-
-    def same_life(self, nid: str, life: int) -> bool:
-        """Is the run still on and ``nid`` still in the life it was in?  (For
-        faults scheduled to strike a little later.)"""
-        return not self.stopped and self.c.nodes[nid].lives == life
-
-    def live_ids(self) -> list[str]:
-        """Nodes that are part of the run (up or crashed), not retired ones."""
-        return sorted(n for n in self.c.nodes if n not in self.retired)
-
-    @property
-    def crashed(self) -> list[str]:
-        # Includes nodes the cluster crashed in the middle of a Ready.
-        return [n for n in self.live_ids() if not self.c.nodes[n].alive]
 
     def schedule(self) -> None:
         self.c.call_at(self.c.now + self.rng.randint(1, self.period), self.act)
