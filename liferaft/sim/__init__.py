@@ -6,8 +6,9 @@ seed prints the command that replays it.  Scenario tests build a
 """
 
 from .checker import Checker, SafetyViolation
-from .cluster import Cluster, NetConfig, StateMachine, TimingConfig
+from .cluster import Cluster, NetConfig, TimingConfig
 from .runner import SeedResult, run_seed
+from .simnode import StateMachine
 
 __all__ = [
     "Checker",

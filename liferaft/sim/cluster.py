@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import heapq
 import random
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 from liferaft.core import (
@@ -28,7 +27,6 @@ from liferaft.core import (
     ConfChange,
     ConfChangeError,
     Config,
-    EntryType,
     Heartbeat,
     InstallSnapshot,
     MemoryStorage,
@@ -48,7 +46,9 @@ from liferaft.core import (
 )
 
 from .checker import Checker, SafetyViolation
-from .disk import DiskCrashed, NodeDisk, SimDisk
+from .disk import NodeDisk, SimDisk
+from .ready import handle_ready
+from .simnode import SimNode, StateMachine
 
 
 @dataclass
@@ -77,58 +77,6 @@ class TimingConfig:
     read_only: ReadOnlyOption = ReadOnlyOption.SAFE
     max_inflight: int = 64
     max_size_per_msg: int = 64 * 1024
-
-
-class StateMachine:
-    """The simulated application: a running CRC of every applied command.
-
-    Its snapshot is (index, crc, count), so a node restored from a snapshot
-    can be compared with one that applied every entry.
-    """
-
-    def __init__(self) -> None:
-        self.index = 0
-        self.crc = 0
-        self.count = 0
-        self.values: dict[int, bytes] = {}
-
-    def apply(self, index: int, data: bytes) -> None:
-        self.index = index
-        if data:
-            self.crc = zlib.crc32(data, self.crc)
-            self.count += 1
-            self.values[index] = data
-
-    def snapshot(self) -> bytes:
-        return f"{self.index}:{self.crc}:{self.count}".encode()
-
-    def restore(self, data: bytes) -> None:
-        if not data:
-            self.index = self.crc = self.count = 0
-        else:
-            i, c, n = data.decode().split(":")
-            self.index, self.crc, self.count = int(i), int(c), int(n)
-        self.values = {}
-
-
-@dataclass
-class SimNode:
-    id: NodeId
-    disk: NodeDisk
-    rn: RawNode | None = None
-    sm: StateMachine = field(default_factory=StateMachine)
-    alive: bool = False
-    lives: int = 0
-    # ReadIndex ctx -> the least index a linearizable answer may carry: every
-    # write acknowledged, and every read answered, before the read began.
-    pending_reads: dict[bytes, int] = field(default_factory=dict)
-    # Highest commit index this life of the node has known.
-    commit_seen: int = 0
-    # (term, vote) of the last hard state this node saved.
-    voted: tuple[int, NodeId | None] = (0, None)
-    # (term, candidate) of the last vote this node granted on the wire: it
-    # must survive any crash (§5.1, "before responding to RPCs").
-    promised: tuple[int, NodeId] | None = None
 
 
 class Cluster:
@@ -284,7 +232,7 @@ class Cluster:
     def heal(self) -> None:
         self.cut.clear()
 
-    def _send(self, m: Message) -> None:
+    def send(self, m: Message) -> None:
         self.msg_count += 1
         if isinstance(m, VoteResponse) and m.granted and not m.pre_vote:
             self.nodes[m.frm].promised = (m.term, m.to)
@@ -353,7 +301,7 @@ class Cluster:
         """A driver touched ``nid``'s core directly: handle its Ready next."""
         self._dirty.add(nid)
 
-    def _rival(self, voter: NodeId, candidate: NodeId | None, term: int) -> None:
+    def rival(self, voter: NodeId, candidate: NodeId | None, term: int) -> None:
         """Another node that has not yet reached ``term`` campaigns at once: it
         will ask ``voter`` for its vote in that term."""
         rivals = [
@@ -369,7 +317,7 @@ class Cluster:
             rn.campaign()
             self._dirty.add(nid)
 
-    def _crash_later(self, nid: NodeId, delay: int) -> None:
+    def crash_later(self, nid: NodeId, delay: int) -> None:
         life = self.nodes[nid].lives
 
         def crash() -> None:
@@ -424,145 +372,9 @@ class Cluster:
                     raise SafetyViolation(f"livelock: {nid} produced {rounds} Readies in a row")
 
     def _handle_ready(self, node: SimNode, rn: RawNode) -> None:
-        chk = self.checker
-        old_commit = node.commit_seen
-        rd = rn.ready()
-        disk = node.disk
-        # 0. Messages that need nothing durable go out first, as early as the
-        # contract allows: a leader's appends while it persists its own
-        # entries (send_first, thesis §10.2.1), and anything of a Ready that
-        # need not be synced.  A crash below then finds them sent.
-        early = rd.send_first or not rd.must_sync
-        if early:
-            for m in rd.messages:
-                self._send(m)
-        # 1. Persist, exactly as DiskStorage.save does (disk.py), perhaps
-        # losing power part-way.
-        if chk is not None and rd.snapshot is not None:
-            chk.on_install(node.id, rd.snapshot.index, old_commit)
-        prev_term = 0
-        if rd.entries:
-            first = rd.entries[0].index
-            if rd.snapshot is not None:
-                prev_term = rd.snapshot.term if first == rd.snapshot.index + 1 else 0
-            else:
-                prev_term = _term_or_zero(disk.live, first - 1)
-        hs = rd.hard_state
-        # Power loss just as a vote is granted, the moment a lost vote does
-        # the most harm; the node reboots at once and a rival candidate may
-        # ask it for the same term.
-        bounce = (
-            self.bounce_after_vote > 0
-            and hs is not None
-            and hs.vote not in (None, node.id)
-            and (hs.term, hs.vote) != node.voted
-            and self.rng.random() < self.bounce_after_vote
-        )
-        if bounce or (
-            self.crash_mid_ready
-            and (rd.must_sync or hs is not None)
-            and self.rng.random() < self.crash_mid_ready
-        ):
-            disk.arm_crash(self.rng)
-        try:
-            disk.save(hs, rd.entries, rd.snapshot, rd.sync_commit)
-        except DiskCrashed:
-            self.crash(node.id)
-            if chk is not None and rd.entries:
-                # Judged by what reached the disk: entries that never did, and
-                # were never sent, never existed for anyone else.
-                store = disk.recover()
-                kept = [
-                    e for e in rd.entries
-                    if store.first_index() <= e.index <= store.last_index()
-                    and store.term(e.index) == e.term
-                ]
-                if kept:
-                    chk.on_persist(node.id, prev_term, kept)
-            if bounce:
-                assert hs is not None
-                self.start(node.id)
-                self._rival(node.id, hs.vote, hs.term)
-            return
-        if hs is not None:
-            node.voted = (hs.term, hs.vote)
-        if chk is not None and rd.entries:
-            chk.on_persist(node.id, prev_term, rd.entries)
-        # The commit index this node now knows (durable or not): what it
-        # knows is what it acts on, so the checkers hold it to that.
-        new_commit = max(rn.raft.log.committed, rd.snapshot.index if rd.snapshot else 0)
-        if chk is not None:
-            if new_commit > old_commit:
-                chk.on_commit(node.id, rn, old_commit, new_commit)
-            if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
-                chk.on_leader(rn, self.now, node.lives)
-        if (
-            self.crash_after_election
-            and rd.soft_state is not None
-            and rd.soft_state.role is Role.LEADER
-            and self.rng.random() < self.crash_after_election
-        ):
-            self._crash_later(node.id, self.rng.randint(0, 20))
-        node.commit_seen = max(old_commit, new_commit)
-        # 2. Send.
-        if not early:
-            for m in rd.messages:
-                self._send(m)
-        # 3. Apply.
-        sm = node.sm
-        if rd.snapshot is not None:
-            sm.restore(rd.snapshot.data)
-            sm.index = rd.snapshot.index
-        for e in rd.committed_entries:
-            if e.index != sm.index + 1:
-                msg = (
-                    f"state machine safety: {node.id} applies index {e.index} after {sm.index}"
-                )
-                if chk is not None:
-                    chk.fail(msg)
-                raise SafetyViolation(msg)
-            data = e.data if e.type is EntryType.NORMAL else b""
-            sm.apply(e.index, data)
-            self.commits += 1
-            if chk is not None:
-                chk.on_apply(node.id, e)
-            if self.on_apply_hook is not None and data:
-                self.on_apply_hook(node.id, e.index, data)
-            # An entry applied by the node that proposed it, in the term it
-            # proposed it, is acknowledged to the client.
-            prop = self.proposals.get(e.index)
-            if prop is not None and prop[0] == node.id and prop[1] == e.term and prop[2] == e.data:
-                del self.proposals[e.index]
-                if chk is not None:
-                    chk.on_ack(e.index, e.term, e.data)
-                self.acked += 1
-        for rs in rd.read_states:
-            floor = node.pending_reads.pop(rs.ctx, None)
-            if floor is None:
-                msg = f"read safety: {node.id} got an answer to a read it never asked ({rs.ctx!r})"
-                if chk is not None:
-                    chk.fail(msg)
-                raise SafetyViolation(msg)
-            if chk is not None:
-                # Served now from what is applied, or once rs.index is.
-                chk.on_read(node.id, rs.index, floor, max(rs.index, sm.index))
-        # 4. Advance.
-        rn.advance()
-        if chk is not None and rn.role is Role.LEADER:
-            chk.on_leader_progress(rn, self._live_cores())
-        log = rn.raft.log
-        if not log.applied <= log.committed <= log.last_index():
-            msg = (
-                f"log invariant: {node.id} has applied={log.applied} committed={log.committed} "
-                f"last_index={log.last_index()}"
-            )
-            if chk is not None:
-                chk.fail(msg)
-            raise SafetyViolation(msg)
-        if self.snapshot_every and sm.index - disk.live.snapshot().index >= self.snapshot_every:
-            self.take_snapshot(node.id)
+        handle_ready(self, node, rn)
 
-    def _live_cores(self) -> dict[NodeId, RawNode]:
+    def live_cores(self) -> dict[NodeId, RawNode]:
         return {n: node.rn for n, node in self.nodes.items() if node.alive and node.rn}
 
     # -- client operations -------------------------------------------------------------
@@ -665,12 +477,6 @@ class Cluster:
             raise RuntimeError(f"{nid} is down")
         return rn
 
-
-def _term_or_zero(store: MemoryStorage, i: int) -> int:
-    try:
-        return store.term(i)
-    except RaftError:
-        return 0
 
 
 # The read contexts every node uses, each again as soon as its last read is

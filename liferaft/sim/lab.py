@@ -104,11 +104,11 @@ class _LabCluster(Cluster):
             ids, seed, net=net, timing=timing, snapshot_every=snapshot_every, snapshot_keep=0
         )
 
-    def _send(self, m: Message) -> None:
+    def send(self, m: Message) -> None:
         self.sent_by_type[type(m).__name__] += 1
         # The lab's network holds back replies, never requests.
         self.net.long_delay = 0.0 if isinstance(m, _REQUESTS) else self.reply_long_delay
-        super()._send(m)
+        super().send(m)
 
 
 class Task(Generic[T]):

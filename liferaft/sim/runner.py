@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liferaft.core import (
-    ConfChange,
     MemoryStorage,
     ReadOnlyOption,
-    Transition,
-    add_learner,
-    add_voter,
-    remove_node,
 )
 
 from .checker import SafetyViolation
+from .churn import Churn
 from .cluster import Cluster, NetConfig, TimingConfig
 from .disk import NodeDisk
+from .nemesis import Nemesis
+from .parts import RunState
 from .realdisk import RealDisk
 
 # Liveness bound for the heal phase, in election timeouts.
@@ -55,54 +53,25 @@ class SeedResult:
     faults: dict[str, int] = field(default_factory=dict)
 
 
-class Driver:
+class Driver(RunState):
     """Proposes, reads and injects faults into a :class:`Cluster`."""
 
     def __init__(self, c: Cluster, rng: random.Random, nodes: int, profile: str) -> None:
-        self.c = c
-        self.rng = rng
+        super().__init__(c, rng, nodes)
         self.profile = profile
-        # Room to grow: a one-voter cluster grows to three and five.
-        self.max_nodes = max(nodes + 2, 5)
-        self.next_id = nodes + 1
-        self.retired: set[str] = set()
-        self.churned = False
-        self.faults: dict[str, int] = {}
-        self.counter = 0
         self.period = c.timing.tick_interval * 2
-        self.stopped = False
         # Share of driver actions that inject a fault: calm or stormy seeds.
         self.fault_rate = rng.choice([0.06, 0.06, 0.15, 0.3])
         self.kinds = list(PROFILES[profile])
-
-    def _count(self, what: str) -> None:
-        self.faults[what] = self.faults.get(what, 0) + 1
-
-    def _same_life(self, nid: str, life: int) -> bool:
-        """Is the run still on and ``nid`` still in the life it was in?  (For
-        faults scheduled to strike a little later.)"""
-        return not self.stopped and self.c.nodes[nid].lives == life
-
-    def _start_transfer(self, what: str) -> tuple[str, list[str]] | None:
-        """Start a transfer from the leader to a random voter; returns the
-        leader and the other voters, or None if there was none to start."""
-        ld = self.c.leader()
-        if ld is None:
-            return None
-        voters = sorted(self.c.rn(ld).conf_state().voters - {ld})
-        if not voters or not self.c.transfer(ld, self.rng.choice(voters)):
-            return None
-        self._count(what)
-        return ld, voters
-
-    def live_ids(self) -> list[str]:
-        """Nodes that are part of the run (up or crashed), not retired ones."""
-        return sorted(n for n in self.c.nodes if n not in self.retired)
-
-    @property
-    def crashed(self) -> list[str]:
-        # Includes nodes the cluster crashed in the middle of a Ready.
-        return [n for n in self.live_ids() if not self.c.nodes[n].alive]
+        # The fault families, each a small class of its own (one per concern).
+        self.nemesis_ops = Nemesis(self)
+        self.membership_ops = Churn(self, partition=self.nemesis_ops._partition)
+        self._ops: dict[str, Callable[[], None]] = {
+            **self.nemesis_ops.ops(self.kinds),
+            **self.membership_ops.ops(self.kinds),
+        }
+        missing = set(self.kinds) - set(self._ops)
+        assert not missing, f"fault kinds without a method: {sorted(missing)}"
 
     def schedule(self) -> None:
         self.c.call_at(self.c.now + self.rng.randint(1, self.period), self.act)
@@ -139,358 +108,7 @@ class Driver:
     # -- faults -------------------------------------------------------------------
 
     def nemesis(self) -> None:
-        getattr(self, "_" + self.rng.choice(self.kinds))()
-
-    def _partition(self) -> None:
-        ids = self.live_ids()
-        if len(ids) < 2:
-            return
-        self.rng.shuffle(ids)
-        k = self.rng.randint(1, len(ids) - 1)
-        self.c.partition(ids[:k], ids[k:])
-        self._count("partition")
-
-    def _isolate(self) -> None:
-        if len(self.live_ids()) < 2:
-            return
-        self.c.heal()
-        self.c.disconnect(self.rng.choice(self.live_ids()))
-        self._count("isolate")
-
-    def _isolate_leader(self) -> None:
-        ld = self.c.leader()
-        if ld is not None:
-            self.c.heal()
-            self.c.disconnect(ld)
-            self._count("isolate_leader")
-
-    def _bridge(self) -> None:
-        ids = self.live_ids()
-        if len(ids) < 3:
-            return
-        self.rng.shuffle(ids)
-        mid = len(ids) // 2
-        bridge = ids[0]
-        left, right = ids[1 : mid + 1], ids[mid + 1 :]
-        self.c.partition([bridge, *left], [*right])
-        # The bridge talks to both sides.
-        self.c.cut = {(a, b) for (a, b) in self.c.cut if bridge not in (a, b)}
-        self._count("bridge")
-
-    def _heal(self) -> None:
-        self.c.heal()
-        self._count("heal")
-
-    def _crash(self) -> None:
-        up = [n for n in self.live_ids() if n not in self.crashed]
-        if up:
-            nid = self.rng.choice(up)
-            self.c.crash(nid)
-            self._count("crash")
-
-    def _crash_leader(self) -> None:
-        ld = self.c.leader()
-        if ld is not None:
-            self.c.crash(ld)
-            self._count("crash_leader")
-
-    def _crash_all(self) -> None:
-        """Power loss: every node crashes at once, then all restart."""
-        for nid in self.live_ids():
-            self.c.crash(nid)
-        for nid in self.live_ids():
-            self.c.start(nid)
-        self._count("crash_all")
-
-    def _propose_crash(self) -> None:
-        """Propose at the leader, then crash it before (or while) it replicates."""
-        ld = self.c.leader()
-        if ld is None:
-            return
-        self.counter += 1
-        self.c.propose(ld, f"{self.c.seed}:{self.counter}".encode())
-        life = self.c.nodes[ld].lives
-
-        def later() -> None:
-            if self._same_life(ld, life):
-                self.c.crash(ld)
-
-        self.c.call_at(self.c.now + self.rng.randint(0, 8), later)
-        self._count("propose_crash")
-
-    def _bounce(self) -> None:
-        """Crash a node and restart it at once (a fast reboot)."""
-        nid = self.rng.choice(self.live_ids())
-        self.c.restart(nid)
-        self._count("bounce")
-
-    def _restart(self) -> None:
-        if self.crashed:
-            self.c.start(self.rng.choice(self.crashed))
-            self._count("restart")
-
-    def _transfer(self) -> None:
-        """Hand leadership to a voter; sometimes cancel the transfer (a transfer
-        to the leader itself) or redirect it a little later, while the
-        TimeoutNow may already be out (thesis §3.10)."""
-        started = self._start_transfer("transfer")
-        if started is None:
-            return
-        ld, voters = started
-        if self.rng.random() < 0.5:
-            life = self.c.nodes[ld].lives
-            to = ld if self.rng.random() < 0.6 else self.rng.choice(voters)
-
-            def later() -> None:
-                if self._same_life(ld, life) and self.c.transfer(ld, to):
-                    self._count("transfer_cancel" if to == ld else "transfer_redirect")
-
-            self.c.call_at(self.c.now + self.rng.randint(0, 3 * self.c.timing.tick_interval), later)
-
-    def _vote_race(self) -> None:
-        """The leader dies and two voters race for its place in the same term:
-        the one furthest behind asks first, so the voters it asks move to the
-        new term and refuse it, then the one furthest ahead asks and gets
-        votes that change nothing but the vote itself (§5.2, §5.4.1): the
-        vote-only grants a node must still sync before answering."""
-        ld = self.c.leader()
-        if ld is None:
-            return
-        voters = [
-            n for n in sorted(self.c.rn(ld).conf_state().voters)
-            if n != ld and self.c.nodes[n].alive and self.c.nodes[n].rn is not None
-        ]
-        if len(voters) < 2:
-            return
-        self.c.crash(ld)
-
-        def last(n: str) -> tuple[int, int]:
-            log = self.c.rn(n).raft.log
-            return log.last_term(), log.last_index()
-
-        voters.sort(key=last)
-        behind, ahead = voters[0], voters[-1]
-        self._count("vote_race")
-        for nid, delay in ((behind, 0), (ahead, self.rng.randint(1, 4))):
-            life = self.c.nodes[nid].lives
-
-            def go(nid: str = nid, life: int = life) -> None:
-                node = self.c.nodes[nid]
-                if not self.stopped and node.lives == life and node.rn is not None:
-                    node.rn.campaign()
-                    self.c.wake(nid)
-
-            self.c.call_at(self.c.now + delay, go)
-
-    def _transfer_cut(self) -> None:
-        """A transfer whose TimeoutNow is on its way; then the old leader is
-        cut off, keeps cancelling and restarting transfers (each within half
-        an election timeout) and clients keep reading from it: neither a
-        cancelled transfer nor a restarted one may stretch its lease
-        (thesis §3.10, §6.4.1)."""
-        started = self._start_transfer("transfer_cut")
-        if started is None:
-            return
-        ld, voters = started
-        c, life, tick = self.c, self.c.nodes[ld].lives, self.c.timing.tick_interval
-        half = max(1, c.timing.election_tick // 2 - 1)
-
-        def alive() -> bool:
-            return self._same_life(ld, life)
-
-        def cut() -> None:
-            if alive():
-                c.heal()
-                c.disconnect(ld)
-
-        def again() -> None:
-            if alive():
-                c.transfer(ld, ld if self.rng.random() < 0.5 else self.rng.choice(voters))
-                c.transfer(ld, ld)
-                c.read(ld)
-
-        at = c.now + self.rng.randint(1, c.net.max_latency + 2)
-        c.call_at(at, cut)
-        for _ in range(self.rng.randint(2, 12)):
-            at += self.rng.randint(1, half) * tick
-            c.call_at(at, again)
-
-    def _snapshot(self) -> None:
-        up = [n for n in self.live_ids() if n not in self.crashed]
-        if up and self.c.take_snapshot(self.rng.choice(up)) is not None:
-            self._count("snapshot")
-
-    def _net(self) -> None:
-        n = self.c.net
-        n.drop = self.rng.choice([0.0, 0.01, 0.05, 0.2])
-        n.duplicate = self.rng.choice([0.0, 0.02, 0.1])
-        if self.c.timing.read_only is not ReadOnlyOption.LEASE_BASED:
-            n.long_delay = self.rng.choice([0.0, 0.02, 0.1])
-            n.replay = self.rng.choice([0.0, 0.0, 0.005, 0.02])
-        self._count("net")
-
-    def _churn_partition(self) -> None:
-        """A membership change with the network failing right after it."""
-        self._churn()
-
-        def later() -> None:
-            if not self.stopped:
-                self._partition()
-
-        self.c.call_at(self.c.now + self.rng.randint(1, 30), later)
-
-    def _minority_leader(self) -> None:
-        """Cut the leader off with a minority: it keeps taking proposals for a
-        while, building a long tail that later elections must not trust."""
-        ld = self.c.leader()
-        if ld is None:
-            return
-        others = [n for n in self.live_ids() if n != ld]
-        self.rng.shuffle(others)
-        k = self.rng.randint(0, max(0, (len(others) - 1) // 2))
-        self.c.partition([ld, *others[:k]], others[k:])
-        self._count("minority_leader")
-
-    def _new_node(self) -> str:
-        nid = f"n{self.next_id}"
-        self.next_id += 1
-        self.c.add_node(nid)
-        return nid
-
-    def _learner_side(self) -> None:
-        """Cut the leader off with every learner but only a minority of the
-        voters, then, a little later, crash it and heal: while it is cut off
-        only learners can acknowledge its writes, and they must never make a
-        quorum (thesis §4.2.1)."""
-        ld = self.c.leader()
-        if ld is None:
-            return
-        conf = self.c.rn(ld).conf_state()
-        learners = sorted(conf.learners)
-        others = sorted(conf.voters - {ld})
-        k = len(conf.voters) // 2 - 1  # the most voters that stay a minority
-        if k < 0 or conf.voters_outgoing:
-            return
-        if len(learners) < 2:
-            # Too few learners to pass for a quorum: add one first.
-            if len(self.c.nodes) - len(self.retired) < self.max_nodes:
-                nid = self._new_node()
-                if self.c.propose_conf_change(ld, ConfChange((add_learner(nid),))) is None:
-                    self.retire(nid)
-            return
-        self.rng.shuffle(others)
-        side = [ld, *learners, *others[:k]]
-        self.c.partition(side, [n for n in self.live_ids() if n not in side])
-        self._count("learner_side")
-        life = self.c.nodes[ld].lives
-
-        def later() -> None:
-            if self._same_life(ld, life):
-                self.c.crash(ld)
-                self.c.heal()
-
-        self.c.call_at(self.c.now + self.rng.randint(2, 8) * self.c.timing.tick_interval, later)
-
-    def _churn(self) -> None:
-        """One membership change of any kind the API allows."""
-        self.churned = True
-        ld = self.c.leader()
-        if ld is None:
-            return
-        conf = self.c.rn(ld).conf_state()
-        voters, learners = sorted(conf.voters), sorted(conf.learners)
-        room = self.max_nodes - (len(self.c.nodes) - len(self.retired))
-        ops = []
-        if room > 0:
-            ops += ["add", "add_voter"]
-        if learners:
-            ops += ["promote", "replace", "remove_learner"]
-        if len(voters) > 1:
-            ops += ["remove", "demote"]
-        if len(voters) > 2:
-            ops += ["double"]
-        # A joint change that replaces a majority of the voters at once.
-        if len(voters) >= 2 and len(learners) + room >= len(voters) // 2 + 1:
-            ops += ["replace_majority", "replace_majority"]
-        if not ops:
-            return
-        op = self.rng.choice(ops)
-        new: list[str] = []
-        if op in ("add", "add_voter"):
-            new = [self._new_node()]
-            cc = ConfChange(((add_learner if op == "add" else add_voter)(new[0]),))
-        elif op == "promote":
-            cc = ConfChange((add_voter(self.rng.choice(learners)),))
-        elif op == "replace":
-            cc = ConfChange(
-                (add_voter(self.rng.choice(learners)), remove_node(self.rng.choice(voters))),
-                Transition.JOINT,
-            )
-        elif op == "replace_majority":
-            k = len(voters) // 2 + 1
-            gone = self.rng.sample(voters, k)
-            pool = self.rng.sample(learners, min(k, len(learners)))
-            while len(pool) < k:
-                new.append(self._new_node())
-                pool.append(new[-1])
-            cc = ConfChange(
-                tuple(add_voter(n) for n in pool) + tuple(remove_node(n) for n in gone),
-                Transition.JOINT,
-            )
-        elif op == "remove":
-            cc = ConfChange((remove_node(self.rng.choice(voters)),))
-        elif op == "remove_learner":
-            cc = ConfChange((remove_node(self.rng.choice(learners)),))
-        elif op == "double":
-            # Two changes back to back: the second must be refused while the
-            # first is in flight (thesis §4.1).
-            a, b = self.rng.sample(voters, 2)
-            self.c.propose_conf_change(ld, ConfChange((remove_node(a),)))
-            cc = ConfChange((remove_node(b),))
-        else:
-            cc = ConfChange((add_learner(self.rng.choice(voters)),))
-        if self.c.propose_conf_change(ld, cc) is None:
-            for nid in new:
-                self.retire(nid)
-            return
-        self._count("churn_" + op)
-        if self.rng.random() < 0.3:
-            self._crash_soon(sorted(set(voters) | set(learners) | set(new)))
-
-    def _crash_soon(self, candidates: list[str]) -> None:
-        """Right after a membership change: crash one node (power loss) a
-        little later, and sometimes bring it back at once."""
-        nid = self.rng.choice(candidates)
-        life = self.c.nodes[nid].lives
-        bounce = self.rng.random() < 0.5
-
-        def later() -> None:
-            if not self._same_life(nid, life) or nid in self.retired:
-                return
-            self.c.crash(nid)
-            if bounce:
-                self.c.start(nid)
-            self._count("crash_after_change")
-
-        self.c.call_at(self.c.now + self.rng.randint(0, 6 * self.c.timing.tick_interval), later)
-
-    def retire(self, nid: str) -> None:
-        self.c.crash(nid)
-        self.retired.add(nid)
-
-    def _retire(self) -> None:
-        """Shut down a node the (settled) configuration no longer includes."""
-        ld = self.c.leader()
-        if ld is None:
-            return
-        r = self.c.rn(ld).raft
-        conf = r.tracker.conf
-        if conf.voters_outgoing or r.conf_change_in_flight() or r.has_unapplied_conf_change():
-            return  # a change still under way may yet bring a node back
-        gone = [n for n in self.live_ids() if n not in conf.members()]
-        if gone:
-            self.retire(self.rng.choice(gone))
-            self._count("retire")
+        self._ops[self.rng.choice(self.kinds)]()
 
     # -- heal phase ---------------------------------------------------------------------
 

@@ -44,217 +44,57 @@ the dropped records still check out) and changes nothing, so that
 from __future__ import annotations
 
 import os
-import struct
 import zlib
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
 
 from .errors import CorruptionError, StorageError
 from .fs import REAL, FileSystem
+from .walformat import (
+    _ENTRY,
+    _HEADER,
+    _REC,
+    MAGIC,
+    MAX_RECORD,
+    REC_ENTRY,
+    RESET_MARK,
+    SECTOR,
+    VERSION,
+    FileCut,
+    OpenReport,
+    RepairPlan,
+    Segment,
+    _parse_name,
+    _segment_name,
+    apply_repair,
+    encode_entry,
+    fsync_dir,
+)
+from .walscan import SegmentScanner
 
-MAGIC = b"LRWAL\x00"
-VERSION = 1
-_HEADER = struct.Struct("<6sHQ")  # magic, version, first index
-_REC = struct.Struct("<IIB")  # length, crc, type
-_ENTRY = struct.Struct("<QQB")  # index, term, entry type
-
-REC_ENTRY = 1
-MAX_RECORD = 64 << 20
-
-#: Present only while a reset is under way (see :meth:`WAL.reset`); holds the
-#: index the log restarts at, in ASCII.
-RESET_MARK = "RESET"
-
-
-_ENTRY_TYPE_CRC = zlib.crc32(bytes((REC_ENTRY,)))  # the CRC starts with the type byte
-
-
-def encode_entry(e: Entry) -> bytes:
-    """One ENTRY record, ready to write."""
-    payload = _ENTRY.pack(e.index, e.term, e.type) + e.data
-    return _REC.pack(len(payload), zlib.crc32(payload, _ENTRY_TYPE_CRC), REC_ENTRY) + payload
-
-
-def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
-    """Is there a checksummed ENTRY record of index >= ``min_index`` anywhere
-    from ``start`` on?  Used only to tell a torn tail from a corrupt length
-    field, so it may be slow: it runs on at most one record per open."""
-    n = len(data)
-    for p in range(start, n - _REC.size - _ENTRY.size + 1):
-        length, crc, rtype = _REC.unpack_from(data, p)
-        end = p + _REC.size + length
-        if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
-            continue
-        payload = data[p + _REC.size : end]
-        if (
-            zlib.crc32(payload, zlib.crc32(bytes((rtype,)))) == crc
-            and _ENTRY.unpack_from(payload, 0)[0] >= min_index
-        ):
-            return True
-    return False
-
-
-def _whole_under_wrong_length(data: bytes, off: int) -> bool:
-    """Is the rest of the file, from the record at ``off``, one whole record
-    whose CRC checks out, though its length field points past the end?  A
-    torn write never looks like that (its length is right and its bytes are
-    short), so only the length field was damaged: corruption, not a tear."""
-    _, crc, rtype = _REC.unpack_from(data, off)
-    body = off + _REC.size
-    return len(data) - body >= _ENTRY.size and (
-        zlib.crc32(data[body:], zlib.crc32(bytes((rtype,)))) == crc
-    )
-
-
-def _record_at(data: bytes, p: int) -> tuple[int, int, int] | None:
-    """The checksummed ENTRY record at ``p``, as (index, term, end), or None."""
-    n = len(data)
-    if p + _REC.size + _ENTRY.size > n:
-        return None
-    length, crc, rtype = _REC.unpack_from(data, p)
-    end = p + _REC.size + length
-    if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
-        return None
-    if zlib.crc32(data[p + _REC.size : end], _ENTRY_TYPE_CRC) != crc:
-        return None
-    index, term, _ = _ENTRY.unpack_from(data, p + _REC.size)
-    return index, term, end
-
-
-def _salvage(data: bytes, start: int) -> list[tuple[int, int]]:
-    """(index, term) of every checksummed ENTRY record from ``start`` on,
-    found by following lengths and, past a bad record, by trying each later
-    position whose type byte is an ENTRY's.  For reporting what a cut would
-    drop, never for reading the log."""
-    found: list[tuple[int, int]] = []
-    p = start
-    type_byte = bytes((REC_ENTRY,))
-    while p + _REC.size + _ENTRY.size <= len(data):
-        rec = _record_at(data, p)
-        if rec is not None:
-            found.append((rec[0], rec[1]))
-            p = rec[2]
-            continue
-        q = data.find(type_byte, p + 9)  # the type byte sits at offset 8 of a record
-        if q < 0:
-            break
-        p = q - 8
-    return found
-
-
-SECTOR = 512
-
-
-def _zero_sector_tail(data: bytes, off: int) -> bool:
-    """Does the last record (at ``off``) hold a whole sector's worth of zeros
-    that starts on a sector boundary?  That is what a crash leaves when the
-    file size reached the disk but some of the record's sectors did not.
-    (etcd's WAL uses the same test.)  The part of the record before its
-    first sector boundary was written with its header, so it is not checked.
-    """
-    n = len(data)
-    k = (off // SECTOR + 1) * SECTOR
-    while k < n:
-        end = min(k + SECTOR, n)
-        if data.count(0, k, end) == end - k:
-            return True
-        k = end
-    return False
-
-
-def _all_zero(data: bytes, off: int, last_segment: bool) -> bool:
-    return last_segment and data.count(0, off) == len(data) - off
-
-
-def _segment_name(seq: int, first: int) -> str:
-    return f"{seq:016x}-{first:016x}.wal"
-
-
-def _parse_name(name: str) -> tuple[int, int] | None:
-    if not name.endswith(".wal"):
-        return None
-    try:
-        seq, first = name[:-4].split("-")
-        return int(seq, 16), int(first, 16)
-    except ValueError:
-        return None
-
-
-@dataclass
-class Segment:
-    path: Path
-    seq: int
-    first: int
-    # Offsets of each entry record, in index order from ``first``.
-    offsets: array[int] = field(default_factory=lambda: array("Q"))
-    size: int = 0
-
-    @property
-    def last(self) -> int:
-        return self.first + len(self.offsets) - 1
-
-
-@dataclass(frozen=True)
-class FileCut:
-    """One file a repair changes: truncated at ``offset``, or removed (None)."""
-
-    path: Path
-    offset: int | None
-    dropped_bytes: int
-
-
-@dataclass(frozen=True)
-class RepairPlan:
-    """What cutting the log at its first corrupt record drops.
-
-    ``keep_last`` is the last entry kept (the log is a prefix up to it).
-    Everything after goes: the bad record and all that follows it, in
-    ``files``.  ``intact`` counts the dropped ENTRY records whose checksum
-    is still valid: entries this node held whole, and perhaps acknowledged.
-    """
-
-    path: Path
-    offset: int
-    reason: str
-    keep_last: int
-    files: tuple[FileCut, ...]
-    intact: int = 0
-    intact_first: int = 0
-    intact_last: int = 0
-    term_min: int = 0
-    term_max: int = 0
-
-    @property
-    def dropped_bytes(self) -> int:
-        return sum(f.dropped_bytes for f in self.files)
-
-    @property
-    def last_seen(self) -> int:
-        """The highest index among the dropped records that check out (or the
-        first one dropped, if none do)."""
-        return max(self.intact_last, self.keep_last + 1)
-
-
-@dataclass
-class OpenReport:
-    """What opening the WAL found and did."""
-
-    segments: int = 0
-    entries: int = 0
-    torn_tail_bytes: int = 0
-    repaired: list[str] = field(default_factory=list)
-    #: Segments an interrupted reset left behind (deleted on open, unless read-only).
-    interrupted_reset: int = 0
-    #: With ``repair=True``: the cut at the first corruption (None if none).
-    repair: RepairPlan | None = None
-
-
-def fsync_dir(path: Path) -> None:
-    REAL.fsync_dir(path)
+#: The format's names, re-exported: callers and tests import them from here.
+__all__ = [
+    "MAGIC",
+    "MAX_RECORD",
+    "REC_ENTRY",
+    "RESET_MARK",
+    "SECTOR",
+    "VERSION",
+    "WAL",
+    "FileCut",
+    "OpenReport",
+    "RepairPlan",
+    "Segment",
+    "_ENTRY",
+    "_HEADER",
+    "_REC",
+    "apply_repair",
+    "encode_entry",
+    "fsync_dir",
+]
 
 
 class WAL:
@@ -316,6 +156,9 @@ class WAL:
                 self._finish_reset([p for _, _, p in found])
             self._first = first
             return
+        scanner = SegmentScanner(
+            self.fs, self._terms, self.report, self.read_only, lambda: self.last_index
+        )
         expect: int | None = None
         for i, (seq, first, path) in enumerate(found):
             last_segment = i == len(found) - 1
@@ -325,11 +168,11 @@ class WAL:
                     raise CorruptionError(
                         path, 0, f"segment starts at index {first}, expected {expect}"
                     )
-                keep = self._scan(seg, last_segment)
+                keep = scanner.scan(seg, last_segment)
             except CorruptionError as exc:
                 if not repair:
                     raise
-                plan = self._plan_repair(seg, exc, [p for _, _, p in found[i + 1 :]])
+                plan = scanner.plan_repair(seg, exc, [p for _, _, p in found[i + 1 :]])
                 self.report.repair = plan
                 if not self.read_only:
                     self.report.repaired.extend(apply_repair(plan, self.fs))
@@ -348,134 +191,6 @@ class WAL:
         if not self.segments:
             self._first = seg.first
         self.segments.append(seg)
-
-    def _scan(self, seg: Segment, last_segment: bool) -> bool:
-        """Index one segment; False if it was an empty torn last segment (removed)."""
-        data = self.fs.read(seg.path)
-        if len(data) < _HEADER.size:
-            if last_segment:
-                # A segment torn while being created: nothing in it was synced.
-                self.report.torn_tail_bytes += len(data)
-                if not self.read_only:
-                    self.fs.unlink(seg.path)
-                return False
-            raise CorruptionError(seg.path, 0, "segment shorter than its header")
-        magic, version, first = _HEADER.unpack_from(data, 0)
-        if magic != MAGIC:
-            raise CorruptionError(seg.path, 0, "bad magic: not a liferaft WAL segment")
-        if version != VERSION:
-            raise CorruptionError(seg.path, 0, f"unsupported WAL format version {version}")
-        if first != seg.first:
-            raise CorruptionError(seg.path, 0, f"header says first index {first}")
-        off = _HEADER.size
-        n = len(data)
-        expect = seg.first
-        terms = self._terms
-        last_term = terms[-1] if terms else 0
-        while off < n:
-            if n - off < _REC.size or (
-                data.count(0, off, off + _REC.size) == _REC.size
-                and _all_zero(data, off, last_segment)
-            ):
-                # A cut-short header, or a tail of zeros: the file grew but
-                # nothing of the last write landed.  (A real record never has
-                # an all-zero header: its length is at least 17, so the
-                # whole-tail check runs at most once per open.)
-                if n - off >= _REC.size:
-                    self._torn(seg, off, n, last_segment, "a zero-filled tail")
-                    break
-                self._torn(seg, off, n, last_segment, "a record header cut short")
-                break
-            length, crc, rtype = _REC.unpack_from(data, off)
-            body = off + _REC.size
-            if length > MAX_RECORD or body + length > n:
-                # Past the end of the file: a torn final write, unless a
-                # valid record follows, which means this length field is
-                # corrupt and synced data lies beyond it.
-                if (
-                    not last_segment
-                    or _whole_under_wrong_length(data, off)
-                    or _valid_record_after(data, body, expect)
-                ):
-                    raise CorruptionError(seg.path, off, f"record length {length} is corrupt")
-                self._torn(seg, off, n, last_segment, "a record cut short")
-                break
-            payload = data[body : body + length]
-            if zlib.crc32(payload, zlib.crc32(bytes((rtype,)))) != crc:
-                # A bad CRC on the very last record of the log is a torn write
-                # only if it looks like one: the file grew but its last
-                # sectors were never written, so they read back as zeros.
-                # Any other mismatch is a flipped bit: corruption.
-                if last_segment and body + length == n and _zero_sector_tail(data, off):
-                    self._torn(seg, off, n, last_segment, "a checksum mismatch")
-                    break
-                raise CorruptionError(seg.path, off, "checksum mismatch")
-            if rtype != REC_ENTRY or length < _ENTRY.size:
-                raise CorruptionError(seg.path, off, f"unknown record type {rtype}")
-            index, term, _etype = _ENTRY.unpack_from(payload, 0)
-            if index != expect:
-                raise CorruptionError(seg.path, off, f"entry {index} where {expect} was expected")
-            if term < last_term:
-                raise CorruptionError(seg.path, off, f"term {term} after term {last_term}")
-            seg.offsets.append(off)
-            terms.append(term)
-            last_term = term
-            expect += 1
-            off = body + length
-        seg.size = off
-        return True
-
-    def _torn(self, seg: Segment, off: int, n: int, last_segment: bool, what: str) -> None:
-        if not last_segment:
-            raise CorruptionError(seg.path, off, what + " in a sealed segment")
-        self.report.torn_tail_bytes += n - off
-        if self.read_only:
-            return
-        self.fs.truncate(seg.path, off)
-
-    def _plan_repair(self, seg: Segment, exc: CorruptionError, later: list[Path]) -> RepairPlan:
-        """Work out the cut at ``exc``: keep what precedes it (in memory now),
-        drop the rest.  Changes no file."""
-        # Entries of this segment scanned before the bad record stay.
-        good = len(seg.offsets)
-        del self._terms[len(self._terms) - good :]
-        seg.offsets = array("Q")
-        cut = exc.offset if exc.offset >= _HEADER.size else 0
-        data = self.fs.read(seg.path)
-        if cut:
-            self._scan_prefix(seg, cut)
-        files = [FileCut(seg.path, cut or None, len(data) - cut)]
-        dropped = _salvage(data, max(cut, _HEADER.size))
-        for path in later:
-            other = self.fs.read(path)
-            files.append(FileCut(path, None, len(other)))
-            dropped += _salvage(other, _HEADER.size)
-        terms = [t for _, t in dropped]
-        return RepairPlan(
-            path=seg.path,
-            offset=exc.offset,
-            reason=exc.reason,
-            keep_last=self.last_index,
-            files=tuple(files),
-            intact=len(dropped),
-            intact_first=min((i for i, _ in dropped), default=0),
-            intact_last=max((i for i, _ in dropped), default=0),
-            term_min=min(terms, default=0),
-            term_max=max(terms, default=0),
-        )
-
-    def _scan_prefix(self, seg: Segment, cut: int) -> None:
-        data = self.fs.read(seg.path)[:cut]
-        tmp = Segment(seg.path, seg.seq, seg.first)
-        off = _HEADER.size
-        while off < len(data):
-            length, _, _ = _REC.unpack_from(data, off)
-            index, term, _ = _ENTRY.unpack_from(data, off + _REC.size)
-            tmp.offsets.append(off)
-            self._terms.append(term)
-            off += _REC.size + length
-        seg.offsets = tmp.offsets
-        seg.size = off
 
     # -- reading -------------------------------------------------------------------------
 
@@ -755,29 +470,3 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def apply_repair(plan: RepairPlan, fs: FileSystem = REAL) -> list[str]:
-    """Carry out a :class:`RepairPlan`: truncate or remove exactly its files,
-    durably.  Returns a line per file for the report.
-
-    The later segments go first (newest first), the segment holding the bad
-    record last: a crash part-way leaves that record in place, so running
-    the repair again finds the same cut."""
-    done = []
-    bad, *later = plan.files
-    d = bad.path.parent
-    for f in reversed(later):
-        fs.unlink(f.path)
-        done.append(f"{f.path}: removed (after the corruption)")
-    if later:
-        fs.fsync_dir(d)
-    if bad.offset:
-        fs.truncate(bad.path, bad.offset)
-        done.append(f"{bad.path}: truncated at offset {bad.offset} ({plan.reason})")
-    else:
-        fs.unlink(bad.path)
-        fs.fsync_dir(d)
-        done.append(f"{bad.path}: removed ({plan.reason})")
-    done.reverse()  # in log order
-    return done
