@@ -51,7 +51,6 @@ from liferaft.core import (
 from liferaft.storage import DiskStorage
 from liferaft.transport.base import SnapshotSink, Transport
 
-from . import peer_rpc
 from .applier import Applier
 from .clock import Clock, SystemClock
 from .config import NodeConfig, NodeStatus, PeerInfo
@@ -61,12 +60,12 @@ from .errors import (
     NodeError,
     NotLeader,
     Stopped,
-    StorageFailed,
     Timeout,
 )
 from .events import Event, EventBus, EventType
 from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
+from .peer_server import serve_call
 from .proposals import ProposalTracker, _Prop
 from .reads import ReadBatcher
 from .router import Router
@@ -395,41 +394,9 @@ class Node:
             self.loop.call(lambda: rn.report_snapshot(peer, not ok))
 
     async def handle_call(self, frm: str, payload: bytes, known_peer: bool) -> bytes:
-        """Requests from other nodes (liferaft/runtime/peer_rpc.py):
+        """Requests from other nodes (liferaft/runtime/peer_server.py):
         forwarded proposals and membership changes, and joins."""
-        try:
-            req = peer_rpc.decode_request(payload)
-        except peer_rpc.RpcError as exc:
-            raise ValueError(str(exc)) from None
-        if isinstance(req, peer_rpc.Join):
-            if not known_peer and req.node_id != frm:
-                # A stranger may only ask to add the id it proved in the
-                # handshake: a hijacked (relayed) joiner's connection must
-                # not add whatever id and address the hijacker likes.  A
-                # member forwarding a join to the leader is trusted.
-                return peer_rpc.encode(
-                    peer_rpc.Refused(
-                        peer_rpc.Refusal.BAD_MEMBER,
-                        f"a join from {frm!r} may only ask to add {frm!r}",
-                    )
-                )
-            return await self.membership.handle_join(req)
-        if not known_peer:
-            raise PermissionError(f"{frm} is not a member")
-        try:
-            if isinstance(req, peer_rpc.Propose):
-                index, term = await self.router.propose_local(req.data, req.stamp)
-            else:
-                try:
-                    cc = ConfChange.decode(req.change)
-                except ConfChangeError as exc:
-                    raise MembershipError(f"unreadable membership change: {exc}") from None
-                index, term = await self.membership.conf_local(cc)
-        except (NotLeader, MembershipError, StorageFailed) as exc:
-            # Refused before anything was proposed: the caller gets the same
-            # typed error it would get here (not an "unknown outcome").
-            return peer_rpc.encode(peer_rpc.refusal(exc))
-        return peer_rpc.encode(peer_rpc.Accepted(index, term))
+        return await serve_call(frm, payload, known_peer, self.router, self.membership)
 
     # -- reads --------------------------------------------------------------------------
 
