@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
+from typing import TypeVar
 
 from liferaft.core import NotLeaderError, ReadState
 
@@ -26,6 +28,8 @@ from ._futures import _fail, _resolve, bounded
 from .clock import Clock
 from .errors import NotLeader
 from .loop import RaftLoop
+
+T = TypeVar("T")
 
 
 class ReadBatcher:
@@ -94,21 +98,9 @@ class ReadBatcher:
     def wake_applied(self, a: int) -> None:
         """Serve the waiters whose index ``a`` has reached."""
         if self._read_waiters:
-            keep = []
-            for idx, f in self._read_waiters:
-                if idx <= a:
-                    _resolve(f, idx)
-                else:
-                    keep.append((idx, f))
-            self._read_waiters = keep
+            self._read_waiters = _serve(self._read_waiters, a, lambda idx: idx)
         if self._applied_waiters:
-            keep2 = []
-            for idx, g in self._applied_waiters:
-                if idx <= a:
-                    _resolve(g, None)
-                else:
-                    keep2.append((idx, g))
-            self._applied_waiters = keep2
+            self._applied_waiters = _serve(self._applied_waiters, a, lambda idx: None)
 
     def stop(self, err: BaseException) -> None:
         """Fail every reader (the node stops)."""
@@ -119,3 +111,16 @@ class ReadBatcher:
             _fail(wf, err)
         for _, g in self._applied_waiters:
             _fail(g, err)
+
+
+def _serve(
+    waiters: list[tuple[int, asyncio.Future[T]]], applied: int, value: Callable[[int], T]
+) -> list[tuple[int, asyncio.Future[T]]]:
+    """Resolve the waiters whose index ``applied`` reached; the rest."""
+    keep = []
+    for idx, f in waiters:
+        if idx <= applied:
+            _resolve(f, value(idx))
+        else:
+            keep.append((idx, f))
+    return keep

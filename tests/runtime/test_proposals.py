@@ -44,6 +44,14 @@ def prop(data: bytes = b"x" * 9, deadline: float = 100.0, **kw: Any) -> _Prop:
     return _Prop(data, False, asyncio.get_running_loop().create_future(), deadline, **kw)
 
 
+def waiting(t: ProposalTracker, index: int, term: int) -> _Prop:
+    """A caller waiting for the apply of ``index``, proposed in ``term``."""
+    p = prop()
+    p.index, p.term = index, term
+    t.wait(p)
+    return p
+
+
 def tracker(rerouted: list[_Prop] | None = None) -> ProposalTracker:
     sink = rerouted if rerouted is not None else []
     return ProposalTracker(sink.append, TICK)
@@ -76,12 +84,8 @@ async def test_an_overwritten_waiter_is_settled_by_the_apply_of_its_index() -> N
     """Figure 8: the entry a node saw overwritten can still commit, so the
     first waiter is set aside, not failed, and the apply decides both."""
     t = tracker()
-    first = prop()
-    first.index, first.term = 5, 1
-    t.wait(first)
-    later = prop()
-    later.index, later.term = 5, 2
-    t.wait(later)
+    first = waiting(t, 5, 1)
+    later = waiting(t, 5, 2)
     assert t.pending[5] is later and t.displaced[5] == [first]
     assert not first.fut.done()
     apply(t, (5, 1, "old"))  # the first term's entry is the one committed
@@ -92,12 +96,8 @@ async def test_an_overwritten_waiter_is_settled_by_the_apply_of_its_index() -> N
 
 async def test_a_set_aside_waiter_is_settled_even_after_the_later_one_left() -> None:
     t = tracker()
-    first = prop()
-    first.index, first.term = 7, 1
-    t.wait(first)
-    later = prop()
-    later.index, later.term = 7, 2
-    t.wait(later)
+    first = waiting(t, 7, 1)
+    later = waiting(t, 7, 2)
     t.unwait(later)  # the later caller gave up
     later.fut.cancel()
     apply(t, (7, 2, "new"))
@@ -184,11 +184,7 @@ async def test_recent_results_answer_a_forward_that_learned_its_index_late() -> 
 
 async def test_a_snapshot_covering_an_index_makes_its_outcome_unknown() -> None:
     t = tracker()
-    below, above = prop(), prop()
-    below.index, below.term = 4, 1
-    above.index, above.term = 9, 1
-    t.wait(below)
-    t.wait(above)
+    below, above = waiting(t, 4, 1), waiting(t, 9, 1)
     t.fail_covered(5)
     assert isinstance(below.fut.exception(), Timeout) and not above.fut.done()
     assert list(t.pending) == [9]
