@@ -39,11 +39,9 @@ from typing import Any, TypeVar
 
 from liferaft.core import (
     ConfChange,
-    ConfChangeError,
     Config,
     InstallSnapshot,
     Message,
-    NotLeaderError,
     RawNode,
     ReadOnlyOption,
     Role,
@@ -56,13 +54,11 @@ from .clock import Clock, SystemClock
 from .config import NodeConfig, NodeStatus, PeerInfo
 from .errors import (
     BadConfig,
-    MembershipError,
     NodeError,
-    NotLeader,
     Stopped,
-    Timeout,
 )
 from .events import Event, EventBus, EventType
+from .leadership import transfer_leadership
 from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
 from .peer_server import serve_call
@@ -440,44 +436,7 @@ class Node:
     async def transfer_leadership(self, to: str | None = None, timeout: float | None = None) -> str:
         """Hand leadership to ``to`` (or the most caught-up voter); returns the
         new leader once it has taken over."""
-        self.loop.check_running()
-        rn = self.rn
-        assert rn is not None
-        if rn.role is not Role.LEADER:
-            raise NotLeader(f"{self.id} is not the leader", rn.leader)
-        if to is None:
-            st = rn.status()
-            cands = [
-                (p.match, nid)
-                for nid, p in st.progress.items()
-                if nid != self.id and nid in st.conf_state.voters
-            ]
-            if not cands:
-                raise MembershipError("no other voter to transfer to")
-            to = max(cands)[1]
-        elif to != self.id and to not in rn.conf_state().voters:
-            raise BadConfig(f"cannot transfer leadership to {to!r}: it is not a voter")
-        target = to
-
-        def start() -> None:
-            try:
-                rn.transfer_leader(target)
-            except (NotLeaderError, ConfChangeError) as exc:
-                log.info("node %s: transfer to %s refused: %s", self.id, target, exc)
-
-        self.loop.call(start)
-        t = (
-            timeout
-            if timeout is not None
-            else 2 * self.config.tick_interval * self.config.election_ticks
-        )
-        deadline = self.clock.monotonic() + t
-        while rn.leader != target:
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
-                raise Timeout(f"leadership did not move to {target}")
-            await self.loop.wait_leader_change(left)
-        return target
+        return await transfer_leadership(self.loop, to, timeout)
 
     # -- introspection ------------------------------------------------------------------
 
