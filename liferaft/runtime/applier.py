@@ -40,6 +40,7 @@ from liferaft.core import ConfState, Entry, EntryType, ReadState, Snapshot, Snap
 from liferaft.storage import StorageError
 
 from .config import NodeConfig
+from .errors import Stopped
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
@@ -219,5 +220,7 @@ class Applier:
             log.info("node %s: snapshot at %d", self.id, index)
         except (StorageError, OSError) as exc:
             log.error("node %s: snapshot failed: %s", self.id, exc)
+        except Stopped:  # the store closed under it: nothing was adopted
+            log.info("node %s: snapshot abandoned: the node stopped", self.id)
         finally:
             self._snapshotting = None

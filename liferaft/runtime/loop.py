@@ -180,7 +180,7 @@ class RaftLoop:
 
     async def close(self) -> None:
         """Stop the tasks, wait for the I/O thread, run what storage
-        operations are left (nothing else runs now), fail the waiters."""
+        operations are left (nothing else runs now), cancel the parts' tasks."""
         self.stopping = True
         self._wake.set()
         for t in self._tasks:
@@ -202,6 +202,7 @@ class RaftLoop:
 
     @property
     def running(self) -> bool:
+        """Started and not stopping."""
         return self.started and not self.stopping
 
     def check_running(self) -> None:
@@ -231,6 +232,7 @@ class RaftLoop:
         self._wake.set()
 
     def wake(self) -> None:
+        """Wake the node task (a proposal was queued)."""
         self._wake.set()
 
     def store_op(self, fn: Callable[[Store], T], *, thread: bool = False) -> asyncio.Future[T]:
