@@ -37,6 +37,8 @@ bench: $(STAMP)
 bench-kv: $(STAMP)
 	$(PY) bench/kv_bench.py
 
+# Ctrl-C, or `liferaft cluster down --dir ./liferaft-data` from another
+# terminal, stops every node it started (by PID).
 run: $(STAMP)
 	$(PY) -m liferaft.cli cluster up --nodes 3 --dir ./liferaft-data
 

@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import os
-import signal
-import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
+
+from benchkit.stats import summarize
+
+__all__ = ["LINE_LIMIT", "Ctl", "CtlError", "announce", "exit_with_parent", "serve", "summarize"]
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -157,56 +157,3 @@ class Ctl:
         # asyncio.wait never raises the reader's own CancelledError, and lets a
         # cancellation of *this* task (Ctrl-C) through.
         await asyncio.wait([self._task], timeout=1.0)
-
-
-def summarize(lat: list[float]) -> dict[str, float | None]:
-    """p50/p90/p99/max of latencies in seconds, reported in milliseconds
-    (nearest rank: p99 of 100 samples is the 99th smallest)."""
-    if not lat:
-        return {"p50": None, "p90": None, "p99": None, "max": None}
-    s = sorted(lat)
-
-    def rank(q: float) -> float:
-        i = max(0, min(len(s) - 1, math.ceil(q * len(s) - 1e-9) - 1))
-        return s[i] * 1e3
-
-    return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": s[-1] * 1e3}
-
-
-# -- shared by the benchmark runners (raft_bench.py, kv_bench.py) -------------------------
-
-
-def tail(path: Path, n: int = 30) -> str:
-    """The last ``n`` lines of a child's log, for an error message."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
-    released for the children to bind)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def kill_on_sigterm(kill_children: Callable[[], None]) -> None:
-    """On SIGTERM, kill the children at once, then unwind as on Ctrl-C:
-    asyncio.run's SIGINT handling cancels the main task cleanly, whereas
-    raising KeyboardInterrupt from the handler could strike inside the event
-    loop and leave asyncio.run waiting forever."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        kill_children()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, on_term)

@@ -31,35 +31,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime
 import json
 import math
 import os
-import platform
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _ctl
-import _profiles
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(1, str(ROOT))  # the repo's liferaft
 
-SYSTEMS: dict[str, str] = {
-    "liferaft-sync": "liferaft sync on",
-    "liferaft-mem": "liferaft sync off",
-    "pysyncobj": "PySyncObj (memory)",
-}
+import _ctl  # noqa: E402
+from benchkit import report as rep  # noqa: E402
+from benchkit import runner  # noqa: E402
+from benchkit.children import Children, Proc  # noqa: E402
+from benchkit.profiling import pyspy_cmd  # noqa: E402
+from benchkit.stats import nice  # noqa: E402
+from benchkit.yardsticks import measure_fsync, measure_hardstate, measure_rtt  # noqa: E402
+from raft_report import SYSTEMS, report  # noqa: E402
+
+from liferaft.harness.ports import free_ports  # noqa: E402
 
 
 @dataclass
@@ -111,166 +106,6 @@ QUICK = Plan(
 
 
 # -- child processes ----------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    proc: asyncio.subprocess.Process
-    log: Path
-    ctl_port: int = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-class Children:
-    """Every process this run started, by PID, so that all of them are killed
-    on the way out, whatever the way out is.  A PID leaves the registry only
-    once the process has been reaped, so a recycled PID is never signalled."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.live: dict[int, Child] = {}
-        atexit.register(self.kill_all_now)
-
-    async def start(
-        self,
-        name: str,
-        script: str,
-        args: Sequence[str],
-        cpu: int | None = None,
-        announce: bool = True,
-    ) -> Child:
-        """Start ``python bench/<script> args`` (or, with ``script=""``, the
-        command ``args``); wait for its ``{"ctl": port}`` line if ``announce``."""
-        cmd = [sys.executable, str(HERE / script), *args] if script else list(args)
-        if cpu is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(cpu), *cmd]
-        log = self.logs / f"{name}-{time.monotonic_ns()}.log"
-        with open(log, "wb") as errf:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=errf,
-                cwd=str(ROOT),
-                limit=_ctl.LINE_LIMIT,
-            )
-        child = Child(name, proc, log)
-        self.live[proc.pid] = child
-        if not announce:
-            return child
-        try:
-            async with asyncio.timeout(30):
-                line = await proc.stdout.readline()  # type: ignore[union-attr]
-            child.ctl_port = int(json.loads(line).get("ctl", 0))
-        except (TimeoutError, ValueError) as exc:
-            await self.kill(child)
-            why = f"{name} did not start ({exc!r}); its log:\n{_ctl.tail(log)}"
-            raise RuntimeError(why) from None
-        return child
-
-    async def kill(self, child: Child) -> None:
-        """SIGKILL ``child`` (if still running) and reap it."""
-        if child.pid not in self.live:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            child.proc.kill()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await child.proc.wait()
-        if child.proc.returncode is not None:
-            self.live.pop(child.pid, None)
-
-    async def stop(self, child: Child) -> None:
-        """Close its stdin (it exits by itself), then SIGKILL if it lingers."""
-        if child.pid not in self.live:
-            return
-        with contextlib.suppress(Exception):
-            child.proc.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await child.proc.wait()
-        await self.kill(child)
-
-    def kill_all_now(self) -> None:
-        """Synchronous last resort (atexit, error paths): SIGKILL by PID."""
-        for pid in list(self.live):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in list(self.live):
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, 0)
-            self.live.pop(pid, None)
-
-
-# -- yardsticks: fdatasync and loopback round trip -----------------------------------------
-
-
-def measure_fsync(directory: Path, seconds: float) -> dict[str, float]:
-    """write(100 B) + fdatasync in a loop, in the directory the WALs live in."""
-    path = directory / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    lat: list[float] = []
-    buf = b"x" * 100
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end and len(lat) < 20000:
-            t0 = time.perf_counter()
-            os.write(fd, buf)
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    s = _ctl.summarize(lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
-
-
-def measure_hardstate(directory: Path, seconds: float) -> dict[str, float]:
-    """liferaft's hard-state write (tmp file, fsync, rename, fsync of the
-    directory), which DiskStorage.save does whenever term, vote or commit
-    changed: not a yardstick of the target, an explanation of the gap."""
-    sys.path.insert(1, str(ROOT))
-    from liferaft.core import HardState
-    from liferaft.storage.hardstate import HardStateStore
-
-    d = directory / "hardstate-probe"
-    d.mkdir(exist_ok=True)
-    store = HardStateStore(d)
-    lat: list[float] = []
-    try:
-        end = time.perf_counter() + seconds
-        commit = 0
-        while time.perf_counter() < end and len(lat) < 20000:
-            commit += 1
-            t0 = time.perf_counter()
-            store.save(HardState(1, None, commit))
-            lat.append(time.perf_counter() - t0)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    s = _ctl.summarize(lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
-
-
-async def measure_rtt(port: int, seconds: float) -> dict[str, float]:
-    """Ping-pong 100 bytes with the echo process (asyncio on both ends)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lat: list[float] = []
-    msg = b"y" * 100
-    try:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end and len(lat) < 50000:
-            t0 = time.perf_counter()
-            writer.write(msg)
-            await reader.readexactly(len(msg))
-            lat.append(time.perf_counter() - t0)
-    finally:
-        writer.close()
-    s = _ctl.summarize(lat[10:] or lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
 
 
 # -- one cluster --------------------------------------------------------------------------
@@ -336,7 +171,7 @@ class Bench:
 
     def node_specs(self, system: str, rnd: int) -> list[tuple[str, str, list[str], int | None]]:
         """(name, script, args, cpu) of the three node processes of a cluster."""
-        ports = _ctl.free_ports(3)
+        ports = free_ports(3)
         names = ["n1", "n2", "n3"]
         addrs = [f"127.0.0.1:{p}" for p in ports]
         life = ["--max-life", "900"]
@@ -428,7 +263,7 @@ class Bench:
         plan = self.plan
         label = f"{SYSTEMS[res.system]} r{res.round}"
         specs = self.node_specs(res.system, res.round)
-        nodes: list[Child] = []
+        nodes: list[Proc] = []
         ctls: list[_ctl.Ctl | None] = []
         try:
             for spec in specs:
@@ -533,33 +368,12 @@ class Bench:
                 if self.args.py_spy:
                     path = str(self.tmp / f"profile-{res.system}.pyspy")
                     secs = max(1, math.ceil(plan.step_seconds))
-                    spy = await self.children.start(
-                        "py-spy",
-                        "",
-                        [
-                            self.args.py_spy,
-                            "record",
-                            "-p",
-                            str(nodes[leader].pid),
-                            "-d",
-                            str(secs),
-                            "-r",
-                            "1000",
-                            "--threads",
-                            "--full-filenames",
-                            "--nonblocking",
-                            "--format",
-                            "raw",
-                            "-o",
-                            path,
-                        ],
-                        announce=False,
-                    )
+                    cmd = pyspy_cmd(self.args.py_spy, nodes[leader].pid, secs, path)
+                    spy = await self.children.start("py-spy", "", cmd, announce=False)
                     await asyncio.sleep(0.3)  # py-spy attaches
                     try:
                         await step(prate, secs, profile="")
-                        async with asyncio.timeout(secs + 10):
-                            await spy.proc.wait()
+                        await asyncio.to_thread(self.children.group.reap, spy.child, secs + 10)
                     finally:
                         await self.children.kill(spy)
                     if Path(path).exists():
@@ -588,7 +402,7 @@ class Bench:
                 await self.children.stop(n)
 
     async def failover(
-        self, nodes: list[Child], ctls: list[_ctl.Ctl | None], leader: int, label: str
+        self, nodes: list[Proc], ctls: list[_ctl.Ctl | None], leader: int, label: str
     ) -> dict[str, Any]:
         """SIGKILL the leader while a client process keeps writing through
         every node; the time from the kill to the first successful write sent
@@ -606,9 +420,9 @@ class Bench:
             with contextlib.suppress(RuntimeError):
                 await self.find_leader(survivors, 10 * self.et())
             await asyncio.sleep(0.3)
-            client.proc.stdin.write(f"stop {t_kill!r}\n".encode())  # type: ignore[union-attr]
-            async with asyncio.timeout(10):
-                line = await client.proc.stdout.readline()  # type: ignore[union-attr]
+            client.popen.stdin.write(f"stop {t_kill!r}\n".encode())
+            client.popen.stdin.flush()
+            line = await asyncio.wait_for(asyncio.to_thread(client.popen.stdout.readline), 10)
             out: dict[str, Any] = json.loads(line)
         finally:
             await self.children.stop(client)
@@ -623,219 +437,31 @@ class Bench:
         return out
 
 
-def nice(x: float) -> float:
-    """Round a rate to 2 significant digits (5,500 not 5,437.5)."""
-    if x <= 0:
-        return 0.0
-    mag = 10 ** max(0, int(math.floor(math.log10(x))) - 1)
-    return float(round(x / mag) * mag)
-
-
-# -- report -------------------------------------------------------------------------------
-
-
-def med(xs: Sequence[float | None]) -> tuple[float, float, float] | None:
-    v = [x for x in xs if x is not None]
-    if not v:
-        return None
-    return statistics.median(v), min(v), max(v)
-
-
-def fmt(m: tuple[float, float, float] | None, f: Callable[[float], str], n: int) -> str:
-    if m is None:
-        return "n/a"
-    if n <= 1 or m[1] == m[2]:
-        return f(m[0])
-    return f"{f(m[0])} ({f(m[1])}–{f(m[2])})"
-
-
-def report(b: Bench, elapsed: float, partial: bool = False) -> dict[str, Any]:
-    plan = b.plan
-    et = b.et()
-    by: dict[str, list[ClusterResult]] = {s: [] for s in b.args.systems}
-    for r in b.results:
-        by[r.system].append(r)
-    fs = med([e["fsync"]["p50"] for e in b.env])
-    rtt = med([e["rtt"]["p50"] for e in b.env])
-    hsw = med([e["hardstate"]["p50"] for e in b.env])
-    yard = (fs[0] if fs else 0.0) + (rtt[0] if rtt else 0.0)
-
-    def metrics(rs: list[ClusterResult]) -> dict[str, Any]:
-        ok = [r for r in rs if r.error is None]
-
-        def lat(r: ClusterResult, which: str, q: str) -> float | None:
-            d = getattr(r, which)
-            return None if d is None else d[q]
-
-        return {
-            "n": len(ok),
-            "max": med([r.max_rate for r in ok if r.max_rate]),
-            "p50_100": med([lat(r, "lat100", "p50") for r in ok]),
-            "p99_100": med([lat(r, "lat100", "p99") for r in ok]),
-            "p50_half": med([lat(r, "lathalf", "p50") for r in ok]),
-            "p99_half": med([lat(r, "lathalf", "p99") for r in ok]),
-            "half_rate": med([r.lathalf["rate"] if r.lathalf else None for r in ok]),
-            "failover": med([f.get("failover") for r in ok for f in r.failovers]),
-            "failover_n": sum(1 for r in ok for f in r.failovers if f.get("failover") is not None),
-            "leader_changes": sum(r.leader_changes for r in ok),
-            "errors": [r.error for r in rs if r.error],
-        }
-
-    ms = {s: metrics(rs) for s, rs in by.items()}
-    rate = lambda x: f"{x:,.0f}"  # noqa: E731
-    ms_ = lambda x: f"{x:.2f}"  # noqa: E731
-    sec = lambda x: f"{x:.2f}"  # noqa: E731
-    lines = []
-    lines.append(
-        "| system | max sustained writes/s | p50 / p99 at 100/s (ms) | half of max: rate, "
-        "p50 / p99 (ms) | failover (s) | in flight ≤ |"
-    )
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    for s, m in ms.items():
-        n = m["n"]
-        lines.append(
-            f"| {SYSTEMS[s]} | {fmt(m['max'], rate, n)} | {fmt(m['p50_100'], ms_, n)} / "
-            f"{fmt(m['p99_100'], ms_, n)} | {fmt(m['half_rate'], rate, 1)}: "
-            f"{fmt(m['p50_half'], ms_, n)} / {fmt(m['p99_half'], ms_, n)} | "
-            f"{fmt(m['failover'], sec, m['failover_n'])} | {plan.inflight[s]:,} |"
-        )
-    nr = len(b.env)
-    lines.append("")
-    lines.append(
-        f"Yardsticks (same run): raw write(100 B)+fdatasync p50 {fmt(fs, lambda x: f'{x:.3f}', nr)}"
-        f" ms; loopback TCP RTT p50 {fmt(rtt, lambda x: f'{x * 1e3:.0f}', nr)} µs; "
-        f"sum {yard:.3f} ms. (liferaft's hard-state file write, tmp+fsync+rename+dir fsync, p50 "
-        f"{fmt(hsw, lambda x: f'{x:.3f}', nr)} ms.) Election timeout {et:.2f} s "
-        f"(liferaft tick {plan.tick} s × {plan.election_ticks}; randomized in [ET, 2 ET); "
-        f"PySyncObj raftMin/MaxTimeout {et:.1f}/{2 * et:.1f} s)."
-    )
-    table = "\n".join(lines)
-
-    def ratio(a: str, b_: str, key: str) -> float | None:
-        x, y = ms.get(a, {}).get(key), ms.get(b_, {}).get(key)
-        if not x or not y or not y[0]:
-            return None
-        return float(x[0] / y[0])
-
-    ratios: dict[str, Any] = {}
-    verdicts = []
-    thr = ratio("liferaft-sync", "pysyncobj", "max")
-    if thr is not None:
-        ratios["throughput sync on / PySyncObj"] = thr
-        verdicts.append(("throughput", thr >= 1.0))
-    thr2 = ratio("liferaft-mem", "pysyncobj", "max")
-    if thr2 is not None:
-        ratios["throughput sync off / PySyncObj"] = thr2
-    m_sync = ms.get("liferaft-sync")
-    if m_sync and m_sync["p50_100"] and yard:
-        lr = m_sync["p50_100"][0] / yard
-        ratios["p50 at 100/s sync on / (fdatasync + RTT)"] = lr
-        verdicts.append(("latency", lr <= 1.5))
-    m_mem = ms.get("liferaft-mem")
-    if m_mem and m_mem["p50_100"] and rtt:
-        ratios["p50 at 100/s sync off / RTT"] = m_mem["p50_100"][0] / rtt[0]
-    lat_pso = ratio("liferaft-sync", "pysyncobj", "p50_100")
-    if lat_pso is not None:
-        ratios["p50 at 100/s sync on / PySyncObj"] = lat_pso
-    for s in ms:
-        if ms[s]["failover"]:
-            ratios[f"failover {SYSTEMS[s]} / election timeout"] = ms[s]["failover"][0] / et
-    if m_sync and m_sync["failover"]:
-        verdicts.append(("failover", m_sync["failover"][0] / et <= 1.5))
-    targets = {
-        "throughput sync on / PySyncObj": "≥ 1.0",
-        "p50 at 100/s sync on / (fdatasync + RTT)": "≤ 1.5",
-        f"failover {SYSTEMS['liferaft-sync']} / election timeout": "≤ 1.5",
-    }
-    rlines = []
-    for k, v in ratios.items():
-        t = targets.get(k)
-        mark = ""
-        if t is not None:
-            ok = v >= 1.0 if t.startswith("≥") else v <= 1.5
-            mark = f" (target {t}: {'met' if ok else 'MISSED'})"
-        rlines.append(f"- {k}: {v:.2f}×{mark}")
-    met = sum(1 for _, ok in verdicts if ok)
-    parts = []
-    if m_sync and m_sync["max"]:
-        parts.append(f"liferaft sync on {m_sync['max'][0]:,.0f} w/s")
-        if thr is not None:
-            parts[-1] += f" = {thr:.2f}× PySyncObj"
-    if m_sync and m_sync["p50_100"]:
-        parts.append(
-            f"p50@100/s {m_sync['p50_100'][0]:.2f} ms = {m_sync['p50_100'][0] / yard:.2f}× "
-            "(fdatasync+RTT)"
-        )
-    if m_sync and m_sync["failover"]:
-        parts.append(
-            f"failover {m_sync['failover'][0]:.2f} s = {m_sync['failover'][0] / et:.2f}× ET"
-        )
-    summary = (
-        "SUMMARY: " + "; ".join(parts) + f"; targets met {met}/{len(verdicts)}"
-        f" ({', '.join(f'{k} {chr(10003) if ok else chr(10007)}' for k, ok in verdicts)})"
-    )
-    errs = [f"{SYSTEMS[s]}: {e}" for s, m in ms.items() for e in m["errors"]]
-    lc = {SYSTEMS[s]: m["leader_changes"] for s, m in ms.items() if m["leader_changes"]}
-    print()
-    print(
-        f"## {plan.rounds} round(s) × {len(ms)} systems, order "
-        f"{' '.join(SYSTEMS[s].split(' (')[0] for s in b.args.systems)} per round; "
-        f"median (min–max); {elapsed:.0f} s" + (" — PARTIAL (interrupted)" if partial else "")
-    )
-    print()
-    print(table)
-    print()
-    print("Ratios (of medians):")
-    print("\n".join(rlines))
-    if lc:
-        print(f"Leader changes during load steps: {lc}")
-    if errs:
-        print("Errors: " + "; ".join(errs))
-    prof_text = ""
-    for r in b.results:
-        for path in r.profiles:
-            try:
-                prof_text += _profiles.summarize(path, SYSTEMS[r.system])
-            except Exception as exc:  # a bad profile must not cost the report
-                prof_text += f"\n(profile {path} unreadable: {exc!r})\n"
-    if prof_text:
-        print(prof_text)
-    print(summary)
-    return {
-        "table": table,
-        "ratios": ratios,
-        "summary": summary,
-        "profile": prof_text,
-        "metrics": ms,
-    }
-
-
 # -- main ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python bench/raft_bench.py",
-        description="liferaft vs PySyncObj: 3 processes per cluster on 127.0.0.1.",
+    p = runner.parser(
+        "python bench/raft_bench.py",
+        "liferaft vs PySyncObj: 3 processes per cluster on 127.0.0.1.",
+        quick_help="one short round (~40 s smoke run)",
+        rounds_help="rounds of A B C (default 2; --quick 1)",
     )
-    p.add_argument("--quick", action="store_true", help="one short round (~40 s smoke run)")
-    p.add_argument("--rounds", type=int, help="rounds of A B C (default 2; --quick 1)")
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
         help=f"comma-separated subset of {', '.join(SYSTEMS)} (run in this order)",
     )
     p.add_argument("--profile", action="store_true", help="cProfile the liferaft leader")
-    p.add_argument(
-        "--py-spy",
-        nargs="?",
-        const="auto",
-        help="also sample the liferaft leader with py-spy (path to it, or found next to python)",
+    runner.add_common_flags(
+        p,
+        keep_help="keep the temp dir (logs, WALs)",
+        py_spy_help="also sample the liferaft leader with py-spy (path to it, or found next to "
+        "python)",
     )
     p.add_argument(
         "--profile-rate", type=float, help="offered rate of the profiled step (default: the max)"
     )
-    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")
     p.add_argument(
         "--inflight",
         type=int,
@@ -852,8 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steps", help="override the offered rates, e.g. 1000,20000,40000")
     p.add_argument("-v", "--verbose", action="store_true", help="transport counters per step")
-    p.add_argument("--json", help="write every raw figure to this file")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, WALs)")
     a = p.parse_args(argv)
     plan = QUICK if a.quick else FULL
     if a.rounds:
@@ -862,60 +486,36 @@ def main(argv: list[str] | None = None) -> int:
         plan.inflight = {k: a.inflight for k in SYSTEMS}
     if a.kills is not None:
         plan.kills = a.kills
-    if a.py_spy == "auto":
-        cand = Path(sys.executable).parent / "py-spy"
-        a.py_spy = str(cand) if cand.exists() else shutil.which("py-spy")
-        if not a.py_spy:
-            p.error("py-spy not found (.venv/bin/pip install py-spy, for a one-off run)")
+    runner.resolve_py_spy(p, a, ".venv/bin/pip install py-spy, for a one-off run")
     if a.steps:
         plan.steps = tuple(int(x) for x in a.steps.split(","))
     a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in a.systems if s not in SYSTEMS]
     if unknown:
         p.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="liferaft-bench-"))
+    tmp = runner.temp_dir("liferaft-bench-")
     bench = Bench(a, plan, tmp)
-
-    _ctl.kill_on_sigterm(bench.children.kill_all_now)
-    print(
-        f"raft_bench: {datetime.datetime.now().isoformat(timespec='seconds')}, "
-        f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{'quick' if a.quick else 'full'} run, temp dir {tmp}",
-        flush=True,
-    )
-    rc = 0
-    try:
-        asyncio.run(bench.run())
-    except KeyboardInterrupt:
-        print("interrupted; killing child processes", file=sys.stderr)
-        rc = 130
-    finally:
-        bench.children.kill_all_now()
+    print(runner.header("raft_bench", a.quick, tmp), flush=True)
+    rc = runner.run(bench.run(), bench.children.kill_all_now)
     elapsed = time.monotonic() - bench.t0
     try:
         if bench.results:
             out = report(bench, elapsed, partial=rc == 130)
             if a.json:
-                with open(a.json, "w") as f:
-                    json.dump(
-                        {
-                            "plan": asdict(plan),
-                            "argv": sys.argv,
-                            "env": bench.env,
-                            "results": [asdict(r) for r in bench.results],
-                            "report": out,
-                        },
-                        f,
-                        indent=1,
-                        default=str,
-                    )
+                rep.write_json(
+                    a.json,
+                    {
+                        "plan": asdict(plan),
+                        "argv": sys.argv,
+                        "env": bench.env,
+                        "results": [asdict(r) for r in bench.results],
+                        "report": out,
+                    },
+                )
             if any(r.error for r in bench.results) and rc == 0:
                 rc = 1
     finally:
-        if a.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        runner.finish(tmp, a.keep)
     return rc
 
 

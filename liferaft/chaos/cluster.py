@@ -3,9 +3,10 @@
 Each node is a child process (``python -m liferaft.cli serve``), on
 127.0.0.1 with free ports, or, with a :class:`~liferaft.chaos.netns.NetLab`,
 inside its own network namespace on a private address (so links can be cut).
-The harness knows every child by PID and stops only those: SIGCONT (a
-stopped node could not exit), SIGTERM, then SIGKILL after a grace period,
-on every exit path.
+The processes are a :class:`liferaft.harness.serve.ServeCluster`, the one
+process harness: it knows every child by PID and stops only those: SIGCONT
+(a stopped node could not exit), SIGTERM, then SIGKILL after a grace
+period, on every exit path.
 
 Peer authentication: the cluster writes a fresh peer secret (mode 0600) in
 its directory and hands it to every node with ``--peer-secret-file``, as
@@ -21,22 +22,22 @@ end of its log, and fails a soak.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 
-from liferaft.kv.serve import serve_argv
+from liferaft.harness.ports import free_ports
+from liferaft.harness.procs import rss_bytes, tail
+from liferaft.harness.serve import ServeCluster, ServeNode
 from liferaft.transport.secret import ensure_secret_file, read_secret_file
+
+__all__ = ["NODE_FLAGS", "ChaosCluster", "ChaosError", "Member", "free_ports", "rss_bytes"]
 
 NODE_FLAGS = [
     "--election-timeout",
@@ -57,65 +58,39 @@ class ChaosError(Exception):
 
 
 @dataclass
-class Member:
-    id: str
-    peer: str
-    client: str
-    data: Path
-    log: Path
-    prefix: list[str] = field(default_factory=list)  # e.g. ip netns exec NS
-    proc: subprocess.Popen[bytes] | None = None
-    logf: IO[bytes] | None = None
-    stopped: bool = False  # SIGSTOPped
-    # The harness ended (or expects the end of) this process: not a crash.
-    expected_exit: bool = False
-    started: float = 0.0  # time.monotonic() of the last spawn
+class Member(ServeNode):
+    """A node of the fault harness (a :class:`~liferaft.harness.serve.ServeNode`)."""
 
     @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def stopped(self) -> bool:
+        """SIGSTOPped by the nemesis (the harness's word for paused)."""
+        return self.paused
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the OS hands out on 127.0.0.1 (held together, then
-    released for child processes to bind)."""
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def rss_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` (Linux /proc), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+class _Nodes(ServeCluster):
+    node_class = Member
 
 
 class ChaosCluster:
-    """N nodes; ``lab`` (a NetLab) puts each in its own network namespace."""
+    """N nodes; ``lab`` (a NetLab) puts each in its own network namespace.
+
+    The processes are a :class:`~liferaft.harness.serve.ServeCluster`
+    (:attr:`procs`); this class adds the fault bookkeeping (expected and
+    unexpected exits, SIGSTOP/SIGCONT by the nemesis) and async HTTP."""
 
     cluster_id = "liferaft"
 
     def __init__(
-        self, ids: list[str], base: Path, lab: Any = None, rng: random.Random | None = None
+        self,
+        ids: list[str],
+        base: Path,
+        lab: Any = None,
+        rng: random.Random | None = None,
+        flags: list[str] | None = None,
     ):
         self.base = base
         self.lab = lab
         self.rng = rng or random.Random()
-        self.members: dict[str, Member] = {}
         # (node id, exit code, last lines of its log) of every unexpected exit.
         self.exits: list[tuple[str, int, str]] = []
         base.mkdir(parents=True, exist_ok=True)
@@ -124,39 +99,26 @@ class ChaosCluster:
         self.secret_file = ensure_secret_file(base)
         self.secret = read_secret_file(self.secret_file)
         self.auth_flags = ["--peer-secret-file", str(self.secret_file)]
+        self.procs = _Nodes(
+            base,
+            flags=[*NODE_FLAGS, *self.auth_flags, *(flags or [])],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         ports = free_ports(2 * len(ids)) if lab is None else []
         for i, nid in enumerate(ids):
             if lab is None:
-                peer, client, prefix = (
-                    f"127.0.0.1:{ports[2 * i]}",
-                    f"127.0.0.1:{ports[2 * i + 1]}",
-                    [],
-                )
+                peer, client = f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}"
+                self.procs.add(nid, peer=peer, client=client)
             else:
                 ip = lab.addr(nid)
-                peer, client, prefix = f"{ip}:7000", f"{ip}:8000", lab.exec_prefix(nid)
-            self.members[nid] = Member(nid, peer, client, base / nid, base / f"{nid}.log", prefix)
+                self.procs.add(
+                    nid, peer=f"{ip}:7000", client=f"{ip}:8000", prefix=lab.exec_prefix(nid)
+                )
+        self.members: dict[str, Member] = self.procs.nodes  # type: ignore[assignment]
         self.http: aiohttp.ClientSession | None = None
         self.events: list[tuple[float, str]] = []  # what the harness did, for the log
 
     # -- processes ------------------------------------------------------------------------
-
-    def _spawn(self, m: Member, args: list[str]) -> None:
-        m.data.mkdir(parents=True, exist_ok=True)
-        if m.logf is None:
-            m.logf = open(m.log, "ab")  # noqa: SIM115 (closed in shutdown)
-        flags = [*NODE_FLAGS, *self.auth_flags]
-        cmd = [*m.prefix, *serve_argv(m.id, m.data, m.peer, m.client, *flags, *args)]
-        m.proc = subprocess.Popen(
-            cmd,
-            stdout=m.logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        m.stopped = False
-        m.expected_exit = False
-        m.started = time.monotonic()
 
     def check_exits(self) -> list[tuple[str, int, str]]:
         """Record (and return) node processes that exited while nobody asked
@@ -169,7 +131,7 @@ class ChaosCluster:
             if code is None:
                 continue
             m.expected_exit = True  # recorded; a restart clears it
-            new.append((m.id, code, _tail(m.log)))
+            new.append((m.id, code, tail(m.log, 5)))
         self.exits.extend(new)
         return new
 
@@ -178,22 +140,18 @@ class ChaosCluster:
         self.members[nid].expected_exit = True
 
     def start_all(self) -> None:
-        spec = ",".join(f"{m.id}={m.peer}" for m in self.members.values())
-        for m in self.members.values():
-            self._spawn(m, ["--initial-cluster", spec])
+        self.procs.start_all()
 
     def restart(self, nid: str) -> None:
         """Start a dead node again on its data (it rejoins on its own)."""
-        m = self.members[nid]
-        if m.alive:
+        if self.members[nid].alive:
             return
         self.check_exits()
-        self._spawn(m, [])
+        self.procs.start(nid, mode=[])
 
     def start_joining(self, nid: str, via: str) -> None:
         """Start ``nid`` on an empty data dir, joining through member ``via``."""
-        m = self.members[nid]
-        self._spawn(m, ["--join", f"http://{self.members[via].client}"])
+        self.procs.start(nid, mode=["--join", f"http://{self.members[via].client}"])
 
     def wipe(self, nid: str) -> None:
         m = self.members[nid]
@@ -202,55 +160,28 @@ class ChaosCluster:
         shutil.rmtree(m.data, ignore_errors=True)
 
     def kill(self, nid: str) -> None:
-        m = self.members[nid]
         self.check_exits()  # an exit before this kill is still a crash
-        m.expected_exit = True
-        if m.alive and m.proc is not None:
-            m.proc.send_signal(signal.SIGKILL)
-            m.proc.wait()
-        m.stopped = False
+        self.procs.kill(nid)
 
     def stop(self, nid: str) -> None:
-        m = self.members[nid]
-        if m.alive and m.proc is not None:
-            m.proc.send_signal(signal.SIGSTOP)
-            m.stopped = True
+        """SIGSTOP (the node freezes; ``cont`` wakes it)."""
+        self.procs.pause(nid)
 
     def cont(self, nid: str) -> None:
-        m = self.members[nid]
-        if m.alive and m.proc is not None and m.stopped:
-            m.proc.send_signal(signal.SIGCONT)
-        m.stopped = False
+        self.procs.resume(nid)
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stop every process this harness started (only those, by PID)."""
         self.check_exits()
-        for m in self.members.values():
-            m.expected_exit = True
-            if m.proc is not None and m.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    m.proc.send_signal(signal.SIGCONT)
-                    m.proc.send_signal(signal.SIGTERM)
-        for m in self.members.values():
-            if m.proc is None:
-                continue
-            try:
-                m.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    m.proc.kill()
-                m.proc.wait()
-            if m.logf is not None:
-                m.logf.close()
-                m.logf = None
+        self.procs.close(grace)
 
     def rss(self) -> dict[str, tuple[int, float]]:
         """Each running node's (RSS in bytes, seconds since it started)."""
         now = time.monotonic()
         out = {}
         for m in self.members.values():
-            if m.alive and m.proc is not None:
-                r = rss_bytes(m.proc.pid)
+            if m.alive:
+                r = rss_bytes(m.pid)
                 if r is not None:
                     out[m.id] = (r, now - m.started)
         return out
@@ -309,10 +240,3 @@ class ChaosCluster:
                 return {m["id"] for m in st["members"] if m["voter"]}
         return set()
 
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_bytes()[-4000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])

@@ -125,7 +125,10 @@ async def soak(
             raise ValueError(f"unknown fault {f!r}; choose from {', '.join(FAULTS)}")
     if lab is not None:
         lab.__enter__()
-    c = ChaosCluster(ids, out / "cluster", lab, rng)
+    # Lease reads are off unless the operator grants them (docs/runtime.md,
+    # "Lease reads"): a soak of lease reads must run nodes that serve them.
+    flags = ["--lease-reads"] if read_consistency == "lease" else []
+    c = ChaosCluster(ids, out / "cluster", lab, rng, flags=flags)
     home_ns = None
     try:
         if lab is not None:

@@ -1,6 +1,13 @@
 """``liferaft cluster up``: a local cluster of real ``liferaft serve``
-processes on 127.0.0.1, with a live status table.  Ctrl-C stops every
-process it started (by PID); running it again resumes the same data."""
+processes on 127.0.0.1, with a live status table.  Ctrl-C (or ``liferaft
+cluster down`` from another terminal) stops every process it started, by
+PID; running it again resumes the same data.
+
+The processes are a :class:`liferaft.harness.serve.ServeCluster`, the one
+process harness.  ``up`` records its own PID and its nodes' in
+DIR/cluster.pids (:mod:`liferaft.harness.pidfile`), which is how ``down``
+finds exactly those processes and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import click
@@ -21,67 +26,50 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from liferaft.kv.serve import serve_argv
+from liferaft.harness import pidfile
+from liferaft.harness.serve import ServeCluster, ServeNode
 from liferaft.transport.secret import SecretError, ensure_secret_file, read_secret_file
+
+# The name of the supervising `cluster up` process in the pid registry.
+SUPERVISOR = "cluster-up"
 
 
 @dataclass
-class Member:
-    id: str
-    peer: str
-    client: str
-    data: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    logf: IO[bytes] | None = None
+class Member(ServeNode):
+    """A node of ``cluster up``, and the cluster that runs it."""
+
+    owner: ServeCluster | None = field(default=None, repr=False)
+
+
+class _Nodes(ServeCluster):
+    node_class = Member
 
 
 def plan(nodes: int, base: Path, base_port: int) -> list[Member]:
-    """Node i is n<i>, peers on base_port+i, clients on base_port+1000+i."""
-    return [
-        Member(
-            f"n{i}",
-            f"127.0.0.1:{base_port + i}",
-            f"127.0.0.1:{base_port + 1000 + i}",
-            base / f"n{i}",
-            base / f"n{i}.log",
-        )
-        for i in range(1, nodes + 1)
-    ]
+    """Node i is n<i>, peers on base_port+i, clients on base_port+1000+i.
+
+    Own session for every node: the terminal's Ctrl-C reaches only us, and
+    we stop the nodes in order (SIGTERM, then SIGKILL after a grace period)."""
+    c = _Nodes(base, new_session=True)
+    members = [m for m in c.add_nodes(nodes, base_port=base_port) if isinstance(m, Member)]
+    for m in members:
+        m.owner = c
+    return members
 
 
 def start(m: Member, cluster: str, extra: list[str]) -> None:
-    m.data.mkdir(parents=True, exist_ok=True)
-    m.logf = open(m.log, "ab")  # noqa: SIM115 (closed in stop())
-    cmd = serve_argv(m.id, m.data, m.peer, m.client, "--initial-cluster", cluster, *extra)
-    # Own process group: the terminal's Ctrl-C reaches only us, and we stop
-    # the nodes in order (SIGTERM, then SIGKILL after a grace period).
-    m.proc = subprocess.Popen(
-        cmd,
-        stdout=m.logf,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """Start one node of the cluster ``cluster`` (n1=peer,...) with ``extra`` flags."""
+    assert m.owner is not None
+    m.mode = ["--initial-cluster", cluster]
+    m.flags = list(extra)
+    m.owner.start(m.id)
 
 
 def stop(members: list[Member], grace: float = 10.0) -> None:
-    for m in members:
-        if m.proc is not None and m.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                m.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for m in members:
-        if m.proc is None:
-            continue
-        try:
-            m.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                m.proc.kill()
-            m.proc.wait()
-        if m.logf is not None:
-            m.logf.close()
+    """End every process the members' cluster started, by PID (SIGTERM,
+    then SIGKILL after ``grace``)."""
+    for owner in {id(m.owner): m.owner for m in members if m.owner is not None}.values():
+        owner.close(grace)
 
 
 async def _poll(http: aiohttp.ClientSession, m: Member) -> dict[str, Any] | None:
@@ -177,6 +165,16 @@ def _peer_secret(directory: Path) -> Path:
     return path
 
 
+# The cluster's directory: data, logs, the peer secret and the pid registry.
+DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    default="./liferaft-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+
+
 @click.group()
 def cluster() -> None:
     """A local cluster of real processes."""
@@ -184,13 +182,7 @@ def cluster() -> None:
 
 @cluster.command("up")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
-@click.option(
-    "--dir",
-    "directory",
-    default="./liferaft-data",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@DIR_OPTION
 @click.option(
     "--base-port",
     default=7000,
@@ -210,6 +202,17 @@ def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_t
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"--dir {directory}: {exc.strerror or exc}") from exc
+    registry = directory.resolve() / pidfile.NAME
+    try:
+        already = [e for e in pidfile.read(registry) if e.running()]
+    except pidfile.PidfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if already:
+        names = ", ".join(f"{e.name} (pid {e.pid})" for e in already)
+        raise click.ClickException(
+            f"a cluster already runs on {directory}: {names}; stop it with "
+            f"`liferaft cluster down --dir {directory}`"
+        )
     members = plan(nodes, directory.resolve(), base_port)
     spec = ",".join(f"{m.id}={m.peer}" for m in members)
     extra = ["--peer-secret-file", str(_peer_secret(directory.resolve()))]
@@ -219,13 +222,44 @@ def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_t
     try:
         for m in members:
             start(m, spec, extra)
+        pids: dict[str, int] = {SUPERVISOR: os.getpid()}
+        pids.update((m.id, m.pid) for m in members if m.child is not None)
+        pidfile.write(registry, pids)
         asyncio.run(watch(members, console, live_table=not no_table and console.is_terminal))
     finally:
         console.print("stopping the nodes...")
         stop(members)
+        with contextlib.suppress(OSError):
+            registry.unlink()
         console.print(
             "stopped: "
             + ", ".join(
-                f"{m.id} (pid {m.proc.pid}, exit {m.proc.returncode})" for m in members if m.proc
+                f"{m.id} (pid {m.pid}, exit {m.proc.returncode})" for m in members if m.proc
             )
         )
+
+
+@cluster.command("down")
+@DIR_OPTION
+@click.option("--grace", default=15.0, show_default=True, help="Seconds before SIGKILL.")
+def down(directory: Path, grace: float) -> None:
+    """Stop the cluster `cluster up --dir DIR` runs (from another terminal).
+
+    Signals only the processes recorded in DIR/cluster.pids that still run
+    (a PID the kernel reused for another process is told apart by its start
+    time): first `cluster up` itself, which stops its nodes in order, then
+    any node left over (say, after `cluster up` was killed)."""
+    registry = directory.resolve() / pidfile.NAME
+    try:
+        entries = pidfile.read(registry)
+    except pidfile.PidfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stopped = [e for e in entries if e.running()]
+    pidfile.stop([e for e in entries if e.name == SUPERVISOR], grace)
+    pidfile.stop([e for e in entries if e.name != SUPERVISOR], grace)
+    with contextlib.suppress(OSError):
+        registry.unlink()
+    if not stopped:
+        click.echo(f"no cluster runs on {directory}")
+        return
+    click.echo("stopped: " + ", ".join(f"{e.name} (pid {e.pid})" for e in stopped))

@@ -171,7 +171,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
 )
 @click.option(
     "--lease-reads/--no-lease-reads",
-    default=True,
+    default=False,  # as NodeConfig.lease_reads: one decision, docs/runtime.md "Lease reads"
     show_default=True,
     help="Serve consistency=lease reads from the leader's lease (assumes bounded clock "
     "drift); otherwise they are confirmed like linearizable ones.",

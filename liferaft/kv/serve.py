@@ -48,7 +48,7 @@ class ServeOptions:
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
     snapshot_entries: int = 10_000
-    lease_reads: bool = True
+    lease_reads: bool = False  # as NodeConfig: one decision, docs/runtime.md "Lease reads"
     max_value: int = DEFAULT_MAX_VALUE
     request_timeout: float = 5.0
     peer_secret: bytes | None = None  # the cluster secret peers prove (--peer-secret-file)

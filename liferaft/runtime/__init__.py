@@ -6,21 +6,30 @@
   Python objects (docs/statemachine.md), and ready-made ones:
   :class:`ReplicatedDict`, :class:`ReplicatedCounter`,
   :class:`ReplicatedLock`, :class:`ReplicatedQueue`;
-* typed errors (:class:`NotLeader`, :class:`Timeout`, :class:`Stopped`,
-  :class:`Dropped`, :class:`StorageFailed`) and events (:class:`EventType`).
+* typed errors (:class:`NotLeaderError`, :class:`NodeTimeoutError`,
+  :class:`StoppedError`, :class:`DroppedError`, :class:`StorageFailedError`;
+  the old names without ``Error`` are aliases until 0.2.0) and events
+  (:class:`EventType`).
 """
 
 from .clock import ManualClock, SystemClock
 from .commands import Replicated, command, query
 from .errors import (
     BadConfig,
+    BadConfigError,
     BadMember,
+    BadMemberError,
     Dropped,
+    DroppedError,
     MembershipError,
     NodeError,
+    NodeTimeoutError,
     NotLeader,
+    NotLeaderError,
     Stopped,
+    StoppedError,
     StorageFailed,
+    StorageFailedError,
     Timeout,
 )
 from .events import Event, EventType
@@ -30,8 +39,11 @@ from .types import ReplicatedCounter, ReplicatedDict, ReplicatedLock, Replicated
 
 __all__ = [
     "BadConfig",
+    "BadConfigError",
     "BadMember",
+    "BadMemberError",
     "Dropped",
+    "DroppedError",
     "Event",
     "EventType",
     "ManualClock",
@@ -40,7 +52,9 @@ __all__ = [
     "NodeConfig",
     "NodeError",
     "NodeStatus",
+    "NodeTimeoutError",
     "NotLeader",
+    "NotLeaderError",
     "Replicated",
     "ReplicatedCounter",
     "ReplicatedDict",
@@ -49,7 +63,9 @@ __all__ = [
     "StateMachine",
     "StateSnapshot",
     "Stopped",
+    "StoppedError",
     "StorageFailed",
+    "StorageFailedError",
     "SystemClock",
     "Timeout",
     "command",

@@ -28,7 +28,9 @@ class NodeConfig:
     snapshot_bytes: int = 64 << 20
     #: Allow lease-based answers (thesis §6.4.1) to the reads that ask for
     #: one (``read(..., consistency="lease")``); linearizable reads always
-    #: get a confirmed ReadIndex round.  Needs check_quorum.
+    #: get a confirmed ReadIndex round.  Needs check_quorum.  Off, here and
+    #: in ``liferaft serve`` alike: a lease is only as safe as the operator's
+    #: clocks, so the operator turns it on (docs/runtime.md, "Lease reads").
     lease_reads: bool = False
     pre_vote: bool = True
     check_quorum: bool = True

@@ -1,7 +1,9 @@
 """A harness for system tests with real ``liferaft serve`` processes.
 
-:class:`ProcCluster` starts nodes as subprocesses on 127.0.0.1 only, on free
-ports, with their logs in the test's tmp_path, and can kill -9, SIGSTOP,
+:class:`ProcCluster` is :class:`liferaft.harness.serve.ServeCluster` (the one
+process harness: ``cluster up``, chaos and the benches use it too) with the
+tests' HTTP helpers.  It starts nodes as subprocesses on 127.0.0.1 only, on
+free ports, with their logs in the test's tmp_path, and can kill -9, SIGSTOP,
 SIGCONT, restart and add nodes by id.  It is a context manager whose exit
 always ends every process it started, by PID (SIGCONT, SIGTERM, then
 SIGKILL after a grace period), even when the test failed; an ``atexit`` hook
@@ -19,14 +21,10 @@ HTTP error or a dead node, it returns the status (0: no answer).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import http.client as _httpc
 import json
 import os
-import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,77 +32,26 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
+
+from liferaft.harness import pidfile
+from liferaft.harness.ports import HOST, free_base_port, free_port, port_is_free
+from liferaft.harness.procs import pid_alive, start_time
+from liferaft.harness.serve import ServeCluster, ServeNode
 
 T = TypeVar("T")
 
-HOST = "127.0.0.1"
+__all__ = [
+    "CLI", "FAST_TIMING", "HOST", "NodeProc", "ProcCluster", "Writer", "free_base_port",
+    "free_port", "http", "http_full", "kill_pids", "kv_path", "pid_alive", "pids_with_arg",
+    "port_is_free", "proc_cluster", "run_cli", "wait_for",
+]  # fmt: skip
+
 # Fast but not twitchy on a loaded 2-core machine (xdist -n 2).
 FAST_TIMING = ["--election-timeout", "300", "--heartbeat-interval", "50"]
 CLI = [sys.executable, "-m", "liferaft.cli"]
-
-# -- ports ------------------------------------------------------------------------------
-
-_given: set[int] = set()
-_given_lock = threading.Lock()
-
-
-def _ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A port that is free on 127.0.0.1 now.
-
-    Chosen at random below the ephemeral range (checked by binding it), so
-    that an outgoing connection of some other process cannot take it while
-    a node is down between a kill and its restart; falls back to binding
-    port 0.  Never the same port twice in one test process."""
-    low = min(_ephemeral_low(), 32768)
-    with _given_lock:
-        for _ in range(200):
-            p = random.randint(12000, max(12001, low - 1))
-            if p not in _given and port_is_free(p):
-                _given.add(p)
-                return p
-        while True:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind((HOST, 0))
-                p = int(s.getsockname()[1])
-            if p not in _given:
-                _given.add(p)
-                return p
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port P for ``cluster up``: P+1..P+n and P+1001..P+1000+n free."""
-    low = min(_ephemeral_low(), 32768)
-    with _given_lock:
-        for _ in range(500):
-            base = random.randint(12000, low - 1100 - nodes)
-            ports = [base + i for i in range(1, nodes + 1)]
-            ports += [base + 1000 + i for i in range(1, nodes + 1)]
-            if not any(p in _given for p in ports) and all(port_is_free(p) for p in ports):
-                _given.update(ports)
-                return base
-    raise RuntimeError("no free base port found")
 
 
 # -- waiting and HTTP --------------------------------------------------------------------
@@ -196,100 +143,54 @@ def pids_with_arg(text: str) -> set[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and text in cmd:
+        if pid_alive(int(entry)) and text in cmd:
             out.add(int(entry))
     return out
 
 
 def kill_pids(pids: Iterable[int], grace: float = 5.0) -> None:
-    """SIGCONT + SIGTERM each PID, SIGKILL whatever is left after ``grace``."""
-    pids = set(pids)
+    """SIGCONT + SIGTERM each PID, SIGKILL whatever is left after ``grace``
+    (each named by its PID and start time now, so a PID recycled meanwhile
+    is left alone)."""
+    entries = []
     for pid in pids:
-        for sig in (signal.SIGCONT, signal.SIGTERM):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = {p for p in pids if pid_alive(p)}
-        time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+        st = start_time(pid)
+        if st is not None:
+            entries.append(pidfile.Entry(str(pid), pid, st))
+    pidfile.stop(entries, grace)
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+# -- the cluster -------------------------------------------------------------------------
 
 
-# -- one node ----------------------------------------------------------------------------
-
-
-@dataclass
-class NodeProc:
-    id: str
-    peer_addr: str
-    client_addr: str
-    data_dir: Path
-    log_path: Path
-    mode: list[str]  # ["--initial-cluster", spec] or ["--join", url]
-    extra: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-    logf: IO[bytes] | None = None
-    paused: bool = False
-    pids: list[int] = field(default_factory=list)  # every PID this node ever had
+class NodeProc(ServeNode):
+    """A :class:`~liferaft.harness.serve.ServeNode` under the names the
+    system tests use."""
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None, f"{self.id} was never started"
-        return self.proc.pid
+    def peer_addr(self) -> str:
+        return self.peer
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    @property
+    def client_addr(self) -> str:
+        return self.client
 
-    def command(self) -> list[str]:
-        return [
-            *CLI,
-            "serve",
-            "--id",
-            self.id,
-            "--data-dir",
-            str(self.data_dir),
-            "--peer-addr",
-            self.peer_addr,
-            "--client-addr",
-            self.client_addr,
-            *self.mode,
-            *self.extra,
-        ]
+    @property
+    def data_dir(self) -> Path:
+        return self.data
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+    @property
+    def log_path(self) -> Path:
+        return self.log
 
 
-_live: weakref.WeakSet[ProcCluster] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_leftovers() -> None:  # last resort, if a cluster was never closed
-    for c in list(_live):
-        c.close(grace=1.0)
-
-
-class ProcCluster:
+class ProcCluster(ServeCluster):
     """Real ``liferaft serve`` processes, addressed by node id."""
+
+    node_class = NodeProc
+    nodes: dict[str, NodeProc]  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -300,26 +201,25 @@ class ProcCluster:
         timing: list[str] | None = None,
         nofile: int | None = None,
     ) -> None:
-        self.root = root
         self.token = token
         self.nofile = nofile  # the nodes' open-file limit (soft and hard), if set
-        self.extra = [*(FAST_TIMING if timing is None else timing), *(extra or [])]
+        flags = [*(FAST_TIMING if timing is None else timing), *(extra or [])]
         if token is not None:
             tf = root / "token"
             tf.write_text(token + "\n")
             tf.chmod(0o600)  # serve refuses a token file others can read
-            self.extra += ["--token-file", str(tf)]
-        self.nodes: dict[str, NodeProc] = {}
-        self.closed = False
-        _live.add(self)
+            flags += ["--token-file", str(tf)]
+        super().__init__(
+            root,
+            flags=flags,
+            cwd=root,
+            preexec_fn=self._limit_files if nofile is not None else None,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def __enter__(self) -> ProcCluster:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def define(
         self,
@@ -328,48 +228,20 @@ class ProcCluster:
         extra: list[str] | None = None,
         peer_addr: str | None = None,
     ) -> NodeProc:
-        n = NodeProc(
-            node_id,
-            peer_addr or f"{HOST}:{free_port()}",
-            f"{HOST}:{free_port()}",
-            self.root / node_id,
-            self.root / f"{node_id}.log",
-            mode,
-            [*self.extra, *(extra or [])],
-        )
-        self.nodes[node_id] = n
+        n = self.add(node_id, peer=peer_addr, mode=mode, flags=extra or [])
+        assert isinstance(n, NodeProc)
         return n
 
     def start_cluster(self, n: int, wait: bool = True) -> str | None:
         """Define and start n1..n<n> as a new cluster; returns the leader's id
         once one is up (with ``wait``)."""
-        ids = [f"n{i}" for i in range(1, n + 1)]
-        peers = {i: f"{HOST}:{free_port()}" for i in ids}
-        spec = ",".join(f"{i}={a}" for i, a in peers.items())
-        for i in ids:
-            self.define(i, ["--initial-cluster", spec], peer_addr=peers[i])
-        for i in ids:
-            self.start(i)
+        self.add_nodes(n)
+        self.start_all()
         return self.wait_leader() if wait else None
 
-    def start(self, node_id: str) -> NodeProc:
-        n = self.nodes[node_id]
-        assert not n.running(), f"{node_id} is already running"
-        if n.logf is not None:
-            n.logf.close()
-        n.logf = open(n.log_path, "ab")  # noqa: SIM115 - closed in close()/start()
-        n.logf.write(f"---- start {' '.join(n.command())}\n".encode())
-        n.logf.flush()
-        n.proc = subprocess.Popen(
-            n.command(),
-            stdout=n.logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.root,
-            preexec_fn=self._limit_files if self.nofile is not None else None,
-        )
-        n.pids.append(n.proc.pid)
-        n.paused = False
+    def start(self, node_id: str, mode: Any = None) -> NodeProc:
+        n = super().start(node_id, mode)
+        assert isinstance(n, NodeProc)
         return n
 
     def _limit_files(self) -> None:
@@ -381,61 +253,32 @@ class ProcCluster:
 
     def add_joining(self, node_id: str, via: str, extra: list[str] | None = None) -> NodeProc:
         """Define and start a new node that joins through ``via``'s client API."""
-        contact = self.nodes[via].client_addr
+        contact = self.nodes[via].client
         self.define(node_id, ["--join", f"http://{contact}"], extra)
         return self.start(node_id)
 
-    def kill(self, node_id: str) -> None:
-        """kill -9, and reap it."""
-        n = self.nodes[node_id]
-        assert n.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            n.proc.send_signal(signal.SIGKILL)
-        n.proc.wait(timeout=10)
-        n.paused = False
-
     def pause(self, node_id: str) -> None:
-        n = self.nodes[node_id]
-        assert n.running()
-        n.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-        n.paused = True
+        assert self.nodes[node_id].running()
+        super().pause(node_id)
 
     def resume(self, node_id: str) -> None:
-        n = self.nodes[node_id]
-        assert n.running()
-        n.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-        n.paused = False
+        assert self.nodes[node_id].running()
+        super().resume(node_id)
 
     def restart(self, node_id: str) -> NodeProc:
-        if self.nodes[node_id].running():
-            self.kill(node_id)
-        return self.start(node_id)
+        n = super().restart(node_id)
+        assert isinstance(n, NodeProc)
+        return n
 
     def stop(self, node_id: str, grace: float = 5.0) -> int:
         """SIGTERM (SIGKILL after ``grace``); returns the exit status."""
-        n = self.nodes[node_id]
-        assert n.proc is not None
-        if n.running():
-            kill_pids([n.proc.pid], grace)
-        return n.proc.wait(timeout=10)
-
-    def close(self, grace: float = 5.0) -> None:
-        """End every process this cluster started (idempotent)."""
-        self.closed = True
-        procs = [n.proc for n in self.nodes.values() if n.proc is not None]
-        kill_pids([p.pid for p in procs if p.poll() is None], grace)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=5)
-        for n in self.nodes.values():
-            if n.logf is not None:
-                n.logf.close()
-                n.logf = None
-        _live.discard(self)
+        rc = super().stop(node_id, grace)
+        assert rc is not None, f"{node_id} did not exit"
+        return rc
 
     def print_logs(self, lines: int = 15) -> None:
         for n in self.nodes.values():
-            print(f"==== {n.id} ({n.log_path}) ====\n{n.log_tail(lines)}")
+            print(f"==== {n.id} ({n.log}) ====\n{n.log_tail(lines)}")
 
     # -- HTTP ----------------------------------------------------------------------------
 

@@ -8,18 +8,13 @@ the generator did work and saw no errors.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from liferaft.chaos.cluster import free_ports
+from liferaft.harness.serve import ServeCluster
 from liferaft.kv.bench import (
     Config,
     EtcdAdapter,
@@ -33,36 +28,12 @@ from liferaft.kv.bench import (
 
 @pytest.fixture
 def one_node(tmp_path: Path) -> Iterator[str]:
-    """A 1-node liferaft-kv process; its client HOST:PORT.  Killed by PID
-    whatever the test did."""
-    peer, client = free_ports(2)
-    log = open(tmp_path / "n1.log", "wb")  # noqa: SIM115 (closed in finally)
-    cmd = [
-        sys.executable,
-        "-m",
-        "liferaft.cli",
-        "serve",
-        "--id",
-        "n1",
-        "--data-dir",
-        str(tmp_path / "n1"),
-        "--peer-addr",
-        f"127.0.0.1:{peer}",
-        "--client-addr",
-        f"127.0.0.1:{client}",
-        "--initial-cluster",
-        f"n1=127.0.0.1:{peer}",
-    ]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        yield f"127.0.0.1:{client}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        log.close()
+    """A 1-node liferaft-kv process; its client HOST:PORT.  Ended by PID
+    whatever the test did (the one process harness)."""
+    with ServeCluster(tmp_path, new_session=True) as c:
+        c.add_nodes(1)
+        c.start_all()
+        yield c.nodes["n1"].client
 
 
 async def test_load_generator_against_one_node(one_node: str, tmp_path: Path) -> None:

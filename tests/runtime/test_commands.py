@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from liferaft.runtime.commands import (
     ENVELOPE_VERSION,
-    BadArguments,
-    BadEnvelope,
+    BadArgumentsError,
+    BadEnvelopeError,
     CommandError,
-    NotAttached,
+    NotAttachedError,
     Replicated,
-    UnknownCommand,
+    UnknownCommandError,
     command,
     decode_envelope,
     query,
@@ -306,7 +306,7 @@ async def test_bad_arguments_are_refused_before_proposing(
     args: tuple[Any, ...], kwargs: dict[str, Any], match: str
 ) -> None:
     cluster = FakeCluster(Counter)
-    with pytest.raises(BadArguments, match=match) as info:
+    with pytest.raises(BadArgumentsError, match=match) as info:
         _ = cluster.leader.add(*args, **kwargs)
     assert isinstance(info.value, CommandError) and isinstance(info.value, TypeError)
     assert "Counter.add()" in str(info.value)
@@ -316,21 +316,21 @@ async def test_bad_arguments_are_refused_before_proposing(
 async def test_nested_types_are_checked_before_proposing() -> None:
     cluster = FakeCluster(Registry)
     with pytest.raises(
-        BadArguments, match=r"argument 'values': Expected `int`, got `str` - at `\$\[1\]`"
+        BadArgumentsError, match=r"argument 'values': Expected `int`, got `str` - at `\$\[1\]`"
     ):
         _ = cluster.leader.put("k", [1, "2"])  # type: ignore[list-item]
-    with pytest.raises(BadArguments, match="argument 'replace'"):
+    with pytest.raises(BadArgumentsError, match="argument 'replace'"):
         _ = cluster.leader.put("k", [1], replace="yes")  # type: ignore[arg-type]
-    with pytest.raises(BadArguments, match="lookup"):
+    with pytest.raises(BadArgumentsError, match="lookup"):
         _ = cluster.leader.lookup(1, 2)  # type: ignore[call-arg, arg-type]
     assert cluster.proposals == [] and cluster.reads == []
 
 
 async def test_an_unattached_instance_refuses_calls() -> None:
     counter = Counter()
-    with pytest.raises(NotAttached, match="not attached"):
+    with pytest.raises(NotAttachedError, match="not attached"):
         _ = counter.add(1)
-    with pytest.raises(NotAttached):
+    with pytest.raises(NotAttachedError):
         _ = counter.get()
     assert counter.proposer is None
 
@@ -342,7 +342,9 @@ async def test_unknown_command_at_apply_raises_and_changes_nothing() -> None:
     cluster = FakeCluster(Counter)
     await cluster.leader.add(3)
     before = cluster.assert_agree()
-    with pytest.raises(UnknownCommand, match="Counter has no command 'reset'.*known: add") as info:
+    with pytest.raises(
+        UnknownCommandError, match="Counter has no command 'reset'.*known: add"
+    ) as info:
         cluster.replicate(envelope("reset", []), True, 0)
     assert info.value.name == "reset" and isinstance(info.value, LookupError)
     assert cluster.assert_agree() == before
@@ -361,7 +363,7 @@ async def test_bad_arguments_at_apply_raise_and_change_nothing(entry: bytes, mat
     cluster = FakeCluster(Counter)
     await cluster.leader.add(3)
     before = cluster.assert_agree()
-    with pytest.raises(BadArguments, match=match):
+    with pytest.raises(BadArgumentsError, match=match):
         cluster.replicate(entry, True, 0)
     assert cluster.assert_agree() == before
 
@@ -380,7 +382,7 @@ async def test_bad_arguments_at_apply_raise_and_change_nothing(entry: bytes, mat
 )
 def test_a_malformed_envelope_raises_bad_envelope(entry: bytes, match: str) -> None:
     counter = Counter()
-    with pytest.raises(BadEnvelope, match=match):
+    with pytest.raises(BadEnvelopeError, match=match):
         counter.apply(1, entry)
     assert counter.value == 0 and counter.log_index == 0
 

@@ -1,0 +1,147 @@
+"""The one process harness (liferaft/harness, issue 13 section 4): it ends
+only the processes it started, on every exit path; its pid registry names
+a process for good (PID and start time) and refuses another version; and
+``cluster up`` / ``cluster down`` stop exactly the recorded processes.
+
+Every wait is bounded; nothing asserts timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from liferaft.harness import pidfile
+from liferaft.harness.procs import ProcessGroup, pid_alive, start_time
+from liferaft.harness.serve import ServeCluster
+from tests.kv.procs import (
+    CLI,
+    HOST,
+    free_base_port,
+    http,
+    kill_pids,
+    pids_with_arg,
+    run_cli,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def test_a_group_ends_its_children_even_when_the_body_fails(tmp_path: Path) -> None:
+    outsider = subprocess.Popen(SLEEPER)  # not the group's: never touched
+    try:
+        with pytest.raises(RuntimeError), ProcessGroup() as g:
+            kids = [g.start(f"k{i}", SLEEPER, log=tmp_path / f"k{i}.log") for i in range(3)]
+            assert all(k.alive() for k in kids)
+            raise RuntimeError("the caller failed")
+        assert not [k for k in kids if pid_alive(k.pid)]
+        assert g.live == {}  # each reaped, so its PID left the registry
+        assert outsider.poll() is None
+    finally:
+        outsider.kill()
+        outsider.wait(10)
+
+
+def test_a_reaped_child_is_never_signalled_again(tmp_path: Path) -> None:
+    with ProcessGroup() as g:
+        k = g.start("k", SLEEPER)
+        assert g.kill(k) == -9
+        assert k.pid not in g.live
+        # Its PID may now belong to anyone: the group refuses to signal it.
+        assert g.signal(k, 15) is False
+
+
+def test_terminate_wakes_a_stopped_child_and_sigterm_ends_it(tmp_path: Path) -> None:
+    with ProcessGroup() as g:
+        k = g.start("k", SLEEPER)
+        assert g.signal(k, 19)  # SIGSTOP: it could not act on SIGTERM
+        g.terminate([k], grace=10.0)
+        assert k.returncode == -15  # SIGCONT first, so SIGTERM ended it, not SIGKILL
+
+
+def test_pidfile_round_trip_and_a_recycled_pid_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / pidfile.NAME
+    with ProcessGroup() as g:
+        a, b = g.start("a", SLEEPER), g.start("b", SLEEPER)
+        pidfile.write(path, {"a": a.pid, "b": b.pid})
+        entries = {e.name: e for e in pidfile.read(path)}
+        assert entries["a"].pid == a.pid and entries["a"].start == start_time(a.pid)
+        assert all(e.running() for e in entries.values())
+        # "b" as if its PID had been reused by another process since.
+        forged = pidfile.Entry("b", b.pid, entries["b"].start + 1)
+        stopped = pidfile.stop([entries["a"], forged], grace=10.0)
+        assert [e.name for e in stopped] == ["a"]
+        assert wait_for(lambda: a.popen.poll() is not None, 10, "a to exit")
+        assert b.alive()
+
+
+@pytest.mark.parametrize("text", ['{"version": 2, "pids": {}}', '{"pids": {}}'])
+def test_pidfile_of_another_version_is_refused_naming_both(tmp_path: Path, text: str) -> None:
+    path = tmp_path / pidfile.NAME
+    path.write_text(text)
+    with pytest.raises(pidfile.PidfileError) as exc:
+        pidfile.read(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"version {pidfile.VERSION}" in msg
+    assert f"version {json.loads(text).get('version')}" in msg
+    assert pidfile.read(tmp_path / "none") == []
+
+
+def test_serve_cluster_kills_restarts_and_stops_a_node_by_pid(tmp_path: Path) -> None:
+    with ServeCluster(tmp_path, flags=["--election-timeout", "300"]) as c:
+        (n,) = c.add_nodes(1)
+        c.start_all()
+        c.wait_ready(30)
+        first = n.pid
+        c.kill("n1")
+        assert not pid_alive(first) and n.expected_exit
+        c.start("n1")  # again, on its data
+        assert n.pids == [first, n.pid] and not n.expected_exit
+        c.wait_ready(30)
+        assert c.stop("n1") == 0  # SIGTERM: a clean exit
+        assert "---- start" in n.log.read_text()
+    assert c.closed and c.group.live == {}
+
+
+def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
+    d = (tmp_path / "c").resolve()
+    base = free_base_port(1)
+    cmd = [*CLI, "cluster", "up", "--nodes", "1", "--dir", str(d)]
+    cmd += ["--base-port", str(base), "--no-table"]
+    out = tmp_path / "up.log"
+    with open(out, "wb") as f:
+        up = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: http(f"{HOST}:{base + 1001}", "GET", "/readyz", timeout=1.0)[0] == 200,
+            30,
+            "the node of cluster up to be ready",
+            0.2,
+        )
+        entries = {e.name: e.pid for e in pidfile.read(d / pidfile.NAME)}
+        assert entries["cluster-up"] == up.pid and set(entries) == {"cluster-up", "n1"}
+
+        again = run_cli("cluster", "up", "--nodes", "1", "--dir", str(d), "--no-table")
+        assert again.returncode != 0 and "already runs" in again.stderr, again.stderr
+
+        r = run_cli("cluster", "down", "--dir", str(d))
+        assert r.returncode == 0, r.stderr
+        assert f"cluster-up (pid {up.pid})" in r.stdout and f"n1 (pid {entries['n1']})" in r.stdout
+        assert up.wait(timeout=20) == 0, out.read_text()
+        assert "stopped: n1" in out.read_text()
+        assert not pid_alive(entries["n1"])
+        assert not (d / pidfile.NAME).exists()
+        assert "no cluster runs" in run_cli("cluster", "down", "--dir", str(d)).stdout
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+        kill_pids(pids_with_arg(f"--data-dir {d}/n") - {os.getpid()}, grace=3.0)
