@@ -1,4 +1,12 @@
-"""Membership changes of a running node (part of :class:`~liferaft.runtime.Node`).
+"""Membership of a running node: the member table, its changes, the peer table.
+
+Theory of operation
+-------------------
+:class:`Membership` owns the member table (id -> address and info) and the
+transport's peer table built from it.  It proposes changes through the loop
+(liferaft/runtime/loop.py) and routes them to the leader like any write
+(liferaft/runtime/router.py); it applies a committed change to the member
+table (:meth:`Membership.apply_change`) when the applier hands it one.
 
 Every change goes through the core's rules: one change at a time, none before
 the leader has committed an entry of its term, joint consensus for anything
@@ -18,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from liferaft.codec import MAX_NODE_ID
 from liferaft.core import (
@@ -29,8 +36,8 @@ from liferaft.core import (
     ConfChangeError,
     ConfChangeSingle,
     ConfState,
+    Entry,
     NotLeaderError,
-    RawNode,
     Role,
 )
 from liferaft.transport.base import Transport
@@ -38,7 +45,11 @@ from liferaft.transport.base import Transport
 from . import address_book, peer_rpc
 from ._futures import _fail, _resolve
 from .clock import Clock
+from .config import NodeConfig
 from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
+from .events import EventType
+from .loop import RaftLoop
+from .router import Router
 
 log = logging.getLogger("liferaft.runtime")
 
@@ -98,44 +109,40 @@ def check_conf_change(transport: Transport, cc: ConfChange) -> None:
         check_member(transport, c.node_id, entry.get("addr"), rest)
 
 
-if TYPE_CHECKING:
-    from .node import NodeConfig, NodeStatus
+class Membership:
+    """add_learner / promote / remove / add_voter / replace / join, the
+    apply of committed changes, and the transport's peer table."""
 
+    def __init__(
+        self,
+        loop: RaftLoop,
+        router: Router,
+        transport: Transport,
+        clock: Clock,
+        config: NodeConfig,
+        emit: Callable[..., None],
+    ) -> None:
+        self._loop = loop
+        self._router = router
+        self.transport = transport
+        self.clock = clock
+        self.config = config
+        self._emit = emit
+        self.id = loop.id
+        self.members: dict[str, dict[str, Any]] = {}
+        #: Members whose address the transport cannot use: id -> why.
+        self.bad_peer_addresses: dict[str, str] = {}
+        #: Futures of changes queued on the loop, not yet proposed: failed
+        #: with Stopped if the node stops before they run.
+        self._unproposed: set[asyncio.Future[Any]] = set()
 
-class MembershipMixin:
-    """add_learner / promote / remove / add_voter / replace / join."""
-
-    if TYPE_CHECKING:  # provided by Node
-        id: str
-        config: NodeConfig
-        clock: Clock
-        rn: RawNode | None
-        members: dict[str, dict[str, Any]]
-        bad_peer_addresses: dict[str, str]
-        transport: Transport
-        _ops: deque[Callable[[], None]]
-        _unproposed: set[asyncio.Future[Any]]
-        _wake: asyncio.Event
-        _bg: set[asyncio.Task[Any]]
-
-        def _check_running(self) -> None: ...
-        def status(self) -> NodeStatus: ...
-        async def _submit(
-            self, start: Callable[[], Awaitable[tuple[int, int]]], t: float
-        ) -> Any: ...
-        async def _route(
-            self,
-            local: Callable[[], Awaitable[tuple[int, int]]],
-            req: peer_rpc.Request,
-            t: float,
-        ) -> tuple[int, int]: ...
-
-    async def _conf_local(
+    async def conf_local(
         self, cc: ConfChange | Callable[[ConfState], ConfChange]
     ) -> tuple[int, int]:
-        """Propose ``cc`` here, the leader; a callable builds the change from
-        the configuration in force when it is proposed (address_book.info_change)."""
-        self._check_running()
+        """Propose ``cc`` on this node (the leader); its (index, term).  A
+        callable builds the change from the configuration in force when it
+        is proposed, on the loop (address_book.info_change)."""
+        self._loop.check_running()
         for c in cc.changes if isinstance(cc, ConfChange) else ():
             # Unlike a bad address, an id the codec cannot carry is not
             # survivable: every later InstallSnapshot holds it in its conf
@@ -147,7 +154,7 @@ class MembershipMixin:
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
 
         def start() -> None:
-            rn = self.rn
+            rn = self._loop.rn
             assert rn is not None
             try:
                 change = cc if isinstance(cc, ConfChange) else cc(rn.conf_state())
@@ -167,8 +174,7 @@ class MembershipMixin:
         # stop() answers Stopped (true) rather than leaving it to a timeout.
         self._unproposed.add(fut)
         fut.add_done_callback(self._unproposed.discard)
-        self._ops.append(start)
-        self._wake.set()
+        self._loop.call(start)
         return await fut
 
     async def change_membership(
@@ -184,7 +190,8 @@ class MembershipMixin:
             check_conf_change(self.transport, cc)
         t = self.config.commit_timeout if timeout is None else timeout
         req = peer_rpc.ChangeConf(cc.encode())
-        await self._submit(lambda: self._route(lambda: self._conf_local(cc), req, t), t)
+        router = self._router
+        await router.submit(lambda: router.route(lambda: self.conf_local(cc), req, t), t)
 
     async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
         """Add a non-voting member that receives the log (etcd's learner)."""
@@ -238,20 +245,24 @@ class MembershipMixin:
         address_book.check_info(self.id, info)
         t = self.config.commit_timeout if timeout is None else timeout
         req = peer_rpc.SetMemberInfo(self.id, address_book.encode_info(info))
-        await self._submit(lambda: self._route(lambda: self._info_local(req), req, t), t)
+        router = self._router
+        await router.submit(lambda: router.route(lambda: self.info_local(req), req, t), t)
 
-    async def _info_local(self, req: peer_rpc.SetMemberInfo) -> tuple[int, int]:
+    async def info_local(self, req: peer_rpc.SetMemberInfo) -> tuple[int, int]:
+        """Propose ``req``'s member info on this node (the leader)."""
         info = address_book.decode_info(req.node_id, req.info)
-        return await self._conf_local(
+        return await self.conf_local(
             lambda conf: address_book.info_change(conf, req.node_id, info)
         )
 
     async def _wait_caught_up(self, node_id: str, t: float) -> None:
         deadline = self.clock.monotonic() + t
+        rn = self._loop.rn
+        assert rn is not None
         while True:
-            st = self.status()
-            p = st.peers.get(node_id)
-            if st.role == "leader" and p is not None and p.match >= st.commit_index:
+            st = rn.status()
+            p = st.progress.get(node_id)
+            if st.role is Role.LEADER and p is not None and p.match >= st.commit:
                 return
             if self.clock.monotonic() >= deadline:
                 raise Timeout(f"{node_id} did not catch up")
@@ -273,7 +284,7 @@ class MembershipMixin:
     ) -> None:
         """Ask a running cluster, through any member's address, to add this
         (empty) node; returns once the cluster has accepted it."""
-        self._check_running()
+        self._loop.check_running()
         check_member(self.transport, self.id, addr)
         req = peer_rpc.encode(peer_rpc.Join(self.id, addr, voter))
         raw = await self.transport.call_address(contact, req, timeout)
@@ -286,16 +297,18 @@ class MembershipMixin:
         if not isinstance(rep, peer_rpc.Joined):
             raise MembershipError(f"join: {contact} answered {rep!r}")
         self.members = {str(k): dict(v) for k, v in rep.members.items()}
-        self._update_peers()
+        self.update_peers()
 
-    async def _handle_join(self, req: peer_rpc.Join) -> bytes:
+    async def handle_join(self, req: peer_rpc.Join) -> bytes:
+        """The peer ``join`` call: add the joiner (on the leader), or pass
+        the call on to the leader."""
         # Checked by every node it passes through: a joiner is not a member
         # yet, and nothing it sends may reach the log unchecked.
         try:
             check_member(self.transport, req.node_id, req.addr)
         except BadMember as exc:
             return peer_rpc.encode(peer_rpc.refusal(exc))
-        rn = self.rn
+        rn = self._loop.rn
         assert rn is not None
         if rn.role is not Role.LEADER:
             if rn.leader is None:
@@ -312,12 +325,44 @@ class MembershipMixin:
         except NodeError as exc:
             return peer_rpc.encode(peer_rpc.refusal(exc))
         if req.voter:
-            task = asyncio.create_task(self._promote_when_caught_up(req.node_id, 60.0))
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+            self._loop.spawn(self._promote_when_caught_up(req.node_id, 60.0))
         return peer_rpc.encode(peer_rpc.Joined(self.members))
 
-    def _update_peers(self) -> None:
+    def apply_change(self, e: Entry) -> None:
+        """Apply the committed change in ``e`` to the member table.  Never
+        raises, whatever the entry holds (docs/architecture.md, "Trust
+        model"): committed entries are trusted data, never trusted code."""
+        try:
+            cc = ConfChange.decode(e.data)
+        except ConfChangeError:
+            return
+        try:
+            info = address_book.decode_context(cc.context)
+        except Exception as exc:  # committed data: never raise out of apply
+            log.warning("node %s: entry %d: member context ignored: %s", self.id, e.index, exc)
+            info = {}
+        for c in cc.changes:
+            if c.type is ChangeType.REMOVE_NODE:
+                if self.members.pop(c.node_id, None) is not None:
+                    self._emit(EventType.MEMBER_REMOVED, c.node_id)
+            else:
+                entry = dict(self.members.get(c.node_id, {}))
+                entry.update(info.get(c.node_id, {}))
+                new = c.node_id not in self.members
+                self.members[c.node_id] = entry
+                voter = c.type is ChangeType.ADD_VOTER
+                if new or voter:
+                    self._emit(
+                        EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")
+                    )
+        self.update_peers()
+
+    def stop(self, err: BaseException) -> None:
+        """Fail the changes that were never proposed (the node stops)."""
+        for uf in list(self._unproposed):
+            _fail(uf, err)
+
+    def update_peers(self) -> None:
         """Hand the members' addresses to the transport.  Runs while applying
         committed changes, so it never raises: an address the transport
         cannot use is left out (that peer is unreachable), logged once and

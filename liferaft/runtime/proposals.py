@@ -1,15 +1,18 @@
-"""Proposals of a running node (part of :class:`~liferaft.runtime.Node`).
+"""The proposal tracker: every write from its submission to its outcome.
 
-A write on the leader takes the fast path: :meth:`ProposalsMixin.submit`
-queues it with its future, the node task proposes everything queued as one
-batch (:meth:`ProposalsMixin._propose_batch`), and the future resolves when
-the entry is applied.  Deadlines are checked once a tick by the ticker
-(:meth:`ProposalsMixin._expire`), not by a timer per write.  Anywhere else
-(a follower, a leader that stepped down before the batch) a write takes the
-slow path, :meth:`ProposalsMixin._route`: wait for a leader, forward the
-bytes to it with a transport call, then wait for this node's own apply of
-the (index, term) it answered.  A forward that never left this node
-(``CallNotSent``) proposed nothing, so it is retried like "no leader".
+Theory of operation
+-------------------
+A plain class, with no task of its own and no reference to the node; the
+loop calls it, and it calls back only through the ``reroute`` it is given.
+
+A write on the leader takes the fast path: :meth:`ProposalTracker.enqueue`
+queues it with its future, the loop proposes everything queued as one batch
+(:meth:`ProposalTracker.propose_batch`), and the future is settled when the
+entry is applied (:meth:`ProposalTracker.settle_applied`).  Deadlines are
+checked once a tick (:meth:`ProposalTracker.expire`), not by a timer per
+write: a deque in deadline order, and a heap for the few out of order.  A
+write the batch cannot propose (not leader, a transfer in progress) goes to
+``reroute``: the slow path of liferaft/runtime/router.py.
 
 Outcomes are decided by what is applied, never earlier.  Two waiters can
 hold one index (a later leader reused it), but an entry that one node saw
@@ -18,6 +21,10 @@ an earlier waiter is only set aside (``_displaced``) and settled by the
 apply of that index: same term, its result; another term, ``Dropped``.
 Likewise ``Stopped`` means "never left this node": once a forward may have
 reached the leader (``_Prop.sent``), stopping answers ``Timeout``.
+
+Results of recent applies are kept while a forwarded write waits for its
+(index, term) (``forwarding``), so a forward whose index this node applied
+before the answer came back still learns its outcome.
 """
 
 from __future__ import annotations
@@ -25,35 +32,29 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import logging
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
-from liferaft.core import RaftError, RawNode, Role
-from liferaft.transport.base import CallNotSent, Transport
+from liferaft.core import Entry, RaftError
 
-from . import peer_rpc
-from ._futures import _fail
-from .clock import Clock, SystemClock
-from .errors import (
-    BadConfig,
-    Dropped,
-    NotLeader,
-    Stopped,
-    StorageFailed,
-    Timeout,
-)
+from ._futures import _as_error, _fail, _resolve
+from .errors import Dropped, NotLeader, Stopped, StorageFailed, Timeout
 
-if TYPE_CHECKING:
-    from .node import NodeConfig
-
-T = TypeVar("T")
-log = logging.getLogger("liferaft.runtime")
-#: Refusals after which the forward is retried through whoever leads next.
-_MOVED_ON = (peer_rpc.Refusal.NOT_LEADER, peer_rpc.Refusal.NO_LEADER)
 _STAMP = struct.Struct("<d")
+#: Applied results kept for forwarded writes.
+RECENT = 4096
+
+
+class Proposer(Protocol):
+    """What the tracker needs of the core (a :class:`~liferaft.core.RawNode`)."""
+
+    @property
+    def term(self) -> int: ...
+    @property
+    def leader(self) -> str | None: ...
+    def propose_many(self, datas: list[bytes]) -> int: ...
 
 
 class _Prop:
@@ -82,69 +83,58 @@ class _Prop:
         self.sent = False
 
 
-class ProposalsMixin:
-    """propose / submit, batching, deadlines and forwarding."""
+class ProposalTracker:
+    """The queue, the waiters by index, deadlines and recent results."""
 
-    if TYPE_CHECKING:  # provided by Node
-        id: str
-        config: NodeConfig
-        clock: Clock
-        rn: RawNode | None
-        transport: Transport
-        applied: int
-        _props: deque[_Prop]
-        _deadlines: deque[_Prop]
-        _late: list[tuple[float, int, _Prop]]
-        _seq: itertools.count[int]
-        _forwarding: int
-        _pending: dict[int, _Prop]
-        _displaced: dict[int, list[_Prop]]
-        _recent: OrderedDict[int, tuple[int, bool, Any]]
-        _leader_waiters: list[asyncio.Future[None]]
-        _wake: asyncio.Event
-        _bg: set[asyncio.Task[Any]]
-        _storage_ok: bool
+    def __init__(self, reroute: Callable[[_Prop], None], tick_interval: float) -> None:
+        self._reroute = reroute
+        self._tick = tick_interval
+        self.queue: deque[_Prop] = deque()
+        self.pending: dict[int, _Prop] = {}
+        #: Earlier waiters of an index a later term reused; settled by the
+        #: apply of that index like the one in ``pending``.
+        self.displaced: dict[int, list[_Prop]] = {}
+        self.deadlines: deque[_Prop] = deque()
+        self.late: list[tuple[float, int, _Prop]] = []
+        self._seq = itertools.count()
+        #: Callers waiting on an (index, term) from elsewhere; while any
+        #: does, applied results are kept in ``recent``.
+        self.forwarding = 0
+        self.recent: OrderedDict[int, tuple[int, bool, Any]] = OrderedDict()
 
-        def _check_running(self) -> None: ...
+    # -- submission ----------------------------------------------------------------
 
-    def _expire(self, now: float) -> None:
-        """Fail proposals past their deadline.  Run by the ticker, not the node
-        task, so a node stuck on a failing disk still times its callers out.
-        One check per tick instead of a timer per proposal: profiling showed
-        the timers costing more than the core."""
-        dq = self._deadlines
-        while dq and (dq[0].deadline <= now or dq[0].fut.done()):
-            self._time_out(dq.popleft())
-        late = self._late
-        while late and (late[0][0] <= now or late[0][2].fut.done()):
-            self._time_out(heapq.heappop(late)[2])
-        # Most proposals finish long before their deadline: drop them now and
-        # then so the queue holds about what is still outstanding.
-        if len(dq) > 4096 and len(dq) > 4 * (len(self._pending) + len(self._props)):
-            self._deadlines = deque(p for p in dq if not p.fut.done())
-
-    def _time_out(self, p: _Prop) -> None:
-        if p.fut.done():
-            return
-        if p.index:
-            self._unwait(p)
-            _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
+    def enqueue(self, p: _Prop) -> None:
+        """The fast path: into the next batch, its deadline checked once a
+        tick (see :meth:`expire`) rather than by a timer of its own."""
+        self.queue.append(p)
+        dq = self.deadlines
+        # Deadlines are checked once a tick anyway, so one that is at most a
+        # tick earlier than the last may queue behind it.
+        if not dq or dq[-1].deadline - self._tick <= p.deadline:
+            dq.append(p)
         else:
-            _fail(p.fut, Timeout("the proposal was not accepted in time"))
+            heapq.heappush(self.late, (p.deadline, next(self._seq), p))
 
-    def _propose_batch(self) -> None:
-        rn = self.rn
-        assert rn is not None
-        props = self._props
-        n = min(len(props), self.config.max_batch)
-        live = [p for p in (props.popleft() for _ in range(n)) if not p.fut.done()]
+    def enqueue_forwarded(self, p: _Prop) -> None:
+        """A write that wants its (index, term) back (``want_index``); its
+        caller keeps its own deadline."""
+        self.queue.append(p)
+
+    def propose_batch(self, rn: Proposer, *, now: float, storage_ok: bool, max_batch: int) -> None:
+        """Propose up to ``max_batch`` queued writes as one batch.  ``now``
+        (the wall clock) is stamped into ``data[0:8]`` of those that asked."""
+        q = self.queue
+        if not q:
+            return
+        n = min(len(q), max_batch)
+        live = [p for p in (q.popleft() for _ in range(n)) if not p.fut.done()]
         if not live:
             return
-        if not self._storage_ok:
+        if not storage_ok:
             for p in live:
                 _fail(p.fut, StorageFailed("the disk refused the last write; not taking writes"))
             return
-        now = self.clock.wall()
         datas = [_STAMP.pack(now) + p.data[8:] if p.stamp else p.data for p in live]
         try:
             last = rn.propose_many(datas)
@@ -160,7 +150,6 @@ class ProposalsMixin:
             return
         index = last - len(live)
         term = rn.term
-        pending = self._pending
         for p in live:
             index += 1
             if p.want_index:
@@ -168,249 +157,129 @@ class ProposalsMixin:
                 continue
             p.index = index
             p.term = term
-            old = pending.get(index)
-            if old is not None:
-                self._displaced.setdefault(index, []).append(old)
-            pending[index] = p
+            self.wait(p)
 
-    def _unwait(self, p: _Prop) -> None:
+    def fail_queued(self, err: BaseException) -> None:
+        """Fail every write not yet proposed (the disk refused a write)."""
+        while self.queue:
+            _fail(self.queue.popleft().fut, err)
+
+    # -- waiting for an index ---------------------------------------------------------
+
+    def wait(self, p: _Prop) -> None:
+        """``p`` (with its index and term set) waits for the apply of its index."""
+        old = self.pending.get(p.index)
+        if old is not None:
+            self.displaced.setdefault(p.index, []).append(old)
+        self.pending[p.index] = p
+
+    def unwait(self, p: _Prop) -> None:
         """Forget ``p`` as a waiter for its index (it timed out or gave up)."""
-        if self._pending.get(p.index) is p:
-            del self._pending[p.index]
-        others = self._displaced.get(p.index)
+        if self.pending.get(p.index) is p:
+            del self.pending[p.index]
+        others = self.displaced.get(p.index)
         if others and p in others:
             others.remove(p)
             if not others:
-                del self._displaced[p.index]
+                del self.displaced[p.index]
 
-    async def propose(
-        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
-    ) -> Any:
-        """Replicate ``data``; returns what the state machine's ``apply`` returned.
+    def waiters(self) -> Iterator[tuple[int, _Prop]]:
+        """Every (index, waiter) whose entry has not been applied yet."""
+        yield from self.pending.items()
+        for idx, ps in self.displaced.items():
+            for p in ps:
+                yield idx, p
 
-        Works on any node: a follower forwards to the leader.  Raises
-        :class:`NotLeader` (no leader reachable; nothing proposed),
-        :class:`Timeout` (outcome unknown), :class:`Dropped`,
-        :class:`StorageFailed` or :class:`Stopped`.  ``stamp_time``: the
-        leader writes its wall clock into ``data[0:8]`` (see statemachine.py).
-        """
-        return await self.submit(data, stamp_time=stamp_time, timeout=timeout)
+    def recent_outcome(self, index: int, term: int) -> Any:
+        """The outcome of ``index``, applied already, for a caller that
+        proposed it in ``term``: its result, or the error it raises."""
+        rec = self.recent.get(index)
+        if rec is None:
+            raise Timeout(f"entry {index} was applied long ago; outcome unknown")
+        rterm, ok, result = rec
+        if rterm != term:
+            raise Dropped(f"entry {index} was overwritten by term {rterm}")
+        if not ok:
+            raise result
+        return result
 
-    def submit(
-        self, data: bytes, *, stamp_time: bool = False, timeout: float | None = None
-    ) -> asyncio.Future[Any]:
-        """:meth:`propose` without a coroutine: returns a future of the result
-        at once (hashicorp/raft's ``Apply`` returns an ApplyFuture likewise).
-        Many writes in flight then cost one future each, and no task.
-        Cancelling the future before the entry is proposed withdraws it."""
-        if not isinstance(data, bytes | bytearray | memoryview) or not data:
-            raise BadConfig("data must be non-empty bytes")
-        if stamp_time and len(data) < 8:
-            raise BadConfig("stamp_time needs at least 8 bytes of data to overwrite")
-        self._check_running()
-        t = self.config.commit_timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        p = _Prop(bytes(data), stamp_time, fut, self.clock.monotonic() + t)
-        rn = self.rn
-        assert rn is not None
-        if rn.role is Role.LEADER and self._storage_ok:
-            # The fast path: straight into the next batch, one deadline check
-            # per tick (see _expire) rather than a timer per proposal.
-            self._props.append(p)
-            dq = self._deadlines
-            # Deadlines are checked once a tick anyway, so one that is at most
-            # a tick earlier than the last may queue behind it.
-            if not dq or dq[-1].deadline - self.config.tick_interval <= p.deadline:
-                dq.append(p)
-            else:
-                heapq.heappush(self._late, (p.deadline, next(self._seq), p))
-            self._wake.set()
+    # -- outcomes -------------------------------------------------------------------
+
+    def settle_applied(self, ents: Sequence[Entry], results: Sequence[tuple[bool, Any]]) -> bool:
+        """Tell the waiters of ``ents`` (just applied, with ``results``: (ok,
+        result or error) each) their outcomes; True if any was settled."""
+        settled = False
+        pending, displaced, recent = self.pending, self.displaced, self.recent
+        for e, (ok, result) in zip(ents, results, strict=True):
+            p = pending.pop(e.index, None)
+            if p is not None:
+                settled = True
+                _settle(p, e, ok, result)
+            # Not only under p: the later waiter that set these aside may
+            # have given up (and left) before this index was applied.
+            if displaced:
+                for q in displaced.pop(e.index, ()):
+                    settled = True
+                    _settle(q, e, ok, result)
+            if self.forwarding:
+                recent[e.index] = (e.term, ok, result)
+        while len(recent) > RECENT:
+            recent.popitem(last=False)
+        return settled
+
+    def fail_covered(self, index: int) -> None:
+        """An installed snapshot covers ``index``: its waiters and those
+        below cannot learn their entry's result."""
+        unknown = Timeout("the entry was replaced by a snapshot; outcome unknown")
+        for idx, p in list(self.waiters()):
+            if idx <= index:
+                _fail(p.fut, unknown)
+                self.unwait(p)
+
+    def expire(self, now: float) -> None:
+        """Fail proposals past their deadline.  One check per tick instead of
+        a timer per proposal: profiling showed the timers costing more than
+        the core."""
+        dq = self.deadlines
+        while dq and (dq[0].deadline <= now or dq[0].fut.done()):
+            self._time_out(dq.popleft())
+        late = self.late
+        while late and (late[0][0] <= now or late[0][2].fut.done()):
+            self._time_out(heapq.heappop(late)[2])
+        # Most proposals finish long before their deadline: drop them now and
+        # then so the queue holds about what is still outstanding.
+        if len(dq) > 4096 and len(dq) > 4 * (len(self.pending) + len(self.queue)):
+            self.deadlines = deque(p for p in dq if not p.fut.done())
+
+    def _time_out(self, p: _Prop) -> None:
+        if p.fut.done():
+            return
+        if p.index:
+            self.unwait(p)
+            _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
         else:
-            self._reroute(p)
-        return fut
+            _fail(p.fut, Timeout("the proposal was not accepted in time"))
 
-    def _reroute(self, p: _Prop) -> None:
-        """Propose ``p`` the slow way: wait for a leader, forward if need be."""
-        left = max(0.0, p.deadline - self.clock.monotonic())
-
-        def sent(maybe: bool) -> None:
-            p.sent = maybe
-
-        async def go() -> Any:
-            return await self._submit(
-                lambda: self._route_propose(p.data, p.stamp, left, sent), left
+    def stop(self, node_id: str) -> None:
+        """The node stops: writes in the log may still commit elsewhere
+        (``Timeout``, outcome unknown); queued ones never left (``Stopped``)."""
+        for idx, p in self.waiters():
+            _fail(
+                p.fut,
+                Timeout(f"node {node_id} stopped before entry {idx} applied; outcome unknown"),
             )
+        self.fail_queued(Stopped(f"node {node_id} stopped"))
+        self.pending.clear()
+        self.displaced.clear()
+        self.deadlines.clear()
+        self.late.clear()
 
-        task = asyncio.get_running_loop().create_task(go())
-        self._bg.add(task)
 
-        def done(t: asyncio.Task[Any]) -> None:
-            self._bg.discard(t)
-            if p.fut.done():
-                return
-            if t.cancelled() and p.sent:
-                _fail(p.fut, Timeout(f"node {self.id} stopped; the write may be in the log"))
-            elif t.cancelled():
-                _fail(p.fut, Stopped(f"node {self.id} stopped"))
-            elif t.exception() is not None:
-                _fail(p.fut, t.exception())  # type: ignore[arg-type]
-            else:
-                p.fut.set_result(t.result())
-
-        def cancel(f: asyncio.Future[Any]) -> None:
-            if f.cancelled():
-                task.cancel()
-
-        task.add_done_callback(done)
-        p.fut.add_done_callback(cancel)
-
-    async def _submit(self, start: Callable[[], Awaitable[tuple[int, int]]], t: float) -> Any:
-        """Get an (index, term) from ``start``, then wait for that apply."""
-        self._check_running()
-        deadline = self.clock.monotonic() + t
-        self._forwarding += 1
-        try:
-            # The route keeps its own deadline and tells "not proposed"
-            # (NotLeader) from "unknown" (Timeout); this bound is a backstop.
-            index, term = await self._bounded(
-                start(), t + self.config.tick_interval, "no leader accepted the proposal"
-            )
-        finally:
-            self._forwarding -= 1
-        if index <= self.applied:
-            rec = self._recent.get(index)
-            if rec is None:
-                raise Timeout(f"entry {index} was applied long ago; outcome unknown")
-            rterm, ok, result = rec
-            if rterm != term:
-                raise Dropped(f"entry {index} was overwritten by term {rterm}")
-            if not ok:
-                raise result
-            return result
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        p = _Prop(b"", False, fut)
-        p.index, p.term = index, term
-        old = self._pending.get(index)
-        if old is not None:
-            self._displaced.setdefault(index, []).append(old)
-        self._pending[index] = p
-        left = max(0.0, deadline - self.clock.monotonic())
-        try:
-            return await self._bounded(fut, left, f"entry {index} not applied in time")
-        finally:
-            self._unwait(p)
-
-    async def _route_propose(
-        self, data: bytes, stamp: bool, t: float, sent: Callable[[bool], None] | None = None
-    ) -> tuple[int, int]:
-        req = peer_rpc.Propose(data, stamp)
-        return await self._route(lambda: self._propose_local(data, stamp), req, t, sent)
-
-    async def _route(
-        self,
-        local: Callable[[], Awaitable[tuple[int, int]]],
-        req: peer_rpc.Request,
-        t: float,
-        sent: Callable[[bool], None] | None = None,
-    ) -> tuple[int, int]:
-        """Propose through whoever leads.  ``sent(True)`` is called before
-        the proposal may reach a log (a forward goes out, or a local proposal
-        is made) and ``sent(False)`` once it provably did not (the call was
-        never sent, or the leader answered that it is not the leader)."""
-        mark = sent or (lambda _: None)
-        rn = self.rn
-        assert rn is not None
-        deadline = self.clock.monotonic() + t
-        while True:
-            self._check_running()
-            leader = rn.leader
-            if rn.role is Role.LEADER:
-                # Marked before: a cancel that lands just after the batch
-                # proposed it would otherwise be taken for "never proposed".
-                mark(True)
-                try:
-                    return await local()
-                except NotLeader:
-                    leader = None  # stepped down or transferring: wait and retry
-                    mark(False)
-            elif leader is not None and leader != self.id:
-                mark(True)
-                try:
-                    raw = await self.transport.call(
-                        leader,
-                        peer_rpc.encode(req),
-                        max(0.01, deadline - self.clock.monotonic()),
-                    )
-                except CallNotSent as exc:
-                    # Nothing left this node, so nothing was proposed: wait
-                    # for a reachable leader like when none is known.
-                    log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)
-                    mark(False)
-                except TimeoutError as exc:
-                    raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
-                except Exception as exc:
-                    raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
-                else:
-                    try:
-                        rep = peer_rpc.decode_reply(raw)
-                    except peer_rpc.RpcError as exc:
-                        raise Timeout(f"{leader}: {exc}; outcome unknown") from exc
-                    if isinstance(rep, peer_rpc.Accepted):
-                        return rep.index, rep.term
-                    if not isinstance(rep, peer_rpc.Refused):
-                        raise Timeout(f"{leader} answered {rep!r}; outcome unknown")
-                    if rep.code not in _MOVED_ON:
-                        raise peer_rpc.error_of(rep, leader)
-                    # The leader moved on: nothing was proposed; try again.
-                    mark(False)
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
-                raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)
-            await self._wait_leader_change(
-                min(left, self.config.tick_interval * self.config.election_ticks)
-            )
-
-    async def _propose_local(self, data: bytes, stamp: bool) -> tuple[int, int]:
-        self._check_running()
-        if not self._storage_ok:
-            raise StorageFailed("the disk refused the last write; not taking writes")
-        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._props.append(_Prop(data, stamp, fut, want_index=True))
-        self._wake.set()
-        return await fut
-
-    async def _wait_leader_change(self, t: float) -> None:
-        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._leader_waiters.append(f)
-        try:
-            await self._bounded(f, t, "")
-        except Timeout:
-            pass
-        finally:
-            if f in self._leader_waiters:
-                self._leader_waiters.remove(f)
-
-    async def _bounded(self, aw: Awaitable[T], t: float, what: str) -> T:
-        """Await ``aw`` for at most ``t`` seconds of this node's clock."""
-        if isinstance(self.clock, SystemClock):
-            # The fast path (one timer handle, no extra tasks): profiling the
-            # leader showed the generic path below costing more than the core.
-            try:
-                async with asyncio.timeout(t):
-                    return await aw
-            except TimeoutError:
-                raise Timeout(what or "timed out") from None
-        fut = asyncio.ensure_future(aw)
-        sleeper = asyncio.ensure_future(self.clock.sleep(t))
-        try:
-            done, _ = await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        finally:
-            sleeper.cancel()
-        if fut in done:
-            return fut.result()
-        fut.cancel()
-        raise Timeout(what or "timed out")
+def _settle(p: _Prop, e: Entry, ok: bool, result: Any) -> None:
+    """Tell ``p``'s caller the outcome of the entry applied at its index."""
+    if p.term != e.term:
+        _fail(p.fut, Dropped(f"entry {e.index} was overwritten by term {e.term}"))
+    elif ok:
+        _resolve(p.fut, result)
+    else:
+        _fail(p.fut, _as_error(result))

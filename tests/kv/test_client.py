@@ -115,7 +115,7 @@ async def test_a_retry_after_an_unknown_outcome_keeps_its_session_and_seq(api: A
         task = asyncio.create_task(c.put("k", "1"))
         await asyncio.sleep(1.5)  # at least one attempt timed out (504)
         for n in api.c.nodes.values():
-            n._update_peers()
+            n.membership.update_peers()
         r = await task
         assert len(sent) >= 2 and all(b == sent[0] for b in sent)  # one session, one seq
         ld_sm = api.c.sms[ld.id]

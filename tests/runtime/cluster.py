@@ -71,7 +71,7 @@ class MemCluster:
         return ld
 
     def _leader(self) -> Node | None:
-        ls = [n for n in self.nodes.values() if not n._stopping and n.is_leader]
+        ls = [n for n in self.nodes.values() if not n.loop.stopping and n.is_leader]
         return ls[0] if len(ls) == 1 else None
 
     async def drive(self, coro: Any, seconds: float = 10.0) -> Any:
@@ -148,7 +148,7 @@ class TcpCluster:
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while loop.time() < end:
-            ls = [n for n in self.nodes.values() if not n._stopping and n.is_leader]
+            ls = [n for n in self.nodes.values() if not n.loop.stopping and n.is_leader]
             if len(ls) == 1:
                 return ls[0]
             await asyncio.sleep(0.02)

@@ -30,7 +30,7 @@ from tests.runtime.cluster import MemCluster
 
 
 def values(c: MemCluster) -> set[int]:
-    return {sm._value for nid, sm in c.sms.items() if not c.nodes[nid]._stopping}
+    return {sm._value for nid, sm in c.sms.items() if not c.nodes[nid].loop.stopping}
 
 
 async def test_elects_a_leader_and_replicates_commands() -> None:
@@ -326,7 +326,7 @@ async def test_linearizable_reads_during_leader_changes() -> None:
         async def writer() -> None:
             nonlocal began, acked
             for _ in range(60):
-                n = next(iter(x for x in c.nodes.values() if not x._stopping))
+                n = next(iter(x for x in c.nodes.values() if not x.loop.stopping))
                 began += 1
                 try:
                     await c.sms[n.id].add(1)
@@ -337,7 +337,7 @@ async def test_linearizable_reads_during_leader_changes() -> None:
         async def reader(nid: str) -> None:
             for _ in range(30):
                 node = c.nodes[nid]
-                if node._stopping:
+                if node.loop.stopping:
                     return
                 lo = acked
                 try:
@@ -419,7 +419,7 @@ async def test_submit_returns_futures_that_resolve_in_log_order() -> None:
         # The dict refuses raw bytes (not a command), and says so per entry;
         # what matters here is one outcome per write, in log order.
         assert ld.applied == base + 100
-        assert not ld._pending and not ld._props
+        assert not ld.proposals.pending and not ld.proposals.queue
     finally:
         await c.stop()
 
@@ -441,7 +441,7 @@ async def test_a_write_that_cannot_commit_times_out_by_its_own_deadline() -> Non
         assert not slow.done()
         await c.run(3.0)
         assert slow.done() and isinstance(slow.exception(), Timeout)
-        assert not ld._pending and not ld._deadlines and not ld._late
+        assert not ld.proposals.pending and not ld.proposals.deadlines and not ld.proposals.late
     finally:
         await c.stop()
 
@@ -495,10 +495,10 @@ async def test_a_write_on_a_node_without_a_leader_fails_or_can_be_cancelled() ->
             await c.drive(fut)
         fut2 = f.submit(b"y" * 9, timeout=5.0)
         await c.run(0.05)
-        assert f._bg  # waiting for a leader
+        assert f.loop.background  # waiting for a leader
         fut2.cancel()
         await c.run(0.05)
-        assert not f._bg
+        assert not f.loop.background
     finally:
         await c.stop()
 
@@ -568,7 +568,7 @@ async def test_stopping_fails_proposed_writes_as_unknown_and_queued_ones_as_stop
         c.net.isolate(ld.id)
         proposed = ld.submit(b"p" * 9)
         await c.run(0.05)
-        assert ld._pending  # in the log, not committed
+        assert ld.proposals.pending  # in the log, not committed
         queued = ld.submit(b"q" * 9)  # not yet proposed when stop() runs
         await ld.stop()
         assert isinstance(proposed.exception(), Timeout)

@@ -178,9 +178,9 @@ async def test_stop_answers_a_membership_change_it_never_proposed() -> None:
         fut = asyncio.ensure_future(ld.add_learner("n4", "n4"))
         for _ in range(50):
             await asyncio.sleep(0)
-            if ld._ops:
+            if ld.loop.ops:
                 break
-        assert ld._ops, "the change never reached the node task's queue"
+        assert ld.loop.ops, "the change never reached the node task's queue"
         await ld.stop()
         # The manual clock stands still: only stop() can answer the caller.
         exc = await _outcome(fut)

@@ -1,0 +1,94 @@
+"""The configuration and the status report of a node.
+
+:class:`NodeConfig` is what an operator tunes; :class:`NodeStatus` is what
+:meth:`Node.status` reports.  Both live here, apart from the node's parts,
+so every part can read the config without importing the facade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadConfig
+
+
+@dataclass
+class NodeConfig:
+    """Tuning of one node.  Times are in seconds; the core counts ticks."""
+
+    id: str
+    cluster_id: str = "liferaft"
+    tick_interval: float = 0.05
+    election_ticks: int = 20  # 1 s with the default tick
+    heartbeat_ticks: int = 2  # 100 ms
+    commit_timeout: float = 5.0
+    read_timeout: float = 5.0
+    snapshot_entries: int = 10_000
+    snapshot_bytes: int = 64 << 20
+    #: Allow lease-based answers (thesis §6.4.1) to the reads that ask for
+    #: one (``read(..., consistency="lease")``); linearizable reads always
+    #: get a confirmed ReadIndex round.  Needs check_quorum.  Off, here and
+    #: in ``liferaft serve`` alike: a lease is only as safe as the operator's
+    #: clocks, so the operator turns it on (docs/runtime.md, "Lease reads").
+    lease_reads: bool = False
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_batch: int = 4096
+    #: A Ready with at most this many new entries is fsynced on the event
+    #: loop's thread; larger ones go to a worker thread so the loop keeps
+    #: reading and batching meanwhile.  The thread hop cost about 0.1-0.25 ms
+    #: per fsync on the 2-core bench machine, most of a lightly loaded write's
+    #: latency; under load the batches grow and the thread pays for itself.
+    inline_sync_entries: int = 16
+    #: Seeds the node's randomness (election jitter, read nonces); tests only.
+    #: None (the default) draws from the OS, so every start of a node differs,
+    #: which read nonces need (liferaft.core.RawNode.read_index).
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise BadConfig("id must be a non-empty string")
+        if self.tick_interval <= 0:
+            raise BadConfig("tick_interval must be > 0")
+        if self.heartbeat_ticks <= 0 or self.election_ticks <= self.heartbeat_ticks:
+            raise BadConfig("need 0 < heartbeat_ticks < election_ticks")
+        if self.commit_timeout <= 0 or self.read_timeout <= 0:
+            raise BadConfig("timeouts must be > 0")
+        if self.snapshot_entries <= 0 or self.snapshot_bytes <= 0:
+            raise BadConfig("snapshot thresholds must be > 0")
+        if self.max_batch <= 0:
+            raise BadConfig("max_batch must be > 0")
+        if self.inline_sync_entries < 0:
+            raise BadConfig("inline_sync_entries must be >= 0")
+        if self.lease_reads and not self.check_quorum:
+            raise BadConfig("lease_reads needs check_quorum")
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    match: int
+    lag: int
+    state: str
+    learner: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    id: str
+    role: str
+    term: int
+    leader: str | None
+    commit_index: int
+    applied_index: int
+    last_log_index: int
+    snapshot_index: int
+    members: dict[str, dict[str, Any]]
+    voters: list[str]
+    learners: list[str]
+    peers: dict[str, PeerInfo] = field(default_factory=dict)
+    storage_ok: bool = True
+    #: Members this node cannot reach because their committed address is
+    #: unusable (id -> reason); remove or re-add them to fix it.
+    bad_peer_addresses: dict[str, str] = field(default_factory=dict)

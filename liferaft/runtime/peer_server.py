@@ -1,0 +1,78 @@
+"""The serving side of the peer RPC: what a node answers other nodes.
+
+Theory of operation
+-------------------
+Requests arrive through the transport's call handler
+(:meth:`Node.handle_call`), already decoded from the wire by
+liferaft/runtime/peer_rpc.py, which owns the format.  A forwarded proposal
+is proposed here through the router, a forwarded membership change through
+membership, and a join goes to membership, which adds the joiner on the
+leader or passes the call on to it.  Who may ask what (docs/architecture.md,
+"Trust model"): a member may forward anything; a caller that is not a
+member may only ask to join as the id it proved in the handshake.
+
+A refusal (``NotLeader``, ``MembershipError``, ``StorageFailed``) means
+nothing was proposed, and it travels back as a code, so the caller raises
+the same typed error it would raise here.
+"""
+
+from __future__ import annotations
+
+from liferaft.core import ConfChange, ConfChangeError
+
+from . import admin, peer_rpc
+from .errors import BadMember, MembershipError, NotLeader, StorageFailed
+from .membership import Membership
+from .router import Router
+
+
+async def serve_call(
+    frm: str,
+    payload: bytes,
+    known_peer: bool,
+    router: Router,
+    membership: Membership,
+    node: admin.AdminNode,
+) -> bytes:
+    """The reply to the call ``payload`` from ``frm`` (``known_peer``: a
+    member of this cluster).  ``ValueError`` if it cannot be read,
+    ``PermissionError`` if ``frm`` may not ask it."""
+    try:
+        req = peer_rpc.decode_request(payload)
+    except peer_rpc.RpcError as exc:
+        raise ValueError(str(exc)) from None
+    if isinstance(req, peer_rpc.Join):
+        if not known_peer and req.node_id != frm:
+            # A stranger may only ask to add the id it proved in the
+            # handshake: a hijacked (relayed) joiner's connection must
+            # not add whatever id and address the hijacker likes.  A
+            # member forwarding a join to the leader is trusted.
+            return peer_rpc.encode(
+                peer_rpc.Refused(
+                    peer_rpc.Refusal.BAD_MEMBER,
+                    f"a join from {frm!r} may only ask to add {frm!r}",
+                )
+            )
+        return await membership.handle_join(req)
+    if not known_peer:
+        raise PermissionError(f"{frm} is not a member")
+    if isinstance(req, peer_rpc.TransferLeader):
+        return await admin.serve_transfer(node, req)
+    try:
+        if isinstance(req, peer_rpc.Propose):
+            index, term = await router.propose_local(req.data, req.stamp)
+        elif isinstance(req, peer_rpc.SetMemberInfo):
+            if req.node_id != frm:  # a member sets its own entry only
+                raise BadMember(f"{frm!r} may not set the member info of {req.node_id!r}")
+            index, term = await membership.info_local(req)
+        else:
+            try:
+                cc = ConfChange.decode(req.change)
+            except ConfChangeError as exc:
+                raise MembershipError(f"unreadable membership change: {exc}") from None
+            index, term = await membership.conf_local(cc)
+    except (NotLeader, MembershipError, StorageFailed, BadMember) as exc:
+        # Refused before anything was proposed: the caller gets the same
+        # typed error it would get here (not an "unknown outcome").
+        return peer_rpc.encode(peer_rpc.refusal(exc))
+    return peer_rpc.encode(peer_rpc.Accepted(index, term))

@@ -1,0 +1,126 @@
+"""The read batcher: linearizable reads by ReadIndex (thesis §6.4).
+
+Theory of operation
+-------------------
+Readers that arrive together share one ReadIndex round: the first of a
+batch queues a round on the loop (:meth:`ReadBatcher.read_index`), and when
+the loop runs it, every caller that arrived meanwhile is in it.  Each
+arrived before the round began, so the round's index serves all of them:
+one heartbeat broadcast per batch, not per read (etcd batches the same
+way).  Lease reads (§6.4.1) batch apart, since their rounds may skip the
+heartbeats.  A round is known by its ``ctx``; its answer (a ReadState)
+turns its callers into waiters for that index, served once this node has
+applied it (:meth:`ReadBatcher.wake_applied`, called after every apply).
+
+A plain class: the loop calls it, it queues work on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import TypeVar
+
+from liferaft.core import NotLeaderError, ReadState
+
+from ._futures import _fail, _resolve, bounded
+from .clock import Clock
+from .errors import NotLeader
+from .loop import RaftLoop
+
+T = TypeVar("T")
+
+
+class ReadBatcher:
+    """The batches, the rounds in flight by ctx, read and applied waiters."""
+
+    def __init__(self, loop: RaftLoop, clock: Clock) -> None:
+        self._loop = loop
+        self._clock = clock
+        self._batch: list[asyncio.Future[int]] = []
+        self._lease_batch: list[asyncio.Future[int]] = []
+        self._rounds: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_waiters: list[tuple[int, asyncio.Future[int]]] = []
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._ctx = itertools.count(1)
+
+    async def read_index(self, t: float, *, lease: bool) -> int:
+        """An index safe to read at, once this node has applied it."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        batch = self._lease_batch if lease else self._batch
+        if not batch:
+            self._loop.call(lambda: self._start_round(lease))
+        batch.append(fut)
+        return await bounded(self._clock, fut, t, "read index not confirmed in time")
+
+    def _start_round(self, lease: bool) -> None:
+        """One ReadIndex round for every caller that arrived since the last
+        (on the loop's task)."""
+        if lease:
+            batch = [f for f in self._lease_batch if not f.done()]
+            self._lease_batch = []
+        else:
+            batch = [f for f in self._batch if not f.done()]
+            self._batch = []
+        if not batch:
+            return
+        rn = self._loop.rn
+        assert rn is not None
+        # Rounds whose callers all gave up (a lost request never comes back).
+        for c in [c for c, fs in self._rounds.items() if all(f.done() for f in fs)]:
+            del self._rounds[c]
+        ctx = b"%s:%d" % (self._loop.id.encode(), next(self._ctx))
+        try:
+            rn.read_index(ctx, lease)
+        except NotLeaderError as exc:
+            for f in batch:
+                _fail(f, NotLeader(str(exc), rn.leader))
+            return
+        self._rounds[ctx] = batch
+
+    def on_read_states(self, states: list[ReadState], applied: int) -> None:
+        """The core answered rounds: their callers wait for the index."""
+        for rs in states:
+            for f in self._rounds.pop(rs.ctx, ()):
+                if not f.done():
+                    self._read_waiters.append((rs.index, f))
+        self.wake_applied(applied)
+
+    async def wait_applied(self, index: int, t: float, applied: int) -> None:
+        """Wait until this node has applied ``index`` (it has ``applied``)."""
+        if index <= applied:
+            return
+        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, f))
+        await bounded(self._clock, f, t, f"index {index} not applied in time")
+
+    def wake_applied(self, a: int) -> None:
+        """Serve the waiters whose index ``a`` has reached."""
+        if self._read_waiters:
+            self._read_waiters = _serve(self._read_waiters, a, lambda idx: idx)
+        if self._applied_waiters:
+            self._applied_waiters = _serve(self._applied_waiters, a, lambda idx: None)
+
+    def stop(self, err: BaseException) -> None:
+        """Fail every reader (the node stops)."""
+        for batch in [*self._rounds.values(), self._batch, self._lease_batch]:
+            for rf in batch:
+                _fail(rf, err)
+        for _, wf in self._read_waiters:
+            _fail(wf, err)
+        for _, g in self._applied_waiters:
+            _fail(g, err)
+
+
+def _serve(
+    waiters: list[tuple[int, asyncio.Future[T]]], applied: int, value: Callable[[int], T]
+) -> list[tuple[int, asyncio.Future[T]]]:
+    """Resolve the waiters whose index ``applied`` reached; the rest."""
+    keep = []
+    for idx, f in waiters:
+        if idx <= applied:
+            _resolve(f, value(idx))
+        else:
+            keep.append((idx, f))
+    return keep
