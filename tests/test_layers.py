@@ -148,3 +148,94 @@ def test_the_checks_see_a_forbidden_import(tmp_path: Path) -> None:
     f = PKG / "core" / "raft.py"
     mods = {m for m, _ in _imports(f)}
     assert "liferaft.core.log" in mods and "random" in mods
+
+
+# The core's role modules call into each other by design (raft.py steps the
+# role functions, which take the Raft object); every other module of a
+# package must sit in an order without circles (issue 13, "Done when").
+CYCLES_ALLOWED = {
+    frozenset({"liferaft.core.raft", "liferaft.core.leader", "liferaft.core.follower",
+               "liferaft.core.candidate"}),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules of its own package it imports, type-only imports
+    included (a circle through ``if TYPE_CHECKING`` is still two modules
+    that each need the other).  Package ``__init__`` modules are left out."""
+    files = {_module_name(p): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        if path.name == "__init__.py":
+            continue
+        package = name.rsplit(".", 1)[0]
+        targets: set[str] = set()
+        for mod, _ in _imports(path):
+            targets.add(mod)
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):  # `from . import peer_rpc` names a module
+            if isinstance(node, ast.ImportFrom):
+                pkg_parts = path.relative_to(PKG.parent).with_suffix("").parts[:-1]
+                base = (
+                    ".".join(list(pkg_parts[: len(pkg_parts) - node.level + 1])
+                             + ([node.module] if node.module else []))
+                    if node.level else node.module or ""
+                )
+                targets.update(f"{base}.{a.name}" for a in node.names)
+        graph[name] = {
+            t for t in targets
+            if t in files and t != name and files[t].name != "__init__.py"
+            and t.rsplit(".", 1)[0] == package
+        }
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[frozenset[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(frozenset(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles_inside_a_package() -> None:
+    circles = [c for c in _circles(_module_graph(PKG)) if c not in CYCLES_ALLOWED]
+    assert not circles, "import circles:\n" + "\n".join(str(sorted(c)) for c in circles)
+
+
+def test_the_circle_finder_finds_a_circle(tmp_path: Path) -> None:
+    graph = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
+    assert _circles(graph) == [frozenset({"p.a", "p.b", "p.c"})]
+    assert _circles({"p.a": {"p.b"}, "p.b": set()}) == []
