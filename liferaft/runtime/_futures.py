@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from .clock import Clock, SystemClock
-from .errors import NodeError, Timeout
+from .errors import NodeError, NodeTimeoutError
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ def _fail(f: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 async def bounded(clock: Clock, aw: Awaitable[T], t: float, what: str) -> T:
-    """Await ``aw`` for at most ``t`` seconds of ``clock``; :class:`Timeout`
+    """Await ``aw`` for at most ``t`` seconds of ``clock``; :class:`NodeTimeoutError`
     (saying ``what``) after that."""
     if isinstance(clock, SystemClock):
         # The fast path (one timer handle, no extra tasks): profiling the
@@ -38,7 +38,7 @@ async def bounded(clock: Clock, aw: Awaitable[T], t: float, what: str) -> T:
             async with asyncio.timeout(t):
                 return await aw
         except TimeoutError:
-            raise Timeout(what or "timed out") from None
+            raise NodeTimeoutError(what or "timed out") from None
     fut = asyncio.ensure_future(aw)
     sleeper = asyncio.ensure_future(clock.sleep(t))
     try:
@@ -51,4 +51,4 @@ async def bounded(clock: Clock, aw: Awaitable[T], t: float, what: str) -> T:
     if fut in done:
         return fut.result()
     fut.cancel()
-    raise Timeout(what or "timed out")
+    raise NodeTimeoutError(what or "timed out")

@@ -30,8 +30,9 @@ class AdminNode(Protocol):
     id: str
     transport: Transport
     clock: Clock
-    members: dict[str, dict[str, Any]]
 
+    @property
+    def members(self) -> dict[str, dict[str, Any]]: ...
     @property
     def is_leader(self) -> bool: ...
     @property

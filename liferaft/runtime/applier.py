@@ -14,7 +14,7 @@ into one transaction later without touching how outcomes are told.
 It also owns the state machine's snapshots:
 
 * restore, from the store's snapshot at start or from one the leader sent
-  (:meth:`Applier.install`; the waiters it covers learn ``Timeout``,
+  (:meth:`Applier.install`; the waiters it covers learn ``NodeTimeoutError``,
   outcome unknown);
 * take, when ``snapshot_entries`` entries or ``snapshot_bytes`` bytes were
   applied since the last one, or on :meth:`Applier.snapshot`.  The capture
@@ -40,7 +40,7 @@ from liferaft.core import ConfState, Entry, EntryType, ReadState, Snapshot, Snap
 from liferaft.storage import StorageError
 
 from .config import NodeConfig
-from .errors import Stopped
+from .errors import StoppedError
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
@@ -220,7 +220,7 @@ class Applier:
             log.info("node %s: snapshot at %d", self.id, index)
         except (StorageError, OSError) as exc:
             log.error("node %s: snapshot failed: %s", self.id, exc)
-        except Stopped:  # the store closed under it: nothing was adopted
+        except StoppedError:  # the store closed under it: nothing was adopted
             log.info("node %s: snapshot abandoned: the node stopped", self.id)
         finally:
             self._snapshotting = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadConfig
+from .errors import BadConfigError
 
 
 @dataclass
@@ -48,21 +48,21 @@ class NodeConfig:
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise BadConfig("id must be a non-empty string")
+            raise BadConfigError("id must be a non-empty string")
         if self.tick_interval <= 0:
-            raise BadConfig("tick_interval must be > 0")
+            raise BadConfigError("tick_interval must be > 0")
         if self.heartbeat_ticks <= 0 or self.election_ticks <= self.heartbeat_ticks:
-            raise BadConfig("need 0 < heartbeat_ticks < election_ticks")
+            raise BadConfigError("need 0 < heartbeat_ticks < election_ticks")
         if self.commit_timeout <= 0 or self.read_timeout <= 0:
-            raise BadConfig("timeouts must be > 0")
+            raise BadConfigError("timeouts must be > 0")
         if self.snapshot_entries <= 0 or self.snapshot_bytes <= 0:
-            raise BadConfig("snapshot thresholds must be > 0")
+            raise BadConfigError("snapshot thresholds must be > 0")
         if self.max_batch <= 0:
-            raise BadConfig("max_batch must be > 0")
+            raise BadConfigError("max_batch must be > 0")
         if self.inline_sync_entries < 0:
-            raise BadConfig("inline_sync_entries must be >= 0")
+            raise BadConfigError("inline_sync_entries must be >= 0")
         if self.lease_reads and not self.check_quorum:
-            raise BadConfig("lease_reads needs check_quorum")
+            raise BadConfigError("lease_reads needs check_quorum")
 
 
 @dataclass(frozen=True)

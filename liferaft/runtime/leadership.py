@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from liferaft.core import ConfChangeError, NotLeaderError, Role
+from liferaft.core import ConfChangeError, Role
+from liferaft.core import NotLeaderError as CoreNotLeaderError
 
-from .errors import BadConfig, MembershipError, NotLeader, Timeout
+from .errors import BadConfigError, MembershipError, NodeTimeoutError, NotLeaderError
 from .loop import RaftLoop
 
 log = logging.getLogger("liferaft.runtime")
@@ -25,7 +26,7 @@ async def transfer_leadership(loop: RaftLoop, to: str | None, timeout: float | N
     node_id, config, clock = loop.id, loop.config, loop.clock
     assert rn is not None
     if rn.role is not Role.LEADER:
-        raise NotLeader(f"{node_id} is not the leader", rn.leader)
+        raise NotLeaderError(f"{node_id} is not the leader", rn.leader)
     if to is None:
         st = rn.status()
         cands = [
@@ -37,13 +38,13 @@ async def transfer_leadership(loop: RaftLoop, to: str | None, timeout: float | N
             raise MembershipError("no other voter to transfer to")
         to = max(cands)[1]
     elif to != node_id and to not in rn.conf_state().voters:
-        raise BadConfig(f"cannot transfer leadership to {to!r}: it is not a voter")
+        raise BadConfigError(f"cannot transfer leadership to {to!r}: it is not a voter")
     target = to
 
     def start() -> None:
         try:
             rn.transfer_leader(target)
-        except (NotLeaderError, ConfChangeError) as exc:
+        except (CoreNotLeaderError, ConfChangeError) as exc:
             log.info("node %s: transfer to %s refused: %s", node_id, target, exc)
 
     loop.call(start)
@@ -52,6 +53,6 @@ async def transfer_leadership(loop: RaftLoop, to: str | None, timeout: float | N
     while rn.leader != target:
         left = deadline - clock.monotonic()
         if left <= 0:
-            raise Timeout(f"leadership did not move to {target}")
+            raise NodeTimeoutError(f"leadership did not move to {target}")
         await loop.wait_leader_change(left)
     return target

@@ -73,7 +73,7 @@ from liferaft.transport.base import Transport
 from ._futures import _fail, _resolve, bounded
 from .clock import Clock
 from .config import NodeConfig
-from .errors import Stopped, StorageFailed, Timeout
+from .errors import NodeTimeoutError, StoppedError, StorageFailedError
 from .events import EventType
 from .store import MemStore, Store
 
@@ -97,7 +97,7 @@ class Hooks:
     #: After each Ready (a snapshot may be due).
     after_ready: Callable[[], None]
     #: The disk refused a write: fail what waits to be proposed.
-    storage_failed: Callable[[StorageFailed], None]
+    storage_failed: Callable[[StorageFailedError], None]
     #: Once a tick, with the loop clock's time (proposal deadlines).
     tick: Callable[[float], None]
 
@@ -206,9 +206,9 @@ class RaftLoop:
         return self.started and not self.stopping
 
     def check_running(self) -> None:
-        """:class:`Stopped` unless the node runs."""
+        """:class:`StoppedError` unless the node runs."""
         if not self.running:
-            raise Stopped(f"node {self.id} is not running")
+            raise StoppedError(f"node {self.id} is not running")
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task of one of the node's parts, cancelled when the loop closes."""
@@ -258,7 +258,7 @@ class RaftLoop:
         self._leader_waiters.append(f)
         try:
             await bounded(self.clock, f, t, "")
-        except Timeout:
+        except NodeTimeoutError:
             pass
         finally:
             if f in self._leader_waiters:
@@ -383,7 +383,7 @@ class RaftLoop:
                     self.storage_ok = False
                     log.error("node %s: storage failed, not taking writes: %s", self.id, exc)
                     self._emit(EventType.STORAGE_FAILED, str(exc))
-                hooks.storage_failed(StorageFailed(str(exc)))
+                hooks.storage_failed(StorageFailedError(str(exc)))
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 if self.stopping:
@@ -419,7 +419,7 @@ class RaftLoop:
                 if fut.done():
                     continue
                 if store is None or self._store_closed:
-                    _fail(fut, Stopped(f"node {self.id} is not running"))
+                    _fail(fut, StoppedError(f"node {self.id} is not running"))
                     continue
                 if thread and store.threaded:
                     io = self._submit_io(fn, store)
@@ -460,7 +460,7 @@ class RaftLoop:
 
 def _copy_outcome(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
     if src.cancelled():
-        _fail(dst, Stopped("the storage operation was cancelled"))
+        _fail(dst, StoppedError("the storage operation was cancelled"))
     elif src.exception() is not None:
         _fail(dst, src.exception())  # type: ignore[arg-type]
     else:

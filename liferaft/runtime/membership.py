@@ -37,8 +37,10 @@ from liferaft.core import (
     ConfChangeSingle,
     ConfState,
     Entry,
-    NotLeaderError,
     Role,
+)
+from liferaft.core import (
+    NotLeaderError as CoreNotLeaderError,
 )
 from liferaft.transport.base import Transport
 
@@ -46,7 +48,7 @@ from . import address_book, peer_rpc
 from ._futures import _fail, _resolve
 from .clock import Clock
 from .config import NodeConfig
-from .errors import BadMember, MembershipError, NodeError, NotLeader, Timeout
+from .errors import BadMemberError, MembershipError, NodeError, NodeTimeoutError, NotLeaderError
 from .events import EventType
 from .loop import RaftLoop
 from .router import Router
@@ -61,33 +63,33 @@ _ID_FORBIDDEN = frozenset(",=/")
 
 
 def check_member_id(node_id: object) -> str:
-    """``node_id`` if it can name a member; else :class:`BadMember`."""
+    """``node_id`` if it can name a member; else :class:`BadMemberError`."""
     if not isinstance(node_id, str) or not node_id:
-        raise BadMember(f"a member id must be a non-empty string, not {node_id!r}")
+        raise BadMemberError(f"a member id must be a non-empty string, not {node_id!r}")
     if len(node_id) > MAX_ID:
-        raise BadMember(f"member id longer than {MAX_ID} characters")
+        raise BadMemberError(f"member id longer than {MAX_ID} characters")
     bad = [ch for ch in node_id if ch.isspace() or not ch.isprintable() or ch in _ID_FORBIDDEN]
     if bad:
-        raise BadMember(f"member id {node_id!r} contains {bad[0]!r}")
+        raise BadMemberError(f"member id {node_id!r} contains {bad[0]!r}")
     if node_id in (".", ".."):
         # /v1/members/.. is /v1/: such a member could never be removed by URL.
-        raise BadMember(f"member id {node_id!r} names a path, not a member")
+        raise BadMemberError(f"member id {node_id!r} names a path, not a member")
     return node_id
 
 
 def check_member(
     transport: Transport, node_id: object, addr: object, info: dict[str, Any] | None = None
 ) -> None:
-    """Refuse (:class:`BadMember`) a member the cluster could not use: a bad
+    """Refuse (:class:`BadMemberError`) a member the cluster could not use: a bad
     id, a peer address ``transport`` cannot dial, a ``client_addr`` that is not
     "host:port", or extra info that does not encode as JSON."""
     check_member_id(node_id)
     if not isinstance(addr, str):
-        raise BadMember(f"peer address of {node_id} must be a string, not {addr!r}")
+        raise BadMemberError(f"peer address of {node_id} must be a string, not {addr!r}")
     try:
         transport.check_address(addr)
     except ValueError as exc:
-        raise BadMember(f"peer address of {node_id}: {exc}") from None
+        raise BadMemberError(f"peer address of {node_id}: {exc}") from None
     address_book.check_info(str(node_id), info or {})
 
 
@@ -96,7 +98,7 @@ def check_conf_change(transport: Transport, cc: ConfChange) -> None:
     try:
         info = address_book.decode_context(cc.context, strict=True)
     except address_book.ContextError as exc:
-        raise BadMember(str(exc)) from None
+        raise BadMemberError(str(exc)) from None
     for c in cc.changes:
         if c.type is ChangeType.REMOVE_NODE:
             # Removing is the way out of a bad member, whatever its id.
@@ -133,7 +135,7 @@ class Membership:
         #: Members whose address the transport cannot use: id -> why.
         self.bad_peer_addresses: dict[str, str] = {}
         #: Futures of changes queued on the loop, not yet proposed: failed
-        #: with Stopped if the node stops before they run.
+        #: with StoppedError if the node stops before they run.
         self._unproposed: set[asyncio.Future[Any]] = set()
 
     async def conf_local(
@@ -162,8 +164,8 @@ class Membership:
             except MembershipError as exc:
                 _fail(fut, exc)
                 return
-            except NotLeaderError as exc:
-                _fail(fut, NotLeader(str(exc), rn.leader))
+            except CoreNotLeaderError as exc:
+                _fail(fut, NotLeaderError(str(exc), rn.leader))
                 return
             except ConfChangeError as exc:
                 _fail(fut, MembershipError(str(exc)))
@@ -171,7 +173,7 @@ class Membership:
             _resolve(fut, (idx, rn.term))
 
         # Until start() runs nothing is proposed; if the node stops first,
-        # stop() answers Stopped (true) rather than leaving it to a timeout.
+        # stop() answers StoppedError (true) rather than leaving it to a timeout.
         self._unproposed.add(fut)
         fut.add_done_callback(self._unproposed.discard)
         self._loop.call(start)
@@ -183,7 +185,7 @@ class Membership:
         """Propose a raw membership change and wait until it is applied here.
 
         The ids, and the addresses in ``cc.context`` (``{id: {"addr": ...}}``),
-        are checked first (:class:`BadMember`).  ``check=False`` proposes the
+        are checked first (:class:`BadMemberError`).  ``check=False`` proposes the
         change as given: for tests and fault injection that show a committed
         bad change cannot hurt a node, never for operators."""
         if check:
@@ -265,7 +267,7 @@ class Membership:
             if st.role is Role.LEADER and p is not None and p.match >= st.commit:
                 return
             if self.clock.monotonic() >= deadline:
-                raise Timeout(f"{node_id} did not catch up")
+                raise NodeTimeoutError(f"{node_id} did not catch up")
             await self.clock.sleep(self.config.tick_interval * 2)
 
     async def _promote_when_caught_up(self, node_id: str, t: float) -> None:
@@ -306,7 +308,7 @@ class Membership:
         # yet, and nothing it sends may reach the log unchecked.
         try:
             check_member(self.transport, req.node_id, req.addr)
-        except BadMember as exc:
+        except BadMemberError as exc:
             return peer_rpc.encode(peer_rpc.refusal(exc))
         rn = self._loop.rn
         assert rn is not None

@@ -22,7 +22,7 @@ with a narrow interface (docs/architecture.md, "Who owns what"):
   entries in batches, settles outcomes, restores and takes snapshots.
 
 A proposal resolves with what the state machine's ``apply`` returned for its
-index, or fails with :class:`Dropped` if a different term's entry was
+index, or fails with :class:`DroppedError` if a different term's entry was
 applied there; a follower forwards it to the leader and waits for its *own*
 apply of that index (docs/runtime.md).
 """
@@ -53,9 +53,9 @@ from .applier import Applier
 from .clock import Clock, SystemClock
 from .config import NodeConfig, NodeStatus, PeerInfo
 from .errors import (
-    BadConfig,
+    BadConfigError,
     NodeError,
-    Stopped,
+    StoppedError,
 )
 from .events import Event, EventBus, EventType
 from .leadership import transfer_leadership
@@ -94,15 +94,15 @@ class Node:
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
-            raise BadConfig("config must be a NodeConfig")
+            raise BadConfigError("config must be a NodeConfig")
         config.validate()
         if data_dir is not None and store is not None:
-            raise BadConfig("give data_dir or store, not both")
+            raise BadConfigError("give data_dir or store, not both")
         for attr in ("apply", "snapshot", "restore"):
             if not callable(getattr(state_machine, attr, None)):
-                raise BadConfig(f"state_machine has no {attr}() method")
+                raise BadConfigError(f"state_machine has no {attr}() method")
         if initial_members is not None and config.id not in initial_members:
-            raise BadConfig(f"initial_members must include this node ({config.id})")
+            raise BadConfigError(f"initial_members must include this node ({config.id})")
         self.config = config
         self.id = config.id
         self.sm = state_machine
@@ -252,7 +252,7 @@ class Node:
         )
 
     async def stop(self) -> None:
-        """Stop the node: pending operations fail with :class:`Stopped`."""
+        """Stop the node: pending operations fail with :class:`StoppedError`."""
         if self.loop.stopping:
             return
         await self.loop.close()
@@ -260,7 +260,7 @@ class Node:
             await self.applier.wait_snapshot()
         with contextlib.suppress(Exception):
             await self.transport.close()
-        err = Stopped(f"node {self.id} stopped")
+        err = StoppedError(f"node {self.id} stopped")
         self.proposals.stop(self.id)
         self.membership.stop(err)
         self.reads.stop(err)
@@ -283,9 +283,9 @@ class Node:
         """Replicate ``data``; returns what the state machine's ``apply`` returned.
 
         Works on any node: a follower forwards to the leader.  Raises
-        :class:`NotLeader` (no leader reachable; nothing proposed),
-        :class:`Timeout` (outcome unknown), :class:`Dropped`,
-        :class:`StorageFailed` or :class:`Stopped`.  ``stamp_time``: the
+        :class:`NotLeaderError` (no leader reachable; nothing proposed),
+        :class:`NodeTimeoutError` (outcome unknown), :class:`DroppedError`,
+        :class:`StorageFailedError` or :class:`StoppedError`.  ``stamp_time``: the
         leader writes its wall clock into ``data[0:8]`` (see statemachine.py).
         """
         return await self.submit(data, stamp_time=stamp_time, timeout=timeout)
@@ -298,9 +298,9 @@ class Node:
         Many writes in flight then cost one future each, and no task.
         Cancelling the future before the entry is proposed withdraws it."""
         if not isinstance(data, bytes | bytearray | memoryview) or not data:
-            raise BadConfig("data must be non-empty bytes")
+            raise BadConfigError("data must be non-empty bytes")
         if stamp_time and len(data) < 8:
-            raise BadConfig("stamp_time needs at least 8 bytes of data to overwrite")
+            raise BadConfigError("stamp_time needs at least 8 bytes of data to overwrite")
         self.loop.check_running()
         t = self.config.commit_timeout if timeout is None else timeout
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -429,7 +429,7 @@ class Node:
             self.loop.check_running()
             return fn()
         if consistency not in ("linearizable", "lease"):
-            raise BadConfig(f"unknown consistency {consistency!r}")
+            raise BadConfigError(f"unknown consistency {consistency!r}")
         await self.read_index(timeout, lease=consistency == "lease")
         return fn()
 
@@ -450,7 +450,7 @@ class Node:
     def status(self) -> NodeStatus:
         rn = self.rn
         if rn is None:
-            raise Stopped("node not started")
+            raise StoppedError("node not started")
         st = rn.status()
         peers = {
             nid: PeerInfo(

@@ -25,13 +25,13 @@ from typing import Any
 import msgspec
 
 from .errors import (
-    BadConfig,
-    BadMember,
+    BadConfigError,
+    BadMemberError,
     MembershipError,
     NodeError,
-    NotLeader,
-    StorageFailed,
-    Timeout,
+    NodeTimeoutError,
+    NotLeaderError,
+    StorageFailedError,
 )
 
 #: The version of this module's wire format.  Bump it for any change a peer
@@ -135,21 +135,21 @@ class Refused(_Msg, tag="refused"):
 Reply = Accepted | Joined | Refused | Transferred
 
 _ERRORS: dict[Refusal, type[NodeError]] = {
-    Refusal.NOT_LEADER: NotLeader,
-    Refusal.NO_LEADER: NotLeader,
-    Refusal.STORAGE_FAILED: StorageFailed,
+    Refusal.NOT_LEADER: NotLeaderError,
+    Refusal.NO_LEADER: NotLeaderError,
+    Refusal.STORAGE_FAILED: StorageFailedError,
     Refusal.MEMBERSHIP: MembershipError,
-    Refusal.BAD_MEMBER: BadMember,
-    Refusal.BAD_REQUEST: BadConfig,
-    Refusal.TIMED_OUT: Timeout,
+    Refusal.BAD_MEMBER: BadMemberError,
+    Refusal.BAD_REQUEST: BadConfigError,
+    Refusal.TIMED_OUT: NodeTimeoutError,
 }
 _CODES: list[tuple[type[NodeError], Refusal]] = [
-    (BadMember, Refusal.BAD_MEMBER),  # before its base classes
-    (NotLeader, Refusal.NOT_LEADER),
-    (StorageFailed, Refusal.STORAGE_FAILED),
+    (BadMemberError, Refusal.BAD_MEMBER),  # before its base classes
+    (NotLeaderError, Refusal.NOT_LEADER),
+    (StorageFailedError, Refusal.STORAGE_FAILED),
     (MembershipError, Refusal.MEMBERSHIP),
-    (BadConfig, Refusal.BAD_REQUEST),
-    (Timeout, Refusal.TIMED_OUT),
+    (BadConfigError, Refusal.BAD_REQUEST),
+    (NodeTimeoutError, Refusal.TIMED_OUT),
 ]
 
 
@@ -208,7 +208,7 @@ def _decode(buf: bytes, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any
 def refusal(exc: NodeError) -> Refused:
     """The reply that tells a caller ``exc`` refused its request."""
     code = next((c for cls, c in _CODES if isinstance(exc, cls)), Refusal.MEMBERSHIP)
-    hint = exc.leader_hint if isinstance(exc, NotLeader) else None
+    hint = exc.leader_hint if isinstance(exc, NotLeaderError) else None
     return Refused(code, str(exc), hint)
 
 
@@ -216,6 +216,6 @@ def error_of(rep: Refused, where: str) -> NodeError:
     """The runtime error a caller raises for ``rep`` (from node ``where``)."""
     cls = _ERRORS[rep.code]
     msg = f"{where}: {rep.message}"
-    if cls is NotLeader:
-        return NotLeader(msg, rep.leader_hint)
+    if cls is NotLeaderError:
+        return NotLeaderError(msg, rep.leader_hint)
     return cls(msg)

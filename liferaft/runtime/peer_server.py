@@ -11,7 +11,7 @@ leader or passes the call on to it.  Who may ask what (docs/architecture.md,
 "Trust model"): a member may forward anything; a caller that is not a
 member may only ask to join as the id it proved in the handshake.
 
-A refusal (``NotLeader``, ``MembershipError``, ``StorageFailed``) means
+A refusal (``NotLeaderError``, ``MembershipError``, ``StorageFailedError``) means
 nothing was proposed, and it travels back as a code, so the caller raises
 the same typed error it would raise here.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 from liferaft.core import ConfChange, ConfChangeError
 
 from . import admin, peer_rpc
-from .errors import BadMember, MembershipError, NotLeader, StorageFailed
+from .errors import BadMemberError, MembershipError, NotLeaderError, StorageFailedError
 from .membership import Membership
 from .router import Router
 
@@ -63,7 +63,7 @@ async def serve_call(
             index, term = await router.propose_local(req.data, req.stamp)
         elif isinstance(req, peer_rpc.SetMemberInfo):
             if req.node_id != frm:  # a member sets its own entry only
-                raise BadMember(f"{frm!r} may not set the member info of {req.node_id!r}")
+                raise BadMemberError(f"{frm!r} may not set the member info of {req.node_id!r}")
             index, term = await membership.info_local(req)
         else:
             try:
@@ -71,7 +71,7 @@ async def serve_call(
             except ConfChangeError as exc:
                 raise MembershipError(f"unreadable membership change: {exc}") from None
             index, term = await membership.conf_local(cc)
-    except (NotLeader, MembershipError, StorageFailed, BadMember) as exc:
+    except (NotLeaderError, MembershipError, StorageFailedError, BadMemberError) as exc:
         # Refused before anything was proposed: the caller gets the same
         # typed error it would get here (not an "unknown outcome").
         return peer_rpc.encode(peer_rpc.refusal(exc))

@@ -18,9 +18,9 @@ Outcomes are decided by what is applied, never earlier.  Two waiters can
 hold one index (a later leader reused it), but an entry that one node saw
 overwritten can still be committed by yet another leader (Raft Figure 8), so
 an earlier waiter is only set aside (``_displaced``) and settled by the
-apply of that index: same term, its result; another term, ``Dropped``.
-Likewise ``Stopped`` means "never left this node": once a forward may have
-reached the leader (``_Prop.sent``), stopping answers ``Timeout``.
+apply of that index: same term, its result; another term, ``DroppedError``.
+Likewise ``StoppedError`` means "never left this node": once a forward may have
+reached the leader (``_Prop.sent``), stopping answers ``NodeTimeoutError``.
 
 Results of recent applies are kept while a forwarded write waits for its
 (index, term) (``forwarding``), so a forward whose index this node applied
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from liferaft.core import Entry, RaftError
 
 from ._futures import _as_error, _fail, _resolve
-from .errors import Dropped, NotLeader, Stopped, StorageFailed, Timeout
+from .errors import DroppedError, NodeTimeoutError, NotLeaderError, StoppedError, StorageFailedError
 
 _STAMP = struct.Struct("<d")
 #: Applied results kept for forwarded writes.
@@ -133,7 +133,9 @@ class ProposalTracker:
             return
         if not storage_ok:
             for p in live:
-                _fail(p.fut, StorageFailed("the disk refused the last write; not taking writes"))
+                _fail(
+                    p.fut, StorageFailedError("the disk refused the last write; not taking writes")
+                )
             return
         datas = [_STAMP.pack(now) + p.data[8:] if p.stamp else p.data for p in live]
         try:
@@ -144,7 +146,7 @@ class ProposalTracker:
             # our own callers go the slow way (wait for a leader, forward).
             for p in live:
                 if p.want_index:
-                    _fail(p.fut, NotLeader(str(exc), rn.leader))
+                    _fail(p.fut, NotLeaderError(str(exc), rn.leader))
                 else:
                     self._reroute(p)
             return
@@ -195,10 +197,10 @@ class ProposalTracker:
         proposed it in ``term``: its result, or the error it raises."""
         rec = self.recent.get(index)
         if rec is None:
-            raise Timeout(f"entry {index} was applied long ago; outcome unknown")
+            raise NodeTimeoutError(f"entry {index} was applied long ago; outcome unknown")
         rterm, ok, result = rec
         if rterm != term:
-            raise Dropped(f"entry {index} was overwritten by term {rterm}")
+            raise DroppedError(f"entry {index} was overwritten by term {rterm}")
         if not ok:
             raise result
         return result
@@ -230,7 +232,7 @@ class ProposalTracker:
     def fail_covered(self, index: int) -> None:
         """An installed snapshot covers ``index``: its waiters and those
         below cannot learn their entry's result."""
-        unknown = Timeout("the entry was replaced by a snapshot; outcome unknown")
+        unknown = NodeTimeoutError("the entry was replaced by a snapshot; outcome unknown")
         for idx, p in list(self.waiters()):
             if idx <= index:
                 _fail(p.fut, unknown)
@@ -256,19 +258,21 @@ class ProposalTracker:
             return
         if p.index:
             self.unwait(p)
-            _fail(p.fut, Timeout(f"entry {p.index} not applied in time; outcome unknown"))
+            _fail(p.fut, NodeTimeoutError(f"entry {p.index} not applied in time; outcome unknown"))
         else:
-            _fail(p.fut, Timeout("the proposal was not accepted in time"))
+            _fail(p.fut, NodeTimeoutError("the proposal was not accepted in time"))
 
     def stop(self, node_id: str) -> None:
         """The node stops: writes in the log may still commit elsewhere
-        (``Timeout``, outcome unknown); queued ones never left (``Stopped``)."""
+        (``NodeTimeoutError``, outcome unknown); queued ones never left (``StoppedError``)."""
         for idx, p in self.waiters():
             _fail(
                 p.fut,
-                Timeout(f"node {node_id} stopped before entry {idx} applied; outcome unknown"),
+                NodeTimeoutError(
+                    f"node {node_id} stopped before entry {idx} applied; outcome unknown"
+                ),
             )
-        self.fail_queued(Stopped(f"node {node_id} stopped"))
+        self.fail_queued(StoppedError(f"node {node_id} stopped"))
         self.pending.clear()
         self.displaced.clear()
         self.deadlines.clear()
@@ -278,7 +282,7 @@ class ProposalTracker:
 def _settle(p: _Prop, e: Entry, ok: bool, result: Any) -> None:
     """Tell ``p``'s caller the outcome of the entry applied at its index."""
     if p.term != e.term:
-        _fail(p.fut, Dropped(f"entry {e.index} was overwritten by term {e.term}"))
+        _fail(p.fut, DroppedError(f"entry {e.index} was overwritten by term {e.term}"))
     elif ok:
         _resolve(p.fut, result)
     else:

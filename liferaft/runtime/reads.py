@@ -22,11 +22,12 @@ import itertools
 from collections.abc import Callable
 from typing import TypeVar
 
-from liferaft.core import NotLeaderError, ReadState
+from liferaft.core import NotLeaderError as CoreNotLeaderError
+from liferaft.core import ReadState
 
 from ._futures import _fail, _resolve, bounded
 from .clock import Clock
-from .errors import NotLeader
+from .errors import NotLeaderError
 from .loop import RaftLoop
 
 T = TypeVar("T")
@@ -73,9 +74,9 @@ class ReadBatcher:
         ctx = b"%s:%d" % (self._loop.id.encode(), next(self._ctx))
         try:
             rn.read_index(ctx, lease)
-        except NotLeaderError as exc:
+        except CoreNotLeaderError as exc:
             for f in batch:
-                _fail(f, NotLeader(str(exc), rn.leader))
+                _fail(f, NotLeaderError(str(exc), rn.leader))
             return
         self._rounds[ctx] = batch
 

@@ -15,9 +15,9 @@ never cross the wire.
 What a caller is told is the truth (docs/architecture.md, "Outcomes"): a
 forward that never left this node (``CallNotSent``), or that the leader
 refused because it no longer leads, proposed nothing, so it is retried like
-"no leader"; any other failure after the request left is ``Timeout``
+"no leader"; any other failure after the request left is ``NodeTimeoutError``
 (outcome unknown).  ``sent`` reports which side of that line a write is on,
-so stopping the node answers ``Stopped`` only for writes that never left.
+so stopping the node answers ``StoppedError`` only for writes that never left.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from . import peer_rpc
 from ._futures import _fail, bounded
 from .clock import Clock
 from .config import NodeConfig
-from .errors import NotLeader, Stopped, StorageFailed, Timeout
+from .errors import NodeTimeoutError, NotLeaderError, StoppedError, StorageFailedError
 from .loop import RaftLoop
 from .proposals import ProposalTracker, _Prop
 
@@ -79,9 +79,11 @@ class Router:
             if p.fut.done():
                 return
             if t.cancelled() and p.sent:
-                _fail(p.fut, Timeout(f"node {self.id} stopped; the write may be in the log"))
+                _fail(
+                    p.fut, NodeTimeoutError(f"node {self.id} stopped; the write may be in the log")
+                )
             elif t.cancelled():
-                _fail(p.fut, Stopped(f"node {self.id} stopped"))
+                _fail(p.fut, StoppedError(f"node {self.id} stopped"))
             elif t.exception() is not None:
                 _fail(p.fut, t.exception())  # type: ignore[arg-type]
             else:
@@ -102,7 +104,7 @@ class Router:
         tracker.forwarding += 1
         try:
             # The route keeps its own deadline and tells "not proposed"
-            # (NotLeader) from "unknown" (Timeout); this bound is a backstop.
+            # (NotLeaderError) from "unknown" (NodeTimeoutError); this bound is a backstop.
             index, term = await bounded(
                 self._clock,
                 start(),
@@ -154,7 +156,7 @@ class Router:
                 mark(True)
                 try:
                     return await local()
-                except NotLeader:
+                except NotLeaderError:
                     leader = None  # stepped down or transferring: wait and retry
                     mark(False)
             elif leader is not None and leader != self.id:
@@ -166,7 +168,7 @@ class Router:
                 mark(False)
             left = deadline - self._clock.monotonic()
             if left <= 0:
-                raise NotLeader(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)
+                raise NotLeaderError(f"no leader (node {self.id} knows of {rn.leader})", rn.leader)
             await self._loop.wait_leader_change(
                 min(left, self._config.tick_interval * self._config.election_ticks)
             )
@@ -188,17 +190,19 @@ class Router:
             log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)
             return None
         except TimeoutError as exc:
-            raise Timeout(f"forwarding to {leader} timed out; outcome unknown") from exc
+            raise NodeTimeoutError(f"forwarding to {leader} timed out; outcome unknown") from exc
         except Exception as exc:
-            raise Timeout(f"forwarding to {leader} failed: {exc}; outcome unknown") from exc
+            raise NodeTimeoutError(
+                f"forwarding to {leader} failed: {exc}; outcome unknown"
+            ) from exc
         try:
             rep = peer_rpc.decode_reply(raw)
         except peer_rpc.RpcError as exc:
-            raise Timeout(f"{leader}: {exc}; outcome unknown") from exc
+            raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from exc
         if isinstance(rep, peer_rpc.Accepted):
             return rep.index, rep.term
         if not isinstance(rep, peer_rpc.Refused):
-            raise Timeout(f"{leader} answered {rep!r}; outcome unknown")
+            raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
         if rep.code not in _MOVED_ON:
             raise peer_rpc.error_of(rep, leader)
         return None  # the leader moved on
@@ -207,7 +211,7 @@ class Router:
         """Propose ``data`` on this node (the leader); its (index, term)."""
         self._loop.check_running()
         if not self._loop.storage_ok:
-            raise StorageFailed("the disk refused the last write; not taking writes")
+            raise StorageFailedError("the disk refused the last write; not taking writes")
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._tracker.enqueue_forwarded(_Prop(data, stamp, fut, want_index=True))
         self._loop.wake()

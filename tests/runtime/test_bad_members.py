@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
-from liferaft.runtime import BadMember, NodeError, peer_rpc
+from liferaft.runtime import BadMemberError, NodeError, peer_rpc
 from liferaft.transport.base import CallError, check_tcp_address
 from tests.runtime.cluster import MemCluster, TcpCluster
 from tests.runtime.test_node_tcp import eventually
@@ -36,9 +36,9 @@ async def test_a_bad_member_id_is_refused_before_proposing(node_id: str) -> None
     try:
         ld = await c.leader()
         before = ld.status().last_log_index
-        with pytest.raises(BadMember):
+        with pytest.raises(BadMemberError):
             await c.drive(ld.add_learner(node_id, "n4"))
-        with pytest.raises(BadMember):
+        with pytest.raises(BadMemberError):
             await c.drive(ld.add_voter(node_id, "n4"))
         assert ld.status().last_log_index == before
     finally:
@@ -54,7 +54,7 @@ async def test_the_memory_transport_takes_node_ids_as_addresses() -> None:
         ld = await c.leader()
         await c.drive(ld.add_learner("n4", "n4"))
         assert "n4" in ld.status().learners
-        with pytest.raises(BadMember):
+        with pytest.raises(BadMemberError):
             await c.drive(ld.add_learner("n5", ""))
     finally:
         await c.stop()
@@ -68,7 +68,7 @@ async def test_a_join_with_a_bad_id_is_refused_and_nothing_is_proposed() -> None
         before = ld.status().last_log_index
         new = c.make("n5", initial=False)
         await new.start()
-        with pytest.raises(BadMember):  # the joiner checks its own request first
+        with pytest.raises(BadMemberError):  # the joiner checks its own request first
             await c.drive(new.join(ld.id, ""))
         # A raw join that skipped that check is refused by the member it
         # reaches, and by a follower on its way to the leader.
@@ -129,9 +129,9 @@ async def test_a_bad_peer_address_is_refused_over_tcp(tmp_path: Path, addr: str)
     try:
         ld = await c.leader()
         before = ld.status().last_log_index
-        with pytest.raises(BadMember):
+        with pytest.raises(BadMemberError):
             await ld.add_learner("n4", addr)
-        with pytest.raises(BadMember):
+        with pytest.raises(BadMemberError):
             await ld.change_membership(_add("n4", {"n4": {"addr": addr}}))
         assert ld.status().last_log_index == before
     finally:

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 
 from liferaft.runtime import (
-    BadConfig,
-    Dropped,
+    BadConfigError,
+    DroppedError,
     EventType,
     NodeConfig,
-    NotLeader,
+    NodeTimeoutError,
+    NotLeaderError,
     ReplicatedCounter,
     ReplicatedDict,
-    Stopped,
-    StorageFailed,
-    Timeout,
+    StoppedError,
+    StorageFailedError,
 )
 from liferaft.runtime.node import Node
 from liferaft.runtime.store import DiskStore
@@ -77,7 +77,7 @@ async def test_linearizable_and_stale_reads() -> None:
             assert got == 3
         stale = c.nodes[next(i for i in c.ids if i != ld.id)]
         assert await c.drive(stale.read(lambda: 42, consistency="stale")) == 42
-        with pytest.raises(BadConfig):
+        with pytest.raises(BadConfigError):
             await c.drive(ld.read(lambda: 0, consistency="bogus"))
     finally:
         await c.stop()
@@ -90,9 +90,9 @@ async def test_an_isolated_leader_cannot_serve_a_linearizable_read() -> None:
         ld = await c.leader()
         await c.drive(c.sms[ld.id].add(1))
         c.net.isolate(ld.id)
-        with pytest.raises(Timeout):
+        with pytest.raises(NodeTimeoutError):
             await c.drive(ld.read_index(timeout=0.5))
-        with pytest.raises((Timeout, NotLeader)):
+        with pytest.raises((NodeTimeoutError, NotLeaderError)):
             await c.drive(c.sms[ld.id].add(1), seconds=30)
     finally:
         await c.stop()
@@ -203,17 +203,17 @@ async def test_dict_and_bad_arguments() -> None:
 
 async def test_bad_constructor_arguments_are_typed_errors() -> None:
     c = MemCluster(1)
-    with pytest.raises(BadConfig):
+    with pytest.raises(BadConfigError):
         NodeConfig(id="").validate()
-    with pytest.raises(BadConfig):
+    with pytest.raises(BadConfigError):
         Node(
             NodeConfig(id="a", election_ticks=1, heartbeat_ticks=1),
             ReplicatedCounter(),
             c.net.transport("a"),
         )
-    with pytest.raises(BadConfig):
+    with pytest.raises(BadConfigError):
         Node(NodeConfig(id="a"), object(), c.net.transport("b"))  # type: ignore[arg-type]
-    with pytest.raises(BadConfig):
+    with pytest.raises(BadConfigError):
         Node(
             NodeConfig(id="a"),
             ReplicatedCounter(),
@@ -228,13 +228,13 @@ async def test_stopped_node_refuses_work() -> None:
     ld = await c.leader()
     await c.drive(c.sms[ld.id].add(1))
     await ld.stop()
-    with pytest.raises(Stopped):
+    with pytest.raises(StoppedError):
         await ld.propose(b"x" * 9)
 
 
 async def test_a_full_disk_stops_writes_and_the_node_recovers(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """ENOSPC under a single-node cluster on real files: proposals fail with
-    StorageFailed, nothing synced is lost, and writes resume with space."""
+    StorageFailedError, nothing synced is lost, and writes resume with space."""
     fs = FaultFS(random.Random(3))
     c = MemCluster(1)
     store = DiskStore(DiskStorage(tmp_path, fs=fs, snapshot_data_in_memory=False))
@@ -249,10 +249,10 @@ async def test_a_full_disk_stops_writes_and_the_node_recovers(tmp_path) -> None:
     ld.events.on(lambda ev: failed.append(ev) if ev.type is EventType.STORAGE_FAILED else None)
     fs.fail_after = 0
     fs.fail_errno = errno.ENOSPC
-    with pytest.raises((StorageFailed, Timeout)):
+    with pytest.raises((StorageFailedError, NodeTimeoutError)):
         await c.drive(counter.add(1), seconds=10)
     assert failed and "No space left" in failed[0].value
-    with pytest.raises(StorageFailed):
+    with pytest.raises(StorageFailedError):
         await c.drive(counter.add(1))
     assert not ld.status().storage_ok
     fs.fail_after = None  # space is back
@@ -293,7 +293,7 @@ async def test_membership_changes_while_writing() -> None:
                 try:
                     await c.sms[ld.id].add(1)
                     acked += 1
-                except (NotLeader, Timeout):
+                except (NotLeaderError, NodeTimeoutError):
                     await c.clock.sleep(0.05)
 
         w = asyncio.ensure_future(writer())
@@ -331,7 +331,7 @@ async def test_linearizable_reads_during_leader_changes() -> None:
                 try:
                     await c.sms[n.id].add(1)
                     acked += 1
-                except (NotLeader, Timeout, Dropped):
+                except (NotLeaderError, NodeTimeoutError, DroppedError):
                     pass  # indeterminate: it may still apply
 
         async def reader(nid: str) -> None:
@@ -342,7 +342,7 @@ async def test_linearizable_reads_during_leader_changes() -> None:
                 lo = acked
                 try:
                     v = await node.read(lambda: c.sms[nid]._value, timeout=1.0)
-                except (NotLeader, Timeout, Stopped):
+                except (NotLeaderError, NodeTimeoutError, StoppedError):
                     continue
                 if not lo <= v <= began:
                     bad.append(f"{nid} read {v}, acked-before={lo}, begun={began}")
@@ -381,7 +381,7 @@ async def test_events_as_an_async_iterator() -> None:
 
 
 async def test_lease_reads_are_opt_in_and_served() -> None:
-    with pytest.raises(BadConfig):
+    with pytest.raises(BadConfigError):
         NodeConfig(id="a", lease_reads=True, check_quorum=False).validate()
     c = MemCluster(3, lease_reads=True)
     await c.start()
@@ -436,11 +436,11 @@ async def test_a_write_that_cannot_commit_times_out_by_its_own_deadline() -> Non
         slow = ld.submit(b"s" * 9, timeout=3.0)
         fast = ld.submit(b"f" * 9, timeout=0.3)  # out of order: goes to the heap
         await c.run(0.5)
-        assert fast.done() and isinstance(fast.exception(), Timeout)
+        assert fast.done() and isinstance(fast.exception(), NodeTimeoutError)
         assert "outcome unknown" in str(fast.exception())
         assert not slow.done()
         await c.run(3.0)
-        assert slow.done() and isinstance(slow.exception(), Timeout)
+        assert slow.done() and isinstance(slow.exception(), NodeTimeoutError)
         assert not ld.proposals.pending and not ld.proposals.deadlines and not ld.proposals.late
     finally:
         await c.stop()
@@ -491,7 +491,7 @@ async def test_a_write_on_a_node_without_a_leader_fails_or_can_be_cancelled() ->
         c.net.isolate(f.id)
         await c.run(0.5)  # it loses its leader (check quorum / no heartbeats)
         fut = f.submit(b"x" * 9, timeout=0.3)
-        with pytest.raises((NotLeader, Timeout)):
+        with pytest.raises((NotLeaderError, NodeTimeoutError)):
             await c.drive(fut)
         fut2 = f.submit(b"y" * 9, timeout=5.0)
         await c.run(0.05)
@@ -505,7 +505,7 @@ async def test_a_write_on_a_node_without_a_leader_fails_or_can_be_cancelled() ->
 
 async def test_forwarding_to_an_unreachable_leader_is_not_leader_not_timeout() -> None:
     """A forward that never left the follower proposed nothing: the caller
-    gets NotLeader (safe to retry; kv answers 503), not an unknown outcome."""
+    gets NotLeaderError (safe to retry; kv answers 503), not an unknown outcome."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -514,7 +514,7 @@ async def test_forwarding_to_an_unreachable_leader_is_not_leader_not_timeout() -
         f = next(n for n in c.nodes.values() if n is not ld)
         c.net.cut(f.id, ld.id)
         assert f.leader == ld.id  # it still believes in the leader
-        with pytest.raises(NotLeader):
+        with pytest.raises(NotLeaderError):
             await c.drive(f.propose(b"x" * 9, timeout=0.3))
     finally:
         await c.stop()
@@ -551,15 +551,15 @@ async def test_transfer_to_a_non_voter_is_refused_at_once() -> None:
     await c.start()
     try:
         ld = await c.leader()
-        with pytest.raises(BadConfig, match="not a voter"):
+        with pytest.raises(BadConfigError, match="not a voter"):
             await ld.transfer_leadership("n9")
     finally:
         await c.stop()
 
 
 async def test_stopping_fails_proposed_writes_as_unknown_and_queued_ones_as_stopped() -> None:
-    """Stopped promises "not proposed"; a write already in the log may still
-    commit elsewhere, so stop() fails it with Timeout (outcome unknown)."""
+    """StoppedError promises "not proposed"; a write already in the log may still
+    commit elsewhere, so stop() fails it with NodeTimeoutError (outcome unknown)."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -571,9 +571,9 @@ async def test_stopping_fails_proposed_writes_as_unknown_and_queued_ones_as_stop
         assert ld.proposals.pending  # in the log, not committed
         queued = ld.submit(b"q" * 9)  # not yet proposed when stop() runs
         await ld.stop()
-        assert isinstance(proposed.exception(), Timeout)
+        assert isinstance(proposed.exception(), NodeTimeoutError)
         assert "outcome unknown" in str(proposed.exception())
-        assert isinstance(queued.exception(), Stopped)
+        assert isinstance(queued.exception(), StoppedError)
     finally:
         await c.stop()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from liferaft.runtime import NotLeader, Timeout
+from liferaft.runtime import NodeTimeoutError, NotLeaderError
 from tests.runtime.cluster import TcpCluster
 
 
@@ -80,7 +80,7 @@ async def test_leadership_transfer_under_load(tmp_path: Path) -> None:
                 try:
                     await c.sms[c.nodes[ld.id].id].add(1)
                     done += 1
-                except (NotLeader, Timeout):
+                except (NotLeaderError, NodeTimeoutError):
                     await asyncio.sleep(0.01)
 
         w = asyncio.create_task(writer())

@@ -1,6 +1,6 @@
 """What a proposal's caller is told must be the truth (docs/runtime.md,
-"Outcomes"): ``Dropped`` and ``Stopped`` only where the write provably never
-was or never will be applied, ``Timeout`` (unknown) everywhere else.
+"Outcomes"): ``DroppedError`` and ``StoppedError`` only where the write provably never
+was or never will be applied, ``NodeTimeoutError`` (unknown) everywhere else.
 
 Memory transport and a manual clock: every schedule here is deterministic."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from liferaft.core import AppendEntries, Message
-from liferaft.runtime import Dropped, Node, Stopped, Timeout
+from liferaft.runtime import DroppedError, Node, NodeTimeoutError, StoppedError
 from tests.runtime.cluster import MemCluster
 
 
@@ -52,7 +52,7 @@ async def test_an_entry_overwritten_on_one_node_can_still_commit_figure_8() -> N
     L2, whose entries take j-1 and j (W2 at j) but are never replicated.  L2
     is cut off; A wins the next term with C's vote and commits its old
     entries, W1 included.  B's caller of W1 must not have been told
-    "Dropped" (503, safe to retry) when W2 took index j: the outcome is
+    "DroppedError" (503, safe to retry) when W2 took index j: the outcome is
     decided by what is *applied* at j."""
     c = MemCluster(3)
     await c.start()
@@ -73,15 +73,15 @@ async def test_an_entry_overwritten_on_one_node_can_still_commit_figure_8() -> N
         assert (await w0, await w1) == (101, 1101)
         # W2 was never applied anywhere, and that is what its caller hears.
         await c.until(lambda: w2.done(), seconds=10)
-        assert isinstance(w2.exception(), Dropped)
+        assert isinstance(w2.exception(), DroppedError)
     finally:
         await c.stop()
 
 
 async def test_stop_answers_timeout_for_a_forward_the_leader_appended() -> None:
     """A follower forwards a write; the leader appends it (and will commit
-    it); the follower stops.  Its caller must hear Timeout (outcome
-    unknown), not Stopped ("never proposed")."""
+    it); the follower stops.  Its caller must hear NodeTimeoutError (outcome
+    unknown), not StoppedError ("never proposed")."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -97,13 +97,13 @@ async def test_stop_answers_timeout_for_a_forward_the_leader_appended() -> None:
         exc = await _outcome(fut)
         c.net.drop_if(None)
         await c.until(lambda: c.sms[ld.id]._value == 11)
-        assert isinstance(exc, Timeout), f"got {type(exc).__name__}: {exc}"
+        assert isinstance(exc, NodeTimeoutError), f"got {type(exc).__name__}: {exc}"
     finally:
         await c.stop()
 
 
 async def test_stop_answers_timeout_while_a_forward_is_on_the_wire() -> None:
-    """Stopped while the forward call is out (the leader may have it): Timeout."""
+    """StoppedError while the forward call is out (the leader may have it): NodeTimeoutError."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -116,14 +116,14 @@ async def test_stop_answers_timeout_while_a_forward_is_on_the_wire() -> None:
         assert c.net.held >= 1
         await f.stop()
         exc = await _outcome(fut)
-        assert isinstance(exc, Timeout), f"got {type(exc).__name__}: {exc}"
+        assert isinstance(exc, NodeTimeoutError), f"got {type(exc).__name__}: {exc}"
         c.net.resume()
     finally:
         await c.stop()
 
 
 async def test_stop_answers_stopped_when_nothing_left_the_node() -> None:
-    """With no leader reachable the forward never leaves: Stopped is true."""
+    """With no leader reachable the forward never leaves: StoppedError is true."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -134,7 +134,7 @@ async def test_stop_answers_stopped_when_nothing_left_the_node() -> None:
         await c.run(0.05)
         await f.stop()
         exc = await _outcome(fut)
-        assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
+        assert isinstance(exc, StoppedError), f"got {type(exc).__name__}: {exc}"
     finally:
         await c.stop()
 
@@ -152,7 +152,7 @@ async def test_an_earlier_waiter_is_settled_when_the_later_one_gave_up() -> None
         w2 = asyncio.ensure_future(c.sms[b.id].add.with_timeout(0.5)(10_000))
         await c.until(lambda: l2.status().last_log_index >= j, seconds=2)
         await c.until(lambda: w2.done(), seconds=2)
-        assert isinstance(w2.exception(), Timeout)
+        assert isinstance(w2.exception(), NodeTimeoutError)
         assert not w1.done()
         c.net.heal()
         c.net.isolate(l2.id)
@@ -169,8 +169,8 @@ async def test_an_earlier_waiter_is_settled_when_the_later_one_gave_up() -> None
 
 async def test_stop_answers_a_membership_change_it_never_proposed() -> None:
     """A change queued for the node task when the node stops was never
-    proposed: its caller hears Stopped from stop() itself, not nothing (then
-    a Timeout, "unknown", once its deadline passes)."""
+    proposed: its caller hears StoppedError from stop() itself, not nothing (then
+    a NodeTimeoutError, "unknown", once its deadline passes)."""
     c = MemCluster(3)
     await c.start()
     try:
@@ -184,7 +184,7 @@ async def test_stop_answers_a_membership_change_it_never_proposed() -> None:
         await ld.stop()
         # The manual clock stands still: only stop() can answer the caller.
         exc = await _outcome(fut)
-        assert isinstance(exc, Stopped), f"got {type(exc).__name__}: {exc}"
+        assert isinstance(exc, StoppedError), f"got {type(exc).__name__}: {exc}"
         assert "n4" not in c.nodes[next(i for i in c.ids if i != ld.id)].members
     finally:
         await c.stop()

@@ -7,11 +7,11 @@ import msgspec
 import pytest
 
 from liferaft.runtime import (
-    BadMember,
+    BadMemberError,
     MembershipError,
     NodeError,
-    NotLeader,
-    StorageFailed,
+    NotLeaderError,
+    StorageFailedError,
     peer_rpc,
 )
 from liferaft.runtime.peer_rpc import (
@@ -91,10 +91,10 @@ def test_another_version_is_refused_naming_both() -> None:
 @pytest.mark.parametrize(
     ("exc", "code", "back"),
     [
-        (NotLeader("not me", "n3"), Refusal.NOT_LEADER, NotLeader),
-        (StorageFailed("full"), Refusal.STORAGE_FAILED, StorageFailed),
+        (NotLeaderError("not me", "n3"), Refusal.NOT_LEADER, NotLeaderError),
+        (StorageFailedError("full"), Refusal.STORAGE_FAILED, StorageFailedError),
         (MembershipError("one in flight"), Refusal.MEMBERSHIP, MembershipError),
-        (BadMember("bad id"), Refusal.BAD_MEMBER, BadMember),
+        (BadMemberError("bad id"), Refusal.BAD_MEMBER, BadMemberError),
     ],
 )
 def test_a_refusal_travels_as_a_code_and_comes_back_as_the_same_error(
@@ -104,8 +104,8 @@ def test_a_refusal_travels_as_a_code_and_comes_back_as_the_same_error(
     assert isinstance(rep, Refused) and rep.code is code
     err = peer_rpc.error_of(rep, "n1")
     assert type(err) is back and str(exc) in str(err) and "n1" in str(err)
-    if isinstance(exc, NotLeader):
-        assert isinstance(err, NotLeader) and err.leader_hint == "n3"
+    if isinstance(exc, NotLeaderError):
+        assert isinstance(err, NotLeaderError) and err.leader_hint == "n3"
 
 
 async def test_a_node_refuses_a_call_of_another_version_naming_both() -> None:

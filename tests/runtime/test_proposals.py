@@ -4,7 +4,7 @@ Each test pins one rule of liferaft/runtime/proposals.py: outcomes are
 decided by the apply of an index (the displaced rule, Raft Figure 8),
 deadlines fire in deadline order, a refused batch reroutes, recent results
 answer a forward that learned its index late, and stopping tells "proposed"
-(Timeout) from "never proposed" (Stopped).
+(NodeTimeoutError) from "never proposed" (StoppedError).
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from typing import Any
 
 import pytest
 
-from liferaft.core import Entry, NotLeaderError
-from liferaft.runtime import Dropped, NotLeader, Stopped, StorageFailed, Timeout
+from liferaft.core import Entry
+from liferaft.core import NotLeaderError as CoreNotLeaderError
+from liferaft.runtime import (
+    DroppedError,
+    NodeTimeoutError,
+    NotLeaderError,
+    StoppedError,
+    StorageFailedError,
+)
 from liferaft.runtime.proposals import ProposalTracker, _Prop
 
 TICK = 0.05
@@ -34,7 +41,7 @@ class FakeCore:
 
     def propose_many(self, datas: list[bytes]) -> int:
         if self.refuse:
-            raise NotLeaderError("not the leader")
+            raise CoreNotLeaderError("not the leader")
         self.proposed.extend(datas)
         self.last += len(datas)
         return self.last
@@ -90,7 +97,7 @@ async def test_an_overwritten_waiter_is_settled_by_the_apply_of_its_index() -> N
     assert not first.fut.done()
     apply(t, (5, 1, "old"))  # the first term's entry is the one committed
     assert first.fut.result() == "old"
-    assert isinstance(later.fut.exception(), Dropped)
+    assert isinstance(later.fut.exception(), DroppedError)
     assert not t.pending and not t.displaced
 
 
@@ -101,7 +108,7 @@ async def test_a_set_aside_waiter_is_settled_even_after_the_later_one_left() -> 
     t.unwait(later)  # the later caller gave up
     later.fut.cancel()
     apply(t, (7, 2, "new"))
-    assert isinstance(first.fut.exception(), Dropped)
+    assert isinstance(first.fut.exception(), DroppedError)
     assert not t.displaced
 
 
@@ -114,11 +121,11 @@ async def test_deadlines_fire_in_deadline_order_and_leave_nothing_behind() -> No
     assert len(t.deadlines) == 1 and len(t.late) == 1
     batch(t, core)
     t.expire(0.5)
-    assert isinstance(fast.fut.exception(), Timeout)
+    assert isinstance(fast.fut.exception(), NodeTimeoutError)
     assert "outcome unknown" in str(fast.fut.exception())
     assert not slow.fut.done()
     t.expire(3.0)
-    assert isinstance(slow.fut.exception(), Timeout)
+    assert isinstance(slow.fut.exception(), NodeTimeoutError)
     assert not t.pending and not t.deadlines and not t.late
 
 
@@ -140,7 +147,7 @@ async def test_a_refused_batch_reroutes_local_writes_and_refuses_forwarded_ones(
     t.enqueue_forwarded(theirs)
     batch(t, core)
     assert rerouted == [mine] and not mine.fut.done()
-    assert isinstance(theirs.fut.exception(), NotLeader)
+    assert isinstance(theirs.fut.exception(), NotLeaderError)
 
 
 async def test_a_forwarded_write_gets_its_index_and_term() -> None:
@@ -156,7 +163,7 @@ async def test_a_failed_disk_fails_the_batch_with_storage_failed() -> None:
     p = prop()
     t.enqueue(p)
     batch(t, core, storage_ok=False)
-    assert isinstance(p.fut.exception(), StorageFailed) and not core.proposed
+    assert isinstance(p.fut.exception(), StorageFailedError) and not core.proposed
 
 
 async def test_stamped_writes_carry_the_leader_clock_in_their_first_8_bytes() -> None:
@@ -171,12 +178,12 @@ async def test_stamped_writes_carry_the_leader_clock_in_their_first_8_bytes() ->
 async def test_recent_results_answer_a_forward_that_learned_its_index_late() -> None:
     t = tracker()
     apply(t, (1, 1, "unseen"))
-    with pytest.raises(Timeout):  # nobody was forwarding: not kept
+    with pytest.raises(NodeTimeoutError):  # nobody was forwarding: not kept
         t.recent_outcome(1, 1)
     t.forwarding = 1
     apply(t, (2, 1, "two"), (3, 1, KeyError("k")))
     assert t.recent_outcome(2, 1) == "two"
-    with pytest.raises(Dropped):
+    with pytest.raises(DroppedError):
         t.recent_outcome(2, 9)
     with pytest.raises(KeyError):
         t.recent_outcome(3, 1)
@@ -186,7 +193,7 @@ async def test_a_snapshot_covering_an_index_makes_its_outcome_unknown() -> None:
     t = tracker()
     below, above = waiting(t, 4, 1), waiting(t, 9, 1)
     t.fail_covered(5)
-    assert isinstance(below.fut.exception(), Timeout) and not above.fut.done()
+    assert isinstance(below.fut.exception(), NodeTimeoutError) and not above.fut.done()
     assert list(t.pending) == [9]
 
 
@@ -197,6 +204,6 @@ async def test_stop_tells_proposed_writes_from_queued_ones() -> None:
     batch(t, core)
     t.enqueue(queued)
     t.stop("n1")
-    assert isinstance(proposed.fut.exception(), Timeout)
-    assert isinstance(queued.fut.exception(), Stopped)
+    assert isinstance(proposed.fut.exception(), NodeTimeoutError)
+    assert isinstance(queued.fut.exception(), StoppedError)
     assert not t.pending and not t.queue and not t.deadlines and not t.late
