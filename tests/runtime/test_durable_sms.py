@@ -31,12 +31,12 @@ from liferaft.runtime.statemachine import (
 from tests.runtime.sms import (
     Applied,
     BatchRecordingStateMachine,
-    ConcurrentCall,
+    ConcurrentCallError,
     CrashPoint,
     InjectedCrash,
     LegacyStateMachine,
     RecordingStateMachine,
-    Refused,
+    RefusedError,
     SQLiteStateMachine,
 )
 from tests.runtime.sms.sqlite import _stream_file
@@ -95,7 +95,7 @@ def test_protocols_and_detection(tmp_path: Path) -> None:
 def test_recording_records_order_time_and_refusals() -> None:
     sm = RecordingStateMachine()
     assert sm.apply(2, b"a", leader_time=1.5) == 2
-    with pytest.raises(Refused):
+    with pytest.raises(RefusedError):
         sm.apply(3, b"!no", leader_time=2.5)
     assert sm.apply(5, b"b") == 5
     assert sm.state == [Applied(2, b"a", 1.5), Applied(5, b"b", 0.0)]
@@ -125,7 +125,7 @@ def test_batch_recording_refuses_one_entry_only() -> None:
     results = sm.apply_batch(
         [ApplyEntry(3, b"x", 1.0), ApplyEntry(4, b"!", 1.0), ApplyEntry(5, b"y", 2.0)]
     )
-    assert results[0] == 3 and isinstance(results[1], Refused) and results[2] == 5
+    assert results[0] == 3 and isinstance(results[1], RefusedError) and results[2] == 5
     assert sm.indexes() == [3, 5] and sm.batches == [(3, 4, 5)]
     assert sm.threads == {threading.get_ident()}
 
@@ -225,7 +225,7 @@ def test_double_or_backward_apply_is_refused_by_the_database(db: SQLiteStateMach
 def test_concurrent_calls_are_caught(db: SQLiteStateMachine) -> None:
     db._busy.acquire()  # as if apply_batch were running in a worker thread
     try:
-        with pytest.raises(ConcurrentCall):
+        with pytest.raises(ConcurrentCallError):
             db.applied_index()
     finally:
         db._busy.release()

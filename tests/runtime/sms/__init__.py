@@ -7,7 +7,7 @@ in-memory ones, ``sqlite`` the durable one with crash injection.
 from .sqlite import (
     CHECKPOINT_VERSION,
     SCHEMA_VERSION,
-    ConcurrentCall,
+    ConcurrentCallError,
     CrashPoint,
     InjectedCrash,
     SQLiteStateMachine,
@@ -18,7 +18,7 @@ from .volatile import (
     BatchRecordingStateMachine,
     LegacyStateMachine,
     RecordingStateMachine,
-    Refused,
+    RefusedError,
 )
 
 __all__ = [
@@ -27,11 +27,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "Applied",
     "BatchRecordingStateMachine",
-    "ConcurrentCall",
+    "ConcurrentCallError",
     "CrashPoint",
     "InjectedCrash",
     "LegacyStateMachine",
     "RecordingStateMachine",
-    "Refused",
+    "RefusedError",
     "SQLiteStateMachine",
 ]

@@ -30,7 +30,7 @@ thread the runtime picks, the other methods on the event loop.  One
 connection is opened with ``check_same_thread=False`` and used by one thread
 at a time, which SQLite allows; the runtime promises never to call two
 methods at once, and :meth:`_exclusive` turns a broken promise into a
-:class:`ConcurrentCall` instead of quietly serializing it.  A connection per
+:class:`ConcurrentCallError` instead of quietly serializing it.  A connection per
 thread would instead have to be found and closed by ``restore`` from another
 thread, and would leave one writer's uncommitted state invisible to the
 others; one connection keeps the store's view single.
@@ -109,7 +109,7 @@ class InjectedCrash(BaseException):
         self.index = index
 
 
-class ConcurrentCall(AssertionError):
+class ConcurrentCallError(AssertionError):
     """Two methods ran at once: the runtime broke the contract."""
 
 
@@ -240,7 +240,7 @@ class SQLiteStateMachine:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
-            raise ConcurrentCall("two state-machine methods ran at once")
+            raise ConcurrentCallError("two state-machine methods ran at once")
         try:
             yield
         finally:

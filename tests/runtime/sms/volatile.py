@@ -43,7 +43,7 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(tuple[str, list[Applied]])
 
 
-class Refused(ValueError):
+class RefusedError(ValueError):
     """What apply raises for an entry starting with :data:`REFUSE`."""
 
 
@@ -64,7 +64,7 @@ class RecordingStateMachine:
         """Record the entry; return its index.  Refuses data starting with ``!``."""
         self.calls.append(index)
         if data.startswith(REFUSE):
-            raise Refused(f"entry {index} refused")  # before mutating: the contract
+            raise RefusedError(f"entry {index} refused")  # before mutating: the contract
         self.state = [*self.state, Applied(index, data, leader_time)]  # replace, never mutate
         return index
 
@@ -120,7 +120,7 @@ class BatchRecordingStateMachine(RecordingStateMachine):
             for e in entries:
                 try:
                     results.append(self.apply(e.index, e.data, leader_time=e.leader_time))
-                except Refused as exc:
+                except RefusedError as exc:
                     results.append(exc)
             return results
         finally:
