@@ -9,7 +9,11 @@ leaves the old state, and the off-loop one works from a worker thread.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -364,3 +368,36 @@ def test_a_database_of_another_schema_is_refused_naming_both(tmp_path: Path) -> 
     conn.close()
     with pytest.raises(SnapshotFormatError, match="schema version 2; this build reads version 1"):
         SQLiteStateMachine(sm.path)
+
+
+_CHILD = """
+import sys
+from tests.runtime.sms import CrashPoint, SQLiteStateMachine
+from tests.runtime.test_durable_sms import batch
+sm = SQLiteStateMachine(sys.argv[1])
+sm.apply_batch(batch(1, 2))
+sm.arm(CrashPoint[sys.argv[2]], after_entries=2, kill=True)
+sm.apply_batch(batch(3, 3))
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "applied"), [("BEFORE_BATCH", 2), ("INSIDE_BATCH", 2), ("AFTER_COMMIT", 5)]
+)
+def test_kill_9_at_each_point(tmp_path: Path, point: str, applied: int) -> None:
+    """A real SIGKILL: what survives is what SQLite's journal recovery keeps."""
+    path = tmp_path / "sm.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), point], env=env, timeout=60, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL
+    sm = SQLiteStateMachine(path)
+    try:
+        assert sm.applied_index() == applied
+        assert [r[0] for r in sm.log()] == list(range(1, applied + 1))
+        assert len(sm.contents()) == applied
+        sm.apply_batch(batch(applied + 1, 5 - applied))  # the runtime resumes after it
+        assert [r[0] for r in sm.log()] == [1, 2, 3, 4, 5]
+    finally:
+        sm.close()

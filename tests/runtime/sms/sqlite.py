@@ -39,7 +39,8 @@ Crash injection (:meth:`SQLiteStateMachine.arm`): raise :class:`InjectedCrash`,
 a ``BaseException`` so no ``except Exception`` swallows it as a refusal,
 before a batch, inside it after an entry (the transaction is rolled back
 first, which is what SQLite's journal recovery does after a kill -9), after
-its commit (before the runtime learns of it), or in the middle of a restore.
+its commit (before the runtime learns of it), or in the middle of a restore;
+or, with ``kill=True``, SIGKILL the process at that point instead.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import signal
 import sqlite3
 import struct
 import tempfile
@@ -118,6 +120,7 @@ class _Plan:
     point: CrashPoint
     after_entries: int
     at_index: int | None
+    kill: bool
 
 
 class SQLiteStateMachine:
@@ -208,15 +211,22 @@ class SQLiteStateMachine:
     # --- for tests --------------------------------------------------------------
 
     def arm(
-        self, point: CrashPoint, *, after_entries: int = 1, at_index: int | None = None
+        self,
+        point: CrashPoint,
+        *,
+        after_entries: int = 1,
+        at_index: int | None = None,
+        kill: bool = False,
     ) -> None:
         """Crash once at ``point``.
 
         With ``at_index``: in the batch holding that index (``INSIDE_BATCH``:
         right after applying it).  Without: in the next batch (``INSIDE_BATCH``:
-        after its ``after_entries``-th entry).
+        after its ``after_entries``-th entry).  ``kill=True``: SIGKILL this
+        process there instead of raising, so SQLite's own recovery (the hot
+        journal rolled back at the next open) is what a test sees.
         """
-        self._plan = _Plan(point, after_entries, at_index)
+        self._plan = _Plan(point, after_entries, at_index, kill)
 
     def contents(self) -> dict[str, bytes]:
         """The key/value table."""
@@ -290,6 +300,8 @@ class SQLiteStateMachine:
             fire = plan.at_index is None or any(e.index == plan.at_index for e in entries)
         if fire:
             self._plan = None
+            if plan.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
             crash = InjectedCrash(point, index)
             self.crashes.append(crash)
             raise crash
