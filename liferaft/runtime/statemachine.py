@@ -28,6 +28,39 @@ Snapshots are taken in two steps, as in hashicorp/raft's ``FSM.Snapshot`` and
 :meth:`StateMachine.restore` replaces the whole state from a stream of
 chunks (a snapshot from disk or from the leader).
 
+The durable contract (optional)
+------------------------------
+
+A state machine that keeps its state in a store of its own (SQLite, LMDB)
+may go further, by having any of these (the runtime detects each with
+``getattr``; :class:`DurableStateMachine` and :class:`BatchStateMachine`
+name them for type checkers):
+
+- ``applied_index()``: the highest log index whose effects the store has
+  *durably* persisted, written in the same transaction as those effects.  On
+  start the runtime resumes applying after it instead of restoring the
+  snapshot and re-applying what the store already holds; it never hands the
+  state machine an entry at or below its applied index (exactly once, across
+  restarts too).  A state machine without it is *volatile*: restored from
+  the snapshot on every start, as always.
+- ``apply_batch(entries)``: the committed normal entries between two
+  membership changes, as :class:`ApplyEntry` values, in log order, applied
+  atomically (one transaction that also writes the applied index).  It
+  returns one result per entry; an exception *instance* in the list refuses
+  only that entry's proposal.  Raising from ``apply_batch`` itself means the
+  state machine is broken: the node stops, as for a storage failure, and no
+  proposal of the batch is settled.
+- ``apply_off_loop = True``: the runtime runs ``apply_batch`` in a worker
+  thread, so a commit with fsync never stalls heartbeats.  The runtime
+  still never calls two state-machine methods at once, and calls
+  ``snapshot()`` and ``restore()`` only between batches.
+
+With a durable store, a snapshot may be a streamed checkpoint of the store's
+own files (``snapshot()`` copies them, ``chunks()`` reads the copy,
+``release()`` deletes it), and ``restore()`` must replace the store
+atomically: a crash during it leaves the old state or the new, never a mix.
+The checkpoint carries the store's own applied index.
+
 The high-level API in :mod:`liferaft.runtime.commands` implements this
 contract for you; the helpers here (:class:`BytesSnapshot`,
 :class:`StreamSnapshot`, :func:`iter_chunks`, :func:`rechunk`,
@@ -36,21 +69,29 @@ contract for you; the helpers here (:class:`BytesSnapshot`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "ApplyEntry",
+    "BatchStateMachine",
     "BytesSnapshot",
     "ChunkReader",
+    "DurableStateMachine",
     "Proposer",
     "SnapshotFormatError",
     "StateMachine",
     "StateSnapshot",
     "StreamSnapshot",
+    "applies_off_loop",
+    "durable_applied_index",
     "iter_chunks",
     "join_chunks",
     "rechunk",
+    "takes_leader_time",
 ]
 
 T = TypeVar("T")
@@ -111,6 +152,95 @@ class StateMachine(Protocol):
     def restore(self, chunks: Iterable[bytes]) -> None:
         """Replace the whole state with the one serialized in ``chunks``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyEntry:
+    """One committed normal entry, as a batch state machine receives it."""
+
+    index: int
+    """Its log index."""
+    data: bytes
+    """The user's bytes, the runtime envelope removed (:mod:`liferaft.runtime.entry_format`)."""
+    leader_time: float
+    """The leader's wall clock when it appended the entry; 0.0 in an entry-format-1 cluster."""
+
+
+@runtime_checkable
+class DurableStateMachine(StateMachine, Protocol):
+    """A state machine whose store persists its own applied index.
+
+    On start the runtime reads :meth:`applied_index` (on the event loop).
+    When it is at or past the index of the node's snapshot, the state
+    machine is not restored: it already holds more than the snapshot, and
+    the runtime resumes applying after that index.  Otherwise it is restored
+    from the snapshot, as a volatile one is.  Entries that never reach a
+    state machine (the core's no-ops, membership changes) may leave
+    ``applied_index()`` below the runtime's own applied index; that only
+    costs a restore at the next start.
+    """
+
+    def applied_index(self) -> int:
+        """The highest log index whose effects are durably persisted (0: none).
+
+        It must be written in the same transaction as those effects, so it
+        never claims an entry whose effects a crash could lose, nor misses
+        one whose effects survived.  After :meth:`restore` it is the index
+        the restored checkpoint carries.
+        """
+        ...
+
+
+@runtime_checkable
+class BatchStateMachine(StateMachine, Protocol):
+    """A state machine that applies committed entries a batch at a time."""
+
+    apply_off_loop: bool
+    """True: the runtime calls :meth:`apply_batch` in a worker thread, one
+    batch at a time and never together with another method of the state
+    machine.  False (the default when absent): on the event loop."""
+
+    def apply_batch(self, entries: Sequence[ApplyEntry]) -> list[Any]:
+        """Apply ``entries`` in order; one result per entry.
+
+        A durable state machine applies the batch atomically, writing its
+        applied index (the last entry's) in the same transaction.  An
+        exception instance in the returned list refuses that entry only: its
+        proposal fails with it, and the entry must have changed nothing.
+        Raising instead means the state machine is broken: the node stops and
+        no proposal of the batch is settled.  Must be deterministic.
+        """
+        ...
+
+
+def durable_applied_index(sm: object) -> int | None:
+    """``sm.applied_index()`` if the state machine is durable, else None (volatile)."""
+    applied_index = getattr(sm, "applied_index", None)
+    return None if applied_index is None else int(applied_index())
+
+
+def applies_off_loop(sm: object) -> bool:
+    """True if ``sm`` has ``apply_batch`` and asks to run it off the event loop."""
+    return callable(getattr(sm, "apply_batch", None)) and bool(
+        getattr(sm, "apply_off_loop", False)
+    )
+
+
+def takes_leader_time(apply: Callable[..., Any]) -> bool:
+    """True if ``apply`` accepts ``leader_time=`` (a keyword parameter or ``**kwargs``).
+
+    A legacy ``apply(index, data)`` does not: for one release the runtime
+    calls it the old way (and warns once), deciding with this at start.
+    """
+    try:
+        params = inspect.signature(apply).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume legacy
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "leader_time" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in params
+    )
 
 
 class Proposer(Protocol):
