@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
@@ -31,32 +32,25 @@ BAD_ADDRESSES = ("127.0.0.1", "junk", "127.0.0.1:notaport", "", "[::1", "10.0.0.
 KIND = "operator-bad-addr"
 
 
+@dataclass
 class OperatorFault:
     """Adds ``oops-N`` learners at :data:`BAD_ADDRESSES` and removes them
     again over HTTP; ``outcome(kind, what)`` and ``note(what)`` report to the
     stranger's log."""
 
-    def __init__(
-        self,
-        c: ChaosCluster,
-        rng: random.Random,
-        secret: bytes | None,
-        outcome: Callable[[str, str], None],
-        note: Callable[[str], None],
-    ) -> None:
-        self.c = c
-        self.rng = rng
-        self.secret = secret
-        self._outcome = outcome
-        self._note = note
-        self.pending: set[str] = set()  # operator members not removed yet
+    c: ChaosCluster
+    rng: random.Random
+    secret: bytes | None
+    outcome: Callable[[str, str], None]
+    note: Callable[[str], None]
+    pending: set[str] = field(default_factory=set)  # operator members not removed yet
 
     async def bad_addr(self, stop: asyncio.Event, n: int) -> None:
         """One mistake: commit ``oops-<n>`` at a bad address, then remove it."""
         try:
             leader = await self.c.leader(timeout=5)
         except Exception:
-            self._outcome(KIND, "no leader; skipped")
+            self.outcome(KIND, "no leader; skipped")
             return
         nid = f"{OPERATOR_IDS}{n}"
         addr = self.rng.choice(BAD_ADDRESSES)
@@ -81,7 +75,7 @@ class OperatorFault:
                 answer = f"{type(exc).__name__}: {exc}"[:120]
                 await sleep_unless(stop, 1.0)
         await t.close()
-        self._outcome(KIND, f"add {nid} at {addr!r} via {leader}: {answer}")
+        self.outcome(KIND, f"add {nid} at {addr!r} via {leader}: {answer}")
         if answer == "ok":
             self.pending.add(nid)
             # The cluster must keep serving with it committed; the operator
@@ -100,10 +94,10 @@ class OperatorFault:
             code, _ = await self.c.call(via, "DELETE", f"/v1/members/{nid}", timeout=5)
             if code in (200, 404):
                 self.pending.discard(nid)
-                self._note(f"operator removed {nid} ({code})")
+                self.note(f"operator removed {nid} ({code})")
                 return
             await asyncio.sleep(0.5)
-        self._note(f"operator could not remove {nid}")
+        self.note(f"operator could not remove {nid}")
 
     async def _member_transport(self, as_member: str) -> TcpTransport:
         """A started transport that proves membership with the cluster's peer
