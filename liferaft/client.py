@@ -13,14 +13,19 @@ most once.  All tasks of a client share its session, and at most
 that many outcomes per session): a write past the window waits for the
 lowest one to resolve.  If the cluster has forgotten the session, a write it
 refused without applying is sent again in a new session; one that may have
-applied earlier raises :class:`SessionExpired`.
+applied earlier raises :class:`SessionExpiredError`.
 
-Errors are typed: :class:`NotFound`, :class:`PreconditionFailed` (with the
-key's ``current`` value), :class:`BadRequest`, :class:`Unauthorized`,
-:class:`TooLarge`, :class:`Unavailable` (no leader until the deadline;
-nothing was applied), :class:`Timeout` (the deadline passed with the
-outcome unknown), :class:`SessionExpired` (a Timeout: the cluster forgot
-the outcome of a write that may have applied) and :class:`TLSError`.
+Errors are typed, and every one is a :class:`ClientError`:
+:class:`NotFoundError`, :class:`PreconditionFailedError` (with the key's
+``current`` value), :class:`BadRequestError`, :class:`UnauthorizedError`,
+:class:`TooLargeError`, :class:`UnavailableError` (no leader until the
+deadline; nothing was applied), :class:`ClientTimeoutError` (the deadline
+passed with the outcome unknown), :class:`SessionExpiredError` (a
+ClientTimeoutError: the cluster forgot the outcome of a write that may have
+applied) and :class:`TLSError`.  Names follow docs/architecture.md, "Names";
+the old names (``NotFound``, ``PreconditionFailed``, ``BadRequest``,
+``Unauthorized``, ``TooLarge``, ``Unavailable``, ``Timeout``,
+``SessionExpired``) are aliases of the same classes until 0.2.0.
 
 An ``https://`` endpoint is TLS or an error, never plain HTTP: the bearer
 token only goes out over the scheme asked for.  Bare ``host:port``
@@ -60,26 +65,29 @@ class ClientError(Exception):
         self.code = code
 
 
-class NotFound(ClientError):
-    pass
+class NotFoundError(ClientError):
+    """The key does not exist (HTTP 404)."""
 
 
-class PreconditionFailed(ClientError):
+class PreconditionFailedError(ClientError):
+    """A compare-and-swap's condition did not hold (HTTP 412); ``current`` is
+    the key's value now, None if it is absent."""
+
     def __init__(self, message: str, current: Item | None) -> None:
         super().__init__(message, 412, "precondition_failed")
         self.current = current
 
 
-class BadRequest(ClientError):
-    pass
+class BadRequestError(ClientError):
+    """The server refused the request as malformed (HTTP 400)."""
 
 
-class Unauthorized(ClientError):
-    pass
+class UnauthorizedError(ClientError):
+    """A missing or wrong bearer token (HTTP 401)."""
 
 
-class TooLarge(ClientError):
-    pass
+class TooLargeError(ClientError):
+    """The key, value or request body is over the server's limit (HTTP 413)."""
 
 
 class TLSError(ClientError):
@@ -87,18 +95,31 @@ class TLSError(ClientError):
     certificate the client does not trust); nothing was sent."""
 
 
-class Unavailable(ClientError):
+class UnavailableError(ClientError):
     """No node could take the request before the deadline; nothing applied."""
 
 
-class Timeout(ClientError):
-    """The deadline passed and the outcome of the last attempt is unknown."""
+class ClientTimeoutError(ClientError):
+    """The deadline passed and the outcome of the last attempt is unknown.
+    (Not ``TimeoutError``: that name is a builtin.)"""
 
 
-class SessionExpired(Timeout):
+class SessionExpiredError(ClientTimeoutError):
     """The cluster no longer holds this write's session or outcome, and an
     earlier attempt may have applied it: the outcome is unknown.  (It did
     not apply on the attempt that got this answer.)"""
+
+
+# --- old names: the same class objects, kept for one release (they go in 0.2.0) ---
+
+NotFound = NotFoundError
+PreconditionFailed = PreconditionFailedError
+BadRequest = BadRequestError
+Unauthorized = UnauthorizedError
+TooLarge = TooLargeError
+Unavailable = UnavailableError
+Timeout = ClientTimeoutError
+SessionExpired = SessionExpiredError
 
 
 class _Session:
@@ -160,7 +181,7 @@ def _item(key: str, d: dict[str, Any] | None) -> Item | None:
 
 def _quote(key: str) -> str:
     if not key:
-        raise BadRequest("empty key", 400, "bad_request")
+        raise BadRequestError("empty key", 400, "bad_request")
     return urllib.parse.quote(key, safe="/")
 
 
@@ -263,8 +284,10 @@ class AsyncClient:
             left = deadline - loop.time()
             if left <= 0:
                 if unknown:
-                    raise Timeout(f"deadline passed, outcome unknown ({last})", 504, "timeout")
-                raise Unavailable(f"no node took the request: {last}", 503, "no_leader")
+                    raise ClientTimeoutError(
+                        f"deadline passed, outcome unknown ({last})", 504, "timeout"
+                    )
+                raise UnavailableError(f"no node took the request: {last}", 503, "no_leader")
             if endpoint is not None:
                 order = [endpoint]
             else:
@@ -298,7 +321,7 @@ class AsyncClient:
             msg = str(data.get("message", code))
             if status == 504 and code == "session_expired":
                 # Not applied this time; unknown only if an earlier attempt was.
-                raise (SessionExpired if unknown else _ExpiredUnapplied)(msg, status, code)
+                raise (SessionExpiredError if unknown else _ExpiredUnapplied)(msg, status, code)
             if status in (503, 504):
                 last = f"{ep}: {status} {msg}"
                 if status == 504:
@@ -345,12 +368,14 @@ class AsyncClient:
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise Unavailable("deadline passed before the write was sent", 503, "no_leader")
+                raise UnavailableError(
+                    "deadline passed before the write was sent", 503, "no_leader"
+                )
             try:
                 async with asyncio.timeout(left):
                     sess, seq = await self._reserve()
             except TimeoutError as exc:
-                raise Unavailable(
+                raise UnavailableError(
                     "deadline passed waiting for a session or for room in its window of "
                     f"{SESSION_WINDOW} writes; nothing was sent",
                     503,
@@ -376,7 +401,7 @@ class AsyncClient:
         """The key's value and revision, or None."""
         try:
             d = await self.request("GET", f"/v1/kv/{_quote(key)}?consistency={consistency}")
-        except NotFound:
+        except NotFoundError:
             return None
         return Item(d["key"], d["value"], d["revision"])
 
@@ -389,7 +414,7 @@ class AsyncClient:
         if_revision: int | None = None,
     ) -> WriteResult:
         """Write ``key``; ``if_value``/``if_revision`` make it conditional
-        (``if_revision=0``: create only).  PreconditionFailed otherwise."""
+        (``if_revision=0``: create only).  PreconditionFailedError otherwise."""
         body: dict[str, Any] = {"value": value}
         if if_value is not None:
             body["if_value"] = if_value
@@ -409,7 +434,7 @@ class AsyncClient:
         if_value: str | None = None,
         if_revision: int | None = None,
     ) -> WriteResult:
-        """Delete ``key`` (NotFound if it is absent)."""
+        """Delete ``key`` (NotFoundError if it is absent)."""
         body: dict[str, Any] = {}
         if if_value is not None:
             body["if_value"] = if_value
@@ -481,16 +506,16 @@ class _ExpiredUnapplied(ClientError):
 
 def _typed(status: int, code: str, msg: str, data: dict[str, Any], path: str) -> ClientError:
     if status == 404:
-        return NotFound(msg, status, code)
+        return NotFoundError(msg, status, code)
     if status == 412:
         key = urllib.parse.unquote(path.split("/v1/kv/", 1)[-1].split("?")[0])
-        return PreconditionFailed(msg, _item(key, data.get("current")))
+        return PreconditionFailedError(msg, _item(key, data.get("current")))
     if status == 401:
-        return Unauthorized(msg, status, code)
+        return UnauthorizedError(msg, status, code)
     if status == 413:
-        return TooLarge(msg, status, code)
+        return TooLargeError(msg, status, code)
     if status == 400:
-        return BadRequest(msg, status, code)
+        return BadRequestError(msg, status, code)
     return ClientError(f"{status} {code}: {msg}", status, code)
 
 
@@ -538,19 +563,28 @@ class Client:
 
 
 __all__ = [
+    "SESSION_WINDOW",
     "AsyncClient",
+    "BadRequestError",
     "Client",
     "ClientError",
+    "ClientTimeoutError",
+    "Item",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "SessionExpiredError",
+    "TLSError",
+    "TooLargeError",
+    "UnauthorizedError",
+    "UnavailableError",
+    "WriteResult",
+    # old names, until 0.2.0
+    "BadRequest",
     "NotFound",
     "PreconditionFailed",
-    "BadRequest",
-    "Unauthorized",
-    "TooLarge",
-    "Unavailable",
-    "Timeout",
     "SessionExpired",
-    "SESSION_WINDOW",
-    "TLSError",
-    "Item",
-    "WriteResult",
+    "Timeout",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
 ]

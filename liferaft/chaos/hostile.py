@@ -13,9 +13,13 @@ helpers and the codec, as an attacker with the source would build them)
                         target's term + :data:`FORGED_TERM_STEP` carrying a
                         write of a ``stranger/`` key;
     ``peer-join``       a CALLER handshake and a ``join`` call as a new node;
-    ``peer-propose``    calls as a member: a ``stranger/`` write, a SetAddr
-                        pointing a member's client address at the stranger,
-                        a conf change adding a ``stranger-`` learner;
+    ``peer-propose``    calls as a member or as ``stranger-N``: a ``stranger/``
+                        write, a conf change adding a ``stranger-`` learner;
+    ``peer-info``       SetMemberInfo calls, as a member or as ``stranger-N``,
+                        pointing a member's client address at
+                        :data:`STRANGER_CLIENT_ADDR` (or giving it a peer
+                        address);
+    ``peer-transfer``   TransferLeader calls, as a member or as ``stranger-N``;
     ``peer-huge``       a frame announcing almost 16 MiB, partly sent, held open;
 client port (HTTP)
     ``client-slowloris``  connections holding partial request headers;
@@ -27,18 +31,17 @@ operator
                            path that skips validation; then the operator
                            removes the member again over HTTP.
 
-The operator fault is not a stranger: the harness holds the cluster's peer
-secret and makes the leader commit, through the peer ``conf`` call, the
-bytes a member's library call ``Node.change_membership`` sends its leader
-(what a buggy member, or an older version, would send).  The HTTP and CLI
-paths validate addresses; this path is where an unvalidated entry can still
-reach the log, so it is the one that tests "applying a committed entry must
-never kill a node".  If the leader refuses it at the door, that is noted
-(``refused``) and is fine too.
+The operator fault is not a stranger: it holds the cluster's secret and
+commits, through the path that skips validation, what a buggy member would
+send (:mod:`.operator_fault`).
 
-What the stranger may never achieve, checked by :class:`Watch` during the
-run and at the end: a member it made (``stranger-*``), a member's peer or
-client address it changed, a ``stranger/`` key, or a term at or above
+Each peer-port action answers the listener's CHALLENGE with an empty or a
+guessed PROOF (:mod:`.peer_wire`): the stranger holds no secret.
+
+What the stranger may never achieve, checked by :class:`~.watch.Watch`
+during the run and at the end: a member it made (``stranger-*``), a member's
+peer or client address it changed (in ``/v1/status`` or ``/v1/members``), a
+call a node served it, a ``stranger/`` key, or a term at or above
 :data:`FORGED_TERM_STEP` (no real run comes near it).
 """
 
@@ -46,35 +49,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
+from dataclasses import dataclass
 
 from liferaft.codec import encode_message
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.core.messages import AppendEntries, Entry
-from liferaft.kv.state import Put, SetAddr, encode_command
-from liferaft.runtime import peer_rpc
-from liferaft.transport import TcpTransport
-from liferaft.transport._frames import (
-    HEADER,
-    MAGIC,
-    PROTOCOL_VERSION,
-    FrameError,
-    Hello,
-    Kind,
-    call_frame,
-    control,
-    frame,
-    parse_reply,
+from liferaft.kv.state import Put, encode_command
+from liferaft.runtime import address_book, peer_rpc
+from liferaft.transport._frames import HEADER, Kind, frame
+
+from . import peer_wire
+from .cluster import ChaosCluster
+from .operator_fault import BAD_ADDRESSES, OperatorFault, sleep_unless
+from .watch import (
+    FORGED_TERM_STEP,
+    STRANGER_CLIENT_ADDR,
+    STRANGER_IDS,
+    STRANGER_KEYS,
+    STRANGER_PEER_ADDR,
+    Watch,
 )
 
-from .cluster import ChaosCluster
+__all__ = [
+    "BAD_ADDRESSES",
+    "FORGED_TERM_STEP",
+    "HOSTILE",
+    "STRANGER_CLIENT_ADDR",
+    "Stranger",
+    "Watch",
+]
 
 HOSTILE = (
     "peer-junk",
@@ -82,6 +88,8 @@ HOSTILE = (
     "peer-forged-ae",
     "peer-join",
     "peer-propose",
+    "peer-info",
+    "peer-transfer",
     "peer-huge",
     "client-slowloris",
     "client-oversized",
@@ -89,92 +97,25 @@ HOSTILE = (
     "operator-bad-addr",
 )
 
-# Forged AppendEntries go this far above the target's term; a term this high
-# anywhere means forged traffic was believed.
-FORGED_TERM_STEP = 1_000_000
-# Where the stranger points a member's client address (TEST-NET-3: nobody).
-STRANGER_CLIENT_ADDR = "203.0.113.66:6666"
-STRANGER_KEYS = "stranger/"
-STRANGER_IDS = "stranger-"
-OPERATOR_IDS = "oops-"
-BAD_ADDRESSES = ("127.0.0.1", "junk", "127.0.0.1:notaport", "", "[::1", "10.0.0.1:99999")
-
 # Bounds on what the stranger holds open at once (the harness's own fds).
 _SLOWLORIS_CONNS = 48
 _MAX_HELD = 96
 _HUGE = 16 * 1024 * 1024 - 64  # just under the default frame limit
 _HUGE_SENT = 4 * 1024 * 1024
-_IO_TIMEOUT = 3.0
+_IO_TIMEOUT = peer_wire.IO_TIMEOUT
+
+# What a stranger's call changes if a node serves it (Watch.served's kinds).
+_CHANGES: dict[type[peer_rpc.Request], str] = {
+    peer_rpc.Propose: "key",
+    peer_rpc.ChangeConf: "membership",
+    peer_rpc.Join: "membership",
+    peer_rpc.SetMemberInfo: "membership",
+    peer_rpc.TransferLeader: "leader",
+}
 
 
 def _jitter_sleep(rng: random.Random, lo: float, hi: float) -> float:
     return rng.uniform(lo, hi)
-
-
-@dataclass
-class Watch:
-    """What strangers must never change, and what the harness saw.
-
-    ``changes`` counts each kind of change once per distinct thing changed
-    (``membership``, ``client_addr``, ``key``, ``term``); ``details`` says
-    what, for the report."""
-
-    c: ChaosCluster
-    changes: Counter[str] = field(default_factory=Counter)
-    details: list[str] = field(default_factory=list)
-    _seen: set[str] = field(default_factory=set)
-
-    def _found(self, kind: str, what: str, key: str | None = None) -> None:
-        key = key or what
-        if key not in self._seen:
-            self._seen.add(key)
-            self.changes[kind] += 1
-            self.details.append(f"{kind}: {what}")
-
-    def check_status(self, nid: str, st: dict[str, Any]) -> None:
-        """One node's /v1/status against what only the harness may change."""
-        if int(st.get("term", 0)) >= FORGED_TERM_STEP:
-            self._found(
-                "term", f"{nid} at term {st['term']} (forged AppendEntries believed)", f"term {nid}"
-            )
-        for m in st.get("members", []):
-            mid = str(m.get("id", ""))
-            known = self.c.members.get(mid)
-            # Keyed by what changed, not by who saw it: one forged member
-            # seen by five nodes is one change.
-            if known is None:
-                if not mid.startswith(OPERATOR_IDS):
-                    self._found("membership", f"{nid} lists member {mid!r}", f"member {mid}")
-                continue
-            peer, client = m.get("peer_addr"), m.get("client_addr")
-            if peer not in ("", known.peer):
-                self._found(
-                    "membership", f"{nid} lists {mid} at peer address {peer!r}", f"{mid} {peer}"
-                )
-            if client not in ("", known.client):
-                self._found(
-                    "client_addr",
-                    f"{nid} lists {mid} at client address {client!r}",
-                    f"{mid} client {client}",
-                )
-
-    async def sweep(self) -> None:
-        """Every reachable node's status, checked."""
-        for nid in list(self.c.members):
-            st = await self.c.status(nid)
-            if st is not None:
-                self.check_status(nid, st)
-
-    async def final(self) -> None:
-        """After healing: status everywhere, and no ``stranger/`` key anywhere."""
-        await self.sweep()
-        for nid in list(self.c.members):
-            path = f"/v1/kv?prefix={STRANGER_KEYS}&limit=100&consistency=stale"
-            code, body = await self.c.call(nid, "GET", path, timeout=5)
-            if code == 200 and isinstance(body, dict):
-                for item in body.get("items", []):
-                    key = item.get("key")
-                    self._found("key", f"{nid} holds {key!r}", f"key {key}")
 
 
 @dataclass
@@ -211,7 +152,7 @@ class Stranger:
         self.t0 = time.monotonic()
         self._held: list[_Held] = []
         self._n = 0
-        self._oops: set[str] = set()  # operator members not removed yet
+        self._operator = OperatorFault(c, rng, secret, self._outcome, self.note)
 
     @property
     def actions(self) -> int:
@@ -231,7 +172,7 @@ class Stranger:
         self.rng.shuffle(order)
         last_operator = -1e9
         while not stop.is_set():
-            await _sleep(stop, _jitter_sleep(self.rng, 0.3, 1.2))
+            await sleep_unless(stop, _jitter_sleep(self.rng, 0.3, 1.2))
             if stop.is_set():
                 break
             if order:
@@ -256,8 +197,7 @@ class Stranger:
     async def heal(self) -> None:
         """Close what is held open; remove operator members still there."""
         self._release_held(force=True)
-        for nid in sorted(self._oops):
-            await self._remove_member(nid)
+        await self._operator.heal()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -268,12 +208,6 @@ class Stranger:
     def _client(self, nid: str) -> tuple[str, int]:
         host, _, port = self.c.members[nid].client.rpartition(":")
         return host.strip("[]"), int(port)
-
-    async def _open(
-        self, where: tuple[str, int]
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with asyncio.timeout(_IO_TIMEOUT):
-            return await asyncio.open_connection(*where)
 
     def _hold(self, writer: asyncio.StreamWriter, seconds: float) -> None:
         self._held.append(_Held(time.monotonic() + seconds, writer))
@@ -293,14 +227,9 @@ class Stranger:
     async def _greet(
         self, nid: str, kind: Kind, claim: str, to: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
-        """Open a connection to ``nid``'s peer port and send a HELLO or CALLER
-        claiming ``claim``; returns the reader, the writer and what came back
-        (``welcome``, ``refused: ...`` or ``closed``)."""
-        reader, writer = await self._open(self._peer(nid))
-        hello = Hello(MAGIC, PROTOCOL_VERSION, self.c.cluster_id, claim, to)
-        writer.write(control(kind, hello))
-        await writer.drain()
-        return reader, writer, await _answer(reader)
+        """Handshake with ``nid``'s peer port as ``claim``, without the secret
+        (:func:`.peer_wire.greet`)."""
+        return await peer_wire.greet(self._peer(nid), self.c.cluster_id, kind, claim, to, self.rng)
 
     def _other_member(self, nid: str) -> str:
         others = [m for m in self.c.members if m != nid]
@@ -319,7 +248,7 @@ class Stranger:
 
     async def _peer_junk(self, stop: asyncio.Event) -> None:
         nid = self._target()
-        reader, writer = await self._open(self._peer(nid))
+        reader, writer = await peer_wire.open_conn(self._peer(nid))
         how = self.rng.choice(["bytes", "frame", "length"])
         if how == "bytes":
             writer.write(self.rng.randbytes(self.rng.randint(1, 512)))
@@ -330,7 +259,7 @@ class Stranger:
             length = self.rng.choice([0, 1, 4097, 2**31, 2**32 - 1])
             writer.write(length.to_bytes(4, "big") + self.rng.randbytes(16))
         await writer.drain()
-        self._outcome("peer-junk", f"{how}: {await _answer(reader)}")
+        self._outcome("peer-junk", f"{how}: {await peer_wire.answer(reader)}")
         writer.close()
 
     async def _peer_hello(self, stop: asyncio.Event) -> None:
@@ -343,7 +272,7 @@ class Stranger:
                 kind = self.rng.choice([Kind.MSG, Kind.SNAP_BEGIN, Kind.SNAP_CHUNK, Kind.CALL])
                 writer.write(frame(kind, self.rng.randbytes(self.rng.randint(0, 200))))
             await writer.drain()
-            await _answer(reader)
+            await peer_wire.answer(reader)
         writer.close()
 
     async def _peer_forged_ae(self, stop: asyncio.Event) -> None:
@@ -369,51 +298,79 @@ class Stranger:
         self._outcome("peer-forged-ae", f"HELLO as {claim}: {answer}")
         writer.close()
 
-    async def _call(self, nid: str, claim: str, request: peer_rpc.Request) -> str:
-        """One call on a CALLER connection claiming ``claim``; what came back."""
-        reader, writer, answer = await self._greet(nid, Kind.CALLER, claim, "")
-        try:
-            if answer != "welcome":
-                return answer
-            writer.writelines(call_frame(self._n, peer_rpc.encode(request)))
-            await writer.drain()
-            return await _answer(reader, timeout=5.0)
-        finally:
-            writer.close()
+    async def _call(self, kind: str, nid: str, claim: str, request: peer_rpc.Request) -> str:
+        """One call to ``nid`` as ``claim``; a call the node served is a change
+        (:meth:`Watch.served`).  Returns the answer, for the report."""
+        got = await peer_wire.call(
+            self._peer(nid), self.c.cluster_id, claim, request, self._n, self.rng
+        )
+        if got.served:
+            what = f"{kind} as {claim} at {nid}: {got.text}"
+            self.watch.served(_CHANGES[type(request)], what)
+        return got.text
+
+    def _claim(self, nid: str) -> str:
+        """Who a call claims to be: a member other than ``nid`` (a member
+        impersonated, without the secret) or a plain stranger."""
+        if self.rng.random() < 0.6:
+            return self._other_member(nid)
+        return f"{STRANGER_IDS}{self._n}"
 
     async def _peer_join(self, stop: asyncio.Event) -> None:
         nid = self._target()
         me = f"{STRANGER_IDS}{self._n}"
         addr = self.rng.choice(["127.0.0.1:1", STRANGER_CLIENT_ADDR])
-        answer = await self._call(nid, me, peer_rpc.Join(me, addr, self.rng.random() < 0.5))
+        req = peer_rpc.Join(me, addr, self.rng.random() < 0.5)
+        answer = await self._call("peer-join", nid, me, req)
         self._outcome("peer-join", f"join as {me}: {answer}")
 
     async def _peer_propose(self, stop: asyncio.Event) -> None:
         # At the leader most of the time: a follower only forwards, so this
         # is where a forged write would take effect.
         nid = await self._leader_or_any()
-        claim = self._other_member(nid)
-        what = self.rng.choice(["put", "setaddr", "conf"])
+        claim = self._claim(nid)
+        what = self.rng.choice(["put", "conf"])
         req: peer_rpc.Request
         if what == "put":
             forged = Put(f"{STRANGER_KEYS}p-{self._n}", "forged")
             req = peer_rpc.Propose(encode_command(forged), False)
-        elif what == "setaddr":
-            victim = self.rng.choice(list(self.c.members))
-            req = peer_rpc.Propose(encode_command(SetAddr(victim, STRANGER_CLIENT_ADDR)), False)
         else:
             sid = f"{STRANGER_IDS}{self._n}"
-            ctx = json.dumps({sid: {"addr": "127.0.0.1:1"}}).encode()
+            ctx = address_book.encode_context({sid: {address_book.PEER_ADDR: "127.0.0.1:1"}})
             cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, sid),), context=ctx)
             req = peer_rpc.ChangeConf(cc.encode())
-        answer = await self._call(nid, claim, req)
+        answer = await self._call("peer-propose", nid, claim, req)
         self._outcome("peer-propose", f"{what} as {claim}: {answer}")
+
+    async def _peer_info(self, stop: asyncio.Event) -> None:
+        """SetMemberInfo, the one call that changes the address book: the
+        member a stranger impersonates asks to move its own client address
+        to the stranger's (a node checks only that a member sets its own
+        entry, so the handshake's proof is what stands in the way), or names
+        another member, or gives a peer address (refused by every node)."""
+        nid = await self._leader_or_any()
+        claim = self._claim(nid)
+        how = self.rng.choice(["own", "other", "peer-addr"])
+        victim = claim if how != "other" else self._other_member(claim)
+        info: dict[str, str] = {address_book.CLIENT_ADDR: STRANGER_CLIENT_ADDR}
+        if how == "peer-addr":
+            info[address_book.PEER_ADDR] = STRANGER_PEER_ADDR
+        req = peer_rpc.SetMemberInfo(victim, address_book.encode_info(info))
+        answer = await self._call("peer-info", nid, claim, req)
+        self._outcome("peer-info", f"{how}: {victim} as {claim}: {answer}")
+
+    async def _peer_transfer(self, stop: asyncio.Event) -> None:
+        nid = await self._leader_or_any()
+        claim = self._claim(nid)
+        to = self.rng.choice([None, *self.c.members])
+        answer = await self._call("peer-transfer", nid, claim, peer_rpc.TransferLeader(to, 2.0))
+        self._outcome("peer-transfer", f"to {to} as {claim}: {answer}")
 
     async def _peer_huge(self, stop: asyncio.Event) -> None:
         nid = self._target()
         pre = self.rng.random() < 0.5
         if pre:  # before any handshake
-            reader, writer = await self._open(self._peer(nid))
+            reader, writer = await peer_wire.open_conn(self._peer(nid))
             writer.write(HEADER.pack(_HUGE, Kind.HELLO))
             answer = "sent before a handshake"
         else:
@@ -444,7 +401,7 @@ class Stranger:
         opened = 0
         for _ in range(_SLOWLORIS_CONNS):
             try:
-                _, writer = await self._open(self._client(nid))
+                _, writer = await peer_wire.open_conn(self._client(nid))
             except (OSError, TimeoutError):
                 break
             writer.write(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -455,7 +412,7 @@ class Stranger:
     async def _raw_http(self, nid: str, data: bytes, body_chunks: int = 0) -> str:
         """Send ``data`` (then ``body_chunks`` x 256 KiB of body) and return the
         status line of the answer, or what happened."""
-        reader, writer = await self._open(self._client(nid))
+        reader, writer = await peer_wire.open_conn(self._client(nid))
         try:
             writer.write(data)
             chunk = b"x" * (256 * 1024)
@@ -526,89 +483,7 @@ class Stranger:
     # -- operator -----------------------------------------------------------------------------
 
     async def _operator_bad_addr(self, stop: asyncio.Event) -> None:
-        try:
-            leader = await self.c.leader(timeout=5)
-        except Exception:
-            self._outcome("operator-bad-addr", "no leader; skipped")
-            return
-        nid = f"{OPERATOR_IDS}{self._n}"
-        addr = self.rng.choice(BAD_ADDRESSES)
-        ctx = json.dumps({nid: {"addr": addr}}).encode()
-        cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, nid),), context=ctx)
-        t = await self._member_transport(self._other_member(leader))
-        answer = "no answer"
-        for _ in range(5):  # another change (churn) may be in flight
-            try:
-                req = peer_rpc.encode(peer_rpc.ChangeConf(cc.encode()))
-                raw = await t.call_address(self.c.members[leader].peer, req, 5.0)
-                rep = peer_rpc.decode_reply(raw)
-                answer = "ok" if isinstance(rep, peer_rpc.Accepted) else repr(rep)[:120]
-                if isinstance(rep, peer_rpc.Refused):
-                    answer = f"refused ({rep.message})"[:120]
-                    if "in flight" in answer or "not yet applied" in answer:
-                        await _sleep(stop, 1.0)
-                        continue
-                break
-            except Exception as exc:  # CallError, TimeoutError, a bad reply
-                answer = f"{type(exc).__name__}: {exc}"[:120]
-                await _sleep(stop, 1.0)
-        await t.close()
-        self._outcome("operator-bad-addr", f"add {nid} at {addr!r} via {leader}: {answer}")
-        if answer == "ok":
-            self._oops.add(nid)
-            # The cluster must keep serving with it committed; the operator
-            # notices the mistake a little later and removes the member.
-            await _sleep(stop, self.rng.uniform(2.0, 5.0))
-            await self._remove_member(nid)
-
-    async def _member_transport(self, as_member: str) -> TcpTransport:
-        """A started transport that proves membership with the cluster's peer
-        secret, as the member ``as_member``; it only makes calls (it listens
-        on an ephemeral port, which no node dials, and serves nothing)."""
-        kw: dict[str, Any] = {}
-        if self.secret is not None:
-            kw["peer_secret"] = self.secret
-        for listen in ("127.0.0.1:0", "0.0.0.0:0"):  # lo may be down in a namespace
-            t = TcpTransport(as_member, self.c.cluster_id, listen, **kw)
-            try:
-                await t.start(_CallsOnly())
-                return t
-            except OSError:
-                await t.close()
-        raise OSError("the operator's transport could not listen anywhere")
-
-    async def _remove_member(self, nid: str) -> None:
-        for _ in range(20):
-            via = self._target()
-            code, _ = await self.c.call(via, "DELETE", f"/v1/members/{nid}", timeout=5)
-            if code in (200, 404):
-                self._oops.discard(nid)
-                self.note(f"operator removed {nid} ({code})")
-                return
-            await asyncio.sleep(0.5)
-        self.note(f"operator could not remove {nid}")
-
-
-class _CallsOnly:
-    """The operator transport's handler: it makes calls and takes nothing."""
-
-    def deliver(self, msg: Any) -> None:
-        pass
-
-    def unreachable(self, peer: str) -> None:
-        pass
-
-    def snapshot_source(self, msg: Any) -> Any:
-        raise RuntimeError("the operator sends no snapshots")
-
-    def snapshot_sink(self, msg: Any) -> Any:
-        raise RuntimeError("the operator takes no snapshots")
-
-    def snapshot_status(self, peer: str, ok: bool) -> None:
-        pass
-
-    async def handle_call(self, frm: str, payload: bytes, known_peer: bool) -> bytes:
-        raise PermissionError("the operator serves no calls")
+        await self._operator.bad_addr(stop, self._n)
 
 
 def _req(method: bytes, path: bytes, body: bytes) -> bytes:
@@ -620,40 +495,3 @@ def _req(method: bytes, path: bytes, body: bytes) -> bytes:
 
 def _put(body: bytes) -> bytes:
     return _req(b"PUT", b"/v1/kv/junk/m", body)
-
-
-async def _answer(reader: asyncio.StreamReader, timeout: float = _IO_TIMEOUT) -> str:
-    """What the node answered on the peer port: ``welcome``, ``refused: ...``,
-    ``reply ok|error ...`` for a call, ``closed`` or ``silent``."""
-    try:
-        async with asyncio.timeout(timeout):
-            head = await reader.readexactly(HEADER.size)
-            length, kind = HEADER.unpack(head)
-            body = await reader.readexactly(min(max(length - 1, 0), 1 << 20))
-    except TimeoutError:
-        return "silent"
-    except (asyncio.IncompleteReadError, OSError):
-        return "closed"
-    if kind == Kind.WELCOME:
-        return "welcome"
-    if kind == Kind.REFUSE:
-        with contextlib.suppress(Exception):
-            return f"refused: {msgspec.msgpack.decode(body)[0]}"[:120]
-        return "refused"
-    if kind == Kind.REPLY:
-        try:
-            _, ok, payload = parse_reply(memoryview(body))
-        except FrameError:
-            return f"frame kind {kind} (malformed)"
-        try:
-            raw = bytes(payload)
-            text = repr(peer_rpc.decode_reply(raw)) if ok else raw.decode()
-        except Exception:
-            text = repr(bytes(payload[:60]))
-        return f"reply {'ok' if ok else 'error'} {text}"[:160]
-    return f"frame kind {kind}"
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -52,8 +52,9 @@ class SoakResult:
     out: str = ""
     hostile: int = 0  # hostile actions performed
     hostile_outcomes: dict[str, int] = field(default_factory=dict)
-    # What strangers changed, by kind (membership, client_addr, key, term,
-    # http_5xx), and the details.
+    # What strangers changed, by kind (membership, which includes client
+    # addresses; key, term, leader, http_5xx; liferaft/chaos/watch.py), and
+    # the details.
     stranger_changes: dict[str, int] = field(default_factory=dict)
     stranger_details: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)  # node processes that died

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailed
+from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailedError
 from liferaft.kv.serve import ServeError, load_token
 
 DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
@@ -79,7 +79,7 @@ def _run(
 
         try:
             out = asyncio.run(go())
-        except PreconditionFailed as exc:
+        except PreconditionFailedError as exc:
             _emit(
                 {"error": "precondition_failed", "current": _item(exc.current)},
                 as_json,

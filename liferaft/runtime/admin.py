@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from liferaft.transport.base import CallNotSent, Transport
+from liferaft.transport.base import CallNotSentError, Transport
 
 from . import address_book, peer_rpc
 from .clock import Clock
@@ -58,7 +58,7 @@ async def transfer_leadership(node: AdminNode, to: str | None, timeout: float) -
     try:
         # Twice the leader's own bound: its refusal or answer comes back in time.
         raw = await node.transport.call(leader, req, timeout * 2)
-    except CallNotSent as exc:
+    except CallNotSentError as exc:
         raise NotLeaderError(f"cannot reach the leader {leader}: {exc}", leader) from None
     except TimeoutError:
         raise NodeTimeoutError(f"{leader} did not answer in time; outcome unknown") from None

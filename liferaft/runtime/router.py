@@ -13,7 +13,7 @@ which is the same as the leader's (State Machine Safety, §5.4.3), so results
 never cross the wire.
 
 What a caller is told is the truth (docs/architecture.md, "Outcomes"): a
-forward that never left this node (``CallNotSent``), or that the leader
+forward that never left this node (``CallNotSentError``), or that the leader
 refused because it no longer leads, proposed nothing, so it is retried like
 "no leader"; any other failure after the request left is ``NodeTimeoutError``
 (outcome unknown).  ``sent`` reports which side of that line a write is on,
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from liferaft.core import Role
-from liferaft.transport.base import CallNotSent, Transport
+from liferaft.transport.base import CallNotSentError, Transport
 
 from . import peer_rpc
 from ._futures import _fail, bounded
@@ -184,7 +184,7 @@ class Router:
                 peer_rpc.encode(req),
                 max(0.01, deadline - self._clock.monotonic()),
             )
-        except CallNotSent as exc:
+        except CallNotSentError as exc:
             # Nothing left this node, so nothing was proposed: wait for a
             # reachable leader like when none is known.
             log.debug("node %s: cannot reach leader %s: %s", self.id, leader, exc)

@@ -17,6 +17,7 @@ The wire format is described in docs/transport.md.
 from .base import (
     CallError,
     CallNotSent,
+    CallNotSentError,
     SnapshotSink,
     Transport,
     TransportHandler,
@@ -28,7 +29,8 @@ from .tcp import TcpTransport
 
 __all__ = [
     "CallError",
-    "CallNotSent",
+    "CallNotSent",  # the old name, until 0.2.0
+    "CallNotSentError",
     "MemoryNetwork",
     "MemoryTransport",
     "SnapshotSink",

@@ -66,6 +66,8 @@ from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
 __all__ = [
     "CallError",
+    "CallNotSent",
+    "CallNotSentError",
     "SnapshotSink",
     "Transport",
     "TransportHandler",
@@ -81,13 +83,18 @@ class CallError(Exception):
     exception arrives as ``CallError("remote error: <type>: <message>")``.
 
     After a CallError for a lost connection the remote handler may or may not
-    have run.  :class:`CallNotSent` says it did not.
+    have run.  :class:`CallNotSentError` says it did not.
     """
 
 
-class CallNotSent(CallError):
+class CallNotSentError(CallError):
     """The call never left this node (unknown or unreachable peer, full queue,
     closed transport): the remote handler did not run, so a retry is safe."""
+
+
+# The old name (docs/architecture.md, "Names"): the same class object, kept for
+# one release (it goes in 0.2.0).
+CallNotSent = CallNotSentError
 
 
 @runtime_checkable

@@ -39,7 +39,7 @@ from ._frames import (
     read_frame,
     reply_frame,
 )
-from .base import CallError, CallNotSent, parse_address
+from .base import CallError, CallNotSentError, parse_address
 from .greeting import Dialer
 
 # Calls served at once on one inbound connection; more are answered with an error.
@@ -91,9 +91,9 @@ class OutboundCalls:
         """Raise unless a call with ``payload`` can be made at all."""
         ctx = self._ctx
         if ctx.closed:
-            raise CallNotSent("the transport is closed")
+            raise CallNotSentError("the transport is closed")
         if ctx.handler is None:
-            raise CallNotSent("the transport is not started")
+            raise CallNotSentError("the transport is not started")
         if len(payload) + CALL_OVERHEAD > ctx.max_frame:
             raise CallError(
                 f"a call payload of {len(payload)} bytes exceeds the frame limit of {ctx.max_frame}"

@@ -43,7 +43,7 @@ from ._frames import (
     parse_reply,
     read_frame,
 )
-from .base import CallError, CallNotSent, parse_address
+from .base import CallError, CallNotSentError, parse_address
 from .calls import OutCall, fail, settle
 from .greeting import Dialer, Streams
 from .snapshots import SnapshotSender
@@ -180,11 +180,11 @@ class PeerLink:
         self.wake.set()
 
     def check_call(self) -> None:
-        """:class:`CallNotSent` unless the link can take a call now."""
+        """:class:`CallNotSentError` unless the link can take a call now."""
         if self.state is LinkState.DOWN:
-            raise CallNotSent(f"peer {self.peer} is unreachable: its connection is down")
+            raise CallNotSentError(f"peer {self.peer} is unreachable: its connection is down")
         if len(self.queue) >= self._settings.queue_size:
-            raise CallNotSent(f"the queue to peer {self.peer} is full")
+            raise CallNotSentError(f"the queue to peer {self.peer} is full")
 
     def enqueue_call(self, item: OutCall) -> None:
         """Queue a call (after :meth:`check_call`)."""
@@ -223,7 +223,7 @@ class PeerLink:
         """Drop every queued message; fail every queued call with ``why``."""
         for item in self.queue:
             if isinstance(item, OutCall):
-                fail(item.fut, CallNotSent(f"peer {self.peer} is unreachable: {why}"))
+                fail(item.fut, CallNotSentError(f"peer {self.peer} is unreachable: {why}"))
             else:
                 self._dropped(item)
         self.queue.clear()

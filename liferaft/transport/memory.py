@@ -53,7 +53,7 @@ from typing import Any
 
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
-from .base import CallError, CallNotSent, SnapshotSink, TransportHandler
+from .base import CallError, CallNotSentError, SnapshotSink, TransportHandler
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -247,7 +247,7 @@ class MemoryNetwork:
     ) -> None:
         """Send a call; raises :class:`CallError` if the link is down now."""
         if not self.link_up(src.node_id, to):
-            raise CallNotSent(f"node {to} is unreachable from {src.node_id}")
+            raise CallNotSentError(f"node {to} is unreachable from {src.node_id}")
         self._schedule(lambda: self._call_arrive(src, to, payload, fut))
 
     def _call_arrive(
@@ -419,7 +419,7 @@ class MemoryTransport:
         """Call ``peer`` (in the peer table); see the module docstring."""
         self._check_call()
         if peer not in self._peers:
-            raise CallNotSent(f"unknown peer {peer!r}")
+            raise CallNotSentError(f"unknown peer {peer!r}")
         return await self._call(peer, payload, timeout)
 
     async def call_address(self, address: str, payload: bytes, timeout: float) -> bytes:
@@ -429,9 +429,9 @@ class MemoryTransport:
 
     def _check_call(self) -> None:
         if self.closed:
-            raise CallNotSent("the transport is closed")
+            raise CallNotSentError("the transport is closed")
         if self.handler is None:
-            raise CallNotSent("the transport is not started")
+            raise CallNotSentError("the transport is not started")
 
     async def _call(self, to: NodeId, payload: bytes, timeout: float) -> bytes:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()

@@ -44,7 +44,13 @@ from liferaft.core.messages import InstallSnapshot, Message, NodeId
 
 from ._context import Context
 from ._frames import DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK
-from .base import CallNotSent, TransportHandler, check_tcp_address, format_address, parse_address
+from .base import (
+    CallNotSentError,
+    TransportHandler,
+    check_tcp_address,
+    format_address,
+    parse_address,
+)
 from .calls import CallServer, OutboundCalls
 from .greeting import Dialer
 from .inbound import Inbound, InboundSettings
@@ -267,7 +273,7 @@ class TcpTransport:
         self._calls.check(payload)
         link = self._links.get(peer)
         if link is None:
-            raise CallNotSent(f"unknown peer {peer!r}")
+            raise CallNotSentError(f"unknown peer {peer!r}")
         link.check_call()
         item = self._calls.new(payload)
         link.enqueue_call(item)

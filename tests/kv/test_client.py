@@ -13,14 +13,14 @@ import pytest
 
 from liferaft.client import (
     AsyncClient,
-    BadRequest,
+    BadRequestError,
     Client,
+    ClientTimeoutError,
     Item,
-    NotFound,
-    PreconditionFailed,
-    Timeout,
-    Unauthorized,
-    Unavailable,
+    NotFoundError,
+    PreconditionFailedError,
+    UnauthorizedError,
+    UnavailableError,
 )
 from tests.kv.test_api import Api
 
@@ -47,15 +47,15 @@ async def test_async_client_round_trip_and_typed_errors(api: Api) -> None:
         assert await c.get("nope") is None
         r2 = await c.cas("a/b", "1", "2")
         assert r2.prev == Item("a/b", "1", r.revision)
-        with pytest.raises(PreconditionFailed) as e:
+        with pytest.raises(PreconditionFailedError) as e:
             await c.cas("a/b", "1", "3")
         assert e.value.current == Item("a/b", "2", r2.revision)
         items, rev = await c.list("a/")
         assert [i.key for i in items] == ["a/b"] and rev >= r2.revision
         await c.delete("a/b")
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             await c.delete("a/b")
-        with pytest.raises(BadRequest):
+        with pytest.raises(BadRequestError):
             await c.put("x" * 5000, "v")
         assert {m["id"] for m in await c.members()} == set(api.c.ids)
         assert c._leader == api.urls[(await api.c.leader()).id].removeprefix("http://")
@@ -85,7 +85,7 @@ async def test_no_quorum_ends_in_a_typed_error_by_the_deadline(api: Api) -> None
     async with AsyncClient(endpoints(api), timeout=2.5) as c:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        with pytest.raises((Timeout, Unavailable)):
+        with pytest.raises((ClientTimeoutError, UnavailableError)):
             await c.put("k", "v")
         assert loop.time() - t0 < 6
 
@@ -129,7 +129,7 @@ async def test_auth_errors_are_typed(tmp_path: Path) -> None:
     await a.start()
     try:
         async with AsyncClient(endpoints(a)) as c:
-            with pytest.raises(Unauthorized):
+            with pytest.raises(UnauthorizedError):
                 await c.put("k", "v")
         async with AsyncClient(endpoints(a), token="t0k") as c:
             await c.put("k", "v")
@@ -194,7 +194,7 @@ async def test_https_and_peer_mtls_end_to_end(tmp_path: Path) -> None:
             got = await c.get("tls")
             assert got is not None and got.value == "yes"
         async with AsyncClient(cli, timeout=1) as plain:  # no TLS: no answer
-            with pytest.raises((Unavailable, Timeout)):
+            with pytest.raises((UnavailableError, ClientTimeoutError)):
                 await plain.get("tls")
     finally:
         task.cancel()

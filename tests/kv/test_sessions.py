@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from liferaft import client as client_mod
-from liferaft.client import AsyncClient, SessionExpired
+from liferaft.client import AsyncClient, SessionExpiredError
 from liferaft.kv import state as kvs
 from liferaft.kv.state import KV, Delete, KVStore, OpenSession, Put, SessionRef, encode_command
 from tests.kv.test_api import Api
@@ -459,8 +459,8 @@ async def test_a_retry_answered_expired_after_an_unknown_outcome_raises_session_
     scripted: Callable[[Handler], Awaitable[Scripted]],
 ) -> None:
     """After a 504 timeout the first attempt may have applied; if the retry
-    finds the session forgotten, the outcome stays unknown: SessionExpired
-    (a Timeout), and the write is not sent again under another session."""
+    finds the session forgotten, the outcome stays unknown: SessionExpiredError
+    (a ClientTimeoutError), and the write is not sent again under another session."""
     answers = [timeout(), expired()]
 
     async def on_put(body: dict[str, Any]) -> web.Response:
@@ -468,7 +468,7 @@ async def test_a_retry_answered_expired_after_an_unknown_outcome_raises_session_
 
     srv = await scripted(on_put)
     async with AsyncClient(srv.addr, timeout=5) as c:
-        with pytest.raises(SessionExpired) as e:
+        with pytest.raises(SessionExpiredError) as e:
             await c.put("k", "v")
     assert e.value.status == 504 and e.value.code == "session_expired"
     assert [(p["session"], p["seq"]) for p in srv.puts] == [(1, 1), (1, 1)]

@@ -26,7 +26,7 @@ from liferaft.core.messages import (
 )
 from liferaft.transport import (
     CallError,
-    CallNotSent,
+    CallNotSentError,
     MemoryNetwork,
     TcpTransport,
     Transport,
@@ -212,12 +212,12 @@ async def test_a_remote_exception_comes_back_as_call_error(net: Net) -> None:
 async def test_calls_that_never_left_raise_call_not_sent(net: Net) -> None:
     await net.cluster(["n1", "n2"])
     t1, _ = net.nodes["n1"]
-    with pytest.raises(CallNotSent, match="unknown peer 'n9'"):
+    with pytest.raises(CallNotSentError, match="unknown peer 'n9'"):
         await t1.call("n9", b"x", 5)
     await t1.close()
-    with pytest.raises(CallNotSent, match="closed"):
+    with pytest.raises(CallNotSentError, match="closed"):
         await t1.call("n2", b"x", 5)
-    with pytest.raises(CallNotSent, match="closed"):
+    with pytest.raises(CallNotSentError, match="closed"):
         await t1.call_address(net.address("n2"), b"x", 5)
 
 
