@@ -785,9 +785,11 @@ class Node(ProposalsMixin, MembershipMixin):
                 except ConfChangeError as exc:
                     raise MembershipError(f"unreadable membership change: {exc}") from None
                 index, term = await self._conf_local(cc)
-        except (NotLeader, MembershipError, StorageFailed, BadMember) as exc:
+        except (NotLeader, MembershipError, StorageFailed, BadMember, Stopped) as exc:
             # Refused before anything was proposed: the caller gets the same
-            # typed error it would get here (not an "unknown outcome").
+            # typed error it would get here (not an "unknown outcome").  A
+            # Stopped here never proposed (stop() answers a proposed one
+            # Timeout): the caller retries through the next leader.
             return peer_rpc.encode(peer_rpc.refusal(exc))
         return peer_rpc.encode(peer_rpc.Accepted(index, term))
 

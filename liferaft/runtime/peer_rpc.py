@@ -30,6 +30,7 @@ from .errors import (
     MembershipError,
     NodeError,
     NotLeader,
+    Stopped,
     StorageFailed,
     Timeout,
 )
@@ -150,6 +151,9 @@ _CODES: list[tuple[type[NodeError], Refusal]] = [
     (MembershipError, Refusal.MEMBERSHIP),
     (BadConfig, Refusal.BAD_REQUEST),
     (Timeout, Refusal.TIMED_OUT),
+    # A node on its way down proposed (or started) nothing: the caller asks
+    # whoever leads next, as after any "no leader".
+    (Stopped, Refusal.NO_LEADER),
 ]
 
 
