@@ -617,7 +617,13 @@ class Node(ProposalsMixin, MembershipMixin):
                 new = c.node_id not in self.members
                 self.members[c.node_id] = entry
                 voter = c.type is ChangeType.ADD_VOTER
-                if new or voter:
+                # The core applies this change after us (advance()), so its
+                # configuration is the one before it: a voter re-added to
+                # record its own info (address_book.info_change) was one.
+                promoted = (
+                    voter and self.rn is not None and c.node_id not in self.rn.conf_state().voters
+                )
+                if new or promoted:
                     self._emit(
                         EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")
                     )

@@ -19,6 +19,7 @@ from liferaft.core import ChangeType, ConfChange, ConfChangeSingle, ConfState
 from liferaft.runtime import (
     BadConfigError,
     BadMemberError,
+    EventType,
     MembershipError,
     NotLeaderError,
     admin,
@@ -125,6 +126,29 @@ async def test_each_member_records_its_own_info_and_no_role_changes() -> None:
         after = ld.status()
         assert (after.voters, after.learners) == (before.voters, before.learners)
         assert after.members["n4"]["addr"] == "n4"  # the peer address is kept
+    finally:
+        await c.stop()
+
+
+async def test_an_info_change_announces_no_member_added() -> None:
+    """Subscribers of MEMBER_ADDED (the console, later) hear of a member
+    added or promoted, not of a voter recording its client address at a
+    start."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        seen: list[Any] = []
+        off = [n.events.on(lambda ev: seen.append(ev)) for n in c.nodes.values()]
+        await c.drive(ld.set_member_info(client_addr="127.0.0.1:8001"))
+        await c.drive(c.nodes["n2"].set_member_info(client_addr="127.0.0.1:8002"))
+        await c.until(lambda: all(
+            book.holds(n.members.get("n2"), {"client_addr": "127.0.0.1:8002"})
+            for n in c.nodes.values()
+        ))
+        for f in off:
+            f()
+        assert not [ev for ev in seen if ev.type is EventType.MEMBER_ADDED], seen
     finally:
         await c.stop()
 
