@@ -27,6 +27,12 @@ committed entry by leaving the book as it was (logged), never by raising
 out of apply (docs/architecture.md, "Trust model").  A field may be added to
 an entry without a new version: a reader keeps what it does not know.
 
+An entry nests at most :data:`MAX_DEPTH` levels (the entry itself is one):
+every reader of the book (status, snapshots and their restore, a join
+reply) walks it recursively, from deeper stacks than apply, so a context
+apply could just read would fail in each of them.  A deeper one is refused
+like any unreadable context, whatever the stack it is read from.
+
 A member updates its own entry (its client address, at every start until
 the book holds it) with a change that re-adds it in the role it has: the
 core applies that as a no-op to the configuration, so only the book changes.
@@ -52,6 +58,8 @@ CONTEXT_VERSION = 2
 PEER_ADDR = "addr"
 #: Entry field: the member's client API address ("host:port").
 CLIENT_ADDR = "client_addr"
+#: How many levels an entry may nest (the entry object is one).
+MAX_DEPTH = 16
 
 Entry = dict[str, Any]
 
@@ -72,13 +80,15 @@ def decode_context(raw: bytes, *, strict: bool = False) -> dict[str, Entry]:
 
     Reads version :data:`CONTEXT_VERSION` and the unversioned form of earlier
     builds; raises :class:`ContextError` for anything else.  An entry that is
-    not a JSON object is dropped, or with ``strict`` (checking a proposal)
-    refused."""
+    not a JSON object, or nests deeper than :data:`MAX_DEPTH`, is dropped, or
+    with ``strict`` (checking a proposal) refused."""
     if not raw:
         return {}
     try:
         doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise ContextError(_too_deep("the change's context")) from None
+    except ValueError as exc:
         raise ContextError(f"the change's context is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ContextError("the change's context must be a JSON object")
@@ -96,11 +106,39 @@ def decode_context(raw: bytes, *, strict: bool = False) -> dict[str, Entry]:
             raise ContextError(f"a version {CONTEXT_VERSION} member context needs a members object")
     out: dict[str, Entry] = {}
     for nid, entry in doc.items():
-        if isinstance(entry, dict):
+        if not isinstance(entry, dict):
+            if strict:
+                raise ContextError(f"the context of {nid} must be an object")
+        elif _depth(entry) > MAX_DEPTH:
+            if strict:
+                raise ContextError(_too_deep(f"the context of {nid}"))
+        else:
             out[nid] = entry
-        elif strict:
-            raise ContextError(f"the context of {nid} must be an object")
     return out
+
+
+def _too_deep(what: str) -> str:
+    return f"{what} is nested too deep (an entry takes at most {MAX_DEPTH} levels)"
+
+
+def _depth(value: Any) -> int:
+    """How many levels of objects and arrays ``value`` nests, counted without
+    recursion, and no further than one past :data:`MAX_DEPTH`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            kids: Any = v.values()
+        elif isinstance(v, list | tuple):
+            kids = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            break
+        stack.extend((k, d + 1) for k in kids)
+    return deepest
 
 
 def check_info(node_id: str, info: Mapping[str, Any]) -> None:
@@ -115,10 +153,18 @@ def check_info(node_id: str, info: Mapping[str, Any]) -> None:
             check_tcp_address(client)
         except ValueError as exc:
             raise BadMemberError(f"client address of {node_id}: {exc}") from None
+    if _depth(dict(info)) > MAX_DEPTH:
+        raise BadMemberError(_too_deep(f"member info of {node_id}"))
     try:
-        json.dumps(dict(info))
+        back = json.loads(json.dumps(dict(info), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise BadMemberError(f"member info of {node_id} is not JSON: {exc}") from None
+    if back != dict(info):
+        # The book would never hold it as given (a tuple comes back a list,
+        # a key 1 as "1"): keep_member_info would propose it forever.
+        raise BadMemberError(
+            f"member info of {node_id} does not come back from JSON as given: {back!r}"
+        )
 
 
 def encode_info(info: Mapping[str, Any]) -> bytes:
@@ -131,7 +177,9 @@ def decode_info(node_id: str, raw: bytes) -> Entry:
     :class:`BadMemberError`: they come from another node, before proposing."""
     try:
         info = json.loads(raw)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise BadMemberError(_too_deep(f"member info of {node_id}")) from None
+    except ValueError:
         info = None
     if not isinstance(info, dict):
         raise BadMemberError(f"member info of {node_id} is not a JSON object")
@@ -186,6 +234,7 @@ def addresses(entry: Mapping[str, Any] | None) -> MemberAddresses:
 __all__ = [
     "CLIENT_ADDR",
     "CONTEXT_VERSION",
+    "MAX_DEPTH",
     "PEER_ADDR",
     "ContextError",
     "MemberAddresses",

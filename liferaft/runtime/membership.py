@@ -353,7 +353,12 @@ class Membership:
                 new = c.node_id not in self.members
                 self.members[c.node_id] = entry
                 voter = c.type is ChangeType.ADD_VOTER
-                if new or voter:
+                # The core applies this change after us (advance()), so its
+                # configuration is the one before it: a voter re-added to
+                # record its own info (address_book.info_change) was one.
+                rn = self._loop.rn
+                promoted = voter and rn is not None and c.node_id not in rn.conf_state().voters
+                if new or promoted:
                     self._emit(
                         EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")
                     )

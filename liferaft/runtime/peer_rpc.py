@@ -31,6 +31,7 @@ from .errors import (
     NodeError,
     NodeTimeoutError,
     NotLeaderError,
+    StoppedError,
     StorageFailedError,
 )
 
@@ -150,6 +151,9 @@ _CODES: list[tuple[type[NodeError], Refusal]] = [
     (MembershipError, Refusal.MEMBERSHIP),
     (BadConfigError, Refusal.BAD_REQUEST),
     (NodeTimeoutError, Refusal.TIMED_OUT),
+    # A node on its way down proposed (or started) nothing: the caller asks
+    # whoever leads next, as after any "no leader".
+    (StoppedError, Refusal.NO_LEADER),
 ]
 
 

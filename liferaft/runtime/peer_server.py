@@ -21,7 +21,13 @@ from __future__ import annotations
 from liferaft.core import ConfChange, ConfChangeError
 
 from . import admin, peer_rpc
-from .errors import BadMemberError, MembershipError, NotLeaderError, StorageFailedError
+from .errors import (
+    BadMemberError,
+    MembershipError,
+    NotLeaderError,
+    StoppedError,
+    StorageFailedError,
+)
 from .membership import Membership
 from .router import Router
 
@@ -71,8 +77,16 @@ async def serve_call(
             except ConfChangeError as exc:
                 raise MembershipError(f"unreadable membership change: {exc}") from None
             index, term = await membership.conf_local(cc)
-    except (NotLeaderError, MembershipError, StorageFailedError, BadMemberError) as exc:
+    except (
+        NotLeaderError,
+        MembershipError,
+        StorageFailedError,
+        BadMemberError,
+        StoppedError,
+    ) as exc:
         # Refused before anything was proposed: the caller gets the same
-        # typed error it would get here (not an "unknown outcome").
+        # typed error it would get here (not an "unknown outcome").  A
+        # StoppedError here never proposed (stop() answers a proposed one
+        # NodeTimeoutError): the caller retries through the next leader.
         return peer_rpc.encode(peer_rpc.refusal(exc))
     return peer_rpc.encode(peer_rpc.Accepted(index, term))

@@ -365,3 +365,23 @@ async def test_a_member_added_through_the_api_becomes_a_voter(api: Api) -> None:
     assert st == 200 and {x["id"]: x["voter"] for x in data["members"]}["n4"]
     st, data, _ = await api.call(ld, "DELETE", "/v1/members/n4")
     assert st == 200 and "n4" not in {x["id"] for x in data["members"]}
+
+
+async def test_a_deeply_nested_committed_member_field_never_breaks_status(api: Api) -> None:
+    """A raw change can commit any JSON in a member's entry.  One nested just
+    shallowly enough for apply to read it used to be kept, and then every
+    /v1/status and /v1/members (read from a deeper stack) failed with a 500
+    on every node, and `serve --join` with them, until it was removed."""
+    ld = api.c.nodes[await api.leader_id()]
+    for depth in range(1000, 900, -4):  # down to the deepest apply still reads
+        ctx = '{"x":{"addr":"127.0.0.1:1","client_addr":' + "[" * depth + "]" * depth + "}}"
+        cc = ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, "x"),), context=ctx.encode())
+        await ld.change_membership(cc, check=False)
+        for nid in api.c.ids:
+            for path in ("/v1/status", "/v1/members"):
+                st, _, _ = await api.call(nid, "GET", path)
+                assert st == 200, (depth, nid, path)
+        if "client_addr" in ld.members["x"]:
+            break
+        await ld.remove("x")
+    assert not any(n.crashed.is_set() for n in api.c.nodes.values())

@@ -19,6 +19,7 @@ from liferaft.core import ChangeType, ConfChange, ConfChangeSingle, ConfState
 from liferaft.runtime import (
     BadConfigError,
     BadMemberError,
+    EventType,
     MembershipError,
     NotLeaderError,
     admin,
@@ -129,6 +130,29 @@ async def test_each_member_records_its_own_info_and_no_role_changes() -> None:
         await c.stop()
 
 
+async def test_an_info_change_announces_no_member_added() -> None:
+    """Subscribers of MEMBER_ADDED (the console, later) hear of a member
+    added or promoted, not of a voter recording its client address at a
+    start."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        seen: list[Any] = []
+        off = [n.events.on(lambda ev: seen.append(ev)) for n in c.nodes.values()]
+        await c.drive(ld.set_member_info(client_addr="127.0.0.1:8001"))
+        await c.drive(c.nodes["n2"].set_member_info(client_addr="127.0.0.1:8002"))
+        await c.until(lambda: all(
+            book.holds(n.members.get("n2"), {"client_addr": "127.0.0.1:8002"})
+            for n in c.nodes.values()
+        ))
+        for f in off:
+            f()
+        assert not [ev for ev in seen if ev.type is EventType.MEMBER_ADDED], seen
+    finally:
+        await c.stop()
+
+
 async def test_keep_member_info_proposes_once_and_then_stays_quiet() -> None:
     c = MemCluster(3)
     await c.start()
@@ -202,3 +226,58 @@ def test_the_new_calls_round_trip_and_refusals_map_to_typed_errors() -> None:
     assert peer_rpc.decode_reply(peer_rpc.encode(rep)) == rep
     err = peer_rpc.error_of(peer_rpc.Refused(peer_rpc.Refusal.NOT_LEADER, "moved", "n3"), "n1")
     assert isinstance(err, NotLeaderError) and err.leader_hint == "n3"
+
+
+# -- what the book takes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"client_addr": "127.0.0.1:8002", "zone": ("a", "b")},  # comes back as a list
+        {"client_addr": "127.0.0.1:8002", "weight": float("nan")},  # never equal to itself
+        {"client_addr": "127.0.0.1:8002", "tags": {1: "x"}},  # comes back keyed "1"
+    ],
+)
+async def test_info_the_book_would_not_hold_as_given_is_refused_not_proposed_forever(
+    info: dict[str, Any],
+) -> None:
+    """keep_member_info proposes until the book holds ``info``; info that
+    does not come back equal from JSON never would, and every round is a
+    committed membership change, back to back.  So it is refused first."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        await c.leader()
+        node = c.nodes["n2"]
+        with pytest.raises(BadMemberError, match="JSON"):
+            book.check_info("n2", info)
+        before = node.status().last_log_index
+        await c.drive(admin.keep_member_info(node, info), seconds=5.0)  # refused: returns
+        assert node.status().last_log_index == before
+    finally:
+        await c.stop()
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_context_nested_deeper_than_the_book_takes_is_refused() -> None:
+    """Every reader of the book (status, snapshots, a restore, a join reply)
+    walks what it holds recursively, from deeper stacks than apply: a depth
+    apply just managed would fail there.  So the book takes shallow entries
+    only, and the limit does not hang on the stack it is read from."""
+    ok = book.MAX_DEPTH - 3  # the record, members, the entry
+    assert "n4" in book.decode_context(book.encode_context({"n4": {"x": json.loads(_nested(ok))}}))
+    deep = ('{"n4":{"client_addr":' + _nested(book.MAX_DEPTH) + '},"n5":{"addr":"h:1"}}').encode()
+    for raw in (deep, b'{"v":2,"members":' + deep + b"}"):
+        assert book.decode_context(raw) == {"n5": {"addr": "h:1"}}  # applied: dropped
+        with pytest.raises(book.ContextError, match="deep"):
+            book.decode_context(raw, strict=True)  # proposed: refused
+    with pytest.raises(book.ContextError, match="deep"):  # past what json itself reads
+        book.decode_context(_nested(100_000).encode())
+    # Brackets inside strings are text, not depth.
+    assert book.decode_context(b'{"n4":{"client_addr":"' + b"[" * 500 + b'"}}')
+    with pytest.raises(BadMemberError, match="deep"):
+        book.decode_info("n4", ('{"zone":' + _nested(book.MAX_DEPTH) + "}").encode())

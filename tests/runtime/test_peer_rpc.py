@@ -7,10 +7,13 @@ import msgspec
 import pytest
 
 from liferaft.runtime import (
+    BadConfigError,
     BadMemberError,
     MembershipError,
     NodeError,
+    NodeTimeoutError,
     NotLeaderError,
+    StoppedError,
     StorageFailedError,
     peer_rpc,
 )
@@ -117,5 +120,42 @@ async def test_a_node_refuses_a_call_of_another_version_naming_both() -> None:
         buf = msgspec.msgpack.encode([peer_rpc.RPC_VERSION + 1, ["propose", b"x", False]])
         with pytest.raises(CallError, match=f"this node speaks version {peer_rpc.RPC_VERSION}"):
             await c.drive(f.transport.call(ld.id, buf, 5.0))
+    finally:
+        await c.stop()
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "back"),
+    [
+        (NodeTimeoutError("did not move"), Refusal.TIMED_OUT, NodeTimeoutError),
+        (BadConfigError("not a voter"), Refusal.BAD_REQUEST, BadConfigError),
+        # StoppedError before anything was proposed or started: ask whoever leads next.
+        (StoppedError("stopping"), Refusal.NO_LEADER, NotLeaderError),
+    ],
+)
+def test_the_admin_refusals_come_back_as_the_words_clients_retry_on(
+    exc: NodeError, code: Refusal, back: type[NodeError]
+) -> None:
+    rep = peer_rpc.refusal(exc)
+    assert rep.code is code and type(peer_rpc.error_of(rep, "n1")) is back
+
+
+async def test_a_stopping_leader_answers_a_member_that_nothing_was_proposed() -> None:
+    """A call that reaches a leader on its way down proposed nothing: the
+    member is told "no leader" (it retries with the next one; a transfer is
+    a 503), not "membership conflict" (409) and not an error frame (which
+    the member can only take for an unknown outcome, a 504)."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        await c.drive(ld.stop())
+        for req in (
+            peer_rpc.Propose(b"\x00" * 9, False),
+            peer_rpc.TransferLeader(None, 1.0),
+            peer_rpc.SetMemberInfo("n2", b'{"client_addr":"127.0.0.1:8002"}'),
+        ):
+            rep = peer_rpc.decode_reply(await ld.handle_call("n2", peer_rpc.encode(req), True))
+            assert isinstance(rep, Refused) and rep.code is Refusal.NO_LEADER, (req, rep)
     finally:
         await c.stop()
