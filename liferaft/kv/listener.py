@@ -229,6 +229,11 @@ class ClientListener:
             if not self.gate.admit():
                 conn.close()
                 continue
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # asyncio's own servers turn Nagle off; a socket we accept
+                # ourselves must too, or a response written while the one
+                # before is unacknowledged waits for the client's delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = asyncio.ensure_future(self._start(conn, _Slot(self.gate)))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)

@@ -129,13 +129,23 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
 
     Closing only schedules the socket's release on the loop; waiting for it
     keeps a transport that is closed and then dropped with its loop from
-    leaking sockets.  Safe to call while the calling task is being cancelled
-    (a cancellation *during* the wait propagates).
+    leaking sockets.  A socket that has not closed within the wait is
+    aborted, its unsent bytes dropped: closing waits for them to be sent,
+    and a peer that reads nothing (frozen, stopped) would keep the socket
+    open for as long as it stays so.  Safe to call while the calling task is
+    being cancelled (a cancellation *during* the wait propagates, after the
+    abort).
     """
     writer.close()
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(1.0):
-            await writer.wait_closed()
+    closed = False
+    try:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
+                closed = True
+    finally:
+        if not closed:
+            writer.transport.abort()
 
 
 def why(e: BaseException) -> str:

@@ -71,6 +71,7 @@ class TlsListener:
                 self._log.warning("accepting a connection failed: %r", e)
                 await asyncio.sleep(0.1)
                 continue
+            _set_nodelay(conn)
             task = loop.create_task(self._on_socket(conn))
             self._conns.add(task)
             task.add_done_callback(self._conns.discard)
@@ -85,6 +86,15 @@ class TlsListener:
     async def wait_closed(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._loops, return_exceptions=True)
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off, as asyncio's own servers do: replies and
+    snapshot results are small writes that must not wait for an ACK.
+    (asyncio's transports do it only for sockets whose ``proto`` is TCP, and
+    ``socket.create_server`` leaves it 0; uvloop does it always.)"""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 async def upgrade(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> Streams:

@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -220,4 +221,28 @@ async def test_a_client_that_stops_reading_its_responses_is_dropped(tmp_path: Pa
         assert one.listener.gate.open == 0, "a client that reads nothing was kept"
     finally:
         sock.close()
+        await one.stop()
+
+
+async def test_accepted_client_connections_send_without_nagle_delays(tmp_path: Path) -> None:
+    """The listener accepts sockets itself (to count them from accept), so it
+    must turn Nagle's algorithm off as asyncio's servers do: else a response
+    written while the previous one is unacknowledged waits some 40 ms for
+    the client's delayed ACK (asyncio's own loop; uvloop sets it anyway)."""
+    loop = asyncio.get_running_loop()
+    real = loop.connect_accepted_socket
+    seen: list[bool] = []
+
+    async def spy(factory: Any, sock: socket.socket, **kw: Any) -> Any:
+        seen.append(bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        return await real(factory, sock, **kw)
+
+    loop.connect_accepted_socket = spy  # type: ignore[method-assign]
+    one = OneNode(tmp_path)
+    try:
+        await one.start()
+        st, _ = await one.call("GET", "/v1/status")
+        assert st == 200 and seen and all(seen)
+    finally:
+        del loop.connect_accepted_socket
         await one.stop()

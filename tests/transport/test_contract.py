@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from liferaft.core.messages import (
+    AppendEntries,
     ConfState,
+    Entry,
     Heartbeat,
     InstallSnapshot,
     NodeId,
@@ -129,6 +131,28 @@ async def test_messages_arrive_exactly_and_in_order_per_peer(net: Net) -> None:
     assert peers["n2"]["sent"] == len(want2) and peers["n2"]["dropped"] == 0
     assert peers["n2"]["connected"] and peers["n3"]["sent"] == len(want3)
     assert r1.unreachables == []
+
+
+async def test_order_holds_while_the_sender_is_backed_up(net: Net) -> None:
+    """50 MiB in bursts, faster than the receiver reads, with other tasks
+    running in between: a TCP link then switches between writing at once and
+    queueing behind its write loop, and no message may overtake an earlier
+    one.  (The test above never backs a link up: its messages all queue
+    before the first dial.  A write loop that offered its socket for direct
+    writes while messages still waited in its queue passed it.)"""
+    await net.cluster(["n1", "n2"])
+    t1, _ = net.nodes["n1"]
+    _, r2 = net.nodes["n2"]
+    blob = b"x" * (32 * KiB)
+    sent = 0
+    for _burst in range(100):
+        for _ in range(16):
+            t1.send(AppendEntries(1, "n1", "n2", sent, 1, (Entry(sent + 1, 1, blob),), sent))
+            sent += 1
+        await asyncio.sleep(0)
+    await wait_until(lambda: len(r2.delivered) == sent, what="every append")
+    assert [m.prev_index for m in r2.delivered] == list(range(sent))  # type: ignore[attr-defined]
+    assert t1.stats()["peers"]["n2"]["dropped"] == 0
 
 
 async def test_an_unknown_peer_is_dropped_counted_and_reported_later(net: Net) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
 import struct
 
@@ -315,6 +316,48 @@ async def test_close_is_idempotent_and_stops_sending(make_cluster: MakeCluster) 
     assert r1.unreachables == []
     with pytest.raises(RuntimeError):
         await t1.start(r1)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("how", ["closed", "removed"])
+async def test_a_peer_that_stopped_reading_keeps_no_socket_open(
+    how: str, make_cluster: MakeCluster
+) -> None:
+    """A peer that is frozen (SIGSTOP, a chaos pause) reads nothing, so a
+    link's socket with bytes still unsent never finishes closing: closing
+    the transport, or dropping the peer from the table, left it open (with
+    its buffer) for as long as the peer stayed frozen."""
+    nodes = await make_cluster(
+        ["n1", "n2"],
+        knows={"n1": ["n2"], "n2": []},
+        per_node={"n2": {"min_backoff": 60.0, "max_backoff": 60.0}},
+    )
+    t1, _ = nodes["n1"]
+    t2, _ = nodes["n2"]
+    # n2 knows n1 (or n1 would be refused) at an address where nobody
+    # listens: after one failed dial it opens no socket for a minute.
+    t2.set_peers({"n1": "127.0.0.1:1"})
+    await wait_until(lambda: t2.stats()["peers"]["n1"]["dial_failures"] == 1, what="n2 dialed")
+    await connected(t1, "n2")
+    await wait_until(lambda: t2.stats()["inbound"] == ["n1"], what="n2 serves n1")
+    (conn,) = t2._inbound.conns
+    conn.writer.transport.pause_reading()  # n2 freezes
+    blob = b"x" * (64 * 1024)
+    for i in range(300):  # some MiB more than the socket buffers hold
+        t1.send(AppendEntries(1, "n1", "n2", i, 1, (Entry(i + 1, 1, blob),), i))
+    await wait_until(lambda: t1.stats()["peers"]["n2"]["queued"] == 0, what="all written")
+    before = open_fds()
+    if how == "closed":
+        await t1.close()
+        gone = 2  # its listening socket and its link to n2
+    else:
+        t1.set_peers({})
+        gone = 1  # its link to n2
+    await wait_until(lambda: open_fds() <= before - gone, what="the link's socket closed")
 
 
 # -- bad input closes only that connection ------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 
 import pytest
@@ -157,6 +158,23 @@ async def test_mutual_tls_dialer_checks_the_listeners_certificate(
     assert not t1.stats()["peers"]["n2"]["connected"]
     msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert any("handshake with peer n2" in m and "certificate names" in m for m in msgs), msgs
+
+
+async def test_accepted_tls_connections_send_without_nagle_delays(
+    make_cluster: MakeCluster, ca: trustme.CA
+) -> None:
+    """Call replies and snapshot results go back on the accepted socket.
+    With Nagle's algorithm on, a reply written while the one before is
+    unacknowledged waits for the dialer's delayed ACK (some 40 ms): eight
+    concurrent calls over TLS took 44 ms each on asyncio's own loop, 1.5 ms
+    in plain TCP.  asyncio turns Nagle off only for sockets whose ``proto``
+    is TCP, which the TLS listener's accepted sockets did not say."""
+    nodes = await make_cluster(["n1", "n2"], per_node={n: node_tls(ca, n) for n in ("n1", "n2")})
+    await exchange(nodes, "n1", "n2")
+    t2, _ = nodes["n2"]
+    (conn,) = t2._inbound.conns
+    sock = conn.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 async def test_connections_in_the_tls_handshake_count_against_the_inbound_cap(
