@@ -236,7 +236,7 @@ class KVStore:
 
     # -- writes -----------------------------------------------------------------------
 
-    def apply(self, index: int, data: bytes) -> WriteResult | Opened:
+    def apply(self, index: int, data: bytes, *, leader_time: float = 0.0) -> WriteResult | Opened:
         try:
             cmd = _decode_cmd(data)
         except msgspec.DecodeError as exc:

@@ -69,9 +69,21 @@ class ContextError(ValueError):
     version): a one-line reason."""
 
 
-def encode_context(entries: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """The context (version :data:`CONTEXT_VERSION`) that sets ``entries``."""
-    doc = {"v": CONTEXT_VERSION, "members": {k: dict(v) for k, v in entries.items()}}
+#: The unversioned context of earlier builds, ``{id: {...}}``: still written
+#: in a cluster of entry format 1 (liferaft/runtime/entry_format.py), where
+#: members of an earlier build may still run and read it.
+LEGACY_CONTEXT = 1
+
+
+def encode_context(
+    entries: Mapping[str, Mapping[str, Any]], version: int = CONTEXT_VERSION
+) -> bytes:
+    """The context that sets ``entries``: version :data:`CONTEXT_VERSION`,
+    or the unversioned form (``version=LEGACY_CONTEXT``)."""
+    members = {k: dict(v) for k, v in entries.items()}
+    doc: dict[str, Any] = (
+        members if version == LEGACY_CONTEXT else {"v": CONTEXT_VERSION, "members": members}
+    )
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -192,7 +204,9 @@ def holds(entry: Mapping[str, Any] | None, info: Mapping[str, Any]) -> bool:
     return entry is not None and all(entry.get(k) == v for k, v in info.items())
 
 
-def info_change(conf: ConfState, node_id: str, info: Mapping[str, Any]) -> ConfChange:
+def info_change(
+    conf: ConfState, node_id: str, info: Mapping[str, Any], version: int = CONTEXT_VERSION
+) -> ConfChange:
     """The change that records ``info`` in ``node_id``'s entry and changes
     nothing else: it re-adds the member in the role ``conf`` gives it (the
     core applies that as a no-op).  Build it from the configuration in force
@@ -206,7 +220,8 @@ def info_change(conf: ConfState, node_id: str, info: Mapping[str, Any]) -> ConfC
         kind = ChangeType.ADD_LEARNER
     else:
         raise MembershipError(f"{node_id} is not a member")
-    return ConfChange((ConfChangeSingle(kind, node_id),), context=encode_context({node_id: info}))
+    ctx = encode_context({node_id: info}, version)
+    return ConfChange((ConfChangeSingle(kind, node_id),), context=ctx)
 
 
 def _text(value: Any) -> str:
@@ -234,6 +249,7 @@ def addresses(entry: Mapping[str, Any] | None) -> MemberAddresses:
 __all__ = [
     "CLIENT_ADDR",
     "CONTEXT_VERSION",
+    "LEGACY_CONTEXT",
     "MAX_DEPTH",
     "PEER_ADDR",
     "ContextError",

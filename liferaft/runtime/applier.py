@@ -2,58 +2,103 @@
 
 Theory of operation
 -------------------
-:class:`Applier` hands committed entries to the state machine, in log order,
-each once per life of the node, and keeps the applied index.  It works in
-batches: :meth:`Applier.apply` first runs the state machine over the whole
-batch (a committed membership change goes to the member table instead),
-collecting each entry's result, and only then settles the callers' futures
-(the proposal tracker) and serves the reads waiting for those indexes (the
-read batcher).  So the state machine's part can move off the event loop or
-into one transaction later without touching how outcomes are told.
+:class:`Applier` hands committed entries to the state machine, in log order
+and exactly once, and keeps the applied index.  It works in batches (the
+committed entries of one Ready): the state machine's part first, then the
+runtime's (membership changes, outcomes for the callers, reads waiting for
+those indexes, the apply event stream).  The durable state-machine contract
+(docs/statemachine.md, "The durable contract") is kept here:
 
-It also owns the state machine's snapshots:
+* **Exactly once, across restarts too.** ``applied`` is the state machine's
+  applied index.  At start a durable state machine (``applied_index()``)
+  that already holds the node's snapshot is not restored: ``applied``
+  starts at its durable index, and the entries the core re-delivers up to
+  it go to membership only, never again to the state machine.  The core
+  itself starts at the snapshot, as always, so the membership changes after
+  it are replayed into the configuration (liferaft/runtime/node.py).
+* **The entry format.** A cluster's entries are raw (format 1, every
+  cluster made before format 2) or wrapped in the runtime envelope that
+  carries the leader's time (format 2; liferaft/runtime/entry_format.py).
+  The format is a property of the cluster, learned from the snapshot header
+  (liferaft/runtime/store.py), so every member reads the log alike; an
+  entry whose envelope cannot be read is refused on every node alike.
+* **Plain, batch and off-loop state machines.** A plain one gets
+  ``apply(index, data, leader_time=...)`` per entry (the old
+  ``apply(index, data)`` still works for one release), on the event loop,
+  the fast path.  One with ``apply_batch`` gets every index of the batch
+  (entries that carry nothing for it, no-ops and membership changes, with
+  empty data, so its durable index is exact).  With ``apply_off_loop`` the
+  batches run in a worker thread, one at a time and in order, through a
+  queue that also orders snapshot installs and captures; the loop hands a
+  batch over and goes on stepping and heartbeating meanwhile.
+* **Apply events.** Each batch is published, in order, to the subscribers of
+  the apply stream (liferaft/runtime/apply_events.py), and an installed
+  snapshot as :class:`~liferaft.runtime.apply_events.Restored`.
 
-* restore, from the store's snapshot at start or from one the leader sent
-  (:meth:`Applier.install`; the waiters it covers learn ``NodeTimeoutError``,
-  outcome unknown);
-* take, when ``snapshot_entries`` entries or ``snapshot_bytes`` bytes were
-  applied since the last one, or on :meth:`Applier.snapshot`.  The capture
-  (``sm.snapshot()``, cheap by contract), the members and the conf state
-  are taken together as an operation of the loop, between two Readies, so
-  they agree with the applied index; the chunks are written to the
-  snapshot's own file in a worker thread while the node keeps applying; the
-  adoption and the log compaction are again operations of the loop, which
-  alone touches the WAL (liferaft/runtime/loop.py).
-
-The snapshot payload wraps the state machine's chunks with the member table
-(liferaft/runtime/store.py: ``wrap_snapshot``).
+It also restores the state machine: from the store's snapshot at start
+and from one the leader sent (:meth:`Applier.install`; the waiters it covers
+learn ``NodeTimeoutError``, outcome unknown).  Taking snapshots is
+liferaft/runtime/snapshotter.py's, which asks :meth:`Applier.capture_point`
+for a point where the applied index and the configuration agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from liferaft.core import ConfState, Entry, EntryType, ReadState, Snapshot, SnapshotMeta
-from liferaft.storage import StorageError
+from liferaft.core import ConfState, Entry, EntryType, RawNode, ReadState, Snapshot, SnapshotMeta
 
+from . import address_book
+from .apply_events import AppliedBatch, ApplyFeed, Restored
 from .config import NodeConfig
-from .errors import StoppedError
+from .entry_format import ENTRY_FORMAT_ENVELOPED, ENTRY_FORMAT_RAW, unwrap
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
 from .proposals import ProposalTracker
 from .reads import ReadBatcher
-from .statemachine import StateMachine, StateSnapshot
-from .store import Store, Writer, unwrap_snapshot, wrap_snapshot
+from .statemachine import (
+    ApplyEntry,
+    StateMachine,
+    applies_off_loop,
+    durable_applied_index,
+    takes_leader_time,
+)
+from .store import Store, unwrap_snapshot, wrap_snapshot
 
 log = logging.getLogger("liferaft.runtime")
 
+_NOTHING = ApplyEntry(0, b"", 0.0)
+
+
+class StateMachineFailedError(RuntimeError):
+    """``apply_batch`` raised (or broke its contract): the state machine is
+    broken, the node stops, and no proposal of the batch is settled."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """One item of the off-loop queue: a batch, a snapshot install, or a
+    capture request, in the order the loop handed them over."""
+
+    ents: list[Entry] = field(default_factory=list)
+    snap: Snapshot | None = None
+    #: A hold (see :meth:`Applier.hold`): set when the worker parks here,
+    #: and the future it waits on until the holder releases it.
+    reached: asyncio.Future[None] | None = None
+    released: asyncio.Future[None] | None = None
+    #: The configuration once the core advanced past this batch.
+    conf: ConfState | None = None
+
 
 class Applier:
-    """Applies entries and snapshots to the state machine; takes snapshots."""
+    """Applies entries and snapshots to the state machine."""
 
     def __init__(
         self,
@@ -64,6 +109,7 @@ class Applier:
         reads: ReadBatcher,
         config: NodeConfig,
         emit: Callable[..., None],
+        feed: ApplyFeed,
     ) -> None:
         self.sm = sm
         self._loop = loop
@@ -71,156 +117,326 @@ class Applier:
         self._membership = membership
         self._config = config
         self._emit = emit
-        self.id = loop.id
         self._reads = reads
+        self.feed = feed
+        self.id = loop.id
         self.applied = 0
         self.snap_index = 0
-        self._bytes_since_snap = 0
-        self._snapshotting: asyncio.Task[None] | None = None
+        self.bytes_since_snap = 0
+        #: The cluster's entry format; a new cluster's is 2, a snapshot says otherwise.
+        self.entry_format = ENTRY_FORMAT_ENVELOPED
+        #: The configuration as of ``conf_index`` (see :meth:`capture_point`).
+        self.conf = ConfState()
+        self.conf_index = 0
+        self._takes_time = takes_leader_time(sm.apply)
+        if not self._takes_time:
+            warnings.warn(
+                f"{type(sm).__name__}.apply(index, data) has no leader_time keyword; "
+                "the old signature works until 0.2.0 (docs/statemachine.md)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        batch = getattr(sm, "apply_batch", None)
+        self._batch: Callable[[Sequence[ApplyEntry]], list[Any]] | None = (
+            batch if callable(batch) else None
+        )
+        self.off_loop = applies_off_loop(sm)
+        self._jobs: deque[_Job] = deque()
+        self._last_job: _Job | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- entries ---------------------------------------------------------------------
 
     def apply(self, ents: list[Entry]) -> bool:
-        """Apply ``ents``; True if a caller's future was settled."""
-        results = self._run(ents)
-        settled = self._tracker.settle_applied(ents, results)
-        self._emit(EventType.APPLY, self.applied)
-        self._reads.wake_applied(self.applied)
-        return settled
+        """Apply ``ents`` (a Ready's committed entries); True if a caller's
+        future was settled now (never for an off-loop state machine)."""
+        if self.off_loop:
+            job = _Job(list(ents))
+            self._jobs.append(job)
+            self._last_job = job
+            self._kick()
+            return False
+        if self._batch is None:
+            return self._apply_plain(ents)
+        fresh, items, preset = self._prepare(ents)
+        return self._finish(ents, fresh, items, self._call_batch(items), preset)
 
-    def _run(self, ents: list[Entry]) -> list[tuple[bool, Any]]:
-        """The state machine's part of a batch: (ok, result or error) each."""
-        sm_apply = self.sm.apply
-        membership = self._membership
+    def _apply_plain(self, ents: list[Entry]) -> bool:
+        """The fast path: a plain state machine on the loop, entry by entry."""
+        membership, fmt = self._membership, self.entry_format
+        sm_apply, takes_time = self.sm.apply, self._takes_time
+        published: list[tuple[ApplyEntry, Any]] | None = [] if self.feed.active else None
+        applied = self.applied
+        fresh: list[Entry] = []
         results: list[tuple[bool, Any]] = []
         n = 0
         for e in ents:
-            ok, result = True, None
             if e.type is EntryType.CONF_CHANGE:
                 membership.apply_change(e)
-            elif e.data:
+            if e.index <= applied:
+                continue  # the store holds it already: membership only
+            ok, result = True, None
+            if e.type is not EntryType.CONF_CHANGE and e.data:
+                t, data = 0.0, e.data
                 try:
-                    result = sm_apply(e.index, e.data)
+                    if fmt != ENTRY_FORMAT_RAW:
+                        t, data = unwrap(fmt, e.data)
+                    if takes_time:
+                        result = sm_apply(e.index, data, leader_time=t)
+                    else:
+                        result = sm_apply(e.index, data)  # type: ignore[call-arg]
                 except Exception as exc:  # the state machine refused this entry
                     ok, result = False, exc
                 n += len(e.data)
-            self.applied = e.index
+                if published is not None:
+                    published.append((ApplyEntry(e.index, data, t), result))
+            applied = e.index
+            fresh.append(e)
             results.append((ok, result))
-        self._bytes_since_snap += n
+        self.applied = applied
+        self.bytes_since_snap += n
+        if published:
+            self.feed.publish(
+                AppliedBatch(
+                    fresh[0].index,
+                    applied,
+                    tuple(a for a, _ in published),
+                    tuple(r for _, r in published),
+                )
+            )
+        return self._settle(fresh, results)
+
+    def _prepare(
+        self, ents: list[Entry]
+    ) -> tuple[list[Entry], list[ApplyEntry], dict[int, tuple[bool, Any]]]:
+        """For a batch state machine: the entries past ``applied``, what it
+        is handed for each, and the outcomes the runtime decides itself."""
+        fresh: list[Entry] = []
+        items: list[ApplyEntry] = []
+        preset: dict[int, tuple[bool, Any]] = {}
+        fmt = self.entry_format
+        for e in ents:
+            if e.index <= self.applied:
+                continue
+            fresh.append(e)
+            if e.type is EntryType.CONF_CHANGE or not e.data:
+                items.append(ApplyEntry(e.index, b"", 0.0))
+                preset[e.index] = (True, None)
+                continue
+            try:
+                t, data = unwrap(fmt, e.data)
+            except ValueError as exc:  # refused alike on every node
+                items.append(ApplyEntry(e.index, b"", 0.0))
+                preset[e.index] = (False, exc)
+                continue
+            items.append(ApplyEntry(e.index, data, t))
+        return fresh, items, preset
+
+    def _call_batch(self, items: list[ApplyEntry]) -> list[Any]:
+        """The state machine's part (maybe in a worker thread)."""
+        if not items:
+            return []
+        assert self._batch is not None
+        try:
+            results = self._batch(items)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            raise StateMachineFailedError(f"apply_batch failed: {exc!r}") from exc
+        if not isinstance(results, list) or len(results) != len(items):
+            raise StateMachineFailedError(
+                f"apply_batch returned {type(results).__name__} for {len(items)} entries, "
+                "not one result per entry"
+            )
         return results
+
+    def _finish(
+        self,
+        ents: list[Entry],
+        fresh: list[Entry],
+        items: list[ApplyEntry],
+        raw: list[Any],
+        preset: dict[int, tuple[bool, Any]],
+    ) -> bool:
+        """The runtime's part of a batch state machine's batch, on the loop."""
+        for e in ents:
+            if e.type is EntryType.CONF_CHANGE:
+                self._membership.apply_change(e)
+        results: list[tuple[bool, Any]] = []
+        shown: list[tuple[ApplyEntry, Any]] = []
+        for e, item, r in zip(fresh, items, raw, strict=True):
+            outcome = preset.get(e.index)
+            if outcome is None:
+                outcome = (False, r) if isinstance(r, BaseException) else (True, r)
+                self.bytes_since_snap += len(item.data)
+                shown.append((item, r))
+            results.append(outcome)
+        if fresh:
+            self.applied = max(self.applied, fresh[-1].index)
+        if shown and self.feed.active:
+            self.feed.publish(
+                AppliedBatch(
+                    fresh[0].index,
+                    fresh[-1].index,
+                    tuple(a for a, _ in shown),
+                    tuple(r for _, r in shown),
+                )
+            )
+        return self._settle(fresh, results)
+
+    def _settle(self, fresh: list[Entry], results: list[tuple[bool, Any]]) -> bool:
+        settled = self._tracker.settle_applied(fresh, results)
+        self._emit(EventType.APPLY, self.applied)
+        self._reads.wake_applied(self.applied)
+        return settled
 
     def read_states(self, states: list[ReadState]) -> None:
         """ReadIndex answers: served once this node has applied their index."""
         self._reads.on_read_states(states, self.applied)
 
+    def after_ready(self, rn: RawNode, last_index: int) -> None:
+        """The core advanced past a Ready whose last committed or installed
+        index was ``last_index`` (0: none): note the configuration there."""
+        if self._last_job is not None:
+            self._last_job.conf = rn.conf_state()
+            self._last_job = None
+        elif not self.off_loop and last_index:
+            self.conf, self.conf_index = rn.conf_state(), last_index
+
+    def capture_point(self) -> tuple[int, ConfState] | None:
+        """(applied index, its configuration) if a snapshot may be taken of
+        the state machine now; None while the configuration known for the
+        applied index is not (a durable store ahead of the core after a
+        restart, until the core catches up)."""
+        if self.conf_index != self.applied:
+            return None
+        return self.applied, self.conf
+
+    # -- the off-loop worker ------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(
+                self._work(), name=f"liferaft-apply-{self.id}"
+            )
+
+    async def _work(self) -> None:
+        try:
+            while self._jobs and not self._closing:
+                job = self._jobs.popleft()
+                if job.reached is not None and job.released is not None:
+                    # A batch boundary: the state machine is left alone
+                    # until the holder releases it.
+                    if not job.reached.done():
+                        job.reached.set_result(None)
+                    await job.released
+                    continue
+                if job.snap is not None:
+                    snap = job.snap
+
+                    def install(store: Store, snap: Snapshot = snap) -> None:
+                        self._install_now(store, snap)
+
+                    await self._loop.store_op(install)
+                    continue
+                fresh, items, preset = self._prepare(job.ents)
+                raw = await asyncio.to_thread(self._call_batch, items) if items else []
+                self._finish(job.ents, fresh, items, raw, preset)
+                if job.ents:
+                    assert job.conf is not None
+                    self.conf, self.conf_index = job.conf, job.ents[-1].index
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._drop_holds()
+            self._loop.fail(exc)
+
+    async def hold(self) -> asyncio.Future[None]:
+        """Off the loop: return once the worker is parked between two
+        batches; it stays there (what the loop hands over meanwhile waits)
+        until the returned future is resolved.  Cancelled if the node stops."""
+        loop = asyncio.get_running_loop()
+        job = _Job(reached=loop.create_future(), released=loop.create_future())
+        self._jobs.append(job)
+        self._kick()
+        assert job.reached is not None and job.released is not None
+        await job.reached
+        return job.released
+
+    def _drop_holds(self) -> None:
+        for job in self._jobs:
+            for f in (job.reached, job.released):
+                if f is not None and not f.done():
+                    f.cancel()
+
+    async def close(self) -> None:
+        """The node stops: let a batch in flight finish (a thread cannot be
+        cancelled), run no more."""
+        self._closing = True
+        self._drop_holds()
+        w = self._worker
+        if w is not None and not w.done():
+            await asyncio.wait([w])  # its failure, if any, the loop reported
+        self._jobs.clear()
+        self.feed.close()
+
     # -- snapshots in -------------------------------------------------------------------
 
     def initial_snapshot(self, members: dict[str, dict[str, Any]]) -> bytes:
-        """The payload of a brand-new cluster's first snapshot: ``members``
-        and the state machine as it is now."""
+        """The payload of a brand-new cluster's first snapshot: ``members``,
+        this build's entry format, and the state machine as it is now."""
         snap = self.sm.snapshot()
         try:
-            return b"".join(wrap_snapshot(members, snap.chunks()))
+            return b"".join(wrap_snapshot(members, snap.chunks(), self.entry_format))
         finally:
             snap.release()
 
     def restore_from(self, store: Store, meta: SnapshotMeta) -> None:
-        """Restore the state machine and the member table from ``meta``."""
-        members, state = unwrap_snapshot(store.snapshot_chunks(meta))
-        self.sm.restore(state)
-        self._membership.members = members
-        self.applied = self.snap_index = meta.index
-        self._bytes_since_snap = 0
+        """From the snapshot ``meta``: the member table, the entry format and
+        (unless a durable state machine holds it already) the state."""
+        header, state = unwrap_snapshot(store.snapshot_chunks(meta))
+        durable = durable_applied_index(self.sm)
+        if durable is not None and durable >= meta.index:
+            # The store holds the snapshot and more: resume after it, never
+            # re-applying (the durable contract).
+            log.info(
+                "node %s: state machine holds index %d (snapshot %d): not restored",
+                self.id, durable, meta.index,
+            )  # fmt: skip
+            applied = durable
+        else:
+            self.sm.restore(state)
+            applied = meta.index
+            if self.feed.active:
+                self.feed.publish(Restored(meta.index))
+        self._membership.members = header.members
+        self.entry_format = header.entry_format
+        self._membership.context_version = (
+            address_book.LEGACY_CONTEXT
+            if header.entry_format == ENTRY_FORMAT_RAW
+            else address_book.CONTEXT_VERSION
+        )
+        self.applied = applied
+        self.snap_index = meta.index
+        self.conf, self.conf_index = meta.conf_state, meta.index
+        self.bytes_since_snap = 0
 
     def install(self, snap: Snapshot) -> None:
         """A snapshot from the leader replaced our log: restore from it."""
+        if self.off_loop:
+            job = _Job(snap=snap)
+            self._jobs.append(job)
+            self._last_job = None
+            self._kick()
+            return
         store = self._loop.store
         assert store is not None
+        self._install_now(store, snap)
+
+    def _install_now(self, store: Store, snap: Snapshot) -> None:
         self.restore_from(store, snap.meta)
         self._membership.update_peers()
         self._tracker.fail_covered(snap.index)
         self._emit(EventType.SNAPSHOT_INSTALLED, snap.index)
         self._reads.wake_applied(self.applied)
-
-    # -- snapshots out ------------------------------------------------------------------
-
-    def after_ready(self) -> None:
-        """Take a snapshot if enough was applied since the last."""
-        if self._snapshotting is None and (
-            self.applied - self.snap_index >= self._config.snapshot_entries
-            or self._bytes_since_snap >= self._config.snapshot_bytes
-        ):
-            self._snapshotting = asyncio.create_task(self._take_snapshot())
-
-    async def snapshot(self) -> int:
-        """Take a snapshot now (unless one is running); returns its index."""
-        if self._snapshotting is None:
-            if self.applied <= self.snap_index:
-                return self.snap_index
-            self._snapshotting = asyncio.create_task(self._take_snapshot())
-        task = self._snapshotting
-        await asyncio.shield(task)
-        return self.snap_index
-
-    async def wait_snapshot(self) -> None:
-        """Let a snapshot being taken finish (the node stops)."""
-        if self._snapshotting is not None:
-            await self._snapshotting
-
-    def _capture(self, store: Store) -> tuple[int, StateSnapshot, Writer, Any]:
-        """On the loop between two Readies: the applied index, the state
-        machine's capture, and a writer for the snapshot file."""
-        rn = self._loop.rn
-        assert rn is not None
-        index = self.applied
-        conf: ConfState = rn.conf_state()
-        members = {k: dict(v) for k, v in self._membership.members.items()}
-        cap = self.sm.snapshot()
-        try:
-            writer = store.begin_snapshot(index, conf)
-        except BaseException:
-            cap.release()
-            raise
-        return index, cap, writer, members
-
-    async def _take_snapshot(self) -> None:
-        """Capture on the loop (cheap), write in a thread while the node keeps
-        applying, then adopt it and compact the log on the loop."""
-        loop = self._loop
-        try:
-            index, cap, writer, members = await loop.store_op(self._capture)
-
-            def write() -> Any:
-                try:
-                    for chunk in wrap_snapshot(members, cap.chunks()):
-                        writer.write(chunk)
-                    return writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
-
-            store = loop.store
-            assert store is not None
-            try:
-                if store.threaded:
-                    meta = await asyncio.to_thread(write)
-                else:
-                    meta = write()
-            finally:
-                cap.release()
-
-            def adopt(store: Store) -> None:
-                store.adopt_snapshot(meta)
-                store.compact(index)
-
-            self._bytes_since_snap = 0
-            await loop.store_op(adopt, thread=True)
-            self.snap_index = max(self.snap_index, index)
-            self._emit(EventType.SNAPSHOT_TAKEN, index)
-            log.info("node %s: snapshot at %d", self.id, index)
-        except (StorageError, OSError) as exc:
-            log.error("node %s: snapshot failed: %s", self.id, exc)
-        except StoppedError:  # the store closed under it: nothing was adopted
-            log.info("node %s: snapshot abandoned: the node stopped", self.id)
-        finally:
-            self._snapshotting = None

@@ -30,7 +30,7 @@ class _Count:
     def __init__(self) -> None:
         self.n = 0
 
-    def apply(self, index: int, data: bytes) -> Any:
+    def apply(self, index: int, data: bytes, *, leader_time: float = 0.0) -> Any:
         self.n += 1
         return index
 

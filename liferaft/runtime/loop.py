@@ -94,8 +94,10 @@ class Hooks:
     install: Callable[[Snapshot], None]
     #: ReadIndex answers (the read batcher).
     read_states: Callable[[list[ReadState]], None]
-    #: After each Ready (a snapshot may be due).
-    after_ready: Callable[[], None]
+    #: After each Ready, once the core advanced past it, with the Ready's
+    #: last committed (or installed) index, 0 if none: the configuration
+    #: there is known, and a snapshot may be due.
+    after_ready: Callable[[int], None]
     #: The disk refused a write: fail what waits to be proposed.
     storage_failed: Callable[[StorageFailedError], None]
     #: Once a tick, with the loop clock's time (proposal deadlines).
@@ -209,6 +211,15 @@ class RaftLoop:
         """:class:`StoppedError` unless the node runs."""
         if not self.running:
             raise StoppedError(f"node {self.id} is not running")
+
+    def fail(self, exc: BaseException) -> None:
+        """A part of the node failed for good (the state machine raised out
+        of ``apply_batch``): stop running Raft, as a bug in the node task
+        does, and let the process exit (``crashed``)."""
+        log.error("node %s: stopping: %s", self.id, exc, exc_info=exc)
+        self.crashed.set()
+        for t in self._tasks:
+            t.cancel()
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task of one of the node's parts, cancelled when the loop closes."""
@@ -324,6 +335,10 @@ class RaftLoop:
         rn, store, hooks = self.rn, self.store, self._hooks
         assert rn is not None and store is not None and hooks is not None
         send = self.transport.send
+        if rd.committed_entries:
+            last = rd.committed_entries[-1].index
+        else:
+            last = rd.snapshot.index if rd.snapshot is not None else 0
         if rd.must_sync:
             if rd.send_first:
                 # A leader replicates while its own fsync runs (thesis
@@ -362,7 +377,7 @@ class RaftLoop:
             hooks.read_states(rd.read_states)
         self._soft_events(rd)
         rn.advance()
-        hooks.after_ready()
+        hooks.after_ready(last)
 
     async def _persist(self, rd: Ready) -> None:
         store, hooks = self.store, self._hooks

@@ -132,6 +132,10 @@ class Membership:
         self._emit = emit
         self.id = loop.id
         self.members: dict[str, dict[str, Any]] = {}
+        #: The context version this node writes: the unversioned one in a
+        #: cluster of entry format 1, whose older members read only that
+        #: (set with the entry format, by the applier).
+        self.context_version = address_book.CONTEXT_VERSION
         #: Members whose address the transport cannot use: id -> why.
         self.bad_peer_addresses: dict[str, str] = {}
         #: Futures of changes queued on the loop, not yet proposed: failed
@@ -198,7 +202,9 @@ class Membership:
     async def add_learner(self, node_id: str, addr: str, **info: Any) -> None:
         """Add a non-voting member that receives the log (etcd's learner)."""
         check_member(self.transport, node_id, addr, info)
-        ctx = address_book.encode_context({node_id: {address_book.PEER_ADDR: addr, **info}})
+        ctx = address_book.encode_context(
+            {node_id: {address_book.PEER_ADDR: addr, **info}}, self.context_version
+        )
         await self.change_membership(
             ConfChange((ConfChangeSingle(ChangeType.ADD_LEARNER, node_id),), context=ctx)
         )
@@ -254,7 +260,7 @@ class Membership:
         """Propose ``req``'s member info on this node (the leader)."""
         info = address_book.decode_info(req.node_id, req.info)
         return await self.conf_local(
-            lambda conf: address_book.info_change(conf, req.node_id, info)
+            lambda conf: address_book.info_change(conf, req.node_id, info, self.context_version)
         )
 
     async def _wait_caught_up(self, node_id: str, t: float) -> None:

@@ -50,6 +50,7 @@ from liferaft.storage import DiskStorage
 from liferaft.transport.base import SnapshotSink, Transport
 
 from .applier import Applier
+from .apply_events import ApplyFeed, ApplyStream
 from .clock import Clock, SystemClock
 from .config import NodeConfig, NodeStatus, PeerInfo
 from .errors import (
@@ -65,6 +66,7 @@ from .peer_server import serve_call
 from .proposals import ProposalTracker, _Prop
 from .reads import ReadBatcher
 from .router import Router
+from .snapshotter import Snapshotter
 from .statemachine import StateMachine
 from .store import DiskStore, MemStore, Store
 
@@ -122,10 +124,14 @@ class Node:
         self.membership = Membership(
             self.loop, self.router, transport, self.clock, config, self._emit
         )
+        self._apply_feed = ApplyFeed()
         self.applier = Applier(
             state_machine, self.loop, self.proposals, self.membership, self.reads, config,
-            self._emit,
+            self._emit, self._apply_feed,
         )  # fmt: skip
+        self.snapshotter = Snapshotter(
+            self.applier, self.loop, self.membership, config, self._emit
+        )
 
     # -- what the parts own, as attributes of the node ----------------------------------
 
@@ -206,7 +212,10 @@ class Node:
             read_only=ReadOnlyOption.LEASE_BASED
             if self.config.lease_reads
             else ReadOnlyOption.SAFE,
-            applied=self.applied,
+            # The core starts at the snapshot even when a durable state
+            # machine holds more: it replays the membership changes after it
+            # (the applier hands those entries to membership only).
+            applied=self.applier.snap_index,
             # A lease needs every follower's promise kept across its restarts.
             quiet_after_start=self.config.lease_reads and restarted,
         )
@@ -233,20 +242,29 @@ class Node:
 
     def _hooks(self) -> Hooks:
         tracker, applier, config = self.proposals, self.applier, self.config
-        loop, clock = self.loop, self.clock
+        loop, clock, snapshotter = self.loop, self.clock, self.snapshotter
 
         def propose(rn: RawNode) -> None:
             if tracker.queue:
                 tracker.propose_batch(
-                    rn, now=clock.wall(), storage_ok=loop.storage_ok, max_batch=config.max_batch
+                    rn,
+                    now=clock.wall(),
+                    storage_ok=loop.storage_ok,
+                    max_batch=config.max_batch,
+                    entry_format=applier.entry_format,
                 )
+
+        def after_ready(last_index: int) -> None:
+            assert loop.rn is not None
+            applier.after_ready(loop.rn, last_index)
+            snapshotter.after_ready()
 
         return Hooks(
             propose=propose,
             apply=applier.apply,
             install=applier.install,
             read_states=applier.read_states,
-            after_ready=applier.after_ready,
+            after_ready=after_ready,
             storage_failed=tracker.fail_queued,
             tick=tracker.expire,
         )
@@ -257,7 +275,9 @@ class Node:
             return
         await self.loop.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.applier.wait_snapshot()
+            await self.applier.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.snapshotter.wait()
         with contextlib.suppress(Exception):
             await self.transport.close()
         err = StoppedError(f"node {self.id} stopped")
@@ -368,7 +388,15 @@ class Node:
     async def snapshot(self) -> int:
         """Take a snapshot now (unless one is running); returns its index."""
         self.loop.check_running()
-        return await self.applier.snapshot()
+        return await self.snapshotter.snapshot()
+
+    def apply_stream(self, maxlen: int = 1024) -> ApplyStream:
+        """Every batch this node applies from now on, in order
+        (liferaft/runtime/apply_events.py): :class:`AppliedBatch` items, a
+        :class:`Restored` when a snapshot replaced the state, a
+        :class:`Lagged` when this subscriber fell ``maxlen`` items behind.
+        Ends when the node stops (or the stream is closed)."""
+        return self._apply_feed.subscribe(maxlen)
 
     # -- TransportHandler ---------------------------------------------------------------
 

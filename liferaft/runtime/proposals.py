@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -40,9 +39,9 @@ from typing import Any, Protocol
 from liferaft.core import Entry, RaftError
 
 from ._futures import _as_error, _fail, _resolve
+from .entry_format import ENTRY_FORMAT_ENVELOPED, wrap
 from .errors import DroppedError, NodeTimeoutError, NotLeaderError, StoppedError, StorageFailedError
 
-_STAMP = struct.Struct("<d")
 #: Applied results kept for forwarded writes.
 RECENT = 4096
 
@@ -121,9 +120,19 @@ class ProposalTracker:
         caller keeps its own deadline."""
         self.queue.append(p)
 
-    def propose_batch(self, rn: Proposer, *, now: float, storage_ok: bool, max_batch: int) -> None:
-        """Propose up to ``max_batch`` queued writes as one batch.  ``now``
-        (the wall clock) is stamped into ``data[0:8]`` of those that asked."""
+    def propose_batch(
+        self,
+        rn: Proposer,
+        *,
+        now: float,
+        storage_ok: bool,
+        max_batch: int,
+        entry_format: int = ENTRY_FORMAT_ENVELOPED,
+    ) -> None:
+        """Propose up to ``max_batch`` queued writes as one batch, each
+        stamped with ``now`` (the leader's wall clock) as the cluster's
+        ``entry_format`` says: in the runtime envelope (format 2), or into
+        ``data[0:8]`` of those that asked (format 1; entry_format.py)."""
         q = self.queue
         if not q:
             return
@@ -137,7 +146,7 @@ class ProposalTracker:
                     p.fut, StorageFailedError("the disk refused the last write; not taking writes")
                 )
             return
-        datas = [_STAMP.pack(now) + p.data[8:] if p.stamp else p.data for p in live]
+        datas = [wrap(entry_format, now, p.data, stamp_time=p.stamp) for p in live]
         try:
             last = rn.propose_many(datas)
         except RaftError as exc:

@@ -156,8 +156,13 @@ class Replicated:
 
     # --- StateMachine ---
 
-    def apply(self, index: int, data: bytes) -> Any:
+    def apply(self, index: int, data: bytes, *, leader_time: float = 0.0) -> Any:
         """Decode the command entry at ``index`` and run its body; return its result.
+
+        The body's :attr:`leader_time` is the runtime's ``leader_time`` (the
+        runtime envelope of a cluster of entry format 2) or, when that is 0.0
+        (a cluster of format 1), the time the leader stamped into the command
+        envelope itself.
 
         Raises :class:`BadEnvelopeError`, :class:`UnknownCommandError`
         or :class:`BadArgumentsError` before the body runs (the state is unchanged),
@@ -173,7 +178,7 @@ class Replicated:
                 envelope.command,
             )
         args, kwargs = cmd.decode_args(envelope.args)
-        self._leader_time = envelope.leader_time
+        self._leader_time = leader_time or envelope.leader_time
         self._log_index = index
         return cmd.fn(self, *args, **kwargs)
 

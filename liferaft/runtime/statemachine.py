@@ -43,8 +43,9 @@ name them for type checkers):
   state machine an entry at or below its applied index (exactly once, across
   restarts too).  A state machine without it is *volatile*: restored from
   the snapshot on every start, as always.
-- ``apply_batch(entries)``: the committed normal entries between two
-  membership changes, as :class:`ApplyEntry` values, in log order, applied
+- ``apply_batch(entries)``: every committed index of a batch, as
+  :class:`ApplyEntry` values in log order (those that carry nothing for it,
+  no-ops and membership changes, with empty data), applied
   atomically (one transaction that also writes the applied index).  It
   returns one result per entry; an exception *instance* in the list refuses
   only that entry's proposal.  Raising from ``apply_batch`` itself means the
@@ -136,12 +137,16 @@ class StateMachine(Protocol):
     elsewhere (see :class:`StateSnapshot`).
     """
 
-    def apply(self, index: int, data: bytes) -> Any:
+    def apply(self, index: int, data: bytes, *, leader_time: float) -> Any:
         """Apply the committed entry at log ``index``; return the proposal's result.
 
-        Must be deterministic.  May raise: the runtime fails only that
-        proposal's future with the exception.  It must raise *before*
-        mutating any state, so that every replica stays identical.
+        ``leader_time`` is the leader's wall clock when it appended the entry
+        (from the runtime envelope; 0.0 in a cluster of entry format 1): use
+        it, never ``time.time()``, for anything time-based.  Must be
+        deterministic.  May raise: the runtime fails only that proposal's
+        future with the exception.  It must raise *before* mutating any
+        state, so that every replica stays identical.  The old signature,
+        ``apply(index, data)``, still works until 0.2.0.
         """
         ...
 
@@ -174,10 +179,10 @@ class DurableStateMachine(StateMachine, Protocol):
     When it is at or past the index of the node's snapshot, the state
     machine is not restored: it already holds more than the snapshot, and
     the runtime resumes applying after that index.  Otherwise it is restored
-    from the snapshot, as a volatile one is.  Entries that never reach a
-    state machine (the core's no-ops, membership changes) may leave
-    ``applied_index()`` below the runtime's own applied index; that only
-    costs a restore at the next start.
+    from the snapshot, as a volatile one is.  A plain ``apply`` is not
+    handed the no-ops and membership changes, so its durable index may stay
+    below the runtime's (a restore at the next start); a
+    :class:`BatchStateMachine` is handed every index and stays exact.
     """
 
     def applied_index(self) -> int:

@@ -11,7 +11,17 @@ Snapshot payload (what the state machine's snapshot is wrapped in)::
     | magic "LRRT" | version u8 | header length u32 | header (JSON) | state machine chunks ... |
 
 The header holds what the runtime itself must restore with the state: the
-member address book (node id -> peer address and any extra info).
+member address book (node id -> peer address and any extra info) and, from
+version 2 on, the cluster's entry format (liferaft/runtime/entry_format.py):
+
+* version 1: ``{"members": ...}``; the entry format is 1 (raw entries).
+  Every data dir and cluster made before format 2 has these, and a cluster of
+  format 1 keeps writing them, so an older build in that cluster still reads
+  its snapshots.
+* version 2: ``{"members": ..., "entry_format": 2}``.
+
+A header of another version, or an entry format this build does not know,
+is refused with a one-line error naming both.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import io
 import json
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from liferaft.core import (
@@ -33,14 +44,29 @@ from liferaft.core import (
 )
 from liferaft.storage import DiskStorage
 
+from .entry_format import ENTRY_FORMAT_RAW, ENTRY_FORMATS, check_format
+
 _MAGIC = b"LRRT"
 _HEAD = struct.Struct("<4sBI")
 
 
-def wrap_snapshot(members: dict[str, dict[str, Any]], chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The runtime header, then the state machine's chunks."""
-    head = json.dumps({"members": members}, sort_keys=True).encode()
-    yield _HEAD.pack(_MAGIC, 1, len(head)) + head
+#: Header versions this build reads (see the module doc).
+PAYLOAD_VERSIONS = (1, 2)
+
+
+def wrap_snapshot(
+    members: dict[str, dict[str, Any]], chunks: Iterable[bytes], entry_format: int = 2
+) -> Iterator[bytes]:
+    """The runtime header, then the state machine's chunks.  A cluster of
+    entry format 1 gets a version-1 header (its older members read it)."""
+    check_format(entry_format)
+    doc: dict[str, Any]
+    if entry_format == ENTRY_FORMAT_RAW:
+        version, doc = 1, {"members": members}
+    else:
+        version, doc = 2, {"members": members, "entry_format": entry_format}
+    head = json.dumps(doc, sort_keys=True).encode()
+    yield _HEAD.pack(_MAGIC, version, len(head)) + head
     yield from chunks
 
 
@@ -48,28 +74,51 @@ class SnapshotPayloadError(ValueError):
     pass
 
 
-def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[dict[str, dict[str, Any]], Iterator[bytes]]:
-    """Split a runtime snapshot into its address book and the state chunks."""
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """What the runtime restores from a snapshot besides the state machine's state."""
+
+    members: dict[str, dict[str, Any]]
+    entry_format: int
+
+
+def _check_version(magic: bytes, version: int) -> None:
+    if magic != _MAGIC:
+        raise SnapshotPayloadError("not a liferaft runtime snapshot")
+    if version not in PAYLOAD_VERSIONS:
+        known = " and ".join(map(str, PAYLOAD_VERSIONS))
+        raise SnapshotPayloadError(
+            f"runtime snapshot header version {version}; this build reads versions {known}"
+        )
+
+
+def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[SnapshotHeader, Iterator[bytes]]:
+    """Split a runtime snapshot into its header and the state chunks."""
     it = iter(chunks)
     buf = b""
     for c in it:
         buf += c
         if len(buf) >= _HEAD.size:
-            magic, version, hlen = _HEAD.unpack_from(buf, 0)
-            if magic != _MAGIC or version != 1:
-                raise SnapshotPayloadError("not a liferaft runtime snapshot")
-            if len(buf) >= _HEAD.size + hlen:
+            _check_version(*_HEAD.unpack_from(buf, 0)[:2])
+            if len(buf) >= _HEAD.size + _HEAD.unpack_from(buf, 0)[2]:
                 break
     if len(buf) < _HEAD.size:
         raise SnapshotPayloadError("snapshot payload is truncated")
     magic, version, hlen = _HEAD.unpack_from(buf, 0)
-    if magic != _MAGIC or version != 1 or len(buf) < _HEAD.size + hlen:
+    _check_version(magic, version)
+    if len(buf) < _HEAD.size + hlen:
         raise SnapshotPayloadError("snapshot payload is truncated")
     try:
         head = json.loads(buf[_HEAD.size : _HEAD.size + hlen])
         members = {str(k): dict(v) for k, v in head["members"].items()}
+        fmt = ENTRY_FORMAT_RAW if version == 1 else head["entry_format"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotPayloadError(f"bad snapshot header: {exc}") from exc
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt not in ENTRY_FORMATS:
+        known = ", ".join(map(str, ENTRY_FORMATS))
+        raise SnapshotPayloadError(
+            f"snapshot of entry format {fmt!r}; this build reads formats {known}"
+        )
     rest = buf[_HEAD.size + hlen :]
 
     def state() -> Iterator[bytes]:
@@ -77,7 +126,7 @@ def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[dict[str, dict[str, Any]],
             yield rest
         yield from it
 
-    return members, state()
+    return SnapshotHeader(members, fmt), state()
 
 
 class Writer(Protocol):

@@ -23,6 +23,7 @@ from liferaft.runtime import (
     NotLeaderError,
     StoppedError,
     StorageFailedError,
+    entry_format,
 )
 from liferaft.runtime.proposals import ProposalTracker, _Prop
 
@@ -64,8 +65,12 @@ def tracker(rerouted: list[_Prop] | None = None) -> ProposalTracker:
     return ProposalTracker(sink.append, TICK)
 
 
-def batch(t: ProposalTracker, core: FakeCore, storage_ok: bool = True) -> None:
-    t.propose_batch(core, now=1.7e9, storage_ok=storage_ok, max_batch=4096)
+def batch(
+    t: ProposalTracker, core: FakeCore, storage_ok: bool = True, entry_format: int = 2
+) -> None:
+    t.propose_batch(
+        core, now=1.7e9, storage_ok=storage_ok, max_batch=4096, entry_format=entry_format
+    )
 
 
 def apply(t: ProposalTracker, *entries: tuple[int, int, Any]) -> bool:
@@ -166,13 +171,29 @@ async def test_a_failed_disk_fails_the_batch_with_storage_failed() -> None:
     assert isinstance(p.fut.exception(), StorageFailedError) and not core.proposed
 
 
-async def test_stamped_writes_carry_the_leader_clock_in_their_first_8_bytes() -> None:
+async def test_in_format_1_stamped_writes_carry_the_leader_clock_in_their_first_8_bytes() -> None:
     t, core = tracker(), FakeCore()
-    p = _Prop(b"\0" * 8 + b"rest", True, asyncio.get_running_loop().create_future())
+    loop = asyncio.get_running_loop()
+    p = _Prop(b"\0" * 8 + b"rest", True, loop.create_future())
+    q = _Prop(b"unstamped", False, loop.create_future())
     t.enqueue(p)
-    batch(t, core)
+    t.enqueue(q)
+    batch(t, core, entry_format=1)
     (stamp,) = struct.unpack("<d", core.proposed[0][:8])
     assert stamp == 1.7e9 and core.proposed[0][8:] == b"rest"
+    assert core.proposed[1] == b"unstamped"
+
+
+async def test_in_format_2_every_write_is_enveloped_and_its_bytes_kept() -> None:
+    t, core = tracker(), FakeCore()
+    loop = asyncio.get_running_loop()
+    t.enqueue(_Prop(b"\0" * 8 + b"rest", True, loop.create_future()))
+    t.enqueue(_Prop(b"unstamped", False, loop.create_future()))
+    batch(t, core, entry_format=2)
+    assert [entry_format.decode(d) for d in core.proposed] == [
+        (1.7e9, b"\0" * 8 + b"rest"),
+        (1.7e9, b"unstamped"),
+    ]
 
 
 async def test_recent_results_answer_a_forward_that_learned_its_index_late() -> None:
