@@ -57,7 +57,7 @@ from liferaft.core import ConfState, Entry, EntryType, RawNode, ReadState, Snaps
 from . import address_book
 from .apply_events import AppliedBatch, ApplyFeed, Restored
 from .config import NodeConfig
-from .entry_format import ENTRY_FORMAT_ENVELOPED, ENTRY_FORMAT_RAW, unwrap
+from .entry_format import ENTRY_FORMAT_ENVELOPED, ENTRY_FORMAT_RAW, split, unwrap
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
@@ -141,6 +141,9 @@ class Applier:
             batch if callable(batch) else None
         )
         self.off_loop = applies_off_loop(sm)
+        #: A membership change or a snapshot was handed over since the last
+        #: Ready: the configuration may have changed (read it from the core).
+        self._conf_moved = False
         self._jobs: deque[_Job] = deque()
         self._last_job: _Job | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -157,6 +160,8 @@ class Applier:
             self._last_job = job
             self._kick()
             return False
+        if not self._conf_moved:
+            self._conf_moved = any(e.type is EntryType.CONF_CHANGE for e in ents)
         if self._batch is None:
             return self._apply_plain(ents)
         fresh, items, preset = self._prepare(ents)
@@ -181,7 +186,7 @@ class Applier:
                 t, data = 0.0, e.data
                 try:
                     if fmt != ENTRY_FORMAT_RAW:
-                        t, data = unwrap(fmt, e.data)
+                        t, data = split(e.data)
                     if takes_time:
                         result = sm_apply(e.index, data, leader_time=t)
                     else:
@@ -299,10 +304,15 @@ class Applier:
         """The core advanced past a Ready whose last committed or installed
         index was ``last_index`` (0: none): note the configuration there."""
         if self._last_job is not None:
-            self._last_job.conf = rn.conf_state()
+            job = self._last_job
+            if job.snap is not None or any(e.type is EntryType.CONF_CHANGE for e in job.ents):
+                job.conf = rn.conf_state()
             self._last_job = None
         elif not self.off_loop and last_index:
-            self.conf, self.conf_index = rn.conf_state(), last_index
+            if self._conf_moved:
+                self.conf = rn.conf_state()
+                self._conf_moved = False
+            self.conf_index = last_index
 
     def capture_point(self) -> tuple[int, ConfState] | None:
         """(applied index, its configuration) if a snapshot may be taken of
@@ -344,8 +354,11 @@ class Applier:
                 raw = await asyncio.to_thread(self._call_batch, items) if items else []
                 self._finish(job.ents, fresh, items, raw, preset)
                 if job.ents:
-                    assert job.conf is not None
-                    self.conf, self.conf_index = job.conf, job.ents[-1].index
+                    # None: no change or snapshot in this batch, the
+                    # configuration is the one before it.
+                    if job.conf is not None:
+                        self.conf = job.conf
+                    self.conf_index = job.ents[-1].index
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -432,6 +445,7 @@ class Applier:
             return
         store = self._loop.store
         assert store is not None
+        self._conf_moved = True
         self._install_now(store, snap)
 
     def _install_now(self, store: Store, snap: Snapshot) -> None:

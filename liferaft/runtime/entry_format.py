@@ -47,6 +47,8 @@ __all__ = [
     "ENTRY_FORMAT_ENVELOPED",
     "ENTRY_FORMAT_RAW",
     "ENVELOPE_VERSION",
+    "header",
+    "split",
     "HEADER_SIZE",
     "READABLE_VERSIONS",
     "EnvelopeError",
@@ -137,6 +139,23 @@ def stamp_legacy(leader_time: float, data: bytes) -> bytes:
     :mod:`liferaft.runtime.commands`).  Shorter data grows to 8 bytes.
     """
     return _LEGACY_STAMP.pack(leader_time) + data[_LEGACY_STAMP.size :]
+
+
+def header(leader_time: float) -> bytes:
+    """The format-2 header for ``leader_time``: prepend it to a batch's user
+    bytes (every entry of a batch carries the same time) without a call per
+    entry on the write path.  :class:`EnvelopeError` for a non-finite time."""
+    return encode(leader_time, b"")
+
+
+def split(data: bytes) -> tuple[float, bytes]:
+    """:func:`decode`, with the common case (a well-formed version-2 entry)
+    on a fast path: the apply of every entry runs it."""
+    if len(data) >= HEADER_SIZE and data[0] == ENVELOPE_VERSION:
+        t: float = _HEADER.unpack_from(data, 0)[1]
+        if t - t == 0.0:  # finite (inf - inf and nan - nan are nan)
+            return t, data[HEADER_SIZE:]
+    return decode(data)
 
 
 def wrap(fmt: int, leader_time: float, data: bytes, *, stamp_time: bool = False) -> bytes:

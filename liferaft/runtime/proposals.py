@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from liferaft.core import Entry, RaftError
 
 from ._futures import _as_error, _fail, _resolve
-from .entry_format import ENTRY_FORMAT_ENVELOPED, wrap
+from .entry_format import ENTRY_FORMAT_ENVELOPED, header, wrap
 from .errors import DroppedError, NodeTimeoutError, NotLeaderError, StoppedError, StorageFailedError
 
 #: Applied results kept for forwarded writes.
@@ -146,7 +146,11 @@ class ProposalTracker:
                     p.fut, StorageFailedError("the disk refused the last write; not taking writes")
                 )
             return
-        datas = [wrap(entry_format, now, p.data, stamp_time=p.stamp) for p in live]
+        if entry_format == ENTRY_FORMAT_ENVELOPED:
+            head = header(now)  # one time for the batch: one header for all
+            datas = [head + p.data if p.data else p.data for p in live]
+        else:
+            datas = [wrap(entry_format, now, p.data, stamp_time=p.stamp) for p in live]
         try:
             last = rn.propose_many(datas)
         except RaftError as exc:
