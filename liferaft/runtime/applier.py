@@ -52,12 +52,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from liferaft.core import ConfState, Entry, EntryType, RawNode, ReadState, Snapshot, SnapshotMeta
+from liferaft.core import (
+    ConfChange,
+    ConfChangeError,
+    ConfState,
+    Entry,
+    EntryType,
+    RawNode,
+    ReadState,
+    Snapshot,
+    SnapshotMeta,
+    apply_conf_change,
+)
 
 from . import address_book
 from .apply_events import AppliedBatch, ApplyFeed, Restored
 from .config import NodeConfig
 from .entry_format import ENTRY_FORMAT_ENVELOPED, ENTRY_FORMAT_RAW, split, unwrap
+from .errors import BadConfigError, StoppedError
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
@@ -148,6 +160,9 @@ class Applier:
         self._last_job: _Job | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        #: The worker died (the state machine broke): nothing queued behind
+        #: the broken batch may ever run, or the store would skip it.
+        self._failed = False
 
     # -- entries ---------------------------------------------------------------------
 
@@ -169,16 +184,17 @@ class Applier:
 
     def _apply_plain(self, ents: list[Entry]) -> bool:
         """The fast path: a plain state machine on the loop, entry by entry."""
-        membership, fmt = self._membership, self.entry_format
+        fmt = self.entry_format
         sm_apply, takes_time = self.sm.apply, self._takes_time
         published: list[tuple[ApplyEntry, Any]] | None = [] if self.feed.active else None
+        conf = self.conf
         applied = self.applied
         fresh: list[Entry] = []
         results: list[tuple[bool, Any]] = []
         n = 0
         for e in ents:
             if e.type is EntryType.CONF_CHANGE:
-                membership.apply_change(e)
+                conf = self._change_members(e, conf)
             if e.index <= applied:
                 continue  # the store holds it already: membership only
             ok, result = True, None
@@ -265,9 +281,10 @@ class Applier:
         preset: dict[int, tuple[bool, Any]],
     ) -> bool:
         """The runtime's part of a batch state machine's batch, on the loop."""
+        conf = self.conf
         for e in ents:
             if e.type is EntryType.CONF_CHANGE:
-                self._membership.apply_change(e)
+                conf = self._change_members(e, conf)
         results: list[tuple[bool, Any]] = []
         shown: list[tuple[ApplyEntry, Any]] = []
         for e, item, r in zip(fresh, items, raw, strict=True):
@@ -289,6 +306,16 @@ class Applier:
                 )
             )
         return self._settle(fresh, results)
+
+    def _change_members(self, e: Entry, before: ConfState) -> ConfState:
+        """The member table follows the change in ``e``, told the
+        configuration before it; returns the one after it.  Not the core's
+        own: off the loop, the core has advanced past this batch already."""
+        self._membership.apply_change(e, before)
+        try:
+            return apply_conf_change(before, ConfChange.decode(e.data))
+        except ConfChangeError:  # ignored alike by the core
+            return before
 
     def _settle(self, fresh: list[Entry], results: list[tuple[bool, Any]]) -> bool:
         settled = self._tracker.settle_applied(fresh, results)
@@ -326,6 +353,8 @@ class Applier:
     # -- the off-loop worker ------------------------------------------------------------
 
     def _kick(self) -> None:
+        if self._failed or self._closing:
+            return
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(
                 self._work(), name=f"liferaft-apply-{self.id}"
@@ -362,13 +391,17 @@ class Applier:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            self._failed = True
             self._drop_holds()
+            self._jobs.clear()
             self._loop.fail(exc)
 
     async def hold(self) -> asyncio.Future[None]:
         """Off the loop: return once the worker is parked between two
         batches; it stays there (what the loop hands over meanwhile waits)
         until the returned future is resolved.  Cancelled if the node stops."""
+        if self._failed or self._closing:
+            raise StoppedError(f"node {self.id}: the state machine is not applying")
         loop = asyncio.get_running_loop()
         job = _Job(reached=loop.create_future(), released=loop.create_future())
         self._jobs.append(job)
@@ -404,6 +437,23 @@ class Applier:
             return b"".join(wrap_snapshot(members, snap.chunks(), self.entry_format))
         finally:
             snap.release()
+
+    def check_durable(self, store: Store) -> None:
+        """Refuse a durable state machine that holds more than this node's
+        log: its store was written with another log (the data dir was wiped
+        or replaced, or a brand-new cluster is started on an old store).
+        Its applied index would be trusted, and the entries of this log up
+        to it never handed to it, so this replica would silently differ."""
+        durable = durable_applied_index(self.sm)
+        if not durable:
+            return
+        last = 0 if store.is_empty() else store.reader.last_index()
+        if durable > last:
+            raise BadConfigError(
+                f"node {self.id}: the state machine holds index {durable} but this node's "
+                f"log ends at {last}: its store belongs to another log (move it away, "
+                "or start on the data dir it was written with)"
+            )
 
     def restore_from(self, store: Store, meta: SnapshotMeta) -> None:
         """From the snapshot ``meta``: the member table, the entry format and

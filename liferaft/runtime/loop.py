@@ -175,7 +175,7 @@ class RaftLoop:
     def run(self) -> None:
         """Start the node task and the ticker."""
         self._last_tick = self.clock.monotonic()
-        self._tasks = [
+        self._tasks = [  # the node task first (fail() cancels it alone)
             asyncio.create_task(self._run(), name=f"liferaft-node-{self.id}"),
             asyncio.create_task(self._ticker(), name=f"liferaft-ticker-{self.id}"),
         ]
@@ -215,11 +215,13 @@ class RaftLoop:
     def fail(self, exc: BaseException) -> None:
         """A part of the node failed for good (the state machine raised out
         of ``apply_batch``): stop running Raft, as a bug in the node task
-        does, and let the process exit (``crashed``)."""
+        does, and let the process exit (``crashed``).  The ticker goes on,
+        as after such a bug: it times out the callers waiting on this node,
+        whose writes would otherwise never be answered."""
         log.error("node %s: stopping: %s", self.id, exc, exc_info=exc)
         self.crashed.set()
-        for t in self._tasks:
-            t.cancel()
+        if self._tasks:
+            self._tasks[0].cancel()  # the node task (see run())
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task of one of the node's parts, cancelled when the loop closes."""
@@ -253,7 +255,7 @@ class RaftLoop:
         (nothing else touches the store then)."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._store_ops.append((fn, thread, fut))
-        if self.stopping or not self._tasks or all(t.done() for t in self._tasks):
+        if self.stopping or not self._tasks or self._tasks[0].done():
             # No node task to run it (stopped, or died of a bug).
             # Kept apart from background: close() must not cancel it.
             task = asyncio.get_running_loop().create_task(self._run_store_ops())

@@ -336,10 +336,12 @@ class Membership:
             self._loop.spawn(self._promote_when_caught_up(req.node_id, 60.0))
         return peer_rpc.encode(peer_rpc.Joined(self.members))
 
-    def apply_change(self, e: Entry) -> None:
+    def apply_change(self, e: Entry, before: ConfState | None = None) -> None:
         """Apply the committed change in ``e`` to the member table.  Never
         raises, whatever the entry holds (docs/architecture.md, "Trust
-        model"): committed entries are trusted data, never trusted code."""
+        model"): committed entries are trusted data, never trusted code.
+        ``before``: the configuration before the change (by default the
+        core's, which is that only while the core has not advanced past it)."""
         try:
             cc = ConfChange.decode(e.data)
         except ConfChangeError:
@@ -359,11 +361,11 @@ class Membership:
                 new = c.node_id not in self.members
                 self.members[c.node_id] = entry
                 voter = c.type is ChangeType.ADD_VOTER
-                # The core applies this change after us (advance()), so its
-                # configuration is the one before it: a voter re-added to
-                # record its own info (address_book.info_change) was one.
+                # A voter re-added to record its own info
+                # (address_book.info_change) was one before.
                 rn = self._loop.rn
-                promoted = voter and rn is not None and c.node_id not in rn.conf_state().voters
+                conf = before if before is not None else rn.conf_state() if rn else None
+                promoted = voter and conf is not None and c.node_id not in conf.voters
                 if new or promoted:
                     self._emit(
                         EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")

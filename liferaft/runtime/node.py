@@ -196,6 +196,12 @@ class Node:
         self.loop.started = True
         store = await self._open_store()
         restarted = not store.is_empty()
+        try:
+            self.applier.check_durable(store)
+        except BadConfigError:
+            if self._store_arg is None:
+                store.close()  # ours: opened for nothing
+            raise
         if store.is_empty() and self._initial is not None:
             book = {nid: {"addr": addr} for nid, addr in self._initial.items()}
             self.loop.bootstrap(store, list(self._initial), self.applier.initial_snapshot(book))
