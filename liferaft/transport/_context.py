@@ -31,6 +31,9 @@ from .base import TransportHandler
 NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
 # A reason in a REFUSE, SNAP_ABORT or SNAP_RESULT frame is cut to this.
 MAX_REASON = 1000
+# Bytes a connection asks of its socket per read (see small_reads).  Under
+# glibc's smallest mmap threshold, 128 KiB, with room for the bytes header.
+READ_SIZE = 64 * 1024
 
 
 class Context:
@@ -146,6 +149,28 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
     finally:
         if not closed:
             writer.transport.abort()
+
+
+def small_reads(writer: asyncio.StreamWriter) -> None:
+    """Make the connection read at most :data:`READ_SIZE` bytes at a time.
+
+    asyncio's selector transport reads with ``sock.recv(256 KiB)`` (its TLS
+    protocol with ``SSLObject.read(256 KiB)``): a fresh bytes object of that
+    size per read, cut down to what arrived.  glibc serves a request that
+    large (over its 128 KiB mmap threshold) from a free heap chunk if one
+    happens to exist, and otherwise maps fresh pages and unmaps them again:
+    an mmap, about two page faults and a munmap for every message read.
+    Whether such a chunk exists depends on everything the process allocated
+    before, so an unrelated refactor can flip it: after issue 13 none was
+    left, and each write at 100/s cost 0.1 ms more (docs/transport.md,
+    "Reads").  Below the threshold every read comes from the heap.  uvloop
+    reads into a buffer of its own and has no such attribute: left alone.
+    """
+    transport = writer.transport
+    # The TLS transport reads through its SSLProtocol; a plain one itself.
+    for reads in (transport, getattr(transport, "_ssl_protocol", None)):
+        if isinstance(getattr(reads, "max_size", None), int):
+            reads.max_size = READ_SIZE  # type: ignore[union-attr]
 
 
 def why(e: BaseException) -> str:

@@ -26,7 +26,7 @@ import ssl
 from collections.abc import Callable
 
 from . import handshake
-from ._context import MAX_REASON, NET_ERRORS
+from ._context import MAX_REASON, NET_ERRORS, small_reads
 from ._frames import (
     MAGIC,
     MAX_HANDSHAKE_FRAME,
@@ -68,7 +68,7 @@ class Dialer:
         # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
         # cancellation that races with completion, and close() would hang.
         async with asyncio.timeout(self.connect_timeout):
-            return await asyncio.open_connection(
+            reader, writer = await asyncio.open_connection(
                 host,
                 port,
                 ssl=self.ssl_client,
@@ -76,6 +76,8 @@ class Dialer:
                 ssl_handshake_timeout=self.handshake_timeout if self.ssl_client else None,
                 limit=READ_LIMIT,
             )
+        small_reads(writer)
+        return reader, writer
 
     async def greet(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: Kind, to: str

@@ -34,7 +34,7 @@ from liferaft.codec import DecodeError, decode_message
 from liferaft.core.messages import InstallSnapshot, NodeId
 
 from . import greeting, handshake
-from ._context import Context, InboundConn, close_writer
+from ._context import Context, InboundConn, close_writer, small_reads
 from ._frames import FrameError, Kind, read_frame
 from .base import format_address
 from .calls import CallServer
@@ -174,6 +174,7 @@ class Inbound:
                     return
                 writer = streams[1]
             reader, writer = streams
+            small_reads(writer)
             peer_caller = await self._greet(reader, writer, where, deadline)
             if peer_caller is None or ctx.closed:
                 return
