@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from liferaft.transport.base import limit_reads
+
 log = logging.getLogger("liferaft.kv")
 
 # Descriptors kept out of the client connection cap: storage (WAL segments,
@@ -148,6 +150,7 @@ class _Tracked(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        limit_reads(transport)  # under glibc's mmap threshold, as peer links
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:

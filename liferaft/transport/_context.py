@@ -25,7 +25,7 @@ from typing import Any
 from liferaft.core.messages import Message, NodeId
 
 from ._frames import FrameError
-from .base import TransportHandler
+from .base import TransportHandler, limit_reads
 
 # Errors that mean "this connection is unusable", as opposed to bugs.
 NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
@@ -166,11 +166,7 @@ def small_reads(writer: asyncio.StreamWriter) -> None:
     "Reads").  Below the threshold every read comes from the heap.  uvloop
     reads into a buffer of its own and has no such attribute: left alone.
     """
-    transport = writer.transport
-    # The TLS transport reads through its SSLProtocol; a plain one itself.
-    for reads in (transport, getattr(transport, "_ssl_protocol", None)):
-        if isinstance(getattr(reads, "max_size", None), int):
-            reads.max_size = READ_SIZE  # type: ignore[union-attr]
+    limit_reads(writer.transport, READ_SIZE)
 
 
 def why(e: BaseException) -> str:

@@ -58,6 +58,7 @@ Concurrency rules
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -251,3 +252,19 @@ def check_tcp_address(addr: str) -> None:
 def format_address(host: str, port: int) -> str:
     """The inverse of :func:`parse_address`."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def limit_reads(transport: asyncio.BaseTransport, size: int = 64 * 1024) -> None:
+    """Make an asyncio connection read at most ``size`` bytes per ``recv``.
+
+    asyncio reads into a fresh 256 KiB bytes object per read, over glibc's
+    128 KiB mmap threshold: unless the heap happens to hold a free chunk that
+    large, every read costs an mmap, page faults and a munmap (0.1 ms per
+    write at 100 writes/s after issue 13; docs/transport.md, "Reads").  The
+    TLS transport reads through its SSLProtocol; uvloop reads into its own
+    buffer and has no such attribute (left alone).  ``max_size`` is not a
+    documented attribute, so it is set only where it exists as an int.
+    """
+    for reads in (transport, getattr(transport, "_ssl_protocol", None)):
+        if isinstance(getattr(reads, "max_size", None), int):
+            reads.max_size = size  # type: ignore[union-attr]

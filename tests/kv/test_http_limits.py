@@ -246,3 +246,27 @@ async def test_accepted_client_connections_send_without_nagle_delays(tmp_path: P
     finally:
         del loop.connect_accepted_socket
         await one.stop()
+
+
+async def test_client_connections_read_under_the_mmap_threshold(tmp_path: Path) -> None:
+    """Like peer links (docs/transport.md, "Reads"): asyncio's 256 KiB read
+    buffer per recv can cost an mmap and page faults per request."""
+    loop = asyncio.get_running_loop()
+    real = loop.connect_accepted_socket
+    transports: list[Any] = []
+
+    async def spy(factory: Any, sock: socket.socket, **kw: Any) -> Any:
+        transport, protocol = await real(factory, sock, **kw)
+        transports.append(transport)
+        return transport, protocol
+
+    loop.connect_accepted_socket = spy  # type: ignore[method-assign]
+    one = OneNode(tmp_path)
+    try:
+        await one.start()
+        st, _ = await one.call("GET", "/v1/status")
+        assert st == 200 and transports
+        assert all(t.max_size <= 64 * 1024 for t in transports)
+    finally:
+        del loop.connect_accepted_socket
+        await one.stop()
