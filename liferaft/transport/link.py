@@ -305,6 +305,11 @@ class PeerLink:
         # Calls written on this connection and waiting for their REPLY.
         calls: dict[int, asyncio.Future[bytes]] = {}
         self.calls = calls
+        if self._settings.direct_writes and not self.queue:
+            # Connected from this moment (the state says so already): a send
+            # before the write loop's first turn writes at once rather than
+            # queueing behind nothing (and dropping past queue_size).
+            self.direct = writer
         results = loop.create_task(self._read_answers(reader, calls))
         writes = loop.create_task(self._write_loop(writer, calls))
         reason = "closed"
