@@ -175,8 +175,6 @@ class Applier:
             self._last_job = job
             self._kick()
             return False
-        if not self._conf_moved:
-            self._conf_moved = any(e.type is EntryType.CONF_CHANGE for e in ents)
         if self._batch is None:
             return self._apply_plain(ents)
         fresh, items, preset = self._prepare(ents)
@@ -312,6 +310,7 @@ class Applier:
         configuration before it; returns the one after it.  Not the core's
         own: off the loop, the core has advanced past this batch already."""
         self._membership.apply_change(e, before)
+        self._conf_moved = True  # after_ready reads the core's configuration
         try:
             return apply_conf_change(before, ConfChange.decode(e.data))
         except ConfChangeError:  # ignored alike by the core

@@ -63,10 +63,12 @@ async def drive(c: MemCluster, coro: Any, real: float = 20.0) -> Any:
     return task.result()
 
 
-async def sqlite_cluster(tmp: Path, **cfg: Any) -> MemCluster:
+async def sqlite_cluster(
+    tmp: Path, sm: type[CountingSQLite] = CountingSQLite, **cfg: Any
+) -> MemCluster:
     c = MemCluster(3, **cfg)
     for nid in c.ids:
-        c.sm_factory = lambda nid=nid: CountingSQLite(tmp / f"{nid}.db")  # type: ignore[misc]
+        c.sm_factory = lambda nid=nid: sm(tmp / f"{nid}.db")  # type: ignore[misc]
         await c.make(nid).start()
     return c
 

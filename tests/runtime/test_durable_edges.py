@@ -89,10 +89,7 @@ async def test_after_the_state_machine_broke_no_batch_behind_it_is_applied(
     asked for before the process exits) restarted the worker, which applied
     them over the gap: the store's applied index jumped past entries it
     never got, and a restart resumed after them (entries lost on that node)."""
-    c = MemCluster(3)
-    for nid in c.ids:
-        c.sm_factory = lambda nid=nid: GatedSQLite(tmp_path / f"{nid}.db")  # type: ignore[misc]
-        await c.make(nid).start()
+    c = await sqlite_cluster(tmp_path, GatedSQLite)
     try:
         await write(c, range(5))
         ld = await c.leader()
@@ -140,18 +137,10 @@ class SlowSQLite(CountingSQLite):
         return super().apply_batch(entries)
 
 
-async def slow_cluster(tmp: Path, **cfg: Any) -> MemCluster:
-    c = MemCluster(3, **cfg)
-    for nid in c.ids:
-        c.sm_factory = lambda nid=nid: SlowSQLite(tmp / f"{nid}.db")  # type: ignore[misc]
-        await c.make(nid).start()
-    return c
-
-
 async def test_a_leaders_snapshot_queued_behind_a_slow_batch_is_installed_after_it(
     tmp_path: Path,
 ) -> None:
-    c = await slow_cluster(tmp_path, snapshot_entries=4)
+    c = await sqlite_cluster(tmp_path, SlowSQLite, snapshot_entries=4)
     try:
         await write(c, range(3))
         ld = await c.leader()
@@ -369,10 +358,7 @@ async def test_the_writes_of_a_node_whose_state_machine_broke_still_time_out(
     node before its process exits, must still learn "unknown" at their
     deadline.  The node's ticker, which enforces deadlines, was cancelled
     along with the node task, so these futures were never settled."""
-    c = MemCluster(3)
-    for nid in c.ids:
-        c.sm_factory = lambda nid=nid: GatedSQLite(tmp_path / f"{nid}.db")  # type: ignore[misc]
-        await c.make(nid).start()
+    c = await sqlite_cluster(tmp_path, GatedSQLite)
     try:
         await write(c, range(3))
         ld = await c.leader()
