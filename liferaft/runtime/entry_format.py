@@ -48,6 +48,7 @@ __all__ = [
     "ENTRY_FORMAT_RAW",
     "ENVELOPE_VERSION",
     "header",
+    "read_header",
     "split",
     "HEADER_SIZE",
     "READABLE_VERSIONS",
@@ -76,6 +77,10 @@ READABLE_VERSIONS: Final = (ENVELOPE_VERSION,)
 _HEADER = struct.Struct("<Bd")  # version, leader time; no padding with "<"
 #: Bytes before the user's data: version (1) + leader time (8).
 HEADER_SIZE: Final = _HEADER.size
+#: ``(version, leader_time)`` of an entry at least :data:`HEADER_SIZE` long,
+#: unchecked: the apply loop's inline fast path (it checks the version byte
+#: and that the time is finite itself, and falls back to :func:`split`).
+read_header: Final = _HEADER.unpack_from
 _LEGACY_STAMP = struct.Struct("<d")  # format 1: data[0:8], written by the leader
 
 

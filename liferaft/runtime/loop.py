@@ -128,6 +128,9 @@ class RaftLoop:
         self._store_ops: deque[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]] = deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
+        #: Wake the node task (a proposal was queued).  The event's own
+        #: ``set``, not a method around it: every write calls it.
+        self.wake: Callable[[], None] = self._wake.set
         #: Set if the node task died of an unexpected error: the node no
         #: longer runs Raft, and its process should exit (liferaft serve does).
         self.crashed = asyncio.Event()
@@ -242,10 +245,6 @@ class RaftLoop:
     def call(self, op: Callable[[], None]) -> None:
         """Run ``op`` on the loop's task (it may use :attr:`rn`)."""
         self.ops.append(op)
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Wake the node task (a proposal was queued)."""
         self._wake.set()
 
     def store_op(self, fn: Callable[[Store], T], *, thread: bool = False) -> asyncio.Future[T]:

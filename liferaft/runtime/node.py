@@ -327,15 +327,17 @@ class Node:
             raise BadConfigError("data must be non-empty bytes")
         if stamp_time and len(data) < 8:
             raise BadConfigError("stamp_time needs at least 8 bytes of data to overwrite")
-        self.loop.check_running()
+        loop = self.loop
+        if loop.stopping or not loop.started:
+            loop.check_running()
         t = self.config.commit_timeout if timeout is None else timeout
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         p = _Prop(bytes(data), stamp_time, fut, self.clock.monotonic() + t)
-        rn = self.rn
+        rn = loop.rn
         assert rn is not None
-        if rn.role is Role.LEADER and self.loop.storage_ok:
+        if rn.role is Role.LEADER and loop.storage_ok:
             self.proposals.enqueue(p)
-            self.loop.wake()
+            loop.wake()
         else:
             self._reroute(p)
         return fut

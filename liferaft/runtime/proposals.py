@@ -165,6 +165,7 @@ class ProposalTracker:
             return
         index = last - len(live)
         term = rn.term
+        pending = self.pending
         for p in live:
             index += 1
             if p.want_index:
@@ -172,7 +173,10 @@ class ProposalTracker:
                 continue
             p.index = index
             p.term = term
-            self.wait(p)
+            if index in pending:
+                self.wait(p)  # a waiter from an older term sits there
+            else:
+                pending[index] = p  # wait()'s common case, inline: every write runs it
 
     def fail_queued(self, err: BaseException) -> None:
         """Fail every write not yet proposed (the disk refused a write)."""
@@ -220,11 +224,28 @@ class ProposalTracker:
 
     # -- outcomes -------------------------------------------------------------------
 
+    def watching(self) -> bool:
+        """True if an applied entry's outcome may be wanted here: a caller
+        waits on an index, or forwarded writes keep ``recent``.  When False,
+        :meth:`settle_applied` has nothing to do and the applier may skip
+        collecting outcomes for it."""
+        return bool(self.pending or self.displaced or self.forwarding)
+
     def settle_applied(self, ents: Sequence[Entry], results: Sequence[tuple[bool, Any]]) -> bool:
         """Tell the waiters of ``ents`` (just applied, with ``results``: (ok,
         result or error) each) their outcomes; True if any was settled."""
         settled = False
         pending, displaced, recent = self.pending, self.displaced, self.recent
+        if not displaced and not self.forwarding:
+            # The common case (every write on the leader runs it): only
+            # ``pending`` can hold a waiter.
+            pop = pending.pop
+            for e, (ok, result) in zip(ents, results, strict=True):
+                p = pop(e.index, None)
+                if p is not None:
+                    settled = True
+                    _settle(p, e, ok, result)
+            return settled
         for e, (ok, result) in zip(ents, results, strict=True):
             p = pending.pop(e.index, None)
             if p is not None:
