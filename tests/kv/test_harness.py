@@ -145,3 +145,36 @@ def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
             up.kill()
             up.wait(10)
         kill_pids(pids_with_arg(f"--data-dir {d}/n") - {os.getpid()}, grace=3.0)
+
+
+# -- review of issue 13's harness: what a careless caller or an unlucky exit does ---------
+
+ORPHAN_SCRIPT = """
+import gc, sys
+from liferaft.harness.procs import ProcessGroup
+
+def careless():  # starts a child, never closes its group, drops it
+    g = ProcessGroup()
+    print(g.start("s", [sys.executable, "-c", "import time; time.sleep(60)"]).pid, flush=True)
+
+careless()
+gc.collect()
+"""
+
+
+def test_a_group_nobody_closed_or_kept_still_ends_its_children_at_exit() -> None:
+    # The atexit hook is the last resort for a group nobody closed; it must
+    # not lose the group when the caller also dropped every reference to it.
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", ORPHAN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert r.returncode == 0, r.stderr
+    pid = int(r.stdout.split()[0])
+    try:
+        assert not pid_alive(pid), f"pid {pid} outlived the process that started it"
+    finally:
+        kill_pids([pid], grace=3.0)
