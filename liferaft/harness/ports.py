@@ -7,6 +7,8 @@ import socket
 import threading
 
 HOST = "127.0.0.1"
+LOW = 12000  # below: well-known and registered services we would rather not shadow
+TRIES = 200  # every search is bounded: a clear error beats a hang
 
 _given: set[int] = set()
 _given_lock = threading.Lock()
@@ -53,24 +55,30 @@ def free_port() -> int:
     port 0.  Never the same port twice in one process."""
     low = min(_ephemeral_low(), 32768)
     with _given_lock:
-        for _ in range(200):
-            p = random.randint(12000, max(12001, low - 1))
+        for _ in range(TRIES):
+            p = random.randint(LOW, max(LOW + 1, low - 1))
             if p not in _given and port_is_free(p):
                 _given.add(p)
                 return p
-        while True:
+        for _ in range(TRIES):
             p = free_ports(1)[0]
             if p not in _given:
                 _given.add(p)
                 return p
+    raise RuntimeError(f"no free port on {HOST} after {2 * TRIES} tries")
 
 
 def free_base_port(nodes: int) -> int:
     """A base port P for ``cluster up``: P+1..P+n and P+1001..P+1000+n free."""
-    low = min(_ephemeral_low(), 32768)
+    top = min(_ephemeral_low(), 32768) - 1100 - nodes
+    if top <= LOW:
+        # No room below the ephemeral range (ip_local_port_range starting at
+        # 1024, say): anywhere whose client ports still end by 65535; the
+        # bind check below keeps it off ports in use.
+        top = 65535 - 1000 - nodes
     with _given_lock:
         for _ in range(500):
-            base = random.randint(12000, low - 1100 - nodes)
+            base = random.randint(LOW, top)
             ports = [base + i for i in range(1, nodes + 1)]
             ports += [base + 1000 + i for i in range(1, nodes + 1)]
             if not any(p in _given for p in ports) and all(port_is_free(p) for p in ports):

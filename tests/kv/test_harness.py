@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.harness import pidfile
+from liferaft.harness import pidfile, ports
 from liferaft.harness.procs import ProcessGroup, pid_alive, start_time
 from liferaft.harness.serve import ServeCluster
 from tests.kv.procs import (
@@ -178,3 +178,25 @@ def test_a_group_nobody_closed_or_kept_still_ends_its_children_at_exit() -> None
         assert not pid_alive(pid), f"pid {pid} outlived the process that started it"
     finally:
         kill_pids([pid], grace=3.0)
+
+
+def test_free_base_port_fits_when_the_ephemeral_range_starts_low(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ip_local_port_range "1024 65535" (some hosts, containers): there is no
+    # room below it, which must not crash the search (randint's empty range)
+    # or hand out ports past 65535.
+    monkeypatch.setattr(ports, "_ephemeral_low", lambda: 1024)
+    for nodes in (1, 9):
+        base = ports.free_base_port(nodes)
+        assert base >= ports.LOW and base + 1000 + nodes <= 65535
+
+
+@pytest.mark.timeout(20)
+def test_free_port_gives_up_instead_of_looping_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every candidate taken (or already handed out): a clear error, bounded.
+    monkeypatch.setattr(ports, "port_is_free", lambda p: False)
+    monkeypatch.setattr(ports, "_given", {47999})
+    monkeypatch.setattr(ports, "free_ports", lambda n: [47999])
+    with pytest.raises(RuntimeError, match="no free port"):
+        ports.free_port()
