@@ -46,6 +46,21 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def can_listen(port: int) -> bool:
+    """True unless something listens on (or holds) 127.0.0.1:``port``.
+
+    With SO_REUSEADDR, as asyncio's servers bind: a port in TIME_WAIT from
+    a cluster stopped a moment ago is free to them, so it must not count
+    as taken here (:func:`port_is_free` is stricter)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A port that is free on 127.0.0.1 now.
 
