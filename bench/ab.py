@@ -60,6 +60,27 @@ def run_one(tree: Path, bench: str, out: Path, extra: list[str]) -> dict[str, An
     return data
 
 
+def check_tree(name: str, tree: Path, bench: str) -> None:
+    """Refuse, before the first round, a checkout that cannot run ``bench``
+    (a typo in the path, a build from before the script existed): else the
+    mistake shows only after a whole run of the other build, as an exit
+    status and a log to read."""
+    script = BENCHES[bench][0]
+    for need in ("liferaft", script):
+        if not (tree / need).exists():
+            raise SystemExit(
+                f"--{name} {tree}: no {need} there; it must be a checkout of liferaft "
+                f"that has {script} (git worktree add --detach DIR REV)"
+            )
+
+
+def errors(bench: str, data: dict[str, Any]) -> list[str]:
+    """The failures a run recorded (figures() leaves those systems out)."""
+    if bench == "raft":
+        return [f"{r['system']}: {r['error']}" for r in data["results"] if r.get("error")]
+    return [f"{rr.get('system')}: {rr['error']}" for rr in data["runs"] if rr.get("error")]
+
+
 def figures(bench: str, data: dict[str, Any]) -> dict[str, float]:
     """The headline figures of one run, by name (what each means:
     docs/bench.md)."""
@@ -98,15 +119,27 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("/tmp/liferaft-ab"))
     a, extra = p.parse_known_args()
+    if a.rounds < 1:
+        p.error(f"--rounds {a.rounds}: at least one round")
+    for name in ("old", "new"):
+        check_tree(name, getattr(a, name).resolve(), a.bench)
     a.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    failed: list[str] = []
     t0 = time.monotonic()
     for r in range(1, a.rounds + 1):
         for name, tree in (("old", a.old), ("new", a.new)):
             data = run_one(tree.resolve(), a.bench, a.out / f"{a.bench}-{name}-{r}.json", extra)
             runs[name].append(figures(a.bench, data))
+            failed += [f"round {r} {name}: {e}" for e in errors(a.bench, data)]
             print(f"round {r} {name}: done ({time.monotonic() - t0:.0f} s)", flush=True)
     keys = [k for k in runs["new"][0] if all(k in f for f in runs["old"] + runs["new"])]
+    if not keys:  # an empty table with exit 0 would read as "no difference"
+        raise SystemExit(
+            f"no figure common to every run of both builds; failures: {'; '.join(failed) or '-'}"
+        )
+    if failed:  # figures from the runs that worked, but say what is missing
+        print("failed (left out): " + "; ".join(failed), file=sys.stderr)
     print(f"\n{a.bench}: medians of {a.rounds} interleaved rounds (old = {a.old}, new = {a.new})")
     print("| figure | old | new | new/old |\n|---|---:|---:|---:|")
     for k in keys:

@@ -127,6 +127,11 @@ class ClusterResult:
     error: str | None = None
 
 
+def _ms(x: float | None, spec: str, scale: float = 1.0) -> str:
+    """A yardstick's figure, or ``n/a`` for one without a sample."""
+    return "n/a" if x is None else format(x * scale, spec)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, plan: Plan, tmp: Path) -> None:
         self.args = args
@@ -152,9 +157,9 @@ class Bench:
                 )
                 self.env.append({"round": rnd, "fsync": fs, "rtt": rtt, "hardstate": hs})
                 self.say(
-                    f"round {rnd}: raw fdatasync p50 {fs['p50']:.3f} ms (n={fs['n']:.0f}), "
-                    f"loopback RTT p50 {rtt['p50'] * 1e3:.0f} us (n={rtt['n']:.0f}), "
-                    f"liferaft hard-state write p50 {hs['p50']:.3f} ms"
+                    f"round {rnd}: raw fdatasync p50 {_ms(fs['p50'], '.3f')} ms "
+                    f"(n={fs['n']:.0f}), loopback RTT p50 {_ms(rtt['p50'], '.0f', 1e3)} us "
+                    f"(n={rtt['n']:.0f}), liferaft hard-state write p50 {_ms(hs['p50'], '.3f')} ms"
                 )
                 for system in systems:
                     res = ClusterResult(system, rnd)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -73,14 +74,23 @@ def kill_on_sigterm(kill_children: Callable[[], None]) -> None:
 
 
 def run(main: Coroutine[Any, Any, None], kill_children: Callable[[], None]) -> int:
-    """Run the bench's main coroutine; 0, or 130 on Ctrl-C / SIGTERM.  Every
-    child is killed by PID on the way out, whatever the way out is."""
+    """Run the bench's main coroutine; 0, 130 on Ctrl-C / SIGTERM, or 1 if
+    it failed (a full disk, a child that never started...).  Every child is
+    killed by PID on the way out, whatever the way out is.
+
+    A failure is reported here, traceback and all, and the script goes on
+    to report the rounds that were done (marked failed by the exit status)
+    and to remove its temp dir, rather than dying with the traceback."""
     kill_on_sigterm(kill_children)
     try:
         asyncio.run(main)
     except KeyboardInterrupt:
         print("interrupted; killing child processes", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - reported, and the exit status says so
+        traceback.print_exc()
+        print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         kill_children()
     return 0

@@ -1,6 +1,7 @@
 """What the hardware allows, measured in the same run as the systems:
 raw fdatasync, a loopback round trip, liferaft's hard-state write.  Every
-yardstick returns ``{"p50": ms, "p99": ms, "n": samples}``."""
+yardstick returns ``{"p50": ms, "p99": ms, "n": samples}``; p50 and p99 are
+None when there was no sample (0 ms would be a figure, and a divisor)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .stats import summarize
 
-Yardstick = dict[str, float]
+Yardstick = dict[str, float | None]
 
 
 def _timed(step: Callable[[], None], seconds: float, cap: int, skip: int = 0) -> Yardstick:
@@ -28,10 +29,10 @@ def _timed(step: Callable[[], None], seconds: float, cap: int, skip: int = 0) ->
 
 def _figures(lat: list[float], skip: int = 0) -> Yardstick:
     s = summarize(lat[skip:] or lat)
-    return {"p50": s["p50"] or 0.0, "p99": s["p99"] or 0.0, "n": len(lat)}
+    return {"p50": s["p50"], "p99": s["p99"], "n": len(lat)}
 
 
-def measure_fsync(directory: Path, seconds: float) -> Yardstick:
+def measure_fsync(directory: Path, seconds: float, cap: int = 20000) -> Yardstick:
     """write(100 B) + fdatasync in a loop, in the directory the data lives in:
     what one durable write costs on this disk right now."""
     path = directory / "fsync-probe"
@@ -43,7 +44,7 @@ def measure_fsync(directory: Path, seconds: float) -> Yardstick:
         os.fdatasync(fd)
 
     try:
-        return _timed(step, seconds, 20000)
+        return _timed(step, seconds, cap)
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)

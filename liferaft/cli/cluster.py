@@ -27,8 +27,11 @@ from rich.table import Table
 from rich.text import Text
 
 from liferaft.harness import pidfile
+from liferaft.harness.procs import tail
 from liferaft.harness.serve import ServeCluster, ServeNode
 from liferaft.transport.secret import SecretError, ensure_secret_file, read_secret_file
+
+from . import cluster_preflight as preflight
 
 # The name of the supervising `cluster up` process in the pid registry.
 SUPERVISOR = "cluster-up"
@@ -122,10 +125,27 @@ def table(members: list[Member], status: dict[str, dict[str, Any] | None]) -> Ta
     return t
 
 
+def exits(members: list[Member], reported: set[str]) -> list[str]:
+    """One message for each node that exited since the last call and not
+    at our asking (a bad flag, a port taken meanwhile, a crash, a kill -9):
+    its status and the end of its log, which says why.  The table alone
+    showed "exited"; the plain lines only "down"."""
+    out = []
+    for m in members:
+        if m.proc is None or m.proc.poll() is None or m.expected_exit or m.id in reported:
+            continue
+        reported.add(m.id)
+        out.append(
+            f"{m.id} (pid {m.pid}) exited with {m.proc.returncode}; the end of its log "
+            f"{m.log}:\n{tail(m.log, 10)}"
+        )
+    return out
+
+
 async def watch(members: list[Member], console: Console, live_table: bool) -> None:
     stop_ev = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, *preflight.STOP_SIGNALS):
         loop.add_signal_handler(sig, stop_ev.set)
     hint = Text.from_markup(
         f"Try, in another terminal:  [bold]liferaft kv put greeting hello "
@@ -138,7 +158,10 @@ async def watch(members: list[Member], console: Console, live_table: bool) -> No
         ctx = Live(console=console, auto_refresh=False) if live_table else contextlib.nullcontext()
         with ctx as live:
             last_line = ""
+            reported: set[str] = set()
             while not stop_ev.is_set():
+                for text in exits(members, reported):
+                    console.print(text)
                 got = await asyncio.gather(*(_poll(http, m) for m in members))
                 status = {m.id: s for m, s in zip(members, got, strict=True)}
                 if live is not None:
@@ -190,7 +213,11 @@ def cluster() -> None:
     type=click.IntRange(1024, 60000),
     help="Node i: peers on BASE+i, clients on BASE+1000+i.",
 )
-@click.option("--token-file", type=click.Path(dir_okay=False), help="Passed to every node.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="Passed to every node (checked first: missing, empty or open to others is refused).",
+)
 @click.option("--no-table", is_flag=True, help="Plain lines instead of the live table.")
 def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_table: bool) -> None:
     """Start NODES `liferaft serve` processes on 127.0.0.1 and watch them.
@@ -202,31 +229,47 @@ def up(nodes: int, directory: Path, base_port: int, token_file: str | None, no_t
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"--dir {directory}: {exc.strerror or exc}") from exc
+    with preflight.dir_lock(directory.resolve()), preflight.stop_on_signals():
+        _up(nodes, directory, base_port, token_file, no_table)
+
+
+def _up(
+    nodes: int, directory: Path, base_port: int, token_file: str | None, no_table: bool
+) -> None:
+    """``up`` once it holds DIR's lock, SIGTERM and SIGHUP unwinding it."""
     registry = directory.resolve() / pidfile.NAME
     try:
         already = [e for e in pidfile.read(registry) if e.running()]
     except pidfile.PidfileError as exc:
         raise click.ClickException(str(exc)) from exc
-    if already:
+    if already:  # e.g. nodes a killed `up` left behind: they hold the data dirs
         names = ", ".join(f"{e.name} (pid {e.pid})" for e in already)
         raise click.ClickException(
             f"a cluster already runs on {directory}: {names}; stop it with "
             f"`liferaft cluster down --dir {directory}`"
         )
     members = plan(nodes, directory.resolve(), base_port)
+    preflight.check_ports(list(members))
+    if token_file:
+        preflight.check_token_file(Path(token_file))
     spec = ",".join(f"{m.id}={m.peer}" for m in members)
     extra = ["--peer-secret-file", str(_peer_secret(directory.resolve()))]
     if token_file:
         extra += ["--token-file", os.path.abspath(token_file)]
     console = Console()
+    # Recorded before the first node starts and again after each: a `down`
+    # at any moment finds `up` (whose cleanup stops what it started) and
+    # every node started so far.
+    pids: dict[str, int] = {SUPERVISOR: os.getpid()}
     try:
+        pidfile.write(registry, pids)
         for m in members:
             start(m, spec, extra)
-        pids: dict[str, int] = {SUPERVISOR: os.getpid()}
-        pids.update((m.id, m.pid) for m in members if m.child is not None)
-        pidfile.write(registry, pids)
+            pids[m.id] = m.pid
+            pidfile.write(registry, pids)
         asyncio.run(watch(members, console, live_table=not no_table and console.is_terminal))
     finally:
+        preflight.ignore_signals()
         console.print("stopping the nodes...")
         stop(members)
         with contextlib.suppress(OSError):

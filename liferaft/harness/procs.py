@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +66,11 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-_open_groups: weakref.WeakSet[ProcessGroup] = weakref.WeakSet()
+# Strong references on purpose: a group its caller dropped without closing
+# it is exactly the one the atexit hook is for, and a WeakSet would forget
+# it (and so its live children) at the next garbage collection.  A group
+# leaves the set when it is closed.
+_open_groups: set[ProcessGroup] = set()
 
 
 @atexit.register

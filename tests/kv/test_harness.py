@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from liferaft.harness import pidfile
+from liferaft.harness import pidfile, ports
 from liferaft.harness.procs import ProcessGroup, pid_alive, start_time
 from liferaft.harness.serve import ServeCluster
 from tests.kv.procs import (
@@ -140,6 +142,162 @@ def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
         assert not pid_alive(entries["n1"])
         assert not (d / pidfile.NAME).exists()
         assert "no cluster runs" in run_cli("cluster", "down", "--dir", str(d)).stdout
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+        kill_pids(pids_with_arg(f"--data-dir {d}/n") - {os.getpid()}, grace=3.0)
+
+
+# -- review of issue 13's harness: what a careless caller or an unlucky exit does ---------
+
+ORPHAN_SCRIPT = """
+import gc, sys
+from liferaft.harness.procs import ProcessGroup
+
+def careless():  # starts a child, never closes its group, drops it
+    g = ProcessGroup()
+    print(g.start("s", [sys.executable, "-c", "import time; time.sleep(60)"]).pid, flush=True)
+
+careless()
+gc.collect()
+"""
+
+
+def test_a_group_nobody_closed_or_kept_still_ends_its_children_at_exit() -> None:
+    # The atexit hook is the last resort for a group nobody closed; it must
+    # not lose the group when the caller also dropped every reference to it.
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", ORPHAN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert r.returncode == 0, r.stderr
+    pid = int(r.stdout.split()[0])
+    try:
+        assert not pid_alive(pid), f"pid {pid} outlived the process that started it"
+    finally:
+        kill_pids([pid], grace=3.0)
+
+
+def test_free_base_port_fits_when_the_ephemeral_range_starts_low(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ip_local_port_range "1024 65535" (some hosts, containers): there is no
+    # room below it, which must not crash the search (randint's empty range)
+    # or hand out ports past 65535.
+    monkeypatch.setattr(ports, "_ephemeral_low", lambda: 1024)
+    for nodes in (1, 9):
+        base = ports.free_base_port(nodes)
+        assert base >= ports.LOW and base + 1000 + nodes <= 65535
+
+
+@pytest.mark.timeout(20)
+def test_free_port_gives_up_instead_of_looping_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every candidate taken (or already handed out): a clear error, bounded.
+    monkeypatch.setattr(ports, "port_is_free", lambda p: False)
+    monkeypatch.setattr(ports, "_given", {47999})
+    monkeypatch.setattr(ports, "free_ports", lambda n: [47999])
+    with pytest.raises(RuntimeError, match="no free port"):
+        ports.free_port()
+
+
+def _up(d: Path, *args: str) -> list[str]:
+    return [*CLI, "cluster", "up", "--dir", str(d), "--no-table", *args]
+
+
+def _refused(cmd: list[str], tmp_path: Path) -> str:
+    """Run a ``cluster up`` that must refuse at once: its stderr.  Bounded:
+    one that starts anyway is killed by PID, with every node it started."""
+    up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = up.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        out, err = up.communicate(timeout=10)
+    finally:
+        kill_pids(pids_with_arg(f"--data-dir {tmp_path}") - {os.getpid()}, grace=3.0)
+    assert up.returncode not in (0, None), f"cluster up did not refuse:\n{out}\n{err}"
+    assert not pids_with_arg(f"--data-dir {tmp_path}"), "a node was started anyway"
+    return err
+
+
+def test_cluster_up_refuses_a_port_in_use_naming_it(tmp_path: Path) -> None:
+    # A careless operator: another program (or another cluster) holds one
+    # of the ports.  Before, its node died at start and `up` went on
+    # watching "n1=down" forever, exit status 0 once stopped.
+    d = (tmp_path / "c").resolve()
+    base = free_base_port(1)
+    with socket.socket() as s:
+        s.bind((HOST, base + 1001))
+        s.listen()
+        err = _refused(_up(d, "--nodes", "1", "--base-port", str(base)), tmp_path)
+    assert f"{HOST}:{base + 1001}" in err and "n1" in err and "--base-port" in err, err
+    assert not (d / pidfile.NAME).exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "open to others"])
+def test_cluster_up_refuses_a_bad_token_file_before_starting_a_node(
+    tmp_path: Path, problem: str
+) -> None:
+    token = tmp_path / "token"
+    if problem != "missing":
+        token.write_text("s3cret\n")
+        token.chmod(0o644)
+    d = (tmp_path / "c").resolve()
+    base = free_base_port(1)
+    cmd = _up(d, "--nodes", "1", "--base-port", str(base), "--token-file", str(token))
+    err = _refused(cmd, tmp_path)
+    assert "--token-file" in err and str(token) in err, err
+
+
+def test_two_cluster_ups_in_one_dir_cannot_both_start(tmp_path: Path) -> None:
+    # The registry check alone is a race (both read "nothing runs", both
+    # start nodes on the same data dirs); `up` holds DIR's lock instead.
+    import fcntl
+
+    d = (tmp_path / "c").resolve()
+    d.mkdir()
+    with open(d / "cluster.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `up` would
+        base = free_base_port(1)
+        err = _refused(_up(d, "--nodes", "1", "--base-port", str(base)), tmp_path)
+    assert "already runs" in err and str(d) in err, err
+
+
+def test_cluster_up_reports_a_node_that_died_and_a_hangup_stops_the_rest(
+    tmp_path: Path,
+) -> None:
+    # The terminal closes (SIGHUP): the nodes are in their own sessions, so
+    # `up` must stop them itself, or they run on, orphaned.
+    d = (tmp_path / "c").resolve()
+    base = free_base_port(2)
+    out = tmp_path / "up.log"
+    with open(out, "wb") as f:
+        up = subprocess.Popen(
+            _up(d, "--nodes", "2", "--base-port", str(base)),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    nodes: dict[str, int] = {}
+    try:
+
+        def both_recorded() -> bool:
+            nodes.update((e.name, e.pid) for e in pidfile.read(d / pidfile.NAME))
+            return {"n1", "n2"} <= set(nodes)
+
+        wait_for(both_recorded, 30, "cluster up to record both nodes", 0.1)
+        kill_pids([nodes["n2"]], grace=0.0)  # SIGKILL at once, as a crash would
+        wait_for(lambda: "n2 (pid" in out.read_text(), 20, "up to report n2's exit", 0.1)
+        assert f"n2 (pid {nodes['n2']}) exited" in out.read_text()
+        up.send_signal(signal.SIGHUP)
+        up.wait(timeout=30)
+        assert not pid_alive(nodes["n1"]), out.read_text()
+        assert "stopped: n1" in out.read_text()
+        assert not (d / pidfile.NAME).exists()
     finally:
         if up.poll() is None:
             up.kill()
