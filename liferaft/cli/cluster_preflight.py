@@ -71,13 +71,13 @@ def check_token_file(path: Path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-class Stop(KeyboardInterrupt):
+class StopSignalError(KeyboardInterrupt):
     """SIGTERM or SIGHUP arrived while ``up`` was not yet (or no longer)
     watching: unwind as Ctrl-C does, through the code that stops the nodes."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+    raise StopSignalError(signal.Signals(signum).name)
 
 
 # The nodes run in their own sessions (a terminal's Ctrl-C reaches only
@@ -88,7 +88,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind ``up`` (see :class:`Stop`) within the
+    """SIGTERM and SIGHUP unwind ``up`` (see :class:`StopSignalError`) within the
     block; every handler is as it was after it (``up`` may run in-process,
     under click's test runner)."""
     saved = {sig: signal.getsignal(sig) for sig in (*STOP_SIGNALS, signal.SIGINT)}

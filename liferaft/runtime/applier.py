@@ -343,7 +343,7 @@ class Applier:
             return before
 
     def _settle(self, fresh: list[Entry], results: list[tuple[bool, Any]]) -> bool:
-        settled = self._tracker.settle_applied(fresh, results)
+        settled = self._tracker.settle_applied(fresh, results) if fresh else False
         self._emit(EventType.APPLY, self.applied)
         self._reads.wake_applied(self.applied)
         return settled

@@ -261,8 +261,12 @@ class Node:
                 )
 
         def after_ready(last_index: int) -> None:
-            assert loop.rn is not None
-            applier.after_ready(loop.rn, last_index)
+            # Only a Ready that applied or installed something (last_index
+            # > 0) can move the applier's configuration point; most Readies
+            # (acks, heartbeats) do not, and this runs after every one.
+            if last_index:
+                assert loop.rn is not None
+                applier.after_ready(loop.rn, last_index)
             snapshotter.after_ready()
 
         return Hooks(
