@@ -180,7 +180,9 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     type=click.Path(dir_okay=False),
     help="TOML file of settings (long flag names); flags override it.",
 )
-@click.option("--id", "node_id", required=True, help="This node's id, e.g. n1.")
+# The parameter is named as the flag (not node_id): click names its
+# environment variable after the parameter, LIFERAFT_SERVE_ID.
+@click.option("--id", "id", required=True, help="This node's id, e.g. n1.")
 @click.option(
     "--data-dir",
     required=True,
@@ -319,7 +321,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def serve_cmd(
-    node_id: str,
+    id: str,
     data_dir: Path,
     listen_peer_addr: str | None,
     advertise_peer_addr: str | None,
@@ -351,7 +353,12 @@ def serve_cmd(
     max_list_bytes: int,
     log_level: str,
 ) -> None:
-    """Run one liferaft-kv node until SIGTERM or Ctrl-C."""
+    """Run one liferaft-kv node until SIGTERM or Ctrl-C.
+
+    Every flag can also come from the environment (LIFERAFT_SERVE_ and the
+    flag's name: LIFERAFT_SERVE_DATA_DIR) or from --config; flags win over
+    the environment, which wins over the config file."""
+    node_id = id
     try:
         cluster = parse_cluster(initial_cluster) if initial_cluster else {}
     except ValueError as exc:

@@ -86,5 +86,7 @@ def same_address(a: str, b: str) -> tuple[bool, str]:
     ra, rb = _resolve(ca, pa), _resolve(cb, pb)
     if ra & rb:
         return True, f"{ca!r} and {cb!r} both resolve to {sorted(ra & rb)[0]}"
-    shown = [f"{h!r} ({', '.join(sorted(r)) or 'does not resolve'})" for h, r in ((ca, ra), (cb, rb))]
+    shown = [
+        f"{h!r} ({', '.join(sorted(r)) or 'does not resolve'})" for h, r in ((ca, ra), (cb, rb))
+    ]
     return False, f"hosts {shown[0]} and {shown[1]} share no address"

@@ -5,13 +5,21 @@ under the same name is found again; the system resolver is the default."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from liferaft.core.messages import Heartbeat
 from liferaft.harness.ports import free_port
 from liferaft.transport import TcpTransport
 
-from .conftest import FAST
 from .helpers import Recorder, wait_until
+
+
+def tcp(node_id: str, address: str, seed: int, **kw: Any) -> TcpTransport:
+    """A transport with fast reconnects (as tests/transport/conftest.py's)."""
+    return TcpTransport(
+        node_id, "c1", address, rng=random.Random(seed), min_backoff=0.01, max_backoff=0.05,
+        handshake_timeout=2.0, **kw,
+    )  # fmt: skip
 
 
 async def test_a_peer_back_at_a_new_ip_is_found_again_under_its_name() -> None:
@@ -24,10 +32,10 @@ async def test_a_peer_back_at_a_new_ip_is_found_again_under_its_name() -> None:
         asked.append(host)
         return [table[host]]
 
-    t1 = TcpTransport("n1", "c1", "127.0.0.1:0", rng=random.Random(1), resolver=resolver, **FAST)
+    t1 = tcp("n1", "127.0.0.1:0", 1, resolver=resolver)
     r1 = Recorder("n1")
-    old = TcpTransport("n2", "c1", f"127.0.0.1:{port}", rng=random.Random(2), **FAST)
-    new = TcpTransport("n2", "c1", f"127.0.0.2:{port}", rng=random.Random(3), **FAST)
+    old = tcp("n2", f"127.0.0.1:{port}", 2)
+    new = tcp("n2", f"127.0.0.2:{port}", 3)
     r_old, r_new = Recorder("n2"), Recorder("n2")
     try:
         await t1.start(r1)
@@ -60,8 +68,8 @@ async def test_a_peer_back_at_a_new_ip_is_found_again_under_its_name() -> None:
 
 
 async def test_localhost_by_name_with_the_system_resolver() -> None:
-    a = TcpTransport("n1", "c1", "127.0.0.1:0", rng=random.Random(1), **FAST)
-    b = TcpTransport("n2", "c1", "127.0.0.1:0", rng=random.Random(2), **FAST)
+    a = tcp("n1", "127.0.0.1:0", 1)
+    b = tcp("n2", "127.0.0.1:0", 2)
     ra, rb = Recorder("n1"), Recorder("n2")
     try:
         await a.start(ra)
@@ -82,7 +90,7 @@ async def test_a_name_that_does_not_resolve_is_a_down_link_not_a_crash() -> None
     async def nowhere(host: str, port: int) -> list[str]:
         raise OSError(f"{host}: Name or service not known")
 
-    a = TcpTransport("n1", "c1", "127.0.0.1:0", rng=random.Random(1), resolver=nowhere, **FAST)
+    a = tcp("n1", "127.0.0.1:0", 1, resolver=nowhere)
     try:
         await a.start(Recorder("n1"))
         a.set_peers({"n2": "gone.cluster.test:7000"})
