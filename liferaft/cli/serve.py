@@ -178,7 +178,8 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     is_eager=True,
     expose_value=False,
     type=click.Path(dir_okay=False),
-    help="TOML file of settings (long flag names); flags override it.",
+    help="TOML file of settings (keys: the long flag names); flags and LIFERAFT_SERVE_* "
+    "environment variables override it.",
 )
 # The parameter is named as the flag (not node_id): click names its
 # environment variable after the parameter, LIFERAFT_SERVE_ID.
@@ -218,7 +219,12 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
 @click.option(
     "--join", "join", default="", help="Client URL(s) of a running member, comma-separated."
 )
-@click.option("--cluster-id", default="liferaft", show_default=True)
+@click.option(
+    "--cluster-id",
+    default="liferaft",
+    show_default=True,
+    help="Name of the cluster; peers of another cluster id are refused in the handshake.",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -319,6 +325,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Least severe log records written (to stderr).",
 )
 def serve_cmd(
     id: str,
