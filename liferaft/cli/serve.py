@@ -7,7 +7,7 @@ import difflib
 import os
 import ssl
 import tomllib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,29 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
     return value
 
 
+def address_options(
+    port: str, binds: str, advertised: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The three address flags of the ``port`` port: --listen-PORT-addr,
+    --advertise-PORT-addr and their shorthand --PORT-addr (docs/deploy.md,
+    "Listen and advertise addresses"; resolved by :func:`_listen_advertise`)."""
+    flags = [
+        (f"--listen-{port}-addr", f"HOST:PORT {binds} (0.0.0.0 for all)."),
+        (
+            f"--advertise-{port}-addr",
+            f"HOST:PORT (IP or DNS name) {advertised}; default: the listen address.",
+        ),
+        (f"--{port}-addr", f"Sets both --listen- and --advertise-{port}-addr."),
+    ]
+
+    def add(f: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, text in reversed(flags):  # click lists the last decorator first
+            f = click.option(flag, callback=_addr, help=text)(f)
+        return f
+
+    return add
+
+
 # Where a value came from, strongest first: flags, then the environment,
 # then the --config file (click's own order for one parameter).
 _RANK = {
@@ -190,26 +213,8 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     type=click.Path(file_okay=False, path_type=Path),
     help="Where this node keeps its log, hard state and snapshots.",
 )
-@click.option(
-    "--listen-peer-addr", callback=_addr, help="HOST:PORT the peer port binds (0.0.0.0 for all)."
-)
-@click.option(
-    "--advertise-peer-addr",
-    callback=_addr,
-    help="HOST:PORT (IP or DNS name) other members dial; default: the listen address.",
-)
-@click.option(
-    "--listen-client-addr", callback=_addr, help="HOST:PORT the HTTP API binds (0.0.0.0 for all)."
-)
-@click.option(
-    "--advertise-client-addr",
-    callback=_addr,
-    help="HOST:PORT clients are pointed to; default: the listen address.",
-)
-@click.option("--peer-addr", callback=_addr, help="Sets both --listen- and --advertise-peer-addr.")
-@click.option(
-    "--client-addr", callback=_addr, help="Sets both --listen- and --advertise-client-addr."
-)
+@address_options("peer", "the peer port binds", "other members dial")
+@address_options("client", "the HTTP API binds", "clients are pointed to")
 @click.option(
     "--initial-cluster",
     default="",
@@ -332,9 +337,9 @@ def serve_cmd(
     data_dir: Path,
     listen_peer_addr: str | None,
     advertise_peer_addr: str | None,
+    peer_addr: str | None,
     listen_client_addr: str | None,
     advertise_client_addr: str | None,
-    peer_addr: str | None,
     client_addr: str | None,
     initial_cluster: str,
     join: str,

@@ -24,18 +24,6 @@ from liferaft.kv.serve import ServeError, ServeOptions, serve
 BASE = ["serve", "--id", "n1", "--initial-cluster", "n1=127.0.0.1:7001"]
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[ServeOptions]:
-    """Replace the server with a recorder: these tests only parse flags."""
-    got: list[ServeOptions] = []
-
-    async def fake_serve(o: ServeOptions, ctx: Any = None) -> None:
-        got.append(o)
-
-    monkeypatch.setattr(serve_mod, "serve", fake_serve)
-    return got
-
-
 def run(args: list[str], env: dict[str, str] | None = None) -> Any:
     # auto_envvar_prefix as the console entry point (liferaft.cli.run) sets it.
     return CliRunner().invoke(
