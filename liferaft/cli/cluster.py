@@ -265,8 +265,9 @@ def _up(
         pidfile.write(registry, pids)
         for m in members:
             start(m, spec, extra)
-            pids[m.id] = m.pid
-            pidfile.write(registry, pids)
+            if m.child is not None:
+                pids[m.id] = m.pid
+                pidfile.write(registry, pids)
         asyncio.run(watch(members, console, live_table=not no_table and console.is_terminal))
     finally:
         preflight.ignore_signals()
