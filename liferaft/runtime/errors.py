@@ -71,10 +71,13 @@ class NotLeaderError(NodeError, _core.NotLeaderError):
         self.leader_hint = leader_hint
 
 
-class NodeTimeoutError(NodeError):
+class NodeTimeoutError(NodeError, TimeoutError):
     """The operation did not finish in time.  A proposal that timed out may
-    still be committed and applied later.  (Not ``TimeoutError``: that name
-    is a builtin.)"""
+    still be committed and applied later.
+
+    It is also the builtin ``TimeoutError``, so ``except TimeoutError`` (or
+    ``asyncio.TimeoutError``) catches it as Python code expects; its own name
+    keeps it from shadowing that builtin (docs/architecture.md, "Names")."""
 
 
 class StoppedError(NodeError):
