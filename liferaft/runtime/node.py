@@ -35,8 +35,8 @@ import dataclasses
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from liferaft.core import (
     ConfChange,
@@ -53,6 +53,7 @@ from liferaft.transport.base import SnapshotSink, Transport
 from .applier import Applier
 from .apply_events import ApplyFeed, ApplyStream
 from .clock import Clock, SystemClock
+from .composite import Composite
 from .config import NodeConfig, NodeStatus, PeerInfo
 from .errors import (
     BadConfigError,
@@ -87,6 +88,10 @@ class Node:
     constructor raises :class:`BadConfigError` naming both values, rather
     than leaving the mismatch to show as refused handshakes later.
 
+    ``state_machine`` is one state machine, or a list (or a mapping of
+    names) of several: each then gets its own section of the log and of the
+    snapshots (:class:`~liferaft.runtime.composite.Composite`).
+
     ``initial_members`` ({id: peer address}) bootstraps a brand-new cluster
     when the storage is empty and is ignored otherwise.  A node started empty
     without it waits to be added by the cluster (see :meth:`join`).
@@ -95,7 +100,7 @@ class Node:
     def __init__(
         self,
         config: NodeConfig,
-        state_machine: StateMachine,
+        state_machine: StateMachine | Sequence[StateMachine] | Mapping[str, StateMachine],
         transport: Transport,
         *,
         data_dir: str | os.PathLike[str] | None = None,
@@ -109,14 +114,20 @@ class Node:
         config = _one_identity(config, transport)
         if data_dir is not None and store is not None:
             raise BadConfigError("give data_dir or store, not both")
+        sm: StateMachine
+        if isinstance(state_machine, Mapping | list | tuple):
+            # Several objects on one log, each its own section (composite.py).
+            sm = Composite(state_machine)
+        else:
+            sm = cast(StateMachine, state_machine)
         for attr in ("apply", "snapshot", "restore"):
-            if not callable(getattr(state_machine, attr, None)):
+            if not callable(getattr(sm, attr, None)):
                 raise BadConfigError(f"state_machine has no {attr}() method")
         if initial_members is not None and config.id not in initial_members:
             raise BadConfigError(f"initial_members must include this node ({config.id})")
         self.config = config
         self.id = config.id
-        self.sm = state_machine
+        self.sm = sm
         self.transport = transport
         self.clock: Clock = clock or SystemClock()
         self.events = EventBus()
@@ -135,7 +146,7 @@ class Node:
         )
         self._apply_feed = ApplyFeed()
         self.applier = Applier(
-            state_machine, self.loop, self.proposals, self.membership, self.reads, config,
+            sm, self.loop, self.proposals, self.membership, self.reads, config,
             self._emit, self._apply_feed,
         )  # fmt: skip
         self.snapshotter = Snapshotter(
