@@ -7,6 +7,7 @@ and the handles' waits and refreshes, so nothing here sleeps for real.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,113 +35,104 @@ def _manager(c: MemCluster, nid: str) -> ReplicatedLockManager:
     return manager
 
 
-async def _cluster() -> MemCluster:
-    c = MemCluster(3, sm=_objects)
-    await c.start()
-    await c.leader()
-    return c
-
-
-async def test_two_nodes_contend_and_the_holder_keeps_its_lease_by_refreshing() -> None:
-    c = await _cluster()
+@pytest.fixture
+async def c() -> AsyncIterator[MemCluster]:
+    """Three nodes, each running a lock manager beside a counter, with a leader."""
+    cluster = MemCluster(3, sm=_objects)
+    await cluster.start()
     try:
-        n1, n2 = c.ids[0], c.ids[1]
-        a = _manager(c, n1).lock("orders")
-        b = _manager(c, n2).lock("orders")
-        first = await c.drive(a.acquire(timeout=5))
-        assert a.held
-        with pytest.raises(LockTimeoutError) as caught:
-            await c.drive(b.acquire(timeout=0.5))
-        assert isinstance(caught.value, TimeoutError)
-        assert isinstance(caught.value, NodeTimeoutError)
-        assert "'orders'" in str(caught.value)
-        # Three leases' worth of time: only the background refresh keeps it.
-        await c.run(3 * TTL)
-        assert a.held and not a.lost.is_set()
-        with pytest.raises(TimeoutError):
-            await c.drive(b.acquire(timeout=0))
-        info = await c.drive(_manager(c, n2).holder("orders"))
-        assert info is not None and (info.owner, info.token) == (a.owner, first)
-        # b blocks until a releases, then gets the lock with a later token.
-        task = asyncio.ensure_future(c.drive(b.acquire(), seconds=5))
-        await c.run(0.3)
-        assert not task.done()
-        assert await c.drive(a.release()) is True
-        second = await task
-        assert second > first and b.held and not a.held
-        await c.drive(b.release())
+        await cluster.leader()
+        yield cluster
     finally:
-        await c.stop()
+        await cluster.stop()
 
 
-async def test_a_lease_lapses_when_its_holders_node_stops() -> None:
-    c = await _cluster()
-    try:
-        leader = await c.leader()
-        holder_id = next(i for i in c.ids if i != leader.id)
-        other_id = next(i for i in c.ids if i not in (leader.id, holder_id))
-        a = _manager(c, holder_id).lock("jobs")
-        first = await c.drive(a.acquire(timeout=5))
-        await c.nodes[holder_id].stop()  # no more refreshes from it
-        b = _manager(c, other_id).lock("jobs")
-        second = await c.drive(b.acquire(timeout=4 * TTL), seconds=4 * TTL + 1)
-        assert second > first
-        info = await c.drive(_manager(c, other_id).holder("jobs"))
-        assert info is not None and info.owner == b.owner
-        await c.run(TTL)
-        assert a.lost.is_set() and not a.held  # its refresher saw the node stop
-        await c.drive(b.release())
-    finally:
-        await c.stop()
+async def test_two_nodes_contend_and_the_holder_keeps_its_lease_by_refreshing(
+    c: MemCluster,
+) -> None:
+    n1, n2 = c.ids[0], c.ids[1]
+    a = _manager(c, n1).lock("orders")
+    b = _manager(c, n2).lock("orders")
+    first = await c.drive(a.acquire(timeout=5))
+    assert a.held
+    with pytest.raises(LockTimeoutError) as caught:
+        await c.drive(b.acquire(timeout=0.5))
+    assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value, NodeTimeoutError)
+    assert "'orders'" in str(caught.value)
+    # Three leases' worth of time: only the background refresh keeps it.
+    await c.run(3 * TTL)
+    assert a.held and not a.lost.is_set()
+    with pytest.raises(TimeoutError):
+        await c.drive(b.acquire(timeout=0))
+    info = await c.drive(_manager(c, n2).holder("orders"))
+    assert info is not None and (info.owner, info.token) == (a.owner, first)
+    # b blocks until a releases, then gets the lock with a later token.
+    task = asyncio.ensure_future(c.drive(b.acquire(), seconds=5))
+    await c.run(0.3)
+    assert not task.done()
+    assert await c.drive(a.release()) is True
+    second = await task
+    assert second > first and b.held and not a.held
+    await c.drive(b.release())
 
 
-async def test_fencing_tokens_strictly_increase_per_lock() -> None:
-    c = await _cluster()
-    try:
-        tokens: dict[str, list[int]] = {"x": [], "y": []}
-        for round_ in range(3):
-            for name in ("x", "y"):
-                nid = c.ids[(round_ + len(tokens[name])) % 3]
-                handle = _manager(c, nid).lock(name)
-                tokens[name].append(await c.drive(handle.acquire(timeout=5)))
-                await c.drive(handle.release())
-        for seq in tokens.values():
-            assert seq == sorted(seq) and len(set(seq)) == len(seq), tokens
-        # The same owner taking its lock again gets a new token; the old one is stale.
-        m = _manager(c, c.ids[0])
-        h = m.lock("x")
-        t1 = await c.drive(h.acquire())
-        t2 = await c.drive(m.acquire(h.name, h.owner, TTL))
-        assert t2 is not None and t2 > t1
-        assert await c.drive(m.refresh("x", h.owner, t1, TTL)) is False
-        assert await c.drive(m.release("x", h.owner, t2)) is True
-    finally:
-        await c.stop()
+async def test_a_lease_lapses_when_its_holders_node_stops(c: MemCluster) -> None:
+    leader = await c.leader()
+    holder_id = next(i for i in c.ids if i != leader.id)
+    other_id = next(i for i in c.ids if i not in (leader.id, holder_id))
+    a = _manager(c, holder_id).lock("jobs")
+    first = await c.drive(a.acquire(timeout=5))
+    await c.nodes[holder_id].stop()  # no more refreshes from it
+    b = _manager(c, other_id).lock("jobs")
+    second = await c.drive(b.acquire(timeout=4 * TTL), seconds=4 * TTL + 1)
+    assert second > first
+    info = await c.drive(_manager(c, other_id).holder("jobs"))
+    assert info is not None and info.owner == b.owner
+    await c.run(TTL)
+    assert a.lost.is_set() and not a.held  # its refresher saw the node stop
+    await c.drive(b.release())
 
 
-async def test_async_with_releases_the_lock_when_the_body_raises() -> None:
-    c = await _cluster()
-    try:
-        m = _manager(c, c.ids[0])
-        lock = m.lock("cfg")
-        seen: list[int] = []
+async def test_fencing_tokens_strictly_increase_per_lock(c: MemCluster) -> None:
+    tokens: dict[str, list[int]] = {"x": [], "y": []}
+    for round_ in range(3):
+        for name in ("x", "y"):
+            nid = c.ids[(round_ + len(tokens[name])) % 3]
+            handle = _manager(c, nid).lock(name)
+            tokens[name].append(await c.drive(handle.acquire(timeout=5)))
+            await c.drive(handle.release())
+    for seq in tokens.values():
+        assert seq == sorted(seq) and len(set(seq)) == len(seq), tokens
+    # The same owner taking its lock again gets a new token; the old one is stale.
+    m = _manager(c, c.ids[0])
+    h = m.lock("x")
+    t1 = await c.drive(h.acquire())
+    t2 = await c.drive(m.acquire(h.name, h.owner, TTL))
+    assert t2 is not None and t2 > t1
+    assert await c.drive(m.refresh("x", h.owner, t1, TTL)) is False
+    assert await c.drive(m.release("x", h.owner, t2)) is True
 
-        async def body(handle: DistributedLock) -> None:
-            async with handle as token:
-                seen.append(token)
-                raise ValueError("boom")
 
-        with pytest.raises(ValueError, match="boom"):
-            await c.drive(body(lock))
-        assert seen and not lock.held and lock.token is None
-        assert await c.drive(m.holder("cfg")) is None
-        assert not m._holding  # its refresher is gone
-        # Free at once for anyone else, without waiting for the lease.
-        other = _manager(c, c.ids[1]).lock("cfg")
-        assert await c.drive(other.acquire(timeout=0)) > seen[0]
-        await c.drive(other.release())
-    finally:
-        await c.stop()
+async def test_async_with_releases_the_lock_when_the_body_raises(c: MemCluster) -> None:
+    m = _manager(c, c.ids[0])
+    lock = m.lock("cfg")
+    seen: list[int] = []
+
+    async def body(handle: DistributedLock) -> None:
+        async with handle as token:
+            seen.append(token)
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await c.drive(body(lock))
+    assert seen and not lock.held and lock.token is None
+    assert await c.drive(m.holder("cfg")) is None
+    assert not m._holding  # its refresher is gone
+    # Free at once for anyone else, without waiting for the lease.
+    other = _manager(c, c.ids[1]).lock("cfg")
+    assert await c.drive(other.acquire(timeout=0)) > seen[0]
+    await c.drive(other.release())
 
 
 def test_expiry_is_judged_on_leader_time_never_a_local_clock() -> None:
