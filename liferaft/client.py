@@ -99,7 +99,7 @@ class UnavailableError(ClientError):
     """No node could take the request before the deadline; nothing applied."""
 
 
-class ClientTimeoutError(ClientError):
+class ClientTimeoutError(ClientError, TimeoutError):
     """The deadline passed and the outcome of the last attempt is unknown.
     (Not ``TimeoutError``: that name is a builtin.)"""
 
