@@ -27,13 +27,10 @@ the old names (``NotFound``, ``PreconditionFailed``, ``BadRequest``,
 ``Unauthorized``, ``TooLarge``, ``Unavailable``, ``Timeout``,
 ``SessionExpired``) are aliases of the same classes until 0.2.0.
 
-Which failure is which (docs/architecture.md, "Outcomes"): a write that
-no attempt could have delivered (every connection refused, a name that does
-not resolve, a dial that timed out) raises :class:`UnavailableError`; once
-any attempt of it opened a connection to a server (and so may have been
-written: a timeout after that, a reset, a 504) the deadline raises
-:class:`ClientTimeoutError`.  Connecting is bounded by ``dial_timeout``
-(2 s, as etcdctl's ``--dial-timeout``), the whole call by ``timeout``.
+A write no attempt could have delivered (none got a connection) ends in
+:class:`UnavailableError`; once one may have (a timeout once connected, a
+reset, a 504), in :class:`ClientTimeoutError` (docs/operations.md, "Exit
+codes").  ``dial_timeout`` (2 s, as etcdctl's) bounds each connect.
 
 An ``https://`` endpoint is TLS or an error, never plain HTTP: the bearer
 token only goes out over the scheme asked for.  Bare ``host:port``
@@ -188,29 +185,17 @@ def _endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], str | None]:
 
 
 class _Attempt:
-    """One HTTP attempt, as aiohttp's tracing sees it: ``connected`` once a
-    connection to the server exists (new or reused from the pool).  Before
-    that no byte of the request can have left this process, so a failure
-    then (refused, DNS, a dial timeout, the deadline during any of them)
-    leaves a write provably unsent."""
+    """One HTTP attempt: ``connected`` once aiohttp had a connection for it
+    (new or pooled; its tracing says so).  Before that no byte can have left
+    this process: a failure then (refused, DNS, a dial timeout) leaves a
+    write provably unsent."""
 
-    __slots__ = ("connected",)
-
-    def __init__(self) -> None:
-        self.connected = False
+    connected = False
 
 
-async def _on_connection(_session: Any, ctx: Any, _params: Any) -> None:
-    attempt = ctx.trace_request_ctx
-    if isinstance(attempt, _Attempt):
-        attempt.connected = True
-
-
-def _tracing() -> aiohttp.TraceConfig:
-    tc = aiohttp.TraceConfig()
-    tc.on_connection_create_end.append(_on_connection)
-    tc.on_connection_reuseconn.append(_on_connection)
-    return tc
+async def _connected(_session: Any, ctx: Any, _params: Any) -> None:
+    if isinstance(ctx.trace_request_ctx, _Attempt):
+        ctx.trace_request_ctx.connected = True
 
 
 def _item(key: str, d: dict[str, Any] | None) -> Item | None:
@@ -236,8 +221,7 @@ class AsyncClient:
         dial_timeout: float = DIAL_TIMEOUT,
     ) -> None:
         """``timeout``: seconds for a whole call, retries included;
-        ``dial_timeout``: seconds for one connection attempt (TCP and TLS),
-        so an endpoint that drops packets costs that much, not the call."""
+        ``dial_timeout``: for one connect (TCP and TLS) to one endpoint."""
         self.endpoints, scheme = _endpoints(endpoints)
         if not dial_timeout > 0:
             raise ValueError("dial_timeout must be above 0 seconds")
@@ -271,8 +255,11 @@ class AsyncClient:
             # Idle connections are dropped before the server's header timeout
             # (10 s by default) would close them under a request.
             conn = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE)
+            tc = aiohttp.TraceConfig()
+            tc.on_connection_create_end.append(_connected)
+            tc.on_connection_reuseconn.append(_connected)
             self._session = aiohttp.ClientSession(
-                headers=headers, connector=conn, trace_configs=[_tracing()]
+                headers=headers, connector=conn, trace_configs=[tc]
             )
         return self._session
 
@@ -284,12 +271,7 @@ class AsyncClient:
     # -- transport ------------------------------------------------------------------------
 
     async def _once(
-        self,
-        ep: str,
-        method: str,
-        path: str,
-        body: Any,
-        left: float,
+        self, ep: str, method: str, path: str, body: Any, left: float,
         attempt: _Attempt | None = None,
     ) -> tuple[int, dict[str, Any], float]:
         total = max(0.05, left)
@@ -406,9 +388,7 @@ class AsyncClient:
         async with self._window:
             while True:
                 if self._write_session is None:
-                    d = await self.request(
-                        "POST", "/v1/sessions", {}, write=True, timeout=timeout
-                    )
+                    d = await self.request("POST", "/v1/sessions", {}, write=True, timeout=timeout)
                     self._write_session = _Session(int(d["session"]))
                 sess = self._write_session
                 if sess.has_room():
@@ -445,11 +425,8 @@ class AsyncClient:
                     sess, seq = await self._reserve(left)
             except ClientTimeoutError as exc:
                 # Opening the session is unknown; this write was never sent.
-                raise UnavailableError(
-                    f"could not open a client session ({exc}); the write was not sent",
-                    503,
-                    "no_leader",
-                ) from exc
+                msg = f"could not open a client session ({exc}); the write was not sent"
+                raise UnavailableError(msg, 503, "no_leader") from exc
             except TimeoutError as exc:
                 raise UnavailableError(
                     "deadline passed waiting for a session or for room in its window of "
