@@ -195,6 +195,7 @@ DIR_OPTION = click.option(
     default="./liferaft-data",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The cluster's directory: data, logs, the peer secret and the pid registry.",
 )
 
 
@@ -204,7 +205,9 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option(
+    "--nodes", default=3, show_default=True, type=click.IntRange(1, 9), help="How many nodes."
+)
 @DIR_OPTION
 @click.option(
     "--base-port",
