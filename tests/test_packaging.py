@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def _requirement_name(req: str) -> str:
     return req.strip().lower()
 
 
-def _run_blocked(blocked: set[str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_blocked(blocked: Iterable[str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     prog = f"BLOCKED = {sorted(blocked)!r}\n{BLOCKER}\n{code}"
     return subprocess.run(
