@@ -60,12 +60,16 @@ def make_app(node: Node, store: ReplicatedDict) -> web.Application:
     async def get_all(request: web.Request) -> web.Response:
         return web.json_response(dict(await call(request, store.items)))
 
-    async def get_one(request: web.Request) -> web.Response:
+    async def by_key(request: web.Request, op: Any, field: str) -> web.Response:
+        """``op(key)``; None (no such key) is a 404."""
         key = request.match_info["key"]
-        value = await call(request, store.get, key)
+        value = await call(request, op, key)
         if value is None:
             return _error(404, f"no key {key!r}")
-        return web.json_response({"key": key, "value": value})
+        return web.json_response({"key": key, field: value})
+
+    async def get_one(request: web.Request) -> web.Response:
+        return await by_key(request, store.get, "value")
 
     async def put(request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -80,11 +84,7 @@ def make_app(node: Node, store: ReplicatedDict) -> web.Application:
         return web.json_response({"key": key, "value": value, "previous": previous})
 
     async def delete(request: web.Request) -> web.Response:
-        key = request.match_info["key"]
-        previous = await call(request, store.delete, key)
-        if previous is None:
-            return _error(404, f"no key {key!r}")
-        return web.json_response({"key": key, "previous": previous})
+        return await by_key(request, store.delete, "previous")
 
     async def status(request: web.Request) -> web.Response:
         st = node.status()
