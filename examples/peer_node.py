@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from liferaft.runtime import EventType, Node, NodeConfig, NodeError, StateMachine
+from liferaft.storage import StorageError
 from liferaft.transport import TcpTransport
 
 #: The election timeout in seconds (ticks of NodeConfig.tick_interval).
@@ -108,8 +109,10 @@ async def serve(node: Node, work: Callable[[asyncio.Event], Coroutine[Any, Any, 
 
 
 def main(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro``; a startup error (a port in use, a bad data dir) is one line, exit 1."""
+    """Run ``coro``; a startup error is one line and exit 1: a port in use, a
+    data dir that is unreadable or holds another program's state (its
+    snapshot is refused with a ValueError before anything is touched)."""
     try:
         asyncio.run(coro)
-    except (OSError, NodeError) as exc:
-        sys.exit(f"error: {exc}")
+    except (OSError, ValueError, NodeError, StorageError) as exc:
+        sys.exit(f"error: {type(exc).__name__}: {exc}")
