@@ -104,8 +104,6 @@ def test_liferaft_version_prints_the_one_version() -> None:
         [sys.executable, "-c", "from liferaft._console import run; run()", "--version"],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    if "--version" in proc.stderr and proc.returncode == 2:  # pragma: no cover
-        pytest.skip("`liferaft --version` is not there yet (the CLI part of issue 14)")
     assert proc.returncode == 0, proc.stderr
     assert liferaft.__version__ in proc.stdout
 
