@@ -228,7 +228,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     "--cluster-id",
     default="liferaft",
     show_default=True,
-    help="Name of the cluster; peers of another cluster id are refused in the handshake.",
+    help="The cluster's name; every member must give the same.",
 )
 @click.option(
     "--token-file",
@@ -330,7 +330,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Least severe log records written (to stderr).",
+    help="The least severe log records written.",
 )
 def serve_cmd(
     id: str,
