@@ -58,7 +58,13 @@ def leader_of(c: ServeCluster, among: list[str]) -> tuple[str, int] | None:
 
 def test_clients_and_members_see_the_advertised_names(cluster: ServeCluster) -> None:
     leader, _ = wait_for(lambda: leader_of(cluster, list(cluster.nodes)), 30, "a leader")
-    st = wait_for(lambda: status(cluster, "n1"), 10, "n1's status")
+    # Right after an election the leader's client address may not have
+    # reached n1's address book yet (it travels as a membership change).
+    st = wait_for(
+        lambda: (s if (s := status(cluster, "n1")) and s.get("leader_client_addr") else None),
+        20,
+        "n1's status naming the leader's client address",
+    )
     assert st["leader_client_addr"] == cluster.nodes[leader].client
     assert str(st["leader_client_addr"]).startswith("localhost:")
     # Each node records its own advertised client address once it is a member.
