@@ -23,7 +23,11 @@ from liferaft.cli.output import Output, emit, simple_line
 def _walk(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], click.Command]]:
     out = [(path, cmd)]
     if isinstance(cmd, click.Group):
-        for name, sub in sorted(cmd.commands.items()):
+        # list_commands/get_command, not .commands: the top group is lazy.
+        ctx = click.Context(cmd, info_name=path[-1] if path else "liferaft")
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            assert sub is not None, f"{' '.join((*path, name))} does not load"
             out += _walk(sub, (*path, name))
     return out
 
@@ -105,3 +109,38 @@ def test_exit_code_numbers_are_stable() -> None:
         "OK": 0, "ERROR": 1, "USAGE": 2, "NOT_FOUND": 3, "PRECONDITION_FAILED": 4,
         "UNAVAILABLE": 5, "OUTCOME_UNKNOWN": 6, "INTERRUPTED": 130,
     }  # fmt: skip
+
+
+# What a light command must not import: the server stack (liferaft/cli/__init__.py).
+SERVER_SIDE = ("liferaft.runtime", "liferaft.kv", "aiohttp.web", "uvloop", "prometheus_client")
+_IMPORTS_PROG = """
+import json, sys
+from liferaft.cli import run
+seen = {}
+for argv in (["--version"], ["kv", "get", "-h"]):
+    sys.argv = ["liferaft", *argv]
+    try:
+        run()
+    except SystemExit:
+        pass
+    seen[" ".join(argv)] = sorted(sys.modules)
+print(json.dumps(seen))
+"""
+
+
+def test_light_commands_do_not_import_the_server_stack() -> None:
+    """`liferaft --version` and `kv get` start without the runtime, the kv
+    server, aiohttp's server side, uvloop or prometheus (a third of a second
+    before the lazy group); `--version` not even the client."""
+    r = subprocess.run([sys.executable, "-c", _IMPORTS_PROG], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.splitlines()[-1])
+    version, kv_get = seen["--version"], seen["kv get -h"]
+
+    def server_side(mods: list[str]) -> list[str]:
+        return [m for m in mods if any(m == s or m.startswith(s + ".") for s in SERVER_SIDE)]
+
+    assert "liferaft.cli" in version and server_side(version) == []
+    assert not any(m.startswith(("liferaft.client", "aiohttp", "rich")) for m in version)
+    assert "liferaft.cli.client_cmds" in kv_get and server_side(kv_get) == []
