@@ -299,13 +299,7 @@ class AsyncClient:
     ) -> WriteResult:
         """Write ``key``; ``if_value``/``if_revision`` make it conditional
         (``if_revision=0``: create only).  PreconditionFailedError otherwise."""
-        body: dict[str, Any] = {"value": value}
-        if if_value is not None:
-            body["if_value"] = if_value
-        if if_revision is not None:
-            body["if_revision"] = if_revision
-        d = await self._write("PUT", f"/v1/kv/{quote_key(key)}", body)
-        return WriteResult(d["revision"], item_or_none(key, d.get("prev")))
+        return await self._key_write("PUT", key, {"value": value}, if_value, if_revision)
 
     async def cas(self, key: str, old: str, new: str) -> WriteResult:
         """Compare-and-swap: write ``new`` only if the value is ``old``."""
@@ -319,12 +313,18 @@ class AsyncClient:
         if_revision: int | None = None,
     ) -> WriteResult:
         """Delete ``key`` (NotFoundError if it is absent)."""
-        body: dict[str, Any] = {}
+        return await self._key_write("DELETE", key, {}, if_value, if_revision)
+
+    async def _key_write(
+        self, method: str, key: str, body: dict[str, Any], if_value: str | None,
+        if_revision: int | None,
+    ) -> WriteResult:
+        """A put or delete of ``key``, conditional on what is given."""
         if if_value is not None:
             body["if_value"] = if_value
         if if_revision is not None:
             body["if_revision"] = if_revision
-        d = await self._write("DELETE", f"/v1/kv/{quote_key(key)}", body)
+        d = await self._write(method, f"/v1/kv/{quote_key(key)}", body)
         return WriteResult(d["revision"], item_or_none(key, d.get("prev")))
 
     async def list(
