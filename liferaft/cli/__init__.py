@@ -71,7 +71,7 @@ def run() -> None:
     """Console entry point: every error is one line (``Error: ...``) and a
     non-zero exit, never a traceback or a usage screen (docs/kv.md, "liferaft serve")."""
     try:
-        rv = main(standalone_mode=False)
+        rv = main(standalone_mode=False, auto_envvar_prefix="LIFERAFT")
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

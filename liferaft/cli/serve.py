@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import ssl
 import tomllib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import click
 
+from liferaft.kv.advertise import check_advertise
 from liferaft.kv.listener import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -31,9 +33,38 @@ from liferaft.transport.base import parse_address
 from liferaft.transport.secret import SecretError, is_loopback, read_secret_file
 
 
+def config_keys(command: click.Command) -> dict[str, tuple[str, bool]]:
+    """Every key a --config file may hold: each long flag name without its
+    dashes (``id``, ``data-dir``, ``no-lease-reads``), mapped to the
+    parameter it sets and whether the value goes in as given (False: the
+    ``--no-`` side of an on/off flag, so the value is negated)."""
+    keys: dict[str, tuple[str, bool]] = {}
+    for p in command.params:
+        if not isinstance(p, click.Option) or not p.name or p.name == "config":
+            continue
+        for opts, straight in ((p.opts, True), (p.secondary_opts, False)):
+            for opt in opts:
+                if opt.startswith("--"):
+                    keys[opt[2:]] = (p.name, straight)
+    return keys
+
+
+def _config_value(path: str, key: str, value: Any, straight: bool) -> Any:
+    if isinstance(value, dict):  # initial-cluster as a table: n1 = "host:port"
+        return ",".join(f"{a}={b}" for a, b in value.items())
+    if isinstance(value, list):  # join as a list of URLs
+        return ",".join(str(v) for v in value)
+    if not straight:
+        if not isinstance(value, bool):
+            raise click.BadParameter(f"{path}: {key} takes true or false")
+        return not value
+    return value
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """--config FILE (TOML): its keys are the long flag names (dashes or
-    underscores); flags given on the command line win."""
+    """--config FILE (TOML): its keys are exactly the long flag names
+    (dashes or underscores).  Its values go under click's default map, so a
+    flag, then an environment variable (LIFERAFT_SERVE_...), wins over them."""
     if not value:
         return value
     try:
@@ -43,13 +74,18 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise click.BadParameter(f"{value} is not valid TOML: {exc}") from exc
-    known = {p.name for p in ctx.command.params if p.name}
+    keys = config_keys(ctx.command)
     defaults: dict[str, Any] = {}
     for k, v in data.items():
-        name = k.replace("-", "_")
-        if name not in known or name == "config":
-            raise click.BadParameter(f"{value}: unknown setting {k!r}")
-        defaults[name] = ",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v
+        known = keys.get(k.replace("_", "-"))
+        if known is None:
+            close = difflib.get_close_matches(k.replace("_", "-"), keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(f"{value}: unknown setting {k!r}{hint}")
+        name, straight = known
+        if name in defaults:
+            raise click.BadParameter(f"{value}: {k!r} sets {name} a second time")
+        defaults[name] = _config_value(value, k, v, straight)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -62,6 +98,67 @@ def _addr(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     return value
+
+
+def address_options(
+    port: str, binds: str, advertised: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The three address flags of the ``port`` port: --listen-PORT-addr,
+    --advertise-PORT-addr and their shorthand --PORT-addr (docs/deploy.md,
+    "Listen and advertise addresses"; resolved by :func:`_listen_advertise`)."""
+    flags = [
+        (f"--listen-{port}-addr", f"HOST:PORT {binds} (0.0.0.0 for all)."),
+        (
+            f"--advertise-{port}-addr",
+            f"HOST:PORT (IP or DNS name) {advertised}; default: the listen address.",
+        ),
+        (f"--{port}-addr", f"Sets both --listen- and --advertise-{port}-addr."),
+    ]
+
+    def add(f: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, text in reversed(flags):  # click lists the last decorator first
+            f = click.option(flag, callback=_addr, help=text)(f)
+        return f
+
+    return add
+
+
+# Where a value came from, strongest first: flags, then the environment,
+# then the --config file (click's own order for one parameter).
+_RANK = {
+    click.core.ParameterSource.COMMANDLINE: 0,
+    click.core.ParameterSource.ENVIRONMENT: 1,
+    click.core.ParameterSource.DEFAULT_MAP: 2,
+}
+
+
+def _listen_advertise(port: str) -> tuple[str, str]:
+    """The listen and advertise addresses of the ``port`` ("peer" or
+    "client") port.  ``--peer-addr`` (``--client-addr``) is shorthand for
+    both; ``--listen-*`` and ``--advertise-*`` override their half when they
+    come from an equal or stronger source (flag > environment > config).
+    The advertised address defaults to the listen address and is never a
+    wildcard (docs/deploy.md, "Listen and advertise addresses")."""
+    ctx = click.get_current_context()
+
+    def pick(specific: str) -> str | None:
+        got = []
+        for name in (specific, f"{port}_addr"):
+            value = ctx.params.get(name)
+            if value is not None:
+                rank = _RANK.get(ctx.get_parameter_source(name), 3)  # type: ignore[arg-type]
+                got.append((rank, name != specific, value))
+        return min(got)[2] if got else None
+
+    listen = pick(f"listen_{port}_addr")
+    if listen is None:
+        raise click.UsageError(f"give --listen-{port}-addr (or --{port}-addr)")
+    advertise = pick(f"advertise_{port}_addr") or listen
+    try:
+        check_advertise(advertise, f"--advertise-{port}-addr")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return listen, advertise
 
 
 def _server_ctx(
@@ -104,17 +201,20 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     is_eager=True,
     expose_value=False,
     type=click.Path(dir_okay=False),
-    help="TOML file of settings (long flag names); flags override it.",
+    help="TOML file of settings (keys: the long flag names); flags and LIFERAFT_SERVE_* "
+    "environment variables override it.",
 )
-@click.option("--id", "node_id", required=True, help="This node's id, e.g. n1.")
+# The parameter is named as the flag (not node_id): click names its
+# environment variable after the parameter, LIFERAFT_SERVE_ID.
+@click.option("--id", "id", required=True, help="This node's id, e.g. n1.")
 @click.option(
     "--data-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where this node keeps its log, hard state and snapshots.",
 )
-@click.option("--peer-addr", required=True, callback=_addr, help="HOST:PORT for Raft peers.")
-@click.option("--client-addr", required=True, callback=_addr, help="HOST:PORT for the HTTP API.")
+@address_options("peer", "the peer port binds", "other members dial")
+@address_options("client", "the HTTP API binds", "clients are pointed to")
 @click.option(
     "--initial-cluster",
     default="",
@@ -233,10 +333,14 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="The least severe log records written.",
 )
 def serve_cmd(
-    node_id: str,
+    id: str,
     data_dir: Path,
-    peer_addr: str,
-    client_addr: str,
+    listen_peer_addr: str | None,
+    advertise_peer_addr: str | None,
+    peer_addr: str | None,
+    listen_client_addr: str | None,
+    advertise_client_addr: str | None,
+    client_addr: str | None,
     initial_cluster: str,
     join: str,
     cluster_id: str,
@@ -261,7 +365,12 @@ def serve_cmd(
     max_list_bytes: int,
     log_level: str,
 ) -> None:
-    """Run one liferaft-kv node until SIGTERM or Ctrl-C."""
+    """Run one liferaft-kv node until SIGTERM or Ctrl-C.
+
+    Every flag can also come from the environment (LIFERAFT_SERVE_ and the
+    flag's name: LIFERAFT_SERVE_DATA_DIR) or from --config; flags win over
+    the environment, which wins over the config file."""
+    node_id = id
     try:
         cluster = parse_cluster(initial_cluster) if initial_cluster else {}
     except ValueError as exc:
@@ -270,6 +379,8 @@ def serve_cmd(
         raise click.UsageError("--initial-cluster and --join exclude each other")
     if election_timeout <= heartbeat_interval:
         raise click.UsageError("--election-timeout must exceed --heartbeat-interval")
+    listen_peer, advertise_peer = _listen_advertise("peer")
+    listen_client, advertise_client = _listen_advertise("client")
     joins = [u.strip() for u in join.split(",") if u.strip()]
     for u in joins:
         if not u.startswith(("http://", "https://")):
@@ -287,18 +398,20 @@ def serve_cmd(
     except (ServeError, SecretError) as exc:
         raise click.ClickException(str(exc)) from exc
     mtls = bool(peer_cert and peer_ca)
-    host, _ = parse_address(peer_addr)
+    host, _ = parse_address(listen_peer)
     if not (peer_secret or mtls or insecure_peers or is_loopback(host)):
         raise click.ClickException(
-            f"--peer-addr {peer_addr} is reachable from other machines, and anyone who "
+            f"--listen-peer-addr {listen_peer} is reachable from other machines, and anyone who "
             "reaches it could act as a member: give --peer-secret-file (or mutual TLS: "
             "--peer-cert, --peer-key, --peer-ca), or --insecure-peers to accept the risk"
         )
     opts = ServeOptions(
         id=node_id,
         data_dir=data_dir,
-        peer_addr=peer_addr,
-        client_addr=client_addr,
+        peer_addr=advertise_peer,
+        client_addr=advertise_client,
+        listen_peer_addr=listen_peer,
+        listen_client_addr=listen_client,
         initial_cluster=cluster,
         join=joins,
         cluster_id=cluster_id,

@@ -17,7 +17,9 @@ import aiohttp
 
 from liferaft.runtime import Node, NodeConfig, NodeError
 from liferaft.transport import TcpTransport
+from liferaft.transport.base import parse_address
 
+from .advertise import is_wildcard, same_address
 from .listener import (
     ClientLimits,
     ClientListener,
@@ -38,10 +40,18 @@ class ServeError(Exception):
 
 @dataclass
 class ServeOptions:
+    """What ``liferaft serve`` runs with.  ``peer_addr`` and ``client_addr``
+    are the *advertised* addresses (what others dial, what the address book
+    and status hold); the ``listen_*`` ones are what the sockets bind, the
+    advertised ones when empty (docs/deploy.md, "Listen and advertise
+    addresses")."""
+
     id: str
     data_dir: Path
     peer_addr: str
     client_addr: str
+    listen_peer_addr: str = ""
+    listen_client_addr: str = ""
     initial_cluster: dict[str, str] = field(default_factory=dict)
     join: list[str] = field(default_factory=list)  # client URLs of running members
     cluster_id: str = "liferaft"
@@ -58,6 +68,14 @@ class ServeOptions:
     client_ssl: ssl.SSLContext | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
+
+    @property
+    def peer_listen(self) -> str:
+        return self.listen_peer_addr or self.peer_addr
+
+    @property
+    def client_listen(self) -> str:
+        return self.listen_client_addr or self.client_addr
 
 
 def has_data(data_dir: Path) -> bool:
@@ -174,11 +192,8 @@ async def serve(
         raise ServeError("a new node needs --initial-cluster (a new cluster) or --join")
     if fresh and o.initial_cluster and o.id not in o.initial_cluster:
         raise ServeError(f"--initial-cluster does not name this node ({o.id})")
-    if fresh and o.initial_cluster and o.initial_cluster.get(o.id) != o.peer_addr:
-        raise ServeError(
-            f"--initial-cluster gives {o.id} the address {o.initial_cluster[o.id]}, "
-            f"but --peer-addr is {o.peer_addr}"
-        )
+    if fresh and o.initial_cluster:
+        check_own_entry(o)
     # Before any file or socket is opened: the client connection cap is what
     # the open-file limit leaves after the storage reserve.
     try:
@@ -198,7 +213,7 @@ async def serve(
     transport = TcpTransport(
         o.id,
         o.cluster_id,
-        o.peer_addr,
+        o.peer_listen,
         ssl_server=o.peer_ssl_server,
         ssl_client=o.peer_ssl_client,
         peer_secret=o.peer_secret,
@@ -216,7 +231,10 @@ async def serve(
         await node.start()
     except OSError as exc:
         why = exc.strerror or exc
-        raise ServeError(f"cannot listen on --peer-addr {o.peer_addr}: {why}") from exc
+        raise ServeError(
+            f"cannot listen on peer address {o.peer_listen} (--peer-addr or "
+            f"--listen-peer-addr): {why}"
+        ) from exc
     listener: ClientListener | None = None
     # One service under every front end (today the HTTP API).
     service = KVService(
@@ -229,28 +247,32 @@ async def serve(
     )
     try:
         server = KVServer(service, token=o.token, body_timeout=limits.body_timeout)
-        host, _, port = o.client_addr.rpartition(":")
+        host, port = parse_address(o.client_listen)
         try:
             listener = await start_client_listener(
                 server.app(),
-                host.strip("[]"),
-                int(port),
+                host,
+                port,
                 limits,
                 ssl_context=o.client_ssl,
                 registry=server.metrics.registry,
             )
         except OSError as exc:
             raise ServeError(
-                f"cannot listen on --client-addr {o.client_addr}: {exc.strerror or exc}"
+                f"cannot listen on client address {o.client_listen} (--client-addr or "
+                f"--listen-client-addr): {exc.strerror or exc}"
             ) from exc
         if o.join and fresh:
             await _join(node, o)
         # Once serving: keep our client address in the address book.
         await service.start()
         log.info(
-            "serving: peers on %s (%s), clients on %s, data in %s",
+            "serving: peers on %s advertised as %s (%s), clients on %s advertised as %s, "
+            "data in %s",
+            o.peer_listen,
             o.peer_addr,
             _peer_trust(transport),
+            o.client_listen,
             o.client_addr,
             o.data_dir,
         )
@@ -268,6 +290,9 @@ async def serve(
         if node.crashed.is_set():
             raise ServeError("the Raft node failed (see the log above); exiting")
         log.info("shutting down")
+        # Before the client port closes: a write that arrives meanwhile gets
+        # a 503 (no leader) and goes elsewhere, as in any leader change.
+        await hand_over_leadership(node, o.election_timeout)
     finally:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,6 +301,49 @@ async def serve(
             await listener.close()
         await service.close()
         await node.stop()
+
+
+async def hand_over_leadership(node: Node, timeout: float) -> str | None:
+    """On SIGTERM, a leader hands leadership to the most caught-up voter
+    before it stops (etcd's ``Stop`` does the same): the new leader takes
+    over on the transfer's TimeoutNow (thesis §3.10) instead of the others
+    waiting out an election timeout.  Bounded: if the transfer has not
+    finished within ``timeout`` (an election timeout), or cannot start, the
+    node stops anyway.  Returns the new leader, or None if none was handed
+    over (not the leader, no other voter, or the transfer failed)."""
+    try:
+        st = node.status()
+    except NodeError:
+        return None
+    if st.role != "leader" or not any(v != st.id for v in st.voters):
+        return None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        new = await node.transfer_leadership(None, timeout=timeout)
+    except NodeError as exc:
+        log.warning("shutting down: leadership transfer failed (%s); stopping anyway", exc)
+        return None
+    log.info(
+        "shutting down: leadership transferred to %s in %.0f ms",
+        new,
+        (loop.time() - started) * 1000,
+    )
+    return new
+
+
+def check_own_entry(o: ServeOptions) -> None:
+    """This node's ``--initial-cluster`` entry must be its advertised peer
+    address: the others dial that entry.  Compared as addresses (host case,
+    IP spelling, what names resolve to), not as text; the error says what
+    was compared."""
+    entry = o.initial_cluster[o.id]
+    same, compared = same_address(entry, o.peer_addr)
+    if not same:
+        raise ServeError(
+            f"--initial-cluster gives {o.id} the address {entry}, but its advertised peer "
+            f"address (--advertise-peer-addr, else --peer-addr) is {o.peer_addr}: {compared}"
+        )
 
 
 def _peer_trust(transport: TcpTransport) -> str:
@@ -301,8 +369,6 @@ def serve_argv(
 
 def parse_cluster(spec: str) -> dict[str, str]:
     """``n1=host:port,n2=host:port`` into a dict; ValueError with the reason."""
-    from liferaft.transport.base import parse_address
-
     out: dict[str, str] = {}
     for part in spec.split(","):
         part = part.strip()
@@ -311,7 +377,11 @@ def parse_cluster(spec: str) -> dict[str, str]:
         nid, sep, addr = part.partition("=")
         if not sep or not nid or not addr:
             raise ValueError(f"{part!r} is not ID=HOST:PORT")
-        parse_address(addr)
+        if is_wildcard(parse_address(addr)[0]):
+            raise ValueError(
+                f"{part!r}: a wildcard address is where a node listens; give the address "
+                "the others dial (its advertised peer address)"
+            )
         if nid in out:
             raise ValueError(f"{nid} appears twice")
         out[nid] = addr

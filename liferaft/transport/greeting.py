@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import secrets
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from . import handshake
 from ._context import MAX_REASON, NET_ERRORS, small_reads
@@ -49,6 +51,28 @@ READ_LIMIT = 256 * 1024
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
+#: Host name and port to the IP addresses to try, in order (raises OSError
+#: when the name does not resolve).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The system's resolver (``getaddrinfo``: /etc/hosts, then DNS), asked
+    afresh on every call: no answer is kept, so a peer whose name now
+    points elsewhere (a pod back with a new IP) is found at the next dial."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
 
 @dataclasses.dataclass(frozen=True)
 class Dialer:
@@ -62,22 +86,41 @@ class Dialer:
     cert_ids: bool
     connect_timeout: float
     handshake_timeout: float
+    resolver: Resolver = system_resolver
 
     async def connect(self, host: str, port: int) -> Streams:
-        """Open a connection (TLS if ``ssl_client``), within ``connect_timeout``."""
+        """Open a connection (TLS if ``ssl_client``), within ``connect_timeout``.
+
+        A host name is resolved here, on every dial, never cached
+        (docs/transport.md, "Addresses and DNS"); its addresses are tried in
+        the resolver's order until one connects.  TLS still checks the
+        certificate against the name."""
         # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
         # cancellation that races with completion, and close() would hang.
         async with asyncio.timeout(self.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                host,
-                port,
-                ssl=self.ssl_client,
-                server_hostname=host if self.ssl_client else None,
-                ssl_handshake_timeout=self.handshake_timeout if self.ssl_client else None,
-                limit=READ_LIMIT,
-            )
-        small_reads(writer)
-        return reader, writer
+            ips = [host] if _is_ip(host) else await self.resolver(host, port)
+            if not ips:
+                raise OSError(f"{host} resolves to no address")
+            last: OSError | None = None
+            for ip in ips:
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        ip,
+                        port,
+                        ssl=self.ssl_client,
+                        server_hostname=host if self.ssl_client else None,
+                        ssl_handshake_timeout=self.handshake_timeout if self.ssl_client else None,
+                        limit=READ_LIMIT,
+                    )
+                except ssl.SSLError:
+                    raise
+                except OSError as exc:
+                    last = exc
+                    continue
+                small_reads(writer)
+                return reader, writer
+            assert last is not None
+            raise last
 
     async def greet(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: Kind, to: str

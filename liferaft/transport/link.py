@@ -43,7 +43,7 @@ from ._frames import (
     parse_reply,
     read_frame,
 )
-from .base import CallError, CallNotSentError, parse_address
+from .base import CallError, CallNotSentError, format_address, parse_address
 from .calls import OutCall, fail, settle
 from .greeting import Dialer, Streams
 from .snapshots import SnapshotSender
@@ -90,6 +90,8 @@ class PeerLink:
     ) -> None:
         self.peer = peer
         self.address = address
+        # The "ip:port" the last connection reached ("" before the first).
+        self.remote = ""
         self._ctx = ctx
         self._dialer = dialer
         self._settings = settings
@@ -257,7 +259,11 @@ class PeerLink:
                 self.ever_connected = True
                 self.state = LinkState.CONNECTED
                 attempt = 1
-                log.info("connected to peer %s at %s", self.peer, self.address)
+                # The IP the name resolved to this time (docs/transport.md,
+                # "Addresses and DNS"): names are resolved on every dial.
+                where = writer.get_extra_info("peername")
+                self.remote = format_address(*where[:2]) if where else ""
+                log.info("connected to peer %s at %s (%s)", self.peer, self.address, self.remote)
                 try:
                     reason = await self._pump(reader, writer)
                 finally:
@@ -414,6 +420,7 @@ class PeerLink:
     def stats(self) -> dict[str, Any]:
         return {
             "address": self.address,
+            "remote": self.remote,
             "state": self.state.value,
             "connected": self.state is LinkState.CONNECTED,
             "queued": len(self.queue),

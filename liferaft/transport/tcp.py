@@ -53,7 +53,7 @@ from .base import (
     parse_address,
 )
 from .calls import CallServer, OutboundCalls
-from .greeting import Dialer
+from .greeting import Dialer, Resolver, system_resolver
 from .inbound import Inbound, InboundSettings
 from .link import LinkSettings, PeerLink
 
@@ -101,6 +101,11 @@ class TcpTransport:
     the handshake must complete within
     ``handshake_timeout``; a caller connection with no call running and no
     frame arriving for ``caller_idle_timeout`` seconds is closed.
+
+    A peer address may name its host by DNS name: ``resolver`` (default:
+    the system's ``getaddrinfo``) is asked on every dial and every redial,
+    and its answer is never kept, so a peer that comes back at a new IP
+    address under the same name is found again.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class TcpTransport:
         peer_secret: bytes | None = None,
         max_inbound: int = 128,
         caller_idle_timeout: float = 10.0,
+        resolver: Resolver = system_resolver,
     ) -> None:
         if node_id is not None and not node_id:
             raise ValueError("node_id must not be empty")
@@ -159,6 +165,7 @@ class TcpTransport:
             self._cert_ids,
             connect_timeout,
             handshake_timeout,
+            resolver,
         )
         self._link_settings = LinkSettings(
             queue_size=queue_size,

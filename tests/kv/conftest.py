@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from liferaft.cli import serve as serve_mod
+from liferaft.kv.serve import ServeOptions
 from tests.kv.test_api import Api
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[ServeOptions]:
+    """Replace the server of `liferaft serve` with a recorder of the options
+    it would run with: for tests that only parse flags."""
+    got: list[ServeOptions] = []
+
+    async def fake_serve(o: ServeOptions, ctx: Any = None) -> None:
+        got.append(o)
+
+    monkeypatch.setattr(serve_mod, "serve", fake_serve)
+    return got
 
 
 @pytest.fixture

@@ -13,25 +13,12 @@ import trustme
 from click.testing import CliRunner
 
 from liferaft.cli import main
-from liferaft.cli import serve as serve_mod
 from liferaft.kv.listener import ClientLimits
 from liferaft.kv.serve import ServeOptions, node_config, parse_cluster
 
 BASE = [
     "serve", "--id", "n1", "--peer-addr", "127.0.0.1:7001", "--client-addr", "127.0.0.1:8001",
 ]
-
-
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[ServeOptions]:
-    """Replace the server with a recorder: these tests only parse flags."""
-    got: list[ServeOptions] = []
-
-    async def fake_serve(o: ServeOptions, ctx: Any = None) -> None:
-        got.append(o)
-
-    monkeypatch.setattr(serve_mod, "serve", fake_serve)
-    return got
 
 
 def run(args: list[str]) -> Any:

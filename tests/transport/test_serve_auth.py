@@ -73,7 +73,7 @@ def test_serve_binds_an_outside_address_with_a_secret_or_when_told(
         "--peer-secret-file", str(secret_file(tmp_path))
     ]  # fmt: skip
     line = one_line_error(serve(tmp_path, OUTSIDE, *flags))
-    assert "cannot listen on --peer-addr" in line, line  # it got as far as binding
+    assert "cannot listen on peer address" in line, line  # it got as far as binding
 
 
 @pytest.mark.parametrize(
