@@ -6,8 +6,8 @@ runs it and prints the result in the format of ``-w`` (:mod:`.output`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -36,18 +36,29 @@ def bench() -> None:
     """Benchmarks (figures go to BENCHMARKS.md)."""
 
 
+WAL_COLUMNS = ("batch", "entries/s", "syncs/s", "pipelined entries/s", "pipelined syncs/s",
+               "no-sync entries/s", "raw syncs/s")  # fmt: skip
+
+
 @bench.command("wal")
 @click.option("--dir", "directory", default=None, help="Directory on the file system to test.")
 @click.option("--entries", default=1_000_000, show_default=True, help="Log size for reopen.")
 @click.option("--seconds", default=2.0, show_default=True, help="Duration of each measurement.")
-def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
-    """WAL throughput with and without sync, next to the raw fdatasync rate."""
-    from liferaft.storage.bench import main as wal_bench
+@write_out_options()
+def bench_wal(directory: str | None, entries: int, seconds: float, fmt: str) -> None:
+    """WAL throughput with and without sync, next to the raw fdatasync rate.
 
-    args = ["--entries", str(entries), "--seconds", str(seconds)]
-    if directory:
-        args += ["--dir", directory]
-    sys.exit(wal_bench(args))
+    -w simple prints a line per batch size (batch, entries/s, syncs/s,
+    pipelined entries/s and syncs/s, entries/s without sync, raw syncs/s)."""
+    from liferaft.storage.bench import run as wal_bench
+
+    res = wal_bench(directory, entries, seconds)
+    rows = [
+        [str(b.batch), f"{b.serial:.0f}", f"{b.serial_syncs:.0f}", f"{b.pipelined:.0f}",
+         f"{b.pipelined_syncs:.0f}", f"{b.no_sync:.0f}", f"{res.raw_syncs:.0f}"]
+        for b in res.batches
+    ]  # fmt: skip
+    emit(Output(dataclasses.asdict(res), rows, WAL_COLUMNS, line="\n".join(res.lines())), fmt)
 
 
 def _ints(_ctx: click.Context, _param: click.Parameter, s: str) -> tuple[int, ...]:

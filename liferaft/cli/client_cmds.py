@@ -23,7 +23,6 @@ from liferaft.client import (
     NotFoundError,
     PreconditionFailedError,
 )
-from liferaft.kv.serve import ServeError, load_token
 
 from .exit_codes import ExitCode
 from .output import Output, fail, write_out_options
@@ -95,6 +94,10 @@ def _run(
     ) -> None:
         token = None
         if token_file is not None:
+            # Here, not at the top: liferaft.kv imports the whole server stack,
+            # which a client command has no use for (liferaft/cli/__init__.py).
+            from liferaft.kv.serve import ServeError, load_token
+
             try:
                 token = load_token(token_file)  # refused if others can read it
             except ServeError as exc:

@@ -32,6 +32,7 @@ from liferaft.harness.serve import ServeCluster, ServeNode
 from liferaft.transport.secret import SecretError, ensure_secret_file, read_secret_file
 
 from . import cluster_preflight as preflight
+from .output import Output, emit, write_out_options
 
 # The name of the supervising `cluster up` process in the pid registry.
 SUPERVISOR = "cluster-up"
@@ -289,13 +290,15 @@ def _up(
 @cluster.command("down")
 @DIR_OPTION
 @click.option("--grace", default=15.0, show_default=True, help="Seconds before SIGKILL.")
-def down(directory: Path, grace: float) -> None:
+@write_out_options()
+def down(directory: Path, grace: float, fmt: str) -> None:
     """Stop the cluster `cluster up --dir DIR` runs (from another terminal).
 
     Signals only the processes recorded in DIR/cluster.pids that still run
     (a PID the kernel reused for another process is told apart by its start
     time): first `cluster up` itself, which stops its nodes in order, then
-    any node left over (say, after `cluster up` was killed)."""
+    any node left over (say, after `cluster up` was killed).  -w simple
+    prints one line per process stopped: its name and PID."""
     registry = directory.resolve() / pidfile.NAME
     try:
         entries = pidfile.read(registry)
@@ -306,7 +309,10 @@ def down(directory: Path, grace: float) -> None:
     pidfile.stop([e for e in entries if e.name != SUPERVISOR], grace)
     with contextlib.suppress(OSError):
         registry.unlink()
-    if not stopped:
-        click.echo(f"no cluster runs on {directory}")
-        return
-    click.echo("stopped: " + ", ".join(f"{e.name} (pid {e.pid})" for e in stopped))
+    line = (
+        "stopped: " + ", ".join(f"{e.name} (pid {e.pid})" for e in stopped)
+        if stopped
+        else f"no cluster runs on {directory}"
+    )
+    data = {"dir": str(directory), "stopped": [{"name": e.name, "pid": e.pid} for e in stopped]}
+    emit(Output(data, [[e.name, str(e.pid)] for e in stopped], line=line), fmt)

@@ -40,48 +40,19 @@ from pathlib import Path
 
 import click
 
-from liferaft.core import HardState
-from liferaft.storage import WAL, CorruptionError, HardStateStore, SnapshotStore
-from liferaft.storage.hardstate import NAME as HS_NAME
-from liferaft.storage.hardstate import decode as decode_hs
+from liferaft.storage import WAL, HardStateStore
 from liferaft.storage.wal import RepairPlan, apply_repair
 
-RECOMMENDED = (
-    "Recommended instead: remove this node from the cluster (liferaft members remove ID), "
-    "wipe DATA_DIR, and start it again with `liferaft serve ... --join URL`: it catches "
-    "up from the leader (docs/storage.md, \"Corruption and repair\")."
-)
-WARNING = (
-    "WARNING: the commit index on disk is written lazily and may be behind what this node "
-    "acknowledged; cutting entries that still check out can lose acknowledged writes if it "
-    "is done on a majority of the cluster."
-)
+from .exit_codes import CommandFailedError, ExitCode
+from .inspect_report import RECOMMENDED, WARNING, Report, examine
+from .output import Output, emit, write_out_options
+
+__all__ = ["RECOMMENDED", "WARNING", "inspect"]
 
 
 def _interactive() -> bool:
     """Can somebody answer a question?  (A seam for the tests.)"""
     return sys.stdin.isatty()
-
-
-def _describe(plan: RepairPlan, commit: int) -> list[str]:
-    """What cutting at ``plan`` drops, file by file, for the operator."""
-    first = plan.keep_last + 1
-    lines = [
-        f"--repair would cut the log after entry {plan.keep_last} and drop entries "
-        f"{first}..{plan.last_seen} (commit index on disk: {commit}):"
-    ]
-    if plan.intact:
-        lines.append(
-            f"  the bad record, then {plan.intact} intact entries ({plan.intact_first}.."
-            f"{plan.intact_last}, terms {plan.term_min}..{plan.term_max}) that still check out"
-        )
-    else:
-        lines.append("  the bad record; nothing after it checks out")
-    for f in plan.files:
-        what = f"truncate at offset {f.offset}" if f.offset else "remove"
-        lines.append(f"  {f.path.name}: {what} ({f.dropped_bytes} bytes)")
-    lines.append(f"  in all {len(plan.files)} files, {plan.dropped_bytes} bytes")
-    return lines
 
 
 def _refusals(plan: RepairPlan, commit: int) -> list[str]:
@@ -105,7 +76,8 @@ def _refusals(plan: RepairPlan, commit: int) -> list[str]:
     help="Let --repair drop committed or still-intact entries: can lose acknowledged writes.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask before --repair changes anything.")
-def inspect(data_dir: Path, repair: bool, force: bool, yes: bool) -> None:
+@write_out_options()
+def inspect(data_dir: Path, repair: bool, force: bool, yes: bool, fmt: str) -> None:
     """Print and verify what DATA_DIR holds: hard state, WAL segments, snapshots.
 
     Every CRC is checked; the exit status is 1 on corruption.  Nothing is
@@ -113,127 +85,36 @@ def inspect(data_dir: Path, repair: bool, force: bool, yes: bool) -> None:
     repair would drop and the recommended path instead: wipe the node and
     let it rejoin.  --repair refuses to drop committed entries, or entries
     that still check out, without --force, and asks before any change
-    (--yes when not on a terminal).
+    (--yes when not on a terminal).  -w json or simple print the inspection
+    (before any repair) on stdout, and what a repair does on stderr.
     """
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} is not a directory")
-    other_bad = False
-
-    hs: HardState | None = None
-    try:
-        hs_path = data_dir / HS_NAME
-        hs = decode_hs(hs_path.read_bytes(), hs_path) if hs_path.exists() else HardState()
-        click.echo(f"hard state: term={hs.term} vote={hs.vote or '-'} commit={hs.commit}")
-    except CorruptionError as exc:
-        click.echo(f"CORRUPT hard state: {exc}", err=True)
-        other_bad = True
-
-    # Snapshots are read before the WAL (printed after it): the newest one
-    # covers only committed entries, so it counts as a commit index too.
-    snap_lines: list[str] = []
-    snap_index = 0
-    snap_dir = data_dir / "snap"
-    if snap_dir.is_dir():
-        store = SnapshotStore(snap_dir, keep=1 << 30, cleanup=False)
-        try:
-            metas = store.list()
-        except CorruptionError as exc:
-            snap_lines.append(f"CORRUPT snapshot: {exc}")
-            metas, other_bad = [], True
-        for meta in metas:
-            try:
-                store.verify(meta)
-                status = "ok"
-                snap_index = max(snap_index, meta.index)
-            except CorruptionError as exc:
-                status = f"CORRUPT at offset {exc.offset}: {exc.reason}"
-                other_bad = True
-            snap_lines.append(f"snapshot index={meta.index} term={meta.term}: {status}")
-        if metas:
-            cs = metas[-1].conf_state
-            snap_lines.append(
-                f"membership (newest snapshot): voters={sorted(cs.voters)} "
-                f"learners={sorted(cs.learners)}"
-                + (f" outgoing={sorted(cs.voters_outgoing)}" if cs.voters_outgoing else "")
-            )
+    r = examine(data_dir)
+    failure = (ExitCode.ERROR, f"{data_dir}: corruption found (above)") if r.corrupt else None
+    if fmt == "table":
+        for text, err in r.lines:
+            click.echo(text, err=err)
     else:
-        snap_lines.append("snapshots: none")
-    commit = max(hs.commit if hs else 0, snap_index)
-
-    wal_dir = data_dir / "wal"
-    plan: RepairPlan | None = None
-    pending = False  # anything --repair would change
-    wal_last = 0  # the last entry a node would find, once it cut a torn tail
-    commit_past = False
-    if wal_dir.is_dir():
-        # Read-only, with the repair worked out but not carried out.
-        w = WAL(wal_dir, repair=True, read_only=True)
-        plan = w.report.repair
-        for seg in w.segments:
-            rng = f"{seg.first}..{seg.last}" if len(seg.offsets) else "empty"
-            click.echo(f"segment {seg.path.name}: entries {rng} ({seg.size} bytes)")
-        if plan is not None:
-            click.echo(
-                f"CORRUPT wal: {plan.path} at offset {plan.offset}: {plan.reason}", err=True
-            )
-            click.echo(f"wal: entries {w.first_index}..{w.last_index} before the corruption")
-            for line in _describe(plan, commit):
-                click.echo(line)
-            click.echo(WARNING)
-            click.echo(RECOMMENDED)
-        else:
-            click.echo(f"wal: entries {w.first_index}..{w.last_index}")
-        if w.report.interrupted_reset:
-            click.echo(
-                f"wal: a reset was cut short; {w.report.interrupted_reset} segments of the "
-                "replaced log remain (a node deletes them on start)"
-            )
-        if w.report.torn_tail_bytes:
-            click.echo(
-                f"wal: found a torn tail of {w.report.torn_tail_bytes} bytes "
-                "(a node truncates it on start)"
-            )
-        pending = bool(plan or w.report.interrupted_reset or w.report.torn_tail_bytes)
-        wal_last = w.last_index
-        w.close()
-    else:
-        click.echo("wal: none")
-    floor = max(wal_last, snap_index)
-    if hs is not None and hs.commit > floor:
-        # A node refuses to start on this (a forced repair that crashed before
-        # lowering the commit index, or a tail cut under it); only --force mends it.
-        click.echo(
-            f"CORRUPT hard state: commit {hs.commit} is past the last entry {floor} "
-            "(a node refuses to start)", err=True,
-        )
-        commit_past = pending = True
-
-    for line in snap_lines:
-        click.echo(line, err=line.startswith("CORRUPT"))
-
-    if repair and pending:
-        _repair(data_dir, wal_dir, plan, hs, commit, floor, snap_index, force, yes)
-        plan = None
-        commit_past = False
+        # The inspection as it was before any repair; what a repair says and
+        # asks goes to stderr, so stdout stays one document (or only rows).
+        emit(Output(r.data, r.rows), fmt)
+    if repair and r.pending:
+        _repair(data_dir, r, force, yes, to_err=fmt != "table")
+        # What a repair mends is mended; corrupt snapshots or an unreadable
+        # hard state are not.
+        failure = failure if r.other_bad else None
     elif repair:
-        click.echo("repair: nothing to repair in the wal")
-    if other_bad or commit_past or plan is not None:
-        sys.exit(1)
+        click.echo("repair: nothing to repair in the wal", err=fmt != "table")
+    if failure is not None:
+        raise CommandFailedError(failure[1], failure[0])
 
 
-def _repair(
-    data_dir: Path,
-    wal_dir: Path,
-    plan: RepairPlan | None,
-    hs: HardState | None,
-    commit: int,
-    log_end: int,
-    snap_index: int,
-    force: bool,
-    yes: bool,
-) -> None:
-    """Carry out what :func:`inspect` showed, if the policy and the operator allow."""
-    if hs is None:
+def _repair(data_dir: Path, r: Report, force: bool, yes: bool, to_err: bool) -> None:
+    """Carry out what :func:`inspect` showed, if the policy and the operator
+    allow; ``to_err``: say what it does on stderr (stdout holds a document)."""
+    wal_dir, plan, commit, log_end = data_dir / "wal", r.plan, r.commit, r.floor
+    if r.hs is None:
         # Its commit index (and vote) are unknown, so no cut can be shown to
         # spare committed entries, and a node cannot start on it anyway.
         raise click.ClickException(
@@ -256,7 +137,7 @@ def _repair(
                 "refused: not on a terminal, so nobody can confirm; nothing changed. "
                 "Pass --yes to go ahead."
             )
-        if not click.confirm("Change DATA_DIR as shown above?", default=False):
+        if not click.confirm("Change DATA_DIR as shown above?", default=False, err=to_err):
             raise click.ClickException("not confirmed; nothing changed")
     if plan is not None:
         # Work it out again: what is cut must be exactly what was shown.
@@ -265,21 +146,22 @@ def _repair(
         if again.report.repair != plan:
             raise click.ClickException("the WAL changed since it was read; nothing changed")
         for line in apply_repair(plan):
-            click.echo(f"repaired: {line}")
+            click.echo(f"repaired: {line}", err=to_err)
     w = WAL(wal_dir)  # a normal open finishes an interrupted reset, cuts a torn tail
     if w.report.interrupted_reset:
         click.echo(f"repaired: finished an interrupted reset ({w.report.interrupted_reset} "
-                   "segments removed)")
+                   "segments removed)", err=to_err)
     if w.report.torn_tail_bytes:
-        click.echo(f"repaired: truncated a torn tail of {w.report.torn_tail_bytes} bytes")
+        click.echo(f"repaired: truncated a torn tail of {w.report.torn_tail_bytes} bytes",
+                   err=to_err)
     last = w.last_index
-    click.echo(f"wal: entries {w.first_index}..{last}")
+    click.echo(f"wal: entries {w.first_index}..{last}", err=to_err)
     w.close()
     # Only a forced cut gets here with a commit index past the log; a node
     # would refuse to start on it.
     hard = HardStateStore(data_dir)
-    floor = max(last, snap_index)
+    floor = max(last, r.snap_index)
     if hard.current.commit > floor:
         old = hard.current.commit
         hard.lower_commit(floor)
-        click.echo(f"hard state: commit lowered from {old} to {floor} (--force)")
+        click.echo(f"hard state: commit lowered from {old} to {floor} (--force)", err=to_err)

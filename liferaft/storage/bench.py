@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from liferaft.core import Entry
@@ -128,33 +129,78 @@ def reopen(d: Path, n: int) -> tuple[float, float, float]:
     return dt, index_mb, max(rss, rss0)
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """One batch size: entries/s and syncs/s with sync on, serial and
+    pipelined, and entries/s with sync off (the CPU limit)."""
+
+    batch: int
+    serial: float
+    serial_syncs: float
+    pipelined: float
+    pipelined_syncs: float
+    no_sync: float
+
+
+@dataclass(frozen=True)
+class WalBench:
+    """A whole run: the figures ``liferaft bench wal`` prints (docs/bench.md)."""
+
+    raw_syncs: float
+    batches: list[BatchResult]
+    entries: int
+    reopen_seconds: float
+    index_mb: float
+    peak_rss_mb: float
+
+    def limit(self, b: BatchResult) -> float:
+        """min(batch x raw sync rate, CPU): the best an entry rate can be."""
+        return min(b.batch * self.raw_syncs, b.no_sync)
+
+    def lines(self) -> list[str]:
+        """The run for people, a line per figure."""
+        out = [f"raw write({PAYLOAD}B)+fdatasync: {self.raw_syncs:,.0f} syncs/s "
+               "(the physical limit)"]  # fmt: skip
+        for b in self.batches:
+            limit = self.limit(b)
+            out.append(
+                f"batch={b.batch:4d} sync=on : {b.serial:10,.0f} entries/s "
+                f"{b.serial * PAYLOAD / 1e6:6.2f} MB/s {b.serial_syncs:7,.0f} syncs/s = "
+                f"{b.serial / limit:4.0%} | pipelined: {b.pipelined:10,.0f} entries/s "
+                f"{b.pipelined * PAYLOAD / 1e6:6.2f} MB/s {b.pipelined_syncs:7,.0f} syncs/s = "
+                f"{b.pipelined / limit:4.0%} of min(batch x raw, cpu) | sync=off: "
+                f"{b.no_sync:10,.0f} entries/s"
+            )
+        out.append(
+            f"reopen of {self.entries:,} entries: {self.reopen_seconds:.2f} s; index "
+            f"{self.index_mb:.1f} MB; peak RSS {self.peak_rss_mb:.0f} MB"
+        )
+        return out
+
+
+def run(directory: str | None, entries: int, seconds: float) -> WalBench:
+    """Measure, in a temporary directory under ``directory``."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        d = Path(tmp)
+        raw = raw_sync_rate(d, seconds)
+        batches = []
+        for batch in (1, 16, 256):
+            eps, sps = run_batches(d, batch, True, seconds)
+            pip, psps = run_pipelined(d, batch, seconds)
+            cpu, _ = run_batches(d, batch, False, seconds)
+            batches.append(BatchResult(batch, eps, sps, pip, psps, cpu))
+        dt, index_mb, rss = reopen(d, entries)
+    return WalBench(raw, batches, entries, dt, index_mb, rss)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m liferaft.storage.bench", description=__doc__)
     p.add_argument("--dir", default=None, help="directory on the file system to test")
     p.add_argument("--entries", type=int, default=1_000_000, help="log size for the reopen test")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
     a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
-        d = Path(tmp)
-        raw = raw_sync_rate(d, a.seconds)
-        print(f"raw write({PAYLOAD}B)+fdatasync: {raw:,.0f} syncs/s (the physical limit)")
-        for batch in (1, 16, 256):
-            eps, sps = run_batches(d, batch, True, a.seconds)
-            pip, psps = run_pipelined(d, batch, a.seconds)
-            cpu, _ = run_batches(d, batch, False, a.seconds)
-            limit = min(batch * raw, cpu)
-            print(
-                f"batch={batch:4d} sync=on : {eps:10,.0f} entries/s "
-                f"{eps * PAYLOAD / 1e6:6.2f} MB/s {sps:7,.0f} syncs/s = {eps / limit:4.0%}"
-                f" | pipelined: {pip:10,.0f} entries/s {pip * PAYLOAD / 1e6:6.2f} MB/s"
-                f" {psps:7,.0f} syncs/s = {pip / limit:4.0%}"
-                f" of min(batch x raw, cpu) | sync=off: {cpu:10,.0f} entries/s"
-            )
-        dt, index_mb, rss = reopen(d, a.entries)
-        print(
-            f"reopen of {a.entries:,} entries: {dt:.2f} s; index {index_mb:.1f} MB; "
-            f"peak RSS {rss:.0f} MB"
-        )
+    for line in run(a.dir, a.entries, a.seconds).lines():
+        print(line)
     return 0
 
 

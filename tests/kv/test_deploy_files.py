@@ -50,8 +50,10 @@ ENV_NAMES = {env_name(p) for p in options()}
 def every_env_name(cmd: click.Command = main, prefix: str = "LIFERAFT") -> set[str]:
     """The variable of every option of every command (``LIFERAFT_KV_GET_TIMEOUT``)."""
     if isinstance(cmd, click.Group):
+        ctx = click.Context(cmd)  # list/get_command, not .commands: the top group is lazy
+        subs = {name: cmd.get_command(ctx, name) for name in cmd.list_commands(ctx)}
         return {
-            n for name, sub in cmd.commands.items()
+            n for name, sub in subs.items() if sub is not None
             for n in every_env_name(sub, f"{prefix}_{name.upper().replace('-', '_')}")
         }  # fmt: skip
     return {f"{prefix}_{str(p.name).upper()}" for p in cmd.params if isinstance(p, click.Option)}

@@ -1,211 +1,40 @@
-"""Python client for liferaft-kv, async (:class:`AsyncClient`) and sync
-(:class:`Client`).
-
-Give it any members' client addresses; it finds the leader itself (through
-``/v1/status``) and sends writes there, since a follower would only forward
-them.  Writes go through a client session (Raft thesis §6.3): the first
-write opens one (``POST /v1/sessions``, one committed entry), and every write
-names it with its sequence number and the lowest sequence number still
-awaiting an answer.  So a write whose outcome is unknown (a 504, a dropped
-connection) is retried safely until the deadline: the cluster applies it at
-most once.  All tasks of a client share its session, and at most
-:data:`SESSION_WINDOW` of its writes are ever unresolved (the cluster keeps
-that many outcomes per session): a write past the window waits for the
-lowest one to resolve.  If the cluster has forgotten the session, a write it
-refused without applying is sent again in a new session; one that may have
-applied earlier raises :class:`SessionExpiredError`.
-
-Errors are typed, and every one is a :class:`ClientError`:
-:class:`NotFoundError`, :class:`PreconditionFailedError` (with the key's
-``current`` value), :class:`BadRequestError`, :class:`UnauthorizedError`,
-:class:`TooLargeError`, :class:`UnavailableError` (no leader until the
-deadline; nothing was applied), :class:`ClientTimeoutError` (the deadline
-passed with the outcome unknown), :class:`SessionExpiredError` (a
-ClientTimeoutError: the cluster forgot the outcome of a write that may have
-applied) and :class:`TLSError`.  Names follow docs/architecture.md, "Names";
-the old names (``NotFound``, ``PreconditionFailed``, ``BadRequest``,
-``Unauthorized``, ``TooLarge``, ``Unavailable``, ``Timeout``,
-``SessionExpired``) are aliases of the same classes until 0.2.0.
-
-A write no attempt could have delivered (none got a connection) ends in
-:class:`UnavailableError`; once one may have (a timeout once connected, a
-reset, a 504), in :class:`ClientTimeoutError` (docs/operations.md, "Exit
-codes").  ``dial_timeout`` (2 s, as etcdctl's) bounds each connect.
-
-An ``https://`` endpoint is TLS or an error, never plain HTTP: the bearer
-token only goes out over the scheme asked for.  Bare ``host:port``
-endpoints use https when an SSL context is given, else http.
-
-    async with AsyncClient("127.0.0.1:8001,127.0.0.1:8002") as c:
-        await c.put("greeting", "hello")
-        item = await c.get("greeting")      # Item(key, value, revision) or None
-"""
+"""The asyncio client, :class:`AsyncClient`: leader discovery, retries until
+the deadline, and writes in a client session (the package's docstring,
+:mod:`liferaft.client`, says how)."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import ssl as ssl_mod
-import threading
 import urllib.parse
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 
-T = TypeVar("T")
-SESSION_WINDOW = 256  # the outcomes liferaft-kv keeps per session (kv.state.SESSION_OUTCOMES)
-MAX_PAGE = 10_000  # the server's largest list page, by count
-IDLE_KEEPALIVE = 5.0  # seconds an idle pooled connection is kept
-RESERVE_SLACK = 0.1  # seconds past a write's deadline its wait for a session may end
-DIAL_TIMEOUT = 2.0  # seconds to connect (TCP and TLS), as etcdctl's --dial-timeout
-Members = list[dict[str, Any]]  # (aliases: AsyncClient.list shadows the builtin)
-
-
-class ClientError(Exception):
-    """An answer the client cannot turn into success."""
-
-    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class NotFoundError(ClientError):
-    """The key does not exist (HTTP 404)."""
-
-
-class PreconditionFailedError(ClientError):
-    """A compare-and-swap's condition did not hold (HTTP 412); ``current`` is
-    the key's value now, None if it is absent."""
-
-    def __init__(self, message: str, current: Item | None) -> None:
-        super().__init__(message, 412, "precondition_failed")
-        self.current = current
-
-
-class BadRequestError(ClientError):
-    """The server refused the request as malformed (HTTP 400)."""
-
-
-class UnauthorizedError(ClientError):
-    """A missing or wrong bearer token (HTTP 401)."""
-
-
-class TooLargeError(ClientError):
-    """The key, value or request body is over the server's limit (HTTP 413)."""
-
-
-class TLSError(ClientError):
-    """The TLS handshake with an https endpoint failed (not TLS there, or a
-    certificate the client does not trust); nothing was sent."""
-
-
-class UnavailableError(ClientError):
-    """No node could take the request before the deadline; nothing applied
-    (no attempt of a write reached a server, or every one that did was
-    refused as not applied)."""
-
-
-class ClientTimeoutError(ClientError, TimeoutError):
-    """The deadline passed and the outcome of the last attempt is unknown.
-    (Not ``TimeoutError``: that name is a builtin.)"""
-
-
-class SessionExpiredError(ClientTimeoutError):
-    """The cluster no longer holds this write's session or outcome, and an
-    earlier attempt may have applied it: the outcome is unknown.  (It did
-    not apply on the attempt that got this answer.)"""
-
-
-# --- old names: the same class objects, kept for one release (they go in 0.2.0) ---
-
-NotFound = NotFoundError
-PreconditionFailed = PreconditionFailedError
-BadRequest = BadRequestError
-Unauthorized = UnauthorizedError
-TooLarge = TooLargeError
-Unavailable = UnavailableError
-Timeout = ClientTimeoutError
-SessionExpired = SessionExpiredError
-
-
-class _Session:
-    """A session's client side: its id and the writes it has sent."""
-
-    def __init__(self, session_id: int) -> None:
-        self.id = session_id
-        self.next_seq = 1
-        self.pending: set[int] = set()  # sequence numbers without an answer yet
-
-    def lowest_pending(self) -> int:
-        return min(self.pending, default=self.next_seq)
-
-    def has_room(self) -> bool:
-        # Every seq the server may still be asked about lies in
-        # [lowest_pending, lowest_pending + window): it can hold them all.
-        return self.next_seq < self.lowest_pending() + SESSION_WINDOW
-
-
-@dataclass(frozen=True)
-class Item:
-    key: str
-    value: str
-    revision: int
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    revision: int
-    prev: Item | None
-
-
-def _endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], str | None]:
-    """``host:port`` of each endpoint, and the one scheme they name (None if
-    none names one).  ValueError for an unknown scheme or a mix."""
-    parts = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-    out = []
-    schemes = set()
-    for p in parts:
-        p = p.strip().rstrip("/")
-        if not p:
-            continue
-        if "://" in p:
-            scheme, p = p.split("://", 1)
-            if scheme.lower() not in ("http", "https"):
-                raise ValueError(f"endpoint scheme {scheme!r}: only http and https")
-            schemes.add(scheme.lower())
-        out.append(p)
-    if not out:
-        raise ValueError("no endpoints given")
-    if len(schemes) > 1:
-        raise ValueError("endpoints mix http:// and https://")
-    return out, schemes.pop() if schemes else None
-
-
-class _Attempt:
-    """One HTTP attempt: ``connected`` once aiohttp had a connection for it
-    (new or pooled; its tracing says so).  Before that no byte can have left
-    this process: a failure then (refused, DNS, a dial timeout) leaves a
-    write provably unsent."""
-
-    connected = False
-
-
-async def _connected(_session: Any, ctx: Any, _params: Any) -> None:
-    if isinstance(ctx.trace_request_ctx, _Attempt):
-        ctx.trace_request_ctx.connected = True
-
-
-def _item(key: str, d: dict[str, Any] | None) -> Item | None:
-    return None if d is None else Item(key, d["value"], d["revision"])
-
-
-def _quote(key: str) -> str:
-    if not key:
-        raise BadRequestError("empty key", 400, "bad_request")
-    return urllib.parse.quote(key, safe="/")
+from .errors import (
+    ClientTimeoutError,
+    ExpiredUnappliedError,
+    NotFoundError,
+    SessionExpiredError,
+    TLSError,
+    UnavailableError,
+    typed_error,
+)
+from .model import Item, Members, WriteResult, item_or_none
+from .wire import (
+    DIAL_TIMEOUT,
+    IDLE_KEEPALIVE,
+    MAX_PAGE,
+    RESERVE_SLACK,
+    SESSION_WINDOW,
+    Attempt,
+    WriteSession,
+    on_connection,
+    parse_endpoints,
+    quote_key,
+)
 
 
 class AsyncClient:
@@ -222,7 +51,7 @@ class AsyncClient:
     ) -> None:
         """``timeout``: seconds for a whole call, retries included;
         ``dial_timeout``: for one connect (TCP and TLS) to one endpoint."""
-        self.endpoints, scheme = _endpoints(endpoints)
+        self.endpoints, scheme = parse_endpoints(endpoints)
         if not dial_timeout > 0:
             raise ValueError("dial_timeout must be above 0 seconds")
         if scheme == "http" and ssl is not None:
@@ -233,7 +62,7 @@ class AsyncClient:
         self._scheme = scheme or ("https" if ssl is not None else "http")
         # https without a context: the system's CAs (aiohttp's default check).
         self._ssl: ssl_mod.SSLContext | bool = ssl if ssl is not None else True
-        self._write_session: _Session | None = None
+        self._write_session: WriteSession | None = None
         self._window = asyncio.Condition()  # guards _write_session and its seqs
         self._leader: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -256,8 +85,8 @@ class AsyncClient:
             # (10 s by default) would close them under a request.
             conn = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE)
             tc = aiohttp.TraceConfig()
-            tc.on_connection_create_end.append(_connected)
-            tc.on_connection_reuseconn.append(_connected)
+            tc.on_connection_create_end.append(on_connection)
+            tc.on_connection_reuseconn.append(on_connection)
             self._session = aiohttp.ClientSession(
                 headers=headers, connector=conn, trace_configs=[tc]
             )
@@ -272,7 +101,7 @@ class AsyncClient:
 
     async def _once(
         self, ep: str, method: str, path: str, body: Any, left: float,
-        attempt: _Attempt | None = None,
+        attempt: Attempt | None = None,
     ) -> tuple[int, dict[str, Any], float]:
         total = max(0.05, left)
         async with self._http().request(
@@ -314,7 +143,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         # An attempt of this write may have applied: one reached a server (a
-        # connection existed; see _Attempt), or one was answered 504.
+        # connection existed; see Attempt), or one was answered 504.
         unknown = False
         last = "no endpoint answered"
         backoff = 0.05
@@ -338,7 +167,7 @@ class AsyncClient:
                 order = [*([self._leader] if write and self._leader else []), *self.endpoints]
                 order = order[rotate % len(order) :] + order[: rotate % len(order)]
             ep = order[0]
-            attempt = _Attempt()
+            attempt = Attempt()
             try:
                 status, data, retry = await self._once(ep, method, path, body, left, attempt)
             except aiohttp.ClientSSLError as exc:
@@ -367,7 +196,7 @@ class AsyncClient:
             msg = str(data.get("message", code))
             if status == 504 and code == "session_expired":
                 # Not applied this time; unknown only if an earlier attempt was.
-                raise (SessionExpiredError if unknown else _ExpiredUnapplied)(msg, status, code)
+                raise (SessionExpiredError if unknown else ExpiredUnappliedError)(msg, status, code)
             if status in (503, 504):
                 last = f"{ep}: {status} {msg}"
                 if status == 504:
@@ -378,18 +207,18 @@ class AsyncClient:
                 await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
                 backoff = min(1.0, backoff * 2)
                 continue
-            raise _typed(status, code, msg, data, path)
+            raise typed_error(status, code, msg, data, path)
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def _reserve(self, timeout: float) -> tuple[_Session, int]:
+    async def _reserve(self, timeout: float) -> tuple[WriteSession, int]:
         """A session and a sequence number in it, once the window has room
         (opening the session first if there is none, within ``timeout``)."""
         async with self._window:
             while True:
                 if self._write_session is None:
                     d = await self.request("POST", "/v1/sessions", {}, write=True, timeout=timeout)
-                    self._write_session = _Session(int(d["session"]))
+                    self._write_session = WriteSession(int(d["session"]))
                 sess = self._write_session
                 if sess.has_room():
                     seq = sess.next_seq
@@ -398,7 +227,9 @@ class AsyncClient:
                     return sess, seq
                 await self._window.wait()
 
-    async def _resolved(self, sess: _Session, seq: int, *, forget_session: bool = False) -> None:
+    async def _resolved(
+        self, sess: WriteSession, seq: int, *, forget_session: bool = False
+    ) -> None:
         async with self._window:
             sess.pending.discard(seq)
             if forget_session and self._write_session is sess:
@@ -440,7 +271,7 @@ class AsyncClient:
                 return await self.request(
                     method, path, {**body, **fields}, write=True, timeout=deadline - loop.time()
                 )
-            except _ExpiredUnapplied:
+            except ExpiredUnappliedError:
                 expired = True  # not applied: send it again in a new session
             finally:
                 # Resolved however it ended: answered, or given up on.  A late
@@ -453,7 +284,7 @@ class AsyncClient:
     async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
         """The key's value and revision, or None."""
         try:
-            d = await self.request("GET", f"/v1/kv/{_quote(key)}?consistency={consistency}")
+            d = await self.request("GET", f"/v1/kv/{quote_key(key)}?consistency={consistency}")
         except NotFoundError:
             return None
         return Item(d["key"], d["value"], d["revision"])
@@ -468,13 +299,7 @@ class AsyncClient:
     ) -> WriteResult:
         """Write ``key``; ``if_value``/``if_revision`` make it conditional
         (``if_revision=0``: create only).  PreconditionFailedError otherwise."""
-        body: dict[str, Any] = {"value": value}
-        if if_value is not None:
-            body["if_value"] = if_value
-        if if_revision is not None:
-            body["if_revision"] = if_revision
-        d = await self._write("PUT", f"/v1/kv/{_quote(key)}", body)
-        return WriteResult(d["revision"], _item(key, d.get("prev")))
+        return await self._key_write("PUT", key, {"value": value}, if_value, if_revision)
 
     async def cas(self, key: str, old: str, new: str) -> WriteResult:
         """Compare-and-swap: write ``new`` only if the value is ``old``."""
@@ -488,13 +313,19 @@ class AsyncClient:
         if_revision: int | None = None,
     ) -> WriteResult:
         """Delete ``key`` (NotFoundError if it is absent)."""
-        body: dict[str, Any] = {}
+        return await self._key_write("DELETE", key, {}, if_value, if_revision)
+
+    async def _key_write(
+        self, method: str, key: str, body: dict[str, Any], if_value: str | None,
+        if_revision: int | None,
+    ) -> WriteResult:
+        """A put or delete of ``key``, conditional on what is given."""
         if if_value is not None:
             body["if_value"] = if_value
         if if_revision is not None:
             body["if_revision"] = if_revision
-        d = await self._write("DELETE", f"/v1/kv/{_quote(key)}", body)
-        return WriteResult(d["revision"], _item(key, d.get("prev")))
+        d = await self._write(method, f"/v1/kv/{quote_key(key)}", body)
+        return WriteResult(d["revision"], item_or_none(key, d.get("prev")))
 
     async def list(
         self, prefix: str = "", limit: int | None = None, consistency: str = "linearizable"
@@ -537,11 +368,11 @@ class AsyncClient:
         return list(d["members"])
 
     async def remove_member(self, node_id: str) -> Members:
-        d = await self.request("DELETE", f"/v1/members/{_quote(node_id)}", write=True)
+        d = await self.request("DELETE", f"/v1/members/{quote_key(node_id)}", write=True)
         return list(d["members"])
 
     async def promote(self, node_id: str) -> Members:
-        d = await self.request("POST", f"/v1/members/{_quote(node_id)}/promote", write=True)
+        d = await self.request("POST", f"/v1/members/{quote_key(node_id)}/promote", write=True)
         return list(d["members"])
 
     async def transfer_leader(self, to: str | None = None) -> str:
@@ -550,94 +381,3 @@ class AsyncClient:
 
     async def snapshot(self, endpoint: str | None = None) -> int:
         return int((await self.request("POST", "/v1/snapshot", {}, endpoint=endpoint))["index"])
-
-
-class _ExpiredUnapplied(ClientError):
-    """session_expired with no earlier attempt that may have applied: the
-    write was not applied, so it may be sent again in a new session."""
-
-
-def _typed(status: int, code: str, msg: str, data: dict[str, Any], path: str) -> ClientError:
-    if status == 404:
-        return NotFoundError(msg, status, code)
-    if status == 412:
-        key = urllib.parse.unquote(path.split("/v1/kv/", 1)[-1].split("?")[0])
-        return PreconditionFailedError(msg, _item(key, data.get("current")))
-    if status == 401:
-        return UnauthorizedError(msg, status, code)
-    if status == 413:
-        return TooLargeError(msg, status, code)
-    if status == 400:
-        return BadRequestError(msg, status, code)
-    return ClientError(f"{status} {code}: {msg}", status, code)
-
-
-class Client:
-    """The same API, blocking: runs an :class:`AsyncClient` on a private event
-    loop in a daemon thread.  Use as a context manager, or call close()."""
-
-    def __init__(self, endpoints: str | Sequence[str], **kw: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._async = self._run(self._make(endpoints, kw))
-
-    @staticmethod
-    async def _make(endpoints: str | Sequence[str], kw: dict[str, Any]) -> AsyncClient:
-        return AsyncClient(endpoints, **kw)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._run(self._async.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._async, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-
-        def call(*args: Any, **kw: Any) -> Any:
-            return self._run(attr(*args, **kw))
-
-        call.__doc__ = attr.__doc__
-        return call
-
-
-__all__ = [
-    "SESSION_WINDOW",
-    "AsyncClient",
-    "BadRequestError",
-    "Client",
-    "ClientError",
-    "ClientTimeoutError",
-    "Item",
-    "NotFoundError",
-    "PreconditionFailedError",
-    "SessionExpiredError",
-    "TLSError",
-    "TooLargeError",
-    "UnauthorizedError",
-    "UnavailableError",
-    "WriteResult",
-    # old names, until 0.2.0
-    "BadRequest",
-    "NotFound",
-    "PreconditionFailed",
-    "SessionExpired",
-    "Timeout",
-    "TooLarge",
-    "Unauthorized",
-    "Unavailable",
-]
