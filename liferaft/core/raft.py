@@ -216,7 +216,7 @@ class Raft:
         # What the caller is told of role, term and leader changes
         # (Ready.changes); the start itself is not one.
         self.changes: list[StateChange] = []
-        self._noted = (self.role, self.term, self.leader)
+        self._noted: tuple[Role, int, NodeId | None] = (self.role, self.term, self.leader)
 
     # -- persistent state ----------------------------------------------------------
 

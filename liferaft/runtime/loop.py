@@ -66,6 +66,7 @@ from liferaft.core import (
     Role,
     Snapshot,
     SnapshotMeta,
+    StateChange,
 )
 from liferaft.storage import StorageError
 from liferaft.transport.base import Transport
@@ -153,6 +154,7 @@ class RaftLoop:
         self._prev_commit = 0
         self._prev_role: Role | None = None
         self._prev_leader: str | None = None
+        self._logged_role = Role.FOLLOWER  # a node starts as one
         self._leader_waiters: list[asyncio.Future[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -453,11 +455,18 @@ class RaftLoop:
                     _resolve(fut, result)
 
     def _soft_events(self, rd: Ready) -> None:
+        # The core says why role, term or leader changed (Ready.changes);
+        # the events carry the last reason, and each change is logged: a
+        # failover must leave lines in the log (docs/operations.md, "Logs").
+        reason = ""
+        for c in rd.changes:
+            reason = c.reason
+            self._log_change(c)
         if rd.hard_state is not None:
             hs = rd.hard_state
             if hs.term != self._prev_term:
                 self._prev_term = hs.term
-                self._emit(EventType.TERM_CHANGE, hs.term)
+                self._emit(EventType.TERM_CHANGE, hs.term, reason=reason)
             if hs.commit > self._prev_commit:
                 self._prev_commit = hs.commit
                 self._emit(EventType.COMMIT, hs.commit)
@@ -465,13 +474,25 @@ class RaftLoop:
             ss = rd.soft_state
             if ss.role is not self._prev_role:
                 self._prev_role = ss.role
-                self._emit(EventType.STATE_CHANGE, ss.role.value)
+                self._emit(EventType.STATE_CHANGE, ss.role.value, reason=reason)
             if ss.leader != self._prev_leader:
                 self._prev_leader = ss.leader
-                self._emit(EventType.LEADER_CHANGE, ss.leader)
+                self._emit(EventType.LEADER_CHANGE, ss.leader, reason=reason)
                 for f in self._leader_waiters:
                     _resolve(f, None)
                 self._leader_waiters.clear()
+
+    def _log_change(self, c: StateChange) -> None:
+        """One INFO line per change, its fields also as structured data
+        (``extra``: the JSON log format shows them as keys)."""
+        became = "became " if c.role is not self._logged_role else ""
+        self._logged_role = c.role
+        log.info(
+            "node %s: %s%s in term %d, leader %s (%s)",
+            self.id, became, c.role.value, c.term, c.leader or "unknown", c.reason,
+            extra={"term": c.term, "role": c.role.value, "leader": c.leader or "",
+                   "reason": c.reason},
+        )  # fmt: skip
 
 
 def _copy_outcome(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
