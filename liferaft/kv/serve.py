@@ -26,6 +26,7 @@ from .listener import (
     start_client_listener,
 )
 from .logs import NodeContext, setup_logging
+from .metrics import new_registry
 from .server import KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 from .state import KVStore
@@ -178,6 +179,7 @@ async def serve(
         transport,
         data_dir=o.data_dir,
         initial_members=o.initial_cluster if (fresh and not o.join) else None,
+        registry=new_registry(),  # the runtime's metrics, served at /metrics
     )
     if log_ctx is not None:
         log_ctx.node = node

@@ -57,6 +57,8 @@ from liferaft.core import (
     Entry,
     EntryType,
     HardState,
+    Heartbeat,
+    HeartbeatResponse,
     MemoryStorage,
     Message,
     RaftError,
@@ -76,6 +78,7 @@ from .clock import Clock
 from .config import NodeConfig
 from .errors import NodeTimeoutError, StoppedError, StorageFailedError
 from .events import EventType
+from .metrics import PeerRtt
 from .store import MemStore, Store
 
 log = logging.getLogger("liferaft.runtime")
@@ -156,6 +159,8 @@ class RaftLoop:
         self._prev_leader: str | None = None
         self._logged_role = Role.FOLLOWER  # a node starts as one
         self._leader_waiters: list[asyncio.Future[None]] = []
+        #: Heartbeat round trips, when the node keeps metrics (else no cost).
+        self.peer_rtt: PeerRtt | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -241,6 +246,9 @@ class RaftLoop:
         """A message from a peer, stepped on the next turn."""
         if self.stopping:
             return
+        rtt = self.peer_rtt
+        if rtt is not None and type(msg) is HeartbeatResponse:
+            rtt.answered(msg.frm, self.clock.monotonic())
         self._inbox.append(msg)
         self._wake.set()
 
@@ -338,6 +346,12 @@ class RaftLoop:
         rn, store, hooks = self.rn, self.store, self._hooks
         assert rn is not None and store is not None and hooks is not None
         send = self.transport.send
+        rtt = self.peer_rtt
+        if rtt is not None and rd.messages:
+            now = self.clock.monotonic()
+            for m in rd.messages:
+                if type(m) is Heartbeat:
+                    rtt.sent(m.to, now)
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
         else:
