@@ -66,26 +66,28 @@ class NodeMetrics:
 
         self.node = node
         self.registry = registry
-        self.wal_fsync = Histogram(
+
+        def hist(name: str, doc: str, labels: tuple[str, ...] = (),
+                 buckets: tuple[float, ...] = DISK_BUCKETS) -> Any:
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        self.wal_fsync = hist(
             "liferaft_disk_wal_fsync_duration_seconds",
             "Duration of the WAL's fdatasync calls (etcd_disk_wal_fsync_duration_seconds).",
-            buckets=DISK_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.apply_duration = Histogram(
+        )
+        self.apply_duration = hist(
             "liferaft_server_apply_duration_seconds",
             "Duration of applying one batch of committed entries to the state machine.",
-            buckets=DISK_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.snap_save = Histogram(
+        )
+        self.snap_save = hist(
             "liferaft_debugging_snap_save_total_duration_seconds",
             "Duration of taking one snapshot: capture, write, fsync, adopt.",
-            buckets=DISK_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.peer_rtt = Histogram(
+        )
+        self.peer_rtt = hist(
             "liferaft_network_peer_round_trip_time_seconds",
             "Leader only: time from a heartbeat to a peer to its answer.",
-            ["peer"], buckets=RTT_BUCKETS, registry=registry,
-        )  # fmt: skip
+            ("peer",), RTT_BUCKETS,
+        )
         self.leader_changes = Counter(
             "liferaft_leader_changes", "Leader changes seen by this node.", registry=registry
         )
