@@ -4,7 +4,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint sim bench run demo soak crashloop clean
 
-$(STAMP): pyproject.toml
+# __init__.py holds the version (pyproject reads it): a bump reinstalls the
+# metadata that importlib.metadata and `pip show` report.
+$(STAMP): pyproject.toml liferaft/__init__.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -19,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m liferaft.sim --seeds 1000 --nodes 5 --jobs 2
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check liferaft tests
+	$(VENV)/bin/ruff check liferaft tests examples
 	$(VENV)/bin/mypy
 
 sim: $(STAMP)

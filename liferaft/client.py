@@ -27,6 +27,11 @@ the old names (``NotFound``, ``PreconditionFailed``, ``BadRequest``,
 ``Unauthorized``, ``TooLarge``, ``Unavailable``, ``Timeout``,
 ``SessionExpired``) are aliases of the same classes until 0.2.0.
 
+A write no attempt could have delivered (none got a connection) ends in
+:class:`UnavailableError`; once one may have (a timeout once connected, a
+reset, a 504), in :class:`ClientTimeoutError` (docs/operations.md, "Exit
+codes").  ``dial_timeout`` (2 s, as etcdctl's) bounds each connect.
+
 An ``https://`` endpoint is TLS or an error, never plain HTTP: the bearer
 token only goes out over the scheme asked for.  Bare ``host:port``
 endpoints use https when an SSL context is given, else http.
@@ -53,6 +58,8 @@ T = TypeVar("T")
 SESSION_WINDOW = 256  # the outcomes liferaft-kv keeps per session (kv.state.SESSION_OUTCOMES)
 MAX_PAGE = 10_000  # the server's largest list page, by count
 IDLE_KEEPALIVE = 5.0  # seconds an idle pooled connection is kept
+RESERVE_SLACK = 0.1  # seconds past a write's deadline its wait for a session may end
+DIAL_TIMEOUT = 2.0  # seconds to connect (TCP and TLS), as etcdctl's --dial-timeout
 Members = list[dict[str, Any]]  # (aliases: AsyncClient.list shadows the builtin)
 
 
@@ -96,10 +103,12 @@ class TLSError(ClientError):
 
 
 class UnavailableError(ClientError):
-    """No node could take the request before the deadline; nothing applied."""
+    """No node could take the request before the deadline; nothing applied
+    (no attempt of a write reached a server, or every one that did was
+    refused as not applied)."""
 
 
-class ClientTimeoutError(ClientError):
+class ClientTimeoutError(ClientError, TimeoutError):
     """The deadline passed and the outcome of the last attempt is unknown.
     (Not ``TimeoutError``: that name is a builtin.)"""
 
@@ -175,6 +184,20 @@ def _endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], str | None]:
     return out, schemes.pop() if schemes else None
 
 
+class _Attempt:
+    """One HTTP attempt: ``connected`` once aiohttp had a connection for it
+    (new or pooled; its tracing says so).  Before that no byte can have left
+    this process: a failure then (refused, DNS, a dial timeout) leaves a
+    write provably unsent."""
+
+    connected = False
+
+
+async def _connected(_session: Any, ctx: Any, _params: Any) -> None:
+    if isinstance(ctx.trace_request_ctx, _Attempt):
+        ctx.trace_request_ctx.connected = True
+
+
 def _item(key: str, d: dict[str, Any] | None) -> Item | None:
     return None if d is None else Item(key, d["value"], d["revision"])
 
@@ -195,12 +218,18 @@ class AsyncClient:
         token: str | None = None,
         timeout: float = 10.0,
         ssl: ssl_mod.SSLContext | None = None,
+        dial_timeout: float = DIAL_TIMEOUT,
     ) -> None:
+        """``timeout``: seconds for a whole call, retries included;
+        ``dial_timeout``: for one connect (TCP and TLS) to one endpoint."""
         self.endpoints, scheme = _endpoints(endpoints)
+        if not dial_timeout > 0:
+            raise ValueError("dial_timeout must be above 0 seconds")
         if scheme == "http" and ssl is not None:
             raise ValueError("an SSL context was given for http:// endpoints")
         self.token = token
         self.timeout = timeout
+        self.dial_timeout = dial_timeout
         self._scheme = scheme or ("https" if ssl is not None else "http")
         # https without a context: the system's CAs (aiohttp's default check).
         self._ssl: ssl_mod.SSLContext | bool = ssl if ssl is not None else True
@@ -226,7 +255,12 @@ class AsyncClient:
             # Idle connections are dropped before the server's header timeout
             # (10 s by default) would close them under a request.
             conn = aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE)
-            self._session = aiohttp.ClientSession(headers=headers, connector=conn)
+            tc = aiohttp.TraceConfig()
+            tc.on_connection_create_end.append(_connected)
+            tc.on_connection_reuseconn.append(_connected)
+            self._session = aiohttp.ClientSession(
+                headers=headers, connector=conn, trace_configs=[tc]
+            )
         return self._session
 
     @property
@@ -237,14 +271,17 @@ class AsyncClient:
     # -- transport ------------------------------------------------------------------------
 
     async def _once(
-        self, ep: str, method: str, path: str, body: Any, left: float
+        self, ep: str, method: str, path: str, body: Any, left: float,
+        attempt: _Attempt | None = None,
     ) -> tuple[int, dict[str, Any], float]:
+        total = max(0.05, left)
         async with self._http().request(
             method,
             f"{self._scheme}://{ep}{path}",
             json=body,
             ssl=self._ssl,
-            timeout=aiohttp.ClientTimeout(total=max(0.05, left)),
+            timeout=aiohttp.ClientTimeout(total=total, sock_connect=min(self.dial_timeout, total)),
+            trace_request_ctx=attempt,
         ) as r:
             try:
                 data = await r.json(content_type=None)
@@ -276,7 +313,9 @@ class AsyncClient:
         """One API call with leader discovery and retries until the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        unknown = False  # an attempt may have applied
+        # An attempt of this write may have applied: one reached a server (a
+        # connection existed; see _Attempt), or one was answered 504.
+        unknown = False
         last = "no endpoint answered"
         backoff = 0.05
         rotate = 0
@@ -293,11 +332,15 @@ class AsyncClient:
             else:
                 if write and self._leader is None:
                     await self._find_leader(left)
+                    left = deadline - loop.time()  # the search took some of it
+                    if left <= 0:
+                        continue
                 order = [*([self._leader] if write and self._leader else []), *self.endpoints]
                 order = order[rotate % len(order) :] + order[: rotate % len(order)]
             ep = order[0]
+            attempt = _Attempt()
             try:
-                status, data, retry = await self._once(ep, method, path, body, left)
+                status, data, retry = await self._once(ep, method, path, body, left, attempt)
             except aiohttp.ClientSSLError as exc:
                 # A setup error, not a passing fault: retrying cannot help.
                 raise TLSError(
@@ -308,7 +351,10 @@ class AsyncClient:
                 ) from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = f"{ep}: {type(exc).__name__} {exc}".strip()
-                unknown = unknown or write
+                # Refused, unresolvable or not dialed in time: never sent.
+                # Anything later (a timeout or a reset once connected) may
+                # have delivered it.
+                unknown = unknown or (write and attempt.connected)
                 if ep == self._leader:
                     self._leader = None
                 rotate += 1
@@ -336,13 +382,13 @@ class AsyncClient:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def _reserve(self) -> tuple[_Session, int]:
+    async def _reserve(self, timeout: float) -> tuple[_Session, int]:
         """A session and a sequence number in it, once the window has room
-        (opening the session first if there is none)."""
+        (opening the session first if there is none, within ``timeout``)."""
         async with self._window:
             while True:
                 if self._write_session is None:
-                    d = await self.request("POST", "/v1/sessions", {}, write=True)
+                    d = await self.request("POST", "/v1/sessions", {}, write=True, timeout=timeout)
                     self._write_session = _Session(int(d["session"]))
                 sess = self._write_session
                 if sess.has_room():
@@ -372,8 +418,15 @@ class AsyncClient:
                     "deadline passed before the write was sent", 503, "no_leader"
                 )
             try:
-                async with asyncio.timeout(left):
-                    sess, seq = await self._reserve()
+                # The session open ends by the deadline with its own error,
+                # which names the last failure; this bound, a little later,
+                # is for the wait for room in the window.
+                async with asyncio.timeout(left + RESERVE_SLACK):
+                    sess, seq = await self._reserve(left)
+            except ClientTimeoutError as exc:
+                # Opening the session is unknown; this write was never sent.
+                msg = f"could not open a client session ({exc}); the write was not sent"
+                raise UnavailableError(msg, 503, "no_leader") from exc
             except TimeoutError as exc:
                 raise UnavailableError(
                     "deadline passed waiting for a session or for room in its window of "

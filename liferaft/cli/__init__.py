@@ -8,57 +8,31 @@ import sys
 
 import click
 
+from liferaft import __version__
 from liferaft.storage import StorageError
 
-
-@click.group()
-def main() -> None:
-    """liferaft: Raft consensus for Python."""
+from .exit_codes import ExitCode
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks (figures go to BENCHMARKS.md)."""
-
-
-@bench.command("wal")
-@click.option("--dir", "directory", default=None, help="Directory on the file system to test.")
-@click.option("--entries", default=1_000_000, show_default=True, help="Log size for reopen.")
-@click.option("--seconds", default=2.0, show_default=True, help="Duration of each measurement.")
-def bench_wal(directory: str | None, entries: int, seconds: float) -> None:
-    """WAL throughput with and without sync, next to the raw fdatasync rate."""
-    from liferaft.storage.bench import main as wal_bench
-
-    args = ["--entries", str(entries), "--seconds", str(seconds)]
-    if directory:
-        args += ["--dir", directory]
-    sys.exit(wal_bench(args))
-
-
-@bench.command(
-    "kv",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_extra_args": True,
-        "help_option_names": [],
-    },
-    add_help_option=False,
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="liferaft", message="%(prog)s %(version)s"
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_kv(args: tuple[str, ...]) -> None:
-    """HTTP load generator: writes/s, linearizable and stale reads/s, p50/p99
-    (liferaft-kv, or etcd through its JSON gateway).  --help lists the flags."""
-    from liferaft.kv.bench import main as kv_bench
+def main() -> None:
+    """liferaft: Raft consensus for Python.
 
-    sys.exit(kv_bench(list(args)))
+    Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 precondition failed,
+    5 unavailable (nothing applied), 6 outcome unknown (docs/operations.md)."""
 
 
 def _register() -> None:
+    from .bench import bench
     from .client_cmds import COMMANDS
     from .cluster import cluster
     from .inspect import inspect
     from .serve import serve_cmd
 
+    main.add_command(bench)
     main.add_command(cluster)
     main.add_command(inspect)
     main.add_command(serve_cmd, "serve")
@@ -79,9 +53,9 @@ def run() -> None:
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("Aborted!", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except StorageError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     if isinstance(rv, int) and rv:
         sys.exit(rv)

@@ -1,28 +1,43 @@
 """Client and admin commands: ``kv``, ``status``, ``members``,
 ``transfer-leader`` and ``snapshot``.  All take ``--endpoints`` (any members'
-client addresses; the leader is found automatically), human output by
-default and ``--json`` for scripts."""
+client addresses; the leader is found automatically) and print in the
+format of ``-w table|json|simple`` (:mod:`.output`); they exit with the
+codes of :mod:`.exit_codes` (docs/operations.md, "Exit codes")."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
-import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from liferaft.client import AsyncClient, ClientError, Item, PreconditionFailedError
+from liferaft.client import (
+    DIAL_TIMEOUT,
+    AsyncClient,
+    ClientError,
+    Item,
+    NotFoundError,
+    PreconditionFailedError,
+)
 from liferaft.kv.serve import ServeError, load_token
 
+from .exit_codes import ExitCode
+from .output import Output, fail, write_out_options
+from .output import emit as _emit
+
 DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+CONSISTENCY_OPTION = click.option(
+    "--consistency",
+    default="linearizable",
+    show_default=True,
+    type=click.Choice(["linearizable", "lease", "stale"]),
+    help="linearizable (ReadIndex), lease (the leader's lease, if the cluster grants it) "
+    "or stale (the node's own state).",
+)
 
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,22 +58,36 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
         ("--key", "tls_key", "Its private key."),
     ):
         f = click.option(flag, name, type=click.Path(dir_okay=False), help=what)(f)
-    f = click.option("--timeout", default=10.0, show_default=True, help="Seconds.")(f)
-    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
-    return f
+    f = click.option(
+        "--timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help="Seconds for the whole command, retries included.",
+    )(f)
+    f = click.option(
+        "--dial-timeout",
+        default=DIAL_TIMEOUT,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help="Seconds to connect to one endpoint (TCP and TLS) before trying the next.",
+    )(f)
+    return write_out_options()(f)
 
 
 def _run(
-    fn: Callable[..., Coroutine[Any, Any, Any]],
+    fn: Callable[..., Coroutine[Any, Any, Output | None]],
 ) -> Callable[..., None]:
-    """Run ``fn(client, **kw)`` and print its result; errors are one line."""
+    """Run ``fn(client, **kw)`` and print its result; errors are one line
+    and an exit code by their kind."""
 
     @wraps(fn)
     def wrapper(
         endpoints: str,
         token_file: Path | None,
         timeout: float,
-        as_json: bool,
+        dial_timeout: float,
+        fmt: str,
         tls_ca: str | None,
         tls_cert: str | None,
         tls_key: str | None,
@@ -73,30 +102,22 @@ def _run(
 
         tls = _tls_context(tls_ca, tls_cert, tls_key)
 
-        async def go() -> Any:
-            async with AsyncClient(endpoints, token=token, timeout=timeout, ssl=tls) as c:
+        async def go() -> Output | None:
+            async with AsyncClient(
+                endpoints, token=token, timeout=timeout, ssl=tls, dial_timeout=dial_timeout
+            ) as c:
                 return await fn(c, **kw)
 
         try:
             out = asyncio.run(go())
         except PreconditionFailedError as exc:
-            _emit(
-                {"error": "precondition_failed", "current": _item(exc.current)},
-                as_json,
-                f"precondition failed; current: {_human_item(exc.current)}",
-            )
-            sys.exit(1)
+            raise fail(exc, fmt, _item(exc.current)) from exc
         except ClientError as exc:
-            if as_json:
-                click.echo(json.dumps({"error": exc.code or "error", "message": str(exc)}))
-            else:
-                click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            raise fail(exc, fmt) from exc
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         if out is not None:
-            data, human = out
-            _emit(data, as_json, human)
+            _emit(out, fmt)
 
     return wrapper
 
@@ -117,24 +138,18 @@ def _tls_context(cacert: str | None, cert: str | None, key: str | None) -> ssl.S
     return ctx
 
 
-def _emit(data: Any, as_json: bool, human: Any) -> None:
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
-    elif isinstance(human, Table):
-        Console().print(human)
-    else:
-        click.echo(human)
-
-
 def _item(i: Item | None) -> dict[str, Any] | None:
     return None if i is None else {"key": i.key, "value": i.value, "revision": i.revision}
 
 
-def _human_item(i: Item | None) -> str:
-    return "(none)" if i is None else f"{i.value!r} (revision {i.revision})"
+def _written(r: Any, line: str) -> Output:
+    """A write's result: its revision (simple), and the value it replaced."""
+    return Output({"revision": r.revision, "prev": _item(r.prev)}, [[str(r.revision)]], line=line)
 
 
 # -- kv -----------------------------------------------------------------------------------
+
+ITEM_COLUMNS = ("key", "value", "revision")
 
 
 @click.group()
@@ -144,20 +159,15 @@ def kv() -> None:
 
 @kv.command("get")
 @click.argument("key")
-@click.option(
-    "--consistency",
-    default="linearizable",
-    show_default=True,
-    type=click.Choice(["linearizable", "lease", "stale"]),
-)
+@CONSISTENCY_OPTION
 @_options
 @_run
-async def kv_get(c: AsyncClient, key: str, consistency: str) -> Any:
-    """Print KEY's value."""
+async def kv_get(c: AsyncClient, key: str, consistency: str) -> Output:
+    """Print KEY's value (exit 3 if there is no such key)."""
     i = await c.get(key, consistency)
     if i is None:
-        raise ClientError(f"key {key!r} not found", 404, "not_found")
-    return _item(i), i.value
+        raise NotFoundError(f"key {key!r} not found", 404, "not_found")
+    return Output(_item(i), [[i.value]], line=i.value)
 
 
 @kv.command("put")
@@ -169,22 +179,22 @@ async def kv_get(c: AsyncClient, key: str, consistency: str) -> Any:
 @_run
 async def kv_put(
     c: AsyncClient, key: str, value: str, if_value: str | None, if_revision: int | None
-) -> Any:
-    """Set KEY to VALUE."""
+) -> Output:
+    """Set KEY to VALUE; prints the write's revision."""
     r = await c.put(key, value, if_value=if_value, if_revision=if_revision)
-    return {"revision": r.revision, "prev": _item(r.prev)}, f"OK revision {r.revision}"
+    return _written(r, f"OK revision {r.revision}")
 
 
 @kv.command("del")
 @click.argument("key")
-@click.option("--if-value", default=None)
-@click.option("--if-revision", default=None, type=int)
+@click.option("--if-value", default=None, help="Only if the current value is this.")
+@click.option("--if-revision", default=None, type=int, help="Only at this revision.")
 @_options
 @_run
-async def kv_del(c: AsyncClient, key: str, if_value: str | None, if_revision: int | None) -> Any:
-    """Delete KEY."""
+async def kv_del(c: AsyncClient, key: str, if_value: str | None, if_revision: int | None) -> Output:
+    """Delete KEY (exit 3 if there is no such key)."""
     r = await c.delete(key, if_value=if_value, if_revision=if_revision)
-    return {"revision": r.revision, "prev": _item(r.prev)}, f"deleted (revision {r.revision})"
+    return _written(r, f"deleted (revision {r.revision})")
 
 
 @kv.command("cas")
@@ -193,74 +203,83 @@ async def kv_del(c: AsyncClient, key: str, if_value: str | None, if_revision: in
 @click.argument("new")
 @_options
 @_run
-async def kv_cas(c: AsyncClient, key: str, old: str, new: str) -> Any:
-    """Set KEY to NEW only if it holds OLD."""
+async def kv_cas(c: AsyncClient, key: str, old: str, new: str) -> Output:
+    """Set KEY to NEW only if it holds OLD (exit 4 if it does not)."""
     r = await c.cas(key, old, new)
-    return {"revision": r.revision, "prev": _item(r.prev)}, f"OK revision {r.revision}"
+    return _written(r, f"OK revision {r.revision}")
 
 
 @kv.command("list")
-@click.option("--prefix", default="")
+@click.option("--prefix", default="", help="Only keys that start with this (default: all).")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many.")
-@click.option(
-    "--consistency", default="linearizable", type=click.Choice(["linearizable", "lease", "stale"])
-)
+@CONSISTENCY_OPTION
 @_options
 @_run
-async def kv_list(c: AsyncClient, prefix: str, limit: int | None, consistency: str) -> Any:
+async def kv_list(c: AsyncClient, prefix: str, limit: int | None, consistency: str) -> Output:
     """List keys under a prefix (every page, unless --limit)."""
     items, rev = await c.list(prefix, limit, consistency)
-    t = Table("key", "value", "revision", title=f"store revision {rev}")
-    for i in items:
-        t.add_row(i.key, i.value, str(i.revision))
-    return {"items": [_item(i) for i in items], "revision": rev}, t
+    return Output(
+        {"items": [_item(i) for i in items], "revision": rev},
+        [[i.key, i.value, str(i.revision)] for i in items],
+        ITEM_COLUMNS,
+        title=f"store revision {rev}",
+    )
 
 
 # -- cluster ------------------------------------------------------------------------------
+
+STATUS_COLUMNS = (
+    "endpoint", "id", "role", "term", "leader", "commit", "applied", "last", "snapshot",
+)  # fmt: skip
+STATUS_FIELDS = (
+    "id", "role", "term", "leader", "commit_index", "applied_index", "last_log_index",
+    "snapshot_index",
+)  # fmt: skip
 
 
 @click.command("status")
 @_options
 @_run
-async def status(c: AsyncClient) -> Any:
-    """Every endpoint's view: role, term, leader, indices."""
-    rows = []
-    for ep in c.endpoints:
+async def status(c: AsyncClient) -> Output:
+    """Every endpoint's view: role, term, leader, indices.
+
+    An endpoint that does not answer is a row "unreachable"; the others are
+    printed all the same, and the exit status is then 1 (5 if none answered)."""
+
+    async def one(ep: str) -> dict[str, Any]:
         try:
-            st = await c.status(endpoint=ep, timeout=min(c.timeout, 2.0))
-            rows.append({"endpoint": ep, **st})
+            return {"endpoint": ep, **await c.status(endpoint=ep, timeout=min(c.timeout, 2.0))}
         except ClientError as exc:
-            rows.append({"endpoint": ep, "error": str(exc)})
-    t = Table("endpoint", "id", "role", "term", "leader", "commit", "applied", "last", "snapshot")
-    for r in rows:
-        if "error" in r:
-            t.add_row(r["endpoint"], "-", "[red]unreachable[/]", *["-"] * 6)
-            continue
-        t.add_row(
-            r["endpoint"],
-            escape(str(r["id"])),
-            r["role"],
-            str(r["term"]),
-            escape(str(r["leader"] or "-")),
-            str(r["commit_index"]),
-            str(r["applied_index"]),
-            str(r["last_log_index"]),
-            str(r["snapshot_index"]),
-        )
-    return rows, t
+            return {"endpoint": ep, "error": str(exc)}
+
+    # All at once: a node that is down costs its own timeout, not everyone's.
+    rows = list(await asyncio.gather(*(one(ep) for ep in c.endpoints)))
+    cells = [
+        [r["endpoint"], "-", "unreachable", *["-"] * 6]
+        if "error" in r
+        else [r["endpoint"], *(str(r[f] or "-") if f == "leader" else str(r[f])
+                               for f in STATUS_FIELDS)]
+        for r in rows
+    ]  # fmt: skip
+    down = [r for r in rows if "error" in r]
+    failure = None
+    if down:
+        what = "; ".join(f"{r['endpoint']}: {r['error']}" for r in down)
+        code = ExitCode.UNAVAILABLE if len(down) == len(rows) else ExitCode.ERROR
+        failure = (code, f"{len(down)} of {len(rows)} endpoints unreachable ({what})")
+    return Output(rows, cells, STATUS_COLUMNS, failure=failure)
 
 
-def _members_table(ms: list[dict[str, Any]]) -> Table:
-    t = Table("id", "role", "peer address", "client address")
-    for m in ms:
-        # Committed data, shown as text: "[/]" in an address is not markup.
-        t.add_row(
-            escape(str(m["id"])),
-            "voter" if m["voter"] else "learner",
-            escape(str(m["peer_addr"])),
-            escape(str(m["client_addr"])),
-        )
-    return t
+MEMBER_COLUMNS = ("id", "role", "peer address", "client address")
+
+
+def _members(ms: list[dict[str, Any]]) -> Output:
+    rows = [
+        [str(m["id"]), "voter" if m["voter"] else "learner", str(m["peer_addr"]),
+         str(m["client_addr"])]
+        for m in ms
+    ]  # fmt: skip
+    return Output(ms, rows, MEMBER_COLUMNS)
 
 
 @click.group()
@@ -271,62 +290,63 @@ def members() -> None:
 @members.command("list")
 @_options
 @_run
-async def members_list(c: AsyncClient) -> Any:
-    ms = await c.members()
-    return ms, _members_table(ms)
+async def members_list(c: AsyncClient) -> Output:
+    """List the members: id, voter or learner, peer and client address."""
+    return _members(await c.members())
 
 
 @members.command("add")
 @click.argument("node_id")
 @click.argument("peer_addr")
-@click.option("--client-addr", default="")
+@click.option(
+    "--client-addr", default="", help="Its client address, HOST:PORT (shown to clients)."
+)
 @click.option("--learner", is_flag=True, help="Add as a non-voting learner.")
 @_options
 @_run
 async def members_add(
     c: AsyncClient, node_id: str, peer_addr: str, client_addr: str, learner: bool
-) -> Any:
+) -> Output:
     """Add NODE_ID at PEER_ADDR (a voter once it has caught up)."""
-    ms = await c.add_member(node_id, peer_addr, client_addr, voter=not learner)
-    return ms, _members_table(ms)
+    return _members(await c.add_member(node_id, peer_addr, client_addr, voter=not learner))
 
 
 @members.command("remove")
 @click.argument("node_id")
 @_options
 @_run
-async def members_remove(c: AsyncClient, node_id: str) -> Any:
-    ms = await c.remove_member(node_id)
-    return ms, _members_table(ms)
+async def members_remove(c: AsyncClient, node_id: str) -> Output:
+    """Remove NODE_ID from the cluster; prints the members left."""
+    return _members(await c.remove_member(node_id))
 
 
 @members.command("promote")
 @click.argument("node_id")
 @_options
 @_run
-async def members_promote(c: AsyncClient, node_id: str) -> Any:
-    ms = await c.promote(node_id)
-    return ms, _members_table(ms)
+async def members_promote(c: AsyncClient, node_id: str) -> Output:
+    """Make learner NODE_ID a voter (once it has caught up)."""
+    return _members(await c.promote(node_id))
 
 
 @click.command("transfer-leader")
 @click.option("--to", default=None, help="Target node id (default: the most caught-up voter).")
 @_options
 @_run
-async def transfer_leader(c: AsyncClient, to: str | None) -> Any:
-    """Hand leadership to another voter."""
+async def transfer_leader(c: AsyncClient, to: str | None) -> Output:
+    """Hand leadership to another voter; prints the new leader's id."""
     new = await c.transfer_leader(to)
-    return {"leader": new}, f"leader is now {new}"
+    return Output({"leader": new}, [[new]], line=f"leader is now {new}")
 
 
 @click.command("snapshot")
 @click.option("--endpoint", default=None, help="The node to snapshot (default: the first).")
 @_options
 @_run
-async def snapshot(c: AsyncClient, endpoint: str | None) -> Any:
-    """Take a snapshot now on one node."""
+async def snapshot(c: AsyncClient, endpoint: str | None) -> Output:
+    """Take a snapshot now on one node; prints its index."""
     idx = await c.snapshot(endpoint or c.endpoints[0])
-    return {"index": idx}, f"snapshot at index {idx}"
+    return Output({"index": idx}, [[str(idx)]], line=f"snapshot at index {idx}")
 
 
 COMMANDS = [kv, status, members, transfer_leader, snapshot]

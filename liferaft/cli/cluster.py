@@ -195,6 +195,7 @@ DIR_OPTION = click.option(
     default="./liferaft-data",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The cluster's directory: data, logs, the peer secret and the pid registry.",
 )
 
 
@@ -204,7 +205,9 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option(
+    "--nodes", default=3, show_default=True, type=click.IntRange(1, 9), help="How many nodes."
+)
 @DIR_OPTION
 @click.option(
     "--base-port",
@@ -265,8 +268,9 @@ def _up(
         pidfile.write(registry, pids)
         for m in members:
             start(m, spec, extra)
-            pids[m.id] = m.pid
-            pidfile.write(registry, pids)
+            if m.child is not None:
+                pids[m.id] = m.pid
+                pidfile.write(registry, pids)
         asyncio.run(watch(members, console, live_table=not no_table and console.is_terminal))
     finally:
         preflight.ignore_signals()

@@ -124,7 +124,12 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
 @click.option(
     "--join", "join", default="", help="Client URL(s) of a running member, comma-separated."
 )
-@click.option("--cluster-id", default="liferaft", show_default=True)
+@click.option(
+    "--cluster-id",
+    default="liferaft",
+    show_default=True,
+    help="The cluster's name; every member must give the same.",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -225,6 +230,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="The least severe log records written.",
 )
 @click.option(
     "--log-format",

@@ -48,19 +48,14 @@ speaks liferaft-kv's HTTP API (docs/kv.md); :class:`EtcdAdapter` speaks etcd's g
 Modules
 -------
 
-This module is the command line; it re-exports the parts, each in a module
-of its own: the systems (:mod:`.bench_adapters`), the load loop
-(:mod:`.bench_load`) and the results and their printing
-(:mod:`.bench_report`).
+This module re-exports the parts, each in a module of its own: the systems
+(:mod:`.bench_adapters`), the load loop (:mod:`.bench_load`) and the results
+and their printing (:mod:`.bench_report`).  The command line, a click
+command like every other ``liferaft`` command, is :mod:`liferaft.cli.bench`
+(``liferaft bench kv --help``).
 """
 
 from __future__ import annotations
-
-import argparse
-import asyncio
-import json
-import sys
-from pathlib import Path
 
 from .bench_adapters import (
     Adapter,
@@ -102,7 +97,6 @@ __all__ = [
     "bench_value",
     "format_step",
     "format_table",
-    "main",
     "make_adapter",
     "parse_endpoints",
     "percentile",
@@ -110,88 +104,3 @@ __all__ = [
     "reads_description",
     "run_bench",
 ]
-
-
-def _ints(s: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in s.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {s!r}") from exc
-
-
-def _words(s: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(",") if x.strip())
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="liferaft bench kv",
-        description="HTTP load generator: writes/s, linearizable and stale reads/s at several "
-        "concurrencies, with p50/p99 latency (liferaft-kv, or etcd v3 through its JSON gateway).",
-    )
-    p.add_argument("--endpoints", required=True, help="comma-separated HOST:PORT (or URLs)")
-    p.add_argument("--system", choices=("liferaft", "etcd"), default="liferaft")
-    p.add_argument(
-        "--connections", type=_ints, default=(1, 16, 64), help="concurrencies (default 1,16,64)"
-    )
-    p.add_argument("--seconds", type=float, default=5.0, help="measured time per step (default 5)")
-    p.add_argument(
-        "--warmup", type=float, default=0.5, help="uncounted time before each step (default 0.5)"
-    )
-    p.add_argument(
-        "--ops", type=_words, default=OPS, help=f"subset of {','.join(OPS)} (run in this order)"
-    )
-    p.add_argument(
-        "--reads-at",
-        choices=READS_AT,
-        default="all",
-        help="spread reads over all endpoints (default) or send them to the leader",
-    )
-    p.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
-    p.add_argument("--keys", type=int, default=1000, help="distinct keys (default 1000)")
-    p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
-    p.add_argument("--token-file", help="liferaft: file holding the bearer token")
-    p.add_argument(
-        "--etcd-prefix", default="auto", help="etcd gateway prefix: auto (probe), /v3, /v3beta"
-    )
-    p.add_argument("--json", help="write the result to this file")
-    a = p.parse_args(argv)
-    cfg = Config(
-        connections=a.connections,
-        seconds=a.seconds,
-        warmup=a.warmup,
-        ops=a.ops,
-        reads_at=a.reads_at,
-        keys=a.keys,
-        request_timeout=a.timeout,
-    )
-    try:
-        cfg.check()
-        if not 1 <= a.value_size <= 1 << 20:
-            raise ValueError("value size must be 1..1048576")
-        token = Path(a.token_file).read_text().strip() if a.token_file else None
-        adapter = make_adapter(
-            a.system, parse_endpoints(a.endpoints), a.value_size, token, a.etcd_prefix
-        )
-    except (ValueError, OSError) as exc:
-        p.error(str(exc))
-    try:
-        res = asyncio.run(run_bench(adapter, cfg))
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print()
-    print(format_table(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res.to_json(), f, indent=1)
-        print(f"\nwrote {a.json}")
-    # Errors are in the table; only a step with no success at all fails the run.
-    return 1 if any(s.ok == 0 for s in res.steps) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

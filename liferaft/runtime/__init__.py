@@ -5,7 +5,10 @@
 * :class:`Replicated` with :func:`command` / :func:`query`: replicated
   Python objects (docs/statemachine.md), and ready-made ones:
   :class:`ReplicatedDict`, :class:`ReplicatedCounter`,
-  :class:`ReplicatedLock`, :class:`ReplicatedQueue`;
+  :class:`ReplicatedLock`, :class:`ReplicatedQueue`, and named locks with
+  fencing tokens (:class:`ReplicatedLockManager`);
+* several replicated objects on one node: ``Node(state_machine=[a, b])``
+  (:class:`Composite`, each object its own section);
 * typed errors (:class:`NotLeaderError`, :class:`NodeTimeoutError`,
   :class:`StoppedError`, :class:`DroppedError`, :class:`StorageFailedError`;
   the old names without ``Error`` are aliases until 0.2.0) and events
@@ -14,6 +17,7 @@
 
 from .clock import ManualClock, SystemClock
 from .commands import Replicated, command, query
+from .composite import Composite
 from .errors import (
     BadConfig,
     BadConfigError,
@@ -21,6 +25,7 @@ from .errors import (
     BadMemberError,
     Dropped,
     DroppedError,
+    LockTimeoutError,
     MembershipError,
     NodeError,
     NodeTimeoutError,
@@ -31,8 +36,10 @@ from .errors import (
     StorageFailed,
     StorageFailedError,
     Timeout,
+    UnknownSectionError,
 )
 from .events import Event, EventType
+from .locks import DistributedLock, ReplicatedLockManager
 from .node import Node, NodeConfig, NodeStatus
 from .statemachine import StateMachine, StateSnapshot
 from .types import ReplicatedCounter, ReplicatedDict, ReplicatedLock, ReplicatedQueue
@@ -42,10 +49,13 @@ __all__ = [
     "BadConfigError",
     "BadMember",
     "BadMemberError",
+    "Composite",
+    "DistributedLock",
     "Dropped",
     "DroppedError",
     "Event",
     "EventType",
+    "LockTimeoutError",
     "ManualClock",
     "MembershipError",
     "Node",
@@ -59,6 +69,7 @@ __all__ = [
     "ReplicatedCounter",
     "ReplicatedDict",
     "ReplicatedLock",
+    "ReplicatedLockManager",
     "ReplicatedQueue",
     "StateMachine",
     "StateSnapshot",
@@ -68,6 +79,7 @@ __all__ = [
     "StorageFailedError",
     "SystemClock",
     "Timeout",
+    "UnknownSectionError",
     "command",
     "query",
 ]

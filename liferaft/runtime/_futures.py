@@ -37,6 +37,10 @@ async def bounded(clock: Clock, aw: Awaitable[T], t: float, what: str) -> T:
         try:
             async with asyncio.timeout(t):
                 return await aw
+        except NodeTimeoutError:
+            # Already the node's verdict (e.g. "replaced by a snapshot"): it
+            # is a TimeoutError too, but its own message is the truer one.
+            raise
         except TimeoutError:
             raise NodeTimeoutError(what or "timed out") from None
     fut = asyncio.ensure_future(aw)

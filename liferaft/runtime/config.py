@@ -18,7 +18,10 @@ class NodeConfig:
     """Tuning of one node.  Times are in seconds; the core counts ticks."""
 
     id: str
-    cluster_id: str = "liferaft"
+    #: The cluster this node belongs to, written into every peer handshake.
+    #: Given once, here: the Node hands it (and ``id``) to its transport.
+    #: None takes the transport's, if it was built with one, else "liferaft".
+    cluster_id: str | None = None
     tick_interval: float = 0.05
     election_ticks: int = 20  # 1 s with the default tick
     heartbeat_ticks: int = 2  # 100 ms
@@ -49,6 +52,10 @@ class NodeConfig:
     def validate(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise BadConfigError("id must be a non-empty string")
+        if self.cluster_id is not None and (
+            not isinstance(self.cluster_id, str) or not self.cluster_id
+        ):
+            raise BadConfigError("cluster_id must be a non-empty string (or None)")
         if self.tick_interval <= 0:
             raise BadConfigError("tick_interval must be > 0")
         if self.heartbeat_ticks <= 0 or self.election_ticks <= self.heartbeat_ticks:

@@ -40,6 +40,7 @@ __all__ = [
     "BadMemberError",
     "CommandError",
     "DroppedError",
+    "LockTimeoutError",
     "MembershipError",
     "NodeError",
     "NodeTimeoutError",
@@ -48,6 +49,7 @@ __all__ = [
     "StorageFailedError",
     "StoppedError",
     "UnknownCommandError",
+    "UnknownSectionError",
 ]
 
 # --- the node ------------------------------------------------------------------
@@ -71,10 +73,20 @@ class NotLeaderError(NodeError, _core.NotLeaderError):
         self.leader_hint = leader_hint
 
 
-class NodeTimeoutError(NodeError):
+class NodeTimeoutError(NodeError, TimeoutError):
     """The operation did not finish in time.  A proposal that timed out may
-    still be committed and applied later.  (Not ``TimeoutError``: that name
-    is a builtin.)"""
+    still be committed and applied later.
+
+    It is also the builtin ``TimeoutError``, so ``except TimeoutError`` (or
+    ``asyncio.TimeoutError``) catches it as Python code expects; its own name
+    keeps it from shadowing that builtin (docs/architecture.md, "Names")."""
+
+
+class LockTimeoutError(NodeTimeoutError):
+    """A lock's ``acquire(timeout=...)`` did not get the lock in time
+    (liferaft/runtime/locks.py).  The lock is not held by this caller,
+    unless the last attempt's outcome was unknown: a grant it may have won
+    lapses after its ttl, and its token is never handed out again."""
 
 
 class StoppedError(NodeError):
@@ -126,6 +138,16 @@ class UnknownCommandError(CommandError, LookupError):
     ``apply`` raises it before touching the state, e.g. when a newer
     version of the class proposed a command this replica does not know yet.
     """
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class UnknownSectionError(CommandError, LookupError):
+    """An entry of a :class:`~liferaft.runtime.composite.Composite` names a
+    section this node's state machine does not have; ``apply`` raises it
+    before any object is touched."""
 
     def __init__(self, message: str, name: str) -> None:
         super().__init__(message)

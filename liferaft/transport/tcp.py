@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import random
 import ssl
@@ -65,7 +66,14 @@ class TcpTransport:
     """The production :class:`~liferaft.transport.base.Transport`: asyncio TCP.
 
     ``node_id`` and ``cluster_id`` go into the handshake; a peer must know
-    both.  ``listen_addr`` is ``"host:port"``; port 0 picks a free port and
+    both.  Under a :class:`~liferaft.runtime.Node` leave them out
+    (``TcpTransport(listen_addr="host:port")``): the node gives the transport
+    its own id and cluster id (:meth:`bind_node`), so they are written once,
+    in ``NodeConfig``.  Given here as well they must match the node's, or the
+    ``Node`` refuses to be built, naming both values.  A transport used on its
+    own (tests, tools) takes them here.
+
+    ``listen_addr`` is ``"host:port"``; port 0 picks a free port and
     :attr:`address` tells which after :meth:`start`.  ``ssl_server`` turns on
     TLS for accepted connections (set ``verify_mode = CERT_REQUIRED`` on it
     for mutual TLS) and ``ssl_client`` for dialed ones; the server's
@@ -97,9 +105,9 @@ class TcpTransport:
 
     def __init__(
         self,
-        node_id: NodeId,
-        cluster_id: str,
-        listen_addr: str,
+        node_id: NodeId | None = None,
+        cluster_id: str | None = None,
+        listen_addr: str | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -118,8 +126,10 @@ class TcpTransport:
         max_inbound: int = 128,
         caller_idle_timeout: float = 10.0,
     ) -> None:
-        if not node_id:
+        if node_id is not None and not node_id:
             raise ValueError("node_id must not be empty")
+        if listen_addr is None:
+            raise ValueError("listen_addr is required: TcpTransport(listen_addr='host:port')")
         if max_frame < 1024:
             raise ValueError("max_frame must be at least 1024 bytes")
         if queue_size < 1 or max_batch < 1 or snapshot_chunk < 1:
@@ -130,8 +140,10 @@ class TcpTransport:
             raise ValueError("max_inbound and the timeouts must be positive")
         if peer_secret is not None and not peer_secret:
             raise ValueError("peer_secret must not be empty (None turns it off)")
-        self.node_id = node_id
-        self.cluster_id = cluster_id
+        # None until given here or by the Node (bind_node); "" meanwhile below.
+        self.node_id: NodeId | None = node_id
+        self.cluster_id: str | None = cluster_id
+        node_id, cluster_id = node_id or "", cluster_id or ""
         self._listen = parse_address(listen_addr)
         self.address = listen_addr
         self._secret = peer_secret
@@ -177,11 +189,47 @@ class TcpTransport:
         )
         self._unknown_dropped = 0
 
+    # -- identity ------------------------------------------------------------------
+
+    def bind_node(self, node_id: NodeId, cluster_id: str) -> None:
+        """Take the node id and cluster id of the node this transport serves.
+
+        :class:`~liferaft.runtime.Node` calls it when it is built, so the ids
+        are given once, in ``NodeConfig``.  Raises ``ValueError`` naming both
+        values if the transport was built with different ones, or if it is
+        already running under ids it did not have when built.
+        """
+        for what, mine, theirs in (
+            ("node id", self.node_id, node_id),
+            ("cluster id", self.cluster_id, cluster_id),
+        ):
+            if mine is not None and mine != theirs:
+                raise ValueError(
+                    f"the {what} is given twice and differs: the transport has {mine!r}, "
+                    f"the node {theirs!r}; give it once, in NodeConfig, and build the "
+                    "transport as TcpTransport(listen_addr=...)"
+                )
+        if self.node_id is not None and self.cluster_id is not None:
+            return  # the same ids, given twice: nothing to change
+        if self._ctx.handler is not None or self._links:
+            raise ValueError("bind_node must come before start() and set_peers()")
+        self.node_id, self.cluster_id = node_id, cluster_id
+        self._ctx.node_id, self._ctx.cluster_id = node_id, cluster_id
+        # The dialer is frozen and shared by every link and call made later:
+        # nothing holds the old one yet (no link, not started).
+        self._dialer = dataclasses.replace(self._dialer, node_id=node_id, cluster_id=cluster_id)
+        self._calls = OutboundCalls(self._ctx, self._dialer)
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self, handler: TransportHandler) -> None:
         """Listen on ``listen_addr`` and start dialing every known peer."""
         ctx = self._ctx
+        if self.node_id is None or self.cluster_id is None:
+            raise RuntimeError(
+                "TcpTransport has no node id or cluster id: give both, or hand the transport "
+                "to a Node, which gives it its own"
+            )
         if ctx.handler is not None:
             raise RuntimeError("transport already started")
         if ctx.closed:

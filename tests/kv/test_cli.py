@@ -155,12 +155,15 @@ def test_the_members_table_shows_committed_text_as_text() -> None:
 
     from rich.console import Console
 
-    from liferaft.cli.client_cmds import _members_table
+    from liferaft.cli.client_cmds import _members
+    from liferaft.cli.output import table
 
     ms = [{"id": "n[b]4", "voter": False, "peer_addr": "[/]:7000", "client_addr": "[/x]"}]
-    out = io.StringIO()
-    Console(file=out, width=200).print(_members_table(ms))
-    assert "[/]:7000" in out.getvalue() and "n[b]4" in out.getvalue()
+    out = _members(ms)
+    text = io.StringIO()
+    Console(file=text, width=200).print(table(out.columns, out.rows, out.title))
+    assert "[/]:7000" in text.getvalue() and "n[b]4" in text.getvalue()
+    assert "[/x]" in text.getvalue()
 
 
 async def test_serve_join_tries_every_listed_member() -> None:

@@ -105,11 +105,13 @@ async def test_a_retry_after_an_unknown_outcome_keeps_its_session_and_seq(api: A
         sent: list[dict[str, object]] = []
         once = c._once
 
-        async def record(ep: str, method: str, path: str, body: object, left: float) -> object:
+        async def record(
+            ep: str, method: str, path: str, body: object, left: float, *rest: object
+        ) -> object:
             if method == "PUT":
                 assert isinstance(body, dict)
                 sent.append(body)
-            return await once(ep, method, path, body, left)
+            return await once(ep, method, path, body, left, *rest)  # type: ignore[arg-type]
 
         c._once = record  # type: ignore[method-assign]
         task = asyncio.create_task(c.put("k", "1"))

@@ -8,9 +8,11 @@ module keeps new exceptions to the scheme.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import importlib
 import pkgutil
+from collections.abc import Callable
 
 import pytest
 
@@ -86,10 +88,35 @@ def test_the_client_errors_keep_their_family() -> None:
 
     assert issubclass(client.SessionExpiredError, client.ClientTimeoutError)
     assert issubclass(client.ClientTimeoutError, client.ClientError)
-    assert not issubclass(client.ClientTimeoutError, TimeoutError)
     assert client.SessionExpired is client.SessionExpiredError
     assert issubclass(transport.CallNotSentError, transport.CallError)
     assert transport.CallNotSent is transport.CallNotSentError
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: errors.NodeTimeoutError("entry 7 not applied in time; outcome unknown"),
+        lambda: __import__("liferaft.client").client.ClientTimeoutError(
+            "deadline passed, outcome unknown", 504, "timeout"
+        ),
+        lambda: __import__("liferaft.client").client.SessionExpiredError(
+            "session expired", 504, "session_expired"
+        ),
+    ],
+    ids=["NodeTimeoutError", "ClientTimeoutError", "SessionExpiredError"],
+)
+def test_timeouts_are_the_builtin_timeout_error(make: Callable[[], Exception]) -> None:
+    # Python code says ``except TimeoutError`` (asyncio.timeout, socket
+    # timeouts); liferaft's timeouts are caught by it, keep their own family
+    # and their one-line message (OSError must not read it as an errno).
+    exc = make()
+    with pytest.raises(TimeoutError) as caught:
+        raise exc
+    assert caught.value is exc
+    assert isinstance(exc, asyncio.TimeoutError)
+    assert exc.errno is None and str(exc) == exc.args[0]
+    assert type(exc).__name__ != "TimeoutError"  # never shadows the builtin
 
 
 def test_every_old_name_is_still_importable_where_it_was() -> None:
