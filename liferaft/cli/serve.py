@@ -332,6 +332,16 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="The least severe log records written.",
 )
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="text: logfmt (key=value); json: one object per line. docs/operations.md, Logs.",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log one line per client API request (never the token)."
+)
 def serve_cmd(
     id: str,
     data_dir: Path,
@@ -364,6 +374,8 @@ def serve_cmd(
     max_client_connections: int,
     max_list_bytes: int,
     log_level: str,
+    log_format: str,
+    access_log: bool,
 ) -> None:
     """Run one liferaft-kv node until SIGTERM or Ctrl-C.
 
@@ -430,8 +442,9 @@ def serve_cmd(
             client_header_timeout, client_body_timeout, max_client_connections
         ),
         max_list_bytes=max_list_bytes,
+        access_log=access_log,
     )
-    ctx = setup_logging(node_id, log_level.upper())
+    ctx = setup_logging(node_id, log_level.upper(), log_format)
     try:
         _run_loop(serve(opts, ctx))
     except ServeError as exc:

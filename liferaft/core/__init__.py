@@ -59,6 +59,7 @@ from .messages import (
     Snapshot,
     SnapshotMeta,
     SoftState,
+    StateChange,
     TimeoutNow,
     VoteResponse,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "SnapshotMeta",
     "SnapshotTemporarilyUnavailableError",
     "SoftState",
+    "StateChange",
     "Status",
     "TimeoutNow",
     "Transition",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def step(r: Raft, m: Message) -> None:
     if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
-        r.become_follower(m.term, m.frm)
+        r.become_follower(m.term, m.frm, f"heard from leader {m.frm}")
         follower.step(r, m)
     elif isinstance(m, VoteResponse):
         pre = r.role is Role.PRE_CANDIDATE

@@ -38,20 +38,20 @@ if TYPE_CHECKING:
 def step(r: Raft, m: Message) -> None:
     if isinstance(m, AppendEntries):
         r.election_elapsed = 0
-        r.leader = m.frm
+        r.learn_leader(m.frm)
         handle_append(r, m)
     elif isinstance(m, Heartbeat):
         r.election_elapsed = 0
-        r.leader = m.frm
+        r.learn_leader(m.frm)
         handle_heartbeat(r, m)
     elif isinstance(m, InstallSnapshot):
         r.election_elapsed = 0
-        r.leader = m.frm
+        r.learn_leader(m.frm)
         handle_snapshot(r, m)
     elif isinstance(m, TimeoutNow):
         # Leadership transfer: campaign at once, skipping pre-vote, and mark
         # the request so voters inside a lease still answer (thesis §3.10).
-        r.hup(transfer=True)
+        r.hup(transfer=True, reason=f"transfer from {m.frm}")
     elif isinstance(m, ReadIndexResponse):
         ctx = r.forwarded_reads.pop(m.ctx, None)
         if ctx is not None:  # else a duplicate, or the answer to another life's request

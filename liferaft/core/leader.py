@@ -72,7 +72,7 @@ def tick(r: Raft) -> None:
         r.read_only.new_lease_window()
         if r.check_quorum:
             if not r.tracker.quorum_active(r.id):
-                r.become_follower(r.term, None)
+                r.become_follower(r.term, None, "lost quorum (check quorum)")
                 return
             for _, pr in r.tracker.peers(r.id):
                 pr.recent_active = False

@@ -241,3 +241,18 @@ class SoftState:
 
     role: Role
     leader: NodeId | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of role, term or known leader, and why it happened.
+
+    The core does no logging (it is sans-IO); it hands these to the caller in
+    :attr:`Ready.changes`, in the order they happened, and the caller logs
+    them.  ``reason`` is for people: "election timeout", "higher term from
+    n2", "lost quorum (check quorum)"."""
+
+    role: Role
+    term: int
+    leader: NodeId | None
+    reason: str

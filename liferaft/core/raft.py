@@ -50,6 +50,7 @@ from .messages import (
     RequestVote,
     Role,
     SoftState,
+    StateChange,
     VoteResponse,
 )
 from .quorum import VoteResult
@@ -212,6 +213,10 @@ class Raft:
                         with contextlib.suppress(ConfChangeError):
                             self.apply_conf_change(ConfChange.decode(e.data))
         self.become_follower(self.term, None)
+        # What the caller is told of role, term and leader changes
+        # (Ready.changes); the start itself is not one.
+        self.changes: list[StateChange] = []
+        self._noted: tuple[Role, int, NodeId | None] = (self.role, self.term, self.leader)
 
     # -- persistent state ----------------------------------------------------------
 
@@ -292,14 +297,30 @@ class Raft:
     def abort_leader_transfer(self) -> None:
         self.lead_transferee = None
 
+    def note_change(self, reason: str) -> None:
+        """Record why role, term or leader changed, if one of them did since
+        the last record (a step down to the same state is no change)."""
+        now = (self.role, self.term, self.leader)
+        if now != self._noted:
+            self._noted = now
+            self.changes.append(StateChange(self.role, self.term, self.leader, reason))
+
+    def learn_leader(self, lead: NodeId) -> None:
+        """A follower heard from ``lead``, the leader of its term."""
+        if self.leader != lead:
+            self.leader = lead
+            self.note_change(f"heard from leader {lead}")
+
     # -- role transitions -------------------------------------------------------------
 
-    def become_follower(self, term: int, lead: NodeId | None) -> None:
+    def become_follower(self, term: int, lead: NodeId | None, reason: str = "") -> None:
         self.reset(term)
         self.leader = lead
         self.role = Role.FOLLOWER
+        if reason:  # only __init__ gives none: the start is not a change
+            self.note_change(reason)
 
-    def become_pre_candidate(self) -> None:
+    def become_pre_candidate(self, reason: str = "") -> None:
         # A pre-candidate keeps its term and vote: it only asks whether it
         # could win, so a failed attempt disturbs nobody (thesis §9.6).
         if self.role is Role.LEADER:
@@ -307,20 +328,23 @@ class Raft:
         self.tracker.reset_votes()
         self.leader = None
         self.role = Role.PRE_CANDIDATE
+        self.note_change(reason)
 
-    def become_candidate(self) -> None:
+    def become_candidate(self, reason: str = "") -> None:
         if self.role is Role.LEADER:
             raise AssertionError("invalid transition leader -> candidate")
         self.reset(self.term + 1)
         self.vote = self.id
         self.role = Role.CANDIDATE
+        self.note_change(reason)
 
-    def become_leader(self) -> None:
+    def become_leader(self, reason: str = "") -> None:
         if self.role is Role.FOLLOWER:
             raise AssertionError("invalid transition follower -> leader")
         self.reset(self.term)
         self.leader = self.id
         self.role = Role.LEADER
+        self.note_change(reason)
         self.tracker.progress[self.id].become_replicate()
         # Conservatively treat every uncommitted entry as a possible pending
         # membership change: nothing new until they are applied.
@@ -333,8 +357,9 @@ class Raft:
 
     # -- elections ----------------------------------------------------------------------
 
-    def hup(self, transfer: bool = False) -> None:
-        """Start an election (or a pre-vote) if this node may."""
+    def hup(self, transfer: bool = False, reason: str = "campaign requested") -> None:
+        """Start an election (or a pre-vote) if this node may; ``reason`` says
+        why, for the caller's log (Ready.changes)."""
         if self.role is Role.LEADER or not self.promotable():
             return
         if self.has_unapplied_conf_change():
@@ -342,9 +367,9 @@ class Raft:
             # change is applied could count votes in the wrong configuration.
             return
         if transfer or not self.pre_vote:
-            self.campaign(pre_vote=False, transfer=transfer)
+            self.campaign(pre_vote=False, transfer=transfer, reason=reason)
         else:
-            self.campaign(pre_vote=True, transfer=False)
+            self.campaign(pre_vote=True, transfer=False, reason=reason)
 
     def self_removal_pending(self) -> bool:
         """Does a membership change in our log, not yet applied, or the joint
@@ -370,12 +395,12 @@ class Raft:
         # lo >= first_index, so the slice cannot hit compacted entries.
         return any(e.type is EntryType.CONF_CHANGE for e in self.log.slice(lo, hi, None))
 
-    def campaign(self, pre_vote: bool, transfer: bool) -> None:
+    def campaign(self, pre_vote: bool, transfer: bool, reason: str) -> None:
         if pre_vote:
-            self.become_pre_candidate()
+            self.become_pre_candidate(reason)
             term = self.term + 1
         else:
-            self.become_candidate()
+            self.become_candidate(reason)
             term = self.term
         if self.poll(self.id, True, pre_vote) is VoteResult.WON:
             return
@@ -394,12 +419,13 @@ class Raft:
         _, _, result = self.tracker.tally()
         if result is VoteResult.WON:
             if pre_vote:
-                self.campaign(pre_vote=False, transfer=False)
+                self.campaign(pre_vote=False, transfer=False, reason="won the pre-vote")
             else:
-                self.become_leader()
+                self.become_leader("won the election")
                 leader.bcast_append(self)
         elif result is VoteResult.LOST:
-            self.become_follower(self.term, None)
+            what = "pre-vote" if pre_vote else "election"
+            self.become_follower(self.term, None, f"lost the {what}")
         return result
 
     # -- the log ------------------------------------------------------------------------
@@ -464,7 +490,7 @@ class Raft:
         if not self.tracker.is_voter(self.id):
             # A removed (or demoted) leader steps down once the change is
             # committed and applied; the others elect a successor (thesis §4.2.2).
-            self.become_follower(self.term, None)
+            self.become_follower(self.term, None, "stepped down: removed from the configuration")
             return
         if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
             self.abort_leader_transfer()
@@ -508,7 +534,7 @@ class Raft:
             self.election_elapsed += 1
             if self.promotable() and self.past_election_timeout():
                 self.election_elapsed = 0
-                self.hup()
+                self.hup(reason="election timeout")
 
     def in_lease(self) -> bool:
         """Heard from a live leader within the minimum election timeout, or
@@ -523,6 +549,9 @@ class Raft:
         if m.to != self.id:
             return
         if m.term > self.term:
+            why = f"higher term from {m.frm}"
+            if self.lead_transferee == m.frm:
+                why = f"transfer to {m.frm}: {why}"
             if isinstance(m, RequestVote):
                 if not m.transfer and self.in_lease():
                     # Thesis §4.2.3: ignore, do not even raise our term.
@@ -530,14 +559,14 @@ class Raft:
                 if m.pre_vote:
                     # A pre-vote never changes our term; answered below.
                     return self.handle_vote_request(m)
-                self.become_follower(m.term, None)
+                self.become_follower(m.term, None, why)
             elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
                 # Granted pre-votes carry the term we would campaign with.
                 pass
             elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
-                self.become_follower(m.term, m.frm)
+                self.become_follower(m.term, m.frm, why)
             else:
-                self.become_follower(m.term, None)
+                self.become_follower(m.term, None, why)
         elif m.term < self.term:
             if isinstance(m, (AppendEntries, Heartbeat)) and (
                 self.check_quorum or self.pre_vote

@@ -55,6 +55,7 @@ from .messages import (
     Role,
     Snapshot,
     SoftState,
+    StateChange,
 )
 from .progress import ProgressState
 from .raft import Config, Raft
@@ -72,6 +73,10 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    #: Every change of role, term or known leader since the last Ready, in
+    #: order, each with its reason: what the caller logs (the core does no
+    #: I/O).  ``soft_state`` and ``hard_state`` give only where they ended.
+    changes: list[StateChange] = field(default_factory=list)
     #: True if something here must reach stable storage before the messages
     #: go out: entries, a snapshot, or a new term or vote.  A hard state that
     #: changes only the commit index need not be synced (etcd's MustSync): a
@@ -284,6 +289,7 @@ class RawNode:
             or r.log.unstable.entries
             or r.log.unstable.snapshot is not None
             or r.read_states
+            or r.changes
             or r.soft_state() != self._prev_soft
             or r.hard_state() != self._prev_hard
             or r.log.has_next_committed()
@@ -328,6 +334,8 @@ class RawNode:
         r.msgs = []
         rd.read_states = r.read_states
         r.read_states = []
+        rd.changes = r.changes
+        r.changes = []
         self._outstanding = _Handed(
             soft,
             hard,

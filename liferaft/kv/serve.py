@@ -27,6 +27,8 @@ from .listener import (
     raise_nofile_limit,
     start_client_listener,
 )
+from .logs import NodeContext, setup_logging
+from .metrics import new_registry
 from .server import KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 from .state import KVStore
@@ -68,6 +70,7 @@ class ServeOptions:
     client_ssl: ssl.SSLContext | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
+    access_log: bool = False  # one log line per client request (docs/operations.md, "Logs")
 
     @property
     def peer_listen(self) -> str:
@@ -105,39 +108,6 @@ def node_config(o: ServeOptions) -> NodeConfig:
         commit_timeout=o.request_timeout,
         read_timeout=o.request_timeout,
     )
-
-
-class _NodeContext(logging.Filter):
-    """Adds ``node`` and ``term`` to every log record (structured logs)."""
-
-    def __init__(self, node_id: str) -> None:
-        super().__init__()
-        self.node_id = node_id
-        self.node: Node | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.node = self.node_id
-        term = 0
-        if self.node is not None and self.node.rn is not None:
-            term = self.node.rn.term
-        record.term = term
-        return True
-
-
-def setup_logging(node_id: str, level: str = "INFO") -> _NodeContext:
-    ctx = _NodeContext(node_id)
-    handler = logging.StreamHandler()
-    handler.addFilter(ctx)
-    handler.setFormatter(
-        logging.Formatter(
-            "ts=%(asctime)s level=%(levelname)s node=%(node)s term=%(term)s "
-            "logger=%(name)s msg=%(message)r"
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    return ctx
 
 
 async def _join(node: Node, o: ServeOptions) -> None:
@@ -178,7 +148,7 @@ async def _join(node: Node, o: ServeOptions) -> None:
 
 
 async def serve(
-    o: ServeOptions, log_ctx: _NodeContext | None = None, ready: asyncio.Event | None = None
+    o: ServeOptions, log_ctx: NodeContext | None = None, ready: asyncio.Event | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT; a clean shutdown either way.  ``ready`` is
     set once both listeners are up (and a join, if any, is done)."""
@@ -224,6 +194,7 @@ async def serve(
         transport,
         data_dir=o.data_dir,
         initial_members=o.initial_cluster if (fresh and not o.join) else None,
+        registry=new_registry(),  # the runtime's metrics, served at /metrics
     )
     if log_ctx is not None:
         log_ctx.node = node
@@ -246,7 +217,9 @@ async def serve(
         max_list_bytes=o.max_list_bytes,
     )
     try:
-        server = KVServer(service, token=o.token, body_timeout=limits.body_timeout)
+        server = KVServer(
+            service, token=o.token, body_timeout=limits.body_timeout, access_log=o.access_log
+        )
         host, port = parse_address(o.client_listen)
         try:
             listener = await start_client_listener(
@@ -409,4 +382,6 @@ def load_token(path: Path) -> str:
     return token
 
 
-__all__: list[Any] = ["ServeOptions", "ServeError", "serve", "parse_cluster", "has_data"]
+__all__: list[Any] = [
+    "ServeOptions", "ServeError", "serve", "parse_cluster", "has_data", "setup_logging",
+]  # fmt: skip

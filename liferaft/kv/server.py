@@ -28,6 +28,7 @@ from aiohttp import web
 
 from liferaft.runtime import Node
 
+from .access_log import access_log
 from .errors import (
     KVBadRequestError,
     KVConflictError,
@@ -183,6 +184,7 @@ class KVServer:
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
         ssl_client: Any = None,  # unused: nothing is proxied over HTTP any more
+        access_log: bool = False,
     ) -> None:
         self._owns_service = not isinstance(service, KVService)
         if not isinstance(service, KVService):
@@ -199,6 +201,7 @@ class KVServer:
         self.service = service
         self.token = token
         self.body_timeout = body_timeout
+        self.access_log = access_log  # one line per request (kv/access_log.py)
 
     @property
     def metrics(self) -> Metrics:
@@ -210,7 +213,7 @@ class KVServer:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._errors, self._auth],
+            middlewares=[*([access_log] if self.access_log else []), self._errors, self._auth],
             # JSON and escapes cost a value's size again at most: past this the
             # body cannot hold a legal value, and aiohttp answers 413.
             client_max_size=2 * self.max_value + 64 * 1024,

@@ -57,6 +57,8 @@ from liferaft.core import (
     Entry,
     EntryType,
     HardState,
+    Heartbeat,
+    HeartbeatResponse,
     MemoryStorage,
     Message,
     RaftError,
@@ -66,6 +68,7 @@ from liferaft.core import (
     Role,
     Snapshot,
     SnapshotMeta,
+    StateChange,
 )
 from liferaft.storage import StorageError
 from liferaft.transport.base import Transport
@@ -75,6 +78,7 @@ from .clock import Clock
 from .config import NodeConfig
 from .errors import NodeTimeoutError, StoppedError, StorageFailedError
 from .events import EventType
+from .metrics import PeerRtt
 from .store import MemStore, Store
 
 log = logging.getLogger("liferaft.runtime")
@@ -153,7 +157,10 @@ class RaftLoop:
         self._prev_commit = 0
         self._prev_role: Role | None = None
         self._prev_leader: str | None = None
+        self._logged_role = Role.FOLLOWER  # a node starts as one
         self._leader_waiters: list[asyncio.Future[None]] = []
+        #: Heartbeat round trips, when the node keeps metrics (else no cost).
+        self.peer_rtt: PeerRtt | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -239,6 +246,9 @@ class RaftLoop:
         """A message from a peer, stepped on the next turn."""
         if self.stopping:
             return
+        rtt = self.peer_rtt
+        if rtt is not None and type(msg) is HeartbeatResponse:
+            rtt.answered(msg.frm, self.clock.monotonic())
         self._inbox.append(msg)
         self._wake.set()
 
@@ -336,6 +346,12 @@ class RaftLoop:
         rn, store, hooks = self.rn, self.store, self._hooks
         assert rn is not None and store is not None and hooks is not None
         send = self.transport.send
+        rtt = self.peer_rtt
+        if rtt is not None and rd.messages:
+            now = self.clock.monotonic()
+            for m in rd.messages:
+                if type(m) is Heartbeat:
+                    rtt.sent(m.to, now)
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
         else:
@@ -453,11 +469,18 @@ class RaftLoop:
                     _resolve(fut, result)
 
     def _soft_events(self, rd: Ready) -> None:
+        # The core says why role, term or leader changed (Ready.changes);
+        # the events carry the last reason, and each change is logged: a
+        # failover must leave lines in the log (docs/operations.md, "Logs").
+        reason = ""
+        for c in rd.changes:
+            reason = c.reason
+            self._log_change(c)
         if rd.hard_state is not None:
             hs = rd.hard_state
             if hs.term != self._prev_term:
                 self._prev_term = hs.term
-                self._emit(EventType.TERM_CHANGE, hs.term)
+                self._emit(EventType.TERM_CHANGE, hs.term, reason=reason)
             if hs.commit > self._prev_commit:
                 self._prev_commit = hs.commit
                 self._emit(EventType.COMMIT, hs.commit)
@@ -465,13 +488,25 @@ class RaftLoop:
             ss = rd.soft_state
             if ss.role is not self._prev_role:
                 self._prev_role = ss.role
-                self._emit(EventType.STATE_CHANGE, ss.role.value)
+                self._emit(EventType.STATE_CHANGE, ss.role.value, reason=reason)
             if ss.leader != self._prev_leader:
                 self._prev_leader = ss.leader
-                self._emit(EventType.LEADER_CHANGE, ss.leader)
+                self._emit(EventType.LEADER_CHANGE, ss.leader, reason=reason)
                 for f in self._leader_waiters:
                     _resolve(f, None)
                 self._leader_waiters.clear()
+
+    def _log_change(self, c: StateChange) -> None:
+        """One INFO line per change, its fields also as structured data
+        (``extra``: the JSON log format shows them as keys)."""
+        became = "became " if c.role is not self._logged_role else ""
+        self._logged_role = c.role
+        log.info(
+            "node %s: %s%s in term %d, leader %s (%s)",
+            self.id, became, c.role.value, c.term, c.leader or "unknown", c.reason,
+            extra={"term": c.term, "role": c.role.value, "leader": c.leader or "",
+                   "reason": c.reason},
+        )  # fmt: skip
 
 
 def _copy_outcome(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:

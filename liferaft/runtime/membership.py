@@ -354,6 +354,7 @@ class Membership:
         for c in cc.changes:
             if c.type is ChangeType.REMOVE_NODE:
                 if self.members.pop(c.node_id, None) is not None:
+                    self._log_member(e.index, c.node_id, "removed")
                     self._emit(EventType.MEMBER_REMOVED, c.node_id)
             else:
                 entry = dict(self.members.get(c.node_id, {}))
@@ -367,10 +368,22 @@ class Membership:
                 conf = before if before is not None else rn.conf_state() if rn else None
                 promoted = voter and conf is not None and c.node_id not in conf.voters
                 if new or promoted:
+                    what = "added as a voter" if voter else "added as a learner"
+                    self._log_member(e.index, c.node_id, "promoted to voter" if promoted and not new
+                                     else what, entry.get("addr"))
                     self._emit(
                         EventType.MEMBER_ADDED, c.node_id, voter=voter, addr=entry.get("addr")
                     )
         self.update_peers()
+
+    def _log_member(self, index: int, nid: str, what: str, addr: Any = None) -> None:
+        """One INFO line per membership change this node applied
+        (docs/operations.md, "Logs")."""
+        at = f" at {addr}" if addr else ""
+        log.info(
+            "node %s: member %s %s%s (conf change at index %d applied)", self.id, nid, what, at,
+            index, extra={"member": nid, "change": what, "index": index},
+        )
 
     def stop(self, err: BaseException) -> None:
         """Fail the changes that were never proposed (the node stops)."""

@@ -64,6 +64,7 @@ from .events import Event, EventBus, EventType
 from .leadership import transfer_leadership
 from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
+from .metrics import NodeMetrics
 from .peer_server import serve_call
 from .proposals import ProposalTracker, _Prop
 from .reads import ReadBatcher
@@ -107,6 +108,7 @@ class Node:
         store: Store | None = None,
         initial_members: Mapping[str, str] | None = None,
         clock: Clock | None = None,
+        registry: Any = None,
     ) -> None:
         if not isinstance(config, NodeConfig):
             raise BadConfigError("config must be a NodeConfig")
@@ -152,6 +154,12 @@ class Node:
         self.snapshotter = Snapshotter(
             self.applier, self.loop, self.membership, config, self._emit
         )
+        #: The runtime's metrics, on ``registry`` (a prometheus_client
+        #: CollectorRegistry) when one is given: docs/operations.md, "Metrics".
+        self.metrics: NodeMetrics | None = None
+        self._loop_hooks: Hooks | None = None
+        if registry is not None:
+            self.enable_metrics(registry)
 
     # -- what the parts own, as attributes of the node ----------------------------------
 
@@ -246,7 +254,10 @@ class Node:
             quiet_after_start=self.config.lease_reads and restarted,
         )
         rn = RawNode(cfg, store.reader)
-        self.loop.attach(rn, store, self._hooks())
+        self._loop_hooks = self._hooks()
+        self.loop.attach(rn, store, self._loop_hooks)
+        if self.metrics is not None:
+            self._attach_metrics()
         self.membership.update_peers()
         attach = getattr(self.sm, "attach", None)
         if callable(attach):
@@ -265,6 +276,23 @@ class Node:
             None, lambda: DiskStorage(path, snapshot_data_in_memory=False)
         )
         return DiskStore(disk)
+
+    def enable_metrics(self, registry: Any) -> NodeMetrics:
+        """Export the runtime's metrics on ``registry`` (a prometheus_client
+        ``CollectorRegistry``), before or after :meth:`start`; once: a second
+        call returns the metrics already kept."""
+        if self.metrics is None:
+            self.metrics = NodeMetrics(self, registry)
+            if self._loop_hooks is not None:
+                self._attach_metrics()
+        return self.metrics
+
+    def _attach_metrics(self) -> None:
+        m, hooks = self.metrics, self._loop_hooks
+        assert m is not None and hooks is not None
+        m.attach_store()
+        self.loop.peer_rtt = m.rtt
+        hooks.apply = m.timed_apply(hooks.apply)
 
     def _hooks(self) -> Hooks:
         tracker, applier, config = self.proposals, self.applier, self.config

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,7 @@ class Snapshotter:
         """Capture (cheap), write in a thread while the node keeps applying,
         then adopt it and compact the log on the loop."""
         loop, a = self._loop, self._applier
+        t0 = time.perf_counter()
         try:
             index, cap, writer, members, fmt = await self._capture_held()
 
@@ -152,7 +154,7 @@ class Snapshotter:
             a.bytes_since_snap = 0
             await loop.store_op(adopt, thread=True)
             a.snap_index = max(a.snap_index, index)
-            self._emit(EventType.SNAPSHOT_TAKEN, index)
+            self._emit(EventType.SNAPSHOT_TAKEN, index, duration=time.perf_counter() - t0)
             log.info("node %s: snapshot at %d", self.id, index)
         except _NotNow:
             log.debug("node %s: no snapshot yet: the core has not caught up", self.id)

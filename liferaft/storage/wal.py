@@ -44,9 +44,10 @@ the dropped records still check out) and changes nothing, so that
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
@@ -132,6 +133,9 @@ class WAL:
         # A reset is under way (its RESET mark may be on disk): see reset().
         self._resetting = False
         self.report = OpenReport()
+        #: Called with the seconds each fdatasync took (the runtime's
+        #: metrics set it); None costs nothing.
+        self.on_fsync: Callable[[float], None] | None = None
         # Read-only (for inspection): a torn tail is reported, not truncated,
         # and a repair is only planned (report.repair), not carried out.
         self.read_only = read_only
@@ -264,7 +268,7 @@ class WAL:
         # Seal the old segment durably first: a later fdatasync only covers
         # the new file, and a crash must never leave a hole in the middle.
         if self._fd is not None:
-            self.fs.fdatasync(self._fd)
+            self._fdatasync(self._fd)
         self._close_writer()
         seq = self.segments[-1].seq + 1 if self.segments else 1
         path = self.dir / _segment_name(seq, first)
@@ -313,7 +317,7 @@ class WAL:
         try:
             self.fs.write_all(fd, buf)
             if sync:
-                self.fs.fdatasync(fd)
+                self._fdatasync(fd)
         except OSError as exc:
             # ENOSPC or EIO.  Memory stays as it was; bytes of this batch that
             # did reach the file are cut off again, so that once space returns
@@ -333,9 +337,18 @@ class WAL:
             if len(tail) > 2 * self._tail_cap:
                 del tail[: len(tail) - self._tail_cap]
 
+    def _fdatasync(self, fd: int) -> None:
+        observe = self.on_fsync
+        if observe is None:
+            self.fs.fdatasync(fd)
+            return
+        t0 = time.perf_counter()
+        self.fs.fdatasync(fd)
+        observe(time.perf_counter() - t0)
+
     def sync(self) -> None:
         if self._fd is not None:
-            self.fs.fdatasync(self._fd)
+            self._fdatasync(self._fd)
 
     # Pipelined group commit: the caller writes batch k+1 (append with
     # sync=False) while batch k's fdatasync runs in another thread.
@@ -361,7 +374,7 @@ class WAL:
         if fd < 0:
             return index
         try:
-            self.fs.fdatasync(fd)
+            self._fdatasync(fd)
         except OSError as exc:
             raise StorageError(f"WAL sync failed: {exc.strerror or exc}") from exc
         finally:
