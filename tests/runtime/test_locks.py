@@ -14,6 +14,7 @@ import pytest
 
 from liferaft.runtime import (
     DistributedLock,
+    LockInfo,
     LockTimeoutError,
     NodeTimeoutError,
     ReplicatedCounter,
@@ -66,7 +67,8 @@ async def test_two_nodes_contend_and_the_holder_keeps_its_lease_by_refreshing(
     with pytest.raises(TimeoutError):
         await c.drive(b.acquire(timeout=0))
     info = await c.drive(_manager(c, n2).holder("orders"))
-    assert info is not None and (info.owner, info.token) == (a.owner, first)
+    # LockInfo is what holder() returns: a program annotates with it.
+    assert isinstance(info, LockInfo) and (info.owner, info.token) == (a.owner, first)
     # b blocks until a releases, then gets the lock with a later token.
     task = asyncio.ensure_future(c.drive(b.acquire(), seconds=5))
     await c.run(0.3)
