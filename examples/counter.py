@@ -10,8 +10,8 @@ node is its own process or machine (see config_service.py).  Needs only
 It prints 5, then 7.
 """
 
+import argparse
 import asyncio
-import sys
 import tempfile
 
 from liferaft.runtime import Node, NodeConfig, Replicated, command
@@ -34,8 +34,8 @@ async def main(base_port: int = 7100) -> None:
     with tempfile.TemporaryDirectory() as data:
         counters = {nid: Counter() for nid in peers}
         nodes = [
-            Node(NodeConfig(id=nid), counters[nid], TcpTransport(nid, "demo", addr),
-                 data_dir=f"{data}/{nid}", initial_members=peers)
+            Node(NodeConfig(id=nid, cluster_id="demo"), counters[nid],  # the ids, given once
+                 TcpTransport(listen_addr=addr), data_dir=f"{data}/{nid}", initial_members=peers)
             for nid, addr in peers.items()
         ]
         for node in nodes:
@@ -47,4 +47,7 @@ async def main(base_port: int = 7100) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7100))
+    parser = argparse.ArgumentParser(description="Three replicated counters in one process.")
+    parser.add_argument("base_port", nargs="?", type=int, default=7100,
+                        help="peers listen on 127.0.0.1:BASE_PORT+1..+3 (default 7100)")
+    asyncio.run(main(parser.parse_args().base_port))

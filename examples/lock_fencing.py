@@ -48,6 +48,7 @@ from liferaft.runtime import (
     NodeError,
     ReplicatedLockManager,
 )
+from liferaft.storage import StorageError
 from liferaft.transport import TcpTransport
 
 
@@ -154,8 +155,13 @@ def main() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await work(args)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    except (OSError, ValueError, NodeError, StorageError) as exc:
+        # A port in use, a data dir it cannot use or that holds another
+        # program's state: one line and exit 1, not a traceback.
+        sys.exit(f"error: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

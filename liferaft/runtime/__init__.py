@@ -39,7 +39,7 @@ from .errors import (
     UnknownSectionError,
 )
 from .events import Event, EventType
-from .locks import DistributedLock, ReplicatedLockManager
+from .locks import DistributedLock, LockInfo, ReplicatedLockManager
 from .node import Node, NodeConfig, NodeStatus
 from .statemachine import StateMachine, StateSnapshot
 from .types import ReplicatedCounter, ReplicatedDict, ReplicatedLock, ReplicatedQueue
@@ -55,6 +55,7 @@ __all__ = [
     "DroppedError",
     "Event",
     "EventType",
+    "LockInfo",
     "LockTimeoutError",
     "ManualClock",
     "MembershipError",

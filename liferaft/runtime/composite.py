@@ -91,9 +91,13 @@ class _Header(msgspec.Struct):
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name.encode()) > 255:
-        raise BadConfigError(f"a section name must be 1 to 255 bytes of text, not {name!r}")
-    return name
+    try:
+        size = len(name.encode()) if isinstance(name, str) else 0
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for the frame
+        size = 0
+    if not 1 <= size <= 255:
+        raise BadConfigError(f"a section name must be 1 to 255 bytes of UTF-8, not {name!r}")
+    return str(name)
 
 
 def encode_frame(section: str, data: bytes, *, stamp_time: bool) -> bytes:
@@ -199,6 +203,7 @@ class Composite:
                 )
             self._sections[name] = obj
         self._with_time = {n: takes_leader_time(o.apply) for n, o in self._sections.items()}
+        self._unknown_seen: set[str] = set()  # section names already warned about
 
     @property
     def sections(self) -> Mapping[str, StateMachine]:
@@ -226,6 +231,19 @@ class Composite:
         name, inner = decode_frame(data)
         obj = self._sections.get(name)
         if obj is None:
+            if name not in self._unknown_seen:
+                # Once per name: a node configured without an object that
+                # another node proposes for skips all of its entries, and
+                # would otherwise say so only when a snapshot is refused.
+                self._unknown_seen.add(name)
+                log.warning(
+                    "entry %d is for section %r, which this node's state machine lacks "
+                    "(it has %s): its entries are skipped here; give every node the "
+                    "same objects",
+                    index,
+                    name,
+                    ", ".join(sorted(self._sections)),
+                )
             raise UnknownSectionError(
                 f"entry {index} is for section {name!r}; this node has "
                 f"{', '.join(sorted(self._sections))}",

@@ -225,11 +225,26 @@ class DistributedLock:
         self.token: int | None = None
         self.lost = asyncio.Event()
         self._refresher: asyncio.Task[None] | None = None
+        # On the node's monotonic clock: when the last grant or refresh that
+        # succeeded was proposed, plus the ttl.  The lease it won started at
+        # the leader time of its entry, which is no earlier, so (clock drift
+        # aside) the lease cannot have lapsed before this: past it, and
+        # without a later success, the handle must assume it is lost.
+        self._valid_until = -math.inf
 
     @property
     def held(self) -> bool:
-        """True between a grant and its release, unless a refresh found the lease lost."""
-        return self.token is not None and not self.lost.is_set()
+        """True between a grant and its release while the lease is known to run.
+
+        False once a refresh was refused, and also once a ttl has passed
+        since the last refresh that succeeded was sent (this node cut off
+        from the leader, say): another owner may hold the lock by then.
+        """
+        return (
+            self.token is not None
+            and not self.lost.is_set()
+            and self.manager._node_clock().monotonic() < self._valid_until
+        )
 
     def __repr__(self) -> str:
         return f"<DistributedLock {self.name!r} owner={self.owner!r} token={self.token}>"
@@ -253,12 +268,13 @@ class DistributedLock:
             left = None if deadline is None else deadline - clock.monotonic()
             released = self.manager._release_event(self.name)
             attempt = self.manager.acquire.with_timeout(None if left is None else max(left, 0.05))
+            sent = clock.monotonic()
             try:
                 token = await attempt(self.name, self.owner, self.ttl)
             except _TRANSIENT as exc:
                 token, why = None, f"last try: {type(exc).__name__}: {exc}"
             if token is not None:
-                self._hold(token)
+                self._hold(token, sent + self.ttl)
                 return token
             left = None if deadline is None else deadline - clock.monotonic()
             if left is not None and left <= 0:
@@ -268,8 +284,9 @@ class DistributedLock:
             await _wait_for(released, clock, delay if left is None else min(delay, left))
             delay = min(delay * 2, 0.5)
 
-    def _hold(self, token: int) -> None:
+    def _hold(self, token: int, valid_until: float) -> None:
         self.token = token
+        self._valid_until = valid_until
         self.lost.clear()
         self.manager._holding.add(self)
         self._refresher = asyncio.create_task(
@@ -278,12 +295,24 @@ class DistributedLock:
 
     async def _refresh_loop(self, token: int) -> None:
         # A third of the ttl: two refreshes may fail (a leader change) before
-        # the lease lapses.
+        # the lease lapses.  No refresh outlives the lease it would extend;
+        # once a ttl passed since the last success was sent, the lease is
+        # taken as lost (a partitioned holder learns it without the leader).
         clock, interval = self.manager._node_clock(), self.ttl / 3
         while True:
-            await clock.sleep(interval)
+            await clock.sleep(min(interval, max(self._valid_until - clock.monotonic(), 0.0)))
+            sent = clock.monotonic()
+            left = self._valid_until - sent
+            if left <= 0:
+                log.warning(
+                    "lock %r: lease lost (no refresh succeeded within its ttl of %g s)",
+                    self.name,
+                    self.ttl,
+                )
+                self.lost.set()
+                return
             try:
-                refresh = self.manager.refresh.with_timeout(interval)
+                refresh = self.manager.refresh.with_timeout(min(interval, left))
                 ok = await refresh(self.name, self.owner, token, self.ttl)
             except _TRANSIENT as exc:
                 log.debug("lock %r: refresh failed (%s); trying again", self.name, exc)
@@ -296,6 +325,7 @@ class DistributedLock:
                 log.warning("lock %r: lease lost (token %d is stale)", self.name, token)
                 self.lost.set()
                 return
+            self._valid_until = sent + self.ttl
 
     async def _stop_refreshing(self) -> None:
         task, self._refresher = self._refresher, None

@@ -88,6 +88,37 @@ def test_an_entry_goes_to_the_section_it_names_only() -> None:
     assert counter.get.local() == 4 and config.size.local() == 0
 
 
+async def test_a_node_without_an_object_says_so_when_its_entries_arrive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A misconfigured follower skips the other object's entries (nothing to
+    # apply them to); it must say so in its log at once, not only when a
+    # snapshot of the leader is refused later.
+    made: list[str] = []
+
+    def objects() -> list[Any]:
+        made.append("x")
+        return [ReplicatedCounter(), ReplicatedDict()] if len(made) < 3 else [ReplicatedCounter()]
+
+    c = MemCluster(3, sm=objects)
+    await c.start()
+    try:
+        ld = await c.leader()
+        if ld.id == c.ids[2]:
+            await c.drive(ld.transfer_leadership(c.ids[0]))
+            ld = await c.leader()
+        config = c.sms[ld.id][1]
+        caplog.set_level("WARNING", logger="liferaft.runtime")
+        for n in range(3):
+            await c.drive(config.set(f"k{n}", n))
+        await c.until(lambda: c.nodes[c.ids[2]].applied >= config.log_index)
+        lines = [r.getMessage() for r in caplog.records if "'ReplicatedDict'" in r.getMessage()]
+        assert len(lines) == 1, lines  # once, not per entry
+        assert "lacks" in lines[0] and "ReplicatedCounter" in lines[0]
+    finally:
+        await c.stop()
+
+
 def test_the_frame_keeps_the_leader_time_slot_where_the_object_put_it() -> None:
     # Entry format 1: the leader overwrites data[0:8] of a stamped proposal.
     # The frame keeps the object's first 8 bytes there, so the stamp lands in
@@ -149,5 +180,9 @@ def test_sections_are_named_once() -> None:
         Composite([ReplicatedDict(), ReplicatedDict()])
     with pytest.raises(BadConfigError, match="section name"):
         Composite({"": ReplicatedDict()})
+    for odd in ("\ud800", "é" * 128, 7):  # no UTF-8, 256 bytes, not text
+        with pytest.raises(BadConfigError, match="section name"):
+            Composite({odd: ReplicatedDict()})  # type: ignore[dict-item]
+    assert "a/b c\x00" in Composite({"a/b c\x00": ReplicatedDict()}).sections
     with pytest.raises(BadConfigError, match="at least one"):
         Composite([])

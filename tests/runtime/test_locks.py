@@ -14,6 +14,7 @@ import pytest
 
 from liferaft.runtime import (
     DistributedLock,
+    LockInfo,
     LockTimeoutError,
     NodeTimeoutError,
     ReplicatedCounter,
@@ -66,7 +67,8 @@ async def test_two_nodes_contend_and_the_holder_keeps_its_lease_by_refreshing(
     with pytest.raises(TimeoutError):
         await c.drive(b.acquire(timeout=0))
     info = await c.drive(_manager(c, n2).holder("orders"))
-    assert info is not None and (info.owner, info.token) == (a.owner, first)
+    # LockInfo is what holder() returns: a program annotates with it.
+    assert isinstance(info, LockInfo) and (info.owner, info.token) == (a.owner, first)
     # b blocks until a releases, then gets the lock with a later token.
     task = asyncio.ensure_future(c.drive(b.acquire(), seconds=5))
     await c.run(0.3)
@@ -91,6 +93,30 @@ async def test_a_lease_lapses_when_its_holders_node_stops(c: MemCluster) -> None
     assert info is not None and info.owner == b.owner
     await c.run(TTL)
     assert a.lost.is_set() and not a.held  # its refresher saw the node stop
+    await c.drive(b.release())
+
+
+@pytest.mark.parametrize("on_leader", [False, True], ids=["follower", "leader"])
+async def test_a_cut_off_holder_learns_it_lost_the_lock_before_another_gets_it(
+    c: MemCluster, on_leader: bool
+) -> None:
+    # The holder's node is partitioned, not stopped: its refreshes fail
+    # (no leader, or no quorum) rather than being refused, and it must not
+    # go on believing it holds the lock while the majority grants it again.
+    leader = await c.leader()
+    holder_id = leader.id if on_leader else next(i for i in c.ids if i != leader.id)
+    other_id = next(i for i in c.ids if i != holder_id)
+    a = _manager(c, holder_id).lock("jobs")
+    first = await c.drive(a.acquire(timeout=5))
+    c.net.isolate(holder_id)
+    b = _manager(c, other_id).lock("jobs")
+    task = asyncio.ensure_future(b.acquire(timeout=10 * TTL))
+    await c.until(lambda: task.done() or a.lost.is_set(), seconds=10 * TTL)
+    assert a.lost.is_set() and not a.held  # it learnt first, on its own clock
+    second = await c.drive(task, seconds=10 * TTL)
+    assert second > first and b.held and not a.held
+    c.net.heal()
+    assert await c.drive(a.release()) is False  # its token is stale
     await c.drive(b.release())
 
 
