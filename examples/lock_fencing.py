@@ -60,8 +60,11 @@ def emit(kind: str, **fields: Any) -> None:
 class FencedLedger:
     """The guarded resource: a file that refuses a token lower than the highest it took.
 
-    Lines are ``token writer``.  A real resource keeps the highest token in
-    the same transaction as the write; here an exclusive ``flock`` does.
+    Lines are ``token writer`` (a write) and ``token writer done`` (the
+    holder's turn ended, just before it releases the lock): two turns that
+    overlap show as a write between another writer's write and its
+    ``done``.  A real resource keeps the highest token in the same
+    transaction as the write; here an exclusive ``flock`` does.
     """
 
     def __init__(self, path: Path) -> None:
@@ -78,6 +81,12 @@ class FencedLedger:
             f.write(f"{token} {writer}\n")
             f.flush()
             return True
+
+    def finish(self, token: int, writer: str) -> None:
+        """Record the end of ``writer``'s turn (for whoever checks the turns)."""
+        with open(self.path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(f"{token} {writer} done\n")
 
 
 async def work(args: argparse.Namespace) -> None:
@@ -116,6 +125,8 @@ async def work(args: argparse.Namespace) -> None:
                 ok = ledger.write(token, args.id)
                 emit("wrote" if ok else "refused", node=args.id, token=token)
                 await asyncio.sleep(args.hold)
+                if ok:
+                    ledger.finish(token, args.id)
             finally:
                 with contextlib.suppress(NodeError):
                     await lock.release()
