@@ -49,15 +49,40 @@ def config_keys(command: click.Command) -> dict[str, tuple[str, bool]]:
     return keys
 
 
-def _config_value(path: str, key: str, value: Any, straight: bool) -> Any:
-    if isinstance(value, dict):  # initial-cluster as a table: n1 = "host:port"
-        return ",".join(f"{a}={b}" for a, b in value.items())
-    if isinstance(value, list):  # join as a list of URLs
-        return ",".join(str(v) for v in value)
-    if not straight:
+# Settings whose value is a comma-separated list on the command line, which
+# the config file may give as a TOML table (initial-cluster: n1 = "host:port")
+# or array (join).
+_LIST_SETTINGS = {"initial_cluster", "join"}
+
+
+def _config_value(path: str, key: str, value: Any, straight: bool, p: click.Option) -> Any:
+    """The value a TOML ``value`` gives the option ``p``, checked against the
+    option's type: click would quietly turn ``true`` into 1, cut 1500.7 to
+    1500, or crash on a TOML date."""
+
+    def wrong(takes: str) -> click.BadParameter:
+        return click.BadParameter(f"{path}: {key} takes {takes}, not {value!r}")
+
+    if p.is_flag:
         if not isinstance(value, bool):
-            raise click.BadParameter(f"{path}: {key} takes true or false")
-        return not value
+            raise wrong("true or false")
+        return value if straight else not value
+    if p.name in _LIST_SETTINGS and isinstance(value, dict):
+        if not all(isinstance(v, str) for v in value.values()):
+            raise wrong('a table of id = "HOST:PORT"')
+        return ",".join(f"{a}={b}" for a, b in value.items())
+    if p.name in _LIST_SETTINGS and isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return ",".join(value)
+    if isinstance(p.type, click.types.IntParamType):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+    elif isinstance(p.type, click.types.FloatParamType):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+    elif not isinstance(value, str):
+        raise wrong("a string")
     return value
 
 
@@ -72,9 +97,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
             data = tomllib.load(f)
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"{value} is not valid TOML: {exc}") from exc
     keys = config_keys(ctx.command)
+    options = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
     defaults: dict[str, Any] = {}
     for k, v in data.items():
         known = keys.get(k.replace("_", "-"))
@@ -85,7 +111,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         name, straight = known
         if name in defaults:
             raise click.BadParameter(f"{value}: {k!r} sets {name} a second time")
-        defaults[name] = _config_value(value, k, v, straight)
+        defaults[name] = _config_value(value, k, v, straight, options[name])
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 

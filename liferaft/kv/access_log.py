@@ -5,8 +5,8 @@ server's log format like every other record: the message reads
 ``GET /v1/kv/a 200``, and the fields are ``method``, ``path``, ``query``
 (present only when the request had one), ``status``, ``duration`` (seconds)
 and ``remote``.  Never logged: headers (the bearer token travels in
-``Authorization``) and bodies; a query parameter whose name says it holds a
-secret (``token``, ``password``, ...) is logged as ``REDACTED``.  Requests the
+``Authorization``) and bodies; the value of a query parameter the API does
+not read (``token``, ``password``, anything else) is logged as ``REDACTED``.  Requests the
 listener refuses before the app sees them (header timeout, connection cap)
 are not in it (docs/operations.md, "Logs").
 """
@@ -25,20 +25,37 @@ from aiohttp import web
 log = logging.getLogger("liferaft.access")
 
 _SECRET = re.compile(r"token|secret|passw|auth|api[-_]?key|signature|credential", re.I)
+# A parameter name shown as it is: a short plain word.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 # nginx's code for a request whose client went away before the answer.
 CLIENT_CLOSED = 499
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# The query parameters of the client API (kv/server.py): only these keep
+# their values in the log.
+API_PARAMS = frozenset({"consistency", "limit", "prefix", "start"})
+
+
 def safe_query(query: str) -> str:
-    """``query`` with the value of every secret-looking parameter replaced."""
+    """``query`` with every value the API does not read replaced by
+    ``REDACTED``: a secret may travel under any name (``x=1;token=...``,
+    since parameters are split on ``&`` only), not just one that says so.
+    A parameter with no value, whose name may itself be a secret, is
+    replaced whole."""
     if not query:
         return ""
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    return urllib.parse.urlencode(
-        [(k, "REDACTED" if _SECRET.search(k) else v) for k, v in pairs], safe="/"
-    )
+    shown = []
+    for k, v in pairs:
+        if k in API_PARAMS:
+            shown.append((k, v))
+        elif v or _SECRET.search(k):
+            shown.append((k if _NAME.fullmatch(k) else "REDACTED", "REDACTED"))
+        else:
+            shown.append(("REDACTED", ""))
+    return urllib.parse.urlencode(shown, safe="/")
 
 
 @web.middleware

@@ -37,6 +37,7 @@ from liferaft.core import (
     ConfChangeSingle,
     ConfState,
     Entry,
+    ProposalDroppedError,
     Role,
 )
 from liferaft.core import (
@@ -168,7 +169,11 @@ class Membership:
             except MembershipError as exc:
                 _fail(fut, exc)
                 return
-            except CoreNotLeaderError as exc:
+            except (CoreNotLeaderError, ProposalDroppedError) as exc:
+                # Not leader, or handing leadership over (a transfer,
+                # SIGTERM's hand-over) or leaving the voters: nothing was
+                # proposed, so the router waits for the next leader, as
+                # for a write.
                 _fail(fut, NotLeaderError(str(exc), rn.leader))
                 return
             except ConfChangeError as exc:

@@ -25,6 +25,7 @@ import ipaddress
 import secrets
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 
 from . import handshake
@@ -66,12 +67,42 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class SelfConnectionError(ConnectionRefusedError):
+    """A dial that connected to itself (see :meth:`Dialer.connect`): nobody
+    listens at the address, as with a refusal."""
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
+
+
+async def _tcp_connect(ip: str, port: int) -> socket.socket:
+    """A TCP socket connected to ``ip``:``port``, never to itself.
+
+    Dialing a port of this machine that nobody listens on, with the port in
+    the kernel's ephemeral range, the kernel may pick that same port as the
+    source: the SYN meets itself (a simultaneous open) and the socket is
+    connected to itself.  Closed normally, it would leave a TIME-WAIT that
+    keeps the peer that owns the port from binding it for a minute when it
+    restarts.  So a self-connection is reset (SO_LINGER 0: an RST, no
+    TIME-WAIT) before anything is written on it, TLS included, and reported
+    as :class:`SelfConnectionError`: nobody listens there."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+        if sock.getsockname()[:2] == sock.getpeername()[:2]:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raise SelfConnectionError(f"connection to {ip}:{port} met itself: nobody listens there")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +135,9 @@ class Dialer:
             last: OSError | None = None
             for ip in ips:
                 try:
+                    sock = await _tcp_connect(ip, port)
                     reader, writer = await asyncio.open_connection(
-                        ip,
-                        port,
+                        sock=sock,
                         ssl=self.ssl_client,
                         server_hostname=host if self.ssl_client else None,
                         ssl_handshake_timeout=self.handshake_timeout if self.ssl_client else None,

@@ -238,3 +238,41 @@ def test_the_console_entry_point_reads_liferaft_environment_variables(tmp_path: 
                        text=True, env=env, timeout=60, check=False)  # fmt: skip
     assert p.returncode == 2, p.stderr
     assert "--advertise-client-addr 0.0.0.0:8001" in p.stderr and "wildcard" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "setting,says",
+    [
+        ("lease-reads = 1", "lease-reads takes true or false"),
+        ('insecure-peers = "yes"', "insecure-peers takes true or false"),
+        ("election-timeout = true", "election-timeout takes an integer"),
+        ("snapshot-entries = 1500.7", "snapshot-entries takes an integer"),
+        ("request-timeout = 1979-05-27", "request-timeout takes a number"),
+        ("cluster-id = 07:32:00", "cluster-id takes a string"),
+        ("max-value = [1, 2]", "max-value takes an integer"),
+        ('initial-cluster = { n1 = { host = "a" } }', "initial-cluster takes"),
+        ("join = [1, 2]", "join takes"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_a_one_line_error(
+    tmp_path: Path, captured: list[ServeOptions], setting: str, says: str
+) -> None:
+    """A TOML value of the wrong type is named in one line, never a traceback
+    and never quietly converted (true as 1 entry, 1500.7 cut to 1500)."""
+    cfg = tmp_path / "n1.toml"
+    cfg.write_text(f'peer-addr = "127.0.0.1:7001"\nclient-addr = "127.0.0.1:8001"\n{setting}\n')
+    r = CliRunner().invoke(main, [*BASE, "--data-dir", str(tmp_path), "--config", str(cfg)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert says in r.output and str(cfg) in r.output, r.output
+    assert not captured
+
+
+def test_a_config_file_that_is_not_utf8_text_is_a_one_line_error(
+    tmp_path: Path, captured: list[ServeOptions]
+) -> None:
+    cfg = tmp_path / "n1.toml"
+    cfg.write_bytes(b'id = "n1"\n\xff\xfe\x00')
+    r = CliRunner().invoke(main, [*BASE, "--data-dir", str(tmp_path), "--config", str(cfg)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert f"{cfg} is not valid TOML" in r.output, r.output
+    assert not captured

@@ -70,3 +70,23 @@ def test_the_access_log_never_shows_a_secret_query_value() -> None:
     q = safe_query("prefix=a/b&token=s3cret&Password=x&consistency=stale")
     assert "s3cret" not in q and "=x" not in q
     assert q == "prefix=a/b&token=REDACTED&Password=REDACTED&consistency=stale"
+
+
+def test_the_access_log_shows_only_the_apis_own_query_values() -> None:
+    """A secret can hide in a value whose name says nothing (`x=1;token=...`:
+    the server splits on `&` only), or be the name itself (`?s3cret`): only
+    the API's own parameters keep their values."""
+    for query in (
+        "x=1;token=s3cret",
+        "q=%0Atoken%3Ds3cret",
+        "%zz=s3cret",
+        "s3cret",
+        "prefix=a&s3cret=",
+        "limit=5&key=s3cret",
+    ):
+        q = safe_query(query)
+        assert "s3cret" not in q, (query, q)
+    assert safe_query("prefix=a/b&start=c&limit=5&consistency=stale") == (
+        "prefix=a/b&start=c&limit=5&consistency=stale"
+    )
+    assert safe_query("x=1;token=s3cret&limit=5") == "x=REDACTED&limit=5"

@@ -636,3 +636,22 @@ async def test_followers_persist_before_they_acknowledge() -> None:
         kind == "append-sent" and all(not (k == "saved" and i >= n) for k, i in lead[:pos])
         for pos, (kind, n) in enumerate(lead)
     )
+
+
+async def test_a_membership_change_caught_by_a_leadership_transfer_goes_to_the_new_leader() -> None:
+    """A change the leader cannot propose because it is handing leadership
+    over (a transfer, or SIGTERM's hand-over) waits for the new leader like
+    a write; it used to crash the old leader's node task."""
+    c = MemCluster(3)
+    await c.start()
+    try:
+        ld = await c.leader()
+        to = next(i for i in c.ids if i != ld.id)
+        transfer = asyncio.ensure_future(ld.transfer_leadership(to))
+        await asyncio.sleep(0)  # the transfer is queued for the node task first
+        await c.drive(ld.add_learner("n4", "n4"))
+        assert await c.drive(transfer) == to
+        assert not ld.crashed.is_set()
+        await c.until(lambda: all("n4" in n.members for n in c.nodes.values()))
+    finally:
+        await c.stop()
