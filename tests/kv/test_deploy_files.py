@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import configparser
 import enum
+import json
 import re
 import shlex
 import tomllib
@@ -57,6 +58,52 @@ def every_env_name(cmd: click.Command = main, prefix: str = "LIFERAFT") -> set[s
             for n in every_env_name(sub, f"{prefix}_{name.upper().replace('-', '_')}")
         }  # fmt: skip
     return {f"{prefix}_{str(p.name).upper()}" for p in cmd.params if isinstance(p, click.Option)}
+
+
+def cli_env_table(cmd: click.Command = main, path: str = "liferaft") -> str:
+    """docs/operations.md's table of every other command's variables: one
+    row per option, as click's auto_envvar_prefix names it (from the
+    parameter's name, which is not always the flag's: ``--json`` reads
+    ``..._AS_JSON``)."""
+    rows = ["| command | flag | environment variable |", "|---|---|---|"]
+
+    def walk(c: click.Command, words: list[str]) -> None:
+        env = "_".join(["LIFERAFT", *(w.upper().replace("-", "_") for w in words)])
+        for p in c.params:  # a group's own options too (`liferaft --version` has none)
+            if isinstance(p, click.Option) and not p.is_eager:
+                flag = " / ".join(f"`{o}`" for o in (*p.opts, *p.secondary_opts))
+                where = " ".join([path, *words])
+                rows.append(f"| `{where}` | {flag} | `{env}_{str(p.name).upper()}` |")
+        if isinstance(c, click.Group):
+            ctx = click.Context(c)
+            for name in c.list_commands(ctx):
+                sub = c.get_command(ctx, name)
+                if sub is not None and [*words, name] != ["serve"]:
+                    walk(sub, [*words, name])
+
+    walk(cmd, [])
+    return "\n".join(rows)
+
+
+def test_the_operations_table_lists_every_other_commands_variables() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    m = re.search(r"<!-- cli-env:begin -->\n(.*?)\n<!-- cli-env:end -->", text, re.S)
+    assert m, "docs/operations.md has no cli-env table"
+    assert m.group(1) == cli_env_table(), "regenerate the table:\n" + cli_env_table()
+
+
+def test_a_variable_from_the_table_reaches_its_option(tmp_path: Path) -> None:
+    """The naming rule of the table is what click reads: `cluster down`
+    prints JSON when only LIFERAFT_CLUSTER_DOWN_WRITE_OUT asks for it."""
+    from click.testing import CliRunner
+
+    args = ["cluster", "down", "--dir", str(tmp_path)]
+    plain = CliRunner().invoke(main, args, auto_envvar_prefix="LIFERAFT")
+    env = {"LIFERAFT_CLUSTER_DOWN_WRITE_OUT": "json"}
+    got = CliRunner().invoke(main, args, env=env, auto_envvar_prefix="LIFERAFT")
+    assert plain.exit_code == 0 and got.exit_code == 0, (plain.output, got.output)
+    assert not plain.output.lstrip().startswith("{"), plain.output
+    assert json.loads(got.output)["stopped"] == [], got.output
 
 
 def get_routes() -> set[str]:
