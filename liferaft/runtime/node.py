@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from liferaft.core import (
     ConfChange,
@@ -53,7 +52,6 @@ from liferaft.transport.base import SnapshotSink, Transport
 from .applier import Applier
 from .apply_events import ApplyFeed, ApplyStream
 from .clock import Clock, SystemClock
-from .composite import Composite
 from .config import NodeConfig, NodeStatus, PeerInfo
 from .errors import (
     BadConfigError,
@@ -61,6 +59,7 @@ from .errors import (
     StoppedError,
 )
 from .events import Event, EventBus, EventType
+from .identity import one_identity, one_state_machine
 from .leadership import transfer_leadership
 from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
@@ -84,10 +83,11 @@ class Node:
 
     The node id and cluster id are given once, in ``config``
     (``NodeConfig(id=..., cluster_id=...)``): the node hands them to a
-    transport built without them (``TcpTransport(listen_addr=...)``, see
-    :func:`_one_identity`).  A transport that has its own must agree, or the
-    constructor raises :class:`BadConfigError` naming both values, rather
-    than leaving the mismatch to show as refused handshakes later.
+    transport built without them (``TcpTransport(listen_addr=...)``; see
+    :func:`~liferaft.runtime.identity.one_identity`).  A transport that has
+    its own must agree, or the constructor raises :class:`BadConfigError`
+    naming both values, rather than leaving the mismatch to show as refused
+    handshakes later.
 
     ``state_machine`` is one state machine, or a list (or a mapping of
     names) of several: each then gets its own section of the log and of the
@@ -113,18 +113,10 @@ class Node:
         if not isinstance(config, NodeConfig):
             raise BadConfigError("config must be a NodeConfig")
         config.validate()
-        config = _one_identity(config, transport)
+        config = one_identity(config, transport)
         if data_dir is not None and store is not None:
             raise BadConfigError("give data_dir or store, not both")
-        sm: StateMachine
-        if isinstance(state_machine, Mapping | list | tuple):
-            # Several objects on one log, each its own section (composite.py).
-            sm = Composite(state_machine)
-        else:
-            sm = cast(StateMachine, state_machine)
-        for attr in ("apply", "snapshot", "restore"):
-            if not callable(getattr(sm, attr, None)):
-                raise BadConfigError(f"state_machine has no {attr}() method")
+        sm = one_state_machine(state_machine)
         if initial_members is not None and config.id not in initial_members:
             raise BadConfigError(f"initial_members must include this node ({config.id})")
         self.config = config
@@ -567,47 +559,3 @@ class Node:
     def _emit(self, kind: EventType, value: Any = None, **detail: Any) -> None:
         rn = self.loop.rn
         self.events.emit(Event(kind, value, rn.term if rn is not None else 0, detail))
-
-
-#: The cluster id of a node whose config and transport both leave it out.
-DEFAULT_CLUSTER_ID = "liferaft"
-
-
-def _one_identity(config: NodeConfig, transport: Transport) -> NodeConfig:
-    """The config with its cluster id settled, the transport told both ids.
-
-    The ids used to be passed to ``NodeConfig`` and to the transport, and a
-    mismatch showed only as handshake refusals once the node ran (issue 14).
-    Now ``config`` is the source: a transport with a ``bind_node(id,
-    cluster_id)`` method (``TcpTransport``) takes them from it; ids the
-    transport already holds (the old call form, the memory transport's
-    ``node_id``) must be the same, or :class:`BadConfigError` names both.  A
-    config without ``cluster_id`` takes the transport's (so the old form
-    ``TcpTransport(id, "demo", addr)`` keeps working), else
-    :data:`DEFAULT_CLUSTER_ID`.
-    """
-    t_id = getattr(transport, "node_id", None)
-    t_cluster = getattr(transport, "cluster_id", None)
-    if t_id is not None and t_id != config.id:
-        raise BadConfigError(
-            f"the node id is given twice and differs: NodeConfig(id={config.id!r}), transport "
-            f"{t_id!r}; give it once, in NodeConfig, and build the transport without it"
-        )
-    cluster = config.cluster_id
-    if cluster is None:
-        cluster = t_cluster if isinstance(t_cluster, str) and t_cluster else DEFAULT_CLUSTER_ID
-    elif isinstance(t_cluster, str) and t_cluster != cluster:
-        raise BadConfigError(
-            f"the cluster id is given twice and differs: NodeConfig(cluster_id={cluster!r}), "
-            f"transport {t_cluster!r}; give it once, in NodeConfig, and build the transport "
-            "without it"
-        )
-    bind = getattr(transport, "bind_node", None)
-    if callable(bind):
-        try:
-            bind(config.id, cluster)
-        except ValueError as exc:
-            raise BadConfigError(str(exc)) from None
-    if cluster == config.cluster_id:
-        return config
-    return dataclasses.replace(config, cluster_id=cluster)
