@@ -51,6 +51,7 @@ def check_store(path: str | os.PathLike[str]) -> int:
     except lmdb.Error as exc:
         raise StoreFormatError(f"{where}: not a readable LMDB file: {exc}") from None
     try:
+        _check_size(env, Path(path) / DATA_FILE, where)
         dbs = layout.open_dbs(env, create=False)
         with env.begin() as txn:
             layout.check_format(txn, dbs, where)
@@ -61,6 +62,16 @@ def check_store(path: str | os.PathLike[str]) -> int:
         raise StoreFormatError(f"{where}: damaged store: {exc}") from None
     finally:
         env.close()
+
+
+def _check_size(env: lmdb.Environment, data: Path, where: str) -> None:
+    """A file shorter than the pages its meta names would be mapped short: LMDB
+    touching a page past the end is a SIGBUS that kills the process, so a
+    truncated copy must be refused before any read of its pages."""
+    size = data.stat().st_size
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < need:
+        raise StoreFormatError(f"{where}: truncated copy ({size} bytes; its meta needs {need})")
 
 
 def _check_contents(txn: lmdb.Transaction, dbs: layout.Dbs, where: str) -> int:
