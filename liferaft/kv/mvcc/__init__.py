@@ -7,6 +7,7 @@ operation, :mod:`.layout` the databases, :mod:`.ops` the typed API.
 """
 
 from liferaft.kv.mvcc.copy import check_store, open_copy, receive_copy
+from liferaft.kv.mvcc.layout import FORMAT_VERSION
 from liferaft.kv.mvcc.ops import (
     MAX_KEY_BYTES,
     TO_END,
@@ -30,7 +31,6 @@ from liferaft.kv.mvcc.ops import (
     TxnResult,
     prefix_end,
 )
-from liferaft.kv.mvcc.layout import FORMAT_VERSION
 from liferaft.kv.mvcc.reader import ReadView
 from liferaft.kv.mvcc.store import MVCCStore
 

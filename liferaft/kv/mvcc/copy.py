@@ -85,8 +85,8 @@ def _check_contents(txn: lmdb.Transaction, dbs: layout.Dbs, where: str) -> int:
             raise StoreFormatError(f"{where}: a record at revision {main} > meta's {revision}")
         layout.decode_record(raw)
     for key, rev in txn.cursor(db=dbs.index).iternext(keys=True, values=True):
-        raw = txn.get(rev, db=dbs.rev)
-        if raw is None or layout.decode_record(raw).key != key:
+        found = txn.get(rev, db=dbs.rev)
+        if found is None or layout.decode_record(found).key != key:
             raise StoreFormatError(f"{where}: the index entry of {key!r} names no record of it")
     return layout.get_meta(txn, dbs, layout.META_APPLIED)
 

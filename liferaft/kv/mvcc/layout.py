@@ -82,7 +82,7 @@ def pack_rev(main: int, sub: int = 0) -> bytes:
     return _REV.pack(main, sub)
 
 
-def unpack_rev(b: bytes) -> tuple[int, int]:
+def unpack_rev(b: bytes | memoryview) -> tuple[int, int]:
     main, sub = _REV.unpack(b)
     return int(main), int(sub)
 
@@ -91,7 +91,9 @@ def encode_record(r: Record) -> bytes:
     return _encode(r)
 
 
-def decode_record(b: bytes) -> Record:
+def decode_record(b: bytes | memoryview | None) -> Record:
+    if b is None:  # an index entry with no record: the store is corrupt
+        raise lmdb.CorruptedError("an index entry names a missing revision")
     return _decode_record(b)
 
 

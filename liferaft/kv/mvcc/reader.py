@@ -37,10 +37,7 @@ def record_at(txn: lmdb.Transaction, dbs: Dbs, key: bytes, revision: int) -> Rec
     else:
         cur.set_key(key)  # every version is at or below `revision`: take the last
         cur.last_dup()
-    raw = txn.get(cur.value(), db=dbs.rev)
-    if raw is None:  # an index entry with no record: the store is corrupt
-        raise lmdb.CorruptedError(f"index entry of {key!r} names a missing revision")
-    return layout.decode_record(raw)
+    return layout.decode_record(txn.get(cur.value(), db=dbs.rev))
 
 
 def live_at(txn: lmdb.Transaction, dbs: Dbs, key: bytes, revision: int) -> Record | None:
@@ -59,7 +56,7 @@ def keys_in(txn: lmdb.Transaction, dbs: Dbs, start: bytes, end: bytes | None) ->
     cur = txn.cursor(db=dbs.index)
     ok = cur.set_range(start)
     while ok:
-        key = cur.key()
+        key = bytes(cur.key())  # already bytes (buffers=False): no copy
         if end != TO_END and key >= end:
             return
         yield key

@@ -32,6 +32,7 @@ from liferaft.kv.mvcc.ops import (
     Range,
     RangeResult,
     Txn,
+    TxnOp,
     TxnResult,
     check_key,
 )
@@ -41,7 +42,7 @@ _OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b,
         "<": lambda a, b: a < b, ">": lambda a, b: a > b}  # fmt: skip
 
 
-def validate(op: Op, revision: int, compact: int) -> None:
+def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
     """Raise the error ``op`` is refused with, before it changes anything."""
     if isinstance(op, Put):
         check_key(op.key)
@@ -105,7 +106,8 @@ class EntryWriter:
             ok = all(self._holds(c) for c in op.compare)
             results = [self._sub_op(o) for o in (op.success if ok else op.failure)]
             rev = self.revision
-            return TxnResult(rev, ok, tuple(msgspec.structs.replace(r, revision=rev) for r in results))
+            subs = tuple(msgspec.structs.replace(r, revision=rev) for r in results)
+            return TxnResult(rev, ok, subs)
         assert isinstance(op, Compact)
         self._compact(op.revision)
         return CompactResult(self.current, op.revision)

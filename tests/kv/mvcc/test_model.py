@@ -16,8 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from liferaft.kv.mvcc import (
     TO_END,
-    CompactedError,
     Compact,
+    CompactedError,
     Compare,
     DeleteRange,
     MVCCEntry,

@@ -22,11 +22,11 @@ from liferaft.kv.mvcc import (
     StoreFormatError,
     Txn,
     check_store,
+    layout,
     open_copy,
     prefix_end,
     receive_copy,
 )
-from liferaft.kv.mvcc import layout
 
 
 class Applier:
