@@ -38,6 +38,7 @@ KV_DISTRIBUTIONS = {
     "rich": "rich",
     "prometheus_client": "prometheus-client",
     "sortedcontainers": "sortedcontainers",
+    "lmdb": "lmdb",
     "uvloop": "uvloop",
 }
 

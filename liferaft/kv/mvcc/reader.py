@@ -1,0 +1,136 @@
+"""Reads over one LMDB transaction: a key's state at a revision, and ranges.
+
+Every function here takes the transaction it reads in, so a read-only
+:class:`ReadView` (a consistent snapshot: LMDB's MVCC read transaction) and
+a write in progress (which sees its own earlier changes) share one code
+path.  Layout: :mod:`liferaft.kv.mvcc.layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+
+import lmdb
+
+from liferaft.kv.mvcc import layout
+from liferaft.kv.mvcc.layout import Dbs, Record
+from liferaft.kv.mvcc.ops import (
+    TO_END,
+    CompactedError,
+    FutureRevisionError,
+    KeyValue,
+    Range,
+    RangeResult,
+)
+
+
+def record_at(txn: lmdb.Transaction, dbs: Dbs, key: bytes, revision: int) -> Record | None:
+    """``key``'s newest record with a main revision <= ``revision`` (a tombstone too)."""
+    cur = txn.cursor(db=dbs.index)
+    if not cur.set_key(key):
+        return None
+    if cur.set_range_dup(key, layout.pack_rev(revision + 1)):
+        # Positioned at the first version after `revision`: the one before it is ours.
+        if not cur.prev_dup():
+            return None
+    else:
+        cur.set_key(key)  # every version is at or below `revision`: take the last
+        cur.last_dup()
+    return layout.decode_record(txn.get(cur.value(), db=dbs.rev))
+
+
+def live_at(txn: lmdb.Transaction, dbs: Dbs, key: bytes, revision: int) -> Record | None:
+    """``key``'s version at ``revision``; None if absent or deleted then."""
+    rec = record_at(txn, dbs, key, revision)
+    return None if rec is None or rec.deleted else rec
+
+
+def keys_in(txn: lmdb.Transaction, dbs: Dbs, start: bytes, end: bytes | None) -> Iterator[bytes]:
+    """Every key the index holds in ``[start, end)`` (``end`` None: ``start`` only)."""
+    if end is None:
+        cur = txn.cursor(db=dbs.index)
+        if cur.set_key(start):
+            yield start
+        return
+    cur = txn.cursor(db=dbs.index)
+    ok = cur.set_range(start)
+    while ok:
+        key = bytes(cur.key())  # already bytes (buffers=False): no copy
+        if end != TO_END and key >= end:
+            return
+        yield key
+        ok = cur.next_nodup()
+
+
+def check_read_revision(revision: int, current: int, compact: int) -> int:
+    """The revision a read at ``revision`` (0: current) sees, or the error it gets."""
+    rev = revision or current
+    if rev < 0 or rev > current:
+        raise FutureRevisionError(rev, current)
+    if rev < compact:
+        raise CompactedError(rev, compact)
+    return rev
+
+
+def range_in(
+    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int
+) -> RangeResult:
+    """``req`` read at revision ``at`` (already checked); ``current`` goes in the result."""
+    kvs: list[KeyValue] = []
+    count = 0
+    next_key: bytes | None = None
+    for key in keys_in(txn, dbs, req.key, req.range_end):
+        rec = live_at(txn, dbs, key, at)
+        if rec is None:
+            continue
+        count += 1
+        if req.count_only:
+            continue
+        if req.limit and len(kvs) == req.limit:
+            if next_key is None:
+                next_key = key
+            continue
+        kvs.append(rec.to_kv(req.keys_only))
+    return RangeResult(current, tuple(kvs), count, next_key is not None, next_key)
+
+
+class ReadView:
+    """A consistent read snapshot of the store (one LMDB read transaction).
+
+    Every read through it sees the store as of the moment it was opened,
+    however many batches commit meanwhile.  Close it (or use ``with``)
+    promptly: an open read transaction keeps LMDB from reusing the pages it
+    sees, so the file grows while it lives.
+    """
+
+    def __init__(self, env: lmdb.Environment, dbs: Dbs) -> None:
+        self._txn = env.begin(buffers=False)
+        self._dbs = dbs
+        self.revision = layout.get_meta(self._txn, dbs, layout.META_REVISION)
+        """The store revision this view sees."""
+        self.compact_revision = layout.get_meta(self._txn, dbs, layout.META_COMPACT)
+        self.applied_index = layout.get_meta(self._txn, dbs, layout.META_APPLIED)
+
+    def range(self, req: Range) -> RangeResult:
+        """``req`` at its revision; raises :class:`CompactedError` or
+        :class:`FutureRevisionError` for a revision it cannot read."""
+        at = check_read_revision(req.revision, self.revision, self.compact_revision)
+        return range_in(self._txn, self._dbs, req, at, self.revision)
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        """``key`` at ``revision`` (0: this view's), or None."""
+        at = check_read_revision(revision, self.revision, self.compact_revision)
+        rec = live_at(self._txn, self._dbs, key, at)
+        return None if rec is None else rec.to_kv()
+
+    def close(self) -> None:
+        self._txn.abort()
+
+    def __enter__(self) -> ReadView:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,236 @@
+"""The MVCC store: an LMDB environment, applied a batch of committed ops at a time.
+
+Theory of operation (docs/kv.md, "MVCC store"; the layout is in
+:mod:`liferaft.kv.mvcc.layout`):
+
+- :meth:`MVCCStore.apply_batch` applies committed entries in order in ONE
+  LMDB write transaction, which also writes the last entry's log index and
+  the store revision.  LMDB commits by writing the new pages, then the meta
+  page that points at them (copy-on-write, one writer): a process killed at
+  any point leaves the old meta page or the new one, so the database is at
+  one applied index, never between two.  It fits the runtime's durable
+  state-machine contract (docs/statemachine.md, "The durable contract"):
+  :meth:`applied_index` reads back what a commit made durable, a refused op
+  is an exception *instance* in the results and changes nothing, and
+  raising means the store is broken.
+- **Sync.**  By default every commit is fsynced before ``apply_batch``
+  returns (LMDB's default).  ``sync=False`` skips it: a crash of the
+  *process* still loses nothing (the page cache keeps the writes), but an OS
+  crash or power loss may lose the last commits, and the store then comes
+  back at an older applied index.  Raft replays those entries only if the
+  log still holds them; once the log is truncated behind the store's
+  applied index, they are gone from this replica.  Use it for tests and
+  throwaway clusters only.
+- **Map size.**  LMDB maps the file at a fixed size; a batch that fills it
+  (``MapFullError``) is aborted whole, the map doubled, and the batch run
+  again, so the caller never sees it.
+- **Reads.**  :meth:`read` opens a :class:`ReadView` (one read transaction:
+  a consistent snapshot while batches go on in another thread).
+- **Copies.**  :meth:`copy_to` and :meth:`stream_copy` write a consistent
+  copy (LMDB's ``mdb_env_copy``, from its own read transaction, compacted);
+  :func:`liferaft.kv.mvcc.copy.check_store` checks one before it is opened.
+
+Threads: one writer at a time (the runtime's applier thread), any number of
+readers.  LMDB write transactions belong to the thread that began them,
+which :meth:`apply_batch` keeps by beginning and committing in one call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lmdb
+
+from liferaft.kv.errors import KVError
+from liferaft.kv.mvcc import layout
+from liferaft.kv.mvcc.layout import Dbs
+from liferaft.kv.mvcc.ops import MVCCEntry, Range, RangeResult, Result, StoreFormatError
+from liferaft.kv.mvcc.reader import ReadView
+from liferaft.kv.mvcc.writer import EntryWriter, validate
+from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
+
+#: Initial map size.  The mapping is address space, not memory or disk: the
+#: file grows only as pages are used, and a full map is doubled on demand.
+DEFAULT_MAP_SIZE = 1 << 30
+
+
+class MVCCStore:
+    """An etcd-style MVCC key-value store in one LMDB environment (see the module doc)."""
+
+    apply_off_loop = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = True,
+        map_size: int = DEFAULT_MAP_SIZE,
+        readonly: bool = False,
+    ) -> None:
+        """Open the store in directory ``path``, creating it (unless ``readonly``).
+
+        Raises :class:`StoreFormatError` (one line) for a directory that holds
+        another LMDB database, a store of another format version, or nothing
+        LMDB can open.
+        """
+        self.path = Path(path)
+        self.sync = sync
+        try:
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path),
+                subdir=True,
+                max_dbs=3,
+                map_size=map_size,
+                sync=sync,
+                metasync=sync,
+                readonly=readonly,
+                # No readahead: the database may be larger than memory, and
+                # reads are point lookups or short scans.
+                readahead=False,
+                max_readers=256,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise StoreFormatError(f"{self.path}: cannot open as an MVCC store: {exc}") from None
+        try:
+            self._dbs = self._open_dbs(readonly)
+            with self._env.begin() as txn:
+                layout.check_format(txn, self._dbs, str(self.path))
+        except BaseException:
+            self._env.close()
+            raise
+        self._writer = threading.Lock()
+
+    def _open_dbs(self, readonly: bool) -> Dbs:
+        try:
+            return layout.open_dbs(self._env, create=False)
+        except StoreFormatError:
+            # The main database lists the named ones: empty means a new store.
+            if readonly or self._env.stat()["entries"]:
+                raise
+        dbs = layout.open_dbs(self._env, create=True)
+        with self._env.begin(write=True) as txn:
+            layout.init_meta(txn, dbs)
+        return dbs
+
+    # --- the durable contract ------------------------------------------------------
+
+    def applied_index(self) -> int:
+        """The log index of the last committed batch (0: none)."""
+        return self._meta(layout.META_APPLIED)
+
+    def revision(self) -> int:
+        """The current store revision (1 for a new store)."""
+        return self._meta(layout.META_REVISION)
+
+    def compact_revision(self) -> int:
+        """Reads below this revision fail with :class:`CompactedError` (0: none compacted)."""
+        return self._meta(layout.META_COMPACT)
+
+    def apply_batch(self, entries: Sequence[MVCCEntry]) -> list[Result | KVError]:
+        """Apply ``entries`` in order, with the last one's index, in one transaction.
+
+        One result per entry: its op's result, None for an entry without op,
+        or the :class:`~liferaft.kv.errors.KVError` that refused it (it
+        changed nothing).  Raises ``ValueError`` for an index at or below the
+        applied one or out of order (the runtime never sends one: the store
+        is then not what the runtime thinks).
+        """
+        if not entries:
+            return []
+        with self._writer:
+            while True:
+                try:
+                    return self._apply(entries)
+                except lmdb.MapFullError:
+                    # The transaction was aborted whole; grow and run it again.
+                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def _apply(self, entries: Sequence[MVCCEntry]) -> list[Result | KVError]:
+        dbs = self._dbs
+        with self._env.begin(write=True) as txn:
+            last = layout.get_meta(txn, dbs, layout.META_APPLIED)
+            revision = layout.get_meta(txn, dbs, layout.META_REVISION)
+            compact = layout.get_meta(txn, dbs, layout.META_COMPACT)
+            results: list[Result | KVError] = []
+            for e in entries:
+                if e.index <= last:
+                    raise ValueError(f"entry {e.index} is at or below applied index {last}")
+                last = e.index
+                if e.op is None:
+                    results.append(None)
+                    continue
+                try:
+                    validate(e.op, revision, compact)
+                except KVError as exc:
+                    results.append(exc)
+                    continue
+                w = EntryWriter(txn, dbs, revision, compact)
+                results.append(w.apply(e.op))
+                revision = w.revision
+                compact = layout.get_meta(txn, dbs, layout.META_COMPACT)
+            layout.put_meta(txn, dbs, layout.META_APPLIED, last)
+            layout.put_meta(txn, dbs, layout.META_REVISION, revision)
+        return results
+
+    # --- reads -----------------------------------------------------------------------
+
+    def read(self) -> ReadView:
+        """A consistent snapshot for reads; close it (``with store.read() as r:``)."""
+        return ReadView(self._env, self._dbs)
+
+    def range(self, req: Range) -> RangeResult:
+        """``req`` in a read transaction of its own."""
+        with self.read() as view:
+            return view.range(req)
+
+    # --- copies ----------------------------------------------------------------------
+
+    def copy_to(self, path: str | os.PathLike[str]) -> None:
+        """Write a consistent, compacted copy of the store into the new directory ``path``."""
+        Path(path).mkdir(parents=True, exist_ok=False)
+        self._env.copy(str(path), compact=True)
+
+    def stream_copy(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """A consistent copy of ``data.mdb``, in chunks, without a file in between.
+
+        LMDB writes the copy into a pipe from a thread (from its own read
+        transaction); this generator reads the other end.  Closing the
+        generator early breaks the pipe, which ends the copy.
+        """
+        rfd, wfd = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                self._env.copyfd(wfd, compact=True)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader
+                failure.append(exc)
+            finally:
+                os.close(wfd)
+
+        t = threading.Thread(target=produce, name="mvcc-copy", daemon=True)
+        t.start()
+        try:
+            with os.fdopen(rfd, "rb", buffering=0) as r:
+                rfd = -1
+                while chunk := r.read(chunk_size):
+                    yield chunk
+        finally:
+            if rfd != -1:
+                os.close(rfd)
+            t.join()
+        if failure:
+            raise failure[0]
+
+    def close(self) -> None:
+        """Close the environment (open read views must be closed first)."""
+        self._env.close()
+
+    def _meta(self, name: bytes) -> int:
+        with self._env.begin() as txn:
+            return layout.get_meta(txn, self._dbs, name)
