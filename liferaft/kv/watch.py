@@ -18,13 +18,12 @@ published before it.  When that replay ends at revision L, the buffered
 events at or below L are the ones the replay already gave and are dropped
 (the *seam*); the rest follow.  So nothing is missed or given twice.
 
-A watcher's queue is bounded in events and bytes.  When a batch does not
-fit, the watcher leaves the hub at once (its queue stops growing) and, once
-it has handed out what was delivered, raises
-:class:`~liferaft.kv.watch_types.WatchCutOffError` with the first revision
-it did not deliver; watching again from there misses nothing.  A cut-off
-always falls between two revisions: the rest of a revision the consumer
-has begun is still handed out first.
+A watcher's queue is bounded in events and bytes, and holds whole
+revisions only.  When a revision does not fit, the watcher leaves the hub
+at once (its queue stops growing) and, once it has handed out what it had
+queued, raises :class:`~liferaft.kv.watch_types.WatchCutOffError` with the
+first revision it did not queue; watching again from there misses nothing
+and repeats nothing.
 
 Idle watchers get a :class:`~liferaft.kv.watch_types.Progress` item (the
 revision they are complete up to) every ``progress_interval`` seconds, from
@@ -70,8 +69,7 @@ class _Sink:
 
     __slots__ = (
         "__weakref__", "bytes", "error", "hub", "items", "key_range", "last_activity",
-        "live_lost", "max_bytes", "max_events", "next_rev", "prev_kv", "replaying",
-        "taken_rev", "wake",
+        "live_lost", "max_bytes", "max_events", "next_rev", "prev_kv", "replaying", "wake",
     )
 
     def __init__(
@@ -89,7 +87,6 @@ class _Sink:
         self.max_bytes = max_bytes
         self.items: deque[WatchItem] = deque()
         self.bytes = 0
-        self.taken_rev = 0  # revision of the last event handed to the consumer
         self.last_activity = now
         self.live_lost: str | None = None  # cut off while replaying: why
         self.error: BaseException | None = None
@@ -135,20 +132,9 @@ class _Sink:
             self.bytes = 0
             self.live_lost = reason
             return
-        kept: deque[WatchItem] = deque()
-        while self.items:
-            head = self.items[0]
-            if not (isinstance(head, WatchEvent) and head.revision == self.taken_rev):
-                break
-            kept.append(self.items.popleft())
-        resume = self.next_rev
-        for item in self.items:
-            if isinstance(item, WatchEvent):
-                resume = item.revision
-                break
-        self.items = kept
-        self.bytes = sum(_cost(it) for it in kept)
-        self.error = WatchCutOffError(resume, reason)
+        # What is queued stays (it is bounded) and is handed out first:
+        # every revision below next_rev, and none from it on.
+        self.error = WatchCutOffError(self.next_rev, reason)
         self.wake.set()
 
 
@@ -209,8 +195,6 @@ class Watcher:
             while sink.items and len(out) < limit:
                 item = sink.items.popleft()
                 sink.bytes -= _cost(item)
-                if isinstance(item, WatchEvent):
-                    sink.taken_rev = item.revision
                 out.append(item)
         if not out and sink.error is not None and self._replay is None:
             err = sink.error
@@ -227,7 +211,7 @@ class Watcher:
                 if not sink.prev_kv:
                     ev = ev.without_prev()
                 out.append(ev)
-                self._replay_last = sink.taken_rev = ev.revision
+                self._replay_last = ev.revision
         except StopIteration:
             self._end_replay()
         except Exception as exc:  # the store's (CompactedError, I/O): end with it
@@ -374,7 +358,8 @@ class WatchHub:
         start = start_revision or self._revision + 1
         replaying = start <= self._revision
         if replaying:
-            compact = self._revision + 1 if self._history is None else self._history.compact_revision
+            h = self._history
+            compact = self._revision + 1 if h is None else h.compact_revision
             if start < compact:
                 raise CompactedError(compact)
         sink = _Sink(
