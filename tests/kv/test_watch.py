@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from liferaft.kv.errors import KVBadRequestError
-from liferaft.kv.watch import WatchHub, Watcher
+from liferaft.kv.watch import Watcher, WatchHub
 from liferaft.kv.watch_index import WatchIndex
 from liferaft.kv.watch_types import (
     CompactedError,
