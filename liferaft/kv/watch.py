@@ -64,6 +64,24 @@ def _cost(item: WatchItem) -> int:
     return item.cost() if isinstance(item, WatchEvent) else 0
 
 
+# One revision's events for one group of watchers, and their queue cost.
+_Chunk = tuple[int, list[WatchEvent], int]
+
+
+def _chunks(evs: list[WatchEvent]) -> list[_Chunk]:
+    """``evs`` (in revision order) cut into whole revisions: a queue takes
+    a revision whole or not at all, so a cut-off falls between revisions."""
+    out: list[_Chunk] = []
+    for ev in evs:
+        if out and out[-1][0] == ev.revision:
+            rev, group, size = out[-1]
+            group.append(ev)
+            out[-1] = (rev, group, size + ev.cost())
+        else:
+            out.append((ev.revision, [ev], ev.cost()))
+    return out
+
+
 class _Sink:
     """One watcher's queue: written by the hub, read by its :class:`Watcher`."""
 
@@ -92,32 +110,23 @@ class _Sink:
         self.error: BaseException | None = None
         self.wake = asyncio.Event()
 
-    def offer(self, evs: list[WatchEvent], now: float) -> None:
-        """Queue ``evs`` (in revision order), or cut off if they do not fit."""
-        if not self.replaying and evs[0].revision < self.next_rev:
-            # Only a watcher that starts in the future (or a replay that
-            # read ahead of the hub) gets here: its start filters.
-            evs = [e for e in evs if e.revision >= self.next_rev]
-            if not evs:
-                return
-        i, n = 0, len(evs)
-        while i < n:
-            # Take one whole revision or none of it, so that a cut-off falls
-            # between revisions (and a watcher is resumed by revision).
-            rev, j, size = evs[i].revision, i, 0
-            while j < n and evs[j].revision == rev:
-                size += evs[j].cost()
-                j += 1
+    def offer(self, chunks: list[_Chunk], now: float) -> None:
+        """Queue whole revisions (in order), or cut off at the first that
+        does not fit."""
+        for rev, evs, size in chunks:
+            if rev < self.next_rev and not self.replaying:
+                # Only a watcher that starts in the future (or a replay
+                # that read ahead of the hub) gets here: its start filters.
+                continue
             if self.items and (
-                len(self.items) + j - i > self.max_events or self.bytes + size > self.max_bytes
+                len(self.items) + len(evs) > self.max_events or self.bytes + size > self.max_bytes
             ):
                 self.cut_off("slow")
                 return
-            self.items.extend(evs[i:j])
+            self.items.extend(evs)
             self.bytes += size
             if not self.replaying:
                 self.next_rev = rev + 1
-            i = j
         self.last_activity = now
         self.wake.set()
 
@@ -422,13 +431,17 @@ class WatchHub:
                     b[1].append(ev)
         now = self._clock()
         for group, evs in buckets.values():
-            bare: list[WatchEvent] | None = None
+            # Split and size once per group, not once per watcher.
+            full: list[_Chunk] | None = None
+            bare: list[_Chunk] | None = None
             for sink in list(group):  # a cut-off leaves the group
                 if sink.prev_kv:
-                    sink.offer(evs, now)
+                    if full is None:
+                        full = _chunks(evs)
+                    sink.offer(full, now)
                 else:
                     if bare is None:
-                        bare = [e.without_prev() for e in evs]
+                        bare = _chunks([e.without_prev() for e in evs])
                     sink.offer(bare, now)
 
     def publish_threadsafe(self, events: Sequence[WatchEvent], revision: int | None = None) -> None:
