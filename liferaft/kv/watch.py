@@ -248,7 +248,9 @@ class Watcher:
     def close(self) -> None:
         """Stop watching: unregister now, end the iteration, free the queue."""
         self._done = True
-        self._replay = None
+        replay, self._replay = self._replay, None
+        if replay is not None and hasattr(replay, "close"):
+            replay.close()  # a generator: end the store's read (and its transaction) now
         self._finalizer()
         self._sink.items.clear()
         self._sink.bytes = 0

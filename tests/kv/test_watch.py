@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import threading
 
 import pytest
@@ -247,6 +248,13 @@ async def test_async_iteration_close_cancel_and_drop_leave_nothing_registered() 
     async with hub.watch(KeyRange.single("a")):
         assert hub.watcher_count == 1
     assert hub.watcher_count == 0
+
+    published(hub, store, "a", "2")
+    replaying = hub.watch(KeyRange.single("a"), start_revision=1)
+    assert revs(replaying.ready(1)) == [1]
+    reader = replaying._replay
+    replaying.close()
+    assert reader is not None and inspect.getgeneratorstate(reader) == "GEN_CLOSED"  # type: ignore[arg-type]
 
     hub.watch(KeyRange.single("dropped"))  # never closed, reference dropped
     gc.collect()
