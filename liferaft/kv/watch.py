@@ -372,7 +372,7 @@ class WatchHub:
             h = self._history
             compact = self._revision + 1 if h is None else h.compact_revision
             if start < compact:
-                raise CompactedError(compact)
+                raise CompactedError(start, compact)
         sink = _Sink(
             self, key_range, prev_kv, start, replaying,
             min(max_events or self.max_events, self.max_events),

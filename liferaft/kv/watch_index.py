@@ -30,8 +30,8 @@ class WatchIndex(Generic[T]):
     """Members (the hub's watcher queues) by key range; see the module doc."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, set[T]] = {}
-        self._prefixes: dict[str, set[T]] = {}
+        self._keys: dict[bytes, set[T]] = {}
+        self._prefixes: dict[bytes, set[T]] = {}
         self._prefix_lens: Counter[int] = Counter()
         self._ranges: dict[KeyRange, set[T]] = {}
 
@@ -67,7 +67,7 @@ class WatchIndex(Generic[T]):
                 if not self._prefix_lens[n]:
                     del self._prefix_lens[n]
 
-    def groups(self, key: str) -> Iterator[set[T]]:
+    def groups(self, key: bytes) -> Iterator[set[T]]:
         """The groups whose range holds ``key``, each once."""
         group = self._keys.get(key)
         if group is not None:

@@ -11,12 +11,13 @@ store (past events, for a watcher that starts in the past).  docs/kv.md,
 from __future__ import annotations
 
 import enum
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .errors import KVError
+from .mvcc.ops import TO_END, CompactedError, KeyValue
+from .mvcc.ops import prefix_end as _store_prefix_end
 
 __all__ = [
     "CompactedError",
@@ -45,20 +46,6 @@ class EventKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class KeyValue:
-    """A key's state at a revision, as etcd's mvccpb.KeyValue: the revision
-    that created it, the one that last changed it, how many times it was
-    written since its creation (``version``) and its lease (0: none)."""
-
-    key: str
-    value: str
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One key changed at ``revision``.
 
@@ -70,7 +57,7 @@ class WatchEvent:
 
     revision: int
     kind: EventKind
-    key: str
+    key: bytes
     kv: KeyValue
     prev_kv: KeyValue | None = None
 
@@ -98,17 +85,12 @@ class Progress:
 WatchItem = WatchEvent | Progress
 
 
-def prefix_end(prefix: str) -> str | None:
-    """The first string after every string that starts with ``prefix``
-    (etcd's "range end" of a prefix), or None if there is none (the empty
-    prefix, or one made only of the highest code point)."""
-    p = prefix
-    while p:
-        last = ord(p[-1])
-        if last < sys.maxunicode:
-            return p[:-1] + chr(last + 1)
-        p = p[:-1]
-    return None
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix`` (the
+    store's ``prefix_end``), or None if there is none (the empty prefix, or
+    one made only of 0xff bytes)."""
+    end = _store_prefix_end(prefix)
+    return None if end == TO_END else end
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +98,23 @@ class KeyRange:
     """The keys ``start <= key < end`` (``end`` None: no upper bound).
 
     Build one with :meth:`single`, :meth:`prefix` or :meth:`between`; a
-    single key ``k`` is ``[k, k + "\\0")``, which holds only ``k``."""
+    single key ``k`` is ``[k, k + b"\\0")``, which holds only ``k``."""
 
-    start: str
-    end: str | None
+    start: bytes
+    end: bytes | None
 
     @classmethod
-    def single(cls, key: str) -> KeyRange:
+    def single(cls, key: bytes) -> KeyRange:
         """Only ``key``."""
-        return cls(key, key + "\0")
+        return cls(key, key + b"\0")
 
     @classmethod
-    def prefix(cls, prefix: str) -> KeyRange:
-        """Every key that starts with ``prefix`` (every key for "")."""
+    def prefix(cls, prefix: bytes) -> KeyRange:
+        """Every key that starts with ``prefix`` (every key for b"")."""
         return cls(prefix, prefix_end(prefix))
 
     @classmethod
-    def between(cls, start: str, end: str | None) -> KeyRange:
+    def between(cls, start: bytes, end: bytes | None) -> KeyRange:
         """``[start, end)``; a ValueError names an empty range."""
         if end is not None and end <= start:
             raise ValueError(f"empty key range: end {end!r} is not after start {start!r}")
@@ -140,13 +122,13 @@ class KeyRange:
 
     def __contains__(self, key: object) -> bool:
         return (
-            isinstance(key, str) and key >= self.start and (self.end is None or key < self.end)
+            isinstance(key, bytes) and key >= self.start and (self.end is None or key < self.end)
         )
 
     @property
     def is_single(self) -> bool:
         """True if the range holds exactly one key."""
-        return self.end == self.start + "\0"
+        return self.end == self.start + b"\0"
 
     @property
     def is_prefix(self) -> bool:
@@ -175,22 +157,6 @@ class WatchHistory(Protocol):
     def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent]:
         """The events of ``key_range`` from ``start_rev`` on (see above)."""
         ...
-
-
-class CompactedError(KVError):
-    """The start revision's history was compacted away: ``compact_revision``
-    is the lowest one still kept.  Read the range again and watch from the
-    revision of that read plus one."""
-
-    code = "compacted"
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(
-            f"the history before revision {compact_revision} was compacted; read again "
-            f"and watch from that read's revision + 1",
-            compact_revision=compact_revision,
-        )
-        self.compact_revision = compact_revision
 
 
 class WatchCutOffError(KVError):

@@ -17,7 +17,7 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.revs: list[list[WatchEvent]] = [[]]  # revs[r]: the events of revision r
-        self.state: dict[str, KeyValue] = {}
+        self.state: dict[bytes, KeyValue] = {}
         self.compacted = 1
 
     @property
@@ -28,7 +28,7 @@ class FakeStore:
     def compact_revision(self) -> int:
         return self.compacted
 
-    def write(self, ops: list[tuple[str, str | None]]) -> list[WatchEvent]:
+    def write(self, ops: list[tuple[bytes, bytes | None]]) -> list[WatchEvent]:
         """One revision: put (value) or delete (None) each key, in order;
         every key at most once.  Returns its events."""
         rev = self.revision + 1
@@ -37,19 +37,19 @@ class FakeStore:
             prev = self.state.get(key)
             if value is None:
                 self.state.pop(key, None)
-                kv = KeyValue(key, "", 0, rev, 0)
+                kv = KeyValue(key=key, value=b"", create_revision=0, mod_revision=rev, version=0)
                 evs.append(WatchEvent(rev, EventKind.DELETE, key, kv, prev))
             else:
                 kv = KeyValue(
-                    key, value, prev.create_revision if prev else rev, rev,
-                    prev.version + 1 if prev else 1,
+                    key=key, value=value, create_revision=prev.create_revision if prev else rev,
+                    mod_revision=rev, version=prev.version + 1 if prev else 1,
                 )
                 self.state[key] = kv
                 evs.append(WatchEvent(rev, EventKind.PUT, key, kv, prev))
         self.revs.append(evs)
         return evs
 
-    def put(self, key: str, value: str) -> list[WatchEvent]:
+    def put(self, key: bytes, value: bytes) -> list[WatchEvent]:
         return self.write([(key, value)])
 
     def compact(self, rev: int) -> None:
@@ -57,11 +57,11 @@ class FakeStore:
 
     def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent]:
         if start_rev < self.compacted:
-            raise CompactedError(self.compacted)
+            raise CompactedError(start_rev, self.compacted)
         upto = self.revision
         for rev in range(start_rev, upto + 1):
             if rev < self.compacted:  # compacted while the replay ran
-                raise CompactedError(self.compacted)
+                raise CompactedError(start_rev, self.compacted)
             for ev in self.revs[rev]:
                 if ev.key in key_range:
                     yield ev
@@ -78,13 +78,13 @@ class FakeStore:
 
 def test_fake_history_is_lazy_ordered_and_compacts() -> None:
     s = FakeStore()
-    s.put("a", "1")
-    s.write([("b", "1"), ("a", "2")])
-    it = s.history(1, KeyRange.single("a"))
-    s.put("a", "3")  # before the first next: inside the read
-    assert [(e.revision, e.kv.value) for e in it] == [(1, "1"), (2, "2"), (3, "3")]
+    s.put(b"a", b"1")
+    s.write([(b"b", b"1"), (b"a", b"2")])
+    it = s.history(1, KeyRange.single(b"a"))
+    s.put(b"a", b"3")  # before the first next: inside the read
+    assert [(e.revision, e.kv.value) for e in it] == [(1, b"1"), (2, b"2"), (3, b"3")]
     assert s.revs[3][0].kv.version == 3 and s.revs[3][0].prev_kv == s.revs[2][1].kv
     s.compact(2)
     with pytest.raises(CompactedError) as e:
-        next(s.history(1, KeyRange.prefix("")))
+        next(s.history(1, KeyRange.prefix(b"")))
     assert e.value.compact_revision == 2

@@ -24,13 +24,13 @@ from liferaft.kv.watch import Watcher, WatchHub
 from liferaft.kv.watch_types import KeyRange, WatchCutOffError, WatchEvent
 from tests.kv.test_watch_fake import FakeStore
 
-KEYS = ["a", "a/1", "a/2", "b", "b/x", "c"]
+KEYS = [b"a", b"a/1", b"a/2", b"b", b"b/x", b"c"]
 RANGES = [
-    KeyRange.single("a"),
-    KeyRange.prefix("a/"),
-    KeyRange.prefix(""),
-    KeyRange.between("a/2", "c"),
-    KeyRange.single("b/x"),
+    KeyRange.single(b"a"),
+    KeyRange.prefix(b"a/"),
+    KeyRange.prefix(b""),
+    KeyRange.between(b"a/2", b"c"),
+    KeyRange.single(b"b/x"),
 ]
 
 write = st.tuples(
@@ -90,7 +90,7 @@ async def run(program: list[tuple[Any, ...]]) -> None:
 
     for op in program:
         if op[0] == "write":
-            value = f"v{store.revision}"
+            value = f"v{store.revision}".encode()
             pending.append(store.write([(k, None if d else value) for k, d in op[1]]))
         elif op[0] == "publish":
             do_publish(op[1])
