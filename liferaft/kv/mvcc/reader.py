@@ -124,6 +124,35 @@ class ReadView:
         rec = live_at(self._txn, self._dbs, key, at)
         return None if rec is None else rec.to_kv()
 
+    def changes(
+        self, start_rev: int, start: bytes, end: bytes | None
+    ) -> Iterator[tuple[int, KeyValue | None, KeyValue, KeyValue | None]]:
+        """Every change of a key in ``[start, end)`` (``end`` None: no bound)
+        from ``start_rev`` up to this view's revision, in revision order:
+        ``(revision, kv, key_and_mod, prev)``.  ``kv`` is the key after the
+        change, None for a delete; ``key_and_mod`` carries the key and the
+        changing revision either way (a tombstone's shape is the caller's);
+        ``prev`` the key just before it (None if absent then).
+
+        Reads the ``rev`` database in key order, which is revision order
+        (layout.py).  A caller must start above the compact revision: below
+        it history is gone, and a delete at it leaves no record.
+        """
+        cur = self._txn.cursor(db=self._dbs.rev)
+        if not cur.set_range(layout.pack_rev(start_rev)):
+            return
+        for raw_rev, raw in cur:
+            main, _sub = layout.unpack_rev(raw_rev)
+            if main > self.revision:
+                return
+            rec = layout.decode_record(raw)
+            if rec.key < start or (end is not None and rec.key >= end):
+                continue
+            before = live_at(self._txn, self._dbs, rec.key, main - 1)
+            prev = None if before is None else before.to_kv()
+            mark = KeyValue(rec.key, 0, main, 0, b"", 0)
+            yield main, (None if rec.deleted else rec.to_kv()), mark, prev
+
     def close(self) -> None:
         self._txn.abort()
 
