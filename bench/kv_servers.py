@@ -39,16 +39,18 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from liferaft.harness import procs  # noqa: E402
 from liferaft.harness.serve import ServeCluster  # noqa: E402
 
 STEPS = ("write", "stale", "linearizable")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of node ``pid`` so far (it must still run)."""
+    used = procs.cpu_seconds(pid)
+    if used is None:
+        raise RuntimeError(f"node pid {pid} is gone")
+    return used
 
 
 async def drive(op: Callable[[int], Awaitable[None]], n: int, conns: int) -> float:

@@ -205,24 +205,43 @@ class ProcessGroup:
         self.live.clear()
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (Linux /proc)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on), or
+    None if ``pid`` is gone.  The name is cut at its last ")": it may hold
+    spaces and parentheses itself."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (Linux /proc)."""
+    fields = _stat(pid)
+    return fields is not None and bool(fields) and fields[0] != "Z"
 
 
 def start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot, /proc
     field 22), or None if it is gone: with the PID it names one process
     for good, so a recycled PID is told apart (see :mod:`.pidfile`)."""
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time ``pid`` has used so far (utime + stime, /proc fields 14 and
+    15, all threads), or None if it is gone."""
+    fields = _stat(pid)
+    try:
+        ticks = int(fields[11]) + int(fields[12]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+    return None if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -37,15 +37,14 @@ class StoreHistory:
     @property
     def compact_revision(self) -> int:
         """The first revision whose history is whole (see the module doc)."""
-        c = self._store.compact_revision()
-        return c + 1 if c else 0
+        return _first_whole(self._store.compact_revision())
 
     def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent]:
         """The events of ``key_range`` from ``start_rev`` up to the store's
         revision when the first event is asked for, in revision order, with
         ``prev_kv`` (the hub drops it for a watcher that did not ask)."""
         with self._store.read() as view:
-            first = view.compact_revision + 1 if view.compact_revision else 0
+            first = _first_whole(view.compact_revision)  # compacted since the hub asked?
             if start_rev < first:
                 raise CompactedError(start_rev, first)
             for rev, kv, mark, prev in view.changes(start_rev, key_range.start, key_range.end):
@@ -53,3 +52,9 @@ class StoreHistory:
                     yield WatchEvent(rev, EventKind.DELETE, mark.key, mark, prev)
                 else:
                     yield WatchEvent(rev, EventKind.PUT, kv.key, kv, prev)
+
+
+def _first_whole(compacted_at: int) -> int:
+    """The first revision whose history survives ``compact(compacted_at)``
+    whole (0: nothing compacted): a delete at it leaves no record."""
+    return compacted_at + 1 if compacted_at else 0

@@ -20,20 +20,9 @@ from liferaft.cli import main
 from liferaft.cli.exit_codes import CommandFailedError, ExitCode
 from liferaft.cli.output import Output, emit, simple_line
 
+from .cli_tree import walk
 
-def _walk(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], click.Command]]:
-    out = [(path, cmd)]
-    if isinstance(cmd, click.Group):
-        # list_commands/get_command, not .commands: the top group is lazy.
-        ctx = click.Context(cmd, info_name=path[-1] if path else "liferaft")
-        for name in cmd.list_commands(ctx):
-            sub = cmd.get_command(ctx, name)
-            assert sub is not None, f"{' '.join((*path, name))} does not load"
-            out += _walk(sub, (*path, name))
-    return out
-
-
-COMMANDS = _walk(main, ())
+COMMANDS = walk()
 
 
 def test_every_command_and_option_has_help() -> None:

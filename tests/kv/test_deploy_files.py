@@ -28,6 +28,8 @@ from liferaft.cli import main
 from liferaft.cli.serve import config_keys, serve_cmd
 from liferaft.kv.advertise import check_advertise
 
+from .cli_tree import env_var, walk
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -48,40 +50,25 @@ FLAGS = {o for p in options() for o in (*p.opts, *p.secondary_opts)}
 ENV_NAMES = {env_name(p) for p in options()}
 
 
-def every_env_name(cmd: click.Command = main, prefix: str = "LIFERAFT") -> set[str]:
+def every_env_name() -> set[str]:
     """The variable of every option of every command (``LIFERAFT_KV_GET_TIMEOUT``)."""
-    if isinstance(cmd, click.Group):
-        ctx = click.Context(cmd)  # list/get_command, not .commands: the top group is lazy
-        subs = {name: cmd.get_command(ctx, name) for name in cmd.list_commands(ctx)}
-        return {
-            n for name, sub in subs.items() if sub is not None
-            for n in every_env_name(sub, f"{prefix}_{name.upper().replace('-', '_')}")
-        }  # fmt: skip
-    return {f"{prefix}_{str(p.name).upper()}" for p in cmd.params if isinstance(p, click.Option)}
+    return {
+        env_var(path, p) for path, cmd in walk() for p in cmd.params if isinstance(p, click.Option)
+    }
 
 
-def cli_env_table(cmd: click.Command = main, path: str = "liferaft") -> str:
+def cli_env_table() -> str:
     """docs/operations.md's table of every other command's variables: one
-    row per option, as click's auto_envvar_prefix names it (from the
-    parameter's name, which is not always the flag's: ``--json`` reads
-    ``..._AS_JSON``)."""
+    row per option, as click's auto_envvar_prefix names it."""
     rows = ["| command | flag | environment variable |", "|---|---|---|"]
-
-    def walk(c: click.Command, words: list[str]) -> None:
-        env = "_".join(["LIFERAFT", *(w.upper().replace("-", "_") for w in words)])
-        for p in c.params:  # a group's own options too (`liferaft --version` has none)
-            if isinstance(p, click.Option) and not p.is_eager:
+    for path, cmd in walk():
+        if path[:1] == ("serve",):
+            continue  # its own table, with defaults and the config file
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.is_eager:  # not --help, --version
                 flag = " / ".join(f"`{o}`" for o in (*p.opts, *p.secondary_opts))
-                where = " ".join([path, *words])
-                rows.append(f"| `{where}` | {flag} | `{env}_{str(p.name).upper()}` |")
-        if isinstance(c, click.Group):
-            ctx = click.Context(c)
-            for name in c.list_commands(ctx):
-                sub = c.get_command(ctx, name)
-                if sub is not None and [*words, name] != ["serve"]:
-                    walk(sub, [*words, name])
-
-    walk(cmd, [])
+                where = " ".join(("liferaft", *path))
+                rows.append(f"| `{where}` | {flag} | `{env_var(path, p)}` |")
     return "\n".join(rows)
 
 
