@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from liferaft.harness.ports import free_ports
 from liferaft.runtime import ManualClock, Node, NodeConfig, ReplicatedCounter
 from liferaft.runtime.store import MemStore
 from liferaft.transport import MemoryNetwork, TcpTransport
@@ -116,13 +117,12 @@ class TcpCluster:
         )
 
     async def reserve_ports(self) -> None:
-        import socket
-
-        for nid in self.ids:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            self.addrs[nid] = f"127.0.0.1:{s.getsockname()[1]}"
-            s.close()
+        # Held together while chosen (free_ports): a port bound and closed
+        # one node at a time could come back for the next node, and two
+        # nodes then share one address (seen once in make test: n1 dialed
+        # n2's address and reached itself, and n2 could not bind).
+        for nid, port in zip(self.ids, free_ports(len(self.ids)), strict=True):
+            self.addrs[nid] = f"127.0.0.1:{port}"
 
     async def make(self, nid: str, initial: bool = True) -> Node:
         sm = self.sm_factory()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from liferaft.harness.ports import free_port
 from liferaft.runtime import NodeTimeoutError, NotLeaderError
 from tests.runtime.cluster import TcpCluster
 
@@ -108,12 +109,7 @@ async def test_a_new_node_joins_over_tcp_through_a_follower(tmp_path: Path) -> N
         for _ in range(20):
             await c.sms[ld.id].add(1)
         follower = next(i for i in c.ids if i != ld.id)
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        c.addrs["n4"] = f"127.0.0.1:{s.getsockname()[1]}"
-        s.close()
+        c.addrs["n4"] = f"127.0.0.1:{free_port()}"  # never one of the three (ports.py)
         new = await c.make("n4", initial=False)
         await new.start()
         await new.join(c.addrs[follower], c.addrs["n4"])

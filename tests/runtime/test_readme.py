@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from liferaft.harness.ports import free_port
+
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_readme_counter_example_runs() -> None:
@@ -24,7 +19,7 @@ def test_readme_counter_example_runs() -> None:
     assert code is not None
     src = code.group(1)
     for port in ("7101", "7102", "7103"):
-        src = src.replace(port, str(_free_port()))
+        src = src.replace(port, str(free_port()))
     out = subprocess.run(
         [sys.executable, "-c", src], capture_output=True, text=True, timeout=60, check=False
     )
