@@ -265,7 +265,7 @@ STAGES = (
     ("liferaft.kv: GET handler (KVServer.get)", "KVServer.get", "liferaft/kv/"),
     ("liferaft.kv: JSON decode of bodies (_decode)", "_decode", "liferaft/kv/"),
     ("liferaft.kv: JSON responses (_json)", "_json", "liferaft/kv/"),
-    ("liferaft.kv: state machine apply", "KVStore.", "liferaft/kv/"),
+    ("liferaft.kv: state machine apply", "KVMachine.", "liferaft/kv/"),
     ("liferaft.kv: metrics (prometheus observe)", "", "prometheus_client/"),
     ("liferaft.runtime: Node.propose", "Node.propose", "liferaft/runtime/"),
     ("liferaft.runtime: all", "", "liferaft/runtime/"),

@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from liferaft.codec import encode_message
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.core.messages import AppendEntries, Entry
-from liferaft.kv.state import Put, encode_command
+from liferaft.kv.mvcc.codec import Write, encode_command
+from liferaft.kv.mvcc.ops import Put
 from liferaft.runtime import address_book, peer_rpc
 from liferaft.transport._frames import HEADER, Kind, frame
 
@@ -288,7 +289,7 @@ class Stranger:
         if answer == "welcome":
             term = int(st["term"]) + FORGED_TERM_STEP
             last = int(st["last_log_index"])
-            cmd = encode_command(Put(f"{STRANGER_KEYS}ae-{self._n}", "forged"))
+            cmd = encode_command(Write(Put(f"{STRANGER_KEYS}ae-{self._n}".encode(), b"forged")))
             ae = AppendEntries(
                 term, claim, nid, last, int(st["term"]), (Entry(last + 1, term, cmd),), last + 1
             )
@@ -332,7 +333,7 @@ class Stranger:
         what = self.rng.choice(["put", "conf"])
         req: peer_rpc.Request
         if what == "put":
-            forged = Put(f"{STRANGER_KEYS}p-{self._n}", "forged")
+            forged = Write(Put(f"{STRANGER_KEYS}p-{self._n}".encode(), b"forged"))
             req = peer_rpc.Propose(encode_command(forged), False)
         else:
             sid = f"{STRANGER_IDS}{self._n}"

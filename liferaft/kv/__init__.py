@@ -1,25 +1,25 @@
 """liferaft-kv: the replicated key-value server (HTTP API in docs/kv.md)."""
 
-from .state import (
-    KV,
-    Delete,
-    KVStore,
-    Opened,
+from .machine import KVMachine
+from .mvcc.codec import (
+    Command,
+    LeaseGrant,
+    LeaseRevoke,
     OpenSession,
-    Put,
     SessionRef,
-    WriteResult,
+    Write,
+    decode_command,
     encode_command,
 )
 
 __all__ = [
-    "KV",
-    "Delete",
-    "KVStore",
-    "Opened",
+    "Command",
+    "KVMachine",
+    "LeaseGrant",
+    "LeaseRevoke",
     "OpenSession",
-    "Put",
     "SessionRef",
-    "WriteResult",
+    "Write",
+    "decode_command",
     "encode_command",
 ]

@@ -4,7 +4,8 @@ The runtime's metrics (term, indices, leader, WAL fsync, apply, snapshots,
 peer round trips, build info: liferaft/runtime/metrics.py) go on this
 registry, with the process and Python collectors that prometheus_client's
 default registry would have (``process_*``, ``python_*``), and the KV
-server's own: the client write latency, failed writes by error, and keys.
+server's own: the client write latency, failed writes by error, and the
+store's revision, compact revision and file size.
 docs/operations.md, "Metrics", lists every name; a test compares that list
 with what /metrics serves.
 """
@@ -28,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from liferaft.runtime import Node
 
-from .state import KVStore
+from .machine import KVMachine
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -47,9 +48,9 @@ class Metrics:
     (``Node(..., registry=...)``, as ``liferaft serve`` builds it), else on a
     new one."""
 
-    def __init__(self, node: Node, store: KVStore) -> None:
+    def __init__(self, node: Node, machine: KVMachine) -> None:
         self.node = node
-        self.store = store
+        self.machine = machine
         if node.metrics is None:
             node.enable_metrics(new_registry())
         assert node.metrics is not None
@@ -66,7 +67,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.registry.register(_KVCollector(store))
+        self.registry.register(_KVCollector(machine))
 
     def proposal_failed(self, reason: str) -> None:
         self.proposals_failed.labels(reason).inc()
@@ -76,8 +77,19 @@ class Metrics:
 
 
 class _KVCollector(Collector):
-    def __init__(self, store: KVStore) -> None:
-        self.store = store
+    def __init__(self, machine: KVMachine) -> None:
+        self.machine = machine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("liferaft_keys", "Keys in the store.", value=len(self.store.data))
+        m = self.machine
+        yield GaugeMetricFamily(
+            "liferaft_kv_revision", "The store revision applied here.", value=m.revision()
+        )
+        yield GaugeMetricFamily(
+            "liferaft_kv_compact_revision",
+            "History below this revision is compacted away.",
+            value=m.compact_revision(),
+        )
+        yield GaugeMetricFamily(
+            "liferaft_kv_db_size_bytes", "Size of the store's LMDB file.", value=m.db_size()
+        )

@@ -31,7 +31,8 @@ from .logs import NodeContext, setup_logging
 from .metrics import new_registry
 from .server import KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
-from .state import KVStore
+from .machine import KVMachine
+from .mvcc import StoreFormatError
 
 log = logging.getLogger("liferaft.kv")
 
@@ -90,6 +91,23 @@ def has_data(data_dir: Path) -> bool:
         if d.is_dir() and any(d.iterdir()):
             return True
     return False
+
+
+def open_machine(data_dir: Path, fresh: bool) -> KVMachine:
+    """The node's store, in ``DATA_DIR/kv``.  A data dir with Raft state but
+    no store was written by a build with the in-memory store: refused, since
+    its entries and snapshots are in a format this build does not apply."""
+    kv_dir = data_dir / "kv"
+    if not fresh and not kv_dir.exists():
+        raise ServeError(
+            f"{data_dir} holds a node of an earlier liferaft-kv (the in-memory store), "
+            "which this build cannot open: copy the keys into a new cluster "
+            '(docs/kv.md, "Upgrading from the in-memory store")'
+        )
+    try:
+        return KVMachine(kv_dir)
+    except StoreFormatError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 def node_config(o: ServeOptions) -> NodeConfig:
@@ -179,7 +197,7 @@ async def serve(
             limits.max_connections,
         )
         limits = ClientLimits(limits.header_timeout, limits.body_timeout, cap)
-    store = KVStore()
+    machine = open_machine(o.data_dir, fresh)
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -190,7 +208,7 @@ async def serve(
     )
     node = Node(
         node_config(o),
-        store,
+        machine,
         transport,
         data_dir=o.data_dir,
         initial_members=o.initial_cluster if (fresh and not o.join) else None,
@@ -200,7 +218,11 @@ async def serve(
         log_ctx.node = node
     try:
         await node.start()
+    except NodeError as exc:
+        machine.close()
+        raise ServeError(str(exc)) from exc
     except OSError as exc:
+        machine.close()
         why = exc.strerror or exc
         raise ServeError(
             f"cannot listen on peer address {o.peer_listen} (--peer-addr or "
@@ -210,7 +232,7 @@ async def serve(
     # One service under every front end (today the HTTP API).
     service = KVService(
         node,
-        store,
+        machine,
         client_addr=o.client_addr,
         max_value=o.max_value,
         timeout=o.request_timeout,
@@ -274,6 +296,7 @@ async def serve(
             await listener.close()
         await service.close()
         await node.stop()
+        machine.close()
 
 
 async def hand_over_leadership(node: Node, timeout: float) -> str | None:

@@ -7,11 +7,9 @@ The contract is the table in docs/kv.md.  What is HTTP's alone: the bearer
 token (401), the body read deadline (408), the body size cap (413 before
 parsing), percent-encoded keys, and JSON's null-versus-absent conditions.
 
-Errors render as ``{"error": code, "message": text, ...extra}`` with the
-status of the service error's class: ``retry_safe`` is 503 (with
-``Retry-After``), ``outcome_unknown`` is 504, :class:`KVNotFoundError` 404,
-:class:`KVConflictError` 409, :class:`KVPreconditionFailedError` 412,
-:class:`KVTooLargeError` 413, :class:`KVBadRequestError` 400.
+Errors render as liferaft/kv/http_util.py says.  The routes of
+coordination (ranges, transactions, watch, leases) are in
+liferaft/kv/server_coord.py.
 """
 
 from __future__ import annotations
@@ -29,42 +27,39 @@ from aiohttp import web
 from liferaft.runtime import Node
 
 from .access_log import access_log
-from .errors import (
-    KVBadRequestError,
-    KVConflictError,
-    KVError,
-    KVNotFoundError,
-    KVPreconditionFailedError,
-    KVTooLargeError,
+from .errors import KVBadRequestError, KVError
+from .http_util import (
+    ApiError,
+    decode_body,
+    error_response,
+    http_status,
+    json_response,
+    query_int,
 )
 from .listener import DEFAULT_BODY_TIMEOUT
+from .machine import KVMachine
 from .metrics import Metrics
+from .mvcc.codec import SessionRef
+from .server_coord import CoordinationRoutes
 from .service import (
     DEFAULT_MAX_LIST_BYTES,
     DEFAULT_MAX_VALUE,
-    MAX_LIST,
-    MAX_REVISION,
     MAX_SEQ,
     AddMemberRequest,
     DeleteRequest,
     KVService,
-    ListRequest,
     PutRequest,
     session_ref,
 )
-from .state import KV, KVStore, SessionRef
 
 _OPEN_ROUTES = ("/healthz", "/readyz")
 # A "%" not followed by two hex digits: urllib would keep it as a literal
 # "%", so "%zz" and "%25zz" would name the same key.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNSET = msgspec.UNSET
-_STATUS: tuple[tuple[type[KVError], int], ...] = (
-    (KVNotFoundError, 404),
-    (KVConflictError, 409),
-    (KVPreconditionFailedError, 412),
-    (KVTooLargeError, 413),
-)
+_json = json_response
+_error = error_response
+_decode = decode_body
 
 
 class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,6 +77,7 @@ class DeleteBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class PutBody(DeleteBody, kw_only=True):
     value: str
+    lease: int = 0
 
 
 class OpenSessionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,46 +93,6 @@ class MemberBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
     to: str | None = None
-
-
-class ApiError(Exception):
-    """An error answer of HTTP's own: status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.extra = extra
-
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=_encode(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return _json({"error": code, "message": message, **extra}, status, headers)
-
-
-def http_status(exc: KVError) -> int:
-    """The HTTP status of a service error."""
-    if exc.retry_safe:
-        return 503
-    if exc.outcome_unknown:
-        return 504
-    return next((st for cls, st in _STATUS if isinstance(exc, cls)), 400)
-
-
-def _decode(body: bytes, typ: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(body, type=typ)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise KVBadRequestError(f"bad JSON body: {exc}") from exc
 
 
 def _conditions(body: PutBody | DeleteBody) -> tuple[str | None, int | None]:
@@ -163,19 +119,19 @@ def _session(body: PutBody | DeleteBody) -> SessionRef | None:
     return session_ref(body.session, body.seq, body.lowest_pending)
 
 
-class KVServer:
+class KVServer(CoordinationRoutes):
     """The HTTP front of one node's :class:`KVService`; ``app()`` builds the
     aiohttp application.
 
     ``KVServer(service, token=..., body_timeout=...)``.  The older form,
-    ``KVServer(node, store, client_addr=..., ...)``, builds the service
+    ``KVServer(node, machine, client_addr=..., ...)``, builds the service
     itself and starts and closes it with the application; it stays for one
     release."""
 
     def __init__(
         self,
         service: KVService | Node,
-        store: KVStore | None = None,
+        store: KVMachine | None = None,
         *,
         token: str | None = None,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
@@ -189,7 +145,7 @@ class KVServer:
         self._owns_service = not isinstance(service, KVService)
         if not isinstance(service, KVService):
             if store is None:
-                raise TypeError("KVServer(node, store, ...) needs the store")
+                raise TypeError("KVServer(node, machine, ...) needs the machine")
             service = KVService(
                 service,
                 store,
@@ -219,7 +175,7 @@ class KVServer:
             client_max_size=2 * self.max_value + 64 * 1024,
         )
         r = app.router
-        r.add_get("/v1/kv", self.list_keys)
+        self.add_coordination_routes(r)
         r.add_get("/v1/kv/{key:.+}", self.get)
         r.add_put("/v1/kv/{key:.+}", self.put)
         r.add_delete("/v1/kv/{key:.+}", self.delete)
@@ -320,22 +276,9 @@ class KVServer:
     # -- keys ---------------------------------------------------------------------------
 
     async def get(self, request: web.Request) -> web.Response:
-        c = request.query.get("consistency", "linearizable")
-        return _json(await self.service.get(self._key(request), c))
-
-    async def list_keys(self, request: web.Request) -> web.Response:
         q = request.query
-        try:
-            limit = int(q.get("limit", str(MAX_LIST)))
-        except ValueError as exc:
-            raise KVBadRequestError("limit must be an integer") from exc
-        req = ListRequest(
-            prefix=q.get("prefix", ""),
-            start=q.get("start", ""),
-            limit=limit,
-            consistency=q.get("consistency", "linearizable"),
-        )
-        return _json(await self.service.list_keys(req))
+        c = q.get("consistency", "linearizable")
+        return _json(await self.service.get(self._key(request), c, query_int(q, "revision")))
 
     async def put(self, request: web.Request) -> web.Response:
         key = self._key(request)
@@ -344,6 +287,7 @@ class KVServer:
         req = PutRequest(
             key=key,
             value=body.value,
+            lease=body.lease,
             if_value=if_value,
             if_revision=if_revision,
             session=_session(body),
@@ -414,8 +358,6 @@ class KVServer:
 __all__ = [
     "DEFAULT_MAX_LIST_BYTES",
     "DEFAULT_MAX_VALUE",
-    "KV",
-    "MAX_REVISION",
     "MAX_SEQ",
     "ApiError",
     "KVServer",

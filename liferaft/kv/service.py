@@ -1,35 +1,36 @@
 """The KV service: everything liferaft-kv does for a client, with no
 transport in it.  The HTTP API (liferaft/kv/server.py) parses a request,
-calls one method here and renders the result; gRPC and the console will do
-the same over the same service, so no front end repeats a rule.
+calls one method here and renders the result; gRPC and the console do the
+same over the same service, so no front end repeats a rule.
 
-Results are typed (msgspec structs, so a front end can encode them as they
-are) and so are errors: every failure is a :class:`KVError` whose
-``retry_safe`` and ``outcome_unknown`` say what a client may do
-(docs/architecture.md, "Outcomes"):
+Theory of operation (docs/kv.md)
+--------------------------------
+- **State.**  The node's state machine is :class:`~liferaft.kv.machine.KVMachine`:
+  an MVCC store in LMDB, applied a batch of committed entries per
+  transaction off the event loop.  Writes are commands of
+  :mod:`liferaft.kv.mvcc.codec` proposed through the node; the answer is
+  the result the machine computed when it applied the entry *on this node*.
+- **Reads** run on this node's applied store, after the read barrier the
+  consistency asks for (:meth:`Node.read`).  The store may be ahead of the
+  barrier (a batch committed meanwhile): every revision in it is committed,
+  so the read stays linearizable.
+- **Conditional writes** (``if_value``, ``if_revision``) are single-key
+  transactions: compare, then the write, or else a read of the key for the
+  412's ``current``.
+- **Watch.**  The machine hands each committed batch's events to this
+  service from its apply thread (:meth:`KVService.committed`); they go to
+  the :class:`~liferaft.kv.watch.WatchHub`, which serves every watcher of
+  this node from its own applied state.
+- **Leases.**  :mod:`liferaft.kv.lease_service`, on the leader's lease clock
+  (:mod:`liferaft.kv.lessor`).
 
-============================  =========================  ==============  ====
-runtime error                 KVError                    code            HTTP
-============================  =========================  ==============  ====
-NotLeaderError, StoppedError  KVUnavailableError         no_leader       503
-DroppedError                  KVUnavailableError         no_leader       503
-StorageFailedError            KVUnavailableError         storage_failed  503
-NodeTimeoutError              KVOutcomeUnknownError      timeout         504
-MembershipError               KVConflictError            conflict        409
-BadConfigError (any other)    KVBadRequestError          bad_request     400
-============================  =========================  ==============  ====
-
-``KVUnavailableError`` is ``retry_safe``: provably not applied (and never will be).
-``KVOutcomeUnknownError`` is ``outcome_unknown``: it may apply; retry in the same
-session.  A session write the store can no longer place is
-``KVOutcomeUnknownError("session_expired")``; one whose ``seq`` holds another
-write's outcome is ``KVConflictError("seq_reused")``; neither applied anything
-(liferaft/kv/state.py).  Authentication is the front end's.
-
-Cluster concerns are the runtime's: addresses come from the one address
-book (liferaft/runtime/address_book.py), admin calls reach the leader over
-the peer RPC (liferaft/runtime/admin.py).  At :meth:`KVService.start` the
-service keeps this node's client address in the book.
+Results are typed (msgspec structs, :mod:`liferaft.kv.requests`) and so are
+errors: every failure is a :class:`KVError` whose ``retry_safe`` and
+``outcome_unknown`` say what a client may do (the runtime's errors map as
+:mod:`liferaft.kv.node_errors` says).  A session write the machine can no
+longer place is ``KVOutcomeUnknownError("session_expired")``; one whose
+``seq`` holds another write's outcome is ``KVConflictError("seq_reused")``;
+neither applied anything.  Authentication is the front end's.
 """
 
 from __future__ import annotations
@@ -37,67 +38,81 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
-from liferaft.runtime import (
-    DroppedError,
-    MembershipError,
-    Node,
-    NodeError,
-    NodeTimeoutError,
-    NotLeaderError,
-    StoppedError,
-    StorageFailedError,
-)
+from liferaft.runtime import Node, NodeError
 from liferaft.runtime import address_book as book
-from liferaft.runtime.admin import keep_member_info, transfer_leadership
+from liferaft.runtime.admin import keep_member_info
 
-from .errors import (
-    KVBadRequestError,
-    KVConflictError,
-    KVError,
-    KVNotFoundError,
-    KVOutcomeUnknownError,
-    KVPreconditionFailedError,
-    KVTooLargeError,
-    KVUnavailableError,
-)
+from .cluster import AddMemberRequest, ClusterAdmin, ClusterStatus, Member, PeerState
+from .errors import KVBadRequestError, KVNotFoundError, KVPreconditionFailedError
+from .lease_service import Leases
+from .lessor import Lessor
+from .machine import Committed, KVMachine
 from .metrics import Metrics
-from .state import (
-    KV,
-    MAX_KEY_BYTES,
-    Delete,
-    KVStore,
-    Opened,
-    OpenSession,
-    Put,
-    SessionRef,
-    WriteResult,
-    encode_command,
+from .mvcc.codec import Command, OpenSession, SessionRef, Write, encode_command
+from .mvcc.ops import (
+    TO_END,
+    Compact,
+    CompactResult,
+    Compare,
+    DeleteRange,
+    DeleteResult,
+    KeyValue,
+    PutResult,
+    Range,
+    RangeResult,
+    Txn,
+    TxnResult,
 )
+from .node_errors import node_error
+from .requests import (
+    MAX_LIMIT,
+    MAX_TXN_OPS,
+    Item,
+    KeySpan,
+    Page,
+    TxnRequest,
+    TxnResponse,
+    Written,
+    check_revision,
+    compare_op,
+    item,
+    item_or_none,
+    key_bytes,
+    put_op,
+    range_op,
+    text,
+    txn_op,
+    txn_response,
+)
+from .watch import Watcher, WatchHub
+from .watch_history import StoreHistory
+from .watch_types import KeyRange
+
+T = TypeVar("T")
 
 DEFAULT_MAX_VALUE = 1 << 20
 DEFAULT_MAX_LIST_BYTES = 4 << 20
-MAX_LIST = 10_000
+MAX_LIST = MAX_LIMIT
 MAX_SEQ = (1 << 63) - 1  # session ids and sequence numbers fit an int64
-# A revision is a log index: an unsigned 64-bit number (msgpack's largest),
-# so anything larger is refused as input, never met when encoding.
-MAX_REVISION = 2**64 - 1
 CONSISTENCY = ("linearizable", "lease", "stale")
 
 
-# -- requests and results ------------------------------------------------------------------
+# -- requests -------------------------------------------------------------------------------
 
 
 class PutRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Write ``value`` at ``key`` if the conditions hold (None: no condition;
-    ``if_revision=0``: only if absent), in ``session`` if given."""
+    """Write ``value`` at ``key`` (attached to ``lease``; 0: none) if the
+    conditions hold (None: no condition; ``if_revision=0``: only if absent),
+    in ``session`` if given."""
 
     key: str
     value: str
+    lease: int = 0
     if_value: str | None = None
     if_revision: int | None = None
     session: SessionRef | None = None
@@ -112,81 +127,23 @@ class DeleteRequest(msgspec.Struct, frozen=True, kw_only=True):
     session: SessionRef | None = None
 
 
-class ListRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of keys under ``prefix``, from ``start`` (inclusive)."""
+class RangeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The keys of ``span`` at ``revision`` (0: the current one)."""
 
-    prefix: str = ""
-    start: str = ""
-    limit: int = MAX_LIST
+    span: KeySpan
+    revision: int = 0
+    limit: int = MAX_LIMIT
+    keys_only: bool = False
+    count_only: bool = False
     consistency: str = "linearizable"
 
 
-class AddMemberRequest(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    peer_addr: str
-    client_addr: str = ""
-    voter: bool = True
-
-
-class Item(msgspec.Struct, frozen=True):
-    key: str
-    value: str
+class Compacted(msgspec.Struct, frozen=True):
     revision: int
-
-
-class Page(msgspec.Struct, frozen=True, omit_defaults=True):
-    """``next`` (absent when done) is the ``start`` of the following page."""
-
-    items: list[Item]
-    revision: int
-    next: str | None = None
-
-
-class Written(msgspec.Struct, frozen=True):
-    """A write applied at ``revision``; ``prev`` is what it replaced."""
-
-    revision: int
-    prev: KV | None
-
-
-class Member(msgspec.Struct, frozen=True):
-    id: str
-    peer_addr: str
-    client_addr: str
-    voter: bool
-
-
-class PeerState(msgspec.Struct, frozen=True):
-    match: int
-    lag: int
-    active: bool
-
-
-class ClusterStatus(msgspec.Struct, frozen=True):
-    id: str
-    role: str
-    term: int
-    leader: str | None
-    leader_client_addr: str
-    commit_index: int
-    applied_index: int
-    last_log_index: int
-    snapshot_index: int
-    members: list[Member]
-    peers: dict[str, PeerState]
-    storage_ok: bool
-    bad_peer_addresses: dict[str, str]
+    compact_revision: int
 
 
 # -- input rules, for every front end -------------------------------------------------------
-
-
-def check_key(key: str) -> str:
-    if not key:
-        raise KVBadRequestError("empty key")
-    if len(key.encode()) > MAX_KEY_BYTES:
-        raise KVBadRequestError(f"key longer than {MAX_KEY_BYTES} bytes")
-    return key
 
 
 def check_consistency(c: str) -> str:
@@ -208,145 +165,177 @@ def session_ref(
     return SessionRef(session, seq, lowest_pending)
 
 
-def _check_revision(if_revision: int | None) -> None:
-    if if_revision is not None and not 0 <= if_revision <= MAX_REVISION:
-        raise KVBadRequestError("if_revision must be in 0..2^64-1")
+def conditions(key: bytes, if_value: str | None, if_revision: int | None) -> tuple[Compare, ...]:
+    """The compares of a conditional write (none for a plain one)."""
+    out = []
+    if if_revision is not None:
+        check_revision(if_revision, "if_revision")
+        # "Only if absent" is version 0: a missing key has version 0.
+        target = "version" if if_revision == 0 else "mod_revision"
+        out.append(Compare(key, target, "=", if_revision))
+    if if_value is not None:
+        out.append(Compare(key, "value", "=", if_value.encode()))
+    return tuple(out)
 
 
-def node_error(exc: NodeError) -> KVError:
-    """The service error for a runtime error (the table in the module doc)."""
-    if isinstance(exc, NotLeaderError):
-        return KVUnavailableError("no_leader", f"no leader: {exc}; not proposed, safe to retry")
-    if isinstance(exc, DroppedError):
-        return KVUnavailableError("no_leader", f"{exc}; not applied, safe to retry")
-    if isinstance(exc, StorageFailedError):
-        return KVUnavailableError("storage_failed", f"{exc}; not proposed")
-    if isinstance(exc, StoppedError):
-        return KVUnavailableError("no_leader", f"{exc}; not proposed")
-    if isinstance(exc, NodeTimeoutError):
-        return KVOutcomeUnknownError("timeout", f"{exc}; the outcome is unknown")
-    if isinstance(exc, MembershipError):
-        return KVConflictError("conflict", str(exc))
-    return KVBadRequestError(str(exc))
+def _precondition_failed(res: TxnResult) -> KVPreconditionFailedError:
+    got = res.results[0] if res.results else None
+    kv = got.kvs[0] if isinstance(got, RangeResult) and got.kvs else None
+    return KVPreconditionFailedError(item_or_none(kv))
 
 
-def _written(res: WriteResult) -> Written:
-    """The answer to a write, from the outcome its apply computed."""
-    if res.outcome == "ok":
-        return Written(res.revision, res.prev)
-    if res.outcome == "not_found":
-        raise KVNotFoundError("no such key")
-    if res.outcome == "session_expired":
-        raise KVOutcomeUnknownError(
-            "session_expired",
-            "the session or this request's outcome is no longer held: not applied "
-            "now; if an earlier attempt was, the outcome is unknown",
-        )
-    if res.outcome == "seq_reused":
-        raise KVConflictError(
-            "seq_reused",
-            "this session's seq already holds the outcome of a different request: "
-            "not applied (is another client using this session?)",
-        )
-    raise KVPreconditionFailedError(res.current)
+def _key_range(key: bytes, end: bytes | None) -> KeyRange:
+    if end is None:
+        return KeyRange.single(key)
+    return KeyRange.between(key, None if end == TO_END else end)
 
 
 # -- the service ----------------------------------------------------------------------------
 
 
-class KVService:
-    """liferaft-kv on one node: keys, sessions and cluster administration."""
+class KVService(ClusterAdmin):
+    """liferaft-kv on one node: keys, transactions, watch, leases, sessions
+    and cluster administration."""
 
     def __init__(
         self,
         node: Node,
-        store: KVStore,
+        machine: KVMachine,
         *,
         client_addr: str,
         max_value: int = DEFAULT_MAX_VALUE,
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
+        progress_interval: float = 10.0,
     ) -> None:
+        """Build on the event loop (the watch hub keeps it)."""
         self.node = node
-        self.store = store
+        self.machine = machine
         self.client_addr = client_addr
         self.max_value = max_value
         self.timeout = timeout
         self.max_list_bytes = max_list_bytes
-        self.metrics = Metrics(node, store)
-        self._announce: asyncio.Task[None] | None = None
+        self.metrics = Metrics(node, machine)
+        self.hub = WatchHub(
+            StoreHistory(machine), machine.revision(), progress_interval=progress_interval
+        )
+        self.lessor = Lessor()
+        self.lessor.load(machine.leases())
+        self.leases = Leases(self)
+        self._published = machine.revision()  # the apply thread's
+        machine.listener = self
+        self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
-        """Keep this node's client address in the address book (proposed
-        once this node is a member, until the book holds it)."""
-        if self._announce is None:
+        """Keep this node's client address in the address book, and run the
+        lease clock and the watchers' progress timer."""
+        if not self._tasks:
             info = {book.CLIENT_ADDR: self.client_addr}
-            self._announce = asyncio.create_task(keep_member_info(self.node, info))
+            self._tasks = [
+                asyncio.create_task(keep_member_info(self.node, info)),
+                asyncio.create_task(self.leases.run()),
+                asyncio.create_task(self.hub.run_progress()),
+            ]
 
     async def close(self) -> None:
-        if self._announce is not None:
-            self._announce.cancel()
+        self.hub.close()
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._announce
-            self._announce = None
+                await t
 
-    # -- keys ---------------------------------------------------------------------------
+    def store_revision(self) -> int:
+        return self.machine.revision()
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item:
-        """The value at ``key`` (:class:`KVNotFoundError` if none)."""
-        check_key(key)
+    # -- from the machine's apply thread --------------------------------------------------
+
+    def committed(self, batch: Committed) -> None:
+        """A batch committed (called in the apply thread, in batch order)."""
+        for lid, ttl in batch.granted:
+            self.lessor.granted(lid, ttl)
+        for lid in batch.revoked:
+            self.lessor.revoked(lid)
+        if batch.events or batch.revision > self._published:
+            self._published = batch.revision
+            self.hub.publish_threadsafe(batch.events, batch.revision)
+
+    def restored(self, revision: int) -> None:
+        """A snapshot replaced the store (called where the restore ran)."""
+        self.lessor.load(self.machine.leases())
+        self._published = revision
+        loop = self.hub_loop()
+        if loop is not None:
+            loop.call_soon_threadsafe(self.hub.restored, revision)
+
+    def hub_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.hub._loop  # noqa: SLF001 - the loop the hub was built on
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[], T], consistency: str) -> T:
         check_consistency(consistency)
-        store = self.store
         try:
-            kv = await self.node.read(
-                lambda: store.get(key), consistency=consistency, timeout=self.timeout
-            )
+            return await self.node.read(fn, consistency=consistency, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
+
+    async def get(self, key: str, consistency: str = "linearizable", revision: int = 0) -> Item:
+        """``key`` at ``revision`` (0: now); :class:`KVNotFoundError` if absent."""
+        k = key_bytes(key)
+        check_revision(revision)
+
+        def read() -> KeyValue | None:
+            with self.machine.read() as view:
+                return view.get(k, revision)
+
+        kv = await self._read(read, consistency)
         if kv is None:
             raise KVNotFoundError(f"no key {key!r}")
-        return Item(key, kv.value, kv.revision)
+        return item(kv)
 
-    async def list_keys(self, req: ListRequest) -> Page:
-        """One page: at most ``limit`` items and, past the first item, about
-        ``max_list_bytes`` of keys and values (never empty if a key follows)."""
-        if not 1 <= req.limit <= MAX_LIST:
-            raise KVBadRequestError(f"limit must be in 1..{MAX_LIST}")
-        check_consistency(req.consistency)
-        try:
-            items, nxt, rev = await self.node.read(
-                lambda: self.store.page(req.prefix, req.start, req.limit, self.max_list_bytes),
-                consistency=req.consistency,
-                timeout=self.timeout,
-            )
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        return Page([Item(k, v.value, v.revision) for k, v in items], rev, nxt)
+    async def range(self, req: RangeRequest) -> Page:
+        """One page of ``req.span``: at most ``limit`` keys and, past the
+        first, about ``max_list_bytes`` of keys and values; ``next``
+        continues it (read it at the page's ``read_revision``)."""
+        op = range_op(req.span, req.revision, req.limit, req.keys_only, req.count_only)
 
-    def put(self, req: PutRequest) -> Coroutine[Any, Any, Written]:
-        """Propose the write; the coroutine answers with the outcome its apply
-        computed.  Input is checked at the call (:class:`KVBadRequestError`,
-        :class:`KVTooLargeError`).  Not itself a coroutine, so the hot path awaits
-        no more frames than before the service existed."""
-        check_key(req.key)
-        if len(req.value.encode()) > self.max_value:
-            raise KVTooLargeError(f"value larger than {self.max_value} bytes")
-        _check_revision(req.if_revision)
-        cmd = Put(req.key, req.value, req.if_value, req.if_revision, session=req.session)
-        return self._write(cmd)
+        def read() -> tuple[RangeResult, int]:
+            with self.machine.read() as view:
+                return view.range(op), op.revision or view.revision
 
-    def delete(self, req: DeleteRequest) -> Coroutine[Any, Any, Written]:
-        """As :meth:`put`: delete ``key`` (:class:`KVNotFoundError` if absent)."""
-        check_key(req.key)
-        _check_revision(req.if_revision)
-        return self._write(Delete(req.key, req.if_value, req.if_revision, session=req.session))
+        res, at = await self._read(read, req.consistency)
+        kvs, nxt = self._fit(res)
+        more = nxt is not None
+        return Page([item(kv) for kv in kvs], res.revision, res.count, at,
+                    text(nxt) if more and nxt is not None else None)  # fmt: skip
 
-    async def open_session(self) -> int:
-        """Open a client session: one committed entry, whose index is its id."""
-        opened: Opened = await self._write(OpenSession())
-        return opened.session
+    def _fit(self, res: RangeResult) -> tuple[Sequence[KeyValue], bytes | None]:
+        """The keys of ``res`` that fit the page's byte budget, and the key
+        the next page starts at (None: none follows)."""
+        size = 0
+        for i, kv in enumerate(res.kvs):
+            size += len(kv.key) + len(kv.value) + 80  # 80: the JSON around one item
+            if i and size > self.max_list_bytes:
+                return res.kvs[:i], kv.key
+        return res.kvs, res.next_key if res.more else None
 
-    async def _write(self, cmd: Put | Delete | OpenSession) -> Any:
+    def watch(
+        self, span: KeySpan, start_revision: int = 0, prev_kv: bool = False
+    ) -> tuple[Watcher, int]:
+        """A watcher of ``span`` from ``start_revision`` (0: the next
+        revision), and the revision this node has published."""
+        key, end = span.bounds()
+        check_revision(start_revision, "start_revision")
+        w = self.hub.watch(_key_range(key, end), start_revision=start_revision or None,
+                           prev_kv=prev_kv)  # fmt: skip
+        return w, self.hub.revision
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def propose(self, cmd: Command) -> Any:
+        """Propose ``cmd``; the result the machine computed for it here."""
         t0 = time.perf_counter()
         try:
             res = await self.node.propose(encode_command(cmd), timeout=self.timeout)
@@ -354,126 +343,81 @@ class KVService:
             self.metrics.proposal_failed(type(exc).__name__)
             raise node_error(exc) from exc
         self.metrics.commit_latency.observe(time.perf_counter() - t0)
-        return _written(res) if isinstance(res, WriteResult) else res
+        return res
 
-    # -- cluster ------------------------------------------------------------------------
+    def put(self, req: PutRequest) -> Coroutine[Any, Any, Written]:
+        """Propose the write; the coroutine answers with the outcome its apply
+        computed.  Input is checked at the call (:class:`KVBadRequestError`,
+        :class:`KVTooLargeError`)."""
+        op = put_op(req.key, req.value, self.max_value, req.lease, prev_kv=True)
+        cond = conditions(op.key, req.if_value, req.if_revision)
+        if not cond:
+            return self._put(Write(op, req.session))
+        return self._conditional(Write(Txn(cond, (op,), (Range(op.key),)), req.session))
 
-    def members(self) -> list[Member]:
-        """Every member, with its addresses from the address book."""
-        try:
-            st = self.node.status()
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        voters = set(st.voters)
-        out = []
-        for nid in sorted(voters | set(st.learners)):
-            a = book.addresses(st.members.get(nid))
-            out.append(Member(nid, a.peer_addr, a.client_addr, nid in voters))
-        return out
+    async def _put(self, cmd: Write) -> Written:
+        res: PutResult = await self.propose(cmd)
+        return Written(res.revision, item_or_none(res.prev_kv))
 
-    def status(self) -> ClusterStatus:
-        try:
-            st = self.node.status()
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        leader = book.addresses(st.members.get(st.leader or ""))
-        return ClusterStatus(
-            id=st.id,
-            role=st.role,
-            term=st.term,
-            leader=st.leader,
-            leader_client_addr=leader.client_addr,
-            commit_index=st.commit_index,
-            applied_index=st.applied_index,
-            last_log_index=st.last_log_index,
-            snapshot_index=st.snapshot_index,
-            members=self.members(),
-            peers={n: PeerState(p.match, p.lag, p.active) for n, p in st.peers.items()},
-            storage_ok=st.storage_ok,
-            bad_peer_addresses=st.bad_peer_addresses,
+    def delete(self, req: DeleteRequest) -> Coroutine[Any, Any, Written]:
+        """As :meth:`put`: delete ``key`` (:class:`KVNotFoundError` if absent)."""
+        op = DeleteRange(key_bytes(req.key), None, prev_kv=True)
+        cond = conditions(op.key, req.if_value, req.if_revision)
+        if not cond:
+            return self._conditional(Write(op, req.session))
+        return self._conditional(Write(Txn(cond, (op,), (Range(op.key),)), req.session))
+
+    async def _conditional(self, cmd: Write) -> Written:
+        res = await self.propose(cmd)
+        if isinstance(res, TxnResult):
+            if not res.succeeded:
+                raise _precondition_failed(res)
+            res = res.results[0]
+        if isinstance(res, PutResult):
+            return Written(res.revision, item_or_none(res.prev_kv))
+        assert isinstance(res, DeleteResult)
+        if not res.deleted:
+            raise KVNotFoundError("no such key")
+        return Written(res.revision, item(res.prev_kvs[0]))
+
+    async def txn(self, req: TxnRequest) -> TxnResponse:
+        """Compare, then one branch, at one revision (docs/kv.md, "Transactions")."""
+        if max(len(req.compare), len(req.success), len(req.failure)) > MAX_TXN_OPS:
+            raise KVBadRequestError(f"a txn holds at most {MAX_TXN_OPS} compares, and ops a branch")
+        txn = Txn(
+            tuple(compare_op(c) for c in req.compare),
+            tuple(txn_op(o, self.max_value) for o in req.success),
+            tuple(txn_op(o, self.max_value) for o in req.failure),
         )
+        session = session_ref(req.session, req.seq, req.lowest_pending)
+        return txn_response(await self.propose(Write(txn, session)))
 
-    async def add_member(self, req: AddMemberRequest) -> list[Member]:
-        """Add a learner, or a voter: a learner promoted once caught up (the
-        call waits for that, up to 60 s)."""
-        if not req.id or not req.peer_addr:
-            raise KVBadRequestError("id and peer_addr are required")
-        info = {book.CLIENT_ADDR: req.client_addr} if req.client_addr else {}
-        try:
-            if req.voter:
-                await self.node.add_voter(req.id, req.peer_addr, catch_up_timeout=60.0, **info)
-            else:
-                await self.node.add_learner(req.id, req.peer_addr, **info)
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        return self.members()
+    async def compact(self, revision: int) -> Compacted:
+        """Drop history below ``revision`` on every replica."""
+        check_revision(revision)
+        res: CompactResult = await self.propose(Compact(revision))
+        return Compacted(res.revision, res.compact_revision)
 
-    def _member(self, node_id: str) -> str:
-        if not any(m.id == node_id for m in self.members()):
-            raise KVNotFoundError(f"no member {node_id!r}")
-        return node_id
-
-    async def remove_member(self, node_id: str) -> list[Member]:
-        return await self._member_change(self.node.remove, node_id)
-
-    async def promote_member(self, node_id: str) -> list[Member]:
-        return await self._member_change(self.node.promote, node_id)
-
-    async def _member_change(
-        self, change: Callable[[str], Awaitable[None]], node_id: str
-    ) -> list[Member]:
-        try:
-            await change(self._member(node_id))
-        except NodeError as exc:
-            raise node_error(exc) from exc
-        return self.members()
-
-    async def transfer(self, to: str | None = None) -> str:
-        """Move leadership to ``to`` (None: the most caught-up voter); from a
-        follower the leader is asked over the peer RPC.  The new leader."""
-        try:
-            return await transfer_leadership(self.node, to, self.timeout)
-        except NodeError as exc:
-            raise node_error(exc) from exc
-
-    async def snapshot(self) -> int:
-        """Snapshot this node now; the snapshot's index."""
-        try:
-            return await self.node.snapshot()
-        except NodeError as exc:
-            raise node_error(exc) from exc
-
-    def readiness(self) -> str | None:
-        """None if ready (a leader is known, the disk takes writes, and what
-        this node knew to be committed is applied); else why not."""
-        try:
-            st = self.node.status()
-        except NodeError:
-            return "the node is not running"
-        why = []
-        if st.leader is None:
-            why.append("no leader")
-        if not st.storage_ok:
-            why.append("storage failed")
-        if st.applied_index < st.commit_index:
-            why.append(f"applying ({st.applied_index}/{st.commit_index})")
-        return "; ".join(why) or None
+    async def open_session(self) -> int:
+        """Open a client session: one committed entry, whose index is its id."""
+        sid: int = await self.propose(OpenSession())
+        return sid
 
 
 __all__ = [
     "AddMemberRequest",
     "ClusterStatus",
+    "Compacted",
     "DeleteRequest",
     "Item",
     "KVService",
-    "ListRequest",
     "Member",
     "Page",
     "PeerState",
     "PutRequest",
+    "RangeRequest",
     "Written",
     "check_consistency",
-    "check_key",
     "node_error",
     "session_ref",
 ]

@@ -256,6 +256,18 @@ class Watcher:
         self._sink.bytes = 0
         self._sink.wake.set()
 
+    async def wait_ready(self) -> bool:
+        """Wait until :meth:`ready` has something to hand out, or an error
+        to raise: True; False once the watcher is closed.  For a front end
+        that takes items in batches rather than with ``async for``."""
+        sink = self._sink
+        while not self._done:
+            if self._replay is not None or sink.items or sink.error is not None:
+                return True
+            sink.wake.clear()
+            await self._wait(sink.wake.wait())
+        return False
+
     def __aiter__(self) -> Watcher:
         return self
 
