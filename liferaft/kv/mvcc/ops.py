@@ -194,6 +194,25 @@ class FutureRevisionError(KVError):
         )
 
 
+class LeaseNotFoundError(KVError):
+    """A revoke, a read or a put naming a lease that does not exist (never
+    granted, revoked, or expired)."""
+
+    code = "lease_not_found"
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} not found", lease=lease)
+
+
+class LeaseExistsError(KVError):
+    """A grant of an id that is already a live lease."""
+
+    code = "lease_exists"
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} already exists", lease=lease)
+
+
 class StoreFormatError(SnapshotFormatError):
     """An LMDB environment this build cannot read: another format version, or
     not an MVCC store at all, or a copy that fails its check.  One line."""
@@ -207,6 +226,13 @@ def check_key(key: bytes, what: str = "key") -> None:
         raise KVBadRequestError(f"{what} is empty")
     if len(key) > MAX_KEY_BYTES:
         raise KVBadRequestError(f"{what} is {len(key)} bytes; the store's limit is {MAX_KEY_BYTES}")
+
+
+def in_range(key: bytes, start: bytes, end: bytes | None) -> bool:
+    """True if ``key`` is in ``[start, end)`` (``end`` None: ``start`` only; TO_END: no bound)."""
+    if end is None:
+        return key == start
+    return key >= start and (end == TO_END or key < end)
 
 
 def prefix_end(prefix: bytes) -> bytes:
