@@ -42,7 +42,7 @@ class KeyValue(msgspec.Struct, frozen=True):
 # --- operations -----------------------------------------------------------------
 
 
-class Put(msgspec.Struct, frozen=True, tag=True):
+class Put(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Set ``key`` to ``value`` (attached to ``lease``; 0: none)."""
 
     key: bytes
@@ -51,7 +51,7 @@ class Put(msgspec.Struct, frozen=True, tag=True):
     prev_kv: bool = False
 
 
-class DeleteRange(msgspec.Struct, frozen=True, tag=True):
+class DeleteRange(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Delete ``key`` (``range_end`` None), or every key in ``[key, range_end)``."""
 
     key: bytes
@@ -59,7 +59,7 @@ class DeleteRange(msgspec.Struct, frozen=True, tag=True):
     prev_kv: bool = False
 
 
-class Range(msgspec.Struct, frozen=True, tag=True):
+class Range(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Read ``key``, or ``[key, range_end)``, at ``revision`` (0: the current one).
 
     ``limit`` (0: none) caps the keys returned; when more remain, the
@@ -94,7 +94,7 @@ class Compare(msgspec.Struct, frozen=True):
 TxnOp: TypeAlias = Put | DeleteRange | Range
 
 
-class Txn(msgspec.Struct, frozen=True, tag=True):
+class Txn(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """If every ``compare`` holds, run ``success``, else ``failure``: one revision.
 
     The ops of the branch run in order, and each sees the ones before it.

@@ -47,8 +47,8 @@ import lmdb
 
 from liferaft.kv.errors import KVError
 from liferaft.kv.mvcc import layout
-from liferaft.kv.mvcc.layout import Dbs
 from liferaft.kv.mvcc.batch import BatchWriter
+from liferaft.kv.mvcc.layout import Dbs
 from liferaft.kv.mvcc.ops import MVCCEntry, Range, RangeResult, Result, StoreFormatError
 from liferaft.kv.mvcc.reader import ReadView
 from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE

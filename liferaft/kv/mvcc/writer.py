@@ -22,13 +22,13 @@ from liferaft.kv.mvcc import layout
 from liferaft.kv.mvcc.layout import Dbs, Record
 from liferaft.kv.mvcc.ops import (
     Compact,
-    LeaseNotFoundError,
     CompactedError,
     CompactResult,
     Compare,
     DeleteRange,
     DeleteResult,
     FutureRevisionError,
+    LeaseNotFoundError,
     Op,
     Put,
     PutResult,
