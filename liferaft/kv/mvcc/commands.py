@@ -51,7 +51,6 @@ from liferaft.kv.mvcc.sessions import (
     MAX_SESSIONS,
     Refusal,
     SessionTable,
-    check_ref,
     error_of,
     refusal_of,
 )
@@ -137,7 +136,6 @@ class _Batch:
         ref = cmd.session
         if ref is None:
             return self.batch.apply_op(cmd.op, self.hooks)
-        check_ref(ref)
         digest = op_digest(cmd.op)
         held = self.sessions.begin(index, ref, digest)
         if held is not None:

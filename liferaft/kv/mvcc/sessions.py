@@ -51,7 +51,6 @@ so it is a unique key, and the first is the least recently used);
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import lmdb
 import msgspec
@@ -77,7 +76,7 @@ from liferaft.kv.mvcc.ops import (
 
 SESSION_OUTCOMES = 256  # outcomes held per session: the client's window of writes
 MAX_SESSIONS = 10_000  # live sessions; one more evicts the least recently used
-_MAX_INT = (1 << 63) - 1  # ids and seqs are stored as u64; keep them int64 like etcd's
+_ALL = 1 << 64  # above every seq (stored as u64)
 
 
 class SessionRow(msgspec.Struct, array_like=True):
@@ -129,14 +128,6 @@ def error_of(r: Refusal) -> KVError:
     return err
 
 
-def check_ref(ref: SessionRef) -> None:
-    """:class:`KVBadRequestError` for ids or seqs the tables cannot hold."""
-    for name in ("id", "seq", "lowest_pending"):
-        v = getattr(ref, name)
-        if not 1 <= v <= _MAX_INT:
-            raise KVBadRequestError(f"session {name} must be in 1..{_MAX_INT}, not {v}")
-
-
 def session_expired() -> KVOutcomeUnknownError:
     return KVOutcomeUnknownError(
         "session_expired",
@@ -173,7 +164,9 @@ class SessionTable:
         """Steps before a session write at log ``index``: the answer to give
         without applying (a held outcome, or ``session_expired`` /
         ``seq_reused``), or None: apply it, then :meth:`record`."""
-        row = self._row(ref.id)
+        # Committed entries are trusted data: numbers the API refuses (an id
+        # or seq below 1) are answered, never raised, as any other would be.
+        row = self._row(ref.id) if ref.id >= 1 else None
         if row is None:
             # Not live: evicted, or never opened.  Either way it may not apply.
             return session_expired()
@@ -185,7 +178,9 @@ class SessionTable:
         # must still not raise, so it counts as lowest_pending == seq.
         self._forget_below(ref.id, row, min(ref.lowest_pending, ref.seq))
         self._put_row(ref.id, row)
-        raw = self.txn.get(_SEQ.pack(ref.id, ref.seq), db=self.dbs.outcomes)
+        raw = None if ref.seq < row.floor else self.txn.get(
+            _SEQ.pack(ref.id, ref.seq), db=self.dbs.outcomes
+        )
         if raw is not None:
             held_digest, held = _decode_outcome(raw)
             if held_digest != digest:
@@ -218,12 +213,14 @@ class SessionTable:
         if seq <= row.floor:
             return
         cur = self.txn.cursor(db=self.dbs.outcomes)
-        ok = cur.set_range(_SEQ.pack(sid, row.floor))
-        while ok:
-            s_id, s = _SEQ.unpack(cur.key())
+        cur.set_range(_SEQ.pack(sid, row.floor))
+        # delete() moves to the next record, or unpositions the cursor (an
+        # empty key) after the last one.
+        while len(key := cur.key()) == _SEQ.size:
+            s_id, s = _SEQ.unpack(key)
             if s_id != sid or s >= seq:
                 break
-            ok = cur.delete()  # moves to the next record
+            cur.delete()
             row.held -= 1
         row.floor = seq
 
@@ -231,7 +228,7 @@ class SessionTable:
         row = self._row(sid)
         if row is None:
             return
-        self._forget_below(sid, row, _MAX_INT + 1)
+        self._forget_below(sid, row, _ALL)
         self.txn.delete(layout.pack_u64(row.last_used), db=self.dbs.session_lru)
         self.txn.delete(layout.pack_u64(sid), db=self.dbs.sessions)
 
