@@ -47,7 +47,7 @@ def check_store(path: str | os.PathLike[str]) -> int:
     if not (Path(path) / DATA_FILE).is_file():
         raise StoreFormatError(f"{where}: no {DATA_FILE}")
     try:
-        env = lmdb.open(where, readonly=True, lock=False, max_dbs=3, subdir=True)
+        env = lmdb.open(where, readonly=True, lock=False, max_dbs=layout.MAX_DBS, subdir=True)
     except lmdb.Error as exc:
         raise StoreFormatError(f"{where}: not a readable LMDB file: {exc}") from None
     try:
