@@ -49,6 +49,7 @@ from liferaft.core import (
 from liferaft.storage import DiskStorage
 from liferaft.transport.base import SnapshotSink, Transport
 
+from . import checkpoint
 from .applier import Applier
 from .apply_events import ApplyFeed, ApplyStream
 from .clock import Clock, SystemClock
@@ -218,16 +219,18 @@ class Node:
         restarted = not store.is_empty()
         try:
             self.applier.check_durable(store)
+            if store.is_empty() and self._initial is not None:
+                book = {nid: {"addr": addr} for nid, addr in self._initial.items()}
+                self.loop.bootstrap(
+                    store, list(self._initial), self.applier.initial_snapshot(book)
+                )
+            meta = store.snapshot_meta()
+            if meta.index:
+                self.applier.restore_from(store, meta)
         except BadConfigError:
             if self._store_arg is None:
                 store.close()  # ours: opened for nothing
             raise
-        if store.is_empty() and self._initial is not None:
-            book = {nid: {"addr": addr} for nid, addr in self._initial.items()}
-            self.loop.bootstrap(store, list(self._initial), self.applier.initial_snapshot(book))
-        meta = store.snapshot_meta()
-        if meta.index:
-            self.applier.restore_from(store, meta)
         cfg = Config(
             id=self.id,
             election_tick=self.config.election_ticks,
@@ -462,8 +465,10 @@ class Node:
 
     def snapshot_source(self, msg: InstallSnapshot) -> Iterator[bytes]:
         # The snapshot's own file, not the WAL: streamed while the loop runs.
+        # A deferred one (the store is the snapshot) is sent as a copy of
+        # the store, made as the follower reads it (liferaft/runtime/checkpoint.py).
         assert self.store is not None
-        return self.store.snapshot_chunks(msg.snapshot.meta)
+        return checkpoint.outgoing(self.store.snapshot_chunks(msg.snapshot.meta), self.sm)
 
     def snapshot_sink(self, msg: InstallSnapshot) -> SnapshotSink:
         assert self.store is not None
