@@ -128,7 +128,7 @@ class Leases:
         got: LeaseRevokeResult = await self.svc.propose(LeaseRevoke(lease_id))
         return got.revision
 
-    async def list(self) -> list[LeaseGranted]:
+    async def all(self) -> list[LeaseGranted]:
         """Every lease (linearizable)."""
         machine = self.svc.machine
         got = await self.svc._read(machine.leases, "linearizable")  # noqa: SLF001
@@ -150,7 +150,8 @@ class Leases:
 
     async def _keepalive_here(self, lease_id: int) -> int:
         lessor = self.svc.lessor
-        return await self._confirmed(lambda: lessor.keepalive(lease_id))
+        ttl: int = await self._confirmed(lambda: lessor.keepalive(lease_id))
+        return ttl
 
     async def _info_here(self, lease_id: int, keys: bool) -> dict[str, Any]:
         def look() -> dict[str, Any]:
@@ -165,7 +166,8 @@ class Leases:
                 out["keys"] = [text(k) for k in found.keys]
             return out
 
-        return await self._confirmed(look)
+        out: dict[str, Any] = await self._confirmed(look)
+        return out
 
     async def _confirmed(self, fn: Callable[[], Any]) -> Any:
         """``fn`` once a read barrier shows this node still leads."""

@@ -141,6 +141,10 @@ class KVMachine:
     def compact_revision(self) -> int:
         return self.store.compact_revision()
 
+    def db_size(self) -> int:
+        """Bytes of the store's file (LMDB's ``data.mdb``)."""
+        return os.stat(self.store.path / "data.mdb").st_size
+
     def lease(self, lease: int) -> LeaseInfo | None:
         """Lease ``lease`` (granted TTL, attached keys), or None if not live."""
         with self.read() as view:

@@ -11,7 +11,7 @@ route                         service call
 ``POST /v1/compact``          ``compact``
 ``GET /v1/watch``             ``watch``, streamed (liferaft/kv/server_watch.py)
 ``POST /v1/lease``            ``leases.grant``
-``GET /v1/lease``             ``leases.list``
+``GET /v1/lease``             ``leases.all``
 ``GET /v1/lease/{id}``        ``leases.info`` (``?keys=true`` lists them)
 ``POST /v1/lease/{id}/keepalive``  ``leases.keepalive``
 ``DELETE /v1/lease/{id}``     ``leases.revoke``
@@ -111,7 +111,7 @@ class CoordinationRoutes:
         return json_response(await self.service.leases.grant(body.ttl, body.id))
 
     async def lease_list(self, request: web.Request) -> web.Response:
-        return json_response({"leases": await self.service.leases.list()})
+        return json_response({"leases": await self.service.leases.all()})
 
     async def lease_info(self, request: web.Request) -> web.Response:
         keys = query_bool(request.query, "keys")

@@ -171,8 +171,10 @@ def conditions(key: bytes, if_value: str | None, if_revision: int | None) -> tup
     if if_revision is not None:
         check_revision(if_revision, "if_revision")
         # "Only if absent" is version 0: a missing key has version 0.
-        target = "version" if if_revision == 0 else "mod_revision"
-        out.append(Compare(key, target, "=", if_revision))
+        if if_revision == 0:
+            out.append(Compare(key, "version", "=", 0))
+        else:
+            out.append(Compare(key, "mod_revision", "=", if_revision))
     if if_value is not None:
         out.append(Compare(key, "value", "=", if_value.encode()))
     return tuple(out)

@@ -21,17 +21,26 @@ a watch may start at.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
-from liferaft.kv.mvcc import MVCCStore
+from liferaft.kv.mvcc import ReadView
 from liferaft.kv.mvcc.ops import CompactedError
 
 from .watch_types import EventKind, KeyRange, WatchEvent
 
 
+class Readable(Protocol):
+    """What the history reads: an MVCC store, or the machine that holds one
+    (which follows it across a restore)."""
+
+    def read(self) -> ReadView: ...
+    def compact_revision(self) -> int: ...
+
+
 class StoreHistory:
     """:class:`~liferaft.kv.watch_types.WatchHistory` over an MVCC store."""
 
-    def __init__(self, store: MVCCStore) -> None:
+    def __init__(self, store: Readable) -> None:
         self._store = store
 
     @property

@@ -13,7 +13,7 @@ import aiohttp
 
 from liferaft.kv.listener import ClientLimits, ClientListener, start_client_listener
 from liferaft.kv.server import KVServer
-from liferaft.kv.state import KVStore
+from liferaft.kv.machine import KVMachine
 from tests.runtime.cluster import TcpCluster
 
 
@@ -29,7 +29,7 @@ class OneNode:
         ssl_context: ssl.SSLContext | None = None,
         **server_kw: Any,
     ) -> None:
-        self.c = TcpCluster(tmp, 1, sm=KVStore)
+        self.c = TcpCluster(tmp, 1, sm_at=KVMachine)
         self.limits = limits or ClientLimits()
         self.ssl_context = ssl_context
         self.server_kw = server_kw

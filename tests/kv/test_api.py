@@ -17,7 +17,7 @@ from liferaft.chaos.cluster import free_ports
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
 from liferaft.kv.server import KVServer
 from liferaft.kv.service import KVService
-from liferaft.kv.state import KVStore
+from liferaft.kv.machine import KVMachine
 from tests.runtime.cluster import TcpCluster
 
 
@@ -29,7 +29,7 @@ class Api:
     """A 3-node cluster with an HTTP server per node."""
 
     def __init__(self, tmp: Path, **server_kw: Any) -> None:
-        self.c = TcpCluster(tmp, 3, sm=KVStore)
+        self.c = TcpCluster(tmp, 3, sm_at=KVMachine)
         self.kw = server_kw
         self.urls: dict[str, str] = {}
         self.servers: dict[str, KVServer] = {}

@@ -99,9 +99,13 @@ class TcpCluster:
         n: int = 3,
         sm: Callable[[], Any] = ReplicatedCounter,
         ssl_pair: tuple[Any, Any] | None = None,
+        sm_at: Callable[[Path], Any] | None = None,
         **cfg: Any,
     ) -> None:
+        """``sm_at``, if given, builds each node's state machine in a
+        directory of that node's own (a durable one; closed at stop)."""
         self.ssl_pair = ssl_pair
+        self.sm_at = sm_at
         self.tmp = tmp
         self.ids = [f"n{i}" for i in range(1, n + 1)]
         self.cfg = cfg
@@ -125,7 +129,9 @@ class TcpCluster:
             self.addrs[nid] = f"127.0.0.1:{port}"
 
     async def make(self, nid: str, initial: bool = True) -> Node:
-        sm = self.sm_factory()
+        if self.sm_at is not None and nid in self.sms:
+            self.sms[nid].close()  # a restart: LMDB opens an environment once per process
+        sm = self.sm_at(self.tmp / nid / "sm") if self.sm_at else self.sm_factory()
         node = Node(
             NodeConfig(
                 id=nid, tick_interval=0.02, election_ticks=15, heartbeat_ticks=2, **self.cfg
@@ -157,3 +163,6 @@ class TcpCluster:
     async def stop(self) -> None:
         for n in list(self.nodes.values()):
             await n.stop()
+        if self.sm_at is not None:
+            for sm in self.sms.values():
+                sm.close()
