@@ -192,22 +192,17 @@ class LeaderCalls:
             raise NodeTimeoutError(
                 f"leader call {name!r} to {leader} timed out; outcome unknown"
             ) from None
-        except CallError as exc:
-            if str(exc).startswith("remote error:"):
+        except Exception as exc:
+            if isinstance(exc, CallError) and str(exc).startswith("remote error:"):
                 # The leader could not read the call (a build without leader
                 # calls) or refused the caller: nothing ran.
                 raise UnknownCallError(f"{leader} refused leader call {name!r}: {exc}") from None
             raise NodeTimeoutError(
                 f"leader call {name!r} to {leader} failed: {exc}; outcome unknown"
             ) from None
-        try:
-            rep = peer_rpc.decode_reply(raw)
-        except peer_rpc.RpcError as exc:
-            raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from None
+        rep = peer_rpc.reply_of(raw, leader, peer_rpc.Answer)
         if isinstance(rep, peer_rpc.Answer):
             return rep.payload
-        if not isinstance(rep, peer_rpc.Refused):
-            raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
         if rep.code in _MOVED_ON:
             return None
         raise peer_rpc.error_of(rep, leader)

@@ -28,7 +28,7 @@ added in version 1: an older leader refuses an app call cleanly.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -239,6 +239,22 @@ def _decode(buf: bytes, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise RpcError(f"malformed peer {what}: {exc}") from None
+
+
+R = TypeVar("R", Accepted, Joined, Transferred, Answer)
+
+
+def reply_of(raw: bytes, leader: str, kind: type[R]) -> R | Refused:
+    """The reply ``leader`` sent to a call that expects ``kind``: that, or a
+    refusal.  Anything else (unreadable, another kind) came after the call
+    may have acted: :class:`NodeTimeoutError`, outcome unknown."""
+    try:
+        rep = decode_reply(raw)
+    except RpcError as exc:
+        raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from None
+    if isinstance(rep, kind | Refused):
+        return rep
+    raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
 
 
 def refusal(exc: NodeError) -> Refused:
