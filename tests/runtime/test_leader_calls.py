@@ -5,6 +5,7 @@ as the word the caller can act on."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from liferaft.runtime import (
     peer_rpc,
 )
 from liferaft.transport.base import CallError
-from tests.runtime.cluster import MemCluster
+from tests.runtime.cluster import MemCluster, TcpCluster
 
 
 class Ledger:
@@ -145,3 +146,33 @@ async def test_registration_is_checked(cluster: tuple[MemCluster, Ledger]) -> No
         node.on_call("x", "nope")  # type: ignore[arg-type]
     with pytest.raises(BadConfigError, match="payload must be bytes"):
         await node.call_leader("echo", "text")  # type: ignore[arg-type]
+
+
+async def test_over_tcp(tmp_path: Path) -> None:
+    """The same path over the real transport: a follower's call runs on the
+    leader, and a handler's exception comes back as its type and text."""
+    c = TcpCluster(tmp_path)
+    ran: list[str] = []
+    await c.reserve_ports()
+    try:
+        for nid in c.ids:
+            node = await c.make(nid)
+
+            async def who(payload: bytes, nid: str = nid) -> bytes:
+                ran.append(nid)
+                if payload == b"fail":
+                    raise KeyError("lease 9")
+                return nid.encode()
+
+            node.on_call("who", who)
+            await node.start()
+        ld = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not ld)
+        assert await f.call_leader("who", b"", timeout=5.0) == ld.id.encode()
+        with pytest.raises(CallFailedError, match="KeyError: 'lease 9'"):
+            await f.call_leader("who", b"fail", timeout=5.0)
+        with pytest.raises(UnknownCallError):
+            await f.call_leader("nope", b"", timeout=5.0)
+        assert ran == [ld.id, ld.id]
+    finally:
+        await c.stop()
