@@ -67,6 +67,7 @@ from liferaft.core import (
 
 from . import address_book
 from .apply_events import AppliedBatch, ApplyFeed, Restored
+from .checkpoint import checkpoint_index, lost_store, split_marker
 from .config import NodeConfig
 from .entry_format import (
     ENTRY_FORMAT_ENVELOPED,
@@ -473,6 +474,15 @@ class Applier:
         if not durable:
             return
         last = 0 if store.is_empty() else store.reader.last_index()
+        if durable > last and self._holds_checkpoint(store):
+            # Installed from a leader's checkpoint at ``durable``, then
+            # stopped before the log caught up to it: the leader's log
+            # supplies the entries up to it (to membership only).
+            log.info(
+                "node %s: state machine at index %d from a checkpoint; log ends at %d",
+                self.id, durable, last,
+            )  # fmt: skip
+            return
         if durable > last:
             raise BadConfigError(
                 f"node {self.id}: the state machine holds index {durable} but this node's "
@@ -480,10 +490,26 @@ class Applier:
                 "or start on the data dir it was written with)"
             )
 
+    @staticmethod
+    def _holds_checkpoint(store: Store) -> bool:
+        """True if the node's snapshot is a checkpoint received from a leader."""
+        meta = store.snapshot_meta()
+        if not meta.index:
+            return False
+        header, _ = unwrap_snapshot(store.snapshot_chunks(meta))
+        return header.checkpoint
+
     def restore_from(self, store: Store, meta: SnapshotMeta) -> None:
         """From the snapshot ``meta``: the member table, the entry format and
-        (unless a durable state machine holds it already) the state."""
+        (unless a durable state machine holds it already) the state.
+
+        A deferred snapshot (liferaft/runtime/checkpoint.py) holds no state:
+        the store must hold its index already.  A checkpoint (a copy of a
+        leader's store) leaves ``applied`` at the copy's own index, at or
+        past the snapshot's; the entries the core delivers up to it then go
+        to membership only, as after a restart with the store ahead."""
         header, state = unwrap_snapshot(store.snapshot_chunks(meta))
+        deferred, state = split_marker(state)
         durable = durable_applied_index(self.sm)
         if durable is not None and durable >= meta.index:
             # The store holds the snapshot and more: resume after it, never
@@ -493,11 +519,15 @@ class Applier:
                 self.id, durable, meta.index,
             )  # fmt: skip
             applied = durable
+        elif deferred is not None:
+            raise BadConfigError(lost_store(self.id, self.sm, meta.index, durable))
         else:
             self.sm.restore(state)
-            applied = meta.index
+            applied = (
+                checkpoint_index(self.id, self.sm, meta.index) if header.checkpoint else meta.index
+            )
             if self.feed.active:
-                self.feed.publish(Restored(meta.index))
+                self.feed.publish(Restored(applied))
         self._membership.members = header.members
         self.entry_format = header.entry_format
         self._membership.context_version = (
@@ -526,6 +556,8 @@ class Applier:
     def _install_now(self, store: Store, snap: Snapshot) -> None:
         self.restore_from(store, snap.meta)
         self._membership.update_peers()
-        self._tracker.fail_covered(snap.index)
+        # A checkpoint may have carried the state past the snapshot: the
+        # waiters up to the new applied index cannot learn their results.
+        self._tracker.fail_covered(self.applied)
         self._emit(EventType.SNAPSHOT_INSTALLED, snap.index)
         self._reads.wake_applied(self.applied)

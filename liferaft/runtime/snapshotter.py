@@ -22,6 +22,13 @@ bytes were applied since the last one, or when asked
 A capture point may be missing for a while: a durable state machine ahead
 of the core after a restart has an applied index whose configuration the
 core has not replayed yet.  The snapshot then waits for a later turn.
+
+A state machine with ``checkpoint_chunks()`` is not captured at all: its
+store is the snapshot (liferaft/runtime/checkpoint.py).  The file gets the
+header and a deferred marker, and the log is compacted up to the capture
+point, which must not be past the store's *durable* applied index (with a
+store that syncs every batch the two are equal; one that does not waits
+here until its durable index catches up).
 """
 
 from __future__ import annotations
@@ -35,12 +42,13 @@ from typing import Any
 from liferaft.storage import StorageError
 
 from .applier import Applier
+from .checkpoint import marker
 from .config import NodeConfig
 from .errors import StoppedError
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
-from .statemachine import StateSnapshot
+from .statemachine import BytesSnapshot, StateSnapshot, can_checkpoint, durable_applied_index
 from .store import Store, Writer, wrap_snapshot
 
 log = logging.getLogger("liferaft.runtime")
@@ -101,7 +109,13 @@ class Snapshotter:
             raise _NotNow
         index, conf = point
         members = {k: dict(v) for k, v in self._membership.members.items()}
-        cap = a.sm.snapshot()
+        if can_checkpoint(a.sm):
+            durable = durable_applied_index(a.sm) or 0
+            if durable < index:
+                raise _NotNow
+            cap: StateSnapshot = BytesSnapshot(marker(durable))
+        else:
+            cap = a.sm.snapshot()
         try:
             writer = store.begin_snapshot(index, conf)
         except BaseException:
@@ -157,7 +171,11 @@ class Snapshotter:
             self._emit(EventType.SNAPSHOT_TAKEN, index, duration=time.perf_counter() - t0)
             log.info("node %s: snapshot at %d", self.id, index)
         except _NotNow:
-            log.debug("node %s: no snapshot yet: the core has not caught up", self.id)
+            log.debug(
+                "node %s: no snapshot yet: the core (or the store's durable index) "
+                "has not caught up",
+                self.id,
+            )
         except (StorageError, OSError) as exc:
             log.error("node %s: snapshot failed: %s", self.id, exc)
         except (StoppedError, asyncio.CancelledError):

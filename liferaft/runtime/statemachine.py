@@ -62,6 +62,18 @@ own files (``snapshot()`` copies them, ``chunks()`` reads the copy,
 atomically: a crash during it leaves the old state or the new, never a mix.
 The checkpoint carries the store's own applied index.
 
+Deferred snapshots (optional, :class:`CheckpointStateMachine`): a durable
+state machine that also has ``checkpoint_chunks()`` is never asked for an
+image of its state to keep.  Its Raft snapshots hold only the runtime's
+header and a marker (liferaft/runtime/checkpoint.py): the store *is* the
+snapshot, and the log is compacted up to its durable applied index.  Only
+when a follower needs a snapshot does the runtime call
+``checkpoint_chunks()``, in a worker thread while batches keep applying:
+a consistent copy of the store as it is *now*, which carries its own
+applied index (at or past the snapshot's index).  ``restore()`` adopts it,
+and ``applied_index()`` reports that index afterwards: the runtime resumes
+after it.
+
 The high-level API in :mod:`liferaft.runtime.commands` implements this
 contract for you; the helpers here (:class:`BytesSnapshot`,
 :class:`StreamSnapshot`, :func:`iter_chunks`, :func:`rechunk`,
@@ -80,6 +92,7 @@ __all__ = [
     "ApplyEntry",
     "BatchStateMachine",
     "BytesSnapshot",
+    "CheckpointStateMachine",
     "ChunkReader",
     "DurableStateMachine",
     "Proposer",
@@ -88,6 +101,7 @@ __all__ = [
     "StateSnapshot",
     "StreamSnapshot",
     "applies_off_loop",
+    "can_checkpoint",
     "durable_applied_index",
     "iter_chunks",
     "join_chunks",
@@ -216,6 +230,38 @@ class BatchStateMachine(StateMachine, Protocol):
         no proposal of the batch is settled.  Must be deterministic.
         """
         ...
+
+
+@runtime_checkable
+class CheckpointStateMachine(DurableStateMachine, Protocol):
+    """A durable state machine whose store is its own Raft snapshot.
+
+    The runtime's snapshots of it hold no state (a "deferred" marker,
+    liferaft/runtime/checkpoint.py); a follower that needs one is streamed
+    :meth:`checkpoint_chunks` instead (docs/statemachine.md, "Deferred
+    snapshots").
+    """
+
+    def checkpoint_chunks(self) -> Iterator[bytes]:
+        """A consistent copy of the whole store as it is now, in chunks.
+
+        Called from a worker thread (or, with the in-memory transport, the
+        event loop) while batches keep applying: it must read from a view of
+        its own (a read transaction, a copy), never from state a batch may
+        change under it.  The copy carries its own applied index, which may
+        be past any snapshot's index; :meth:`restore` of these chunks adopts
+        the copy whole, and :meth:`applied_index` reports that index after.
+        It must be at or past the index of the snapshot it is sent for (the
+        runtime refuses less).
+        """
+        ...
+
+
+def can_checkpoint(sm: object) -> bool:
+    """True if ``sm`` is durable and has ``checkpoint_chunks`` (deferred snapshots)."""
+    return callable(getattr(sm, "applied_index", None)) and callable(
+        getattr(sm, "checkpoint_chunks", None)
+    )
 
 
 def durable_applied_index(sm: object) -> int | None:

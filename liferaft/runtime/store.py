@@ -20,6 +20,13 @@ version 2 on, the cluster's entry format (liferaft/runtime/entry_format.py):
   its snapshots.
 * version 2: ``{"members": ..., "entry_format": 2}``.
 
+Either may also say ``"checkpoint": true``: the state part is a durable
+state machine's ``checkpoint_chunks()`` (a copy of its store at an index at
+or past the snapshot's, liferaft/runtime/checkpoint.py), which a node
+restores and then resumes after the copy's own applied index.  The key is
+written only then, so every other header keeps its bytes; a build that
+predates it ignores the key (it never runs such a state machine).
+
 A header of another version, or an entry format this build does not know,
 is refused with a one-line error naming both.
 """
@@ -55,16 +62,23 @@ PAYLOAD_VERSIONS = (1, 2)
 
 
 def wrap_snapshot(
-    members: dict[str, dict[str, Any]], chunks: Iterable[bytes], entry_format: int = 2
+    members: dict[str, dict[str, Any]],
+    chunks: Iterable[bytes],
+    entry_format: int = 2,
+    *,
+    checkpoint: bool = False,
 ) -> Iterator[bytes]:
     """The runtime header, then the state machine's chunks.  A cluster of
-    entry format 1 gets a version-1 header (its older members read it)."""
+    entry format 1 gets a version-1 header (its older members read it).
+    ``checkpoint``: the chunks are a ``checkpoint_chunks()`` stream."""
     check_format(entry_format)
     doc: dict[str, Any]
     if entry_format == ENTRY_FORMAT_RAW:
         version, doc = 1, {"members": members}
     else:
         version, doc = 2, {"members": members, "entry_format": entry_format}
+    if checkpoint:
+        doc["checkpoint"] = True
     head = json.dumps(doc, sort_keys=True).encode()
     yield _HEAD.pack(_MAGIC, version, len(head)) + head
     yield from chunks
@@ -80,6 +94,8 @@ class SnapshotHeader:
 
     members: dict[str, dict[str, Any]]
     entry_format: int
+    #: The state is a ``checkpoint_chunks()`` copy (see the module doc).
+    checkpoint: bool = False
 
 
 def _check_version(magic: bytes, version: int) -> None:
@@ -112,6 +128,7 @@ def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[SnapshotHeader, Iterator[b
         head = json.loads(buf[_HEAD.size : _HEAD.size + hlen])
         members = {str(k): dict(v) for k, v in head["members"].items()}
         fmt = ENTRY_FORMAT_RAW if version == 1 else head["entry_format"]
+        checkpoint = head.get("checkpoint", False) is True
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotPayloadError(f"bad snapshot header: {exc}") from exc
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt not in ENTRY_FORMATS:
@@ -126,7 +143,7 @@ def unwrap_snapshot(chunks: Iterable[bytes]) -> tuple[SnapshotHeader, Iterator[b
             yield rest
         yield from it
 
-    return SnapshotHeader(members, fmt), state()
+    return SnapshotHeader(members, fmt, checkpoint), state()
 
 
 class Writer(Protocol):
