@@ -25,7 +25,9 @@ class Ver:
     ``rev`` is the change that made it; for an absence learned from a read
     (a gap deleted the key) ``rev`` is the last known change and ``eff`` the
     revision it was seen absent at.  ``gen`` is where this generation's
-    knowledge starts (meta certain when no gap lies in ``(gen, rev]``)."""
+    knowledge starts (meta certain when no gap lies in ``(gen, rev]``).
+    ``doubt``: the version ``rev`` is dead from ``eff`` on, but whether the
+    key is absent is not known (a revoke at a gap, :meth:`Model.kill`)."""
 
     eff: int
     rev: int
@@ -34,6 +36,7 @@ class Ver:
     version: int = 0
     lease: int = 0
     gen: int = 0
+    doubt: bool = False
 
 
 _NONE = Ver(0, 0, None)
@@ -43,12 +46,17 @@ _NONE = Ver(0, 0, None)
 class Change:
     """What revision ``r`` did to one key (for the watch checker).
     ``prev`` is the value before (None: absent); ``prev_known`` False when
-    the key was uncertain just before ``r``."""
+    the key was uncertain just before ``r``: then a delete is not ``sure``
+    either (a gap may have deleted the key already)."""
 
     kind: str  # "put" or "delete"
     value: str | None
     prev: str | None
     prev_known: bool = True
+
+    @property
+    def sure(self) -> bool:
+        return self.kind == "put" or self.prev_known
 
 
 @dataclass
@@ -72,7 +80,8 @@ class Model:
         return i < len(self.gaps) and self.gaps[i] <= hi
 
     def uncertain(self, key: str, x: int) -> bool:
-        return self.gap_in(self.at(key, x).eff, x)
+        v = self.at(key, x)
+        return v.doubt or self.gap_in(v.eff, x)
 
     def meta_certain(self, v: Ver) -> bool:
         return not self.gap_in(v.gen, v.rev)
@@ -104,7 +113,7 @@ class Model:
     def put(self, key: str, value: str, lease: int, r: int) -> None:
         p = self.at(key, r)
         if p.value is None:
-            self._set(key, Ver(r, r, value, r, 1, lease, p.eff), r)
+            self._set(key, Ver(r, r, value, r, 1, lease, p.gen if p.doubt else p.eff), r)
         else:
             self._set(key, Ver(r, r, value, p.create, p.version + 1, lease, p.gen), r)
 
@@ -115,6 +124,8 @@ class Model:
             if self.at(k, r).value is not None:
                 self._set(k, Ver(r, r, None, gen=r), r)
                 n += 1
+            elif self.uncertain(k, r - 1):  # a gap may have put it: absent for sure now
+                self._set(k, Ver(r, r, None, gen=r), r)
         return n
 
     def learn_absent(self, key: str, x: int) -> None:
@@ -123,15 +134,15 @@ class Model:
         if p.value is not None and vs[-1].eff <= x:  # only at the end: history stays ordered
             self.keys.setdefault(key, []).append(Ver(x, p.rev, None, gen=x))
 
+    def kill(self, key: str, x: int) -> None:
+        """The key's current version is gone from ``x`` on; the key may have
+        been put again there (a lease revoke that reported a gap)."""
+        p, vs = self.at(key, x), self.keys.get(key, [])
+        if p.value is not None and vs[-1].eff <= x:
+            vs.append(Ver(x, p.rev, None, gen=p.gen, doubt=True))
+
     def leased(self, lease: int, x: int) -> list[str]:
         return [k for k in self.keys if (v := self.at(k, x)).value is not None and v.lease == lease]
-
-    def would_delete(self, steps: tuple[Step, ...], revoke: int, x: int) -> bool:
-        """Whether these steps (or revoking this lease) delete a key known present at ``x``."""
-        if revoke:
-            return any(not self.uncertain(k, x) for k in self.leased(revoke, x))
-        return any(s.f == "delete" and self.at(k, x).value is not None
-                   and not self.uncertain(k, x) for s in steps for k in self.in_range(s))
 
     def holds(self, c: Cond, x: int) -> bool | None:
         """The compare at revision ``x``; None when the key is uncertain there."""

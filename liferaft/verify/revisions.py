@@ -22,10 +22,12 @@ writes in revision order and checks:
    claim the same revision.
 
 *Which request changed something* comes from its response: a put; a delete
-whose count is above 0.  A delete without a count and a lease revoke
-(whose response does not say what it deleted) changed something exactly
-when the replayed store held a key they delete and no other write claims
-their revision.
+whose count is above 0.  A delete without a count and a lease revoke do not
+say whether they changed anything (a revoke's keys may have gone already,
+with an expiry or an unseen write that moved them off the lease, at the
+same revision the revoke then reports); so their revision, if no other
+write claims it, is a gap: the keys they could delete are uncertain there,
+and absent once a read sees them so.
 
 *Revisions no acknowledged write claims.*  An indeterminate (``info``)
 write is placed only where it is observed: a read (or a watch event, given
@@ -94,7 +96,6 @@ class _Checker:
         self.seen = list(seen)
         self.claims: dict[int, RevOp] = {}
         self.pins: dict[int, tuple[int, bool]] = {}  # info op id -> (revision, branch)
-        self.undecided: dict[int, list[RevOp]] = defaultdict(list)
         self.quiet: dict[int, list[RevOp]] = defaultdict(list)
         self.changed: set[int] = set()
 
@@ -111,8 +112,6 @@ class _Checker:
                     self.bad(f"revision {o.revision} claimed by two changes: #{p.id} and #{o.id}")
                 else:
                     self.claims[o.revision] = o
-            elif o.revoke or any(s.f == "delete" and s.deleted is None for s in br):
-                self.undecided[o.revision].append(o)
             else:
                 self.quiet[o.revision].append(o)
 
@@ -151,18 +150,12 @@ class _Checker:
         for r in range(1, max(revs, default=0) + 1):
             ch = self.claims.get(r)
             if ch is None:
-                for u in self.undecided.get(r, []):
-                    if self.m.would_delete(u.branch, u.revoke, r - 1):
-                        ch = u
-                        break
-            if ch is None:
                 self.m.gaps.append(r)
             else:
                 self.changed.add(ch.id)
                 self.run(ch, r, changer=True)
-            for o in self.undecided.get(r, []) + self.quiet.get(r, []):
-                if o is not ch:
-                    self.run(o, r, changer=False)
+            for o in self.quiet.get(r, []):
+                self.run(o, r, changer=False)
         self.rep.gaps = self.m.gaps
         self.rep.changes = self.m.changes
 
@@ -181,8 +174,13 @@ class _Checker:
                      f"held at {before}")
         if o.revoke:
             keys = m.leased(o.revoke, r)
-            if changer:
-                m.delete(keys, r)
+            if m.gaps and m.gaps[-1] == r:
+                # It (or an expiry) took r: what held the lease at r - 1 is
+                # gone from r on (a key that was uncertain may have left the
+                # lease; one that was sure may have been put again at r).
+                for k in keys:
+                    if not m.uncertain(k, r - 1):
+                        m.kill(k, r)
             elif any(not m.uncertain(k, r) for k in keys):
                 self.bad(f"#{o.id} revoked lease {o.revoke} at revision {r}, but "
                          f"{sorted(keys)} still held it there")
@@ -201,6 +199,10 @@ class _Checker:
         keys = m.in_range(s)
         sure = not any(m.uncertain(k, r) for k in keys)
         n = m.delete(keys, r) if changer else sum(m.at(k, r).value is not None for k in keys)
+        if not changer and m.gaps and m.gaps[-1] == r:  # a delete without a count took r?
+            for k in keys:
+                m.learn_absent(k, r)
+            return
         if sure and s.deleted is not None and s.deleted != n:
             self.bad(f"#{o.id} deleted {s.deleted} key(s) of {s.key!r} at revision {r}, but the "
                      f"store held {n} there")
@@ -252,24 +254,34 @@ class _Checker:
                 self.bad(f"#{o.id} read {kv.key} at revision {x} with {f} {got[f]!r}; "
                          f"the write at {v.rev} gives {want[f]!r}")
 
-    def real_time(self) -> None:
-        """rev(B) > rev(A) (>= when B changed nothing) whenever A returned before B began."""
-        done = sorted((o for o in self.ok), key=lambda o: o.ret or 0.0)
-        subjects = [(o, o.revision) for o in self.ok]
-        subjects += [(o, self.pins[o.id][0]) for o in self.info if o.id in self.pins]
+    def floors(self, subjects: list[RevOp]) -> dict[int, RevOp]:
+        """Per subject, the ok op of highest revision that returned before it began."""
+        done = sorted(self.ok, key=lambda o: o.ret or 0.0)
+        out: dict[int, RevOp] = {}
         best: RevOp | None = None
         i = 0
-        for b, rb in sorted(subjects, key=lambda t: t[0].call):
+        for b in sorted(subjects, key=lambda o: o.call):
             while i < len(done) and (done[i].ret or 0.0) < b.call:
                 if best is None or (done[i].revision or 0) > (best.revision or 0):
                     best = done[i]
                 i += 1
-            if best is None or rb is None:
+            if best is not None:
+                out[b.id] = best
+        return out
+
+    def real_time(self) -> None:
+        """rev(B) > rev(A) (>= when B changed nothing) whenever A returned before B began."""
+        pinned = [o for o in self.info if o.id in self.pins]
+        floors = self.floors(self.ok + pinned)
+        for b in self.ok + pinned:
+            a = floors.get(b.id)
+            if a is None:
                 continue
-            ra = best.revision or 0
+            ra, rb = a.revision or 0, b.revision if b.status == "ok" else self.pins[b.id][0]
+            assert rb is not None
             strict = b.id in self.changed or b.status == "info"
             if rb < ra or (strict and rb == ra):
-                self.bad(f"real time: #{best.id} returned at {best.ret:.3f} with revision {ra} "
+                self.bad(f"real time: #{a.id} returned at {a.ret:.3f} with revision {ra} "
                          f"before #{b.id} began at {b.call:.3f}, yet #{b.id} has revision {rb}")
 
 
