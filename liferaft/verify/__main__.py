@@ -38,11 +38,15 @@ def _report(lines: list[str], messages: list[str], ok: bool) -> int:
     return 0 if ok else 1
 
 
+def _parser(sub: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python -m liferaft.verify {sub}",
+                                   description=description)
+
+
 def revisions_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m liferaft.verify revisions",
-        description="Replay a store-revision history (liferaft/verify/revisions.py) and, with "
-        "--watches, check the watch streams against it (liferaft/verify/watches.py).")
+    p = _parser("revisions", "Replay a store-revision history (liferaft/verify/revisions.py) "
+                "and, with --watches, check the watch streams against it "
+                "(liferaft/verify/watches.py).")
     p.add_argument("history", help="a JSON list of revision ops (liferaft/verify/rev_history.py)")
     p.add_argument("--watches", help="a JSON list of watch streams")
     a = p.parse_args(argv)
@@ -59,10 +63,8 @@ def revisions_main(argv: list[str]) -> int:
 
 
 def leases_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m liferaft.verify leases",
-        description="Count keys that vanished while their lease was kept alive "
-        "(liferaft/verify/leases.py).")
+    p = _parser("leases", "Count keys that vanished while their lease was kept alive "
+                "(liferaft/verify/leases.py).")
     p.add_argument("leases", help='JSON: {"leases": [...], "leaderless": [[start, end], ...]}')
     a = p.parse_args(argv)
     leases, leaderless = _read(a.leases, leases_from_json)

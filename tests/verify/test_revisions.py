@@ -59,10 +59,16 @@ def test_json_round_trip() -> None:
     assert rev_from_json(rev_to_json(ops)) == ops
 
 
-def test_a_stale_read_is_caught() -> None:
+def k_written_twice() -> OpMaker:
+    """k = a at 1, then k = b at 2, one after the other."""
     op = OpMaker()
     op(1, 0, 1, revision=1, **put("k", "a"))
     op(1, 2, 3, revision=2, **put("k", "b"))
+    return op
+
+
+def test_a_stale_read_is_caught() -> None:
+    op = k_written_twice()
     op(2, 4, 5, revision=2, **get("k", "a", 1))
     (v,) = violations(op.made)
     assert "#3 read a stale k='a'" in v and "since 2" in v
@@ -70,9 +76,7 @@ def test_a_stale_read_is_caught() -> None:
 
 def test_a_read_served_below_a_finished_write_is_caught() -> None:
     """The read's own result fits its revision; the revision is too old."""
-    op = OpMaker()
-    op(1, 0, 1, revision=1, **put("k", "a"))
-    op(1, 2, 3, revision=2, **put("k", "b"))
+    op = k_written_twice()
     op(2, 4, 5, revision=1, **get("k", "a", 1))
     (v,) = violations(op.made)
     assert v.startswith("real time: #2 returned at 3.000 with revision 2 before #3")
@@ -154,9 +158,7 @@ def test_a_branch_the_compares_do_not_pick_is_caught() -> None:
 
 
 def test_a_wrong_delete_count_and_a_wrong_version_are_caught() -> None:
-    op = OpMaker()
-    op(1, 0, 1, revision=1, **put("k", "a"))
-    op(1, 2, 3, revision=2, **put("k", "b"))
+    op = k_written_twice()
     op(1, 4, 5, revision=2, **delete("j", deleted=0))
     op(1, 6, 7, revision=2, **get("k", "b", 2, create_revision=1, version=1))
     op(1, 8, 9, revision=3, **delete("", deleted=2, end="z"))
