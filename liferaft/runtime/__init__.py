@@ -23,6 +23,7 @@ from .errors import (
     BadConfigError,
     BadMember,
     BadMemberError,
+    CallFailedError,
     Dropped,
     DroppedError,
     LockTimeoutError,
@@ -36,6 +37,7 @@ from .errors import (
     StorageFailed,
     StorageFailedError,
     Timeout,
+    UnknownCallError,
     UnknownSectionError,
 )
 from .events import Event, EventType
@@ -49,6 +51,7 @@ __all__ = [
     "BadConfigError",
     "BadMember",
     "BadMemberError",
+    "CallFailedError",
     "Composite",
     "DistributedLock",
     "Dropped",
@@ -80,6 +83,7 @@ __all__ = [
     "StorageFailedError",
     "SystemClock",
     "Timeout",
+    "UnknownCallError",
     "UnknownSectionError",
     "command",
     "query",

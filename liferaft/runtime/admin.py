@@ -64,15 +64,10 @@ async def transfer_leadership(node: AdminNode, to: str | None, timeout: float) -
         raise NodeTimeoutError(f"{leader} did not answer in time; outcome unknown") from None
     except Exception as exc:
         raise NodeTimeoutError(f"asking {leader} failed: {exc}; outcome unknown") from None
-    try:
-        rep = peer_rpc.decode_reply(raw)
-    except peer_rpc.RpcError as exc:
-        raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from None
+    rep = peer_rpc.reply_of(raw, leader, peer_rpc.Transferred)
     if isinstance(rep, peer_rpc.Transferred):
         return rep.leader
-    if isinstance(rep, peer_rpc.Refused):
-        raise peer_rpc.error_of(rep, leader)
-    raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
+    raise peer_rpc.error_of(rep, leader)
 
 
 async def serve_transfer(node: AdminNode, req: peer_rpc.TransferLeader) -> bytes:

@@ -38,6 +38,7 @@ __all__ = [
     "BadConfigError",
     "BadEnvelopeError",
     "BadMemberError",
+    "CallFailedError",
     "CommandError",
     "DroppedError",
     "LockTimeoutError",
@@ -48,6 +49,7 @@ __all__ = [
     "NotLeaderError",
     "StorageFailedError",
     "StoppedError",
+    "UnknownCallError",
     "UnknownCommandError",
     "UnknownSectionError",
 ]
@@ -115,6 +117,17 @@ class BadConfigError(NodeError, ValueError):
 class BadMemberError(BadConfigError):
     """A member id, address or description that cannot be used: refused before
     anything is proposed (the HTTP API answers 400)."""
+
+
+class UnknownCallError(NodeError, LookupError):
+    """The leader has no handler for a leader call of that name
+    (:meth:`~liferaft.runtime.Node.call_leader`); nothing ran."""
+
+
+class CallFailedError(NodeError):
+    """A leader call's handler raised; the message is its exception's type
+    and text (never a traceback).  What it did before raising is the
+    handler's business."""
 
 
 # --- replicated commands -----------------------------------------------------

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from liferaft.core import (
@@ -61,6 +61,7 @@ from .errors import (
 )
 from .events import Event, EventBus, EventType
 from .identity import one_identity, one_state_machine
+from .leader_calls import LeaderCalls
 from .leadership import transfer_leadership
 from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
@@ -147,6 +148,7 @@ class Node:
         self.snapshotter = Snapshotter(
             self.applier, self.loop, self.membership, config, self._emit
         )
+        self.leader_calls = LeaderCalls(self.loop, transport, self.clock, config)
         #: The runtime's metrics, on ``registry`` (a prometheus_client
         #: CollectorRegistry) when one is given: docs/operations.md, "Metrics".
         self.metrics: NodeMetrics | None = None
@@ -481,9 +483,9 @@ class Node:
 
     async def handle_call(self, frm: str, payload: bytes, known_peer: bool) -> bytes:
         """Requests from other nodes (liferaft/runtime/peer_server.py):
-        forwarded proposals and membership changes, and joins."""
+        forwarded proposals, membership changes and leader calls, and joins."""
         return await serve_call(
-            frm, payload, known_peer, self.router, self.membership, self
+            frm, payload, known_peer, self.router, self.membership, self, self.leader_calls
         )
 
     # -- reads --------------------------------------------------------------------------
@@ -522,6 +524,24 @@ class Node:
         """Wait until this node has applied ``index``."""
         t = self.config.read_timeout if timeout is None else timeout
         await self.reads.wait_applied(index, t, self.applied)
+
+    # -- leader calls -------------------------------------------------------------------
+
+    def on_call(self, name: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """Register ``handler`` as the leader call ``name`` (do it on every
+        node, before :meth:`start`: any of them may lead).  See
+        liferaft/runtime/leader_calls.py."""
+        self.leader_calls.on_call(name, handler)
+
+    async def call_leader(
+        self, name: str, payload: bytes, *, timeout: float | None = None
+    ) -> bytes:
+        """Run the leader's handler ``name`` on ``payload`` (here if this node
+        leads, else over the peer RPC); what it returned.  Raises
+        :class:`NotLeaderError` (no leader ran it in time), :class:`UnknownCallError`,
+        :class:`CallFailedError` (the handler raised) or :class:`NodeTimeoutError`
+        (outcome unknown).  ``timeout`` defaults to ``commit_timeout``."""
+        return await self.leader_calls.call(name, payload, timeout)
 
     # -- leadership ---------------------------------------------------------------------
 

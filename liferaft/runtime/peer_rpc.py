@@ -1,7 +1,8 @@
 """The calls nodes make to each other beside Raft's own messages.
 
 A follower forwards a proposal, a membership change, an update of its own
-address book entry or a leadership transfer to the leader, and a new node
+address book entry, a leadership transfer or an application's leader call
+(``app``: liferaft/runtime/leader_calls.py) to the leader, and a new node
 asks a member to add it (``join``).  Each call is one request and
 one reply, carried by :meth:`Transport.call` as bytes.  This module owns
 their wire format: a versioned envelope around a tagged msgspec union, so a
@@ -10,29 +11,38 @@ and a refusal carries a code from a closed set, never a class name.
 
 Wire: a msgpack array ``[version, body]``; ``body`` is an array whose first
 item is the tag (``"propose"``, ``"conf"``, ``"join"``, ``"info"``,
-``"transfer"``; ``"accepted"``, ``"joined"``, ``"refused"``,
-``"transferred"``), then the fields in the order below.  A peer
+``"transfer"``, ``"app"``; ``"accepted"``, ``"joined"``, ``"refused"``,
+``"transferred"``, ``"answer"``), then the fields in the order below.  A peer
 that speaks another version is refused with a message naming both.  A
 field may be appended (with a default) without a new version: an older
 build reads the fields it knows and ignores the rest.
+
+A new kind needs no new version either: a build that does not know a tag
+cannot decode the request, so it runs nothing and answers with an error
+("malformed peer call: ... Invalid value 'app'"), which the caller reports
+as a refusal.  So ``app`` (and its ``answer``, and the refusal codes
+``unknown_call`` and ``call_failed``, which only an ``app`` call gets) were
+added in version 1: an older leader refuses an app call cleanly.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from .errors import (
     BadConfigError,
     BadMemberError,
+    CallFailedError,
     MembershipError,
     NodeError,
     NodeTimeoutError,
     NotLeaderError,
     StoppedError,
     StorageFailedError,
+    UnknownCallError,
 )
 
 #: The version of this module's wire format.  Bump it for any change a peer
@@ -89,7 +99,17 @@ class TransferLeader(_Msg, tag="transfer"):
     timeout: float
 
 
-Request = Propose | ChangeConf | Join | SetMemberInfo | TransferLeader
+class AppCall(_Msg, tag="app"):
+    """Run the leader's handler registered as ``name`` with ``payload``,
+    within ``timeout`` seconds (only while it leads); answered with
+    :class:`Answer`."""
+
+    name: str
+    payload: bytes
+    timeout: float
+
+
+Request = Propose | ChangeConf | Join | SetMemberInfo | TransferLeader | AppCall
 
 
 # -- replies -----------------------------------------------------------------
@@ -114,6 +134,12 @@ class Transferred(_Msg, tag="transferred"):
     leader: str
 
 
+class Answer(_Msg, tag="answer"):
+    """What the handler of an :class:`AppCall` returned."""
+
+    payload: bytes
+
+
 class Refusal(enum.Enum):
     """Why a call was refused.  Every one but ``TIMED_OUT`` means nothing
     was proposed (or, for a transfer, started)."""
@@ -124,7 +150,9 @@ class Refusal(enum.Enum):
     MEMBERSHIP = "membership"  # the change is refused (one in flight, ...)
     BAD_MEMBER = "bad_member"  # the id or address cannot be used
     BAD_REQUEST = "bad_request"  # invalid (a transfer to a non-voter)
-    TIMED_OUT = "timed_out"  # a transfer did not finish in time: outcome unknown
+    TIMED_OUT = "timed_out"  # a transfer or app call did not finish in time: outcome unknown
+    UNKNOWN_CALL = "unknown_call"  # no handler of that name on the leader: nothing ran
+    CALL_FAILED = "call_failed"  # the app call's handler raised (its type and text)
 
 
 class Refused(_Msg, tag="refused"):
@@ -133,7 +161,7 @@ class Refused(_Msg, tag="refused"):
     leader_hint: str | None = None
 
 
-Reply = Accepted | Joined | Refused | Transferred
+Reply = Accepted | Joined | Refused | Transferred | Answer
 
 _ERRORS: dict[Refusal, type[NodeError]] = {
     Refusal.NOT_LEADER: NotLeaderError,
@@ -143,6 +171,8 @@ _ERRORS: dict[Refusal, type[NodeError]] = {
     Refusal.BAD_MEMBER: BadMemberError,
     Refusal.BAD_REQUEST: BadConfigError,
     Refusal.TIMED_OUT: NodeTimeoutError,
+    Refusal.UNKNOWN_CALL: UnknownCallError,
+    Refusal.CALL_FAILED: CallFailedError,
 }
 _CODES: list[tuple[type[NodeError], Refusal]] = [
     (BadMemberError, Refusal.BAD_MEMBER),  # before its base classes
@@ -151,6 +181,8 @@ _CODES: list[tuple[type[NodeError], Refusal]] = [
     (MembershipError, Refusal.MEMBERSHIP),
     (BadConfigError, Refusal.BAD_REQUEST),
     (NodeTimeoutError, Refusal.TIMED_OUT),
+    (UnknownCallError, Refusal.UNKNOWN_CALL),
+    (CallFailedError, Refusal.CALL_FAILED),
     # A node on its way down proposed (or started) nothing: the caller asks
     # whoever leads next, as after any "no leader".
     (StoppedError, Refusal.NO_LEADER),
@@ -207,6 +239,22 @@ def _decode(buf: bytes, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise RpcError(f"malformed peer {what}: {exc}") from None
+
+
+R = TypeVar("R", Accepted, Joined, Transferred, Answer)
+
+
+def reply_of(raw: bytes, leader: str, kind: type[R]) -> R | Refused:
+    """The reply ``leader`` sent to a call that expects ``kind``: that, or a
+    refusal.  Anything else (unreadable, another kind) came after the call
+    may have acted: :class:`NodeTimeoutError`, outcome unknown."""
+    try:
+        rep = decode_reply(raw)
+    except RpcError as exc:
+        raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from None
+    if isinstance(rep, kind | Refused):
+        return rep
+    raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
 
 
 def refusal(exc: NodeError) -> Refused:

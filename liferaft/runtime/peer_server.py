@@ -6,8 +6,9 @@ Requests arrive through the transport's call handler
 (:meth:`Node.handle_call`), already decoded from the wire by
 liferaft/runtime/peer_rpc.py, which owns the format.  A forwarded proposal
 is proposed here through the router, a forwarded membership change through
-membership, and a join goes to membership, which adds the joiner on the
-leader or passes the call on to it.  Who may ask what (docs/architecture.md,
+membership, a leader call (``app``) to the handlers of
+liferaft/runtime/leader_calls.py, and a join goes to membership, which adds
+the joiner on the leader or passes the call on to it.  Who may ask what (docs/architecture.md,
 "Trust model"): a member may forward anything; a caller that is not a
 member may only ask to join as the id it proved in the handshake.
 
@@ -28,6 +29,7 @@ from .errors import (
     StoppedError,
     StorageFailedError,
 )
+from .leader_calls import LeaderCalls
 from .membership import Membership
 from .router import Router
 
@@ -39,6 +41,7 @@ async def serve_call(
     router: Router,
     membership: Membership,
     node: admin.AdminNode,
+    calls: LeaderCalls,
 ) -> bytes:
     """The reply to the call ``payload`` from ``frm`` (``known_peer``: a
     member of this cluster).  ``ValueError`` if it cannot be read,
@@ -64,6 +67,8 @@ async def serve_call(
         raise PermissionError(f"{frm} is not a member")
     if isinstance(req, peer_rpc.TransferLeader):
         return await admin.serve_transfer(node, req)
+    if isinstance(req, peer_rpc.AppCall):
+        return await calls.serve(req)
     try:
         if isinstance(req, peer_rpc.Propose):
             index, term = await router.propose_local(req.data, req.stamp)

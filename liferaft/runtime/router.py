@@ -195,14 +195,9 @@ class Router:
             raise NodeTimeoutError(
                 f"forwarding to {leader} failed: {exc}; outcome unknown"
             ) from exc
-        try:
-            rep = peer_rpc.decode_reply(raw)
-        except peer_rpc.RpcError as exc:
-            raise NodeTimeoutError(f"{leader}: {exc}; outcome unknown") from exc
+        rep = peer_rpc.reply_of(raw, leader, peer_rpc.Accepted)
         if isinstance(rep, peer_rpc.Accepted):
             return rep.index, rep.term
-        if not isinstance(rep, peer_rpc.Refused):
-            raise NodeTimeoutError(f"{leader} answered {rep!r}; outcome unknown")
         if rep.code not in _MOVED_ON:
             raise peer_rpc.error_of(rep, leader)
         return None  # the leader moved on

@@ -9,12 +9,14 @@ import pytest
 from liferaft.runtime import (
     BadConfigError,
     BadMemberError,
+    CallFailedError,
     MembershipError,
     NodeError,
     NodeTimeoutError,
     NotLeaderError,
     StoppedError,
     StorageFailedError,
+    UnknownCallError,
     peer_rpc,
 )
 from liferaft.runtime.peer_rpc import (
@@ -30,12 +32,19 @@ from liferaft.runtime.peer_rpc import (
 from liferaft.transport.base import CallError
 from tests.runtime.cluster import MemCluster
 
-REQUESTS = [Propose(b"\x00data", True), ChangeConf(b"cc"), Join("n4", "127.0.0.1:7004", False)]
+REQUESTS = [
+    Propose(b"\x00data", True),
+    ChangeConf(b"cc"),
+    Join("n4", "127.0.0.1:7004", False),
+    peer_rpc.AppCall("lease.keepalive", b"\x07", 2.5),
+]
 REPLIES = [
     Accepted(7, 3),
     Joined({"n1": {"addr": "127.0.0.1:7001"}}),
     Refused(Refusal.NOT_LEADER, "moved", "n2"),
     Refused(Refusal.STORAGE_FAILED, "disk full"),
+    peer_rpc.Answer(b"ttl=10"),
+    Refused(Refusal.UNKNOWN_CALL, "no leader call 'x'"),
 ]
 
 
@@ -76,6 +85,19 @@ def test_anything_else_is_an_rpc_error(junk: bytes) -> None:
         peer_rpc.decode_request(junk)
 
 
+def test_a_build_without_leader_calls_refuses_one_cleanly() -> None:
+    """``app`` was added without a version bump: a build that lacks it
+    cannot decode it (an unknown tag, like ``nope`` above), so it runs
+    nothing and answers an error, which the caller reports as a refusal."""
+    buf = msgspec.msgpack.encode([1, ["app", "lease.keepalive", b"", 1.0]])
+    assert isinstance(peer_rpc.decode_request(buf), peer_rpc.AppCall)  # this build
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'app'"):
+        msgspec.msgpack.decode(  # an older build's union: the same without AppCall
+            msgspec.msgpack.encode(["app", "lease.keepalive", b"", 1.0]),
+            type=Propose | ChangeConf | Join | peer_rpc.SetMemberInfo | peer_rpc.TransferLeader,
+        )
+
+
 def test_a_field_appended_by_a_later_build_is_ignored() -> None:
     """Fields are never reordered; a new one is appended (with a default), so
     an older build reads what it knows and ignores the rest."""
@@ -98,6 +120,8 @@ def test_another_version_is_refused_naming_both() -> None:
         (StorageFailedError("full"), Refusal.STORAGE_FAILED, StorageFailedError),
         (MembershipError("one in flight"), Refusal.MEMBERSHIP, MembershipError),
         (BadMemberError("bad id"), Refusal.BAD_MEMBER, BadMemberError),
+        (UnknownCallError("no leader call 'x'"), Refusal.UNKNOWN_CALL, UnknownCallError),
+        (CallFailedError("ValueError: boom"), Refusal.CALL_FAILED, CallFailedError),
     ],
 )
 def test_a_refusal_travels_as_a_code_and_comes_back_as_the_same_error(
