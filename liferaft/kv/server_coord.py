@@ -29,7 +29,7 @@ from multidict import MultiMapping
 from . import server_watch
 from .errors import KVBadRequestError
 from .http_util import decode_body, json_response, query_bool, query_int
-from .requests import KeySpan, TxnRequest
+from .requests import MAX_LIMIT, KeySpan, TxnRequest
 from .service import KVService, RangeRequest
 
 
@@ -70,10 +70,13 @@ class CoordinationRoutes:
 
     async def range(self, request: web.Request) -> web.Response:
         q = request.query
+        limit = query_int(q, "limit", MAX_LIMIT)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise KVBadRequestError(f"limit must be in 1..{MAX_LIMIT}")
         req = RangeRequest(
             span=span_of(q, default_all=True),
             revision=query_int(q, "revision"),
-            limit=query_int(q, "limit", 0),
+            limit=limit,
             keys_only=query_bool(q, "keys_only"),
             count_only=query_bool(q, "count_only"),
             consistency=q.get("consistency", "linearizable"),

@@ -102,10 +102,12 @@ async def test_put_get_list_delete_with_the_contracted_shapes(api: Api) -> None:
     assert st == 200 and set(body) == {"revision", "prev"} and body["prev"] is None
     rev = body["revision"]
     st, body, _ = await api.call(f, "PUT", "/v1/kv/dir/a%2Fb", {"value": "2"})
-    assert st == 200 and body["prev"] == {"value": "1", "revision": rev}
-    assert body["revision"] > rev  # revisions only grow
+    assert st == 200 and body["prev"] == {
+        "key": "dir/a/b", "value": "1", "revision": rev, "create_revision": rev, "version": 1
+    }
+    assert body["revision"] == rev + 1  # the store revision: one per change
     st, body, _ = await api.call(f, "GET", "/v1/kv/dir/a%2Fb")
-    assert (st, body["key"], body["value"]) == (200, "dir/a/b", "2")
+    assert (st, body["key"], body["value"], body["version"]) == (200, "dir/a/b", "2", 2)
     await api.call(f, "PUT", "/v1/kv/dir/c", {"value": "3"})
     await api.call(f, "PUT", "/v1/kv/other", {"value": "4"})
     st, body, _ = await api.call(f, "GET", "/v1/kv?prefix=dir/&limit=10")
