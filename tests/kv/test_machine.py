@@ -12,7 +12,6 @@ from liferaft.kv.errors import KVBadRequestError
 from liferaft.kv.mvcc import (
     TO_END,
     Compact,
-    CompactResult,
     DeleteRange,
     LeaseExistsError,
     LeaseNotFoundError,
