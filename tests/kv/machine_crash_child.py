@@ -9,6 +9,7 @@ checkpoint received) or ``none``; at it the process exits at once
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from liferaft.kv import machine
 from liferaft.kv.mvcc import storedir
@@ -19,13 +20,12 @@ DIED = 17
 def main() -> None:
     path, source, step = sys.argv[1], sys.argv[2], sys.argv[3]
 
-    def at(name: str) -> None:
-        if name == step:
+    def at(step_: str, /) -> None:
+        if step_ == step:
             os._exit(DIED)
 
-    storedir.crash_point = at  # type: ignore[assignment]
-    machine.crash_point = at  # type: ignore[assignment]
-    data = open(source, "rb").read()
+    storedir.crash_point = at  # every step's crash_point is called through the module
+    data = Path(source).read_bytes()
 
     def chunks() -> Iterator[bytes]:
         yield data[: len(data) // 2]
