@@ -289,3 +289,19 @@ def test_a_damaged_checkpoint_is_refused_and_the_old_store_stays(
     assert other.listener.restores == []
     other.apply(put(b"still writable"))
     other.m.close()
+
+
+def test_an_intact_checkpoint_of_an_inconsistent_store_is_refused(
+    log: Log, tmp_path: Path
+) -> None:
+    """The digest proves the bytes arrived as sent; check_store then reads
+    the store whole: keys attached to a lease that does not exist are refused."""
+    fill(log)
+    store = log.m.store
+    with store._env.begin(write=True) as txn:  # a bug's leftover, planted by hand
+        txn.put((99).to_bytes(8, "big"), b"k001", db=store._dbs.lease_keys)
+    other = Log(tmp_path / "other")
+    with pytest.raises(StoreFormatError, match="lease that does not exist"):
+        other.m.restore(log.m.checkpoint_chunks())
+    assert other.m.applied_index() == 0
+    other.m.close()
