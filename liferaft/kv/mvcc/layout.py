@@ -23,6 +23,14 @@ after etcd's mvcc package (bbolt's "key" bucket and its in-memory treeIndex):
     (u64 each, big-endian).  ``revision`` is the store revision: it grows by
     one for each entry that changed something.  All of it is written in the
     same LMDB transaction as the changes, so a crash leaves one applied index.
+``sessions``, ``session_lru``, ``outcomes``
+    Client sessions (Raft thesis 6.3): id -> (floor, last used, outcomes
+    held); last used -> id (least recently used first); ``(id, seq)`` ->
+    the digest and encoded outcome of one write.  :mod:`.sessions`.
+``leases``, ``lease_keys``
+    Lease id -> its TTL; lease id -> each key attached to it (dupsort: a
+    key can be 511 bytes, so it cannot share one LMDB key with the id).
+    :mod:`.leases`.
 
 A store created empty starts at revision 1 (as etcd does), so the first
 change has revision 2 and revision 0 can mean "the current one" in reads.
@@ -39,11 +47,20 @@ import msgspec
 from liferaft.kv.mvcc.ops import KeyValue, StoreFormatError
 
 #: The on-disk format this build writes and reads (``meta`` key ``format``).
-FORMAT_VERSION = 1
+#: 2: the sessions and leases tables (1 had the history only; it was never
+#: served by a released server, so there is no migration).
+FORMAT_VERSION = 2
 
 DB_REV = b"rev"
 DB_INDEX = b"index"
 DB_META = b"meta"
+DB_SESSIONS = b"sessions"
+DB_SESSION_LRU = b"session_lru"
+DB_OUTCOMES = b"outcomes"
+DB_LEASES = b"leases"
+DB_LEASE_KEYS = b"lease_keys"
+#: Named databases an environment is opened for (``max_dbs``).
+MAX_DBS = 8
 
 META_FORMAT = b"format"
 META_APPLIED = b"applied_index"
@@ -78,6 +95,14 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(Record).decode
 
 
+def pack_u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def unpack_u64(b: bytes | memoryview) -> int:
+    return int(_U64.unpack(b)[0])
+
+
 def pack_rev(main: int, sub: int = 0) -> bytes:
     return _REV.pack(main, sub)
 
@@ -99,11 +124,16 @@ def decode_record(b: bytes | memoryview | None) -> Record:
 
 @dataclass(frozen=True)
 class Dbs:
-    """The three named databases of one open environment."""
+    """The named databases of one open environment."""
 
     rev: lmdb._Database
     index: lmdb._Database
     meta: lmdb._Database
+    sessions: lmdb._Database
+    session_lru: lmdb._Database
+    outcomes: lmdb._Database
+    leases: lmdb._Database
+    lease_keys: lmdb._Database
 
 
 def open_dbs(env: lmdb.Environment, *, create: bool) -> Dbs:
@@ -112,15 +142,39 @@ def open_dbs(env: lmdb.Environment, *, create: bool) -> Dbs:
     # and commits it, which a handle needs to outlive it (a handle opened in a
     # read transaction we end ourselves is not valid after it).
     try:
-        return Dbs(
-            rev=env.open_db(DB_REV, create=create),
-            index=env.open_db(DB_INDEX, dupsort=True, dupfixed=True, create=create),
-            meta=env.open_db(DB_META, create=create),
-        )
+        meta = env.open_db(DB_META, create=create)
     except lmdb.NotFoundError:
         raise StoreFormatError(
             f"{env.path()} is not an MVCC store (no {DB_META.decode()} database)"
         ) from None
+    if not create:
+        # A store of another format may lack a table of this one: name the
+        # versions rather than the table.
+        with env.begin(db=meta) as txn:
+            raw = txn.get(META_FORMAT)
+        if raw is not None and len(raw) == _U32.size:
+            _check_version(int(_U32.unpack(raw)[0]), env.path())
+    try:
+        return Dbs(
+            rev=env.open_db(DB_REV, create=create),
+            index=env.open_db(DB_INDEX, dupsort=True, dupfixed=True, create=create),
+            meta=meta,
+            sessions=env.open_db(DB_SESSIONS, create=create),
+            session_lru=env.open_db(DB_SESSION_LRU, create=create),
+            outcomes=env.open_db(DB_OUTCOMES, create=create),
+            leases=env.open_db(DB_LEASES, create=create),
+            lease_keys=env.open_db(DB_LEASE_KEYS, dupsort=True, create=create),
+        )
+    except lmdb.NotFoundError as exc:
+        raise StoreFormatError(f"{env.path()}: an MVCC store missing a table: {exc}") from None
+
+
+def _check_version(found: int, where: str) -> None:
+    if found != FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{where}: MVCC store format version {found}; this build reads version "
+            f"{FORMAT_VERSION}"
+        )
 
 
 def init_meta(txn: lmdb.Transaction, dbs: Dbs) -> None:
@@ -137,12 +191,7 @@ def check_format(txn: lmdb.Transaction, dbs: Dbs, where: str) -> None:
     raw = txn.get(META_FORMAT, db=dbs.meta)
     if raw is None or len(raw) != _U32.size:
         raise StoreFormatError(f"{where}: not an MVCC store (no format version in meta)")
-    (found,) = _U32.unpack(raw)
-    if found != FORMAT_VERSION:
-        raise StoreFormatError(
-            f"{where}: MVCC store format version {found}; this build reads version "
-            f"{FORMAT_VERSION}"
-        )
+    _check_version(int(_U32.unpack(raw)[0]), where)
     for name in (META_APPLIED, META_REVISION, META_COMPACT):
         raw = txn.get(name, db=dbs.meta)
         if raw is None or len(raw) != _U64.size:

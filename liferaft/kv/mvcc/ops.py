@@ -42,7 +42,7 @@ class KeyValue(msgspec.Struct, frozen=True):
 # --- operations -----------------------------------------------------------------
 
 
-class Put(msgspec.Struct, frozen=True, tag=True):
+class Put(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Set ``key`` to ``value`` (attached to ``lease``; 0: none)."""
 
     key: bytes
@@ -51,7 +51,7 @@ class Put(msgspec.Struct, frozen=True, tag=True):
     prev_kv: bool = False
 
 
-class DeleteRange(msgspec.Struct, frozen=True, tag=True):
+class DeleteRange(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Delete ``key`` (``range_end`` None), or every key in ``[key, range_end)``."""
 
     key: bytes
@@ -59,7 +59,7 @@ class DeleteRange(msgspec.Struct, frozen=True, tag=True):
     prev_kv: bool = False
 
 
-class Range(msgspec.Struct, frozen=True, tag=True):
+class Range(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """Read ``key``, or ``[key, range_end)``, at ``revision`` (0: the current one).
 
     ``limit`` (0: none) caps the keys returned; when more remain, the
@@ -94,7 +94,7 @@ class Compare(msgspec.Struct, frozen=True):
 TxnOp: TypeAlias = Put | DeleteRange | Range
 
 
-class Txn(msgspec.Struct, frozen=True, tag=True):
+class Txn(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """If every ``compare`` holds, run ``success``, else ``failure``: one revision.
 
     The ops of the branch run in order, and each sees the ones before it.
@@ -194,6 +194,25 @@ class FutureRevisionError(KVError):
         )
 
 
+class LeaseNotFoundError(KVError):
+    """A revoke, a read or a put naming a lease that does not exist (never
+    granted, revoked, or expired)."""
+
+    code = "lease_not_found"
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} not found", lease=lease)
+
+
+class LeaseExistsError(KVError):
+    """A grant of an id that is already a live lease."""
+
+    code = "lease_exists"
+
+    def __init__(self, lease: int) -> None:
+        super().__init__(f"lease {lease} already exists", lease=lease)
+
+
 class StoreFormatError(SnapshotFormatError):
     """An LMDB environment this build cannot read: another format version, or
     not an MVCC store at all, or a copy that fails its check.  One line."""
@@ -207,6 +226,13 @@ def check_key(key: bytes, what: str = "key") -> None:
         raise KVBadRequestError(f"{what} is empty")
     if len(key) > MAX_KEY_BYTES:
         raise KVBadRequestError(f"{what} is {len(key)} bytes; the store's limit is {MAX_KEY_BYTES}")
+
+
+def in_range(key: bytes, start: bytes, end: bytes | None) -> bool:
+    """True if ``key`` is in ``[start, end)`` (``end`` None: ``start`` only; TO_END: no bound)."""
+    if end is None:
+        return key == start
+    return key >= start and (end == TO_END or key < end)
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -112,6 +112,15 @@ class ReadView:
         self.compact_revision = layout.get_meta(self._txn, dbs, layout.META_COMPACT)
         self.applied_index = layout.get_meta(self._txn, dbs, layout.META_APPLIED)
 
+    @property
+    def txn(self) -> lmdb.Transaction:
+        """The read transaction (for the session and lease reads)."""
+        return self._txn
+
+    @property
+    def dbs(self) -> Dbs:
+        return self._dbs
+
     def range(self, req: Range) -> RangeResult:
         """``req`` at its revision; raises :class:`CompactedError` or
         :class:`FutureRevisionError` for a revision it cannot read."""

@@ -39,18 +39,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import lmdb
 
 from liferaft.kv.errors import KVError
 from liferaft.kv.mvcc import layout
+from liferaft.kv.mvcc.batch import BatchWriter
 from liferaft.kv.mvcc.layout import Dbs
 from liferaft.kv.mvcc.ops import MVCCEntry, Range, RangeResult, Result, StoreFormatError
 from liferaft.kv.mvcc.reader import ReadView
-from liferaft.kv.mvcc.writer import EntryWriter, validate
 from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
+
+T = TypeVar("T")
 
 #: Initial map size.  The mapping is address space, not memory or disk: the
 #: file grows only as pages are used, and a full map is doubled on demand.
@@ -84,7 +87,7 @@ class MVCCStore:
             self._env = lmdb.open(
                 str(self.path),
                 subdir=True,
-                max_dbs=3,
+                max_dbs=layout.MAX_DBS,
                 map_size=map_size,
                 sync=sync,
                 metasync=sync,
@@ -142,40 +145,36 @@ class MVCCStore:
         """
         if not entries:
             return []
+
+        def run(batch: BatchWriter) -> list[Result | KVError]:
+            out: list[Result | KVError] = []
+            for e in entries:
+                batch.advance(e.index)
+                out.append(None if e.op is None else batch.apply_op(e.op))
+            return out
+
+        return self.write(run)
+
+    def write(self, run: Callable[[BatchWriter], T]) -> T:
+        """Run ``run`` in one write transaction and commit it with the applied
+        index and revision it left in its :class:`BatchWriter`.
+
+        ``run`` may be called more than once (a full map aborts the
+        transaction, doubles the map and runs it again), so it must keep
+        whatever it collects inside the call.  An exception from it aborts
+        the whole transaction.
+        """
         with self._writer:
             while True:
                 try:
-                    return self._apply(entries)
+                    with self._env.begin(write=True) as txn:
+                        batch = BatchWriter(txn, self._dbs)
+                        out = run(batch)
+                        batch.finish()
+                    return out
                 except lmdb.MapFullError:
                     # The transaction was aborted whole; grow and run it again.
                     self._env.set_mapsize(self._env.info()["map_size"] * 2)
-
-    def _apply(self, entries: Sequence[MVCCEntry]) -> list[Result | KVError]:
-        dbs = self._dbs
-        with self._env.begin(write=True) as txn:
-            last = layout.get_meta(txn, dbs, layout.META_APPLIED)
-            revision = layout.get_meta(txn, dbs, layout.META_REVISION)
-            compact = layout.get_meta(txn, dbs, layout.META_COMPACT)
-            results: list[Result | KVError] = []
-            for e in entries:
-                if e.index <= last:
-                    raise ValueError(f"entry {e.index} is at or below applied index {last}")
-                last = e.index
-                if e.op is None:
-                    results.append(None)
-                    continue
-                try:
-                    validate(e.op, revision, compact)
-                except KVError as exc:
-                    results.append(exc)
-                    continue
-                w = EntryWriter(txn, dbs, revision, compact)
-                results.append(w.apply(e.op))
-                revision = w.revision
-                compact = layout.get_meta(txn, dbs, layout.META_COMPACT)
-            layout.put_meta(txn, dbs, layout.META_APPLIED, last)
-            layout.put_meta(txn, dbs, layout.META_REVISION, revision)
-        return results
 
     # --- reads -----------------------------------------------------------------------
 

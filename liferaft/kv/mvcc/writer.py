@@ -12,6 +12,8 @@ apply).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import lmdb
 import msgspec
 
@@ -26,6 +28,7 @@ from liferaft.kv.mvcc.ops import (
     DeleteRange,
     DeleteResult,
     FutureRevisionError,
+    LeaseNotFoundError,
     Op,
     Put,
     PutResult,
@@ -35,6 +38,7 @@ from liferaft.kv.mvcc.ops import (
     TxnOp,
     TxnResult,
     check_key,
+    in_range,
 )
 from liferaft.kv.mvcc.reader import check_read_revision, keys_in, live_at, range_in
 
@@ -72,6 +76,8 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
             if isinstance(sub, Txn | Compact):
                 raise KVBadRequestError("a txn holds put, delete-range and range ops only")
             validate(sub, revision, compact)
+        check_no_duplicate_keys(op.success)
+        check_no_duplicate_keys(op.failure)
     elif isinstance(op, Compact):
         if op.revision <= compact:
             raise CompactedError(op.revision, compact)
@@ -81,16 +87,66 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
         raise KVBadRequestError(f"not an MVCC operation: {type(op).__name__}")
 
 
-class EntryWriter:
-    """Applies one validated op at revision ``current + 1`` in ``txn``."""
+def check_no_duplicate_keys(branch: tuple[TxnOp, ...]) -> None:
+    """etcd's rule (``checkIntervals``): in one branch, no key is put twice and
+    no put falls in a delete range, since the result would depend on an op
+    order a reader of the request may not expect.  Delete ranges may overlap
+    each other (deleting twice is deleting once)."""
+    puts: set[bytes] = set()
+    deletes = [(o.key, o.range_end) for o in branch if isinstance(o, DeleteRange)]
+    for o in branch:
+        if isinstance(o, Put):
+            if o.key in puts or any(in_range(o.key, s, e) for s, e in deletes):
+                raise KVBadRequestError("duplicate key given in txn request")
+            puts.add(o.key)
 
-    def __init__(self, txn: lmdb.Transaction, dbs: Dbs, current: int, compact: int) -> None:
+
+class WriteHooks(Protocol):
+    """What a writer asks of the state machine around the history (leases,
+    watch events); :class:`MVCCStore` alone runs without any."""
+
+    def lease_exists(self, lease: int) -> bool:
+        """True if ``lease`` may be attached to a key now."""
+        ...
+
+    def changed(self, main: int, prev: Record | None, rec: Record) -> None:
+        """``rec`` was just written at revision ``main``; ``prev`` is the key's
+        live version before it (None: absent).  A tombstone has ``deleted``."""
+        ...
+
+
+class EntryWriter:
+    """Applies one validated op at revision ``current + 1`` in ``txn``.
+
+    It raises only before its first write (a :class:`LeaseNotFoundError` for
+    a put naming a lease that does not exist, checked for every put of the
+    branch that runs before any of them writes), so a raise leaves the
+    transaction as it found it.
+    """
+
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: Dbs,
+        current: int,
+        compact: int,
+        hooks: WriteHooks | None = None,
+    ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.current = current
         self.compact = compact
+        self.hooks = hooks
         self.main = current + 1
         self.sub = 0  # changes written so far at `main`
+
+    def _check_leases(self, ops: tuple[TxnOp, ...]) -> None:
+        hooks = self.hooks
+        if hooks is None:
+            return
+        for o in ops:
+            if isinstance(o, Put) and o.lease and not hooks.lease_exists(o.lease):
+                raise LeaseNotFoundError(o.lease)
 
     @property
     def revision(self) -> int:
@@ -99,12 +155,15 @@ class EntryWriter:
 
     def apply(self, op: Op) -> PutResult | DeleteResult | TxnResult | CompactResult:
         if isinstance(op, Put):
+            self._check_leases((op,))
             return self._finish(self._put(op))
         if isinstance(op, DeleteRange):
             return self._finish(self._delete(op))
         if isinstance(op, Txn):
             ok = all(self._holds(c) for c in op.compare)
-            results = [self._sub_op(o) for o in (op.success if ok else op.failure)]
+            branch = op.success if ok else op.failure
+            self._check_leases(branch)
+            results = [self._sub_op(o) for o in branch]
             rev = self.revision
             subs = tuple(msgspec.structs.replace(r, revision=rev) for r in results)
             return TxnResult(rev, ok, subs)
@@ -124,18 +183,25 @@ class EntryWriter:
         at = op.revision or self.main
         return range_in(self.txn, self.dbs, op, at, self.revision)
 
-    def _write(self, rec: Record) -> None:
+    def _write(self, rec: Record, prev: Record | None) -> None:
         rev = layout.pack_rev(self.main, self.sub)
         self.txn.put(rev, layout.encode_record(rec), db=self.dbs.rev)
         self.txn.put(rec.key, rev, db=self.dbs.index, dupdata=True)
         self.sub += 1
+        if self.hooks is not None:
+            self.hooks.changed(self.main, prev, rec)
 
     def _put(self, op: Put) -> PutResult:
         prev = live_at(self.txn, self.dbs, op.key, self.main)
         create = self.main if prev is None else prev.create_revision
         version = 1 if prev is None else prev.version + 1
-        self._write(Record(op.key, create, self.main, version, op.lease, op.value))
+        self._write(Record(op.key, create, self.main, version, op.lease, op.value), prev)
         return PutResult(0, prev.to_kv() if op.prev_kv and prev is not None else None)
+
+    def delete(self, op: DeleteRange) -> DeleteResult:
+        """A delete-range as part of a bigger change at this revision (a lease
+        revoke deletes its keys one by one, all at one revision)."""
+        return self._delete(op)
 
     def _delete(self, op: DeleteRange) -> DeleteResult:
         victims = []
@@ -145,7 +211,7 @@ class EntryWriter:
                 victims.append(rec)
         # Written after the scan: a cursor over the index must not see its own writes.
         for rec in victims:
-            self._write(Record(rec.key, 0, self.main, 0, 0, b"", deleted=True))
+            self._write(Record(rec.key, 0, self.main, 0, 0, b"", deleted=True), rec)
         prev = tuple(r.to_kv() for r in victims) if op.prev_kv else ()
         return DeleteResult(0, len(victims), prev)
 

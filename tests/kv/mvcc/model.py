@@ -53,11 +53,14 @@ class Model:
                    for kv in out]
         return ([] if req.count_only else out), len(kvs)
 
-    def apply(self, index: int, op: Op | None) -> None:
-        """Apply a valid op (the tests only send valid ones to the model)."""
+    def apply(self, index: int, op: Op | None) -> bool:
+        """Apply an op that is valid but for etcd's duplicate-key rule of txns;
+        False if that rule refuses it (then only the applied index moves)."""
         self.applied = index
         if op is None:
-            return
+            return True
+        if isinstance(op, Txn) and (dup_keys(op.success) or dup_keys(op.failure)):
+            return False
         main = self.revision + 1
         changed = False
 
@@ -90,6 +93,7 @@ class Model:
                     delete(sub)
         if changed:
             self.revision = main
+        return True
 
     def holds(self, c: Compare, main: int) -> bool:
         kv = self.at(c.key, main)
@@ -98,6 +102,20 @@ class Model:
         if c.target == "value":
             return kv is not None and ops[c.op](kv.value, c.operand)
         return ops[c.op](0 if kv is None else getattr(kv, c.target), c.operand)
+
+
+def dup_keys(branch: tuple[object, ...]) -> bool:
+    """A key put twice, or put inside a delete range, in one txn branch."""
+    put_keys = [o.key for o in branch if isinstance(o, Put)]
+    deleted = {k for o in branch if isinstance(o, DeleteRange)
+               for k in (KEYS + put_keys) if _within(k, o)}
+    return len(set(put_keys)) < len(put_keys) or bool(deleted & set(put_keys))
+
+
+def _within(k: bytes, d: DeleteRange) -> bool:
+    if d.range_end is None:
+        return k == d.key
+    return k >= d.key and (d.range_end == TO_END or k < d.range_end)
 
 
 KEYS = [b"a", b"ab", b"b", b"c", b"d\x00", b"\xff"]

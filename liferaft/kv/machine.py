@@ -1,0 +1,208 @@
+"""The KV server's state machine: commands applied to the MVCC store on LMDB.
+
+Theory of operation (docs/kv.md, "The KV state machine"):
+
+- **Apply.**  :class:`KVMachine` is a durable, batch, off-loop state
+  machine (docs/statemachine.md, "The durable contract"): the runtime
+  hands it each batch of committed entries in a worker thread, and
+  :meth:`KVMachine.apply_batch` applies them in ONE LMDB write transaction
+  that also writes the last entry's log index (:mod:`.mvcc.commands`: the
+  codec, client sessions, leases, the history).  A crash leaves the
+  database at one applied index; a restart resumes after
+  :meth:`applied_index`, with nothing restored or replayed.
+- **Listener.**  After the transaction commits (never before: a watcher
+  must not see a change a crash could undo), the listener's ``committed``
+  gets what the batch did: its watch events in revision order and the
+  leases granted and revoked (:class:`~.mvcc.commands.Committed`).  It is
+  called **in the apply thread**, so it must only hand things over (the
+  watch hub's ``publish_threadsafe``) and never block; an exception from it
+  is the listener's bug and stops the node like a failed apply.
+- **Snapshots are the database.**  :meth:`checkpoint_chunks` streams a
+  consistent copy of the store (one LMDB read transaction, taken when the
+  stream starts, so at an applied index at or after the snapshot's), framed
+  with a length and digest (:mod:`.mvcc.checkpoint`).  :meth:`restore`
+  receives one into a new store directory, checks it whole, and swaps it in
+  atomically (:mod:`.mvcc.storedir`); the old store is untouched until the
+  swap, so a refused checkpoint changes nothing.  Then the listener's
+  ``restored(revision)``.
+- **Reads** go through :meth:`read` (a consistent :class:`ReadView`) or the
+  helpers that open one for a single read.  A restore closes the old store:
+  a view still open on it then fails (``lmdb.Error``) rather than read a
+  store that is gone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from liferaft.kv.mvcc import MVCCStore, Range, RangeResult, ReadView, check_store, storedir
+from liferaft.kv.mvcc.checkpoint import frame, receive
+from liferaft.kv.mvcc.commands import Committed, apply_entries
+from liferaft.kv.mvcc.leases import LeaseInfo, all_leases, lease_info
+from liferaft.kv.mvcc.sessions import MAX_SESSIONS, live_sessions, session_info
+from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE
+from liferaft.kv.mvcc.storedir import StoreDir
+from liferaft.runtime.statemachine import (
+    DEFAULT_CHUNK_SIZE,
+    ApplyEntry,
+    StateSnapshot,
+    StreamSnapshot,
+)
+
+__all__ = ["Committed", "KVMachine", "MachineListener"]
+
+
+class MachineListener(Protocol):
+    """What the machine tells about committed changes (the KV service)."""
+
+    def committed(self, batch: Committed) -> None:
+        """A batch committed (called in the apply thread: hand over, never block)."""
+        ...
+
+    def restored(self, revision: int) -> None:
+        """The whole state was replaced by a checkpoint at ``revision``."""
+        ...
+
+
+class KVMachine:
+    """The replicated KV state machine over :class:`MVCCStore` (see the module doc).
+
+    ``data_dir`` is the machine's own directory (numbered stores and their
+    ``CURRENT`` pointer); ``sync`` and ``map_size`` are the store's.
+    ``max_sessions`` must be the same on every replica (tests lower it).
+    """
+
+    apply_off_loop = True
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        sync: bool = True,
+        map_size: int = DEFAULT_MAP_SIZE,
+        listener: MachineListener | None = None,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
+        self._dir = StoreDir(data_dir)
+        self._sync = sync
+        self._map_size = map_size
+        self._max_sessions = max_sessions
+        self.listener = listener
+        self.store = self._open(self._dir.open_current())
+
+    def _open(self, path: Path) -> MVCCStore:
+        return MVCCStore(path, sync=self._sync, map_size=self._map_size)
+
+    # --- applying ----------------------------------------------------------------------
+
+    def apply_batch(self, entries: Sequence[ApplyEntry]) -> list[Any]:
+        """Apply ``entries`` in one transaction; one result per entry: the
+        MVCC result, the new session's id for OpenSession, a lease result,
+        None for an empty entry, or the :class:`~liferaft.kv.errors.KVError`
+        that refused it."""
+        if not entries:
+            return []
+        results, done = self.store.write(
+            lambda batch: apply_entries(batch, entries, self._max_sessions)
+        )
+        if done and self.listener is not None:
+            self.listener.committed(done)
+        return results
+
+    def apply(self, index: int, data: bytes, *, leader_time: float = 0.0) -> Any:
+        """The plain contract, for a runtime that does not batch: one entry;
+        a refusal is raised (the runtime fails that proposal with it)."""
+        result = self.apply_batch([ApplyEntry(index, data, leader_time)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def applied_index(self) -> int:
+        """The log index of the last committed batch (0: none)."""
+        return self.store.applied_index()
+
+    # --- reads -------------------------------------------------------------------------
+
+    def read(self) -> ReadView:
+        """A consistent snapshot for reads; close it (``with machine.read() as r:``)."""
+        return self.store.read()
+
+    def range(self, req: Range) -> RangeResult:
+        return self.store.range(req)
+
+    def revision(self) -> int:
+        return self.store.revision()
+
+    def compact_revision(self) -> int:
+        return self.store.compact_revision()
+
+    def lease(self, lease: int) -> LeaseInfo | None:
+        """Lease ``lease`` (granted TTL, attached keys), or None if not live."""
+        with self.read() as view:
+            return lease_info(view.txn, view.dbs, lease)
+
+    def leases(self) -> list[tuple[int, int]]:
+        """Every live lease as (id, granted TTL), by id."""
+        with self.read() as view:
+            return all_leases(view.txn, view.dbs)
+
+    def session(self, sid: int) -> tuple[int, list[int]] | None:
+        """A live session's floor and held seqs (None: not live)."""
+        with self.read() as view:
+            return session_info(view.txn, view.dbs, sid)
+
+    def sessions(self) -> list[int]:
+        """Live session ids, least recently used first."""
+        with self.read() as view:
+            return live_sessions(view.txn, view.dbs)
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def checkpoint_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """A framed, consistent copy of the store (see the module doc).
+
+        May run in a thread while batches apply; closing it early ends the
+        copy.  The copy carries its own applied index (>= the last one
+        applied before the stream started)."""
+        return frame(self.store.stream_copy(chunk_size))
+
+    def snapshot(self) -> StateSnapshot:
+        """The plain contract: a snapshot whose chunks are :meth:`checkpoint_chunks`."""
+        return StreamSnapshot(self.checkpoint_chunks)
+
+    def restore(self, chunks: Iterable[bytes]) -> None:
+        """Replace the store with the checkpoint in ``chunks`` (an empty stream:
+        an empty store), atomically; :class:`~liferaft.kv.mvcc.StoreFormatError`
+        for a checkpoint that is truncated, damaged or not a store, with the
+        old store left as it was."""
+        new = self._dir.next_path()
+        try:
+            it = iter(chunks)
+            first = next((c for c in it if c), None)
+            if first is None:  # the empty state of a brand-new cluster
+                MVCCStore(new, sync=self._sync).close()
+            else:
+                receive(itertools.chain([first], it), new)
+            storedir.crash_point("received")
+            check_store(new)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        storedir.crash_point("checked")
+        self._dir.commit(new)
+        old = self.store
+        old.close()
+        self.store = self._open(new)
+        storedir.crash_point("reopened")
+        shutil.rmtree(old.path)
+        if self.listener is not None:
+            self.listener.restored(self.store.revision())
+
+    def close(self) -> None:
+        self.store.close()
+
