@@ -40,13 +40,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from liferaft.kv.mvcc import MVCCStore, Range, RangeResult, ReadView, check_store
+from liferaft.kv.mvcc import MVCCStore, Range, RangeResult, ReadView, check_store, storedir
 from liferaft.kv.mvcc.checkpoint import frame, receive
 from liferaft.kv.mvcc.commands import Committed, apply_entries
 from liferaft.kv.mvcc.leases import LeaseInfo, all_leases, lease_info
 from liferaft.kv.mvcc.sessions import MAX_SESSIONS, live_sessions, session_info
 from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE
-from liferaft.kv.mvcc.storedir import StoreDir, crash_point
+from liferaft.kv.mvcc.storedir import StoreDir
 from liferaft.runtime.statemachine import (
     DEFAULT_CHUNK_SIZE,
     ApplyEntry,
@@ -192,17 +192,17 @@ class KVMachine:
                 MVCCStore(new, sync=self._sync).close()
             else:
                 receive(itertools.chain([first], it), new)
-            crash_point("received")
+            storedir.crash_point("received")
             check_store(new)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
-        crash_point("checked")
+        storedir.crash_point("checked")
         self._dir.commit(new)
         old = self.store
         old.close()
         self.store = self._open(new)
-        crash_point("reopened")
+        storedir.crash_point("reopened")
         shutil.rmtree(old.path)
         if self.listener is not None:
             self.listener.restored(self.store.revision())

@@ -20,6 +20,7 @@ import msgspec
 
 from liferaft.kv.mvcc import layout
 from liferaft.kv.mvcc.ops import StoreFormatError
+from liferaft.kv.mvcc.sessions import decode_row
 from liferaft.kv.mvcc.store import MVCCStore
 
 DATA_FILE = "data.mdb"
@@ -88,7 +89,23 @@ def _check_contents(txn: lmdb.Transaction, dbs: layout.Dbs, where: str) -> int:
         found = txn.get(rev, db=dbs.rev)
         if found is None or layout.decode_record(found).key != key:
             raise StoreFormatError(f"{where}: the index entry of {key!r} names no record of it")
+    _check_tables(txn, dbs, where)
     return layout.get_meta(txn, dbs, layout.META_APPLIED)
+
+
+def _check_tables(txn: lmdb.Transaction, dbs: layout.Dbs, where: str) -> None:
+    """The session and lease tables: fixed-size keys, decodable rows, and
+    every attached key set belonging to a live lease."""
+    for name, db, size in (("sessions", dbs.sessions, 8), ("session_lru", dbs.session_lru, 8),
+                           ("outcomes", dbs.outcomes, 16), ("leases", dbs.leases, 8)):
+        for k in txn.cursor(db=db).iternext(values=False):
+            if len(k) != size:
+                raise StoreFormatError(f"{where}: a {name} key of {len(k)} bytes")
+    for raw in txn.cursor(db=dbs.sessions).iternext(keys=False):
+        decode_row(raw)
+    for lease in txn.cursor(db=dbs.lease_keys).iternext_nodup(keys=True, values=False):
+        if txn.get(lease, db=dbs.leases) is None:
+            raise StoreFormatError(f"{where}: keys attached to a lease that does not exist")
 
 
 def open_copy(path: str | os.PathLike[str], **kwargs: bool | int) -> MVCCStore:

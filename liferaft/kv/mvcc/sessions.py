@@ -100,7 +100,7 @@ class Refusal(msgspec.Struct, frozen=True, tag=True):
 Outcome = PutResult | DeleteResult | TxnResult | Refusal
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode_row = msgspec.msgpack.Decoder(SessionRow).decode
+decode_row = msgspec.msgpack.Decoder(SessionRow).decode
 _decode_outcome = msgspec.msgpack.Decoder(tuple[int, Outcome]).decode
 _SEQ = struct.Struct(">QQ")
 
@@ -234,7 +234,7 @@ class SessionTable:
 
     def _row(self, sid: int) -> SessionRow | None:
         raw = self.txn.get(layout.pack_u64(sid), db=self.dbs.sessions)
-        return None if raw is None else _decode_row(raw)
+        return None if raw is None else decode_row(raw)
 
     def _put_row(self, sid: int, row: SessionRow) -> None:
         self.txn.put(layout.pack_u64(sid), _encode(row), db=self.dbs.sessions)
@@ -254,7 +254,7 @@ def session_info(txn: lmdb.Transaction, dbs: Dbs, sid: int) -> tuple[int, list[i
             break
         seqs.append(int(s))
         ok = cur.next()
-    return _decode_row(raw).floor, seqs
+    return decode_row(raw).floor, seqs
 
 
 def live_sessions(txn: lmdb.Transaction, dbs: Dbs) -> list[int]:

@@ -40,7 +40,7 @@ _TMP = "CURRENT.tmp"
 _STORE = re.compile(r"store\.([0-9]+)")
 
 
-def crash_point(step: str) -> None:
+def crash_point(step: str, /) -> None:
     """A step of a restore (see the module doc): a no-op but for crash tests."""
 
 
