@@ -120,8 +120,8 @@ async def test_a_retry_after_an_unknown_outcome_keeps_its_session_and_seq(api: A
             n.membership.update_peers()
         r = await task
         assert len(sent) >= 2 and all(b == sent[0] for b in sent)  # one session, one seq
-        ld_sm = api.c.sms[ld.id]
-        assert ld_sm.sessions[c.session_id].outcomes[sent[0]["seq"]].revision == r.revision
+        held = api.c.sms[ld.id].session(c.session_id)
+        assert held is not None and sent[0]["seq"] in held[1]  # the outcome is held
         got = await c.get("k")
         assert got is not None and got.value == "1" and got.revision == r.revision
 

@@ -32,8 +32,6 @@ from liferaft.kv.mvcc.codec import (
     encode_command,
 )
 from liferaft.kv.mvcc.leases import MAX_LEASE_TTL, LeaseGrantResult, LeaseInfo, LeaseRevokeResult
-from liferaft.kv.state import Put as LegacyPut
-from liferaft.kv.state import encode_command as legacy_encode
 from liferaft.kv.watch_types import EventKind
 from tests.kv.machine_log import Log
 
@@ -67,7 +65,8 @@ def test_bytes_that_are_not_a_command_are_refused_alike_and_change_nothing(log: 
     log.apply(put(b"a"))
     bad = [
         b"\x01", b"\x01\xc1", b"\x02" + encode_command(OpenSession())[1:],
-        legacy_encode(LegacyPut("a", "old build")),  # an in-memory store entry
+        # An entry of the in-memory store of earlier builds:
+        msgspec.msgpack.encode({"type": "put", "key": "a", "value": "old build"}),
         b"\x01" + msgspec.msgpack.encode({"type": "Nope"}),
         b"\x01" + msgspec.msgpack.encode({"type": "Write", "op": {"type": "Put", "key": "str"}}),
     ]

@@ -20,15 +20,16 @@ from liferaft.kv.errors import (
     KVUnavailableError,
 )
 from liferaft.kv.server import http_status
+from liferaft.kv.machine import KVMachine
+from liferaft.kv.requests import Item, KeySpan
 from liferaft.kv.service import (
     DeleteRequest,
     KVService,
-    ListRequest,
     PutRequest,
+    RangeRequest,
     node_error,
     session_ref,
 )
-from liferaft.kv.state import KV, KVStore
 from liferaft.runtime import (
     BadConfigError,
     BadMemberError,
@@ -69,13 +70,13 @@ def test_every_error_class_has_its_status() -> None:
         (KVBadRequestError("x"), 400, "bad_request"),
         (KVNotFoundError("x"), 404, "not_found"),
         (KVConflictError("seq_reused", "x"), 409, "seq_reused"),
-        (KVPreconditionFailedError(KV("v", 3)), 412, "precondition_failed"),
+        (KVPreconditionFailedError(Item("k", "v", 3, 2, 1)), 412, "precondition_failed"),
         (KVTooLargeError("x"), 413, "too_large"),
         (KVOutcomeUnknownError("session_expired", "x"), 504, "session_expired"),
     ]
     for err, status, code in cases:
         assert (http_status(err), err.code) == (status, code)
-    assert KVPreconditionFailedError(KV("v", 3)).extra == {"current": {"value": "v", "revision": 3}}
+    assert KVPreconditionFailedError(Item("k", "v", 3, 2, 1)).extra == {"current": {"value": "v", "revision": 3}}
     assert KVPreconditionFailedError(None).extra == {"current": None}
 
 
@@ -91,7 +92,7 @@ def test_session_fields_come_together_and_in_range(fields: tuple[int | None, ...
 
 @pytest.fixture
 async def svc(tmp_path: Path) -> AsyncIterator[KVService]:
-    c = TcpCluster(tmp_path, 1, sm=KVStore)
+    c = TcpCluster(tmp_path, 1, sm_at=KVMachine)
     await c.start()
     s = KVService(c.nodes["n1"], c.sms["n1"], client_addr="127.0.0.1:1", max_value=10)
     try:
@@ -106,11 +107,11 @@ async def test_keys_through_the_service(svc: KVService) -> None:
     w = await svc.put(PutRequest(key="a", value="1"))
     assert w.prev is None
     w2 = await svc.put(PutRequest(key="a", value="2", if_revision=w.revision))
-    assert w2.prev == KV("1", w.revision)
+    assert w2.prev is not None and (w2.prev.value, w2.prev.revision) == ("1", w.revision)
     item = await svc.get("a")
     assert (item.key, item.value, item.revision) == ("a", "2", w2.revision)
     await svc.put(PutRequest(key="b", value="3"))
-    page = await svc.list_keys(ListRequest(limit=1))
+    page = await svc.range(RangeRequest(span=KeySpan(prefix=""), limit=1))
     assert [i.key for i in page.items] == ["a"] and page.next == "b"
     with pytest.raises(KVPreconditionFailedError) as e:
         await svc.put(PutRequest(key="a", value="x", if_value="nope"))
@@ -137,7 +138,10 @@ async def test_bad_input_is_refused_before_anything_is_proposed(svc: KVService) 
         lambda: svc.put(PutRequest(key="k", value="v", if_revision=-1)),
         lambda: svc.delete(DeleteRequest(key="k", if_revision=2**64)),
         lambda: svc.get("k", "eventual"),
-        lambda: svc.list_keys(ListRequest(limit=0)),
+        lambda: svc.range(RangeRequest(span=KeySpan(prefix=""), limit=-1)),
+        lambda: svc.range(RangeRequest(span=KeySpan(key="a", prefix="b"))),
+        lambda: svc.range(RangeRequest(span=KeySpan(start="b", end="a"))),
+        lambda: svc.get("k", revision=-1),
     ):
         with pytest.raises(KVBadRequestError):
             await call()
@@ -156,7 +160,6 @@ async def test_status_and_members_read_the_one_address_book(svc: KVService) -> N
     st = svc.status()
     assert st.leader == "n1" and st.leader_client_addr == "127.0.0.1:1"
     assert [(m.id, m.client_addr, m.voter) for m in svc.members()] == [("n1", "127.0.0.1:1", True)]
-    assert svc.store.addrs == {}  # no second copy: SetAddr is no longer proposed
     assert svc.readiness() is None
     with pytest.raises(KVNotFoundError):
         await svc.remove_member("n9")
