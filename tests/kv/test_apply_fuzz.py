@@ -24,7 +24,10 @@ They go (a) straight into :meth:`KVMachine.apply_batch`, cut into batches
 two different ways and also one entry at a time, and (b) into a three-node
 runtime cluster on the memory transport, committed through the leader's
 core (``Node.rn``), so nothing validates them first, exactly what a buggy
-member or an older version could commit.  The memory transport is wrapped to
+member or an older version could commit.  They are put in the cluster's
+entry envelope (liferaft/runtime/entry_format.py) so that they reach the
+machine: bare, the runtime itself refuses them first (some are sent bare,
+for that refusal).  The memory transport is wrapped to
 refuse peer addresses the TCP transport cannot dial (it raises
 ``ValueError`` from ``set_peers``, as TcpTransport does), so the runtime
 meets the same refusals it meets in production.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -76,7 +80,7 @@ from liferaft.kv.mvcc.codec import (
 )
 from liferaft.kv.mvcc.leases import LeaseGrantResult, LeaseRevokeResult
 from liferaft.kv.mvcc.ops import in_range
-from liferaft.runtime import Node
+from liferaft.runtime import Node, entry_format
 from liferaft.runtime.statemachine import ApplyEntry
 from liferaft.runtime.store import MemStore
 from liferaft.transport.base import check_tcp_address, parse_address
@@ -85,6 +89,8 @@ from tests.runtime.cluster import MemCluster, fast_config
 from tests.runtime.test_durable_apply import drive, until
 
 MAX_SESSIONS = 3  # small, so a handful of OpenSession entries floods the table
+# Examples per run; raise it for a long hunt offline (the suite keeps it small).
+_SCALE = float(os.environ.get("LIFERAFT_FUZZ_SCALE", "1"))
 
 # -- strategies: fields ------------------------------------------------------------------
 
@@ -140,8 +146,8 @@ _odd_compares = st.builds(
     st.one_of(_operands, st.just(1.5), st.none(), st.text(max_size=3), st.just([1])),
 )
 _txn_ops = st.one_of(_puts, _deletes, _ranges)
-_nested = st.deferred(lambda: st.one_of(_txns, st.builds(Compact, _revs)))
-_txns = st.builds(
+_nested: st.SearchStrategy[Any] = st.deferred(lambda: st.one_of(_txns, st.builds(Compact, _revs)))
+_txns: st.SearchStrategy[Txn] = st.builds(
     Txn,
     st.lists(st.one_of(_compares, _odd_compares), max_size=3).map(tuple),
     st.lists(st.one_of(_txn_ops, _txn_ops, _nested), max_size=4).map(tuple),
@@ -380,7 +386,9 @@ def _events(rec: Recorder) -> tuple[list[Any], ...]:
     return tuple([x for b in rec.batches for x in getattr(b, f)] for f in fields)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(120 * _SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(kv_entries, min_size=1, max_size=24), st.lists(st.integers(0, 30), max_size=6))
 def test_the_kv_machine_applies_or_refuses_any_entry_alike_in_any_batching(
     datas: list[bytes], cuts: list[int]
@@ -488,7 +496,12 @@ def conf_changes(draw: st.DrawFn) -> ConfChange:
 
 
 entries = st.lists(
-    st.one_of(kv_entries.map(lambda b: ("kv", b)), conf_changes().map(lambda c: ("conf", c))),
+    st.one_of(
+        kv_entries.map(lambda b: ("kv", b)),
+        kv_entries.map(lambda b: ("kv", b)),
+        st.binary(min_size=1, max_size=24).map(lambda b: ("raw", b)),
+        conf_changes().map(lambda c: ("conf", c)),
+    ),
     min_size=1,
     max_size=6,
 )
@@ -508,7 +521,7 @@ def _strict_transport(c: MemCluster, nid: str) -> Any:
 
     t.set_peers = set_peers  # type: ignore[method-assign]
     # The transport contract: check_address refuses what set_peers would.
-    t.check_address = check_tcp_address  # type: ignore[method-assign]
+    t.check_address = check_tcp_address  # type: ignore[method-assign,assignment]
     return t
 
 
@@ -542,21 +555,30 @@ class _KVCluster(MemCluster):
             sm.close()
 
 
+def _propose(ld: Node, kind: str, item: Any) -> int:
+    """Append through the core: kv bytes in the cluster's entry envelope (so
+    they reach the machine as they are), "raw" bytes without it (the
+    runtime's own refusal of a bad envelope), or a conf change."""
+    assert ld.rn is not None
+    if kind == "conf":
+        return ld.rn.propose_conf_change(item)
+    if kind == "kv":
+        item = entry_format.wrap(ld.applier.entry_format, 0.0, item)
+    return ld.rn.propose(item)
+
+
 async def _commit(c: _KVCluster, kind: str, item: Any) -> None:
     """Append ``item`` through the leader's core (no validation on the way)
     and wait until every node has applied it.  A conf change the core itself
     refuses (say, removing a member that is not there) is skipped: it never
     reaches the log."""
     ld = await c.leader()
-    assert ld.rn is not None
     try:
-        index = ld.rn.propose(item) if kind == "kv" else ld.rn.propose_conf_change(item)
+        index = _propose(ld, kind, item)
     except ConfChangeError:
         return
     except NotLeaderError:  # leadership moved between the two lines: try once more
-        ld = await c.leader()
-        assert ld.rn is not None
-        index = ld.rn.propose(item) if kind == "kv" else ld.rn.propose_conf_change(item)
+        index = _propose(await c.leader(), kind, item)
     await until(c, lambda: all(n.crashed.is_set() or n.applied >= index for n in c.nodes.values()))
 
 
@@ -604,7 +626,9 @@ async def _fuzz_runtime(items: list[tuple[str, Any]]) -> None:
             c.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(50 * _SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(entries)
 def test_no_committed_entry_kills_a_node_or_stops_the_cluster(
     items: list[tuple[str, Any]],
