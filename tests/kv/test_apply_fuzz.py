@@ -696,24 +696,21 @@ class _CountedKey(bytes):
     """A key that counts the order comparisons made with it."""
 
     compared = 0
-
-    def __lt__(self, other: object) -> bool:
-        _CountedKey.compared += 1
-        return bytes.__lt__(self, other)  # type: ignore[operator]
-
-    def __gt__(self, other: object) -> bool:
-        _CountedKey.compared += 1
-        return bytes.__gt__(self, other)  # type: ignore[operator]
-
-    def __le__(self, other: object) -> bool:
-        _CountedKey.compared += 1
-        return bytes.__le__(self, other)  # type: ignore[operator]
-
-    def __ge__(self, other: object) -> bool:
-        _CountedKey.compared += 1
-        return bytes.__ge__(self, other)  # type: ignore[operator]
-
     __hash__ = bytes.__hash__
+
+
+def _counting(name: str) -> Callable[[bytes, object], bool]:
+    plain = getattr(bytes, name)
+
+    def compare(self: bytes, other: object) -> bool:
+        _CountedKey.compared += 1
+        return bool(plain(self, other))
+
+    return compare
+
+
+for _name in ("__lt__", "__gt__", "__le__", "__ge__"):
+    setattr(_CountedKey, _name, _counting(_name))
 
 
 def test_regression_a_txn_of_many_puts_and_delete_ranges_is_checked_in_near_linear_time(
