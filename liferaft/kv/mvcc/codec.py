@@ -30,10 +30,18 @@ import hashlib
 import msgspec
 
 from liferaft.kv.errors import KVError
+from liferaft.kv.mvcc.nesting import deeper_than
 from liferaft.kv.mvcc.ops import Compact, DeleteRange, Put, Txn
 
 #: The encoding this build writes and reads (the entry's first byte).
 CODEC_VERSION = 1
+
+#: The deepest nesting of msgpack containers an entry may have.  A command
+#: nests at most 4 deep (Write > Txn > its ops > an op); anything deeper is
+#: refused before decoding, since msgspec's recursion limit depends on the
+#: caller's stack and would not refuse it alike on every replica
+#: (:mod:`.nesting`).
+MAX_NESTING = 16
 
 
 class SessionRef(msgspec.Struct, array_like=True, frozen=True):
@@ -103,8 +111,11 @@ def decode_command(data: bytes) -> Command | None:
             f"command format version {data[0]}; this build reads version {CODEC_VERSION}"
             + (" (an entry of the in-memory store of earlier builds?)" if data[0] >= 0x80 else "")
         )
+    body = memoryview(data)[1:]
+    if deeper_than(body, MAX_NESTING):
+        raise CommandFormatError(f"not a kv command: nested more than {MAX_NESTING} deep")
     try:
-        cmd: Command = _decode(memoryview(data)[1:])
+        cmd: Command = _decode(body)
     except msgspec.DecodeError as exc:
         raise CommandFormatError(f"not a kv command: {exc}") from None
     return cmd

@@ -12,6 +12,8 @@ apply).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Protocol
 
 import lmdb
@@ -21,6 +23,7 @@ from liferaft.kv.errors import KVBadRequestError
 from liferaft.kv.mvcc import layout
 from liferaft.kv.mvcc.layout import Dbs, Record
 from liferaft.kv.mvcc.ops import (
+    TO_END,
     Compact,
     CompactedError,
     CompactResult,
@@ -38,7 +41,6 @@ from liferaft.kv.mvcc.ops import (
     TxnOp,
     TxnResult,
     check_key,
-    in_range,
 )
 from liferaft.kv.mvcc.reader import check_read_revision, keys_in, live_at, range_in
 
@@ -92,13 +94,25 @@ def check_no_duplicate_keys(branch: tuple[TxnOp, ...]) -> None:
     no put falls in a delete range, since the result would depend on an op
     order a reader of the request may not expect.  Delete ranges may overlap
     each other (deleting twice is deleting once)."""
-    puts: set[bytes] = set()
-    deletes = [(o.key, o.range_end) for o in branch if isinstance(o, DeleteRange)]
-    for o in branch:
-        if isinstance(o, Put):
-            if o.key in puts or any(in_range(o.key, s, e) for s, e in deletes):
-                raise KVBadRequestError("duplicate key given in txn request")
-            puts.add(o.key)
+    puts = [o.key for o in branch if isinstance(o, Put)]
+    singles = {o.key for o in branch if isinstance(o, DeleteRange) and o.range_end is None}
+    # Checked in O(n log n): a committed txn may hold thousands of ops, and a
+    # check pair by pair would stall every replica's apply on one entry.
+    # A put is in some range iff the furthest end among the ranges starting
+    # at or before it is past it (TO_END: no end, above every key).
+    spans = sorted(
+        (o.key, (1, b"") if o.range_end == TO_END else (0, o.range_end))
+        for o in branch
+        if isinstance(o, DeleteRange) and o.range_end is not None
+    )
+    starts = [s for s, _ in spans]
+    reach = list(itertools.accumulate((e for _, e in spans), max))
+    seen: set[bytes] = set()
+    for key in puts:
+        i = bisect.bisect_right(starts, key) - 1
+        if key in seen or key in singles or (i >= 0 and reach[i] > (0, key)):
+            raise KVBadRequestError("duplicate key given in txn request")
+        seen.add(key)
 
 
 class WriteHooks(Protocol):
