@@ -10,11 +10,11 @@ status of the service error's class: ``retry_safe`` is 503 (with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from aiohttp import web
-from multidict import MultiMapping
 
 from .errors import (
     KVBadRequestError,
@@ -76,7 +76,7 @@ def decode_body(body: bytes, typ: type[Any]) -> Any:
         raise KVBadRequestError(f"bad JSON body: {exc}") from exc
 
 
-def query_int(q: MultiMapping[str], name: str, default: int = 0) -> int:
+def query_int(q: Mapping[str, str], name: str, default: int = 0) -> int:
     raw = q.get(name)
     if raw is None:
         return default
@@ -86,7 +86,7 @@ def query_int(q: MultiMapping[str], name: str, default: int = 0) -> int:
         raise KVBadRequestError(f"{name} must be an integer, not {raw!r}") from None
 
 
-def query_bool(q: MultiMapping[str], name: str) -> bool:
+def query_bool(q: Mapping[str, str], name: str) -> bool:
     got = q.get(name)
     if got is None:
         return False

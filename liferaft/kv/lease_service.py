@@ -19,22 +19,20 @@ Theory of operation (docs/kv.md, "Leases"; the clock is
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from liferaft.runtime import NodeError
+from liferaft.runtime import Node, NodeError
 
 from .errors import KVBadRequestError, KVError, KVNotFoundError, KVUnavailableError
-from .lessor import LeaseKeeper, min_ttl
+from .lessor import LeaseKeeper, Lessor, min_ttl
+from .machine import KVMachine
 from .mvcc.codec import LeaseGrant, LeaseRevoke
 from .mvcc.leases import LeaseGrantResult, LeaseRevokeResult
 from .mvcc.ops import LeaseNotFoundError
 from .node_errors import node_error
 from .requests import text
-
-if TYPE_CHECKING:
-    from .service import KVService
 
 #: The longest TTL granted: a lease is a liveness signal, not storage.
 MAX_TTL = 10 * 365 * 24 * 3600
@@ -77,18 +75,30 @@ def check_lease_id(lease_id: int, zero_ok: bool = False) -> int:
 
 
 class Leases:
-    """The lease calls of one node's :class:`KVService`."""
+    """The lease calls of one node's :class:`~liferaft.kv.service.KVService`:
+    ``propose`` is its write path (a command in, the machine's result out)."""
 
-    def __init__(self, svc: KVService) -> None:
-        self.svc = svc
-        self.node = svc.node
-        cfg = svc.node.config
+    def __init__(
+        self,
+        node: Node,
+        machine: KVMachine,
+        lessor: Lessor,
+        *,
+        propose: Callable[[Any], Awaitable[Any]],
+        timeout: float,
+    ) -> None:
+        self.node = node
+        self.machine = machine
+        self.lessor = lessor
+        self._propose = propose
+        self.timeout = timeout
+        cfg = node.config
         # The longest election timeout the core may draw is twice the base.
         self.min_ttl = min_ttl(2 * cfg.election_ticks * cfg.tick_interval)
         self.node.on_call(_KEEPALIVE, self._serve(self._keepalive_here))
         self.node.on_call(_TIME_TO_LIVE, self._serve(self._info_here))
         self.keeper = LeaseKeeper(
-            svc.lessor,
+            lessor,
             leadership=self._leadership,
             barrier=self._barrier,
             revoke=self._expire,
@@ -103,12 +113,12 @@ class Leases:
 
     async def _barrier(self) -> None:
         try:
-            await self.node.read(lambda: None, timeout=self.svc.timeout)
+            await self.node.read(lambda: None, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
 
     async def _expire(self, lease_id: int) -> None:
-        await self.svc.propose(LeaseRevoke(lease_id))
+        await self._propose(LeaseRevoke(lease_id))
 
     # -- replicated ----------------------------------------------------------------------
 
@@ -119,19 +129,21 @@ class Leases:
             raise KVBadRequestError(f"ttl must be in 1..{MAX_TTL} seconds")
         check_lease_id(lease_id, zero_ok=True)
         ttl = max(ttl, self.min_ttl)
-        got: LeaseGrantResult = await self.svc.propose(LeaseGrant(lease_id, ttl))
+        got: LeaseGrantResult = await self._propose(LeaseGrant(lease_id, ttl))
         return LeaseGranted(got.id, got.ttl)
 
     async def revoke(self, lease_id: int) -> int:
         """End the lease and delete its keys; the store revision after it."""
         check_lease_id(lease_id)
-        got: LeaseRevokeResult = await self.svc.propose(LeaseRevoke(lease_id))
+        got: LeaseRevokeResult = await self._propose(LeaseRevoke(lease_id))
         return got.revision
 
     async def all(self) -> list[LeaseGranted]:
         """Every lease (linearizable)."""
-        machine = self.svc.machine
-        got = await self.svc._read(machine.leases, "linearizable")  # noqa: SLF001
+        try:
+            got = await self.node.read(self.machine.leases, timeout=self.timeout)
+        except NodeError as exc:
+            raise node_error(exc) from exc
         return [LeaseGranted(lid, ttl) for lid, ttl in got]
 
     # -- on the leader ---------------------------------------------------------------------
@@ -149,14 +161,14 @@ class Leases:
         return msgspec.convert(got, LeaseInfo)
 
     async def _keepalive_here(self, lease_id: int) -> int:
-        lessor = self.svc.lessor
+        lessor = self.lessor
         ttl: int = await self._confirmed(lambda: lessor.keepalive(lease_id))
         return ttl
 
     async def _info_here(self, lease_id: int, keys: bool) -> dict[str, Any]:
         def look() -> dict[str, Any]:
-            remaining = self.svc.lessor.remaining(lease_id)
-            found = self.svc.machine.lease(lease_id)
+            remaining = self.lessor.remaining(lease_id)
+            found = self.machine.lease(lease_id)
             if found is None:
                 raise LeaseNotFoundError(lease_id)
             out: dict[str, Any] = {
@@ -174,7 +186,7 @@ class Leases:
         if not self.node.is_leader:
             raise KVUnavailableError("no_leader", "this node is no longer the leader; retry")
         try:
-            return await self.node.read(fn, timeout=self.svc.timeout)
+            return await self.node.read(fn, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
 
@@ -185,7 +197,7 @@ class Leases:
             return await here(*args)
         try:
             raw = await self.node.call_leader(
-                name, msgspec.msgpack.encode(args), timeout=self.svc.timeout
+                name, msgspec.msgpack.encode(args), timeout=self.timeout
             )
         except NodeError as exc:
             raise node_error(exc) from exc

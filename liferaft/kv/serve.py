@@ -28,11 +28,11 @@ from .listener import (
     start_client_listener,
 )
 from .logs import NodeContext, setup_logging
+from .machine import KVMachine
 from .metrics import new_registry
+from .mvcc import StoreFormatError
 from .server import KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
-from .machine import KVMachine
-from .mvcc import StoreFormatError
 
 log = logging.getLogger("liferaft.kv")
 

@@ -20,11 +20,10 @@ route                         service call
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from aiohttp import web
-from multidict import MultiMapping
 
 from . import server_watch
 from .errors import KVBadRequestError
@@ -42,7 +41,7 @@ class GrantBody(msgspec.Struct, forbid_unknown_fields=True):
     id: int = 0
 
 
-def span_of(q: MultiMapping[str], *, default_all: bool) -> KeySpan:
+def span_of(q: Mapping[str, str], *, default_all: bool) -> KeySpan:
     """The keys a query names: ``key``, ``prefix``, or ``start``/``end``."""
     names = ("key", "prefix", "start", "end")
     got = {n: q[n] for n in names if n in q}

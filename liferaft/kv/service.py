@@ -223,7 +223,9 @@ class KVService(ClusterAdmin):
         )
         self.lessor = Lessor()
         self.lessor.load(machine.leases())
-        self.leases = Leases(self)
+        self.leases = Leases(
+            node, machine, self.lessor, propose=self.propose, timeout=timeout
+        )
         self._published = machine.revision()  # the apply thread's
         machine.listener = self
         self._tasks: list[asyncio.Task[Any]] = []
