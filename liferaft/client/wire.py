@@ -11,7 +11,8 @@ from typing import Any
 
 from .errors import BadRequestError
 
-SESSION_WINDOW = 256  # the outcomes liferaft-kv keeps per session (kv.mvcc.sessions.SESSION_OUTCOMES)
+# The outcomes liferaft-kv keeps per session (kv.mvcc.sessions.SESSION_OUTCOMES).
+SESSION_WINDOW = 256
 MAX_PAGE = 10_000  # the server's largest list page, by count
 IDLE_KEEPALIVE = 5.0  # seconds an idle pooled connection is kept
 RESERVE_SLACK = 0.1  # seconds past a write's deadline its wait for a session may end

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 
 from liferaft.kv.listener import ClientLimits, ClientListener, start_client_listener
-from liferaft.kv.server import KVServer
 from liferaft.kv.machine import KVMachine
+from liferaft.kv.server import KVServer
 from tests.runtime.cluster import TcpCluster
 
 

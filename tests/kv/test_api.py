@@ -15,10 +15,10 @@ from aiohttp import web
 
 from liferaft.chaos.cluster import free_ports
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
-from liferaft.kv.server import KVServer
-from liferaft.kv.service import KVService
 from liferaft.kv.machine import KVMachine
 from liferaft.kv.mvcc import Range
+from liferaft.kv.server import KVServer
+from liferaft.kv.service import KVService
 from tests.runtime.cluster import TcpCluster
 
 

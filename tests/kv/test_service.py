@@ -19,9 +19,9 @@ from liferaft.kv.errors import (
     KVTooLargeError,
     KVUnavailableError,
 )
-from liferaft.kv.server import http_status
 from liferaft.kv.machine import KVMachine
 from liferaft.kv.requests import Item, KeySpan
+from liferaft.kv.server import http_status
 from liferaft.kv.service import (
     DeleteRequest,
     KVService,
@@ -76,7 +76,8 @@ def test_every_error_class_has_its_status() -> None:
     ]
     for err, status, code in cases:
         assert (http_status(err), err.code) == (status, code)
-    assert KVPreconditionFailedError(Item("k", "v", 3, 2, 1)).extra == {"current": {"value": "v", "revision": 3}}
+    current = Item("k", "v", 3, 2, 1)
+    assert KVPreconditionFailedError(current).extra == {"current": {"value": "v", "revision": 3}}
     assert KVPreconditionFailedError(None).extra == {"current": None}
 
 
