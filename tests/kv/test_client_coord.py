@@ -13,8 +13,8 @@ import pytest
 
 from liferaft.client import (
     AsyncClient,
-    Compare,
     CompactedError,
+    Compare,
     Deleted,
     Item,
     LeaseNotFoundError,
@@ -44,7 +44,8 @@ async def test_reads_ranges_txn_and_compaction(api: Api) -> None:
     async with AsyncClient(endpoints(api), timeout=5) as c:
         r1 = await c.put("k", "one")
         r2 = await c.put("k", "two")
-        assert await c.get("k", revision=r1.revision) == Item("k", "one", r1.revision, r1.revision, 1)
+        old = await c.get("k", revision=r1.revision)
+        assert old == Item("k", "one", r1.revision, r1.revision, 1)
         assert (await c.get("k")) == Item("k", "two", r2.revision, r1.revision, 2)
         assert await c.get("k", revision=r1.revision - 1) is None
 
