@@ -27,7 +27,7 @@ class KeyCalls:
         self, key: str, consistency: str = "linearizable", *, revision: int = 0
     ) -> Item | None:
         """The key now (``revision`` 0) or as it was at store ``revision``,
-        or None if it did not exist.  CompactedError if that is compacted."""
+        or None if it did not exist.  RevisionCompactedError if that is compacted."""
         q = {"consistency": consistency}
         if revision:
             q["revision"] = str(revision)
@@ -53,7 +53,7 @@ class KeyCalls:
         ``end``: to the last key), in key order: at most ``limit``, as of
         ``revision`` (0: now).  The server answers in pages; this follows
         them, every page read at the first one's ``read_revision``, so the
-        listing is one snapshot however long (CompactedError if compaction
+        listing is one snapshot however long (RevisionCompactedError if compaction
         overtakes it)."""
         base = range_span(key, prefix, end)
         items: builtins.list[Item] = []
@@ -105,7 +105,7 @@ class KeyCalls:
 
     async def compact(self, revision: int) -> int:
         """Drop history below ``revision`` on every replica; reads and
-        watches below it then raise CompactedError.  The store revision."""
+        watches below it then raise RevisionCompactedError.  The store revision."""
         d = await self.request("POST", "/v1/compact", {"revision": revision}, write=True)
         return int(d["revision"])
 

@@ -32,7 +32,7 @@ class PreconditionFailedError(ClientError):
         self.current = current
 
 
-class LeaseNotFoundError(NotFoundError):
+class NoSuchLeaseError(NotFoundError):
     """The lease does not exist: never granted, revoked, or expired
     (code ``lease_not_found``, whatever the status that carried it)."""
 
@@ -41,7 +41,7 @@ class BadRequestError(ClientError):
     """The server refused the request as malformed (HTTP 400)."""
 
 
-class CompactedError(BadRequestError):
+class RevisionCompactedError(BadRequestError):
     """A read or watch at a revision compaction removed; history starts at
     ``compact_revision`` (read or watch from there, or later)."""
 
@@ -106,9 +106,9 @@ def typed_error(status: int, code: str, msg: str, data: dict[str, Any], path: st
     # By code first: a lease the leader lost answers 404 when a follower
     # forwarded the call, 400 when the node itself found it missing.
     if code == "lease_not_found":
-        return LeaseNotFoundError(msg, status, code)
+        return NoSuchLeaseError(msg, status, code)
     if code == "compacted":
-        return CompactedError(msg, int(data.get("compact_revision", 0)))
+        return RevisionCompactedError(msg, int(data.get("compact_revision", 0)))
     if status == 404:
         return NotFoundError(msg, status, code)
     if status == 412:

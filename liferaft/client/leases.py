@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import ClientError, LeaseNotFoundError
+from .errors import ClientError, NoSuchLeaseError
 from .model import Lease, LeaseInfo
 
 # Lease ids the client picks: 1..2^62, so a grant retried after an unknown
@@ -53,7 +53,7 @@ class LeaseCalls:
         return Lease(int(d["id"]), int(d["ttl"]))
 
     async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> Lease:
-        """Restart the lease's TTL on the leader's clock (LeaseNotFoundError
+        """Restart the lease's TTL on the leader's clock (NoSuchLeaseError
         if it is gone)."""
         d = await self.request(
             "POST", f"/v1/lease/{lease_id}/keepalive", {}, write=True, timeout=timeout
@@ -62,7 +62,7 @@ class LeaseCalls:
 
     async def lease_revoke(self, lease_id: int) -> int:
         """End the lease now and delete its keys; the store revision after it.
-        LeaseNotFoundError if it is already gone."""
+        NoSuchLeaseError if it is already gone."""
         d = await self.request("DELETE", f"/v1/lease/{lease_id}", write=True)
         return int(d["revision"])
 
@@ -145,7 +145,7 @@ class KeptLease:
                 # Bounded by what is left of the TTL: an answer after that
                 # could not save it.
                 await self.client.lease_keepalive(self.id, timeout=max(0.05, min(period, left)))
-            except LeaseNotFoundError:
+            except NoSuchLeaseError:
                 self._lose("the cluster no longer has it (expired or revoked)")
                 return
             except ClientError:

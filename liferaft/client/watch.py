@@ -14,7 +14,7 @@ progress to idle watchers every 10 s by default), or the node cuts the watch
 off, it watches again from ``next_revision`` on the next endpoint: no event
 is repeated or skipped, and revisions come in order.  A node that has not
 applied that far yet simply waits before it sends.  A start revision that
-compaction removed raises :class:`~liferaft.client.CompactedError` (with
+compaction removed raises :class:`~liferaft.client.RevisionCompactedError` (with
 ``compact_revision``).  If no endpoint serves the watch for
 ``give_up_after`` seconds, it raises :class:`~liferaft.client.UnavailableError`.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from .errors import ClientError, CompactedError, UnavailableError, typed_error
+from .errors import ClientError, RevisionCompactedError, UnavailableError, typed_error
 from .model import Event, Progress, event_of
 
 #: Seconds without a byte after which a stream is taken for dead: three of
@@ -176,7 +176,8 @@ class WatchStream:
         if "error" in d:
             code = str(d["error"])
             if code == "compacted":
-                raise CompactedError(str(d.get("message", code)), int(d["compact_revision"]))
+                msg = str(d.get("message", code))
+                raise RevisionCompactedError(msg, int(d["compact_revision"]))
             if "resume_revision" in d:
                 self.next_revision = max(self.next_revision, int(d["resume_revision"]))
                 raise _Retry(f"cut off: {d.get('message', code)}")

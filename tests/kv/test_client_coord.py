@@ -13,13 +13,13 @@ import pytest
 
 from liferaft.client import (
     AsyncClient,
-    CompactedError,
     Compare,
     Deleted,
     Item,
-    LeaseNotFoundError,
+    NoSuchLeaseError,
     Op,
     Page,
+    RevisionCompactedError,
     WriteResult,
 )
 from tests.kv.test_api import Api
@@ -87,7 +87,7 @@ async def test_reads_ranges_txn_and_compaction(api: Api) -> None:
             Compare.version("k") == "1"  # noqa: B015 - the builder refuses it
 
         await c.compact(r2.revision)
-        with pytest.raises(CompactedError) as e:
+        with pytest.raises(RevisionCompactedError) as e:
             await c.get("k", revision=r1.revision)
         assert e.value.compact_revision >= r2.revision
 
@@ -104,9 +104,9 @@ async def test_lease_calls_and_attached_keys(api: Api) -> None:
         assert (await c.lease_keepalive(lease.id)).id == lease.id
         await c.lease_revoke(lease.id)
         assert await c.get("svc/a") is None
-        with pytest.raises(LeaseNotFoundError):
+        with pytest.raises(NoSuchLeaseError):
             await c.lease_keepalive(lease.id)
-        with pytest.raises(LeaseNotFoundError):
+        with pytest.raises(NoSuchLeaseError):
             await c.lease_info(lease.id)
 
 

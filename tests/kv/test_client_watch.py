@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.client import AsyncClient, CompactedError, Event, Item, Progress
+from liferaft.client import AsyncClient, Event, Item, Progress, RevisionCompactedError
 from liferaft.harness.ports import free_port
 from tests.kv.test_api import Api
 
@@ -141,7 +141,7 @@ async def test_events_progress_and_a_compacted_start(api: Api) -> None:
                 assert isinstance(p, Progress) and p.revision >= r2.revision + 1
                 assert w.next_revision == p.revision + 1
         await c.compact(r2.revision + 1)
-        with pytest.raises(CompactedError) as e:
+        with pytest.raises(RevisionCompactedError) as e:
             async with c.watch("k", start_revision=r1.revision) as w:
                 await w.__anext__()
         assert e.value.compact_revision > r1.revision
