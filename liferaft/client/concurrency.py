@@ -194,8 +194,7 @@ class Election(_Queue):
                 if ev.type == "delete":
                     keys.pop(ev.key, None)
                 else:
-                    keys[ev.key] = Item(ev.key, ev.value, ev.revision, ev.create_revision,
-                                        ev.version, ev.lease)  # fmt: skip
+                    keys[ev.key] = ev  # an Event is the key's Item after it
 
 
 def _first(items: list[Item]) -> Item | None:

@@ -69,20 +69,14 @@ class LeaseInfo:
 
 
 @dataclass(frozen=True)
-class Event:
+class Event(Item):
     """One change a watch saw: ``type`` "put" or "delete" of ``key`` at
-    store ``revision``.  For a put, ``value``, ``create_revision``,
-    ``version`` and ``lease`` are the key's after it; for a delete they are
-    empty and 0.  ``prev`` is the key before the change when the watch asked
-    for ``prev_kv`` (None otherwise, or if it did not exist)."""
+    store ``revision``.  For a put, the :class:`Item` fields are the key's
+    after it; for a delete, ``value`` is empty and the other numbers 0.
+    ``prev`` is the key before the change when the watch asked for
+    ``prev_kv`` (None otherwise, or if it did not exist)."""
 
-    type: Literal["put", "delete"]
-    key: str
-    value: str
-    revision: int
-    create_revision: int = 0
-    version: int = 0
-    lease: int = 0
+    type: Literal["put", "delete"] = "put"
     prev: Item | None = None
 
 
@@ -113,7 +107,7 @@ def event_of(revision: int, d: dict[str, Any]) -> Event:
     kv = d["kv"]
     prev = d.get("prev_kv")
     return Event(
-        "delete" if d["type"] == "delete" else "put", kv["key"], kv.get("value", ""), revision,
-        kv.get("create_revision", 0), kv.get("version", 0), kv.get("lease", 0),
+        kv["key"], kv.get("value", ""), revision, kv.get("create_revision", 0),
+        kv.get("version", 0), kv.get("lease", 0), "delete" if d["type"] == "delete" else "put",
         None if prev is None else item_of(prev),
     )  # fmt: skip

@@ -16,6 +16,7 @@ compare on it fails).  The branch that ran is applied at one revision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,28 +66,22 @@ class _Side:
     __hash__ = None  # type: ignore[assignment]  # == builds a Cmp: not a value
 
 
+def _target(target: Target) -> Callable[[str], _Side]:
+    def side(key: str) -> _Side:
+        return _Side(key, target)
+
+    side.__doc__ = f"``key``'s {target}, to compare with == != < >."
+    return side
+
+
 class Compare:
     """Where a condition starts: ``Compare.value("k") == "v"``."""
 
-    @staticmethod
-    def value(key: str) -> _Side:
-        return _Side(key, "value")
-
-    @staticmethod
-    def version(key: str) -> _Side:
-        return _Side(key, "version")
-
-    @staticmethod
-    def create_revision(key: str) -> _Side:
-        return _Side(key, "create_revision")
-
-    @staticmethod
-    def mod_revision(key: str) -> _Side:
-        return _Side(key, "mod_revision")
-
-    @staticmethod
-    def lease(key: str) -> _Side:
-        return _Side(key, "lease")
+    value = staticmethod(_target("value"))
+    version = staticmethod(_target("version"))
+    create_revision = staticmethod(_target("create_revision"))
+    mod_revision = staticmethod(_target("mod_revision"))
+    lease = staticmethod(_target("lease"))
 
 
 @dataclass(frozen=True)

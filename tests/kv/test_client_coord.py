@@ -6,8 +6,10 @@ and the keeper whose loss is observable)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,12 +25,13 @@ from liferaft.client import (
     WriteResult,
 )
 from tests.kv.test_api import Api
+from tests.kv.test_client import endpoints
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    # A small page budget so that a range of a few keys takes several pages.
-    a = Api(tmp_path, timeout=2.0, max_list_bytes=300)
+@contextlib.asynccontextmanager
+async def started(tmp: Path, **kw: Any) -> AsyncIterator[Api]:
+    """An :class:`Api` cluster with these service settings, stopped after."""
+    a = Api(tmp, timeout=2.0, **kw)
     await a.start()
     try:
         yield a
@@ -36,8 +39,11 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         await a.stop()
 
 
-def endpoints(api: Api) -> str:
-    return ",".join(u.removeprefix("http://") for u in api.urls.values())
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    # A small page budget so that a range of a few keys takes several pages.
+    async with started(tmp_path, max_list_bytes=300) as a:
+        yield a
 
 
 async def test_reads_ranges_txn_and_compaction(api: Api) -> None:

@@ -15,16 +15,13 @@ import pytest
 from liferaft.client import AsyncClient, Event, Item, Progress, RevisionCompactedError
 from liferaft.harness.ports import free_port
 from tests.kv.test_api import Api
+from tests.kv.test_client_coord import started
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    a = Api(tmp_path, timeout=2.0, progress_interval=0.3)
-    await a.start()
-    try:
+    async with started(tmp_path, progress_interval=0.3) as a:
         yield a
-    finally:
-        await a.stop()
 
 
 def addr(api: Api, nid: str) -> str:

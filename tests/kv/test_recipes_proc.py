@@ -54,6 +54,17 @@ async def start_holder(*args: str) -> tuple[asyncio.subprocess.Process, list[str
     return proc, line.decode().split()
 
 
+async def kill_then_wait(proc: asyncio.subprocess.Process, waiting: asyncio.Task[None]) -> float:
+    """Kill the holder (SIGKILL); the seconds until ``waiting`` (the next
+    contender) got through, within :data:`DEADLINE`."""
+    killed = time.monotonic()
+    proc.kill()
+    await proc.wait()
+    async with asyncio.timeout(DEADLINE):
+        await waiting
+    return time.monotonic() - killed
+
+
 async def end(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.kill()
@@ -72,12 +83,7 @@ async def test_a_lock_passes_on_when_its_holder_is_killed(
         # While the holder lives and keeps its lease alive, nobody else holds it.
         await asyncio.sleep(2 * ttl + 0.5)
         assert not waiting.done(), "the lock was taken while its holder lived"
-        killed = time.monotonic()
-        proc.kill()
-        await proc.wait()
-        async with asyncio.timeout(DEADLINE):
-            await waiting
-        took = time.monotonic() - killed
+        took = await kill_then_wait(proc, waiting)
         print(f"lock hand-over after kill -9: {took:.2f} s (lease TTL {ttl} s)")
         assert mine.lease is not None and not mine.lost.is_set()
         # Ours is now the only key under the lock's name, and release frees it.
@@ -110,12 +116,8 @@ async def test_leadership_passes_on_when_the_leader_is_killed(
         campaign = asyncio.create_task(me.campaign("me"))
         await asyncio.sleep(2 * ttl + 0.5)
         assert not campaign.done() and await me.leader() == "child"
-        killed = time.monotonic()
-        proc.kill()
-        await proc.wait()
+        took = await kill_then_wait(proc, campaign)
         async with asyncio.timeout(DEADLINE):
-            await campaign
-            took = time.monotonic() - killed
             await watching
         print(f"election hand-over after kill -9: {took:.2f} s (lease TTL {ttl} s)")
         assert seen == ["child", "me"]
