@@ -292,6 +292,9 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        # Watchers first: their streams end with a "stopping" line (resume
+        # elsewhere), so the listener does not wait out its grace for them.
+        service.hub.close()
         if listener is not None:
             await listener.close()
         await service.close()
