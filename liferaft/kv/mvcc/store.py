@@ -114,6 +114,10 @@ class MVCCStore:
             self._env.close()
             raise
         self._writer = threading.Lock()
+        # Copies running in their threads, and whether close() waits for them.
+        self._copies = 0
+        self._copies_lock = threading.Lock()
+        self._close_deferred = False
 
     def _open_dbs(self, readonly: bool) -> Dbs:
         try:
@@ -218,6 +222,14 @@ class MVCCStore:
                 failure.append(exc)
             finally:
                 os.close(wfd)
+                self._copy_done()
+
+        with self._copies_lock:
+            if self._close_deferred:
+                os.close(rfd)
+                os.close(wfd)
+                raise StoreFormatError(f"{self.path}: the store is closed")
+            self._copies += 1
 
         t = threading.Thread(target=produce, name="mvcc-copy", daemon=True)
         t.start()
@@ -233,8 +245,23 @@ class MVCCStore:
         if failure:
             raise failure[0]
 
+    def _copy_done(self) -> None:
+        with self._copies_lock:
+            self._copies -= 1
+            last = self._copies == 0 and self._close_deferred
+        if last:
+            self._env.close()
+
     def close(self) -> None:
-        """Close the environment (open read views must be closed first)."""
+        """Close the environment (open read views must be closed first).
+
+        A copy running in another thread (a checkpoint streamed to a
+        follower) keeps it open until the copy ends: closing an LMDB
+        environment under a thread that reads it crashes the process."""
+        with self._copies_lock:
+            self._close_deferred = True
+            if self._copies:
+                return
         self._env.close()
 
     def _meta(self, name: bytes) -> int:
