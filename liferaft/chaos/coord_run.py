@@ -138,7 +138,8 @@ class Coordination:
     def summary(self) -> str:
         return (f"coordination: lease holders died {sum(h.deaths for h in self.holders)}x, "
                 f"revoked {sum(h.revokes for h in self.holders)}x; watch reconnects "
-                f"{sum(max(0, w.connects - 1) for w in self.watchers)}")  # fmt: skip
+                f"{sum(max(0, w.connects - 1) for w in self.watchers)} "
+                f"({sum(w.drops for w in self.watchers)} dropped on purpose)")  # fmt: skip
 
     def save(self, out: Path, leaderless: list[tuple[float, float]]) -> None:
         """``rev_history.json``, ``watches.json`` and ``leases.json``, for

@@ -11,6 +11,14 @@ reconnects to a random node from the last complete revision + 1: a line is
 a whole revision, so nothing is missed and nothing repeated, if the server
 keeps its word; the checker says whether it did.  A ``compacted`` error
 ends the watch (the soak does not compact: it would be a finding).
+
+The watcher also drops its own connection every few seconds and waits a
+moment before it resumes (:attr:`Watcher.drops`), as a client on a flaky
+network does: the backlog then makes the resumed watch replay past
+revisions from the store while new ones arrive live, which is the seam
+where a watch server most easily loses or repeats an event
+(liferaft/kv/watch.py).  Under faults alone, reconnects were too few and
+too prompt to reach it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ class Watcher:
     progress: int = 0
     events: list[WEvent] = field(default_factory=list)
     connects: int = 0
+    #: Drop the connection after this many seconds (a range), then pause
+    #: this long before resuming; None: never on purpose.
+    drop_after: tuple[float, float] | None = (1.0, 5.0)
+    pause: tuple[float, float] = (0.2, 2.5)
+    drops: int = 0
     errors: list[str] = field(default_factory=list)
     #: Each key's first delete, by arrival time (lease keys seen gone).
     deleted: dict[str, float] = field(default_factory=dict)
@@ -68,22 +81,29 @@ class Watcher:
             nid = self.rng.choice(list(self.c.members))
             task = asyncio.create_task(self._connect(nid))
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            drop = self.rng.uniform(*self.drop_after) if self.drop_after else None
+            await asyncio.wait({task, stopper}, timeout=drop, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
+            dropped = not task.done() and not stop.is_set()
             if not task.done():
                 task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-                if not stop.is_set():
-                    self.errors.append(f"{nid}: {type(exc).__name__}")
-            if not stop.is_set():
+            except asyncio.CancelledError:
+                pass
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                self.errors.append(f"{nid}: {type(exc).__name__}")
+            if dropped:
+                self.drops += 1
+                await asyncio.sleep(self.rng.uniform(*self.pause))
+            elif not stop.is_set():
                 await asyncio.sleep(0.1)
 
     async def catch_up(self, revision: int, budget: float) -> bool:
         """Watch until the stream has covered ``revision`` (after the run:
         so the checker sees it whole), at most ``budget`` seconds."""
         stop = asyncio.Event()
+        self.drop_after = None
         task = asyncio.create_task(self.run(stop))
         end = time.monotonic() + budget
         while self.last < revision and time.monotonic() < end and not self.ended:
