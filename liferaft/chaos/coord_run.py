@@ -87,6 +87,9 @@ class Coordination:
             Watcher(c, 1, TXN_PREFIX, random.Random(rng.random())),
             Watcher(c, 2, LEASE_PREFIX, random.Random(rng.random())),
             Watcher(c, 3, "r0", random.Random(rng.random()), prefix=False),
+            # Every key: busy enough that a resume after a pause replays more
+            # than one batch (256 events) while live ones arrive.
+            Watcher(c, 4, "", random.Random(rng.random()), prev_kv=False),
         ]
         self.problems: list[str] = []
 
