@@ -39,7 +39,10 @@ from liferaft.verify.watches import Stream, WEvent
 from .cluster import ChaosCluster
 
 #: A stream silent this long is taken for dead (a stopped or cut-off node).
-IDLE = 12.0
+#: Above the server's progress interval (10 s, and up to a quarter more
+#: until its check runs): at 12 s a quiet single-key watch was dropped just
+#: before its progress line every time, and never covered the final revision.
+IDLE = 25.0
 
 
 @dataclass
