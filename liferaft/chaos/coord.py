@@ -288,9 +288,9 @@ class LeaseHolder:
 
 
 def lease_gone(st: int, body: Any) -> bool:
-    """The answer says the lease no longer exists (a put or revoke: 400; a
-    keep-alive: 404; both with the code ``lease_not_found``)."""
-    return st in (400, 404) and isinstance(body, dict) and body.get("error") == "lease_not_found"
+    """The answer says the lease no longer exists: a 404 with the code
+    ``lease_not_found`` (a put, a revoke or a keep-alive naming it)."""
+    return st == 404 and isinstance(body, dict) and body.get("error") == "lease_not_found"
 
 
 def lease_records(holders: list[LeaseHolder], watch_gone: dict[str, float]) -> list[LeaseRecord]:

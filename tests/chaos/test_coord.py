@@ -42,7 +42,7 @@ def test_answers_become_ok_fail_or_info_by_the_contract() -> None:
 
 
 def test_lease_gone_is_the_lease_not_found_code_only() -> None:
-    assert lease_gone(400, {"error": "lease_not_found"})
+    assert not lease_gone(400, {"error": "lease_not_found"})  # 404 since the fix
     assert lease_gone(404, {"error": "lease_not_found"})
     assert not lease_gone(404, {"error": "not_found"})
     assert not lease_gone(503, {"error": "lease_not_found"})
