@@ -108,7 +108,8 @@ def test_lease_commands(ep: str) -> None:
     assert "leased/a" in kv(ep, "lease", "info", lid, "--keys").stdout
     assert json.loads(kv(ep, "get", "leased/a", "-w", "json").stdout)["lease"] == int(lid)
     hexid = hex(int(lid))  # lock and election keys name leases in hex
-    assert kv(ep, "lease", "keepalive", hexid, "--once", "-w", "simple").stdout.split("\t")[0] == lid
+    r = kv(ep, "lease", "keepalive", hexid, "--once", "-w", "simple")
+    assert r.stdout.split("\t")[0] == lid
     listed = kv(ep, "lease", "list", "-w", "simple").stdout.splitlines()
     assert f"{lid}\t{lease['ttl']}" in listed
     r = kv(ep, "lease", "revoke", lid)
@@ -240,14 +241,16 @@ def test_lock_holds_while_the_command_runs(ep: str, tmp_path: Path) -> None:
     first_out, second_out = tmp_path / "first", tmp_path / "second"
     hold = ("import os, pathlib, time; "
             f"pathlib.Path({str(first_out)!r}).write_text(os.environ['LIFERAFT_LOCK_KEY']); "
-            f"[time.sleep(0.05) for _ in range(600) if not pathlib.Path({str(release)!r}).exists()]")
+            f"[time.sleep(0.05) for _ in range(600) "
+            f"if not pathlib.Path({str(release)!r}).exists()]")
     note = ("import os, pathlib; "
             f"pathlib.Path({str(second_out)!r}).write_text(os.environ['LIFERAFT_LOCK_KEY'])")
     base = ["kv", "lock", "cl/job", "--endpoints", ep, "--ttl", "5", "--"]
     with ProcessGroup(new_session=True) as g:
         first = g.start("first", [*CLI, *base, sys.executable, "-c", hold],
                         log=tmp_path / "first.log")  # fmt: skip
-        key = wait_for(lambda: first_out.exists() and first_out.read_text(), WAIT, "the lock")
+        key = wait_for(lambda: first_out.exists() and first_out.read_text() or None, WAIT,
+                       "the first lock")  # fmt: skip
         assert key.startswith("cl/job/")
         second = g.start("second", [*CLI, *base, sys.executable, "-c", note],
                          log=tmp_path / "second.log")  # fmt: skip
@@ -258,7 +261,8 @@ def test_lock_holds_while_the_command_runs(ep: str, tmp_path: Path) -> None:
         assert not second_out.exists()
         release.touch()
         assert g.reap(first, WAIT) and first.returncode == 0
-        assert g.reap(second, WAIT) and second.returncode == 0, (tmp_path / "second.log").read_text()
+        assert g.reap(second, WAIT), "the second lock never ran its command"
+        assert second.returncode == 0, (tmp_path / "second.log").read_text()
         assert second_out.read_text().startswith("cl/job/") and second_out.read_text() != key
     # Both released their place.
     assert kv(ep, "list", "cl/job/", "--count-only", "-w", "simple").stdout == "0\n"
