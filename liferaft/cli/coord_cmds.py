@@ -31,7 +31,7 @@ from liferaft.client import (
 from .client_cmds import _item, _options, _run, kv
 from .lease_cmds import elect, lease, lock
 from .output import Output
-from .stopping import StoppedError, emit_now, stop_on_signals, unless_stopped
+from .stopping import StopRequestedError, emit_now, stop_on_signals, unless_stopped
 
 # -- watch --------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ async def watch(
         while True:
             try:
                 ev = await unless_stopped(stop, anext(it))
-            except StoppedError:
+            except StopRequestedError:
                 return
             if isinstance(ev, Event):
                 emit_now(event_output(ev, prev_kv), fmt)

@@ -34,7 +34,7 @@ from liferaft.client import (
 from .client_cmds import LEASE_ID, _options, _run
 from .exit_codes import CommandFailedError, ExitCode
 from .output import Output
-from .stopping import StoppedError, emit_now, stop_on_signals, unless_stopped, until_set
+from .stopping import StopRequestedError, emit_now, stop_on_signals, unless_stopped, until_set
 
 #: The TTL ``lock`` and ``elect`` ask for unless told (the client's recipes').
 RECIPE_TTL = 10
@@ -91,7 +91,7 @@ async def lease_keepalive(c: AsyncClient, lease_id: int, once: bool, fmt: str) -
                 pass
             try:
                 k = await unless_stopped(stop, c.lease_keepalive(lease_id, timeout=period))
-            except StoppedError:
+            except StopRequestedError:
                 return
             except NoSuchLeaseError as exc:
                 raise NoSuchLeaseError(f"lease {lease_id} expired or was revoked", exc.status,
@@ -167,7 +167,7 @@ async def _run_child(command: tuple[str, ...], env: dict[str, str], stop: asynci
     except OSError as exc:
         raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
     ended = asyncio.create_task(proc.wait())
-    with contextlib.suppress(StoppedError):
+    with contextlib.suppress(StopRequestedError):
         await unless_stopped(stop, unless_stopped(lost, asyncio.shield(ended)))
     if not ended.done():
         with contextlib.suppress(ProcessLookupError):
@@ -196,7 +196,7 @@ async def lock(c: AsyncClient, name: str, command: tuple[str, ...], ttl: int, fm
     async with stop_on_signals() as stop:
         try:
             await unless_stopped(stop, mutex.acquire())
-        except StoppedError:
+        except StopRequestedError:
             raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
         try:
             if command:
@@ -241,13 +241,13 @@ async def elect(
             while True:
                 try:
                     v = await unless_stopped(stop, anext(leaders))
-                except StoppedError:
+                except StopRequestedError:
                     return
                 emit_now(Output({"name": name, "leader": v}, [[v]], line=v), fmt)
         assert value is not None
         try:
             await unless_stopped(stop, e.campaign(value))
-        except StoppedError:
+        except StopRequestedError:
             raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
         try:
             doc = {"name": name, "key": e.key, "value": value, "revision": e.revision}

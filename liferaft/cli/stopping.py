@@ -49,12 +49,12 @@ async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-class StoppedError(Exception):
+class StopRequestedError(Exception):
     """The stop event was set before the awaited work finished."""
 
 
 async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
-    """``work``'s result, or StoppedError once ``stop`` is set first (the
+    """``work``'s result, or StopRequestedError once ``stop`` is set first (the
     work is then cancelled, so whatever it held is given back)."""
     task = asyncio.ensure_future(work)
     waiter = asyncio.create_task(stop.wait())
@@ -67,7 +67,7 @@ async def unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
             # Wait for its cleanup (a lease revoked) before going on.
             await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
-        raise StoppedError
+        raise StopRequestedError
     return task.result()
 
 
