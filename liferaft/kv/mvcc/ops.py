@@ -13,7 +13,13 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from liferaft.kv.errors import KVBadRequestError, KVConflictError, KVError, KVNotFoundError
+from liferaft.kv.errors import (
+    KVBadRequestError,
+    KVConflictError,
+    KVError,
+    KVNotFoundError,
+    KVUnavailableError,
+)
 from liferaft.runtime.statemachine import SnapshotFormatError
 
 #: LMDB's compiled-in maximum key size (``mdb_env_get_maxkeysize``); the key
@@ -244,3 +250,11 @@ def prefix_end(prefix: bytes) -> bytes:
             return bytes(p)
         p.pop()
     return TO_END  # all 0xff (or empty): every key from there on
+
+
+class StoreClosedError(KVUnavailableError):
+    """A read or copy of a store that was closed: a snapshot replaced it
+    (read again: the machine has the new one) or the node is stopping."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("store_closed", message)

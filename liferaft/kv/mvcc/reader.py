@@ -8,7 +8,7 @@ path.  Layout: :mod:`liferaft.kv.mvcc.layout`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -104,7 +104,10 @@ class ReadView:
     sees, so the file grows while it lives.
     """
 
-    def __init__(self, env: lmdb.Environment, dbs: Dbs) -> None:
+    def __init__(
+        self, env: lmdb.Environment, dbs: Dbs, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self._on_close = on_close  # the store's: it may close the environment now
         self._txn = env.begin(buffers=False)
         self._dbs = dbs
         self.revision = layout.get_meta(self._txn, dbs, layout.META_REVISION)
@@ -163,7 +166,11 @@ class ReadView:
             yield main, (None if rec.deleted else rec.to_kv()), mark, prev
 
     def close(self) -> None:
+        """End the read transaction (again: nothing)."""
         self._txn.abort()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def __enter__(self) -> ReadView:
         return self

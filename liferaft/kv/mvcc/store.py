@@ -49,7 +49,14 @@ from liferaft.kv.errors import KVError
 from liferaft.kv.mvcc import layout
 from liferaft.kv.mvcc.batch import BatchWriter
 from liferaft.kv.mvcc.layout import Dbs
-from liferaft.kv.mvcc.ops import MVCCEntry, Range, RangeResult, Result, StoreFormatError
+from liferaft.kv.mvcc.ops import (
+    MVCCEntry,
+    Range,
+    RangeResult,
+    Result,
+    StoreClosedError,
+    StoreFormatError,
+)
 from liferaft.kv.mvcc.reader import ReadView
 from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
 
@@ -114,9 +121,10 @@ class MVCCStore:
             self._env.close()
             raise
         self._writer = threading.Lock()
-        # Copies running in their threads, and whether close() waits for them.
-        self._copies = 0
-        self._copies_lock = threading.Lock()
+        # Copies and read views in use (maybe in other threads), and whether
+        # close() waits for them (see close()).
+        self._users = 0
+        self._users_lock = threading.Lock()
         self._close_deferred = False
 
     def _open_dbs(self, readonly: bool) -> Dbs:
@@ -191,7 +199,12 @@ class MVCCStore:
 
     def read(self) -> ReadView:
         """A consistent snapshot for reads; close it (``with store.read() as r:``)."""
-        return ReadView(self._env, self._dbs)
+        self._acquire()
+        try:
+            return ReadView(self._env, self._dbs, self._release)
+        except BaseException:
+            self._release()
+            raise
 
     def range(self, req: Range) -> RangeResult:
         """``req`` in a read transaction of its own."""
@@ -222,14 +235,14 @@ class MVCCStore:
                 failure.append(exc)
             finally:
                 os.close(wfd)
-                self._copy_done()
+                self._release()
 
-        with self._copies_lock:
-            if self._close_deferred:
-                os.close(rfd)
-                os.close(wfd)
-                raise StoreFormatError(f"{self.path}: the store is closed")
-            self._copies += 1
+        try:
+            self._acquire()
+        except BaseException:
+            os.close(rfd)
+            os.close(wfd)
+            raise
 
         t = threading.Thread(target=produce, name="mvcc-copy", daemon=True)
         t.start()
@@ -245,22 +258,32 @@ class MVCCStore:
         if failure:
             raise failure[0]
 
-    def _copy_done(self) -> None:
-        with self._copies_lock:
-            self._copies -= 1
-            last = self._copies == 0 and self._close_deferred
+    def _acquire(self) -> None:
+        with self._users_lock:
+            if self._close_deferred:
+                raise StoreClosedError(f"{self.path}: closed (replaced by a restore?)")
+            self._users += 1
+
+    def _release(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            last = self._users == 0 and self._close_deferred
         if last:
             self._env.close()
 
     def close(self) -> None:
         """Close the environment (open read views must be closed first).
 
-        A copy running in another thread (a checkpoint streamed to a
-        follower) keeps it open until the copy ends: closing an LMDB
-        environment under a thread that reads it crashes the process."""
-        with self._copies_lock:
+        A copy or a read view in use (maybe in another thread: a checkpoint
+        streamed to a follower, a range read off the loop) keeps it open
+        until it ends: closing an LMDB environment under a thread that reads
+        it crashes the process.  New reads and copies are refused
+        (:class:`StoreClosedError`)."""
+        with self._users_lock:
+            if self._close_deferred:
+                return
             self._close_deferred = True
-            if self._copies:
+            if self._users:
                 return
         self._env.close()
 
