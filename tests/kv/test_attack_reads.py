@@ -65,6 +65,10 @@ async def test_a_txn_whose_ranges_could_return_more_than_one_page_is_refused(
     half = TxnRequestOp(range=TxnRange(prefix="", limit=MAX_LIMIT // 2))
     got = await one.server.service.txn(TxnRequest(success=[half, half]))
     assert got.succeeded
+    # A single-key read returns one key at most: a branch of them is fine.
+    keys = [TxnRequestOp(range=TxnRange(key=f"k{i}")) for i in range(128)]
+    got = await one.server.service.txn(TxnRequest(success=keys))
+    assert got.succeeded and len(got.results) == 128
 
 
 @pytest.mark.xfail(
