@@ -150,6 +150,32 @@ class ReadView:
         (layout.py).  A caller must start above the compact revision: below
         it history is gone, and a delete at it leaves no record.
         """
+        for main, rec in self._records(start_rev):
+            if start <= rec.key and (end is None or rec.key < end):
+                yield self._change(main, rec)
+
+    def changes_chunk(
+        self, start_rev: int, start: bytes, end: bytes | None, max_records: int, max_bytes: int
+    ) -> tuple[list[tuple[int, KeyValue | None, KeyValue, KeyValue | None]], int | None]:
+        """As :meth:`changes`, but stop at the first revision boundary after
+        reading ``max_records`` records (of any key) or collecting about
+        ``max_bytes`` of values: ``(changes, next)``, ``next`` the revision
+        to go on from, None when this view's revision was reached.  Whole
+        revisions only, so a revision is never split between two chunks."""
+        out: list[tuple[int, KeyValue | None, KeyValue, KeyValue | None]] = []
+        size = last = 0
+        for seen, (main, rec) in enumerate(self._records(start_rev)):
+            if main != last and (seen >= max_records or size >= max_bytes):
+                return out, main
+            last = main
+            if start <= rec.key and (end is None or rec.key < end):
+                ch = self._change(main, rec)
+                size += len(rec.key) + len(rec.value) + (0 if ch[3] is None else len(ch[3].value))
+                out.append(ch)
+        return out, None
+
+    def _records(self, start_rev: int) -> Iterator[tuple[int, Record]]:
+        """Every record from ``start_rev`` up to this view's revision, in order."""
         cur = self._txn.cursor(db=self._dbs.rev)
         if not cur.set_range(layout.pack_rev(start_rev)):
             return
@@ -157,13 +183,15 @@ class ReadView:
             main, _sub = layout.unpack_rev(raw_rev)
             if main > self.revision:
                 return
-            rec = layout.decode_record(raw)
-            if rec.key < start or (end is not None and rec.key >= end):
-                continue
-            before = live_at(self._txn, self._dbs, rec.key, main - 1)
-            prev = None if before is None else before.to_kv()
-            mark = KeyValue(rec.key, 0, main, 0, b"", 0)
-            yield main, (None if rec.deleted else rec.to_kv()), mark, prev
+            yield main, layout.decode_record(raw)
+
+    def _change(
+        self, main: int, rec: Record
+    ) -> tuple[int, KeyValue | None, KeyValue, KeyValue | None]:
+        before = live_at(self._txn, self._dbs, rec.key, main - 1)
+        prev = None if before is None else before.to_kv()
+        mark = KeyValue(rec.key, 0, main, 0, b"", 0)
+        return main, (None if rec.deleted else rec.to_kv()), mark, prev
 
     def close(self) -> None:
         """End the read transaction (again: nothing)."""
