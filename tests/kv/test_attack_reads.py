@@ -71,12 +71,6 @@ async def test_a_txn_whose_ranges_could_return_more_than_one_page_is_refused(
     assert got.succeeded and len(got.results) == 128
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a range counts every key of its span whatever its limit (etcd's count): "
-    "128 ranges of limit 1 in one txn walk the keyspace 128 times in apply, on "
-    "every replica (measured: 200k keys, 0.43 s a range, about 55 s per txn)",
-)
 def test_txn_ranges_read_a_bounded_number_of_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

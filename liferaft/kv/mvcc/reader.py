@@ -73,14 +73,33 @@ def check_read_revision(revision: int, current: int, compact: int) -> int:
     return rev
 
 
+#: The most keys a range inside a transaction reads (with ``bounded``).
+TXN_RANGE_CAP = 10_000
+
+
 def range_in(
-    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int
+    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int, bounded: bool = False
 ) -> RangeResult:
-    """``req`` read at revision ``at`` (already checked); ``current`` goes in the result."""
+    """``req`` read at revision ``at`` (already checked); ``current`` goes in the result.
+
+    ``bounded`` (a range inside a transaction, read in apply on every
+    replica): it stops one key past its limit (:data:`TXN_RANGE_CAP` when it
+    has none) or after examining twice that many keys (deleted ones
+    included), so ``count`` is the keys it returned (or counted, with
+    ``count_only``), not the whole span, and ``more`` says whether it
+    stopped early.  Apply must stay bounded whatever a committed entry asks."""
     kvs: list[KeyValue] = []
     count = 0
     next_key: bytes | None = None
+    cap = min(req.limit or TXN_RANGE_CAP, TXN_RANGE_CAP) if bounded else 0
+    examined = 0
     for key in keys_in(txn, dbs, req.key, req.range_end):
+        examined += 1
+        if cap and (count == cap or examined > 2 * TXN_RANGE_CAP):
+            # Past the cap, or past as many keys again that were deleted
+            # at `at`: `more`, and the key to go on from.
+            next_key = key
+            break
         rec = live_at(txn, dbs, key, at)
         if rec is None:
             continue
