@@ -101,12 +101,13 @@ def test_sync_client_refuses_async_only_features_clearly() -> None:
     awaited" warning from another thread's loop."""
     c = Client("127.0.0.1:1")
     try:
-        for name, call in (
-            ("lease", lambda: c.lease(5)),
-            ("watch", lambda: c.watch(prefix="a/")),
-        ):
+        asks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("lease", (5,), {}),
+            ("watch", (), {"prefix": "a/"}),
+        ]
+        for name, args, kw in asks:
             with pytest.raises(TypeError) as info:
-                call()
+                getattr(c, name)(*args, **kw)
             msg = str(info.value)
             assert "AsyncClient" in msg and name in msg and "\n" not in msg
     finally:
