@@ -10,7 +10,12 @@ A lease is *lost* when the cluster says it no longer exists
 (``lease_not_found``: it expired or was revoked), or when no keep-alive has
 succeeded for a whole TTL, counted from the send of the last one that did:
 past that the leader may have expired it.  ``lost`` is set then and the
-keeper stops; ``reason`` says which.
+keeper stops; ``reason`` says which.  The TTL deadline is a timer of its
+own, not a check between keep-alive attempts: a retry loop that noticed it
+only on its next round set ``lost`` after the leader could already have
+expired the lease and handed a lock to the next holder.  Even so ``lost``
+is only as good as this process's clock and scheduling (a paused process
+learns nothing): docs/kv.md, "Locks and elections", gives the fencing rule.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ class KeptLease:
         self.lost = asyncio.Event()
         self.reason = ""
         self._task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> KeptLease:
         await self.start()
@@ -120,7 +126,13 @@ class KeptLease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if revoke and self.id and not self.lost.is_set():
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        # Revoke even once ``lost``: a lease lost by the TTL deadline may
+        # still be alive on the leader, and its key would stay first in a
+        # Lock's queue until it expired (a gone one is lease_not_found).
+        if revoke and self.id:
             with contextlib.suppress(ClientError):
                 await self.client.lease_revoke(self.id)
             self._lose("revoked")
@@ -130,14 +142,28 @@ class KeptLease:
             self.reason = reason
             self.lost.set()
 
+    def _arm(self, last_ok: float) -> None:
+        """(Re)start the TTL deadline: ``last_ok`` (a send time) + TTL.  The
+        leader's own deadline runs from when it *received* that keep-alive,
+        later on its clock, so this fires first (clocks running at the
+        same rate; docs/kv.md, "Locks and elections")."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = asyncio.get_running_loop().call_at(
+            last_ok + self.ttl,
+            self._lose,
+            f"no keep-alive succeeded for its TTL of {self.ttl} s",
+        )
+
     async def _keep(self, last_ok: float) -> None:
         loop = asyncio.get_running_loop()
         period = self.ttl / 3
         next_at = last_ok + period
+        self._arm(last_ok)
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             left = last_ok + self.ttl - loop.time()
-            if left <= 0:
+            if left <= 0 or self.lost.is_set():
                 self._lose(f"no keep-alive succeeded for its TTL of {self.ttl} s")
                 return
             sent = loop.time()
@@ -151,5 +177,8 @@ class KeptLease:
             except ClientError:
                 next_at = loop.time() + min(1.0, period / 3)  # try again soon
                 continue
+            if self.lost.is_set():
+                return  # the deadline passed while this one was in flight
             last_ok = sent
+            self._arm(last_ok)
             next_at = sent + period

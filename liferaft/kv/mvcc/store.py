@@ -74,6 +74,21 @@ DEFAULT_MAP_SIZE = 1 << 30
 COMPACT_COPY = False
 
 
+class StoreWriteError(OSError):
+    """A write transaction the disk refused (full, or an I/O error): the
+    batch changed nothing; one line naming the store and its applied index."""
+
+
+def _space_note(path: Path) -> str:
+    """", the filesystem is full (N bytes free)" when it nearly is, else ""."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f", and its filesystem is full ({free} bytes free)" if free < (1 << 20) else ""
+
+
 class MVCCStore:
     """An etcd-style MVCC key-value store in one LMDB environment (see the module doc)."""
 
@@ -194,6 +209,15 @@ class MVCCStore:
                 except lmdb.MapFullError:
                     # The transaction was aborted whole; grow and run it again.
                     self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                except lmdb.Error as exc:
+                    # A disk that is full or failing: LMDB says only "EIO".  The
+                    # transaction was aborted whole, so the store is still at its
+                    # last batch; the runtime stops the node with this line.
+                    raise StoreWriteError(
+                        f"{self.path}: writing a batch failed ({exc}){_space_note(self.path)}; "
+                        f"the store stays at applied index {self.applied_index()}: fix the "
+                        "disk and restart the node (it resumes from there)"
+                    ) from exc
 
     # --- reads -----------------------------------------------------------------------
 
