@@ -15,7 +15,7 @@ from __future__ import annotations
 import lmdb
 
 from liferaft.kv.errors import KVError
-from liferaft.kv.mvcc import layout
+from liferaft.kv.mvcc import compaction, layout
 from liferaft.kv.mvcc.layout import Dbs
 from liferaft.kv.mvcc.ops import Compact, Op, Result
 from liferaft.kv.mvcc.writer import EntryWriter, WriteHooks, validate
@@ -41,6 +41,8 @@ class BatchWriter:
         if index <= self.applied:
             raise ValueError(f"entry {index} is at or below applied index {self.applied}")
         self.applied = index
+        # A running compaction pass advances with the log, index by index.
+        compaction.step(self.txn, self.dbs)
 
     def apply_op(self, op: Op, hooks: WriteHooks | None = None) -> Result | KVError:
         """``op``'s result, or the :class:`KVError` that refused it (nothing changed)."""

@@ -20,7 +20,7 @@ import lmdb
 import msgspec
 
 from liferaft.kv.errors import KVBadRequestError
-from liferaft.kv.mvcc import layout
+from liferaft.kv.mvcc import compaction, layout
 from liferaft.kv.mvcc.layout import Dbs, Record
 from liferaft.kv.mvcc.ops import (
     TO_END,
@@ -237,22 +237,7 @@ class EntryWriter:
         return bool(_OPS[c.op](actual, c.operand))
 
     def _compact(self, rev: int) -> None:
-        """Drop every version superseded at or before ``rev``; a key's latest
-        version at ``rev`` stays unless it is a tombstone (etcd's rule), so a
-        read at ``rev`` or later sees what it saw before."""
-        txn, dbs = self.txn, self.dbs
-        cur = txn.cursor(db=dbs.index)
-        ok = cur.first()
-        while ok:
-            key = cur.key()
-            old = [v for v in cur.iternext_dup(keys=False) if layout.unpack_rev(v)[0] <= rev]
-            if old:
-                last = layout.decode_record(txn.get(old[-1], db=dbs.rev))
-                drop = old if last.deleted else old[:-1]
-                for v in drop:
-                    txn.delete(key, v, db=dbs.index)
-                    txn.delete(v, db=dbs.rev)
-            # Deletes move the cursor: find the next key afresh.
-            ok = cur.set_range(key) and (cur.key() != key or cur.next_nodup())
-        layout.put_meta(txn, dbs, layout.META_COMPACT, rev)
-
+        """Move the compact revision now; the superseded versions go a few
+        keys per applied index from here on (:mod:`.compaction`)."""
+        layout.put_meta(self.txn, self.dbs, layout.META_COMPACT, rev)
+        compaction.start(self.txn, self.dbs, rev)
