@@ -68,6 +68,7 @@ from .mvcc.ops import (
     Txn,
     TxnResult,
 )
+from .mvcc.writer import check_no_duplicate_keys
 from .node_errors import node_error
 from .requests import (
     MAX_LIMIT,
@@ -393,6 +394,10 @@ class KVService(ClusterAdmin):
             tuple(txn_op(o, self.max_value) for o in req.success),
             tuple(txn_op(o, self.max_value) for o in req.failure),
         )
+        # The machine refuses these too, but only once the entry is in the
+        # log: checked here, bad input costs no entry (as every other 400).
+        check_no_duplicate_keys(txn.success)
+        check_no_duplicate_keys(txn.failure)
         session = session_ref(req.session, req.seq, req.lowest_pending)
         return txn_response(await self.propose(Write(txn, session)))
 
