@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from tests.kv.test_api import Api
 
+
 def module_api(**kw: Any) -> Any:
     """A module-scoped ``api`` fixture: one cluster for every test of the module."""
 
@@ -55,7 +56,10 @@ class Stream:
     async def events_until(self, revision: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Event lines (skipping progress) up to and including ``revision``."""
         out: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout  # progress lines must not keep it waiting forever
         while not out or out[-1]["revision"] < revision:
+            assert loop.time() < end, f"no event at {revision} in {timeout}s: {out}"
             got = await self.line(timeout)
             assert "error" not in got, got
             if "events" in got:
