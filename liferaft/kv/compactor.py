@@ -155,7 +155,7 @@ class Compactor:
         self._is_leader = is_leader
         self._compact = compact
         self._clock = clock
-        if policy.mode == "periodic":
+        if policy.mode == "periodic" and policy.enabled:
             step = min(policy.retention, MAX_PERIOD_STEP)
             self.interval = step / _SAMPLES_PER_STEP
             self._step = step
@@ -170,6 +170,8 @@ class Compactor:
 
     def due(self) -> int | None:
         """Take a sample; the revision to compact at now, or None."""
+        if not self.policy.enabled:
+            return None
         now = self._clock()
         rev = self._revision()
         if self.policy.mode == "periodic":

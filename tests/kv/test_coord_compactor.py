@@ -157,12 +157,14 @@ async def test_only_the_leader_proposes_and_a_failure_is_retried() -> None:
     assert await c.check() == 90 and f.compacted == 90
 
 
-async def test_a_disabled_policy_never_runs() -> None:
+@pytest.mark.parametrize("mode", ["periodic", "revision"])
+async def test_a_disabled_policy_never_runs(mode: Any) -> None:
     f = Fake()
-    c = f.compactor(CompactionPolicy("revision", 0, revision_check=0.01))
+    c = f.compactor(CompactionPolicy(mode, 0, revision_check=0.01))
     f.rev = 1000
     await asyncio.wait_for(c.run(), 1)  # returns at once
-    assert f.calls == []
+    f.now += 1e6
+    assert await c.check() is None and f.calls == []
 
 
 async def test_a_cluster_compacts_itself_and_reads_below_get_compacted(tmp_path: Path) -> None:
