@@ -69,6 +69,12 @@ class Stream:
     def close(self) -> None:
         self.resp.close()
 
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
 
 async def watch(api: Api, nid: str, query: str) -> Stream:
     """Open a watch on ``nid``; a 200 stream has had its ``created`` line read."""

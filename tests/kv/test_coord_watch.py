@@ -31,9 +31,7 @@ def kvs(lines: list[dict[str, Any]]) -> list[tuple[int, str, str, str]]:
 
 async def test_a_key_watch_and_a_prefix_watch_see_exactly_their_keys(api: Api) -> None:
     ld = await api.leader_id()
-    one = await watch(api, ld, "key=w1/a")
-    pre = await watch(api, ld, "prefix=w1/")
-    try:
+    async with await watch(api, ld, "key=w1/a") as one, await watch(api, ld, "prefix=w1/") as pre:
         ra = await put(api, ld, "w1/a", "1")
         await put(api, ld, "w1x", "outside")
         rb = await put(api, ld, "w1/b", "2")
@@ -43,9 +41,6 @@ async def test_a_key_watch_and_a_prefix_watch_see_exactly_their_keys(api: Api) -
         assert kvs(await pre.events_until(ra2)) == [
             (ra, "put", "w1/a", "1"), (rb, "put", "w1/b", "2"), (ra2, "put", "w1/a", "3")
         ]
-    finally:
-        one.close()
-        pre.close()
 
 
 async def test_a_past_start_replays_then_goes_live_without_gap_or_duplicate(api: Api) -> None:
@@ -66,8 +61,7 @@ async def test_a_past_start_replays_then_goes_live_without_gap_or_duplicate(api:
 async def test_prev_kv_and_the_shape_of_a_delete(api: Api) -> None:
     ld = await api.leader_id()
     s = await watch(api, ld, "key=w3/k&prev_kv=true")
-    bare = await watch(api, ld, "key=w3/k")
-    try:
+    async with s, await watch(api, ld, "key=w3/k") as bare:
         r1 = await put(api, ld, "w3/k", "a")
         r2 = await put(api, ld, "w3/k", "b")
         st, _, _ = await api.call(ld, "DELETE", "/v1/kv/w3/k")
@@ -88,9 +82,6 @@ async def test_prev_kv_and_the_shape_of_a_delete(api: Api) -> None:
         }  # fmt: skip
         bare_lines = await bare.events_until(r2 + 1)
         assert all("prev_kv" not in e for ln in bare_lines for e in ln["events"])
-    finally:
-        s.close()
-        bare.close()
 
 
 async def test_an_idle_watch_gets_progress_lines_at_the_current_revision(api: Api) -> None:
