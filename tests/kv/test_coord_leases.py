@@ -21,7 +21,8 @@ api = module_api()
 async def grant(api: Api, nid: str, ttl: int) -> dict[str, Any]:
     st, body, _ = await api.call(nid, "POST", "/v1/lease", {"ttl": ttl})
     assert st == 200, body
-    return body
+    got: dict[str, Any] = body
+    return got
 
 
 async def exists(api: Api, nid: str, key: str) -> bool:

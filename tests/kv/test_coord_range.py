@@ -5,6 +5,8 @@ revision.  One 3-node cluster for the module; each test uses its own keys."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.kv.coord import module_api, put
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 api = module_api()
 
 
-def keys(body: dict) -> list[str]:
+def keys(body: dict[str, Any]) -> list[str]:
     return [i["key"] for i in body["items"]]
 
 

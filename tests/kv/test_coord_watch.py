@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -205,6 +205,20 @@ async def test_a_watcher_on_a_follower_sees_every_event(api: Api) -> None:
         s.close()
 
 
+def _drop(msg: object) -> None:
+    """A lost message."""
+
+
+def _not_to(lagger: str, send: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``send``, losing every message to ``lagger``."""
+
+    def filtered(msg: Any) -> None:
+        if msg.to != lagger:
+            send(msg)
+
+    return filtered
+
+
 @contextmanager
 def cut_away(api: Api, lagger: str) -> Iterator[None]:
     """Drop every message to and from ``lagger`` (it runs on, hearing nothing)."""
@@ -213,12 +227,10 @@ def cut_away(api: Api, lagger: str) -> Iterator[None]:
         send, deliver = node.transport.send, node.deliver
         saved.append((node, send, deliver))
         if nid == lagger:
-            node.transport.send = lambda msg: None  # type: ignore[method-assign]
-            node.deliver = lambda msg: None  # type: ignore[method-assign]
+            node.transport.send = _drop  # type: ignore[method-assign]
+            node.deliver = _drop  # type: ignore[method-assign]
         else:
-            node.transport.send = (  # type: ignore[method-assign]
-                lambda msg, send=send: None if msg.to == lagger else send(msg)
-            )
+            node.transport.send = _not_to(lagger, send)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
