@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -268,3 +269,23 @@ async def test_a_snapshot_install_cuts_a_followers_watchers_off_and_resume_misse
         assert got[-1] == (revs[-1], "put", "w8/0", "12")
     finally:
         s.close()
+
+
+async def test_an_http_shutdown_ends_open_watch_streams_with_stopping(tmp_path: Path) -> None:
+    """The HTTP server stops before the service (as `liferaft serve` does):
+    an idle watch must end then, with a line saying where to resume, not
+    hold the shutdown until aiohttp's timeout."""
+    own = Api(tmp_path, timeout=2.0)
+    await own.start()
+    try:
+        ld = await own.leader_id()
+        rev = await put(own, ld, "w9/k", "v")
+        async with await watch(own, ld, f"key=w9/k&start_revision={rev}") as s:
+            await s.events_until(rev)
+            runners, own.runners = own.runners, []
+            await asyncio.wait_for(asyncio.gather(*(r.cleanup() for r in runners)), 30)
+            line = await s.line()
+        assert line["error"] == "watch_cut_off" and line["reason"] == "stopping"
+        assert line["resume_revision"] == rev + 1
+    finally:
+        await own.stop()
