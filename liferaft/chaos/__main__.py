@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"STRANGER CHANGED {d}")
         for e in res.exits:
             print(f"NODE EXIT: {e}")
+        if res.coord is not None:
+            for m in res.coord.messages():
+                print(f"COORDINATION: {m}")
+            print(f"{res.coord_summary}; {res.coord.rev.line()} {res.coord.watch.line()} "
+                  f"{res.coord.lease.line()}")
         for g in res.rss_grew:
             print(f"RSS GREW: {g}")
         if res.rss:

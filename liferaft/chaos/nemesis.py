@@ -10,6 +10,12 @@ cluster is always recoverable and the run measures safety, not bad luck):
 - ``churn``: remove a node from the cluster, wipe its data, and bring it
   back as a fresh member through ``--join`` (a learner, promoted once caught
   up).
+
+Leaderless intervals (:attr:`Nemesis.leaderless`, for the lease check,
+liferaft/verify/leases.py): a fault that can cost the cluster its leader
+(a kill, stop or churn of the node that led when it began, or of any node
+when none was known; every partition and transfer) opens one at its start;
+it closes when, after the fault is healed, the nodes agree on one leader.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ class Nemesis:
         self.done: Counter[str] = Counter()
         self.log: list[tuple[float, str]] = []
         self.t0 = time.monotonic()
+        # (start, end) on the monotonic clock; see the module docstring.
+        self.leaderless: list[tuple[float, float]] = []
+        self._hit: set[str] | None = None  # the nodes the fault hit (None: any)
 
     def note(self, what: str) -> None:
         self.log.append((round(time.monotonic() - self.t0, 3), what))
@@ -55,11 +64,31 @@ class Nemesis:
             if stop.is_set():
                 break
             kind = self.rng.choice(self.kinds)
+            began, led = time.monotonic(), await self._leader_now()
+            self._hit = None
             try:
                 await getattr(self, "_" + kind)(stop)
                 self.done[kind] += 1
             finally:
                 await self.heal()
+            if led is None or self._hit is None or led in self._hit:
+                await self._leader_known(began)
+
+    async def _leader_now(self, timeout: float = 1.0) -> str | None:
+        try:
+            return await self.c.leader(timeout=timeout)
+        except Exception:  # none within the timeout
+            return None
+
+    async def _leader_known(self, began: float) -> None:
+        """Close the leaderless interval that began at ``began`` once the
+        nodes agree on a leader (at most a minute: then it stays open to
+        the end of the run, which only weakens the lease check)."""
+        for _ in range(6):
+            if await self._leader_now(10) is not None:
+                self.leaderless.append((began, time.monotonic()))
+                return
+        self.leaderless.append((began, float("inf")))
 
     async def heal(self) -> None:
         if self.lab is not None:
@@ -72,6 +101,7 @@ class Nemesis:
 
     async def _kill(self, stop: asyncio.Event) -> None:
         nid = await self._leader_or_random()
+        self._hit = {nid}
         self.note(f"kill -9 {nid}")
         self.c.kill(nid)
         await _sleep(stop, self.rng.uniform(1.0, 4.0))
@@ -80,6 +110,7 @@ class Nemesis:
 
     async def _stop(self, stop: asyncio.Event) -> None:
         nid = await self._leader_or_random()
+        self._hit = {nid}
         self.note(f"SIGSTOP {nid}")
         self.c.stop(nid)
         await _sleep(stop, self.rng.uniform(1.0, 4.0))
@@ -130,6 +161,7 @@ class Nemesis:
         """Remove a node, wipe it, and add it back as a new member."""
         ids = list(self.c.members)
         victim = self.rng.choice(ids)
+        self._hit = {victim}
         others = [i for i in ids if i != victim]
         # Remove it through any other member (routed to the leader).  A
         # removed node may stop by itself: that exit is not a crash.

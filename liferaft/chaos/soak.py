@@ -8,9 +8,10 @@ everything, let the cluster settle, read every key from every node, then
 check: the register history for linearizability (liferaft.verify), the set
 for lost acknowledged adds and invented elements, that no stranger changed
 anything, that no node process exited unless the harness ended it, and that
-no node's RSS ended above twice what it was a minute into the run.  One
-final line sums it up; the history, the nemesis log and the stranger's log
-go to ``out``.
+no node's RSS ended above twice what it was a minute into the run; and the
+coordination half (:mod:`.coord_run`): the revisioned history in revision
+order, every watch stream, every lease.  One final line sums it up; the
+histories, the nemesis log and the stranger's log go to ``out``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from liferaft.verify import Register, check, save
 
 from .cluster import ChaosCluster, ChaosError
+from .coord_run import Coordination, CoordVerdict
 from .hostile import Stranger, Watch
 from .nemesis import FAULTS, Nemesis
 from .workload import Recorder, SetState, final_reads, register_client, set_client
@@ -60,15 +62,23 @@ class SoakResult:
     exits: list[str] = field(default_factory=list)  # node processes that died
     rss: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (baseline, end)
     rss_grew: list[str] = field(default_factory=list)
+    coord: CoordVerdict | None = None  # revisions, watches, leases
+    coord_summary: str = ""
 
     @property
     def membership_changed_by_stranger(self) -> int:
         return self.stranger_changes.get("membership", 0)
 
     def line(self) -> str:
+        v = self.coord
+        coord = "" if v is None else (
+            f"rev_violations={len(v.rev.violations)} watch_gaps={v.watch.gaps} "
+            f"watch_dups={v.watch.dups} watch_bad={v.watch.disorder + v.watch.mismatch} "
+            f"lease_early_expiry={v.lease.early} "
+        )
         return (
             f"ops={self.ops} ok={self.ok} fail={self.fail} indeterminate={self.indeterminate} "
-            f"keys={self.keys} linearizable={self.linearizable} lost={self.lost} "
+            f"keys={self.keys} linearizable={self.linearizable} lost={self.lost} {coord}"
             f"hostile={self.hostile} "
             f"membership_changed_by_stranger={self.membership_changed_by_stranger} "
             f"node_exits={len(self.exits)} seed={self.seed}"
@@ -84,6 +94,8 @@ class SoakResult:
             and not any(self.stranger_changes.values())
             and not self.exits
             and not self.rss_grew
+            and self.coord is not None
+            and self.coord.ok
         )
 
 
@@ -143,19 +155,24 @@ async def soak(
         keys = [f"r{i}" for i in range(register_keys)]
         stop = asyncio.Event()
         n_reg = max(1, clients * 2 // 3)
+        coord = Coordination(c, random.Random(rng.random()), read_consistency)
         tasks = [
             asyncio.create_task(
                 register_client(
-                    c, rec, p, keys, random.Random(rng.random()), stop, read_consistency
+                    c, rec, p, keys, random.Random(rng.random()), stop, read_consistency,
+                    coord.log,
                 )
             )
             for p in range(n_reg)
         ]
         set_procs = list(range(n_reg, clients))
         tasks += [
-            asyncio.create_task(set_client(c, sets, rec, p, random.Random(rng.random()), stop))
+            asyncio.create_task(
+                set_client(c, sets, rec, p, random.Random(rng.random()), stop, coord.log)
+            )
             for p in set_procs
         ]
+        tasks += coord.tasks(stop)
         nem = Nemesis(c, faults, random.Random(rng.random()), lab) if faults else None
         if nem is not None:
             tasks.append(asyncio.create_task(nem.run(stop)))
@@ -197,6 +214,7 @@ async def soak(
             res.unexpected[f"after healing: {exc}"] = 1
         await asyncio.sleep(3.0)
         final = await final_reads(c, rec, keys, proc=10_000, set_procs=set_procs)
+        await coord.catch_up()
         await watch.final()
         c.check_exits()
         rss.sample(c, time.monotonic() - t_start)
@@ -207,6 +225,10 @@ async def soak(
         save(rec.ops, out / "history.json")
         (out / "nemesis.json").write_text(json.dumps(nem.log if nem else []))
         (out / "stranger.json").write_text(json.dumps(stranger.log if stranger else []))
+        leaderless = nem.leaderless if nem else []
+        coord.save(out, leaderless)
+        res.coord = coord.check(leaderless)
+        res.coord_summary = coord.summary()
         res.out = str(out)
         # The verdict.
         reg_ops = [o for o in rec.ops if not o.key.startswith("set/")]

@@ -16,6 +16,15 @@ checked for linearizability (liferaft.verify, Register model).  Set
 workload: each add writes a unique key under ``set/``; at the end every
 acknowledged add must be present on every node, and nothing that was never
 attempted.
+
+Both also go into the revisioned history of the run
+(:class:`~liferaft.chaos.coord.RevLog`) when one is given: every write with
+the revision its answer named, and half the register reads through the
+range route (``GET /v1/kv?key=``), whose page names the store revision it
+was read at (the single-key route names only the key's ``mod_revision``,
+which cannot place a read; a 412 names no revision and changed nothing, so
+it stays out).  A write the history leaves out would be a gap, after which
+the revision checker can hold nothing against a read.
 """
 
 from __future__ import annotations
@@ -30,8 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liferaft.verify.history import Op
+from liferaft.verify.rev_history import KV, cas, put
 
 from .cluster import ChaosCluster
+from .coord import RevLog, read_key
 
 
 @dataclass
@@ -56,6 +67,7 @@ async def register_client(
     rng: random.Random,
     stop: asyncio.Event,
     consistency: str = "linearizable",
+    rev: RevLog | None = None,
 ) -> None:
     seen: dict[str, Any] = {}
     n = 0
@@ -64,6 +76,13 @@ async def register_client(
         key = rng.choice(keys)
         r = rng.random()
         t0 = time.monotonic()
+        if r < 0.25 and rev is not None:
+            got = await read_key(c, rev, proc, nid, key, consistency)
+            if got is not False:
+                value = got.value if isinstance(got, KV) else None
+                seen[key] = value
+                rec.add(Op(next(rec.ids), proc, key, "read", None, value, t0, time.monotonic()))
+            continue
         if r < 0.5:
             st, body = await c.call(nid, "GET", _key_path(key) + f"?consistency={consistency}")
             t1 = time.monotonic()
@@ -92,6 +111,10 @@ async def register_client(
             ok = st in (200, 412)
             out = st == 200
         t1 = time.monotonic()
+        if rev is not None and not (f == "cas" and st == 412):
+            shape = put(key, value) if f == "write" else cas(key, seen[key], value, True)
+            # Another status is counted below; to the history it is unknown.
+            rev.write(proc, t0, st if st in (200, 503, 504) else 0, body, f, **shape)
         if ok:
             rec.add(Op(next(rec.ids), proc, key, f, inp, out, t0, t1))
         elif st == 503:
@@ -119,6 +142,7 @@ async def set_client(
     proc: int,
     rng: random.Random,
     stop: asyncio.Event,
+    rev: RevLog | None = None,
 ) -> None:
     n = 0
     while not stop.is_set():
@@ -127,7 +151,11 @@ async def set_client(
         st.attempted.add(elem)
         st.ops += 1
         nid = rng.choice(list(c.members))
-        code, body = await c.call(nid, "PUT", _key_path(f"set/{elem}"), {"value": "1"})
+        t0 = time.monotonic()
+        code, body = await c.call(nid, "PUT", _key_path(f"set/{elem}"), {"value": elem})
+        if rev is not None:
+            known = code if code in (200, 503, 504) else 0  # another is counted below
+            rev.write(proc, t0, known, body, "add", **put(f"set/{elem}", elem))
         if code == 200:
             st.acked.add(elem)
         elif code not in (0, 503, 504):

@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "bench": "liferaft.cli.bench:bench",
     "cluster": "liferaft.cli.cluster:cluster",
     "inspect": "liferaft.cli.inspect:inspect",
-    "kv": "liferaft.cli.client_cmds:kv",
+    "kv": "liferaft.cli.coord_cmds:kv",
     "members": "liferaft.cli.client_cmds:members",
     "serve": "liferaft.cli.serve:serve_cmd",
     "snapshot": "liferaft.cli.client_cmds:snapshot",

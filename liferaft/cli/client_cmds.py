@@ -7,6 +7,7 @@ codes of :mod:`.exit_codes` (docs/operations.md, "Exit codes")."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -78,7 +79,8 @@ def _run(
     fn: Callable[..., Coroutine[Any, Any, Output | None]],
 ) -> Callable[..., None]:
     """Run ``fn(client, **kw)`` and print its result; errors are one line
-    and an exit code by their kind."""
+    and an exit code by their kind.  A ``fn`` that takes ``fmt`` gets the
+    output format, to print as it goes."""
 
     @wraps(fn)
     def wrapper(
@@ -104,6 +106,9 @@ def _run(
                 raise click.ClickException(str(exc)) from exc
 
         tls = _tls_context(tls_ca, tls_cert, tls_key)
+
+        if "fmt" in inspect.signature(fn).parameters:
+            kw["fmt"] = fmt  # a command that prints as it goes (a stream)
 
         async def go() -> Output | None:
             async with AsyncClient(
@@ -142,7 +147,41 @@ def _tls_context(cacert: str | None, cert: str | None, key: str | None) -> ssl.S
 
 
 def _item(i: Item | None) -> dict[str, Any] | None:
-    return None if i is None else {"key": i.key, "value": i.value, "revision": i.revision}
+    """A key as JSON: ``revision`` is its mod_revision (docs/kv.md, "Revisions")."""
+    if i is None:
+        return None
+    return {
+        "key": i.key, "value": i.value, "revision": i.revision,
+        "create_revision": i.create_revision, "version": i.version, "lease": i.lease,
+    }  # fmt: skip
+
+
+class LeaseIdType(click.ParamType):  # type: ignore[type-arg]
+    """A lease id: decimal, as the HTTP API and ``lease grant`` print it, or
+    ``0x`` hexadecimal, as lock and election keys name it."""
+
+    name = "lease_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            n = int(str(value), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a lease id (a number; 0x... for hex)", param, ctx)
+        if not 0 < n < 1 << 63:
+            self.fail(f"{value!r} is not a lease id (1 .. 2^63-1)", param, ctx)
+        return n
+
+
+LEASE_ID = LeaseIdType()
+REV_OPTION = click.option(
+    "--rev",
+    "revision",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Read as of this store revision (default: now; exit 1 if compacted).",
+)
 
 
 def _written(r: Any, line: str) -> Output:
@@ -162,14 +201,16 @@ def kv() -> None:
 
 @kv.command("get")
 @click.argument("key")
+@REV_OPTION
 @CONSISTENCY_OPTION
 @_options
 @_run
-async def kv_get(c: AsyncClient, key: str, consistency: str) -> Output:
-    """Print KEY's value (exit 3 if there is no such key)."""
-    i = await c.get(key, consistency)
+async def kv_get(c: AsyncClient, key: str, revision: int, consistency: str) -> Output:
+    """Print KEY's value, now or at --rev (exit 3 if there is no such key)."""
+    i = await c.get(key, consistency, revision=revision)
     if i is None:
-        raise NotFoundError(f"key {key!r} not found", 404, "not_found")
+        at = f" at revision {revision}" if revision else ""
+        raise NotFoundError(f"key {key!r} not found{at}", 404, "not_found")
     return Output(_item(i), [[i.value]], line=i.value)
 
 
@@ -178,13 +219,18 @@ async def kv_get(c: AsyncClient, key: str, consistency: str) -> Output:
 @click.argument("value")
 @click.option("--if-value", default=None, help="Only if the current value is this.")
 @click.option("--if-revision", default=None, type=int, help="Only at this revision (0: create).")
+@click.option(
+    "--lease", default=None, type=LEASE_ID,
+    help="Attach to this lease: the key is deleted when it ends (exit 3 if there is none).",
+)  # fmt: skip
 @_options
 @_run
 async def kv_put(
-    c: AsyncClient, key: str, value: str, if_value: str | None, if_revision: int | None
+    c: AsyncClient, key: str, value: str, if_value: str | None, if_revision: int | None,
+    lease: int | None,
 ) -> Output:
     """Set KEY to VALUE; prints the write's revision."""
-    r = await c.put(key, value, if_value=if_value, if_revision=if_revision)
+    r = await c.put(key, value, if_value=if_value, if_revision=if_revision, lease=lease or 0)
     return _written(r, f"OK revision {r.revision}")
 
 
@@ -213,19 +259,42 @@ async def kv_cas(c: AsyncClient, key: str, old: str, new: str) -> Output:
 
 
 @kv.command("list")
-@click.option("--prefix", default="", help="Only keys that start with this (default: all).")
+@click.argument("prefix_arg", metavar="[PREFIX]", required=False)
+@click.option("--prefix", default=None, help="Only keys that start with this (default: all).")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many.")
+@REV_OPTION
+@click.option("--keys-only", is_flag=True, help="Keys and revisions, without values.")
+@click.option("--count-only", is_flag=True, help="Only how many keys there are.")
 @CONSISTENCY_OPTION
 @_options
 @_run
-async def kv_list(c: AsyncClient, prefix: str, limit: int | None, consistency: str) -> Output:
-    """List keys under a prefix (every page, unless --limit)."""
-    items, rev = await c.list(prefix, limit, consistency)
+async def kv_list(
+    c: AsyncClient, prefix_arg: str | None, prefix: str | None, limit: int | None, revision: int,
+    keys_only: bool, count_only: bool, consistency: str,
+) -> Output:
+    """List keys under PREFIX (or --prefix; default: every key), now or at
+    --rev, in key order: every page, one snapshot, unless --limit."""
+    if prefix_arg is not None and prefix is not None and prefix_arg != prefix:
+        raise click.UsageError("give the prefix once: as PREFIX or as --prefix")
+    if keys_only and count_only:
+        raise click.UsageError("--keys-only and --count-only exclude each other")
+    p = await c.range(
+        prefix=prefix_arg or prefix or "", revision=revision, limit=limit,
+        keys_only=keys_only, count_only=count_only, consistency=consistency,
+    )  # fmt: skip
+    doc = {"items": [_item(i) for i in p.items], "revision": p.read_revision, "count": p.count}
+    if count_only:
+        noun = "key" if p.count == 1 else "keys"
+        return Output(doc, [[str(p.count)]], line=f"{p.count} {noun} (store revision "
+                                                  f"{p.read_revision})")  # fmt: skip
+    if keys_only:
+        rows = [[i.key, str(i.revision)] for i in p.items]
+        return Output(doc, rows, ("key", "revision"), title=f"store revision {p.read_revision}")
     return Output(
-        {"items": [_item(i) for i in items], "revision": rev},
-        [[i.key, i.value, str(i.revision)] for i in items],
+        doc,
+        [[i.key, i.value, str(i.revision)] for i in p.items],
         ITEM_COLUMNS,
-        title=f"store revision {rev}",
+        title=f"store revision {p.read_revision}",
     )
 
 

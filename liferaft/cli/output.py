@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from liferaft.client import ClientError, PreconditionFailedError
+from liferaft.client import ClientError, PreconditionFailedError, RevisionCompactedError
 
 from .exit_codes import CommandFailedError, ExitCode, for_error
 
@@ -136,15 +136,20 @@ def emit(out: Output, fmt: str) -> None:
 def fail(exc: ClientError, fmt: str, current: Any = None) -> CommandFailedError:
     """The error to raise for ``exc`` (exit code by its kind), after printing
     it as JSON on stdout in the json format.  ``current``: the key's value
-    now, as data, for a failed precondition."""
+    now, as data, for a failed precondition; a compacted revision names the
+    first one still readable (``compact_revision``)."""
     message = str(exc)
     if isinstance(exc, PreconditionFailedError):
         now = exc.current
         shown = "(none)" if now is None else f"{now.value!r} (revision {now.revision})"
         message = f"precondition failed; current: {shown}"
+    elif isinstance(exc, RevisionCompactedError):
+        message += f"; use --rev {exc.compact_revision} or later"
     if fmt == "json":
         doc: dict[str, Any] = {"error": exc.code or "error", "message": message}
         if isinstance(exc, PreconditionFailedError):
             doc["current"] = current
+        if isinstance(exc, RevisionCompactedError):
+            doc["compact_revision"] = exc.compact_revision
         click.echo(json.dumps(doc, sort_keys=True))
     return CommandFailedError(message, for_error(exc))

@@ -40,24 +40,37 @@ endpoints use https when an SSL context is given, else http.
         await c.put("greeting", "hello")
         item = await c.get("greeting")      # Item(key, value, revision) or None
 
+Coordination (docs/kv.md, "The Python client"): reads at a revision and
+ranges pinned at one (``get(key, revision=)``, ``range``), transactions
+(``txn`` with :class:`Compare` and :class:`Op`), ``compact``, leases
+(``lease_grant`` ... and ``async with c.lease(ttl)``, kept alive), ``watch``
+(an async iterator of :class:`Event` that resumes by itself) and the
+recipes :class:`Lock` and :class:`Election`.
+
 The package, by concern: :mod:`.errors` (the errors and their old names),
-:mod:`.model` (Item, WriteResult), :mod:`.wire` (endpoints, attempts, the
-session window), :mod:`.aio` (AsyncClient) and :mod:`.sync` (Client).
+:mod:`.model` (Item, WriteResult, Page, Lease, Event), :mod:`.wire`
+(endpoints, attempts, the session window), :mod:`.aio` (AsyncClient, its
+transport and sessions), :mod:`.calls` (keys, ranges, txn, compact),
+:mod:`.txn` (its builders), :mod:`.leases`, :mod:`.watch`,
+:mod:`.concurrency` (Lock, Election) and :mod:`.sync` (Client).
 Every public name is importable from ``liferaft.client`` itself.
 """
 
 from __future__ import annotations
 
 from .aio import AsyncClient
+from .concurrency import Election, Lock, LockLostError
 from .errors import (
     BadRequest,
     BadRequestError,
     ClientError,
     ClientTimeoutError,
+    NoSuchLeaseError,
     NotFound,
     NotFoundError,
     PreconditionFailed,
     PreconditionFailedError,
+    RevisionCompactedError,
     SessionExpired,
     SessionExpiredError,
     Timeout,
@@ -69,9 +82,12 @@ from .errors import (
     Unavailable,
     UnavailableError,
 )
-from .model import Item, WriteResult
+from .leases import KeptLease
+from .model import Event, Item, Lease, LeaseInfo, Page, Progress, WriteResult
 from .model import Members as Members
 from .sync import Client
+from .txn import Cmp, Compare, Deleted, Op, TxnResult
+from .watch import WatchStream
 from .wire import DIAL_TIMEOUT as DIAL_TIMEOUT
 from .wire import IDLE_KEEPALIVE as IDLE_KEEPALIVE
 from .wire import MAX_PAGE as MAX_PAGE
@@ -85,7 +101,24 @@ __all__ = [
     "Client",
     "ClientError",
     "ClientTimeoutError",
+    "Cmp",
+    "RevisionCompactedError",
+    "Compare",
+    "Deleted",
+    "Election",
+    "Event",
     "Item",
+    "KeptLease",
+    "Lease",
+    "LeaseInfo",
+    "NoSuchLeaseError",
+    "Lock",
+    "LockLostError",
+    "Op",
+    "Page",
+    "Progress",
+    "TxnResult",
+    "WatchStream",
     "NotFoundError",
     "PreconditionFailedError",
     "SessionExpiredError",

@@ -5,28 +5,27 @@ the deadline, and writes in a client session (the package's docstring,
 from __future__ import annotations
 
 import asyncio
-import builtins
 import ssl as ssl_mod
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
+from .calls import KeyCalls
 from .errors import (
     ClientTimeoutError,
     ExpiredUnappliedError,
-    NotFoundError,
     SessionExpiredError,
     TLSError,
     UnavailableError,
     typed_error,
 )
-from .model import Item, Members, WriteResult, item_or_none
+from .leases import LeaseCalls
+from .model import Members, WriteResult, item_or_none
+from .watch import WatchCalls
 from .wire import (
     DIAL_TIMEOUT,
     IDLE_KEEPALIVE,
-    MAX_PAGE,
     RESERVE_SLACK,
     SESSION_WINDOW,
     Attempt,
@@ -37,8 +36,10 @@ from .wire import (
 )
 
 
-class AsyncClient:
-    """An asyncio client; use it from one event loop (``async with`` closes it)."""
+class AsyncClient(KeyCalls, LeaseCalls, WatchCalls):
+    """An asyncio client; use it from one event loop (``async with`` closes it).
+    Its key, lease and watch calls are in :mod:`.calls`, :mod:`.leases` and
+    :mod:`.watch`."""
 
     def __init__(
         self,
@@ -281,14 +282,6 @@ class AsyncClient:
 
     # -- keys -----------------------------------------------------------------------------
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
-        """The key's value and revision, or None."""
-        try:
-            d = await self.request("GET", f"/v1/kv/{quote_key(key)}?consistency={consistency}")
-        except NotFoundError:
-            return None
-        return Item(d["key"], d["value"], d["revision"])
-
     async def put(
         self,
         key: str,
@@ -296,10 +289,13 @@ class AsyncClient:
         *,
         if_value: str | None = None,
         if_revision: int | None = None,
+        lease: int = 0,
     ) -> WriteResult:
-        """Write ``key``; ``if_value``/``if_revision`` make it conditional
+        """Write ``key`` (attached to ``lease`` if given: deleted when it
+        ends); ``if_value``/``if_revision`` make it conditional
         (``if_revision=0``: create only).  PreconditionFailedError otherwise."""
-        return await self._key_write("PUT", key, {"value": value}, if_value, if_revision)
+        body: dict[str, Any] = {"value": value, **({"lease": lease} if lease else {})}
+        return await self._key_write("PUT", key, body, if_value, if_revision)
 
     async def cas(self, key: str, old: str, new: str) -> WriteResult:
         """Compare-and-swap: write ``new`` only if the value is ``old``."""
@@ -326,28 +322,6 @@ class AsyncClient:
             body["if_revision"] = if_revision
         d = await self._write(method, f"/v1/kv/{quote_key(key)}", body)
         return WriteResult(d["revision"], item_or_none(key, d.get("prev")))
-
-    async def list(
-        self, prefix: str = "", limit: int | None = None, consistency: str = "linearizable"
-    ) -> tuple[builtins.list[Item], int]:
-        """Keys under ``prefix`` in order (at most ``limit``), and the store's
-        revision.  The server answers in pages (capped by count and bytes);
-        this follows them.  Each page is read on its own, so a long list is
-        not one snapshot: the revision returned is the last page's."""
-        items: builtins.list[Item] = []
-        start = ""
-        rev = 0
-        while limit is None or len(items) < limit:
-            q = {"prefix": prefix, "consistency": consistency, "start": start}
-            if limit is not None:
-                q["limit"] = str(min(limit - len(items), MAX_PAGE))
-            d = await self.request("GET", "/v1/kv?" + urllib.parse.urlencode(q))
-            items += [Item(i["key"], i["value"], i["revision"]) for i in d["items"]]
-            rev = d["revision"]
-            if "next" not in d:
-                break
-            start = d["next"]
-        return items, rev
 
     # -- cluster --------------------------------------------------------------------------
 

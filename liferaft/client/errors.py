@@ -32,8 +32,22 @@ class PreconditionFailedError(ClientError):
         self.current = current
 
 
+class NoSuchLeaseError(NotFoundError):
+    """The lease does not exist: never granted, revoked, or expired
+    (code ``lease_not_found``, whatever the status that carried it)."""
+
+
 class BadRequestError(ClientError):
     """The server refused the request as malformed (HTTP 400)."""
+
+
+class RevisionCompactedError(BadRequestError):
+    """A read or watch at a revision compaction removed; history starts at
+    ``compact_revision`` (read or watch from there, or later)."""
+
+    def __init__(self, message: str, compact_revision: int) -> None:
+        super().__init__(message, 400, "compacted")
+        self.compact_revision = compact_revision
 
 
 class UnauthorizedError(ClientError):
@@ -89,6 +103,12 @@ class ExpiredUnappliedError(ClientError):
 def typed_error(status: int, code: str, msg: str, data: dict[str, Any], path: str) -> ClientError:
     """The typed error of a refused request (HTTP ``status`` >= 400 other than
     503 and 504, which :meth:`AsyncClient.request` retries)."""
+    # By code first: a lease the leader lost answers 404 when a follower
+    # forwarded the call, 400 when the node itself found it missing.
+    if code == "lease_not_found":
+        return NoSuchLeaseError(msg, status, code)
+    if code == "compacted":
+        return RevisionCompactedError(msg, int(data.get("compact_revision", 0)))
     if status == 404:
         return NotFoundError(msg, status, code)
     if status == 412:

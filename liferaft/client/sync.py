@@ -12,6 +12,12 @@ from .aio import AsyncClient
 
 T = TypeVar("T")
 
+#: AsyncClient features with no blocking form, and the blocking calls to use instead.
+_ASYNC_ONLY = {
+    "lease": "a lease kept alive in the background; or lease_grant and lease_keepalive",
+    "watch": "an async stream of events",
+}
+
 
 class Client:
     """The same API, blocking: runs an :class:`AsyncClient` on a private event
@@ -45,6 +51,13 @@ class Client:
         self._loop.close()
 
     def __getattr__(self, name: str) -> Any:
+        if name in _ASYNC_ONLY:
+            # These hand back objects bound to the private loop (a background
+            # keep-alive task, an async iterator): unusable from this thread.
+            raise TypeError(
+                f"Client.{name}() is asyncio-only ({_ASYNC_ONLY[name]}): use "
+                f"liferaft.client.AsyncClient for it"
+            )
         attr = getattr(self._async, name)
         if not asyncio.iscoroutinefunction(attr):
             return attr

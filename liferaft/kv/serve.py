@@ -21,6 +21,7 @@ from liferaft.transport.base import parse_address
 
 from .advertise import is_wildcard, same_address
 from .compactor import CompactionPolicy
+from .identity import IdentityError, check_identity, record_identity
 from .listener import (
     ClientLimits,
     ClientListener,
@@ -95,16 +96,25 @@ def has_data(data_dir: Path) -> bool:
     return False
 
 
-def open_machine(data_dir: Path, fresh: bool) -> KVMachine:
+def open_machine(data_dir: Path, fresh: bool, ours: bool = False) -> KVMachine:
     """The node's store, in ``DATA_DIR/kv``.  A data dir with Raft state but
-    no store was written by a build with the in-memory store: refused, since
-    its entries and snapshots are in a format this build does not apply."""
+    no store was written by a build with the in-memory store (refused, since
+    its entries and snapshots are in a format this build does not apply), or
+    lost its store: ``ours`` (the dir's identity was recorded by this build,
+    :mod:`.identity`) tells which."""
     kv_dir = data_dir / "kv"
+    if not fresh and not kv_dir.exists() and ours:
+        raise ServeError(
+            f"{kv_dir}/ (this node's store) is missing: deleted or moved (this build "
+            "does not rebuild it from the Raft log); put it back, or remove the member "
+            "and rejoin it on an empty --data-dir "
+            '(docs/kv.md, "The data dir")'
+        )
     if not fresh and not kv_dir.exists():
         raise ServeError(
             f"{data_dir} holds a node of an earlier liferaft-kv (the in-memory store), "
-            "which this build cannot open: copy the keys into a new cluster "
-            '(docs/kv.md, "Upgrading from the in-memory store")'
+            "which this build cannot open, or one whose kv/ store was deleted: copy the "
+            'keys into a new cluster (docs/kv.md, "Upgrading from the in-memory store")'
         )
     try:
         return KVMachine(kv_dir)
@@ -199,7 +209,13 @@ async def serve(
             limits.max_connections,
         )
         limits = ClientLimits(limits.header_timeout, limits.body_timeout, cap)
-    machine = open_machine(o.data_dir, fresh)
+    try:
+        ours = check_identity(o.data_dir, o.id, o.cluster_id, fresh)
+    except IdentityError as exc:
+        raise ServeError(str(exc)) from exc
+    machine = open_machine(o.data_dir, fresh, ours)
+    if not ours:  # only once the dir is known to be usable: a refused one stays as it was
+        record_identity(o.data_dir, o.id, o.cluster_id)
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -295,6 +311,9 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        # Watchers first: their streams end with a "stopping" line (resume
+        # elsewhere), so the listener does not wait out its grace for them.
+        service.hub.close()
         if listener is not None:
             await listener.close()
         await service.close()

@@ -77,6 +77,7 @@ from .requests import (
     Item,
     KeySpan,
     Page,
+    TxnRange,
     TxnRequest,
     TxnResponse,
     Written,
@@ -186,6 +187,11 @@ def _precondition_failed(res: TxnResult) -> KVPreconditionFailedError:
     got = res.results[0] if res.results else None
     kv = got.kvs[0] if isinstance(got, RangeResult) and got.kvs else None
     return KVPreconditionFailedError(item_or_none(kv))
+
+
+def _most_keys(r: TxnRange) -> int:
+    """The most keys a txn's range may return (a single key: one)."""
+    return 1 if r.key is not None else r.limit or MAX_LIMIT
 
 
 def _key_range(key: bytes, end: bytes | None) -> KeyRange:
@@ -322,7 +328,11 @@ class KVService(ClusterAdmin):
             with self.machine.read() as view:
                 return view.range(op), op.revision or view.revision
 
-        res, at = await self._read(read, req.consistency)
+        # A range walks its whole span to count it, whatever its limit
+        # (0.4 s for 200k keys): off the event loop, or heartbeats stop.
+        # (The store's reads are safe in a worker thread: mvcc/store.py.)
+        pending = await self._read(lambda: asyncio.to_thread(read), req.consistency)
+        res, at = await pending
         kvs, nxt = self._fit(res)
         more = nxt is not None
         return Page([item(kv) for kv in kvs], res.revision, res.count, at,
@@ -401,6 +411,14 @@ class KVService(ClusterAdmin):
         """Compare, then one branch, at one revision (docs/kv.md, "Transactions")."""
         if max(len(req.compare), len(req.success), len(req.failure)) > MAX_TXN_OPS:
             raise KVBadRequestError(f"a txn holds at most {MAX_TXN_OPS} compares, and ops a branch")
+        for branch in (req.success, req.failure):
+            # One answer holds at most one page: 128 ranges of 10,000 keys
+            # each were built in apply on every replica (GBs with big values).
+            if sum(_most_keys(o.range) for o in branch if o.range) > MAX_LIMIT:
+                raise KVBadRequestError(
+                    f"the ranges of one txn branch return at most {MAX_LIMIT} keys "
+                    "together: give each a limit, and page with GET /v1/kv"
+                )
         txn = Txn(
             tuple(compare_op(c) for c in req.compare),
             tuple(txn_op(o, self.max_value) for o in req.success),

@@ -158,7 +158,9 @@ class Watcher:
     dropping the last reference to it unregisters it from the hub.
     """
 
-    def __init__(self, sink: _Sink, start: int, replay: Iterator[WatchEvent] | None) -> None:
+    def __init__(
+        self, sink: _Sink, start: int, replay: Iterator[WatchEvent | None] | None
+    ) -> None:
         self._sink = sink
         self._start = start
         self._replay = replay
@@ -217,6 +219,10 @@ class Watcher:
         try:
             while len(out) < limit:
                 ev = next(self._replay)
+                if ev is None:
+                    # The history paused between two chunks: hand the loop
+                    # back before reading on (watch_history.py).
+                    return
                 if not sink.prev_kv:
                     ev = ev.without_prev()
                 out.append(ev)
@@ -269,7 +275,12 @@ class Watcher:
         that takes items in batches rather than with ``async for``."""
         sink = self._sink
         while not self._done:
-            if self._replay is not None or sink.items or sink.error is not None:
+            if self._replay is not None:
+                # More replay to read: yield to the loop once first, since
+                # a replay that paused may have handed out nothing.
+                await self._wait(asyncio.sleep(0))
+                return not self._done
+            if sink.items or sink.error is not None:
                 return True
             sink.wake.clear()
             await self._wait(sink.wake.wait())
@@ -290,6 +301,9 @@ class Watcher:
             if self._done:
                 raise StopAsyncIteration
             self._streak = 0
+            if self._replay is not None:  # the replay paused: read on after a yield
+                await self._wait(asyncio.sleep(0))
+                continue
             self._sink.wake.clear()
             await self._wait(self._sink.wake.wait())
 

@@ -4,9 +4,19 @@ The hub (:mod:`liferaft.kv.watch`) replays a watcher that starts in the
 past from the store, then joins the live stream.  It asks for
 :class:`~liferaft.kv.watch_types.WatchHistory`: the events of a key range
 from a start revision, read at or after the call.  :class:`StoreHistory`
-gives that from an :class:`~liferaft.kv.mvcc.MVCCStore`, one LMDB read
-transaction per replay, opened on the first ``next`` and closed with the
-generator (the hub closes it when its watcher closes).
+gives that from an :class:`~liferaft.kv.mvcc.MVCCStore`, in chunks: each
+chunk is read whole in one short LMDB read transaction, closed before its
+events are handed out, and the next one is opened at the next revision.
+Why: a client that asked for a replay and then reads slowly, or never,
+would otherwise keep a read transaction open as long as it likes, and
+while one is open LMDB reuses no page freed after it began, so the file
+grows with every write (docs/kv.md, "Watch").  Between two chunks the
+history yields ``None``, a pause: the hub's watcher hands the event loop
+back there, so a replay that skips a long run of other keys' records
+never holds the loop for more than one chunk.  A chunk is at most
+:data:`REPLAY_RECORDS` records or about :data:`REPLAY_BYTES` of values,
+rounded up to a whole revision (a single revision is never split, so one
+huge revision, such as a lease revoke of many keys, is read in one go).
 
 Compaction and watches.  ``compact(C)`` keeps each key's latest version at
 or below C unless that version is a tombstone, so a delete *at* C leaves no
@@ -24,9 +34,18 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from liferaft.kv.mvcc import ReadView
-from liferaft.kv.mvcc.ops import CompactedError
+from liferaft.kv.mvcc.ops import CompactedError, KeyValue
 
 from .watch_types import EventKind, KeyRange, WatchEvent
+
+# One change as ReadView.changes gives it: (revision, kv, key_and_mod, prev).
+Change = tuple[int, KeyValue | None, KeyValue, KeyValue | None]
+
+
+#: Records of any key one chunk of a replay reads (about 1 µs each).
+REPLAY_RECORDS = 4096
+#: Bytes of values one chunk of a replay holds (before the revision ends).
+REPLAY_BYTES = 1 << 20
 
 
 class Readable(Protocol):
@@ -48,19 +67,32 @@ class StoreHistory:
         """The first revision whose history is whole (see the module doc)."""
         return _first_whole(self._store.compact_revision())
 
-    def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent]:
-        """The events of ``key_range`` from ``start_rev`` up to the store's
-        revision when the first event is asked for, in revision order, with
-        ``prev_kv`` (the hub drops it for a watcher that did not ask)."""
-        with self._store.read() as view:
-            first = _first_whole(view.compact_revision)  # compacted since the hub asked?
-            if start_rev < first:
-                raise CompactedError(start_rev, first)
-            for rev, kv, mark, prev in view.changes(start_rev, key_range.start, key_range.end):
+    def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent | None]:
+        """The events of ``key_range`` from ``start_rev`` on, in revision
+        order, with ``prev_kv`` (the hub drops it for a watcher that did not
+        ask); ``None`` between two chunks (see the module doc).  It ends
+        once a chunk reaches the revision the store had when that chunk was
+        read, so it covers every revision published before the call."""
+        pos: int | None = start_rev
+        while pos is not None:
+            changes, pos = self._chunk(pos, key_range)
+            for rev, kv, mark, prev in changes:
                 if kv is None:
                     yield WatchEvent(rev, EventKind.DELETE, mark.key, mark, prev)
                 else:
                     yield WatchEvent(rev, EventKind.PUT, kv.key, kv, prev)
+            if pos is not None:
+                yield None
+
+    def _chunk(self, pos: int, key_range: KeyRange) -> tuple[list[Change], int | None]:
+        with self._store.read() as view:
+            # Compacted since the hub asked, or since the last chunk?
+            first = _first_whole(view.compact_revision)
+            if pos < first:
+                raise CompactedError(pos, first)
+            return view.changes_chunk(
+                pos, key_range.start, key_range.end, REPLAY_RECORDS, REPLAY_BYTES
+            )
 
 
 def _first_whole(compacted_at: int) -> int:

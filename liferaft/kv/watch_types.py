@@ -146,7 +146,10 @@ class WatchHistory(Protocol):
     generator that opens its read transaction on the first ``next`` is
     fine), since the hub relies on it to cover every revision published
     before the call.  It raises :class:`CompactedError` (at once or on the
-    first ``next``) if ``start_rev`` is below the compact revision.
+    first ``next``) if ``start_rev`` is below the compact revision.  It may
+    yield ``None`` between two revisions: a pause, where the consumer hands
+    the event loop back before it asks for more (a store history pauses
+    between the chunks it reads, liferaft/kv/watch_history.py).
     """
 
     @property
@@ -154,7 +157,7 @@ class WatchHistory(Protocol):
         """The lowest revision whose history is still kept."""
         ...
 
-    def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent]:
+    def history(self, start_rev: int, key_range: KeyRange) -> Iterator[WatchEvent | None]:
         """The events of ``key_range`` from ``start_rev`` on (see above)."""
         ...
 

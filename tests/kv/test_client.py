@@ -43,10 +43,10 @@ async def test_async_client_round_trip_and_typed_errors(api: Api) -> None:
     async with AsyncClient(endpoints(api), timeout=5) as c:
         r = await c.put("a/b", "1")
         assert r.prev is None and r.revision > 0
-        assert await c.get("a/b") == Item("a/b", "1", r.revision)
+        assert await c.get("a/b") == Item("a/b", "1", r.revision, r.revision, 1)
         assert await c.get("nope") is None
         r2 = await c.cas("a/b", "1", "2")
-        assert r2.prev == Item("a/b", "1", r.revision)
+        assert r2.prev == Item("a/b", "1", r.revision, r.revision, 1)
         with pytest.raises(PreconditionFailedError) as e:
             await c.cas("a/b", "1", "3")
         assert e.value.current == Item("a/b", "2", r2.revision)

@@ -20,6 +20,7 @@ from liferaft.kv.errors import (
     KVUnavailableError,
 )
 from liferaft.kv.machine import KVMachine
+from liferaft.kv.mvcc.ops import LeaseExistsError, LeaseNotFoundError
 from liferaft.kv.requests import Item, KeySpan
 from liferaft.kv.server import http_status
 from liferaft.kv.service import (
@@ -73,6 +74,8 @@ def test_every_error_class_has_its_status() -> None:
         (KVPreconditionFailedError(Item("k", "v", 3, 2, 1)), 412, "precondition_failed"),
         (KVTooLargeError("x"), 413, "too_large"),
         (KVOutcomeUnknownError("session_expired", "x"), 504, "session_expired"),
+        (LeaseNotFoundError(5), 404, "lease_not_found"),  # as the forwarded one is
+        (LeaseExistsError(5), 409, "lease_exists"),
     ]
     for err, status, code in cases:
         assert (http_status(err), err.code) == (status, code)

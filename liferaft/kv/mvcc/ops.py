@@ -13,7 +13,13 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from liferaft.kv.errors import KVBadRequestError, KVError
+from liferaft.kv.errors import (
+    KVBadRequestError,
+    KVConflictError,
+    KVError,
+    KVNotFoundError,
+    KVUnavailableError,
+)
 from liferaft.runtime.statemachine import SnapshotFormatError
 
 #: LMDB's compiled-in maximum key size (``mdb_env_get_maxkeysize``); the key
@@ -194,7 +200,7 @@ class FutureRevisionError(KVError):
         )
 
 
-class LeaseNotFoundError(KVError):
+class LeaseNotFoundError(KVNotFoundError):
     """A revoke, a read or a put naming a lease that does not exist (never
     granted, revoked, or expired)."""
 
@@ -204,13 +210,13 @@ class LeaseNotFoundError(KVError):
         super().__init__(f"lease {lease} not found", lease=lease)
 
 
-class LeaseExistsError(KVError):
-    """A grant of an id that is already a live lease."""
+class LeaseExistsError(KVConflictError):
+    """A grant of an id that is already a live lease (HTTP 409)."""
 
     code = "lease_exists"
 
     def __init__(self, lease: int) -> None:
-        super().__init__(f"lease {lease} already exists", lease=lease)
+        KVError.__init__(self, f"lease {lease} already exists", lease=lease)
 
 
 class StoreFormatError(SnapshotFormatError):
@@ -244,3 +250,11 @@ def prefix_end(prefix: bytes) -> bytes:
             return bytes(p)
         p.pop()
     return TO_END  # all 0xff (or empty): every key from there on
+
+
+class StoreClosedError(KVUnavailableError):
+    """A read or copy of a store that was closed: a snapshot replaced it
+    (read again: the machine has the new one) or the node is stopping."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("store_closed", message)

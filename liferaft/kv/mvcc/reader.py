@@ -8,7 +8,7 @@ path.  Layout: :mod:`liferaft.kv.mvcc.layout`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -73,14 +73,33 @@ def check_read_revision(revision: int, current: int, compact: int) -> int:
     return rev
 
 
+#: The most keys a range inside a transaction reads (with ``bounded``).
+TXN_RANGE_CAP = 10_000
+
+
 def range_in(
-    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int
+    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int, bounded: bool = False
 ) -> RangeResult:
-    """``req`` read at revision ``at`` (already checked); ``current`` goes in the result."""
+    """``req`` read at revision ``at`` (already checked); ``current`` goes in the result.
+
+    ``bounded`` (a range inside a transaction, read in apply on every
+    replica): it stops one key past its limit (:data:`TXN_RANGE_CAP` when it
+    has none) or after examining twice that many keys (deleted ones
+    included), so ``count`` is the keys it returned (or counted, with
+    ``count_only``), not the whole span, and ``more`` says whether it
+    stopped early.  Apply must stay bounded whatever a committed entry asks."""
     kvs: list[KeyValue] = []
     count = 0
     next_key: bytes | None = None
+    cap = min(req.limit or TXN_RANGE_CAP, TXN_RANGE_CAP) if bounded else 0
+    examined = 0
     for key in keys_in(txn, dbs, req.key, req.range_end):
+        examined += 1
+        if cap and (count == cap or examined > 2 * TXN_RANGE_CAP):
+            # Past the cap, or past as many keys again that were deleted
+            # at `at`: `more`, and the key to go on from.
+            next_key = key
+            break
         rec = live_at(txn, dbs, key, at)
         if rec is None:
             continue
@@ -104,7 +123,10 @@ class ReadView:
     sees, so the file grows while it lives.
     """
 
-    def __init__(self, env: lmdb.Environment, dbs: Dbs) -> None:
+    def __init__(
+        self, env: lmdb.Environment, dbs: Dbs, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self._on_close = on_close  # the store's: it may close the environment now
         self._txn = env.begin(buffers=False)
         self._dbs = dbs
         self.revision = layout.get_meta(self._txn, dbs, layout.META_REVISION)
@@ -147,6 +169,32 @@ class ReadView:
         (layout.py).  A caller must start above the compact revision: below
         it history is gone, and a delete at it leaves no record.
         """
+        for main, rec in self._records(start_rev):
+            if start <= rec.key and (end is None or rec.key < end):
+                yield self._change(main, rec)
+
+    def changes_chunk(
+        self, start_rev: int, start: bytes, end: bytes | None, max_records: int, max_bytes: int
+    ) -> tuple[list[tuple[int, KeyValue | None, KeyValue, KeyValue | None]], int | None]:
+        """As :meth:`changes`, but stop at the first revision boundary after
+        reading ``max_records`` records (of any key) or collecting about
+        ``max_bytes`` of values: ``(changes, next)``, ``next`` the revision
+        to go on from, None when this view's revision was reached.  Whole
+        revisions only, so a revision is never split between two chunks."""
+        out: list[tuple[int, KeyValue | None, KeyValue, KeyValue | None]] = []
+        size = last = 0
+        for seen, (main, rec) in enumerate(self._records(start_rev)):
+            if main != last and (seen >= max_records or size >= max_bytes):
+                return out, main
+            last = main
+            if start <= rec.key and (end is None or rec.key < end):
+                ch = self._change(main, rec)
+                size += len(rec.key) + len(rec.value) + (0 if ch[3] is None else len(ch[3].value))
+                out.append(ch)
+        return out, None
+
+    def _records(self, start_rev: int) -> Iterator[tuple[int, Record]]:
+        """Every record from ``start_rev`` up to this view's revision, in order."""
         cur = self._txn.cursor(db=self._dbs.rev)
         if not cur.set_range(layout.pack_rev(start_rev)):
             return
@@ -154,16 +202,22 @@ class ReadView:
             main, _sub = layout.unpack_rev(raw_rev)
             if main > self.revision:
                 return
-            rec = layout.decode_record(raw)
-            if rec.key < start or (end is not None and rec.key >= end):
-                continue
-            before = live_at(self._txn, self._dbs, rec.key, main - 1)
-            prev = None if before is None else before.to_kv()
-            mark = KeyValue(rec.key, 0, main, 0, b"", 0)
-            yield main, (None if rec.deleted else rec.to_kv()), mark, prev
+            yield main, layout.decode_record(raw)
+
+    def _change(
+        self, main: int, rec: Record
+    ) -> tuple[int, KeyValue | None, KeyValue, KeyValue | None]:
+        before = live_at(self._txn, self._dbs, rec.key, main - 1)
+        prev = None if before is None else before.to_kv()
+        mark = KeyValue(rec.key, 0, main, 0, b"", 0)
+        return main, (None if rec.deleted else rec.to_kv()), mark, prev
 
     def close(self) -> None:
+        """End the read transaction (again: nothing)."""
         self._txn.abort()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def __enter__(self) -> ReadView:
         return self

@@ -49,7 +49,14 @@ from liferaft.kv.errors import KVError
 from liferaft.kv.mvcc import layout
 from liferaft.kv.mvcc.batch import BatchWriter
 from liferaft.kv.mvcc.layout import Dbs
-from liferaft.kv.mvcc.ops import MVCCEntry, Range, RangeResult, Result, StoreFormatError
+from liferaft.kv.mvcc.ops import (
+    MVCCEntry,
+    Range,
+    RangeResult,
+    Result,
+    StoreClosedError,
+    StoreFormatError,
+)
 from liferaft.kv.mvcc.reader import ReadView
 from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
 
@@ -65,6 +72,21 @@ DEFAULT_MAP_SIZE = 1 << 30
 #: plain copy is as consistent (one read transaction) and only keeps the
 #: free pages, so copies are never compacted.
 COMPACT_COPY = False
+
+
+class StoreWriteError(OSError):
+    """A write transaction the disk refused (full, or an I/O error): the
+    batch changed nothing; one line naming the store and its applied index."""
+
+
+def _space_note(path: Path) -> str:
+    """", the filesystem is full (N bytes free)" when it nearly is, else ""."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f", and its filesystem is full ({free} bytes free)" if free < (1 << 20) else ""
 
 
 class MVCCStore:
@@ -114,6 +136,11 @@ class MVCCStore:
             self._env.close()
             raise
         self._writer = threading.Lock()
+        # Copies and read views in use (maybe in other threads), and whether
+        # close() waits for them (see close()).
+        self._users = 0
+        self._users_lock = threading.Lock()
+        self._close_deferred = False
 
     def _open_dbs(self, readonly: bool) -> Dbs:
         try:
@@ -182,12 +209,26 @@ class MVCCStore:
                 except lmdb.MapFullError:
                     # The transaction was aborted whole; grow and run it again.
                     self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                except lmdb.Error as exc:
+                    # A disk that is full or failing: LMDB says only "EIO".  The
+                    # transaction was aborted whole, so the store is still at its
+                    # last batch; the runtime stops the node with this line.
+                    raise StoreWriteError(
+                        f"{self.path}: writing a batch failed ({exc}){_space_note(self.path)}; "
+                        f"the store stays at applied index {self.applied_index()}: fix the "
+                        "disk and restart the node (it resumes from there)"
+                    ) from exc
 
     # --- reads -----------------------------------------------------------------------
 
     def read(self) -> ReadView:
         """A consistent snapshot for reads; close it (``with store.read() as r:``)."""
-        return ReadView(self._env, self._dbs)
+        self._acquire()
+        try:
+            return ReadView(self._env, self._dbs, self._release)
+        except BaseException:
+            self._release()
+            raise
 
     def range(self, req: Range) -> RangeResult:
         """``req`` in a read transaction of its own."""
@@ -218,6 +259,14 @@ class MVCCStore:
                 failure.append(exc)
             finally:
                 os.close(wfd)
+                self._release()
+
+        try:
+            self._acquire()
+        except BaseException:
+            os.close(rfd)
+            os.close(wfd)
+            raise
 
         t = threading.Thread(target=produce, name="mvcc-copy", daemon=True)
         t.start()
@@ -233,8 +282,33 @@ class MVCCStore:
         if failure:
             raise failure[0]
 
+    def _acquire(self) -> None:
+        with self._users_lock:
+            if self._close_deferred:
+                raise StoreClosedError(f"{self.path}: closed (replaced by a restore?)")
+            self._users += 1
+
+    def _release(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            last = self._users == 0 and self._close_deferred
+        if last:
+            self._env.close()
+
     def close(self) -> None:
-        """Close the environment (open read views must be closed first)."""
+        """Close the environment (open read views must be closed first).
+
+        A copy or a read view in use (maybe in another thread: a checkpoint
+        streamed to a follower, a range read off the loop) keeps it open
+        until it ends: closing an LMDB environment under a thread that reads
+        it crashes the process.  New reads and copies are refused
+        (:class:`StoreClosedError`)."""
+        with self._users_lock:
+            if self._close_deferred:
+                return
+            self._close_deferred = True
+            if self._users:
+                return
         self._env.close()
 
     def _meta(self, name: bytes) -> int:

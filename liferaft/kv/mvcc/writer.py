@@ -195,7 +195,7 @@ class EntryWriter:
             return self._delete(op)
         # The txn's ranges see its earlier writes: reading at `main` does.
         at = op.revision or self.main
-        return range_in(self.txn, self.dbs, op, at, self.revision)
+        return range_in(self.txn, self.dbs, op, at, self.revision, bounded=True)
 
     def _write(self, rec: Record, prev: Record | None) -> None:
         rev = layout.pack_rev(self.main, self.sub)

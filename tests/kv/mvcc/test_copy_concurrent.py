@@ -13,6 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
+import pytest
+
+from liferaft.kv.mvcc import MVCCEntry, MVCCStore, Put
+from liferaft.kv.mvcc.ops import StoreClosedError
+
 _CHILD = r"""
 import sys, threading, time
 from liferaft.kv.mvcc import MVCCEntry, MVCCStore, Put, check_store, receive_copy
@@ -55,3 +61,52 @@ def test_copies_while_batches_commit_do_not_crash(tmp_path: Path) -> None:
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     copies, applied = map(int, r.stdout.split())
     assert copies >= 3 and applied > 0  # it really copied while writing
+
+
+_CLOSE_CHILD = r"""
+import sys, lmdb
+from liferaft.kv.mvcc import MVCCEntry, MVCCStore, Put, check_store, receive_copy
+store = MVCCStore(sys.argv[1], sync=False)
+for b in range(20):
+    store.apply_batch(
+        [MVCCEntry(b * 1000 + j + 1, Put(b"k%d" % (b * 1000 + j), b"v" * 200)) for j in range(1000)]
+    )
+chunks = store.stream_copy()
+first = next(chunks)  # the copy's thread is running, the pipe is full
+store.close()  # a restore swapped the store meanwhile: must wait for the copy
+receive_copy(iter([first, *chunks]), sys.argv[2])
+try:
+    store.revision()
+    closed = False
+except lmdb.Error:
+    closed = True
+print(check_store(sys.argv[2]), closed)
+"""
+
+
+def test_closing_the_store_under_a_running_copy_waits_for_it(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", _CLOSE_CHILD, str(tmp_path / "db"), str(tmp_path / "copy")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    applied, closed = r.stdout.split()
+    assert int(applied) == 20_000 and closed == "True"  # whole copy, then closed
+
+
+def test_a_read_view_in_use_keeps_a_closed_store_open_until_it_ends(tmp_path: Path) -> None:
+    # A range read off the event loop, in a thread, while a restore swaps
+    # the store: the read finishes on the old store, whose environment
+    # closes only then; a new read of it is refused as retry-safe.
+    store = MVCCStore(tmp_path / "db", sync=False)
+    store.apply_batch([MVCCEntry(1, Put(b"a", b"1"))])
+    view = store.read()
+    store.close()
+    assert view.get(b"a") is not None and view.get(b"a").value == b"1"  # type: ignore[union-attr]
+    with pytest.raises(StoreClosedError) as err:
+        store.read()
+    assert err.value.retry_safe
+    view.close()
+    with pytest.raises(lmdb.Error):
+        store.revision()  # closed now
+    view.close()  # twice: nothing

@@ -1,0 +1,77 @@
+"""Whose data dir this is: the node id and cluster id written at first start.
+
+A node's hard state (its term and vote) and log are its own.  The same
+files started under another id make that node vote as the first one did
+and forget what it acknowledged itself: two leaders in one term and lost
+commits (the Raft thesis, 3.6: a server must not forget its vote or its
+log).  etcd refuses a member id that differs from its WAL's; here the data
+dir holds ``node``, one JSON object ``{"id", "cluster_id"}``, written once
+(write, fsync, rename, fsync of the dir) and compared on every start.
+
+Data dirs written before this file existed get it on their next start: it
+cannot tell them apart then, only from then on.  Its presence also marks a
+data dir of this build, so a missing ``kv/`` store is named as deleted, not
+as a dir of the in-memory store's builds (docs/kv.md, "The data dir").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from liferaft.kv.mvcc.checkpoint import fsync_dir
+
+FILE = "node"
+
+
+class IdentityError(Exception):
+    """The data dir belongs to another node or cluster (one line)."""
+
+
+def read_identity(data_dir: Path) -> tuple[str, str] | None:
+    """(node id, cluster id) the data dir was written by; None if unrecorded."""
+    path = data_dir / FILE
+    try:
+        d = json.loads(path.read_text())
+        return str(d["id"]), str(d["cluster_id"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IdentityError(
+            f"{path} is damaged ({type(exc).__name__}); it should read "
+            '{"id": NODE_ID, "cluster_id": CLUSTER_ID}: fix it by hand, never copy another '
+            "node's"
+        ) from None
+
+
+def check_identity(data_dir: Path, node_id: str, cluster_id: str, fresh: bool) -> bool:
+    """Refuse a data dir of another node or cluster.  True if the dir has
+    ours recorded (it was written by this build); a ``fresh`` dir (no Raft
+    state: nothing to protect, and a start that failed may be retried under
+    another id) counts as unrecorded.  Writes nothing: :func:`record_identity`
+    does, once the dir is known to be usable."""
+    got = None if fresh else read_identity(data_dir)
+    if got is None:
+        return False
+    if got != (node_id, cluster_id):
+        was, was_cluster = got
+        raise IdentityError(
+            f"{data_dir} is the data dir of node {was} (cluster {was_cluster}), not of "
+            f"{node_id} (cluster {cluster_id}): a node started on another's vote and log "
+            "can elect two leaders and lose commits; start it on its own data dir, or an "
+            "empty one with --join"
+        )
+    return True
+
+
+def record_identity(data_dir: Path, node_id: str, cluster_id: str) -> None:
+    """Write ``node`` (write, fsync, rename, fsync of the directory)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (FILE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"id": node_id, "cluster_id": cluster_id}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, data_dir / FILE)
+    fsync_dir(data_dir)
