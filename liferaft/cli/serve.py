@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from liferaft.kv.advertise import check_advertise
+from liferaft.kv.compactor import DEFAULT_MODE, DEFAULT_RETENTION, MODES, parse_policy
 from liferaft.kv.listener import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -352,6 +353,21 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="Bytes of keys and values in one page of GET /v1/kv?prefix= (then 'next').",
 )
 @click.option(
+    "--auto-compaction-mode",
+    default=DEFAULT_MODE,
+    show_default=True,
+    type=click.Choice(MODES),
+    help="periodic: keep --auto-compaction-retention of history by age; revision: keep "
+    "that many revisions. docs/kv.md, Compaction.",
+)
+@click.option(
+    "--auto-compaction-retention",
+    default=DEFAULT_RETENTION,
+    show_default=True,
+    help="periodic: a duration (1h, 30m, 90s; a bare number is hours); revision: a count "
+    "of revisions; 0 or off keeps all history.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -399,6 +415,8 @@ def serve_cmd(
     client_body_timeout: float,
     max_client_connections: int,
     max_list_bytes: int,
+    auto_compaction_mode: str,
+    auto_compaction_retention: str,
     log_level: str,
     log_format: str,
     access_log: bool,
@@ -417,6 +435,10 @@ def serve_cmd(
         raise click.UsageError("--initial-cluster and --join exclude each other")
     if election_timeout <= heartbeat_interval:
         raise click.UsageError("--election-timeout must exceed --heartbeat-interval")
+    try:
+        compaction = parse_policy(auto_compaction_mode, auto_compaction_retention)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     listen_peer, advertise_peer = _listen_advertise("peer")
     listen_client, advertise_client = _listen_advertise("client")
     joins = [u.strip() for u in join.split(",") if u.strip()]
@@ -469,6 +491,7 @@ def serve_cmd(
         ),
         max_list_bytes=max_list_bytes,
         access_log=access_log,
+        compaction=compaction,
     )
     ctx = setup_logging(node_id, log_level.upper(), log_format)
     try:

@@ -6,6 +6,8 @@ status of the service error's class: ``retry_safe`` is 503 (with
 ``Retry-After``), ``outcome_unknown`` is 504, :class:`KVNotFoundError` 404,
 :class:`KVConflictError` 409, :class:`KVPreconditionFailedError` 412,
 :class:`KVTooLargeError` 413, :class:`KVBadRequestError` and the rest 400.
+The store's ``lease_not_found`` is a 404 too: the lease named does not exist,
+however the request reached the store (a revoke, a put, a txn).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from .errors import (
     KVPreconditionFailedError,
     KVTooLargeError,
 )
+from .mvcc.ops import LeaseNotFoundError
 
 _STATUS: tuple[tuple[type[KVError], int], ...] = (
     (KVNotFoundError, 404),
+    (LeaseNotFoundError, 404),
     (KVConflictError, 409),
     (KVPreconditionFailedError, 412),
     (KVTooLargeError, 413),

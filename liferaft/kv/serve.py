@@ -20,6 +20,7 @@ from liferaft.transport import TcpTransport
 from liferaft.transport.base import parse_address
 
 from .advertise import is_wildcard, same_address
+from .compactor import CompactionPolicy
 from .identity import IdentityError, check_identity, record_identity
 from .listener import (
     ClientLimits,
@@ -73,6 +74,7 @@ class ServeOptions:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
     access_log: bool = False  # one log line per client request (docs/operations.md, "Logs")
+    compaction: CompactionPolicy = field(default_factory=CompactionPolicy)  # docs/kv.md
 
     @property
     def peer_listen(self) -> str:
@@ -253,6 +255,7 @@ async def serve(
         max_value=o.max_value,
         timeout=o.request_timeout,
         max_list_bytes=o.max_list_bytes,
+        compaction=o.compaction,
     )
     try:
         server = KVServer(

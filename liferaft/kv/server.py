@@ -174,8 +174,8 @@ class KVServer(CoordinationRoutes):
             # body cannot hold a legal value, and aiohttp answers 413.
             client_max_size=2 * self.max_value + 64 * 1024,
         )
+        self.add_coordination_routes(app)
         r = app.router
-        self.add_coordination_routes(r)
         r.add_get("/v1/kv/{key:.+}", self.get)
         r.add_put("/v1/kv/{key:.+}", self.put)
         r.add_delete("/v1/kv/{key:.+}", self.delete)

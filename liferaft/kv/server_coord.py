@@ -30,6 +30,7 @@ from .errors import KVBadRequestError
 from .http_util import decode_body, json_response, query_bool, query_int
 from .requests import MAX_LIMIT, KeySpan, TxnRequest
 from .service import KVService, RangeRequest
+from .watch import Watcher
 
 
 class CompactBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,8 +56,13 @@ class CoordinationRoutes:
 
     service: KVService
     _body: Callable[[web.Request], Awaitable[bytes]]
+    _watch_streams: set[Watcher]
 
-    def add_coordination_routes(self, r: web.UrlDispatcher) -> None:
+    def add_coordination_routes(self, app: web.Application) -> None:
+        """The routes, and the shutdown hook that ends open watch streams."""
+        self._watch_streams = set()
+        app.on_shutdown.append(self._stop_watches)
+        r = app.router
         r.add_get("/v1/kv", self.range)
         r.add_post("/v1/txn", self.txn)
         r.add_post("/v1/compact", self.compact)
@@ -96,7 +102,10 @@ class CoordinationRoutes:
         watcher, revision = self.service.watch(
             span, query_int(q, "start_revision"), query_bool(q, "prev_kv")
         )
-        return await server_watch.stream(request, watcher, revision)
+        return await server_watch.stream(request, watcher, revision, self._watch_streams)
+
+    async def _stop_watches(self, app: web.Application) -> None:
+        server_watch.stop_all(self._watch_streams)
 
     # -- leases ---------------------------------------------------------------------------
 

@@ -60,20 +60,34 @@ def _lines(pending: list[WatchEvent]) -> bytes:
     return bytes(out)
 
 
-async def stream(request: web.Request, watcher: Watcher, revision: int) -> web.StreamResponse:
-    """Stream ``watcher`` to the client until either side ends it."""
+async def stream(
+    request: web.Request, watcher: Watcher, revision: int, live: set[Watcher]
+) -> web.StreamResponse:
+    """Stream ``watcher`` to the client until either side ends it.  It is in
+    ``live`` meanwhile, for :func:`stop_all`."""
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     # No compression or buffering in between: a line is due when it is ready.
     await resp.prepare(request)
     head = {"created": True, "start_revision": watcher.start_revision, "revision": revision}
+    live.add(watcher)
     try:
         await resp.write(_encode(head) + b"\n")
         await _pump(resp, watcher)
     except (ConnectionError, RuntimeError):
         pass  # the client went away (RuntimeError: aiohttp's closed transport)
     finally:
+        live.discard(watcher)
         watcher.close()
     return resp
+
+
+def stop_all(live: set[Watcher]) -> None:
+    """The HTTP server is shutting down: end every stream with a
+    ``watch_cut_off`` line (reason ``stopping``, and where to resume).
+    aiohttp waits for open handlers before it stops, and an idle watch
+    would otherwise hold the shutdown until its timeout."""
+    for w in list(live):
+        w.cut_off("stopping")
 
 
 async def _pump(resp: web.StreamResponse, watcher: Watcher) -> None:

@@ -48,6 +48,7 @@ from liferaft.runtime import address_book as book
 from liferaft.runtime.admin import keep_member_info
 
 from .cluster import AddMemberRequest, ClusterAdmin, ClusterStatus, Member, PeerState
+from .compactor import CompactionPolicy, Compactor
 from .errors import KVBadRequestError, KVNotFoundError, KVPreconditionFailedError
 from .lease_service import Leases
 from .lessor import Lessor
@@ -68,6 +69,7 @@ from .mvcc.ops import (
     Txn,
     TxnResult,
 )
+from .mvcc.writer import check_no_duplicate_keys
 from .node_errors import node_error
 from .requests import (
     MAX_LIMIT,
@@ -215,8 +217,11 @@ class KVService(ClusterAdmin):
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
         progress_interval: float = 10.0,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
-        """Build on the event loop (the watch hub keeps it)."""
+        """Build on the event loop (the watch hub keeps it).  ``compaction``
+        is the automatic retention (None or disabled: history is kept until
+        ``POST /v1/compact``)."""
         self.node = node
         self.machine = machine
         self.client_addr = client_addr
@@ -234,6 +239,13 @@ class KVService(ClusterAdmin):
         )
         self._published = machine.revision()  # the apply thread's
         machine.listener = self
+        self.compactor = Compactor(
+            compaction or CompactionPolicy(retention=0),
+            revision=machine.revision,
+            compact_revision=machine.compact_revision,
+            is_leader=lambda: node.is_leader,
+            compact=self.compact,
+        )
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
@@ -245,6 +257,7 @@ class KVService(ClusterAdmin):
                 asyncio.create_task(keep_member_info(self.node, info)),
                 asyncio.create_task(self.leases.run()),
                 asyncio.create_task(self.hub.run_progress()),
+                asyncio.create_task(self.compactor.run()),
             ]
 
     async def close(self) -> None:
@@ -411,6 +424,10 @@ class KVService(ClusterAdmin):
             tuple(txn_op(o, self.max_value) for o in req.success),
             tuple(txn_op(o, self.max_value) for o in req.failure),
         )
+        # The machine refuses these too, but only once the entry is in the
+        # log: checked here, bad input costs no entry (as every other 400).
+        check_no_duplicate_keys(txn.success)
+        check_no_duplicate_keys(txn.failure)
         session = session_ref(req.session, req.seq, req.lowest_pending)
         return txn_response(await self.propose(Write(txn, session)))
 

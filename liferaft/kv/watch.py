@@ -251,6 +251,13 @@ class Watcher:
             # Cut off during the replay: it gave every event below next_rev.
             sink.error = WatchCutOffError(sink.next_rev, sink.live_lost)
 
+    def cut_off(self, reason: str) -> None:
+        """End it from the server's side: what is queued is still handed out,
+        then :class:`~liferaft.kv.watch_types.WatchCutOffError` (``reason``)
+        says where to resume.  For a front end that is shutting down."""
+        if not self._done and self._sink.error is None:
+            self._sink.cut_off(reason)
+
     def close(self) -> None:
         """Stop watching: unregister now, end the iteration, free the queue."""
         self._done = True
