@@ -140,9 +140,12 @@ class Cluster:
         self.group.terminate(self.procs, grace=3.0)
 
 
-def start_liferaft(group: ProcessGroup, base: Path, pin: bool) -> Cluster:
-    """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings)."""
-    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group)
+def start_liferaft(
+    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = ()
+) -> Cluster:
+    """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings
+    plus ``flags``)."""
+    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags)
     sc.add_nodes(NODES)
     sc.start_all()
     nodes = list(sc.nodes.values())
