@@ -16,8 +16,10 @@ leader for ``--seconds``, then the watchers get ``--drain`` seconds to catch
 up.
 
 Each watcher checks its stream: every revision once, in order, from the
-start revision to the last write (``lost`` counts revisions a watcher never
-got, ``dups`` revisions it got twice or out of order).  A stream the server
+start revision to the last write (``lost`` counts revisions skipped inside
+a stream, gone for good; ``behind`` the revisions a watcher had not reached
+when the drain time ran out, i.e. lag; ``dups`` revisions it got twice or
+out of order).  A stream the server
 cuts off (liferaft-kv's ``{"error", "resume_revision"}`` line, or a dropped
 connection) is reopened from the revision after the last one seen, as the
 client does, and counted.  Delay is measured per event per watcher:
@@ -265,7 +267,8 @@ class RunResult:
     last_revision: int = 0
     events: int = 0
     expected_events: int = 0
-    lost: int = 0
+    lost: int = 0  # revisions skipped inside a stream: events lost for good
+    behind: int = 0  # revisions not yet delivered when the drain time ran out
     dups: int = 0
     cuts: int = 0
     unmatched: int = 0
@@ -402,7 +405,8 @@ async def run_round(
     rr.last_revision = target
     rr.expected_events = (target - r0) * len(ws)
     rr.events = sum(w.events for w in ws)
-    rr.lost = sum(w.lost + (target - w.last) for w in ws)
+    rr.lost = sum(w.lost for w in ws)
+    rr.behind = sum(target - w.last for w in ws)
     rr.dups = sum(w.dups for w in ws)
     rr.cuts = sum(w.cuts for w in ws)
     rr.unmatched = sh.unmatched
@@ -442,13 +446,13 @@ def fmt_ms(d: dict[str, float | None], k: str) -> str:
 def report(runs: list[RunResult], a: Any) -> str:
     head = (
         "| system | round | watchers | writes ok / sent (errors, not sent) | w/s | events "
-        "(expected) | lost | dups | cuts | from send p50 / p99 / max ms | after ack p50 / p99 "
-        "ms | write p50 / p99 ms | catch-up s | node CPU s | gen CPU s |"
+        "(expected) | lost | behind at end | dups | cuts | from send p50 / p99 / max ms | "
+        "after ack p50 / p99 ms | write p50 / p99 ms | catch-up s | node CPU s | gen CPU s |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in runs:
         if r.error:
-            lines.append(f"| {r.system} | {r.round} | FAILED: {r.error} |" + " |" * 12)
+            lines.append(f"| {r.system} | {r.round} | FAILED: {r.error} |" + " |" * 13)
             continue
         fs, aa, wm = r.from_send_ms, r.after_ack_ms, r.write_ms
         cpu = " + ".join(f"{v:.1f}" for v in r.node_cpu_s.values())
@@ -456,14 +460,14 @@ def report(runs: list[RunResult], a: Any) -> str:
         lines.append(
             f"| {r.system} | {r.round} | {r.watchers} | {r.writes_ok:,} / {r.writes_sent:,} "
             f"({r.write_errors}, {r.not_sent}) | {r.achieved_rate:,.0f} | {r.events:,} "
-            f"({r.expected_events:,}) | {r.lost:,} | {r.dups:,} | {r.cuts} | "
+            f"({r.expected_events:,}) | {r.lost:,} | {r.behind:,} | {r.dups:,} | {r.cuts} | "
             f"{fmt_ms(fs, 'p50')} / {fmt_ms(fs, 'p99')} / {fmt_ms(fs, 'max')} | "
             f"{fmt_ms(aa, 'p50')} / {fmt_ms(aa, 'p99')} | {fmt_ms(wm, 'p50')} / "
             f"{fmt_ms(wm, 'p99')} | {caught} | {cpu} | {r.gen_cpu_s:.1f} |"
         )
     ok = [r for r in runs if not r.error]
     verdict = "; ".join(
-        f"{r.system} r{r.round}: lost={r.lost} dups={r.dups} cuts={r.cuts} "
+        f"{r.system} r{r.round}: lost={r.lost} behind={r.behind} dups={r.dups} cuts={r.cuts} "
         f"p99 from send {fmt_ms(r.from_send_ms, 'p99')} ms" for r in ok
     )  # fmt: skip
     return "\n".join(lines) + f"\n\nSUMMARY: {a.watchers} watchers, {a.rate} w/s: {verdict}"
@@ -540,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[RunResult] = []
     group = ProcessGroup(new_session=True)
     rc = runner.run(main_async(a, tmp, etcd, runs, group), group.kill_all_now)
-    failed = any(r.error or r.lost or r.dups for r in runs)
+    failed = any(r.error or r.lost or r.dups or r.behind for r in runs)
     if runs:
         print(report(runs, a))
         print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
