@@ -205,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=60, help="lease TTL in seconds (60)")
     p.add_argument("--conns", type=int, default=16, help="keep-alive connections (16)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per step (10)")
-    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu")
-    p.add_argument("--json", help="write every raw figure to this file")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    runner.add_run_flags(p, keep_help="keep the temp dir")
     a = p.parse_args(argv)
     if a.quick:
         a.leases, a.seconds = 100, 3.0

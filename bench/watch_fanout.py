@@ -527,9 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conn-cap", type=int, default=4096, help="liferaft --max-client-connections")
     p.add_argument("--no-etcd", action="store_true")
     p.add_argument("--etcd", help="path to the etcd binary")
-    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu")
-    p.add_argument("--json", help="write every raw figure to this file")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    runner.add_run_flags(p, keep_help="keep the temp dir (logs, data)")
     a = p.parse_args(argv)
     if a.quick:
         a.watchers, a.rate, a.seconds, a.drain = 100, 100.0, 5.0, 5.0
