@@ -140,9 +140,12 @@ class Cluster:
         self.group.terminate(self.procs, grace=3.0)
 
 
-def start_liferaft(group: ProcessGroup, base: Path, pin: bool) -> Cluster:
-    """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings)."""
-    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group)
+def start_liferaft(
+    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = ()
+) -> Cluster:
+    """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings
+    plus ``flags``)."""
+    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags)
     sc.add_nodes(NODES)
     sc.start_all()
     nodes = list(sc.nodes.values())
@@ -231,9 +234,10 @@ class Bench:
     async def run(self) -> None:
         for rnd in range(1, self.plan.rounds + 1):
             fs = measure_fsync(self.tmp, self.plan.fsync_seconds)
-            if fs["n"]:
-                self.fsync_ms.append(fs["p50"])
-                self.say(f"round {rnd}: fdatasync(100 B) p50 {fs['p50']:.3f} ms")
+            p50 = fs["p50"]
+            if fs["n"] and p50 is not None:
+                self.fsync_ms.append(p50)
+                self.say(f"round {rnd}: fdatasync(100 B) p50 {p50:.3f} ms")
             for system in self.systems:
                 rr = RunResult(system, rnd)
                 self.runs.append(rr)

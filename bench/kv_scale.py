@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +91,14 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="keep the data here")
     a = ap.parse_args()
     root = a.dir or Path(tempfile.mkdtemp(prefix="kv-scale-"))
+    try:
+        run(a, root)
+    finally:
+        if a.dir is None:  # a temp dir of 220 MB per million keys: never leave it behind
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, root: Path) -> None:
     with ServeCluster(root, flags=["--election-timeout", "1000"]) as c:
         c.add_nodes(a.nodes)
         c.start_all()
@@ -109,7 +118,7 @@ def main() -> None:
         "load_seconds": round(secs, 1), "keys_per_second": round(a.keys / secs),
         "rss_kb_after_load": mem, "db_file_bytes": db,
         "restart_to_first_read_seconds": round(served, 2), "rss_kb_after_restart": after,
-        "data": str(root),
+        "data": str(root) if a.dir else "(temp dir, removed)",
     }, indent=1))  # fmt: skip
 
 

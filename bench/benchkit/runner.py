@@ -33,8 +33,13 @@ def parser(
 
 def add_common_flags(p: argparse.ArgumentParser, *, keep_help: str, py_spy_help: str) -> None:
     """--pin, --py-spy, --json, --keep: the flags both scripts take."""
-    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")
     p.add_argument("--py-spy", nargs="?", const="auto", help=py_spy_help)
+    add_run_flags(p, keep_help=keep_help)
+
+
+def add_run_flags(p: argparse.ArgumentParser, *, keep_help: str) -> None:
+    """--pin, --json, --keep: the flags every bench script takes."""
+    p.add_argument("--pin", action="store_true", help="pin node i to CPU i mod ncpu (taskset)")
     p.add_argument("--json", help="write every raw figure to this file")
     p.add_argument("--keep", action="store_true", help=keep_help)
 
