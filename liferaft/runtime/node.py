@@ -289,7 +289,11 @@ class Node:
         assert m is not None and hooks is not None
         m.attach_store()
         self.loop.peer_rtt = m.rtt
-        hooks.apply = m.timed_apply(hooks.apply)
+        if self.applier.off_loop:
+            # The loop only hands batches over: time the state machine's calls.
+            self.applier.batch_seconds = m.apply_duration.observe
+        else:
+            hooks.apply = m.timed_apply(hooks.apply)
 
     def _hooks(self) -> Hooks:
         tracker, applier, config = self.proposals, self.applier, self.config
