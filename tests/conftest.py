@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -23,6 +24,12 @@ DEBIAN_PACKAGES = {
     "etcd": "etcd-server",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+}
+
+# The project script that installs each tool, for the skip message.
+INSTALL_SCRIPTS = {
+    "etcdctl": "scripts/install-etcd-client.sh",
+    "etcd": "scripts/install-etcd.sh",
 }
 
 
@@ -39,6 +46,14 @@ def require_tool(name: str) -> str:
         return path
     pkg = DEBIAN_PACKAGES.get(name)
     why = f"{name} is not installed" + (f" (Debian package {pkg})" if pkg else "")
+    script = INSTALL_SCRIPTS.get(name)
+    unusable_tool(why + (f": run {script}" if script else ""))
+
+
+def unusable_tool(why: str) -> NoReturn:
+    """Skip the calling test because a tool it needs is missing or
+    unusable (``why`` says which and how to get it), or fail it under
+    ``CI=true``."""
     if in_ci():
         pytest.fail(f"{why}; CI=true requires every tool a test needs", pytrace=False)
     pytest.skip(why)
