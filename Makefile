@@ -2,7 +2,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint sim bench run demo soak crashloop clean
+.PHONY: install test lint sim bench run demo soak crashloop clean proto
 
 # __init__.py holds the version (pyproject reads it): a bump reinstalls the
 # metadata that importlib.metadata and `pip show` report.
@@ -56,6 +56,11 @@ crashloop: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m liferaft.sim.demo
+
+# Regenerate liferaft/etcd/proto/ from its .proto files (docs/etcd.md); the
+# generated modules are committed, so only a .proto change needs this.
+proto: $(STAMP)
+	PYTHON=$(PY) scripts/gen-proto.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

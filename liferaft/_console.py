@@ -14,7 +14,8 @@ import sys
 
 #: Top-level modules the ``kv`` extra installs (pyproject.toml).
 KV_MODULES = frozenset(
-    {"click", "aiohttp", "rich", "prometheus_client", "sortedcontainers", "uvloop", "yarl", "lmdb"}
+    {"click", "aiohttp", "rich", "prometheus_client", "sortedcontainers", "uvloop", "yarl", "lmdb",
+     "grpc", "google"}
 )
 
 HINT = "liferaft: the command needs the kv extra: pip install 'liferaft[kv]'"

@@ -48,6 +48,8 @@ ALLOWED = {
     "client": {"client"},
     # Real `liferaft serve` processes by PID (issue 13, section 4): it runs
     # the kv server's own command line and nothing else of Raft.
+    # etcd's v3 API (issue 16): a second front door to the kv server.
+    "etcd": {"etcd", "kv", "runtime", "storage", "transport", "codec", "core"},
     "harness": {"harness", "kv", "runtime", "storage", "transport", "codec", "core"},
     # The fault harness drives real processes from outside, as an operator
     # and a stranger would: it may use everything below the CLI.
@@ -56,8 +58,8 @@ ALLOWED = {
         "core",
     },
     "cli": {
-        "cli", "harness", "client", "kv", "runtime", "storage", "transport", "codec", "core",
-        "sim",
+        "cli", "etcd", "harness", "client", "kv", "runtime", "storage", "transport", "codec",
+        "core", "sim",
     },
 }
 

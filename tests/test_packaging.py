@@ -40,6 +40,8 @@ KV_DISTRIBUTIONS = {
     "sortedcontainers": "sortedcontainers",
     "lmdb": "lmdb",
     "uvloop": "uvloop",
+    "grpc": "grpcio",
+    "google": "protobuf",  # google.protobuf, for liferaft/etcd/proto/
 }
 
 # Run before the code under test in a child interpreter: every module of the
