@@ -18,6 +18,7 @@ Theory of operation (docs/kv.md, "Leases"; the clock is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -139,11 +140,12 @@ class Leases:
         return got.revision
 
     async def all(self) -> list[LeaseGranted]:
-        """Every lease (linearizable)."""
+        """Every lease (linearizable; read off the event loop: there may be many)."""
         try:
-            got = await self.node.read(self.machine.leases, timeout=self.timeout)
+            await self.node.read(lambda: None, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
+        got = await asyncio.to_thread(self.machine.leases)
         return [LeaseGranted(lid, ttl) for lid, ttl in got]
 
     # -- on the leader ---------------------------------------------------------------------
@@ -166,19 +168,15 @@ class Leases:
         return ttl
 
     async def _info_here(self, lease_id: int, keys: bool) -> dict[str, Any]:
-        def look() -> dict[str, Any]:
-            remaining = self.lessor.remaining(lease_id)
-            found = self.machine.lease(lease_id)
-            if found is None:
-                raise LeaseNotFoundError(lease_id)
-            out: dict[str, Any] = {
-                "id": lease_id, "ttl": found.ttl, "remaining": round(remaining, 3)
-            }
-            if keys:
-                out["keys"] = [text(k) for k in found.keys]
-            return out
-
-        out: dict[str, Any] = await self._confirmed(look)
+        lessor = self.lessor
+        remaining: float = await self._confirmed(lambda: lessor.remaining(lease_id))
+        # The lease's keys may be many: read them off the event loop.
+        found = await asyncio.to_thread(self.machine.lease, lease_id)
+        if found is None:
+            raise LeaseNotFoundError(lease_id)
+        out: dict[str, Any] = {"id": lease_id, "ttl": found.ttl, "remaining": round(remaining, 3)}
+        if keys:
+            out["keys"] = [text(k) for k in found.keys]
         return out
 
     async def _confirmed(self, fn: Callable[[], Any]) -> Any:

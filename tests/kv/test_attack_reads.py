@@ -9,6 +9,7 @@ times over, in one transaction's apply on every replica.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +50,34 @@ async def test_a_range_reads_the_store_off_the_event_loop(
     page = await svc.range(RangeRequest(span=KeySpan(prefix=""), count_only=True))
     assert page.count == 0
     assert seen == [False], "a range (which counts its whole span) ran on the event loop"
+
+
+async def test_lease_lists_read_the_store_off_the_event_loop(
+    one: OneNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lease may hold a million keys, and there may be many leases.
+    assert one.server is not None
+    svc = one.server.service
+    loop_thread = threading.get_ident()
+    seen: list[tuple[str, bool]] = []
+    for name in ("leases", "lease"):
+        real = getattr(svc.machine, name)
+
+        def spy(*a, _name=name, _real=real):  # type: ignore[no-untyped-def]
+            seen.append((_name, threading.get_ident() == loop_thread))
+            return _real(*a)
+
+        monkeypatch.setattr(svc.machine, name, spy)
+    for _ in range(200):  # the lease clock takes leadership on its next tick
+        if svc.lessor.leading:
+            break
+        await asyncio.sleep(0.02)
+    granted = await svc.leases.grant(60)
+    assert [g.id for g in await svc.leases.all()] == [granted.id]
+    info = await svc.leases.info(granted.id, keys=True)
+    assert info.keys == []
+    assert ("leases", False) in seen and ("lease", False) in seen
+    assert not any(on_loop for _, on_loop in seen), seen
 
 
 async def test_a_txn_whose_ranges_could_return_more_than_one_page_is_refused(
