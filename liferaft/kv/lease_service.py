@@ -141,10 +141,7 @@ class Leases:
 
     async def all(self) -> list[LeaseGranted]:
         """Every lease (linearizable; read off the event loop: there may be many)."""
-        try:
-            await self.node.read(lambda: None, timeout=self.timeout)
-        except NodeError as exc:
-            raise node_error(exc) from exc
+        await self._barrier()
         got = await asyncio.to_thread(self.machine.leases)
         return [LeaseGranted(lid, ttl) for lid, ttl in got]
 

@@ -288,12 +288,7 @@ class KVService(ClusterAdmin):
         """A snapshot replaced the store (called where the restore ran)."""
         self.lessor.load(self.machine.leases())
         self._published = revision
-        loop = self.hub_loop()
-        if loop is not None:
-            loop.call_soon_threadsafe(self.hub.restored, revision)
-
-    def hub_loop(self) -> asyncio.AbstractEventLoop | None:
-        return self.hub._loop  # noqa: SLF001 - the loop the hub was built on
+        self.hub.restored_threadsafe(revision)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -331,8 +326,8 @@ class KVService(ClusterAdmin):
         # A range walks its whole span to count it, whatever its limit
         # (0.4 s for 200k keys): off the event loop, or heartbeats stop.
         # (The store's reads are safe in a worker thread: mvcc/store.py.)
-        pending = await self._read(lambda: asyncio.to_thread(read), req.consistency)
-        res, at = await pending
+        await self._read(lambda: None, req.consistency)
+        res, at = await asyncio.to_thread(read)
         kvs, nxt = self._fit(res)
         more = nxt is not None
         return Page([item(kv) for kv in kvs], res.revision, res.count, at,

@@ -483,9 +483,17 @@ class WatchHub:
         """:meth:`publish` from another thread (an off-loop apply): queued
         on the hub's loop, in call order.  An invalid batch is reported by
         the loop's exception handler."""
+        self._threadsafe(self.publish, list(events), revision)
+
+    def restored_threadsafe(self, revision: int) -> None:
+        """:meth:`restored` from another thread, queued after the batches
+        published before it."""
+        self._threadsafe(self.restored, revision)
+
+    def _threadsafe(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop is None:
             raise RuntimeError("the watch hub has no event loop yet: build it on the loop")
-        self._loop.call_soon_threadsafe(self.publish, list(events), revision)
+        self._loop.call_soon_threadsafe(fn, *args)
 
     def tick(self) -> int:
         """Send a progress notification to every live watcher idle for a

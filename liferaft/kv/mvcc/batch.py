@@ -30,6 +30,8 @@ class BatchWriter:
         self.applied = layout.get_meta(txn, dbs, layout.META_APPLIED)
         self.revision = layout.get_meta(txn, dbs, layout.META_REVISION)
         self.compact = layout.get_meta(txn, dbs, layout.META_COMPACT)
+        # Read once a batch: most batches have no compaction pass to advance.
+        self.compacting = compaction.pending(txn, dbs) != 0
 
     def advance(self, index: int) -> None:
         """Take the entry at log ``index`` as the batch's last applied one.
@@ -42,7 +44,8 @@ class BatchWriter:
             raise ValueError(f"entry {index} is at or below applied index {self.applied}")
         self.applied = index
         # A running compaction pass advances with the log, index by index.
-        compaction.step(self.txn, self.dbs)
+        if self.compacting:
+            self.compacting = compaction.step(self.txn, self.dbs)
 
     def apply_op(self, op: Op, hooks: WriteHooks | None = None) -> Result | KVError:
         """``op``'s result, or the :class:`KVError` that refused it (nothing changed)."""
@@ -55,6 +58,7 @@ class BatchWriter:
         self.revision = w.revision
         if isinstance(op, Compact):
             self.compact = op.revision
+            self.compacting = True  # the entry started a pass
         return result
 
     def writer(self, hooks: WriteHooks | None = None) -> EntryWriter:

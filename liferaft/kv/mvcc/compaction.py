@@ -48,11 +48,12 @@ def pending(txn: lmdb.Transaction, dbs: Dbs) -> int:
     return layout.get_meta(txn, dbs, META_TODO)
 
 
-def step(txn: lmdb.Transaction, dbs: Dbs, budget: int = STEP_KEYS) -> None:
-    """Compact the next ``budget`` keys of a running pass (nothing if none)."""
+def step(txn: lmdb.Transaction, dbs: Dbs, budget: int = STEP_KEYS) -> bool:
+    """Compact the next ``budget`` keys of a running pass (nothing if none);
+    True while the pass has keys left."""
     rev = layout.get_meta(txn, dbs, META_TODO)
     if not rev:
-        return
+        return False
     cur = txn.cursor(db=dbs.index)
     at = txn.get(META_CURSOR, db=dbs.meta)
     ok = cur.set_range(at) if at is not None else cur.first()
@@ -65,9 +66,10 @@ def step(txn: lmdb.Transaction, dbs: Dbs, budget: int = STEP_KEYS) -> None:
         ok = cur.set_range(key) and (cur.key() != key or cur.next_nodup())
     if ok:
         txn.put(META_CURSOR, cur.key(), db=dbs.meta)
-    else:
-        txn.delete(META_TODO, db=dbs.meta)
-        txn.delete(META_CURSOR, db=dbs.meta)
+        return True
+    txn.delete(META_TODO, db=dbs.meta)
+    txn.delete(META_CURSOR, db=dbs.meta)
+    return False
 
 
 def compact_key(
