@@ -138,6 +138,12 @@ async def test_events_progress_and_a_compacted_start(api: Api) -> None:
                 assert isinstance(p, Progress) and p.revision >= r2.revision + 1
                 assert w.next_revision == p.revision + 1
         await c.compact(r2.revision + 1)
+        # A watch is served from the node's applied store, as in etcd: wait
+        # until every replica has applied the compaction before asking.
+        async with asyncio.timeout(10):
+            svcs = api.services.values()
+            while any(s.machine.compact_revision() <= r2.revision for s in svcs):
+                await asyncio.sleep(0.01)
         with pytest.raises(RevisionCompactedError) as e:
             async with c.watch("k", start_revision=r1.revision) as w:
                 await w.__anext__()
