@@ -50,11 +50,12 @@ class _Nodes(ServeCluster):
 
 
 def plan(nodes: int, base: Path, base_port: int) -> list[Member]:
-    """Node i is n<i>, peers on base_port+i, clients on base_port+1000+i.
+    """Node i is n<i>, peers on base_port+i, clients on base_port+1000+i,
+    etcd's gRPC API on base_port+2000+i.
 
     Own session for every node: the terminal's Ctrl-C reaches only us, and
     we stop the nodes in order (SIGTERM, then SIGKILL after a grace period)."""
-    c = _Nodes(base, new_session=True)
+    c = _Nodes(base, new_session=True, grpc=True)
     members = [m for m in c.add_nodes(nodes, base_port=base_port) if isinstance(m, Member)]
     for m in members:
         m.owner = c
@@ -151,6 +152,7 @@ async def watch(members: list[Member], console: Console, live_table: bool) -> No
     hint = Text.from_markup(
         f"Try, in another terminal:  [bold]liferaft kv put greeting hello "
         f"--endpoints {','.join(m.client for m in members)}[/]\n"
+        f"or with etcdctl:  [bold]etcdctl --endpoints {members[0].grpc} get greeting[/]\n"
         f"Logs and data: {members[0].data.parent}"
     )
     timeout = aiohttp.ClientTimeout(total=0.5)
@@ -215,7 +217,7 @@ def cluster() -> None:
     default=7000,
     show_default=True,
     type=click.IntRange(1024, 60000),
-    help="Node i: peers on BASE+i, clients on BASE+1000+i.",
+    help="Node i: peers on BASE+i, clients on BASE+1000+i, etcd gRPC on BASE+2000+i.",
 )
 @click.option(
     "--token-file",

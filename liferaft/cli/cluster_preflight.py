@@ -54,7 +54,8 @@ def dir_lock(directory: Path) -> Iterator[IO[str]]:
 def check_ports(nodes: list[ServeNode]) -> None:
     """Refuse, naming it, an address something already listens on."""
     for n in nodes:
-        for what, addr in (("peer", n.peer), ("client", n.client)):
+        named = [("peer", n.peer), ("client", n.client), ("gRPC", n.grpc)]
+        for what, addr in [(w, a) for w, a in named if a]:
             if not can_listen(int(addr.rsplit(":", 1)[1])):
                 raise click.ClickException(
                     f"{addr} ({n.id}'s {what} address) is in use by another process; "

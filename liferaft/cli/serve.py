@@ -159,7 +159,7 @@ _RANK = {
 }
 
 
-def _listen_advertise(port: str) -> tuple[str, str]:
+def _listen_advertise(port: str, optional: bool = False) -> tuple[str, str]:
     """The listen and advertise addresses of the ``port`` ("peer" or
     "client") port.  ``--peer-addr`` (``--client-addr``) is shorthand for
     both; ``--listen-*`` and ``--advertise-*`` override their half when they
@@ -178,6 +178,10 @@ def _listen_advertise(port: str) -> tuple[str, str]:
         return min(got)[2] if got else None
 
     listen = pick(f"listen_{port}_addr")
+    if listen is None and optional:
+        if pick(f"advertise_{port}_addr") is not None:
+            raise click.UsageError(f"--advertise-{port}-addr needs --listen-{port}-addr")
+        return "", ""
     if listen is None:
         raise click.UsageError(f"give --listen-{port}-addr (or --{port}-addr)")
     advertise = pick(f"advertise_{port}_addr") or listen
@@ -242,6 +246,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
 )
 @address_options("peer", "the peer port binds", "other members dial")
 @address_options("client", "the HTTP API binds", "clients are pointed to")
+@address_options("grpc", "etcd's gRPC API binds (none: not served)", "etcd clients are pointed to")
 @click.option(
     "--initial-cluster",
     default="",
@@ -393,6 +398,9 @@ def serve_cmd(
     listen_client_addr: str | None,
     advertise_client_addr: str | None,
     client_addr: str | None,
+    listen_grpc_addr: str | None,
+    advertise_grpc_addr: str | None,
+    grpc_addr: str | None,
     initial_cluster: str,
     join: str,
     cluster_id: str,
@@ -441,6 +449,7 @@ def serve_cmd(
         raise click.UsageError(str(exc)) from exc
     listen_peer, advertise_peer = _listen_advertise("peer")
     listen_client, advertise_client = _listen_advertise("client")
+    listen_grpc, advertise_grpc = _listen_advertise("grpc", optional=True)
     joins = [u.strip() for u in join.split(",") if u.strip()]
     for u in joins:
         if not u.startswith(("http://", "https://")):
@@ -472,6 +481,8 @@ def serve_cmd(
         client_addr=advertise_client,
         listen_peer_addr=listen_peer,
         listen_client_addr=listen_client,
+        grpc_addr=advertise_grpc,
+        listen_grpc_addr=listen_grpc,
         initial_cluster=cluster,
         join=joins,
         cluster_id=cluster_id,
@@ -495,7 +506,9 @@ def serve_cmd(
     )
     ctx = setup_logging(node_id, log_level.upper(), log_format)
     try:
-        _run_loop(serve(opts, ctx))
+        from liferaft.etcd.front import EtcdFrontEnd  # grpcio: loaded only to serve
+
+        _run_loop(serve(opts, ctx, front_ends=[EtcdFrontEnd]))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -46,6 +46,7 @@ class ServeNode:
     mode: list[str] = field(default_factory=list)  # ["--initial-cluster", spec] or ["--join", url]
     flags: list[str] = field(default_factory=list)  # this node's own flags
     prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
+    grpc: str = ""  # HOST:PORT of etcd's gRPC API ("": not served)
     child: Child | None = None
     paused: bool = False  # SIGSTOPped
     # The harness ended (or expects the end of) this process: not a crash.
@@ -85,7 +86,8 @@ class ServeCluster:
     ``preexec_fn`` to every spawn; ``new_session`` as in
     :class:`~liferaft.harness.procs.ProcessGroup`; ``cpus`` pins node i to
     CPU i mod ncpu; ``group``: start the nodes in this group (one registry
-    for every process of a bench run) instead of a new one."""
+    for every process of a bench run) instead of a new one; ``grpc``: every
+    node serves etcd's gRPC API too (``ServeNode.grpc``)."""
 
     node_class: type[ServeNode] = ServeNode
 
@@ -100,8 +102,10 @@ class ServeCluster:
         new_session: bool = False,
         cpus: bool = False,
         group: ProcessGroup | None = None,
+        grpc: bool = False,
     ) -> None:
         self.root = root
+        self.grpc = grpc  # serve etcd's gRPC API on every node (docs/etcd.md)
         self.flags = list(flags)
         self.env = env
         self.cwd = cwd
@@ -129,8 +133,12 @@ class ServeCluster:
         mode: Sequence[str] = (),
         flags: Sequence[str] = (),
         prefix: Sequence[str] = (),
+        grpc: str | None = None,
     ) -> ServeNode:
-        """Define a node (free ports on 127.0.0.1 unless given)."""
+        """Define a node (free ports on 127.0.0.1 unless given; a gRPC port
+        only if given or the cluster serves gRPC)."""
+        if grpc is None:
+            grpc = f"{HOST}:{free_port()}" if self.grpc else ""
         n = self.node_class(
             node_id,
             peer or f"{HOST}:{free_port()}",
@@ -140,20 +148,23 @@ class ServeCluster:
             list(mode),
             list(flags),
             list(prefix),
+            grpc,
         )
         self.nodes[node_id] = n
         return n
 
     def add_nodes(self, count: int, base_port: int | None = None) -> list[ServeNode]:
         """Define n1..n<count>; with ``base_port``, node i has its peer port
-        on base+i and its client port on base+1000+i (``cluster up``)."""
+        on base+i, its client port on base+1000+i and its gRPC port (if
+        the cluster serves gRPC) on base+2000+i (``cluster up``)."""
         out = []
         for i in range(1, count + 1):
             if base_port is None:
                 out.append(self.add(f"n{i}"))
             else:
                 peer, client = f"{HOST}:{base_port + i}", f"{HOST}:{base_port + 1000 + i}"
-                out.append(self.add(f"n{i}", peer=peer, client=client))
+                grpc = f"{HOST}:{base_port + 2000 + i}" if self.grpc else ""
+                out.append(self.add(f"n{i}", peer=peer, client=client, grpc=grpc))
         return out
 
     def spec(self, ids: Iterable[str] | None = None) -> str:
@@ -163,7 +174,7 @@ class ServeCluster:
 
     def command(self, node_id: str) -> list[str]:
         n = self.nodes[node_id]
-        flags = [*self.flags, *n.flags, *n.mode]
+        flags = [*self.flags, *n.flags, *n.mode, *(["--grpc-addr", n.grpc] if n.grpc else [])]
         return [*n.prefix, *serve_argv(n.id, n.data, n.peer, n.client, *flags)]
 
     # -- processes -----------------------------------------------------------------------

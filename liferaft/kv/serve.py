@@ -9,6 +9,7 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .server import KVServer
+from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
 log = logging.getLogger("liferaft.kv")
@@ -57,6 +58,8 @@ class ServeOptions:
     client_addr: str
     listen_peer_addr: str = ""
     listen_client_addr: str = ""
+    grpc_addr: str = ""  # etcd's gRPC API, advertised ("": not served; docs/etcd.md)
+    listen_grpc_addr: str = ""
     initial_cluster: dict[str, str] = field(default_factory=dict)
     join: list[str] = field(default_factory=list)  # client URLs of running members
     cluster_id: str = "liferaft"
@@ -79,6 +82,10 @@ class ServeOptions:
     @property
     def peer_listen(self) -> str:
         return self.listen_peer_addr or self.peer_addr
+
+    @property
+    def grpc_listen(self) -> str:
+        return self.listen_grpc_addr or self.grpc_addr
 
     @property
     def client_listen(self) -> str:
@@ -177,11 +184,18 @@ async def _join(node: Node, o: ServeOptions) -> None:
     raise ServeError(f"could not join the cluster: {last}")
 
 
+FrontEndFactory = Callable[[KVService, "ServeOptions"], FrontEnd]
+
+
 async def serve(
-    o: ServeOptions, log_ctx: NodeContext | None = None, ready: asyncio.Event | None = None
+    o: ServeOptions,
+    log_ctx: NodeContext | None = None,
+    ready: asyncio.Event | None = None,
+    front_ends: Sequence[FrontEndFactory] = (),
 ) -> None:
     """Run until SIGTERM or SIGINT; a clean shutdown either way.  ``ready`` is
-    set once both listeners are up (and a join, if any, is done)."""
+    set once every listener is up (and a join, if any, is done);
+    ``front_ends`` build the protocols served beside the native API."""
     fresh = not has_data(o.data_dir)
     if o.join and not fresh:
         raise ServeError(
@@ -252,14 +266,21 @@ async def serve(
         node,
         machine,
         client_addr=o.client_addr,
+        grpc_addr=o.grpc_addr,
         max_value=o.max_value,
         timeout=o.request_timeout,
         max_list_bytes=o.max_list_bytes,
         compaction=o.compaction,
     )
+    fronts = [make(service, o) for make in front_ends]
+    started: list[FrontEnd] = []
     try:
         server = KVServer(
-            service, token=o.token, body_timeout=limits.body_timeout, access_log=o.access_log
+            service,
+            token=o.token,
+            body_timeout=limits.body_timeout,
+            access_log=o.access_log,
+            front_ends=fronts,
         )
         host, port = parse_address(o.client_listen)
         try:
@@ -276,6 +297,9 @@ async def serve(
                 f"cannot listen on client address {o.client_listen} (--client-addr or "
                 f"--listen-client-addr): {exc.strerror or exc}"
             ) from exc
+        for front in fronts:
+            await front.start()  # ServeError (one line) if it cannot
+            started.append(front)
         if o.join and fresh:
             await _join(node, o)
         # Once serving: keep our client address in the address book.
@@ -314,6 +338,8 @@ async def serve(
         # Watchers first: their streams end with a "stopping" line (resume
         # elsewhere), so the listener does not wait out its grace for them.
         service.hub.close()
+        for front in reversed(started):
+            await front.stop()
         if listener is not None:
             await listener.close()
         await service.close()

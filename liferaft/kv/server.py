@@ -18,8 +18,8 @@ import asyncio
 import hmac
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -119,6 +119,22 @@ def _session(body: PutBody | DeleteBody) -> SessionRef | None:
     return session_ref(body.session, body.seq, body.lowest_pending)
 
 
+class FrontEnd(Protocol):
+    """Another protocol served over the node's KV service (etcd's v3 API,
+    liferaft/etcd/front.py): routes on the client port, and any listener
+    of its own.  Built by the caller's factory, so kv never imports it."""
+
+    #: Path prefixes on the client port that authenticate themselves.
+    own_auth: tuple[str, ...]
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+    async def start(self) -> None:
+        """Start its own listeners; ServeError (one line) if it cannot."""
+
+    async def stop(self) -> None: ...
+
+
 class KVServer(CoordinationRoutes):
     """The HTTP front of one node's :class:`KVService`; ``app()`` builds the
     aiohttp application.
@@ -141,7 +157,10 @@ class KVServer(CoordinationRoutes):
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
         ssl_client: Any = None,  # unused: nothing is proxied over HTTP any more
         access_log: bool = False,
+        front_ends: Sequence[FrontEnd] = (),
     ) -> None:
+        self.front_ends = list(front_ends)
+        self._own_auth = tuple(p for f in self.front_ends for p in f.own_auth)
         self._owns_service = not isinstance(service, KVService)
         if not isinstance(service, KVService):
             if store is None:
@@ -190,6 +209,8 @@ class KVServer(CoordinationRoutes):
         r.add_get("/metrics", self.metrics_route)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
+        for front in self.front_ends:
+            front.add_routes(app)
         if self._owns_service:
             app.on_startup.append(self._on_startup)
             app.on_cleanup.append(self._on_cleanup)
@@ -231,7 +252,8 @@ class KVServer(CoordinationRoutes):
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.token is not None and request.path not in _OPEN_ROUTES:
+        open_route = request.path in _OPEN_ROUTES or request.path.startswith(self._own_auth)
+        if self.token is not None and not open_route:
             got = request.headers.get("Authorization", "")
             want = "Bearer " + self.token
             if not hmac.compare_digest(got.encode(), want.encode()):

@@ -213,6 +213,7 @@ class KVService(ClusterAdmin):
         machine: KVMachine,
         *,
         client_addr: str,
+        grpc_addr: str = "",
         max_value: int = DEFAULT_MAX_VALUE,
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
@@ -225,6 +226,7 @@ class KVService(ClusterAdmin):
         self.node = node
         self.machine = machine
         self.client_addr = client_addr
+        self.grpc_addr = grpc_addr  # etcd's gRPC API ("": not served)
         self.max_value = max_value
         self.timeout = timeout
         self.max_list_bytes = max_list_bytes
@@ -253,6 +255,8 @@ class KVService(ClusterAdmin):
         lease clock and the watchers' progress timer."""
         if not self._tasks:
             info = {book.CLIENT_ADDR: self.client_addr}
+            if self.grpc_addr:
+                info[book.GRPC_ADDR] = self.grpc_addr
             self._tasks = [
                 asyncio.create_task(keep_member_info(self.node, info)),
                 asyncio.create_task(self.leases.run()),
@@ -298,6 +302,11 @@ class KVService(ClusterAdmin):
             return await self.node.read(fn, consistency=consistency, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
+
+    async def barrier(self, consistency: str = "linearizable") -> None:
+        """Wait until this node's store may be read at ``consistency``
+        (front ends that read the store themselves: liferaft/etcd/)."""
+        await self._read(lambda: None, consistency)
 
     async def get(self, key: str, consistency: str = "linearizable", revision: int = 0) -> Item:
         """``key`` at ``revision`` (0: now); :class:`KVNotFoundError` if absent."""

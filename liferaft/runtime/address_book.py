@@ -58,6 +58,8 @@ CONTEXT_VERSION = 2
 PEER_ADDR = "addr"
 #: Entry field: the member's client API address ("host:port").
 CLIENT_ADDR = "client_addr"
+#: Its etcd gRPC API (liferaft-kv with --grpc-addr; docs/etcd.md).
+GRPC_ADDR = "grpc_addr"
 #: How many levels an entry may nest (the entry object is one).
 MAX_DEPTH = 16
 
@@ -159,12 +161,13 @@ def check_info(node_id: str, info: Mapping[str, Any]) -> None:
     address that is not "host:port", or anything that is not JSON."""
     if PEER_ADDR in info:
         raise BadMemberError("give the peer address once, not again in the member info")
-    client = info.get(CLIENT_ADDR)
-    if client:
-        try:
-            check_tcp_address(client)
-        except ValueError as exc:
-            raise BadMemberError(f"client address of {node_id}: {exc}") from None
+    for name, what in ((CLIENT_ADDR, "client"), (GRPC_ADDR, "gRPC")):
+        addr = info.get(name)
+        if addr:
+            try:
+                check_tcp_address(addr)
+            except ValueError as exc:
+                raise BadMemberError(f"{what} address of {node_id}: {exc}") from None
     if _depth(dict(info)) > MAX_DEPTH:
         raise BadMemberError(_too_deep(f"member info of {node_id}"))
     try:
@@ -248,6 +251,7 @@ def addresses(entry: Mapping[str, Any] | None) -> MemberAddresses:
 
 __all__ = [
     "CLIENT_ADDR",
+    "GRPC_ADDR",
     "CONTEXT_VERSION",
     "LEGACY_CONTEXT",
     "MAX_DEPTH",

@@ -200,6 +200,7 @@ class ProcCluster(ServeCluster):
         token: str | None = None,
         timing: list[str] | None = None,
         nofile: int | None = None,
+        grpc: bool = False,
     ) -> None:
         self.token = token
         self.nofile = nofile  # the nodes' open-file limit (soft and hard), if set
@@ -214,6 +215,7 @@ class ProcCluster(ServeCluster):
             flags=flags,
             cwd=root,
             preexec_fn=self._limit_files if nofile is not None else None,
+            grpc=grpc,
         )
 
     # -- lifecycle -----------------------------------------------------------------------

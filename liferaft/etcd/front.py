@@ -1,0 +1,47 @@
+"""etcd's v3 API as a front end of ``liferaft serve`` (kv/serve.py's
+FrontEnd): the JSON gateway on the client port, always, and the gRPC
+server on ``--grpc-addr`` when given."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from liferaft.kv.serve import ServeError, ServeOptions
+from liferaft.kv.service import KVService
+
+from .context import EtcdContext
+from .gateway import Gateway
+from .grpc_server import GrpcServer
+
+
+class EtcdFrontEnd:
+    """One node's etcd API."""
+
+    own_auth: tuple[str, ...] = ("/v3/", "/v3beta/", "/version")
+
+    def __init__(self, service: KVService, o: ServeOptions) -> None:
+        self.ctx = EtcdContext(service, o.cluster_id, o.token)
+        self.gateway = Gateway(self.ctx)
+        self.grpc_listen = o.grpc_listen
+        self.grpc: GrpcServer | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        self.gateway.add_routes(app)
+
+    async def start(self) -> None:
+        if not self.grpc_listen:
+            return
+        server = GrpcServer(self.ctx, self.grpc_listen)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ServeError(
+                f"cannot listen on gRPC address {self.grpc_listen} (--grpc-addr or "
+                f"--listen-grpc-addr): {exc}"
+            ) from exc
+        self.grpc = server
+
+    async def stop(self) -> None:
+        if self.grpc is not None:
+            server, self.grpc = self.grpc, None
+            await server.stop()

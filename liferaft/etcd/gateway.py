@@ -1,0 +1,170 @@
+"""etcd's JSON gateway on the client port: ``POST /v3/...`` with protobuf's
+JSON mapping (keys and values base64, 64-bit numbers as strings, fields by
+their .proto names), served by the same handlers as gRPC (calls.py).
+
+etcd 3.4 embeds grpc-gateway v1; what a client of it sees, and this serves:
+
+- a unary call answers the response message, or an error as
+  ``{"error", "message", "code"}`` with the HTTP status of its gRPC code
+  (errors.HTTP_STATUS);
+- a streaming call (Watch, LeaseKeepAlive, Snapshot) reads a stream of JSON
+  request objects from the body and answers a chunked stream of
+  ``{"result": response}`` lines, ending with ``{"error": ...}`` on failure;
+- the token goes in the ``Authorization`` header, as etcd's gateway takes it
+  (liferaft's ``Bearer`` token of the native API works too);
+- ``/v3beta/`` is an alias of ``/v3/``, as in etcd 3.4.
+
+``GET /version`` answers as etcd's (etcd3gw reads it to choose the prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from . import auth
+from .calls import Call, all_calls
+from .context import EtcdContext
+from .errors import Code, EtcdError, etcd_error
+
+log = logging.getLogger("liferaft.etcd")
+
+#: The etcd release whose protocol this speaks (etcd3gw and etcdctl read it).
+ETCD_VERSION = "3.4.23"
+CLUSTER_VERSION = "3.4.0"
+_READ = 64 * 1024
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    return out
+
+
+def _error_body(e: EtcdError) -> dict[str, Any]:
+    return {"error": e.message, "message": e.message, "code": e.code.value[0]}
+
+
+def _metadata(ctx: EtcdContext, request: web.Request) -> dict[str, str]:
+    """The gRPC metadata a gateway call carries: its token."""
+    got = request.headers.get("Authorization", "")
+    if ctx.token is not None and got == "Bearer " + ctx.token:
+        got = auth.derived_token(ctx.token)  # the native API's token works too
+    return {"token": got} if got else {}
+
+
+def parse(call: Call, text: str) -> Message:
+    msg = call.request()
+    if text.strip():
+        try:
+            json_format.Parse(text, msg, ignore_unknown_fields=False)
+        except json_format.ParseError as exc:
+            raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
+    return msg
+
+
+async def _json_values(request: web.Request) -> AsyncIterator[str]:
+    """The successive JSON values of a streamed body, as each completes."""
+    dec = json.JSONDecoder()
+    buf = ""
+    while True:
+        chunk = await request.content.read(_READ)
+        if not chunk:
+            break
+        buf += chunk.decode()
+        while True:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                value, end = dec.raw_decode(buf)
+            except ValueError:
+                break  # incomplete: read on
+            buf = buf[end:]
+            yield json.dumps(value)
+    if buf.strip():
+        raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: a JSON value is cut short")
+
+
+class Gateway:
+    """The ``/v3`` routes of one node's client port."""
+
+    def __init__(self, ctx: EtcdContext, calls: list[Call] | None = None) -> None:
+        self.ctx = ctx
+        self.calls = calls if calls is not None else all_calls()
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        for call in self.calls:
+            for path in call.paths:
+                for p in (path, path.replace("/v3/", "/v3beta/", 1)):
+                    r.add_post(p, self._route(call))
+        r.add_get("/version", self.version)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"etcdserver": ETCD_VERSION, "etcdcluster": CLUSTER_VERSION})
+
+    def _route(self, call: Call) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if call.kind == "stream":
+                return await self._stream(call, request)
+            try:
+                auth.check(self.ctx, call, _metadata(self.ctx, request))
+                req = parse(call, await request.text())
+                if call.kind == "server_stream":
+                    return await self._server_stream(call, request, req)
+                resp = await call.handler(self.ctx, req)
+            except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
+                e = _logged(exc)
+                return web.json_response(_error_body(e), status=e.http_status)
+            return web.json_response(to_json(resp))
+
+        return handle
+
+    async def _server_stream(
+        self, call: Call, request: web.Request, req: Message
+    ) -> web.StreamResponse:
+        return await self._pump(request, call.handler(self.ctx, req))
+
+    async def _stream(self, call: Call, request: web.Request) -> web.StreamResponse:
+        try:
+            auth.check(self.ctx, call, _metadata(self.ctx, request))
+        except EtcdError as e:
+            return web.json_response(_error_body(e), status=e.http_status)
+
+        async def requests() -> AsyncIterator[Message]:
+            async for text in _json_values(request):
+                yield parse(call, text)
+
+        return await self._pump(request, call.handler(self.ctx, requests()))
+
+    async def _pump(
+        self, request: web.Request, responses: AsyncIterator[Message]
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        try:
+            async for msg in responses:
+                await resp.write(json.dumps({"result": to_json(msg)}).encode() + b"\n")
+        except Exception as exc:  # noqa: BLE001
+            e = _logged(exc)
+            body = {"error": {"grpc_code": e.code.value[0], "http_code": e.http_status,
+                              "message": e.message, "http_status": e.http_status}}  # fmt: skip
+            await resp.write(json.dumps(body).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+
+def _logged(exc: Exception) -> EtcdError:
+    e = etcd_error(exc)
+    if e.code.name == "UNKNOWN":
+        log.exception("etcd gateway call failed", exc_info=exc)
+    return e
+
+
+__all__ = ["ETCD_VERSION", "Gateway", "to_json"]

@@ -1,0 +1,125 @@
+"""etcd's gRPC services on ``--grpc-addr``: grpcio's asyncio server, built
+from the call table (calls.py).
+
+Trust (docs/etcd.md, "Trust"): the port answers what the client port does.
+With ``--token-file``, every call but ``Auth/Authenticate`` must carry the
+token Authenticate gives (gRPC metadata ``token``, as etcd clients send
+it); without it, anyone who reaches the port may read and write, as with
+etcd run without ``--auth``.  Messages over ``max_message`` bytes are
+refused by grpcio before any handler runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from . import auth
+from .calls import Call, all_calls
+from .context import EtcdContext
+from .errors import EtcdError, etcd_error
+
+log = logging.getLogger("liferaft.etcd")
+
+#: etcd's default --max-request-bytes is 1.5 MiB; grpcio's receive limit is
+#: that plus etcd's allowance for the message around the value.
+MAX_RECEIVE = 2 * 1024 * 1024
+MAX_SEND = 2**31 - 1  # etcd sends any size (math.MaxInt32)
+
+
+async def _fail(context: aio.ServicerContext, exc: Exception) -> None:
+    e = etcd_error(exc)
+    if e.code == grpc.StatusCode.UNKNOWN:
+        log.exception("etcd call failed", exc_info=exc)
+    await context.abort(e.code, e.message)
+
+
+def _unary(ctx: EtcdContext, call: Call) -> Callable[..., Any]:
+    async def handle(request: Any, context: aio.ServicerContext) -> Any:
+        try:
+            auth.check(ctx, call, dict(context.invocation_metadata() or ()))
+            return await call.handler(ctx, request)
+        except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
+            await _fail(context, exc)
+
+    return handle
+
+
+def _streaming(ctx: EtcdContext, call: Call) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            auth.check(ctx, call, dict(context.invocation_metadata() or ()))
+            async for resp in call.handler(ctx, request):
+                yield resp
+        except Exception as exc:  # noqa: BLE001
+            await _fail(context, exc)
+
+    return handle
+
+
+def _handler(ctx: EtcdContext, call: Call) -> grpc.RpcMethodHandler:
+    de, ser = call.request.FromString, call.response.SerializeToString
+    if call.kind == "unary":
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(ctx, call), request_deserializer=de, response_serializer=ser
+        )
+    if call.kind == "stream":
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(ctx, call), request_deserializer=de, response_serializer=ser
+        )
+    return grpc.unary_stream_rpc_method_handler(
+        _streaming(ctx, call), request_deserializer=de, response_serializer=ser
+    )
+
+
+def generic_handlers(ctx: EtcdContext, calls: list[Call] | None = None) -> list[Any]:
+    """One grpcio generic handler per etcd service in ``calls``."""
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for c in calls if calls is not None else all_calls():
+        by_service.setdefault(c.service, {})[c.method] = _handler(ctx, c)
+    return [
+        grpc.method_handlers_generic_handler(f"etcdserverpb.{s}", methods)
+        for s, methods in by_service.items()
+    ]
+
+
+class GrpcServer:
+    """The etcd gRPC server of one node (start, then stop)."""
+
+    def __init__(self, ctx: EtcdContext, listen: str) -> None:
+        self.ctx = ctx
+        self.listen = listen
+        self.port = 0
+        self._server: aio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; OSError if the address cannot be bound."""
+        server = aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE),
+                ("grpc.max_send_message_length", MAX_SEND),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers(generic_handlers(self.ctx))
+        try:
+            self.port = server.add_insecure_port(self.listen)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind {self.listen}: {exc}") from exc
+        if not self.port:
+            raise OSError(f"cannot bind {self.listen}")
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop taking calls; those running get ``grace`` seconds."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace)
+
+
+__all__ = ["EtcdError", "GrpcServer", "generic_handlers"]
