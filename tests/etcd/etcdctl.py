@@ -71,3 +71,25 @@ def find_etcdctl() -> str:
             "(Debian package etcd-client)"
         )
     return path
+
+
+class Etcdctl:
+    """etcdctl bound to ``endpoints`` (and ``--user``, when given)."""
+
+    def __init__(self, path: str, endpoints: list[str], user: str | None = None) -> None:
+        self.path = path
+        self.endpoints = endpoints
+        self.user = user
+
+    def run(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """``etcdctl --endpoints ... ARGS``, finished (not checked)."""
+        auth = ["--user", self.user] if self.user else []
+        return run_etcdctl(
+            self.path, "--endpoints", ",".join(self.endpoints), *auth, *args, timeout=timeout
+        )
+
+    def ok(self, *args: str, timeout: float = 20.0) -> str:
+        """Its stdout; AssertionError with stderr if it failed."""
+        r = self.run(*args, timeout=timeout)
+        assert r.returncode == 0, f"etcdctl {' '.join(args)} failed: {r.stderr.strip()}"
+        return r.stdout
