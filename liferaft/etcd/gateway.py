@@ -29,9 +29,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from . import auth
-from .calls import Call, all_calls
+from .calls import Call
 from .context import EtcdContext
 from .errors import Code, EtcdError, etcd_error
+from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
 

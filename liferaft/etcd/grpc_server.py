@@ -19,9 +19,10 @@ import grpc
 from grpc import aio
 
 from . import auth
-from .calls import Call, all_calls
+from .calls import Call
 from .context import EtcdContext
 from .errors import EtcdError, etcd_error
+from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
 
