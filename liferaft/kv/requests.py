@@ -271,6 +271,7 @@ def txn_response(res: TxnResult) -> TxnResponse:
         elif isinstance(r, DeleteResult):
             prev = [item(kv) for kv in r.prev_kvs]
             out.append(TxnOpResult(delete=Deleted(r.revision, r.deleted, prev)))
-        else:
+        elif isinstance(r, RangeResult):
             out.append(TxnOpResult(range=page(r, 0)))
+        # (A nested txn's result: the /v1 API takes no nested txn.)
     return TxnResponse(res.succeeded, res.revision, out)

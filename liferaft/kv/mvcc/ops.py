@@ -49,12 +49,22 @@ class KeyValue(msgspec.Struct, frozen=True):
 
 
 class Put(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
-    """Set ``key`` to ``value`` (attached to ``lease``; 0: none)."""
+    """Set ``key`` to ``value`` (attached to ``lease``; 0: none).
+
+    ``ignore_value`` / ``ignore_lease`` (etcd's): keep the key's current
+    value / lease, as it is when the entry applies; the key must exist then
+    (:class:`KeyNotFoundError` otherwise, and nothing changes).  With either,
+    ``value`` / ``lease`` must be empty / 0.
+    """
 
     key: bytes
     value: bytes
     lease: int = 0
     prev_kv: bool = False
+    # Added after the first release: omitted when False, so every entry
+    # written before decodes as it did (docs/etcd.md, "Stored commands").
+    ignore_value: bool = False
+    ignore_lease: bool = False
 
 
 class DeleteRange(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
@@ -84,31 +94,45 @@ CompareTarget: TypeAlias = Literal["value", "version", "create_revision", "mod_r
 CompareOp: TypeAlias = Literal["=", "!=", "<", ">"]
 
 
-class Compare(msgspec.Struct, frozen=True):
-    """A condition on one key's current state.
+class Compare(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A condition on one key's current state, or on every key of
+    ``[key, range_end)`` (etcd's ``range_end``; TO_END: every key from ``key``).
 
     A missing key has version, create_revision, mod_revision and lease 0;
-    every ``value`` condition on a missing key is false.
+    every ``value`` condition on a missing key is false.  On a range, the
+    condition holds if it holds for every key there; on an empty range, as
+    on a missing key (etcd's rule).
     """
 
     key: bytes
     target: CompareTarget
     op: CompareOp
     operand: bytes | int
-
-
-TxnOp: TypeAlias = Put | DeleteRange | Range
+    # Added after the first release (omitted when None: older entries decode alike).
+    range_end: bytes | None = None
 
 
 class Txn(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     """If every ``compare`` holds, run ``success``, else ``failure``: one revision.
 
-    The ops of the branch run in order, and each sees the ones before it.
+    The ops of the branch run in order, and each sees the ones before it.  A
+    branch may hold a nested Txn (etcd's ``request_txn``), at most
+    :data:`MAX_TXN_DEPTH` deep; every compare on the path taken, nested ones
+    too, is decided against the store as it was before the txn wrote
+    anything (etcd's rule), and all of it is one revision.
     """
 
     compare: tuple[Compare, ...] = ()
     success: tuple[TxnOp, ...] = ()
     failure: tuple[TxnOp, ...] = ()
+
+
+# After Txn: a branch may hold a Txn (annotations are resolved lazily).
+TxnOp: TypeAlias = Put | DeleteRange | Range | Txn
+
+#: The deepest txn nesting (a txn alone is depth 1).  Its encoding must stay
+#: within the codec's MAX_NESTING containers: depth d nests 2d + 2 deep.
+MAX_TXN_DEPTH = 7
 
 
 class Compact(msgspec.Struct, frozen=True, tag=True):
@@ -161,7 +185,7 @@ class RangeResult(msgspec.Struct, frozen=True, tag=True):
 class TxnResult(msgspec.Struct, frozen=True, tag=True):
     revision: int
     succeeded: bool
-    results: tuple[PutResult | DeleteResult | RangeResult, ...] = ()
+    results: tuple[PutResult | DeleteResult | RangeResult | TxnResult, ...] = ()
 
 
 class CompactResult(msgspec.Struct, frozen=True, tag=True):
@@ -217,6 +241,16 @@ class LeaseExistsError(KVConflictError):
 
     def __init__(self, lease: int) -> None:
         KVError.__init__(self, f"lease {lease} already exists", lease=lease)
+
+
+class KeyNotFoundError(KVBadRequestError):
+    """A put with ``ignore_value`` or ``ignore_lease`` of a key that does not
+    exist when it applies (etcd's "key not found"); nothing was changed."""
+
+    code = "key_not_found"
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(f"key {key!r} not found (ignore_value/ignore_lease need an existing key)")
 
 
 class StoreFormatError(SnapshotFormatError):

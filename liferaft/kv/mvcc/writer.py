@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import lmdb
@@ -23,6 +24,7 @@ from liferaft.kv.errors import KVBadRequestError
 from liferaft.kv.mvcc import compaction, layout
 from liferaft.kv.mvcc.layout import Dbs, Record
 from liferaft.kv.mvcc.ops import (
+    MAX_TXN_DEPTH,
     TO_END,
     Compact,
     CompactedError,
@@ -31,6 +33,7 @@ from liferaft.kv.mvcc.ops import (
     DeleteRange,
     DeleteResult,
     FutureRevisionError,
+    KeyNotFoundError,
     LeaseNotFoundError,
     Op,
     Put,
@@ -42,10 +45,27 @@ from liferaft.kv.mvcc.ops import (
     TxnResult,
     check_key,
 )
-from liferaft.kv.mvcc.reader import check_read_revision, keys_in, live_at, range_in
+from liferaft.kv.mvcc.reader import (
+    TXN_RANGE_CAP,
+    check_read_revision,
+    keys_in,
+    live_at,
+    range_in,
+)
 
 _OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b,
         "<": lambda a, b: a < b, ">": lambda a, b: a > b}  # fmt: skip
+
+
+#: The most ops a txn holds in all its nested txns together (liferaft's own
+#: bound: etcd's 128 per level still allows a tree of tens of thousands of
+#: ops, which every replica would check and apply in one entry).
+MAX_TXN_TOTAL_OPS = 4096
+
+#: The most keys a compare over a range examines (deleted ones included);
+#: a txn whose compare spans more is refused, on every replica alike, since
+#: a compare decided on part of its range would not be the compare asked.
+MAX_COMPARE_KEYS = 2 * TXN_RANGE_CAP
 
 
 def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
@@ -56,6 +76,10 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
             raise KVBadRequestError("value must be bytes")
         if not isinstance(op.lease, int) or op.lease < 0:
             raise KVBadRequestError(f"lease must be an id >= 0, not {op.lease!r}")
+        if op.ignore_value and op.value:
+            raise KVBadRequestError("value is provided (with ignore_value)")
+        if op.ignore_lease and op.lease:
+            raise KVBadRequestError("lease is provided (with ignore_lease)")
     elif isinstance(op, (DeleteRange, Range)):
         check_key(op.key)
         if op.range_end is not None and not isinstance(op.range_end, bytes):
@@ -67,17 +91,10 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
             # one means "as the txn left it", which 0 already says.
             check_read_revision(op.revision, revision, compact)
     elif isinstance(op, Txn):
-        for c in op.compare:
-            check_key(c.key, "compare key")
-            if c.op not in _OPS:
-                raise KVBadRequestError(f"compare op {c.op!r} is not one of = != < >")
-            want = bytes if c.target == "value" else int
-            if not isinstance(c.operand, want):
-                raise KVBadRequestError(f"compare on {c.target} needs a {want.__name__} operand")
-        for sub in (*op.success, *op.failure):
-            if isinstance(sub, Txn | Compact):
-                raise KVBadRequestError("a txn holds put, delete-range and range ops only")
-            validate(sub, revision, compact)
+        if _validate_txn(op, revision, compact, 1) > MAX_TXN_TOTAL_OPS:
+            raise KVBadRequestError(
+                f"a txn holds at most {MAX_TXN_TOTAL_OPS} ops in all its nested txns"
+            )
         check_no_duplicate_keys(op.success)
         check_no_duplicate_keys(op.failure)
     elif isinstance(op, Compact):
@@ -89,30 +106,119 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
         raise KVBadRequestError(f"not an MVCC operation: {type(op).__name__}")
 
 
+def _validate_txn(op: Txn, revision: int, compact: int, depth: int) -> int:
+    """Check a txn and its nested ones; the number of ops in all of them."""
+    if depth > MAX_TXN_DEPTH:
+        raise KVBadRequestError(f"txns nest at most {MAX_TXN_DEPTH} deep")
+    for c in op.compare:
+        check_key(c.key, "compare key")
+        if c.op not in _OPS:
+            raise KVBadRequestError(f"compare op {c.op!r} is not one of = != < >")
+        want = bytes if c.target == "value" else int
+        if not isinstance(c.operand, want):
+            raise KVBadRequestError(f"compare on {c.target} needs a {want.__name__} operand")
+        if c.range_end is not None and not isinstance(c.range_end, bytes):
+            raise KVBadRequestError("compare range_end must be bytes")
+    total = len(op.success) + len(op.failure)
+    for sub in (*op.success, *op.failure):
+        if isinstance(sub, Txn):
+            total += _validate_txn(sub, revision, compact, depth + 1)
+        elif isinstance(sub, Put | DeleteRange | Range):
+            validate(sub, revision, compact)
+        else:
+            raise KVBadRequestError("a txn holds put, delete-range, range and txn ops only")
+    return total
+
+
+class _Spans:
+    """Delete ranges, asked "does one hold this key?" in O(log n).
+
+    A put is in some range iff the furthest end among the ranges starting
+    at or before it is past it (a single key is ``[key, key + 0x00)``;
+    TO_END has no end, above every key)."""
+
+    def __init__(self, ops: list[DeleteRange]) -> None:
+        spans = sorted((o.key, _end(o)) for o in ops)
+        self.starts = [s for s, _ in spans]
+        self.reach = list(itertools.accumulate((e for _, e in spans), max))
+
+    def hold(self, key: bytes) -> bool:
+        i = bisect.bisect_right(self.starts, key) - 1
+        return i >= 0 and self.reach[i] > (0, key)
+
+
+def _end(o: DeleteRange) -> tuple[int, bytes]:
+    if o.range_end is None:
+        return (0, o.key + b"\x00")
+    return (1, b"") if o.range_end == TO_END else (0, o.range_end)
+
+
 def check_no_duplicate_keys(branch: tuple[TxnOp, ...]) -> None:
-    """etcd's rule (``checkIntervals``): in one branch, no key is put twice and
-    no put falls in a delete range, since the result would depend on an op
-    order a reader of the request may not expect.  Delete ranges may overlap
-    each other (deleting twice is deleting once)."""
-    puts = [o.key for o in branch if isinstance(o, Put)]
-    singles = {o.key for o in branch if isinstance(o, DeleteRange) and o.range_end is None}
-    # Checked in O(n log n): a committed txn may hold thousands of ops, and a
-    # check pair by pair would stall every replica's apply on one entry.
-    # A put is in some range iff the furthest end among the ranges starting
-    # at or before it is past it (TO_END: no end, above every key).
-    spans = sorted(
-        (o.key, (1, b"") if o.range_end == TO_END else (0, o.range_end))
-        for o in branch
-        if isinstance(o, DeleteRange) and o.range_end is not None
-    )
-    starts = [s for s, _ in spans]
-    reach = list(itertools.accumulate((e for _, e in spans), max))
-    seen: set[bytes] = set()
-    for key in puts:
-        i = bisect.bisect_right(starts, key) - 1
-        if key in seen or key in singles or (i >= 0 and reach[i] > (0, key)):
-            raise KVBadRequestError("duplicate key given in txn request")
-        seen.add(key)
+    """etcd's rule (``checkIntervals``): in one branch, nested txns included,
+    no key is put twice and no put falls in a delete range, since the result
+    would depend on an op order a reader of the request may not expect.
+    Delete ranges may overlap each other (deleting twice is deleting once),
+    and the two branches of one nested txn may put the same key (only one
+    runs).  One difference, on purpose: a delete to the end (range_end
+    ``"\\x00"``) holds every key after its start; etcd 3.4 compares the end
+    as a string and so sees no key in it."""
+    _intervals(branch)
+
+
+def _intervals(branch: tuple[TxnOp, ...]) -> tuple[set[bytes], list[DeleteRange]]:
+    """The keys ``branch`` may put and the ranges it may delete (nested txns
+    included, both their branches); KVBadRequestError on a duplicate.
+
+    In etcd's order, which a client may notice at the edges: a nested txn's
+    puts are checked against this level's deletes and those of the nested
+    txns before it; this level's puts against every delete and every
+    nested put."""
+    dels = [o for o in branch if isinstance(o, DeleteRange)]
+    spans = _Spans(dels)
+    puts: set[bytes] = set()
+    for sub in branch:
+        if not isinstance(sub, Txn):
+            continue
+        then_puts, then_dels = _intervals(sub.success)
+        else_puts, else_dels = _intervals(sub.failure)
+        for k in then_puts:
+            if k in puts or spans.hold(k):
+                raise KVBadRequestError("duplicate key given in txn request")
+        for k in else_puts:
+            # The same key in both branches of one txn is fine: one runs.
+            if (k in puts and k not in then_puts) or spans.hold(k):
+                raise KVBadRequestError("duplicate key given in txn request")
+        puts |= then_puts | else_puts
+        if then_dels or else_dels:
+            dels += then_dels + else_dels
+            spans = _Spans(dels)
+    for sub in branch:
+        if isinstance(sub, Put):
+            if sub.key in puts or spans.hold(sub.key):
+                raise KVBadRequestError("duplicate key given in txn request")
+            puts.add(sub.key)
+    return puts, dels
+
+
+SubResult = PutResult | DeleteResult | RangeResult | TxnResult
+
+
+def _compare(c: Compare, rec: Record | None) -> bool:
+    """``c`` on one key's live version (None: absent; a value compare fails)."""
+    if c.target == "value":
+        return rec is not None and bool(_OPS[c.op](rec.value, c.operand))
+    actual = 0 if rec is None else getattr(rec, c.target)
+    return bool(_OPS[c.op](actual, c.operand))
+
+
+def _stamp(r: TxnResult, revision: int) -> TxnResult:
+    """``r`` with every op's result, nested ones too, at the txn's revision."""
+    subs = tuple(
+        _stamp(x, revision) if isinstance(x, TxnResult)
+        else msgspec.structs.replace(x, revision=revision)
+        for x in r.results
+    )  # fmt: skip
+    return TxnResult(revision, r.succeeded, subs)
 
 
 class WriteHooks(Protocol):
@@ -154,12 +260,18 @@ class EntryWriter:
         self.main = current + 1
         self.sub = 0  # changes written so far at `main`
 
-    def _check_leases(self, ops: tuple[TxnOp, ...]) -> None:
+    def _check_puts(self, ops: Iterable[Put]) -> None:
+        """Refuse, before any write, a put naming a lease that does not exist
+        or one with ``ignore_value``/``ignore_lease`` of an absent key (the
+        store as it is before the entry: no op of one txn can change a key
+        another puts, by the duplicate-key rule)."""
         hooks = self.hooks
-        if hooks is None:
-            return
         for o in ops:
-            if isinstance(o, Put) and o.lease and not hooks.lease_exists(o.lease):
+            if (o.ignore_value or o.ignore_lease) and live_at(
+                self.txn, self.dbs, o.key, self.main
+            ) is None:
+                raise KeyNotFoundError(o.key)
+            if o.lease and hooks is not None and not hooks.lease_exists(o.lease):
                 raise LeaseNotFoundError(o.lease)
 
     @property
@@ -169,26 +281,46 @@ class EntryWriter:
 
     def apply(self, op: Op) -> PutResult | DeleteResult | TxnResult | CompactResult:
         if isinstance(op, Put):
-            self._check_leases((op,))
+            self._check_puts((op,))
             return self._finish(self._put(op))
         if isinstance(op, DeleteRange):
             return self._finish(self._delete(op))
         if isinstance(op, Txn):
-            ok = all(self._holds(c) for c in op.compare)
-            branch = op.success if ok else op.failure
-            self._check_leases(branch)
-            results = [self._sub_op(o) for o in branch]
-            rev = self.revision
-            subs = tuple(msgspec.structs.replace(r, revision=rev) for r in results)
-            return TxnResult(rev, ok, subs)
+            # etcd's order: decide every compare on the path the txn takes,
+            # nested ones too, against the store before the txn writes; then
+            # check its puts; then run it.  Nothing raises after the first write.
+            path: list[bool] = []
+            puts: list[Put] = []
+            self._decide(op, path, puts)
+            self._check_puts(puts)
+            res = self._txn(op, iter(path))
+            return _stamp(res, self.revision)
         assert isinstance(op, Compact)
         self._compact(op.revision)
         return CompactResult(self.current, op.revision)
 
+    def _decide(self, op: Txn, path: list[bool], puts: list[Put]) -> None:
+        """Append whether each txn on ``op``'s path succeeds (pre-order, as
+        :meth:`_txn` consumes it) and collect the puts it will run."""
+        ok = all(self._holds(c) for c in op.compare)
+        path.append(ok)
+        for sub in op.success if ok else op.failure:
+            if isinstance(sub, Txn):
+                self._decide(sub, path, puts)
+            elif isinstance(sub, Put):
+                puts.append(sub)
+
+    def _txn(self, op: Txn, path: Iterator[bool]) -> TxnResult:
+        ok = next(path)
+        results = [self._sub_op(o, path) for o in (op.success if ok else op.failure)]
+        return TxnResult(0, ok, tuple(results))
+
     def _finish(self, r: PutResult | DeleteResult) -> PutResult | DeleteResult:
         return msgspec.structs.replace(r, revision=self.revision)
 
-    def _sub_op(self, op: Put | DeleteRange | Range) -> PutResult | DeleteResult | RangeResult:
+    def _sub_op(self, op: TxnOp, path: Iterator[bool]) -> SubResult:
+        if isinstance(op, Txn):
+            return self._txn(op, path)
         if isinstance(op, Put):
             return self._put(op)
         if isinstance(op, DeleteRange):
@@ -209,7 +341,11 @@ class EntryWriter:
         prev = live_at(self.txn, self.dbs, op.key, self.main)
         create = self.main if prev is None else prev.create_revision
         version = 1 if prev is None else prev.version + 1
-        self._write(Record(op.key, create, self.main, version, op.lease, op.value), prev)
+        value, lease = op.value, op.lease
+        if prev is not None:  # _check_puts refused ignore_* of an absent key
+            value = prev.value if op.ignore_value else value
+            lease = prev.lease if op.ignore_lease else lease
+        self._write(Record(op.key, create, self.main, version, lease, value), prev)
         return PutResult(0, prev.to_kv() if op.prev_kv and prev is not None else None)
 
     def delete(self, op: DeleteRange) -> DeleteResult:
@@ -230,11 +366,23 @@ class EntryWriter:
         return DeleteResult(0, len(victims), prev)
 
     def _holds(self, c: Compare) -> bool:
-        rec = live_at(self.txn, self.dbs, c.key, self.main)
-        if c.target == "value":
-            return rec is not None and _OPS[c.op](rec.value, c.operand)
-        actual = 0 if rec is None else getattr(rec, c.target)
-        return bool(_OPS[c.op](actual, c.operand))
+        if c.range_end is None:
+            return _compare(c, live_at(self.txn, self.dbs, c.key, self.main))
+        # etcd's rule: it holds for every live key of the range, and an
+        # empty range is a missing key.  Bounded: apply runs on every replica.
+        live = False
+        for n, key in enumerate(keys_in(self.txn, self.dbs, c.key, c.range_end)):
+            if n >= MAX_COMPARE_KEYS:
+                raise KVBadRequestError(
+                    f"a compare's range spans more than {MAX_COMPARE_KEYS} keys"
+                )
+            rec = live_at(self.txn, self.dbs, key, self.main)
+            if rec is None:
+                continue
+            live = True
+            if not _compare(c, rec):
+                return False
+        return live or _compare(c, None)
 
     def _compact(self, rev: int) -> None:
         """Move the compact revision now; the superseded versions go a few
