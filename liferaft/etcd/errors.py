@@ -29,6 +29,7 @@ from liferaft.kv.errors import (
 from liferaft.kv.mvcc.ops import (
     CompactedError,
     FutureRevisionError,
+    KeyNotFoundError,
     LeaseExistsError,
     LeaseNotFoundError,
 )
@@ -134,6 +135,8 @@ def _kv_error(exc: KVError) -> EtcdError:
         return LEASE_NOT_FOUND
     if isinstance(exc, LeaseExistsError):
         return LEASE_EXIST
+    if isinstance(exc, KeyNotFoundError):
+        return KEY_NOT_FOUND
     if isinstance(exc, KVUnavailableError):
         if exc.code == "store_closed":
             return STOPPED

@@ -68,7 +68,9 @@ def parse(call: Call, text: str) -> Message:
     msg = call.request()
     if text.strip():
         try:
-            json_format.Parse(text, msg, ignore_unknown_fields=False)
+            # etcd's gateway (grpc-gateway v1) skips fields it does not know:
+            # a newer client's request still works on an older server.
+            json_format.Parse(text, msg, ignore_unknown_fields=True)
         except json_format.ParseError as exc:
             raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
     return msg

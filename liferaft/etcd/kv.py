@@ -31,6 +31,7 @@ from liferaft.kv.mvcc.ops import (
 from . import errors
 from .calls import Call
 from .context import EtcdContext
+from .load import check_load
 from .proto import kv_pb2 as mvccpb
 from .proto import rpc_pb2 as pb
 
@@ -122,10 +123,8 @@ def _sort(r: pb.RangeRequest, kvs: list[KeyValue]) -> list[KeyValue]:
 
 def range_response(r: pb.RangeRequest, res: RangeResult) -> pb.RangeResponse:
     """etcd's answer from the store's: filters, sort, then ``limit``."""
-    kvs: Sequence[KeyValue] = res.kvs
+    kvs: Sequence[KeyValue] = _sort(r, _filter(r, res.kvs))
     more = res.more
-    if _needs_all(r):
-        kvs = _sort(r, _filter(r, kvs))
     if r.limit > 0 and len(kvs) > r.limit:
         kvs, more = kvs[: r.limit], True
     out = pb.RangeResponse(more=more, count=res.count)
@@ -134,17 +133,20 @@ def range_response(r: pb.RangeRequest, res: RangeResult) -> pb.RangeResponse:
 
 
 def range_op(r: pb.RangeRequest) -> Range | None:
-    """The store's read for ``r``; None when the range holds no key."""
-    if r.limit < 0 or r.revision < 0:
-        raise errors.EtcdError(
-            errors.Code.INVALID_ARGUMENT, "etcdserver: negative limit or revision"
-        )
+    """The store's read for ``r``; None when the range holds no key.
+
+    As etcd 3.4's ``applierV3.Range``: a negative limit or revision means
+    none (the current revision); a sort order or a revision filter reads the
+    whole range; otherwise it reads ``limit + 1`` keys, for ``more``, and a
+    sort target other than the key (with no order: ascending) sorts those,
+    so the answer is the first ``limit`` of them (etcd's quirk, kept: a
+    client sees what etcd would show it)."""
     key = check_key(r.key)
     end = range_end(key, r.range_end)
     if is_empty_range(key, end):
         return None
-    limit = 0 if _needs_all(r) else r.limit
-    return Range(key, end, r.revision, limit, r.keys_only, r.count_only)
+    limit = 0 if _needs_all(r) or r.limit <= 0 else r.limit + 1
+    return Range(key, end, max(r.revision, 0), limit, r.keys_only, r.count_only)
 
 
 async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
@@ -152,6 +154,8 @@ async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
     applied store, with no read barrier."""
     op = range_op(r)
     svc = ctx.service
+    if not r.serializable:
+        check_load(svc.node)
     await svc.barrier("stale" if r.serializable else "linearizable")
 
     def read() -> RangeResult:
@@ -171,19 +175,24 @@ async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
 
 
 def put_op(ctx: EtcdContext, r: pb.PutRequest) -> Put:
+    """The store's put (etcd's ``checkPutRequest`` first).  ``ignore_value``
+    and ``ignore_lease`` go into the entry: the store takes the key's value
+    and lease as they are when it applies (KEY_NOT_FOUND if it is absent)."""
     key = check_key(r.key)
-    if r.ignore_value or r.ignore_lease:
-        raise errors.EtcdError(
-            errors.Code.UNIMPLEMENTED,
-            "liferaft-kv: ignore_value and ignore_lease are not served yet",
-        )
+    if r.ignore_value and r.value:
+        raise errors.VALUE_PROVIDED
+    if r.ignore_lease and r.lease:
+        raise errors.LEASE_PROVIDED
     if len(r.value) > ctx.service.max_value:
         raise errors.REQUEST_TOO_LARGE
-    return Put(key, r.value, r.lease, prev_kv=r.prev_kv)
+    return Put(key, r.value, r.lease, prev_kv=r.prev_kv, ignore_value=r.ignore_value,
+               ignore_lease=r.ignore_lease)  # fmt: skip
 
 
 async def put(ctx: EtcdContext, r: pb.PutRequest) -> pb.PutResponse:
-    res: PutResult = await ctx.service.propose(Write(put_op(ctx, r)))
+    op = put_op(ctx, r)
+    check_load(ctx.service.node)
+    res: PutResult = await ctx.service.propose(Write(op))
     out = pb.PutResponse(header=ctx.header(res.revision))
     if r.prev_kv and res.prev_kv is not None:
         out.prev_kv.CopyFrom(key_value(res.prev_kv))
@@ -202,6 +211,7 @@ async def delete_range(ctx: EtcdContext, r: pb.DeleteRangeRequest) -> pb.DeleteR
     op = delete_op(r)
     if op is None:
         return pb.DeleteRangeResponse(header=ctx.header())
+    check_load(ctx.service.node)
     res: DeleteResult = await ctx.service.propose(Write(op))
     out = pb.DeleteRangeResponse(header=ctx.header(res.revision), deleted=res.deleted)
     if r.prev_kv:
@@ -213,6 +223,7 @@ async def compact(ctx: EtcdContext, r: pb.CompactionRequest) -> pb.CompactionRes
     """Moves the compact revision at once on every replica; the physical
     removal follows a few keys per applied entry (docs/kv.md), so
     ``physical`` changes nothing a client can observe and is accepted."""
+    check_load(ctx.service.node)
     res: CompactResult = await ctx.service.propose(Compact(r.revision))
     return pb.CompactionResponse(header=ctx.header(res.revision))
 
