@@ -34,12 +34,16 @@ def etcdctl_env() -> dict[str, str]:
     return env
 
 
-def run_etcdctl(path: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """Run ``etcdctl ARGS`` and return it finished (not checked: callers
-    assert on the exit status and output they expect)."""
+def run_etcdctl(
+    path: str, *args: str, timeout: float = 20.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``etcdctl ARGS`` (``input`` on its stdin, e.g. ``txn -i``'s) and
+    return it finished (not checked: callers assert on the exit status and
+    output they expect)."""
     return subprocess.run(
         [path, *args], capture_output=True, text=True, env=etcdctl_env(),
-        timeout=timeout, check=False,
+        timeout=timeout, check=False, input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )  # fmt: skip
 
 
@@ -81,15 +85,18 @@ class Etcdctl:
         self.endpoints = endpoints
         self.user = user
 
-    def run(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 20.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``etcdctl --endpoints ... ARGS``, finished (not checked)."""
         auth = ["--user", self.user] if self.user else []
         return run_etcdctl(
-            self.path, "--endpoints", ",".join(self.endpoints), *auth, *args, timeout=timeout
-        )
+            self.path, "--endpoints", ",".join(self.endpoints), *auth, *args,
+            timeout=timeout, input=input,
+        )  # fmt: skip
 
-    def ok(self, *args: str, timeout: float = 20.0) -> str:
+    def ok(self, *args: str, timeout: float = 20.0, input: str | None = None) -> str:
         """Its stdout; AssertionError with stderr if it failed."""
-        r = self.run(*args, timeout=timeout)
+        r = self.run(*args, timeout=timeout, input=input)
         assert r.returncode == 0, f"etcdctl {' '.join(args)} failed: {r.stderr.strip()}"
         return r.stdout
