@@ -24,21 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from liferaft.kv.errors import KVBadRequestError
+from liferaft.kv.mvcc import ops as mvcc
 from liferaft.kv.mvcc.codec import Write
-from liferaft.kv.mvcc.ops import (
-    MAX_TXN_DEPTH,
-    Compare,
-    CompareOp,
-    CompareTarget,
-    DeleteRange,
-    DeleteResult,
-    PutResult,
-    Range,
-    RangeResult,
-    Txn,
-    TxnOp,
-    TxnResult,
-)
+from liferaft.kv.mvcc.ops import MAX_TXN_DEPTH, Compare, CompareOp, CompareTarget, Txn, TxnResult
 from liferaft.kv.mvcc.writer import MAX_TXN_TOTAL_OPS, check_no_duplicate_keys
 
 from . import errors, kv
@@ -130,27 +118,27 @@ def compare(c: pb.Compare) -> Compare:
     return Compare(key, target, _RESULTS[c.result], operand, kv.range_end(key, c.range_end))
 
 
-def store_op(ctx: EtcdContext, op: pb.RequestOp) -> TxnOp:
+def store_op(ctx: EtcdContext, op: pb.RequestOp) -> mvcc.TxnOp:
     which = op.WhichOneof("request")
     if which == "request_put":
         return kv.put_op(ctx, op.request_put)
     if which == "request_delete_range":
         d = op.request_delete_range
         key = kv.check_key(d.key)
-        return DeleteRange(key, kv.range_end(key, d.range_end), prev_kv=d.prev_kv)
+        return mvcc.DeleteRange(key, kv.range_end(key, d.range_end), prev_kv=d.prev_kv)
     if which == "request_range":
         return range_in_txn(op.request_range)
     assert which == "request_txn"
     return store_txn(ctx, op.request_txn)
 
 
-def range_in_txn(r: pb.RangeRequest) -> Range:
+def range_in_txn(r: pb.RangeRequest) -> mvcc.Range:
     """A txn's range, even an empty one (its answer keeps its place)."""
     op = kv.range_op(r)
     if op is not None:
         return op
     key = kv.check_key(r.key)
-    return Range(key, kv.range_end(key, r.range_end), r.revision, count_only=True)
+    return mvcc.Range(key, kv.range_end(key, r.range_end), r.revision, count_only=True)
 
 
 def store_txn(ctx: EtcdContext, r: pb.TxnRequest) -> Txn:
@@ -195,18 +183,18 @@ def _response_op(op: pb.RequestOp, got: Any) -> pb.ResponseOp:
     head = pb.ResponseHeader(revision=got.revision)
     which = op.WhichOneof("request")
     if which == "request_put":
-        assert isinstance(got, PutResult)
+        assert isinstance(got, mvcc.PutResult)
         put = pb.PutResponse(header=head)
         if got.prev_kv is not None:
             put.prev_kv.CopyFrom(kv.key_value(got.prev_kv))
         return pb.ResponseOp(response_put=put)
     if which == "request_delete_range":
-        assert isinstance(got, DeleteResult)
+        assert isinstance(got, mvcc.DeleteResult)
         d = pb.DeleteRangeResponse(header=head, deleted=got.deleted)
         d.prev_kvs.extend(kv.key_value(x) for x in got.prev_kvs)
         return pb.ResponseOp(response_delete_range=d)
     if which == "request_range":
-        assert isinstance(got, RangeResult)
+        assert isinstance(got, mvcc.RangeResult)
         rr = op.request_range
         rng = kv.range_response(rr, got) if kv.range_op(rr) is not None else pb.RangeResponse()
         rng.header.CopyFrom(head)

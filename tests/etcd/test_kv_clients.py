@@ -150,7 +150,7 @@ def test_aetcd_kv_and_txn(etcd_cluster: ProcCluster) -> None:
             assert deleted is not None and deleted.deleted == 1
             assert deleted.prev_kv is not None and deleted.prev_kv.value == b"4"
             with pytest.raises(aetcd_errors.InvalidArgumentError, match="duplicate key"):
-                await c.transaction(compare=[], success=[t.put(b"ae/x", b"1"),
-                                                         t.put(b"ae/x", b"2")], failure=[])  # fmt: skip
+                dup = [t.put(b"ae/x", b"1"), t.put(b"ae/x", b"2")]
+                await c.transaction(compare=[], success=dup, failure=[])
 
     asyncio.run(run())

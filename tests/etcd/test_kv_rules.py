@@ -250,7 +250,7 @@ def test_range_sort_target_without_order_sorts_limit_plus_one_keys() -> None:
     kvs = tuple(KeyValue(k, 1, m, 1, b"") for k, m in ((b"s/a", 20), (b"s/b", 19), (b"s/c", 17)))
     out = range_response(r, RangeResult(21, kvs, 4, True))
     assert [kv.key for kv in out.kvs] == [b"s/c", b"s/b"] and out.more and out.count == 4
-    ordered = pb.RangeRequest(key=b"s/", range_end=b"s0", limit=2, sort_order=pb.RangeRequest.ASCEND)
+    ordered = pb.RangeRequest(key=b"s/", range_end=b"s0", limit=2, sort_order=1)  # ASCEND
     assert range_op(ordered).limit == 0  # type: ignore[union-attr]
     neg = range_op(pb.RangeRequest(key=b"s/", limit=-1, revision=-5))
     assert neg is not None and (neg.limit, neg.revision) == (0, 0)
