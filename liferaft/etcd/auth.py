@@ -32,17 +32,39 @@ def derived_token(secret: str) -> str:
     return "liferaft." + mac
 
 
+def _token_of(metadata: Mapping[str, str | bytes]) -> str:
+    # etcd reads "token" (its clients' key), else "authorization" (what its
+    # gateway forwards the HTTP header as).
+    got = metadata.get("token") or metadata.get("authorization") or ""
+    return got.decode("latin-1") if isinstance(got, bytes) else got
+
+
 def check(ctx: EtcdContext, call: Call, metadata: Mapping[str, str | bytes]) -> None:
-    """Refuse a call without the token when auth is on (Authenticate is open)."""
+    """Refuse a call without the token when auth is on (Authenticate is open).
+
+    etcd's answers: no token is "user name is empty" (etcd's check of an
+    anonymous user), a token it did not give is "invalid auth token" (its
+    clients authenticate again on it)."""
     if ctx.token is None or call.grpc_path == AUTHENTICATE:
         return
-    got = metadata.get("token") or ""
-    if isinstance(got, bytes):
-        got = got.decode("latin-1")
+    got = _token_of(metadata)
     if not got:
         raise errors.USER_EMPTY
     if not hmac.compare_digest(got.encode(), derived_token(ctx.token).encode()):
         raise errors.INVALID_AUTH_TOKEN
+
+
+def gateway_metadata(ctx: EtcdContext, authorization: str) -> dict[str, str]:
+    """The metadata of a gateway call with this ``Authorization`` header:
+    etcd's token as it is, or liferaft's native ``Bearer`` secret, which
+    stands for it (compared in constant time, as every secret here)."""
+    if not authorization:
+        return {}
+    if ctx.token is not None and hmac.compare_digest(
+        authorization.encode(), ("Bearer " + ctx.token).encode()
+    ):
+        return {"token": derived_token(ctx.token)}
+    return {"token": authorization}
 
 
 async def authenticate(ctx: EtcdContext, r: pb.AuthenticateRequest) -> pb.AuthenticateResponse:

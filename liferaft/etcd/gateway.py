@@ -34,12 +34,10 @@ from .calls import Call
 from .context import EtcdContext
 from .errors import Code, EtcdError, etcd_error
 from .registry import all_calls
+from .version import CLUSTER_VERSION, ETCD_VERSION
 
 log = logging.getLogger("liferaft.etcd")
 
-#: The etcd release whose protocol this speaks (etcd3gw and etcdctl read it).
-ETCD_VERSION = "3.4.23"
-CLUSTER_VERSION = "3.4.0"
 _READ = 64 * 1024
 #: The largest request object a streamed body may hold (a watch create or a
 #: keep-alive is tiny): past it, the stream ends with an error rather than
@@ -58,10 +56,7 @@ def _error_body(e: EtcdError) -> dict[str, Any]:
 
 def _metadata(ctx: EtcdContext, request: web.Request) -> dict[str, str]:
     """The gRPC metadata a gateway call carries: its token."""
-    got = request.headers.get("Authorization", "")
-    if ctx.token is not None and got == "Bearer " + ctx.token:
-        got = auth.derived_token(ctx.token)  # the native API's token works too
-    return {"token": got} if got else {}
+    return auth.gateway_metadata(ctx, request.headers.get("Authorization", ""))
 
 
 def parse(call: Call, text: str) -> Message:

@@ -145,6 +145,11 @@ class KVMachine:
         """Bytes of the store's file (LMDB's ``data.mdb``)."""
         return os.stat(self.store.path / "data.mdb").st_size
 
+    def db_size_in_use(self) -> int:
+        """Bytes of the store's file up to its highest page in use (what a
+        checkpoint copies, before framing)."""
+        return self.store.size_in_use()
+
     def lease(self, lease: int) -> LeaseInfo | None:
         """Lease ``lease`` (granted TTL, attached keys), or None if not live."""
         with self.read() as view:
@@ -167,13 +172,16 @@ class KVMachine:
 
     # --- snapshots ---------------------------------------------------------------------
 
-    def checkpoint_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    def checkpoint_chunks(
+        self, chunk_size: int = DEFAULT_CHUNK_SIZE, align: tuple[int, int] | None = None
+    ) -> Iterator[bytes]:
         """A framed, consistent copy of the store (see the module doc).
 
         May run in a thread while batches apply; closing it early ends the
         copy.  The copy carries its own applied index (>= the last one
-        applied before the stream started)."""
-        return frame(self.store.stream_copy(chunk_size))
+        applied before the stream started).  ``align``: the stream's length
+        modulo ``align[0]`` is ``align[1]`` (:func:`~.mvcc.checkpoint.frame`)."""
+        return frame(self.store.stream_copy(chunk_size), align)
 
     def snapshot(self) -> StateSnapshot:
         """The plain contract: a snapshot whose chunks are :meth:`checkpoint_chunks`."""

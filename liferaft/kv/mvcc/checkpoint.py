@@ -46,16 +46,32 @@ def _digest() -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=32)
 
 
-def frame(copy: Iterable[bytes]) -> Iterator[bytes]:
-    """The checkpoint stream of a database copy given as chunks."""
+def frame(copy: Iterable[bytes], align: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """The checkpoint stream of a database copy given as chunks.
+
+    ``align=(m, r)``: zero bytes (one frame, at most ``m``) end the copy so
+    that the stream's length is ``r`` modulo ``m``.  LMDB ignores bytes past
+    the last page its meta names, so the store is the same; etcdctl 3.4
+    keeps a snapshot only if its length is 32 modulo 512 (where etcd's
+    SHA-256 ends a bbolt file; here the trailer's digest does)."""
     h, n = _digest(), 0
-    yield MAGIC + bytes([CHECKPOINT_VERSION])
+    head = MAGIC + bytes([CHECKPOINT_VERSION])
+    out = len(head)
+    yield head
     for piece in copy:
         for i in range(0, len(piece), MAX_FRAME):
             part = piece[i : i + MAX_FRAME]
             h.update(part)
             n += len(part)
+            out += _LEN.size + len(part)
             yield _LEN.pack(len(part)) + part
+    end = _LEN.size + _TRAILER.size
+    if align is not None and (out + end) % align[0] != align[1]:
+        pad = (align[1] - out - end - _LEN.size) % align[0] or align[0]
+        part = bytes(pad)
+        h.update(part)
+        n += pad
+        yield _LEN.pack(pad) + part
     yield _LEN.pack(0) + _TRAILER.pack(n, h.digest())
 
 

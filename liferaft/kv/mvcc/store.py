@@ -235,6 +235,16 @@ class MVCCStore:
         with self.read() as view:
             return view.range(req)
 
+    def size_in_use(self) -> int:
+        """Bytes of ``data.mdb`` up to its highest page in use: what a copy
+        of it writes (LMDB reuses freed pages below that mark; the file may
+        be longer)."""
+        self._acquire()
+        try:
+            return int((self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"])
+        finally:
+            self._release()
+
     # --- copies ----------------------------------------------------------------------
 
     def copy_to(self, path: str | os.PathLike[str]) -> None:
