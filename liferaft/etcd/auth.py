@@ -70,8 +70,8 @@ def gateway_metadata(ctx: EtcdContext, authorization: str) -> dict[str, str]:
 async def authenticate(ctx: EtcdContext, r: pb.AuthenticateRequest) -> pb.AuthenticateResponse:
     if ctx.token is None:
         raise errors.AUTH_NOT_ENABLED
-    if not r.name:
-        raise errors.USER_EMPTY
+    # An empty name is a failed login too, as in etcd (not "user name is
+    # empty", which is its answer to a call without a token).
     ok_name = hmac.compare_digest(r.name.encode(), ROOT.encode())
     ok_password = hmac.compare_digest(r.password.encode(), ctx.token.encode())
     if not (ok_name and ok_password):
