@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from liferaft.etcd import errors
-from liferaft.etcd.gateway import ETCD_VERSION
 from liferaft.etcd.proto import rpc_pb2 as pb
 from liferaft.etcd.proto import rpc_pb2_grpc
+from liferaft.etcd.version import ETCD_VERSION
 from tests.etcd.etcdctl import Etcdctl
 from tests.etcd.maint_util import member_id, move_leader, restored_values, settled_status
 from tests.kv.procs import ProcCluster, http, kv_path, proc_cluster

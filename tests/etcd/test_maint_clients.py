@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from liferaft.etcd import errors
-from liferaft.etcd.gateway import CLUSTER_VERSION, ETCD_VERSION
 from liferaft.etcd.proto import rpc_pb2 as pb
 from liferaft.etcd.proto import rpc_pb2_grpc
+from liferaft.etcd.version import CLUSTER_VERSION, ETCD_VERSION
 from tests.etcd.etcdctl import Etcdctl
 from tests.etcd.maint_util import (
     hex_id,
