@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from liferaft.etcd import maintenance
+from liferaft.etcd import errors, ids, maintenance
 from liferaft.etcd.context import EtcdContext
 from liferaft.etcd.proto import rpc_pb2 as pb
+from liferaft.kv.cluster import ClusterStatus, Member
 from liferaft.kv.mvcc import Compact, DeleteRange, Put
 from liferaft.kv.mvcc import compaction as cpass
 from liferaft.kv.mvcc.checkpoint import frame, receive
@@ -154,3 +155,62 @@ def test_a_client_gone_mid_chunk_closes_the_copy_after_its_read_ends() -> None:
 
     asyncio.run(run())
     assert m.closed
+
+
+# -- Status and MoveLeader on a node's view ---------------------------------------------
+
+
+class FakeService:
+    """A KV service as Status and MoveLeader see it: n1 and n2 vote, n3 learns."""
+
+    def __init__(self, leader: str | None, me: str = "n3") -> None:
+        self.node = SimpleNamespace(id=me, rn=None, members={"n1": {}, "n2": {}, "n3": {}})
+        self.machine = FakeMachine([b"x" * 100])
+        self.machine.db_size = lambda: 4096  # type: ignore[attr-defined]
+        self.leader = leader
+        self.transfers: list[str] = []
+
+    def store_revision(self) -> int:
+        return 3
+
+    def members(self) -> list[Member]:
+        return [Member("n1", "", "", True), Member("n2", "", "", True), Member("n3", "", "", False)]
+
+    def status(self) -> ClusterStatus:
+        return ClusterStatus(
+            id=self.node.id, role="learner", term=4, leader=self.leader, leader_client_addr="",
+            commit_index=9, applied_index=8, last_log_index=9, snapshot_index=0,
+            members=self.members(), peers={}, storage_ok=False, bad_peer_addresses={},
+            revision=3,
+        )  # fmt: skip
+
+    async def transfer(self, to: str | None = None) -> str:
+        assert to is not None
+        self.transfers.append(to)
+        return to
+
+
+def test_status_of_a_learner_without_a_leader_says_so() -> None:
+    svc = FakeService(leader=None)
+    ctx = EtcdContext(svc, "c")  # type: ignore[arg-type]
+    st = asyncio.run(maintenance.status(ctx, pb.StatusRequest()))
+    assert st.isLearner and st.leader == 0 and st.raftIndex == 9 and st.raftAppliedIndex == 8
+    assert list(st.errors) == [errors.NO_LEADER.message, maintenance.STORAGE_FAILED]
+    assert st.dbSize == 4096 and st.dbSizeInUse == 100 and st.header.revision == 3
+    svc.leader = "n1"
+    st = asyncio.run(maintenance.status(ctx, pb.StatusRequest()))
+    assert st.leader == ids.member_id("c", "n1") and list(st.errors) == [maintenance.STORAGE_FAILED]
+
+
+@pytest.mark.parametrize("target", ["n3", "stranger", None])
+def test_move_leader_refuses_a_learner_or_an_unknown_member(target: str | None) -> None:
+    svc = FakeService(leader="n1")
+    ctx = EtcdContext(svc, "c")  # type: ignore[arg-type]
+    mid = ids.member_id("c", target) if target else 0
+    with pytest.raises(errors.EtcdError) as e:
+        asyncio.run(maintenance.move_leader(ctx, pb.MoveLeaderRequest(targetID=mid)))
+    assert e.value is errors.BAD_LEADER_TRANSFEREE and svc.transfers == []
+    asyncio.run(
+        maintenance.move_leader(ctx, pb.MoveLeaderRequest(targetID=ids.member_id("c", "n2")))
+    )
+    assert svc.transfers == ["n2"]
