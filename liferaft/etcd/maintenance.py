@@ -10,11 +10,12 @@
 - **Snapshot** streams the node's checkpoint, exactly the bytes of
   :meth:`KVMachine.checkpoint_chunks <liferaft.kv.machine.KVMachine.checkpoint_chunks>`
   cut into blobs, so a file written by ``etcdctl snapshot save`` is a
-  liferaft checkpoint that ``liferaft snapshot restore`` reads.  It is read
-  in a worker thread a chunk at a time as the client takes them: the
-  database is never in memory whole.  etcd appends a SHA-256 of the copy as
-  a last blob; liferaft's checkpoint carries its own length and digest
-  instead (liferaft/kv/mvcc/checkpoint.py).
+  liferaft checkpoint that ``liferaft snapshot restore`` reads (keep it so).
+  The checkpoint is padded to 32 modulo 512 bytes, the only check etcdctl
+  3.4 makes of the file.  It is read in a worker thread a chunk at a time
+  as the client takes them: the database is never in memory whole.  etcd
+  appends a SHA-256 of the copy as a last blob; liferaft's checkpoint
+  carries its own length and digest instead (liferaft/kv/mvcc/checkpoint.py).
 - **MoveLeader** names the target by etcd member id; etcd takes it only on
   the leader, liferaft-kv on any member (a follower asks the leader).
 - **HashKV**: a CRC-32 of the history a read can see up to a revision
