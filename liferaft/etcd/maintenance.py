@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 from liferaft.kv.mvcc.hashkv import hash_kv
@@ -49,6 +49,31 @@ _FRAMING = 5 + 44 + 4 + 512
 _CHUNK = 64 * 1024
 
 STORAGE_FAILED = "liferaft: storage failed (this node's disk refuses writes)"
+
+
+#: Snapshot streams one node serves at once.  Each holds an LMDB read
+#: transaction (of 256 readers), a copy thread and its pipe for as long as
+#: its client takes to read it: a third is "too many requests".
+MAX_SNAPSHOTS = 2
+
+
+class _NodeLoad:
+    """What a node's Maintenance calls have running (one per KV service)."""
+
+    def __init__(self) -> None:
+        #: One hash at a time: each walks the whole store in a thread, and a
+        #: client asking for many at once must not take every core.
+        self.hashing = asyncio.Semaphore(1)
+        self.snapshots = 0
+
+
+_load: weakref.WeakKeyDictionary[KVService, _NodeLoad] = weakref.WeakKeyDictionary()
+
+
+def _load_of(ctx: EtcdContext) -> _NodeLoad:
+    if ctx.service not in _load:
+        _load[ctx.service] = _NodeLoad()
+    return _load[ctx.service]
 
 
 # -- Status ------------------------------------------------------------------------------
@@ -126,6 +151,23 @@ async def snapshot(ctx: EtcdContext, r: pb.SnapshotRequest) -> AsyncIterator[pb.
     """The checkpoint as blobs.  ``remaining_bytes`` is an estimate from the
     store's size (a copy's length is known only at its end) that stays
     above 0 until the last blob, which has 0, as etcd's last one."""
+    load = _load_of(ctx)
+    if load.snapshots >= MAX_SNAPSHOTS:
+        raise errors.TOO_MANY_REQUESTS
+    load.snapshots += 1
+    blobs = _snapshot(ctx)
+    try:
+        async for resp in blobs:
+            yield resp
+    finally:
+        try:
+            # Now, not when the generator is collected: its copy ends here.
+            await blobs.aclose()
+        finally:
+            load.snapshots -= 1
+
+
+async def _snapshot(ctx: EtcdContext) -> AsyncGenerator[pb.SnapshotResponse, None]:
     machine = ctx.service.machine
     header = ctx.header()
     used = await asyncio.to_thread(machine.db_size_in_use)
@@ -161,16 +203,6 @@ async def move_leader(ctx: EtcdContext, r: pb.MoveLeaderRequest) -> pb.MoveLeade
 
 # -- HashKV ------------------------------------------------------------------------------
 
-#: One hash at a time per node: each walks the whole store in a thread, and
-#: a client asking for many at once must not take every core.
-_hashing: weakref.WeakKeyDictionary[KVService, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _hash_lock(svc: KVService) -> asyncio.Semaphore:
-    if svc not in _hashing:
-        _hashing[svc] = asyncio.Semaphore(1)
-    return _hashing[svc]
-
 
 async def hash_kv_call(ctx: EtcdContext, r: pb.HashKVRequest) -> pb.HashKVResponse:
     """etcd's HashKV: the hash up to ``revision`` (0: the current one);
@@ -188,7 +220,7 @@ async def hash_kv_call(ctx: EtcdContext, r: pb.HashKVRequest) -> pb.HashKVRespon
                 raise errors.FUTURE_REV
             return hash_kv(view, rev), view.revision, view.compact_revision
 
-    async with _hash_lock(ctx.service):
+    async with _load_of(ctx).hashing:
         h, current, compact = await asyncio.to_thread(run)
     return pb.HashKVResponse(header=ctx.header(current), hash=h, compact_revision=compact)
 

@@ -116,10 +116,19 @@ class FakeMachine:
             self.closed = True
 
 
+class SnapshotService:
+    """What Snapshot uses of a KV service."""
+
+    def __init__(self, machine: FakeMachine) -> None:
+        self.machine = machine
+        self.node = SimpleNamespace(id="n1", rn=None, members={})
+
+    def store_revision(self) -> int:
+        return 7
+
+
 def _ctx(machine: FakeMachine) -> EtcdContext:
-    node = SimpleNamespace(id="n1", rn=None, members={})
-    svc = SimpleNamespace(machine=machine, node=node, store_revision=lambda: 7)
-    return EtcdContext(svc, "c")  # type: ignore[arg-type]
+    return EtcdContext(SnapshotService(machine), "c")  # type: ignore[arg-type]
 
 
 def test_snapshot_blobs_are_the_checkpoint_and_only_the_last_says_0_remain() -> None:
@@ -155,6 +164,28 @@ def test_a_client_gone_mid_chunk_closes_the_copy_after_its_read_ends() -> None:
 
     asyncio.run(run())
     assert m.closed
+
+
+def test_a_third_snapshot_at_once_is_too_many_requests() -> None:
+    gate = threading.Event()
+    m = FakeMachine([b"a", b"b"], gate)
+    ctx = _ctx(m)
+
+    async def run() -> list[int]:
+        held = [maintenance.snapshot(ctx, pb.SnapshotRequest()) for _ in range(2)]
+        tasks = [asyncio.ensure_future(h.__anext__()) for h in held]
+        await asyncio.sleep(0.1)  # both copies wait at their second chunk
+        with pytest.raises(errors.EtcdError) as e:
+            await maintenance.snapshot(ctx, pb.SnapshotRequest()).__anext__()
+        assert e.value is errors.TOO_MANY_REQUESTS
+        gate.set()
+        firsts = [(await t).blob for t in tasks]
+        for h in held:
+            await h.aclose()  # a client gone after one blob frees its place
+        again = [r.blob async for r in maintenance.snapshot(ctx, pb.SnapshotRequest())]
+        return [len(firsts), len(again)]
+
+    assert asyncio.run(run()) == [2, 2]
 
 
 # -- Status and MoveLeader on a node's view ---------------------------------------------
