@@ -118,6 +118,7 @@ class Cluster:
     procs: list[Child] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # node ids, in endpoint order
     endpoints: list[str] = field(default_factory=list)  # client HOST:PORT
+    grpc: list[str] = field(default_factory=list)  # etcd gRPC HOST:PORT, in endpoint order
     health: str = ""  # the GET path that answers 200 when a node is ready
 
     def pid_of(self, name: str) -> int | None:
@@ -141,16 +142,17 @@ class Cluster:
 
 
 def start_liferaft(
-    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = ()
+    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = (), grpc: bool = False
 ) -> Cluster:
     """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings
-    plus ``flags``)."""
-    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags)
+    plus ``flags``; ``grpc``: etcd's gRPC API too, on ``--grpc-addr``)."""
+    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags, grpc=grpc)
     sc.add_nodes(NODES)
     sc.start_all()
     nodes = list(sc.nodes.values())
     c = Cluster(LIFERAFT, group, names=[n.id for n in nodes], health="/readyz")
     c.endpoints = [n.client for n in nodes]
+    c.grpc = [n.grpc for n in nodes if n.grpc]
     c.procs = [n.child for n in nodes if n.child is not None]
     return c
 
@@ -161,7 +163,8 @@ def start_etcd(group: ProcessGroup, etcd: str, base: Path, pin: bool) -> Cluster
     peers = [f"http://127.0.0.1:{ports[i]}" for i in range(NODES)]
     clients = [f"127.0.0.1:{ports[NODES + i]}" for i in range(NODES)]
     spec = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
-    c = Cluster(ETCD, group, names=names, endpoints=clients, health="/health")
+    # etcd serves gRPC and its JSON gateway on the one client port.
+    c = Cluster(ETCD, group, names=names, endpoints=clients, grpc=clients, health="/health")
     for i, n in enumerate(names):
         cmd = [
             etcd,
