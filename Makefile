@@ -38,6 +38,7 @@ bench: $(STAMP)
 # each, the same HTTP load generator (liferaft bench kv) for both.
 bench-kv: $(STAMP)
 	$(PY) bench/kv_bench.py
+	$(PY) bench/kv_etcd_api.py
 	$(PY) bench/watch_fanout.py
 	$(PY) bench/lease_keepalive.py
 	$(PY) bench/kv_scale.py --keys 1000000

@@ -127,14 +127,19 @@ def write_revision(target: str, timeout: float = 5.0) -> tuple[int, int]:
 class Counts:
     """What one h2load process printed."""
 
-    done: int = 0
-    failed: int = 0  # h2load's failed + errored + timeout (HTTP-level failures)
-    non2xx: int = 0
+    done: int = 0  # requests answered (or failed) while it ran
+    succeeded: int = 0  # of those, the HTTP 2xx: gRPC errors included
+    failed: int = 0  # h2load's failed: non-2xx or a stream/connection error
     data_bytes: int = 0
+
+    @property
+    def errors_seen(self) -> int:
+        """The failures h2load itself saw (within ``done``, or beside it)."""
+        return max(self.failed, self.done - self.succeeded)
 
 
 _REQ = re.compile(
-    r"requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, "
+    r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
     r"(\d+) errored, (\d+) timeout"
 )
 _CODES = re.compile(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
@@ -147,8 +152,8 @@ def parse_output(text: str) -> Counts:
         raise H2loadError(f"unreadable h2load output:\n{text[-800:]}")
     return Counts(
         done=int(m[1]),
-        failed=int(m[2]) + int(m[3]) + int(m[4]),
-        non2xx=int(c[1]) + int(c[2]) + int(c[3]),
+        succeeded=int(m[2]),
+        failed=max(int(m[3]), int(m[4]) + int(m[5]), int(c[1]) + int(c[2]) + int(c[3])),
         data_bytes=int(t[1]),
     )
 
@@ -217,6 +222,7 @@ class H2load:
             for target, cmd in cmds:
                 self._n += 1
                 out = self.workdir / f"h2load-{self._n}.out"
+                out.unlink(missing_ok=True)  # the log is appended to: start empty
                 children.append((target, self.group.start("h2load", cmd, log=out), out))
             results = []
             for target, ch, out in children:
@@ -260,7 +266,10 @@ class H2load:
         before: dict[str, tuple[int, int]] = {}
         for t in share:
             before[t] = await asyncio.to_thread(write_revision if op == "write" else probe, t)
-        logs = {t: self.workdir / f"h2load-{op}-{i}.log" for i, t in enumerate(share)}
+        self._n += 1  # a fresh latency log per step (never a former step's lines)
+        logs = {t: self.workdir / f"h2load-{self._n}-{op}-{i}.log" for i, t in enumerate(share)}
+        for log in logs.values():
+            log.unlink(missing_ok=True)
         cmds = [(t, self._cmd(t, path, data, c, seconds, logs[t])) for t, c in share.items()]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -280,12 +289,12 @@ class H2load:
             if op == "write":
                 # The probe Put after the step is one more revision: not h2load's.
                 rev_after = (await asyncio.to_thread(write_revision, t))[0] - 1
-                good = min(n.done - n.non2xx, max(0, rev_after - before[t][0]))
+                good = min(n.succeeded, max(0, rev_after - before[t][0]))
             else:
-                good = min(n.done - n.non2xx, round(n.data_bytes / before[t][1]))
+                good = min(n.succeeded, round(n.data_bytes / before[t][1]))
             per[t] = good
             ok += good
-            errors += n.done - good + n.failed
+            errors += n.succeeded - good + n.errors_seen
             lat += read_latencies(logs[t])
         lat.sort()
         return GrpcStep(
