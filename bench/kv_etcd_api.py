@@ -177,7 +177,7 @@ class Bench:
         self.systems = [LIFERAFT] + ([ETCD] if etcd else [])
         self.apis = ["json"] + (["grpc"] if h2load else [])
         self.runs: list[RunResult] = []
-        self.profiles: list[str] = []
+        self.profiles: list[tuple[str, str]] = []  # (py-spy output, op)
         self.t0 = time.monotonic()
 
     def say(self, msg: str) -> None:
@@ -294,31 +294,30 @@ class Bench:
             self.say(f"gRPC {rr.system}: {line(step)}")
 
     async def profile(self, c: Cluster, adapter: EtcdAdapter) -> None:
-        """One more gRPC write step, not counted, while py-spy samples the leader."""
+        """One more gRPC step per op, not counted, while py-spy samples the leader."""
         assert self.h2 is not None and self.a.py_spy
         secs = max(1, round(self.plan.seconds))
-        out = str(self.tmp / "liferaft-leader-grpc.pyspy")
         pid = c.procs[self.leader_index(adapter)].pid
-        spy: Child = self.group.start(
-            "py-spy",
-            pyspy_cmd(self.a.py_spy, pid, secs, out),
-            log=self.tmp / "py-spy.log",
-            cwd=ROOT,
-        )
-        try:
-            await asyncio.sleep(0.3)  # py-spy attaches
-            st = await self.h2.step(
-                "write", self.grpc_targets(c, adapter), self.plan.connections, secs, 0.0
+        for op in self.plan.ops:
+            out = str(self.tmp / f"liferaft-leader-grpc-{op}.pyspy")
+            log = self.tmp / f"py-spy-{op}.log"
+            spy: Child = self.group.start(
+                "py-spy", pyspy_cmd(self.a.py_spy, pid, secs, out), log=log, cwd=ROOT
             )
-            self.say(f"  (profiled gRPC write step, not counted: {st.rate:,.0f}/s)")
-            # py-spy stops by itself after -d seconds, then writes its output.
-            await asyncio.to_thread(self.group.reap, spy, secs + 10)
-        finally:
-            self.group.terminate([spy], grace=3.0)
-        if Path(out).exists():
-            self.profiles.append(out)
-        else:
-            self.say(f"  py-spy wrote nothing; its log:\n{tail(self.tmp / 'py-spy.log')}")
+            try:
+                await asyncio.sleep(0.3)  # py-spy attaches
+                st = await self.h2.step(
+                    op, self.grpc_targets(c, adapter), self.plan.connections, secs, 0.0
+                )
+                self.say(f"  (profiled gRPC {op} step, not counted: {st.rate:,.0f}/s)")
+                # py-spy stops by itself after -d seconds, then writes its output.
+                await asyncio.to_thread(self.group.reap, spy, secs + 10)
+            finally:
+                self.group.terminate([spy], grace=3.0)
+            if Path(out).exists():
+                self.profiles.append((out, op))
+            else:
+                self.say(f"  py-spy wrote nothing; its log:\n{tail(log)}")
 
 
 def line(s: Step) -> str:
@@ -438,7 +437,7 @@ def report(b: Bench, elapsed: float, partial: bool) -> dict[str, Any]:
         ["Ratios (of medians):", *rlines] if rlines else [],
         ["Failed runs: " + "; ".join(errs)] if errs else [],
     ]
-    prof = summaries([(p, f"{LIFERAFT} (gRPC writes)") for p in b.profiles], summarize_pyspy_http)
+    prof = summaries([(p, f"{LIFERAFT} (gRPC {op})") for p, op in b.profiles], summarize_pyspy_http)
     rep.emit(sections, prof, summary)
     return {
         "table": "\n".join(lines),

@@ -9,6 +9,7 @@ No timing is asserted.
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -75,18 +76,20 @@ class FakeKV:
         resp = pb.RangeResponse(count=1)
         resp.header.revision = self.revision
         resp.kvs.append(mvccpb.KeyValue(key=r.key, value=b"v" * 100, mod_revision=1))
-        return resp.SerializeToString()
+        out: bytes = resp.SerializeToString()
+        return out
 
     async def put(self, req: bytes, context: aio.ServicerContext) -> bytes:
         await self._maybe_fail(context)
         self.revision += 1
         resp = pb.PutResponse()
         resp.header.revision = self.revision
-        return resp.SerializeToString()
+        out: bytes = resp.SerializeToString()
+        return out
 
 
 @pytest.fixture
-async def fake() -> tuple[FakeKV, str]:
+async def fake() -> AsyncIterator[tuple[FakeKV, str]]:
     kv = FakeKV()
     server = aio.server()
     handlers = {
@@ -127,7 +130,7 @@ async def test_grpc_errors_behind_http_200_are_counted_as_errors(
     assert step.ok < ok + failed  # the failures are not in the rate
     assert step.rate == step.ok / 1
     assert len(step.lat) >= step.ok  # one latency per request h2load finished
-    assert 0 < step.gen_cpu
+    assert step.gen_cpu > 0
 
 
 async def test_liferaft_v3_adapter_sends_the_etcd_gateway_requests() -> None:
