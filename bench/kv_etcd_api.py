@@ -496,27 +496,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"etcd: {etcd and f'{etcd_version(etcd)} at {etcd}'}; h2load: {h2load}", flush=True)
     rc = runner.run(bench.run(), bench.group.kill_all_now)
     elapsed = time.monotonic() - bench.t0
-    failed = any(rr.error for rr in bench.runs)
-    try:
-        if any(rr.steps for rr in bench.runs):
-            out = report(bench, elapsed, partial=rc == 130)
-            if a.json:
-                rep.write_json(
-                    a.json,
-                    {
-                        "plan": asdict(plan),
-                        "argv": sys.argv,
-                        "etcd": etcd and etcd_version(etcd),
-                        "runs": [asdict(rr) for rr in bench.runs],
-                        "report": out,
-                    },
-                )
-                print(f"wrote {a.json}")
-        if failed and rc == 0:
-            rc = 1
-    finally:
-        runner.finish(tmp, bool(a.keep or failed or rc), " (logs and data)")
-    return rc
+    return runner.conclude(
+        rc,
+        failed=any(rr.error for rr in bench.runs),
+        have_figures=any(rr.steps for rr in bench.runs),
+        report=lambda partial: report(bench, elapsed, partial),
+        json_path=a.json,
+        meta={
+            "plan": asdict(plan),
+            "etcd": etcd and etcd_version(etcd),
+            "h2load": h2load,
+            "runs": [asdict(rr) for rr in bench.runs],
+        },
+        tmp=tmp,
+        keep=a.keep,
+    )
 
 
 if __name__ == "__main__":
