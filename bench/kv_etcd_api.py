@@ -1,7 +1,7 @@
 """liferaft-kv and etcd 3.4 through etcd's own protocol: the JSON gateway and
 gRPC, 3 processes per cluster on 127.0.0.1 (issue 16, "Performance").
 
-    .venv/bin/python bench/kv_etcd_api.py            # the full run (~2.5 min; in `make bench-kv`)
+    .venv/bin/python bench/kv_etcd_api.py            # the full run (~2 min; in `make bench-kv`)
     .venv/bin/python bench/kv_etcd_api.py --quick    # a ~1 min smoke run
     .venv/bin/python bench/kv_etcd_api.py --py-spy   # plus py-spy of the liferaft leader
 
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_common_flags(
         p,
         keep_help="keep the temp dir (logs, data)",
-        py_spy_help="sample the liferaft leader during an extra gRPC write step (path to "
+        py_spy_help="sample the liferaft leader during one extra gRPC step per op (path to "
         "py-spy, or found next to python)",
     )
     a = p.parse_args(argv)
