@@ -30,8 +30,8 @@ figures are medians over the rounds with min-max.  Targets (issue 16): JSON
 gateway liferaft/etcd >= 1.0 for writes and linearizable reads; gRPC >=
 0.5.
 
-With ``--py-spy``, after the first liferaft round, one extra gRPC write
-step (not counted) runs while py-spy samples the leader; a summary of where
+With ``--py-spy``, after the first liferaft round, one extra gRPC step per
+op (not counted) runs while py-spy samples the leader; a summary of where
 its time goes follows the table (py-spy takes most of a CPU itself: read
 the shares, not the rate).
 
