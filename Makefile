@@ -35,9 +35,12 @@ bench: $(STAMP)
 	if [ -f bench/raft_bench.py ]; then $(PY) bench/raft_bench.py; fi
 
 # liferaft-kv and etcd 3.4 (when installed: scripts/install-etcd.sh), 3 nodes
-# each, the same HTTP load generator (liferaft bench kv) for both.
+# each, the same HTTP load generator (liferaft bench kv) for both; then the
+# same through etcd's protocol (JSON gateway, and gRPC with h2load:
+# scripts/install-h2load.sh).
 bench-kv: $(STAMP)
 	$(PY) bench/kv_bench.py
+	$(PY) bench/kv_etcd_api.py
 	$(PY) bench/watch_fanout.py
 	$(PY) bench/lease_keepalive.py
 	$(PY) bench/kv_scale.py --keys 1000000

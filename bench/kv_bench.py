@@ -118,6 +118,7 @@ class Cluster:
     procs: list[Child] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # node ids, in endpoint order
     endpoints: list[str] = field(default_factory=list)  # client HOST:PORT
+    grpc: list[str] = field(default_factory=list)  # etcd gRPC HOST:PORT, in endpoint order
     health: str = ""  # the GET path that answers 200 when a node is ready
 
     def pid_of(self, name: str) -> int | None:
@@ -141,16 +142,17 @@ class Cluster:
 
 
 def start_liferaft(
-    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = ()
+    group: ProcessGroup, base: Path, pin: bool, flags: tuple[str, ...] = (), grpc: bool = False
 ) -> Cluster:
     """A fresh 3-node liferaft-kv cluster (``liferaft serve``, default settings
-    plus ``flags``)."""
-    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags)
+    plus ``flags``; ``grpc``: etcd's gRPC API too, on ``--grpc-addr``)."""
+    sc = ServeCluster(base, cwd=ROOT, cpus=pin, group=group, flags=flags, grpc=grpc)
     sc.add_nodes(NODES)
     sc.start_all()
     nodes = list(sc.nodes.values())
     c = Cluster(LIFERAFT, group, names=[n.id for n in nodes], health="/readyz")
     c.endpoints = [n.client for n in nodes]
+    c.grpc = [n.grpc for n in nodes if n.grpc]
     c.procs = [n.child for n in nodes if n.child is not None]
     return c
 
@@ -161,7 +163,8 @@ def start_etcd(group: ProcessGroup, etcd: str, base: Path, pin: bool) -> Cluster
     peers = [f"http://127.0.0.1:{ports[i]}" for i in range(NODES)]
     clients = [f"127.0.0.1:{ports[NODES + i]}" for i in range(NODES)]
     spec = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
-    c = Cluster(ETCD, group, names=names, endpoints=clients, health="/health")
+    # etcd serves gRPC and its JSON gateway on the one client port.
+    c = Cluster(ETCD, group, names=names, endpoints=clients, grpc=clients, health="/health")
     for i, n in enumerate(names):
         cmd = [
             etcd,
@@ -493,27 +496,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     rc = runner.run(bench.run(), bench.group.kill_all_now)
     elapsed = time.monotonic() - bench.t0
-    failed = any(rr.error for rr in bench.runs)
-    try:
-        if any(rr.result for rr in bench.runs):
-            out = report(bench, elapsed, partial=rc == 130)
-            if a.json:
-                rep.write_json(
-                    a.json,
-                    {
-                        "plan": asdict(plan),
-                        "argv": sys.argv,
-                        "etcd": etcd and etcd_version(etcd),
-                        "runs": [asdict(rr) for rr in bench.runs],
-                        "report": out,
-                    },
-                )
-                print(f"wrote {a.json}")
-        if failed and rc == 0:
-            rc = 1
-    finally:
-        runner.finish(tmp, bool(a.keep or failed or rc), " (logs and data)")
-    return rc
+    return runner.conclude(
+        rc,
+        failed=any(rr.error for rr in bench.runs),
+        have_figures=any(rr.result for rr in bench.runs),
+        report=lambda partial: report(bench, elapsed, partial),
+        json_path=a.json,
+        meta={
+            "plan": asdict(plan),
+            "etcd": etcd and etcd_version(etcd),
+            "runs": [asdict(rr) for rr in bench.runs],
+        },
+        tmp=tmp,
+        keep=a.keep,
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,14 @@ DEBIAN_PACKAGES = {
     "etcd": "etcd-server",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "h2load": "nghttp2-client",
 }
 
 # The project script that installs each tool, for the skip message.
 INSTALL_SCRIPTS = {
     "etcdctl": "scripts/install-etcd-client.sh",
     "etcd": "scripts/install-etcd.sh",
+    "h2load": "scripts/install-h2load.sh",
 }
 
 

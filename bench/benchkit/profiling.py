@@ -228,6 +228,9 @@ def summarize_pyspy(path: str, label: str, top: int = 15) -> str:
 # frames only: time in C (the aiohttp C parser, msgspec, socket calls) counts
 # for the Python function that called it.
 HTTP_AREAS = (
+    ("liferaft/etcd/", "liferaft.etcd (etcd API handlers, gateway)"),
+    ("grpc/", "grpcio (asyncio server, Python/Cython frames)"),
+    ("google/protobuf/", "protobuf (messages, JSON mapping)"),
     ("liferaft/kv/", "liferaft.kv (HTTP handlers, JSON via msgspec, state machine)"),
     ("liferaft/runtime/", "liferaft.runtime (Node)"),
     ("liferaft/core/", "liferaft.core (Raft)"),
@@ -266,6 +269,9 @@ STAGES = (
     ("liferaft.kv: JSON decode of bodies (_decode)", "_decode", "liferaft/kv/"),
     ("liferaft.kv: JSON responses (_json)", "_json", "liferaft/kv/"),
     ("liferaft.kv: state machine apply", "KVMachine.", "liferaft/kv/"),
+    ("liferaft.etcd: all (etcd handlers, gateway)", "", "liferaft/etcd/"),
+    ("grpcio: all Python/Cython frames", "", "grpc/"),
+    ("protobuf: all", "", "google/protobuf/"),
     ("liferaft.kv: metrics (prometheus observe)", "", "prometheus_client/"),
     ("liferaft.runtime: Node.propose", "Node.propose", "liferaft/runtime/"),
     ("liferaft.runtime: all", "", "liferaft/runtime/"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .profiling import find_py_spy
+from .report import write_json
 
 
 def parser(
@@ -99,6 +100,34 @@ def run(main: Coroutine[Any, Any, None], kill_children: Callable[[], None]) -> i
     finally:
         kill_children()
     return 0
+
+
+def conclude(
+    rc: int,
+    *,
+    failed: bool,
+    have_figures: bool,
+    report: Callable[[bool], dict[str, Any]],
+    json_path: str | None,
+    meta: dict[str, Any],
+    tmp: Path,
+    keep: bool,
+) -> int:
+    """The end of a kv bench script: the report of what was measured (marked
+    partial after Ctrl-C), the ``--json`` dump (``meta``, the command line
+    and the report), the temp dir removed or kept; the exit status (1 when a run
+    failed)."""
+    try:
+        if have_figures:
+            out = report(rc == 130)
+            if json_path:
+                write_json(json_path, {**meta, "argv": sys.argv, "report": out})
+                print(f"wrote {json_path}")
+        if failed and rc == 0:
+            rc = 1
+    finally:
+        finish(tmp, bool(keep or failed or rc), " (logs and data)")
+    return rc
 
 
 def finish(tmp: Path, keep: bool, label: str = "") -> None:
