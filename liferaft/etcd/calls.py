@@ -46,6 +46,6 @@ class Call:
 
 def all_calls() -> list[Call]:
     """Every served call (imported here so each module owns its rows)."""
-    from . import auth, kv
+    from . import auth, kv, lease, watch
 
-    return [*kv.CALLS, *auth.CALLS]
+    return [*kv.CALLS, *auth.CALLS, *watch.CALLS, *lease.CALLS]
