@@ -68,6 +68,18 @@ class Background:
             self.lines.append(line)
         return self.lines
 
+    def drain(self) -> list[str]:
+        """Take every line already written, without waiting."""
+        while True:
+            try:
+                line = self._q.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                self._q.put(None)  # the end stays for wait()
+                return self.lines
+            self.lines.append(line)
+
     def exited(self, timeout: float) -> int:
         """Its exit status, waiting up to ``timeout`` seconds for it."""
         return self.proc.wait(timeout=timeout)
