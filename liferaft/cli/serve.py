@@ -497,6 +497,9 @@ def serve_cmd(
         peer_ssl_server=_server_ctx(peer_cert, peer_key, peer_ca, "peer"),
         peer_ssl_client=_peer_client_ctx(peer_cert, peer_key, peer_ca),
         client_ssl=_server_ctx(client_cert, client_key, client_ca, "client"),
+        client_tls_files=(client_cert, client_key, client_ca)
+        if client_cert and client_key
+        else None,
         client_limits=ClientLimits(
             client_header_timeout, client_body_timeout, max_client_connections
         ),

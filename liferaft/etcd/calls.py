@@ -1,8 +1,9 @@
 """The table of etcd calls liferaft-kv serves, one row per call.
 
-Both front ends are built from it: the gRPC server registers every row
-under ``/etcdserverpb.<service>/<method>`` (grpc_server.py), and the JSON
-gateway routes each row's ``paths`` (gateway.py).  A handler takes the
+Both front ends are built from the rows (registry.py gathers each module's
+``CALLS``): the gRPC server registers every row under
+``/etcdserverpb.<service>/<method>`` (grpc_server.py), and the JSON gateway
+routes each row's ``paths`` (gateway.py).  A handler takes the
 node's :class:`EtcdContext` and the request message and answers with the
 response message, or raises (errors.py says how an exception is sent).
 
@@ -42,10 +43,3 @@ class Call:
     @property
     def grpc_path(self) -> str:
         return f"/etcdserverpb.{self.service}/{self.method}"
-
-
-def all_calls() -> list[Call]:
-    """Every served call (imported here so each module owns its rows)."""
-    from . import auth, kv, lease, watch
-
-    return [*kv.CALLS, *auth.CALLS, *watch.CALLS, *lease.CALLS]

@@ -4,6 +4,8 @@ server on ``--grpc-addr`` when given."""
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from liferaft.kv.serve import ServeError, ServeOptions
@@ -12,6 +14,8 @@ from liferaft.kv.service import KVService
 from .context import EtcdContext
 from .gateway import Gateway
 from .grpc_server import GrpcServer
+
+log = logging.getLogger("liferaft.etcd")
 
 
 class EtcdFrontEnd:
@@ -23,6 +27,7 @@ class EtcdFrontEnd:
         self.ctx = EtcdContext(service, o.cluster_id, o.token)
         self.gateway = Gateway(self.ctx)
         self.grpc_listen = o.grpc_listen
+        self.tls = o.client_tls_files
         self.grpc: GrpcServer | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -31,7 +36,7 @@ class EtcdFrontEnd:
     async def start(self) -> None:
         if not self.grpc_listen:
             return
-        server = GrpcServer(self.ctx, self.grpc_listen)
+        server = GrpcServer(self.ctx, self.grpc_listen, tls=self.tls)
         try:
             await server.start()
         except OSError as exc:
@@ -40,6 +45,14 @@ class EtcdFrontEnd:
                 f"--listen-grpc-addr): {exc}"
             ) from exc
         self.grpc = server
+        log.info(
+            "serving etcd's v3 API: gRPC on %s (%s, %s), JSON gateway on the client port",
+            self.grpc_listen,
+            "TLS" if self.tls else "plain text",
+            "Authenticate as root with the token"
+            if self.ctx.token
+            else "no auth: anyone who reaches it may read and write",
+        )
 
     async def stop(self) -> None:
         if self.grpc is not None:

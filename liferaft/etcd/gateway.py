@@ -20,6 +20,7 @@ etcd 3.4 embeds grpc-gateway v1; what a client of it sees, and this serves:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -31,9 +32,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from . import auth
-from .calls import Call, all_calls
+from .calls import Call
 from .context import EtcdContext
 from .errors import Code, EtcdError, etcd_error
+from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
 
@@ -43,6 +45,10 @@ CLUSTER_VERSION = "3.4.0"
 _READ = 64 * 1024
 #: Seconds between looks at an idle stream's connection (has the client gone?).
 GONE_CHECK = 2.0
+#: The largest request object a streamed body may hold (a watch create or a
+#: keep-alive is tiny): past it, the stream ends with an error rather than
+#: buffer a stranger's endless object.
+MAX_STREAM_OBJECT = 64 * 1024
 
 
 def to_json(msg: Message) -> dict[str, Any]:
@@ -75,12 +81,13 @@ def parse(call: Call, text: str) -> Message:
 async def _json_values(request: web.Request) -> AsyncIterator[str]:
     """The successive JSON values of a streamed body, as each completes."""
     dec = json.JSONDecoder()
+    text = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may split a character
     buf = ""
     while True:
         chunk = await request.content.read(_READ)
         if not chunk:
             break
-        buf += chunk.decode()
+        buf += text.decode(chunk)
         while True:
             buf = buf.lstrip()
             if not buf:
@@ -91,6 +98,8 @@ async def _json_values(request: web.Request) -> AsyncIterator[str]:
                 break  # incomplete: read on
             buf = buf[end:]
             yield json.dumps(value)
+        if len(buf) > MAX_STREAM_OBJECT:
+            raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: an object is too large")
     if buf.strip():
         raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: a JSON value is cut short")
 

@@ -1,7 +1,9 @@
 """etcd's gRPC services on ``--grpc-addr``: grpcio's asyncio server, built
 from the call table (calls.py).
 
-Trust (docs/etcd.md, "Trust"): the port answers what the client port does.
+Trust (docs/etcd.md, "Trust"): the port trusts what the client port does.
+It serves TLS with the client port's certificate when that port does (and
+asks for client certificates when it does).
 With ``--token-file``, every call but ``Auth/Authenticate`` must carry the
 token Authenticate gives (gRPC metadata ``token``, as etcd clients send
 it); without it, anyone who reaches the port may read and write, as with
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from . import auth
-from .calls import Call, all_calls
+from .calls import Call
 from .context import EtcdContext
 from .errors import EtcdError, etcd_error
+from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
 
@@ -87,12 +91,28 @@ def generic_handlers(ctx: EtcdContext, calls: list[Call] | None = None) -> list[
     ]
 
 
+def _credentials(cert: str, key: str, ca: str | None) -> grpc.ServerCredentials:
+    """Server TLS from PEM files (read once, at start)."""
+    try:
+        pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+        root = Path(ca).read_bytes() if ca else None
+    except OSError as exc:
+        raise OSError(f"TLS files: {exc.strerror or exc}") from exc
+    return grpc.ssl_server_credentials([pair], root_certificates=root,
+                                       require_client_auth=root is not None)  # fmt: skip
+
+
 class GrpcServer:
     """The etcd gRPC server of one node (start, then stop)."""
 
-    def __init__(self, ctx: EtcdContext, listen: str) -> None:
+    def __init__(
+        self, ctx: EtcdContext, listen: str, tls: tuple[str, str, str | None] | None = None
+    ) -> None:
+        """``tls``: (certificate, key, client CA or None) files, the client
+        port's: with a CA, clients must present a certificate it signed."""
         self.ctx = ctx
         self.listen = listen
+        self.tls = tls
         self.port = 0
         self._server: aio.Server | None = None
 
@@ -107,7 +127,10 @@ class GrpcServer:
         )
         server.add_generic_rpc_handlers(generic_handlers(self.ctx))
         try:
-            self.port = server.add_insecure_port(self.listen)
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                self.port = server.add_secure_port(self.listen, _credentials(*self.tls))
         except RuntimeError as exc:
             raise OSError(f"cannot bind {self.listen}: {exc}") from exc
         if not self.port:

@@ -74,6 +74,9 @@ class ServeOptions:
     peer_ssl_server: ssl.SSLContext | None = None
     peer_ssl_client: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
+    # The same certificate, key and CA as files: gRPC (etcd's API) takes PEM
+    # bytes, not an SSLContext, and serves TLS exactly when the client port does.
+    client_tls_files: tuple[str, str, str | None] | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
     access_log: bool = False  # one log line per client request (docs/operations.md, "Logs")

@@ -13,7 +13,7 @@ import aetcd
 import etcd3gw
 import pytest
 
-from liferaft.etcd.calls import all_calls
+from liferaft.etcd.registry import all_calls
 from tests.etcd.background import Background
 from tests.etcd.etcdctl import Etcdctl
 from tests.kv.procs import ProcCluster

@@ -19,7 +19,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[ServeOptions]:
     it would run with: for tests that only parse flags."""
     got: list[ServeOptions] = []
 
-    async def fake_serve(o: ServeOptions, ctx: Any = None) -> None:
+    async def fake_serve(o: ServeOptions, ctx: Any = None, front_ends: Any = ()) -> None:
         got.append(o)
 
     monkeypatch.setattr(serve_mod, "serve", fake_serve)

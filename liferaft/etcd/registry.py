@@ -1,0 +1,11 @@
+"""Every served etcd call: the rows of each service's module (calls.py)."""
+
+from __future__ import annotations
+
+from . import auth, kv, lease, watch
+from .calls import Call
+
+
+def all_calls() -> list[Call]:
+    """The rows both front ends serve."""
+    return [*kv.CALLS, *auth.CALLS, *watch.CALLS, *lease.CALLS]
