@@ -6,13 +6,17 @@ stream with UNAVAILABLE; the create/cancel/progress answers; filters."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 
+from liferaft.etcd import gateway
 from liferaft.etcd import watch as etcd_watch
 from liferaft.etcd.context import EtcdContext
 from liferaft.etcd.errors import EtcdError
@@ -23,16 +27,21 @@ from tests.kv.test_watch_fake import FakeStore
 Create = pb.WatchCreateRequest
 
 
+def fake_ctx(hub: WatchHub) -> EtcdContext:
+    """A node's etcd context with only a watch hub under it."""
+    svc: Any = SimpleNamespace(
+        hub=hub, store_revision=lambda: hub.revision,
+        node=SimpleNamespace(id="n1", rn=None, members=["n1"]),
+    )  # fmt: skip
+    return EtcdContext(svc, "test")
+
+
 class Client:
     """One Watch stream: requests sent by :meth:`send`, responses read by
     :meth:`take` (or not read at all)."""
 
     def __init__(self, hub: WatchHub) -> None:
-        svc: Any = SimpleNamespace(
-            hub=hub, store_revision=lambda: hub.revision,
-            node=SimpleNamespace(id="n1", rn=None, members=["n1"]),
-        )  # fmt: skip
-        self.stream = etcd_watch.WatchStream(EtcdContext(svc, "test"))
+        self.stream = etcd_watch.WatchStream(fake_ctx(hub))
         self.requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
         self.responses = self.stream.serve(self._requests())
 
@@ -181,3 +190,49 @@ async def test_a_stopping_node_ends_the_stream_with_unavailable() -> None:
     assert e.value.code == grpc.StatusCode.UNAVAILABLE
     assert e.value.message == "etcdserver: server stopped"
     assert hub.watcher_count == 0
+
+
+async def test_gateway_watch_json_and_a_client_that_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the JSON gateway: etcd's JSON lines, and a client that
+    disconnects from an idle watch frees its hub watcher (aiohttp does not
+    cancel the handler; the gateway looks at the connection)."""
+    monkeypatch.setattr(gateway, "GONE_CHECK", 0.05)
+    store = FakeStore()
+    hub = WatchHub(store, 0)
+    app = web.Application()
+    gateway.Gateway(fake_ctx(hub), etcd_watch.CALLS).add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps({"create_request": {"key": base64.b64encode(b"k").decode()}}).encode()
+        writer.write(b"POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        await writer.drain()
+
+        async def line() -> dict[str, Any]:
+            while True:  # skip the chunk sizes of the chunked body
+                raw = (await asyncio.wait_for(reader.readline(), 5)).strip()
+                if raw.startswith(b"{"):
+                    got: dict[str, Any] = json.loads(raw)
+                    return got
+
+        created = await line()
+        assert created["result"]["created"] is True and hub.watcher_count == 1
+        publish(hub, store, b"k", b"v")
+        ev = (await line())["result"]
+        assert ev["header"]["revision"] == "1"  # int64 as a string, as grpc-gateway
+        assert ev["events"] == [{"kv": {"key": "aw==", "create_revision": "1",
+                                        "mod_revision": "1", "version": "1",
+                                        "value": "dg=="}}]  # fmt: skip
+        writer.close()
+        for _ in range(200):
+            if hub.watcher_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert hub.watcher_count == 0
+    finally:
+        await runner.cleanup()
