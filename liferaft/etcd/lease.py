@@ -25,9 +25,12 @@ naming one answers as for a lease that is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
-from liferaft.kv.errors import KVError
+from liferaft.kv.errors import KVError, KVUnavailableError
 from liferaft.kv.lease_service import MAX_TTL
 
 from . import errors
@@ -35,10 +38,31 @@ from .calls import Call
 from .context import EtcdContext
 from .proto import rpc_pb2 as pb
 
+T = TypeVar("T")
+
+
+#: Seconds between asks while the cluster has no leader's lease clock.
+RETRY = 0.1
+
 
 def _gone(exc: KVError) -> bool:
     """The lease does not exist (the leader's answer, maybe forwarded)."""
     return exc.code == "lease_not_found"
+
+
+async def _at_leader(ctx: EtcdContext, fn: Callable[[], Awaitable[T]]) -> T:
+    """``fn()`` (a call the leader answers), asked again while there is no
+    leader's lease clock, up to the node's request timeout: during an
+    election, or just after one until the new leader's clock starts.  etcd
+    waits for a leader the same way rather than fail a keep-alive."""
+    deadline = time.monotonic() + ctx.service.timeout
+    while True:
+        try:
+            return await fn()
+        except KVUnavailableError as exc:
+            if exc.code != "no_leader" or time.monotonic() + RETRY > deadline:
+                raise
+        await asyncio.sleep(RETRY)
 
 
 async def lease_grant(ctx: EtcdContext, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
@@ -73,7 +97,8 @@ async def lease_keep_alive(
         ttl = 0
         if r.ID > 0:
             try:
-                ttl = (await ctx.service.leases.keepalive(r.ID)).ttl
+                got = await _at_leader(ctx, partial(ctx.service.leases.keepalive, r.ID))
+                ttl = got.ttl
             except KVError as exc:
                 if not _gone(exc):
                     raise
@@ -88,7 +113,7 @@ async def lease_time_to_live(
         return gone
     svc = ctx.service
     try:
-        info = await svc.leases.info(r.ID)
+        info = await _at_leader(ctx, partial(svc.leases.info, r.ID))
     except KVError as exc:
         if _gone(exc):
             return gone
