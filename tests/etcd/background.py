@@ -111,3 +111,13 @@ class Background:
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None:
                 f.close()
+
+
+class PatientEtcdctl(Etcdctl):
+    """etcdctl with a 15 s command timeout instead of its 5 s: on two
+    shared cores under a parallel test run a linearizable read can take
+    longer than 5 s to be answered, and these tests check answers, not
+    speed."""
+
+    def run(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return super().run("--command-timeout", "15s", *args, timeout=timeout)

@@ -7,7 +7,18 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
+from tests.etcd.background import PatientEtcdctl
 from tests.etcd.etcdctl import Etcdctl
+from tests.kv.procs import ProcCluster
+
+
+@pytest.fixture
+def ctl(etcdctl: str, etcd_cluster: ProcCluster) -> Etcdctl:
+    """etcdctl at every node, patient under load (tests/etcd/background.py)."""
+    return PatientEtcdctl(etcdctl, [n.grpc for n in etcd_cluster.nodes.values()])
+
 
 GRANTED = re.compile(r"^lease ([0-9a-f]+) granted with TTL\((\d+)s\)$")
 

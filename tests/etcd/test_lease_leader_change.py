@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.etcd.background import Background
-from tests.etcd.etcdctl import Etcdctl
+from tests.etcd.background import Background, PatientEtcdctl
 from tests.kv.procs import ProcCluster, proc_cluster
 
 TTL = 3
@@ -34,7 +33,7 @@ def test_keepalive_stream_keeps_a_key_across_a_leader_change(
     leader = c.wait_leader()
     # The holder talks to a follower: it stays up while the leader goes.
     follower = next(i for i in c.nodes if i != leader)
-    ctl = Etcdctl(etcdctl, [c.nodes[follower].grpc])
+    ctl = PatientEtcdctl(etcdctl, [c.nodes[follower].grpc])
     m = re.match(r"lease ([0-9a-f]+) granted", ctl.ok("lease", "grant", str(TTL)))
     assert m
     lid = m.group(1)

@@ -14,9 +14,16 @@ import etcd3gw
 import pytest
 
 from liferaft.etcd.registry import all_calls
-from tests.etcd.background import Background
+from tests.etcd.background import Background, PatientEtcdctl
 from tests.etcd.etcdctl import Etcdctl
 from tests.kv.procs import ProcCluster
+
+
+@pytest.fixture
+def ctl(etcdctl: str, etcd_cluster: ProcCluster) -> Etcdctl:
+    """etcdctl at every node, patient under load (tests/etcd/background.py)."""
+    return PatientEtcdctl(etcdctl, [n.grpc for n in etcd_cluster.nodes.values()])
+
 
 pytestmark = pytest.mark.skipif(
     not any(c.method == "Txn" for c in all_calls()),

@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import json
 
-from tests.etcd.background import Background
+import pytest
+
+from tests.etcd.background import Background, PatientEtcdctl
 from tests.etcd.etcdctl import Etcdctl
+from tests.kv.procs import ProcCluster
+
+
+@pytest.fixture
+def ctl(etcdctl: str, etcd_cluster: ProcCluster) -> Etcdctl:
+    """etcdctl at every node, patient under load (tests/etcd/background.py)."""
+    return PatientEtcdctl(etcdctl, [n.grpc for n in etcd_cluster.nodes.values()])
 
 
 def put_rev(ctl: Etcdctl, key: str, value: str) -> int:
@@ -77,7 +86,7 @@ def test_watch_prefix_prev_kv(ctl: Etcdctl) -> None:
 
 def test_watch_from_a_compacted_revision_is_canceled(etcdctl: str, ctl: Etcdctl) -> None:
     # One endpoint: the node that answered the compaction has applied it.
-    one = Etcdctl(etcdctl, ctl.endpoints[:1])
+    one = PatientEtcdctl(etcdctl, ctl.endpoints[:1])
     first = put_rev(one, "wcomp/k", "a")
     last = put_rev(one, "wcomp/k", "b")
     one.ok("compaction", str(last))
