@@ -19,7 +19,9 @@ etcd 3.4 embeds grpc-gateway v1; what a client of it sees, and this serves:
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -39,6 +41,8 @@ from .version import CLUSTER_VERSION, ETCD_VERSION
 log = logging.getLogger("liferaft.etcd")
 
 _READ = 64 * 1024
+#: Seconds between looks at an idle stream's connection (has the client gone?).
+GONE_CHECK = 2.0
 #: The largest request object a streamed body may hold (a watch create or a
 #: keep-alive is tiny): past it, the stream ends with an error rather than
 #: buffer a stranger's endless object.
@@ -155,15 +159,45 @@ class Gateway:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         try:
-            async for msg in responses:
+            while (msg := await _next_while_connected(request, responses)) is not None:
                 await resp.write(json.dumps({"result": to_json(msg)}).encode() + b"\n")
         except Exception as exc:  # noqa: BLE001
             e = _logged(exc)
             body = {"error": {"grpc_code": e.code.value[0], "http_code": e.http_status,
                               "message": e.message, "http_status": e.http_status}}  # fmt: skip
-            await resp.write(json.dumps(body).encode() + b"\n")
-        await resp.write_eof()
+            with contextlib.suppress(ConnectionError, RuntimeError):  # the client went
+                await resp.write(json.dumps(body).encode() + b"\n")
+        finally:
+            # End the handler's stream now (its watchers), not when collected.
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
         return resp
+
+
+async def _next_while_connected(
+    request: web.Request, responses: AsyncIterator[Message]
+) -> Message | None:
+    """The stream's next response; None when it ends or the client has gone.
+    aiohttp does not cancel a handler whose client left, so an idle stream
+    (a watch with no events) would otherwise hold its watchers forever:
+    the connection is looked at every :data:`GONE_CHECK` seconds."""
+    nxt = asyncio.ensure_future(anext(responses, None))
+    try:
+        while True:
+            done, _ = await asyncio.wait({nxt}, timeout=GONE_CHECK)
+            if done:
+                return nxt.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return None
+    finally:
+        if not nxt.done():  # the client went, or this handler was cancelled
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await nxt
 
 
 def _logged(exc: Exception) -> EtcdError:

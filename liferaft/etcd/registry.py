@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import auth, kv, maintenance, txn
+from . import auth, kv, lease, maintenance, txn, watch
 from .calls import Call
 
 
 def all_calls() -> list[Call]:
     """The rows both front ends serve."""
-    return [*kv.CALLS, *txn.CALLS, *maintenance.CALLS, *auth.CALLS]
+    return [*kv.CALLS, *txn.CALLS, *watch.CALLS, *lease.CALLS, *maintenance.CALLS, *auth.CALLS]
