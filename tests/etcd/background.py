@@ -119,5 +119,7 @@ class PatientEtcdctl(Etcdctl):
     longer than 5 s to be answered, and these tests check answers, not
     speed."""
 
-    def run(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        return super().run("--command-timeout", "15s", *args, timeout=timeout)
+    def run(
+        self, *args: str, timeout: float = 30.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return super().run("--command-timeout", "15s", *args, timeout=timeout, input=input)
