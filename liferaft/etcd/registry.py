@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import auth, kv, txn
+from . import auth, cluster, kv, txn
 from .calls import Call
 
 
 def all_calls() -> list[Call]:
     """The rows both front ends serve."""
-    return [*kv.CALLS, *txn.CALLS, *auth.CALLS]
+    return [*kv.CALLS, *txn.CALLS, *auth.CALLS, *cluster.CALLS]
