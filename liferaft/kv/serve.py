@@ -36,6 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
+from .rebuild import RebuildError, force_new_cluster, read_force_record
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -67,6 +68,8 @@ class ServeOptions:
     listen_grpc_addr: str = ""
     initial_cluster: dict[str, str] = field(default_factory=dict)
     join: list[str] = field(default_factory=list)  # client URLs of running members
+    #: Make this node the only member, keeping its data (kv/rebuild.py).
+    force_new_cluster: bool = False
     cluster_id: str = "liferaft"
     token: str | None = None
     election_timeout: float = 1.0
@@ -245,8 +248,11 @@ async def serve(
     set once every listener is up (and a join, if any, is done);
     ``front_ends`` build the protocols served beside the native API."""
     fresh = not has_data(o.data_dir)
-    if not fresh and (rid := adopted_id(o.data_dir, o.id)) != o.id:
+    if (rid := adopted_id(o.data_dir, o.id)) != o.id:
         o = dataclasses.replace(o, id=rid, name=o.id)
+    check_force(o, fresh)
+    if o.force_new_cluster:
+        fresh = False  # its data is kept: never a new cluster, never a join
     if o.join and not fresh:
         raise ServeError(
             f"{o.data_dir} already holds this node's data; restart without --join "
@@ -282,6 +288,12 @@ async def serve(
     machine = open_machine(o.data_dir, fresh, ours)
     if not ours:  # only once the dir is known to be usable: a refused one stays as it was
         record_identity(o.data_dir, o.id, o.cluster_id, o.name)
+    if o.force_new_cluster:
+        try:
+            await force_new_cluster(node_config(o), machine, o.data_dir)
+        except (RebuildError, NodeError, OSError) as exc:
+            machine.close()
+            raise ServeError(f"--force-new-cluster: {exc}") from exc
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -427,6 +439,31 @@ async def hand_over_leadership(node: Node, timeout: float) -> str | None:
         (loop.time() - started) * 1000,
     )
     return new
+
+
+def check_force(o: ServeOptions, fresh: bool) -> None:
+    """--force-new-cluster needs this node's data and nothing that starts
+    or joins another cluster; without it, a data dir whose force was cut
+    short must not start (kv/rebuild.py)."""
+    try:
+        rec = read_force_record(o.data_dir)
+    except RebuildError as exc:
+        raise ServeError(str(exc)) from exc
+    if not o.force_new_cluster:
+        if rec is not None and rec.get("state") != "done":
+            raise ServeError(
+                f"a --force-new-cluster on {o.data_dir} was interrupted: start again with "
+                "--force-new-cluster to finish it"
+            )
+        return
+    if o.join:
+        raise ServeError("--force-new-cluster and --join exclude each other")
+    if fresh and rec is None:
+        raise ServeError(f"--force-new-cluster keeps this node's data, and {o.data_dir} holds none")
+    log.warning(
+        "--force-new-cluster: %s becomes the only member of its cluster, with its own data",
+        o.id,
+    )
 
 
 def check_own_entry(o: ServeOptions) -> None:
