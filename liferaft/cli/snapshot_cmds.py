@@ -21,7 +21,7 @@ from .client_cmds import snapshot as _take
 @click.option("--endpoint", default=None, help="The node to snapshot (default: the first).")
 @_options
 @click.pass_context
-def snapshot(ctx: click.Context, **kw: Any) -> None:
+def snapshot(ctx: click.Context, /, **kw: Any) -> None:
     """Snapshots and backups; alone, the same as ``snapshot take``."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(_take, **ctx.params)  # the raw options, as take parses them

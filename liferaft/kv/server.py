@@ -375,7 +375,10 @@ class KVServer(CoordinationRoutes):
                 await resp.write(chunk)
             await resp.write_eof()
         finally:
-            await asyncio.to_thread(chunks.close)
+            # Ends the copy (and its read transaction) if the client left.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
         return resp
 
     # -- operations ---------------------------------------------------------------------
