@@ -15,6 +15,7 @@ import click
 
 from .client_cmds import _options, _tls_context
 from .client_cmds import snapshot as _take
+from .output import Output, emit, write_out_options
 
 
 @click.group("snapshot", invoke_without_command=True)
@@ -87,7 +88,9 @@ async def _download(url: str, dest: Path, token: str | None, tls: ssl.SSLContext
 @click.option("--cacert", "tls_ca", type=click.Path(dir_okay=False), help="CA bundle (https).")
 @click.option("--cert", "tls_cert", type=click.Path(dir_okay=False), help="Client certificate.")
 @click.option("--key", "tls_key", type=click.Path(dir_okay=False), help="Its private key.")
+@write_out_options()
 def save(
+    fmt: str,
     file: Path,
     endpoint: str | None,
     endpoints: str,
@@ -108,7 +111,8 @@ def save(
     target = endpoint or endpoints.split(",")[0]
     url = _base_url(target) + "/v1/snapshot"
     n = asyncio.run(_download(url, file, token, _tls_context(tls_ca, tls_cert, tls_key)))
-    click.echo(f"Snapshot saved at {file} ({n} bytes)")
+    line = f"Snapshot saved at {file} ({n} bytes)"
+    emit(Output({"file": str(file), "bytes": n}, [[str(file), str(n)]], line=line), fmt)
 
 
 @snapshot.command("restore")
@@ -131,8 +135,9 @@ def save(
     show_default=True,
     help="The new cluster's name; start every member with the same --cluster-id.",
 )
+@write_out_options()
 def restore(
-    file: Path, data_dir: Path, node_id: str, initial_cluster: str, cluster_id: str
+    fmt: str, file: Path, data_dir: Path, node_id: str, initial_cluster: str, cluster_id: str
 ) -> None:
     """Build a data dir of a NEW cluster from the backup FILE (`snapshot
     save`, or etcdctl's): the keys, their history and leases as saved, and
@@ -151,7 +156,9 @@ def restore(
         index = do_restore(file, data_dir, node_id, cluster, cluster_id)
     except RebuildError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(
+    line = (
         f"restored {file} into {data_dir} for {node_id} of {', '.join(cluster)} "
         f"(store at index {index})"
     )
+    doc = {"data_dir": str(data_dir), "id": node_id, "index": index}
+    emit(Output(doc, [[str(data_dir), node_id, str(index)]], line=line), fmt)
