@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from liferaft.etcd.calls import all_calls
+from liferaft.etcd.registry import all_calls
 from tests.etcd.etcdctl import Etcdctl
 from tests.kv.procs import CLI, ProcCluster, proc_cluster, run_cli, wait_for
 
