@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "kv": "liferaft.cli.coord_cmds:kv",
     "members": "liferaft.cli.client_cmds:members",
     "serve": "liferaft.cli.serve:serve_cmd",
-    "snapshot": "liferaft.cli.client_cmds:snapshot",
+    "snapshot": "liferaft.cli.snapshot_cmds:snapshot",
     "status": "liferaft.cli.client_cmds:status",
     "transfer-leader": "liferaft.cli.client_cmds:transfer_leader",
 }

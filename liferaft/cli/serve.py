@@ -257,6 +257,12 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     "--join", "join", default="", help="Client URL(s) of a running member, comma-separated."
 )
 @click.option(
+    "--force-new-cluster",
+    is_flag=True,
+    help="Recover from a permanent loss of quorum: make this node the only member, "
+    "keeping its data (once; remove the flag afterwards). docs/operations.md.",
+)
+@click.option(
     "--cluster-id",
     default="liferaft",
     show_default=True,
@@ -403,6 +409,7 @@ def serve_cmd(
     grpc_addr: str | None,
     initial_cluster: str,
     join: str,
+    force_new_cluster: bool,
     cluster_id: str,
     token_file: Path | None,
     peer_secret_file: Path | None,
@@ -485,6 +492,7 @@ def serve_cmd(
         listen_grpc_addr=listen_grpc,
         initial_cluster=cluster,
         join=joins,
+        force_new_cluster=force_new_cluster,
         cluster_id=cluster_id,
         token=token,
         peer_secret=peer_secret,

@@ -4,6 +4,8 @@ server on ``--grpc-addr`` when given."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -11,6 +13,7 @@ from aiohttp import web
 from liferaft.kv.serve import ServeError, ServeOptions
 from liferaft.kv.service import KVService
 
+from .cluster import promote_wanted
 from .context import EtcdContext
 from .gateway import Gateway
 from .grpc_server import GrpcServer
@@ -29,13 +32,18 @@ class EtcdFrontEnd:
         self.grpc_listen = o.grpc_listen
         self.tls = o.client_tls_files
         self.grpc: GrpcServer | None = None
+        self._promoter: asyncio.Task[None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         self.gateway.add_routes(app)
 
     async def start(self) -> None:
-        if not self.grpc_listen:
-            return
+        if self.grpc_listen:
+            await self._start_grpc()
+        # MemberAdd's voters are learners until caught up (cluster.py).
+        self._promoter = asyncio.create_task(promote_wanted(self.ctx))
+
+    async def _start_grpc(self) -> None:
         server = GrpcServer(self.ctx, self.grpc_listen, tls=self.tls)
         try:
             await server.start()
@@ -55,6 +63,11 @@ class EtcdFrontEnd:
         )
 
     async def stop(self) -> None:
+        if self._promoter is not None:
+            task, self._promoter = self._promoter, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.grpc is not None:
             server, self.grpc = self.grpc, None
             await server.stop()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from . import auth, kv, lease, maintenance, txn, watch
+from . import auth, cluster, kv, lease, maintenance, txn, watch
 from .calls import Call
 
 
 def all_calls() -> list[Call]:
     """The rows both front ends serve."""
-    return [*kv.CALLS, *txn.CALLS, *watch.CALLS, *lease.CALLS, *maintenance.CALLS, *auth.CALLS]
+    return [
+        *kv.CALLS, *txn.CALLS, *watch.CALLS, *lease.CALLS, *cluster.CALLS,
+        *maintenance.CALLS, *auth.CALLS,
+    ]  # fmt: skip

@@ -45,6 +45,20 @@ def read_identity(data_dir: Path) -> tuple[str, str] | None:
         ) from None
 
 
+def adopted_id(data_dir: Path, given: str) -> str:
+    """The node id to run under when started with ``--id given``: the id
+    recorded in the data dir when it records ``given`` as its name (a
+    member added by etcd's MemberAdd runs under the id the cluster gave it,
+    liferaft/kv/adopt.py), else ``given``."""
+    try:
+        d = json.loads((data_dir / FILE).read_text())
+    except (OSError, ValueError):
+        return given
+    if isinstance(d, dict) and d.get("name") == given and isinstance(d.get("id"), str):
+        return str(d["id"])
+    return given
+
+
 def check_identity(data_dir: Path, node_id: str, cluster_id: str, fresh: bool) -> bool:
     """Refuse a data dir of another node or cluster.  True if the dir has
     ours recorded (it was written by this build); a ``fresh`` dir (no Raft
@@ -65,12 +79,14 @@ def check_identity(data_dir: Path, node_id: str, cluster_id: str, fresh: bool) -
     return True
 
 
-def record_identity(data_dir: Path, node_id: str, cluster_id: str) -> None:
-    """Write ``node`` (write, fsync, rename, fsync of the directory)."""
+def record_identity(data_dir: Path, node_id: str, cluster_id: str, name: str = "") -> None:
+    """Write ``node`` (write, fsync, rename, fsync of the directory);
+    ``name``: the ``--id`` the node runs under ``node_id`` for (:func:`adopted_id`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / (FILE + ".tmp")
+    doc = {"id": node_id, "cluster_id": cluster_id, **({"name": name} if name else {})}
     with open(tmp, "w") as f:
-        f.write(json.dumps({"id": node_id, "cluster_id": cluster_id}) + "\n")
+        f.write(json.dumps(doc) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, data_dir / FILE)

@@ -5,6 +5,7 @@ parses the flags into :class:`ServeOptions` and calls :func:`serve`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import ssl
@@ -18,11 +19,12 @@ import aiohttp
 
 from liferaft.runtime import Node, NodeConfig, NodeError
 from liferaft.transport import TcpTransport
-from liferaft.transport.base import parse_address
+from liferaft.transport.base import CallError, parse_address
 
+from . import adopt
 from .advertise import is_wildcard, same_address
 from .compactor import CompactionPolicy
-from .identity import IdentityError, check_identity, record_identity
+from .identity import IdentityError, adopted_id, check_identity, record_identity
 from .listener import (
     ClientLimits,
     ClientListener,
@@ -34,6 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
+from .rebuild import RebuildError, force_new_cluster, read_force_record
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -56,12 +59,17 @@ class ServeOptions:
     data_dir: Path
     peer_addr: str
     client_addr: str
+    #: The --id given, when the node runs under another id: one etcd's
+    #: MemberAdd made up for it (liferaft/kv/adopt.py).  Set by serve().
+    name: str = ""
     listen_peer_addr: str = ""
     listen_client_addr: str = ""
     grpc_addr: str = ""  # etcd's gRPC API, advertised ("": not served; docs/etcd.md)
     listen_grpc_addr: str = ""
     initial_cluster: dict[str, str] = field(default_factory=dict)
     join: list[str] = field(default_factory=list)  # client URLs of running members
+    #: Make this node the only member, keeping its data (kv/rebuild.py).
+    force_new_cluster: bool = False
     cluster_id: str = "liferaft"
     token: str | None = None
     election_timeout: float = 1.0
@@ -150,10 +158,47 @@ def node_config(o: ServeOptions) -> NodeConfig:
     )
 
 
+async def _members_of(
+    http: aiohttp.ClientSession, url: str, token: str | None
+) -> list[dict[str, Any]]:
+    """``GET url/v1/members``: a running member's list of members."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(url.rstrip("/") + "/v1/members", headers=headers) as r:
+        if r.status == 401:
+            raise ServeError(f"--join {url}: unauthorized (check --token-file)")
+        body = await r.json()
+    return [dict(m) for m in body["members"]]
+
+
+async def _adopt(o: ServeOptions) -> ServeOptions:
+    """Before a joining node is built: if the cluster holds a member that
+    etcd's MemberAdd recorded at this node's peer address, run under its id,
+    keeping ``--id`` as the name (liferaft/kv/adopt.py).  A member that does
+    not answer is skipped; :func:`_join` reports it if none does."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for url in o.join:
+            try:
+                members = await _members_of(http, url, o.token)
+            except ServeError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError):
+                continue
+            got = adopt.pick(members, o.peer_addr, lambda a, b: same_address(a, b)[0])
+            if got is not None and got != o.id:
+                log.warning(
+                    "the cluster added a member at %s (etcd MemberAdd): running as its id %s, "
+                    "named %s", o.peer_addr, got, o.id,
+                )  # fmt: skip
+                return dataclasses.replace(o, id=got, name=o.id)
+            return o
+    return o
+
+
 async def _join(node: Node, o: ServeOptions) -> None:
     """Find a member's peer address through its HTTP API, then ask the
-    cluster (through that member) to add us; retried for a minute."""
-    headers = {"Authorization": f"Bearer {o.token}"} if o.token else {}
+    cluster (through that member) to add us; retried for a minute.  A
+    member MemberAdd recorded (``o.name`` set) stays in the role it was
+    given: its promotion is the etcd front's (liferaft/etcd/cluster.py)."""
     last = "no answer"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
@@ -161,11 +206,12 @@ async def _join(node: Node, o: ServeOptions) -> None:
         while loop.time() < deadline:
             for url in o.join:
                 try:
-                    async with http.get(url.rstrip("/") + "/v1/members", headers=headers) as r:
-                        if r.status == 401:
-                            raise ServeError(f"--join {url}: unauthorized (check --token-file)")
-                        body = await r.json()
-                    peers = [m["peer_addr"] for m in body["members"] if m.get("peer_addr")]
+                    members = await _members_of(http, url, o.token)
+                    # Not our own entry (an adopted one is listed already).
+                    peers = [
+                        m["peer_addr"] for m in members
+                        if m.get("peer_addr") and m.get("id") != o.id
+                    ]  # fmt: skip
                 except ServeError:
                     raise
                 except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as exc:
@@ -179,9 +225,11 @@ async def _join(node: Node, o: ServeOptions) -> None:
                 # every join.
                 for peer in peers:
                     try:
-                        await node.join(str(peer), o.peer_addr, voter=True, timeout=10)
+                        await node.join(str(peer), o.peer_addr, voter=not o.name, timeout=10)
                         return
-                    except (aiohttp.ClientError, TimeoutError, ValueError, NodeError) as exc:
+                    except (
+                        aiohttp.ClientError, TimeoutError, ValueError, NodeError, CallError
+                    ) as exc:  # fmt: skip
                         last = f"{url}: via {peer}: {exc}"
             await asyncio.sleep(1)
     raise ServeError(f"could not join the cluster: {last}")
@@ -200,6 +248,11 @@ async def serve(
     set once every listener is up (and a join, if any, is done);
     ``front_ends`` build the protocols served beside the native API."""
     fresh = not has_data(o.data_dir)
+    if (rid := adopted_id(o.data_dir, o.id)) != o.id:
+        o = dataclasses.replace(o, id=rid, name=o.id)
+    check_force(o, fresh)
+    if o.force_new_cluster:
+        fresh = False  # its data is kept: never a new cluster, never a join
     if o.join and not fresh:
         raise ServeError(
             f"{o.data_dir} already holds this node's data; restart without --join "
@@ -226,13 +279,21 @@ async def serve(
             limits.max_connections,
         )
         limits = ClientLimits(limits.header_timeout, limits.body_timeout, cap)
+    if o.join and fresh:
+        o = await _adopt(o)
     try:
         ours = check_identity(o.data_dir, o.id, o.cluster_id, fresh)
     except IdentityError as exc:
         raise ServeError(str(exc)) from exc
     machine = open_machine(o.data_dir, fresh, ours)
     if not ours:  # only once the dir is known to be usable: a refused one stays as it was
-        record_identity(o.data_dir, o.id, o.cluster_id)
+        record_identity(o.data_dir, o.id, o.cluster_id, o.name)
+    if o.force_new_cluster:
+        try:
+            await force_new_cluster(node_config(o), machine, o.data_dir)
+        except (RebuildError, NodeError, OSError) as exc:
+            machine.close()
+            raise ServeError(f"--force-new-cluster: {exc}") from exc
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -270,6 +331,7 @@ async def serve(
         machine,
         client_addr=o.client_addr,
         grpc_addr=o.grpc_addr,
+        name=o.name,
         max_value=o.max_value,
         timeout=o.request_timeout,
         max_list_bytes=o.max_list_bytes,
@@ -377,6 +439,31 @@ async def hand_over_leadership(node: Node, timeout: float) -> str | None:
         (loop.time() - started) * 1000,
     )
     return new
+
+
+def check_force(o: ServeOptions, fresh: bool) -> None:
+    """--force-new-cluster needs this node's data and nothing that starts
+    or joins another cluster; without it, a data dir whose force was cut
+    short must not start (kv/rebuild.py)."""
+    try:
+        rec = read_force_record(o.data_dir)
+    except RebuildError as exc:
+        raise ServeError(str(exc)) from exc
+    if not o.force_new_cluster:
+        if rec is not None and rec.get("state") != "done":
+            raise ServeError(
+                f"a --force-new-cluster on {o.data_dir} was interrupted: start again with "
+                "--force-new-cluster to finish it"
+            )
+        return
+    if o.join:
+        raise ServeError("--force-new-cluster and --join exclude each other")
+    if fresh and rec is None:
+        raise ServeError(f"--force-new-cluster keeps this node's data, and {o.data_dir} holds none")
+    log.warning(
+        "--force-new-cluster: %s becomes the only member of its cluster, with its own data",
+        o.id,
+    )
 
 
 def check_own_entry(o: ServeOptions) -> None:

@@ -206,6 +206,7 @@ class KVServer(CoordinationRoutes):
         r.add_post("/v1/members/{id}/promote", self.promote_member)
         r.add_post("/v1/leader/transfer", self.transfer)
         r.add_post("/v1/snapshot", self.snapshot)
+        r.add_get("/v1/snapshot", self.snapshot_download)
         r.add_get("/metrics", self.metrics_route)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -360,6 +361,25 @@ class KVServer(CoordinationRoutes):
 
     async def snapshot(self, request: web.Request) -> web.Response:
         return _json({"index": await self.service.snapshot()})
+
+    async def snapshot_download(self, request: web.Request) -> web.StreamResponse:
+        """A consistent copy of this node's store (``liferaft snapshot save``):
+        the bytes of ``checkpoint_chunks()``, as Raft sends a follower and as
+        etcd's Maintenance.Snapshot streams (liferaft/kv/rebuild.py restores
+        it).  Read off the event loop; a client that goes away ends the copy."""
+        chunks = self.service.machine.checkpoint_chunks()
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        try:
+            await resp.prepare(request)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                await resp.write(chunk)
+            await resp.write_eof()
+        finally:
+            # Ends the copy (and its read transaction) if the client left.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+        return resp
 
     # -- operations ---------------------------------------------------------------------
 

@@ -214,6 +214,7 @@ class KVService(ClusterAdmin):
         *,
         client_addr: str,
         grpc_addr: str = "",
+        name: str = "",
         max_value: int = DEFAULT_MAX_VALUE,
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
@@ -227,6 +228,7 @@ class KVService(ClusterAdmin):
         self.machine = machine
         self.client_addr = client_addr
         self.grpc_addr = grpc_addr  # etcd's gRPC API ("": not served)
+        self.name = name  # its --id, when it runs under another id (kv/adopt.py)
         self.max_value = max_value
         self.timeout = timeout
         self.max_list_bytes = max_list_bytes
@@ -257,6 +259,8 @@ class KVService(ClusterAdmin):
             info = {book.CLIENT_ADDR: self.client_addr}
             if self.grpc_addr:
                 info[book.GRPC_ADDR] = self.grpc_addr
+            if self.name:
+                info[book.NAME] = self.name
             self._tasks = [
                 asyncio.create_task(keep_member_info(self.node, info)),
                 asyncio.create_task(self.leases.run()),

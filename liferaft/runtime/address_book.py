@@ -60,6 +60,10 @@ PEER_ADDR = "addr"
 CLIENT_ADDR = "client_addr"
 #: Its etcd gRPC API (liferaft-kv with --grpc-addr; docs/etcd.md).
 GRPC_ADDR = "grpc_addr"
+#: The name its node was started with (``--id``) when that is not its id: a
+#: member added by etcd's MemberAdd gets an id before its node exists
+#: (liferaft/etcd/cluster.py).
+NAME = "name"
 #: How many levels an entry may nest (the entry object is one).
 MAX_DEPTH = 16
 
@@ -255,6 +259,7 @@ __all__ = [
     "CONTEXT_VERSION",
     "LEGACY_CONTEXT",
     "MAX_DEPTH",
+    "NAME",
     "PEER_ADDR",
     "ContextError",
     "MemberAddresses",
