@@ -84,18 +84,20 @@ def free_port() -> int:
 
 
 def free_base_port(nodes: int) -> int:
-    """A base port P for ``cluster up``: P+1..P+n and P+1001..P+1000+n free."""
-    top = min(_ephemeral_low(), 32768) - 1100 - nodes
+    """A base port P for ``cluster up``: P+1..P+n (peers), P+1001..P+1000+n
+    (clients) and P+2001..P+2000+n (etcd's gRPC API) free."""
+    top = min(_ephemeral_low(), 32768) - 2100 - nodes
     if top <= LOW:
         # No room below the ephemeral range (ip_local_port_range starting at
         # 1024, say): anywhere whose client ports still end by 65535; the
         # bind check below keeps it off ports in use.
-        top = 65535 - 1000 - nodes
+        top = 65535 - 2000 - nodes
     with _given_lock:
         for _ in range(500):
             base = random.randint(LOW, top)
             ports = [base + i for i in range(1, nodes + 1)]
             ports += [base + 1000 + i for i in range(1, nodes + 1)]
+            ports += [base + 2000 + i for i in range(1, nodes + 1)]
             if not any(p in _given for p in ports) and all(port_is_free(p) for p in ports):
                 _given.update(ports)
                 return base
