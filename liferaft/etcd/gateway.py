@@ -31,7 +31,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from . import auth
+from . import auth, errors
 from .calls import Call
 from .context import EtcdContext
 from .errors import Code, EtcdError, etcd_error
@@ -61,6 +61,17 @@ def _error_body(e: EtcdError) -> dict[str, Any]:
 def _metadata(ctx: EtcdContext, request: web.Request) -> dict[str, str]:
     """The gRPC metadata a gateway call carries: its token."""
     return auth.gateway_metadata(ctx, request.headers.get("Authorization", ""))
+
+
+async def _body(request: web.Request) -> str:
+    """The body as text; a client's error (not a logged 500) when it is not
+    UTF-8 or over the client port's size limit."""
+    try:
+        return await request.text()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.REQUEST_TOO_LARGE from None
+    except UnicodeDecodeError:
+        raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: not UTF-8") from None
 
 
 def parse(call: Call, text: str) -> Message:
@@ -125,7 +136,7 @@ class Gateway:
                 return await self._stream(call, request)
             try:
                 auth.check(self.ctx, call, _metadata(self.ctx, request))
-                req = parse(call, await request.text())
+                req = parse(call, await _body(request))
                 if call.kind == "server_stream":
                     return await self._server_stream(call, request, req)
                 resp = await call.handler(self.ctx, req)
