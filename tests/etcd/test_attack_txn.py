@@ -123,7 +123,7 @@ def _in_parts(parts: list[tuple[bytes, bytes | None]], k: bytes) -> bool:
     return any(_span(DeleteRange(s, e), k) for s, e in parts)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(_dels, max_size=8), _dels)
 def test_a_delete_scans_exactly_what_earlier_deletes_left(
     earlier: list[DeleteRange], d: DeleteRange
@@ -138,3 +138,13 @@ def test_a_delete_scans_exactly_what_earlier_deletes_left(
     for k in _UNIVERSE:
         covered = any(_span(e, k) and e.range_end is not None for e in earlier)
         assert _in_parts(parts, k) == (_span(d, k) and not covered), (k, parts)
+
+
+def test_an_empty_delete_range_before_a_real_one_clears_nothing(store: Any) -> None:
+    # Found by the property above: an empty range (end before its key) was
+    # recorded as cleared and made a later delete skip live keys.
+    res = store.do(Txn((), (DeleteRange(b"k/0050", b"k/0010"), DeleteRange(b"k/", TO_END))))
+    assert isinstance(res, TxnResult)
+    assert [r.deleted for r in res.results if isinstance(r, DeleteResult)] == [0, N]
+    with store.read() as view:
+        assert view.range(Range(b"k/", b"k0", count_only=True)).count == 0

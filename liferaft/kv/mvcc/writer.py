@@ -242,6 +242,8 @@ class _Cleared:
         if op.range_end is None:
             return
         start, end = op.key, _end(op)
+        if end <= (0, start):
+            return  # an empty range (end at or before its key) clears nothing
         spans = self.spans
         # The last span starting before `start`, then every one starting
         # in [start, end]: merged into one (touching spans merge too).
