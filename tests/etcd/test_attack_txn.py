@@ -21,19 +21,19 @@ from hypothesis import strategies as st
 
 from liferaft.kv.errors import KVBadRequestError
 from liferaft.kv.mvcc import reader, writer
-from liferaft.kv.mvcc.ops import (
+from liferaft.kv.mvcc import (
     TO_END,
     Compare,
     DeleteRange,
     DeleteResult,
     MVCCEntry,
+    MVCCStore,
     Put,
     Range,
     RangeResult,
     Txn,
     TxnResult,
 )
-from liferaft.kv.mvcc.store import MVCCStore
 
 N = 120
 
