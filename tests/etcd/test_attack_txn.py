@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liferaft.kv.errors import KVBadRequestError
-from liferaft.kv.mvcc import reader, writer
 from liferaft.kv.mvcc import (
     TO_END,
     Compare,
@@ -33,6 +32,8 @@ from liferaft.kv.mvcc import (
     RangeResult,
     Txn,
     TxnResult,
+    reader,
+    writer,
 )
 
 N = 120
