@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from . import auth
 from .calls import Call
 from .context import EtcdContext
-from .errors import EtcdError, etcd_error
+from .errors import Code, EtcdError, etcd_error
 from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
@@ -33,6 +34,37 @@ log = logging.getLogger("liferaft.etcd")
 #: that plus etcd's allowance for the message around the value.
 MAX_RECEIVE = 2 * 1024 * 1024
 MAX_SEND = 2**31 - 1  # etcd sends any size (math.MaxInt32)
+
+
+class _Undecodable:
+    """A request message that did not decode (what the deserializer hands
+    the handler instead of raising: grpcio would answer UNKNOWN and log a
+    traceback per stranger's message)."""
+
+    def __init__(self, exc: DecodeError) -> None:
+        # grpc-go's answer (etcd's server), so clients see what etcd sends.
+        self.error = EtcdError(Code.INTERNAL, f"grpc: error unmarshalling request: {exc}")
+
+
+def _decoder(message: type[Any]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return decode
+
+
+def _decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for r in requests:
+        yield _decoded(r)
 
 
 async def _fail(context: aio.ServicerContext, exc: Exception) -> None:
@@ -46,7 +78,7 @@ def _unary(ctx: EtcdContext, call: Call) -> Callable[..., Any]:
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
         try:
             auth.check(ctx, call, dict(context.invocation_metadata() or ()))
-            return await call.handler(ctx, request)
+            return await call.handler(ctx, _decoded(request))
         except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
             await _fail(context, exc)
 
@@ -57,7 +89,8 @@ def _streaming(ctx: EtcdContext, call: Call) -> Callable[..., AsyncIterator[Any]
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             auth.check(ctx, call, dict(context.invocation_metadata() or ()))
-            async for resp in call.handler(ctx, request):
+            got = _decoded_stream(request) if call.kind == "stream" else _decoded(request)
+            async for resp in call.handler(ctx, got):
                 yield resp
         except Exception as exc:  # noqa: BLE001
             await _fail(context, exc)
@@ -66,7 +99,7 @@ def _streaming(ctx: EtcdContext, call: Call) -> Callable[..., AsyncIterator[Any]
 
 
 def _handler(ctx: EtcdContext, call: Call) -> grpc.RpcMethodHandler:
-    de, ser = call.request.FromString, call.response.SerializeToString
+    de, ser = _decoder(call.request), call.response.SerializeToString
     if call.kind == "unary":
         return grpc.unary_unary_rpc_method_handler(
             _unary(ctx, call), request_deserializer=de, response_serializer=ser

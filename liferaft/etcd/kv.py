@@ -158,16 +158,16 @@ async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
         check_load(svc.node)
     await svc.barrier("stale" if r.serializable else "linearizable")
 
-    def read() -> RangeResult:
+    def read() -> tuple[pb.RangeResponse, int]:
         with svc.machine.read() as view:
-            if op is None:
-                return RangeResult(view.revision)
-            return view.range(op)
+            res = RangeResult(view.revision) if op is None else view.range(op)
+        # Sorting and building the answer too: a range of 20,000 keys held
+        # the event loop (every client, the node's heartbeats) for 300 ms.
+        return range_response(r, res), res.revision
 
     # A range walks its span to count it: off the event loop.
-    res = await asyncio.to_thread(read)
-    out = range_response(r, res)
-    out.header.CopyFrom(ctx.header(res.revision))
+    out, revision = await asyncio.to_thread(read)
+    out.header.CopyFrom(ctx.header(revision))
     return out
 
 

@@ -13,9 +13,10 @@ before the txn (etcd's rule), then the ops, at one revision.
 
 Differences from etcd (docs/etcd.md, "KV"): a read-only txn goes through the
 log too (etcd answers it from the member's store after a read barrier:
-stronger here, and slower); a range inside a txn returns at most 10,000
-keys and its ``count`` is what it returned (reader.TXN_RANGE_CAP: it runs
-in apply on every replica); a compare over more than 20,000 keys refuses
+stronger here, and slower); the ranges of one txn return at most 10,000
+keys and 64 MiB of values together, in op order, and a range's ``count``
+is what it returned (reader.ReadBudget: they run in apply on every
+replica); range compares spanning more than 20,000 keys together refuse
 the txn; txns nest at most 7 deep and hold at most 4096 ops in all.
 """
 

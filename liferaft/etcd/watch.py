@@ -4,8 +4,11 @@ watchers, over the node's watch hub (liferaft/kv/watch.py).
 Theory of operation (docs/etcd.md, "Watch")
 -------------------------------------------
 A stream (:class:`WatchStream`) reads requests in one task and runs one
-small task per watcher; every response goes through one bounded outbox,
-which the handler yields to the client.  So a client that stops reading
+small task per watcher; every response goes through one outbox, bounded in
+responses and in bytes, which the handler yields to the client.  One
+watcher task of a stream at a time turns events into responses (copies of
+the values), so a stream holds at most the outbox and one batch however
+many watchers it has.  So a client that stops reading
 fills the outbox, the watcher tasks stop taking events, and each hub
 watcher's own bounded queue fills until the hub cuts it off (reason
 "slow").  The stream then opens a new hub watcher for the same watch id
@@ -76,6 +79,9 @@ log = logging.getLogger("liferaft.etcd")
 
 #: Responses queued for the client at most (then the watchers wait).
 OUTBOX = 64
+#: Bytes of responses queued for the client at most (one response is
+#: always let in, however large).
+OUTBOX_BYTES = 1 << 20
 #: Items taken from a hub watcher at once.
 BATCH = 256
 #: etcd's texts for a create it refuses.
@@ -125,7 +131,11 @@ class WatchStream:
     def __init__(self, ctx: EtcdContext) -> None:
         self.ctx = ctx
         self.hub = ctx.service.hub
-        self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue(OUTBOX)
+        self.out: asyncio.Queue[tuple[pb.WatchResponse, int] | None] = asyncio.Queue(OUTBOX)
+        self._queued_bytes = 0
+        self._room = asyncio.Event()  # set when the client takes a response
+        # Held by the one watcher task turning hub items into responses.
+        self._building = asyncio.Lock()
         self.error: BaseException | None = None
         self.watches: dict[int, _Watch] = {}
         self._next_id = 0
@@ -139,10 +149,13 @@ class WatchStream:
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
-                resp = await self.out.get()
-                if resp is None:
+                got = await self.out.get()
+                if got is None:
                     assert self.error is not None
                     raise self.error
+                resp, size = got
+                self._queued_bytes -= size
+                self._room.set()
                 yield resp
         finally:
             reader.cancel()
@@ -164,6 +177,8 @@ class WatchStream:
         self.error = exc
         while not self.out.empty():
             self.out.get_nowait()
+        self._queued_bytes = 0
+        self._room.set()
         self.out.put_nowait(None)
 
     def _header(self, revision: int | None = None) -> pb.ResponseHeader:
@@ -257,8 +272,15 @@ class WatchStream:
         )  # fmt: skip
 
     async def _put(self, resp: pb.WatchResponse) -> None:
+        size = resp.ByteSize()
+        while self.error is None and self._queued_bytes and (
+            self._queued_bytes + size > OUTBOX_BYTES
+        ):
+            self._room.clear()
+            await self._room.wait()
         if self.error is None:
-            await self.out.put(resp)
+            self._queued_bytes += size
+            await self.out.put((resp, size))
 
     async def _maybe_progress(self) -> None:
         if self._progress_wanted and all(w.synced() for w in self.watches.values()):
@@ -274,26 +296,31 @@ class WatchStream:
                 watcher = w.watcher
                 if not await watcher.wait_ready():
                     return
-                replaying = watcher.replaying
-                w.busy = True
-                try:
-                    items = watcher.ready(BATCH)
-                except WatchCutOffError as exc:
-                    if exc.reason == "stopping":
-                        return self._fail(errors.STOPPED)
-                    # Too slow, or the store was replaced: carry on from the
-                    # first revision not delivered, now from the store.
-                    w.pending.clear()
+                async with self._building:
+                    # One builder a stream: items wait in the hub (shared,
+                    # bounded) rather than as copies in each watcher's task.
+                    if w.watcher is not watcher:
+                        continue  # ended or reopened while it waited
+                    replaying = watcher.replaying
+                    w.busy = True
                     try:
-                        w.watcher = self._open(w, exc.resume_revision)
-                    except CompactedError as cexc:
-                        return await self._put(self._compacted(w, cexc))
-                    continue
-                except CompactedError as exc:  # compacted while it replayed
-                    return await self._put(self._compacted(w, exc))
-                for resp in self._responses(w, items, replaying, whole=len(items) < BATCH):
-                    await self._put(resp)
-                w.busy = False
+                        items = watcher.ready(BATCH)
+                    except WatchCutOffError as exc:
+                        if exc.reason == "stopping":
+                            return self._fail(errors.STOPPED)
+                        # Too slow, or the store was replaced: carry on from
+                        # the first revision not delivered, now from the store.
+                        w.pending.clear()
+                        try:
+                            w.watcher = self._open(w, exc.resume_revision)
+                        except CompactedError as cexc:
+                            return await self._put(self._compacted(w, cexc))
+                        continue
+                    except CompactedError as exc:  # compacted while it replayed
+                        return await self._put(self._compacted(w, exc))
+                    for resp in self._responses(w, items, replaying, whole=len(items) < BATCH):
+                        await self._put(resp)
+                    w.busy = False
                 await self._maybe_progress()
         except asyncio.CancelledError:
             raise

@@ -75,31 +75,61 @@ def check_read_revision(revision: int, current: int, compact: int) -> int:
 
 #: The most keys a range inside a transaction reads (with ``bounded``).
 TXN_RANGE_CAP = 10_000
+#: The most value bytes the ranges of one transaction return together.
+TXN_READ_BYTES = 64 << 20
+
+
+class ReadBudget:
+    """What the ranges of one transaction may still read, all of them
+    together: keys returned (or counted), keys examined and value bytes.
+
+    Each range is bounded by :data:`TXN_RANGE_CAP` on its own; without a
+    budget shared by the whole entry, a txn of thousands of ranges (4096
+    ops, nested txns included) would read thousands of times that in apply,
+    on every replica at once: minutes of apply and gigabytes of results
+    from one request.  The budget is spent in the entry's op order, so every
+    replica cuts the same ranges short at the same key."""
+
+    def __init__(self) -> None:
+        # Read at construction (not as defaults), so tests may lower the caps.
+        self.keys = TXN_RANGE_CAP
+        self.examined = 2 * TXN_RANGE_CAP
+        self.bytes = TXN_READ_BYTES
 
 
 def range_in(
-    txn: lmdb.Transaction, dbs: Dbs, req: Range, at: int, current: int, bounded: bool = False
+    txn: lmdb.Transaction,
+    dbs: Dbs,
+    req: Range,
+    at: int,
+    current: int,
+    bounded: bool = False,
+    budget: ReadBudget | None = None,
 ) -> RangeResult:
     """``req`` read at revision ``at`` (already checked); ``current`` goes in the result.
 
     ``bounded`` (a range inside a transaction, read in apply on every
     replica): it stops one key past its limit (:data:`TXN_RANGE_CAP` when it
     has none) or after examining twice that many keys (deleted ones
-    included), so ``count`` is the keys it returned (or counted, with
+    included), or when ``budget`` (the entry's, shared by its ranges) runs
+    out, so ``count`` is the keys it returned (or counted, with
     ``count_only``), not the whole span, and ``more`` says whether it
     stopped early.  Apply must stay bounded whatever a committed entry asks."""
     kvs: list[KeyValue] = []
     count = 0
     next_key: bytes | None = None
-    cap = min(req.limit or TXN_RANGE_CAP, TXN_RANGE_CAP) if bounded else 0
+    b = budget if budget is not None else ReadBudget()
+    cap = min(req.limit or TXN_RANGE_CAP, TXN_RANGE_CAP, b.keys)
+    look = min(2 * TXN_RANGE_CAP, b.examined)
     examined = 0
+    size = 0
     for key in keys_in(txn, dbs, req.key, req.range_end):
-        examined += 1
-        if cap and (count == cap or examined > 2 * TXN_RANGE_CAP):
-            # Past the cap, or past as many keys again that were deleted
-            # at `at`: `more`, and the key to go on from.
+        if bounded and (count >= cap or examined >= look or size >= b.bytes):
+            # Past the cap, past as many keys again that were deleted at
+            # `at`, or past the entry's budget: `more`, and the key to go on from.
             next_key = key
             break
+        examined += 1
         rec = live_at(txn, dbs, key, at)
         if rec is None:
             continue
@@ -110,7 +140,13 @@ def range_in(
             if next_key is None:
                 next_key = key
             continue
-        kvs.append(rec.to_kv(req.keys_only))
+        kv = rec.to_kv(req.keys_only)
+        size += len(kv.key) + len(kv.value)
+        kvs.append(kv)
+    if bounded:
+        b.keys -= count
+        b.examined -= examined
+        b.bytes -= size
     return RangeResult(current, tuple(kvs), count, next_key is not None, next_key)
 
 

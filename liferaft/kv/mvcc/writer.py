@@ -47,6 +47,7 @@ from liferaft.kv.mvcc.ops import (
 )
 from liferaft.kv.mvcc.reader import (
     TXN_RANGE_CAP,
+    ReadBudget,
     check_read_revision,
     keys_in,
     live_at,
@@ -62,9 +63,11 @@ _OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b,
 #: ops, which every replica would check and apply in one entry).
 MAX_TXN_TOTAL_OPS = 4096
 
-#: The most keys a compare over a range examines (deleted ones included);
-#: a txn whose compare spans more is refused, on every replica alike, since
-#: a compare decided on part of its range would not be the compare asked.
+#: The most keys the compares of one entry examine over ranges, all of
+#: them together (deleted keys included; a txn holds thousands of compares,
+#: nested ones on its path included); a txn whose compares span more is
+#: refused, on every replica alike, since a compare decided on part of its
+#: range would not be the compare asked.
 MAX_COMPARE_KEYS = 2 * TXN_RANGE_CAP
 
 
@@ -203,6 +206,63 @@ def _intervals(branch: tuple[TxnOp, ...]) -> tuple[set[bytes], list[DeleteRange]
 SubResult = PutResult | DeleteResult | RangeResult | TxnResult
 
 
+class _Cleared:
+    """The key spans one entry has deleted everything in so far: disjoint,
+    sorted ``(start, end)`` with ends as :func:`_end` orders them.  A put
+    inside one (which the duplicate-key rule forbids in a txn, but nothing
+    here relies on it) forgets the spans, so a later delete scans again."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[bytes, tuple[int, bytes]]] = []
+
+    def uncovered(self, op: DeleteRange) -> list[tuple[bytes, bytes | None]]:
+        """The parts of ``op``'s span no earlier delete covered, as
+        ``keys_in`` takes them (a single key stays as it is)."""
+        if op.range_end is None:
+            return [(op.key, None)]
+        start, end = op.key, _end(op)
+        out: list[tuple[bytes, bytes | None]] = []
+        i = max(bisect.bisect_right(self.spans, (start,)) - 1, 0)
+        for s, e in self.spans[i:]:
+            if (0, s) >= end:
+                break
+            if e <= (0, start):
+                continue
+            if s > start:
+                out.append((start, s))
+            if e[0] == 1:
+                return out
+            start = max(start, e[1])
+            if (0, start) >= end:
+                return out
+        out.append((start, TO_END if end[0] == 1 else end[1]))
+        return out
+
+    def add(self, op: DeleteRange) -> None:
+        if op.range_end is None:
+            return
+        start, end = op.key, _end(op)
+        if end <= (0, start):
+            return  # an empty range (end at or before its key) clears nothing
+        spans = self.spans
+        # The last span starting before `start`, then every one starting
+        # in [start, end]: merged into one (touching spans merge too).
+        lo = max(bisect.bisect_right(spans, (start,)) - 1, 0)
+        hi = lo
+        while hi < len(spans) and (0, spans[hi][0]) <= end:
+            s, e = spans[hi]
+            if e < (0, start):
+                lo = hi + 1  # wholly before
+            else:
+                start, end = min(start, s), max(end, e)
+            hi += 1
+        spans[lo:hi] = [(start, end)]
+
+    def touch(self, key: bytes) -> None:
+        if self.spans:
+            self.spans = []
+
+
 def _compare(c: Compare, rec: Record | None) -> bool:
     """``c`` on one key's live version (None: absent; a value compare fails)."""
     if c.target == "value":
@@ -259,6 +319,10 @@ class EntryWriter:
         self.hooks = hooks
         self.main = current + 1
         self.sub = 0  # changes written so far at `main`
+        # Shared by every range / range compare of this entry (apply is bounded).
+        self.reads = ReadBudget()
+        self.compare_keys = MAX_COMPARE_KEYS
+        self.cleared = _Cleared()
 
     def _check_puts(self, ops: Iterable[Put]) -> None:
         """Refuse, before any write, a put naming a lease that does not exist
@@ -327,7 +391,8 @@ class EntryWriter:
             return self._delete(op)
         # The txn's ranges see its earlier writes: reading at `main` does.
         at = op.revision or self.main
-        return range_in(self.txn, self.dbs, op, at, self.revision, bounded=True)
+        return range_in(self.txn, self.dbs, op, at, self.revision, bounded=True,
+                        budget=self.reads)  # fmt: skip
 
     def _write(self, rec: Record, prev: Record | None) -> None:
         rev = layout.pack_rev(self.main, self.sub)
@@ -346,6 +411,7 @@ class EntryWriter:
             value = prev.value if op.ignore_value else value
             lease = prev.lease if op.ignore_lease else lease
         self._write(Record(op.key, create, self.main, version, lease, value), prev)
+        self.cleared.touch(op.key)
         return PutResult(0, prev.to_kv() if op.prev_kv and prev is not None else None)
 
     def delete(self, op: DeleteRange) -> DeleteResult:
@@ -355,10 +421,15 @@ class EntryWriter:
 
     def _delete(self, op: DeleteRange) -> DeleteResult:
         victims = []
-        for key in keys_in(self.txn, self.dbs, op.key, op.range_end):
-            rec = live_at(self.txn, self.dbs, key, self.main)
-            if rec is not None:
-                victims.append(rec)
+        # Only what earlier deletes of this entry left: a txn may hold
+        # thousands of overlapping delete ranges, each of which would scan
+        # the whole span again (apply is bounded by the keys, not the ops).
+        for start, end in self.cleared.uncovered(op):
+            for key in keys_in(self.txn, self.dbs, start, end):
+                rec = live_at(self.txn, self.dbs, key, self.main)
+                if rec is not None:
+                    victims.append(rec)
+        self.cleared.add(op)
         # Written after the scan: a cursor over the index must not see its own writes.
         for rec in victims:
             self._write(Record(rec.key, 0, self.main, 0, 0, b"", deleted=True), rec)
@@ -371,11 +442,12 @@ class EntryWriter:
         # etcd's rule: it holds for every live key of the range, and an
         # empty range is a missing key.  Bounded: apply runs on every replica.
         live = False
-        for n, key in enumerate(keys_in(self.txn, self.dbs, c.key, c.range_end)):
-            if n >= MAX_COMPARE_KEYS:
+        for key in keys_in(self.txn, self.dbs, c.key, c.range_end):
+            if self.compare_keys <= 0:
                 raise KVBadRequestError(
-                    f"a compare's range spans more than {MAX_COMPARE_KEYS} keys"
+                    f"the compares of a txn span more than {MAX_COMPARE_KEYS} keys"
                 )
+            self.compare_keys -= 1
             rec = live_at(self.txn, self.dbs, key, self.main)
             if rec is None:
                 continue

@@ -1,0 +1,99 @@
+"""Strangers' bytes on the gRPC port and the JSON gateway: what cannot be
+decoded gets a clear error, and the node logs no traceback for it (a
+stranger must not be able to fill the error log).
+
+Found by the adversarial review: an undecodable protobuf was grpcio's
+UNKNOWN "Unexpected DecodeError" with a traceback logged at ERROR; a
+gateway body that is not UTF-8, or over the client port's size limit, was
+UNKNOWN (HTTP 500) with a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+
+from liferaft.etcd import gateway, grpc_server
+from liferaft.etcd import kv as etcd_kv
+from liferaft.etcd import watch as etcd_watch
+from liferaft.etcd.context import EtcdContext
+
+CALLS = [*etcd_kv.CALLS, *etcd_watch.CALLS]
+
+
+def fake_ctx() -> EtcdContext:
+    # Nothing under it: every request here fails before a handler runs.
+    svc: Any = SimpleNamespace(
+        node=SimpleNamespace(id="n1", rn=None, members=["n1"]), hub=SimpleNamespace(revision=0)
+    )
+    return EtcdContext(svc, "test")
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(grpc_server.generic_handlers(fake_ctx(), CALLS))
+    p = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield p
+    finally:
+        await server.stop(0)
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_undecodable_protobuf_is_etcds_internal_without_a_traceback(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    ident = lambda b: b  # noqa: E731 - raw bytes both ways
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        rng = ch.unary_unary("/etcdserverpb.KV/Range", request_serializer=ident,
+                             response_deserializer=ident)  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rng(b"\xff\xff\xff")
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert (err.value.details() or "").startswith("grpc: error unmarshalling request")
+        # A stream's request too: the stream ends with the same status.
+        watch = ch.stream_stream("/etcdserverpb.Watch/Watch", request_serializer=ident,
+                                 response_deserializer=ident)  # fmt: skip
+        call = watch(iter([b"\x0a\xff\xff\xff\xff\x0f"]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert _errors(caplog) == []
+
+
+async def test_gateway_bodies_not_utf8_or_too_large_are_client_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = web.Application(client_max_size=1024)
+    gateway.Gateway(fake_ctx(), CALLS).add_routes(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v3/kv/range"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=b'\xff\xfe{"key": "YQ=="}') as r:
+                body = await r.json()
+                assert (r.status, body["code"]) == (400, 3)
+                assert "not UTF-8" in body["message"]
+            async with http.post(url, data=b'{"key": "' + b"A" * 4096 + b'"}') as r:
+                body = await r.json()
+                assert (r.status, body["message"]) == (400, "etcdserver: request is too large")
+    finally:
+        await runner.cleanup()
+    assert _errors(caplog) == []
