@@ -27,6 +27,7 @@ from liferaft.kv.mvcc.ops import (
     Range,
     RangeResult,
 )
+from liferaft.kv.mvcc.reader import check_read_revision
 
 from . import errors
 from .calls import Call
@@ -146,7 +147,9 @@ def range_op(r: pb.RangeRequest) -> Range | None:
     if is_empty_range(key, end):
         return None
     limit = 0 if _needs_all(r) or r.limit <= 0 else r.limit + 1
-    return Range(key, end, max(r.revision, 0), limit, r.keys_only, r.count_only)
+    # etcd drops the values after sorting: a sort by value needs them.
+    keys_only = r.keys_only and r.sort_target != RangeReq.VALUE
+    return Range(key, end, max(r.revision, 0), limit, keys_only, r.count_only)
 
 
 async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
@@ -161,6 +164,8 @@ async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
     def read() -> RangeResult:
         with svc.machine.read() as view:
             if op is None:
+                # Nothing to read, but etcd still refuses the revision.
+                check_read_revision(max(r.revision, 0), view.revision, view.compact_revision)
                 return RangeResult(view.revision)
             return view.range(op)
 
