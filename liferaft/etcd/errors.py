@@ -105,7 +105,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     Code.PERMISSION_DENIED: 403,
     Code.UNAUTHENTICATED: 401,
     Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
+    Code.FAILED_PRECONDITION: 412,  # v1.9 (etcd 3.4.23): later v1s answer 400
     Code.ABORTED: 409,
     Code.OUT_OF_RANGE: 400,
     Code.UNIMPLEMENTED: 501,

@@ -31,7 +31,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from . import auth, errors
+from . import auth, errors, jsonin
 from .calls import Call
 from .context import EtcdContext
 from .errors import Code, EtcdError, etcd_error
@@ -91,9 +91,15 @@ def parse(call: Call, text: str) -> Message:
     msg = call.request()
     if text.strip():
         try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
+        # What etcd refuses and the lenient parser below would take.
+        jsonin.check(value, msg.DESCRIPTOR)
+        try:
             # etcd's gateway (grpc-gateway v1) skips fields it does not know:
             # a newer client's request still works on an older server.
-            json_format.Parse(text, msg, ignore_unknown_fields=True)
+            json_format.ParseDict(value, msg, ignore_unknown_fields=True)
         except json_format.ParseError as exc:
             raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
     return msg

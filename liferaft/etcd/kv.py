@@ -27,6 +27,7 @@ from liferaft.kv.mvcc.ops import (
     Range,
     RangeResult,
 )
+from liferaft.kv.mvcc.reader import check_read_revision
 
 from . import errors
 from .calls import Call
@@ -146,7 +147,9 @@ def range_op(r: pb.RangeRequest) -> Range | None:
     if is_empty_range(key, end):
         return None
     limit = 0 if _needs_all(r) or r.limit <= 0 else r.limit + 1
-    return Range(key, end, max(r.revision, 0), limit, r.keys_only, r.count_only)
+    # etcd drops the values after sorting: a sort by value needs them.
+    keys_only = r.keys_only and r.sort_target != RangeReq.VALUE
+    return Range(key, end, max(r.revision, 0), limit, keys_only, r.count_only)
 
 
 async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
@@ -160,7 +163,12 @@ async def range_(ctx: EtcdContext, r: pb.RangeRequest) -> pb.RangeResponse:
 
     def read() -> tuple[pb.RangeResponse, int]:
         with svc.machine.read() as view:
-            res = RangeResult(view.revision) if op is None else view.range(op)
+            if op is None:
+                # Nothing to read, but etcd still refuses the revision.
+                check_read_revision(max(r.revision, 0), view.revision, view.compact_revision)
+                res = RangeResult(view.revision)
+            else:
+                res = view.range(op)
         # Sorting and building the answer too: a range of 20,000 keys held
         # the event loop (every client, the node's heartbeats) for 300 ms.
         return range_response(r, res), res.revision

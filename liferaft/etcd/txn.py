@@ -166,23 +166,56 @@ def txn_op(ctx: EtcdContext, r: pb.TxnRequest) -> Txn:
 # -- the answer -------------------------------------------------------------------------
 
 
+def _changes(res: TxnResult) -> bool:
+    """The ops the txn ran changed the store (a put, or a delete that
+    deleted), nested txns included."""
+    for got in res.results:
+        if isinstance(got, mvcc.PutResult):
+            return True
+        if isinstance(got, mvcc.DeleteResult) and got.deleted:
+            return True
+        if isinstance(got, TxnResult) and _changes(got):
+            return True
+    return False
+
+
+class _Revisions:
+    """Each op's header revision, as etcd's write txn gives it: the revision
+    before the txn until an op has changed something, the txn's own after
+    (a put: always the txn's).  Walked in the order the ops ran."""
+
+    def __init__(self, res: TxnResult) -> None:
+        self.base = res.revision - 1 if _changes(res) else res.revision
+        self.changed = False
+
+    def after(self, got: Any) -> int:
+        if isinstance(got, mvcc.PutResult) or (isinstance(got, mvcc.DeleteResult) and got.deleted):
+            self.changed = True
+        return self.base + 1 if self.changed else self.base
+
+
 def txn_response(
-    ctx: EtcdContext | None, r: pb.TxnRequest, res: TxnResult
+    ctx: EtcdContext | None, r: pb.TxnRequest, res: TxnResult, revs: _Revisions | None = None
 ) -> pb.TxnResponse:
     """etcd's TxnResponse for the store's result: a ResponseOp per op of the
     branch taken.  The full header (``ctx``) goes on the outer answer only; a
-    nested txn's is empty and its ops' carry the revision, as etcd's."""
+    nested txn's is empty and its ops' carry the revision each saw
+    (:class:`_Revisions`), as etcd's."""
     header = ctx.header(res.revision) if ctx is not None else pb.ResponseHeader()
+    revs = revs or _Revisions(res)
     out = pb.TxnResponse(header=header, succeeded=res.succeeded)
     branch = r.success if res.succeeded else r.failure
     for op, got in zip(branch, res.results, strict=True):
-        out.responses.append(_response_op(op, got))
+        out.responses.append(_response_op(op, got, revs))
     return out
 
 
-def _response_op(op: pb.RequestOp, got: Any) -> pb.ResponseOp:
-    head = pb.ResponseHeader(revision=got.revision)
+def _response_op(op: pb.RequestOp, got: Any, revs: _Revisions) -> pb.ResponseOp:
     which = op.WhichOneof("request")
+    if which == "request_txn":
+        assert isinstance(got, TxnResult)
+        return pb.ResponseOp(response_txn=txn_response(None, op.request_txn, got, revs))
+    head = pb.ResponseHeader(revision=revs.after(got))
     if which == "request_put":
         assert isinstance(got, mvcc.PutResult)
         put = pb.PutResponse(header=head)
@@ -194,14 +227,11 @@ def _response_op(op: pb.RequestOp, got: Any) -> pb.ResponseOp:
         d = pb.DeleteRangeResponse(header=head, deleted=got.deleted)
         d.prev_kvs.extend(kv.key_value(x) for x in got.prev_kvs)
         return pb.ResponseOp(response_delete_range=d)
-    if which == "request_range":
-        assert isinstance(got, mvcc.RangeResult)
-        rr = op.request_range
-        rng = kv.range_response(rr, got) if kv.range_op(rr) is not None else pb.RangeResponse()
-        rng.header.CopyFrom(head)
-        return pb.ResponseOp(response_range=rng)
-    assert isinstance(got, TxnResult)
-    return pb.ResponseOp(response_txn=txn_response(None, op.request_txn, got))
+    assert isinstance(got, mvcc.RangeResult)
+    rr = op.request_range
+    rng = kv.range_response(rr, got) if kv.range_op(rr) is not None else pb.RangeResponse()
+    rng.header.CopyFrom(head)
+    return pb.ResponseOp(response_range=rng)
 
 
 async def txn(ctx: EtcdContext, r: pb.TxnRequest) -> pb.TxnResponse:

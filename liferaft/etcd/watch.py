@@ -266,8 +266,9 @@ class WatchStream:
 
     def _compacted(self, w: _Watch, exc: CompactedError) -> pb.WatchResponse:
         self._end(w)  # the id stays until the client cancels it, as in etcd
+        # etcd's header here has no revision (its compacted answer has none).
         return pb.WatchResponse(
-            header=self._header(), watch_id=w.id, canceled=True,
+            header=self.ctx.header(0), watch_id=w.id, canceled=True,
             compact_revision=exc.compact_revision,
         )  # fmt: skip
 

@@ -112,3 +112,20 @@ def test_aetcd_put_timed_out_applies_once(paused_cluster: ProcCluster, etcdctl: 
         return asyncio.run(run())
 
     _timed_out_once(c, etcdctl, "o/ae", put)
+
+
+def test_etcdctl_txn_timed_out_applies_once(paused_cluster: ProcCluster, etcdctl: str) -> None:
+    """A Txn is a write too: clientv3 does not send it again after "request
+    timed out", and the node does not propose it twice."""
+    c = paused_cluster
+
+    def txn(leader: str) -> str:
+        stdin = 'version("o/txn") = "0"\n\nput o/txn v\n\nput o/txn-else v\n\n'
+        r = Etcdctl(etcdctl, [c.nodes[leader].grpc]).run("txn", input=stdin)
+        assert r.returncode != 0, r.stdout
+        return r.stderr
+
+    _timed_out_once(c, etcdctl, "o/txn", txn)
+    # Had it applied a second time, the compare would have failed then.
+    ctl = Etcdctl(etcdctl, [n.grpc for n in c.nodes.values()])
+    assert ctl.ok("get", "o/txn-else") == ""

@@ -208,7 +208,7 @@ def test_authenticate_without_a_token_file_is_not_enabled(
     node = next(iter(etcd_cluster.nodes.values()))
     body = {"name": "root", "password": "anything"}
     code, got = http(node.client, "POST", "/v3/auth/authenticate", body)
-    assert code == 400 and got["message"] == "etcdserver: authentication is not enabled"
+    assert code == 412 and got["message"] == "etcdserver: authentication is not enabled"
     assert got["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
 

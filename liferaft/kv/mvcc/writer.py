@@ -90,9 +90,10 @@ def validate(op: Op | TxnOp, revision: int, compact: int) -> None:
         if isinstance(op, Range):
             if op.limit < 0:
                 raise KVBadRequestError(f"limit must be >= 0, not {op.limit}")
-            # A txn's revision is revision + 1 if it writes: a read at that
-            # one means "as the txn left it", which 0 already says.
-            check_read_revision(op.revision, revision, compact)
+            if not isinstance(op.revision, int):
+                raise KVBadRequestError("revision must be an int")
+            # A txn's range: its revision is checked only if its branch
+            # runs (EntryWriter), as etcd's.
     elif isinstance(op, Txn):
         if _validate_txn(op, revision, compact, 1) > MAX_TXN_TOTAL_OPS:
             raise KVBadRequestError(
@@ -324,13 +325,17 @@ class EntryWriter:
         self.compare_keys = MAX_COMPARE_KEYS
         self.cleared = _Cleared()
 
-    def _check_puts(self, ops: Iterable[Put]) -> None:
+    def _check_puts(self, ops: Iterable[Put], lease_first: bool = False) -> None:
         """Refuse, before any write, a put naming a lease that does not exist
         or one with ``ignore_value``/``ignore_lease`` of an absent key (the
         store as it is before the entry: no op of one txn can change a key
-        another puts, by the duplicate-key rule)."""
+        another puts, by the duplicate-key rule).  Which is named when both
+        fail is etcd's: a txn's put, the key; a lone put, the lease
+        (``lease_first``)."""
         hooks = self.hooks
         for o in ops:
+            if lease_first and o.lease and hooks is not None and not hooks.lease_exists(o.lease):
+                raise LeaseNotFoundError(o.lease)
             if (o.ignore_value or o.ignore_lease) and live_at(
                 self.txn, self.dbs, o.key, self.main
             ) is None:
@@ -345,7 +350,7 @@ class EntryWriter:
 
     def apply(self, op: Op) -> PutResult | DeleteResult | TxnResult | CompactResult:
         if isinstance(op, Put):
-            self._check_puts((op,))
+            self._check_puts((op,), lease_first=True)
             return self._finish(self._put(op))
         if isinstance(op, DeleteRange):
             return self._finish(self._delete(op))
@@ -355,24 +360,32 @@ class EntryWriter:
             # check its puts; then run it.  Nothing raises after the first write.
             path: list[bool] = []
             puts: list[Put] = []
-            self._decide(op, path, puts)
+            ranges: list[Range] = []
+            self._decide(op, path, puts, ranges)
             self._check_puts(puts)
+            # A txn's revision is current + 1 if it writes: a read at that
+            # one means "as the txn left it", which 0 already says.
+            for r in ranges:
+                check_read_revision(r.revision, self.current, self.compact)
             res = self._txn(op, iter(path))
             return _stamp(res, self.revision)
         assert isinstance(op, Compact)
         self._compact(op.revision)
         return CompactResult(self.current, op.revision)
 
-    def _decide(self, op: Txn, path: list[bool], puts: list[Put]) -> None:
+    def _decide(self, op: Txn, path: list[bool], puts: list[Put], ranges: list[Range]) -> None:
         """Append whether each txn on ``op``'s path succeeds (pre-order, as
-        :meth:`_txn` consumes it) and collect the puts it will run."""
+        :meth:`_txn` consumes it) and collect the puts and ranges it will
+        run (only those are checked, as etcd's ``checkRequests``)."""
         ok = all(self._holds(c) for c in op.compare)
         path.append(ok)
         for sub in op.success if ok else op.failure:
             if isinstance(sub, Txn):
-                self._decide(sub, path, puts)
+                self._decide(sub, path, puts, ranges)
             elif isinstance(sub, Put):
                 puts.append(sub)
+            elif isinstance(sub, Range):
+                ranges.append(sub)
 
     def _txn(self, op: Txn, path: Iterator[bool]) -> TxnResult:
         ok = next(path)
