@@ -274,8 +274,8 @@ class WatchStream:
 
     async def _put(self, resp: pb.WatchResponse) -> None:
         size = resp.ByteSize()
-        while self.error is None and self._queued_bytes and (
-            self._queued_bytes + size > OUTBOX_BYTES
+        while (
+            self.error is None and self._queued_bytes and (self._queued_bytes + size > OUTBOX_BYTES)
         ):
             self._room.clear()
             await self._room.wait()
