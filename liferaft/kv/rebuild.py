@@ -30,6 +30,8 @@ different contents would be two different replicas forever.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,10 +45,12 @@ from typing import Any
 from liferaft.core import ConfState, HardState, Snapshot, SnapshotMeta
 from liferaft.kv.mvcc.checkpoint import fsync_dir
 from liferaft.runtime import Node, NodeConfig, NodeError
+from liferaft.runtime import address_book as book
 from liferaft.runtime.checkpoint import marker
 from liferaft.runtime.entry_format import ENTRY_FORMAT_ENVELOPED
 from liferaft.runtime.store import DiskStore, wrap_snapshot
 from liferaft.storage import DiskStorage
+from liferaft.transport.base import parse_address
 from liferaft.transport.memory import MemoryNetwork
 
 from .machine import KVMachine
@@ -207,6 +211,34 @@ async def _drain(config: NodeConfig, machine: KVMachine, data_dir: Path) -> dict
         await node.stop()
 
 
+async def answering(
+    members: dict[str, dict[str, Any]], timeout: float = 1.0
+) -> list[str]:
+    """The ``members`` (id -> address book entry) whose peer address accepts
+    a TCP connection now.  A member that still runs would, with the others
+    of the old majority, go on electing leaders and taking writes beside
+    the forced node (which refuses them as strangers, so nothing ever ends
+    that): a live old member means the quorum is not lost.  A connection
+    is all this asks: whatever listens on an old member's peer address must
+    be stopped before the old cluster is given up."""
+
+    async def up(addr: str) -> bool:
+        try:
+            host, port = parse_address(addr)
+            _, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, ValueError, TimeoutError):
+            return False
+        w.close()
+        with contextlib.suppress(OSError):
+            await w.wait_closed()
+        return True
+
+    addrs = {m: book.addresses(e).peer_addr for m, e in sorted(members.items())}
+    addrs = {m: a for m, a in addrs.items() if a}
+    got = await asyncio.gather(*(up(a) for a in addrs.values()))
+    return [f"{m} ({a})" for (m, a), ok in zip(addrs.items(), got, strict=True) if ok]
+
+
 async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Path) -> int:
     """Make ``data_dir``'s node the one member of its cluster, keeping what
     it applied (see the module doc); the index the new history starts at.
@@ -226,6 +258,15 @@ async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Pa
         own = seen["members"].get(config.id)
         if own is None:
             raise RebuildError(f"{config.id} is not a member in its own data: nothing to keep")
+        others = {m: e for m, e in seen["members"].items() if m != config.id}
+        alive = await answering(others)
+        if alive:
+            raise RebuildError(
+                f"{', '.join(alive)} still answer on their peer addresses: the quorum may not "
+                "be lost, and forcing now makes two clusters under one id that both take "
+                "writes. Stop every other member first (and wipe it before it ever rejoins); "
+                "nothing was changed"
+            )
         rec = {
             "state": "started",
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
