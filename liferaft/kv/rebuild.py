@@ -61,6 +61,8 @@ log = logging.getLogger("liferaft.kv")
 FORCE_RECORD = "force-new-cluster.json"
 #: The Raft state of a data dir (everything but the store and the identity).
 RAFT_STATE = ("hardstate", "wal", "snap")
+#: In a data dir while ``snapshot restore`` builds it (JSON: the backup, the id).
+RESTORING = "restore-incomplete"
 _CHUNK = 1 << 20
 _SHA = 32
 
@@ -125,17 +127,21 @@ def restore(
     """Build ``data_dir`` (absent or empty) for member ``node_id`` of a new
     cluster of ``cluster`` (id -> peer address) from ``backup``; the store's
     applied index, where the new log starts.  :class:`RebuildError` (the
-    data dir left as it was found) if the backup is damaged or not a store."""
+    data dir left as it was found) if the backup is damaged or not a store,
+    or the disk refuses it.  While it runs the dir holds :data:`RESTORING`,
+    removed last: a restore killed midway leaves a dir that refuses to
+    start (:func:`check_restored`) instead of one that looks whole."""
     from liferaft.kv.identity import record_identity
-    from liferaft.kv.mvcc import StoreFormatError
 
     if node_id not in cluster:
         raise RebuildError(f"--initial-cluster does not name {node_id}")
+    check_restored(data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
         raise RebuildError(f"{data_dir} is not empty: restore builds a new data dir")
     made = not data_dir.exists()
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(data_dir / RESTORING, {"backup": str(backup), "id": node_id})
         machine = KVMachine(data_dir / "kv")
         try:
             machine.restore(backup_chunks(backup))
@@ -146,15 +152,50 @@ def restore(
             raise RebuildError(f"{backup} holds an empty store (applied index 0)")
         write_raft_state(data_dir, index, 1, {n: {"addr": a} for n, a in cluster.items()})
         record_identity(data_dir, node_id, cluster_id)
-    except (StoreFormatError, OSError, RebuildError) as exc:
-        _empty(data_dir, remove=made)
-        if isinstance(exc, RebuildError):
+        (data_dir / RESTORING).unlink()
+        fsync_dir(data_dir)
+    except BaseException as exc:
+        # Ctrl-C and a full disk as well (LMDB's errors are not OSErrors):
+        # nothing half-built stays.  If even that fails, the mark stays.
+        with contextlib.suppress(OSError):
+            _empty(data_dir, remove=made)
+        if isinstance(exc, RebuildError) or not isinstance(exc, Exception):
             raise
-        raise RebuildError(f"cannot restore {backup}: {exc}") from exc
+        raise RebuildError(f"cannot restore {backup}: {_why(backup, exc)}") from exc
     return index
 
 
+def check_restored(data_dir: Path) -> None:
+    """:class:`RebuildError` if a ``snapshot restore`` into ``data_dir``
+    was cut short (it holds :data:`RESTORING`)."""
+    if (data_dir / RESTORING).exists():
+        raise RebuildError(
+            f"a snapshot restore into {data_dir} did not finish (interrupted): remove "
+            f"{data_dir} and run the restore again"
+        )
+
+
+#: bbolt's meta page magic (after the 16-byte page header): an etcd data
+#: file, or an etcd 3.4 server's snapshot, is a bbolt database.
+_BBOLT_MAGIC = (16, bytes.fromhex("edda0ced"))
+
+
+def _why(backup: Path, exc: BaseException) -> str:
+    """The reason a restore failed, naming an etcd database for what it is."""
+    at, magic = _BBOLT_MAGIC
+    with contextlib.suppress(OSError), open(backup, "rb") as f:
+        f.seek(at)
+        if f.read(len(magic)) == magic:
+            return (
+                "it is an etcd (bbolt) database, not a liferaft-kv snapshot: restore it "
+                "with etcdutl, or copy its keys into liferaft-kv with an etcd client"
+            )
+    return str(exc) or type(exc).__name__
+
+
 def _empty(data_dir: Path, remove: bool) -> None:
+    if not data_dir.exists():
+        return
     for p in data_dir.iterdir():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     if remove:
@@ -211,9 +252,7 @@ async def _drain(config: NodeConfig, machine: KVMachine, data_dir: Path) -> dict
         await node.stop()
 
 
-async def answering(
-    members: dict[str, dict[str, Any]], timeout: float = 1.0
-) -> list[str]:
+async def answering(members: dict[str, dict[str, Any]], timeout: float = 1.0) -> list[str]:
     """The ``members`` (id -> address book entry) whose peer address accepts
     a TCP connection now.  A member that still runs would, with the others
     of the old majority, go on electing leaders and taking writes beside

@@ -36,7 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .rebuild import RebuildError, force_new_cluster, read_force_record
+from .rebuild import RebuildError, check_restored, force_new_cluster, read_force_record
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -446,6 +446,7 @@ def check_force(o: ServeOptions, fresh: bool) -> None:
     or joins another cluster; without it, a data dir whose force was cut
     short must not start (kv/rebuild.py)."""
     try:
+        check_restored(o.data_dir)
         rec = read_force_record(o.data_dir)
     except RebuildError as exc:
         raise ServeError(str(exc)) from exc
