@@ -512,6 +512,8 @@ def parse_cluster(spec: str) -> dict[str, str]:
         nid, sep, addr = part.partition("=")
         if not sep or not nid or not addr:
             raise ValueError(f"{part!r} is not ID=HOST:PORT")
+        if "://" in addr:  # etcd's --initial-cluster takes URLs
+            raise ValueError(f"{part!r}: give HOST:PORT, not a URL (e.g. {nid}=10.0.0.1:7000)")
         if is_wildcard(parse_address(addr)[0]):
             raise ValueError(
                 f"{part!r}: a wildcard address is where a node listens; give the address "
@@ -519,6 +521,10 @@ def parse_cluster(spec: str) -> dict[str, str]:
             )
         if nid in out:
             raise ValueError(f"{nid} appears twice")
+        # Text only (no lookups): a copy-paste slip, not every alias.
+        twin = next((m for m, a in out.items() if a.lower() == addr.lower()), None)
+        if twin is not None:
+            raise ValueError(f"{twin} and {nid} have the same address {addr}")
         out[nid] = addr
     if not out:
         raise ValueError("it names no node")
