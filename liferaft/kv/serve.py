@@ -189,9 +189,26 @@ async def _adopt(o: ServeOptions) -> ServeOptions:
                     "the cluster added a member at %s (etcd MemberAdd): running as its id %s, "
                     "named %s", o.peer_addr, got, o.id,
                 )  # fmt: skip
-                return dataclasses.replace(o, id=got, name=o.id)
+                o = dataclasses.replace(o, id=got, name=o.id)
+            refuse_lost_voter(members, o.id)
             return o
     return o
+
+
+def refuse_lost_voter(members: list[dict[str, Any]], node_id: str) -> None:
+    """A node on an empty data dir must not join as a voter the cluster
+    already has: that voter's vote and log were on the data dir that is
+    gone, and coming back without them under its id can elect two leaders
+    in one term or lose an entry it acknowledged (the Raft thesis, 3.6;
+    etcd refuses it too).  A learner's acks and votes never count: one may
+    come back empty (a member MemberAdd recorded is adopted that way)."""
+    if any(m.get("id") == node_id and m.get("voter") for m in members):
+        raise ServeError(
+            f"{node_id} is already a voter of this cluster, and {node_id}'s data dir is "
+            f"empty: a voter that lost its data must not come back under its id. Remove it "
+            f"first (liferaft members remove {node_id}, or etcdctl member remove), then "
+            "join again, or join under a new --id"
+        )
 
 
 async def _join(node: Node, o: ServeOptions) -> None:

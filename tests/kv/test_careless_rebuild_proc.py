@@ -7,11 +7,13 @@ address, and nothing is changed then."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 from liferaft.kv.rebuild import FORCE_RECORD
-from tests.kv.procs import CLI, proc_cluster, wait_for
+from liferaft.kv.serve import serve_argv
+from tests.kv.procs import CLI, FAST_TIMING, proc_cluster, run_cli, wait_for
 
 
 def test_force_new_cluster_is_refused_while_other_members_run(tmp_path: Path) -> None:
@@ -33,3 +35,24 @@ def test_force_new_cluster_is_refused_while_other_members_run(tmp_path: Path) ->
         c.start("n1", mode=[])
         assert c.put(c.wait_leader(), "fnc/b", "2")[0] == 200
         wait_for(lambda: c.get("n1", "fnc/b", "stale")[0] == 200, 20, "fnc/b on n1")
+
+
+def test_a_wiped_voter_cannot_rejoin_under_its_id(tmp_path: Path) -> None:
+    """n3's disk is replaced and it is started again with --join: it would
+    come back as the voter n3 with no log and no memory of its vote (it did,
+    silently).  Refused, naming the way out: remove n3, then join."""
+    with proc_cluster(tmp_path) as c:
+        c.start_cluster(3)
+        assert c.put(c.wait_leader(), "wipe/a", "1")[0] == 200
+        c.stop("n3")
+        n3 = c.nodes["n3"]
+        shutil.rmtree(n3.data)
+        join = ["--join", f"http://{c.nodes['n1'].client}"]
+        argv = serve_argv("n3", n3.data, n3.peer, n3.client, *FAST_TIMING, *join)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "already a voter" in r.stderr, r.stderr
+        assert "members remove n3" in r.stderr
+        removed = run_cli("members", "remove", "n3", "--endpoints", c.nodes["n1"].client)
+        assert removed.returncode == 0, removed.stderr
+        c.start("n3", mode=join)
+        wait_for(lambda: c.get("n3", "wipe/a", "stale")[0] == 200, 30, "wipe/a on the new n3")
