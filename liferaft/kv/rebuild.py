@@ -18,7 +18,8 @@ different contents would be two different replicas forever.
   accepted and checked), with the ``--initial-cluster`` voters, in term 1.
 - **force-new-cluster** (:func:`force_new_cluster`) keeps one survivor's
   data and drops every other member.  First the node runs alone, on no
-  network, until it has applied what it knew to be committed; entries past
+  network, until it has applied what it knew to be committed (and refuses
+  if any other member still answers on its peer address); entries past
   that are dropped (etcd drops them too: with the quorum gone nobody can
   tell whether they were committed, and one could be a write its client
   was told was not applied).  The old ``hardstate``, ``wal/`` and ``snap/``
