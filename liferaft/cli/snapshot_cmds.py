@@ -59,18 +59,22 @@ async def _download(url: str, dest: Path, token: str | None, tls: ssl.SSLContext
                     n += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
+        os.replace(part, dest)
+        fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except aiohttp.ClientError as exc:
         part.unlink(missing_ok=True)
         raise click.ClickException(f"{url}: {exc} (nothing saved)") from exc
+    except OSError as exc:  # a missing or read-only directory, a full disk
+        part.unlink(missing_ok=True)
+        why = exc.strerror or exc
+        raise click.ClickException(f"cannot write {dest}: {why} (nothing saved)") from exc
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return n
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from liferaft.kv import adopt
+from liferaft.kv.advertise import same_address
 from liferaft.kv.errors import KVError
 from liferaft.runtime import MembershipError, NodeError
 from liferaft.runtime import address_book as book
@@ -68,10 +69,23 @@ def peer_addr_of(url: str) -> str:
     return f"{host}:{port}"
 
 
-def _same_addr(a: str, b: str) -> bool:
-    # Text, not resolved: a DNS lookup would stall the event loop, and the
-    # peer table compares text as well.
-    return a.strip().lower() == b.strip().lower()
+async def _taken(addr: str, entries: list[dict[str, Any]]) -> bool:
+    """True if a member's peer address is ``addr``, spelled alike or not
+    ("localhost" for 127.0.0.1: the node started there adopts one entry,
+    the other would be a learner that never starts).  Names are resolved
+    in a thread: a DNS lookup must not stall the event loop."""
+    peers = [p for e in entries if (p := book.addresses(e).peer_addr)]
+    if any(p.strip().lower() == addr.strip().lower() for p in peers):
+        return True
+
+    def resolved() -> bool:
+        for p in peers:
+            with contextlib.suppress(ValueError, OSError):
+                if same_address(p, addr)[0]:
+                    return True
+        return False
+
+    return await asyncio.to_thread(resolved)
 
 
 def member(ctx: EtcdContext, nid: str, entry: dict[str, Any] | None, learner: bool) -> pb.Member:
@@ -128,7 +142,7 @@ async def member_add(ctx: EtcdContext, r: pb.MemberAddRequest) -> pb.MemberAddRe
         raise errors.MEMBER_BAD_URLS
     addr = peer_addr_of(r.peerURLs[0])
     st = ctx.service.node.status()
-    if any(_same_addr(book.addresses(e).peer_addr, addr) for e in st.members.values()):
+    if await _taken(addr, list(st.members.values())):
         raise errors.PEER_URL_EXIST
     nid = adopt.new_id()
     info: dict[str, Any] = {ADDED: True}

@@ -18,7 +18,8 @@ different contents would be two different replicas forever.
   accepted and checked), with the ``--initial-cluster`` voters, in term 1.
 - **force-new-cluster** (:func:`force_new_cluster`) keeps one survivor's
   data and drops every other member.  First the node runs alone, on no
-  network, until it has applied what it knew to be committed; entries past
+  network, until it has applied what it knew to be committed (and refuses
+  if any other member still answers on its peer address); entries past
   that are dropped (etcd drops them too: with the quorum gone nobody can
   tell whether they were committed, and one could be a write its client
   was told was not applied).  The old ``hardstate``, ``wal/`` and ``snap/``
@@ -30,6 +31,8 @@ different contents would be two different replicas forever.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,10 +46,12 @@ from typing import Any
 from liferaft.core import ConfState, HardState, Snapshot, SnapshotMeta
 from liferaft.kv.mvcc.checkpoint import fsync_dir
 from liferaft.runtime import Node, NodeConfig, NodeError
+from liferaft.runtime import address_book as book
 from liferaft.runtime.checkpoint import marker
 from liferaft.runtime.entry_format import ENTRY_FORMAT_ENVELOPED
 from liferaft.runtime.store import DiskStore, wrap_snapshot
 from liferaft.storage import DiskStorage
+from liferaft.transport.base import parse_address
 from liferaft.transport.memory import MemoryNetwork
 
 from .machine import KVMachine
@@ -57,6 +62,8 @@ log = logging.getLogger("liferaft.kv")
 FORCE_RECORD = "force-new-cluster.json"
 #: The Raft state of a data dir (everything but the store and the identity).
 RAFT_STATE = ("hardstate", "wal", "snap")
+#: In a data dir while ``snapshot restore`` builds it (JSON: the backup, the id).
+RESTORING = "restore-incomplete"
 _CHUNK = 1 << 20
 _SHA = 32
 
@@ -121,17 +128,21 @@ def restore(
     """Build ``data_dir`` (absent or empty) for member ``node_id`` of a new
     cluster of ``cluster`` (id -> peer address) from ``backup``; the store's
     applied index, where the new log starts.  :class:`RebuildError` (the
-    data dir left as it was found) if the backup is damaged or not a store."""
+    data dir left as it was found) if the backup is damaged or not a store,
+    or the disk refuses it.  While it runs the dir holds :data:`RESTORING`,
+    removed last: a restore killed midway leaves a dir that refuses to
+    start (:func:`check_restored`) instead of one that looks whole."""
     from liferaft.kv.identity import record_identity
-    from liferaft.kv.mvcc import StoreFormatError
 
     if node_id not in cluster:
         raise RebuildError(f"--initial-cluster does not name {node_id}")
+    check_restored(data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
         raise RebuildError(f"{data_dir} is not empty: restore builds a new data dir")
     made = not data_dir.exists()
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(data_dir / RESTORING, {"backup": str(backup), "id": node_id})
         machine = KVMachine(data_dir / "kv")
         try:
             machine.restore(backup_chunks(backup))
@@ -142,15 +153,50 @@ def restore(
             raise RebuildError(f"{backup} holds an empty store (applied index 0)")
         write_raft_state(data_dir, index, 1, {n: {"addr": a} for n, a in cluster.items()})
         record_identity(data_dir, node_id, cluster_id)
-    except (StoreFormatError, OSError, RebuildError) as exc:
-        _empty(data_dir, remove=made)
-        if isinstance(exc, RebuildError):
+        (data_dir / RESTORING).unlink()
+        fsync_dir(data_dir)
+    except BaseException as exc:
+        # Ctrl-C and a full disk as well (LMDB's errors are not OSErrors):
+        # nothing half-built stays.  If even that fails, the mark stays.
+        with contextlib.suppress(OSError):
+            _empty(data_dir, remove=made)
+        if isinstance(exc, RebuildError) or not isinstance(exc, Exception):
             raise
-        raise RebuildError(f"cannot restore {backup}: {exc}") from exc
+        raise RebuildError(f"cannot restore {backup}: {_why(backup, exc)}") from exc
     return index
 
 
+def check_restored(data_dir: Path) -> None:
+    """:class:`RebuildError` if a ``snapshot restore`` into ``data_dir``
+    was cut short (it holds :data:`RESTORING`)."""
+    if (data_dir / RESTORING).exists():
+        raise RebuildError(
+            f"a snapshot restore into {data_dir} did not finish (interrupted): remove "
+            f"{data_dir} and run the restore again"
+        )
+
+
+#: bbolt's meta page magic (after the 16-byte page header): an etcd data
+#: file, or an etcd 3.4 server's snapshot, is a bbolt database.
+_BBOLT_MAGIC = (16, bytes.fromhex("edda0ced"))
+
+
+def _why(backup: Path, exc: BaseException) -> str:
+    """The reason a restore failed, naming an etcd database for what it is."""
+    at, magic = _BBOLT_MAGIC
+    with contextlib.suppress(OSError), open(backup, "rb") as f:
+        f.seek(at)
+        if f.read(len(magic)) == magic:
+            return (
+                "it is an etcd (bbolt) database, not a liferaft-kv snapshot: restore it "
+                "with etcdutl, or copy its keys into liferaft-kv with an etcd client"
+            )
+    return str(exc) or type(exc).__name__
+
+
 def _empty(data_dir: Path, remove: bool) -> None:
+    if not data_dir.exists():
+        return
     for p in data_dir.iterdir():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     if remove:
@@ -207,6 +253,32 @@ async def _drain(config: NodeConfig, machine: KVMachine, data_dir: Path) -> dict
         await node.stop()
 
 
+async def answering(members: dict[str, dict[str, Any]], timeout: float = 1.0) -> list[str]:
+    """The ``members`` (id -> address book entry) whose peer address accepts
+    a TCP connection now.  A member that still runs would, with the others
+    of the old majority, go on electing leaders and taking writes beside
+    the forced node (which refuses them as strangers, so nothing ever ends
+    that): a live old member means the quorum is not lost.  A connection
+    is all this asks: whatever listens on an old member's peer address must
+    be stopped before the old cluster is given up."""
+
+    async def up(addr: str) -> bool:
+        try:
+            host, port = parse_address(addr)
+            _, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, ValueError, TimeoutError):
+            return False
+        w.close()
+        with contextlib.suppress(OSError):
+            await w.wait_closed()
+        return True
+
+    addrs = {m: book.addresses(e).peer_addr for m, e in sorted(members.items())}
+    addrs = {m: a for m, a in addrs.items() if a}
+    got = await asyncio.gather(*(up(a) for a in addrs.values()))
+    return [f"{m} ({a})" for (m, a), ok in zip(addrs.items(), got, strict=True) if ok]
+
+
 async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Path) -> int:
     """Make ``data_dir``'s node the one member of its cluster, keeping what
     it applied (see the module doc); the index the new history starts at.
@@ -226,6 +298,15 @@ async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Pa
         own = seen["members"].get(config.id)
         if own is None:
             raise RebuildError(f"{config.id} is not a member in its own data: nothing to keep")
+        others = {m: e for m, e in seen["members"].items() if m != config.id}
+        alive = await answering(others)
+        if alive:
+            raise RebuildError(
+                f"{', '.join(alive)} still answer on their peer addresses: the quorum may not "
+                "be lost, and forcing now makes two clusters under one id that both take "
+                "writes. Stop every other member first (and wipe it before it ever rejoins); "
+                "nothing was changed"
+            )
         rec = {
             "state": "started",
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

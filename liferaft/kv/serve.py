@@ -36,7 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .rebuild import RebuildError, force_new_cluster, read_force_record
+from .rebuild import RebuildError, check_restored, force_new_cluster, read_force_record
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -189,9 +189,26 @@ async def _adopt(o: ServeOptions) -> ServeOptions:
                     "the cluster added a member at %s (etcd MemberAdd): running as its id %s, "
                     "named %s", o.peer_addr, got, o.id,
                 )  # fmt: skip
-                return dataclasses.replace(o, id=got, name=o.id)
+                o = dataclasses.replace(o, id=got, name=o.id)
+            refuse_lost_voter(members, o.id)
             return o
     return o
+
+
+def refuse_lost_voter(members: list[dict[str, Any]], node_id: str) -> None:
+    """A node on an empty data dir must not join as a voter the cluster
+    already has: that voter's vote and log were on the data dir that is
+    gone, and coming back without them under its id can elect two leaders
+    in one term or lose an entry it acknowledged (the Raft thesis, 3.6;
+    etcd refuses it too).  A learner's acks and votes never count: one may
+    come back empty (a member MemberAdd recorded is adopted that way)."""
+    if any(m.get("id") == node_id and m.get("voter") for m in members):
+        raise ServeError(
+            f"{node_id} is already a voter of this cluster, and {node_id}'s data dir is "
+            f"empty: a voter that lost its data must not come back under its id. Remove it "
+            f"first (liferaft members remove {node_id}, or etcdctl member remove), then "
+            "join again, or join under a new --id"
+        )
 
 
 async def _join(node: Node, o: ServeOptions) -> None:
@@ -446,6 +463,7 @@ def check_force(o: ServeOptions, fresh: bool) -> None:
     or joins another cluster; without it, a data dir whose force was cut
     short must not start (kv/rebuild.py)."""
     try:
+        check_restored(o.data_dir)
         rec = read_force_record(o.data_dir)
     except RebuildError as exc:
         raise ServeError(str(exc)) from exc
@@ -511,6 +529,8 @@ def parse_cluster(spec: str) -> dict[str, str]:
         nid, sep, addr = part.partition("=")
         if not sep or not nid or not addr:
             raise ValueError(f"{part!r} is not ID=HOST:PORT")
+        if "://" in addr:  # etcd's --initial-cluster takes URLs
+            raise ValueError(f"{part!r}: give HOST:PORT, not a URL (e.g. {nid}=10.0.0.1:7000)")
         if is_wildcard(parse_address(addr)[0]):
             raise ValueError(
                 f"{part!r}: a wildcard address is where a node listens; give the address "
@@ -518,6 +538,10 @@ def parse_cluster(spec: str) -> dict[str, str]:
             )
         if nid in out:
             raise ValueError(f"{nid} appears twice")
+        # Text only (no lookups): a copy-paste slip, not every alias.
+        twin = next((m for m, a in out.items() if a.lower() == addr.lower()), None)
+        if twin is not None:
+            raise ValueError(f"{twin} and {nid} have the same address {addr}")
         out[nid] = addr
     if not out:
         raise ValueError("it names no node")

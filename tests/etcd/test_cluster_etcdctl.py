@@ -79,6 +79,22 @@ def test_member_add_promote_remove_and_errors(ctl: Etcdctl) -> None:
     assert len(members(ctl)) == 3
 
 
+def test_member_add_knows_a_peer_address_by_another_name(
+    ctl: Etcdctl, etcd_cluster: ProcCluster
+) -> None:
+    """n1's peer address spelled with "localhost": the same endpoint, so
+    etcd's "Peer URLs already exists" (it was recorded as a second member
+    at n1's address, a learner that never starts)."""
+    port = etcd_cluster.nodes["n1"].peer.rsplit(":", 1)[1]
+    r = ctl.run("member", "add", "twin", f"--peer-urls=http://localhost:{port}")
+    try:
+        assert r.returncode != 0 and "Peer URLs already exists" in r.stderr, r.stdout
+    finally:
+        if r.returncode == 0:
+            ctl.ok("member", "remove", r.stdout.split()[1])
+    assert len(members(ctl)) == 3
+
+
 def test_added_member_starts_and_joins(
     ctl: Etcdctl, etcdctl: str, etcd_cluster: ProcCluster
 ) -> None:

@@ -128,3 +128,12 @@ def test_force_new_cluster(tmp_path: Path, etcdctl: str) -> None:
         c.stop("n1")
         leader = c.wait_leader(among=["n4", "n5"])
         assert c.put(leader, "f/e", "e")[0] == 200
+
+
+def test_snapshot_save_where_it_cannot_write(etcd_cluster: ProcCluster, tmp_path: Path) -> None:
+    """A typo'd directory: one line naming the file, no traceback, no .part."""
+    dest = tmp_path / "no-such-dir" / "backup.db"
+    r = run_cli("snapshot", "save", str(dest), "--endpoints", etcd_cluster.nodes["n1"].client)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot write {dest}" in r.stderr and "nothing saved" in r.stderr
+    assert not dest.parent.exists()

@@ -135,6 +135,16 @@ def test_parse_cluster() -> None:
         parse_cluster(",")
 
 
+def test_parse_cluster_refuses_what_an_etcd_operator_types() -> None:
+    """etcd's --initial-cluster takes URLs: the error says HOST:PORT (it
+    said "IPv6 addresses need brackets").  Two members at one address (a
+    copy-paste) would make one of them unreachable forever: refused."""
+    with pytest.raises(ValueError, match="HOST:PORT, not a URL"):
+        parse_cluster("n1=http://10.0.0.1:2380")
+    with pytest.raises(ValueError, match="n1 and n2 have the same address"):
+        parse_cluster("n1=10.0.0.1:7000,n2=10.0.0.1:7000,n3=10.0.0.3:7000")
+
+
 def test_the_members_table_shows_committed_text_as_text() -> None:
     """Member fields are committed data: a "[/]" in one is text, not rich
     markup (which raised MarkupError and took `members list` down)."""
