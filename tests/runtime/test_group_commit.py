@@ -185,21 +185,29 @@ async def test_readies_queued_behind_an_off_loop_batch_are_applied_as_one(
     assert len(sm.batches) < len(handed), (len(sm.batches), len(handed))
 
 
+async def rounds_counted(c: MemCluster, *, lose_first: bool = False) -> tuple[Node, list[bytes]]:
+    """The leader of ``c``, once it applied a write, and the ReadIndex
+    rounds it starts from now on (the first one dropped if ``lose_first``)."""
+    ld = await c.leader()
+    await c.drive(c.sms[ld.id].add(3))
+    assert ld.rn is not None
+    calls: list[bytes] = []
+    real = ld.rn.read_index
+
+    def counting(ctx: bytes, lease: bool | None = None) -> None:
+        calls.append(ctx)
+        if not (lose_first and len(calls) == 1):
+            real(ctx, lease)
+
+    ld.rn.read_index = counting  # type: ignore[method-assign]
+    return ld, calls
+
+
 async def test_reads_arriving_during_a_round_share_the_next_one() -> None:
     c = MemCluster(3)
     await c.start()
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(3))
-        assert ld.rn is not None
-        calls: list[bytes] = []
-        real = ld.rn.read_index
-
-        def counting(ctx: bytes, lease: bool | None = None) -> None:
-            calls.append(ctx)
-            real(ctx, lease)
-
-        ld.rn.read_index = counting  # type: ignore[method-assign]
+        ld, calls = await rounds_counted(c)
 
         async def reads() -> list[int]:
             tasks = []
@@ -222,18 +230,7 @@ async def test_a_round_never_answered_holds_later_readers_back_briefly() -> None
     c = MemCluster(3)
     await c.start()
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(3))
-        assert ld.rn is not None
-        calls: list[bytes] = []
-        real = ld.rn.read_index
-
-        def losing_the_first(ctx: bytes, lease: bool | None = None) -> None:
-            calls.append(ctx)
-            if len(calls) > 1:  # the first round is lost on its way
-                real(ctx, lease)
-
-        ld.rn.read_index = losing_the_first  # type: ignore[method-assign]
+        ld, calls = await rounds_counted(c, lose_first=True)
         lost = asyncio.ensure_future(ld.read_index(timeout=3.0))
         await c.run(0.001)
         assert len(calls) == 1
