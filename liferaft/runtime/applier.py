@@ -413,6 +413,7 @@ class Applier:
 
                     await self._loop.store_op(install)
                     continue
+                job = self._merge_queued(job)
                 fresh, items, preset = self._prepare(job.ents)
                 raw = await asyncio.to_thread(self._call_batch, items) if items else []
                 self._finish(job.ents, fresh, items, raw, preset)
@@ -429,6 +430,29 @@ class Applier:
             self._drop_holds()
             self._jobs.clear()
             self._loop.fail(exc)
+
+    def _merge_queued(self, job: _Job) -> _Job:
+        """``job`` and the batches queued right behind it, as one batch: the
+        Readies that committed while the last batch ran cost one
+        ``apply_batch`` (one LMDB transaction and its fsyncs for liferaft-kv)
+        instead of one each (group commit).  A snapshot or a hold ends the
+        run, and so does ``max_batch``.  Every queued job's ``conf`` is known
+        here: the loop sets it in the same turn it hands the job over."""
+        jobs = self._jobs
+        if not jobs or jobs[0].snap is not None or jobs[0].reached is not None:
+            return job
+        ents = list(job.ents)
+        conf = job.conf
+        limit = self._config.max_batch
+        while jobs and len(ents) < limit:
+            nxt = jobs[0]
+            if nxt.snap is not None or nxt.reached is not None:
+                break
+            jobs.popleft()
+            ents.extend(nxt.ents)
+            if nxt.conf is not None:
+                conf = nxt.conf  # None: no change in that batch
+        return _Job(ents, conf=conf)
 
     async def hold(self) -> asyncio.Future[None]:
         """Off the loop: return once the worker is parked between two

@@ -25,8 +25,11 @@ operations, proposes the queued writes, then handles each Ready in the
 order of the core's contract (docs/core.md, docs/runtime.md):
 
 1. persist: a small Ready (at most ``NodeConfig.inline_sync_entries`` new
-   entries) on the loop's thread, a bigger one in the I/O thread so the loop
-   keeps accepting work (the next group commit); a commit-index-only hard
+   entries) on the loop's thread when it is all the node has to do, a
+   bigger one, or any while other writes are in flight
+   (``Hooks.writes_in_flight``), in the I/O thread so the loop keeps
+   accepting work meanwhile: what arrives during one fsync is proposed
+   together and costs the next one (group commit); a commit-index-only hard
    state is not synced.  A disk that refuses a write is retried with
    back-off, and nothing of that Ready is sent or applied until it is
    durable;
@@ -106,6 +109,11 @@ class Hooks:
     storage_failed: Callable[[StorageFailedError], None]
     #: Once a tick, with the loop clock's time (proposal deadlines).
     tick: Callable[[float], None]
+    #: How many writes wait for their apply on this node (proposed, not yet
+    #: applied).  More of them than a Ready holds means other callers are in
+    #: flight, and its fsync goes to the I/O thread (group commit, see
+    #: :meth:`RaftLoop._persist`).
+    writes_in_flight: Callable[[], int] = lambda: 0
 
 
 class RaftLoop:
@@ -403,8 +411,16 @@ class RaftLoop:
         while True:
             try:
                 if store.threaded and (
-                    len(rd.entries) > self.config.inline_sync_entries or rd.snapshot is not None
+                    len(rd.entries) > self.config.inline_sync_entries
+                    or rd.snapshot is not None
+                    or (rd.entries and hooks.writes_in_flight() > len(rd.entries))
                 ):
+                    # Off the loop, a front end that hands the loop one call
+                    # per wakeup (grpcio's asyncio server accepts one RPC per
+                    # completion) still gets its calls read while the disk
+                    # works, and they share the next fsync.  Alone, a write
+                    # is synced inline: the thread hop would be most of its
+                    # latency (NodeConfig.inline_sync_entries).
                     await self._in_io_thread(
                         store.save, rd.hard_state, rd.entries, rd.snapshot, rd.sync_commit
                     )

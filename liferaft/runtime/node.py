@@ -318,6 +318,12 @@ class Node:
                 applier.after_ready(loop.rn, last_index)
             snapshotter.after_ready()
 
+        reads = self.reads
+
+        def tick(now: float) -> None:
+            tracker.expire(now)
+            reads.tick(now)
+
         return Hooks(
             propose=propose,
             apply=applier.apply,
@@ -325,7 +331,8 @@ class Node:
             read_states=applier.read_states,
             after_ready=after_ready,
             storage_failed=tracker.fail_queued,
-            tick=tracker.expire,
+            tick=tick,
+            writes_in_flight=tracker.in_flight,
         )
 
     async def stop(self) -> None:

@@ -183,6 +183,11 @@ class ProposalTracker:
         while self.queue:
             _fail(self.queue.popleft().fut, err)
 
+    def in_flight(self) -> int:
+        """Writes proposed here and not yet applied (forwarded ones count
+        on their leader)."""
+        return len(self.pending)
+
     # -- waiting for an index ---------------------------------------------------------
 
     def wait(self, p: _Prop) -> None:
