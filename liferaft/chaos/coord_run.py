@@ -108,7 +108,8 @@ class Coordination:
         """After healing: every watcher on to the store's current revision."""
         revision = 0
         for nid in self.c.members:
-            st, body = await self.c.call(nid, "GET", "/v1/kv?prefix=x/&count_only=true", timeout=5)
+            st, body = await self.c.api.range(nid, TXN_PREFIX, prefix=True, count_only=True,
+                                              timeout=5)  # fmt: skip
             if st == 200 and isinstance(body, dict):
                 revision = int(body["revision"])
                 break
