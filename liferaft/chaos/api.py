@@ -24,13 +24,26 @@ import asyncio
 import json
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
 Answer = tuple[int, Any]
 
-__all__ = ["Answer", "Api", "Cluster", "HttpApi", "quoted"]
+__all__ = ["Answer", "Api", "Cluster", "HttpApi", "Query", "quoted"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A read of ``key``, or of every key under it with ``prefix``;
+    ``consistency`` None is the server's default (linearizable)."""
+
+    key: str
+    prefix: bool = False
+    consistency: str | None = None
+    limit: int = 0
+    count_only: bool = False
 
 
 class Cluster(Protocol):
@@ -58,19 +71,8 @@ def quoted(key: str) -> str:
 class Api(Protocol):
     """What the soak's clients call (module docstring)."""
 
-    async def range(
-        self,
-        nid: str,
-        key: str,
-        *,
-        prefix: bool = False,
-        consistency: str | None = None,
-        limit: int = 0,
-        count_only: bool = False,
-        timeout: float = 3.0,
-    ) -> Answer:
-        """A page (``items``, ``revision``) of ``key``, or of every key
-        under it with ``prefix``."""
+    async def range(self, nid: str, q: Query, timeout: float = 3.0) -> Answer:
+        """A page (``items``, ``revision``) of what ``q`` asks for."""
         ...
 
     async def get(self, nid: str, key: str, consistency: str, timeout: float = 3.0) -> Answer:
@@ -121,22 +123,12 @@ class HttpApi:
     def __init__(self, c: Cluster) -> None:
         self.c = c
 
-    async def range(
-        self,
-        nid: str,
-        key: str,
-        *,
-        prefix: bool = False,
-        consistency: str | None = None,
-        limit: int = 0,
-        count_only: bool = False,
-        timeout: float = 3.0,
-    ) -> Answer:
-        q = f"/v1/kv?{'prefix' if prefix else 'key'}={quoted(key)}"
-        q += f"&consistency={consistency}" if consistency else ""
-        q += f"&limit={limit}" if limit else ""
-        q += "&count_only=true" if count_only else ""
-        return await self.c.call(nid, "GET", q, timeout=timeout)
+    async def range(self, nid: str, q: Query, timeout: float = 3.0) -> Answer:
+        path = f"/v1/kv?{'prefix' if q.prefix else 'key'}={quoted(q.key)}"
+        path += f"&consistency={q.consistency}" if q.consistency else ""
+        path += f"&limit={q.limit}" if q.limit else ""
+        path += "&count_only=true" if q.count_only else ""
+        return await self.c.call(nid, "GET", path, timeout=timeout)
 
     async def get(self, nid: str, key: str, consistency: str, timeout: float = 3.0) -> Answer:
         path = "/v1/kv/" + urllib.parse.quote(key, safe="/")

@@ -35,6 +35,7 @@ from typing import Any
 from liferaft.verify.leases import KeyGone, LeaseRecord
 from liferaft.verify.rev_history import KV, Cond, OpMaker, RevOp, Step, get, put, scan
 
+from .api import Query
 from .cluster import ChaosCluster
 
 #: The keys of the transaction workload (watched as the prefix ``x/``).
@@ -89,7 +90,7 @@ async def read_key(
     """A read of one key through the range route, recorded: the key's KV,
     None if absent, False if there was no answer."""
     t0 = time.monotonic()
-    st, body = await c.api.range(nid, key, consistency=consistency)
+    st, body = await c.api.range(nid, Query(key, consistency=consistency))
     if st != 200 or not isinstance(body, dict):
         log.read(proc, t0, st, body, "read")
         return False
@@ -127,7 +128,7 @@ async def rev_client(
             if got is not False:
                 mods[key] = got.mod_revision if isinstance(got, KV) else 0
         elif r < 0.4:
-            st, body = await c.api.range(nid, TXN_PREFIX, prefix=True, consistency=consistency)
+            st, body = await c.api.range(nid, Query(TXN_PREFIX, True, consistency))
             kvs = [kv_of(i) for i in body.get("items", [])] if st == 200 else []
             log.read(proc, t0, st, body, "scan", **scan(TXN_PREFIX, kvs))
         elif r < 0.6:

@@ -45,7 +45,7 @@ from liferaft.etcd.proto import kv_pb2 as mvccpb
 from liferaft.etcd.proto import rpc_pb2 as pb
 from liferaft.etcd.proto import rpc_pb2_grpc as stubs
 
-from .api import Answer, Cluster
+from .api import Answer, Cluster, Query
 
 __all__ = ["EtcdApi", "outcome", "prefix_end"]
 
@@ -213,27 +213,17 @@ class EtcdApi:
         for _, ch in channels.values():
             await ch.close()
 
-    async def range(
-        self,
-        nid: str,
-        key: str,
-        *,
-        prefix: bool = False,
-        consistency: str | None = None,
-        limit: int = 0,
-        count_only: bool = False,
-        timeout: float = 3.0,
-    ) -> Answer:
-        k, end = _keys(key, prefix)
-        req = pb.RangeRequest(key=k, range_end=end, limit=limit, count_only=count_only,
-                              serializable=consistency == "stale")  # fmt: skip
+    async def range(self, nid: str, q: Query, timeout: float = 3.0) -> Answer:
+        k, end = _keys(q.key, q.prefix)
+        req = pb.RangeRequest(key=k, range_end=end, limit=q.limit, count_only=q.count_only,
+                              serializable=q.consistency == "stale")  # fmt: skip
         try:
             return 200, _page(await self.kv(nid).Range(req, timeout=timeout))
         except grpc.aio.AioRpcError as exc:
             return outcome(exc)
 
     async def get(self, nid: str, key: str, consistency: str, timeout: float = 3.0) -> Answer:
-        st, body = await self.range(nid, key, consistency=consistency, timeout=timeout)
+        st, body = await self.range(nid, Query(key, consistency=consistency), timeout)
         if st != 200:
             return st, body
         if not body["items"]:

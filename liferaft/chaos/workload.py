@@ -41,6 +41,7 @@ from typing import Any
 from liferaft.verify.history import Op
 from liferaft.verify.rev_history import KV, cas, put
 
+from .api import Query
 from .cluster import ChaosCluster
 from .coord import RevLog, read_key
 
@@ -193,8 +194,7 @@ async def final_reads(
         got: set[str] | None = set()
         for p in set_procs:  # one listing per client keeps each under the limit
             for _ in tries():
-                st, body = await c.api.range(nid, f"set/{p}-", prefix=True, limit=10000,
-                                             timeout=10)  # fmt: skip
+                st, body = await c.api.range(nid, Query(f"set/{p}-", True, limit=10000), 10)
                 if st == 200:
                     assert got is not None
                     got |= {i["key"][len("set/") :] for i in body["items"]}
