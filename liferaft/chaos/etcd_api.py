@@ -107,8 +107,10 @@ def _keys(key: str, prefix: bool) -> tuple[bytes, bytes]:
 
 
 def item(kv: mvccpb.KeyValue) -> dict[str, Any]:
-    """A KeyValue as a ``/v1`` page item."""
-    return {"key": kv.key.decode(), "value": kv.value.decode(), "revision": kv.mod_revision,
+    """A KeyValue as a ``/v1`` page item (text: the harness writes UTF-8;
+    anything else, a stranger's, must not end a client)."""
+    key, value = kv.key.decode(errors="replace"), kv.value.decode(errors="replace")
+    return {"key": key, "value": value, "revision": kv.mod_revision,
             "create_revision": kv.create_revision, "version": kv.version,
             "lease": kv.lease}  # fmt: skip
 
@@ -272,6 +274,8 @@ class EtcdApi:
             got = await call.read()
         except grpc.aio.AioRpcError as exc:
             return outcome(exc)
+        except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            return 0, f"{type(exc).__name__}: {exc}"  # the call had ended: no answer
         finally:
             call.cancel()
         if got is grpc.aio.EOF:
@@ -310,8 +314,13 @@ class EtcdApi:
                 if resp is grpc.aio.EOF:
                     return
                 heard = loop.time()
-                for line in watch_lines(resp, start):
+                lines = watch_lines(resp, start)
+                for line in lines:
                     yield line
+                if "error" in lines[-1]:
+                    # Canceled: this stream watches nothing now (a progress
+                    # answer would claim what it never covered); start again.
+                    return
         except grpc.aio.AioRpcError as exc:
             # A broken stream: the watcher resumes on another node.
             yield {"error": f"{exc.code().name}: {exc.details()}"}

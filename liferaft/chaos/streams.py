@@ -9,8 +9,8 @@ lines (liferaft/kv/server_watch.py): the ``created`` head, one line per
 revision (every event of that revision in the range), ``progress`` lines,
 and a final ``error`` line.  When the connection drops (a killed, stopped or
 cut-off node, a slow watcher cut off, or no line for ``idle`` seconds) it
-reconnects to a random node from the last complete revision + 1: a line is
-a whole revision, so nothing is missed and nothing repeated, if the server
+reconnects to another node, at random, from the last complete revision + 1:
+a line is a whole revision, so nothing is missed and nothing repeated, if the server
 keeps its word; the checker says whether it did.  A ``compacted`` error
 ends the watch (the soak does not compact: it would be a finding).
 
@@ -75,8 +75,10 @@ class Watcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch, reconnecting, until ``stop`` is set or the watch ends."""
+        broken = ""  # a node whose stream broke: resume on another, as clientv3 does
         while not stop.is_set() and not self.ended:
-            nid = self.rng.choice(list(self.c.members))
+            others = [n for n in self.c.members if n != broken]
+            nid = self.rng.choice(others or list(self.c.members))
             task = asyncio.create_task(self._connect(nid))
             stopper = asyncio.create_task(stop.wait())
             drop = self.rng.uniform(*self.drop_after) if self.drop_after else None
@@ -91,6 +93,7 @@ class Watcher:
                 pass
             except (aiohttp.ClientError, grpc.RpcError, TimeoutError, OSError, ValueError) as exc:
                 self.errors.append(f"{nid}: {type(exc).__name__}")
+            broken = "" if dropped else nid
             if dropped:
                 self.drops += 1
                 await asyncio.sleep(self.rng.uniform(*self.pause))
