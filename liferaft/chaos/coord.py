@@ -4,7 +4,9 @@ Every request is recorded as the revision checker reads it
 (:mod:`liferaft.verify.rev_history`): an ``ok`` answer with the store
 revision its response named, ``fail`` for a 503 (nothing applied), ``info``
 for a write with no answer or a 504 (it may apply later, or never).  A read
-with no answer tells nothing and is not recorded.
+with no answer tells nothing and is not recorded.  Requests go through
+``c.api`` (:mod:`.api`): the ``/v1`` routes named below, or with ``--api
+etcd`` etcd's calls, whose answers come back in the same shapes.
 
 - :func:`rev_client`: on the keys ``x/0`` .. ``x/3``, reads of one key and
   of the prefix (``GET /v1/kv?key=|prefix=``, whose page carries the
