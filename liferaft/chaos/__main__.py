@@ -10,10 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from liferaft.etcd.planted import BUGS
+
 from .crashloop import crashloop
 from .hostile import HOSTILE
 from .nemesis import FAULTS
-from .soak import soak
+from .soak import APIS, soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         default="linearizable",
         help="stale: read stale on purpose, to see the checker say NO",
     )
+    s.add_argument(
+        "--api",
+        choices=APIS,
+        default="http",
+        help="what the clients speak: liferaft's /v1 API, or etcd's v3 gRPC API",
+    )
+    s.add_argument(
+        "--bug",
+        choices=sorted(BUGS),
+        default=None,
+        help="TEST ONLY: plant a known bug in every node's etcd front end (--api etcd), "
+        "to see the verdict catch it",
+    )
     c = sub.add_parser("crashloop", help="kill -9 under acknowledged writes, N times")
     c.add_argument("--rounds", type=int, default=100)
     c.add_argument("--seed", type=int, default=None)
@@ -57,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         bad = sorted(set(hostile) - set(HOSTILE))
         if bad:
             p.error(f"unknown --hostile {','.join(bad)}; choose from {','.join(HOSTILE)}")
+        if a.api == "etcd" and a.read_consistency == "lease":
+            p.error("--api etcd reads linearizable or stale (serializable), not lease")
+        if a.bug and a.api != "etcd":
+            p.error("--bug plants a bug of the etcd front end: give --api etcd")
         if not 0 < a.time <= 24 * 3600 or not 1 <= a.nodes <= 9:
             p.error("--time must be in (0, 86400] and --nodes in 1..9")
         res = asyncio.run(
@@ -70,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 log=log,
                 read_consistency=a.read_consistency,
                 hostile=hostile,
+                api=a.api,
+                bug=a.bug,
             )
         )
         if res.explanation:

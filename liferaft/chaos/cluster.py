@@ -37,6 +37,8 @@ from liferaft.harness.procs import rss_bytes, tail
 from liferaft.harness.serve import ServeCluster, ServeNode
 from liferaft.transport.secret import ensure_secret_file, read_secret_file
 
+from .api import Api, HttpApi
+
 __all__ = ["NODE_FLAGS", "ChaosCluster", "ChaosError", "Member", "free_ports", "rss_bytes"]
 
 NODE_FLAGS = [
@@ -87,6 +89,8 @@ class ChaosCluster:
         lab: Any = None,
         rng: random.Random | None = None,
         flags: list[str] | None = None,
+        grpc: bool = False,
+        env: dict[str, str] | None = None,
     ):
         self.base = base
         self.lab = lab
@@ -102,20 +106,26 @@ class ChaosCluster:
         self.procs = _Nodes(
             base,
             flags=[*NODE_FLAGS, *self.auth_flags, *(flags or [])],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-        ports = free_ports(2 * len(ids)) if lab is None else []
+        per = 3 if grpc else 2
+        ports = free_ports(per * len(ids)) if lab is None else []
         for i, nid in enumerate(ids):
             if lab is None:
-                peer, client = f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}"
-                self.procs.add(nid, peer=peer, client=client)
+                peer, client = f"127.0.0.1:{ports[per * i]}", f"127.0.0.1:{ports[per * i + 1]}"
+                rpc = f"127.0.0.1:{ports[per * i + 2]}" if grpc else ""
+                self.procs.add(nid, peer=peer, client=client, grpc=rpc)
             else:
                 ip = lab.addr(nid)
                 self.procs.add(
-                    nid, peer=f"{ip}:7000", client=f"{ip}:8000", prefix=lab.exec_prefix(nid)
-                )
+                    nid, peer=f"{ip}:7000", client=f"{ip}:8000", prefix=lab.exec_prefix(nid),
+                    grpc=f"{ip}:9000" if grpc else "",
+                )  # fmt: skip
         self.members: dict[str, Member] = self.procs.nodes  # type: ignore[assignment]
         self.http: aiohttp.ClientSession | None = None
+        #: What the clients speak (``--api``): liferaft's /v1 unless the soak
+        #: puts etcd's gRPC API here (every node then serves it: ``grpc``).
+        self.api: Api = HttpApi(self)
         self.events: list[tuple[float, str]] = []  # what the harness did, for the log
 
     # -- processes ------------------------------------------------------------------------
@@ -196,6 +206,7 @@ class ChaosCluster:
         return self.http
 
     async def close(self) -> None:
+        await self.api.close()
         if self.http is not None:
             await self.http.close()
             self.http = None

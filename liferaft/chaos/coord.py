@@ -4,7 +4,9 @@ Every request is recorded as the revision checker reads it
 (:mod:`liferaft.verify.rev_history`): an ``ok`` answer with the store
 revision its response named, ``fail`` for a 503 (nothing applied), ``info``
 for a write with no answer or a 504 (it may apply later, or never).  A read
-with no answer tells nothing and is not recorded.
+with no answer tells nothing and is not recorded.  Requests go through
+``c.api`` (:mod:`.api`): the ``/v1`` routes named below, or with ``--api
+etcd`` etcd's calls, whose answers come back in the same shapes.
 
 - :func:`rev_client`: on the keys ``x/0`` .. ``x/3``, reads of one key and
   of the prefix (``GET /v1/kv?key=|prefix=``, whose page carries the
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from liferaft.verify.leases import KeyGone, LeaseRecord
 from liferaft.verify.rev_history import KV, Cond, OpMaker, RevOp, Step, get, put, scan
 
+from .api import Query
 from .cluster import ChaosCluster
 
 #: The keys of the transaction workload (watched as the prefix ``x/``).
@@ -84,17 +86,13 @@ def kv_of(item: dict[str, Any]) -> KV:
               item.get("version", 0), item.get("lease", 0))  # fmt: skip
 
 
-def key_query(key: str) -> str:
-    return urllib.parse.quote(key, safe="")
-
-
 async def read_key(
     c: ChaosCluster, log: RevLog, proc: int, nid: str, key: str, consistency: str
 ) -> KV | None | bool:
     """A read of one key through the range route, recorded: the key's KV,
     None if absent, False if there was no answer."""
     t0 = time.monotonic()
-    st, body = await c.call(nid, "GET", f"/v1/kv?key={key_query(key)}&consistency={consistency}")
+    st, body = await c.api.range(nid, Query(key, consistency=consistency))
     if st != 200 or not isinstance(body, dict):
         log.read(proc, t0, st, body, "read")
         return False
@@ -132,12 +130,11 @@ async def rev_client(
             if got is not False:
                 mods[key] = got.mod_revision if isinstance(got, KV) else 0
         elif r < 0.4:
-            q = f"/v1/kv?prefix={key_query(TXN_PREFIX)}&consistency={consistency}"
-            st, body = await c.call(nid, "GET", q)
+            st, body = await c.api.range(nid, Query(TXN_PREFIX, True, consistency))
             kvs = [kv_of(i) for i in body.get("items", [])] if st == 200 else []
             log.read(proc, t0, st, body, "scan", **scan(TXN_PREFIX, kvs))
         elif r < 0.6:
-            st, body = await c.call(nid, "PUT", f"/v1/kv/{key_query(key)}", {"value": value})
+            st, body = await c.api.put(nid, key, value)
             log.write(proc, t0, st, body, "put", **put(key, value))
         elif r < 0.9:
             await _cas(c, log, proc, nid, key, other, mods.get(key, 0), value)
@@ -161,7 +158,7 @@ async def _cas(
     cond = (Cond(key, "mod_revision", "=", mod),)
     success = (Step("put", key, value=value), Step("put", other, value=value + "b"))
     t0 = time.monotonic()
-    st, got = await c.call(nid, "POST", "/v1/txn", body)
+    st, got = await c.api.txn(nid, body)
     failure: tuple[Step, ...] = (Step("range", key),)
     succeeded = True
     if st == 200 and isinstance(got, dict):
@@ -178,7 +175,7 @@ async def _delete(c: ChaosCluster, log: RevLog, proc: int, nid: str, key: str) -
     and the count even when nothing was there (a plain DELETE's 404 names
     neither)."""
     t0 = time.monotonic()
-    st, got = await c.call(nid, "POST", "/v1/txn", {"success": [{"delete": {"key": key}}]})
+    st, got = await c.api.txn(nid, {"success": [{"delete": {"key": key}}]})
     deleted = None
     if st == 200 and isinstance(got, dict):
         deleted = int(got["results"][0]["delete"]["deleted"])
@@ -214,7 +211,7 @@ class LeaseHolder:
         until the keys are gone (bounded)."""
         c, rng = self.c, self.rng
         t0 = time.monotonic()
-        st, body = await c.call(rng.choice(list(c.members)), "POST", "/v1/lease", {"ttl": 3})
+        st, body = await c.api.lease_grant(rng.choice(list(c.members)), 3)
         if st != 200 or not isinstance(body, dict):
             if st not in (0, 503, 504):
                 self.log.unexpected[f"lease grant {st} {body}"[:120]] += 1
@@ -230,8 +227,7 @@ class LeaseHolder:
         for k in keys:
             t = time.monotonic()
             v = f"{k}@{lease}"
-            st, body = await c.call(rng.choice(list(c.members)), "PUT", f"/v1/kv/{key_query(k)}",
-                                    {"value": v, "lease": lease})  # fmt: skip
+            st, body = await c.api.put(rng.choice(list(c.members)), k, v, lease=lease)
             # The lease expired meanwhile: refused, nothing applied.
             code = 503 if lease_gone(st, body) else st
             self.log.write(self.proc, t, code, body, "lease put", **put(k, v, lease))
@@ -245,8 +241,7 @@ class LeaseHolder:
         while time.monotonic() < hold_until and not stop.is_set() and not lapsed:
             await asyncio.sleep(ttl / 6)
             t = time.monotonic()
-            st, body = await c.call(rng.choice(list(c.members)), "POST",
-                                    f"/v1/lease/{lease}/keepalive", timeout=ttl / 3)  # fmt: skip
+            st, body = await c.api.lease_keepalive(rng.choice(list(c.members)), lease, ttl / 3)
             if st == 200:
                 acks.append((t, time.monotonic()))
             elif lease_gone(st, body):
@@ -257,7 +252,7 @@ class LeaseHolder:
         revoked = None
         if not lapsed and rng.random() < 0.3:
             revoked = time.monotonic()
-            st, body = await c.call(rng.choice(list(c.members)), "DELETE", f"/v1/lease/{lease}")
+            st, body = await c.api.lease_revoke(rng.choice(list(c.members)), lease)
             if not lease_gone(st, body):  # already expired: nothing to record
                 self.log.write(self.proc, revoked, st, body, "revoke", revoke=lease)
             self.revokes += 1

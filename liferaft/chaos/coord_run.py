@@ -37,6 +37,7 @@ from liferaft.verify import (
 )
 from liferaft.verify.rev_history import rev_to_json
 
+from .api import Query
 from .cluster import ChaosCluster
 from .coord import LEASE_PREFIX, TXN_PREFIX, LeaseHolder, RevLog, lease_records, rev_client
 from .streams import Watcher
@@ -108,7 +109,7 @@ class Coordination:
         """After healing: every watcher on to the store's current revision."""
         revision = 0
         for nid in self.c.members:
-            st, body = await self.c.call(nid, "GET", "/v1/kv?prefix=x/&count_only=true", timeout=5)
+            st, body = await self.c.api.range(nid, Query(TXN_PREFIX, True, count_only=True), 5)
             if st == 200 and isinstance(body, dict):
                 revision = int(body["revision"])
                 break

@@ -26,18 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liferaft.etcd.planted import PLANT_ENV
 from liferaft.verify import Register, check, save
 
 from .cluster import ChaosCluster, ChaosError
 from .coord_run import Coordination, CoordVerdict
+from .etcd_api import EtcdApi
 from .hostile import Stranger, Watch
 from .nemesis import FAULTS, Nemesis
 from .workload import Recorder, SetState, final_reads, register_client, set_client
+
+#: What the clients may speak: liferaft's /v1 API, or etcd's v3 gRPC API.
+APIS = ("http", "etcd")
 
 
 @dataclass
 class SoakResult:
     seed: int
+    api: str = "http"  # what the clients spoke (APIS)
     ops: int = 0
     ok: int = 0
     fail: int = 0
@@ -81,7 +87,7 @@ class SoakResult:
             f"keys={self.keys} linearizable={self.linearizable} lost={self.lost} {coord}"
             f"hostile={self.hostile} "
             f"membership_changed_by_stranger={self.membership_changed_by_stranger} "
-            f"node_exits={len(self.exits)} seed={self.seed}"
+            f"node_exits={len(self.exits)} seed={self.seed} api={self.api}"
         )
 
     @property
@@ -111,13 +117,21 @@ async def soak(
     log: Any = print,
     read_consistency: str = "linearizable",
     hostile: list[str] | None = None,
+    api: str = "http",
+    bug: str | None = None,
 ) -> SoakResult:
     """``read_consistency="stale"`` makes the register clients read stale on
     purpose: the verdict must then be NO (the harness's own check).
     ``hostile``: the kinds of :data:`~liferaft.chaos.hostile.HOSTILE` the
-    stranger uses (None or empty: no stranger)."""
+    stranger uses (None or empty: no stranger).  ``api``: what every client
+    speaks, ``"http"`` (liferaft's /v1) or ``"etcd"`` (etcd's v3 gRPC API,
+    every node started with ``--grpc-addr``; :mod:`.etcd_api`).  ``bug``:
+    a planted bug of the etcd front end (:mod:`liferaft.etcd.planted`), to
+    see the verdict catch it; never set outside such a test."""
+    if api not in APIS:
+        raise ValueError(f"unknown api {api!r}; choose from {', '.join(APIS)}")
     rng = random.Random(seed)
-    res = SoakResult(seed)
+    res = SoakResult(seed, api=api)
     out.mkdir(parents=True, exist_ok=True)
     ids = [f"n{i}" for i in range(1, nodes + 1)]
     lab = None
@@ -141,7 +155,10 @@ async def soak(
     # Lease reads are off unless the operator grants them (docs/runtime.md,
     # "Lease reads"): a soak of lease reads must run nodes that serve them.
     flags = ["--lease-reads"] if read_consistency == "lease" else []
-    c = ChaosCluster(ids, out / "cluster", lab, rng, flags=flags)
+    env = {PLANT_ENV: bug} if bug else None
+    c = ChaosCluster(ids, out / "cluster", lab, rng, flags=flags, grpc=api == "etcd", env=env)
+    if api == "etcd":
+        c.api = EtcdApi(c)
     home_ns = None
     try:
         if lab is not None:

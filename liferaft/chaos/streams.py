@@ -1,4 +1,6 @@
-"""Watchers of the soak: ``GET /v1/watch`` streams that survive faults.
+"""Watchers of the soak: watch streams that survive faults (``GET /v1/watch``,
+or etcd's Watch with ``--api etcd``: :meth:`liferaft.chaos.api.Api.watch`
+gives both as the same lines).
 
 A :class:`Watcher` is one logical watch (one
 :class:`~liferaft.verify.watches.Stream` for the checker): a key or a
@@ -7,8 +9,8 @@ lines (liferaft/kv/server_watch.py): the ``created`` head, one line per
 revision (every event of that revision in the range), ``progress`` lines,
 and a final ``error`` line.  When the connection drops (a killed, stopped or
 cut-off node, a slow watcher cut off, or no line for ``idle`` seconds) it
-reconnects to a random node from the last complete revision + 1: a line is
-a whole revision, so nothing is missed and nothing repeated, if the server
+reconnects to another node, at random, from the last complete revision + 1:
+a line is a whole revision, so nothing is missed and nothing repeated, if the server
 keeps its word; the checker says whether it did.  A ``compacted`` error
 ends the watch (the soak does not compact: it would be a finding).
 
@@ -24,14 +26,14 @@ too prompt to reach it.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import random
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import grpc
 
 from liferaft.verify.rev_history import prefix_end
 from liferaft.verify.watches import Stream, WEvent
@@ -71,17 +73,12 @@ class Watcher:
     deleted: dict[str, float] = field(default_factory=dict)
     ended: str = ""  # why the watch ended for good (compacted), else ""
 
-    def url(self, nid: str) -> str:
-        which = "prefix" if self.prefix else "key"
-        q = {which: self.key, "prev_kv": "true"} if self.prev_kv else {which: self.key}
-        if self.start:
-            q["start_revision"] = str(self.last + 1)
-        return f"http://{self.c.members[nid].client}/v1/watch?{urllib.parse.urlencode(q)}"
-
     async def run(self, stop: asyncio.Event) -> None:
         """Watch, reconnecting, until ``stop`` is set or the watch ends."""
+        broken = ""  # a node whose stream broke: resume on another, as clientv3 does
         while not stop.is_set() and not self.ended:
-            nid = self.rng.choice(list(self.c.members))
+            others = [n for n in self.c.members if n != broken]
+            nid = self.rng.choice(others or list(self.c.members))
             task = asyncio.create_task(self._connect(nid))
             stopper = asyncio.create_task(stop.wait())
             drop = self.rng.uniform(*self.drop_after) if self.drop_after else None
@@ -94,8 +91,9 @@ class Watcher:
                 await task
             except asyncio.CancelledError:
                 pass
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            except (aiohttp.ClientError, grpc.RpcError, TimeoutError, OSError, ValueError) as exc:
                 self.errors.append(f"{nid}: {type(exc).__name__}")
+            broken = "" if dropped else nid
             if dropped:
                 self.drops += 1
                 await asyncio.sleep(self.rng.uniform(*self.pause))
@@ -117,19 +115,11 @@ class Watcher:
 
     async def _connect(self, nid: str) -> None:
         self.connects += 1
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=self.idle)
-        async with self.c.session().get(self.url(nid), timeout=timeout) as r:
-            if r.status != 200:
-                self.errors.append(f"{nid}: HTTP {r.status}")
-                await asyncio.sleep(0.3)
-                return
-            while True:
-                raw = await r.content.readline()
-                if not raw:
-                    return
-                if not raw.endswith(b"\n"):
-                    return  # a torn last line: the connection died mid-line
-                self.line(json.loads(raw), nid)
+        start = self.last + 1 if self.start else 0  # resume after the last revision seen
+        lines = self.c.api.watch(nid, self.key, self.prefix, self.prev_kv, start, self.idle)
+        async with contextlib.aclosing(lines):  # its connection closes here, not when collected
+            async for d in lines:
+                self.line(d, nid)
                 if self.ended:
                     return
 

@@ -1,7 +1,8 @@
 """Client workloads that record a history for the checker.
 
-Every client is a sequence of operations against a random node's HTTP API
-(followers forward writes), each timed on the harness's monotonic clock and
+Every client is a sequence of operations against a random node's API
+(``c.api``: liferaft's /v1 or etcd's gRPC, :mod:`.api`; followers forward
+writes), each timed on the harness's monotonic clock and
 classified by the API contract (docs/kv.md; docs/architecture.md, "Outcomes"):
 
 - 200 (and 404 for a read, 412 for a CAS): ``ok``, with its output;
@@ -33,7 +34,6 @@ import asyncio
 import itertools
 import random
 import time
-import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 from liferaft.verify.history import Op
 from liferaft.verify.rev_history import KV, cas, put
 
+from .api import Query
 from .cluster import ChaosCluster
 from .coord import RevLog, read_key
 
@@ -53,10 +54,6 @@ class Recorder:
 
     def add(self, op: Op) -> None:
         self.ops.append(op)
-
-
-def _key_path(key: str) -> str:
-    return "/v1/kv/" + urllib.parse.quote(key, safe="/")
 
 
 async def register_client(
@@ -84,7 +81,7 @@ async def register_client(
                 rec.add(Op(next(rec.ids), proc, key, "read", None, value, t0, time.monotonic()))
             continue
         if r < 0.5:
-            st, body = await c.call(nid, "GET", _key_path(key) + f"?consistency={consistency}")
+            st, body = await c.api.get(nid, key, consistency)
             t1 = time.monotonic()
             if st == 200:
                 seen[key] = body["value"]
@@ -101,12 +98,12 @@ async def register_client(
         value = f"p{proc}-{n}"
         inp: Any
         if r < 0.8 or seen.get(key) is None:
-            st, body = await c.call(nid, "PUT", _key_path(key), {"value": value})
+            st, body = await c.api.put(nid, key, value)
             f, inp, out = "write", value, None
             ok = st == 200
         else:
             old = seen[key]
-            st, body = await c.call(nid, "PUT", _key_path(key), {"value": value, "if_value": old})
+            st, body = await c.api.put(nid, key, value, if_value=old)
             f, inp = "cas", (old, value)
             ok = st in (200, 412)
             out = st == 200
@@ -152,7 +149,7 @@ async def set_client(
         st.ops += 1
         nid = rng.choice(list(c.members))
         t0 = time.monotonic()
-        code, body = await c.call(nid, "PUT", _key_path(f"set/{elem}"), {"value": elem})
+        code, body = await c.api.put(nid, f"set/{elem}", elem)
         if rev is not None:
             known = code if code in (200, 503, 504) else 0  # another is counted below
             rev.write(proc, t0, known, body, "add", **put(f"set/{elem}", elem))
@@ -187,9 +184,7 @@ async def final_reads(
         for key in keys:
             for _ in tries():
                 t0 = time.monotonic()
-                st, body = await c.call(
-                    nid, "GET", _key_path(key) + "?consistency=linearizable", timeout=5
-                )
+                st, body = await c.api.get(nid, key, "linearizable", timeout=5)
                 t1 = time.monotonic()
                 if st in (200, 404):
                     out = body["value"] if st == 200 else None
@@ -199,8 +194,7 @@ async def final_reads(
         got: set[str] | None = set()
         for p in set_procs:  # one listing per client keeps each under the limit
             for _ in tries():
-                path = f"/v1/kv?prefix=set/{p}-&limit=10000"
-                st, body = await c.call(nid, "GET", path, timeout=10)
+                st, body = await c.api.range(nid, Query(f"set/{p}-", True, limit=10000), 10)
                 if st == 200:
                     assert got is not None
                     got |= {i["key"][len("set/") :] for i in body["items"]}

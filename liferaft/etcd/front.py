@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from .cluster import promote_wanted
 from .context import EtcdContext
 from .gateway import Gateway
 from .grpc_server import GrpcServer
+from .planted import PlantedBugError, plant_from_env
 
 log = logging.getLogger("liferaft.etcd")
 
@@ -27,6 +29,12 @@ class EtcdFrontEnd:
     own_auth: tuple[str, ...] = ("/v3/", "/v3beta/", "/version")
 
     def __init__(self, service: KVService, o: ServeOptions) -> None:
+        # Tests only (planted.py): before anything reads the call table.
+        self.planted, self.plant_error = None, ""
+        try:
+            self.planted = plant_from_env(os.environ)
+        except PlantedBugError as exc:
+            self.plant_error = str(exc)
         self.ctx = EtcdContext(service, o.cluster_id, o.token)
         self.gateway = Gateway(self.ctx)
         self.grpc_listen = o.grpc_listen
@@ -38,6 +46,11 @@ class EtcdFrontEnd:
         self.gateway.add_routes(app)
 
     async def start(self) -> None:
+        if self.plant_error:
+            raise ServeError(self.plant_error)
+        if self.planted:
+            log.warning("PLANTED BUG %s: this node's etcd API is wrong on purpose (a test of "
+                        "the fault harness; docs/chaos.md)", self.planted)  # fmt: skip
         if self.grpc_listen:
             await self._start_grpc()
         # MemberAdd's voters are learners until caught up (cluster.py).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from liferaft.chaos import nemesis as nemesis_mod
+from liferaft.chaos.api import HttpApi
 from liferaft.chaos.coord import LeaseHolder, RevLog, lease_gone, lease_records
 from liferaft.chaos.streams import Watcher
 from liferaft.verify import LeaseRecord, check_revisions, check_watches
@@ -60,8 +61,8 @@ def test_ndjson_lines_become_one_stream_across_a_resume() -> None:
         {"type": "put", "kv": {"key": "x/b", "value": "2", "revision": 5},
          "prev_kv": {"key": "x/b", "value": "0", "revision": 3}}]})  # fmt: skip
     w.line({"progress": 8})
-    w.c = _FakeCluster("n1")  # type: ignore[assignment]
-    assert w.last == 8 and "start_revision=9" in w.url("n1")
+    url = HttpApi(_FakeCluster("n1")).watch_url("n1", w.key, w.prefix, w.prev_kv, w.last + 1)  # type: ignore[arg-type]
+    assert w.last == 8 and "start_revision=9" in url
     w.line({"error": "cut_off", "resume_revision": 9})
     w.line({"created": True, "start_revision": 9, "revision": 9})  # the resume's head
     w.line({"revision": 9, "events": [{"type": "delete", "kv": {"key": "x/a", "value": "",
