@@ -108,11 +108,15 @@ class ReadBatcher:
         one (they arrived before it begins, so its index serves them too),
         and a batch held back by rounds that were not answered in time gets
         its own."""
-        for ctx, r in list(self._rounds.items()):
-            if now - r.started >= self._retry:
-                del self._rounds[ctx]
-                batch = self._lease_batch if r.lease else self._batch
-                batch.extend(f for f in r.callers if not f.done())
+        rn = self._loop.rn
+        # Retried only once a leader is known again: until then they wait
+        # (and time out as before) rather than fail for want of one.
+        if rn is not None and rn.leader is not None:
+            for ctx, r in list(self._rounds.items()):
+                if now - r.started >= self._retry:
+                    del self._rounds[ctx]
+                    batch = self._lease_batch if r.lease else self._batch
+                    batch.extend(f for f in r.callers if not f.done())
         for lease, batch in ((False, self._batch), (True, self._lease_batch)):
             if batch:
                 self._next_round(lease)
