@@ -117,18 +117,23 @@ class IoClock(ManualClock):
             await super().advance(min(0.01, end - self.monotonic()), step)
 
 
-async def gated(**cfg: Any) -> tuple[MemCluster, Node]:
-    """A 3-node cluster whose saves with entries all go to the I/O thread
-    (``inline_sync_entries=0``: the path under test, whatever the count of
-    writes in flight), once its leader applied a first write."""
-    c = MemCluster(3, inline_sync_entries=0, **cfg)
-    c.clock = IoClock(c.nodes)
-    for i in c.ids:
-        c.stores[i] = GatedStore()
+async def started(c: MemCluster) -> Node:
+    """Start ``c``; its leader, once it applied a first write."""
     await c.start()
     ld = await c.leader()
     await c.drive(c.sms[ld.id].add(1))
-    return c, ld
+    return ld
+
+
+async def gated() -> tuple[MemCluster, Node]:
+    """A 3-node cluster whose saves with entries all go to the I/O thread
+    (``inline_sync_entries=0``: the path under test, whatever the count of
+    writes in flight), and its leader (:func:`started`)."""
+    c = MemCluster(3, inline_sync_entries=0)
+    c.clock = IoClock(c.nodes)
+    for i in c.ids:
+        c.stores[i] = GatedStore()
+    return c, await started(c)
 
 
 async def wait_held(store: GatedStore) -> None:
@@ -332,16 +337,31 @@ async def test_merged_apply_batches_end_at_a_snapshot_or_hold_and_keep_the_last_
 # -- reads -----------------------------------------------------------------------------
 
 
+def hold_answers(node: Node, n: int) -> tuple[list[list[Any]], Any]:
+    """Keep the first ``n`` batches of ReadIndex answers from reaching
+    ``node``'s read batcher (later ones pass); the held batches, and the
+    batcher's own handler to deliver them with."""
+    held: list[list[Any]] = []
+    real = node.reads.on_read_states
+
+    def hold(states: list[Any], applied: int) -> None:
+        if len(held) < n:
+            held.append(states)
+        else:
+            real(states, applied)
+
+    node.reads.on_read_states = hold  # type: ignore[method-assign]
+    return held, real
+
+
 async def test_a_followers_lost_read_round_is_retried_not_left_to_time_out() -> None:
     """A follower's ReadIndex request is lost on the way to the leader (as
     when the leader changes under it).  No other reader comes along to
     start a round; the reader is still served, by a new round, long before
     its own timeout."""
     c = MemCluster(3)
-    await c.start()
+    ld = await started(c)
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(2))
         f = next(n for n in c.nodes.values() if n is not ld)
         lost: list[ReadIndexRequest] = []
 
@@ -367,17 +387,9 @@ async def test_a_late_answer_serves_only_readers_older_than_its_round() -> None:
     must not serve that reader: only round 2's may, with an index covering
     the write."""
     c = MemCluster(3)
-    await c.start()
+    ld = await started(c)
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(1))
-        held: list[list[Any]] = []
-        real = ld.reads.on_read_states
-
-        def hold(states: list[Any], applied: int) -> None:
-            held.append(states)
-
-        ld.reads.on_read_states = hold  # type: ignore[method-assign]
+        held, real = hold_answers(ld, 2)
         early = asyncio.ensure_future(ld.read_index(timeout=5.0))
         await c.until(lambda: len(held) == 1, seconds=0.05)
         old_index = held[0][0].index
@@ -402,10 +414,8 @@ async def test_a_read_round_lost_with_its_leader_ends_well_before_the_timeout() 
     down and forgets the round.  Its reader is not left to its own timeout:
     once the partition heals and a leader is known, a new round serves it."""
     c = MemCluster(3)
-    await c.start()
+    ld = await started(c)
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(1))
         written = ld.status().commit_index
         c.net.isolate(ld.id)
         reader = asyncio.ensure_future(ld.read_index(timeout=5.0))
@@ -422,25 +432,14 @@ async def test_a_lease_answer_serves_no_reader_of_a_confirmed_round() -> None:
     (the lease may skip the heartbeat round): its answer must not serve the
     older reader, who asked for a confirmed round."""
     c = MemCluster(3, lease_reads=True)
-    await c.start()
+    ld = await started(c)
     try:
-        ld = await c.leader()
-        await c.drive(c.sms[ld.id].add(1))
-        held: list[Any] = []
-        real = ld.reads.on_read_states
-
-        def hold_first(states: list[Any], applied: int) -> None:
-            if not held:
-                held.extend(states)
-                return
-            real(states, applied)
-
-        ld.reads.on_read_states = hold_first  # type: ignore[method-assign]
+        held, real = hold_answers(ld, 1)
         confirmed = asyncio.ensure_future(ld.read_index(timeout=5.0))
         await c.until(lambda: bool(held), seconds=0.05)
         await c.drive(ld.read_index(timeout=5.0, lease=True), seconds=0.05)
         assert not confirmed.done()
-        real(held, ld.applied)
+        real(held[0], ld.applied)
         assert await c.drive(confirmed) >= 1
     finally:
         await c.stop()
