@@ -436,18 +436,22 @@ class Applier:
         Readies that committed while the last batch ran cost one
         ``apply_batch`` (one LMDB transaction and its fsyncs for liferaft-kv)
         instead of one each (group commit).  A snapshot or a hold ends the
-        run, and so does ``max_batch``.  Every queued job's ``conf`` is known
-        here: the loop sets it in the same turn it hands the job over."""
+        run, and so does ``max_batch``: jobs are merged whole while the sum
+        stays within it (one Ready's own batch may be larger).  Every queued
+        job's ``conf`` is known here: the loop sets it in the same turn it
+        hands the job over."""
         jobs = self._jobs
         if not jobs or jobs[0].snap is not None or jobs[0].reached is not None:
             return job
         ents = list(job.ents)
         conf = job.conf
         limit = self._config.max_batch
-        while jobs and len(ents) < limit:
+        while jobs:
             nxt = jobs[0]
             if nxt.snap is not None or nxt.reached is not None:
                 break
+            if len(ents) + len(nxt.ents) > limit:
+                break  # whole jobs only: the next one starts the next batch
             jobs.popleft()
             ents.extend(nxt.ents)
             if nxt.conf is not None:

@@ -184,8 +184,10 @@ class ProposalTracker:
             _fail(self.queue.popleft().fut, err)
 
     def in_flight(self) -> int:
-        """Writes proposed here and not yet applied (forwarded ones count
-        on their leader)."""
+        """Writes waiting here for their apply: proposed here, or forwarded
+        from here and accepted by the leader (a follower with such writes
+        in flight saves its Readies off the loop too; it still acknowledges
+        only after the save)."""
         return len(self.pending)
 
     # -- waiting for an index ---------------------------------------------------------
