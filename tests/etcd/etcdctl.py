@@ -86,16 +86,20 @@ class Etcdctl:
         self.user = user
 
     def run(
-        self, *args: str, timeout: float = 20.0, input: str | None = None
+        self, *args: str, timeout: float = 30.0, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``etcdctl --endpoints ... ARGS``, finished (not checked)."""
+        """``etcdctl --endpoints ... ARGS``, finished (not checked).  The
+        command timeout is 15 s, not etcdctl's 5: on two shared cores under a
+        parallel run a linearizable call can take longer, and the tests check
+        answers, not speed (a later ``--command-timeout`` in ARGS wins)."""
         auth = ["--user", self.user] if self.user else []
         return run_etcdctl(
-            self.path, "--endpoints", ",".join(self.endpoints), *auth, *args,
+            self.path, "--endpoints", ",".join(self.endpoints), "--command-timeout", "15s",
+            *auth, *args,
             timeout=timeout, input=input,
         )  # fmt: skip
 
-    def ok(self, *args: str, timeout: float = 20.0, input: str | None = None) -> str:
+    def ok(self, *args: str, timeout: float = 30.0, input: str | None = None) -> str:
         """Its stdout; AssertionError with stderr if it failed."""
         r = self.run(*args, timeout=timeout, input=input)
         assert r.returncode == 0, f"etcdctl {' '.join(args)} failed: {r.stderr.strip()}"
