@@ -13,10 +13,10 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   :meth:`applied_index` reads back what a commit made durable, a refused op
   is an exception *instance* in the results and changes nothing, and
   raising means the store is broken.
-- **Sync.**  By default (``sync=True, metasync=True``, LMDB's default)
-  every commit is fsynced twice before ``apply_batch`` returns: the data
-  pages, then the meta page.  ``metasync=False`` (LMDB's
-  ``MDB_NOMETASYNC``) keeps the first fsync and drops the second: LMDB
+- **Sync.**  Every commit is fsynced before ``apply_batch`` returns.
+  ``metasync=True`` (LMDB's own default) fsyncs twice: the data pages, then
+  the meta page.  The default, ``metasync=False`` (LMDB's
+  ``MDB_NOMETASYNC``), keeps the first fsync and drops the second: LMDB
   documents that this "maintains database integrity, but a system crash may
   undo the last committed transaction" (the meta page written without a
   flush is carried to the disk by the NEXT commit's data flush, or by
@@ -26,8 +26,9 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   (the page cache keeps the writes).  :meth:`synced_applied_index` is that
   lower bound, and the runtime keeps the Raft log from being compacted past
   it (docs/statemachine.md, "The durable contract"), so the entries a power
-  loss undoes are still in the WAL and are applied again after the restart
-  (the store restarts at what the file holds).  No acknowledged write is
+  loss undoes are still in this node's WAL (fsynced before any entry is
+  applied) and are applied again after the restart (the store restarts at
+  what the file holds, and they were undone whole).  No acknowledged write is
   lost by it: a write is acknowledged once committed in a majority's WAL,
   never on the strength of this store's fsync.  Opening a writable store
   flushes whatever a killed process left in the page cache, so the synced
@@ -55,6 +56,7 @@ which :meth:`apply_batch` keeps by beginning and committing in one call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -92,9 +94,11 @@ DEFAULT_MAP_SIZE = 1 << 30
 COMPACT_COPY = False
 
 #: Whether a commit also fsyncs LMDB's meta page (see the module doc,
-#: "Sync"): False drops one fsync per batch; the runtime then keeps the log
-#: to :meth:`MVCCStore.synced_applied_index`.
-DEFAULT_METASYNC = True
+#: "Sync").  Off: one fsync fewer per batch (BENCHMARKS.md, issue 16: one-
+#: connection writes 2.64 -> 2.43 ms p50), and the runtime keeps the log to
+#: :meth:`MVCCStore.synced_applied_index`, so nothing acknowledged depends
+#: on the meta page's fsync.
+DEFAULT_METASYNC = False
 
 
 class StoreWriteError(OSError):
@@ -380,8 +384,11 @@ class MVCCStore:
             if self._close_deferred:
                 return
             if self.sync and not self._readonly:
-                # A clean stop leaves nothing for a power loss to undo.
-                self.flush()
+                # A clean stop leaves nothing for a power loss to undo.  A
+                # disk failing now loses at most the last commit to a power
+                # loss, which the log still holds (see "Sync"): close anyway.
+                with contextlib.suppress(lmdb.Error):
+                    self.flush()
             self._close_deferred = True
             if self._users:
                 return

@@ -19,7 +19,7 @@ def _puts(first: int, last: int, tag: bytes = b"k") -> list[MVCCEntry]:
 
 
 def test_the_synced_index_is_the_previous_commit_until_a_flush(tmp_path: Path) -> None:
-    store = MVCCStore(tmp_path / "db", metasync=False)
+    store = MVCCStore(tmp_path / "db")  # the default: metasync=False
     try:
         assert store._env.flags()["metasync"] is False  # LMDB got the flag
         assert store.synced_applied_index() == store.applied_index() == 0
@@ -44,7 +44,7 @@ def test_the_synced_index_is_the_previous_commit_until_a_flush(tmp_path: Path) -
 def test_with_metasync_or_without_sync_the_synced_index_is_the_applied_one(
     tmp_path: Path,
 ) -> None:
-    kws: dict[str, dict[str, bool]] = {"full": {}, "nosync": {"sync": False, "metasync": False}}
+    kws: dict[str, dict[str, bool]] = {"full": {"metasync": True}, "nosync": {"sync": False, "metasync": False}}
     for name, kw in kws.items():
         store = MVCCStore(tmp_path / name, **kw)
         try:
