@@ -209,10 +209,18 @@ class MVCCStore:
     def flush(self) -> int:
         """Make every commit survive a power loss (one fsync, unless nothing
         is pending); returns :meth:`synced_applied_index`, then equal to
-        :meth:`applied_index`.  Waits for a batch being written."""
+        :meth:`applied_index`.  Waits for a batch being written.
+        :class:`StoreWriteError` if the disk refuses (the synced index stays)."""
         with self._writer:
             if self._synced < self._last_commit:
-                self._env.sync(True)
+                try:
+                    self._env.sync(True)
+                except lmdb.Error as exc:
+                    raise StoreWriteError(
+                        f"{self.path}: flushing the store failed ({exc})"
+                        f"{_space_note(self.path)}; it is synced up to applied index "
+                        f"{self._synced}"
+                    ) from exc
                 self._synced = self._last_commit
             return self._synced
 
@@ -387,7 +395,7 @@ class MVCCStore:
                 # A clean stop leaves nothing for a power loss to undo.  A
                 # disk failing now loses at most the last commit to a power
                 # loss, which the log still holds (see "Sync"): close anyway.
-                with contextlib.suppress(lmdb.Error):
+                with contextlib.suppress(StoreWriteError):
                     self.flush()
             self._close_deferred = True
             if self._users:

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
 
 from liferaft.kv.mvcc import TO_END, MVCCEntry, MVCCStore, Put, Range
+from liferaft.kv.mvcc.store import StoreWriteError
 from tests.kv.mvcc.powerloss import lose_last_meta, meta_pages
 
 EVERYTHING = Range(b"\x00", TO_END)
@@ -44,7 +49,10 @@ def test_the_synced_index_is_the_previous_commit_until_a_flush(tmp_path: Path) -
 def test_with_metasync_or_without_sync_the_synced_index_is_the_applied_one(
     tmp_path: Path,
 ) -> None:
-    kws: dict[str, dict[str, bool]] = {"full": {"metasync": True}, "nosync": {"sync": False, "metasync": False}}
+    kws: dict[str, dict[str, bool]] = {
+        "full": {"metasync": True},
+        "nosync": {"sync": False, "metasync": False},
+    }
     for name, kw in kws.items():
         store = MVCCStore(tmp_path / name, **kw)
         try:
@@ -91,3 +99,32 @@ def test_a_power_loss_undoes_the_last_commit_only_and_its_entries_apply_again(
         assert list(back.range(EVERYTHING).kvs) == everything
     finally:
         back.close()
+
+
+class _FailingSync:
+    """The store's LMDB environment with a disk that refuses fsync."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+
+    def sync(self, force: bool = False) -> None:
+        raise lmdb.Error("EIO")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+
+def test_a_failed_flush_is_one_line_and_claims_nothing(tmp_path: Path) -> None:
+    store = MVCCStore(tmp_path / "db")
+    env = store._env
+    try:
+        store.apply_batch(_puts(1, 2))
+        store._env = _FailingSync(env)  # type: ignore[assignment]
+        with pytest.raises(StoreWriteError, match="synced up to applied index 0") as e:
+            store.flush()
+        assert "\n" not in str(e.value)
+        assert store.synced_applied_index() == 0
+        store.close()  # a clean stop on a failing disk still closes
+    finally:
+        store._env = env
+        env.close()
