@@ -9,7 +9,10 @@ Theory of operation (docs/kv.md, "The KV state machine"):
   that also writes the last entry's log index (:mod:`.mvcc.commands`: the
   codec, client sessions, leases, the history).  A crash leaves the
   database at one applied index; a restart resumes after
-  :meth:`applied_index`, with nothing restored or replayed.
+  :meth:`applied_index`, with nothing restored or replayed.  With the
+  store's ``metasync=False`` a power loss may undo the last commit:
+  :meth:`synced_applied_index` is what it keeps, and the runtime keeps the
+  log to it, so the restart replays the undone entries from the WAL.
 - **Listener.**  After the transaction commits (never before: a watcher
   must not see a change a crash could undo), the listener's ``committed``
   gets what the batch did: its watch events in revision order and the
@@ -45,7 +48,7 @@ from liferaft.kv.mvcc.checkpoint import frame, receive
 from liferaft.kv.mvcc.commands import Committed, apply_entries
 from liferaft.kv.mvcc.leases import LeaseInfo, all_leases, lease_info
 from liferaft.kv.mvcc.sessions import MAX_SESSIONS, live_sessions, session_info
-from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE
+from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE, DEFAULT_METASYNC
 from liferaft.kv.mvcc.storedir import StoreDir
 from liferaft.runtime.statemachine import (
     DEFAULT_CHUNK_SIZE,
@@ -73,7 +76,8 @@ class KVMachine:
     """The replicated KV state machine over :class:`MVCCStore` (see the module doc).
 
     ``data_dir`` is the machine's own directory (numbered stores and their
-    ``CURRENT`` pointer); ``sync`` and ``map_size`` are the store's.
+    ``CURRENT`` pointer); ``sync``, ``metasync`` and ``map_size`` are the
+    store's (:class:`~.mvcc.MVCCStore`).
     ``max_sessions`` must be the same on every replica (tests lower it).
     """
 
@@ -84,19 +88,23 @@ class KVMachine:
         data_dir: str | os.PathLike[str],
         *,
         sync: bool = True,
+        metasync: bool = DEFAULT_METASYNC,
         map_size: int = DEFAULT_MAP_SIZE,
         listener: MachineListener | None = None,
         max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self._dir = StoreDir(data_dir)
         self._sync = sync
+        self._metasync = metasync
         self._map_size = map_size
         self._max_sessions = max_sessions
         self.listener = listener
         self.store = self._open(self._dir.open_current())
 
     def _open(self, path: Path) -> MVCCStore:
-        return MVCCStore(path, sync=self._sync, map_size=self._map_size)
+        return MVCCStore(
+            path, sync=self._sync, metasync=self._metasync, map_size=self._map_size
+        )
 
     # --- applying ----------------------------------------------------------------------
 
@@ -125,6 +133,12 @@ class KVMachine:
     def applied_index(self) -> int:
         """The log index of the last committed batch (0: none)."""
         return self.store.applied_index()
+
+    def synced_applied_index(self, *, flush: bool = False) -> int:
+        """The highest applied index a power loss keeps (the runtime's
+        optional durable-contract method); ``flush``: make every commit
+        survive one first (an fsync: called from a worker thread)."""
+        return self.store.flush() if flush else self.store.synced_applied_index()
 
     # --- reads -------------------------------------------------------------------------
 

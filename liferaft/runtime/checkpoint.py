@@ -13,9 +13,11 @@ So when the state machine also offers ``checkpoint_chunks()``
 * **Taking** a snapshot (liferaft/runtime/snapshotter.py) writes the
   runtime's header (members, entry format; liferaft/runtime/store.py) and,
   instead of the state, a *deferred marker*: ``"LRDF" | u8 version (1) |
-  u64 LE`` the store's durable applied index when it was taken.  Never past
-  that index: a snapshot that claimed more than the store durably holds
-  would let the log be compacted past entries a crash could still lose.
+  u64 LE`` the store's durable applied index when it was taken: what a
+  power loss keeps (``synced_applied_index()`` when the state machine has
+  it, liferaft/runtime/statemachine.py).  Never past that index: a snapshot
+  that claimed more than the store durably holds would let the log be
+  compacted past entries a crash could still lose.
 * **Sending** one to a follower (:func:`outgoing`, called by
   ``Node.snapshot_source``): the marker is replaced by
   ``checkpoint_chunks()``, a consistent copy of the store as it is *now*

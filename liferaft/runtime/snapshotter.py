@@ -26,9 +26,16 @@ core has not replayed yet.  The snapshot then waits for a later turn.
 A state machine with ``checkpoint_chunks()`` is not captured at all: its
 store is the snapshot (liferaft/runtime/checkpoint.py).  The file gets the
 header and a deferred marker, and the log is compacted up to the capture
-point, which must not be past the store's *durable* applied index (with a
-store that syncs every batch the two are equal; one that does not waits
-here until its durable index catches up).
+point, which must not be past the store's *durable* applied index: the
+one a power loss keeps (``synced_applied_index()``, docs/statemachine.md,
+"The durable contract"), else ``applied_index()``.  With a store that
+syncs every batch the two are equal.  One that defers a sync (LMDB's
+``MDB_NOMETASYNC``: its last commit is not yet safe from a power loss) is
+flushed first, in a worker thread while the apply worker is held, so the
+capture point is synced; a state machine applied on the loop is flushed on
+the loop.  Were the snapshot taken past the synced index, a power loss
+would bring the store back behind a log that no longer holds the entries
+in between.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from .errors import StoppedError
 from .events import EventType
 from .loop import RaftLoop
 from .membership import Membership
-from .statemachine import BytesSnapshot, StateSnapshot, can_checkpoint, durable_applied_index
+from .statemachine import BytesSnapshot, StateSnapshot, can_checkpoint, synced_applied_index
 from .store import Store, Writer, wrap_snapshot
 
 log = logging.getLogger("liferaft.runtime")
@@ -110,7 +117,10 @@ class Snapshotter:
         index, conf = point
         members = {k: dict(v) for k, v in self._membership.members.items()}
         if can_checkpoint(a.sm):
-            durable = durable_applied_index(a.sm) or 0
+            durable = synced_applied_index(a.sm) or 0
+            if durable < index and not a.off_loop:
+                # Applied on the loop: its commits already fsync there.
+                durable = synced_applied_index(a.sm, flush=True) or 0
             if durable < index:
                 raise _NotNow
             cap: StateSnapshot = BytesSnapshot(marker(durable))
@@ -129,6 +139,9 @@ class Snapshotter:
             return await loop.store_op(self._capture)
         released = await a.hold()
         try:
+            if can_checkpoint(a.sm) and (synced_applied_index(a.sm) or 0) < a.applied:
+                # No batch runs while held: after this the capture point is synced.
+                await asyncio.to_thread(synced_applied_index, a.sm, flush=True)
             return await loop.store_op(self._capture)
         finally:
             if not released.done():

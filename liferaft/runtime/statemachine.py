@@ -55,6 +55,18 @@ name them for type checkers):
   thread, so a commit with fsync never stalls heartbeats.  The runtime
   still never calls two state-machine methods at once, and calls
   ``snapshot()`` and ``restore()`` only between batches.
+- ``synced_applied_index(flush=False)``
+  (:class:`DeferredSyncStateMachine`): for a store whose commit survives a
+  crash of the *process* at once but a power loss only later (LMDB's
+  ``MDB_NOMETASYNC``: the last commit may be undone): the highest applied
+  index a power loss keeps, at most ``applied_index()``; with
+  ``flush=True`` it first makes every commit survive one (an fsync; the
+  runtime calls it from a worker thread, between batches).  The runtime
+  never lets the log be compacted past it (the deferred snapshot's marker
+  and index, below), so what a power loss undoes is applied again from the
+  WAL after the restart.  Without it, ``applied_index()`` is taken as
+  surviving a power loss too.  ``applied_index()`` still says what the
+  store holds now, and at start what survived.
 
 With a durable store, a snapshot may be a streamed checkpoint of the store's
 own files (``snapshot()`` copies them, ``chunks()`` reads the copy,
@@ -66,7 +78,9 @@ Deferred snapshots (optional, :class:`CheckpointStateMachine`): a durable
 state machine that also has ``checkpoint_chunks()`` is never asked for an
 image of its state to keep.  Its Raft snapshots hold only the runtime's
 header and a marker (liferaft/runtime/checkpoint.py): the store *is* the
-snapshot, and the log is compacted up to its durable applied index.  Only
+snapshot, and the log is compacted up to its durable applied index (its
+synced one, when it has ``synced_applied_index``: the runtime flushes it
+first, so snapshots are not held back).  Only
 when a follower needs a snapshot does the runtime call
 ``checkpoint_chunks()``, in a worker thread while batches keep applying:
 a consistent copy of the store as it is *now*, which carries its own
@@ -94,6 +108,7 @@ __all__ = [
     "BytesSnapshot",
     "CheckpointStateMachine",
     "ChunkReader",
+    "DeferredSyncStateMachine",
     "DurableStateMachine",
     "Proposer",
     "SnapshotFormatError",
@@ -106,6 +121,7 @@ __all__ = [
     "iter_chunks",
     "join_chunks",
     "rechunk",
+    "synced_applied_index",
     "takes_leader_time",
 ]
 
@@ -257,6 +273,24 @@ class CheckpointStateMachine(DurableStateMachine, Protocol):
         ...
 
 
+@runtime_checkable
+class DeferredSyncStateMachine(DurableStateMachine, Protocol):
+    """A durable state machine whose last commits may be undone by a power
+    loss (not by a crash of the process), e.g. LMDB with ``MDB_NOMETASYNC``."""
+
+    def synced_applied_index(self, *, flush: bool = False) -> int:
+        """The highest applied index that survives a power loss or OS crash
+        (at most :meth:`applied_index`).
+
+        ``flush=True``: first make every commit survive one (an fsync), so
+        the result equals :meth:`applied_index`.  The runtime calls it that
+        way from a worker thread while no batch runs, before compacting the
+        log; without ``flush`` it must be cheap (the runtime calls it on the
+        event loop).
+        """
+        ...
+
+
 def can_checkpoint(sm: object) -> bool:
     """True if ``sm`` is durable and has ``checkpoint_chunks`` (deferred snapshots)."""
     return callable(getattr(sm, "applied_index", None)) and callable(
@@ -268,6 +302,16 @@ def durable_applied_index(sm: object) -> int | None:
     """``sm.applied_index()`` if the state machine is durable, else None (volatile)."""
     applied_index = getattr(sm, "applied_index", None)
     return None if applied_index is None else int(applied_index())
+
+
+def synced_applied_index(sm: object, *, flush: bool = False) -> int | None:
+    """What of ``sm``'s applied index survives a power loss: its
+    ``synced_applied_index(flush=...)`` if it has one, else
+    :func:`durable_applied_index` (None: volatile)."""
+    synced = getattr(sm, "synced_applied_index", None)
+    if synced is None:
+        return durable_applied_index(sm)
+    return int(synced(flush=flush))
 
 
 def applies_off_loop(sm: object) -> bool:

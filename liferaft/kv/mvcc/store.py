@@ -13,14 +13,33 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   :meth:`applied_index` reads back what a commit made durable, a refused op
   is an exception *instance* in the results and changes nothing, and
   raising means the store is broken.
-- **Sync.**  By default every commit is fsynced before ``apply_batch``
-  returns (LMDB's default).  ``sync=False`` skips it: a crash of the
-  *process* still loses nothing (the page cache keeps the writes), but an OS
-  crash or power loss may lose the last commits, and the store then comes
-  back at an older applied index.  Raft replays those entries only if the
-  log still holds them; once the log is truncated behind the store's
-  applied index, they are gone from this replica.  Use it for tests and
-  throwaway clusters only.
+- **Sync.**  Every commit is fsynced before ``apply_batch`` returns.
+  ``metasync=True`` (LMDB's own default) fsyncs twice: the data pages, then
+  the meta page.  The default, ``metasync=False`` (LMDB's
+  ``MDB_NOMETASYNC``), keeps the first fsync and drops the second: LMDB
+  documents that this "maintains database integrity, but a system crash may
+  undo the last committed transaction" (the meta page written without a
+  flush is carried to the disk by the NEXT commit's data flush, or by
+  ``mdb_env_sync``).  So after a commit at applied index A whose previous
+  commit was at P, a power loss keeps at least P, and A once a later
+  commit or :meth:`flush` has run; a crash of the *process* loses nothing
+  (the page cache keeps the writes).  :meth:`synced_applied_index` is that
+  lower bound, and the runtime keeps the Raft log from being compacted past
+  it (docs/statemachine.md, "The durable contract"), so the entries a power
+  loss undoes are still in this node's WAL (fsynced before any entry is
+  applied) and are applied again after the restart (the store restarts at
+  what the file holds, and they were undone whole).  No acknowledged write is
+  lost by it: a write is acknowledged once committed in a majority's WAL,
+  never on the strength of this store's fsync.  Opening a writable store
+  flushes whatever a killed process left in the page cache, so the synced
+  index starts at the applied index; :meth:`close` flushes too.
+  ``sync=False`` skips every fsync: a crash of the *process* still loses
+  nothing, but an OS crash or power loss may lose the last commits, and
+  the store then comes back at an older applied index.  Raft replays those
+  entries only if the log still holds them, and with ``sync=False`` the
+  synced index claims every commit (there is nothing to track), so the log
+  may be truncated past them: they are gone from this replica.  Use it for
+  tests and throwaway clusters only.
 - **Map size.**  LMDB maps the file at a fixed size; a batch that fills it
   (``MapFullError``) is aborted whole, the map doubled, and the batch run
   again, so the caller never sees it.
@@ -37,6 +56,7 @@ which :meth:`apply_batch` keeps by beginning and committing in one call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -73,6 +93,13 @@ DEFAULT_MAP_SIZE = 1 << 30
 #: free pages, so copies are never compacted.
 COMPACT_COPY = False
 
+#: Whether a commit also fsyncs LMDB's meta page (see the module doc,
+#: "Sync").  Off: one fsync fewer per batch (BENCHMARKS.md, issue 16: one-
+#: connection writes 2.64 -> 2.43 ms p50), and the runtime keeps the log to
+#: :meth:`MVCCStore.synced_applied_index`, so nothing acknowledged depends
+#: on the meta page's fsync.
+DEFAULT_METASYNC = False
+
 
 class StoreWriteError(OSError):
     """A write transaction the disk refused (full, or an I/O error): the
@@ -99,10 +126,14 @@ class MVCCStore:
         path: str | os.PathLike[str],
         *,
         sync: bool = True,
+        metasync: bool = DEFAULT_METASYNC,
         map_size: int = DEFAULT_MAP_SIZE,
         readonly: bool = False,
     ) -> None:
         """Open the store in directory ``path``, creating it (unless ``readonly``).
+
+        ``sync`` and ``metasync``: the fsyncs of a commit (see the module
+        doc, "Sync"); ``metasync`` matters only with ``sync``.
 
         Raises :class:`StoreFormatError` (one line) for a directory that holds
         another LMDB database, a store of another format version, or nothing
@@ -110,6 +141,7 @@ class MVCCStore:
         """
         self.path = Path(path)
         self.sync = sync
+        self.metasync = sync and metasync
         try:
             if not readonly:
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +151,7 @@ class MVCCStore:
                 max_dbs=layout.MAX_DBS,
                 map_size=map_size,
                 sync=sync,
-                metasync=sync,
+                metasync=self.metasync,
                 readonly=readonly,
                 # No readahead: the database may be larger than memory, and
                 # reads are point lookups or short scans.
@@ -136,6 +168,15 @@ class MVCCStore:
             self._env.close()
             raise
         self._writer = threading.Lock()
+        self._readonly = readonly
+        # The applied index of the last commit, and the highest one a power
+        # loss keeps (see the module doc, "Sync").  Opening flushes what a
+        # killed process (or a store opened with metasync=False) left
+        # unsynced in the page cache, so both start at the file's.
+        if sync and not readonly:
+            self._env.sync(True)
+        self._last_commit = self.applied_index()
+        self._synced = self._last_commit
         # Copies and read views in use (maybe in other threads), and whether
         # close() waits for them (see close()).
         self._users = 0
@@ -159,6 +200,39 @@ class MVCCStore:
     def applied_index(self) -> int:
         """The log index of the last committed batch (0: none)."""
         return self._meta(layout.META_APPLIED)
+
+    def synced_applied_index(self) -> int:
+        """The highest applied index that survives a power loss or OS crash
+        (<= :meth:`applied_index`; equal unless ``metasync=False``)."""
+        return self._synced
+
+    def flush(self) -> int:
+        """Make every commit survive a power loss (one fsync, unless nothing
+        is pending); returns :meth:`synced_applied_index`, then equal to
+        :meth:`applied_index`.  Waits for a batch being written.
+        :class:`StoreWriteError` if the disk refuses (the synced index stays)."""
+        with self._writer:
+            if self._synced < self._last_commit:
+                try:
+                    self._env.sync(True)
+                except lmdb.Error as exc:
+                    raise StoreWriteError(
+                        f"{self.path}: flushing the store failed ({exc})"
+                        f"{_space_note(self.path)}; it is synced up to applied index "
+                        f"{self._synced}"
+                    ) from exc
+                self._synced = self._last_commit
+            return self._synced
+
+    def _committed(self, applied: int) -> None:
+        """A write transaction at ``applied`` committed (under the writer lock)."""
+        if self.metasync or not self.sync:
+            self._synced = applied
+        else:
+            # This commit's data flush carried the previous commit's meta
+            # page to the disk; its own meta page is not flushed yet.
+            self._synced = self._last_commit
+        self._last_commit = applied
 
     def revision(self) -> int:
         """The current store revision (1 for a new store)."""
@@ -205,6 +279,7 @@ class MVCCStore:
                         batch = BatchWriter(txn, self._dbs)
                         out = run(batch)
                         batch.finish()
+                    self._committed(batch.applied)
                     return out
                 except lmdb.MapFullError:
                     # The transaction was aborted whole; grow and run it again.
@@ -316,6 +391,12 @@ class MVCCStore:
         with self._users_lock:
             if self._close_deferred:
                 return
+            if self.sync and not self._readonly:
+                # A clean stop leaves nothing for a power loss to undo.  A
+                # disk failing now loses at most the last commit to a power
+                # loss, which the log still holds (see "Sync"): close anyway.
+                with contextlib.suppress(StoreWriteError):
+                    self.flush()
             self._close_deferred = True
             if self._users:
                 return
