@@ -50,9 +50,13 @@ class Background:
         for line in self.proc.stderr:
             self._err.append(line)
 
-    def wait(self, done: Callable[[list[str]], bool], timeout: float, what: str) -> list[str]:
+    def wait(
+        self, done: Callable[[list[str]], bool], timeout: float, what: str, *, final: bool = True
+    ) -> list[str]:
         """Read lines until ``done(lines so far)`` (returned), the output
-        ends, or ``timeout`` seconds pass (AssertionError naming ``what``)."""
+        ends, or ``timeout`` seconds pass (AssertionError naming ``what``).
+        The error stops etcdctl to report its stderr, unless ``final`` is
+        false and it is still running (a caller that tries again)."""
         deadline = time.monotonic() + timeout
         while not done(self.lines):
             left = deadline - time.monotonic()
@@ -60,6 +64,8 @@ class Background:
                 line = self._q.get(timeout=max(left, 0.0)) if left > 0 else None
             except queue.Empty:
                 line = None
+            if line is None and not final and self.proc.poll() is None:
+                raise AssertionError(f"no {what} within {timeout}s (still running)")
             if line is None:
                 raise AssertionError(
                     f"no {what} within {timeout}s; output so far {self.lines!r}, "

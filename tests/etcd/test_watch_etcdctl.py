@@ -32,7 +32,7 @@ def test_watch_shows_a_put_made_meanwhile(ctl: Etcdctl) -> None:
         for i in range(20):
             ctl.ok("put", "wlive/k", f"v{i}")
             try:
-                lines = w.wait(lambda ls, i=i: f"v{i}" in ls, 1.5, f"the put of v{i}")
+                lines = w.wait(lambda ls, i=i: f"v{i}" in ls, 1.5, f"the put of v{i}", final=False)
                 break
             except AssertionError:
                 if w.proc.poll() is not None:
