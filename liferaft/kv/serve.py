@@ -24,7 +24,14 @@ from liferaft.transport.base import CallError, parse_address
 from . import adopt
 from .advertise import is_wildcard, same_address
 from .compactor import CompactionPolicy
-from .identity import IdentityError, adopted_id, check_identity, record_identity
+from .identity import (
+    IdentityError,
+    adopted_id,
+    check_identity,
+    read_epoch,
+    record_epoch,
+    record_identity,
+)
 from .listener import (
     ClientLimits,
     ClientListener,
@@ -36,7 +43,14 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .rebuild import RebuildError, check_restored, force_new_cluster, read_force_record
+from .rebuild import (
+    RebuildError,
+    check_restored,
+    check_stale,
+    force_new_cluster,
+    read_force_record,
+    record_stale,
+)
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -311,6 +325,17 @@ async def serve(
         except (RebuildError, NodeError, OSError) as exc:
             machine.close()
             raise ServeError(f"--force-new-cluster: {exc}") from exc
+    stale = asyncio.Event()
+
+    def on_stale(reason: str) -> None:
+        # Recorded before anything else: this data must never serve again,
+        # whatever happens to this process next (kv/rebuild.py, check_stale).
+        log.error("removed from the cluster: %s; stopping", reason)
+        try:
+            record_stale(o.data_dir, reason)
+        finally:
+            stale.set()
+
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -318,6 +343,10 @@ async def serve(
         ssl_server=o.peer_ssl_server,
         ssl_client=o.peer_ssl_client,
         peer_secret=o.peer_secret,
+        # An empty node joining takes the epoch of the member it joins through.
+        epoch=None if (fresh and o.join) else read_epoch(o.data_dir),
+        on_epoch=lambda e: record_epoch(o.data_dir, e),
+        on_stale=on_stale,
     )
     node = Node(
         node_config(o),
@@ -404,11 +433,17 @@ async def serve(
             ready.set()
         crashed = asyncio.ensure_future(node.crashed.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({crashed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        crashed.cancel()
-        stopped.cancel()
+        removed = asyncio.ensure_future(stale.wait())
+        await asyncio.wait({crashed, stopped, removed}, return_when=asyncio.FIRST_COMPLETED)
+        for f in (crashed, stopped, removed):
+            f.cancel()
         if node.crashed.is_set():
             raise ServeError("the Raft node failed (see the log above); exiting")
+        if stale.is_set():
+            # No hand-over: this node's history is not the cluster's.
+            raise ServeError(
+                f"{o.id} was removed from cluster {o.cluster_id}: {transport.stats()['stale']}"
+            )
         log.info("shutting down")
         # Before the client port closes: a write that arrives meanwhile gets
         # a 503 (no leader) and goes elsewhere, as in any leader change.
@@ -464,6 +499,7 @@ def check_force(o: ServeOptions, fresh: bool) -> None:
     short must not start (kv/rebuild.py)."""
     try:
         check_restored(o.data_dir)
+        check_stale(o.data_dir)
         rec = read_force_record(o.data_dir)
     except RebuildError as exc:
         raise ServeError(str(exc)) from exc
