@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -311,8 +311,24 @@ def check_welcome(
         return f"peer said it is {listener_id!r}, then {welcome_id!r}"
     if claim.to and welcome_id != claim.to:
         return f"peer is node {welcome_id!r}, expected {claim.to!r}"
+    return _listener_refusal(
+        welcome_id, listener_cert, cert_ids, secret, proof,
+        lambda key: prove(key, LISTENER, claim, welcome_id),
+    )  # fmt: skip
+
+
+def _listener_refusal(
+    listener_id: str,
+    listener_cert: frozenset[str] | None,
+    cert_ids: bool,
+    secret: bytes | None,
+    proof: bytes,
+    expected: Callable[[bytes], bytes],
+) -> str | None:
+    """What a WELCOME and a REMOVED both check last: the listener's
+    certificate (mutual TLS) and its proof, ``expected(secret)``."""
     if cert_ids:
-        reason = _cert_refusal(listener_cert, welcome_id, "the listener")
+        reason = _cert_refusal(listener_cert, listener_id, "the listener")
         if reason is not None:
             return reason
     if secret is None:
@@ -321,7 +337,7 @@ def check_welcome(
         return None
     if not proof:
         return "the listener did not prove the cluster secret (it has no peer secret)"
-    if not _verify(secret, LISTENER, claim, welcome_id, proof):
+    if not hmac.compare_digest(expected(secret), proof):
         return "the listener's proof of the cluster secret is wrong"
     return None
 
@@ -344,14 +360,7 @@ def check_removed(
         return f"REMOVED from epoch {listener_epoch}, not above this node's {claim.epoch}"
     if claim.to and listener_id != claim.to:
         return f"REMOVED from node {listener_id!r}, expected {claim.to!r}"
-    if cert_ids:
-        reason = _cert_refusal(listener_cert, listener_id, "the listener")
-        if reason is not None:
-            return reason
-    if secret is None:
-        if proof:
-            return "the listener proves a cluster secret, but this node has none"
-        return None
-    if not hmac.compare_digest(prove_removed(secret, claim, listener_id, listener_epoch), proof):
-        return "the listener's proof of the cluster secret is wrong"
-    return None
+    return _listener_refusal(
+        listener_id, listener_cert, cert_ids, secret, proof,
+        lambda key: prove_removed(key, claim, listener_id, listener_epoch),
+    )  # fmt: skip

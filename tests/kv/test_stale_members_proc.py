@@ -41,8 +41,8 @@ def test_old_members_back_after_a_force_stop_for_good(tmp_path: Path) -> None:
 
         # Both old members at once, on their old data: each is told it was
         # removed and stops, naming the way back.
-        old = {i: subprocess.Popen([*CLI, *c.command(i)[3:]], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True) for i in ("n2", "n3")}  # fmt: skip
+        pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
+        old = {i: subprocess.Popen([*CLI, *c.command(i)[3:]], **pipes) for i in ("n2", "n3")}
         try:
             for i, p in old.items():
                 _, err = p.communicate(timeout=60)
@@ -84,7 +84,9 @@ def test_old_members_back_after_a_force_stop_for_good(tmp_path: Path) -> None:
         assert removed.returncode == 0, removed.stderr
         c.stop("n4")
         c.start("n4", mode=[])
-        restarted = lambda: n4.log.read_text().rsplit("---- start", 1)[-1]  # noqa: E731
-        wait_for(lambda: "unknown peer 'n4'" in restarted(), 30, "n4 refused by n1")
+        def refused() -> bool:  # in the log since the restart
+            return "unknown peer 'n4'" in n4.log.read_text().rsplit("---- start", 1)[-1]
+
+        wait_for(refused, 30, "n4 refused by n1")
         assert n4.running() and not (n4.data / STALE_RECORD).exists()
         assert c.put("n1", "new/d", "d")[0] == 200
