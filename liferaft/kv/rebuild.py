@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.core import ConfState, HardState, Snapshot, SnapshotMeta
-from liferaft.kv.identity import read_epoch, record_epoch
+from liferaft.kv.identity import read_epoch, record_epoch, record_identity
 from liferaft.kv.mvcc.checkpoint import fsync_dir
 from liferaft.runtime import Node, NodeConfig, NodeError
 from liferaft.runtime import address_book as book
@@ -141,8 +141,6 @@ def restore(
     or the disk refuses it.  While it runs the dir holds :data:`RESTORING`,
     removed last: a restore killed midway leaves a dir that refuses to
     start (:func:`check_restored`) instead of one that looks whole."""
-    from liferaft.kv.identity import record_identity
-
     if node_id not in cluster:
         raise RebuildError(f"--initial-cluster does not name {node_id}")
     check_restored(data_dir)
@@ -363,6 +361,39 @@ async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Pa
 
 
 # -- stale members ------------------------------------------------------------------------
+
+
+class EpochKeeper:
+    """A data dir's cluster epoch as ``liferaft serve`` hands it to its
+    transport (docs/transport.md, "Epochs"): ``epoch`` (None for an empty
+    node ``joining``: learned), :meth:`learned` and :meth:`removed` its
+    callbacks; ``stale`` is set once this node was proven stale."""
+
+    def __init__(self, data_dir: Path, joining: bool) -> None:
+        self.data_dir = data_dir
+        self.epoch = None if joining else read_epoch(data_dir)
+        self.stale = asyncio.Event()
+
+    def learned(self, epoch: int) -> None:
+        record_epoch(self.data_dir, epoch)
+
+    def removed(self, reason: str) -> None:
+        # Recorded before anything else: this data must never serve again,
+        # whatever happens to this process next (check_stale).
+        log.error("removed from the cluster: %s; stopping", reason)
+        try:
+            record_stale(self.data_dir, reason)
+        finally:
+            self.stale.set()
+
+
+def check_data_dir(data_dir: Path) -> dict[str, Any] | None:
+    """Before a node starts on ``data_dir``: :class:`RebuildError` if a
+    restore into it was cut short or it was found stale; else what
+    --force-new-cluster recorded in it (None if nothing)."""
+    check_restored(data_dir)
+    check_stale(data_dir)
+    return read_force_record(data_dir)
 
 
 def record_stale(data_dir: Path, reason: str) -> None:

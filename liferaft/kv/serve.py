@@ -24,14 +24,7 @@ from liferaft.transport.base import CallError, parse_address
 from . import adopt
 from .advertise import is_wildcard, same_address
 from .compactor import CompactionPolicy
-from .identity import (
-    IdentityError,
-    adopted_id,
-    check_identity,
-    read_epoch,
-    record_epoch,
-    record_identity,
-)
+from .identity import IdentityError, adopted_id, check_identity, record_identity
 from .listener import (
     ClientLimits,
     ClientListener,
@@ -43,14 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .rebuild import (
-    RebuildError,
-    check_restored,
-    check_stale,
-    force_new_cluster,
-    read_force_record,
-    record_stale,
-)
+from .rebuild import EpochKeeper, RebuildError, check_data_dir, force_new_cluster
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -325,17 +311,8 @@ async def serve(
         except (RebuildError, NodeError, OSError) as exc:
             machine.close()
             raise ServeError(f"--force-new-cluster: {exc}") from exc
-    stale = asyncio.Event()
-
-    def on_stale(reason: str) -> None:
-        # Recorded before anything else: this data must never serve again,
-        # whatever happens to this process next (kv/rebuild.py, check_stale).
-        log.error("removed from the cluster: %s; stopping", reason)
-        try:
-            record_stale(o.data_dir, reason)
-        finally:
-            stale.set()
-
+    # An empty node joining takes the epoch of the member it joins through.
+    epochs = EpochKeeper(o.data_dir, joining=fresh and bool(o.join))
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -343,10 +320,9 @@ async def serve(
         ssl_server=o.peer_ssl_server,
         ssl_client=o.peer_ssl_client,
         peer_secret=o.peer_secret,
-        # An empty node joining takes the epoch of the member it joins through.
-        epoch=None if (fresh and o.join) else read_epoch(o.data_dir),
-        on_epoch=lambda e: record_epoch(o.data_dir, e),
-        on_stale=on_stale,
+        epoch=epochs.epoch,
+        on_epoch=epochs.learned,
+        on_stale=epochs.removed,
     )
     node = Node(
         node_config(o),
@@ -433,13 +409,13 @@ async def serve(
             ready.set()
         crashed = asyncio.ensure_future(node.crashed.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        removed = asyncio.ensure_future(stale.wait())
+        removed = asyncio.ensure_future(epochs.stale.wait())
         await asyncio.wait({crashed, stopped, removed}, return_when=asyncio.FIRST_COMPLETED)
         for f in (crashed, stopped, removed):
             f.cancel()
         if node.crashed.is_set():
             raise ServeError("the Raft node failed (see the log above); exiting")
-        if stale.is_set():
+        if epochs.stale.is_set():
             # No hand-over: this node's history is not the cluster's.
             raise ServeError(
                 f"{o.id} was removed from cluster {o.cluster_id}: {transport.stats()['stale']}"
@@ -498,9 +474,7 @@ def check_force(o: ServeOptions, fresh: bool) -> None:
     or joins another cluster; without it, a data dir whose force was cut
     short must not start (kv/rebuild.py)."""
     try:
-        check_restored(o.data_dir)
-        check_stale(o.data_dir)
-        rec = read_force_record(o.data_dir)
+        rec = check_data_dir(o.data_dir)
     except RebuildError as exc:
         raise ServeError(str(exc)) from exc
     if not o.force_new_cluster:
