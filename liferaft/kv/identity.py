@@ -9,7 +9,11 @@ dir holds ``node``, one JSON object ``{"id", "cluster_id"}``, written once
 (write, fsync, rename, fsync of the dir) and compared on every start.
 
 Data dirs written before this file existed get it on their next start: it
-cannot tell them apart then, only from then on.  Its presence also marks a
+cannot tell them apart then, only from then on.
+
+The file also keeps the node's cluster epoch (``"epoch"``, absent: 0):
+one more after each ``--force-new-cluster``, or the epoch an empty node
+learned when it joined (docs/transport.md, "Epochs").  Its presence also marks a
 data dir of this build, so a missing ``kv/`` store is named as deleted, not
 as a dir of the in-memory store's builds (docs/kv.md, "The data dir").
 """
@@ -83,8 +87,28 @@ def record_identity(data_dir: Path, node_id: str, cluster_id: str, name: str = "
     """Write ``node`` (write, fsync, rename, fsync of the directory);
     ``name``: the ``--id`` the node runs under ``node_id`` for (:func:`adopted_id`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    _write(data_dir, {"id": node_id, "cluster_id": cluster_id, **({"name": name} if name else {})})
+
+
+def read_epoch(data_dir: Path) -> int:
+    """The cluster epoch recorded in the data dir (0 if none is)."""
+    try:
+        d = json.loads((data_dir / FILE).read_text())
+    except (OSError, ValueError):
+        return 0
+    epoch = d.get("epoch", 0) if isinstance(d, dict) else 0
+    return epoch if isinstance(epoch, int) and epoch >= 0 else 0
+
+
+def record_epoch(data_dir: Path, epoch: int) -> None:
+    """Keep ``epoch`` in the identity file (written by :func:`record_identity`
+    first), durably, before the node acts on it."""
+    d = json.loads((data_dir / FILE).read_text())
+    _write(data_dir, {**d, "epoch": epoch})
+
+
+def _write(data_dir: Path, doc: dict[str, object]) -> None:
     tmp = data_dir / (FILE + ".tmp")
-    doc = {"id": node_id, "cluster_id": cluster_id, **({"name": name} if name else {})}
     with open(tmp, "w") as f:
         f.write(json.dumps(doc) + "\n")
         f.flush()

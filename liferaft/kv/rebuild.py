@@ -24,9 +24,15 @@ different contents would be two different replicas forever.
   tell whether they were committed, and one could be a write its client
   was told was not applied).  The old ``hardstate``, ``wal/`` and ``snap/``
   move to a backup directory, never deleted; the new state is one term
-  past the old.  A record in the data dir (:data:`FORCE_RECORD`) says what
-  was done: a later start with the flag still given is refused, and one
-  interrupted midway is finished by starting again with the flag.
+  past the old, and the cluster epoch one past the node's
+  (docs/transport.md, "Epochs").  A record in the data dir
+  (:data:`FORCE_RECORD`) says what was done: a later start with the flag
+  still given is refused, and one interrupted midway is finished by
+  starting again with the flag.
+- **stale members**: an old member that comes back with its data meets the
+  forced node's newer epoch in the handshake and is told it was removed; it
+  stops and records so (:data:`STALE_RECORD`), and never starts on that data
+  again (:func:`check_stale`): it must be wiped and joined anew.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from liferaft.core import ConfState, HardState, Snapshot, SnapshotMeta
+from liferaft.kv.identity import read_epoch, record_epoch, record_identity
 from liferaft.kv.mvcc.checkpoint import fsync_dir
 from liferaft.runtime import Node, NodeConfig, NodeError
 from liferaft.runtime import address_book as book
@@ -64,6 +71,8 @@ FORCE_RECORD = "force-new-cluster.json"
 RAFT_STATE = ("hardstate", "wal", "snap")
 #: In a data dir while ``snapshot restore`` builds it (JSON: the backup, the id).
 RESTORING = "restore-incomplete"
+#: In the data dir of a member told it is of a history its cluster left (JSON).
+STALE_RECORD = "removed.json"
 _CHUNK = 1 << 20
 _SHA = 32
 
@@ -132,8 +141,6 @@ def restore(
     or the disk refuses it.  While it runs the dir holds :data:`RESTORING`,
     removed last: a restore killed midway leaves a dir that refuses to
     start (:func:`check_restored`) instead of one that looks whole."""
-    from liferaft.kv.identity import record_identity
-
     if node_id not in cluster:
         raise RebuildError(f"--initial-cluster does not name {node_id}")
     check_restored(data_dir)
@@ -318,6 +325,9 @@ async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Pa
             "backup": f"force-new-cluster-backup-{int(time.time())}",
         }
         _write_json(data_dir / FORCE_RECORD, rec)
+    if "epoch" not in rec:  # recorded before the epoch, by an older build, or just now
+        rec = {**rec, "epoch": read_epoch(data_dir) + 1}
+        _write_json(data_dir / FORCE_RECORD, rec)
     backup = data_dir / str(rec["backup"])
     backup.mkdir(exist_ok=True)
     for name in RAFT_STATE:
@@ -337,12 +347,76 @@ async def force_new_cluster(config: NodeConfig, machine: KVMachine, data_dir: Pa
             f"in {data_dir / FORCE_RECORD}: put the old state back from {backup}"
         )
     write_raft_state(data_dir, int(rec["index"]), int(rec["term"]), {config.id: rec["member"]})
+    # Before the record says done: a node that serves is of the new epoch.
+    record_epoch(data_dir, int(rec["epoch"]))
     _write_json(data_dir / FORCE_RECORD, {**rec, "state": "done"})
     log.warning(
-        "FORCE-NEW-CLUSTER: %s is now the only member (removed: %s) at index %d, term %d; "
-        "%d uncommitted log entries dropped; the old Raft state is in %s. Remove "
+        "FORCE-NEW-CLUSTER: %s is now the only member (removed: %s) at index %d, term %d, "
+        "epoch %d; %d uncommitted log entries dropped; the old Raft state is in %s. Remove "
         "--force-new-cluster before the next start, then add members.",
         config.id, ", ".join(rec["removed"]) or "none", rec["index"], rec["term"],
-        rec["dropped_entries"], backup,
+        rec["epoch"], rec["dropped_entries"], backup,
     )  # fmt: skip
     return int(rec["index"])
+
+
+# -- stale members ------------------------------------------------------------------------
+
+
+class EpochKeeper:
+    """A data dir's cluster epoch as ``liferaft serve`` hands it to its
+    transport (docs/transport.md, "Epochs"): ``epoch`` (None for an empty
+    node ``joining``: learned), :meth:`learned` and :meth:`removed` its
+    callbacks; ``stale`` is set once this node was proven stale."""
+
+    def __init__(self, data_dir: Path, joining: bool) -> None:
+        self.data_dir = data_dir
+        self.epoch = None if joining else read_epoch(data_dir)
+        self.stale = asyncio.Event()
+
+    def learned(self, epoch: int) -> None:
+        record_epoch(self.data_dir, epoch)
+
+    def removed(self, reason: str) -> None:
+        # Recorded before anything else: this data must never serve again,
+        # whatever happens to this process next (check_stale).
+        log.error("removed from the cluster: %s; stopping", reason)
+        try:
+            record_stale(self.data_dir, reason)
+        finally:
+            self.stale.set()
+
+
+def check_data_dir(data_dir: Path) -> dict[str, Any] | None:
+    """Before a node starts on ``data_dir``: :class:`RebuildError` if a
+    restore into it was cut short or it was found stale; else what
+    --force-new-cluster recorded in it (None if nothing)."""
+    check_restored(data_dir)
+    check_stale(data_dir)
+    return read_force_record(data_dir)
+
+
+def record_stale(data_dir: Path, reason: str) -> None:
+    """Note in ``data_dir`` that a member of a newer epoch proved this node
+    is of a history its cluster left (``reason``: what it said)."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_json(data_dir / STALE_RECORD, {"at": at, "reason": reason})
+
+
+def check_stale(data_dir: Path) -> None:
+    """:class:`RebuildError` if ``data_dir`` was found stale (:func:`record_stale`):
+    started again, it could with other old members elect a leader and take
+    writes beside the cluster that left it."""
+    path = data_dir / STALE_RECORD
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        d = {}
+    d = d if isinstance(d, dict) else {}
+    raise RebuildError(
+        f"this node was removed from its cluster ({d.get('reason', 'see ' + str(path))}; "
+        f"{d.get('at', '')}): its data is of a history the cluster left and must not serve "
+        f"again. Wipe {data_dir} and start it with --join (to start on it anyway, delete {path})"
+    )

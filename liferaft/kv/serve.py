@@ -36,7 +36,7 @@ from .logs import NodeContext, setup_logging
 from .machine import KVMachine
 from .metrics import new_registry
 from .mvcc import StoreFormatError
-from .rebuild import RebuildError, check_restored, force_new_cluster, read_force_record
+from .rebuild import EpochKeeper, RebuildError, check_data_dir, force_new_cluster
 from .server import FrontEnd, KVServer
 from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
 
@@ -311,6 +311,8 @@ async def serve(
         except (RebuildError, NodeError, OSError) as exc:
             machine.close()
             raise ServeError(f"--force-new-cluster: {exc}") from exc
+    # An empty node joining takes the epoch of the member it joins through.
+    epochs = EpochKeeper(o.data_dir, joining=fresh and bool(o.join))
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -318,6 +320,9 @@ async def serve(
         ssl_server=o.peer_ssl_server,
         ssl_client=o.peer_ssl_client,
         peer_secret=o.peer_secret,
+        epoch=epochs.epoch,
+        on_epoch=epochs.learned,
+        on_stale=epochs.removed,
     )
     node = Node(
         node_config(o),
@@ -404,11 +409,17 @@ async def serve(
             ready.set()
         crashed = asyncio.ensure_future(node.crashed.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({crashed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        crashed.cancel()
-        stopped.cancel()
+        removed = asyncio.ensure_future(epochs.stale.wait())
+        await asyncio.wait({crashed, stopped, removed}, return_when=asyncio.FIRST_COMPLETED)
+        for f in (crashed, stopped, removed):
+            f.cancel()
         if node.crashed.is_set():
             raise ServeError("the Raft node failed (see the log above); exiting")
+        if epochs.stale.is_set():
+            # No hand-over: this node's history is not the cluster's.
+            raise ServeError(
+                f"{o.id} was removed from cluster {o.cluster_id}: {transport.stats()['stale']}"
+            )
         log.info("shutting down")
         # Before the client port closes: a write that arrives meanwhile gets
         # a 503 (no leader) and goes elsewhere, as in any leader change.
@@ -463,8 +474,7 @@ def check_force(o: ServeOptions, fresh: bool) -> None:
     or joins another cluster; without it, a data dir whose force was cut
     short must not start (kv/rebuild.py)."""
     try:
-        check_restored(o.data_dir)
-        rec = read_force_record(o.data_dir)
+        rec = check_data_dir(o.data_dir)
     except RebuildError as exc:
         raise ServeError(str(exc)) from exc
     if not o.force_new_cluster:

@@ -26,6 +26,7 @@ from liferaft.core.messages import Message, NodeId
 
 from ._frames import FrameError
 from .base import TransportHandler, limit_reads
+from .epoch import Epoch
 
 # Errors that mean "this connection is unusable", as opposed to bugs.
 NET_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError)
@@ -57,6 +58,8 @@ class Context:
         self.closed = False
         # Messages handed to the handler (node-wide, for stats()).
         self.received = 0
+        # The cluster epoch (TcpTransport sets its own); once stale, deaf and mute.
+        self.epoch = Epoch()
         self._unreachable_pending: set[NodeId] = set()
 
     @property
@@ -72,8 +75,11 @@ class Context:
             self.log.exception("transport handler %s raised", getattr(fn, "__name__", fn))
 
     def deliver(self, msg: Message) -> None:
-        """Hand a validated incoming message to the handler, and count it."""
+        """Hand a validated incoming message to the handler, and count it;
+        nothing once this node is stale (of a history the cluster left)."""
         assert self.handler is not None
+        if self.epoch.stale is not None:
+            return
         self.received += 1
         self.call_handler(self.handler.deliver, msg)
 

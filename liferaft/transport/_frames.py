@@ -6,12 +6,16 @@ smallest frame has length 1.  A length of 0 or above the receiver's
 
 Kinds and bodies (docs/transport.md has the full story)::
 
-    HELLO       client -> server   msgpack [magic, version, cluster_id, from, to]
-    CALLER      client -> server   msgpack [magic, version, cluster_id, from, to or ""]
+    HELLO       client -> server   msgpack [magic, version, cluster_id, from, to(, epoch)]
+    CALLER      client -> server   msgpack [magic, version, cluster_id, from, to or ""(, epoch)]
     CHALLENGE   server -> client   msgpack [node_id, nonce]
     PROOF       client -> server   msgpack [nonce, proof]
-    WELCOME     server -> client   msgpack [version, cluster_id, node_id, proof]
+    WELCOME     server -> client   msgpack [version, cluster_id, node_id, proof(, epoch)]
     REFUSE      server -> client   msgpack [reason]
+    REMOVED     server -> client   msgpack [epoch, reason, proof]
+
+The epoch is left out when it is 0 (:func:`control`), so a node of a
+cluster never forced sends the very bytes of the builds before epochs.
     MSG         client -> server   liferaft.codec message
     SNAP_BEGIN  client -> server   liferaft.codec InstallSnapshot, data emptied
     SNAP_CHUNK  client -> server   raw snapshot bytes
@@ -74,6 +78,7 @@ class Kind(enum.IntEnum):
     CALLER = 4
     CHALLENGE = 5
     PROOF = 6
+    REMOVED = 7
     MSG = 16
     SNAP_BEGIN = 32
     SNAP_CHUNK = 33
@@ -108,6 +113,7 @@ class Hello(_Body, frozen=True):
     cluster_id: _Str
     frm: _Id
     to: _Str
+    epoch: _Uint = 0  # the dialer's cluster epoch; absent (0) before epochs
 
 
 class Welcome(_Body, frozen=True):
@@ -115,6 +121,16 @@ class Welcome(_Body, frozen=True):
     cluster_id: _Str
     node_id: _Id
     proof: _Proof  # the listener's proof of the cluster secret (b"" without one)
+    epoch: _Uint = 0  # the listener's cluster epoch; absent (0) before epochs
+
+
+class Removed(_Body, frozen=True):
+    """The listener's answer to a peer of an older epoch: its own epoch,
+    why, and its proof over both epochs (handshake.prove_removed)."""
+
+    epoch: _Uint
+    reason: _Str
+    proof: _Proof
 
 
 class Challenge(_Body, frozen=True):
@@ -150,7 +166,7 @@ T = TypeVar("T")
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type, msgspec.msgpack.Decoder[object]] = {
     cls: msgspec.msgpack.Decoder(cls)
-    for cls in (HelloHead, Hello, Challenge, Proof, Welcome, Reason, SnapEnd, SnapResult)
+    for cls in (HelloHead, Hello, Challenge, Proof, Welcome, Removed, Reason, SnapEnd, SnapResult)
 }
 
 
@@ -160,7 +176,11 @@ def frame(kind: Kind, body: bytes | bytearray | memoryview = b"") -> bytes:
 
 
 def control(kind: Kind, body: _Body) -> bytes:
-    """A frame whose body is a msgpack control struct."""
+    """A frame whose body is a msgpack control struct.  A HELLO's or
+    WELCOME's epoch of 0 is left out: the frame is then byte for byte what
+    builds before epochs send, and what they accept (rolling upgrades)."""
+    if isinstance(body, (Hello, Welcome)) and body.epoch == 0:
+        return frame(kind, _encoder.encode(msgspec.structs.astuple(body)[:-1]))
     return frame(kind, _encoder.encode(body))
 
 

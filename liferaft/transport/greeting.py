@@ -6,10 +6,11 @@ Every decision about a handshake is made by the pure functions of
 :func:`~.handshake.check_welcome` for the dialer); this module only moves
 their frames (docs/transport.md, "Handshake")::
 
-    dialer -> listener  HELLO or CALLER [magic, version, cluster_id, from, to]
+    dialer -> listener  HELLO or CALLER [magic, version, cluster_id, from, to(, epoch)]
     listener -> dialer  CHALLENGE [node_id, listener_nonce]      (or REFUSE)
     dialer -> listener  PROOF [dialer_nonce, dialer_proof]
-    listener -> dialer  WELCOME [version, cluster_id, node_id, listener_proof]   (or REFUSE)
+    listener -> dialer  WELCOME [version, cluster_id, node_id, listener_proof(, epoch)]
+                        (or REFUSE, or REMOVED [epoch, reason, proof] to an older epoch)
 
 Every handshake frame is read with the 4 KiB limit of
 :data:`~._frames.MAX_HANDSHAKE_FRAME`: nothing larger is read from a dialer
@@ -27,6 +28,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from . import handshake
 from ._context import MAX_REASON, NET_ERRORS, small_reads
@@ -41,11 +43,13 @@ from ._frames import (
     Kind,
     Proof,
     Reason,
+    Removed,
     Welcome,
     control,
     parse,
     read_frame,
 )
+from .epoch import Epoch
 
 # asyncio's StreamReader buffer limit for peer connections.
 READ_LIMIT = 256 * 1024
@@ -65,6 +69,11 @@ async def system_resolver(host: str, port: int) -> list[str]:
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class StaleEpochError(FrameError):
+    """A member of a newer epoch proved that this node is of a history the
+    cluster left (docs/transport.md, "Epochs"): it must not take part again."""
 
 
 class SelfConnectionError(ConnectionRefusedError):
@@ -118,6 +127,8 @@ class Dialer:
     connect_timeout: float
     handshake_timeout: float
     resolver: Resolver = system_resolver
+    # Shared with the transport's other parts: said in HELLO, learned from WELCOME.
+    epoch: Epoch = dataclasses.field(default_factory=Epoch)
 
     async def connect(self, host: str, port: int) -> Streams:
         """Open a connection (TLS if ``ssl_client``), within ``connect_timeout``.
@@ -160,8 +171,9 @@ class Dialer:
         the CHALLENGE with our PROOF, check the WELCOME (see
         :mod:`.handshake`).  FrameError if refused or if the listener is not
         who it should be."""
+        mine = self.epoch.claim
         writer.write(
-            control(kind, Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, to))
+            control(kind, Hello(MAGIC, PROTOCOL_VERSION, self.cluster_id, self.node_id, to, mine))
         )
         async with asyncio.timeout(self.handshake_timeout):
             challenge = parse(Challenge, await _listener_frame(reader, Kind.CHALLENGE))
@@ -174,12 +186,16 @@ class Dialer:
                 caller=kind is Kind.CALLER,
                 dialer_nonce=secrets.token_bytes(handshake.NONCE_SIZE),
                 listener_nonce=challenge.nonce,
+                epoch=mine,
             )
             proof = b""
             if self.secret is not None:
                 proof = handshake.prove(self.secret, handshake.DIALER, claim, challenge.node_id)
             writer.write(control(Kind.PROOF, Proof(claim.dialer_nonce, proof)))
-            w = parse(Welcome, await _listener_frame(reader, Kind.WELCOME))
+            got, body = await _listener_answer(reader)
+            if got is Kind.REMOVED:
+                self._removed(claim, challenge.node_id, parse(Removed, body), writer)
+            w = parse(Welcome, body)
         reason = handshake.check_welcome(
             claim,
             challenge.node_id,
@@ -193,20 +209,58 @@ class Dialer:
         )
         if reason is not None:
             raise FrameError(reason)
+        self.epoch.learn(w.epoch)  # an empty node joining takes the cluster's
         return w
+
+    def _removed(
+        self, claim: handshake.Claim, listener_id: str, r: Removed, writer: asyncio.StreamWriter
+    ) -> NoReturn:
+        """A REMOVED from ``listener_id``: if it proves itself (a member of a
+        newer epoch said so), this node is stale; an empty node joining
+        learns the epoch instead (it has no history to be stale with)."""
+        reason = handshake.check_removed(
+            claim,
+            listener_id,
+            r.epoch,
+            r.proof,
+            self.secret,
+            handshake.cert_names(writer.get_extra_info("peercert")),
+            self.cert_ids,
+        )
+        if reason is not None:
+            raise FrameError(f"a REMOVED that proves nothing: {reason}")
+        if self.epoch.value is None:
+            self.epoch.learn(r.epoch)
+            raise FrameError(f"{listener_id} is of epoch {r.epoch}: taken; dialing again")
+        text = f"{listener_id} (epoch {r.epoch}) answers REMOVED: {r.reason}"
+        self.epoch.mark_stale(text)
+        raise StaleEpochError(text)
 
 
 async def _listener_frame(reader: asyncio.StreamReader, want: Kind) -> memoryview:
     """The body of the listener's next handshake frame, which must be ``want``."""
+    kind, body = await _read_listener(reader)
+    if kind is not want:
+        raise FrameError(f"expected {want.name}, got {kind.name}")
+    return body
+
+
+async def _listener_answer(reader: asyncio.StreamReader) -> tuple[Kind, memoryview]:
+    """The listener's answer to the PROOF: WELCOME or REMOVED."""
+    kind, body = await _read_listener(reader)
+    if kind is not Kind.WELCOME and kind is not Kind.REMOVED:
+        raise FrameError(f"expected WELCOME, got {kind.name}")
+    return kind, body
+
+
+async def _read_listener(reader: asyncio.StreamReader) -> tuple[Kind, memoryview]:
     try:
         kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
     except asyncio.IncompleteReadError:
         raise ConnectionResetError("closed by the peer during the handshake") from None
     if kind is Kind.REFUSE:
         raise FrameError(f"refused by the peer: {parse(Reason, body).reason}")
-    if kind is not want:
-        raise FrameError(f"expected {want.name}, got {kind.name}")
-    return body
+    return kind, body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +276,7 @@ async def answer(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     local: Callable[[], handshake.Local],
+    epoch: Epoch | None = None,
 ) -> Answer:
     """The listener's side: read HELLO or CALLER, CHALLENGE it, read its
     PROOF, and WELCOME or REFUSE it by :func:`.handshake.check_hello`.
@@ -230,6 +285,10 @@ async def answer(
 
     A caller need not be in the peer table, and may leave ``to`` empty;
     everything else (cluster id, proof, certificate) is checked all the same.
+
+    A proven peer of an older epoch than ``local().epoch`` is answered
+    REMOVED instead of WELCOME; one of a newer epoch is refused, and makes
+    ``epoch`` stale (docs/transport.md, "Epochs").
     """
     kind, body = await read_frame(reader, MAX_HANDSHAKE_FRAME)
     if kind is not Kind.HELLO and kind is not Kind.CALLER:
@@ -246,6 +305,7 @@ async def answer(
             hello.to,
             caller=caller,
             cert=handshake.cert_names(writer.get_extra_info("peercert")),
+            epoch=hello.epoch,
         )
     else:  # another version's HELLO: only its magic and version are read
         claim = handshake.Claim(head.magic, head.version, "", "?", "", caller=caller)
@@ -264,6 +324,15 @@ async def answer(
         # The peer table may have changed meanwhile: check it all again.
         me = local()
         reason = handshake.check_hello(claim, me)
+        if reason is None and handshake.stale_dialer(claim, me):
+            return await _answer_removed(writer, claim, me)
+        if reason is None and handshake.stale_listener(claim, me):
+            reason = (
+                f"{claim.frm} is of epoch {claim.epoch}, after this node's {me.epoch}: this node "
+                "is of a history the cluster left (--force-new-cluster) and stops"
+            )
+            if epoch is not None:
+                epoch.mark_stale(reason)
     if reason is not None:
         writer.write(control(Kind.REFUSE, Reason(reason[:MAX_REASON])))
         with contextlib.suppress(*NET_ERRORS):
@@ -272,6 +341,26 @@ async def answer(
     mine = b""
     if me.secret is not None:
         mine = handshake.prove(me.secret, handshake.LISTENER, claim, me.node_id)
-    writer.write(control(Kind.WELCOME, Welcome(PROTOCOL_VERSION, me.cluster_id, me.node_id, mine)))
+    welcome = Welcome(PROTOCOL_VERSION, me.cluster_id, me.node_id, mine, me.epoch or 0)
+    writer.write(control(Kind.WELCOME, welcome))
     await writer.drain()
     return Answer(claim, None)
+
+
+async def _answer_removed(
+    writer: asyncio.StreamWriter, claim: handshake.Claim, me: handshake.Local
+) -> Answer:
+    """Tell a proven peer of an older epoch that it was removed, with this
+    node's proof over both epochs; the refusal it is logged as."""
+    assert me.epoch is not None
+    text = (
+        f"{claim.frm} is of epoch {claim.epoch}, a history this cluster left when it was "
+        f"forced anew (now epoch {me.epoch}): wipe its data dir and start it with --join"
+    )[:MAX_REASON]
+    proof = b""
+    if me.secret is not None:
+        proof = handshake.prove_removed(me.secret, claim, me.node_id, me.epoch)
+    writer.write(control(Kind.REMOVED, Removed(me.epoch, text, proof)))
+    with contextlib.suppress(*NET_ERRORS):
+        await writer.drain()
+    return Answer(claim, f"REMOVED: {text}")

@@ -25,6 +25,15 @@ With mutual TLS, the certificate a side presented must name the node id it
 claims (its common name, or a DNS or URI subject alternative name), so that
 holding *a* certificate from the cluster's CA is not enough to speak as any
 member.
+
+Each side also says its cluster *epoch* (docs/transport.md, "Epochs"): 0
+for a cluster made with ``--initial-cluster``, one more after each
+``--force-new-cluster``.  A peer of a lower epoch than the listener's is of
+a history the cluster left behind (an old member back with its old data):
+instead of WELCOME it is told REMOVED [epoch, reason, proof], proven like a
+WELCOME (:func:`prove_removed`), and it stops (:func:`stale_dialer`,
+:func:`check_removed`).  A listener that meets a proven peer of a higher
+epoch is the stale one itself (:func:`stale_listener`).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -49,8 +58,12 @@ __all__ = [
     "cert_names",
     "check",
     "check_hello",
+    "check_removed",
     "check_welcome",
     "prove",
+    "prove_removed",
+    "stale_dialer",
+    "stale_listener",
     "transcript",
 ]
 
@@ -63,6 +76,8 @@ PROOF_SIZE = 32  # HMAC-SHA256
 # are worthless as proofs of the other (no reflection).
 DIALER = "liferaft dialer proof"
 LISTENER = "liferaft listener proof"
+# A listener's proof in REMOVED: never valid as a WELCOME's, nor the reverse.
+REMOVED = "liferaft removed proof"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +92,9 @@ class Local:
     secret: bytes | None = None
     # Mutual TLS is on: the dialer's certificate must name the id it claims.
     cert_ids: bool = False
+    # This node's cluster epoch; None: not known yet (an empty node joining,
+    # which learns it from the first proven member it meets, and judges nobody).
+    epoch: int | None = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +115,9 @@ class Claim:
     # The dialer's proof from its PROOF frame (b"": none); None before the
     # dialer answered the CHALLENGE (see check_hello).
     proof: bytes | None = None
+    # The dialer's cluster epoch (0 when its HELLO says none: every build
+    # before epochs, and every node of a cluster never forced).
+    epoch: int = 0
 
 
 def transcript(
@@ -143,6 +164,29 @@ def prove(secret: bytes, label: str, claim: Claim, listener_id: str) -> bytes:
 
 def _verify(secret: bytes, label: str, claim: Claim, listener_id: str, proof: bytes) -> bool:
     return hmac.compare_digest(prove(secret, label, claim, listener_id), proof)
+
+
+def prove_removed(secret: bytes, claim: Claim, listener_id: str, listener_epoch: int) -> bytes:
+    """The listener's proof in a REMOVED: the :func:`transcript` of this
+    exchange under the label :data:`REMOVED`, with both epochs, so that it
+    says "I, a holder of the secret, am of epoch E and saw you claim e",
+    fresh for this connection."""
+    base = prove(secret, REMOVED, claim, listener_id)
+    data = msgspec.msgpack.encode([base, claim.epoch, listener_epoch])
+    return hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def stale_dialer(claim: Claim, local: Local) -> bool:
+    """The listener's verdict that a peer dialer is of an older history
+    than its own (answer REMOVED, not WELCOME).  Caller connections are not
+    judged: an empty node asks to join on one before it knows the epoch."""
+    return not claim.caller and local.epoch is not None and claim.epoch < local.epoch
+
+
+def stale_listener(claim: Claim, local: Local) -> bool:
+    """True if a peer dialer is of a newer history than this listener: once
+    it proved the secret, this node is the one left behind."""
+    return not claim.caller and local.epoch is not None and claim.epoch > local.epoch
 
 
 def cert_names(peercert: Mapping[str, Any] | None) -> frozenset[str] | None:
@@ -204,7 +248,13 @@ def check_hello(hello: Claim, local: Local) -> str | None:
         return f"the dialer claims to be this node, {local.node_id!r}"
     if hello.to != local.node_id and not (hello.caller and hello.to == ""):
         return f"dialed node {hello.to!r}, but this is {local.node_id!r}"
-    if not hello.caller and hello.frm not in local.members:
+    if (
+        not hello.caller
+        and hello.frm not in local.members
+        and not (stale_dialer(hello, local) or stale_listener(hello, local))
+    ):
+        # A peer of another epoch is judged by its history, not the peer
+        # table: the force dropped the old members from it.
         return f"unknown peer {hello.frm!r}"
     if local.cert_ids:
         reason = _cert_refusal(hello.cert, hello.frm, "the dialer")
@@ -261,8 +311,24 @@ def check_welcome(
         return f"peer said it is {listener_id!r}, then {welcome_id!r}"
     if claim.to and welcome_id != claim.to:
         return f"peer is node {welcome_id!r}, expected {claim.to!r}"
+    return _listener_refusal(
+        welcome_id, listener_cert, cert_ids, secret, proof,
+        lambda key: prove(key, LISTENER, claim, welcome_id),
+    )  # fmt: skip
+
+
+def _listener_refusal(
+    listener_id: str,
+    listener_cert: frozenset[str] | None,
+    cert_ids: bool,
+    secret: bytes | None,
+    proof: bytes,
+    expected: Callable[[bytes], bytes],
+) -> str | None:
+    """What a WELCOME and a REMOVED both check last: the listener's
+    certificate (mutual TLS) and its proof, ``expected(secret)``."""
     if cert_ids:
-        reason = _cert_refusal(listener_cert, welcome_id, "the listener")
+        reason = _cert_refusal(listener_cert, listener_id, "the listener")
         if reason is not None:
             return reason
     if secret is None:
@@ -271,6 +337,30 @@ def check_welcome(
         return None
     if not proof:
         return "the listener did not prove the cluster secret (it has no peer secret)"
-    if not _verify(secret, LISTENER, claim, welcome_id, proof):
+    if not hmac.compare_digest(expected(secret), proof):
         return "the listener's proof of the cluster secret is wrong"
     return None
+
+
+def check_removed(
+    claim: Claim,
+    listener_id: str,
+    listener_epoch: int,
+    proof: bytes,
+    secret: bytes | None,
+    listener_cert: frozenset[str] | None = None,
+    cert_ids: bool = False,
+) -> str | None:
+    """The dialer's side of a REMOVED: why it does not prove that this node
+    (which sent ``claim``) is of an older history, or None if it does.  It
+    must come from the node dialed, of a higher epoch than ``claim`` said,
+    with the listener's proof of the secret over both epochs (and with mutual
+    TLS, a certificate naming it): a stranger cannot stop a member."""
+    if listener_epoch <= claim.epoch:
+        return f"REMOVED from epoch {listener_epoch}, not above this node's {claim.epoch}"
+    if claim.to and listener_id != claim.to:
+        return f"REMOVED from node {listener_id!r}, expected {claim.to!r}"
+    return _listener_refusal(
+        listener_id, listener_cert, cert_ids, secret, proof,
+        lambda key: prove_removed(key, claim, listener_id, listener_epoch),
+    )  # fmt: skip

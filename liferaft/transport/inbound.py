@@ -128,7 +128,12 @@ class Inbound:
         """What the handshake's decision needs to know about this node, now."""
         s = self._settings
         return handshake.Local(
-            self._ctx.node_id, self._ctx.cluster_id, self._members(), s.secret, s.cert_ids
+            self._ctx.node_id,
+            self._ctx.cluster_id,
+            self._members(),
+            s.secret,
+            s.cert_ids,
+            self._ctx.epoch.value,
         )
 
     # -- accepting -------------------------------------------------------------------
@@ -280,7 +285,7 @@ class Inbound:
         whether it is a caller, or None after refusing it (counted and logged)."""
         try:
             async with asyncio.timeout_at(deadline):
-                got = await greeting.answer(reader, writer, self.local)
+                got = await greeting.answer(reader, writer, self.local, self._ctx.epoch)
         except (FrameError, DecodeError, TimeoutError, asyncio.IncompleteReadError) as e:
             # Whatever went wrong, this dialer proved nothing: refused.
             self.refused += 1

@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from liferaft.core.messages import InstallSnapshot, Message, NodeId
@@ -53,6 +53,7 @@ from .base import (
     parse_address,
 )
 from .calls import CallServer, OutboundCalls
+from .epoch import Epoch
 from .greeting import Dialer, Resolver, system_resolver
 from .inbound import Inbound, InboundSettings
 from .link import LinkSettings, PeerLink
@@ -106,6 +107,14 @@ class TcpTransport:
     the system's ``getaddrinfo``) is asked on every dial and every redial,
     and its answer is never kept, so a peer that comes back at a new IP
     address under the same name is found again.
+
+    ``epoch`` is this node's cluster epoch (docs/transport.md, "Epochs"):
+    0 unless ``--force-new-cluster`` made a newer one; None for an empty
+    node joining, which takes the first proven member's (``on_epoch(e)``
+    is called first, to make it durable).  A member of a newer epoch proves
+    to an older peer that it was left behind: that node turns stale (it
+    delivers, sends and calls nothing more) and ``on_stale(reason)`` is
+    told, once.
     """
 
     def __init__(
@@ -131,6 +140,9 @@ class TcpTransport:
         max_inbound: int = 128,
         caller_idle_timeout: float = 10.0,
         resolver: Resolver = system_resolver,
+        epoch: int | None = 0,
+        on_epoch: Callable[[int], None] | None = None,
+        on_stale: Callable[[str], None] | None = None,
     ) -> None:
         if node_id is not None and not node_id:
             raise ValueError("node_id must not be empty")
@@ -157,6 +169,7 @@ class TcpTransport:
         self._cert_ids = ssl_server is not None and ssl_server.verify_mode == ssl.CERT_REQUIRED
         self._log = logger or _LOG
         self._ctx = Context(node_id, cluster_id, max_frame, self._log)
+        self._ctx.epoch = Epoch(epoch, on_epoch, on_stale)
         dialer = Dialer(
             node_id,
             cluster_id,
@@ -166,6 +179,7 @@ class TcpTransport:
             connect_timeout,
             handshake_timeout,
             resolver,
+            self._ctx.epoch,
         )
         self._link_settings = LinkSettings(
             queue_size=queue_size,
@@ -305,10 +319,11 @@ class TcpTransport:
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.to``; drop and count it if that cannot be done."""
         link = self._links.get(msg.to)
-        if link is None or not self._ctx.running:
+        if link is None or not self._ctx.running or self._ctx.epoch.stale is not None:
             self._unknown_dropped += 1
             if self._ctx.running:
-                self._log.debug("dropped %s to unknown peer %r", type(msg).__name__, msg.to)
+                self._log.debug("dropped %s to %r (unknown peer, or this node is stale)",
+                                type(msg).__name__, msg.to)  # fmt: skip
                 self._ctx.report_unreachable(msg.to)
                 if isinstance(msg, InstallSnapshot):
                     self._ctx.snapshot_status_soon(msg.to, False)
@@ -326,6 +341,8 @@ class TcpTransport:
         connection is down fails at once.
         """
         self._calls.check(payload)
+        if self._ctx.epoch.stale is not None:
+            raise CallNotSentError(f"this node is stale: {self._ctx.epoch.stale}")
         link = self._links.get(peer)
         if link is None:
             raise CallNotSentError(f"unknown peer {peer!r}")
@@ -364,6 +381,8 @@ class TcpTransport:
             "idle_closed": inbound.idle_closed,
             "authentication": self._authentication(),
             "unknown_dropped": self._unknown_dropped,
+            "epoch": self._ctx.epoch.value,
+            "stale": self._ctx.epoch.stale,
         }
 
     def _authentication(self) -> str:
