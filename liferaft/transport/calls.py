@@ -219,6 +219,9 @@ class CallServer:
         assert ctx.handler is not None
         ok = False
         try:
+            if ctx.epoch.stale is not None:
+                # Its history is not the cluster's: no join, no forwarded proposal.
+                raise CallNotSentError(f"this node is stale: {ctx.epoch.stale}")
             result = await ctx.handler.handle_call(conn.peer, payload, self._is_member(conn.peer))
             if not isinstance(result, bytes | bytearray | memoryview):
                 raise TypeError(f"handle_call returned {type(result).__name__}, not bytes")

@@ -248,13 +248,12 @@ def check_hello(hello: Claim, local: Local) -> str | None:
         return f"the dialer claims to be this node, {local.node_id!r}"
     if hello.to != local.node_id and not (hello.caller and hello.to == ""):
         return f"dialed node {hello.to!r}, but this is {local.node_id!r}"
-    if (
-        not hello.caller
-        and hello.frm not in local.members
-        and not (stale_dialer(hello, local) or stale_listener(hello, local))
-    ):
-        # A peer of another epoch is judged by its history, not the peer
-        # table: the force dropped the old members from it.
+    if not hello.caller and hello.frm not in local.members and not stale_dialer(hello, local):
+        # An older peer is judged by its history, not the peer table: the
+        # force dropped the old members from it.  A newer one must be in
+        # the table: its claim stops this node for good, and a certificate
+        # of the cluster's CA naming a non-member (mutual TLS alone) or any
+        # id on an open peer port must not be enough for that.
         return f"unknown peer {hello.frm!r}"
     if local.cert_ids:
         reason = _cert_refusal(hello.cert, hello.frm, "the dialer")

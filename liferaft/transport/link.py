@@ -365,6 +365,11 @@ class PeerLink:
         self, writer: asyncio.StreamWriter, calls: dict[int, asyncio.Future[bytes]]
     ) -> None:
         queue = self.queue
+        if self._ctx.epoch.stale is not None:
+            # Queued before this node turned stale (while the link was still
+            # dialing): nothing leaves a stale node (docs/transport.md, "Epochs").
+            self._drop_queue("this node is stale")
+            return
         parts: list[bytes | memoryview] = []
         n = msgs = 0
         max_batch = self._settings.max_batch

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from liferaft.core.messages import Heartbeat
+from liferaft.harness.ports import free_port
 from liferaft.transport import handshake as hs
 from liferaft.transport._frames import (
     MAGIC,
@@ -185,7 +186,9 @@ async def test_a_listener_that_meets_a_newer_epoch_is_the_stale_one(
     make_cluster: MakeCluster,
 ) -> None:
     """n1 (epoch 1) dials the address of n2 (epoch 0): n2 refuses it and
-    turns stale itself, once n1 proved the secret."""
+    turns stale itself, once n1 proved the secret.  n1 must be in n2's peer
+    table (an old member): n2's own dials to it fail here, so the verdict is
+    the listener's."""
     stale: list[str] = []
     nodes = await make_cluster(
         ["n1", "n2"],
@@ -193,6 +196,7 @@ async def test_a_listener_that_meets_a_newer_epoch_is_the_stale_one(
         per_node={"n1": {"epoch": 1}, "n2": stale_log(stale)},
         peer_secret=SECRET,
     )
+    nodes["n2"][0].set_peers({"n1": f"127.0.0.1:{free_port()}"})
     await wait_until(lambda: stale, what="n2 stale")
     assert "n1 is of epoch 1, after this node's 0" in stale[0]
     assert not nodes["n1"][0].stats()["peers"]["n2"]["connected"]
@@ -206,12 +210,13 @@ async def test_a_stranger_claiming_a_newer_epoch_proves_nothing(
     stale: list[str] = []
     nodes = await make_cluster(["n2"], per_node={"n2": stale_log(stale)}, peer_secret=SECRET)
     t2, _ = nodes["n2"]
+    t2.set_peers({"n1": f"127.0.0.1:{free_port()}"})  # n1 is an (old) member of n2's
     host, port = parse_address(t2.address)
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(control(Kind.HELLO, Hello(MAGIC, PROTOCOL_VERSION, "c1", "n1", "n2", 9)))
         got, body = await read_frame(reader, 4096)
-        assert got is Kind.CHALLENGE  # n1 is not a peer of n2, but claims a newer epoch
+        assert got is Kind.CHALLENGE
         parse(Challenge, body)
         writer.write(control(Kind.PROOF, Proof(os.urandom(32), b"\x00" * 32)))
         got, body = await read_frame(reader, 4096)
