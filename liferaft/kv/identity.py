@@ -97,7 +97,14 @@ def read_epoch(data_dir: Path) -> int:
     except (OSError, ValueError):
         return 0
     epoch = d.get("epoch", 0) if isinstance(d, dict) else 0
-    return epoch if isinstance(epoch, int) and epoch >= 0 else 0
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**63:
+        # A hand edit: guessing 0 could make a forced node look like one of
+        # the history it left, and a huge one would not fit the handshake.
+        raise IdentityError(
+            f"{data_dir / FILE}: epoch {epoch!r} is not a cluster epoch (0 <= epoch < 2**63); "
+            "fix it by hand"
+        )
+    return epoch
 
 
 def record_epoch(data_dir: Path, epoch: int) -> None:

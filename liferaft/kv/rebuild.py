@@ -373,6 +373,11 @@ class EpochKeeper:
         self.data_dir = data_dir
         self.epoch = None if joining else read_epoch(data_dir)
         self.stale = asyncio.Event()
+        #: Whether a REMOVED answer is proven (peers authenticate with the
+        #: cluster secret or certificates).  Without that, anyone on the peer
+        #: port can claim a member's id: the node still stops, but records
+        #: nothing that would keep it from starting again.
+        self.proven = True
 
     def learned(self, epoch: int) -> None:
         record_epoch(self.data_dir, epoch)
@@ -382,7 +387,14 @@ class EpochKeeper:
         # whatever happens to this process next (check_stale).
         log.error("removed from the cluster: %s; stopping", reason)
         try:
-            record_stale(self.data_dir, reason)
+            if self.proven:
+                record_stale(self.data_dir, reason)
+            else:
+                log.error(
+                    "not recorded in %s: the peer port authenticates nobody, so this answer "
+                    "proves nothing lasting; check the cluster before starting this node again",
+                    STALE_RECORD,
+                )
         finally:
             self.stale.set()
 

@@ -308,11 +308,15 @@ async def serve(
     if o.force_new_cluster:
         try:
             await force_new_cluster(node_config(o), machine, o.data_dir)
-        except (RebuildError, NodeError, OSError) as exc:
+        except (RebuildError, NodeError, OSError, IdentityError) as exc:
             machine.close()
             raise ServeError(f"--force-new-cluster: {exc}") from exc
     # An empty node joining takes the epoch of the member it joins through.
-    epochs = EpochKeeper(o.data_dir, joining=fresh and bool(o.join))
+    try:
+        epochs = EpochKeeper(o.data_dir, joining=fresh and bool(o.join))
+    except IdentityError as exc:
+        machine.close()
+        raise ServeError(str(exc)) from exc
     transport = TcpTransport(
         o.id,
         o.cluster_id,
@@ -324,6 +328,7 @@ async def serve(
         on_epoch=epochs.learned,
         on_stale=epochs.removed,
     )
+    epochs.proven = transport.stats()["authentication"] != "none"
     node = Node(
         node_config(o),
         machine,

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from liferaft.kv.rebuild import STALE_RECORD
+from liferaft.transport.secret import ensure_secret_file
 from tests.kv.procs import CLI, ProcCluster, proc_cluster, run_cli, wait_for
 
 
@@ -26,7 +27,10 @@ def _keys(c: ProcCluster, node: str, prefix: str) -> list[str]:
 
 
 def test_old_members_back_after_a_force_stop_for_good(tmp_path: Path) -> None:
-    with proc_cluster(tmp_path) as c:
+    # A REMOVED answer is proven (and recorded for good) only when peers
+    # authenticate: here with the cluster secret, as `cluster up` runs.
+    secret = ensure_secret_file(tmp_path)
+    with proc_cluster(tmp_path, extra=["--peer-secret-file", str(secret)]) as c:
         c.start_cluster(3)
         for k in "ab":
             assert c.put(c.wait_leader(), f"old/{k}", k)[0] == 200
