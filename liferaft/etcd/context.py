@@ -14,8 +14,8 @@ from .proto import rpc_pb2 as pb
 @dataclass
 class EtcdContext:
     """One node's etcd front: ``service`` under every call, the names its
-    ids derive from, and the auth secret (None: no auth, as etcd without
-    ``--auth``).  The gRPC server and the JSON gateway share one."""
+    ids derive from, and the auth secret (None: no auth, as etcd before
+    ``auth enable``).  The gRPC server and the JSON gateway share one."""
 
     service: KVService
     cluster: str

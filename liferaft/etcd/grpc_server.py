@@ -6,9 +6,10 @@ It serves TLS with the client port's certificate when that port does (and
 asks for client certificates when it does).
 With ``--token-file``, every call but ``Auth/Authenticate`` must carry the
 token Authenticate gives (gRPC metadata ``token``, as etcd clients send
-it); without it, anyone who reaches the port may read and write, as with
-etcd run without ``--auth``.  Messages over ``max_message`` bytes are
-refused by grpcio before any handler runs.
+it, or ``authorization``); without it, anyone who reaches the port may read
+and write, as with etcd before ``auth enable``.  Requests over
+:data:`MAX_RECEIVE` bytes (2 MiB) are refused by grpcio before any handler
+runs.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ it adds or updates.  Applying the change merges them into ``Node.members``
 (id -> entry), which snapshots and ``Joined`` replies carry whole, so every
 node, and every node that catches up later, holds the same book.  An entry
 is a JSON object; the fields this code knows are :data:`PEER_ADDR` (where
-peers dial it) and :data:`CLIENT_ADDR` (its client API, so any node can point
-a client at the leader).  Later issues add more (advertise and gRPC
-addresses) as new fields of the same record.
+peers dial it), :data:`CLIENT_ADDR` (its client API, so any node can point
+a client at the leader), :data:`GRPC_ADDR` (etcd's gRPC API) and
+:data:`NAME`, each a field of the same record.
 
 There is one book.  liferaft-kv used to keep a second copy of client
 addresses in its own state (``SetAddr`` entries); those entries are still
