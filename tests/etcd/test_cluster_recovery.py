@@ -9,15 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from liferaft.etcd.registry import all_calls
 from tests.etcd.etcdctl import Etcdctl
 from tests.kv.procs import CLI, ProcCluster, proc_cluster, run_cli, wait_for
-
-
-def _serves_snapshot() -> bool:
-    return any(c.service == "Maintenance" and c.method == "Snapshot" for c in all_calls())
 
 
 def _restore_cluster(root: Path, backup: Path, etcdctl: str) -> None:
@@ -69,7 +62,6 @@ def test_snapshot_save_and_restore(
     _restore_cluster(tmp_path / "restored", backup, etcdctl)
 
 
-@pytest.mark.skipif(not _serves_snapshot(), reason="Maintenance.Snapshot is not served yet")
 def test_etcdctl_snapshot_save_restores(ctl: Etcdctl, etcdctl: str, tmp_path: Path) -> None:
     ctl.ok("put", "bk/a", "1")
     ctl.ok("put", "bk/b", "2")
