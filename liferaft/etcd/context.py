@@ -20,31 +20,27 @@ class EtcdContext:
     service: KVService
     cluster: str
     token: str | None = None
-    #: Member id -> node id, for the members seen so far (ids are hashes).
-    _names: dict[int, str] = field(default_factory=dict)
+    #: The ids every answer's header carries: fixed for the node's life,
+    #: hashed once rather than per response.
+    cluster_id: int = field(init=False)
+    member_id: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cluster_id = ids.cluster_id(self.cluster)
+        self.member_id = ids.member_id(self.cluster, self.service.node.id)
 
     @property
     def node_id(self) -> str:
         return self.service.node.id
 
-    @property
-    def cluster_id(self) -> int:
-        return ids.cluster_id(self.cluster)
-
-    @property
-    def member_id(self) -> int:
-        return ids.member_id(self.cluster, self.node_id)
-
     def member_of(self, node_id: str) -> int:
         """``node_id``'s etcd member id."""
-        mid = ids.member_id(self.cluster, node_id)
-        self._names[mid] = node_id
-        return mid
+        return ids.member_id(self.cluster, node_id)
 
     def node_of(self, mid: int) -> str | None:
-        """The member (node id) with etcd member id ``mid``; None if none."""
-        if mid in self._names:
-            return self._names[mid]
+        """The member (node id) with etcd member id ``mid``; None if none.
+        Derived from the membership each time: a cache would remember
+        removed members."""
         return ids.node_of(self.cluster, mid, self.service.node.members)
 
     def term(self) -> int:

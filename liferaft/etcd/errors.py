@@ -140,8 +140,6 @@ def _kv_error(exc: KVError) -> EtcdError:
     if isinstance(exc, KVUnavailableError):
         if exc.code == "store_closed":
             return STOPPED
-        if exc.code == "overloaded":
-            return TOO_MANY_REQUESTS
         return NO_LEADER if exc.code == "no_leader" else UNHEALTHY
     if isinstance(exc, KVOutcomeUnknownError):
         return TIMEOUT
