@@ -88,24 +88,31 @@ async def _body(request: web.Request) -> str:
 
 
 def parse(call: Call, text: str) -> Message:
+    """A unary call's request from its body (empty: the default message)."""
+    if not text.strip():
+        return call.request()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
+    return parse_value(call, value)
+
+
+def parse_value(call: Call, value: Any) -> Message:
+    """A request from one decoded JSON value."""
     msg = call.request()
-    if text.strip():
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
-        # What etcd refuses and the lenient parser below would take.
-        jsonin.check(value, msg.DESCRIPTOR)
-        try:
-            # etcd's gateway (grpc-gateway v1) skips fields it does not know:
-            # a newer client's request still works on an older server.
-            json_format.ParseDict(value, msg, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
+    # What etcd refuses and the lenient parser below would take.
+    jsonin.check(value, msg.DESCRIPTOR)
+    try:
+        # etcd's gateway (grpc-gateway v1) skips fields it does not know:
+        # a newer client's request still works on an older server.
+        json_format.ParseDict(value, msg, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
     return msg
 
 
-async def _json_values(request: web.Request) -> AsyncIterator[str]:
+async def _json_values(request: web.Request) -> AsyncIterator[Any]:
     """The successive JSON values of a streamed body, as each completes."""
     dec = json.JSONDecoder()
     text = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may split a character
@@ -124,7 +131,7 @@ async def _json_values(request: web.Request) -> AsyncIterator[str]:
             except ValueError:
                 break  # incomplete: read on
             buf = buf[end:]
-            yield json.dumps(value)
+            yield value
         if len(buf) > MAX_STREAM_OBJECT:
             raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: an object is too large")
     if buf.strip():
@@ -178,8 +185,8 @@ class Gateway:
             return web.json_response(_error_body(e), status=e.http_status)
 
         async def requests() -> AsyncIterator[Message]:
-            async for text in _json_values(request):
-                yield parse(call, text)
+            async for value in _json_values(request):
+                yield parse_value(call, value)
 
         return await self._pump(request, call.handler(self.ctx, requests()))
 
