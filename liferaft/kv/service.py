@@ -339,7 +339,7 @@ class KVService(ClusterAdmin):
         # A range walks its whole span to count it, whatever its limit
         # (0.4 s for 200k keys): off the event loop, or heartbeats stop.
         # (The store's reads are safe in a worker thread: mvcc/store.py.)
-        await self._read(lambda: None, req.consistency)
+        await self.barrier(req.consistency)
         res, at = await asyncio.to_thread(read)
         kvs, nxt = self._fit(res)
         more = nxt is not None
