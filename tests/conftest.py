@@ -32,6 +32,8 @@ INSTALL_SCRIPTS = {
     "etcdctl": "scripts/install-etcd-client.sh",
     "etcd": "scripts/install-etcd.sh",
     "h2load": "scripts/install-h2load.sh",
+    "chromium": "scripts/install-chromium.sh",
+    "chromedriver": "scripts/install-chromium.sh",
 }
 
 
