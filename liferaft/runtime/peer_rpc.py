@@ -12,10 +12,11 @@ and a refusal carries a code from a closed set, never a class name.
 Wire: a msgpack array ``[version, body]``; ``body`` is an array whose first
 item is the tag (``"propose"``, ``"conf"``, ``"join"``, ``"info"``,
 ``"transfer"``, ``"app"``, ``"status"``; ``"accepted"``, ``"joined"``,
-``"refused"``, ``"transferred"``, ``"answer"``, ``"state"``), then the fields in the order below.  A peer
-that speaks another version is refused with a message naming both.  A
-field may be appended (with a default) without a new version: an older
-build reads the fields it knows and ignores the rest.
+``"refused"``, ``"transferred"``, ``"answer"``, ``"state"``), then the
+fields in the order below.  A peer that speaks another version is refused
+with a message naming both.  A field may be appended (with a default)
+without a new version: an older build reads the fields it knows and ignores
+the rest.
 
 A new kind needs no new version either: a build that does not know a tag
 cannot decode the request, so it runs nothing and answers with an error

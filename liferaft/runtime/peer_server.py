@@ -9,9 +9,10 @@ is proposed here through the router, a forwarded membership change through
 membership, a leader call (``app``) to the handlers of
 liferaft/runtime/leader_calls.py, and a join goes to membership, which adds
 the joiner on the leader or passes the call on to it; a status query is
-answered by this node itself (liferaft/runtime/peer_status.py).  Who may ask what (docs/architecture.md,
-"Trust model"): a member may forward anything; a caller that is not a
-member may only ask to join as the id it proved in the handshake.
+answered by this node itself (liferaft/runtime/peer_status.py).  Who may
+ask what (docs/architecture.md, "Trust model"): a member may forward
+anything; a caller that is not a member may only ask to join as the id it
+proved in the handshake.
 
 A refusal (``NotLeaderError``, ``MembershipError``, ``StorageFailedError``) means
 nothing was proposed, and it travels back as a code, so the caller raises

@@ -46,7 +46,9 @@ Extra = Callable[[], dict[str, Any]]
 class PeerStatus:
     """This node's answer to status queries, and its queries of others."""
 
-    def __init__(self, node_id: str, status: Callable[[], NodeStatus], transport: Transport) -> None:
+    def __init__(
+        self, node_id: str, status: Callable[[], NodeStatus], transport: Transport
+    ) -> None:
         self.id = node_id
         self._status = status
         self._transport = transport
