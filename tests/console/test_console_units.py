@@ -99,7 +99,8 @@ def _app_with_token(cors: Cors) -> web.Application:
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.headers.get("Authorization") != "Bearer t":
             return web.json_response({"error": "unauthorized"}, status=401)
-        return await handler(request)
+        resp: web.StreamResponse = await handler(request)
+        return resp
 
     app = web.Application(middlewares=[auth])
 
