@@ -560,16 +560,12 @@ class Node:
     # -- status of other members (liferaft/runtime/peer_status.py) ----------------------
 
     def on_status(self, extra: Extra) -> None:
-        """Add ``extra()`` (a small map of the application's counters) to
-        the state this node reports to :meth:`peer_status` callers."""
+        """Add ``extra()`` (a small map) to the state :meth:`peer_status` reports."""
         self.peer_states.on_status(extra)
 
     async def peer_status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any]:
-        """Member ``node_id``'s own state, asked over the peer RPC (this
-        node's, with its extra, without a call): role, term, leader, the
-        indices, ``storage_ok`` and ``extra``.  NodeTimeoutError,
-        PeerUnreachableError or UnknownCallError (an older build) if it
-        cannot be had."""
+        """Member ``node_id``'s own state (role, term, leader, indices,
+        ``storage_ok``, ``extra``), asked over the peer RPC (see peer_status.py)."""
         st = await self.peer_states.ask(node_id, timeout)
         return {f: getattr(st, f) for f in st.__struct_fields__}
 

@@ -220,3 +220,36 @@ async def test_streams_are_capped_and_a_client_that_leaves_ends_its_handler() ->
         assert streams.open == 0 and g.users == 0
     finally:
         await client.close()
+
+
+# -- wiring ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "env", "on"), [
+    ([], {}, True),
+    (["--no-console"], {}, False),
+    ([], {"LIFERAFT_SERVE_CONSOLE": "false"}, False),
+])  # fmt: skip
+def test_serve_adds_the_console_unless_told_not_to(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], on: bool
+) -> None:
+    from click.testing import CliRunner
+
+    from liferaft.cli import main
+    from liferaft.cli import serve as serve_mod
+    from liferaft.console.front import ConsoleFrontEnd
+
+    got: list[Any] = []
+
+    async def fake_serve(o: Any, ctx: Any = None, front_ends: Any = ()) -> None:
+        got.append(list(front_ends))
+
+    monkeypatch.setattr(serve_mod, "serve", fake_serve)
+    r = CliRunner().invoke(
+        main,
+        ["serve", "--id", "n1", "--data-dir", str(tmp_path), "--peer-addr", "127.0.0.1:7001",
+         "--client-addr", "127.0.0.1:8001", "--initial-cluster", "n1=127.0.0.1:7001", *args],
+        env=env, auto_envvar_prefix="LIFERAFT",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (ConsoleFrontEnd in got[0]) is on
