@@ -10,7 +10,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from liferaft.runtime import NodeTimeoutError, PeerUnreachableError, UnknownCallError, peer_rpc
+from liferaft.runtime import (
+    Node,
+    NodeTimeoutError,
+    PeerUnreachableError,
+    UnknownCallError,
+    peer_rpc,
+)
 from liferaft.runtime.peer_status import MAX_EXTRA
 from liferaft.transport.base import CallError
 from tests.runtime.cluster import MemCluster
@@ -26,10 +32,15 @@ async def cluster() -> AsyncIterator[MemCluster]:
         await c.stop()
 
 
+async def _pair(c: MemCluster) -> tuple[Node, Node]:
+    """The leader and a follower."""
+    ld = await c.leader()
+    return ld, next(n for n in c.nodes.values() if n is not ld)
+
+
 async def test_each_member_answers_with_its_own_state(cluster: MemCluster) -> None:
     c = cluster
-    ld = await c.leader()
-    f = next(n for n in c.nodes.values() if n is not ld)
+    ld, f = await _pair(c)
     f.on_status(lambda: {"reads": 7})
     got = await c.drive(ld.peer_status(f.id, 1.0))
     st = f.status()
@@ -47,8 +58,7 @@ async def test_a_bad_hook_is_an_error_in_the_answer_not_a_down_member(
     cluster: MemCluster,
 ) -> None:
     c = cluster
-    ld = await c.leader()
-    f = next(n for n in c.nodes.values() if n is not ld)
+    ld, f = await _pair(c)
 
     def boom() -> dict[str, Any]:
         raise KeyError("x")
@@ -77,8 +87,7 @@ async def test_an_older_build_refuses_cleanly_and_a_down_member_times_out(
     cluster: MemCluster,
 ) -> None:
     c = cluster
-    ld = await c.leader()
-    f = next(n for n in c.nodes.values() if n is not ld)
+    ld, f = await _pair(c)
     # An older build's union lacks StatusQuery: it cannot decode the query.
     with pytest.raises(msgspec.ValidationError, match="Invalid value 'status'"):
         msgspec.msgpack.decode(
