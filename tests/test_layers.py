@@ -51,6 +51,8 @@ ALLOWED = {
     # etcd's v3 API (issue 16): a second front door to the kv server.
     "etcd": {"etcd", "kv", "runtime", "storage", "transport", "codec", "core"},
     "harness": {"harness", "kv", "runtime", "storage", "transport", "codec", "core"},
+    # The web console (issue 17): a front end of the kv server, like etcd.
+    "console": {"console", "kv", "runtime", "storage", "transport", "codec", "core"},
     # The fault harness drives real processes from outside, as an operator
     # and a stranger would: it may use everything below the CLI.
     # With --api etcd its clients speak etcd's gRPC API through etcd's stubs.
@@ -59,8 +61,8 @@ ALLOWED = {
         "codec", "core",
     },
     "cli": {
-        "cli", "etcd", "harness", "client", "kv", "runtime", "storage", "transport", "codec",
-        "core", "sim",
+        "cli", "console", "etcd", "harness", "client", "kv", "runtime", "storage", "transport",
+        "codec", "core", "sim",
     },
 }
 

@@ -22,6 +22,7 @@ from liferaft.kv.listener import (
     ClientLimits,
 )
 from liferaft.kv.serve import (
+    FrontEndFactory,
     ServeError,
     ServeOptions,
     load_token,
@@ -395,6 +396,13 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
 @click.option(
     "--access-log", is_flag=True, help="Log one line per client API request (never the token)."
 )
+@click.option(
+    "--console/--no-console",
+    default=True,
+    show_default=True,
+    help="Serve the web console: the page at /ui/ (open) and its live data at "
+    "/v1/console/stream (behind the token, as all of /v1). docs/console.md.",
+)
 def serve_cmd(
     id: str,
     data_dir: Path,
@@ -435,6 +443,7 @@ def serve_cmd(
     log_level: str,
     log_format: str,
     access_log: bool,
+    console: bool,
 ) -> None:
     """Run one liferaft-kv node until SIGTERM or Ctrl-C.
 
@@ -519,7 +528,12 @@ def serve_cmd(
     try:
         from liferaft.etcd.front import EtcdFrontEnd  # grpcio: loaded only to serve
 
-        _run_loop(serve(opts, ctx, front_ends=[EtcdFrontEnd]))
+        fronts: list[FrontEndFactory] = [EtcdFrontEnd]
+        if console:
+            from liferaft.console.front import ConsoleFrontEnd
+
+            fronts.append(ConsoleFrontEnd)
+        _run_loop(serve(opts, ctx, front_ends=fronts))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from exc
 

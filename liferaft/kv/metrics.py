@@ -12,6 +12,8 @@ with what /metrics serves.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -68,6 +70,17 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_KVCollector(machine))
+        #: Reads served by this node (key reads, ranges, etcd's reads): the
+        #: web console's reads/s (docs/console.md).
+        self.reads_served = 0
+        #: (monotonic time, seconds) of the latest writes completed here,
+        #: for the console's latency percentiles; bounded.
+        self.recent_writes: deque[tuple[float, float]] = deque(maxlen=4096)
+
+    def write_done(self, seconds: float) -> None:
+        """A write proposed here was applied here ``seconds`` after it arrived."""
+        self.commit_latency.observe(seconds)
+        self.recent_writes.append((time.monotonic(), seconds))
 
     def proposal_failed(self, reason: str) -> None:
         self.proposals_failed.labels(reason).inc()

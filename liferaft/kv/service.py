@@ -302,6 +302,7 @@ class KVService(ClusterAdmin):
 
     async def _read(self, fn: Callable[[], T], consistency: str) -> T:
         check_consistency(consistency)
+        self.metrics.reads_served += 1
         try:
             return await self.node.read(fn, consistency=consistency, timeout=self.timeout)
         except NodeError as exc:
@@ -377,7 +378,7 @@ class KVService(ClusterAdmin):
         except NodeError as exc:
             self.metrics.proposal_failed(type(exc).__name__)
             raise node_error(exc) from exc
-        self.metrics.commit_latency.observe(time.perf_counter() - t0)
+        self.metrics.write_done(time.perf_counter() - t0)
         return res
 
     def put(self, req: PutRequest) -> Coroutine[Any, Any, Written]:

@@ -124,6 +124,11 @@ class UnknownCallError(NodeError, LookupError):
     (:meth:`~liferaft.runtime.Node.call_leader`); nothing ran."""
 
 
+class PeerUnreachableError(NodeError):
+    """A call to a member was never answered: no connection to it, or the
+    connection was lost (liferaft/runtime/peer_status.py)."""
+
+
 class CallFailedError(NodeError):
     """A leader call's handler raised; the message is its exception's type
     and text (never a traceback).  What it did before raising is the

@@ -67,6 +67,7 @@ from .loop import Hooks, RaftLoop
 from .membership import Membership, check_member
 from .metrics import NodeMetrics
 from .peer_server import serve_call
+from .peer_status import Extra, PeerStatus
 from .proposals import ProposalTracker, _Prop
 from .reads import ReadBatcher
 from .router import Router
@@ -149,6 +150,7 @@ class Node:
             self.applier, self.loop, self.membership, config, self._emit
         )
         self.leader_calls = LeaderCalls(self.loop, transport, self.clock, config)
+        self.peer_states = PeerStatus(self.id, self.status, transport)
         #: The runtime's metrics, on ``registry`` (a prometheus_client
         #: CollectorRegistry) when one is given: docs/operations.md, "Metrics".
         self.metrics: NodeMetrics | None = None
@@ -496,8 +498,9 @@ class Node:
         """Requests from other nodes (liferaft/runtime/peer_server.py):
         forwarded proposals, membership changes and leader calls, and joins."""
         return await serve_call(
-            frm, payload, known_peer, self.router, self.membership, self, self.leader_calls
-        )
+            frm, payload, known_peer, self.router, self.membership, self, self.leader_calls,
+            self.peer_states,
+        )  # fmt: skip
 
     # -- reads --------------------------------------------------------------------------
 
@@ -553,6 +556,22 @@ class Node:
         :class:`CallFailedError` (the handler raised) or :class:`NodeTimeoutError`
         (outcome unknown).  ``timeout`` defaults to ``commit_timeout``."""
         return await self.leader_calls.call(name, payload, timeout)
+
+    # -- status of other members (liferaft/runtime/peer_status.py) ----------------------
+
+    def on_status(self, extra: Extra) -> None:
+        """Add ``extra()`` (a small map of the application's counters) to
+        the state this node reports to :meth:`peer_status` callers."""
+        self.peer_states.on_status(extra)
+
+    async def peer_status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any]:
+        """Member ``node_id``'s own state, asked over the peer RPC (this
+        node's, with its extra, without a call): role, term, leader, the
+        indices, ``storage_ok`` and ``extra``.  NodeTimeoutError,
+        PeerUnreachableError or UnknownCallError (an older build) if it
+        cannot be had."""
+        st = await self.peer_states.ask(node_id, timeout)
+        return {f: getattr(st, f) for f in st.__struct_fields__}
 
     # -- leadership ---------------------------------------------------------------------
 

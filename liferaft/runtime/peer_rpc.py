@@ -11,18 +11,21 @@ and a refusal carries a code from a closed set, never a class name.
 
 Wire: a msgpack array ``[version, body]``; ``body`` is an array whose first
 item is the tag (``"propose"``, ``"conf"``, ``"join"``, ``"info"``,
-``"transfer"``, ``"app"``; ``"accepted"``, ``"joined"``, ``"refused"``,
-``"transferred"``, ``"answer"``), then the fields in the order below.  A peer
-that speaks another version is refused with a message naming both.  A
-field may be appended (with a default) without a new version: an older
-build reads the fields it knows and ignores the rest.
+``"transfer"``, ``"app"``, ``"status"``; ``"accepted"``, ``"joined"``,
+``"refused"``, ``"transferred"``, ``"answer"``, ``"state"``), then the
+fields in the order below.  A peer that speaks another version is refused
+with a message naming both.  A field may be appended (with a default)
+without a new version: an older build reads the fields it knows and ignores
+the rest.
 
 A new kind needs no new version either: a build that does not know a tag
 cannot decode the request, so it runs nothing and answers with an error
 ("malformed peer call: ... Invalid value 'app'"), which the caller reports
 as a refusal.  So ``app`` (and its ``answer``, and the refusal codes
 ``unknown_call`` and ``call_failed``, which only an ``app`` call gets) were
-added in version 1: an older leader refuses an app call cleanly.
+added in version 1: an older leader refuses an app call cleanly.  So was
+``status`` (and its ``state``): an older member answers it with an error,
+which the asker shows as that member's error.
 """
 
 from __future__ import annotations
@@ -109,7 +112,13 @@ class AppCall(_Msg, tag="app"):
     timeout: float
 
 
-Request = Propose | ChangeConf | Join | SetMemberInfo | TransferLeader | AppCall
+class StatusQuery(_Msg, tag="status"):
+    """Report the answering node's own state (never the leader's): its role,
+    term, indices and storage health, plus what its application adds
+    (liferaft/runtime/peer_status.py); answered with :class:`NodeState`."""
+
+
+Request = Propose | ChangeConf | Join | SetMemberInfo | TransferLeader | AppCall | StatusQuery
 
 
 # -- replies -----------------------------------------------------------------
@@ -161,7 +170,22 @@ class Refused(_Msg, tag="refused"):
     leader_hint: str | None = None
 
 
-Reply = Accepted | Joined | Refused | Transferred | Answer
+class NodeState(_Msg, tag="state"):
+    """A node's answer to :class:`StatusQuery`; ``extra`` is its
+    application's own counters (a small map, bounded by the sender)."""
+
+    role: str
+    term: int
+    leader: str | None
+    commit_index: int
+    applied_index: int
+    last_log_index: int
+    snapshot_index: int
+    storage_ok: bool
+    extra: dict[str, Any] = {}
+
+
+Reply = Accepted | Joined | Refused | Transferred | Answer | NodeState
 
 _ERRORS: dict[Refusal, type[NodeError]] = {
     Refusal.NOT_LEADER: NotLeaderError,
@@ -241,7 +265,7 @@ def _decode(buf: bytes, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any
         raise RpcError(f"malformed peer {what}: {exc}") from None
 
 
-R = TypeVar("R", Accepted, Joined, Transferred, Answer)
+R = TypeVar("R", Accepted, Joined, Transferred, Answer, NodeState)
 
 
 def reply_of(raw: bytes, leader: str, kind: type[R]) -> R | Refused:

@@ -8,9 +8,11 @@ liferaft/runtime/peer_rpc.py, which owns the format.  A forwarded proposal
 is proposed here through the router, a forwarded membership change through
 membership, a leader call (``app``) to the handlers of
 liferaft/runtime/leader_calls.py, and a join goes to membership, which adds
-the joiner on the leader or passes the call on to it.  Who may ask what (docs/architecture.md,
-"Trust model"): a member may forward anything; a caller that is not a
-member may only ask to join as the id it proved in the handshake.
+the joiner on the leader or passes the call on to it; a status query is
+answered by this node itself (liferaft/runtime/peer_status.py).  Who may
+ask what (docs/architecture.md, "Trust model"): a member may forward
+anything; a caller that is not a member may only ask to join as the id it
+proved in the handshake.
 
 A refusal (``NotLeaderError``, ``MembershipError``, ``StorageFailedError``) means
 nothing was proposed, and it travels back as a code, so the caller raises
@@ -31,6 +33,7 @@ from .errors import (
 )
 from .leader_calls import LeaderCalls
 from .membership import Membership
+from .peer_status import PeerStatus
 from .router import Router
 
 
@@ -42,6 +45,7 @@ async def serve_call(
     membership: Membership,
     node: admin.AdminNode,
     calls: LeaderCalls,
+    status: PeerStatus | None = None,
 ) -> bytes:
     """The reply to the call ``payload`` from ``frm`` (``known_peer``: a
     member of this cluster).  ``ValueError`` if it cannot be read,
@@ -69,6 +73,10 @@ async def serve_call(
         return await admin.serve_transfer(node, req)
     if isinstance(req, peer_rpc.AppCall):
         return await calls.serve(req)
+    if isinstance(req, peer_rpc.StatusQuery):
+        if status is None:
+            raise ValueError("this node answers no status queries")
+        return status.serve()  # the node's own state, never the leader's
     try:
         if isinstance(req, peer_rpc.Propose):
             index, term = await router.propose_local(req.data, req.stamp)
