@@ -33,6 +33,25 @@ const t = (id) => document.getElementById(id).textContent;
 return {leader: t('leader'), term: t('term'), via: t('via'), status: t('status')};
 """
 
+WRITES_PLOTTED_JS = """
+const svg = document.querySelector('#rates svg.plot[data-rate=writes_per_s]');
+return svg.querySelector('path.line') !== null && parseFloat(svg.dataset.max) > 0;
+"""
+
+TIMELINE_MERGE_JS = """
+const done = arguments[arguments.length - 1];
+import('./view-timeline.js').then(({ Timeline }) => {
+  const t = new Timeline(document.createElement('ol'));
+  const e = (at, term, seen) =>
+    ({ at, kind: 'election', node: 'n2', term, text: 'x', seen_by: seen });
+  t.merge([e(100, 4, 'n1')]);
+  t.merge([e(101.5, 4, 'n2'), e(104, 4, 'n2'), e(104.5, 5, 'n2')]);
+  t.merge([e(100, 4, 'n1')]);  // a node's whole buffer again, as on a reconnect
+  done([...t.list.children].map(
+    li => `${li.dataset.kind}:${li.dataset.term}:${li.textContent.slice(-2)}`));
+});
+"""
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
@@ -89,7 +108,15 @@ def test_members_view_shows_three_members_and_one_leader(
         ["writes_per_s", "reads_per_s", "commit_p50_ms", "commit_p99_ms", "apply_lag"]
     )
     assert browser.js("return document.getElementById('login').hidden") is True
+    # Some writes: the writes/s plot draws them (a line, and a caption above 0).
+    for i in range(30):
+        assert cluster.put(leader, f"load/{i % 5}", str(i))[0] == 200
+    browser.wait("the writes plotted", lambda: browser.js(WRITES_PLOTTED_JS), timeout=10)
     browser.shot("members")
+    # The timeline's merge, on the page's own module: the same election seen
+    # by two nodes 1.5 s apart is one entry; 3 s apart, or another term, two.
+    kinds = browser.driver.execute_async_script(TIMELINE_MERGE_JS)
+    assert kinds == ["election:5:n2", "election:4:n2", "election:4:n1"]
 
 
 def test_key_browser_shows_a_key_put_with_the_cli(cluster: ProcCluster, browser: Browser) -> None:
@@ -118,6 +145,23 @@ def test_key_browser_shows_a_key_put_with_the_cli(cluster: ProcCluster, browser:
     assert len(older) == 1 and "first" in older[0]
     revs = d.find_element("id", "kv-revisions").text
     assert "version" in revs and "create revision" in revs
+    # The live tail shows a change under the prefix, and stops when asked.
+    d.find_element("id", "kv-tail").click()
+    # The watch starts "from now": write once the node confirmed it.
+    browser.wait(
+        "the watch confirmed", lambda: d.find_elements("css selector", "#kv-tail-log li.watching")
+    )
+    assert cluster.put(follower, "console/tailed", "live")[0] == 200
+    browser.wait(
+        "the change tailed",
+        lambda: any(
+            "console/tailed = live" in li.text
+            for li in d.find_elements("css selector", "#kv-tail-log li.change")
+        ),
+    )
+    d.find_element("id", "kv-tail-stop").click()
+    assert d.find_element("id", "kv-tail").is_enabled()
+    browser.js("document.getElementById('kv-h').scrollIntoView()")
     browser.shot("key-browser")
 
 
@@ -205,7 +249,7 @@ def test_failover_when_the_pages_node_is_killed(cluster: ProcCluster, browser: B
 
 def test_token_login(tmp_path: Path, browser: Browser) -> None:
     token = "console-s3cret"
-    with proc_cluster(tmp_path / "tok", token=token) as c:
+    with proc_cluster(tmp_path, token=token) as c:
         node = c.start_cluster(1)
         assert node is not None
         open_console(browser, c.addr(node))

@@ -91,7 +91,7 @@ async function runTail(prefix) {
   const me = { ctl: null, stopped: false, lastRev: null };
   tail = me;
   setTailButtons(true);
-  tailLine(`watching "${prefix}"…`, 'muted');
+  tailLine(`starting a watch on "${prefix}"…`, 'muted');
   while (!me.stopped) {
     const began = Date.now();
     const q = new URLSearchParams({ prefix });
@@ -106,7 +106,10 @@ async function runTail(prefix) {
         break;
       }
       await readLines(res, (line) => {
-        if (line.created) me.lastRev = line.start_revision - 1;
+        if (line.created) {
+          me.lastRev = line.start_revision - 1;
+          tailLine(`watching "${prefix}" from revision ${line.start_revision}`, 'muted watching');
+        }
         if (typeof line.progress === 'number') me.lastRev = line.progress;
         if (line.error) { tailLine(`server ended the tail: ${line.error} ${line.message || ''}`, 'muted'); }
         if (line.resume_revision) me.lastRev = line.resume_revision - 1;

@@ -57,6 +57,7 @@ export class Plots {
 
   reset(history) {
     this.samples = history.filter((s) => s && typeof s.t === 'number');
+    this.draw();
   }
 
   add(rates) {
@@ -77,7 +78,9 @@ export class Plots {
   drawOne({ key, label, unit, cap, plot }, now) {
     const pts = this.samples.map((s) => [s.t, s[key]]);
     const vals = pts.map(([, v]) => v).filter((v) => typeof v === 'number');
-    const top = niceMax(Math.max(0, ...vals));
+    const peak = Math.max(0, ...vals);
+    const top = niceMax(peak);
+    plot.dataset.max = String(peak);   // the window's peak (tests read it)
     const current = pts.length ? pts[pts.length - 1][1] : null;
     cap.textContent = `${label}: ${fmt(current)}${current === null || current === undefined ? '' : unit}`;
     const x = (t) => LEFT + ((t - (now - WINDOW_S)) / WINDOW_S) * (W - LEFT - 2);
@@ -98,6 +101,10 @@ export class Plots {
       prevT = t;
     }
     if (d) kids.push(svg('path', { class: 'line', d }));
+    // The latest value as a dot, so a line of one sample still shows.
+    if (typeof current === 'number') {
+      kids.push(svg('circle', { class: 'dot', cx: x(now).toFixed(1), cy: y(current).toFixed(1), r: 2.2 }));
+    }
     if (!pts.length) kids.push(svg('text', { class: 'axis', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'no data yet'));
     plot.replaceChildren(...kids);
   }
