@@ -1,0 +1,61 @@
+// Admin actions: the same API calls as the `liferaft` CLI, to the node the
+// page uses (a follower passes a transfer or membership change to the
+// leader itself).  Each asks window.confirm first and shows its outcome, or
+// the API's own error text, in #admin-result.
+
+import { call, conn, errorText } from './api.js';
+
+const $ = (id) => document.getElementById(id);
+
+function result(text, ok) {
+  const out = $('admin-result');
+  out.textContent = text;
+  out.className = 'result ' + (ok ? 'ok' : 'bad');
+}
+
+async function act(question, method, path, body, success) {
+  if (!window.confirm(question)) { result('cancelled', true); return; }
+  result('working…', true);
+  const r = await call(method, path, body);
+  if (r.ok) result(success(r.body), true);
+  else result('failed: ' + errorText(r.status, r.body), false);
+}
+
+const names = (body) => (body.members || []).map((m) => m.id + (m.voter ? '' : ' (learner)')).join(', ');
+
+export function initAdmin() {
+  $('transfer').addEventListener('click', () => {
+    const to = $('transfer-to').value;
+    if (!to) { result('no other voter to transfer to', false); return; }
+    act(`Transfer leadership to ${to}?`, 'POST', '/v1/leader/transfer', { to },
+      (b) => `leader is now ${b.leader}`);
+  });
+  $('snapshot').addEventListener('click', () => {
+    const node = conn.nodeId || 'this node';
+    act(`Take a snapshot on ${node} now?`, 'POST', '/v1/snapshot', {},
+      (b) => `${node} took a snapshot at index ${b.index}`);
+  });
+  $('add-learner').addEventListener('click', () => {
+    const id = $('add-learner-id').value.trim();
+    const peer = $('add-learner-peer').value.trim();
+    const client = $('add-learner-client').value.trim();
+    if (!id || !peer) { result('a learner needs an id and a peer address', false); return; }
+    act(`Add ${id} (peer ${peer}) as a learner?`, 'POST', '/v1/members',
+      { id, peer_addr: peer, client_addr: client, voter: false },
+      (b) => `added ${id}; members: ${names(b)}`);
+  });
+  // Per-row buttons: one listener on the table, since rows are rebuilt.
+  $('members').addEventListener('click', (ev) => {
+    const btn = ev.target.closest('button');
+    if (!btn || !btn.dataset.id) return;
+    const id = btn.dataset.id;
+    const path = '/v1/members/' + encodeURIComponent(id);
+    if (btn.classList.contains('promote')) {
+      act(`Promote learner ${id} to a voter?`, 'POST', path + '/promote', undefined,
+        (b) => `promoted ${id}; members: ${names(b)}`);
+    } else if (btn.classList.contains('remove')) {
+      act(`Remove ${id} from the cluster? This changes the membership.`, 'DELETE', path, undefined,
+        (b) => `removed ${id}; members: ${names(b)}`);
+    }
+  });
+}

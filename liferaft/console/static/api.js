@@ -1,0 +1,107 @@
+// The one place that talks HTTP: which node the page uses, the token, and
+// JSON calls with the API's {"error","message"} errors turned into text.
+// Every other module calls through here, so after a failover every key
+// browser and admin call goes to the node the stream moved to.
+
+const TOKEN_KEY = 'liferaft.token';
+
+export const conn = {
+  // '' means the page's own origin (relative URLs); after a failover it is
+  // 'http://HOST:PORT' of another member, with the page's own scheme.
+  base: '',
+  nodeId: null,      // the id of the node in use, once a stream line named it
+  onUnauthorized: () => {},
+};
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(t) {
+  if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+export function originOf(clientAddr) {
+  return clientAddr ? `${location.protocol}//${clientAddr}` : '';
+}
+
+export function headers(extra = {}) {
+  const h = { ...extra };
+  const t = token();
+  if (t) h.Authorization = 'Bearer ' + t;  // a header, never a URL parameter
+  return h;
+}
+
+export function keyPath(key) {
+  // Keys may hold '/' and anything else: percent-encode every byte that is
+  // not safe (the server decodes %2F back to '/').
+  return '/v1/kv/' + encodeURIComponent(key);
+}
+
+// The API's error text: "409 conflict: a change is in flight".
+export function errorText(status, body) {
+  if (body && typeof body === 'object' && body.error) {
+    return `${status} ${body.error}: ${body.message || ''}`.trim();
+  }
+  if (status === 0) return 'no answer (the node may be down)';
+  return `${status} ${typeof body === 'string' ? body.slice(0, 200) : ''}`.trim();
+}
+
+// One JSON call to the node in use: {ok, status, body}; never throws.
+export async function call(method, path, body, { base = conn.base, signal } = {}) {
+  const init = { method, headers: headers(), signal, cache: 'no-store' };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  let res;
+  try {
+    res = await fetch(base + path, init);
+  } catch (err) {
+    return { ok: false, status: 0, body: String(err) };
+  }
+  let data;
+  const text = await res.text().catch(() => '');
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (res.status === 401) conn.onUnauthorized();
+  return { ok: res.ok, status: res.status, body: data };
+}
+
+// Read an NDJSON body line by line: onLine(obj) for each; resolves when the
+// body ends, rejects on a network error or abort.
+export async function readLines(res, onLine) {
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (line) onLine(JSON.parse(line));
+    }
+  }
+}
+
+// Small DOM helper: el('td', {class: 'x', dataset: {id}}, 'text', child...)
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'dataset') Object.assign(e.dataset, v);
+    else if (k === 'class') e.className = v;
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+export function fmtTime(unix) {
+  return new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
+}

@@ -1,0 +1,197 @@
+// Boot, the live stream and failover.
+//
+// The page reads /v1/console/stream (NDJSON, one line a second, pushed by
+// the node) with a streamed fetch, because EventSource cannot send an
+// Authorization header and a token never goes into a URL.  Every line
+// names every member's client address; when the stream fails or stalls the
+// page marks its node down and carries on through the next member, with
+// the same scheme as the page (the node answers CORS for its members'
+// origins).  Reconnects are at least a second apart, so the page never asks
+// more often than the server pushes.
+
+import { conn, headers, originOf, readLines, setToken, token } from './api.js';
+import { renderMembers, renderTransferChoices } from './view-members.js';
+import { Timeline } from './view-timeline.js';
+import { Plots } from './plots.js';
+import { initKeys, clearKeys } from './keys.js';
+import { initAdmin } from './admin.js';
+
+const STALL_MS = 3000;      // no line for this long: the node is taken as down
+const MIN_GAP_MS = 1000;    // never reconnect faster than the server pushes
+const MAX_GAP_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  members: [],              // the latest line's members
+  addrs: new Map(),         // id -> client_addr, remembered across lines
+  pageDown: new Set(),      // nodes whose stream failed here (until a line says they answer)
+  line: null,
+  authLost: false,          // an API call got a 401: ask for the token again
+};
+
+const timeline = new Timeline($('timeline'));
+const plots = new Plots($('rates'));
+let currentAbort = null;
+let loginWaiter = null;
+
+function downIds() {
+  const down = new Set(state.pageDown);
+  for (const m of state.members) if (m.reachable === false) down.add(m.id);
+  return down;
+}
+
+function renderStatus(extra) {
+  const parts = [];
+  if (conn.nodeId) parts.push(`via ${conn.nodeId}`);
+  for (const id of [...downIds()].sort()) parts.push(`${id} down`);
+  if (extra) parts.push(extra);
+  $('status').textContent = parts.join(' · ') || 'connecting…';
+  $('status').classList.toggle('warn', downIds().size > 0 || Boolean(extra));
+}
+
+function onLine(line) {
+  state.line = line;
+  conn.nodeId = line.via;
+  state.pageDown.delete(line.via);
+  state.members = Array.isArray(line.members) ? line.members : [];
+  for (const m of state.members) {
+    if (m.client_addr) state.addrs.set(m.id, m.client_addr);
+    if (m.reachable === true) state.pageDown.delete(m.id);
+  }
+  $('leader').textContent = line.leader ?? 'none';
+  $('term').textContent = line.term ?? '–';
+  $('via').textContent = line.via ?? '–';
+  const down = downIds();
+  renderMembers($('members').tBodies[0], state.members, { leader: line.leader, via: line.via, down });
+  renderTransferChoices($('transfer-to'), state.members, line.leader, down);
+  if (Array.isArray(line.history)) plots.reset(line.history);
+  if (line.rates) plots.add(line.rates);
+  if (Array.isArray(line.timeline)) timeline.merge(line.timeline);
+  renderStatus();
+}
+
+// One stream to `base` until it ends, fails or stalls: 'unauthorized',
+// 'lines' (it delivered at least one line, then broke) or 'failed'.
+async function streamOnce(base) {
+  const ctl = new AbortController();
+  currentAbort = ctl;
+  let last = Date.now();
+  let got = false;
+  const watchdog = setInterval(() => {
+    if (Date.now() - last > STALL_MS) ctl.abort();
+  }, 500);
+  try {
+    const res = await fetch(base + '/v1/console/stream', {
+      headers: headers(), signal: ctl.signal, cache: 'no-store',
+    });
+    if (res.status === 401) return 'unauthorized';
+    if (!res.ok) return got ? 'lines' : 'failed';
+    $('login').hidden = true;
+    $('app').hidden = false;
+    await readLines(res, (line) => { last = Date.now(); got = true; onLine(line); });
+  } catch (err) {
+    if (!ctl.signal.aborted) console.warn('console stream:', err);
+  } finally {
+    clearInterval(watchdog);
+    ctl.abort();
+    if (currentAbort === ctl) currentAbort = null;
+  }
+  return got ? 'lines' : 'failed';
+}
+
+// The next member to try after `failed`: the next one in member order with
+// a known client address, preferring nodes not marked down.
+function nextTarget(failed) {
+  const ids = state.members.map((m) => m.id).filter((id) => state.addrs.get(id));
+  if (ids.length === 0) return { base: conn.base, id: failed };
+  const start = Math.max(0, ids.indexOf(failed));
+  const order = ids.slice(start + 1).concat(ids.slice(0, start + 1));
+  const pick = order.find((id) => id !== failed && !state.pageDown.has(id))
+    ?? order.find((id) => id !== failed) ?? failed;
+  const addr = state.addrs.get(pick);
+  const base = addr === location.host ? '' : originOf(addr);
+  return { base, id: pick };
+}
+
+// While the login shows, no cluster data is on the page.
+function clearData() {
+  state.members = [];
+  state.line = null;
+  for (const id of ['leader', 'term', 'via']) $(id).textContent = '–';
+  $('members').tBodies[0].replaceChildren();
+  $('transfer-to').replaceChildren();
+  $('admin-result').textContent = '';
+  timeline.clear();
+  plots.clear();
+  clearKeys();
+}
+
+function showLogin(message) {
+  clearData();
+  $('app').hidden = true;
+  $('login').hidden = false;
+  $('login-error').textContent = message || '';
+  $('status').textContent = 'sign in to see the cluster';
+  $('token').focus();
+  return new Promise((resolve) => { loginWaiter = resolve; });
+}
+
+function initLogin() {
+  $('login').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const t = $('token').value.trim();
+    if (!t) return;
+    setToken(t);
+    $('token').value = '';
+    $('login-error').textContent = '';
+    if (loginWaiter) { loginWaiter(); loginWaiter = null; }
+  });
+  // Any API call that comes back 401 (the token changed on the nodes):
+  // drop the token and let the stream loop ask for a new one.
+  conn.onUnauthorized = () => {
+    setToken(null);
+    state.authLost = true;
+    if (currentAbort) currentAbort.abort();
+  };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function run() {
+  let failures = 0;          // consecutive attempts that gave no line
+  let refused = false;       // the last login attempt was refused
+  for (;;) {
+    const began = Date.now();
+    const outcome = await streamOnce(conn.base);
+    if (outcome === 'unauthorized' || state.authLost) {
+      const hadToken = Boolean(token()) || state.authLost;
+      state.authLost = false;
+      setToken(null);
+      await showLogin(hadToken || refused ? 'That token was refused (401). Try again.' : '');
+      refused = true;
+      continue;   // retry the same node with the new token at once
+    }
+    refused = false;
+    failures = outcome === 'lines' ? 0 : failures + 1;
+    const failed = conn.nodeId;
+    if (failed) state.pageDown.add(failed);
+    const next = nextTarget(failed);
+    conn.base = next.base;
+    if (next.id !== failed) conn.nodeId = next.id;
+    if (state.line) {
+      renderMembers($('members').tBodies[0], state.members,
+        { leader: state.line.leader, via: state.line.via, down: downIds() });
+    }
+    renderStatus(failed ? `trying ${next.id}` : 'reconnecting');
+    // A full round of members without a line backs off, up to 5 s.
+    const rounds = Math.floor(failures / Math.max(1, state.addrs.size));
+    const gap = Math.min(MAX_GAP_MS, MIN_GAP_MS * 2 ** rounds);
+    await sleep(Math.max(0, gap - (Date.now() - began)));
+  }
+}
+
+initLogin();
+initKeys();
+initAdmin();
+run();
