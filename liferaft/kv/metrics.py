@@ -4,8 +4,8 @@ The runtime's metrics (term, indices, leader, WAL fsync, apply, snapshots,
 peer round trips, build info: liferaft/runtime/metrics.py) go on this
 registry, with the process and Python collectors that prometheus_client's
 default registry would have (``process_*``, ``python_*``), and the KV
-server's own: the client write latency, failed writes by error, and the
-store's revision, compact revision and file size.
+server's own: the client write latency, failed writes by error, reads
+served, and the store's revision, compact revision and file size.
 docs/operations.md, "Metrics", lists every name; a test compares that list
 with what /metrics serves.
 """
@@ -65,6 +65,13 @@ class Metrics:
             "liferaft_proposals_failed",
             "Writes that failed, by runtime error (NotLeader, Dropped, Timeout, ...).",
             ["reason"],
+            registry=self.registry,
+        )
+        # Writes/s is the commit latency histogram's _count; reads have no
+        # histogram (a read's time is mostly its barrier), so a counter.
+        self.reads = Counter(
+            "liferaft_reads",
+            "Reads served through this node's read barrier (gets, ranges, etcd Range).",
             registry=self.registry,
         )
         self.registry.register(_KVCollector(machine))
