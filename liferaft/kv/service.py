@@ -302,12 +302,11 @@ class KVService(ClusterAdmin):
 
     async def _read(self, fn: Callable[[], T], consistency: str) -> T:
         check_consistency(consistency)
+        self.metrics.reads_served += 1
         try:
-            res = await self.node.read(fn, consistency=consistency, timeout=self.timeout)
+            return await self.node.read(fn, consistency=consistency, timeout=self.timeout)
         except NodeError as exc:
             raise node_error(exc) from exc
-        self.metrics.reads.inc()
-        return res
 
     async def barrier(self, consistency: str = "linearizable") -> None:
         """Wait until this node's store may be read at ``consistency``
