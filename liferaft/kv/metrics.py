@@ -48,6 +48,10 @@ class Metrics:
     (``Node(..., registry=...)``, as ``liferaft serve`` builds it), else on a
     new one."""
 
+    #: Reads asked of this node, bumped by the service where a read arrives:
+    #: liferaft_reads_total, and the web console's reads/s.
+    reads_served: int = 0
+
     def __init__(self, node: Node, machine: KVMachine) -> None:
         self.node = node
         self.machine = machine
@@ -71,9 +75,6 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_KVCollector(machine))
-        #: Reads served by this node (key reads, ranges, etcd's reads): the
-        #: web console's reads/s (docs/console.md).
-        self.reads_served = 0
 
     def proposal_failed(self, reason: str) -> None:
         self.proposals_failed.labels(reason).inc()
