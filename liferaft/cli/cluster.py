@@ -180,7 +180,7 @@ async def watch(members: list[Member], console: Console, live_table: bool) -> No
                 status = {m.id: s for m, s in zip(members, got, strict=True)}
                 if url is None and (url := console_url(members, status)) is not None:
                     # Once, when a node first answers: before, there is no page.
-                    hint.append(f"\nconsole: {url}")
+                    hint.append(f"\nconsole: {url}", style="bold")
                     if live is None:
                         console.print(f"console: {url}", soft_wrap=True)
                 if live is not None:
