@@ -144,6 +144,16 @@ def exits(members: list[Member], reported: set[str]) -> list[str]:
     return out
 
 
+def console_url(members: list[Member], status: dict[str, dict[str, Any] | None]) -> str | None:
+    """The web console on the first member that answers (every node serves
+    /ui/ on its client port; n1 unless it failed to start).  No token in
+    it: the page asks for one."""
+    for m in members:
+        if status.get(m.id) is not None:
+            return f"http://{m.client}/ui/"
+    return None
+
+
 async def watch(members: list[Member], console: Console, live_table: bool) -> None:
     stop_ev = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,12 +171,18 @@ async def watch(members: list[Member], console: Console, live_table: bool) -> No
         ctx = Live(console=console, auto_refresh=False) if live_table else contextlib.nullcontext()
         with ctx as live:
             last_line = ""
+            url: str | None = None
             reported: set[str] = set()
             while not stop_ev.is_set():
                 for text in exits(members, reported):
                     console.print(text)
                 got = await asyncio.gather(*(_poll(http, m) for m in members))
                 status = {m.id: s for m, s in zip(members, got, strict=True)}
+                if url is None and (url := console_url(members, status)) is not None:
+                    # Once, when a node first answers: before, there is no page.
+                    hint.append(f"\nconsole: {url}", style="bold")
+                    if live is None:
+                        console.print(f"console: {url}", soft_wrap=True)
                 if live is not None:
                     live.update(Group(table(members, status), hint), refresh=True)
                 else:

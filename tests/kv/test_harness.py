@@ -114,6 +114,8 @@ def test_serve_cluster_kills_restarts_and_stops_a_node_by_pid(tmp_path: Path) ->
 
 
 def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
+    """`cluster down` stops exactly what `cluster up` started; `up` printed
+    the web console's URL once, when its node answered."""
     d = (tmp_path / "c").resolve()
     base = free_base_port(1)
     cmd = [*CLI, "cluster", "up", "--nodes", "1", "--dir", str(d)]
@@ -128,6 +130,9 @@ def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
             "the node of cluster up to be ready",
             0.2,
         )
+        # `make run` prints where the web console is, once a node answers.
+        console = f"console: http://{HOST}:{base + 1001}/ui/"
+        wait_for(lambda: console in out.read_text(), 10, "cluster up's console line", 0.2)
         entries = {e.name: e.pid for e in pidfile.read(d / pidfile.NAME)}
         assert entries["cluster-up"] == up.pid and set(entries) == {"cluster-up", "n1"}
 
@@ -139,6 +144,7 @@ def test_cluster_down_stops_what_cluster_up_started(tmp_path: Path) -> None:
         assert f"cluster-up (pid {up.pid})" in r.stdout and f"n1 (pid {entries['n1']})" in r.stdout
         assert up.wait(timeout=20) == 0, out.read_text()
         assert "stopped: n1" in out.read_text()
+        assert out.read_text().count("console: ") == 1, out.read_text()
         assert not pid_alive(entries["n1"])
         assert not (d / pidfile.NAME).exists()
         assert "no cluster runs" in run_cli("cluster", "down", "--dir", str(d)).stdout

@@ -51,6 +51,8 @@ async def test_metrics_served_documented_and_observed(tmp_path: Path) -> None:
     try:
         for i in range(3):
             assert (await one.call("PUT", f"/v1/kv/k{i}", {"value": "v"}))[0] == 200
+        for i in range(2):
+            assert (await one.call("GET", f"/v1/kv/k{i}"))[0] == 200
         assert (await one.call("POST", "/v1/snapshot"))[0] == 200
         snaps = list((tmp_path / "n1" / "snap").glob("*.snap"))
         assert snaps, list((tmp_path / "n1").iterdir())
@@ -69,6 +71,8 @@ async def test_metrics_served_documented_and_observed(tmp_path: Path) -> None:
         assert documented - families == set(), (doc, documented - families)
         assert families - documented == set(), (doc, families - documented)
     assert served["liferaft_server_has_leader"] == 1.0
+    assert served["liferaft_reads_total"] == 2.0  # the two GETs
+    assert served["liferaft_commit_latency_seconds_count"] == 3.0  # the three PUTs
     assert served["liferaft_disk_wal_fsync_duration_seconds_count"] > 0
     assert served["liferaft_server_apply_duration_seconds_count"] > 0
     assert served["liferaft_debugging_snap_save_total_duration_seconds_count"] >= 1
