@@ -1,0 +1,30 @@
+"""``liferaft sim``: simulator runs for people.  ``view TRACE`` writes the
+replay viewer of a trace (``python -m liferaft.sim --seed N --trace
+run.json``) as one self-contained HTML file next to it (docs/console.md,
+"Replay viewer").  The simulator itself stays ``python -m liferaft.sim``."""
+
+from __future__ import annotations
+
+import click
+
+from .exit_codes import CommandFailedError, ExitCode
+
+
+@click.group("sim")
+def sim() -> None:
+    """Look at deterministic simulator runs."""
+
+
+@sim.command("view")
+@click.argument("trace", type=click.Path(dir_okay=True, path_type=str))
+def view(trace: str) -> None:
+    """Write TRACE's replay viewer (run.json -> run.html) and print its path.
+
+    The page works offline from file://: open it in a browser."""
+    from liferaft.console.replay import TraceError, write_viewer
+
+    try:
+        out = write_viewer(trace)
+    except TraceError as e:
+        raise CommandFailedError(str(e), ExitCode.ERROR) from None
+    click.echo(str(out.resolve()))

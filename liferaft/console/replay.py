@@ -1,0 +1,142 @@
+"""The replay viewer as one self-contained HTML file (``liferaft sim view``).
+
+:func:`write_viewer` reads a simulator trace (docs/simulator.md, "Traces"),
+checks that it is one, and writes ``run.html`` next to ``run.json``: the
+viewer's page (static/replay.html) with its CSS, its scripts and the trace
+inlined, so it opens from ``file://`` with nothing running and nothing
+fetched.  The same page, with a file picker instead of an inlined trace, is
+served by the console at ``/ui/replay.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+TRACE_FORMAT = "liferaft-sim-trace"
+TRACE_VERSION = 1
+# replay.html's scripts, in the order they load (replay.js uses the model).
+SCRIPTS = ("replay-model.js", "replay.js")
+_PICKER_START = "<!-- picker:"
+_PICKER_END = "<!-- /picker -->"
+
+
+class TraceError(Exception):
+    """The file is missing, unreadable, or not a trace this viewer reads."""
+
+
+def static_text(name: str) -> str:
+    """One file of liferaft/console/static/, from the installed package."""
+    return resources.files("liferaft.console").joinpath("static", name).read_text("utf-8")
+
+
+def read_trace(path: Path) -> tuple[str, dict[str, Any]]:
+    """The trace's text and its parsed object; :class:`TraceError` (one line)
+    unless it is a version 1 simulator trace."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise TraceError(f"no such trace file: {path}") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path} is a directory, not a trace file") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{path} is not a trace (not UTF-8 text)") from None
+    except OSError as e:
+        raise TraceError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        trace = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{path} is not a trace (not JSON: {e.msg} at line {e.lineno})") from None
+    check_trace(trace, path)
+    return text, trace
+
+
+def check_trace(trace: Any, path: Path | str = "the trace") -> None:
+    """A minimal check of the trace's envelope (format, version, the lists
+    the viewer draws from); the events themselves are checked as the viewer
+    replays them."""
+    if not isinstance(trace, dict):
+        raise TraceError(f"{path} is not a trace (not a JSON object)")
+    if trace.get("format") != TRACE_FORMAT:
+        raise TraceError(
+            f"{path} is not a liferaft simulator trace (format {trace.get('format')!r}, "
+            f"expected {TRACE_FORMAT!r}; write one with `python -m liferaft.sim --seed N --trace "
+            f"run.json`)"
+        )
+    if trace.get("version") != TRACE_VERSION:
+        raise TraceError(
+            f"{path} is trace version {trace.get('version')!r}; this viewer reads version "
+            f"{TRACE_VERSION}"
+        )
+    for key in ("events", "node_ids"):
+        if not isinstance(trace.get(key), list):
+            raise TraceError(f"{path} is not a complete trace (no {key!r} list)")
+
+
+def _inline_json(text: str) -> str:
+    """JSON text made safe inside ``<script type="application/json">``.
+
+    ``<`` only occurs inside JSON strings, where ``\\u003c`` means the same,
+    so no ``</script>`` or ``<!--`` in a checker's message or a node id can
+    end the element early."""
+    return text.replace("<", "\\u003c")
+
+
+def _raw(name: str, text: str, closing: str) -> str:
+    # A static file inlined into <style>/<script> must not close it itself.
+    if closing in text.lower():
+        raise RuntimeError(f"static/{name} contains {closing!r}: it cannot be inlined")
+    return text
+
+
+def render_viewer(trace_text: str, title: str = "liferaft replay") -> str:
+    """The self-contained viewer page for one trace (already checked)."""
+    page = static_text("replay.html")
+    start, end = page.find(_PICKER_START), page.find(_PICKER_END)
+    link = '<link rel="stylesheet" href="replay.css">'
+    if start < 0 or end < start or link not in page:
+        raise RuntimeError("static/replay.html lacks the markers write_viewer replaces")
+    # No file picker: the page shows the trace it carries.
+    page = page[:start] + page[end + len(_PICKER_END):]
+    page = page.replace(link, "<style>\n" + _raw("replay.css", static_text("replay.css"),
+                                                  "</style") + "</style>")
+    for name in SCRIPTS:
+        tag = f'<script src="{name}"></script>'
+        if tag not in page:
+            raise RuntimeError(f"static/replay.html does not load {name}")
+        page = page.replace(tag, "<script>\n" + _raw(name, static_text(name), "</script")
+                            + "</script>")
+    data = ('<script type="application/json" id="trace-data">' + _inline_json(trace_text)
+            + "</script>\n")
+    title_tag = "<title>liferaft replay viewer</title>"
+    page = page.replace(title_tag, f"<title>{_escape(title)}</title>")
+    # The data goes before the scripts: replay.js reads it when it starts.
+    first_script = page.find("<script>")
+    return page[:first_script] + data + page[first_script:]
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_viewer(trace_path: Path | str) -> Path:
+    """Write the viewer of ``trace_path`` next to it (``run.json`` ->
+    ``run.html``) and return its path.  :class:`TraceError` names what is
+    wrong with the file; nothing is written then."""
+    path = Path(trace_path)
+    text, _ = read_trace(path)
+    out = path.with_suffix(".html")
+    if out.resolve() == path.resolve():
+        raise TraceError(f"{path} ends in .html: rename the trace to .json")
+    page = render_viewer(text, title=f"liferaft replay: {path.name}")
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_text(page, "utf-8")
+        os.replace(tmp, out)  # a reader never sees half a page
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TraceError(f"cannot write {out}: {e.strerror or e}") from None
+    return out

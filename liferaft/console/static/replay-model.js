@@ -1,0 +1,270 @@
+// The replay viewer's model: a simulator trace (docs/simulator.md, trace
+// format version 1) turned into "the cluster as it was after event i".
+//
+// No DOM here.  The state after event i is computed by replaying events
+// 0..i; a copy of the derived state is kept every CHECKPOINT_EVERY events,
+// so seeking anywhere replays at most that many events (a 50 MB trace has
+// about a million events: replaying from 0 on every scrub would freeze the
+// tab).  Logs are kept run-length encoded by term (a Raft log's terms never
+// decrease along the log), so a checkpoint costs a few numbers per node
+// however long the logs grow.
+'use strict';
+
+(function (root) {
+  const CHECKPOINT_EVERY = 500;
+  // How long (sim ms) a dropped message stays on screen, fading out.
+  const DROP_FADE_MS = 40;
+
+  class TraceFormatError extends Error {}
+
+  /** Throw TraceFormatError unless `trace` looks like a version 1 trace. */
+  function checkTrace(trace) {
+    const bad = (why) => { throw new TraceFormatError(why); };
+    if (!trace || typeof trace !== 'object' || Array.isArray(trace)) {
+      bad('not a liferaft simulator trace: the file is not a JSON object');
+    }
+    if (trace.format !== 'liferaft-sim-trace') {
+      bad('not a liferaft simulator trace (format is ' + JSON.stringify(trace.format) + ')');
+    }
+    if (trace.version !== 1) {
+      bad('trace version ' + JSON.stringify(trace.version) +
+          ' is not supported: this viewer reads version 1');
+    }
+    if (!Array.isArray(trace.events)) bad('the trace has no "events" list');
+    if (!Array.isArray(trace.node_ids)) bad('the trace has no "node_ids" list');
+  }
+
+  function newNode() {
+    return {
+      role: 'follower', term: 0, leader: null, vote: null, crashed: false,
+      timerSet: null, timerDeadline: null,
+      runs: [],      // [[first index, term], ...]: the log, run-length encoded
+      last: 0,       // last log index
+      commit: 0, snap: 0, snapTerm: 0,
+      voters: null, learners: null,
+    };
+  }
+
+  function cloneNode(n) {
+    const c = Object.assign({}, n);
+    c.runs = n.runs.map((r) => r.slice());
+    return c;
+  }
+
+  // Cut links are kept as "a\u0000b" keys with a < b.
+  function linkKey(a, b) { return a < b ? a + '\u0000' + b : b + '\u0000' + a; }
+
+  function cutsOf(ev) {
+    const cut = new Set();
+    if (Array.isArray(ev.groups)) {
+      // Nodes in different groups cannot talk; a node in no group is alone.
+      const group = new Map();
+      ev.groups.forEach((g, gi) => g.forEach((id) => group.set(id, gi)));
+      return { groups: ev.groups, cut: cut, group: group };
+    }
+    if (Array.isArray(ev.cut)) ev.cut.forEach((p) => cut.add(linkKey(p[0], p[1])));
+    return { groups: null, cut: cut, group: null };
+  }
+
+  /** The log's term at `index` (-1 when unknown: compacted away). */
+  function termAt(node, index) {
+    if (index < 1 || index > node.last) return null;
+    const runs = node.runs;
+    let lo = 0, hi = runs.length - 1;
+    while (lo < hi) { // last run starting at or before index
+      const mid = (lo + hi + 1) >> 1;
+      if (runs[mid][0] <= index) lo = mid; else hi = mid - 1;
+    }
+    return runs.length ? runs[lo][1] : null;
+  }
+
+  function truncateLog(node, keep) {
+    if (keep >= node.last) return;
+    const runs = node.runs;
+    while (runs.length && runs[runs.length - 1][0] > keep) runs.pop();
+    node.last = Math.max(keep, 0);
+  }
+
+  function pushTerm(node, term) {
+    const runs = node.runs;
+    node.last += 1;
+    if (!runs.length || runs[runs.length - 1][1] !== term) runs.push([node.last, term]);
+  }
+
+  class State {
+    constructor(nodeIds) {
+      this.i = -1;
+      this.nodes = new Map();
+      nodeIds.forEach((id) => this.nodes.set(id, newNode()));
+      this.flight = new Set();   // ids of messages sent and not yet delivered or dropped
+      this.drops = [];           // [{id, t}] recently dropped, for the fade-out
+      this.net = { groups: null, cut: new Set(), group: null };
+    }
+
+    clone() {
+      const c = Object.create(State.prototype);
+      c.i = this.i;
+      c.nodes = new Map();
+      this.nodes.forEach((n, id) => c.nodes.set(id, cloneNode(n)));
+      c.flight = new Set(this.flight);
+      c.drops = this.drops.slice();
+      c.net = this.net; // replaced, never mutated
+      return c;
+    }
+
+    node(id) {
+      let n = this.nodes.get(id);
+      if (!n) { n = newNode(); this.nodes.set(id, n); }
+      return n;
+    }
+
+    isCut(a, b) {
+      const net = this.net;
+      if (net.group) {
+        const ga = net.group.get(a), gb = net.group.get(b);
+        if (ga === undefined || gb === undefined || ga !== gb) return true;
+      }
+      return net.cut.has(linkKey(a, b));
+    }
+
+    /** Apply event `ev` (number `i`) to this state. */
+    apply(ev, i) {
+      this.i = i;
+      if (this.drops.length && ev.t - this.drops[0].t > DROP_FADE_MS) {
+        this.drops = this.drops.filter((d) => ev.t - d.t <= DROP_FADE_MS);
+      }
+      let n;
+      switch (ev.k) {
+        case 'send': this.flight.add(ev.id); break;
+        case 'deliver': this.flight.delete(ev.id); break;
+        case 'drop':
+          this.flight.delete(ev.id);
+          this.drops.push({ id: ev.id, t: ev.t });
+          break;
+        case 'dup': this.flight.add(ev.copy); break;
+        case 'crash': this.node(ev.node).crashed = true; break;
+        case 'restart': this.node(ev.node).crashed = false; break;
+        case 'net': this.net = cutsOf(ev); break;
+        case 'role':
+          n = this.node(ev.node);
+          n.role = ev.role; n.term = ev.term;
+          n.leader = ev.leader === undefined ? null : ev.leader;
+          n.vote = ev.vote === undefined ? null : ev.vote;
+          break;
+        case 'timer':
+          n = this.node(ev.node);
+          n.timerSet = ev.t; n.timerDeadline = ev.deadline;
+          break;
+        case 'append':
+          n = this.node(ev.node);
+          truncateLog(n, ev.index - 1);
+          while (n.last < ev.index - 1) pushTerm(n, -1); // a gap: terms unknown
+          (ev.terms || []).forEach((term) => pushTerm(n, term));
+          break;
+        case 'truncate':
+          n = this.node(ev.node);
+          truncateLog(n, ev.index - 1);
+          n.commit = Math.min(n.commit, n.last);
+          break;
+        case 'commit': this.node(ev.node).commit = ev.index; break;
+        case 'snapshot':
+          n = this.node(ev.node);
+          n.snap = ev.index; n.snapTerm = ev.term;
+          if (n.last < ev.index || termAt(n, ev.index) !== ev.term) {
+            // An installed snapshot replaces the log up to its index.
+            truncateLog(n, 0);
+            while (n.last < ev.index - 1) pushTerm(n, -1);
+            pushTerm(n, ev.term);
+          }
+          n.commit = Math.max(n.commit, ev.index);
+          break;
+        case 'conf':
+          n = this.node(ev.node);
+          n.voters = ev.voters || []; n.learners = ev.learners || [];
+          break;
+        default: break; // violation, liveness and kinds this viewer does not draw
+      }
+    }
+  }
+
+  /** A loaded trace: its events, its messages and its checkpoints. */
+  class Replay {
+    constructor(trace) {
+      checkTrace(trace);
+      this.trace = trace;
+      this.events = trace.events;
+      this.nodeIds = trace.node_ids.slice();
+      this.msgs = new Map(); // id -> {id, from, to, type, term, send, t0, t1, end, why, dupOf}
+      this.checkpoints = [];
+      this.violationEvent = null;
+      this.livenessEvent = null;
+      this.index();
+    }
+
+    // One pass over the events: the message table, the checkpoints and
+    // where the verdict's events are.
+    index() {
+      const state = new State(this.nodeIds);
+      const events = this.events, msgs = this.msgs;
+      for (let i = 0; i < events.length; i++) {
+        if (i % CHECKPOINT_EVERY === 0) this.checkpoints.push(state.clone());
+        const ev = events[i];
+        if (!ev || typeof ev !== 'object' || typeof ev.t !== 'number') {
+          throw new TraceFormatError('event ' + i + ' has no time "t"');
+        }
+        switch (ev.k) {
+          case 'send':
+            msgs.set(ev.id, { id: ev.id, from: ev.from, to: ev.to, type: ev.type, term: ev.term,
+              send: ev, t0: ev.t, t1: null, end: null, why: null, dupOf: null });
+            break;
+          case 'dup': {
+            const m = msgs.get(ev.id);
+            if (m) {
+              msgs.set(ev.copy, Object.assign({}, m,
+                { id: ev.copy, t0: ev.t, t1: null, end: null, why: null, dupOf: ev.id }));
+            }
+            break;
+          }
+          case 'deliver': case 'drop': {
+            const m = msgs.get(ev.id);
+            if (m && m.end === null) { m.t1 = ev.t; m.end = ev.k; m.why = ev.why || null; }
+            break;
+          }
+          case 'violation': if (this.violationEvent === null) this.violationEvent = i; break;
+          case 'liveness': if (this.livenessEvent === null) this.livenessEvent = i; break;
+          default: break;
+        }
+        state.apply(ev, i);
+      }
+      const v = this.trace.verdict || {};
+      if (Number.isInteger(v.event) && v.event >= 0 && v.event < events.length) {
+        if (events[v.event].k === 'violation') this.violationEvent = v.event;
+      }
+      this.endTime = events.length ? events[events.length - 1].t : 0;
+    }
+
+    /** The state after events 0..i (a fresh copy the caller may advance). */
+    stateAt(i) {
+      i = Math.max(-1, Math.min(i, this.events.length - 1));
+      const k = Math.min(Math.floor((i + 1) / CHECKPOINT_EVERY), this.checkpoints.length - 1);
+      if (k < 0) return new State(this.nodeIds);
+      const state = this.checkpoints[k].clone();
+      for (let j = k * CHECKPOINT_EVERY; j <= i; j++) state.apply(this.events[j], j);
+      return state;
+    }
+
+    verdict() {
+      const v = this.trace.verdict || {};
+      const vev = this.violationEvent === null ? null : this.events[this.violationEvent];
+      return {
+        ok: v.ok === true,
+        violation: v.violation || (vev ? vev.message : null),
+        liveness: v.liveness_failure || null,
+      };
+    }
+  }
+
+  root.LiferaftReplay = {
+    Replay, State, TraceFormatError, checkTrace, termAt, CHECKPOINT_EVERY, DROP_FADE_MS,
+  };
+})(typeof window !== 'undefined' ? window : globalThis);
