@@ -6,8 +6,10 @@
 // so seeking anywhere replays at most that many events (a 50 MB trace has
 // about a million events: replaying from 0 on every scrub would freeze the
 // tab).  Logs are kept run-length encoded by term (a Raft log's terms never
-// decrease along the log), so a checkpoint costs a few numbers per node
-// however long the logs grow.
+// decrease along the log) as an immutable list linked from its last run:
+// appends and truncations only touch the tail, so a checkpoint shares the
+// list instead of copying it (copying every run into every checkpoint made
+// loading a large trace mostly garbage collection).
 'use strict';
 
 (function (root) {
@@ -38,7 +40,7 @@
     return {
       role: 'follower', term: 0, leader: null, vote: null, crashed: false,
       timerSet: null, timerDeadline: null,
-      runs: [],      // [[first index, term], ...]: the log, run-length encoded
+      tail: null,    // the log's last run {start, term, prev}, runs never mutated
       last: 0,       // last log index
       commit: 0, snap: 0, snapTerm: 0,
       voters: null, learners: null,
@@ -46,9 +48,7 @@
   }
 
   function cloneNode(n) {
-    const c = Object.assign({}, n);
-    c.runs = n.runs.map((r) => r.slice());
-    return c;
+    return Object.assign({}, n); // the runs are shared: they never change
   }
 
   // Cut links are kept as "a\u0000b" keys with a < b.
@@ -66,29 +66,34 @@
     return { groups: null, cut: cut, group: null };
   }
 
-  /** The log's term at `index` (-1 when unknown: compacted away). */
-  function termAt(node, index) {
-    if (index < 1 || index > node.last) return null;
-    const runs = node.runs;
-    let lo = 0, hi = runs.length - 1;
-    while (lo < hi) { // last run starting at or before index
-      const mid = (lo + hi + 1) >> 1;
-      if (runs[mid][0] <= index) lo = mid; else hi = mid - 1;
+  /** The terms of log entries lo..hi (null past the log's end, -1 where
+   * unknown: before an installed snapshot).  Walks back from the tail, so
+   * it is cheap for the newest entries, which is all the viewer draws. */
+  function termsIn(node, lo, hi) {
+    const out = [];
+    for (let idx = lo; idx <= hi; idx++) out.push(null);
+    let cell = node.tail;
+    for (let idx = Math.min(hi, node.last); idx >= lo && idx >= 1; idx--) {
+      while (cell && cell.start > idx) cell = cell.prev;
+      if (!cell) break;
+      out[idx - lo] = cell.term;
     }
-    return runs.length ? runs[lo][1] : null;
+    return out;
   }
+
+  function termAt(node, index) { return termsIn(node, index, index)[0]; }
 
   function truncateLog(node, keep) {
     if (keep >= node.last) return;
-    const runs = node.runs;
-    while (runs.length && runs[runs.length - 1][0] > keep) runs.pop();
+    while (node.tail && node.tail.start > keep) node.tail = node.tail.prev;
     node.last = Math.max(keep, 0);
   }
 
   function pushTerm(node, term) {
-    const runs = node.runs;
     node.last += 1;
-    if (!runs.length || runs[runs.length - 1][1] !== term) runs.push([node.last, term]);
+    if (!node.tail || node.tail.term !== term) {
+      node.tail = { start: node.last, term: term, prev: node.tail };
+    }
   }
 
   class State {
@@ -194,7 +199,12 @@
       this.trace = trace;
       this.events = trace.events;
       this.nodeIds = trace.node_ids.slice();
-      this.msgs = new Map(); // id -> {id, from, to, type, term, send, t0, t1, end, why, dupOf}
+      // The message table as event indices (no object per message: a 50 MB
+      // trace has a few hundred thousand messages, and allocating a record
+      // for each doubled the load time in garbage collection).
+      this.sendAt = new Map(); // message id -> index of its "send" (a copy: the original's)
+      this.bornAt = new Map(); // copy id -> index of the "dup" that made it
+      this.endAt = new Map();  // message id -> index of its "deliver" or "drop"
       this.checkpoints = [];
       this.violationEvent = null;
       this.livenessEvent = null;
@@ -205,7 +215,7 @@
     // where the verdict's events are.
     index() {
       const state = new State(this.nodeIds);
-      const events = this.events, msgs = this.msgs;
+      const events = this.events, sendAt = this.sendAt, bornAt = this.bornAt, endAt = this.endAt;
       for (let i = 0; i < events.length; i++) {
         if (i % CHECKPOINT_EVERY === 0) this.checkpoints.push(state.clone());
         const ev = events[i];
@@ -213,23 +223,13 @@
           throw new TraceFormatError('event ' + i + ' has no time "t"');
         }
         switch (ev.k) {
-          case 'send':
-            msgs.set(ev.id, { id: ev.id, from: ev.from, to: ev.to, type: ev.type, term: ev.term,
-              send: ev, t0: ev.t, t1: null, end: null, why: null, dupOf: null });
+          case 'send': sendAt.set(ev.id, i); break;
+          case 'dup':
+            if (sendAt.has(ev.id)) { sendAt.set(ev.copy, sendAt.get(ev.id)); bornAt.set(ev.copy, i); }
             break;
-          case 'dup': {
-            const m = msgs.get(ev.id);
-            if (m) {
-              msgs.set(ev.copy, Object.assign({}, m,
-                { id: ev.copy, t0: ev.t, t1: null, end: null, why: null, dupOf: ev.id }));
-            }
+          case 'deliver': case 'drop':
+            if (!endAt.has(ev.id)) endAt.set(ev.id, i);
             break;
-          }
-          case 'deliver': case 'drop': {
-            const m = msgs.get(ev.id);
-            if (m && m.end === null) { m.t1 = ev.t; m.end = ev.k; m.why = ev.why || null; }
-            break;
-          }
           case 'violation': if (this.violationEvent === null) this.violationEvent = i; break;
           case 'liveness': if (this.livenessEvent === null) this.livenessEvent = i; break;
           default: break;
@@ -241,6 +241,18 @@
         if (events[v.event].k === 'violation') this.violationEvent = v.event;
       }
       this.endTime = events.length ? events[events.length - 1].t : 0;
+    }
+
+    /** Message `id` as drawn: {id, from, to, type, term, t0, t1, end, why}
+     * (t1, end and why are null while it was never delivered or dropped). */
+    msg(id) {
+      const s = this.sendAt.get(id);
+      if (s === undefined) return null;
+      const send = this.events[s], born = this.bornAt.get(id), e = this.endAt.get(id);
+      const end = e === undefined ? null : this.events[e];
+      return { id: id, from: send.from, to: send.to, type: send.type, term: send.term,
+        t0: born === undefined ? send.t : this.events[born].t,
+        t1: end ? end.t : null, end: end ? end.k : null, why: end ? end.why || null : null };
     }
 
     /** The state after events 0..i (a fresh copy the caller may advance). */
@@ -265,6 +277,6 @@
   }
 
   root.LiferaftReplay = {
-    Replay, State, TraceFormatError, checkTrace, termAt, CHECKPOINT_EVERY, DROP_FADE_MS,
+    Replay, State, TraceFormatError, checkTrace, termAt, termsIn, CHECKPOINT_EVERY, DROP_FADE_MS,
   };
 })(typeof window !== 'undefined' ? window : globalThis);

@@ -62,7 +62,7 @@
           (extra(ev, ['t', 'k', 'id', 'from', 'to', 'type', 'term']) ?
             ': ' + extra(ev, ['t', 'k', 'id', 'from', 'to', 'type', 'term']) : '');
       case 'deliver': case 'drop': case 'dup': {
-        const m = replay.msgs.get(ev.id);
+        const m = replay.msg(ev.id);
         const what = m ? m.type + ' ' + m.from + ' \u2192 ' + m.to : 'message ' + ev.id;
         if (ev.k === 'deliver') return 'delivered ' + what;
         if (ev.k === 'drop') return 'dropped ' + what + ' (' + (ev.why || '?') + ')';
@@ -325,7 +325,7 @@
       const kind = (type) => (/Vote/.test(type) ? 'vote' : /Append|Heartbeat|Snapshot/.test(type)
         ? 'append' : 'other') + (/Response$/.test(type || '') ? ' response' : '');
       s.flight.forEach((id) => {
-        const m = r.msgs.get(id);
+        const m = r.msg(id);
         if (!m) return;
         const end = m.t1 === null ? r.endTime : m.t1;
         const f = end > m.t0 ? Math.max(0, Math.min(1, (t - m.t0) / (end - m.t0))) : 0.5;
@@ -338,7 +338,7 @@
       });
       // Dropped messages: a crossed-out dot, fading, where the message was lost.
       s.drops.forEach((d) => {
-        const m = r.msgs.get(d.id);
+        const m = r.msg(d.id);
         if (!m) return;
         const age = t - d.t;
         if (age < 0 || age > M.DROP_FADE_MS) return;
@@ -377,9 +377,10 @@
       this.logRows.forEach((row, id) => {
         const n = s.nodes.get(id);
         row.row.classList.toggle('crashed', n.crashed);
+        const terms = M.termsIn(n, lo, lo + LOG_CELLS - 1);
         row.cells.forEach((c, k) => {
           const idx = lo + k;
-          const term = idx <= n.last ? M.termAt(n, idx) : null;
+          const term = terms[k];
           let cls = 'cell';
           if (term === null) {
             cls += ' empty';
@@ -432,7 +433,7 @@
     const t3 = performance.now();
     $('viewer').hidden = false;
     viewer.stats = { parseMs: t1 - t0, indexMs: t2 - t1, drawMs: t3 - t2,
-      events: replay.events.length, messages: replay.msgs.size, bytes: text.length };
+      events: replay.events.length, messages: replay.sendAt.size, bytes: text.length };
     window.liferaftReplay.viewer = viewer;
     return viewer;
   }
