@@ -2,6 +2,7 @@
 
 ``--profile P`` forces one nemesis profile, ``--bug B`` plants a known bug,
 ``--disk real`` runs DiskStorage on files instead of its in-memory model.
+``--seed S --trace run.json`` writes the run's events for the replay viewer.
 """
 
 from __future__ import annotations
@@ -12,18 +13,33 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from .runner import DISKS, PROFILES, SeedResult, run_seed
+from .trace import DEFAULT_LIMIT_MB, MB, TraceRecorder
 
 
-def _run(args: tuple[int, int, int, str | None, str | None, str]) -> SeedResult:
+def _run(
+    args: tuple[int, int, int, str | None, str | None, str], trace: TraceRecorder | None = None
+) -> SeedResult:
     seed, nodes, steps, bug, profile, disk = args
     if bug is None:
-        return run_seed(seed, nodes=nodes, steps=steps, profile=profile, disk=disk)
+        return run_seed(seed, nodes=nodes, steps=steps, profile=profile, disk=disk, trace=trace)
     from .bugs import planted
 
     with planted(bug) as configure:
         return run_seed(
-            seed, nodes=nodes, steps=steps, profile=profile, configure=configure, disk=disk
+            seed, nodes=nodes, steps=steps, profile=profile, configure=configure, disk=disk,
+            trace=trace,
         )
+
+
+def _replay_command(seed: int, a: argparse.Namespace) -> str:
+    cmd = f"python -m liferaft.sim --seed {seed} --nodes {a.nodes} --steps {a.steps}"
+    if a.bug:
+        cmd += f" --bug {a.bug}"
+    if a.profile:
+        cmd += f" --profile {a.profile}"
+    if a.disk != "memory":
+        cmd += f" --disk {a.disk}"
+    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         default="memory",
         help="memory: a model of DiskStorage (fast); real: DiskStorage on files under FaultFS",
     )
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="with --seed: write the run's events as JSON for the replay viewer "
+        "(liferaft sim view FILE)",
+    )
+    p.add_argument(
+        "--trace-limit",
+        type=float,
+        default=DEFAULT_LIMIT_MB,
+        metavar="MB",
+        help=f"stop recording past this size (default {DEFAULT_LIMIT_MB} MB); "
+        "the verdict is still recorded",
+    )
     a = p.parse_args(argv)
+    if a.trace is not None and (a.seed is None or a.bench):
+        p.error("--trace records one run: give it one seed with --seed N")
+    if not a.trace_limit >= 1:
+        p.error(f"--trace-limit must be at least 1 (MB), not {a.trace_limit:g}")
     if a.bench:
         from .bench import main as bench_main
 
@@ -58,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(range(a.seed_start, a.seed_start + a.seeds))
     work = [(s, a.nodes, a.steps, a.bug, a.profile, a.disk) for s in seeds]
     t0 = time.perf_counter()
-    if a.jobs > 1 and len(work) > 1:
+    trace: TraceRecorder | None = None
+    if a.trace is not None:
+        trace = TraceRecorder(
+            int(a.trace_limit * MB), seed=a.seed, nodes=a.nodes, steps=a.steps, bug=a.bug,
+            profile=a.profile, command=_replay_command(a.seed, a),
+        )
+        results = [_run(work[0], trace)]
+    elif a.jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(a.jobs) as ex:
             results = list(ex.map(_run, work, chunksize=4))
     else:
@@ -73,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"seed={r.seed} profile={r.profile} steps={r.steps} commits={r.commits} "
                 f"acked={r.acked} recovery={r.recovery_time} faults[{faults}]"
             )
-        replay = f"python -m liferaft.sim --seed {r.seed} --nodes {a.nodes} --steps {a.steps}"
-        if a.bug:
-            replay += f" --bug {a.bug}"
-        if a.profile:
-            replay += f" --profile {a.profile}"
-        if a.disk != "memory":
-            replay += f" --disk {a.disk}"
+        replay = _replay_command(r.seed, a)
         if r.violation:
             violations += 1
             print(f"VIOLATION seed={r.seed}: {r.violation}\n  replay: {replay}")
@@ -88,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LIVENESS seed={r.seed}: {r.liveness_failure}\n  replay: {replay}")
     dt = time.perf_counter() - t0
     print(f"elapsed={dt:.1f}s", file=sys.stderr)
+    if trace is not None:
+        size = trace.write(a.trace)
+        cut = f", truncated at --trace-limit {a.trace_limit:g} MB" if trace.truncated else ""
+        print(f"trace: {a.trace} ({len(trace.events)} events, {size / MB:.1f} MB{cut})")
     print(
         f"seeds={len(results)} steps={steps} commits={commits} "
         f"violations={violations} liveness_failures={liveness}"

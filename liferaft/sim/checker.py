@@ -19,6 +19,7 @@ violation here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from liferaft.core import Entry, NodeId, RawNode
@@ -50,8 +51,13 @@ class Checker:
     # The highest state index any answered read has exposed.
     max_read: int = 0
     raise_on_violation: bool = True
+    # The simulated clock (the Cluster sets it): a message that does not say
+    # when it fired gets " (t=NNN)", which the trace's verdict is keyed on.
+    clock: Callable[[], int] | None = None
 
     def fail(self, msg: str) -> None:
+        if self.clock is not None and "(t=" not in msg:
+            msg = f"{msg} (t={self.clock()})"
         self.violations.append(msg)
         if self.raise_on_violation:
             raise SafetyViolation(msg)

@@ -49,6 +49,7 @@ from .checker import Checker, SafetyViolation
 from .disk import NodeDisk, SimDisk
 from .ready import handle_ready
 from .simnode import SimNode, StateMachine
+from .trace import TraceRecorder
 
 
 @dataclass
@@ -92,12 +93,22 @@ class Cluster:
         snapshot_every: int = 0,
         snapshot_keep: int = 5,
         disk_factory: Callable[[NodeId, MemoryStorage], NodeDisk] | None = None,
+        trace: TraceRecorder | None = None,
     ) -> None:
         self.seed = seed
+        # Records the run for the replay viewer (trace.py); fixed for the
+        # cluster's life, since traced messages travel with their ids.
+        self.trace = trace
         self.rng = random.Random(seed)
         self.net = net or NetConfig()
         self.timing = timing or TimingConfig()
+        if trace is not None:
+            t = self.timing
+            trace.set_timing(t.tick_interval, t.election_tick, t.heartbeat_tick)
         self.checker = Checker() if check else None
+        if self.checker is not None:
+            # Every checker message then says when it fired ("... (t=NNN)").
+            self.checker.clock = lambda: self.now
         self.snapshot_every = snapshot_every
         # Builds each node's disk; the default keeps everything in memory.
         self.disk_factory = disk_factory or (lambda nid, initial: SimDisk(initial))
@@ -189,6 +200,8 @@ class Cluster:
         first_tick = self.now + self.rng.randrange(1, t.tick_interval + 1)
         self._push(first_tick, self._TICK, (nid, node.lives))
         self._dirty.add(nid)
+        if self.trace is not None:
+            self.trace.start(nid, first_tick, node.lives > 1, store, self.now)
 
     def crash(self, nid: NodeId) -> None:
         """Kill a node: unsynced writes are lost (a random prefix survives)."""
@@ -199,6 +212,8 @@ class Cluster:
         node.rn = None
         node.disk.crash(self.rng)
         self._dirty.discard(nid)
+        if self.trace is not None:
+            self.trace.crash(nid, self.now)
 
     def restart(self, nid: NodeId) -> None:
         self.crash(nid)
@@ -211,15 +226,20 @@ class Cluster:
             if other != nid:
                 self.cut.add((nid, other))
                 self.cut.add((other, nid))
+        if self.trace is not None:
+            self.trace.net_cut(self.cut, self.now)
 
     def connect(self, nid: NodeId) -> None:
         """Restore every link to and from ``nid`` (even to nodes cut off separately)."""
         self.cut = {(a, b) for (a, b) in self.cut if a != nid and b != nid}
+        if self.trace is not None:
+            self.trace.net_cut(self.cut, self.now)
 
     def partition(self, *groups: Iterable[NodeId]) -> None:
         """Only nodes in the same group can talk."""
         gid = {}
-        for i, g in enumerate(groups):
+        groups_list = [list(g) for g in groups]
+        for i, g in enumerate(groups_list):
             for n in g:
                 gid[n] = i
         self.cut = {
@@ -228,9 +248,15 @@ class Cluster:
             for b in self.nodes
             if a != b and (a not in gid or b not in gid or gid[a] != gid[b])
         }
+        if self.trace is not None:
+            # A node named in no group talks to nobody: a group of its own.
+            alone = [[n] for n in self.nodes if n not in gid]
+            self.trace.net_groups([*groups_list, *alone], self.now)
 
     def heal(self) -> None:
         self.cut.clear()
+        if self.trace is not None:
+            self.trace.net_groups([list(self.nodes)], self.now)
 
     def send(self, m: Message) -> None:
         self.msg_count += 1
@@ -247,21 +273,30 @@ class Cluster:
             self.bytes_sent += len(m.snapshot.data)
         net = self.net
         rng = self.rng
+        tr = self.trace
+        # A traced message travels as (message, id); the id names its copies.
+        mid = 0 if tr is None else tr.send(m, self.now)
         if (m.frm, m.to) in self.cut or (net.drop and rng.random() < net.drop):
+            if tr is not None:
+                tr.drop(mid, "cut" if (m.frm, m.to) in self.cut else "loss", self.now)
             if isinstance(m, InstallSnapshot):
                 self._report_snapshot(m, failed=True)
             return
         copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
-        for _ in range(copies):
+        for i in range(copies):
             delay = rng.randint(net.min_latency, net.max_latency)
             if net.long_delay and rng.random() < net.long_delay:
                 delay += rng.randint(0, net.long_delay_max)
-            self._push(self.now + delay, self._MSG, m)
+            if tr is None:
+                self._push(self.now + delay, self._MSG, m)
+            else:
+                self._push(self.now + delay, self._MSG, (m, tr.dup(mid, self.now) if i else mid))
         # A snapshot streams for a long time and is retried, so a late copy of
         # one is the common case, not the exception.
         replay = min(0.5, net.replay * 50) if isinstance(m, InstallSnapshot) else net.replay
         if replay and rng.random() < replay:
-            self._push(self.now + rng.randint(net.long_delay_max, net.replay_max), self._MSG, m)
+            at = self.now + rng.randint(net.long_delay_max, net.replay_max)
+            self._push(at, self._MSG, m if tr is None else (m, tr.dup(mid, self.now)))
 
     # -- stepping ------------------------------------------------------------------
 
@@ -280,10 +315,22 @@ class Cluster:
                 node.rn.tick()
                 self._dirty.add(nid)
                 self._push(at + self.timing.tick_interval, self._TICK, (nid, life))
+                if self.trace is not None:
+                    self.trace.tick(nid, at + self.timing.tick_interval)
         elif kind == self._MSG:
-            m: Message = payload  # type: ignore[assignment]
+            tr = self.trace
+            if tr is None:
+                m: Message = payload  # type: ignore[assignment]
+            else:
+                m, mid = payload  # type: ignore[misc]
             node = self.nodes.get(m.to)
             delivered = node is not None and node.alive and (m.frm, m.to) not in self.cut
+            if tr is not None:
+                if delivered:
+                    tr.deliver(mid, at)
+                else:
+                    why = "cut" if node is not None and node.alive else "crashed"
+                    tr.drop(mid, why, at)
             if delivered:
                 assert node is not None and node.rn is not None
                 node.rn.step(m)
@@ -369,7 +416,12 @@ class Cluster:
                 self._handle_ready(node, rn)
                 rounds += 1
                 if rounds > 10_000:
-                    raise SafetyViolation(f"livelock: {nid} produced {rounds} Readies in a row")
+                    raise SafetyViolation(
+                        f"livelock: {nid} produced {rounds} Readies in a row (t={self.now})"
+                    )
+            if self.trace is not None and node.alive and node.rn is not None:
+                # node.rn, not rn: a bounce in the Ready may have restarted it.
+                self.trace.observe(nid, node.rn, self.now)
 
     def _handle_ready(self, node: SimNode, rn: RawNode) -> None:
         handle_ready(self, node, rn)
@@ -464,6 +516,8 @@ class Cluster:
             return None
         snap = node.disk.create_snapshot(idx, node.rn.conf_state(), node.sm.snapshot())
         node.disk.compact(max(store.first_index(), idx - self.snapshot_keep))
+        if self.trace is not None:
+            self.trace.sync_log(nid, node.disk.live, self.now)
         return snap
 
     # -- observation -------------------------------------------------------------------

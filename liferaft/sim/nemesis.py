@@ -61,7 +61,7 @@ class Nemesis(DriverPart):
         left, right = ids[1 : mid + 1], ids[mid + 1 :]
         self.c.partition([bridge, *left], [*right])
         # The bridge talks to both sides.
-        self.c.cut = {(a, b) for (a, b) in self.c.cut if bridge not in (a, b)}
+        self.c.connect(bridge)
         self._count("bridge")
 
     def _heal(self) -> None:

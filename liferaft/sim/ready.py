@@ -28,6 +28,7 @@ from liferaft.core import (
 from .checker import Checker, SafetyViolation
 from .disk import DiskCrashed
 from .simnode import SimNode
+from .trace import TraceRecorder
 
 
 class ReadyHost(Protocol):
@@ -36,6 +37,7 @@ class ReadyHost(Protocol):
     rng: random.Random
     now: int
     checker: Checker | None
+    trace: TraceRecorder | None
     # Fault knobs (probabilities).
     bounce_after_vote: float
     crash_mid_ready: float
@@ -118,6 +120,8 @@ def handle_ready(c: ReadyHost, node: SimNode, rn: RawNode) -> None:
             c.start(node.id)
             c.rival(node.id, hs.vote, hs.term)
         return
+    if c.trace is not None:
+        c.trace.sync_log(node.id, disk.live, c.now)
     if hs is not None:
         node.voted = (hs.term, hs.vote)
     if chk is not None and rd.entries:
@@ -150,7 +154,8 @@ def handle_ready(c: ReadyHost, node: SimNode, rn: RawNode) -> None:
     for e in rd.committed_entries:
         if e.index != sm.index + 1:
             msg = (
-                f"state machine safety: {node.id} applies index {e.index} after {sm.index}"
+                f"state machine safety: {node.id} applies index {e.index} after {sm.index} "
+                f"(t={c.now})"
             )
             if chk is not None:
                 chk.fail(msg)
@@ -173,7 +178,10 @@ def handle_ready(c: ReadyHost, node: SimNode, rn: RawNode) -> None:
     for rs in rd.read_states:
         floor = node.pending_reads.pop(rs.ctx, None)
         if floor is None:
-            msg = f"read safety: {node.id} got an answer to a read it never asked ({rs.ctx!r})"
+            msg = (
+                f"read safety: {node.id} got an answer to a read it never asked ({rs.ctx!r}) "
+                f"(t={c.now})"
+            )
             if chk is not None:
                 chk.fail(msg)
             raise SafetyViolation(msg)
@@ -188,7 +196,7 @@ def handle_ready(c: ReadyHost, node: SimNode, rn: RawNode) -> None:
     if not log.applied <= log.committed <= log.last_index():
         msg = (
             f"log invariant: {node.id} has applied={log.applied} committed={log.committed} "
-            f"last_index={log.last_index()}"
+            f"last_index={log.last_index()} (t={c.now})"
         )
         if chk is not None:
             chk.fail(msg)

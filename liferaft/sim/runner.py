@@ -35,6 +35,7 @@ from .disk import NodeDisk
 from .nemesis import Nemesis
 from .parts import RunState
 from .realdisk import RealDisk
+from .trace import TraceRecorder
 
 # Liveness bound for the heal phase, in election timeouts.
 HEAL_BOUND_TIMEOUTS = 60
@@ -180,8 +181,12 @@ def run_seed(
     timing: TimingConfig | None = None,
     configure: object = None,
     disk: str = "memory",
+    trace: TraceRecorder | None = None,
 ) -> SeedResult:
     """Run one seed.  ``configure(cluster)`` may plant a bug before the run.
+
+    ``trace`` records the run's events for the replay viewer (trace.py);
+    recording never changes the run.
 
     ``profile`` picks the nemesis menu (see PROFILES); by default the seed
     chooses one.  ``disk``: "memory" (SimDisk, fast) or "real" (DiskStorage
@@ -192,8 +197,8 @@ def run_seed(
         raise ValueError(f"unknown disk {disk!r}; choose from {', '.join(DISKS)}")
     if disk == "real":
         with tempfile.TemporaryDirectory(prefix="liferaft-sim-") as tmp:
-            return _run_seed(seed, nodes, steps, profile, timing, configure, Path(tmp))
-    return _run_seed(seed, nodes, steps, profile, timing, configure, None)
+            return _run_seed(seed, nodes, steps, profile, timing, configure, Path(tmp), trace)
+    return _run_seed(seed, nodes, steps, profile, timing, configure, None, trace)
 
 
 DISKS = ("memory", "real")
@@ -207,6 +212,7 @@ def _run_seed(
     timing: TimingConfig | None,
     configure: object,
     files: Path | None,
+    trace: TraceRecorder | None = None,
 ) -> SeedResult:
     rng = random.Random(f"driver:{seed}")
     if profile is None:
@@ -251,6 +257,7 @@ def _run_seed(
         snapshot_every=rng.choice([0, 10, 25, 100]),
         snapshot_keep=rng.choice([0, 3, 20]),
         disk_factory=None if files is None else _real_disks(files, seed),
+        trace=trace,
     )
     c.crash_mid_ready = rng.choice([0.0, 0.0, 0.002, 0.01])
     c.bounce_after_vote = rng.choice([0.0, 0.05, 0.2])
@@ -294,6 +301,14 @@ def _run_seed(
             f"(at {Path(where.filename).name}:{where.lineno}, t={c.now})"
         )
     res.steps, res.commits, res.acked, res.faults = c.steps, c.commits, c.acked, d.faults
+    if trace is not None:
+        trace.meta["profile"] = profile
+        # The last state of every live node (the checker may have fired
+        # mid-Ready, before the trace saw what that Ready changed).
+        for nid, node in sorted(c.nodes.items()):
+            if node.alive and node.rn is not None:
+                trace.observe(nid, node.rn, c.now)
+        trace.finish(res, c.now)
     return res
 
 
@@ -359,11 +374,15 @@ def check_durability(c: Cluster, d: Driver) -> None:
     for idx, (term, data) in chk.acked.items():
         got = chk.applied.get(idx)
         if got != (term, data):
-            raise SafetyViolation(f"durability: acknowledged entry {idx} was not applied as acked")
+            raise SafetyViolation(
+                f"durability: acknowledged entry {idx} was not applied as acked (t={c.now})"
+            )
         for m in members:
             node = c.nodes[m]
             if node.sm.index < idx:
-                raise SafetyViolation(f"durability: voter {m} never applied acknowledged {idx}")
+                raise SafetyViolation(
+                    f"durability: voter {m} never applied acknowledged {idx} (t={c.now})"
+                )
 
 
 __all__ = ["run_seed", "SeedResult", "Driver"]
