@@ -21,10 +21,10 @@ def view(trace: str) -> None:
     """Write TRACE's replay viewer (run.json -> run.html) and print its path.
 
     The page works offline from file://: open it in a browser."""
-    from liferaft.console.replay import TraceError, write_viewer
+    from liferaft.console.replay import TraceError, ViewerWriteError, write_viewer
 
     try:
         out = write_viewer(trace)
-    except TraceError as e:
+    except (TraceError, ViewerWriteError) as e:
         raise CommandFailedError(str(e), ExitCode.ERROR) from None
     click.echo(str(out.resolve()))

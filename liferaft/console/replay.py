@@ -14,66 +14,22 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-TRACE_FORMAT = "liferaft-sim-trace"
-TRACE_VERSION = 1
+from liferaft.sim.trace import TraceError, load_trace
+
 # replay.html's scripts, in the order they load (replay.js uses the model).
 SCRIPTS = ("replay-model.js", "replay.js")
 _PICKER_START = "<!-- picker:"
 _PICKER_END = "<!-- /picker -->"
 
 
-class TraceError(Exception):
-    """The file is missing, unreadable, or not a trace this viewer reads."""
+class ViewerWriteError(Exception):
+    """The viewer's HTML file could not be written (the message says why)."""
 
 
 def static_text(name: str) -> str:
     """One file of liferaft/console/static/, from the installed package."""
     return resources.files("liferaft.console").joinpath("static", name).read_text("utf-8")
-
-
-def read_trace(path: Path) -> tuple[str, dict[str, Any]]:
-    """The trace's text and its parsed object; :class:`TraceError` (one line)
-    unless it is a version 1 simulator trace."""
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise TraceError(f"no such trace file: {path}") from None
-    except IsADirectoryError:
-        raise TraceError(f"{path} is a directory, not a trace file") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{path} is not a trace (not UTF-8 text)") from None
-    except OSError as e:
-        raise TraceError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        trace = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TraceError(f"{path} is not a trace (not JSON: {e.msg} at line {e.lineno})") from None
-    check_trace(trace, path)
-    return text, trace
-
-
-def check_trace(trace: Any, path: Path | str = "the trace") -> None:
-    """A minimal check of the trace's envelope (format, version, the lists
-    the viewer draws from); the events themselves are checked as the viewer
-    replays them."""
-    if not isinstance(trace, dict):
-        raise TraceError(f"{path} is not a trace (not a JSON object)")
-    if trace.get("format") != TRACE_FORMAT:
-        raise TraceError(
-            f"{path} is not a liferaft simulator trace (format {trace.get('format')!r}, "
-            f"expected {TRACE_FORMAT!r}; write one with `python -m liferaft.sim --seed N --trace "
-            f"run.json`)"
-        )
-    if trace.get("version") != TRACE_VERSION:
-        raise TraceError(
-            f"{path} is trace version {trace.get('version')!r}; this viewer reads version "
-            f"{TRACE_VERSION}"
-        )
-    for key in ("events", "node_ids"):
-        if not isinstance(trace.get(key), list):
-            raise TraceError(f"{path} is not a complete trace (no {key!r} list)")
 
 
 def _inline_json(text: str) -> str:
@@ -124,13 +80,17 @@ def _escape(s: str) -> str:
 
 def write_viewer(trace_path: Path | str) -> Path:
     """Write the viewer of ``trace_path`` next to it (``run.json`` ->
-    ``run.html``) and return its path.  :class:`TraceError` names what is
-    wrong with the file; nothing is written then."""
+    ``run.html``) and return its path.  Nothing is written for a file that
+    is not a trace (:class:`~liferaft.sim.trace.TraceError`, from the
+    simulator's own reader, says why); :class:`ViewerWriteError` when the
+    page cannot be written."""
     path = Path(trace_path)
-    text, _ = read_trace(path)
     out = path.with_suffix(".html")
-    if out.resolve() == path.resolve():
-        raise TraceError(f"{path} ends in .html: rename the trace to .json")
+    if path.suffix.lower() in (".html", ".htm"):
+        raise TraceError(f"{path} is a web page, not a trace (traces are .json)")
+    trace = load_trace(path)
+    # The trace as it was checked, compact (the file as written by --trace).
+    text = json.dumps(trace, separators=(",", ":"), ensure_ascii=False)
     page = render_viewer(text, title=f"liferaft replay: {path.name}")
     tmp = out.with_name(out.name + ".tmp")
     try:
@@ -138,5 +98,8 @@ def write_viewer(trace_path: Path | str) -> Path:
         os.replace(tmp, out)  # a reader never sees half a page
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise TraceError(f"cannot write {out}: {e.strerror or e}") from None
+        raise ViewerWriteError(f"cannot write {out}: {e.strerror or e}") from None
     return out
+
+
+__all__ = ["TraceError", "ViewerWriteError", "render_viewer", "static_text", "write_viewer"]

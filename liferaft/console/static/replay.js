@@ -15,7 +15,7 @@
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const RING = { cx: 230, cy: 230, r: 165 };
   const NODE_R = 34;
-  const LOG_CELLS = 32; // log indices shown at once (the newest ones)
+  const LOG_CELLS = 40; // log indices shown at once (the newest ones)
 
   const $ = (id) => document.getElementById(id);
 
@@ -147,6 +147,7 @@
       logs.textContent = '';
       const head = html('div', 'log-row log-head', null, logs);
       html('span', 'log-name', '', head);
+      html('span', 'log-info', 'commit / last', head);
       this.headCells = [];
       for (let c = 0; c < LOG_CELLS; c++) this.headCells.push(html('span', 'log-index', '', head));
       this.logRows = new Map();
@@ -154,9 +155,9 @@
         const row = html('div', 'log-row', null, logs);
         row.dataset.id = id;
         html('span', 'log-name', id, row);
+        const info = html('span', 'log-info', '', row);
         const cells = [];
         for (let c = 0; c < LOG_CELLS; c++) cells.push(html('span', 'cell', '', row));
-        const info = html('span', 'log-info', '', row);
         this.logRows.set(id, { row, cells, info });
       });
 
@@ -372,7 +373,8 @@
       this.headCells.forEach((c, k) => {
         const idx = lo + k;
         // Every fifth index, and the first one unless a label sits right next to it.
-        c.textContent = idx <= hi && (idx % 5 === 0 || (idx === lo && idx % 5 !== 4)) ? String(idx) : '';
+        const labelled = idx % 5 === 0 || (idx === lo && idx % 5 !== 4);
+        c.textContent = idx <= hi && labelled ? String(idx) : '';
       });
       this.logRows.forEach((row, id) => {
         const n = s.nodes.get(id);
@@ -397,8 +399,9 @@
           c.title = term === null ? '' : 'index ' + idx + ', term ' + (term < 0 ? '?' : term) +
             (idx <= n.commit ? ', committed' : '');
         });
-        row.info.textContent = 'last ' + n.last + ' \u00b7 commit ' + n.commit +
-          (n.snap ? ' \u00b7 snapshot ' + n.snap : '');
+        row.info.textContent = n.commit + ' / ' + n.last;
+        row.info.title = 'commit ' + n.commit + ', last ' + n.last +
+          (n.snap ? ', snapshot up to ' + n.snap : '');
         row.row.dataset.commit = String(n.commit);
         row.row.dataset.last = String(n.last);
       });
