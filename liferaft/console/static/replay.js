@@ -367,8 +367,15 @@
 
     drawLogs() {
       const s = this.state;
-      let hi = 0;
-      s.nodes.forEach((n) => { hi = Math.max(hi, n.last); });
+      // The window ends just past what matters: the highest commit point and
+      // the live nodes' log ends.  A crashed or cut-off node's long
+      // uncommitted tail would otherwise push every commit point out of view.
+      let maxLast = 0, focus = 0;
+      s.nodes.forEach((n) => {
+        maxLast = Math.max(maxLast, n.last);
+        focus = Math.max(focus, n.commit, n.crashed ? 0 : n.last);
+      });
+      const hi = Math.min(maxLast, focus + 4);
       const lo = Math.max(1, hi - LOG_CELLS + 1);
       this.headCells.forEach((c, k) => {
         const idx = lo + k;
