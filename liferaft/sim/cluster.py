@@ -106,14 +106,14 @@ class Cluster:
             t = self.timing
             trace.set_timing(t.tick_interval, t.election_tick, t.heartbeat_tick)
         self.checker = Checker() if check else None
-        if self.checker is not None:
-            # Every checker message then says when it fired ("... (t=NNN)").
-            self.checker.clock = lambda: self.now
         self.snapshot_every = snapshot_every
         # Builds each node's disk; the default keeps everything in memory.
         self.disk_factory = disk_factory or (lambda nid, initial: SimDisk(initial))
         self.snapshot_keep = snapshot_keep
         self.now = 0
+        if self.checker is not None:
+            # Every checker message then says when it fired ("... (t=NNN)").
+            self.checker.clock = lambda: self.now
         self._seq = 0
         self._events: list[tuple[int, int, int, object]] = []
         self.nodes: dict[NodeId, SimNode] = {}
@@ -316,13 +316,16 @@ class Cluster:
                 self._dirty.add(nid)
                 self._push(at + self.timing.tick_interval, self._TICK, (nid, life))
                 if self.trace is not None:
+                    # Seen at once, not when the (maybe deferred) Ready is
+                    # handled: a campaign starts exactly at its deadline.
                     self.trace.tick(nid, at + self.timing.tick_interval)
+                    self.trace.observe(nid, node.rn, at)
         elif kind == self._MSG:
             tr = self.trace
             if tr is None:
                 m: Message = payload  # type: ignore[assignment]
             else:
-                m, mid = payload  # type: ignore[misc]
+                m, mid = cast(tuple[Message, int], payload)
             node = self.nodes.get(m.to)
             delivered = node is not None and node.alive and (m.frm, m.to) not in self.cut
             if tr is not None:
@@ -335,6 +338,8 @@ class Cluster:
                 assert node is not None and node.rn is not None
                 node.rn.step(m)
                 self._dirty.add(m.to)
+                if tr is not None:
+                    tr.observe(m.to, node.rn, at)
             if isinstance(m, InstallSnapshot):
                 self._report_snapshot(m, failed=not delivered)
         else:

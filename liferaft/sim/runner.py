@@ -308,7 +308,7 @@ def _run_seed(
         for nid, node in sorted(c.nodes.items()):
             if node.alive and node.rn is not None:
                 trace.observe(nid, node.rn, c.now)
-        trace.finish(res, c.now)
+        trace.finish(res.violation, res.liveness_failure, c.now)
     return res
 
 

@@ -28,7 +28,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from liferaft.core import (
     AppendEntries,
@@ -43,9 +43,6 @@ from liferaft.core import (
     Role,
     VoteResponse,
 )
-
-if TYPE_CHECKING:
-    from .runner import SeedResult
 
 FORMAT = "liferaft-sim-trace"
 VERSION = 1
@@ -280,7 +277,10 @@ class TraceRecorder:
             if c[2]:
                 ev["outgoing"] = c[2]  # joint consensus: the old voters, still counted
             self._emit(ev)
-        commit = r.log.committed
+        # A follower's core may count entries committed that it has not yet
+        # written (they are in the Ready it is about to save): the commit
+        # point is drawn on the log as written, and moves on with it.
+        commit = min(r.log.committed, len(v.terms))
         if commit != v.commit:
             v.commit = commit
             self._emit({"t": now, "k": "commit", "node": nid, "index": commit})
@@ -298,25 +298,26 @@ class TraceRecorder:
 
     # -- the verdict --------------------------------------------------------------------
 
-    def finish(self, result: SeedResult, now: int) -> None:
-        """Record the run's failure (past any limit) and its verdict."""
+    def finish(self, violation: str | None, liveness_failure: str | None, now: int) -> None:
+        """Record the run's failure (past any limit) and its verdict: the
+        runner's SeedResult.violation and .liveness_failure."""
         t: int | None = None
         index: int | None = None
-        if result.violation is not None:
-            msg = result.violation
+        if violation is not None:
+            msg = violation
             t = message_time(msg)
             t = now if t is None else t
             rule = "exception" if msg.startswith("exception ") else msg.split(":", 1)[0]
             index = self._emit({"t": max(t, self._last_t()), "k": "violation", "message": msg,
                                 "rule": rule}, always=True)
-        elif result.liveness_failure is not None:
+        elif liveness_failure is not None:
             t = now
-            index = self._emit({"t": now, "k": "liveness", "message": result.liveness_failure},
+            index = self._emit({"t": now, "k": "liveness", "message": liveness_failure},
                                always=True)
         self.verdict = {
-            "ok": result.violation is None and result.liveness_failure is None,
-            "violation": result.violation,
-            "liveness_failure": result.liveness_failure,
+            "ok": violation is None and liveness_failure is None,
+            "violation": violation,
+            "liveness_failure": liveness_failure,
             "t": t,
             "event": index,
         }
