@@ -11,8 +11,12 @@ random streams moves the seed, not the test.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from liferaft.console.replay import write_viewer
+from liferaft.harness.ports import HOST
 from liferaft.sim import run_seed
 from liferaft.sim.__main__ import main as sim_main
 from liferaft.sim.bugs import planted
@@ -29,6 +34,9 @@ from tests.browser.conftest import Browser
 BUG, PROFILE, NODES, STEPS = "commit-prior-term", "figure8", 3, 6000
 SEED_BUDGET = 300  # as tests/sim/test_planted_bugs.py: stops at the first catch
 STATIC = Path(__file__).resolve().parents[2] / "liferaft" / "console" / "static"
+# The console's Content-Security-Policy for its static files (contract B: no
+# inline script, nothing from elsewhere); the picker page must work under it.
+CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:"
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +157,38 @@ def test_seeking_gives_the_state_that_replaying_from_the_start_gives(
     assert bad == []
 
 
+class _StaticHandler(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self) -> None:
+        self.send_header("Content-Security-Policy", CSP)
+        super().end_headers()
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def static_url() -> Iterator[str]:
+    """liferaft/console/static/ over HTTP with the console's CSP, as /ui/ serves it."""
+    handler = functools.partial(_StaticHandler, directory=str(STATIC))
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def test_the_file_picker_loads_a_trace(
-    browser: Browser, bug_trace: tuple[Path, dict[str, Any]], tmp_path: Path
+    browser: Browser, bug_trace: tuple[Path, dict[str, Any]], tmp_path: Path, static_url: str
 ) -> None:
-    """replay.html as /ui/replay.html serves it, opened here from the package
-    directory: choosing the trace in #trace-file shows it (FileReader, no
+    """replay.html served as the console serves /ui/replay.html (same files,
+    same CSP): choosing the trace in #trace-file shows it (FileReader, no
     upload); a file that is not a trace gets a clear message."""
     path, doc = bug_trace
-    browser.driver.get((STATIC / "replay.html").as_uri())
+    browser.driver.get(f"{static_url}/replay.html")
     bad = tmp_path / "notes.json"
     bad.write_text('{"hello": "world"}')
     browser.driver.find_element(By.ID, "trace-file").send_keys(str(bad))
@@ -167,3 +199,5 @@ def test_the_file_picker_loads_a_trace(
     assert not browser.driver.find_element(By.ID, "load-error").is_displayed()
     assert re.fullmatch(r"t=\d+", _text(browser, "time"))
     browser.shot("replay-picker")
+    log = browser.log_text()
+    assert "Content Security Policy" not in log, log
