@@ -38,7 +38,9 @@
 
   function newNode() {
     return {
-      role: 'follower', term: 0, leader: null, vote: null, crashed: false,
+      // `seen`: the node has appeared in the run (node_ids lists every node
+      // that ever existed, including members added later).
+      seen: false, role: 'follower', term: 0, leader: null, vote: null, crashed: false,
       timerSet: null, timerDeadline: null,
       tail: null,    // the log's last run {start, term, prev}, runs never mutated
       last: 0,       // last log index
@@ -120,6 +122,7 @@
     node(id) {
       let n = this.nodes.get(id);
       if (!n) { n = newNode(); this.nodes.set(id, n); }
+      n.seen = true;
       return n;
     }
 
@@ -140,7 +143,7 @@
       }
       let n;
       switch (ev.k) {
-        case 'send': this.flight.add(ev.id); break;
+        case 'send': this.flight.add(ev.id); this.node(ev.from); break;
         case 'deliver': this.flight.delete(ev.id); break;
         case 'drop':
           this.flight.delete(ev.id);

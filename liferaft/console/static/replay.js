@@ -14,10 +14,10 @@
   const M = window.LiferaftReplay;
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const RING = { cx: 230, cy: 230, r: 165 };
-  const NODE_R = 34;
   const LOG_CELLS = 40; // log indices shown at once (the newest ones)
 
   const $ = (id) => document.getElementById(id);
+  let NODE_R = 34; // shrunk in build() when many nodes share the ring
 
   function svg(tag, attrs, parent) {
     const el = document.createElementNS(SVG_NS, tag);
@@ -112,6 +112,8 @@
       svg('circle', { class: 'ring', cx: RING.cx, cy: RING.cy, r: RING.r }, stage);
       this.pos = new Map();
       const n = r.nodeIds.length;
+      // Neighbours (timer arcs included) must not overlap on the ring.
+      NODE_R = Math.max(12, Math.min(34, 0.8 * Math.PI * RING.r / Math.max(n, 1) - 6));
       r.nodeIds.forEach((id, k) => {
         const a = 2 * Math.PI * k / n;
         this.pos.set(id, { x: RING.cx + RING.r * Math.sin(a), y: RING.cy - RING.r * Math.cos(a) });
@@ -296,6 +298,7 @@
         el.g.setAttribute('data-role', n.role);
         el.g.setAttribute('data-term', String(n.term));
         el.g.setAttribute('data-crashed', n.crashed ? 'true' : 'false');
+        el.g.setAttribute('data-absent', n.seen ? 'false' : 'true');
         el.term.textContent = 'term ' + n.term;
         let fraction = 0;
         if (!n.crashed && n.role !== 'leader' && n.timerDeadline !== null) {
@@ -304,7 +307,8 @@
           fraction = Math.max(0, Math.min(1, fraction));
         }
         el.timer.setAttribute('d', fraction > 0 ? arcPath(p.x, p.y, NODE_R + 6, fraction) : '');
-        el.title.textContent = id + ': ' + (n.crashed ? 'crashed, ' : '') + n.role +
+        el.title.textContent = id + ': ' + (!n.seen ? 'not started yet' :
+          (n.crashed ? 'crashed, ' : '') + n.role) +
           ', term ' + n.term + (n.leader ? ', leader ' + n.leader : '') +
           (n.vote ? ', voted for ' + n.vote : '') +
           (n.timerDeadline !== null ? ', election timer fires at t=' + n.timerDeadline : '');
@@ -360,8 +364,9 @@
     drawLinks() {
       const s = this.state;
       this.links.forEach((l) => {
-        const cut = s.isCut(l.a, l.b);
-        l.el.classList.toggle('cut', cut);
+        const present = s.nodes.get(l.a).seen && s.nodes.get(l.b).seen;
+        l.el.classList.toggle('absent', !present);
+        l.el.classList.toggle('cut', present && s.isCut(l.a, l.b));
       });
     }
 
