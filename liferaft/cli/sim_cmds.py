@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .exit_codes import CommandFailedError, ExitCode
+from .output import Output, emit, write_out_options
 
 
 @click.group("sim")
@@ -17,7 +18,8 @@ def sim() -> None:
 
 @sim.command("view")
 @click.argument("trace", type=click.Path(dir_okay=True, path_type=str))
-def view(trace: str) -> None:
+@write_out_options()
+def view(trace: str, fmt: str) -> None:
     """Write TRACE's replay viewer (run.json -> run.html) and print its path.
 
     The page works offline from file://: open it in a browser."""
@@ -27,4 +29,5 @@ def view(trace: str) -> None:
         out = write_viewer(trace)
     except (TraceError, ViewerWriteError) as e:
         raise CommandFailedError(str(e), ExitCode.ERROR) from None
-    click.echo(str(out.resolve()))
+    path = str(out.resolve())
+    emit(Output(data={"html": path, "trace": trace}, rows=[[path]], line=path), fmt)

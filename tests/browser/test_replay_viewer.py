@@ -192,7 +192,9 @@ def test_the_file_picker_loads_a_trace(
     bad = tmp_path / "notes.json"
     bad.write_text('{"hello": "world"}')
     browser.driver.find_element(By.ID, "trace-file").send_keys(str(bad))
-    browser.wait("the error", lambda: "not a liferaft simulator trace" in _text(browser, "load-error"))
+    browser.wait(
+        "the error", lambda: "not a liferaft simulator trace" in _text(browser, "load-error")
+    )
     assert not browser.driver.find_element(By.ID, "viewer").is_displayed()
     browser.driver.find_element(By.ID, "trace-file").send_keys(str(path))
     _at_violation(browser, doc)

@@ -93,6 +93,9 @@ def test_cli_view_prints_the_path(trace_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert r.output.strip() == str(out.resolve())
     assert out.is_file()
+    r = CliRunner().invoke(main, ["sim", "view", "-w", "json", str(trace_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"html": str(out.resolve()), "trace": str(trace_path)}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +110,9 @@ def test_cli_view_prints_the_path(trace_path: Path) -> None:
         ('{"format": "liferaft-sim-trace", "version": 1}', "no \"events\""),
     ],
 )
-def test_cli_view_refuses_what_is_not_a_trace(tmp_path: Path, content: str | None, why: str) -> None:
+def test_cli_view_refuses_what_is_not_a_trace(
+    tmp_path: Path, content: str | None, why: str
+) -> None:
     path = tmp_path / "run.json"
     if content is not None:
         path.write_text(content)
