@@ -175,6 +175,8 @@ class TraceRecorder:
         self._next_id += 1
         mid = self._next_id
         if not self.truncated:
+            if m.to not in self.nodes:  # a member the leader knows before it starts
+                self._view(m.to)
             ev = {"t": now, "k": "send", "id": mid, "from": m.frm, "to": m.to,
                   "type": type(m).__name__, "term": m.term}
             ev.update(_message_fields(m))

@@ -45,8 +45,9 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict, dict[str
     def keep(c: Cluster) -> None:
         final["cluster"] = c
 
-    tr = TraceRecorder(seed=6)
-    res = run_seed(6, nodes=5, steps=1500, trace=tr, configure=keep)
+    tr = TraceRecorder(seed=4)
+    res = run_seed(4, nodes=5, steps=1500, trace=tr, configure=keep)
+    assert "churn_add" in res.faults  # a node joins: node_ids grows
     path = tmp_path_factory.mktemp("trace") / "run.json"
     tr.write(path)
     return res, load_trace(path), final
@@ -55,8 +56,8 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict, dict[str
 def test_every_event_is_well_formed(small: tuple[Any, dict, dict]) -> None:
     res, doc, _ = small
     assert doc["format"] == "liferaft-sim-trace" and doc["version"] == 1
-    assert doc["seed"] == 6 and doc["profile"] == res.profile
-    assert doc["node_ids"][:5] == ["n1", "n2", "n3", "n4", "n5"]
+    assert doc["seed"] == 4 and doc["profile"] == res.profile
+    assert doc["node_ids"][:5] == ["n1", "n2", "n3", "n4", "n5"] and len(doc["node_ids"]) > 5
     lo, hi = doc["election_timeout"]
     assert 0 < lo < hi and doc["heartbeat_interval"] > 0
     assert doc["truncated"] is False
@@ -75,6 +76,7 @@ def test_every_event_is_well_formed(small: tuple[Any, dict, dict]) -> None:
             assert e["node"] in doc["node_ids"]
         if k == "send":
             assert e["id"] not in sent and e["from"] != e["to"]
+            assert {e["from"], e["to"]} <= set(doc["node_ids"])
             sent.add(e["id"])
         elif k in ("deliver", "drop"):
             assert e["id"] in sent, f"event {i} names a message never sent: {e}"
