@@ -170,15 +170,12 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
 def static_url() -> Iterator[str]:
     """liferaft/console/static/ over HTTP with the console's CSP, as /ui/ serves it."""
     handler = functools.partial(_StaticHandler, directory=str(STATIC))
-    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http.server.ThreadingHTTPServer((HOST, 0), handler) as server:  # closes on exit
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://{HOST}:{server.server_address[1]}"
+        finally:
+            server.shutdown()  # returns once serve_forever has stopped
 
 
 def test_the_file_picker_loads_a_trace(
