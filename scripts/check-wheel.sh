@@ -33,7 +33,7 @@ sdist="$TMP/dist/liferaft-$version.tar.gz"
 import sys, tarfile, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 need = ["liferaft/__init__.py", "liferaft/runtime/node.py", "liferaft/_console.py",
-        "liferaft/console/static/index.html"]
+        "liferaft/console/static/index.html", "liferaft/console/static/replay.js"]
 missing = [n for n in need if n not in names]
 missing += [] if any(n.endswith("licenses/LICENSE") for n in names) else ["LICENSE"]
 if any(n.startswith(("tests/", "examples/")) for n in names):

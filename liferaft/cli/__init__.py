@@ -1,6 +1,6 @@
 """The ``liferaft`` command: ``serve`` (a liferaft-kv node), ``cluster up``,
-the client commands (``kv``, ``status``, ``members``, ...), ``inspect`` and
-``bench``.
+the client commands (``kv``, ``status``, ``members``, ...), ``inspect``,
+``bench`` and ``sim view`` (a simulator trace's replay viewer).
 
 Every subcommand is imported only when it runs (:class:`LazyGroup`): the
 server stack (the runtime, aiohttp's server side, uvloop, prometheus) costs
@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "kv": "liferaft.cli.coord_cmds:kv",
     "members": "liferaft.cli.client_cmds:members",
     "serve": "liferaft.cli.serve:serve_cmd",
+    "sim": "liferaft.cli.sim_cmds:sim",
     "snapshot": "liferaft.cli.snapshot_cmds:snapshot",
     "status": "liferaft.cli.client_cmds:status",
     "transfer-leader": "liferaft.cli.client_cmds:transfer_leader",
