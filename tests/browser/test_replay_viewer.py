@@ -11,8 +11,7 @@ random streams moves the seed, not the test.
 
 from __future__ import annotations
 
-import functools
-import http.server
+import asyncio
 import json
 import re
 import threading
@@ -21,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from selenium.webdriver.common.by import By
 
 from liferaft.console.replay import write_viewer
+from liferaft.console.static import StaticFiles
 from liferaft.harness.ports import HOST
 from liferaft.sim import run_seed
 from liferaft.sim.__main__ import main as sim_main
@@ -33,10 +34,6 @@ from tests.browser.conftest import Browser
 
 BUG, PROFILE, NODES, STEPS = "commit-prior-term", "figure8", 3, 6000
 SEED_BUDGET = 300  # as tests/sim/test_planted_bugs.py: stops at the first catch
-STATIC = Path(__file__).resolve().parents[2] / "liferaft" / "console" / "static"
-# The console's Content-Security-Policy for its static files (contract B: no
-# inline script, nothing from elsewhere); the picker page must work under it.
-CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:"
 
 
 @pytest.fixture(scope="module")
@@ -157,33 +154,40 @@ def test_seeking_gives_the_state_that_replaying_from_the_start_gives(
     assert bad == []
 
 
-class _StaticHandler(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self) -> None:
-        self.send_header("Content-Security-Policy", CSP)
-        super().end_headers()
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-
 @pytest.fixture
 def static_url() -> Iterator[str]:
-    """liferaft/console/static/ over HTTP with the console's CSP, as /ui/ serves it."""
-    handler = functools.partial(_StaticHandler, directory=str(STATIC))
-    with http.server.ThreadingHTTPServer((HOST, 0), handler) as server:  # closes on exit
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://{HOST}:{server.server_address[1]}"
-        finally:
-            server.shutdown()  # returns once serve_forever has stopped
+    """The console's own /ui/ routes (liferaft/console/static.py: the same
+    files, the same Content-Security-Policy a node sends), served by aiohttp
+    on a loop in a thread."""
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    StaticFiles(lambda: set()).add_routes(app)
+    runner = web.AppRunner(app)
+
+    async def start() -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        yield f"http://{HOST}:{port}/ui"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_the_file_picker_loads_a_trace(
     browser: Browser, bug_trace: tuple[Path, dict[str, Any]], tmp_path: Path, static_url: str
 ) -> None:
-    """replay.html served as the console serves /ui/replay.html (same files,
-    same CSP): choosing the trace in #trace-file shows it (FileReader, no
-    upload); a file that is not a trace gets a clear message."""
+    """/ui/replay.html as the console serves it: choosing the trace in
+    #trace-file shows it (FileReader, no upload); a file that is not a
+    trace gets a clear message."""
     path, doc = bug_trace
     browser.driver.get(f"{static_url}/replay.html")
     bad = tmp_path / "notes.json"
