@@ -17,40 +17,19 @@ token check.  No cookies are used, so ``Allow-Credentials`` is never sent.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from liferaft.runtime import Node
-from liferaft.runtime import address_book as book
+# The origin sets live in kv: its cross-site write check uses them too.
+from liferaft.kv.origins import member_origins, origins_of
 
 #: How long a browser may cache a preflight's answer (seconds): short, so a
 #: removed member's origin stops working soon.
 MAX_AGE = 60
 _PREFIX = "/v1/"
 
-
-def origins_of(client_addrs: Iterable[str]) -> set[str]:
-    """The browser origins of these client addresses (``host:port``)."""
-    out: set[str] = set()
-    for addr in client_addrs:
-        if not addr:
-            continue
-        a = addr.lower()
-        out |= {f"http://{a}", f"https://{a}"}
-        # A browser leaves the scheme's default port out of its Origin.
-        if a.endswith(":80"):
-            out.add(f"http://{a[:-3]}")
-        if a.endswith(":443"):
-            out.add(f"https://{a[:-4]}")
-    return out
-
-
-def member_origins(node: Node, own: str = "") -> set[str]:
-    """Every current member's client origins (and this node's ``own`` client
-    address, before its book entry holds it)."""
-    addrs = [book.addresses(e).client_addr for e in node.members.values()]
-    return origins_of([*addrs, own])
+__all__ = ["MAX_AGE", "Cors", "member_origins", "origins_of"]
 
 
 class Cors:

@@ -40,6 +40,7 @@ from .listener import DEFAULT_BODY_TIMEOUT
 from .machine import KVMachine
 from .metrics import Metrics
 from .mvcc.codec import SessionRef
+from .origins import foreign_write, member_origins
 from .server_coord import CoordinationRoutes
 from .service import (
     DEFAULT_MAX_LIST_BYTES,
@@ -253,6 +254,16 @@ class KVServer(CoordinationRoutes):
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        foreign = foreign_write(request, self._origins)
+        if foreign is not None:
+            # A web page's write, cross-site (liferaft/kv/origins.py): with
+            # no token nothing else would stop it.
+            return _error(
+                403,
+                "forbidden_origin",
+                f"refused a {request.method} from the web page at {foreign[:100]!r}: only "
+                "the cluster's own pages may change it (docs/console.md, Trust)",
+            )
         open_route = request.path in _OPEN_ROUTES or request.path.startswith(self._own_auth)
         if self.token is not None and not open_route:
             got = request.headers.get("Authorization", "")
@@ -260,6 +271,9 @@ class KVServer(CoordinationRoutes):
             if not hmac.compare_digest(got.encode(), want.encode()):
                 return _error(401, "unauthorized", "a valid bearer token is required")
         return await handler(request)
+
+    def _origins(self) -> set[str]:
+        return member_origins(self.service.node, self.service.client_addr)
 
     # -- parsing ------------------------------------------------------------------------
 

@@ -101,13 +101,19 @@ async function streamOnce(base) {
 }
 
 // The next member to try after `failed`: the next one in member order with
-// a known client address, preferring nodes not marked down.
+// a known client address, preferring nodes that answer.  First the members
+// the last line said answer its node's status call (over the peer port,
+// where a member proves itself): the page sends the token with the stream,
+// and an address a learner that answers nothing advertises is not one to
+// hand it to while a member that answers is there.
 function nextTarget(failed) {
   const ids = state.members.map((m) => m.id).filter((id) => state.addrs.get(id));
   if (ids.length === 0) return { base: conn.base, id: failed };
   const start = Math.max(0, ids.indexOf(failed));
   const order = ids.slice(start + 1).concat(ids.slice(0, start + 1));
-  const pick = order.find((id) => id !== failed && !state.pageDown.has(id))
+  const down = downIds();
+  const pick = order.find((id) => id !== failed && !down.has(id))
+    ?? order.find((id) => id !== failed && !state.pageDown.has(id))
     ?? order.find((id) => id !== failed) ?? failed;
   const addr = state.addrs.get(pick);
   const base = addr === location.host ? '' : originOf(addr);
