@@ -87,9 +87,7 @@ def test_the_stream_shows_every_member_and_one_leader(cluster: ProcCluster) -> N
         assert isinstance(first["timeline"], list)
         assert [m["id"] for m in first["members"]] == ["n1", "n2", "n3"]
         assert all(set(m) == FIELDS for m in first["members"])
-        assert all(m["reachable"] and m["error"] is None for m in first["members"])
-        leaders = [m["id"] for m in first["members"] if m["role"] == "leader"]
-        assert leaders == [leader] == [first["leader"]]
+        assert first["leader"] == leader
         assert set(first["rates"]) >= {"t", "writes_per_s", "reads_per_s", "commit_p50_ms",
                                        "commit_p99_ms", "apply_lag"}  # fmt: skip
         second = s.line()
@@ -97,6 +95,14 @@ def test_the_stream_shows_every_member_and_one_leader(cluster: ProcCluster) -> N
         assert "history" not in second and isinstance(second["timeline"], list)
         assert second["at"] > first["at"]
         print(f"first line after {t1 - t0:.2f} s, second {t2 - t1:.2f} s later")
+        # Right after start a member's status call may still miss its 0.8 s
+        # (peer links coming up, a busy machine): every member answers soon.
+        def all_up(ln: dict[str, Any]) -> bool:
+            return all(m["reachable"] and m["error"] is None for m in ln["members"])
+
+        line = s.until(all_up, 15, "every member reachable")
+        leaders = [m["id"] for m in line["members"] if m["role"] == "leader"]
+        assert leaders == [leader] == [line["leader"]]
         # Each member records its client address through the leader once it
         # serves: the page learns every one (where to carry on) within moments.
         want = {c.addr(n) for n in c.nodes}
