@@ -53,10 +53,14 @@ def test_page_opened_as_localhost_fails_over(cluster: ProcCluster, browser: Brow
     try:
         got = browser.wait(
             "the page carrying on through another member",
-            lambda: (h := browser.js(HEADER_JS))["via"] not in ("–", node)
-            and f"{node} down" in h["status"]
-            and any(r["id"] != node and r["reachable"] == "true" for r in browser.js(MEMBERS_JS))
-            and h,
+            lambda: (
+                (h := browser.js(HEADER_JS))["via"] not in ("–", node)
+                and f"{node} down" in h["status"]
+                and any(
+                    r["id"] != node and r["reachable"] == "true" for r in browser.js(MEMBERS_JS)
+                )
+                and h
+            ),
             timeout=30,
         )
         browser.shot("localhost-failover")
@@ -90,9 +94,7 @@ def test_big_values_stay_bounded_on_the_page(cluster: ProcCluster, browser: Brow
     assert browser.js("return document.getElementById('kv-value').textContent.length") == big
     assert len(older) == 1 and older[0] < 2000
     d.find_element("id", "kv-tail").click()
-    browser.wait(
-        "the watch", lambda: d.find_elements("css selector", "#kv-tail-log li.watching")
-    )
+    browser.wait("the watch", lambda: d.find_elements("css selector", "#kv-tail-log li.watching"))
     assert cluster.put(leader, "big/two", "c" * big)[0] == 200
     tailed = browser.wait(
         "the change tailed",
