@@ -28,6 +28,8 @@ const state = {
   pageDown: new Set(),      // nodes whose stream failed here (until a line says they answer)
   line: null,
   authLost: false,          // an API call got a 401: ask for the token again
+  home: null,               // the node that served this page (reached with relative URLs)
+  notMember: null,          // the serving node said it is no member any more
 };
 
 const timeline = new Timeline($('timeline'));
@@ -50,7 +52,30 @@ function renderStatus(extra) {
   $('status').classList.toggle('warn', downIds().size > 0 || Boolean(extra));
 }
 
+// Whether the page's own origin is a current member's client address: only
+// then do the other members answer its cross-origin calls (CORS).  A page
+// opened as localhost:8001 when the members advertise 127.0.0.1:8001, or
+// on a node since removed, is not.
+function ownOriginIsMember() {
+  const port = location.port || (location.protocol === 'https:' ? '443' : '80');
+  const own = `${location.hostname}:${port}`.toLowerCase();
+  return state.members.some((m) => (m.client_addr || '').toLowerCase() === own);
+}
+
+// Whether the node at `base` answers at all: /ui/ needs no token, and a
+// no-cors fetch resolves (opaque) whatever the node's CORS answer.  Bounded,
+// since a stopped (SIGSTOP) node accepts connections and never answers.
+async function answers(base) {
+  try {
+    await fetch(base + '/ui/', { mode: 'no-cors', cache: 'no-store', signal: AbortSignal.timeout(2000) });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function onLine(line) {
+  if (conn.base === '' && line.via) state.home = line.via;
   state.line = line;
   conn.nodeId = line.via;
   state.pageDown.delete(line.via);
@@ -69,6 +94,12 @@ function onLine(line) {
   if (line.rates) plots.add(line.rates);
   if (Array.isArray(line.timeline)) timeline.merge(line.timeline);
   renderStatus();
+  // A node removed from the cluster still runs and streams, but its view
+  // is no longer the cluster's (it finds every member down): leave it.
+  if (state.members.length && !state.members.some((m) => m.id === line.via)) {
+    state.notMember = line.via;
+    if (currentAbort) currentAbort.abort();
+  }
 }
 
 // One stream to `base` until it ends, fails or stalls: 'unauthorized',
@@ -116,7 +147,7 @@ function nextTarget(failed) {
     ?? order.find((id) => id !== failed && !state.pageDown.has(id))
     ?? order.find((id) => id !== failed) ?? failed;
   const addr = state.addrs.get(pick);
-  const base = addr === location.host ? '' : originOf(addr);
+  const base = pick === state.home || addr === location.host ? '' : originOf(addr);
   return { base, id: pick };
 }
 
@@ -169,7 +200,16 @@ async function run() {
   let refused = false;       // the last login attempt was refused
   for (;;) {
     const began = Date.now();
-    const outcome = await streamOnce(conn.base);
+    let outcome = 'failed';
+    if (conn.base && !ownOriginIsMember()) {
+      // The members refuse this origin's cross-origin calls, and CORS is
+      // kept to member origins: carry on by opening the page from that
+      // member instead (its own origin).  The token, kept per origin, is
+      // asked for again there.
+      if (await answers(conn.base)) { location.replace(conn.base + '/ui/'); return; }
+    } else {
+      outcome = await streamOnce(conn.base);
+    }
     if (outcome === 'unauthorized' || state.authLost) {
       const hadToken = Boolean(token()) || state.authLost;
       state.authLost = false;
@@ -181,7 +221,12 @@ async function run() {
     refused = false;
     failures = outcome === 'lines' ? 0 : failures + 1;
     const failed = conn.nodeId;
-    if (failed) state.pageDown.add(failed);
+    if (failed && failed === state.notMember) {
+      state.addrs.delete(failed);   // not down: gone from the cluster
+      state.notMember = null;
+    } else if (failed) {
+      state.pageDown.add(failed);
+    }
     const next = nextTarget(failed);
     conn.base = next.base;
     if (next.id !== failed) conn.nodeId = next.id;

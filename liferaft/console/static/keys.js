@@ -8,6 +8,7 @@ import { call, conn, el, errorText, headers, keyPath, readLines } from './api.js
 const PAGE = 100;          // keys per page
 const OLDER_MAX = 10;      // older values read per key, at most
 const TAIL_MAX = 200;      // tail lines kept on the page
+const GLANCE = 300;        // characters of a value shown in the tail and older values
 const $ = (id) => document.getElementById(id);
 
 let listing = null;        // {prefix, next, revision} of the page shown
@@ -15,6 +16,14 @@ let tail = null;           // {ctl, stopped, lastRev} of the running tail
 let shownKey = null;
 
 function note(text) { $('kv-note').textContent = text; }
+
+// The start of a value, for the tail and older values: a key holds up to
+// megabytes, and 200 tail lines of that would make the tab hundreds of MB.
+// The value clicked on is shown whole.
+function glance(v) {
+  const s = String(v ?? '');
+  return s.length > GLANCE ? `${s.slice(0, GLANCE)}… (${s.length} characters)` : s;
+}
 
 async function listPage(prefix, more) {
   const q = new URLSearchParams({ prefix, limit: String(PAGE), keys_only: 'true' });
@@ -68,7 +77,7 @@ async function showKey(key) {
     }
     cur = o.body;
     older.append(el('li', { class: 'older-value', dataset: { revision: cur.revision } },
-      el('span', { class: 'muted' }, `rev ${cur.revision} (v${cur.version}) `), el('code', {}, cur.value)));
+      el('span', { class: 'muted' }, `rev ${cur.revision} (v${cur.version}) `), el('code', {}, glance(cur.value))));
   }
   if (!end && older.children.length === 0) end = 'none: this is its first version';
   if (end) older.append(el('li', { class: 'muted' }, end));
@@ -117,7 +126,7 @@ async function runTail(prefix) {
           const kv = ev.kv || {};
           tailLine(ev.type === 'delete'
             ? `rev ${line.revision}: delete ${kv.key}`
-            : `rev ${line.revision}: put ${kv.key} = ${kv.value}`);
+            : `rev ${line.revision}: put ${kv.key} = ${glance(kv.value)}`);
         }
         if (typeof line.revision === 'number' && line.events) me.lastRev = line.revision;
       });

@@ -1,0 +1,131 @@
+"""The live console as a careless operator uses it, in a real Chromium
+against real ``liferaft serve`` processes: a page opened at an address no
+member advertises (``localhost`` for ``127.0.0.1``) must still fail over,
+and a page whose node is removed from the cluster (from the page itself)
+must carry on through a member rather than show the rest as down.
+
+One 3-node cluster for the module; the tests run in file order (the last
+removes a member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.browser.conftest import Browser
+from tests.browser.test_console import HEADER_JS, MEMBERS_JS
+from tests.conftest import require_tool
+from tests.kv.procs import ProcCluster, proc_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
+    require_tool("chromium")
+    with proc_cluster(tmp_path_factory.mktemp("console-ops")) as c:
+        c.start_cluster(3)
+        yield c
+
+
+def view(browser: Browser) -> tuple[dict[str, str], list[dict[str, str]]]:
+    return browser.js(HEADER_JS), browser.js(MEMBERS_JS)
+
+
+def all_up(browser: Browser, ids: set[str]) -> dict[str, str] | None:
+    """The header once the page shows exactly ``ids``, all reachable, with
+    their client addresses and a leader among them."""
+    h, rows = view(browser)
+    if {r["id"] for r in rows} != ids or len(rows) != len(ids):
+        return None
+    if any(r["reachable"] != "true" or r["addr"] in ("", "–") for r in rows):
+        return None
+    return h if h["leader"] in ids else None
+
+
+def test_page_opened_as_localhost_fails_over(cluster: ProcCluster, browser: Browser) -> None:
+    node = "n1"
+    port = cluster.addr(node).rsplit(":", 1)[1]
+    # Not the address the members advertise (127.0.0.1): no member's origin.
+    browser.driver.get(f"http://localhost:{port}/ui/")
+    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
+    cluster.pause(node)
+    try:
+        got = browser.wait(
+            "the page carrying on through another member",
+            lambda: (
+                (h := browser.js(HEADER_JS))["via"] not in ("–", node)
+                and f"{node} down" in h["status"]
+                and any(
+                    r["id"] != node and r["reachable"] == "true" for r in browser.js(MEMBERS_JS)
+                )
+                and h
+            ),
+            timeout=30,
+        )
+        browser.shot("localhost-failover")
+        assert got["via"] in cluster.nodes
+    finally:
+        cluster.resume(node)
+    browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
+
+
+def test_big_values_stay_bounded_on_the_page(cluster: ProcCluster, browser: Browser) -> None:
+    big = 200_000
+    leader = cluster.wait_leader()
+    for ch in "ab":
+        assert cluster.put(leader, "big/one", ch * big)[0] == 200
+    browser.driver.get(f"http://{cluster.addr(leader)}/ui/")
+    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
+    d = browser.driver
+    d.find_element("id", "kv-prefix").send_keys("big/")
+    d.find_element("id", "kv-list").click()
+    browser.wait("the key", lambda: d.find_elements("css selector", 'li.key[data-key="big/one"]'))[
+        0
+    ].click()
+    # The value asked for is shown whole; the older one is cut to a glance.
+    older = browser.wait(
+        "the older value",
+        lambda: browser.js(
+            "return [...document.querySelectorAll('#kv-revisions li.older-value')]"
+            ".map(li => li.textContent.length)"
+        ),
+    )
+    assert browser.js("return document.getElementById('kv-value').textContent.length") == big
+    assert len(older) == 1 and older[0] < 2000
+    d.find_element("id", "kv-tail").click()
+    browser.wait("the watch", lambda: d.find_elements("css selector", "#kv-tail-log li.watching"))
+    assert cluster.put(leader, "big/two", "c" * big)[0] == 200
+    tailed = browser.wait(
+        "the change tailed",
+        lambda: browser.js(
+            "return [...document.querySelectorAll('#kv-tail-log li.change')]"
+            ".map(li => li.textContent)"
+        ),
+    )
+    d.find_element("id", "kv-tail-stop").click()
+    # 200 tail lines of a megabyte each would be 200 MB of page.
+    assert len(tailed) == 1 and "big/two" in tailed[0] and len(tailed[0]) < 2000
+    # Nothing long widens the page past the window.
+    assert browser.js(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+    browser.shot("big-values")
+
+
+def test_removing_the_pages_node_moves_the_page(cluster: ProcCluster, browser: Browser) -> None:
+    node = "n3"
+    browser.driver.get(f"http://{cluster.addr(node)}/ui/")
+    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
+    browser.js("window.confirm = () => true;")
+    browser.driver.find_element("css selector", f'#members button.remove[data-id="{node}"]').click()
+    browser.wait(
+        "the removal",
+        lambda: f"removed {node}" in browser.driver.find_element("id", "admin-result").text,
+        timeout=20,
+    )
+    # The removed node still runs and answers, but it is no member: the page
+    # must show the cluster as it is (two members, both up) through one.
+    h = browser.wait("the two members left, both up", lambda: all_up(browser, {"n1", "n2"}), 30)
+    assert h["via"] in ("n1", "n2")
+    browser.shot("after-removing-own-node")
