@@ -156,7 +156,13 @@ class Gatherer:
         for nid in ids:
             got, err = states[nid]
             addrs = book.addresses(st.members.get(nid))
-            rows.append(_row(nid, nid not in learners, addrs, got, err, leader_last))
+            # A leader knows how far behind a member is even when it does
+            # not answer (its match index): the figure that matters then.
+            known = st.peers.get(nid) if st.leader == me else None
+            row = _row(nid, nid not in learners, addrs, got, err, leader_last)
+            if row["lag"] is None and known is not None:
+                row["lag"] = known.lag
+            rows.append(row)
             if nid != me:
                 self._observe(nid, got, err)
         now = time.time()

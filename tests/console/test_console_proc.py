@@ -142,6 +142,32 @@ def test_a_stopped_member_shows_down_then_up(cluster: ProcCluster) -> None:
         s.close()
 
 
+def test_the_leader_tells_how_far_a_silent_member_lags(cluster: ProcCluster) -> None:
+    """A member that does not answer has no figures of its own, but through
+    the leader the page still sees how many entries it lacks (the leader's
+    match index for it): the number an operator wants at that moment."""
+    c = cluster
+    leader = c.wait_leader()
+    gone = next(n for n in c.nodes if n != leader)
+    s = Stream(c.addr(leader))
+    try:
+        s.line()
+        c.pause(gone)
+        try:
+            for i in range(5):
+                status, _ = c.put(leader, f"console-lag/{i}", "v")
+                assert status == 200
+            line = s.until(
+                lambda ln: any(m["id"] == gone and not m["reachable"] and (m["lag"] or 0) >= 5
+                               for m in ln["members"]), 15, f"{gone} lagging by 5")  # fmt: skip
+            m = next(m for m in line["members"] if m["id"] == gone)
+            assert m["commit_index"] is None and m["error"]
+        finally:
+            c.resume(gone)
+    finally:
+        s.close()
+
+
 def test_static_files_never_leave_their_directory(cluster: ProcCluster) -> None:
     addr = cluster.addr("n1")
     status, headers, body = _raw(addr, "/ui/")
