@@ -56,10 +56,10 @@ def test_a_far_index_is_drawn_without_walking_to_it(page: Browser) -> None:
         {"t": 3, "k": "snapshot", "node": "n3", "index": far, "term": 2},
     ]))
     assert got == "ok"
-    last = page.js("const s = window.liferaftReplay.viewer.replay.stateAt(3);"
-                   "return [s.nodes.get('n2').last, s.nodes.get('n3').last,"
-                   " window.LiferaftReplay.termsIn(s.nodes.get('n2'), arguments[0] - 2, arguments[0] + 2)];",
-                   far)
+    last = page.js("const s = window.liferaftReplay.viewer.replay.stateAt(3),"
+                   " n2 = s.nodes.get('n2'), f = arguments[0];"
+                   "return [n2.last, s.nodes.get('n3').last,"
+                   " window.LiferaftReplay.termsIn(n2, f - 2, f + 2)];", far)
     assert last == [far + 1, far, [-1, -1, 3, 3, None]]
 
 
@@ -80,3 +80,21 @@ def test_wrong_field_types_are_refused_not_crashed(page: Browser) -> None:
 def test_thousands_of_nodes_are_refused(page: Browser) -> None:
     got = _load(page, _trace([], node_ids=[f"m{i}" for i in range(3000)]))
     assert got.startswith("refused: ") and "3000 nodes" in got, got
+
+
+def test_the_entry_a_violation_names_is_outlined_in_every_log(page: Browser) -> None:
+    """Review: at a violation the eye must find the entry the checker
+    means; the index in its message is outlined in each log holding it."""
+    msg = "leader completeness: n1 leads term 3 without committed entry 2 (term 1) (t=5)"
+    text = _trace([
+        {"t": 2, "k": "append", "node": "n2", "index": 1, "terms": [1, 1, 2]},
+        {"t": 5, "k": "violation", "message": msg, "rule": "leader completeness"},
+    ])
+    doc = json.loads(text)
+    doc["verdict"] = {"ok": False, "violation": msg, "liveness_failure": None, "t": 5, "event": 3}
+    assert _load(page, json.dumps(doc)) == "ok"
+    named = page.js("return [...document.querySelectorAll('#logs .named')]"
+                    ".map((c) => [c.closest('.log-row').dataset.id || 'head',"
+                    " c.title || c.textContent])")
+    assert sorted(named) == [["head", "2"], ["n1", "index 2, term 1"], ["n2", "index 2, term 1"]]
+    page.shot("replay-named-entry")
