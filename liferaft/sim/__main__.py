@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from .runner import DISKS, PROFILES, SeedResult, run_seed
 from .trace import DEFAULT_LIMIT_MB, MB, TraceRecorder
@@ -77,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.trace is not None and (a.seed is None or a.bench):
         p.error("--trace records one run: give it one seed with --seed N")
+    if a.trace is not None:
+        # Written after the run: a directory that is not there must not
+        # cost the whole run and end in a traceback.
+        where = Path(a.trace).resolve().parent
+        if not where.is_dir() or not os.access(where, os.W_OK):
+            p.error(f"cannot write the trace to {a.trace}: {where} is not a writable directory")
     if not a.trace_limit >= 1:
         p.error(f"--trace-limit must be at least 1 (MB), not {a.trace_limit:g}")
     if a.bench:
@@ -124,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     dt = time.perf_counter() - t0
     print(f"elapsed={dt:.1f}s", file=sys.stderr)
     if trace is not None:
-        size = trace.write(a.trace)
+        try:
+            size = trace.write(a.trace)
+        except OSError as e:
+            print(f"cannot write the trace to {a.trace}: {e.strerror or e}", file=sys.stderr)
+            return 2
         cut = f", truncated at --trace-limit {a.trace_limit:g} MB" if trace.truncated else ""
         print(f"trace: {a.trace} ({len(trace.events)} events, {size / MB:.1f} MB{cut})")
     print(

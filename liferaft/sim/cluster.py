@@ -214,6 +214,13 @@ class Cluster:
         self._dirty.discard(nid)
         if self.trace is not None:
             self.trace.crash(nid, self.now)
+            if isinstance(node.disk, SimDisk):
+                # A crash mid-save leaves a torn write on the disk: draw the
+                # log the disk now holds (SimDisk's live store is exactly
+                # what is durable), not the log of before, while it is down.
+                # A real disk is read back only by its restart (reading it
+                # now would reopen its files).
+                self.trace.sync_log(nid, node.disk.live, self.now)
 
     def restart(self, nid: NodeId) -> None:
         self.crash(nid)

@@ -16,6 +16,13 @@
   const CHECKPOINT_EVERY = 500;
   // How long (sim ms) a dropped message stays on screen, fading out.
   const DROP_FADE_MS = 40;
+  // The most nodes drawn: the stage draws a link per pair of nodes, so a
+  // file naming thousands would freeze the tab building them.
+  const MAX_NODES = 100;
+  // Log indices and terms must be integers well inside a double's exact
+  // range: the log is walked one index at a time near its end, and past
+  // 2^53 an index + 1 is the same index (a loop over it never ends).
+  const MAX_INDEX = 2 ** 52;
 
   class TraceFormatError extends Error {}
 
@@ -34,6 +41,45 @@
     }
     if (!Array.isArray(trace.events)) bad('the trace has no "events" list');
     if (!Array.isArray(trace.node_ids)) bad('the trace has no "node_ids" list');
+    if (trace.node_ids.length > MAX_NODES) {
+      bad('the trace has ' + trace.node_ids.length + ' nodes; this viewer draws at most ' +
+          MAX_NODES);
+    }
+  }
+
+  const isCount = (v, min) => Number.isSafeInteger(v) && v >= min && v <= MAX_INDEX;
+
+  /** Throw TraceFormatError unless the fields this viewer computes with
+   * have the types contract A gives them (a hostile or damaged file must be
+   * refused, not walked index by index or crash half-drawn). */
+  function checkEvent(ev, i) {
+    const bad = (why) => { throw new TraceFormatError('event ' + i + ' (' + ev.k + '): ' + why); };
+    switch (ev.k) {
+      case 'append':
+        if (!isCount(ev.index, 1)) bad('"index" is not an integer from 1 to 2^52');
+        if (!Array.isArray(ev.terms) || !ev.terms.every((t) => isCount(t, 0))) {
+          bad('"terms" is not a list of integer terms');
+        }
+        if (ev.index + ev.terms.length > MAX_INDEX) bad('the log passes index 2^52');
+        break;
+      case 'truncate': if (!isCount(ev.index, 1)) bad('"index" is not an integer from 1 to 2^52'); break;
+      case 'commit': if (!isCount(ev.index, 0)) bad('"index" is not an integer from 0 to 2^52'); break;
+      case 'snapshot':
+        if (!isCount(ev.index, 0)) bad('"index" is not an integer from 0 to 2^52');
+        if (!isCount(ev.term, 0)) bad('"term" is not an integer');
+        break;
+      case 'net':
+        if (ev.groups !== undefined &&
+            !(Array.isArray(ev.groups) && ev.groups.every((g) => Array.isArray(g)))) {
+          bad('"groups" is not a list of lists of nodes');
+        }
+        if (ev.cut !== undefined &&
+            !(Array.isArray(ev.cut) && ev.cut.every((p) => Array.isArray(p) && p.length === 2))) {
+          bad('"cut" is not a list of [from, to] pairs');
+        }
+        break;
+      default: break;
+    }
   }
 
   function newNode() {
@@ -89,6 +135,16 @@
     if (keep >= node.last) return;
     while (node.tail && node.tail.start > keep) node.tail = node.tail.prev;
     node.last = Math.max(keep, 0);
+  }
+
+  /** Entries up to `index` whose terms the trace never gave (-1): one run,
+   * however many entries (an append or snapshot far past the log's end). */
+  function padTo(node, index) {
+    if (node.last >= index) return;
+    if (!node.tail || node.tail.term !== -1) {
+      node.tail = { start: node.last + 1, term: -1, prev: node.tail };
+    }
+    node.last = index;
   }
 
   function pushTerm(node, term) {
@@ -166,7 +222,7 @@
         case 'append':
           n = this.node(ev.node);
           truncateLog(n, ev.index - 1);
-          while (n.last < ev.index - 1) pushTerm(n, -1); // a gap: terms unknown
+          padTo(n, ev.index - 1); // a gap: terms unknown
           (ev.terms || []).forEach((term) => pushTerm(n, term));
           break;
         case 'truncate':
@@ -181,7 +237,7 @@
           if (n.last < ev.index || termAt(n, ev.index) !== ev.term) {
             // An installed snapshot replaces the log up to its index.
             truncateLog(n, 0);
-            while (n.last < ev.index - 1) pushTerm(n, -1);
+            padTo(n, ev.index - 1);
             pushTerm(n, ev.term);
           }
           n.commit = Math.max(n.commit, ev.index);
@@ -225,6 +281,7 @@
         if (!ev || typeof ev !== 'object' || typeof ev.t !== 'number') {
           throw new TraceFormatError('event ' + i + ' has no time "t"');
         }
+        checkEvent(ev, i);
         switch (ev.k) {
           case 'send': sendAt.set(ev.id, i); break;
           case 'dup':
@@ -281,5 +338,6 @@
 
   root.LiferaftReplay = {
     Replay, State, TraceFormatError, checkTrace, termAt, termsIn, CHECKPOINT_EVERY, DROP_FADE_MS,
+    MAX_NODES,
   };
 })(typeof window !== 'undefined' ? window : globalThis);

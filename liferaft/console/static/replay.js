@@ -52,6 +52,14 @@
            ' 1 ' + x.toFixed(2) + ' ' + y.toFixed(2);
   }
 
+  // The log index a checker message names ("entry 15", "entry (15, 7)",
+  // "index 15"), or null: drawn outlined in every log, so the entry the
+  // violation is about can be followed back through the run.
+  function namedIndex(message) {
+    const m = /\b(?:entry|index) \(?(\d+)\b/.exec(message || '');
+    return m ? Number(m[1]) : null;
+  }
+
   // One line of text for an event (shown under the stage while stepping).
   function describe(ev, replay) {
     const extra = (o, skip) => Object.keys(o).filter((k) => !skip.includes(k))
@@ -184,6 +192,7 @@
     buildVerdict() {
       const r = this.replay, v = r.verdict();
       $('verdict-ok').hidden = !(v.ok && !v.violation && !v.liveness);
+      this.named = namedIndex(v.violation);
       const vio = $('violation');
       vio.hidden = !v.violation;
       $('violation-message').textContent = v.violation || '';
@@ -386,7 +395,8 @@
         const idx = lo + k;
         // Every fifth index, and the first one unless a label sits right next to it.
         const labelled = idx % 5 === 0 || (idx === lo && idx % 5 !== 4);
-        c.textContent = idx <= hi && labelled ? String(idx) : '';
+        c.textContent = idx <= hi && (labelled || idx === this.named) ? String(idx) : '';
+        c.className = 'log-index' + (idx === this.named ? ' named' : '');
       });
       this.logRows.forEach((row, id) => {
         const n = s.nodes.get(id);
@@ -407,6 +417,7 @@
             c.style.background = termColour(term);
           }
           if (idx === n.commit) cls += ' commit-point';
+          if (idx === this.named && term !== null) cls += ' named';
           c.className = cls;
           c.title = term === null ? '' : 'index ' + idx + ', term ' + (term < 0 ? '?' : term) +
             (idx <= n.commit ? ', committed' : '');
