@@ -30,30 +30,45 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import hdrs, web
 
 from .access_log import CLIENT_CLOSED, log_request
 
-if TYPE_CHECKING:
-    from .server import KVServer
-
 _PREFIX = "/v1/kv/"
 _HOT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+KeyHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class KVApi(Protocol):
+    """What the hot path uses of the KV API (``KVServer``, kv/server.py)."""
+
+    access_log: bool
+
+    def refuse_token(self, request: web.BaseRequest) -> web.Response | None: ...
+
+    def render_error(self, exc: Exception, request: web.BaseRequest) -> web.Response | None: ...
+
+    async def get(self, request: web.Request) -> web.Response: ...
+
+    async def put(self, request: web.Request) -> web.Response: ...
+
+    async def delete(self, request: web.Request) -> web.Response: ...
+
 #: The KV API an application was built by (``KVServer.app()`` sets it).
-KV_API: web.AppKey[KVServer] = web.AppKey("liferaft_kv_api")
+KV_API: web.AppKey[KVApi] = web.AppKey("liferaft_kv_api")
 
 
 class HotPath:
     """The client port's request handler: the hot routes here, the rest to
     ``routed`` (the application's own handler)."""
 
-    def __init__(self, server: KVServer, routed: Handler) -> None:
+    def __init__(self, server: KVApi, routed: Handler) -> None:
         self._server = server
         self._routed = routed
-        self._handlers: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+        self._handlers: dict[str, KeyHandler] = {
             "GET": server.get,
             "PUT": server.put,
             "DELETE": server.delete,
