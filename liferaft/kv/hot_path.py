@@ -57,6 +57,7 @@ class KVApi(Protocol):
 
     async def delete(self, request: web.Request) -> web.Response: ...
 
+
 #: The KV API an application was built by (``KVServer.app()`` sets it).
 KV_API: web.AppKey[KVApi] = web.AppKey("liferaft_kv_api")
 
