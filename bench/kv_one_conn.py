@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.kv_servers import cpu_seconds  # noqa: E402
+from bench.kv_servers import cpu_seconds, on_cluster  # noqa: E402
 from liferaft.harness.serve import ServeCluster  # noqa: E402
 
 
@@ -74,16 +71,7 @@ async def measure(c: ServeCluster, ops: int, warmup: int) -> dict[str, float]:
 
 
 def one_round(tree: Path, ops: int, warmup: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    root = Path(tempfile.mkdtemp(prefix="liferaft-one-conn-"))
-    try:
-        with ServeCluster(root, env=env, cwd=tree, cpus=True) as c:
-            c.add_nodes(3)
-            c.start_all()
-            c.wait_ready(timeout=60)
-            return asyncio.run(measure(c, ops, warmup))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return on_cluster(tree, lambda c: measure(c, ops, warmup))
 
 
 def main(argv: list[str] | None = None) -> int:
