@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -43,6 +44,7 @@ from liferaft.harness import procs  # noqa: E402
 from liferaft.harness.serve import ServeCluster  # noqa: E402
 
 STEPS = ("write", "stale", "linearizable")
+T = TypeVar("T")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -112,7 +114,8 @@ async def measure(c: ServeCluster, ops: int, conns: int) -> dict[str, tuple[floa
     return out
 
 
-def one_round(tree: Path, ops: int, conns: int) -> dict[str, tuple[float, float]]:
+def on_cluster(tree: Path, run: Callable[[ServeCluster], Awaitable[T]]) -> T:
+    """``run`` against 3 fresh pinned nodes of ``tree``'s build (stopped after)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     root = Path(tempfile.mkdtemp(prefix="liferaft-kv-servers-"))
     try:
@@ -120,9 +123,13 @@ def one_round(tree: Path, ops: int, conns: int) -> dict[str, tuple[float, float]
             c.add_nodes(3)
             c.start_all()
             c.wait_ready(timeout=60)
-            return asyncio.run(measure(c, ops, conns))
+            return asyncio.run(run(c))  # type: ignore[arg-type]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def one_round(tree: Path, ops: int, conns: int) -> dict[str, tuple[float, float]]:
+    return on_cluster(tree, lambda c: measure(c, ops, conns))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liferaft.transport.base import limit_reads
 
+from .hot_path import ClientRunner
+
 log = logging.getLogger("liferaft.kv")
 
 # Descriptors kept out of the client connection cap: storage (WAL segments,
@@ -296,7 +298,8 @@ async def start_client_listener(
         raise
     # keepalive_timeout is aiohttp's deadline for a request head, from accept
     # or from the previous response (see the module docstring).
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout)
+    # ClientRunner: the key routes skip the router and middlewares (kv/hot_path.py).
+    runner = ClientRunner(app, access_log=None, keepalive_timeout=limits.header_timeout)
     try:
         await runner.setup()
     except BaseException:

@@ -28,6 +28,7 @@ from liferaft.runtime import Node
 
 from .access_log import access_log
 from .errors import KVBadRequestError, KVError
+from .hot_path import KV_API
 from .http_util import (
     ApiError,
     decode_body,
@@ -194,6 +195,7 @@ class KVServer(CoordinationRoutes):
             # body cannot hold a legal value, and aiohttp answers 413.
             client_max_size=2 * self.max_value + 64 * 1024,
         )
+        app[KV_API] = self  # the client port answers the key routes directly
         self.add_coordination_routes(app)
         r = app.router
         r.add_get("/v1/kv/{key:.+}", self.get)
@@ -232,23 +234,35 @@ class KVServer(CoordinationRoutes):
     ) -> web.StreamResponse:
         try:
             return await handler(request)
-        except KVError as e:
-            return _error(http_status(e), e.code, str(e), **e.extra)
-        except ApiError as e:
-            resp = _error(e.status, e.code, str(e), **e.extra)
-            if e.status == 408:
+        except Exception as exc:
+            resp = self.render_error(exc, request)
+            if resp is None:
+                raise
+            return resp
+
+    @staticmethod
+    def render_error(exc: Exception, request: web.BaseRequest) -> web.Response | None:
+        """The JSON answer to ``exc`` raised by a handler (None: not ours to
+        render; aiohttp answers 500).  The routed handlers and the hot path
+        (liferaft/kv/hot_path.py) both answer through this."""
+        if isinstance(exc, KVError):
+            return _error(http_status(exc), exc.code, str(exc), **exc.extra)
+        if isinstance(exc, ApiError):
+            resp = _error(exc.status, exc.code, str(exc), **exc.extra)
+            if exc.status == 408:
                 # The connection is mid-body: close it after this answer
                 # rather than parse the rest as a new request.
                 resp.force_close()
             return resp
-        except web.HTTPRequestEntityTooLarge as exc:
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
             return _error(413, "too_large", f"request body too large ({exc.text})")
-        except web.HTTPNotFound:
+        if isinstance(exc, web.HTTPNotFound):
             return _error(404, "not_found", f"no route {request.method} {request.path}")
-        except web.HTTPMethodNotAllowed:
+        if isinstance(exc, web.HTTPMethodNotAllowed):
             return _error(405, "bad_request", f"method {request.method} not allowed here")
-        except web.HTTPException as exc:
+        if isinstance(exc, web.HTTPException):
             return _error(exc.status, "bad_request", exc.reason)
+        return None
 
     @web.middleware
     async def _auth(
@@ -264,13 +278,21 @@ class KVServer(CoordinationRoutes):
                 f"refused a {request.method} from the web page at {foreign[:100]!r}: only "
                 "the cluster's own pages may change it (docs/console.md, Trust)",
             )
-        open_route = request.path in _OPEN_ROUTES or request.path.startswith(self._own_auth)
-        if self.token is not None and not open_route:
-            got = request.headers.get("Authorization", "")
-            want = "Bearer " + self.token
-            if not hmac.compare_digest(got.encode(), want.encode()):
-                return _error(401, "unauthorized", "a valid bearer token is required")
-        return await handler(request)
+        refused = self.refuse_token(request)
+        return refused if refused is not None else await handler(request)
+
+    def refuse_token(self, request: web.BaseRequest) -> web.Response | None:
+        """The 401 for a request that needs the bearer token and lacks it;
+        None when it may go on."""
+        if self.token is None:
+            return None
+        if request.path in _OPEN_ROUTES or request.path.startswith(self._own_auth):
+            return None
+        got = request.headers.get("Authorization", "")
+        want = "Bearer " + self.token
+        if not hmac.compare_digest(got.encode(), want.encode()):
+            return _error(401, "unauthorized", "a valid bearer token is required")
+        return None
 
     def _origins(self) -> set[str]:
         return member_origins(self.service.node, self.service.client_addr)

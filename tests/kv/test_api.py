@@ -15,6 +15,7 @@ from aiohttp import web
 
 from liferaft.chaos.cluster import free_ports
 from liferaft.core import ChangeType, ConfChange, ConfChangeSingle
+from liferaft.kv.hot_path import ClientRunner
 from liferaft.kv.machine import KVMachine
 from liferaft.kv.mvcc import Range
 from liferaft.kv.server import KVServer
@@ -45,7 +46,7 @@ class Api:
             svc_kw = {k: v for k, v in self.kw.items() if k != "token"}
             svc = KVService(node, self.c.sms[nid], client_addr=f"127.0.0.1:{port}", **svc_kw)
             srv = KVServer(svc, token=self.kw.get("token"))
-            runner = web.AppRunner(srv.app())
+            runner = ClientRunner(srv.app())  # with the hot path, as serve runs it
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             self.runners.append(runner)
