@@ -157,3 +157,23 @@ def bench_kv(
     # Errors are in the table; only a step with no success at all fails the run.
     if any(s.ok == 0 for s in res.steps):
         raise CommandFailedError("a step had no successful request", ExitCode.ERROR)
+
+
+@bench.command("trace")
+@click.option("--writes", default=1000, show_default=True, help="Writes traced (one connection).")
+@click.option("--rate", default=0.0, help="Writes per second (default: back to back).")
+@click.option("--warmup", default=20, show_default=True, help="Writes before, not counted.")
+def bench_trace(writes: int, rate: float, warmup: int) -> None:
+    """Where a write's time goes: a local 3-node cluster with the per-write
+    trace on (LIFERAFT_TRACE_WRITES), N writes at one connection, and the
+    stage table (median and p90 µs per stage, CPU per write per node, the
+    fdatasync + RTT yardstick).  docs/bench.md, "Tracing a write"."""
+    from liferaft.harness.trace_bench import run as trace_run
+
+    if writes < 1 or warmup < 0 or rate < 0:
+        raise click.UsageError("--writes must be >= 1, --warmup and --rate >= 0")
+    try:
+        report = trace_run(writes, rate, warmup)
+    except RuntimeError as exc:
+        raise CommandFailedError(str(exc)) from exc
+    click.echo(report.table())

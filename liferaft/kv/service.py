@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from liferaft.runtime import Node, NodeError
+from liferaft.runtime import Node, NodeError, write_trace
 from liferaft.runtime import address_book as book
 from liferaft.runtime.admin import keep_member_info
 
@@ -373,11 +373,16 @@ class KVService(ClusterAdmin):
     async def propose(self, cmd: Command) -> Any:
         """Propose ``cmd``; the result the machine computed for it here."""
         t0 = time.perf_counter()
+        trace = write_trace.tracer
+        if trace is not None:
+            trace.arrived()
         try:
             res = await self.node.propose(encode_command(cmd), timeout=self.timeout)
         except NodeError as exc:
             self.metrics.proposal_failed(type(exc).__name__)
             raise node_error(exc) from exc
+        if trace is not None:
+            trace.responded()
         self.metrics.write_done(time.perf_counter() - t0)
         return res
 

@@ -76,6 +76,7 @@ from liferaft.core import (
 from liferaft.storage import StorageError
 from liferaft.transport.base import Transport
 
+from . import write_trace
 from ._futures import _fail, _resolve, bounded
 from .clock import Clock
 from .config import NodeConfig
@@ -257,6 +258,9 @@ class RaftLoop:
         rtt = self.peer_rtt
         if rtt is not None and type(msg) is HeartbeatResponse:
             rtt.answered(msg.frm, self.clock.monotonic())
+        t = write_trace.tracer
+        if t is not None:
+            t.received(msg)
         self._inbox.append(msg)
         self._wake.set()
 
@@ -360,6 +364,9 @@ class RaftLoop:
             for m in rd.messages:
                 if type(m) is Heartbeat:
                     rtt.sent(m.to, now)
+        t = write_trace.tracer
+        if t is not None:
+            t.committed(rd.committed_entries)
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
         else:
@@ -368,10 +375,14 @@ class RaftLoop:
             if rd.send_first:
                 # A leader replicates while its own fsync runs (thesis
                 # §10.2.1); nothing is stepped until the persist has finished.
+                if t is not None:
+                    t.sending(rd.messages)
                 for m in rd.messages:
                     send(m)
             await self._persist(rd)
             if not rd.send_first:
+                if t is not None:
+                    t.sending(rd.messages)
                 for m in rd.messages:
                     send(m)
         else:
@@ -389,15 +400,21 @@ class RaftLoop:
                 # (Not with a membership change: its callers must see it in
                 # force, which happens in advance().)
                 settled = hooks.apply(rd.committed_entries)
+                if t is not None:
+                    t.committed(rd.committed_entries, "apply")
                 rd.committed_entries = []
                 if settled and rd.messages:
                     await asyncio.sleep(0)
+            if t is not None:
+                t.sending(rd.messages)
             for m in rd.messages:
                 send(m)
         if rd.snapshot is not None:
             hooks.install(rd.snapshot)
         if rd.committed_entries:
             hooks.apply(rd.committed_entries)
+            if t is not None:
+                t.committed(rd.committed_entries, "apply")
         if rd.read_states:
             hooks.read_states(rd.read_states)
         self._soft_events(rd)
@@ -408,6 +425,9 @@ class RaftLoop:
         store, hooks = self.store, self._hooks
         assert store is not None and hooks is not None
         delay = 0.05
+        t = write_trace.tracer
+        if t is not None:
+            t.saving(rd.entries, False)
         while True:
             try:
                 if store.threaded and (
@@ -441,6 +461,8 @@ class RaftLoop:
                 self.storage_ok = True
                 log.warning("node %s: storage recovered", self.id)
                 self._emit(EventType.STORAGE_RECOVERED)
+            if t is not None:
+                t.saving(rd.entries, True)
             return
 
     def _submit_io(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from liferaft.core import Entry, RaftError
 
+from . import write_trace
 from ._futures import _as_error, _fail, _resolve
 from .entry_format import ENTRY_FORMAT_ENVELOPED, header, wrap
 from .errors import DroppedError, NodeTimeoutError, NotLeaderError, StoppedError, StorageFailedError
@@ -166,8 +167,11 @@ class ProposalTracker:
         index = last - len(live)
         term = rn.term
         pending = self.pending
+        t = write_trace.tracer
         for p in live:
             index += 1
+            if t is not None:
+                t.proposed(index)
             if p.want_index:
                 p.fut.set_result((index, term))
                 continue

@@ -120,6 +120,15 @@ class InboundConn:
     calls: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
     # A caller connection's idle timer: re-armed when one of its calls ends.
     on_idle: Callable[[object], None] | None = None
+    # Stops the frames parsed in the socket callback (framed.PeerProtocol.stop).
+    stop_reading: Callable[[], None] | None = None
+
+    def end(self) -> None:
+        """Close this connection: nothing more is handled from now on, and
+        its task (which closes the socket) is cancelled."""
+        if self.stop_reading is not None:
+            self.stop_reading()
+        self.task.cancel()
 
     @property
     def label(self) -> str:

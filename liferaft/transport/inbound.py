@@ -11,8 +11,9 @@ Then comes the handshake (HELLO or CALLER -> CHALLENGE -> PROOF -> WELCOME
 or REFUSE, :mod:`.greeting`; its rules are :func:`.handshake.check_hello`),
 within the same timeout and in frames of at most 4 KiB: nothing more is read
 from a dialer that has not proven the cluster secret (or, with mTLS, its
-node id).  Then frames are read one by one and decoded by
-:mod:`liferaft.codec`.  A frame that is oversized, truncated, unknown or
+node id).  Then a peer connection's frames are parsed in the socket
+callback (:mod:`.framed`) and decoded by :mod:`liferaft.codec`; a caller
+connection's are read one by one.  A frame that is oversized, truncated, unknown or
 fails validation, or a message whose sender or receiver is not the
 handshaken pair, closes that connection with a logged reason; the node
 keeps serving everyone else.  A caller connection carries calls only and is
@@ -38,6 +39,7 @@ from ._context import Context, InboundConn, close_writer, small_reads
 from ._frames import FrameError, Kind, read_frame
 from .base import format_address
 from .calls import CallServer
+from .framed import PeerProtocol, new_protocol
 from .snapshots import SnapshotReceiver
 from .tls_listener import TlsListener, upgrade
 
@@ -47,6 +49,8 @@ OVER_CAPACITY_LOG_EVERY = 10.0
 # Refused handshakes likewise: one WARNING at most this often (seconds),
 # the others at DEBUG and counted, since anyone can cause one per connection.
 REFUSAL_LOG_EVERY = 10.0
+# Peer frames handled in the socket callback; the others go to the task.
+_INLINE = frozenset({Kind.MSG, Kind.CALL})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +101,12 @@ class Inbound:
         if self._settings.ssl_server is not None:
             self._server = TlsListener(self._accept_tls, self._ctx.log)
             return await self._server.listen(host, port)
-        server = await asyncio.start_server(self._accept, host, port, limit=greeting.READ_LIMIT)
+        # asyncio.start_server, with a protocol that can switch to parsing
+        # peer frames in the socket callback after the handshake (.framed).
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: new_protocol(greeting.READ_LIMIT, self._accept), host, port
+        )
         self._server = server
         sockname = server.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -110,7 +119,9 @@ class Inbound:
         """Stop listening; cancel every connection's task and return them."""
         self.stop_listening()
         tasks = [c.task for c in self.conns] + list(self.accepting)
-        for t in tasks:
+        for c in self.conns:
+            c.end()
+        for t in self.accepting:
             t.cancel()
         return tasks
 
@@ -122,7 +133,7 @@ class Inbound:
         """``peer`` left the peer table: close its peer connections."""
         for conn in list(self.conns):
             if conn.peer == peer and not conn.caller:
-                conn.task.cancel()
+                conn.end()
 
     def local(self) -> handshake.Local:
         """What the handshake's decision needs to know about this node, now."""
@@ -189,14 +200,14 @@ class Inbound:
                 # One connection per dialing peer: a new one replaces a stale one.
                 for old in [c for c in self.conns if c.peer == peer and not c.caller]:
                     ctx.log.info("peer %s reconnected; closing its older connection", peer)
-                    old.task.cancel()
+                    old.end()
             self.conns.add(conn)
             self.accepting.pop(task, None)
             ctx.log.info("accepted %s from %s", conn.label, where)
             if caller:
                 await self._serve_caller(conn, reader)
             else:
-                await self._serve(conn, reader)
+                await self._serve(conn)
         except (FrameError, DecodeError) as e:
             self.bad_frames += 1
             ctx.log.warning(
@@ -309,22 +320,23 @@ class Inbound:
 
     # -- serving -----------------------------------------------------------------------
 
-    async def _serve(self, conn: InboundConn, reader: asyncio.StreamReader) -> None:
-        """Serve a peer connection: messages, snapshot streams and calls."""
+    async def _serve(self, conn: InboundConn) -> None:
+        """Serve a peer connection: messages, snapshot streams and calls.
+
+        Messages and calls are handled in the socket callback as their
+        frames complete (.framed); snapshot frames, and whatever arrives
+        behind one until it is handled, come to this task in order."""
         ctx = self._ctx
+        rx = conn.writer.transport.get_protocol()
+        assert isinstance(rx, PeerProtocol), rx  # both listeners make one
         snapshots = SnapshotReceiver(ctx, conn)
+        conn.stop_reading = rx.stop
+        rx.frames(ctx.max_frame, lambda kind, body: self._frame(conn, kind, body), _INLINE)
         try:
             while True:
-                kind, body = await read_frame(reader, ctx.max_frame)
-                if kind is Kind.CALL:
-                    self._calls.on_call(conn, body)
-                    continue
-                if kind is Kind.MSG:
-                    msg = decode_message(body)
-                    conn.check_addressing(msg, ctx.node_id)
-                    if isinstance(msg, InstallSnapshot):
-                        raise FrameError("InstallSnapshot must be streamed, not sent as MSG")
-                    ctx.deliver(msg)
+                kind, body = await rx.next_frame()
+                if kind in _INLINE:
+                    self._frame(conn, kind, body)
                 elif kind is Kind.SNAP_CHUNK:
                     await snapshots.chunk(body)
                 elif kind is Kind.SNAP_BEGIN:
@@ -336,7 +348,19 @@ class Inbound:
                 else:
                     raise FrameError(f"unexpected {kind.name} frame after the handshake")
         finally:
+            rx.stop()
             snapshots.drop("connection closed")
+
+    def _frame(self, conn: InboundConn, kind: Kind, body: memoryview) -> None:
+        """A MSG or CALL frame of a peer connection (raises to close it)."""
+        if kind is Kind.CALL:
+            self._calls.on_call(conn, body)
+            return
+        msg = decode_message(body)
+        conn.check_addressing(msg, self._ctx.node_id)
+        if isinstance(msg, InstallSnapshot):
+            raise FrameError("InstallSnapshot must be streamed, not sent as MSG")
+        self._ctx.deliver(msg)
 
     async def _serve_caller(self, conn: InboundConn, reader: asyncio.StreamReader) -> None:
         """Serve a caller connection: calls only, closed when idle.

@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .framed import new_protocol
 from .greeting import READ_LIMIT, Streams
 
 # Pending connections the kernel queues per listening socket (asyncio's default).
@@ -102,8 +103,10 @@ async def upgrade(sock: socket.socket, context: ssl.SSLContext, timeout: float) 
     Raises ``ssl.SSLError``, ``OSError`` or ``TimeoutError`` if the TLS
     handshake fails."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    # The handshake reads a stream; a peer connection then parses its frames
+    # in the socket callback (framed.PeerProtocol).
+    protocol = new_protocol(READ_LIMIT)
+    reader = protocol.handshake_reader
     transport, _ = await loop.connect_accepted_socket(
         lambda: protocol, sock, ssl=context, ssl_handshake_timeout=timeout
     )
