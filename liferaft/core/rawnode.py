@@ -277,7 +277,12 @@ class RawNode:
         ``NodeConfig.commit_flush_delay``), and the next :meth:`tick` sends
         it if the host never does.  Check it after :meth:`advance`."""
         r = self.raft
-        return r.commit_pending and r.role is Role.LEADER
+        if not r.commit_pending or r.role is not Role.LEADER:
+            return False
+        if leader.commit_told(r):
+            r.commit_pending = False  # heartbeats or appends carried it since
+            return False
+        return True
 
     def flush_commit(self) -> None:
         """Send a pending commit index now, to each follower not yet told it
