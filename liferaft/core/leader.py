@@ -14,6 +14,21 @@ Commit advances when a quorum holds an entry of the current term
 next AppendEntries, or on a heartbeat, which carries
 ``min(match, commit)`` so a follower never commits entries it may not hold.
 
+The commit broadcast is lazy (:func:`advance_commit`): a commit index that
+advanced is not sent on its own at once but left pending
+(``Raft.commit_pending``), and rides the next AppendEntries or heartbeat to
+each follower, or the empty AppendEntries of :func:`flush_commit`, which the
+host calls within its bound (RawNode.flush_commit) and every tick calls.  At
+one write at a time a follower then wakes once per write, not twice.  It goes
+at once when it matters more than a wake-up: the first commit of a term, a
+commit that covers a membership change (a member being removed hears of it
+before the leader forgets it; docs/core.md, "The lazy commit broadcast"),
+and during a leadership transfer; a reader's follower is told before its
+ReadIndex answer (:func:`respond_read`), the transferee before its
+TimeoutNow.  Followers' commit indices, and so their applies and stale
+reads, lag by up to the host's bound; the leader's commit index, what it
+acknowledges and what ReadIndex uses, does not move later.
+
 With check-quorum (thesis §6.2) a leader that has not heard from a quorum for
 an election timeout steps down.  ``election_elapsed`` is that clock, and the
 lease clock too (:func:`lease_valid`); only the passage of ticks and the
@@ -79,6 +94,9 @@ def tick(r: Raft) -> None:
     if r.heartbeat_elapsed >= r.heartbeat_timeout:
         r.heartbeat_elapsed = 0
         bcast_heartbeat(r, r.read_only.last_pending_token())
+    if r.commit_pending:
+        # A host that never flushes still bounds the delay by one tick.
+        flush_commit(r)
 
 
 # -- sending ------------------------------------------------------------------------
@@ -99,6 +117,7 @@ def send_append(r: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
     if not ents and not send_if_empty:
         return False
     r.send(AppendEntries(r.term, r.id, to, prev_index, prev_term, tuple(ents), log.committed))
+    pr.commit_sent = log.committed  # never above it: the commit index only grows
     if ents:
         pr.sent_entries(ents[-1].index, entries_size(ents))
     elif pr.state is ProgressState.PROBE:
@@ -123,8 +142,65 @@ def send_snapshot(r: Raft, to: NodeId) -> bool:
 
 def bcast_append(r: Raft) -> None:
     r.bcast_pending = False
+    r.commit_pending = False
     for nid, _ in list(r.tracker.peers(r.id)):
         send_append(r, nid)
+
+
+def advance_commit(r: Raft) -> bool:
+    """Advance the commit index if a quorum allows (:meth:`Raft.maybe_commit`)
+    and decide how the followers hear of it.  Returns True if it was
+    broadcast at once (every peer that is not paused was sent an append).
+
+    Lazy by default: the commit rides the next append or heartbeat, or the
+    host's :func:`flush_commit`.  At once for the first commit of a term
+    (pending reads are released by it, and the followers learn the new
+    leader's commit), for a commit that covers a membership change (the
+    leader applies it next and stops talking to members it removes, which
+    must still hear that it committed; ``pending_conf_index`` is the last
+    change appended, or the whole inherited tail after an election), and
+    during a leadership transfer (the target takes over with what it knows).
+    """
+    before = r.log.committed
+    first_in_term = not r.committed_entry_in_current_term()
+    if not r.maybe_commit():
+        return False
+    if (
+        first_in_term
+        or before < r.pending_conf_index <= r.log.committed
+        or r.lead_transferee is not None
+    ):
+        bcast_append(r)
+        return True
+    r.commit_pending = True
+    return False
+
+
+def flush_commit(r: Raft) -> None:
+    """Send the pending commit index to every peer not yet told it, in an
+    (empty, unless entries wait) AppendEntries, as the eager broadcast did.
+    A paused peer is skipped; it hears with its next append or heartbeat."""
+    r.commit_pending = False
+    committed = r.log.committed
+    for nid, pr in list(r.tracker.peers(r.id)):
+        if pr.commit_sent < committed:
+            send_append(r, nid)
+
+
+def commit_told(r: Raft) -> bool:
+    """Has every peer a flush could reach been sent the commit index?"""
+    committed = r.log.committed
+    return all(
+        pr.commit_sent >= committed or pr.is_paused() for _, pr in r.tracker.peers(r.id)
+    )
+
+
+def tell_commit(r: Raft, to: NodeId, index: int) -> None:
+    """Make sure ``to`` has been sent a commit index of at least ``index``
+    before what follows (a read answer, a TimeoutNow)."""
+    pr = r.tracker.progress.get(to)
+    if pr is not None and pr.commit_sent < index:
+        send_append(r, to)
 
 
 def flush_appends(r: Raft) -> None:
@@ -140,7 +216,10 @@ def bcast_heartbeat(r: Raft, token: bytes = b"") -> None:
     committed = r.log.committed
     for nid, pr in r.tracker.peers(r.id):
         # Never tell a follower to commit past what it is known to hold.
-        r.send(Heartbeat(r.term, r.id, nid, min(pr.match, committed), token))
+        commit = min(pr.match, committed)
+        r.send(Heartbeat(r.term, r.id, nid, commit, token))
+        if commit > pr.commit_sent:
+            pr.commit_sent = commit
 
 
 # -- ReadIndex (thesis §6.4) ----------------------------------------------------------------
@@ -210,6 +289,10 @@ def respond_read(r: Raft, ctx: bytes, requester: NodeId, index: int) -> None:
     if requester == r.id:
         r.read_states.append(ReadState(index, ctx))
     else:
+        # The follower serves the read once it has applied ``index``: with
+        # the commit broadcast lazy it might not know that index committed
+        # yet, and would wait for the next flush.  Tell it first.
+        tell_commit(r, requester, index)
         r.send(ReadIndexResponse(r.term, r.id, requester, ctx, index))
 
 
@@ -248,6 +331,9 @@ def send_timeout_now(r: Raft, to: NodeId) -> None:
     the followers' lease promise, so this leader gives up lease reads for the
     rest of its term, whatever becomes of the transfer."""
     r.read_only.lease_revoked = True
+    # The target campaigns at once: let it know everything this leader knows
+    # committed, so its first term starts from the same commit index.
+    tell_commit(r, to, r.log.committed)
     r.send(TimeoutNow(r.term, r.id, to))
 
 
@@ -310,8 +396,8 @@ def handle_ack(r: Raft, m: AppendResponse) -> None:
             pr.become_replicate()
     else:
         pr.inflights.free_le(m.index)
-    if r.maybe_commit():
-        bcast_append(r)
+    if advance_commit(r):
+        pass  # m.frm was sent an append too
     elif was_paused:
         send_append(r, m.frm)
     # Keep the pipeline full while the window allows.

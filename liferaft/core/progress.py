@@ -85,6 +85,7 @@ class Progress:
         "probe_sent",
         "inflights",
         "is_learner",
+        "commit_sent",
     )
 
     def __init__(self, next_index: int, inflight_cap: int, is_learner: bool = False) -> None:
@@ -99,6 +100,10 @@ class Progress:
         self.probe_sent = False
         self.inflights = Inflights(inflight_cap)
         self.is_learner = is_learner
+        # The highest commit index a message to this peer has carried (a
+        # heartbeat's min(match, commit) included): a pending commit needs
+        # an extra message only to a peer told less (leader.flush_commit).
+        self.commit_sent = 0
 
     def __repr__(self) -> str:
         return (
@@ -112,6 +117,7 @@ class Progress:
         self.recent_active = False
         self.match = match
         self.next = next_index
+        self.commit_sent = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False

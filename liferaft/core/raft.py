@@ -187,6 +187,10 @@ class Raft:
         # Set when a leader appended entries not yet broadcast: RawNode.ready()
         # flushes them in one AppendEntries per follower (batching).
         self.bcast_pending = False
+        # Set when this leader's commit index advanced and some follower has
+        # not been sent it: it rides the next append or heartbeat, or goes
+        # out when the host flushes it or at the next tick (leader.advance_commit).
+        self.commit_pending = False
 
         hs, cs = storage.initial_state()
         self.tracker.switch_to(cs, self.log.last_index() + 1)
@@ -283,6 +287,7 @@ class Raft:
         self.read_only.reset()
         self.pending_reads.clear()
         self.bcast_pending = False
+        self.commit_pending = False
 
     def forward_read(self, ctx: bytes) -> bytes:
         """Name a read this follower forwards to its leader; returns the token."""
@@ -450,8 +455,8 @@ class Raft:
         and tell the followers if that completed a quorum."""
         if self.role is not Role.LEADER:
             return
-        if self.tracker.progress[self.id].maybe_update(index) and self.maybe_commit():
-            leader.bcast_append(self)
+        if self.tracker.progress[self.id].maybe_update(index):
+            leader.advance_commit(self)
 
     def maybe_commit(self) -> bool:
         """Advance the commit index to what a quorum holds, but only through an
@@ -484,6 +489,9 @@ class Raft:
         return new
 
     def switch_to_config(self, conf: ConfState) -> None:
+        if self.role is Role.LEADER and self.commit_pending:
+            # Members leaving the tracker hear no more from us: tell them now.
+            leader.flush_commit(self)
         self.tracker.switch_to(conf, self.log.last_index() + 1)
         if self.role is not Role.LEADER:
             return

@@ -269,6 +269,28 @@ class RawNode:
             raise ConfChangeError(f"transfer_leader: {to} is not a voter")
         leader.transfer_to(r, to)
 
+    @property
+    def commit_pending(self) -> bool:
+        """True while this leader's commit index has advanced past what some
+        follower was sent.  It rides the next append or heartbeat; the host
+        should call :meth:`flush_commit` within its bound (the runtime's
+        ``NodeConfig.commit_flush_delay``), and the next :meth:`tick` sends
+        it if the host never does.  Check it after :meth:`advance`."""
+        r = self.raft
+        if not r.commit_pending or r.role is not Role.LEADER:
+            return False
+        if leader.commit_told(r):
+            r.commit_pending = False  # heartbeats or appends carried it since
+            return False
+        return True
+
+    def flush_commit(self) -> None:
+        """Send a pending commit index now, to each follower not yet told it
+        (an AppendEntries in the next Ready).  Harmless when none is pending."""
+        r = self.raft
+        if r.commit_pending and r.role is Role.LEADER:
+            leader.flush_commit(r)
+
     def report_unreachable(self, nid: NodeId) -> None:
         """The transport failed to deliver to ``nid``: stop streaming to it."""
         leader.report_unreachable(self.raft, nid)
@@ -302,6 +324,8 @@ class RawNode:
         r = self.raft
         if r.bcast_pending and r.role is Role.LEADER:
             leader.flush_appends(r)
+            if r.commit_pending and leader.commit_told(r):
+                r.commit_pending = False  # the new entries carried it
         r.bcast_pending = False
         rd = Ready()
         soft = r.soft_state()

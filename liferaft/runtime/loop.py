@@ -140,6 +140,11 @@ class RaftLoop:
         self.ops: deque[Callable[[], None]] = deque()
         self._store_ops: deque[tuple[Callable[[Store], Any], bool, asyncio.Future[Any]]] = deque()
         self._ticks_due = 0
+        # The lazy commit broadcast (RawNode.commit_pending): one timer at a
+        # time, armed when the node task goes idle with a commit pending;
+        # when it fires, the node task flushes (if nothing carried it since).
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_due = False
         self._wake = asyncio.Event()
         #: Wake the node task (a proposal was queued).  The event's own
         #: ``set``, not a method around it: every write calls it.
@@ -204,6 +209,9 @@ class RaftLoop:
         operations are left (nothing else runs now), cancel the parts' tasks."""
         self.stopping = True
         self._wake.set()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -328,8 +336,16 @@ class RaftLoop:
                     if self._store_ops:
                         await self._run_store_ops()
                     self._drain()
-                    if self.stopping or not rn.has_ready():
+                    if self.stopping:
                         break
+                    if not rn.has_ready():
+                        if not rn.commit_pending:
+                            break
+                        if self.config.commit_flush_delay > 0:
+                            self._arm_flush()
+                            break
+                        rn.flush_commit()
+                        continue
                     await self._handle_ready(rn.ready())
             except asyncio.CancelledError:
                 raise
@@ -338,12 +354,28 @@ class RaftLoop:
                 self.crashed.set()
                 raise
 
+    def _arm_flush(self) -> None:
+        """Flush the pending commit after ``commit_flush_delay`` unless a
+        write carries it first.  Once per idle period, not per write."""
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                self.config.commit_flush_delay, self._flush_fired
+            )
+
+    def _flush_fired(self) -> None:
+        self._flush_timer = None
+        self._flush_due = True
+        self._wake.set()
+
     def _drain(self) -> None:
         rn, hooks = self.rn, self._hooks
         assert rn is not None and hooks is not None
         while self._ticks_due:
             self._ticks_due -= 1
             rn.tick()
+        if self._flush_due:
+            self._flush_due = False
+            rn.flush_commit()  # sends nothing if appends carried it meanwhile
         while self._inbox:
             m = self._inbox.popleft()
             try:

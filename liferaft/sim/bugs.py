@@ -41,6 +41,13 @@ simulator must catch every one of them within a bounded number of seeds
   it did before: after a crash a node may run a configuration two changes
   old, which shares no quorum with the newest one (the joint change
   {1,2,3} -> {1,4,5}).
+* ``flush-commit-past-match``: the lazy commit broadcast flushes with a
+  heartbeat carrying the leader's whole commit index instead of an
+  AppendEntries (or a heartbeat's min(match, commit)): a follower whose log
+  still holds another leader's entries at those indices commits them.
+* ``lazy-conf-commit``: the commit of a membership change waits for the
+  flush like any other (no broadcast at once, no flush before the leader
+  switches configuration), so members it removes may never hear of it.
 """
 
 from __future__ import annotations
@@ -208,6 +215,35 @@ def _read_index_sole_voter_first(r: Raft, ctx: bytes, requester: str, lease: boo
     _read_index(r, ctx, requester, lease)
 
 
+def _flush_commit_by_heartbeat(r: Raft) -> None:
+    from liferaft.core.messages import Heartbeat
+
+    r.commit_pending = False
+    committed = r.log.committed
+    for nid, pr in list(r.tracker.peers(r.id)):
+        if pr.commit_sent < committed:
+            # BUG: the whole commit index, to a follower not known to hold it.
+            r.send(Heartbeat(r.term, r.id, nid, committed))
+            pr.commit_sent = committed
+
+
+def _advance_commit_always_lazy(r: Raft) -> bool:
+    if not r.maybe_commit():
+        return False
+    r.commit_pending = True  # BUG: even a membership change waits for the flush
+    return False
+
+
+_switch_to_config = Raft.switch_to_config
+
+
+def _switch_without_flush(self: Raft, conf: Any) -> None:
+    pending = self.commit_pending
+    self.commit_pending = False  # BUG: removed members are never told
+    _switch_to_config(self, conf)
+    self.commit_pending = self.commit_pending or pending
+
+
 PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-prior-term": (Raft, "maybe_commit", _commit_prior_term),
     "truncate-on-overlap": (RaftLog, "maybe_append", _truncate_on_overlap),
@@ -222,10 +258,13 @@ PATCHES: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "count-unsynced-self": (Raft, "append_entries", _append_counting_self),
     "lease-survives-transfer": (leader_mod, "transfer_to", _transfer_stretching_lease),
     "ctx-names-reads": (follower_mod, "step", _step_read_answers_by_name),
+    "flush-commit-past-match": (leader_mod, "flush_commit", _flush_commit_by_heartbeat),
+    "lazy-conf-commit": (leader_mod, "advance_commit", _advance_commit_always_lazy),
 }
 # Bugs that need more than one patch.
 EXTRA_PATCHES: dict[str, list[tuple[Any, str, Callable[..., Any]]]] = {
     "ctx-names-reads": [(Raft, "forward_read", _forward_read_as_is)],
+    "lazy-conf-commit": [(Raft, "switch_to_config", _switch_without_flush)],
 }
 
 BUGS = (*PATCHES, "forget-vote")

@@ -12,6 +12,12 @@ event, lets the node(s) it touched handle their Ready, and runs the
 The network can drop, duplicate, delay (and so reorder) messages and cut
 links; a node can crash, losing every write it had not synced, and restart
 from its simulated disk.  Scenario tests drive the same class directly.
+
+The cluster is also the host of the lazy commit broadcast: a leader whose
+commit index waits to be sent (RawNode.commit_pending) is flushed at once,
+after a random delay up to a tick interval, or never (its next tick sends
+it), as ``commit_flush`` says; by default each seed picks one, or mixes
+them per pending commit, so every schedule the API allows is generated.
 """
 
 from __future__ import annotations
@@ -141,6 +147,13 @@ class Cluster:
         self.acked = 0
         # False plants the "forget-vote" bug in every disk (see bugs.py).
         self.disk_persists_vote = True
+        # How this host flushes a pending commit: "now", "delay" (up to a
+        # tick interval), "tick" (never: the core's next tick does), or
+        # "mixed" (one of the three each time).  Its own random stream,
+        # so the choice does not shift the rest of the seed's.
+        self.flush_rng = random.Random(seed * 1_000_003 + 17)
+        self.commit_flush = self.flush_rng.choice(("mixed", "mixed", "now", "delay", "tick"))
+        self._flush_due: set[tuple[NodeId, int]] = set()
         self.voters0 = list(ids)
         for nid in self.voters0:
             self.add_node(nid, MemoryStorage.bootstrap(self.voters0))
@@ -431,9 +444,36 @@ class Cluster:
                     raise SafetyViolation(
                         f"livelock: {nid} produced {rounds} Readies in a row (t={self.now})"
                     )
+            if node.alive and node.rn is not None and node.rn.commit_pending:
+                self._flush_later(node)
             if self.trace is not None and node.alive and node.rn is not None:
                 # node.rn, not rn: a bounce in the Ready may have restarted it.
                 self.trace.observe(nid, node.rn, self.now)
+
+    def _flush_later(self, node: SimNode) -> None:
+        """Flush ``node``'s pending commit as this host's policy says."""
+        key = (node.id, node.lives)
+        if key in self._flush_due:
+            return
+        mode = self.commit_flush
+        if mode == "mixed":
+            mode = self.flush_rng.choice(("now", "delay", "tick"))
+        if mode == "tick":
+            return  # the next tick sends it
+        if mode == "now":
+            assert node.rn is not None
+            node.rn.flush_commit()
+            self._dirty.add(node.id)
+            return
+        self._flush_due.add(key)
+
+        def flush() -> None:
+            self._flush_due.discard(key)
+            if node.alive and node.lives == key[1] and node.rn is not None:
+                node.rn.flush_commit()
+                self._dirty.add(node.id)
+
+        self.call_at(self.now + self.flush_rng.randint(1, self.timing.tick_interval), flush)
 
     def _handle_ready(self, node: SimNode, rn: RawNode) -> None:
         handle_ready(self, node, rn)

@@ -57,7 +57,13 @@ Commands
     Put every held message back at the end of the queue, in the order it
     was held; one on a link that is cut by then is dropped.
 ``stabilize [ID...]``
-    Repeat process-ready and deliver-msgs for the nodes until nothing moves.
+    Repeat process-ready and deliver-msgs for the nodes until nothing moves;
+    then flush the pending commit of any of them (the host's bounded delay,
+    printed as ``> ID flushing the pending commit``) and go on until nothing
+    moves and no commit is pending.
+``flush-commit ID...``
+    The host flushes the node's pending commit index (RawNode.flush_commit);
+    prints whether one was pending.
 ``raft-log ID``, ``raft-state``, ``status ID``, ``state-machine ID``
 ``read-index ID CTX``, ``transfer-leadership from=ID to=ID``
 ``compact ID INDEX``
@@ -824,8 +830,25 @@ class Env:
             for nid in ids:
                 moved |= self.deliver(nid)
             if not moved:
-                return
+                pending = [nid for nid in ids if self.live_or_none(nid, "commit_pending")]
+                if not pending:
+                    return
+                for nid in pending:
+                    self.emit(f"> {nid} flushing the pending commit")
+                    self.watch(nid, self.live(nid).flush_commit)
         raise self.fail(f"the nodes did not settle within {STABILIZE_ROUNDS} rounds")
+
+    def live_or_none(self, nid: str, attr: str) -> object:
+        rn = self.node(nid).rn
+        return None if rn is None else getattr(rn, attr)
+
+    def cmd_flush_commit(self, args: Args) -> None:
+        if not args.pos:
+            raise self.fail("usage: flush-commit ID...")
+        for nid in args.pos:
+            rn = self.live(nid)
+            self.emit(f"{nid}: commit pending={str(rn.commit_pending).lower()}")
+            self.watch(nid, rn.flush_commit)
 
     def cmd_raft_log(self, args: Args) -> None:
         nid = self.one_id(args)

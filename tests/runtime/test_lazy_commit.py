@@ -1,0 +1,64 @@
+"""The runtime's half of the lazy commit broadcast (NodeConfig.commit_flush_delay).
+
+One write at a time on a three-node cluster: with the commit sent lazily a
+follower gets one AppendEntries per write (the next write's entries carry
+the previous commit), not two; and with no next write, the loop's flush
+timer still tells the followers, with no tick needed.  Counts, never
+timings: the manual clock does not move, so no tick sends anything here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from liferaft.core import AppendEntries, Message
+from liferaft.runtime import Node
+from tests.runtime.cluster import MemCluster
+
+WRITES = 20
+
+
+async def _appends_per_write(delay: float) -> tuple[float, MemCluster, Node]:
+    c = MemCluster(3, tick_interval=0.05, commit_flush_delay=delay)
+    await c.start()
+    ld = await c.leader()
+    await c.run(0.2)  # settle: the no-op committed everywhere
+    sent: list[Message] = []
+
+    def count(frm: str, m: Message) -> bool:
+        if frm == ld.id and isinstance(m, AppendEntries):
+            sent.append(m)
+        return False
+
+    c.net.drop_if(count)
+    for _ in range(WRITES):
+        # Real time, not the manual clock: no tick (and no heartbeat) runs.
+        await asyncio.wait_for(c.sms[ld.id].add(1), 5)
+    per_write = len(sent) / WRITES / 2  # per follower
+    print(f"commit_flush_delay={delay}: {per_write:.2f} AppendEntries per follower per write")
+    return per_write, c, ld
+
+
+async def test_one_message_per_write_and_the_flush_still_comes() -> None:
+    lazy, c, ld = await _appends_per_write(0.05)
+    try:
+        # Writes come back to back, well within the 50 ms bound: the commit
+        # rides the next write's entries (a stall may cost a flush or two).
+        assert lazy < 1.5, lazy
+        # The last write's commit: sent by the flush timer, no tick needed.
+        last = ld.status().commit_index
+        for _ in range(200):
+            if all(n.status().commit_index >= last for n in c.nodes.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert all(n.status().commit_index >= last for n in c.nodes.values())
+    finally:
+        await c.stop()
+
+
+async def test_zero_delay_sends_the_commit_at_once() -> None:
+    eager, c, _ = await _appends_per_write(0.0)
+    try:
+        assert eager >= 1.9, eager  # entries, then the commit on its own
+    finally:
+        await c.stop()
