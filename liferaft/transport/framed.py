@@ -9,8 +9,9 @@ task to read it (one task step per message fewer, on every node, for every
 append and every ack; issue 18).  Frames that need to await (snapshot
 chunks go to the disk in a worker thread) are queued, in order, for the
 connection's task, which takes them with :meth:`PeerProtocol.next_frame`;
-while any frame is queued, later ones queue behind it, so the order the
-peer sent them in is the order they are handled in.
+while any frame is queued, or the task is still handling the last one it
+took (it asks for the next when done), later ones queue behind it, so the
+order the peer sent them in is the order they are handled in.
 
 Limits are those of :func:`._frames.read_frame`: a length of 0 or above
 ``max_frame`` is refused from its header, before any body byte is kept,
@@ -92,6 +93,9 @@ class PeerProtocol(asyncio.StreamReaderProtocol):
         self._need = 4
         self._queue: collections.deque[tuple[Kind, memoryview]] = collections.deque()
         self._queued_bytes = 0
+        # The task took a frame and has not asked for the next yet: it may be
+        # awaiting (SNAP_END commits, then delivers), so nothing goes inline.
+        self._busy = False
         self._paused = False
         # What next_frame raises once the queue is empty; parsing stops when set.
         self._end: BaseException | None = None
@@ -156,6 +160,7 @@ class PeerProtocol(asyncio.StreamReaderProtocol):
         :func:`._frames.read_frame`: :class:`FrameError` (or the inline
         handler's error), ``asyncio.IncompleteReadError`` at the end of the
         stream (``partial == b""`` between frames), or the connection's error."""
+        self._busy = False  # done with the frame it took before
         while not self._queue and self._end is None:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -167,6 +172,7 @@ class PeerProtocol(asyncio.StreamReaderProtocol):
             self._queued_bytes -= len(body) + _HEAD
             if self._paused and self._queued_bytes <= QUEUE_LOW and self._end is None:
                 self._resume()
+            self._busy = True
             return kind, body
         assert self._end is not None
         raise self._end
@@ -222,7 +228,7 @@ class PeerProtocol(asyncio.StreamReaderProtocol):
             self._fail(FrameError(f"unknown frame kind {code}"))
             return
         inline = self._inline
-        if inline is not None and not self._queue and kind in self._inline_kinds:
+        if inline is not None and not self._queue and not self._busy and kind in self._inline_kinds:
             try:
                 inline(kind, body)
             except Exception as e:  # ends this connection only, logged by its task

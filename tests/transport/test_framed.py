@@ -248,3 +248,18 @@ async def test_over_tcp_a_malformed_frame_mid_stream_closes_that_connection_only
         await writer.drain()
     await wait_until(lambda: r1.delivered[-1:] == [hb("n3", "n1", 3)])
     writer.close()
+
+
+async def test_a_message_waits_while_the_task_still_handles_the_frame_before_it() -> None:
+    # SNAP_END's handling awaits the sink's commit before it delivers the
+    # InstallSnapshot; the leader's next append, arriving meanwhile, must be
+    # delivered after it, as the stream ordered them, not inline before it.
+    rig = Rig()
+    rig.proto.data_received(frame(Kind.SNAP_END, b"end"))
+    assert (await rig.proto.next_frame())[0] is Kind.SNAP_END  # the task is on it
+    rig.proto.data_received(msg(1))
+    assert rig.inline == [], "handled before the frame the task is still on"
+    assert await rig.queued(1) == [(Kind.MSG, msg(1)[5:])]
+    assert await rig.idle()  # the task asked again with nothing queued: inline again
+    rig.proto.data_received(msg(2))
+    assert rig.inline == [(Kind.MSG, msg(2)[5:])]
