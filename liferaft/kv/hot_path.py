@@ -28,6 +28,7 @@ down both paths and compares the answers.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -37,6 +38,7 @@ from aiohttp import hdrs, web
 from .access_log import CLIENT_CLOSED, log_request
 
 _PREFIX = "/v1/kv/"
+_KEY_ROUTE = re.compile(r"/v1/kv/.+")  # as "/v1/kv/{key:.+}" (kv/server.py)
 _HOT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 KeyHandler = Callable[[web.Request], Awaitable[web.Response]]
@@ -79,8 +81,13 @@ class HotPath:
         """Whether ``request`` is answered here (else by the application)."""
         if request.method not in _HOT_METHODS:
             return False
-        path = request.raw_path
-        if not path.startswith(_PREFIX) or len(path) == len(_PREFIX) or path[7] == "?":
+        if not request.raw_path.startswith(_PREFIX):
+            return False
+        # The key routes' own pattern, matched as the router matches it: the
+        # raw target would take a key from behind a "#" ("/v1/kv/#x" has
+        # none) or with a newline in it (".+" takes none), which the router
+        # answers 404.
+        if _KEY_ROUTE.fullmatch(request.rel_url.path_safe) is None:
             return False  # not a key (``/v1/kv/`` alone is not one either)
         headers = request.headers
         return hdrs.ORIGIN not in headers and hdrs.EXPECT not in headers

@@ -164,6 +164,10 @@ CASES: list[tuple[str, Any, bool]] = [
     ("delete", lambda k: _req("DELETE", f"/v1/kv/{k}"), False),
     ("delete missing", lambda k: _req("DELETE", f"/v1/kv/{k}"), False),
     ("empty key", lambda k: _req("GET", "/v1/kv/"), True),
+    # The router matches the decoded path: no key before a "#", and its
+    # pattern (.+) takes no newline; the hot path must not answer either.
+    ("fragment, no key", lambda k: _req("PUT", f"/v1/kv/#{k}", body=X), True),
+    ("newline in key", lambda k: _put(f"a%0A{k}", X), True),
     ("expect", lambda k: _put(k, X, extra="Expect: 100-continue\r\n"), True),
 ]
 
