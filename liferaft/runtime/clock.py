@@ -12,7 +12,13 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> object:
+        """Do not run the callback (if it has not run)."""
 
 
 class Clock(Protocol):
@@ -24,6 +30,11 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on this clock."""
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` on the event loop ``seconds`` from now on this
+        clock (a timer without a task: the commit flush arms one per idle
+        period)."""
 
 
 class SystemClock:
@@ -37,6 +48,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        return asyncio.get_running_loop().call_later(seconds, callback)
 
 
 class ManualClock:
@@ -55,9 +69,17 @@ class ManualClock:
         return self._now + self._wall_offset
 
     async def sleep(self, seconds: float) -> None:
+        await self._sleeper(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        fut = self._sleeper(seconds)
+        fut.add_done_callback(lambda f: None if f.cancelled() else callback())
+        return fut
+
+    def _sleeper(self, seconds: float) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._seq), fut))
-        await fut
+        return fut
 
     async def advance(self, seconds: float, step: float | None = None) -> None:
         """Move time forward by ``seconds``, waking sleepers in time order (in

@@ -78,7 +78,7 @@ from liferaft.transport.base import Transport
 
 from . import write_trace
 from ._futures import _fail, _resolve, bounded
-from .clock import Clock
+from .clock import Clock, TimerHandle
 from .config import NodeConfig
 from .errors import NodeTimeoutError, StoppedError, StorageFailedError
 from .events import EventType
@@ -143,7 +143,7 @@ class RaftLoop:
         # The lazy commit broadcast (RawNode.commit_pending): one timer at a
         # time, armed when the node task goes idle with a commit pending;
         # when it fires, the node task flushes (if nothing carried it since).
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_timer: TimerHandle | None = None
         self._flush_due = False
         self._wake = asyncio.Event()
         #: Wake the node task (a proposal was queued).  The event's own
@@ -358,7 +358,9 @@ class RaftLoop:
         """Flush the pending commit after ``commit_flush_delay`` unless a
         write carries it first.  Once per idle period, not per write."""
         if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
+            # On the node's clock, like every timeout (a ManualClock test
+            # does not depend on how fast real time passes).
+            self._flush_timer = self.clock.call_later(
                 self.config.commit_flush_delay, self._flush_fired
             )
 
