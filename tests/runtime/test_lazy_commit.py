@@ -11,9 +11,12 @@ does not move during the writes, so no tick sends anything there.
 from __future__ import annotations
 
 import asyncio
+import math
+
+import pytest
 
 from liferaft.core import AppendEntries, Message
-from liferaft.runtime import Node
+from liferaft.runtime import BadConfigError, Node, NodeConfig
 from tests.runtime.cluster import MemCluster
 
 WRITES = 20
@@ -83,3 +86,13 @@ async def test_the_flush_timer_runs_on_the_injected_clock() -> None:
         assert all(n.status().commit_index >= last for n in followers)
     finally:
         await c.stop()
+
+
+def test_the_flush_delay_is_checked_but_never_against_a_fine_tick() -> None:
+    """A node configured with a tick under 1 ms must start with the default
+    delay (a tick flushes first anyway); a negative or NaN delay is refused."""
+    NodeConfig(id="n1", tick_interval=0.0005).validate()  # the default 1 ms delay is fine
+    NodeConfig(id="n1", commit_flush_delay=0.0).validate()
+    for bad in (-0.001, math.nan):
+        with pytest.raises(BadConfigError, match="commit_flush_delay"):
+            NodeConfig(id="n1", commit_flush_delay=bad).validate()
