@@ -29,6 +29,10 @@ from liferaft.core.confchange import ChangeType
 from .netutil import Network
 
 
+def _role(net: Network, nid: str) -> Role:
+    return net.nodes[nid].role
+
+
 def _remove(nid: str) -> ConfChange:
     return ConfChange((ConfChangeSingle(ChangeType.REMOVE_NODE, nid),))
 
@@ -56,7 +60,7 @@ def _commit_of_removal_lost(ids: list[str], **cfg: Any) -> tuple[Network, int]:
 def test_removed_leader_keeps_leading_until_the_voters_know() -> None:
     net, idx = _commit_of_removal_lost(["n1", "n2", "n3"])
     n1 = net.nodes["n1"]
-    assert n1.role is Role.LEADER
+    assert _role(net, "n1") is Role.LEADER
     # Removed: it takes no writes, reads or transfers.
     for call in (
         lambda: n1.propose(b"x"),
@@ -74,7 +78,7 @@ def test_removed_leader_keeps_leading_until_the_voters_know() -> None:
     for nid in ("n2", "n3"):
         assert net.nodes[nid].raft.log.committed >= idx
         assert "n1" not in net.nodes[nid].conf_state().voters
-    assert n1.role is Role.FOLLOWER
+    assert _role(net, "n1") is Role.FOLLOWER
     # The new configuration elects a leader and takes writes.
     net.tick(n=30)
     (lead,) = net.leaders()
@@ -87,13 +91,13 @@ def test_removed_leader_steps_down_after_an_election_timeout() -> None:
     """Bounded: if no voter answers, the removed leader still steps down
     within an election timeout (check-quorum off, so only that bound acts)."""
     net, _ = _commit_of_removal_lost(["n1", "n2", "n3"], check_quorum=False)
-    assert net.nodes["n1"].role is Role.LEADER
+    assert _role(net, "n1") is Role.LEADER
     net.isolate("n1")
     et = net.nodes["n1"].raft.election_timeout
     net.tick(["n1"], n=et - 1)
-    assert net.nodes["n1"].role is Role.LEADER
+    assert _role(net, "n1") is Role.LEADER
     net.tick(["n1"])
-    assert net.nodes["n1"].role is Role.FOLLOWER
+    assert _role(net, "n1") is Role.FOLLOWER
 
 
 def test_lost_commit_of_leader_removal_does_not_deadlock() -> None:
