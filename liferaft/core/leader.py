@@ -82,6 +82,13 @@ def tick(r: Raft) -> None:
         r.transfer_elapsed += 1
         if r.transfer_elapsed >= r.election_timeout:
             r.abort_leader_transfer()
+    if r.removed_at:
+        # Removed by a committed change: lead only as long as it takes to
+        # tell the new voters, and never longer than an election timeout.
+        r.removed_elapsed += 1
+        if r.removed_elapsed >= r.election_timeout:
+            finish_removal(r, "stepped down: removed from the configuration (timeout)")
+            return
     if r.election_elapsed >= r.election_timeout:
         r.election_elapsed = 0
         r.read_only.new_lease_window()
@@ -93,7 +100,10 @@ def tick(r: Raft) -> None:
                 pr.recent_active = False
     if r.heartbeat_elapsed >= r.heartbeat_timeout:
         r.heartbeat_elapsed = 0
-        bcast_heartbeat(r, r.read_only.last_pending_token())
+        if r.removed_at:
+            bcast_removal(r)
+        else:
+            bcast_heartbeat(r, r.read_only.last_pending_token())
     if r.commit_pending:
         # A host that never flushes still bounds the delay by one tick.
         flush_commit(r)
@@ -222,6 +232,72 @@ def bcast_heartbeat(r: Raft, token: bytes = b"") -> None:
             pr.commit_sent = commit
 
 
+# -- a leader removed from the configuration ---------------------------------------------
+
+#: Heartbeat.ctx of a removed leader's heartbeats that carry a commit index
+#: covering its removal.  Never a ReadIndex round token (those are
+#: ``term.seq``), so an answer to it confirms no read.
+REMOVAL_TOKEN = b"removed"
+
+
+def begin_removal(r: Raft) -> None:
+    """A committed change this leader just applied took it out of the voters.
+
+    It does not step down at once.  The message that tells the remaining
+    voters the change committed can be lost, and a voter that never learns
+    it keeps running the old configuration, in which it may need this
+    node's vote; a non-voter never campaigns, and refuses its vote to a
+    shorter log, so the cluster could stay without a leader for good (the
+    simulator's seed 287, churn profile).  So, like etcd's raft (whose
+    StepDownOnRemoval is off by default), it keeps leading: it replicates
+    and heartbeats, carrying its commit index, but counts itself in no
+    quorum (the tracker holds the new configuration), takes no proposals,
+    serves no reads and starts no transfer (RawNode refuses them: not the
+    leader).  It steps down once every voter of the new configuration has
+    answered a heartbeat whose commit index covers the change
+    (:data:`REMOVAL_TOKEN`; the answer goes out after the voter made that
+    commit index durable, since the change it commits sets ``sync_commit``),
+    or after an election timeout, or earlier if check-quorum finds no quorum.
+    A transfer under way to a voter may still finish; its TimeoutNow tells
+    the target the commit index first."""
+    if not r.removed_at:
+        r.removed_at = r.log.committed
+        r.removed_elapsed = 0
+        r.removal_told = set()
+        # Rounds under way are dropped, as a step-down drops them; the lease
+        # is void with them (read_index refuses reads from now on).
+        r.read_only.reset()
+        r.pending_reads.clear()
+    # Without our own vote the new configuration may commit more at once.
+    if r.maybe_commit():
+        bcast_append(r)
+    bcast_removal(r)
+
+
+def bcast_removal(r: Raft) -> None:
+    """Heartbeat every peer; those known to hold the entries through the
+    change get a commit index covering it, marked :data:`REMOVAL_TOKEN`.
+    (A peer that lags is brought up by the appends its answer triggers.)"""
+    committed = r.log.committed
+    for nid, pr in r.tracker.peers(r.id):
+        commit = min(pr.match, committed)
+        token = REMOVAL_TOKEN if commit >= r.removed_at else b""
+        r.send(Heartbeat(r.term, r.id, nid, commit, token))
+        if commit > pr.commit_sent:
+            pr.commit_sent = commit
+
+
+def removal_acked(r: Raft, nid: NodeId) -> None:
+    """``nid`` answered a heartbeat that told it the removal committed."""
+    r.removal_told.add(nid)
+    if all(v in r.removal_told for v in r.tracker.all_voters()):
+        finish_removal(r, "stepped down: removed from the configuration")
+
+
+def finish_removal(r: Raft, reason: str) -> None:
+    r.become_follower(r.term, None, reason)
+
+
 # -- ReadIndex (thesis §6.4) ----------------------------------------------------------------
 
 
@@ -229,6 +305,8 @@ def read_index(r: Raft, ctx: bytes, requester: NodeId, lease: bool = False) -> N
     """Handle a read request from ourselves or a follower.  ``lease``: the
     reader accepts a lease-based answer; it gets one only if this leader was
     configured to allow them and the lease holds (:func:`lease_valid`)."""
+    if r.removed_at:
+        return  # removed: no reads at all (begin_removal); the reader retries
     if not r.committed_entry_in_current_term():
         # We do not know the commit index yet (§8), a sole voter no more than
         # anyone: after a restart it may lag far behind acknowledged writes.
@@ -362,7 +440,9 @@ def step(r: Raft, m: Message) -> None:
             pr.inflights.free_first_one()
         if pr.match < r.log.last_index():
             send_append(r, m.frm)
-        if m.ctx:
+        if m.ctx == REMOVAL_TOKEN and r.removed_at:
+            removal_acked(r, m.frm)
+        elif m.ctx:
             handle_read_ack(r, m)
     # Votes, snapshots and appends from another leader of our term cannot
     # happen (election safety); stale ones were filtered by term already.

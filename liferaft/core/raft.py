@@ -168,6 +168,15 @@ class Raft:
         # Set when this leader proposed a change that takes it out of the
         # voters; see RawNode.propose_conf_change.
         self.leaving = False
+        # Set (to the commit index at that moment) when a committed change
+        # removed this node from the voters while it led: it goes on leading,
+        # without counting itself or taking requests, until every voter of
+        # the new configuration has acknowledged a message telling it that
+        # index committed, or an election timeout passed (leader.begin_removal).
+        self.removed_at = 0
+        # Ticks since removed_at was set, and the voters known to have heard.
+        self.removed_elapsed = 0
+        self.removal_told: set[NodeId] = set()
         self.lead_transferee: NodeId | None = None
         # Ticks since the transfer to lead_transferee began; it is aborted
         # after an election timeout.  Its own clock: a transfer never moves
@@ -284,6 +293,9 @@ class Raft:
             pr.reset(last + 1, match=durable if nid == self.id else 0)
         self.pending_conf_index = 0
         self.leaving = False
+        self.removed_at = 0
+        self.removed_elapsed = 0
+        self.removal_told = set()
         self.read_only.reset()
         self.pending_reads.clear()
         self.bcast_pending = False
@@ -455,7 +467,8 @@ class Raft:
         and tell the followers if that completed a quorum."""
         if self.role is not Role.LEADER:
             return
-        if self.tracker.progress[self.id].maybe_update(index):
+        pr = self.tracker.progress.get(self.id)  # None once a change removed us
+        if pr is not None and pr.maybe_update(index):
             leader.advance_commit(self)
 
     def maybe_commit(self) -> bool:
@@ -495,13 +508,15 @@ class Raft:
         self.tracker.switch_to(conf, self.log.last_index() + 1)
         if self.role is not Role.LEADER:
             return
-        if not self.tracker.is_voter(self.id):
-            # A removed (or demoted) leader steps down once the change is
-            # committed and applied; the others elect a successor (thesis §4.2.2).
-            self.become_follower(self.term, None, "stepped down: removed from the configuration")
-            return
         if self.lead_transferee is not None and not self.tracker.is_voter(self.lead_transferee):
             self.abort_leader_transfer()
+        if not self.tracker.is_voter(self.id):
+            # A removed (or demoted) leader steps down once the change is
+            # committed and applied (thesis §4.2.2), but only after the new
+            # voters have heard that it committed (leader.begin_removal).
+            leader.begin_removal(self)
+            return
+        self.removed_at = 0  # added back (never by our own proposals: `leaving`)
         if is_joint(conf) and self.id not in conf.voters:
             self.leaving = True  # we are only in the outgoing half
         self.tracker.progress[self.id].maybe_update(self.log.stable_last_index())

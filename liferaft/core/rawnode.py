@@ -156,6 +156,9 @@ class RawNode:
         r = self.raft
         if r.role is not Role.LEADER:
             raise NotLeaderError(f"{what}: {r.id} is not the leader", r.leader)
+        if r.removed_at:
+            # Still leading only to tell the new voters (leader.begin_removal).
+            raise NotLeaderError(f"{what}: {r.id} was removed from the configuration", None)
         if r.lead_transferee is not None:
             raise ProposalDroppedError(
                 f"{what}: leadership transfer to {r.lead_transferee} in progress"
@@ -254,6 +257,10 @@ class RawNode:
         if lease is None:
             lease = r.read_only.option is ReadOnlyOption.LEASE_BASED
         if r.role is Role.LEADER:
+            if r.removed_at:
+                raise NotLeaderError(
+                    f"read_index: {r.id} was removed from the configuration", None
+                )
             leader.read_index(r, ctx, r.id, lease)
         elif r.leader is not None and r.role is Role.FOLLOWER:
             r.send(ReadIndexRequest(r.term, r.id, r.leader, r.forward_read(ctx), lease))
@@ -263,7 +270,7 @@ class RawNode:
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter ``to`` (thesis §3.10).  Leader only."""
         r = self.raft
-        if r.role is not Role.LEADER:
+        if r.role is not Role.LEADER or r.removed_at:
             raise NotLeaderError(f"transfer_leader: {r.id} is not the leader", r.leader)
         if to != r.id and to not in r.tracker.conf.voters:
             raise ConfChangeError(f"transfer_leader: {to} is not a voter")
