@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from liferaft.core import (
     AppendEntries,
     ConfChange,
@@ -103,13 +105,25 @@ def test_removed_leader_steps_down_after_an_election_timeout() -> None:
 def test_lost_commit_of_leader_removal_does_not_deadlock() -> None:
     """The seed-287 schedule, deterministically (see the module docstring)."""
     net, idx = _commit_of_removal_lost(["n1", "n2"])
-    net.restart("n2")  # commit index on disk below the change
-    assert net.nodes["n2"].raft.log.committed < idx
-    n2 = net.nodes["n2"]
-    n2.campaign()
-    # Run until n2 first leads; its first Ready as leader goes out (the
-    # no-op may be sent before it is persisted, thesis §10.2.1) but n2
-    # crashes before persisting it.
+    # n1 still leads (and ignores n2's vote request, in its lease), so n2
+    # cannot win before n1's heartbeat tells it the change committed.
+    _seed_287_schedule(net)
+    # Whatever happened, the cluster must elect a leader and take a write.
+    for _ in range(50):
+        net.tick()
+        if net.leaders() == ["n2"] and net.nodes["n2"].raft.committed_entry_in_current_term():
+            break
+    assert net.leaders() == ["n2"], {n: rn.role for n, rn in net.nodes.items()}
+    net.propose("n2", b"after")
+    assert b"after" in net.data("n2")
+
+
+def _seed_287_schedule(net: Network) -> bool:
+    """n2 restarts (commit index on disk below the change) and campaigns; if
+    it wins (with n1's vote) it crashes before persisting its no-op, whose
+    message to n1 goes out (thesis §10.2.1).  Returns whether it won."""
+    net.restart("n2")
+    net.nodes["n2"].campaign()
     crashed = False
     for _ in range(200):
         n2 = net.nodes["n2"]
@@ -123,11 +137,24 @@ def test_lost_commit_of_leader_removal_does_not_deadlock() -> None:
         if not net.queue:
             break
         net.deliver()
-    # Whatever happened, the cluster must elect a leader and take a write.
-    for _ in range(50):
+    return crashed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known residue (docs/core.md): a removed leader that crashes before any "
+    "new voter heard its removal committed can still leave a voter needing its vote",
+)
+def test_removed_leader_crashing_before_it_tells_does_not_deadlock() -> None:
+    """The seed-287 schedule, but the removed leader crashes right after it
+    applied its removal instead of being left to heartbeat: the hand-over
+    never runs, and n2 (in {n1, n2}) needs the vote of n1, which refuses it
+    (longer log) and, a non-voter in its own view, never campaigns."""
+    net, idx = _commit_of_removal_lost(["n1", "n2"])
+    net.restart("n1")  # crashes before its next heartbeat
+    assert _seed_287_schedule(net)  # n2 won with n1's vote, then crashed
+    for _ in range(300):
         net.tick()
         if net.leaders() == ["n2"] and net.nodes["n2"].raft.committed_entry_in_current_term():
             break
     assert net.leaders() == ["n2"], {n: rn.role for n, rn in net.nodes.items()}
-    net.propose("n2", b"after")
-    assert b"after" in net.data("n2")
