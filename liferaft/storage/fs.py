@@ -22,7 +22,6 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-
 # posix_fallocate's answers for "not here": no support, or no room for it all.
 #: The unit a disk writes whole: a torn write in place is cut on a multiple.
 SECTOR = 512

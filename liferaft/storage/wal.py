@@ -341,10 +341,11 @@ class WAL:
 
     def _start_spare(self) -> None:
         fut: Future[int] = Future()
-        self._spare = fut
         if not self.fs.threads:
-            fut.set_result(self._prepare_spare())
+            fut.set_result(self._prepare_spare())  # a failure leaves no spare
+            self._spare = fut
             return
+        self._spare = fut
 
         def run() -> None:
             try:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
-from liferaft.storage import CorruptionError, StorageError
 from liferaft.storage import WAL as _WAL
+from liferaft.storage import CorruptionError, StorageError
 from liferaft.storage.fs import REAL
 from liferaft.storage.wal import _HEADER, _REC
 
