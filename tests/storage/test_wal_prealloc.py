@@ -16,8 +16,7 @@ from click.testing import CliRunner
 
 from liferaft.cli import main
 from liferaft.core import Entry
-from liferaft.storage import WAL, CorruptionError, DiskStorage
-from liferaft.storage import walscan
+from liferaft.storage import WAL, CorruptionError, DiskStorage, walscan
 from liferaft.storage.fs import REAL, FaultFS, FileSystem
 from liferaft.storage.wal import _HEADER, _REC, SPARE, VERSION_APPEND, VERSION_PREALLOC
 
