@@ -157,9 +157,14 @@ def _wal(r: Report, wal_dir: Path) -> int:
     segs = []
     for seg in w.segments:
         rng = f"{seg.first}..{seg.last}" if len(seg.offsets) else "empty"
-        r.say(f"segment {seg.path.name}: entries {rng} ({seg.size} bytes)")
+        # A preallocated segment's file is mostly zeros not yet written:
+        # its records' bytes and its file size are two different figures.
+        alloc = (f", preallocated {seg.allocated} (format {seg.version})" if seg.preallocated
+                 else "")  # fmt: skip
+        r.say(f"segment {seg.path.name}: entries {rng} ({seg.size} bytes{alloc})")
         first, last = (seg.first, seg.last) if len(seg.offsets) else (None, None)
-        segs.append({"name": seg.path.name, "first": first, "last": last, "bytes": seg.size})
+        segs.append({"name": seg.path.name, "first": first, "last": last, "bytes": seg.size,
+                     "format": seg.version, "file_bytes": seg.allocated})  # fmt: skip
         r.rows.append(["segment", seg.path.name, str(first or "-"), str(last or "-"),
                        str(seg.size)])  # fmt: skip
     if plan is not None:

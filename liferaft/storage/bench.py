@@ -9,6 +9,12 @@ Prints, for 100-byte entries in batches of 1, 16 and 256:
   fdatasync, in a loop): the physical limit;
 * with sync off: the CPU limit;
 * reopen time and resident memory of the index for a log of N entries.
+
+``--ab REPS`` instead measures one append + fdatasync at a time (the latency
+a single writer sees) with segments appended to (format 1) and preallocated
+and written in place (format 2), alternating the two REPS times in one run:
+the median latency of each rep, and CPU per append (user + system time of
+this process).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -102,6 +109,61 @@ def run_pipelined(d: Path, batch: int, seconds: float, window: int = 32) -> tupl
         p.unlink()
     sub.rmdir()
     return durable / dt, syncs / dt
+
+
+def append_latency(d: Path, preallocate: bool, n: int) -> tuple[float, float]:
+    """``n`` appends of one entry, each synced, into a fresh WAL; returns the
+    median seconds per append and the CPU seconds per append."""
+    sub = Path(tempfile.mkdtemp(dir=d))
+    data = b"x" * PAYLOAD
+    lat = []
+    with WAL(sub, preallocate=preallocate) as w:
+        w.append([Entry(1, 1, data)])  # the segment exists (and the spare is made) first
+        w.sync()
+        cpu0 = sum(os.times()[:2])
+        for i in range(2, n + 2):
+            t0 = time.perf_counter()
+            w.append([Entry(i, 1, data)])
+            lat.append(time.perf_counter() - t0)
+        cpu = sum(os.times()[:2]) - cpu0
+    for p in sub.iterdir():
+        p.unlink()
+    sub.rmdir()
+    return statistics.median(lat), cpu / n
+
+
+@dataclass(frozen=True)
+class LatencyAB:
+    """Interleaved reps of :func:`append_latency`, format 1 then 2 in each."""
+
+    appended: list[tuple[float, float]]
+    preallocated: list[tuple[float, float]]
+
+    def lines(self) -> list[str]:
+        def row(name: str, reps: list[tuple[float, float]]) -> str:
+            med = statistics.median(r[0] for r in reps) * 1e6
+            cpu = statistics.median(r[1] for r in reps) * 1e6
+            each = " ".join(f"{r[0] * 1e6:.0f}" for r in reps)
+            return (f"{name}: append+fdatasync p50 {med:6.0f} us (reps: {each}); "
+                    f"CPU {cpu:.0f} us/append")  # fmt: skip
+
+        a = statistics.median(r[0] for r in self.appended)
+        b = statistics.median(r[0] for r in self.preallocated)
+        return [
+            row("appended     (format 1)", self.appended),
+            row("preallocated (format 2)", self.preallocated),
+            f"preallocated - appended: {(b - a) * 1e6:+.0f} us per synced append",
+        ]
+
+
+def latency_ab(directory: str | None, reps: int, n: int) -> LatencyAB:
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        d = Path(tmp)
+        a, b = [], []
+        for _ in range(reps):
+            a.append(append_latency(d, False, n))
+            b.append(append_latency(d, True, n))
+    return LatencyAB(a, b)
 
 
 def reopen(d: Path, n: int) -> tuple[float, float, float]:
@@ -198,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default=None, help="directory on the file system to test")
     p.add_argument("--entries", type=int, default=1_000_000, help="log size for the reopen test")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
+    p.add_argument("--ab", type=int, default=0, metavar="REPS",
+                   help="only the interleaved latency A/B, appended vs preallocated")
+    p.add_argument("--appends", type=int, default=2000, help="synced appends per A/B rep")
     a = p.parse_args(argv)
-    for line in run(a.dir, a.entries, a.seconds).lines():
+    result = latency_ab(a.dir, a.ab, a.appends) if a.ab else run(a.dir, a.entries, a.seconds)
+    for line in result.lines():
         print(line)
     return 0
 

@@ -3,7 +3,9 @@
 :class:`FileSystem` is the real thing.  :class:`FaultFS` runs on the same
 real files but remembers what has been synced, so it can play a crash: each
 file written since its last fdatasync keeps only a random prefix of its
-unsynced bytes (a torn write), a rename or unlink whose directory was not
+unsynced bytes (a torn write; for writes in place into a preallocated file,
+the bytes past the cut read as what was there before, zeros, and the cut
+falls on a sector boundary), a rename or unlink whose directory was not
 fsynced since may be undone, and it can make a write fail with ENOSPC or
 EIO after a chosen number of writes, part-way through.  It can also cut the
 power at the n-th file operation from now (:meth:`FaultFS.crash_after`), so
@@ -17,7 +19,14 @@ import contextlib
 import errno
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
+
+# posix_fallocate's answers for "not here": no support, or no room for it all.
+#: The unit a disk writes whole: a torn write in place is cut on a multiple.
+SECTOR = 512
+
+_NO_PREALLOC = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENOSPC, errno.EFBIG})
 
 
 class PowerCut(Exception):
@@ -72,8 +81,44 @@ class FileSystem:
         :meth:`fdatasync` and, for its name, :meth:`fsync_dir`."""
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
+    def open_write(self, path: Path) -> int:
+        """Open an existing file for writing in place (:meth:`pwrite`)."""
+        return os.open(path, os.O_WRONLY)
+
     def write(self, fd: int, data: memoryview | bytes) -> int:
         return os.write(fd, data)
+
+    def pwrite(self, fd: int, data: memoryview | bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def pwrite_all(self, fd: int, data: bytes | bytearray, offset: int) -> None:
+        """Write all of ``data`` at ``offset``; short writes are retried."""
+        view = memoryview(data)
+        while view:
+            n = self.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def preallocate(self, fd: int, size: int) -> bool:
+        """Allocate the file's blocks up to ``size`` (zeros), durably.
+
+        Writes inside the allocated size then leave the file size alone, so
+        an fdatasync need not commit it.  False where the file system refuses
+        (no fallocate, or not enough space for the whole size): the file
+        then simply grows as it is written, as before.  Other errors (EIO)
+        are raised."""
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in _NO_PREALLOC:
+                raise
+            return False
+        os.fsync(fd)
+        return True
+
+    #: Whether callers may run this layer's operations from helper threads
+    #: (a :class:`FaultFS` must see them in one deterministic order).
+    threads = True
 
     def write_all(self, fd: int, data: bytes | bytearray) -> None:
         """Write all of ``data``; a short write is not an error, just a retry."""
@@ -142,6 +187,12 @@ class FaultFS(FileSystem):
         self.pending_unlinks: dict[Path, bytes] = {}
         # Operations left before the power cut armed by crash_after().
         self._ops_left: int | None = None
+        # Writes in place (pwrite) since the file's last sync, in order:
+        # path -> [(offset, the bytes they replaced, length written)].  A crash keeps a prefix
+        # of them and puts the old bytes back over the rest.
+        self.inplace: dict[Path, list[tuple[int, bytes, int]]] = {}
+
+    threads = False
 
     def crash_after(self, n: int | None) -> None:
         """Cut the power at the ``n+1``-th file operation from now (``n=0``:
@@ -195,22 +246,62 @@ class FaultFS(FileSystem):
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
         self._op("write")
+        self._maybe_fail(data, lambda part: os.write(fd, part))
+        return super().write(fd, data)
+
+    def _maybe_fail(self, data: memoryview | bytes, land: Callable[[bytes], object]) -> None:
         self.writes += 1
         if self.fail_after is not None:
             if self.fail_after <= 0:
                 part = bytes(data[: self.rng.randint(0, len(data))])
                 if part:
-                    os.write(fd, part)  # some of it lands before the disk gives up
+                    land(part)  # some of it lands before the disk gives up
                 raise OSError(self.fail_errno, os.strerror(self.fail_errno))
             self.fail_after -= 1
-        return super().write(fd, data)
+
+    def open_write(self, path: Path) -> int:
+        fd = super().open_write(path)
+        self._paths[fd] = path
+        self.synced.setdefault(path, path.stat().st_size)
+        return fd
+
+    def pwrite(self, fd: int, data: memoryview | bytes, offset: int) -> int:
+        self._op("pwrite")
+        path = self._paths[fd]
+
+        def land(part: bytes) -> int:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                old = f.read(len(part))
+            n = os.pwrite(fd, part, offset)
+            self.inplace.setdefault(path, []).append((offset, old[:n], n))
+            return n
+
+        self._maybe_fail(data, land)
+        return land(bytes(data))
+
+    def preallocate(self, fd: int, size: int) -> bool:
+        self._op("preallocate")
+        path = self._paths[fd]
+        if self.os_sync:
+            done = super().preallocate(fd, size)
+        else:
+            # The model without the kernel's syncs: zeros up to ``size``.
+            done = True
+            if path.stat().st_size < size:
+                os.truncate(path, size)
+        self._synced_now(path)
+        return done
+
+    def _synced_now(self, path: Path) -> None:
+        self.inplace.pop(path, None)
+        self.synced[path] = path.stat().st_size
 
     def fdatasync(self, fd: int) -> None:
         self._op("fdatasync")
         if self.os_sync:
             super().fdatasync(fd)
-        path = self._paths[fd]
-        self.synced[path] = path.stat().st_size
+        self._synced_now(self._paths[fd])
 
     def dup(self, fd: int) -> int:
         new = super().dup(fd)
@@ -224,16 +315,18 @@ class FaultFS(FileSystem):
     def truncate(self, path: Path, size: int) -> None:
         self._op("truncate")
         super().truncate(path, size)
+        self.inplace.pop(path, None)
         self.synced[path] = size
 
     def unlink(self, path: Path) -> None:
         self._op("unlink")
         if path not in self.pending_renames:  # a name never made durable just goes
             durable = self.synced.get(path)
-            data = path.read_bytes()
+            data = self._durable_image(path)
             self.pending_unlinks[path] = data if durable is None else data[:durable]
         super().unlink(path)
         self.synced.pop(path, None)
+        self.inplace.pop(path, None)
 
     def replace(self, src: Path, dst: Path) -> None:
         self._op("replace")
@@ -242,6 +335,9 @@ class FaultFS(FileSystem):
             self.pending_renames[dst] = dst.read_bytes() if dst.exists() else None
         super().replace(src, dst)
         self.synced[dst] = self.synced.pop(src, dst.stat().st_size)
+        moved = self.inplace.pop(src, None)
+        if moved is not None:
+            self.inplace[dst] = moved
 
     def fsync_dir(self, d: Path) -> None:
         self._op("fsync_dir")
@@ -267,10 +363,56 @@ class FaultFS(FileSystem):
         self.flip_bit(path, offset, self.rng.randrange(8))
         return offset
 
+    def _durable_image(self, path: Path) -> bytes:
+        """The file as the platter holds it: unsynced writes in place undone."""
+        data = bytearray(path.read_bytes())
+        for offset, old, n in reversed(self.inplace.get(path, [])):
+            data[offset : offset + n] = old + bytes(n - len(old))
+        durable = self.synced.get(path)
+        return bytes(data if durable is None else data[:durable])
+
+    def _tear_in_place(self, path: Path) -> int:
+        """A crash, for the writes in place since ``path``'s last sync: a
+        prefix of them lands, cut on a sector boundary (a disk writes a
+        sector whole or not at all), and the rest reads back as the bytes it
+        replaced (in a preallocated file, zeros)."""
+        writes = self.inplace.pop(path)
+        if not path.exists():
+            return 0
+        keep = self.rng.randint(0, sum(n for _, _, n in writes))
+        kept_end = 0
+        undo: list[tuple[int, bytes, int]] = []  # (from, old bytes from there, length)
+        for offset, old, n in writes:
+            if keep >= n:
+                keep -= n
+                kept_end = max(kept_end, offset + n)
+                continue
+            # The cut inside this write falls on a sector boundary of the
+            # file; every later write is lost whole (keep is 0 by then).
+            cut = max(offset, (offset + keep) // SECTOR * SECTOR)
+            if keep:
+                kept_end = max(kept_end, cut)
+            undo.append((cut, old[cut - offset :], offset + n - cut))
+            keep = 0
+        lost = 0
+        with open(path, "r+b") as f:
+            for start, old, n in reversed(undo):
+                f.seek(start)
+                f.write(old + bytes(n - len(old)))  # past the old end: zeros, cut below
+                lost += n
+            # What the lost writes grew past the durable size goes with them.
+            size = max(self.synced.get(path, 0), kept_end)
+            if f.seek(0, os.SEEK_END) > size:
+                f.truncate(size)
+        self.synced[path] = path.stat().st_size
+        return lost
+
     def crash(self) -> int:
         """Lose unsynced bytes: each file keeps a random prefix of them.
         Returns how many bytes were lost in all."""
         lost = 0
+        for path in list(self.inplace):
+            lost += self._tear_in_place(path)
         for path, durable in list(self.synced.items()):
             if not path.exists():
                 continue
@@ -301,6 +443,7 @@ class FaultFS(FileSystem):
                 self.synced[gone] = len(data)
         self.pending_unlinks.clear()
         self._paths.clear()
+        self.inplace.clear()
         self.fail_after = None
         self._ops_left = None
         return lost

@@ -19,13 +19,25 @@ from liferaft.core import Entry
 from .fs import REAL, FileSystem
 
 MAGIC = b"LRWAL\x00"
-VERSION = 1
+#: Format 1: the file holds records and ends where the last one ends (written
+#: by appending).  Format 2: the file is preallocated (zeros up to its full
+#: size) and written in place; the records end at the first record header
+#: that is all zeros, or at the end of the file.  New segments are format 2
+#: unless preallocation is switched off; both are read.
+VERSION_APPEND = 1
+VERSION_PREALLOC = 2
+VERSION = VERSION_PREALLOC
+VERSIONS = (VERSION_APPEND, VERSION_PREALLOC)
 _HEADER = struct.Struct("<6sHQ")  # magic, version, first index
 _REC = struct.Struct("<IIB")  # length, crc, type
 _ENTRY = struct.Struct("<QQB")  # index, term, entry type
 
 REC_ENTRY = 1
 MAX_RECORD = 64 << 20
+
+#: The next segment, preallocated ahead of need (never part of the log: it
+#: gets its header, then its segment name, when a segment rolls over).
+SPARE = "spare.tmp"
 
 #: Present only while a reset is under way (see :meth:`WAL.reset`); holds the
 #: index the log restarts at, in ASCII.
@@ -46,7 +58,16 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
     from ``start`` on?  Used only to tell a torn tail from a corrupt length
     field, so it may be slow: it runs on at most one record per open."""
     n = len(data)
-    for p in range(start, n - _REC.size - _ENTRY.size + 1):
+    type_byte = bytes((REC_ENTRY,))
+    p = start - 1
+    while True:
+        # Only a position whose type byte (offset 8) is an ENTRY's can start
+        # one: jump between those, so a preallocated segment's megabytes of
+        # zeros cost one find().
+        q = data.find(type_byte, p + 1 + 8)
+        if q < 0 or q - 8 > n - _REC.size - _ENTRY.size:
+            return False
+        p = q - 8
         length, crc, rtype = _REC.unpack_from(data, p)
         end = p + _REC.size + length
         if rtype != REC_ENTRY or length < _ENTRY.size or end > n:
@@ -57,18 +78,18 @@ def _valid_record_after(data: bytes, start: int, min_index: int) -> bool:
             and _ENTRY.unpack_from(payload, 0)[0] >= min_index
         ):
             return True
-    return False
 
 
-def _whole_under_wrong_length(data: bytes, off: int) -> bool:
+def _whole_under_wrong_length(data: bytes, off: int, n: int | None = None) -> bool:
     """Is the rest of the file, from the record at ``off``, one whole record
     whose CRC checks out, though its length field points past the end?  A
     torn write never looks like that (its length is right and its bytes are
     short), so only the length field was damaged: corruption, not a tear."""
+    n = len(data) if n is None else n  # where the written bytes end
     _, crc, rtype = _REC.unpack_from(data, off)
     body = off + _REC.size
-    return len(data) - body >= _ENTRY.size and (
-        zlib.crc32(data[body:], zlib.crc32(bytes((rtype,)))) == crc
+    return n - body >= _ENTRY.size and (
+        zlib.crc32(data[body:n], zlib.crc32(bytes((rtype,)))) == crc
     )
 
 
@@ -111,14 +132,16 @@ def _salvage(data: bytes, start: int) -> list[tuple[int, int]]:
 SECTOR = 512
 
 
-def _zero_sector_tail(data: bytes, off: int) -> bool:
-    """Does the last record (at ``off``) hold a whole sector's worth of zeros
-    that starts on a sector boundary?  That is what a crash leaves when the
-    file size reached the disk but some of the record's sectors did not.
+def _zero_sector_tail(data: bytes, off: int, n: int | None = None) -> bool:
+    """Does the last record (``off`` to ``n``, the end of the file unless
+    given) hold a whole sector's worth of zeros that starts on a sector
+    boundary?  That is what a crash leaves when the file size reached the
+    disk but some of the record's sectors did not, or when a write in place
+    into a preallocated file was cut (the rest reads as the zeros it was).
     (etcd's WAL uses the same test.)  The part of the record before its
     first sector boundary was written with its header, so it is not checked.
     """
-    n = len(data)
+    n = len(data) if n is None else n
     k = (off // SECTOR + 1) * SECTOR
     while k < n:
         end = min(k + SECTOR, n)
@@ -130,6 +153,18 @@ def _zero_sector_tail(data: bytes, off: int) -> bool:
 
 def _all_zero(data: bytes, off: int, last_segment: bool) -> bool:
     return last_segment and data.count(0, off) == len(data) - off
+
+
+def _written_end(data: bytes, start: int = 0) -> int:
+    """Where the non-zero bytes of a preallocated segment end (at least
+    ``start``).  Skips zeros from the end a chunk at a time, copying nothing."""
+    end = len(data)
+    while end > start:
+        lo = max(start, end - 65536)
+        if data.count(0, lo, end) != end - lo:
+            return lo + len(data[lo:end].rstrip(b"\x00"))
+        end = lo
+    return start
 
 
 def _segment_name(seq: int, first: int) -> str:
@@ -153,7 +188,16 @@ class Segment:
     first: int
     # Offsets of each entry record, in index order from ``first``.
     offsets: array[int] = field(default_factory=lambda: array("Q"))
+    #: Where the records end: the next one is written here.
     size: int = 0
+    version: int = VERSION_APPEND
+    #: The file's length when it was opened or preallocated (format 2: the
+    #: records and the zeros after them; format 1: the same as ``size``).
+    allocated: int = 0
+
+    @property
+    def preallocated(self) -> bool:
+        return self.version == VERSION_PREALLOC
 
     @property
     def last(self) -> int:
@@ -213,6 +257,34 @@ class OpenReport:
     interrupted_reset: int = 0
     #: With ``repair=True``: the cut at the first corruption (None if none).
     repair: RepairPlan | None = None
+
+
+def _used_bytes(data: bytes, start: int = 0) -> int:
+    """Where a segment's written bytes end: the file's end, or in a
+    preallocated one, where its zeros begin."""
+    if len(data) >= _HEADER.size and _HEADER.unpack_from(data)[1] == VERSION_PREALLOC:
+        return _written_end(data, start)
+    return len(data)
+
+
+def preallocate(fs: FileSystem, path: Path, size: int) -> bool:
+    """Allocate ``path`` up to ``size`` bytes of zeros, durably (False where
+    the file system refuses: see :meth:`FileSystem.preallocate`)."""
+    fd = fs.open_write(path)
+    try:
+        return fs.preallocate(fd, size)
+    finally:
+        fs.close(fd)
+
+
+def cut_segment(fs: FileSystem, seg: Segment, at: int) -> None:
+    """Drop everything in ``seg`` from offset ``at`` on, durably.  A
+    preallocated segment is cut, then allocated (zeros) to its old length
+    again: the cut bytes must read as zeros, never as stale records, and the
+    next writes should stay inside the allocation."""
+    fs.truncate(seg.path, at)
+    if seg.preallocated and seg.allocated > at:
+        preallocate(fs, seg.path, seg.allocated)
 
 
 def fsync_dir(path: Path) -> None:

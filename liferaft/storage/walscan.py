@@ -23,16 +23,20 @@ from .walformat import (
     MAGIC,
     MAX_RECORD,
     REC_ENTRY,
-    VERSION,
+    VERSION_PREALLOC,
+    VERSIONS,
     FileCut,
     OpenReport,
     RepairPlan,
     Segment,
     _all_zero,
     _salvage,
+    _used_bytes,
     _valid_record_after,
     _whole_under_wrong_length,
+    _written_end,
     _zero_sector_tail,
+    cut_segment,
 )
 
 
@@ -67,16 +71,35 @@ class SegmentScanner:
         magic, version, first = _HEADER.unpack_from(data, 0)
         if magic != MAGIC:
             raise CorruptionError(seg.path, 0, "bad magic: not a liferaft WAL segment")
-        if version != VERSION:
-            raise CorruptionError(seg.path, 0, f"unsupported WAL format version {version}")
+        if version not in VERSIONS:
+            raise CorruptionError(
+                seg.path, 0, f"unsupported WAL format version {version} (this build reads "
+                f"{' and '.join(map(str, VERSIONS))}; written by a newer liferaft?)"
+            )  # fmt: skip
         if first != seg.first:
             raise CorruptionError(seg.path, 0, f"header says first index {first}")
+        seg.version = version
+        seg.allocated = len(data)
+        prealloc = version == VERSION_PREALLOC
         off = _HEADER.size
         n = len(data)
         expect = seg.first
         terms = self._terms
         last_term = terms[-1] if terms else 0
         while off < n:
+            if prealloc and data.count(0, off, off + _REC.size) == min(n, off + _REC.size) - off:
+                # A record header of zeros: the records end here, and what
+                # follows should be the preallocated zeros never written.
+                # (A real header is never all zeros: its length is >= 17.)
+                written = _written_end(data, off)
+                if written == off:
+                    break
+                # Zeros, then written bytes.  Records synced behind a zeroed
+                # stretch are corruption, never a silent end of the log.
+                if not last_segment or _valid_record_after(data, off, expect):
+                    raise CorruptionError(seg.path, off, "zeros where a record should be")
+                self._torn(seg, off, written, last_segment, "zeros, then bytes of no record")
+                break
             if n - off < _REC.size or (
                 data.count(0, off, off + _REC.size) == _REC.size
                 and _all_zero(data, off, last_segment)
@@ -96,13 +119,14 @@ class SegmentScanner:
                 # Past the end of the file: a torn final write, unless a
                 # valid record follows, which means this length field is
                 # corrupt and synced data lies beyond it.
+                end = _written_end(data, off) if prealloc else n
                 if (
                     not last_segment
-                    or _whole_under_wrong_length(data, off)
+                    or _whole_under_wrong_length(data, off, end)
                     or _valid_record_after(data, body, expect)
                 ):
                     raise CorruptionError(seg.path, off, f"record length {length} is corrupt")
-                self._torn(seg, off, n, last_segment, "a record cut short")
+                self._torn(seg, off, end, last_segment, "a record cut short")
                 break
             payload = data[body : body + length]
             if zlib.crc32(payload, zlib.crc32(bytes((rtype,)))) != crc:
@@ -110,8 +134,13 @@ class SegmentScanner:
                 # only if it looks like one: the file grew but its last
                 # sectors were never written, so they read back as zeros.
                 # Any other mismatch is a flipped bit: corruption.
-                if last_segment and body + length == n and _zero_sector_tail(data, off):
-                    self._torn(seg, off, n, last_segment, "a checksum mismatch")
+                # In a preallocated segment "the last" means nothing but
+                # zeros after it: a write in place cut short leaves the
+                # zeros it was written over.
+                end = max(_written_end(data, off), body + length) if prealloc else n
+                rec_end = body + length
+                if last_segment and rec_end == end and _zero_sector_tail(data, off, rec_end):
+                    self._torn(seg, off, end, last_segment, "a checksum mismatch")
                     break
                 raise CorruptionError(seg.path, off, "checksum mismatch")
             if rtype != REC_ENTRY or length < _ENTRY.size:
@@ -129,13 +158,16 @@ class SegmentScanner:
         seg.size = off
         return True
 
-    def _torn(self, seg: Segment, off: int, n: int, last_segment: bool, what: str) -> None:
+    def _torn(self, seg: Segment, off: int, end: int, last_segment: bool, what: str) -> None:
+        """Drop the torn bytes ``off``..``end`` (a preallocated segment's
+        zeros after them stay zeros), durably, so a later crash cannot
+        bring them back as data."""
         if not last_segment:
             raise CorruptionError(seg.path, off, what + " in a sealed segment")
-        self.report.torn_tail_bytes += n - off
+        self.report.torn_tail_bytes += end - off
         if self.read_only:
             return
-        self.fs.truncate(seg.path, off)
+        cut_segment(self.fs, seg, off)
 
     def plan_repair(self, seg: Segment, exc: CorruptionError, later: list[Path]) -> RepairPlan:
         """Work out the cut at ``exc``: keep what precedes it (in memory now),
@@ -148,11 +180,11 @@ class SegmentScanner:
         data = self.fs.read(seg.path)
         if cut:
             self._scan_prefix(seg, cut)
-        files = [FileCut(seg.path, cut or None, len(data) - cut)]
+        files = [FileCut(seg.path, cut or None, _used_bytes(data, cut) - cut)]
         dropped = _salvage(data, max(cut, _HEADER.size))
         for path in later:
             other = self.fs.read(path)
-            files.append(FileCut(path, None, len(other)))
+            files.append(FileCut(path, None, _used_bytes(other)))
             dropped += _salvage(other, _HEADER.size)
         terms = [t for _, t in dropped]
         return RepairPlan(

@@ -18,7 +18,10 @@ from liferaft.core import Entry, HardState, MemoryStorage
 from liferaft.sim.disk import DiskCrashed, NodeDisk, SimDisk
 from liferaft.sim.realdisk import RealDisk
 
-NEW = [Entry(3, 2, b"new3"), Entry(4, 2, b"new4")]
+# Each longer than a sector: a preallocated segment is torn on sector
+# boundaries (a disk writes a sector whole), so two small records in one
+# sector land together or not at all; these can land one without the other.
+NEW = [Entry(3, 2, b"new3" * 150), Entry(4, 2, b"new4" * 150)]
 
 
 def _base() -> MemoryStorage:

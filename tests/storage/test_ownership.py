@@ -50,6 +50,10 @@ class GateFS(FileSystem):
         self._enter("write_all")
         super().write_all(fd, data)
 
+    def pwrite_all(self, fd: int, data: bytes | bytearray, offset: int) -> None:
+        self._enter("write_all")  # a preallocated segment's write
+        super().pwrite_all(fd, data, offset)
+
     def fdatasync(self, fd: int) -> None:
         self._enter("fdatasync")
         super().fdatasync(fd)

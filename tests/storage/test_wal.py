@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liferaft.core import Entry, EntryType, LogCompactedError, LogUnavailableError
-from liferaft.storage import WAL, CorruptionError, StorageError
+from liferaft.storage import WAL as _WAL
+from liferaft.storage import CorruptionError, StorageError
 from liferaft.storage.fs import REAL
 from liferaft.storage.wal import _HEADER, _REC
+
+# These tests edit segment files byte by byte as format 1 lays them out (the
+# file ends where the records do), so they write format 1: it is still read
+# and appended to.  Format 2 (preallocated) has its own in test_wal_prealloc.py.
+WAL = partial(_WAL, preallocate=False)
 
 
 def ents(lo: int, hi: int, term: int = 1, size: int = 10) -> list[Entry]:
