@@ -52,6 +52,11 @@ def pump(nodes: dict[str, Node], down: set[str] = frozenset()) -> None:  # type:
     busy = True
     while busy:
         busy = False
+        # The host's half of the lazy commit broadcast (docs/core.md): once
+        # nothing else moves, a leader's pending commit index goes out.
+        for n in nodes.values():
+            if n.id not in down and n.rn.commit_pending:
+                n.rn.flush_commit()
         for n in nodes.values():
             if n.id in down:
                 continue
