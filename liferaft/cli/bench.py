@@ -163,7 +163,8 @@ def bench_kv(
 @click.option("--writes", default=1000, show_default=True, help="Writes traced (one connection).")
 @click.option("--rate", default=0.0, help="Writes per second (default: back to back).")
 @click.option("--warmup", default=20, show_default=True, help="Writes before, not counted.")
-def bench_trace(writes: int, rate: float, warmup: int) -> None:
+@write_out_options()
+def bench_trace(writes: int, rate: float, warmup: int, fmt: str) -> None:
     """Where a write's time goes: a local 3-node cluster with the per-write
     trace on (LIFERAFT_TRACE_WRITES), N writes at one connection, and the
     stage table (median and p90 µs per stage, CPU per write per node, the
@@ -176,4 +177,8 @@ def bench_trace(writes: int, rate: float, warmup: int) -> None:
         report = trace_run(writes, rate, warmup)
     except RuntimeError as exc:
         raise CommandFailedError(str(exc)) from exc
-    click.echo(report.table())
+    rows = [
+        (r.stage, f"{r.p50_us:.0f}", f"{r.p90_us:.0f}", "yes" if r.in_sum else "no")
+        for r in [*report.rows, report.end_to_end]
+    ]
+    emit(Output(dataclasses.asdict(report), rows, line=report.table()), fmt)
