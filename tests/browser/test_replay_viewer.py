@@ -34,6 +34,10 @@ from tests.browser.conftest import Browser
 
 BUG, PROFILE, NODES, STEPS = "commit-prior-term", "figure8", 3, 6000
 SEED_BUDGET = 300  # as tests/sim/test_planted_bugs.py: stops at the first catch
+# The first seed the bug broke when this was written, tried first (a search
+# from 0 costs a second a seed); if a change to the random streams moves the
+# catch, the search from 0 finds the new first one.
+LAST_CAUGHT = 58
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def bug_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """The trace of the first seed whose run with the bug planted the checker catches."""
     with planted(BUG) as configure:
         seed = next(
-            (s for s in range(SEED_BUDGET)
+            (s for s in (LAST_CAUGHT, *range(SEED_BUDGET))
              if run_seed(s, nodes=NODES, steps=STEPS, profile=PROFILE, configure=configure)
              .violation),
             None,
