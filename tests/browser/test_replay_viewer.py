@@ -4,8 +4,9 @@ page ``liferaft sim view`` writes (opened from file://, nothing running) and
 by the file picker of replay.html.  On load it is at the violation, and the
 time shown is the time in the checker's message.
 
-The seed is not hard-coded: like tests/sim/test_planted_bugs.py, the first
-seed from 0 that the checker catches is used (bounded), so a change to the
+The seed is not trusted blindly: the one last seen caught is tried first,
+and if it no longer fires, the first seed from 0 that the checker catches is
+used (bounded, like tests/sim/test_planted_bugs.py), so a change to the
 random streams moves the seed, not the test.
 """
 
