@@ -60,7 +60,6 @@ class ConsoleFrontEnd:
     async def start(self) -> None:
         self.node.on_status(self.counters)
         self.feed.attach()
-        self.gatherer.watch()
         log.info(
             "console on %s://%s/ui/ (the page is open to anyone; its data, "
             "/v1/console/stream, %s; CORS for the members' client addresses only)",

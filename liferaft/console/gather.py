@@ -2,9 +2,8 @@
 
 Theory of operation
 -------------------
-Once a second while at least one console stream is open on this node (one
-gatherer per node, shared by every stream), and every :data:`IDLE_INTERVAL`
-seconds otherwise, the gatherer asks every other
+Once a second, while at least one console stream is open on this node (one
+gatherer per node, shared by every stream), the gatherer asks every other
 member for its own state with the peer status call
 (liferaft/runtime/peer_status.py), all at once, each within
 :data:`CALL_TIMEOUT`: a dead or stopped member costs one timeout, never a
@@ -15,11 +14,7 @@ port of another node may hold another token.
 Each round yields a *view* (the stream line's fields but ``history`` and
 ``timeline``: docs/console.md), a rates sample (liferaft/console/rates.py),
 and timeline entries for what changed on the other members since the last
-round: down, up, a snapshot, storage failing or recovering.  The idle
-rounds are why a console opened now shows the last hour's downs and ups
-and a few minutes of rates, not only what happened since it opened; they
-cost a status call to each member every 2 s (docs/console.md, "Cost").
-The node's
+round: down, up, a snapshot, storage failing or recovering.  The node's
 own changes reach the timeline through its events
 (liferaft/console/timeline.py), not here.
 """
@@ -44,11 +39,8 @@ log = logging.getLogger("liferaft.console")
 #: A member's state as it answered, or None and why not.
 _Answer = tuple[dict[str, Any] | None, str | None]
 
-#: Seconds between rounds while a stream is open.
+#: Seconds between rounds.
 INTERVAL = 1.0
-#: Seconds between rounds while none is (under the plots' 3 s gap, so the
-#: rates history draws as lines).
-IDLE_INTERVAL = 2.0
 #: Seconds each member has to answer a round's status call.
 CALL_TIMEOUT = 0.8
 
@@ -64,14 +56,12 @@ class Gatherer:
         rates: Rates,
         interval: float = INTERVAL,
         timeout: float = CALL_TIMEOUT,
-        idle_interval: float = IDLE_INTERVAL,
     ) -> None:
         self.node = node
         self.extra = extra  # this node's own counters (what it answers others)
         self.timeline = timeline
         self.rates = rates
         self.interval = interval
-        self.idle_interval = idle_interval
         self.timeout = timeout
         self.view: dict[str, Any] | None = None
         self.generation = 0
@@ -79,42 +69,25 @@ class Gatherer:
         self._users = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._wake = asyncio.Event()  # a stream opened: round now, not after the idle wait
-        self._watching = False
         self._closed = False
         # id -> (reachable, snapshot_index, storage_ok) at the last round.
         self._seen: dict[str, tuple[bool, int | None, bool | None]] = {}
 
     # -- who needs rounds -----------------------------------------------------------------
 
-    def watch(self) -> None:
-        """Run idle rounds from now on (the node started its console), so
-        downs, ups and rates are recorded while no page is open."""
-        self._watching = True
-        self._ensure_task()
-
     def acquire(self) -> None:
-        """A stream opened: run rounds once a second (the first at once)
-        until released."""
+        """A stream opened: run rounds (the first at once) until released."""
         self._users += 1
-        if self._users == 1:
-            self._at = 0.0  # an idle round's view may be 2 s old: the first line gets a new one
-        self._wake.set()
-        self._ensure_task()
-
-    def release(self) -> None:
-        """A stream closed; after the last one, rounds slow to the idle pace
-        (or stop, if not watching)."""
-        self._users -= 1
-        if self._users <= 0:
-            self._users = 0
-            if not self._watching and self._task is not None:
-                self._task.cancel()
-                self._task = None
-
-    def _ensure_task(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name="liferaft-console-gather")
+
+    def release(self) -> None:
+        """A stream closed; the last one stops the rounds."""
+        self._users -= 1
+        if self._users <= 0 and self._task is not None:
+            self._users = 0
+            self._task.cancel()
+            self._task = None
 
     async def close(self) -> None:
         """The node is stopping: end the rounds and wake every waiting stream."""
@@ -159,12 +132,7 @@ class Gatherer:
                 self.generation += 1
                 woken, self._changed = self._changed, asyncio.Event()
                 woken.set()
-            pace = self.interval if self._users > 0 else self.idle_interval
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), max(0.05, pace - (time.monotonic() - started))
-                )
+            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
 
     async def round(self) -> dict[str, Any]:
         """One round: every member's row, the rates sample; the view."""

@@ -168,37 +168,6 @@ def test_the_leader_tells_how_far_a_silent_member_lags(cluster: ProcCluster) -> 
         s.close()
 
 
-def test_downs_while_no_console_is_open_are_on_the_timeline(cluster: ProcCluster) -> None:
-    """The timeline holds the last hour, not only what happened while a page
-    was open: a member that stopped and came back while no stream was open
-    is there when one opens, and so is a history of rates."""
-    c = cluster
-    leader = c.wait_leader()
-    via, gone = [n for n in c.nodes if n != leader][:2]
-    # A stream's handler notices its client left only when a line fails to
-    # go out: let those of earlier tests end, so no stream is open below.
-    time.sleep(3)
-    before = time.time()
-    c.pause(gone)
-    try:
-        time.sleep(4.5)  # more than two idle rounds (2 s each, 0.8 s to answer)
-    finally:
-        c.resume(gone)
-    s = Stream(c.addr(via))
-    try:
-        first = s.line()
-        assert first["history"], "rates are sampled with no console open"
-
-        def entries(ln: dict[str, Any]) -> set[str]:
-            return {e["kind"] for e in ln["timeline"] if e["node"] == gone and e["at"] >= before}
-
-        assert "down" in entries(first), first["timeline"]
-        if "up" not in entries(first):  # the round after the resume may be this stream's
-            s.until(lambda ln: "up" in entries(ln), 10, f"{gone} up again")
-    finally:
-        s.close()
-
-
 def test_static_files_never_leave_their_directory(cluster: ProcCluster) -> None:
     addr = cluster.addr("n1")
     status, headers, body = _raw(addr, "/ui/")
