@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.kv_servers import cpu_seconds, on_cluster  # noqa: E402
+from bench.kv_servers import checkout_trees, cpu_seconds, on_cluster  # noqa: E402
 from liferaft.harness.serve import ServeCluster  # noqa: E402
 
 
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=3000, help="measured writes per round")
     ap.add_argument("--warmup", type=int, default=300)
     args = ap.parse_args(argv)
-    trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    trees = checkout_trees(ap, args.tree)
+    if args.rounds < 1 or args.ops < 1 or args.warmup < 0:
+        ap.error("--rounds and --ops must be at least 1, --warmup at least 0")
     got: dict[Path, list[dict[str, float]]] = {t: [] for t in trees}
     for i in range(args.rounds):
         for t in trees:

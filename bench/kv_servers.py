@@ -128,6 +128,16 @@ def on_cluster(tree: Path, run: Callable[[ServeCluster], Awaitable[T]]) -> T:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def checkout_trees(ap: argparse.ArgumentParser, given: list[Path] | None) -> list[Path]:
+    """The ``--tree`` checkouts (this one when none is given); a directory
+    that is not a liferaft checkout is a usage error."""
+    trees = [t.resolve() for t in (given or [Path(__file__).resolve().parent.parent])]
+    for t in trees:
+        if not (t / "liferaft" / "kv" / "serve.py").is_file():
+            ap.error(f"--tree {t}: not a liferaft checkout")
+    return trees
+
+
 def one_round(tree: Path, ops: int, conns: int) -> dict[str, tuple[float, float]]:
     return on_cluster(tree, lambda c: measure(c, ops, conns))
 
@@ -139,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=6000, help="requests per step")
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args(argv)
-    trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
-    for t in trees:
-        if not (t / "liferaft" / "kv" / "serve.py").is_file():
-            ap.error(f"--tree {t}: not a liferaft checkout")
+    trees = checkout_trees(ap, args.tree)
     if args.rounds < 1 or args.ops < 1 or args.connections < 1:
         ap.error("--rounds, --ops and --connections must be at least 1")
     got: dict[Path, list[dict[str, tuple[float, float]]]] = {t: [] for t in trees}
