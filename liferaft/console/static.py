@@ -10,10 +10,20 @@ open page serves its new files) and carries a Content-Security-Policy that
 allows scripts and styles from the node itself only (no inline script),
 and connections to itself and to the members' client addresses (the page
 carries on through another member).
+
+A page's policy is the one its ``index.html`` came with, fixed for the
+page's life: a member whose client address enters the address book later
+(a node that just started announces its own a moment after, a member added
+since) is outside it, and the browser blocks the page's calls to it.  So
+``index.html`` also names the origins its policy allows, in ``<meta
+name="liferaft-connect-src">``; the page compares them with the members a
+line names and reloads itself from its node to get a current policy
+(docs/console.md, "Failover").
 """
 
 from __future__ import annotations
 
+import html
 import importlib.resources
 import re
 from collections.abc import Callable
@@ -35,6 +45,10 @@ TYPES = {
 }
 
 
+#: The tag in index.html that names the origins its policy allows (filled per answer).
+CONNECT_META = b'<meta name="liferaft-connect-src" content="">'
+
+
 def csp(origins: set[str]) -> str:
     """The Content-Security-Policy of every console file."""
     connect = " ".join(["'self'", *sorted(origins)])
@@ -42,6 +56,14 @@ def csp(origins: set[str]) -> str:
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
+
+
+def with_connect_meta(page: bytes, origins: set[str]) -> bytes:
+    """``page`` with its :data:`CONNECT_META` tag naming ``origins`` (the
+    origins of the policy it is sent with), escaped: an address is data."""
+    content = html.escape(" ".join(sorted(origins)), quote=True).encode()
+    filled = CONNECT_META.replace(b'content=""', b'content="%s"' % content)
+    return page.replace(CONNECT_META, filled)
 
 
 class StaticFiles:
@@ -69,10 +91,13 @@ class StaticFiles:
         body = self._read(name) if ctype and _NAME.fullmatch(name) else None
         if body is None:
             return error_response(404, "not_found", f"no console file {name[:100]!r}")
+        origins = self.origins()  # one reading for the header and the page alike
+        if name == "index.html":
+            body = with_connect_meta(body, origins)
         return web.Response(body=body, headers={
             "Content-Type": ctype or "",
             "Cache-Control": "no-cache",
-            "Content-Security-Policy": csp(self.origins()),
+            "Content-Security-Policy": csp(origins),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         })  # fmt: skip

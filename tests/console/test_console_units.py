@@ -4,6 +4,7 @@ the static file names, and a stream's limits against a fake gatherer."""
 from __future__ import annotations
 
 import asyncio
+import html
 from typing import Any
 
 import pytest
@@ -138,6 +139,28 @@ async def test_cors_answers_members_only_and_never_skips_the_token() -> None:
 
 
 # -- static files ----------------------------------------------------------------------
+
+
+async def test_the_page_names_the_origins_its_policy_allows() -> None:
+    """index.html's meta tag lists exactly the CSP's connect origins of the
+    same answer (the page compares them with the members to see its policy
+    is stale), read once per answer, and escaped: an address is data."""
+    readings = iter([{"http://a:1", "https://a:1"}, {"http://b:2", 'http://x"><i>:3'}])
+    app = web.Application()
+    StaticFiles(lambda: next(readings)).add_routes(app)
+    client = await _client(app)
+    try:
+        for want in ("http://a:1 https://a:1", "http://b:2 http://x&quot;&gt;&lt;i&gt;:3"):
+            r = await client.get("/ui/")
+            page = await r.text()
+            assert f'<meta name="liferaft-connect-src" content="{want}">' in page
+            assert "<i>" not in page
+            connect = r.headers["Content-Security-Policy"].split("connect-src 'self' ")[1]
+            assert connect.split(";")[0] == html.unescape(want)
+        r = await client.get("/ui/console.css")  # only the page itself is filled in
+        assert "liferaft-connect-src" not in await r.text()
+    finally:
+        await client.close()
 
 
 async def test_static_serves_plain_names_in_the_directory_only() -> None:

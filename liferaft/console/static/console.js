@@ -8,6 +8,13 @@
 // the same scheme as the page (the node answers CORS for its members'
 // origins).  Reconnects are at least a second apart, so the page never asks
 // more often than the server pushes.
+//
+// Who gets the token on failover: only members some line showed answering
+// the status call (over the peer port, where a member proves itself), and
+// only at an origin this page's Content-Security-Policy lets it reach.  A
+// member that never answered (a learner added with a peer address nothing
+// listens on, and any client address) is never tried, not even when every
+// member that answered has failed here: the page keeps retrying those.
 
 import { conn, headers, originOf, readLines, setToken, token } from './api.js';
 import { renderMembers, renderTransferChoices } from './view-members.js';
@@ -19,6 +26,16 @@ import { initAdmin } from './admin.js';
 const STALL_MS = 3000;      // no line for this long: the node is taken as down
 const MIN_GAP_MS = 1000;    // never reconnect faster than the server pushes
 const MAX_GAP_MS = 5000;
+const RELOAD_KEY = 'liferaft.policyReload';  // the origins this tab last reloaded for
+
+// The origins this page's Content-Security-Policy lets it connect to, as
+// the node that served it names them (index.html's meta tag, filled with
+// the same set as the header).  Fixed for the page's life: a browser keeps
+// the policy a page came with.  Empty: not known (an older node), no check.
+const POLICY = new Set(
+  (document.querySelector('meta[name="liferaft-connect-src"]')?.content || '')
+    .split(/\s+/).filter(Boolean).map((o) => o.toLowerCase()),
+);
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +43,7 @@ const state = {
   members: [],              // the latest line's members
   addrs: new Map(),         // id -> client_addr, remembered across lines
   pageDown: new Set(),      // nodes whose stream failed here (until a line says they answer)
+  answered: new Set(),      // members a line showed answering (or serving it): the token may go there
   line: null,
   authLost: false,          // an API call got a 401: ask for the token again
   home: null,               // the node that served this page (reached with relative URLs)
@@ -74,15 +92,52 @@ async function answers(base) {
   }
 }
 
+// Whether this page may connect to a member's client address at all: its
+// policy allows the origin (the page's own node is reached with its own
+// URLs, always allowed).  A call the policy blocks fails at once, exactly
+// like a dead node, so such a member is no failover target.
+function policyAllows(id) {
+  if (id === state.home) return true;
+  const addr = state.addrs.get(id);
+  return Boolean(addr) && (POLICY.size === 0 || POLICY.has(originOf(addr).toLowerCase()));
+}
+
+// The user is in the middle of something a reload would lose.
+function busy() {
+  const a = document.activeElement;
+  const typing = a && ['INPUT', 'SELECT', 'TEXTAREA'].includes(a.tagName) && !a.closest('#login');
+  return Boolean(typing) || !$('kv-tail-stop').disabled;
+}
+
+// While the page streams from its own node, a line naming a member whose
+// origin the page's policy does not allow means the policy is older than
+// the address book: reload from this node (same origin: the token stays in
+// the tab) to get a current one, while the node is there to serve it.  Not
+// while the user types or tails (the next line asks again), and once per set
+// of missing origins: if a reload did not bring them in, another would not.
+function reloadIfPolicyStale() {
+  if (conn.base !== '' || POLICY.size === 0 || busy()) return;
+  const missing = state.members.filter((m) => m.client_addr && !policyAllows(m.id))
+    .map((m) => originOf(m.client_addr).toLowerCase()).sort().join(' ');
+  if (!missing || sessionStorage.getItem(RELOAD_KEY) === missing) return;
+  sessionStorage.setItem(RELOAD_KEY, missing);
+  console.info('console: reloading for a policy that allows', missing);
+  location.reload();
+}
+
 function onLine(line) {
   if (conn.base === '' && line.via) state.home = line.via;
   state.line = line;
   conn.nodeId = line.via;
   state.pageDown.delete(line.via);
+  if (line.via) state.answered.add(line.via);
   state.members = Array.isArray(line.members) ? line.members : [];
   for (const m of state.members) {
     if (m.client_addr) state.addrs.set(m.id, m.client_addr);
-    if (m.reachable === true) state.pageDown.delete(m.id);
+    if (m.reachable === true) {
+      state.pageDown.delete(m.id);
+      state.answered.add(m.id);
+    }
   }
   $('leader').textContent = line.leader ?? 'none';
   $('term').textContent = line.term ?? '–';
@@ -94,6 +149,7 @@ function onLine(line) {
   if (line.rates) plots.add(line.rates);
   if (Array.isArray(line.timeline)) timeline.merge(line.timeline);
   renderStatus();
+  reloadIfPolicyStale();
   // A node removed from the cluster still runs and streams, but its view
   // is no longer the cluster's (it finds every member down): leave it.
   if (state.members.length && !state.members.some((m) => m.id === line.via)) {
@@ -131,21 +187,23 @@ async function streamOnce(base) {
   return got ? 'lines' : 'failed';
 }
 
-// The next member to try after `failed`: the next one in member order with
-// a known client address, preferring nodes that answer.  First the members
-// the last line said answer its node's status call (over the peer port,
-// where a member proves itself): the page sends the token with the stream,
-// and an address a learner that answers nothing advertises is not one to
-// hand it to while a member that answers is there.
+// The next member to try after `failed`, in member order after it.  The
+// page sends the token with the stream, so only members a line showed
+// answering are candidates (and only where the page's policy lets it
+// connect): first those the last line says answer, then those that have
+// not failed here, then each in turn again (a member that answered may
+// come back).  A member that never answered is never handed the token; with
+// no candidate left the page retries the node it had.
 function nextTarget(failed) {
-  const ids = state.members.map((m) => m.id).filter((id) => state.addrs.get(id));
-  if (ids.length === 0) return { base: conn.base, id: failed };
+  const ids = state.members.map((m) => m.id);
   const start = Math.max(0, ids.indexOf(failed));
-  const order = ids.slice(start + 1).concat(ids.slice(0, start + 1));
+  const order = ids.slice(start + 1).concat(ids.slice(0, start + 1))
+    .filter((id) => state.answered.has(id) && policyAllows(id));
   const down = downIds();
   const pick = order.find((id) => id !== failed && !down.has(id))
     ?? order.find((id) => id !== failed && !state.pageDown.has(id))
-    ?? order.find((id) => id !== failed) ?? failed;
+    ?? order.find((id) => id !== failed);
+  if (pick === undefined) return { base: conn.base, id: failed };
   const addr = state.addrs.get(pick);
   const base = pick === state.home || addr === location.host ? '' : originOf(addr);
   return { base, id: pick };
