@@ -39,7 +39,9 @@ CASES: dict[str, tuple[str | None, int, str]] = {
     "count-unsynced-self": (None, 5, "violation"),
     "lease-survives-transfer": ("stale", 5, "violation"),
     "ctx-names-reads": (None, 5, "violation"),
-    "flush-commit-past-match": (None, 5, "violation"),
+    # The Figure 8 shape (leaders knocked out while others come back) leaves
+    # followers holding another leader's entries: where this bug bites.
+    "flush-commit-past-match": ("figure8", 5, "violation"),
 }
 SEED_BUDGET = 300
 STEPS = 6000  # the command line's default
@@ -78,7 +80,9 @@ def test_unknown_bug_is_refused() -> None:
 
 
 def test_control_same_seeds_without_bugs_are_clean() -> None:
-    for profile, nodes, _ in CASES.values():
+    # A seed's run is a function of (seed, nodes, profile): each distinct
+    # run once (the cases share a few).
+    for profile, nodes in sorted({(p, n) for p, n, _ in CASES.values()}, key=str):
         for seed in range(3):
             r = run_seed(seed, nodes=nodes, steps=STEPS, profile=profile)
             assert r.violation is None and r.liveness_failure is None, (profile, seed, r)
