@@ -117,6 +117,9 @@ class _Job:
     released: asyncio.Future[None] | None = None
     #: The configuration once the core advanced past this batch.
     conf: ConfState | None = None
+    #: Applied on the loop already (:meth:`Applier._apply_inline`): only
+    #: its configuration is left to note, in :meth:`Applier.after_ready`.
+    inline: bool = False
 
 
 class Applier:
@@ -183,6 +186,8 @@ class Applier:
         """Apply ``ents`` (a Ready's committed entries); True if a caller's
         future was settled now (never for an off-loop state machine)."""
         if self.off_loop:
+            if self._inline_ok(ents):
+                return self._apply_inline(ents)
             job = _Job(list(ents))
             self._jobs.append(job)
             self._last_job = job
@@ -192,6 +197,39 @@ class Applier:
             return self._apply_plain(ents)
         fresh, items, preset = self._prepare(ents)
         return self._finish(ents, fresh, items, self._call_batch(items), preset)
+
+    def _inline_ok(self, ents: list[Entry]) -> bool:
+        """May this batch of an off-loop state machine run on the loop?  Only
+        a small one, when nothing is queued or running in the worker (so log
+        order holds, and a hold or a snapshot install is never overtaken),
+        and no write but this batch's own waits here: a write alone pays two
+        thread hops for nothing (NodeConfig.inline_apply_entries).  Under
+        load the worker keeps the loop free to read and batch."""
+        if len(ents) > self._config.inline_apply_entries or self._jobs:
+            return False
+        if self._failed or self._closing:
+            return False
+        w = self._worker
+        if w is not None and not w.done():
+            return False
+        return self._tracker.in_flight() <= len(ents)
+
+    def _apply_inline(self, ents: list[Entry]) -> bool:
+        """One batch of an off-loop state machine, on the loop (see
+        :meth:`_inline_ok`).  It keeps every rule of the worker: the same
+        :meth:`_prepare` and :meth:`_finish`, and a failure stops the
+        node with nothing queued behind it ever run."""
+        fresh, items, preset = self._prepare(ents)
+        try:
+            raw = self._call_batch(items)
+        except BaseException:
+            self._failed = True
+            raise
+        settled = self._finish(ents, fresh, items, raw, preset)
+        # As a worker's job: the core has not advanced past this batch
+        # yet, so after_ready reads the configuration once it has.
+        self._last_job = _Job(list(ents), inline=True)
+        return settled
 
     def _apply_plain(self, ents: list[Entry]) -> bool:
         """The fast path: a plain state machine on the loop, entry by entry.
@@ -369,6 +407,8 @@ class Applier:
             if job.snap is not None or any(e.type is EntryType.CONF_CHANGE for e in job.ents):
                 job.conf = rn.conf_state()
             self._last_job = None
+            if job.inline:
+                self._conf_after(job)
         elif not self.off_loop and last_index:
             if self._conf_moved:
                 self.conf = rn.conf_state()
@@ -417,12 +457,7 @@ class Applier:
                 fresh, items, preset = self._prepare(job.ents)
                 raw = await asyncio.to_thread(self._call_batch, items) if items else []
                 self._finish(job.ents, fresh, items, raw, preset)
-                if job.ents:
-                    # None: no change or snapshot in this batch, the
-                    # configuration is the one before it.
-                    if job.conf is not None:
-                        self.conf = job.conf
-                    self.conf_index = job.ents[-1].index
+                self._conf_after(job)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -430,6 +465,15 @@ class Applier:
             self._drop_holds()
             self._jobs.clear()
             self._loop.fail(exc)
+
+    def _conf_after(self, job: _Job) -> None:
+        """The configuration as of the end of ``job``, applied."""
+        if job.ents:
+            # None: no change or snapshot in this batch, the
+            # configuration is the one before it.
+            if job.conf is not None:
+                self.conf = job.conf
+            self.conf_index = job.ents[-1].index
 
     def _merge_queued(self, job: _Job) -> _Job:
         """``job`` and the batches queued right behind it, as one batch: the

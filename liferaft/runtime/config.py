@@ -44,6 +44,18 @@ class NodeConfig:
     #: per fsync on the 2-core bench machine, most of a lightly loaded write's
     #: latency; under load the batches grow and the thread pays for itself.
     inline_sync_entries: int = 16
+    #: An off-loop state machine (``apply_off_loop``) is handed a batch of
+    #: at most this many committed entries on the event loop's thread when
+    #: its worker is idle and no other write waits here: a write alone then
+    #: skips two thread hops (liferaft-kv's LMDB store: about 0.15 ms of its
+    #: latency and 0.2 ms of leader CPU on the 2-core bench machine,
+    #: BENCHMARKS.md, issue 18).  Larger batches, and any while the worker
+    #: is busy or other writes wait, go to the worker, so the loop keeps
+    #: reading and batching under load.  0 (the default): always the worker,
+    #: as a state machine that declares ``apply_off_loop`` may block for
+    #: long; turn it on only for one whose small batch costs about what a
+    #: WAL fsync does (``liferaft serve`` sets 16 for its store).
+    inline_apply_entries: int = 0
     #: Longest a leader waits to tell its followers that the commit index
     #: advanced, when no append or heartbeat carries it sooner (the core's
     #: lazy commit broadcast, docs/core.md).  One write at a time then costs
@@ -80,6 +92,8 @@ class NodeConfig:
             raise BadConfigError("commit_flush_delay must be >= 0")
         if self.inline_sync_entries < 0:
             raise BadConfigError("inline_sync_entries must be >= 0")
+        if self.inline_apply_entries < 0:
+            raise BadConfigError("inline_apply_entries must be >= 0")
         if self.lease_reads and not self.check_quorum:
             raise BadConfigError("lease_reads needs check_quorum")
 
