@@ -491,9 +491,16 @@ class WatchHub:
         self._threadsafe(self.restored, revision)
 
     def _threadsafe(self, fn: Callable[..., None], *args: object) -> None:
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("the watch hub has no event loop yet: build it on the loop")
-        self._loop.call_soon_threadsafe(fn, *args)
+        if asyncio._get_running_loop() is loop:
+            # An apply on the loop itself (NodeConfig.inline_apply_entries):
+            # the same queue, in the same order, without waking the loop
+            # through its self-pipe (a syscall and an extra turn per batch).
+            loop.call_soon(fn, *args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
 
     def tick(self) -> int:
         """Send a progress notification to every live watcher idle for a

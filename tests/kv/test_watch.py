@@ -311,6 +311,28 @@ async def test_publish_checks_order_and_runs_on_the_loop_only() -> None:
     assert revs(drain(w)) == [1, 2]
 
 
+async def test_publish_threadsafe_keeps_call_order_from_the_loop_and_a_thread() -> None:
+    # An inline apply hands its batch over from the loop's own thread (no
+    # self-pipe wakeup), a worker's from its thread: one queue, call order.
+    store = FakeStore()
+    hub = WatchHub(store, 0)
+    w = hub.watch(KeyRange.prefix(b""))
+    batches = [store.put(b"k", b"%d" % i) for i in range(6)]
+    hub.publish_threadsafe(batches[0])  # from the loop
+    t = threading.Thread(target=lambda: hub.publish_threadsafe(batches[1]))
+    t.start()
+    t.join()
+    hub.publish_threadsafe(batches[2])
+    for b in batches[3:]:
+        t = threading.Thread(target=lambda b=b: hub.publish_threadsafe(b))
+        t.start()
+        t.join()
+        hub.publish_threadsafe([])  # nothing, in between: no error
+    assert hub.revision == 0, "queued, not run in the caller"
+    await asyncio.sleep(0)
+    assert revs(drain(w)) == [1, 2, 3, 4, 5, 6]
+
+
 async def test_bad_input_is_refused_plainly() -> None:
     hub = WatchHub(None, 0, max_watchers=2)
     for bad in (-1, "3", 1.5, True):
