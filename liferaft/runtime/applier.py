@@ -100,8 +100,9 @@ _NOTHING = ApplyEntry(0, b"", 0.0)
 
 #: The most entry bytes an off-loop state machine's batch may hold to run on
 #: the loop (NodeConfig.inline_apply_entries): 16 values of 1 MiB cost LMDB
-#: about 0.13 s on the 2-core bench machine, a stall of every client and of
-#: the heartbeats; a 64 KiB value costs what a 100-byte one does (its fsync).
+#: about 0.1 s on the 2-core bench machine, a stall of every client and of
+#: the heartbeats; a lone 64 KiB value about what a 100-byte one does
+#: (bench/kv_apply_cost.py, BENCHMARKS.md).
 INLINE_APPLY_BYTES = 64 << 10
 
 
@@ -220,7 +221,7 @@ class Applier:
         load the worker keeps the loop free to read and batch.
 
         Few entries is not cheap work: one may carry a large value, or a
-        range delete over a million keys (about a second in LMDB), which on
+        range delete over 100 000 keys (over half a second in LMDB), which on
         the loop would stall every client and the heartbeats.  So the batch
         must also hold at most :data:`INLINE_APPLY_BYTES`, and a state
         machine with ``may_apply_inline`` is asked too (in :meth:`apply`)."""

@@ -2,7 +2,7 @@
 (``KVMachine.may_apply_inline``, the runtime's NodeConfig.inline_apply_entries
 in ``liferaft serve``): only those whose work is bounded by their size.  A
 range delete, a range read or compare in a txn, a lease revoke (its keys) and
-a compaction may touch every key: about a second for 100 000 keys in LMDB,
+a compaction may touch every key: over half a second for 100 000 keys,
 which on the loop stalls every client and the heartbeats."""
 
 from __future__ import annotations

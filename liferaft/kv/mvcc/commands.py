@@ -187,8 +187,8 @@ def bounded_work(data: bytes) -> bool:
     """True if the command in ``data`` does work bounded by its own size, so
     the runtime may apply it on the event loop (KVMachine.may_apply_inline).
     A range (deleted, read or compared in a txn), a lease revoke (every key
-    attached to it) or a compaction may touch every key of the store: about
-    a second for 100 000 keys, a stall of every client and the heartbeats."""
+    attached to it) or a compaction may touch every key of the store: over
+    half a second for 100 000 keys, a stall of every client and the heartbeats."""
     try:
         cmd = decode_command(data)
     except KVError:
