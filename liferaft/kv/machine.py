@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from liferaft.kv.mvcc import MVCCStore, Range, RangeResult, ReadView, check_store, storedir
 from liferaft.kv.mvcc.checkpoint import frame, receive
-from liferaft.kv.mvcc.commands import Committed, apply_entries
+from liferaft.kv.mvcc.commands import Committed, apply_entries, bounded_work
 from liferaft.kv.mvcc.leases import LeaseInfo, all_leases, lease_info
 from liferaft.kv.mvcc.sessions import MAX_SESSIONS, live_sessions, session_info
 from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE, DEFAULT_METASYNC
@@ -121,6 +121,13 @@ class KVMachine:
         if done and self.listener is not None:
             self.listener.committed(done)
         return results
+
+    def may_apply_inline(self, entries: Sequence[ApplyEntry]) -> bool:
+        """The runtime's optional off-loop method (docs/statemachine.md): may
+        this small batch run on the event loop's thread?  Only if every
+        entry's work is bounded by its size (:func:`.mvcc.commands.bounded_work`:
+        no range delete, range read or compare, lease revoke or compaction)."""
+        return all(bounded_work(e.data) for e in entries)
 
     def apply(self, index: int, data: bytes, *, leader_time: float = 0.0) -> Any:
         """The plain contract, for a runtime that does not batch: one entry;

@@ -98,6 +98,13 @@ log = logging.getLogger("liferaft.runtime")
 
 _NOTHING = ApplyEntry(0, b"", 0.0)
 
+#: The most entry bytes an off-loop state machine's batch may hold to run on
+#: the loop (NodeConfig.inline_apply_entries): 16 values of 1 MiB cost LMDB
+#: about 0.1 s on the 2-core bench machine, a stall of every client and of
+#: the heartbeats; a lone 64 KiB value about what a 100-byte one does
+#: (bench/kv_apply_cost.py, BENCHMARKS.md).
+INLINE_APPLY_BYTES = 64 << 10
+
 
 class StateMachineFailedError(RuntimeError):
     """``apply_batch`` raised (or broke its contract): the state machine is
@@ -166,6 +173,11 @@ class Applier:
             batch if callable(batch) else None
         )
         self.off_loop = applies_off_loop(sm)
+        may = getattr(sm, "may_apply_inline", None)
+        #: The state machine's word on a batch's cost (see :meth:`_inline_ok`).
+        self._may_inline: Callable[[Sequence[ApplyEntry]], bool] | None = (
+            may if callable(may) else None
+        )
         #: Called with the seconds each apply_batch call took (the metrics'
         #: apply histogram), from whichever thread ran it.
         self.batch_seconds: Callable[[float], None] | None = None
@@ -187,7 +199,9 @@ class Applier:
         future was settled now (never for an off-loop state machine)."""
         if self.off_loop:
             if self._inline_ok(ents):
-                return self._apply_inline(ents)
+                prepared = self._prepare(ents)
+                if self._may_inline is None or self._may_inline(prepared[1]):
+                    return self._apply_inline(ents, prepared)
             job = _Job(list(ents))
             self._jobs.append(job)
             self._last_job = job
@@ -204,7 +218,13 @@ class Applier:
         order holds, and a hold or a snapshot install is never overtaken),
         and no write but this batch's own waits here: a write alone pays two
         thread hops for nothing (NodeConfig.inline_apply_entries).  Under
-        load the worker keeps the loop free to read and batch."""
+        load the worker keeps the loop free to read and batch.
+
+        Few entries is not cheap work: one may carry a large value, or a
+        range delete over 100 000 keys (over half a second in LMDB), which on
+        the loop would stall every client and the heartbeats.  So the batch
+        must also hold at most :data:`INLINE_APPLY_BYTES`, and a state
+        machine with ``may_apply_inline`` is asked too (in :meth:`apply`)."""
         if len(ents) > self._config.inline_apply_entries or self._jobs:
             return False
         if self._failed or self._closing:
@@ -212,16 +232,30 @@ class Applier:
         w = self._worker
         if w is not None and not w.done():
             return False
-        return self._tracker.in_flight() <= len(ents)
+        if self._tracker.in_flight() > len(ents):
+            return False
+        return sum(len(e.data) for e in ents) <= INLINE_APPLY_BYTES
 
-    def _apply_inline(self, ents: list[Entry]) -> bool:
+    def _apply_inline(
+        self,
+        ents: list[Entry],
+        prepared: tuple[list[Entry], list[ApplyEntry], dict[int, tuple[bool, Any]]],
+    ) -> bool:
         """One batch of an off-loop state machine, on the loop (see
-        :meth:`_inline_ok`).  It keeps every rule of the worker: the same
-        :meth:`_prepare` and :meth:`_finish`, and a failure stops the
-        node with nothing queued behind it ever run."""
-        fresh, items, preset = self._prepare(ents)
+        :meth:`_inline_ok`), ``prepared`` by :meth:`_prepare`.  It keeps
+        every rule of the worker: the same :meth:`_finish`, and a failure
+        stops the node as the worker's does, with nothing behind it run."""
+        fresh, items, preset = prepared
         try:
             raw = self._call_batch(items)
+        except StateMachineFailedError as exc:
+            self._failed = True
+            # The worker's door (logged as the state machine's failure, not
+            # as a bug of the node task; ``crashed``), which cancels the
+            # node task: this is that task, so end it here, before the rest
+            # of this Ready (sends, advance) runs past the broken batch.
+            self._loop.fail(exc)
+            raise asyncio.CancelledError from exc
         except BaseException:
             self._failed = True
             raise
@@ -329,9 +363,14 @@ class Applier:
         t0 = time.perf_counter()
         try:
             results = self._batch(items)
-        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+        except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
+            # A CancelledError too: apply_batch is synchronous, so it is
+            # never this task's own cancellation but the state machine's
+            # (a cancelled future it waited on).  Passed on as one, it ended
+            # the worker (or, on the loop, the node task) with no sign, and
+            # the next batch was applied over the gap.
             raise StateMachineFailedError(f"apply_batch failed: {exc!r}") from exc
         if self.batch_seconds is not None:
             # Off the loop, the loop's own apply hook times only the hand-off.

@@ -44,7 +44,10 @@ from liferaft.kv.mvcc.ops import (
     KeyValue,
     LeaseExistsError,
     LeaseNotFoundError,
+    Put,
     PutResult,
+    Range,
+    Txn,
     TxnResult,
 )
 from liferaft.kv.mvcc.sessions import (
@@ -178,3 +181,30 @@ def apply_entries(
     results = [b.apply(e) for e in entries]
     done = Committed(batch.revision, tuple(b.hooks.events), tuple(b.granted), tuple(b.revoked))
     return results, done
+
+
+def bounded_work(data: bytes) -> bool:
+    """True if the command in ``data`` does work bounded by its own size, so
+    the runtime may apply it on the event loop (KVMachine.may_apply_inline).
+    A range (deleted, read or compared in a txn), a lease revoke (every key
+    attached to it) or a compaction may touch every key of the store: over
+    half a second for 100 000 keys, a stall of every client and the heartbeats."""
+    try:
+        cmd = decode_command(data)
+    except KVError:
+        return True  # refused before any work
+    if cmd is None or isinstance(cmd, OpenSession | LeaseGrant):
+        return True
+    if isinstance(cmd, Write):
+        return _bounded_op(cmd.op)
+    return False  # LeaseRevoke, Compact
+
+
+def _bounded_op(op: Put | DeleteRange | Range | Txn) -> bool:
+    if isinstance(op, Txn):
+        return all(c.range_end is None for c in op.compare) and all(
+            _bounded_op(o) for o in (*op.success, *op.failure)
+        )
+    if isinstance(op, DeleteRange | Range):
+        return op.range_end is None
+    return True  # a Put: one key

@@ -107,6 +107,8 @@ class BatchRecordingStateMachine(RecordingStateMachine):
         self.apply_off_loop = off_loop
         self.batches: list[tuple[int, ...]] = []
         self.threads: set[int] = set()
+        #: The thread of each batch, beside ``batches``.
+        self.batch_threads: list[int] = []
         self._busy = threading.Lock()
 
     def apply_batch(self, entries: Sequence[ApplyEntry]) -> list[Any]:
@@ -115,6 +117,7 @@ class BatchRecordingStateMachine(RecordingStateMachine):
             raise AssertionError("apply_batch called while another call is running")
         try:
             self.threads.add(threading.get_ident())
+            self.batch_threads.append(threading.get_ident())
             self.batches.append(tuple(e.index for e in entries))
             results: list[Any] = []
             for e in entries:
