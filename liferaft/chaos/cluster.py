@@ -50,6 +50,10 @@ NODE_FLAGS = [
     "2",
     "--snapshot-entries",
     "300",
+    # Idle watchers learn how far they are covered every second, not every
+    # 10 s: a soak's watchers prove they saw the final revision that soon.
+    "--watch-progress-interval",
+    "1",
     "--log-level",
     "WARNING",
 ]
@@ -243,6 +247,23 @@ class ChaosCluster:
                 return str(leaders[0])
             await asyncio.sleep(0.1)
         raise ChaosError(f"no leader within {timeout:g} s")
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Wait until every member has applied all the leader knew to be
+        committed when the wait began (at most ``timeout`` seconds): the
+        quiet period after healing.  False if one had not by then."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        target = None
+        while loop.time() < end:
+            sts = await asyncio.gather(*(self.status(n) for n in self.members))
+            if target is None:
+                target = max((s["commit_index"] for s in sts if s and s["role"] == "leader"),
+                             default=None)  # fmt: skip
+            if target is not None and all(s and s["applied_index"] >= target for s in sts):
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def voters(self) -> set[str]:
         for nid in self.rng.sample(list(self.members), len(self.members)):

@@ -222,14 +222,16 @@ async def soak(
             await stranger.heal()
             res.hostile = stranger.actions
             res.hostile_outcomes = dict(stranger.outcomes)
-        # Quiet period: everyone back, a leader, and time to catch up.  No
-        # leader is a finding, not a crash of the harness: the verdict still
-        # says what else went wrong (a node that exited, a stranger's change).
+        # Quiet period: everyone back, a leader, and every member caught up
+        # with what it had committed (polled, not a fixed sleep).  No leader
+        # is a finding, not a crash of the harness: the verdict still says
+        # what else went wrong (a node that exited, a stranger's change).
         try:
             await c.leader(timeout=30)
         except ChaosError as exc:
             res.unexpected[f"after healing: {exc}"] = 1
-        await asyncio.sleep(3.0)
+        if not await c.caught_up(timeout=15):
+            log("soak: a member had not applied all that was committed within 15 s")
         final = await final_reads(c, rec, keys, proc=10_000, set_procs=set_procs)
         await coord.catch_up()
         await watch.final()

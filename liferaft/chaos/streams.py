@@ -41,9 +41,11 @@ from liferaft.verify.watches import Stream, WEvent
 from .cluster import ChaosCluster
 
 #: A stream silent this long is taken for dead (a stopped or cut-off node).
-#: Above the server's progress interval (10 s, and up to a quarter more
-#: until its check runs): at 12 s a quiet single-key watch was dropped just
-#: before its progress line every time, and never covered the final revision.
+#: Above the server's default progress interval (10 s, and up to a quarter
+#: more until its check runs; the chaos nodes run with 1 s, NODE_FLAGS, but a
+#: watcher may meet a node started otherwise): at 12 s a quiet single-key
+#: watch was dropped just before its progress line every time, and never
+#: covered the final revision.
 IDLE = 25.0
 
 

@@ -31,6 +31,7 @@ from liferaft.kv.serve import (
     setup_logging,
 )
 from liferaft.kv.server import DEFAULT_MAX_LIST_BYTES
+from liferaft.kv.service import DEFAULT_PROGRESS_INTERVAL
 from liferaft.transport.base import parse_address
 from liferaft.transport.secret import SecretError, is_loopback, read_secret_file
 
@@ -365,6 +366,15 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="Bytes of keys and values in one page of GET /v1/kv?prefix= (then 'next').",
 )
 @click.option(
+    "--watch-progress-interval",
+    default=DEFAULT_PROGRESS_INTERVAL,
+    show_default=True,
+    # Its check runs four times an interval: below 0.1 s that is busy work.
+    type=click.FloatRange(min=0.1, max=86400),
+    help="Seconds a watch may go without a line before it gets a progress line (the "
+    "revision it is complete up to); as etcd's --experimental-watch-progress-notify-interval.",
+)
+@click.option(
     "--auto-compaction-mode",
     default=DEFAULT_MODE,
     show_default=True,
@@ -438,6 +448,7 @@ def serve_cmd(
     client_body_timeout: float,
     max_client_connections: int,
     max_list_bytes: int,
+    watch_progress_interval: float,
     auto_compaction_mode: str,
     auto_compaction_retention: str,
     log_level: str,
@@ -521,6 +532,7 @@ def serve_cmd(
             client_header_timeout, client_body_timeout, max_client_connections
         ),
         max_list_bytes=max_list_bytes,
+        watch_progress_interval=watch_progress_interval,
         access_log=access_log,
         compaction=compaction,
     )

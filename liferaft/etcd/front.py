@@ -36,7 +36,7 @@ class EtcdFrontEnd:
         except PlantedBugError as exc:
             self.plant_error = str(exc)
         self.ctx = EtcdContext(service, o.cluster_id, o.token)
-        self.gateway = Gateway(self.ctx)
+        self.gateway = Gateway(self.ctx, body_timeout=o.client_limits.body_timeout)
         self.grpc_listen = o.grpc_listen
         self.tls = o.client_tls_files
         self.grpc: GrpcServer | None = None

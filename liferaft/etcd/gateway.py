@@ -10,6 +10,10 @@ etcd 3.4 embeds grpc-gateway v1; what a client of it sees, and this serves:
 - a streaming call (Watch, LeaseKeepAlive, Snapshot) reads a stream of JSON
   request objects from the body and answers a chunked stream of
   ``{"result": response}`` lines, ending with ``{"error": ...}`` on failure;
+- a unary call's body must arrive within the client port's body timeout
+  (``--client-body-timeout``), else 408 with gRPC's ``CANCELLED`` and the
+  connection ends (liferaft/kv/listener.py, ``FinalResponse``): a stranger
+  cannot hold a connection by trickling a body;
 - the token goes in the ``Authorization`` header, as etcd's gateway takes it
   (liferaft's ``Bearer`` token of the native API works too);
 - ``/v3beta/`` is an alias of ``/v3/``, as in etcd 3.4.
@@ -30,6 +34,8 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from liferaft.kv.listener import DEFAULT_BODY_TIMEOUT, FinalResponse
 
 from . import auth, errors, jsonin
 from .calls import Call
@@ -76,11 +82,17 @@ def _metadata(ctx: EtcdContext, request: web.Request) -> dict[str, str]:
     return auth.gateway_metadata(ctx, request.headers.get("Authorization", ""))
 
 
-async def _body(request: web.Request) -> str:
-    """The body as text; a client's error (not a logged 500) when it is not
-    UTF-8 or over the client port's size limit."""
+async def _body(request: web.Request, timeout: float) -> str:
+    """The body as text, within ``timeout`` seconds; a client's error (not a
+    logged 500) when it is late, not UTF-8 or over the client port's size
+    limit."""
     try:
-        return await request.text()
+        async with asyncio.timeout(timeout):
+            return await request.text()
+    except TimeoutError:
+        raise EtcdError(
+            Code.CANCELLED, f"the request body did not arrive within {timeout:g} s; nothing applied"
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise errors.REQUEST_TOO_LARGE from None
     except UnicodeDecodeError:
@@ -141,9 +153,16 @@ async def _json_values(request: web.Request) -> AsyncIterator[Any]:
 class Gateway:
     """The ``/v3`` routes of one node's client port."""
 
-    def __init__(self, ctx: EtcdContext, calls: list[Call] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: EtcdContext,
+        calls: list[Call] | None = None,
+        *,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.ctx = ctx
         self.calls = calls if calls is not None else all_calls()
+        self.body_timeout = body_timeout
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -162,12 +181,17 @@ class Gateway:
                 return await self._stream(call, request)
             try:
                 auth.check(self.ctx, call, _metadata(self.ctx, request))
-                req = parse(call, await _body(request))
+                req = parse(call, await _body(request, self.body_timeout))
                 if call.kind == "server_stream":
                     return await self._server_stream(call, request, req)
                 resp = await call.handler(self.ctx, req)
             except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
                 e = _logged(exc)
+                if e.http_status == 408:
+                    # Mid-body: the connection ends with this answer.
+                    return FinalResponse(
+                        text=json.dumps(_error_body(e)), status=408, content_type="application/json"
+                    )
                 return web.json_response(_error_body(e), status=e.http_status)
             return await _json_response(resp)
 

@@ -42,7 +42,8 @@ What follows etcd 3.4 (checked against a real etcd 3.4.23):
   every watcher of the stream has delivered everything up to it (at once
   if they have).
 - ``progress_notify``: an idle watcher gets an empty response with the
-  header revision every hub progress interval (10 s; etcd: 10 min).
+  header revision every hub progress interval (``--watch-progress-interval``,
+  10 s by default; etcd: 10 min).
 - The request side may end (a JSON gateway body does): the responses go
   on, as in etcd.
 """

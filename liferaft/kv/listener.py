@@ -12,7 +12,11 @@ a stranger can hold (docs/architecture.md, "Trust model"):
   header timeout, so :func:`start_client_listener` sets ``keepalive_timeout``
   to it.  A TLS handshake gets the same bound.
 - **Body timeout.** A request body must arrive within ``body_timeout``
-  (enforced where the body is read: ``KVServer``).  The same bound holds
+  (enforced where the body is read: ``KVServer``).  Its 408 is a
+  :class:`FinalResponse`: the connection half-closes right after it and is
+  gone within :data:`CLOSE_GRACE`, not after aiohttp's 10 s of "lingering"
+  (reading a body nobody will use, for a client that sends it slowly by
+  definition).  The same bound holds
   for a response: a client that takes no bytes of it for ``body_timeout``
   (its connection's send buffer stays full) is dropped, so a slow reader
   cannot hold a connection and its buffered answers for as long as it likes.
@@ -32,9 +36,12 @@ import logging
 import resource
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liferaft.transport.base import limit_reads
@@ -52,6 +59,12 @@ FD_RESERVE = 256
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
+# How long a connection stays after its FinalResponse: time for the answer
+# and our FIN to reach the client and for it to close its end, while what it
+# still sends is read and dropped (closing on unread bytes would send a
+# reset, which can destroy the answer in flight).  Several round trips on
+# any network; short next to the body timeout a stranger has already used.
+CLOSE_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,9 @@ class _Tracked(asyncio.Protocol):
         self._send_timeout = send_timeout
         self._transport: asyncio.BaseTransport | None = None
         self._stalled: asyncio.TimerHandle | None = None
+        # Set once a FinalResponse went out: the end of the connection.
+        self._closing: asyncio.TimerHandle | None = None
+        self._on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -156,10 +172,29 @@ class _Tracked(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        if self._closing is None:
+            self._inner.data_received(data)
+        # else: the rest of a body already answered, dropped unparsed.
 
     def eof_received(self) -> bool | None:
+        if self._closing is not None:
+            return False  # the client closed its end after our answer: close ours
         return self._inner.eof_received()
+
+    def close_after_answer(self, on_lost: Callable[[], None]) -> None:
+        """The answer just written is this connection's last: send the end of
+        the stream now (FIN; TLS's close_notify), drop what the client still
+        sends, and close when it closes its end or after :data:`CLOSE_GRACE`.
+        ``on_lost`` runs once the connection is gone."""
+        transport = self._transport
+        if self._closing is not None or not isinstance(transport, asyncio.WriteTransport):
+            return
+        self._on_lost = on_lost
+        self._closing = asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the answer arrives whole
+        else:
+            transport.close()  # TLS: close_notify after the answer; abort bounds the rest
 
     def pause_writing(self) -> None:
         # The send buffer is full: the client has this long to take some of it.
@@ -185,8 +220,42 @@ class _Tracked(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
+        if self._closing is not None:
+            self._closing.cancel()
         self._slot.release()
         self._inner.connection_lost(exc)
+        if self._on_lost is not None:
+            self._on_lost()
+
+
+class FinalResponse(web.Response):
+    """A response after which its connection ends at once (the 408 of a body
+    that did not arrive: the rest of the connection is that body).
+
+    aiohttp would keep reading the unread body for its ``lingering_time``
+    (10 s) before closing; behind the client listener the connection is
+    instead half-closed right after this answer and gone within
+    :data:`CLOSE_GRACE` (``_Tracked.close_after_answer``).  Served by another
+    server (a test's), it is an ordinary response with ``Connection: close``."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.force_close()  # Connection: close, and no keep-alive after it
+        self._final_request: web.BaseRequest | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self._final_request = request
+        return await super().prepare(request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        request, self._final_request = self._final_request, None
+        transport = request.transport if request is not None else None
+        tracked = transport.get_protocol() if transport is not None else None
+        if request is not None and isinstance(tracked, _Tracked):
+            # Once the connection is gone, end the unread body too: aiohttp's
+            # lingering wait on it then ends at once, not 10 s later.
+            tracked.close_after_answer(request.content.feed_eof)
 
 
 class ClientListener:
@@ -310,10 +379,12 @@ async def start_client_listener(
 
 
 __all__ = [
+    "CLOSE_GRACE",
     "ClientLimits",
     "ClientListener",
     "ConnectionGate",
     "FD_RESERVE",
+    "FinalResponse",
     "connection_cap",
     "raise_nofile_limit",
     "start_client_listener",

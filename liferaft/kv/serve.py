@@ -38,7 +38,12 @@ from .metrics import new_registry
 from .mvcc import StoreFormatError
 from .rebuild import EpochKeeper, RebuildError, check_data_dir, force_new_cluster
 from .server import FrontEnd, KVServer
-from .service import DEFAULT_MAX_LIST_BYTES, DEFAULT_MAX_VALUE, KVService
+from .service import (
+    DEFAULT_MAX_LIST_BYTES,
+    DEFAULT_MAX_VALUE,
+    DEFAULT_PROGRESS_INTERVAL,
+    KVService,
+)
 
 log = logging.getLogger("liferaft.kv")
 
@@ -87,6 +92,7 @@ class ServeOptions:
     client_tls_files: tuple[str, str, str | None] | None = None
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     max_list_bytes: int = DEFAULT_MAX_LIST_BYTES
+    watch_progress_interval: float = DEFAULT_PROGRESS_INTERVAL  # docs/kv.md, Watch
     access_log: bool = False  # one log line per client request (docs/operations.md, "Logs")
     compaction: CompactionPolicy = field(default_factory=CompactionPolicy)  # docs/kv.md
 
@@ -365,6 +371,7 @@ async def serve(
         max_value=o.max_value,
         timeout=o.request_timeout,
         max_list_bytes=o.max_list_bytes,
+        progress_interval=o.watch_progress_interval,
         compaction=o.compaction,
     )
     fronts = [make(service, o) for make in front_ends]

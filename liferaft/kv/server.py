@@ -37,7 +37,7 @@ from .http_util import (
     json_response,
     query_int,
 )
-from .listener import DEFAULT_BODY_TIMEOUT
+from .listener import DEFAULT_BODY_TIMEOUT, FinalResponse
 from .machine import KVMachine
 from .metrics import Metrics
 from .mvcc.codec import SessionRef
@@ -250,9 +250,10 @@ class KVServer(CoordinationRoutes):
         if isinstance(exc, ApiError):
             resp = _error(exc.status, exc.code, str(exc), **exc.extra)
             if exc.status == 408:
-                # The connection is mid-body: close it after this answer
-                # rather than parse the rest as a new request.
-                resp.force_close()
+                # The connection is mid-body: it ends with this answer
+                # (kv/listener.py) rather than parse the rest as a new
+                # request, or read it for aiohttp's 10 s of lingering.
+                return FinalResponse(body=resp.body, status=408, content_type=resp.content_type)
             return resp
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
             return _error(413, "too_large", f"request body too large ({exc.text})")

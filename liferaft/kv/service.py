@@ -100,6 +100,9 @@ T = TypeVar("T")
 
 DEFAULT_MAX_VALUE = 1 << 20
 DEFAULT_MAX_LIST_BYTES = 4 << 20
+#: Seconds a live watch may be idle before a progress line (`liferaft serve
+#: --watch-progress-interval`).
+DEFAULT_PROGRESS_INTERVAL = 10.0
 MAX_LIST = MAX_LIMIT
 MAX_SEQ = (1 << 63) - 1  # session ids and sequence numbers fit an int64
 CONSISTENCY = ("linearizable", "lease", "stale")
@@ -218,7 +221,7 @@ class KVService(ClusterAdmin):
         max_value: int = DEFAULT_MAX_VALUE,
         timeout: float = 5.0,
         max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
-        progress_interval: float = 10.0,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         compaction: CompactionPolicy | None = None,
     ) -> None:
         """Build on the event loop (the watch hub keeps it).  ``compaction``

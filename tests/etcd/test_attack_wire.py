@@ -9,6 +9,8 @@ UNKNOWN (HTTP 500) with a traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -23,6 +25,7 @@ from liferaft.etcd import gateway, grpc_server
 from liferaft.etcd import kv as etcd_kv
 from liferaft.etcd import watch as etcd_watch
 from liferaft.etcd.context import EtcdContext
+from liferaft.kv.listener import ClientLimits, start_client_listener
 
 CALLS = [*etcd_kv.CALLS, *etcd_watch.CALLS]
 
@@ -97,3 +100,26 @@ async def test_gateway_bodies_not_utf8_or_too_large_are_client_errors(
     finally:
         await runner.cleanup()
     assert _errors(caplog) == []
+
+
+async def test_a_gateway_body_that_never_arrives_is_a_408_and_the_connection_ends() -> None:
+    """A stranger trickling a unary call's body held its connection for as
+    long as it liked: the gateway read it with no deadline.  Behind the
+    real client listener it is now the client port's 408, and the
+    connection ends right after it."""
+    app = web.Application()
+    gateway.Gateway(fake_ctx(), CALLS, body_timeout=0.5).add_routes(app)
+    listener = await start_client_listener(app, "127.0.0.1", 0, ClientLimits())
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        writer.write(b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"}")
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert body["code"] == 1 and "did not arrive within 0.5 s" in body["message"]
+        async with asyncio.timeout(3):  # not aiohttp's 10 s of lingering
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+        await listener.close()

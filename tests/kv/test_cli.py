@@ -214,3 +214,17 @@ def test_client_port_limit_flags(tmp_path: Path, captured: list[ServeOptions]) -
     assert o.client_limits == ClientLimits(2.5, 7.0, 50) and o.max_list_bytes == 65536
     r = run([*BASE, "--data-dir", str(tmp_path / "d"), "--max-client-connections", "0"])
     assert r.exit_code == 2 and "--max-client-connections" in r.output
+
+
+def test_watch_progress_interval_flag(tmp_path: Path, captured: list[ServeOptions]) -> None:
+    args = [*BASE, "--data-dir", str(tmp_path / "d"), "--initial-cluster", "n1=127.0.0.1:7001"]
+    r = run([*args, "--watch-progress-interval", "1.5"])
+    assert r.exit_code == 0, r.output
+    assert captured.pop().watch_progress_interval == 1.5
+    r = run(args)
+    assert r.exit_code == 0, r.output
+    assert captured.pop().watch_progress_interval == 10.0  # the default, as before
+    for bad in ("0", "0.01", "-1", "soon"):
+        r = run([*args, "--watch-progress-interval", bad])
+        assert r.exit_code == 2 and "--watch-progress-interval" in r.output, (bad, r.output)
+        assert "Traceback" not in r.output and not captured

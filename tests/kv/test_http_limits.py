@@ -45,15 +45,37 @@ async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool
     return True
 
 
+# How soon after its 408 a connection must end: the answer comes after the
+# body timeout, the end of the stream right after it (aiohttp alone would
+# keep reading the body for 10 s: "lingering"), the slot within CLOSE_GRACE.
+AFTER_408 = 3.0
+
+
 async def _answer_to_a_short_body(one: OneNode, request: bytes) -> bytes:
     """Send ``request`` (whose body is shorter than announced) and read all
-    the server says until it closes the connection."""
+    the server says until it closes the connection, which it must do soon
+    after its answer."""
     reader, writer = await _connect(one.port, request)
     try:
-        async with asyncio.timeout(30):
-            return await reader.read()  # to EOF: the server closes
+        async with asyncio.timeout(one.server_kw["body_timeout"] + 10):
+            answer = await reader.readuntil(b"}")  # the JSON error body's end
+        try:
+            async with asyncio.timeout(AFTER_408):
+                return answer + await reader.read()  # to EOF: the server closes
+        except TimeoutError:
+            raise AssertionError(f"the connection was open {AFTER_408} s after its 408") from None
     finally:
         writer.close()
+
+
+async def _slots_back(one: OneNode, within: float) -> bool:
+    """True once every connection's slot is given back, within ``within`` s."""
+    assert one.listener is not None
+    for _ in range(int(within / 0.05)):  # bounded
+        if one.listener.gate.open == 0:
+            return True
+        await asyncio.sleep(0.05)
+    return one.listener.gate.open == 0
 
 
 def _metric(text: str, name: str) -> float:
@@ -171,6 +193,52 @@ async def test_a_tls_handshake_that_never_starts_holds_a_slot_only_until_the_tim
     finally:
         for _, w in held:
             w.close()
+        await one.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_client_still_sending_after_its_408_gets_the_answer_and_loses_its_slot(
+    tmp_path: Path, tls: bool
+) -> None:
+    """A stranger trickles a body and goes on after its 408 without closing:
+    it reads the whole 408 and the end of the stream, and its slot comes back
+    within CLOSE_GRACE (with aiohttp's lingering: 10 s; on the hot path, a
+    PUT of a key, and the routed app, a session)."""
+    kw: dict[str, Any] = {}
+    client_ctx = None
+    if tls:
+        ca = trustme.CA()
+        kw["ssl_context"] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(kw["ssl_context"])
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+    one = OneNode(tmp_path, body_timeout=0.5, **kw)
+    await one.start()
+    try:
+        for target in (b"PUT /v1/kv/k", b"POST /v1/sessions"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", one.port, ssl=client_ctx)
+            writer.write(target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n{")
+
+            async def trickle(w: asyncio.StreamWriter = writer) -> None:
+                for _ in range(200):  # bounded: 10 s
+                    w.write(b" ")
+                    await w.drain()
+                    await asyncio.sleep(0.05)
+
+            sending = asyncio.ensure_future(trickle())
+            try:
+                async with asyncio.timeout(10):
+                    answer = await reader.readuntil(b"}")
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+                assert b"request_timeout" in answer
+                async with asyncio.timeout(AFTER_408):
+                    assert await reader.read() == b"", "more than the 408 on a closing connection"
+                assert await _slots_back(one, within=AFTER_408), "the slot was held after the 408"
+            finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+                writer.close()
+    finally:
         await one.stop()
 
 

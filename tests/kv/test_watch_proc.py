@@ -1,7 +1,8 @@
 """A watch stream served by a real ``liferaft serve`` process: events as
 NDJSON lines, and on SIGTERM a last line telling the client where to resume
 (the node cuts its watchers off before its client port closes, instead of
-leaving their connections to the listener's grace period)."""
+leaving their connections to the listener's grace period); an idle watch's
+progress line comes after ``--watch-progress-interval``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.kv.procs import http, kv_path, proc_cluster, wait_for
 
 
 def test_sigterm_ends_each_watch_with_a_resume_line(tmp_path: Path) -> None:
-    with proc_cluster(tmp_path) as c:
+    with proc_cluster(tmp_path, extra=["--watch-progress-interval", "0.2"]) as c:
         c.start_cluster(1)
         addr = c.addr("n1")
         lines: list[dict[str, object]] = []
@@ -37,6 +38,9 @@ def test_sigterm_ends_each_watch_with_a_resume_line(tmp_path: Path) -> None:
                         "revision": body["revision"], "create_revision": body["revision"],
                         "version": 1}}],
         }  # fmt: skip
+        # Idle now: a progress line well before the default 10 s.
+        wait_for(lambda: len(lines) >= 3, 4, "a progress line after 0.2 s idle")
+        assert lines[2] == {"progress": body["revision"]}
         c.stop("n1")
         t.join(10)
         assert not t.is_alive()
