@@ -11,11 +11,12 @@ removes a member).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.test_console import HEADER_JS, MEMBERS_JS
+from tests.browser.test_console import VIEW_JS
 from tests.conftest import require_tool
 from tests.kv.procs import ProcCluster, proc_cluster
 
@@ -28,19 +29,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
         yield c
 
 
-def view(browser: Browser) -> tuple[dict[str, str], list[dict[str, str]]]:
-    return browser.js(HEADER_JS), browser.js(MEMBERS_JS)
+# Whenever the page draws, the node it names as `via` is one of the rows:
+# the view of a node that is no member (removed, yet still streaming) is
+# never shown as the cluster's.  Logged, so a violation between two polls
+# (before the page moves away) is still seen.
+WATCH_VIA_JS = """
+const check = () => {
+  const via = document.getElementById('via').textContent;
+  const ids = [...document.querySelectorAll('#members tr.member')].map((r) => r.dataset.id);
+  if (ids.length && !ids.includes(via)) console.error(`VIA-NOT-A-ROW via=${via} rows=${ids}`);
+};
+new MutationObserver(check)
+  .observe(document.body, {subtree: true, childList: true, characterData: true});
+"""
 
 
-def all_up(browser: Browser, ids: set[str]) -> dict[str, str] | None:
-    """The header once the page shows exactly ``ids``, all reachable, with
+def view(browser: Browser) -> dict[str, Any]:
+    """The header, the member rows and the page's host, from one document."""
+    got: dict[str, Any] = browser.js(VIEW_JS)
+    return got
+
+
+def all_up(browser: Browser, ids: set[str]) -> dict[str, Any] | None:
+    """The view once the page shows exactly ``ids``, all reachable, with
     their client addresses and a leader among them."""
-    h, rows = view(browser)
+    v = view(browser)
+    rows = v["members"]
     if {r["id"] for r in rows} != ids or len(rows) != len(ids):
         return None
     if any(r["reachable"] != "true" or r["addr"] in ("", "–") for r in rows):
         return None
-    return h if h["leader"] in ids else None
+    return v if v["header"]["leader"] in ids else None
 
 
 def test_page_opened_as_localhost_fails_over(cluster: ProcCluster, browser: Browser) -> None:
@@ -54,17 +73,15 @@ def test_page_opened_as_localhost_fails_over(cluster: ProcCluster, browser: Brow
         got = browser.wait(
             "the page carrying on through another member",
             lambda: (
-                (h := browser.js(HEADER_JS))["via"] not in ("–", node)
-                and f"{node} down" in h["status"]
-                and any(
-                    r["id"] != node and r["reachable"] == "true" for r in browser.js(MEMBERS_JS)
-                )
-                and h
+                (v := view(browser))["header"]["via"] not in ("–", node)
+                and f"{node} down" in v["header"]["status"]
+                and any(r["id"] != node and r["reachable"] == "true" for r in v["members"])
+                and v
             ),
             timeout=30,
         )
         browser.shot("localhost-failover")
-        assert got["via"] in cluster.nodes
+        assert got["header"]["via"] in cluster.nodes
     finally:
         cluster.resume(node)
     browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
@@ -118,6 +135,7 @@ def test_removing_the_pages_node_moves_the_page(cluster: ProcCluster, browser: B
     browser.driver.get(f"http://{cluster.addr(node)}/ui/")
     browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
     browser.js("window.confirm = () => true;")
+    browser.js(WATCH_VIA_JS)
     browser.driver.find_element("css selector", f'#members button.remove[data-id="{node}"]').click()
     browser.wait(
         "the removal",
@@ -126,6 +144,10 @@ def test_removing_the_pages_node_moves_the_page(cluster: ProcCluster, browser: B
     )
     # The removed node still runs and answers, but it is no member: the page
     # must show the cluster as it is (two members, both up) through one.
-    h = browser.wait("the two members left, both up", lambda: all_up(browser, {"n1", "n2"}), 30)
-    assert h["via"] in ("n1", "n2")
+    v = browser.wait("the two members left, both up", lambda: all_up(browser, {"n1", "n2"}), 30)
     browser.shot("after-removing-own-node")
+    shown = [str(e.get("message")) for e in browser.driver.get_log("browser")]
+    assert not [m for m in shown if "VIA-NOT-A-ROW" in m], shown
+    assert v["header"]["via"] in ("n1", "n2")
+    # Opened from that member (the removed node's origin is no member's).
+    assert v["host"] == cluster.addr(v["header"]["via"])
