@@ -21,11 +21,12 @@ import { renderMembers, renderTransferChoices } from './view-members.js';
 import { Timeline } from './view-timeline.js';
 import { Plots } from './plots.js';
 import { initKeys, clearKeys } from './keys.js';
-import { initAdmin } from './admin.js';
+import { adminIdle, initAdmin } from './admin.js';
 
 const STALL_MS = 3000;      // no line for this long: the node is taken as down
 const MIN_GAP_MS = 1000;    // never reconnect faster than the server pushes
 const MAX_GAP_MS = 5000;
+const ADMIN_WAIT_MS = 5000; // how long leaving a removed node waits for an admin call's outcome
 const RELOAD_KEY = 'liferaft.policyReload';  // the origins this tab last reloaded for
 
 // The origins this page's Content-Security-Policy lets it connect to, as
@@ -311,6 +312,11 @@ async function run() {
     }
     const why = removed ? `${failed} is no longer a member · ` : '';
     renderStatus(failed ? `${why}trying ${next.id}` : 'reconnecting');
+    // The page is about to leave a node that still runs and answers: the
+    // call that removed it (from this page, say) answers in a moment, and
+    // its outcome is shown here before the page moves (bounded: a call
+    // never hangs the move for long).
+    if (removed) await Promise.race([adminIdle(), sleep(ADMIN_WAIT_MS)]);
     // A full round of members without a line backs off, up to 5 s.
     const rounds = Math.floor(failures / Math.max(1, state.addrs.size));
     const gap = Math.min(MAX_GAP_MS, MIN_GAP_MS * 2 ** rounds);
