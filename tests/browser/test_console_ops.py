@@ -82,16 +82,15 @@ def test_page_opened_as_localhost_fails_over(cluster: ProcCluster, browser: Brow
     browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
     cluster.pause(node)
     try:
-        got = browser.wait(
-            "the page carrying on through another member",
-            lambda: (
-                (v := view(browser))["header"]["via"] not in ("–", node)
-                and f"{node} down" in v["header"]["status"]
-                and any(r["id"] != node and r["reachable"] == "true" for r in v["members"])
-                and v
-            ),
-            timeout=30,
-        )
+
+        def carried_on() -> dict[str, Any] | None:
+            v = view(browser)
+            h, rows = v["header"], v["members"]
+            if h["via"] in ("–", node) or f"{node} down" not in h["status"]:
+                return None
+            return v if any(r["id"] != node and r["reachable"] == "true" for r in rows) else None
+
+        got = browser.wait("the page carrying on through another member", carried_on, timeout=30)
         browser.shot("localhost-failover")
         assert got["header"]["via"] in cluster.nodes
     finally:
