@@ -32,6 +32,13 @@ HEADER_JS = """
 const t = (id) => document.getElementById(id).textContent;
 return {leader: t('leader'), term: t('term'), via: t('via'), status: t('status')};
 """
+# Header, members and the page's own host in ONE call: two calls may read
+# two documents when the page moves to another node's origin between them
+# (the header of the page it left with the rows of the one it opened).
+VIEW_JS = f"""
+return {{header: (() => {{ {HEADER_JS} }})(), members: (() => {{ {MEMBERS_JS} }})(),
+        host: location.host}};
+"""
 
 WRITES_PLOTTED_JS = """
 const svg = document.querySelector('#rates svg.plot[data-rate=writes_per_s]');

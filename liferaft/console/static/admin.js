@@ -13,12 +13,29 @@ function result(text, ok) {
   out.className = 'result ' + (ok ? 'ok' : 'bad');
 }
 
+// Admin calls in flight, and who waits for there to be none.
+let inFlight = 0;
+let idleWaiters = [];
+
+// Resolves once no admin call is in flight (at once if none is): a page
+// about to leave its node (removed from the cluster, maybe by this very
+// call) shows the call's outcome first, rather than dropping it unseen.
+export function adminIdle() {
+  return inFlight === 0 ? Promise.resolve() : new Promise((r) => idleWaiters.push(r));
+}
+
 async function act(question, method, path, body, success) {
   if (!window.confirm(question)) { result('cancelled', true); return; }
   result('working…', true);
-  const r = await call(method, path, body);
-  if (r.ok) result(success(r.body), true);
-  else result('failed: ' + errorText(r.status, r.body), false);
+  inFlight += 1;
+  try {
+    const r = await call(method, path, body);
+    if (r.ok) result(success(r.body), true);
+    else result('failed: ' + errorText(r.status, r.body), false);
+  } finally {
+    inFlight -= 1;
+    if (inFlight === 0) { for (const w of idleWaiters.splice(0)) w(); }
+  }
 }
 
 const names = (body) => (body.members || []).map((m) => m.id + (m.voter ? '' : ' (learner)')).join(', ');

@@ -21,11 +21,12 @@ import { renderMembers, renderTransferChoices } from './view-members.js';
 import { Timeline } from './view-timeline.js';
 import { Plots } from './plots.js';
 import { initKeys, clearKeys } from './keys.js';
-import { initAdmin } from './admin.js';
+import { adminIdle, initAdmin } from './admin.js';
 
 const STALL_MS = 3000;      // no line for this long: the node is taken as down
 const MIN_GAP_MS = 1000;    // never reconnect faster than the server pushes
 const MAX_GAP_MS = 5000;
+const ADMIN_WAIT_MS = 5000; // how long leaving a removed node waits for an admin call's outcome
 const RELOAD_KEY = 'liferaft.policyReload';  // the origins this tab last reloaded for
 
 // The origins this page's Content-Security-Policy lets it connect to, as
@@ -125,14 +126,34 @@ function reloadIfPolicyStale() {
   location.reload();
 }
 
+// A node removed from the cluster still runs and streams, but its view is
+// no longer the cluster's: the members refuse it, so it shows every one of
+// them down, under its own name as `via`.  None of that is shown: the page
+// keeps the view it last had from a member and takes from the line only who
+// the members are and where (so it knows its own origin is no member's any
+// more, and whom to try), then leaves that node.
+function leaveRemoved(line, members) {
+  conn.nodeId = line.via;
+  state.notMember = line.via;
+  state.members = members.map((m) => ({ id: m.id, voter: m.voter, client_addr: m.client_addr }));
+  for (const m of members) if (m.client_addr) state.addrs.set(m.id, m.client_addr);
+  renderStatus(`${line.via} is no longer a member`);
+  if (currentAbort) currentAbort.abort();
+}
+
 function onLine(line) {
+  const members = Array.isArray(line.members) ? line.members : [];
+  if (line.via && members.length && !members.some((m) => m.id === line.via)) {
+    leaveRemoved(line, members);
+    return;
+  }
   if (conn.base === '' && line.via) state.home = line.via;
   state.line = line;
   conn.nodeId = line.via;
   state.pageDown.delete(line.via);
   if (line.via) state.answered.add(line.via);
-  state.members = Array.isArray(line.members) ? line.members : [];
-  for (const m of state.members) {
+  state.members = members;
+  for (const m of members) {
     if (m.client_addr) state.addrs.set(m.id, m.client_addr);
     if (m.reachable === true) {
       state.pageDown.delete(m.id);
@@ -150,12 +171,6 @@ function onLine(line) {
   if (Array.isArray(line.timeline)) timeline.merge(line.timeline);
   renderStatus();
   reloadIfPolicyStale();
-  // A node removed from the cluster still runs and streams, but its view
-  // is no longer the cluster's (it finds every member down): leave it.
-  if (state.members.length && !state.members.some((m) => m.id === line.via)) {
-    state.notMember = line.via;
-    if (currentAbort) currentAbort.abort();
-  }
 }
 
 // One stream to `base` until it ends, fails or stalls: 'unauthorized',
@@ -279,7 +294,8 @@ async function run() {
     refused = false;
     failures = outcome === 'lines' ? 0 : failures + 1;
     const failed = conn.nodeId;
-    if (failed && failed === state.notMember) {
+    const removed = Boolean(failed) && failed === state.notMember;
+    if (removed) {
       state.addrs.delete(failed);   // not down: gone from the cluster
       state.notMember = null;
     } else if (failed) {
@@ -288,11 +304,19 @@ async function run() {
     const next = nextTarget(failed);
     conn.base = next.base;
     if (next.id !== failed) conn.nodeId = next.id;
-    if (state.line) {
+    // After a removal the rows stay those of the last member's line: the
+    // list state.members now holds carries no state to draw.
+    if (state.line && !removed) {
       renderMembers($('members').tBodies[0], state.members,
         { leader: state.line.leader, via: state.line.via, down: downIds() });
     }
-    renderStatus(failed ? `trying ${next.id}` : 'reconnecting');
+    const why = removed ? `${failed} is no longer a member · ` : '';
+    renderStatus(failed ? `${why}trying ${next.id}` : 'reconnecting');
+    // The page is about to leave a node that still runs and answers: the
+    // call that removed it (from this page, say) answers in a moment, and
+    // its outcome is shown here before the page moves (bounded: a call
+    // never hangs the move for long).
+    if (removed) await Promise.race([adminIdle(), sleep(ADMIN_WAIT_MS)]);
     // A full round of members without a line backs off, up to 5 s.
     const rounds = Math.floor(failures / Math.max(1, state.addrs.size));
     const gap = Math.min(MAX_GAP_MS, MIN_GAP_MS * 2 ** rounds);
