@@ -84,7 +84,13 @@ T = TypeVar("T")
 
 #: Initial map size.  The mapping is address space, not memory or disk: the
 #: file grows only as pages are used, and a full map is doubled on demand.
-DEFAULT_MAP_SIZE = 1 << 30
+#: Large on purpose: LMDB allows ``mdb_env_set_mapsize`` only while no
+#: transaction is active in the process, and a read view (a checkpoint
+#: streamed to a follower, a range read in a thread) may be open when a
+#: batch fills the map, so the doubling is a last resort that should not
+#: be reached (etcd's bbolt reserves 10 GiB the same way).  Reserving it
+#: costs page tables as pages are touched, not memory.
+DEFAULT_MAP_SIZE = 16 << 30
 
 #: LMDB's compacting copy (``MDB_CP_COMPACT``) crashes the process (SIGSEGV)
 #: when a write transaction commits in another thread while it runs: seen in
