@@ -45,6 +45,21 @@ TYPES = {
 }
 
 
+#: An origin a browser can send and a policy can name: scheme, an ASCII host
+#: name or IPv4 address or bracketed IPv6 address, an optional port.  Nothing
+#: else (no path, userinfo, space, ``;``, quote or control character).
+_ORIGIN = re.compile(r"https?://(?:[a-z0-9_.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+def policy_origins(origins: set[str]) -> set[str]:
+    """The well-formed ones of ``origins``.  The address book keeps whatever
+    JSON was committed (a member's forwarded raw change is proposed
+    unchecked), and an address is data: one with ``;`` or a space would add
+    directives or sources to the header, a newline would make every answer a
+    500.  Such an address names no origin a browser could reach anyway."""
+    return {o for o in origins if _ORIGIN.fullmatch(o)}
+
+
 #: The tag in index.html that names the origins its policy allows (filled per answer).
 CONNECT_META = b'<meta name="liferaft-connect-src" content="">'
 
@@ -91,7 +106,8 @@ class StaticFiles:
         body = self._read(name) if ctype and _NAME.fullmatch(name) else None
         if body is None:
             return error_response(404, "not_found", f"no console file {name[:100]!r}")
-        origins = self.origins()  # one reading for the header and the page alike
+        # One reading for the header and the page alike.
+        origins = policy_origins(self.origins())
         if name == "index.html":
             body = with_connect_meta(body, origins)
         return web.Response(body=body, headers={

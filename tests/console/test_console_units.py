@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from liferaft.console.cors import Cors, origins_of
 from liferaft.console.rates import Rates, percentile
-from liferaft.console.static import StaticFiles
+from liferaft.console.static import CONNECT_META, StaticFiles, with_connect_meta
 from liferaft.console.stream import Streams
 from liferaft.console.timeline import Timeline
 
@@ -145,20 +146,61 @@ async def test_the_page_names_the_origins_its_policy_allows() -> None:
     """index.html's meta tag lists exactly the CSP's connect origins of the
     same answer (the page compares them with the members to see its policy
     is stale), read once per answer, and escaped: an address is data."""
-    readings = iter([{"http://a:1", "https://a:1"}, {"http://b:2", 'http://x"><i>:3'}])
+    readings = iter([{"http://a:1", "https://a:1"}, {"http://b:2", "http://x_y.z:3"}])
     app = web.Application()
     StaticFiles(lambda: next(readings)).add_routes(app)
     client = await _client(app)
     try:
-        for want in ("http://a:1 https://a:1", "http://b:2 http://x&quot;&gt;&lt;i&gt;:3"):
+        for want in ("http://a:1 https://a:1", "http://b:2 http://x_y.z:3"):
             r = await client.get("/ui/")
             page = await r.text()
             assert f'<meta name="liferaft-connect-src" content="{want}">' in page
-            assert "<i>" not in page
             connect = r.headers["Content-Security-Policy"].split("connect-src 'self' ")[1]
             assert connect.split(";")[0] == html.unescape(want)
+        # The tag is escaped anyway: what reaches it is data.
+        filled = with_connect_meta(CONNECT_META, {'http://x"><i>:3'})
+        assert filled == b'<meta name="liferaft-connect-src" content="http://x&quot;&gt;&lt;i&gt;:3">'
         r = await client.get("/ui/console.css")  # only the page itself is filled in
         assert "liferaft-connect-src" not in await r.text()
+    finally:
+        await client.close()
+
+
+async def test_a_bad_committed_client_address_never_reaches_the_policy_or_the_page() -> None:
+    """A client address that is no "host:port" can still sit in the address
+    book (a member's forwarded raw change is proposed unchecked; the book
+    keeps whatever JSON was committed).  Written into the header as it was,
+    ``;`` added directives (``report-uri`` to a stranger), a space added a
+    source (``*``), and a newline made every /ui/ answer a 500; with a path,
+    userinfo or a ``javascript:`` it named an origin no member has.  Only
+    well-formed origins enter the policy and the meta tag, the same set in
+    both; the good ones stay."""
+    good = {"http://10.0.0.1:8001", "https://[::1]:8001", "http://n1.example"}
+    bad = {
+        "http://x; report-uri http://203.0.113.9:1",
+        "http://x *",
+        "http://x:1\r\nX-Evil: 1",
+        'http://x" onload="alert(1):1',
+        "http://10.0.0.1:8001/path",
+        "http://user@10.0.0.1:8001",
+        "javascript:alert(1)",
+        "http://b\u00fccher.example:8001",
+        "http://" + "a" * 5000 + ":1",
+        'http://{"a":1}',
+    }
+    app = web.Application()
+    StaticFiles(lambda: good | bad).add_routes(app)
+    client = await _client(app)
+    try:
+        r = await client.get("/ui/")
+        assert r.status == 200
+        page = await r.text()
+        meta = re.search(r'<meta name="liferaft-connect-src" content="([^"]*)">', page)
+        assert meta is not None
+        policy = r.headers["Content-Security-Policy"]
+        connect = policy.split("connect-src 'self' ")[1].split(";")[0]
+        assert set(connect.split(" ")) == set(meta.group(1).split(" ")) == good
+        assert policy.count(";") == 7 and "report-uri" not in policy and "X-Evil" not in policy
     finally:
         await client.close()
 

@@ -27,7 +27,9 @@ const STALL_MS = 3000;      // no line for this long: the node is taken as down
 const MIN_GAP_MS = 1000;    // never reconnect faster than the server pushes
 const MAX_GAP_MS = 5000;
 const ADMIN_WAIT_MS = 5000; // how long leaving a removed node waits for an admin call's outcome
-const RELOAD_KEY = 'liferaft.policyReload';  // the origins this tab last reloaded for
+const RELOAD_KEY = 'liferaft.policyReload';  // the origins this tab last reloaded for, when, how often
+const RELOAD_GAP_MS = 10000;      // the least time between two policy reloads, doubled each time
+const RELOAD_MAX_GAP_MS = 300000;
 
 // The origins this page's Content-Security-Policy lets it connect to, as
 // the node that served it names them (index.html's meta tag, filled with
@@ -116,12 +118,31 @@ function busy() {
 // the tab) to get a current one, while the node is there to serve it.  Not
 // while the user types or tails (the next line asks again), and once per set
 // of missing origins: if a reload did not bring them in, another would not.
+// Nor in a loop: a node whose every line names a new member outside the
+// policy (buggy, or learners added in a loop) would reload the page each
+// second.  The first reload is at once; each next one waits twice as long
+// as the last (10 s, 20 s, ... up to 5 min) until a line finds the policy
+// current.
 function reloadIfPolicyStale() {
-  if (conn.base !== '' || POLICY.size === 0 || busy()) return;
+  if (conn.base !== '' || POLICY.size === 0) return;
   const missing = state.members.filter((m) => m.client_addr && !policyAllows(m.id))
     .map((m) => originOf(m.client_addr).toLowerCase()).sort().join(' ');
-  if (!missing || sessionStorage.getItem(RELOAD_KEY) === missing) return;
-  sessionStorage.setItem(RELOAD_KEY, missing);
+  let last = null;
+  try { last = JSON.parse(sessionStorage.getItem(RELOAD_KEY)); } catch { /* not ours */ }
+  if (!missing) {
+    if (last) sessionStorage.removeItem(RELOAD_KEY);
+    return;
+  }
+  if (busy() || (last && last.missing === missing)) return;
+  const n = last ? last.n || 1 : 0;
+  if (n && Date.now() - (last.at || 0) < Math.min(RELOAD_MAX_GAP_MS, RELOAD_GAP_MS * 2 ** (n - 1))) {
+    return;
+  }
+  try {
+    sessionStorage.setItem(RELOAD_KEY, JSON.stringify({ missing, at: Date.now(), n: n + 1 }));
+  } catch {
+    return;   // storage full (a huge set of addresses): no record, no reload
+  }
   console.info('console: reloading for a policy that allows', missing);
   location.reload();
 }
@@ -130,13 +151,17 @@ function reloadIfPolicyStale() {
 // no longer the cluster's: the members refuse it, so it shows every one of
 // them down, under its own name as `via`.  None of that is shown: the page
 // keeps the view it last had from a member and takes from the line only who
-// the members are and where (so it knows its own origin is no member's any
-// more, and whom to try), then leaves that node.
+// the members are (so it knows its own origin is no member's any more),
+// then leaves that node.  Not their addresses: a node that is no member is
+// trusted no more than a stranger, and the token follows the addresses the
+// page keeps (a line naming a learner's address as n2's would send the page
+// there), so each keeps the one members' lines gave it.
 function leaveRemoved(line, members) {
   conn.nodeId = line.via;
   state.notMember = line.via;
-  state.members = members.map((m) => ({ id: m.id, voter: m.voter, client_addr: m.client_addr }));
-  for (const m of members) if (m.client_addr) state.addrs.set(m.id, m.client_addr);
+  state.members = members.map((m) => ({
+    id: m.id, voter: m.voter, client_addr: state.addrs.get(m.id) || '',
+  }));
   renderStatus(`${line.via} is no longer a member`);
   if (currentAbort) currentAbort.abort();
 }
