@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from liferaft.cli.seconds import Seconds
 from liferaft.kv.advertise import check_advertise
 from liferaft.kv.compactor import DEFAULT_MODE, DEFAULT_RETENTION, MODES, parse_policy
 from liferaft.kv.listener import (
@@ -332,14 +333,14 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     "--request-timeout",
     default=5.0,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=Seconds(min=0.01),
     help="Seconds before a request answers 504.",
 )
 @click.option(
     "--client-header-timeout",
     default=DEFAULT_HEADER_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=Seconds(min=0.01),
     help="Seconds a client connection may take to send a request head (after connecting "
     "or after its previous response), TLS handshake included.",
 )
@@ -347,7 +348,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     "--client-body-timeout",
     default=DEFAULT_BODY_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=Seconds(min=0.01),
     help="Seconds to receive a request body (else 408).",
 )
 @click.option(
@@ -370,7 +371,7 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     default=DEFAULT_PROGRESS_INTERVAL,
     show_default=True,
     # Its check runs four times an interval: below 0.1 s that is busy work.
-    type=click.FloatRange(min=0.1, max=86400),
+    type=Seconds(min=0.1, max=86400),
     help="Seconds a watch may go without a line before it gets a progress line (the "
     "revision it is complete up to); as etcd's --experimental-watch-progress-notify-interval.",
 )

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -74,6 +75,16 @@ class ClientLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        # A NaN passes "<= 0" (every comparison with it is false) and is no
+        # bound: uvloop raises on a timer set with it, asyncio fires it at once.
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {self.max_connections!r}")
 
 
 def raise_nofile_limit() -> int:
@@ -160,14 +171,18 @@ class _Tracked(asyncio.Protocol):
         self._slot = slot
         self._inner = inner
         self._send_timeout = send_timeout
-        self._transport: asyncio.BaseTransport | None = None
+        # uvloop's transports (what ``liferaft serve`` runs on) are not
+        # asyncio.Transport subclasses, but are one: never test for the class
+        # (an isinstance check here made the send timeout and the 408's close
+        # silently do nothing in production).
+        self._transport: asyncio.Transport | None = None
         self._stalled: asyncio.TimerHandle | None = None
         # Set once a FinalResponse went out: the end of the connection.
         self._closing: asyncio.TimerHandle | None = None
         self._on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
         limit_reads(transport)  # under glibc's mmap threshold, as peer links
         self._inner.connection_made(transport)
 
@@ -187,7 +202,7 @@ class _Tracked(asyncio.Protocol):
         sends, and close when it closes its end or after :data:`CLOSE_GRACE`.
         ``on_lost`` runs once the connection is gone."""
         transport = self._transport
-        if self._closing is not None or not isinstance(transport, asyncio.WriteTransport):
+        if self._closing is not None or transport is None:
             return
         self._on_lost = on_lost
         self._closing = asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
@@ -215,7 +230,7 @@ class _Tracked(asyncio.Protocol):
     def _drop(self) -> None:
         self._stalled = None
         log.debug("dropping a client that stopped reading its response")
-        if isinstance(self._transport, asyncio.WriteTransport):
+        if self._transport is not None:
             self._transport.abort()  # connection_lost follows: the slot goes back
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -228,3 +228,25 @@ def test_watch_progress_interval_flag(tmp_path: Path, captured: list[ServeOption
         r = run([*args, "--watch-progress-interval", bad])
         assert r.exit_code == 2 and "--watch-progress-interval" in r.output, (bad, r.output)
         assert "Traceback" not in r.output and not captured
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--watch-progress-interval",
+        "--client-body-timeout",
+        "--client-header-timeout",
+        "--request-timeout",
+    ],
+)
+def test_seconds_flags_refuse_nan_and_infinity(
+    tmp_path: Path, captured: list[ServeOptions], flag: str
+) -> None:
+    """float() takes "nan" and a range check lets it through; under uvloop
+    the first timer set with it raised (the watch hub's progress task died
+    silently), on asyncio's loop it fired at once."""
+    args = [*BASE, "--data-dir", str(tmp_path / "d"), "--initial-cluster", "n1=127.0.0.1:7001"]
+    for bad in ("nan", "NaN", "inf", "-inf", "1e999"):
+        r = run([*args, flag, bad])
+        assert r.exit_code == 2 and flag in r.output, (bad, r.output)
+        assert "Traceback" not in r.output and not captured

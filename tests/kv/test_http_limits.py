@@ -343,3 +343,12 @@ async def test_client_connections_read_under_the_mmap_threshold(tmp_path: Path) 
     finally:
         del loop.connect_accepted_socket
         await one.stop()
+
+
+@pytest.mark.parametrize("field", ["header_timeout", "body_timeout"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0])
+def test_client_limits_refuse_a_timeout_that_bounds_nothing(field: str, bad: float) -> None:
+    # NaN passes a "<= 0" check; as a timer's delay uvloop raises on it.
+    kw: dict[str, Any] = {field: bad}
+    with pytest.raises(ValueError, match=field):
+        ClientLimits(**kw)
