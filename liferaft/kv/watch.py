@@ -34,6 +34,7 @@ on an injectable clock.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import weakref
 from collections import deque
@@ -343,8 +344,10 @@ class WatchHub:
         max_bytes: int = 1 << 20,
         max_watchers: int = 10_000,
     ) -> None:
-        if progress_interval <= 0 or max_events < 1 or max_bytes < 1 or max_watchers < 1:
-            raise ValueError("progress_interval and the limits must be positive")
+        # A NaN or infinite interval is no interval: a timer cannot sleep on it.
+        finite = 0 < progress_interval < math.inf
+        if not finite or max_events < 1 or max_bytes < 1 or max_watchers < 1:
+            raise ValueError("progress_interval and the limits must be positive (and finite)")
         self._history = history
         self._revision = revision
         self.progress_interval = progress_interval

@@ -85,6 +85,12 @@ from .events import EventType
 from .metrics import PeerRtt
 from .store import MemStore, Store
 
+#: The most entry bytes a Ready may carry to be written and fsynced on the
+#: loop's thread (beside NodeConfig.inline_sync_entries): a few entries may
+#: still be megabytes, and writing them with the loop blocked stalls every
+#: caller and the heartbeats, while the thread hop is small beside them.
+INLINE_SYNC_BYTES = 64 << 10
+
 log = logging.getLogger("liferaft.runtime")
 T = TypeVar("T")
 
@@ -466,6 +472,7 @@ class RaftLoop:
             try:
                 if store.threaded and (
                     len(rd.entries) > self.config.inline_sync_entries
+                    or sum(len(e.data) for e in rd.entries) > INLINE_SYNC_BYTES
                     or rd.snapshot is not None
                     or (rd.entries and hooks.writes_in_flight() > len(rd.entries))
                 ):

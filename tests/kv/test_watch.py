@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import math
 import threading
 
 import pytest
@@ -346,6 +347,9 @@ async def test_bad_input_is_refused_plainly() -> None:
     assert len(keep) == 2 and hub.range_count == 1
     with pytest.raises(ValueError):
         WatchHub(None, 0, max_events=0)
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="progress_interval"):
+            WatchHub(None, 0, progress_interval=bad)
 
 
 def test_ranges_and_the_index() -> None:

@@ -20,6 +20,7 @@ from liferaft.runtime import Node, NodeConfig, ReplicatedCounter
 from liferaft.runtime.store import DiskStore
 from liferaft.storage import DiskStorage
 from liferaft.transport import MemoryNetwork
+from tests.runtime.sms.volatile import RecordingStateMachine
 
 
 class OverlapCheckingStore(DiskStore):
@@ -97,3 +98,48 @@ async def test_persist_compaction_and_adoption_never_overlap(tmp_path: Path) -> 
         await node.stop()
     assert store.calls.get("adopt", 0) >= 10 and store.calls.get("compact", 0) >= 10, store.calls
     assert not store.overlaps, f"store calls overlapped: {store.overlaps[:5]}"
+
+
+class ThreadRecordingStore(DiskStore):
+    """Records, per save that carries entries, their bytes and whether it
+    ran on the event loop's thread."""
+
+    threaded = True
+
+    def __init__(self, disk: DiskStorage) -> None:
+        super().__init__(disk)
+        self.saves: list[tuple[int, bool]] = []
+        self.main = threading.get_ident()
+
+    def save(self, hard_state: Any, entries: Any, *args: Any, **kw: Any) -> None:
+        if entries:
+            size = sum(len(e.data) for e in entries)
+            self.saves.append((size, threading.get_ident() == self.main))
+        super().save(hard_state, entries, *args, **kw)
+
+
+async def test_a_few_large_entries_are_synced_off_the_loop(tmp_path: Path) -> None:
+    # Few entries may still be megabytes: written with the loop blocked they
+    # would stall every caller and the heartbeats (INLINE_SYNC_BYTES).
+    store = ThreadRecordingStore(DiskStorage(tmp_path, snapshot_data_in_memory=False))
+    node = Node(
+        NodeConfig(id="n1", tick_interval=0.01, election_ticks=10, heartbeat_ticks=1),
+        RecordingStateMachine(),
+        MemoryNetwork(seed=1).transport("n1"),
+        store=store,
+        initial_members={"n1": "n1"},
+    )
+    await node.start()
+    try:
+        async with asyncio.timeout(30):
+            while not node.is_leader:
+                await asyncio.sleep(0.01)
+            await node.propose(b"small")
+            await node.propose(b"x" * (1 << 20))
+            await node.propose(b"small again")
+    finally:
+        await node.stop()
+    small = [on_loop for size, on_loop in store.saves if size < 100]
+    large = [on_loop for size, on_loop in store.saves if size >= 1 << 20]
+    assert small and all(small), store.saves  # a lone small write: inline
+    assert large == [False], store.saves
