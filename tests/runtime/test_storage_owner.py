@@ -67,19 +67,10 @@ class OverlapCheckingStore(DiskStore):
             super().close()
 
 
-async def test_persist_compaction_and_adoption_never_overlap(tmp_path: Path) -> None:
-    store = OverlapCheckingStore(DiskStorage(tmp_path, snapshot_data_in_memory=False))
-    sm = ReplicatedCounter()
+async def _one_leader(store: DiskStore, sm: Any, **cfg: Any) -> Node:
+    """A started single-node cluster on ``store``, once it leads."""
     node = Node(
-        NodeConfig(
-            id="n1",
-            tick_interval=0.01,
-            election_ticks=10,
-            heartbeat_ticks=1,
-            snapshot_entries=20,
-            # Every persist goes to a worker thread.
-            inline_sync_entries=0,
-        ),
+        NodeConfig(id="n1", tick_interval=0.01, election_ticks=10, heartbeat_ticks=1, **cfg),
         sm,
         MemoryNetwork(seed=1).transport("n1"),
         store=store,
@@ -90,6 +81,19 @@ async def test_persist_compaction_and_adoption_never_overlap(tmp_path: Path) -> 
         async with asyncio.timeout(30):
             while not node.is_leader:
                 await asyncio.sleep(0.01)
+    except BaseException:
+        await node.stop()
+        raise
+    return node
+
+
+async def test_persist_compaction_and_adoption_never_overlap(tmp_path: Path) -> None:
+    store = OverlapCheckingStore(DiskStorage(tmp_path, snapshot_data_in_memory=False))
+    sm = ReplicatedCounter()
+    # Every persist goes to a worker thread (inline_sync_entries=0).
+    node = await _one_leader(store, sm, snapshot_entries=20, inline_sync_entries=0)
+    try:
+        async with asyncio.timeout(30):
             for _ in range(60):
                 await asyncio.gather(*(sm.add(1) for _ in range(10)))
                 if store.calls.get("compact", 0) >= 10:
@@ -122,18 +126,9 @@ async def test_a_few_large_entries_are_synced_off_the_loop(tmp_path: Path) -> No
     # Few entries may still be megabytes: written with the loop blocked they
     # would stall every caller and the heartbeats (INLINE_SYNC_BYTES).
     store = ThreadRecordingStore(DiskStorage(tmp_path, snapshot_data_in_memory=False))
-    node = Node(
-        NodeConfig(id="n1", tick_interval=0.01, election_ticks=10, heartbeat_ticks=1),
-        RecordingStateMachine(),
-        MemoryNetwork(seed=1).transport("n1"),
-        store=store,
-        initial_members={"n1": "n1"},
-    )
-    await node.start()
+    node = await _one_leader(store, RecordingStateMachine())
     try:
         async with asyncio.timeout(30):
-            while not node.is_leader:
-                await asyncio.sleep(0.01)
             await node.propose(b"small")
             await node.propose(b"x" * (1 << 20))
             await node.propose(b"small again")
