@@ -210,7 +210,7 @@ class Applier:
         if self._batch is None:
             return self._apply_plain(ents)
         fresh, items, preset = self._prepare(ents)
-        return self._finish(ents, fresh, items, self._call_batch(items), preset)
+        return self._finish(ents, fresh, items, self._call_on_loop(items), preset)
 
     def _inline_ok(self, ents: list[Entry]) -> bool:
         """May this batch of an off-loop state machine run on the loop?  Only
@@ -246,8 +246,17 @@ class Applier:
         every rule of the worker: the same :meth:`_finish`, and a failure
         stops the node as the worker's does, with nothing behind it run."""
         fresh, items, preset = prepared
+        settled = self._finish(ents, fresh, items, self._call_on_loop(items), preset)
+        # As a worker's job: the core has not advanced past this batch
+        # yet, so after_ready reads the configuration once it has.
+        self._last_job = _Job(list(ents), inline=True)
+        return settled
+
+    def _call_on_loop(self, items: list[ApplyEntry]) -> list[Any]:
+        """:meth:`_call_batch` on the loop's own task (an inline batch, or a
+        batch state machine that never leaves the loop)."""
         try:
-            raw = self._call_batch(items)
+            return self._call_batch(items)
         except StateMachineFailedError as exc:
             self._failed = True
             # The worker's door (logged as the state machine's failure, not
@@ -259,11 +268,6 @@ class Applier:
         except BaseException:
             self._failed = True
             raise
-        settled = self._finish(ents, fresh, items, raw, preset)
-        # As a worker's job: the core has not advanced past this batch
-        # yet, so after_ready reads the configuration once it has.
-        self._last_job = _Job(list(ents), inline=True)
-        return settled
 
     def _apply_plain(self, ents: list[Entry]) -> bool:
         """The fast path: a plain state machine on the loop, entry by entry.

@@ -113,8 +113,8 @@ class Choosy(BatchRecordingStateMachine):
     """Says a batch holding a ``wide`` entry is costly (``may_apply_inline``),
     as liferaft-kv's store says of a range delete; ``boom`` breaks it."""
 
-    def __init__(self) -> None:
-        super().__init__(off_loop=True)
+    def __init__(self, off_loop: bool = True) -> None:
+        super().__init__(off_loop=off_loop)
         self.boom: BaseException | None = None
 
     def may_apply_inline(self, entries: Sequence[ApplyEntry]) -> bool:
@@ -158,10 +158,14 @@ async def test_a_batch_the_state_machine_calls_costly_runs_in_the_worker() -> No
         await c.stop()
 
 
-@pytest.mark.parametrize("inline", [16, 0], ids=["loop", "worker"])
+@pytest.mark.parametrize(
+    ("inline", "off_loop"),
+    [(16, True), (0, True), (0, False)],
+    ids=["loop", "worker", "on-loop-sm"],
+)
 @pytest.mark.parametrize("boom", [OSError("disk on fire"), asyncio.CancelledError()])
 async def test_a_failing_batch_stops_the_node_on_the_loop_as_in_the_worker(
-    boom: BaseException, inline: int, caplog: pytest.LogCaptureFixture
+    boom: BaseException, inline: int, off_loop: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The store breaks in a batch on the loop: the node stops through the
     same door as a worker's failure (its log line names the state machine,
@@ -170,8 +174,9 @@ async def test_a_failing_batch_stops_the_node_on_the_loop_as_in_the_worker(
     of ``apply_batch`` (a cancelled future it waited on) is the state
     machine's failure too: on the loop it ended the node task silently (a
     node wedged with no sign), in the worker it ended the worker silently
-    and the next batch was applied over the gap."""
-    c = MemCluster(3, sm=Choosy, inline_apply_entries=inline)
+    and the next batch was applied over the gap.  A batch state machine
+    that never leaves the loop (``on-loop-sm``) goes through the same door."""
+    c = MemCluster(3, sm=lambda: Choosy(off_loop), inline_apply_entries=inline)
     await c.start()
     try:
         ld = await c.leader()
