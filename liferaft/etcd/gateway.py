@@ -35,6 +35,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from liferaft.kv.http_util import read_within
 from liferaft.kv.listener import DEFAULT_BODY_TIMEOUT, FinalResponse
 
 from . import auth, errors, jsonin
@@ -87,8 +88,8 @@ async def _body(request: web.Request, timeout: float) -> str:
     logged 500) when it is late, not UTF-8 or over the client port's size
     limit."""
     try:
-        async with asyncio.timeout(timeout):
-            return await request.text()
+        raw = await read_within(request, timeout)
+        return raw.decode(request.charset or "utf-8")
     except TimeoutError:
         raise EtcdError(
             Code.CANCELLED, f"the request body did not arrive within {timeout:g} s; nothing applied"

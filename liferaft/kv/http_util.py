@@ -12,6 +12,7 @@ however the request reached the store (a revoke, a put, a txn).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +72,17 @@ def http_status(exc: KVError) -> int:
     if exc.outcome_unknown:
         return 504
     return next((st for cls, st in _STATUS if isinstance(exc, cls)), 400)
+
+
+async def read_within(request: web.BaseRequest, timeout: float) -> bytes:
+    """The request body, read within ``timeout`` seconds (TimeoutError if
+    not: a stranger must not hold a connection by trickling a body it
+    announced).  A body that came whole with its head, the common case, is
+    read without arming a timer."""
+    if request.content.is_eof():
+        return await request.read()
+    async with asyncio.timeout(timeout):
+        return await request.read()
 
 
 def decode_body(body: bytes, typ: type[Any]) -> Any:

@@ -36,6 +36,7 @@ from .http_util import (
     http_status,
     json_response,
     query_int,
+    read_within,
 )
 from .listener import DEFAULT_BODY_TIMEOUT, FinalResponse
 from .machine import KVMachine
@@ -303,13 +304,8 @@ class KVServer(CoordinationRoutes):
     async def _body(self, request: web.Request) -> bytes:
         """The request body, read within ``body_timeout`` (a stranger must not
         hold a connection by trickling a body it announced)."""
-        if request.content.is_eof():
-            # Already here in full (the common case: a small body arrives
-            # with its head): no timer to arm and cancel.
-            return await request.read()
         try:
-            async with asyncio.timeout(self.body_timeout):
-                return await request.read()
+            return await read_within(request, self.body_timeout)
         except TimeoutError as exc:
             raise ApiError(
                 408,
