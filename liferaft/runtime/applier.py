@@ -200,7 +200,7 @@ class Applier:
         if self.off_loop:
             if self._inline_ok(ents):
                 prepared = self._prepare(ents)
-                if self._may_inline is None or self._may_inline(prepared[1]):
+                if self._may_inline is None or self._cheap(prepared[1]):
                     return self._apply_inline(ents, prepared)
             job = _Job(list(ents))
             self._jobs.append(job)
@@ -235,6 +235,19 @@ class Applier:
         if self._tracker.in_flight() > len(ents):
             return False
         return sum(len(e.data) for e in ents) <= INLINE_APPLY_BYTES
+
+    def _cheap(self, items: list[ApplyEntry]) -> bool:
+        """The state machine's ``may_apply_inline``; a hint only, so one that
+        raises (on an entry it cannot read, say) sends the batch to the
+        worker, where ``apply_batch`` answers for it: a committed entry must
+        never stop the node through a hint."""
+        assert self._may_inline is not None
+        try:
+            return bool(self._may_inline(items))
+        except Exception:  # noqa: BLE001 - any failure of the hint means "no"
+            log.warning("node %s: may_apply_inline raised; the batch goes to the worker",
+                        self.id, exc_info=True)  # fmt: skip
+            return False
 
     def _apply_inline(
         self,

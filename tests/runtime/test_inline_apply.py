@@ -118,6 +118,8 @@ class Choosy(BatchRecordingStateMachine):
         self.boom: BaseException | None = None
 
     def may_apply_inline(self, entries: Sequence[ApplyEntry]) -> bool:
+        if any(e.data == b"unreadable" for e in entries):
+            raise ValueError("cannot tell")
         return not any(e.data.startswith(b"wide") for e in entries)
 
     def apply_batch(self, entries: Sequence[ApplyEntry]) -> list[Any]:
@@ -148,6 +150,9 @@ async def test_a_batch_the_state_machine_calls_costly_runs_in_the_worker() -> No
         cheap = await drive(c, ld.propose(b"cheap"))
         wide = await drive(c, ld.propose(b"wide: a million keys"))
         big = await drive(c, ld.propose(b"x" * (INLINE_APPLY_BYTES + 1)))
+        # A hint that raises is a "no", never a stop of the node.
+        odd = await drive(c, ld.propose(b"unreadable"))
+        assert not ld.crashed.is_set() and main not in _threads_of(sm, odd)
         assert _threads_of(sm, cheap) == {main}
         assert main not in _threads_of(sm, wide), "the costly batch ran on the loop"
         assert main not in _threads_of(sm, big), "the large batch ran on the loop"
