@@ -32,6 +32,14 @@ def segs(d: Path) -> list[Path]:
     return sorted(d.glob("*.wal"))
 
 
+def spare_ready(w: WAL) -> None:
+    """Wait for the helper thread preparing the spare: on real files it
+    runs beside the append that started it (a check of its size right after
+    the append raced it and saw the empty file)."""
+    assert w._spare is not None
+    w._spare.result(timeout=10)
+
+
 def test_new_segments_are_preallocated_and_written_in_place(tmp_path: Path) -> None:
     with WAL(tmp_path, segment_size=SEG) as w:
         w.append(ents(1, 11))
@@ -39,6 +47,7 @@ def test_new_segments_are_preallocated_and_written_in_place(tmp_path: Path) -> N
         assert seg.preallocated and seg.allocated == SEG
         # Ten records inside the allocation: the file size never moved.
         assert segs(tmp_path)[-1].stat().st_size == SEG
+        spare_ready(w)
         assert (tmp_path / SPARE).stat().st_size == SEG  # the next one, ready
     data = segs(tmp_path)[-1].read_bytes()
     assert _HEADER.unpack_from(data)[1] == VERSION_PREALLOC
@@ -239,6 +248,7 @@ def test_a_segment_is_allocated_small_and_doubles_as_it_fills(
     with WAL(tmp_path, segment_size=size) as w:
         w.append(ents(1, 3))
         assert w.segments[-1].allocated == 1024
+        spare_ready(w)
         assert (tmp_path / SPARE).stat().st_size == 1024  # the spare is small too
         sizes = []
         for i in range(3, 200, 4):
