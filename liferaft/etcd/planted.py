@@ -1,4 +1,5 @@
-"""Planted bugs of the etcd front end: TEST ONLY, to prove the soak catches them.
+"""Planted bugs of the etcd front end and the store under it: TEST ONLY, to
+prove the soak and the tests catch them.
 
 A fault harness that cannot fail proves nothing (docs/chaos.md, "Can it
 fail?").  Each bug here is a known-wrong variant of one rule of the etcd
@@ -17,14 +18,22 @@ name refuses to start, so a typo cannot pass for a clean run.
   loses the first event it would send.
 * ``etcd-range-stale``: a linearizable Range skips the read barrier and
   answers from the node's applied state, as a serializable one does.
+* ``kv-read-unsettled``: a store read in a thread other than the event
+  loop's does not have the loop settle its deferred commit first
+  (mvcc/store.py, "Deferred commits"): a Range, which reads in a thread,
+  answers from the last commit, without writes already acknowledged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from liferaft.kv.mvcc import store
+from liferaft.kv.mvcc.reader import ReadView
 
 from . import kv, watch
 from .proto import rpc_pb2 as pb
@@ -96,9 +105,32 @@ def _plant_range_stale() -> Callable[[], None]:
     return undo
 
 
+# -- kv-read-unsettled -------------------------------------------------------------------
+
+
+def _plant_read_unsettled() -> Callable[[], None]:
+    cls = store.MVCCStore
+    read = cls.read
+
+    def unsettled(self: store.MVCCStore) -> ReadView:
+        o = self._open
+        if o is not None and o.owner != threading.get_ident():
+            self._acquire()  # the bug: the last commit, not what was applied
+            return ReadView(self._env, self._dbs, self._release)
+        return read(self)
+
+    cls.read = unsettled  # type: ignore[method-assign]
+
+    def undo() -> None:
+        cls.read = read  # type: ignore[method-assign]
+
+    return undo
+
+
 BUGS: dict[str, Callable[[], Callable[[], None]]] = {
     "etcd-watch-skip": _plant_watch_skip,
     "etcd-range-stale": _plant_range_stale,
+    "kv-read-unsettled": _plant_read_unsettled,
 }
 
 

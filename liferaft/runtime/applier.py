@@ -45,6 +45,7 @@ for a point where the applied index and the configuration agree.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 import warnings
@@ -104,6 +105,15 @@ _NOTHING = ApplyEntry(0, b"", 0.0)
 #: the heartbeats; a lone 64 KiB value about what a 100-byte one does
 #: (bench/kv_apply_cost.py, BENCHMARKS.md).
 INLINE_APPLY_BYTES = 64 << 10
+
+#: A state machine with ``settle()`` (docs/statemachine.md) is settled at
+#: once, not after NodeConfig.settle_delay, when the inline batches left
+#: pending hold this many entries or bytes: an LMDB transaction keeps every
+#: page it dirtied in memory until its commit.
+SETTLE_ENTRIES = 4096
+SETTLE_BYTES = 4 << 20
+
+_SettleRequest = Callable[[], "concurrent.futures.Future[None]"]
 
 
 class StateMachineFailedError(RuntimeError):
@@ -191,6 +201,22 @@ class Applier:
         #: The worker died (the state machine broke): nothing queued behind
         #: the broken batch may ever run, or the store would skip it.
         self._failed = False
+        settle, bind = getattr(sm, "settle", None), getattr(sm, "bind_settle", None)
+        #: The state machine's ``settle`` (deferred commits of inline
+        #: batches, docs/statemachine.md), and its ``bind_settle``, called
+        #: on the first inline batch with :meth:`request_settle`.
+        self._settle_sm: Callable[[], object] | None = (
+            settle if self.off_loop and callable(settle) and callable(bind) else None
+        )
+        self._bind_settle: Callable[[_SettleRequest], object] | None = (
+            bind if self._settle_sm is not None else None
+        )
+        #: The loop the state machine was bound on (None: nothing deferred yet).
+        self._settle_loop: asyncio.AbstractEventLoop | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        #: Entries and bytes of the inline batches applied since the last settle.
+        self._unsettled = 0
+        self._unsettled_bytes = 0
 
     # -- entries ---------------------------------------------------------------------
 
@@ -259,11 +285,104 @@ class Applier:
         every rule of the worker: the same :meth:`_finish`, and a failure
         stops the node as the worker's does, with nothing behind it run."""
         fresh, items, preset = prepared
+        if self._bind_settle is not None and self._settle_loop is None and items:
+            self._bind()
         settled = self._finish(ents, fresh, items, self._call_on_loop(items), preset)
         # As a worker's job: the core has not advanced past this batch
         # yet, so after_ready reads the configuration once it has.
         self._last_job = _Job(list(ents), inline=True)
+        if self._settle_loop is not None and items:
+            self._unsettled += len(items)
+            self._unsettled_bytes += sum(len(i.data) for i in items)
+            if self._unsettled >= SETTLE_ENTRIES or self._unsettled_bytes >= SETTLE_BYTES:
+                self._settle_in_task()
+            elif self._settle_timer is None:
+                self._settle_timer = self._settle_loop.call_later(
+                    self._config.settle_delay, self._settle_fired
+                )
         return settled
+
+    # -- deferred commits (docs/statemachine.md, "settle") ------------------------------
+
+    def _bind(self) -> None:
+        """Before the first inline batch: the state machine may defer from now
+        on, and is given :meth:`request_settle` (in the node task)."""
+        assert self._bind_settle is not None
+        try:
+            self._bind_settle(self.request_settle)
+        except Exception as exc:  # noqa: BLE001 - the state machine's failure
+            self._failed = True
+            err = StateMachineFailedError(f"bind_settle failed: {exc!r}")
+            self._loop.fail(err)
+            raise asyncio.CancelledError from err
+        self._settle_loop = asyncio.get_running_loop()
+
+    def _settle_now(self) -> None:
+        """Commit what inline batches left pending (on the loop).  Called even
+        when nothing is counted as pending: a no-op for the state machine
+        then, and no read can ever be left behind a batch the count missed.
+        :class:`StateMachineFailedError` if it raises (the node must stop)."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        if self._settle_loop is None or self._settle_sm is None:
+            return  # nothing was ever deferred
+        self._unsettled = self._unsettled_bytes = 0
+        try:
+            self._settle_sm()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._failed = True
+            raise StateMachineFailedError(f"settle failed: {exc!r}") from exc
+
+    def _settle_in_task(self) -> None:
+        """:meth:`_settle_now` in the node task: a failure ends it here, as
+        :meth:`_call_on_loop` does for a failed batch."""
+        try:
+            self._settle_now()
+        except StateMachineFailedError as exc:
+            self._loop.fail(exc)
+            raise asyncio.CancelledError from exc
+
+    def _settle_fired(self) -> None:
+        self._settle_timer = None
+        try:
+            self._settle_now()
+        except StateMachineFailedError as exc:
+            self._loop.fail(exc)
+
+    def request_settle(self) -> concurrent.futures.Future[None]:
+        """Thread-safe: have the loop settle the state machine; the future is
+        done when it has (failed if the settle failed or the loop is gone).
+        What the state machine's reads from other threads call first."""
+        cf: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not cf.set_running_or_notify_cancel():
+                return
+            if self._failed:
+                # The state machine broke (its open batches are gone from
+                # it): a read must not go on as if it were settled.
+                cf.set_exception(StoppedError(f"node {self.id}: the state machine failed"))
+                return
+            try:
+                self._settle_now()
+            except StateMachineFailedError as exc:
+                self._loop.fail(exc)
+                cf.set_exception(exc)
+            else:
+                cf.set_result(None)
+
+        loop = self._settle_loop
+        try:
+            if loop is None:
+                raise RuntimeError("never bound")
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed
+            cf.set_exception(StoppedError(f"node {self.id}: stopped; the state machine "
+                                          "cannot be settled"))  # fmt: skip
+        return cf
 
     def _call_on_loop(self, items: list[ApplyEntry]) -> list[Any]:
         """:meth:`_call_batch` on the loop's own task (an inline batch, or a
@@ -493,6 +612,10 @@ class Applier:
     async def _work(self) -> None:
         try:
             while self._jobs and not self._closing:
+                # What the loop applied before this job is committed first:
+                # the worker's own transaction, a hold's flush and an
+                # install all need the store as the loop left it.
+                self._settle_now()
                 job = self._jobs.popleft()
                 if job.reached is not None and job.released is not None:
                     # A batch boundary: the state machine is left alone
@@ -587,6 +710,12 @@ class Applier:
         if w is not None and not w.done():
             await asyncio.wait([w])  # its failure, if any, the loop reported
         self._jobs.clear()
+        if not self._failed:
+            try:
+                self._settle_now()
+            except StateMachineFailedError as exc:
+                # Stopping anyway; the log still holds what it lost.
+                log.error("node %s: %s", self.id, exc)
         self.feed.close()
 
     # -- snapshots in -------------------------------------------------------------------

@@ -56,6 +56,13 @@ class NodeConfig:
     #: long; turn it on only for one whose small batch costs about what a
     #: WAL fsync does (``liferaft serve`` sets 16 for its store).
     inline_apply_entries: int = 0
+    #: Longest a state machine with ``settle()`` keeps a batch applied on
+    #: the loop uncommitted (docs/statemachine.md, "settle"): one commit and
+    #: its fsync then serve every inline batch of that stretch.  Nothing
+    #: acknowledged waits for it, and a crash only makes the node apply
+    #: those entries again from its log; reads never see less (another
+    #: thread's read settles first).  etcd's backend commits every 0.1 s.
+    settle_delay: float = 0.1
     #: Longest a leader waits to tell its followers that the commit index
     #: advanced, when no append or heartbeat carries it sooner (the core's
     #: lazy commit broadcast, docs/core.md).  One write at a time then costs
@@ -94,6 +101,8 @@ class NodeConfig:
             raise BadConfigError("inline_sync_entries must be >= 0")
         if self.inline_apply_entries < 0:
             raise BadConfigError("inline_apply_entries must be >= 0")
+        if not 0 <= self.settle_delay <= 60:  # also refuses NaN
+            raise BadConfigError("settle_delay must be between 0 and 60 seconds")
         if self.lease_reads and not self.check_quorum:
             raise BadConfigError("lease_reads needs check_quorum")
 

@@ -68,6 +68,23 @@ name them for type checkers):
   surviving a power loss too.  ``applied_index()`` still says what the
   store holds now, and at start what survived.
 
+- ``settle()`` and ``bind_settle(request)`` (:class:`SettlingStateMachine`;
+  with ``apply_off_loop`` and NodeConfig.inline_apply_entries): a batch the
+  runtime applies on the loop's thread may be left uncommitted, so that one
+  commit and its fsync serve the batches of NodeConfig.settle_delay (etcd's
+  backend shape); ``settle()`` commits them.  The runtime calls
+  ``bind_settle`` once, on the loop's thread, before the first such batch,
+  with a thread-safe ``request()`` that has the loop settle and returns a
+  ``concurrent.futures.Future`` done when it has (failed if the node is
+  gone): a read from another thread must use it first, as it must see
+  every batch applied before it began.  The runtime calls ``settle()`` on
+  the loop within ``settle_delay`` of a deferred batch, before any batch,
+  snapshot install or hold goes to the worker, and at close; an exception
+  from it stops the node like a failed ``apply_batch``.  What is not
+  settled must not count in ``applied_index()`` nor in
+  ``synced_applied_index()``: a crash of the process loses it, and the log,
+  kept to the synced index, applies it again.
+
 With a durable store, a snapshot may be a streamed checkpoint of the store's
 own files (``snapshot()`` copies them, ``chunks()`` reads the copy,
 ``release()`` deletes it), and ``restore()`` must replace the store
@@ -98,6 +115,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -111,6 +129,7 @@ __all__ = [
     "DeferredSyncStateMachine",
     "DurableStateMachine",
     "Proposer",
+    "SettlingStateMachine",
     "SnapshotFormatError",
     "StateMachine",
     "StateSnapshot",
@@ -288,6 +307,20 @@ class DeferredSyncStateMachine(DurableStateMachine, Protocol):
         log; without ``flush`` it must be cheap (the runtime calls it on the
         event loop).
         """
+        ...
+
+
+class SettlingStateMachine(DeferredSyncStateMachine, Protocol):
+    """A durable state machine that may leave batches applied on the loop
+    uncommitted until :meth:`settle` (see the module doc)."""
+
+    def bind_settle(self, request: Callable[[], Future[None]]) -> None:
+        """Called once, on the event loop's thread, before the first batch it
+        may defer: ``request()`` (thread-safe) has the loop settle."""
+        ...
+
+    def settle(self) -> None:
+        """Commit every deferred batch (on the event loop's thread)."""
         ...
 
 

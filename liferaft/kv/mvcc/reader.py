@@ -160,10 +160,18 @@ class ReadView:
     """
 
     def __init__(
-        self, env: lmdb.Environment, dbs: Dbs, on_close: Callable[[], None] | None = None
+        self,
+        env: lmdb.Environment,
+        dbs: Dbs,
+        on_close: Callable[[], None] | None = None,
+        *,
+        txn: lmdb.Transaction | None = None,
     ) -> None:
         self._on_close = on_close  # the store's: it may close the environment now
-        self._txn = env.begin(buffers=False)
+        # ``txn``: the store's open write transaction (a deferred commit,
+        # store.py "Deferred commits"), read as it stands and not ended here.
+        self._own = txn is None
+        self._txn = env.begin(buffers=False) if txn is None else txn
         self._dbs = dbs
         self.revision = layout.get_meta(self._txn, dbs, layout.META_REVISION)
         """The store revision this view sees."""
@@ -250,7 +258,8 @@ class ReadView:
 
     def close(self) -> None:
         """End the read transaction (again: nothing)."""
-        self._txn.abort()
+        if self._own:
+            self._txn.abort()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()

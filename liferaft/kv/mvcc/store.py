@@ -40,6 +40,24 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   synced index claims every commit (there is nothing to track), so the log
   may be truncated past them: they are gone from this replica.  Use it for
   tests and throwaway clusters only.
+- **Deferred commits** (etcd's backend shape: one commit, one fsync, for
+  the batches of a few milliseconds).  ``write(run, defer=True)`` applies a
+  batch into a write transaction left OPEN, with its applied index and
+  revision, and returns at once; :meth:`MVCCStore.settle` commits it (the
+  runtime calls it on the loop: docs/statemachine.md, "settle").  Nothing
+  acknowledged depends on it: a write is acknowledged once committed in a
+  majority's WAL, and a crash of the process (or a failed commit) loses
+  only what the open transaction held, whose entries the log still has:
+  :meth:`applied_index` and :meth:`synced_applied_index` count committed
+  batches only, and the runtime keeps the log to the synced one.  Replayed
+  after the restart, the same entries give the same results.  Reads must
+  see every batch applied before they began (a write's answer goes out
+  before its commit), so the thread that owns the open transaction reads
+  through it (a view of it is synchronous: a write or a commit while one
+  is open is refused, as a bug), and any other thread's read, copy, flush
+  or write first asks the owner to settle (``settle_request``, bound by the
+  KV machine to the runtime's) and waits for it.  LMDB write transactions
+  belong to the thread that began them, so only that thread commits.
 - **Map size.**  LMDB maps the file at a fixed size; a batch that fills it
   (``MapFullError``) is aborted whole, the map doubled, and the batch run
   again, so the caller never sees it.
@@ -49,13 +67,15 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   copy (LMDB's ``mdb_env_copy``, from its own read transaction, compacted);
   :func:`liferaft.kv.mvcc.copy.check_store` checks one before it is opened.
 
-Threads: one writer at a time (the runtime's applier thread), any number of
-readers.  LMDB write transactions belong to the thread that began them,
-which :meth:`apply_batch` keeps by beginning and committing in one call.
+Threads: one writer at a time (the runtime's applier thread, or the loop's
+for a deferred batch), any number of readers.  LMDB write transactions
+belong to the thread that began them: :meth:`apply_batch` begins and
+commits in one call, and a deferred transaction is committed by its owner.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -107,6 +127,33 @@ COMPACT_COPY = False
 DEFAULT_METASYNC = False
 
 
+#: Longest a thread waits for the owner of a deferred transaction to commit
+#: it (a read, copy or flush off the loop): the loop answers within one of
+#: its turns, so this is reached only if it is stuck or gone.
+SETTLE_WAIT = 30.0
+
+#: What :attr:`MVCCStore.settle_request` is: a thread-safe call that asks the
+#: owner of the deferred transaction to settle, done when it has.
+SettleRequest = Callable[[], "concurrent.futures.Future[None]"]
+
+
+class _Open:
+    """The deferred write transaction (see the module doc, "Deferred commits")."""
+
+    def __init__(self, txn: lmdb.Transaction, batch: BatchWriter, owner: int) -> None:
+        self.txn = txn
+        self.batch = batch
+        #: The thread that began it: the only one that may use or commit it.
+        self.owner = owner
+        #: The batches in it, to run again in a new transaction if the map
+        #: fills (LMDB then aborts the transaction whole).
+        self.runs: list[Callable[[BatchWriter], object]] = []
+        #: Read views of it in use (see MVCCStore.read).
+        self.views = 0
+        #: Aborted for a full map: rebuilt before the next use.
+        self.stale = False
+
+
 class StoreWriteError(OSError):
     """A write transaction the disk refused (full, or an I/O error): the
     batch changed nothing; one line naming the store and its applied index."""
@@ -147,6 +194,10 @@ class MVCCStore:
         """
         self.path = Path(path)
         self.sync = sync
+        # The deferred write transaction, if one is open, and how another
+        # thread asks its owner to commit it (see the module doc).
+        self._open: _Open | None = None
+        self.settle_request: SettleRequest | None = None
         self.metasync = sync and metasync
         try:
             if not readonly:
@@ -215,8 +266,10 @@ class MVCCStore:
     def flush(self) -> int:
         """Make every commit survive a power loss (one fsync, unless nothing
         is pending); returns :meth:`synced_applied_index`, then equal to
-        :meth:`applied_index`.  Waits for a batch being written.
-        :class:`StoreWriteError` if the disk refuses (the synced index stays)."""
+        :meth:`applied_index`.  Waits for a batch being written, and settles
+        a deferred one first.  :class:`StoreWriteError` if the disk refuses
+        (the synced index stays)."""
+        self._await_settled()
         with self._writer:
             if self._synced < self._last_commit:
                 try:
@@ -248,14 +301,16 @@ class MVCCStore:
         """Reads below this revision fail with :class:`CompactedError` (0: none compacted)."""
         return self._meta(layout.META_COMPACT)
 
-    def apply_batch(self, entries: Sequence[MVCCEntry]) -> list[Result | KVError]:
+    def apply_batch(
+        self, entries: Sequence[MVCCEntry], *, defer: bool = False
+    ) -> list[Result | KVError]:
         """Apply ``entries`` in order, with the last one's index, in one transaction.
 
         One result per entry: its op's result, None for an entry without op,
         or the :class:`~liferaft.kv.errors.KVError` that refused it (it
         changed nothing).  Raises ``ValueError`` for an index at or below the
         applied one or out of order (the runtime never sends one: the store
-        is then not what the runtime thinks).
+        is then not what the runtime thinks).  ``defer``: as :meth:`write`'s.
         """
         if not entries:
             return []
@@ -267,9 +322,9 @@ class MVCCStore:
                 out.append(None if e.op is None else batch.apply_op(e.op))
             return out
 
-        return self.write(run)
+        return self.write(run, defer=defer)
 
-    def write(self, run: Callable[[BatchWriter], T]) -> T:
+    def write(self, run: Callable[[BatchWriter], T], *, defer: bool = False) -> T:
         """Run ``run`` in one write transaction and commit it with the applied
         index and revision it left in its :class:`BatchWriter`.
 
@@ -277,7 +332,16 @@ class MVCCStore:
         transaction, doubles the map and runs it again), so it must keep
         whatever it collects inside the call.  An exception from it aborts
         the whole transaction.
+
+        ``defer``: leave the transaction open, after the batches already in
+        it, for :meth:`settle` to commit (see the module doc, "Deferred
+        commits"); an exception then aborts those batches too (the node
+        stops, and its log still holds them).  Without it, a deferred
+        transaction open in any thread is settled first.
         """
+        if defer:
+            return self._write_deferred(run)
+        self._await_settled()
         with self._writer:
             while True:
                 try:
@@ -294,16 +358,155 @@ class MVCCStore:
                     # A disk that is full or failing: LMDB says only "EIO".  The
                     # transaction was aborted whole, so the store is still at its
                     # last batch; the runtime stops the node with this line.
-                    raise StoreWriteError(
-                        f"{self.path}: writing a batch failed ({exc}){_space_note(self.path)}; "
-                        f"the store stays at applied index {self.applied_index()}: fix the "
-                        "disk and restart the node (it resumes from there)"
-                    ) from exc
+                    raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: lmdb.Error) -> StoreWriteError:
+        return StoreWriteError(
+            f"{self.path}: writing a batch failed ({exc}){_space_note(self.path)}; "
+            f"the store stays at applied index {self.applied_index()}: fix the "
+            "disk and restart the node (it resumes from there)"
+        )
+
+    # --- deferred commits (see the module doc) -----------------------------------------
+
+    def _write_deferred(self, run: Callable[[BatchWriter], T]) -> T:
+        me = threading.get_ident()
+        o = self._open
+        if o is None:
+            self._writer.acquire()  # held until the commit (settle)
+            try:
+                txn = self._env.begin(write=True)
+            except BaseException as exc:
+                self._writer.release()
+                if isinstance(exc, lmdb.Error):
+                    raise self._write_error(exc) from exc
+                raise
+            o = self._open = _Open(txn, BatchWriter(txn, self._dbs), me)
+        self._check_use(o, "a deferred write")
+        while True:
+            try:
+                if o.stale:
+                    self._rebuild(o)
+                out = run(o.batch)
+                o.batch.finish()  # a read through the transaction sees the meta too
+                o.runs.append(run)
+                return out
+            except lmdb.MapFullError:
+                # Aborted whole, the earlier batches too: grow, and run them
+                # all again (they give the same results: the same entries on
+                # the same state).
+                o.txn.abort()
+                self._grow(o)
+            except BaseException as exc:
+                self._end_open(o)
+                if isinstance(exc, lmdb.Error):
+                    raise self._write_error(exc) from exc
+                raise
+
+    def _check_use(self, o: _Open, what: str) -> None:
+        if o.owner != threading.get_ident():
+            raise RuntimeError(f"{self.path}: {what} from a thread that does not own the "
+                               "open transaction")  # fmt: skip
+        if o.views:
+            raise RuntimeError(f"{self.path}: {what} while a read view of the open "
+                               "transaction is in use")  # fmt: skip
+
+    def _grow(self, o: _Open) -> None:
+        """``o`` was ended by a full map: double the map; the next use rebuilds it."""
+        o.stale = True
+        self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def _rebuild(self, o: _Open) -> None:
+        o.txn = self._env.begin(write=True)
+        o.stale = False
+        o.batch = BatchWriter(o.txn, self._dbs)
+        for r in o.runs:
+            r(o.batch)
+            o.batch.finish()
+
+    def settle(self) -> int:
+        """Commit the deferred transaction, if one is open (only from the
+        thread that opened it); returns the applied index committed.
+        :class:`StoreWriteError` if the disk refuses: the store then stays at
+        its last commit (the open batches are lost to it, not to the log)."""
+        o = self._open
+        if o is None:
+            return self._last_commit
+        self._check_use(o, "settle")
+        while True:
+            try:
+                if o.stale:
+                    self._rebuild(o)
+                o.txn.commit()
+            except lmdb.MapFullError:
+                # LMDB ended the transaction: rebuild it larger and try again.
+                self._grow(o)
+                continue
+            except BaseException as exc:
+                o.stale = True  # LMDB ended it (or the rebuild failed)
+                self._end_open(o)
+                if isinstance(exc, lmdb.Error):
+                    raise self._write_error(exc) from exc
+                raise
+            self._committed(o.batch.applied)
+            self._close_open(o)
+            return self._last_commit
+
+    def _end_open(self, o: _Open) -> None:
+        """Abort ``o`` (unless LMDB already ended it) and forget it."""
+        try:
+            if not o.stale:
+                o.txn.abort()
+        finally:
+            self._close_open(o)
+
+    def _close_open(self, o: _Open) -> None:
+        if self._open is o:
+            # Only after the commit: another thread that finds no open
+            # transaction reads every batch applied so far (_await_settled).
+            self._open = None
+            self._writer.release()
+
+    def _await_settled(self) -> None:
+        """Return once every batch applied so far is committed: the owner of
+        the open transaction commits it itself; another thread asks the
+        owner (:attr:`settle_request`) and waits."""
+        o = self._open
+        if o is None:
+            return
+        if o.owner == threading.get_ident():
+            self.settle()
+            return
+        request = self.settle_request
+        if request is None:
+            raise RuntimeError(f"{self.path}: a deferred transaction is open in another "
+                               "thread and nothing can ask it to settle")  # fmt: skip
+        try:
+            request().result(timeout=SETTLE_WAIT)
+        except concurrent.futures.TimeoutError:
+            raise StoreWriteError(
+                f"{self.path}: the thread that owns the open transaction did not settle it "
+                f"within {SETTLE_WAIT:g} s"
+            ) from None
 
     # --- reads -----------------------------------------------------------------------
 
     def read(self) -> ReadView:
-        """A consistent snapshot for reads; close it (``with store.read() as r:``)."""
+        """A consistent snapshot for reads; close it (``with store.read() as r:``).
+
+        It sees every batch applied before the call: in the thread that owns
+        a deferred transaction it reads through that transaction (use it at
+        once: a write or a commit while it is open is refused); in any other
+        thread a deferred transaction is settled first."""
+        o = self._open
+        if o is not None and o.owner == threading.get_ident():
+            o.views += 1
+
+            def done() -> None:
+                o.views -= 1
+
+            return ReadView(self._env, self._dbs, done, txn=o.txn)
+        self._await_settled()
         self._acquire()
         try:
             return ReadView(self._env, self._dbs, self._release)
@@ -330,6 +533,7 @@ class MVCCStore:
 
     def copy_to(self, path: str | os.PathLike[str]) -> None:
         """Write a consistent, compacted copy of the store into the new directory ``path``."""
+        self._await_settled()
         Path(path).mkdir(parents=True, exist_ok=False)
         self._env.copy(str(path), compact=COMPACT_COPY)
 
@@ -340,6 +544,7 @@ class MVCCStore:
         transaction); this generator reads the other end.  Closing the
         generator early breaks the pipe, which ends the copy.
         """
+        self._await_settled()
         rfd, wfd = os.pipe()
         failure: list[BaseException] = []
 
@@ -393,7 +598,10 @@ class MVCCStore:
         streamed to a follower, a range read off the loop) keeps it open
         until it ends: closing an LMDB environment under a thread that reads
         it crashes the process.  New reads and copies are refused
-        (:class:`StoreClosedError`)."""
+        (:class:`StoreClosedError`).  A deferred transaction is settled
+        first (a disk that refuses it loses nothing the log does not hold)."""
+        with contextlib.suppress(StoreWriteError):
+            self._await_settled()
         with self._users_lock:
             if self._close_deferred:
                 return
@@ -409,5 +617,11 @@ class MVCCStore:
         self._env.close()
 
     def _meta(self, name: bytes) -> int:
+        o = self._open
+        if name != layout.META_APPLIED and o is not None and o.owner == threading.get_ident():
+            # The owner sees its open batches (the revision a watch or a
+            # read on the loop reports); the applied index stays the
+            # committed one (the durable contract).
+            return layout.get_meta(o.txn, self._dbs, name)
         with self._env.begin() as txn:
             return layout.get_meta(txn, self._dbs, name)
