@@ -55,3 +55,44 @@ def test_a_range_right_after_a_put_sees_it(tmp_path: Path, bug: str | None) -> N
         else:
             assert stale, "the planted stale read went unseen: this test proves nothing"
             assert "PLANTED BUG kv-read-unsettled" in c.nodes[leader].log_path.read_text()
+
+
+@pytest.mark.parametrize("bug", [None, "kv-read-unsettled"], ids=["clean", "planted"])
+def test_every_threaded_read_right_after_a_put_sees_it(tmp_path: Path, bug: str | None) -> None:
+    """The other reads the etcd front makes in a thread, each right after a
+    put answered from the open transaction: HashKV (its header is the
+    revision it hashed), a lease's keys (TimeToLive with keys) and the
+    lease list must all hold the put (and each misses it with the planted
+    ``kv-read-unsettled``, or this proves nothing)."""
+    with proc_cluster(tmp_path) as c:
+        if bug is not None:
+            c.env = {**os.environ, PLANT_ENV: bug}
+        leader = c.start_cluster(1)
+        assert leader is not None
+        addr = c.nodes[leader].client
+        missed = []
+        for i in range(10):
+            code, body = http(addr, "POST", "/v3/lease/grant", {"TTL": 60})
+            assert code == 200, (code, body)
+            lease = body["ID"]
+            code, leases = http(addr, "POST", "/v3/lease/leases", {})
+            assert code == 200, (code, leases)
+            if lease not in [ls["ID"] for ls in leases.get("leases", [])]:
+                missed.append(("leases", i))
+            key = b64(f"k{i}")
+            put = {"key": key, "value": key, "lease": lease}
+            code, body = http(addr, "POST", "/v3/kv/put", put)
+            assert code == 200, (code, body)
+            put_rev = int(body["header"]["revision"])
+            code, body = http(addr, "POST", "/v3/maintenance/hashkv", {})
+            assert code == 200, (code, body)
+            if int(body["header"]["revision"]) < put_rev:
+                missed.append(("hashkv", i))
+            code, body = http(addr, "POST", "/v3/lease/timetolive", {"ID": lease, "keys": True})
+            assert code == 200, (code, body)
+            if key not in body.get("keys", []):
+                missed.append(("timetolive", i))
+        if bug is None:
+            assert missed == [], f"a threaded read missed the write answered before it: {missed}"
+        else:
+            assert {what for what, _ in missed} == {"leases", "hashkv", "timetolive"}, missed

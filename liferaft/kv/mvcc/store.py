@@ -618,10 +618,14 @@ class MVCCStore:
 
     def _meta(self, name: bytes) -> int:
         o = self._open
-        if name != layout.META_APPLIED and o is not None and o.owner == threading.get_ident():
-            # The owner sees its open batches (the revision a watch or a
-            # read on the loop reports); the applied index stays the
-            # committed one (the durable contract).
-            return layout.get_meta(o.txn, self._dbs, name)
+        if name != layout.META_APPLIED and o is not None:
+            if o.owner == threading.get_ident():
+                # The owner sees its open batches (the revision a watch or a
+                # read on the loop reports); the applied index stays the
+                # committed one (the durable contract).
+                return layout.get_meta(o.txn, self._dbs, name)
+            # A read like any other: another thread must not report less
+            # than a write already answered from the open transaction.
+            self._await_settled()
         with self._env.begin() as txn:
             return layout.get_meta(txn, self._dbs, name)

@@ -10,6 +10,7 @@ view of the open transaction must be done with before the next write.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -256,3 +257,20 @@ def test_threads_read_while_the_owner_writes_and_never_see_less(owner: Owner) ->
         for t in threads:
             t.join(timeout=10)
     assert seen and all(n >= before for before, n in seen), "a read missed an applied write"
+
+
+def test_another_threads_revision_has_the_owner_settle_first(owner: Owner) -> None:
+    """``revision()`` is a read too: from another thread, after a write was
+    answered from the open transaction, it must not report the last
+    commit's (a client would see the revision go back past its own write)."""
+    store = owner.store
+    assert owner.put(b"k", b"v").revision == 2
+    assert store.revision() == 2  # the owner's: through the open transaction
+    got = in_thread(store.revision)
+    for _ in range(200):  # answer its request, if it makes one
+        if got.done():
+            break
+        with contextlib.suppress(queue.Empty):
+            owner.serve(timeout=0.05)
+    assert got.result(timeout=10) == 2
+    assert store.applied_index() == 1, "settled"
