@@ -710,6 +710,9 @@ class Applier:
         if w is not None and not w.done():
             await asyncio.wait([w])  # its failure, if any, the loop reported
         self._jobs.clear()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         if not self._failed:
             try:
                 self._settle_now()

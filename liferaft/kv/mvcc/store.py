@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -101,6 +102,8 @@ from liferaft.kv.mvcc.reader import ReadView
 from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
 
 T = TypeVar("T")
+
+log = logging.getLogger("liferaft.kv")
 
 #: Initial map size.  The mapping is address space, not memory or disk: the
 #: file grows only as pages are used, and a full map is doubled on demand.
@@ -412,9 +415,18 @@ class MVCCStore:
                                "transaction is in use")  # fmt: skip
 
     def _grow(self, o: _Open) -> None:
-        """``o`` was ended by a full map: double the map; the next use rebuilds it."""
+        """``o`` was ended by a full map: double the map; the next use
+        rebuilds it.  If the map cannot grow, ``o`` is forgotten (and the
+        writer lock released) before the error goes up, so the store is at
+        its last commit, not stuck on a transaction that is gone."""
         o.stale = True
-        self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        try:
+            self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        except BaseException as exc:
+            self._end_open(o)
+            if isinstance(exc, lmdb.Error):
+                raise self._write_error(exc) from exc
+            raise
 
     def _rebuild(self, o: _Open) -> None:
         o.txn = self._env.begin(write=True)
@@ -500,12 +512,12 @@ class MVCCStore:
         thread a deferred transaction is settled first."""
         o = self._open
         if o is not None and o.owner == threading.get_ident():
-            o.views += 1
-
             def done() -> None:
                 o.views -= 1
 
-            return ReadView(self._env, self._dbs, done, txn=o.txn)
+            view = ReadView(self._env, self._dbs, done, txn=o.txn)
+            o.views += 1  # only once it exists: a failed one never counts
+            return view
         self._await_settled()
         self._acquire()
         try:
@@ -600,8 +612,10 @@ class MVCCStore:
         it crashes the process.  New reads and copies are refused
         (:class:`StoreClosedError`).  A deferred transaction is settled
         first (a disk that refuses it loses nothing the log does not hold)."""
-        with contextlib.suppress(StoreWriteError):
+        try:
             self._await_settled()
+        except Exception as exc:  # noqa: BLE001 - closing anyway: the log holds it
+            log.warning("%s: the open transaction was not settled at close: %s", self.path, exc)
         with self._users_lock:
             if self._close_deferred:
                 return

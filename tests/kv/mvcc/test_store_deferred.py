@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 
 from liferaft.kv.mvcc import TO_END, MVCCEntry, MVCCStore, Put, Range
+from liferaft.kv.mvcc.store import StoreWriteError
 
 Request = concurrent.futures.Future[None]
 
@@ -274,3 +276,33 @@ def test_another_threads_revision_has_the_owner_settle_first(owner: Owner) -> No
             owner.serve(timeout=0.05)
     assert got.result(timeout=10) == 2
     assert store.applied_index() == 1, "settled"
+
+
+def test_a_map_that_cannot_grow_leaves_the_store_at_its_last_commit(tmp_path: Path) -> None:
+    """The map fills while batches are open and cannot grow: the error goes
+    up (the node stops) and the store is at its last commit, with nothing
+    left open: another thread reads it at once, asking nobody."""
+    store = MVCCStore(tmp_path / "db", map_size=1 << 20)
+    real = store._env
+
+    class NoGrowth:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def set_mapsize(self, size: int) -> None:
+            raise lmdb.Error("mdb_env_set_mapsize: cannot grow")
+
+    try:
+        owner = Owner(store)
+        owner.put(b"a", b"committed", defer=False)
+        store._env = NoGrowth()  # type: ignore[assignment]
+        with pytest.raises(StoreWriteError, match="cannot grow"):
+            for i in range(80):
+                owner.put(b"k%03d" % i, bytes([i]) * 30_000)
+        store._env = real
+        got = in_thread(lambda: values(store)).result(timeout=5)
+        assert got == {b"a": b"committed"} and owner.requests.empty()
+        assert store.applied_index() == 1
+    finally:
+        store._env = real
+        store.close()
