@@ -3,9 +3,10 @@ test`: every client speaks etcd's gRPC API to a 3-node cluster under kill
 -9, SIGSTOP, leadership transfers and partitions (where network namespaces
 work), and the verdict is clean; the same run with a planted bug in the
 etcd front's Watch (``--bug etcd-watch-skip``) must fail with the gaps it
-made.  Each run is a subprocess, as `make soak` runs, so its processes
-and namespaces are its own to clean up.  (Without processes:
-tests/chaos/test_etcd_api.py.)"""
+made, and one with stale reads from the store's deferred commit (``--bug
+kv-read-unsettled``) with the histories it broke.  Each run is a
+subprocess, as `make soak` runs, so its processes and namespaces are its
+own to clean up.  (Without processes: tests/chaos/test_etcd_api.py.)"""
 
 from __future__ import annotations
 
@@ -68,3 +69,16 @@ def test_the_etcd_soak_catches_a_watch_that_skips_an_event(tmp_path: Path) -> No
     assert "linearizable=yes" in last and field(last, "rev_violations") == 0
     assert "COORDINATION: watch" in r.stdout and "gaps: missed" in r.stdout
     assert "PLANTED BUG etcd-watch-skip" in node_logs(tmp_path)
+
+
+def test_the_etcd_soak_catches_a_read_that_skips_the_deferred_commit(tmp_path: Path) -> None:
+    """The same run with every node's store reading the last commit from a
+    thread without having the loop settle first (``--bug
+    kv-read-unsettled``: mvcc/store.py, "Deferred commits"): a Range right
+    after an acknowledged put misses it, so the checkers must say the
+    history is not linearizable and the run must fail."""
+    r, last = run(tmp_path, "--bug", "kv-read-unsettled")
+    assert r.returncode == 1, f"{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
+    assert "linearizable=NO" in last and field(last, "lost") == 0, last
+    assert "NOT LINEARIZABLE: key" in r.stdout
+    assert "PLANTED BUG kv-read-unsettled" in node_logs(tmp_path)
