@@ -1,8 +1,9 @@
 """The live console as a careless operator uses it, in a real Chromium
 against real ``liferaft serve`` processes: a page opened at an address no
 member advertises (``localhost`` for ``127.0.0.1``) must still fail over,
-and a page whose node is removed from the cluster (from the page itself)
-must carry on through a member rather than show the rest as down.
+an admin call to a member that never answers must end with "outcome
+unknown", and a page whose node is removed from the cluster (from the page
+itself) must carry on through a member rather than show the rest as down.
 
 One 3-node cluster for the module; the tests run in file order (the last
 removes a member).
@@ -139,6 +140,41 @@ def test_big_values_stay_bounded_on_the_page(cluster: ProcCluster, browser: Brow
         "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
     )
     browser.shot("big-values")
+
+
+# Every call's deadline (api.js CALL_TIMEOUT_MS, 30 s) cut to 1.5 s, so the
+# test need not wait out the real one: the page reads the global at each call.
+SHORT_CALLS_JS = """
+const plain = AbortSignal.timeout.bind(AbortSignal);
+AbortSignal.timeout = (ms) => plain(Math.min(ms, 1500));
+"""
+
+
+def failed_result(browser: Browser) -> str | None:
+    """The admin result the page shows, once it is a failure."""
+    text = str(browser.js("return document.getElementById('admin-result').textContent"))
+    return text if text.startswith("failed") else None
+
+
+def test_an_admin_call_to_a_member_that_never_answers_ends(
+    cluster: ProcCluster, browser: Browser
+) -> None:
+    """The page's node is stopped (SIGSTOP: it accepts connections and never
+    answers) while an admin call is on its way: the page must say the call
+    got no answer and its outcome is unknown, not show "working…" forever."""
+    node = "n2"
+    browser.driver.get(f"http://{cluster.addr(node)}/ui/")
+    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
+    browser.js("window.confirm = () => true;")
+    browser.js(SHORT_CALLS_JS)
+    cluster.pause(node)
+    try:
+        browser.driver.find_element("css selector", "#snapshot").click()
+        text = browser.wait("the call's end", lambda: failed_result(browser), timeout=15)
+        assert "no answer within" in text and "the outcome is unknown" in text, text
+    finally:
+        cluster.resume(node)
+    browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
 
 
 def test_removing_the_pages_node_moves_the_page(cluster: ProcCluster, browser: Browser) -> None:

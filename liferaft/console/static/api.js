@@ -39,18 +39,36 @@ export function keyPath(key) {
   return '/v1/kv/' + encodeURIComponent(key);
 }
 
+// Longest a call waits for its answer: a member that accepts the connection
+// and never answers (stopped, wedged) must not leave the page "working…"
+// forever.  Longer than the server's own limits on a write or a membership
+// change, which answer 503/504 themselves.
+export const CALL_TIMEOUT_MS = 30000;
+
+// What call() returns as the body of a call that ran out of time.
+const TIMED_OUT = 'timed out';
+
 // The API's error text: "409 conflict: a change is in flight".
 export function errorText(status, body) {
   if (body && typeof body === 'object' && body.error) {
     return `${status} ${body.error}: ${body.message || ''}`.trim();
   }
+  if (status === 0 && body === TIMED_OUT) {
+    return `no answer within ${CALL_TIMEOUT_MS / 1000} s: the outcome is unknown ` +
+      '(the members table shows what happened)';
+  }
   if (status === 0) return 'no answer (the node may be down)';
   return `${status} ${typeof body === 'string' ? body.slice(0, 200) : ''}`.trim();
 }
 
-// One JSON call to the node in use: {ok, status, body}; never throws.
+// One JSON call to the node in use: {ok, status, body}; never throws, and
+// never waits past CALL_TIMEOUT_MS (status 0, then).
 export async function call(method, path, body, { base = conn.base, signal } = {}) {
-  const init = { method, headers: headers(), signal, cache: 'no-store' };
+  const deadline = AbortSignal.timeout(CALL_TIMEOUT_MS);
+  const init = {
+    method, headers: headers(), cache: 'no-store',
+    signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
+  };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
@@ -59,10 +77,12 @@ export async function call(method, path, body, { base = conn.base, signal } = {}
   try {
     res = await fetch(base + path, init);
   } catch (err) {
-    return { ok: false, status: 0, body: String(err) };
+    return { ok: false, status: 0, body: deadline.aborted ? TIMED_OUT : String(err) };
   }
   let data;
-  const text = await res.text().catch(() => '');
+  let cut = false;
+  const text = await res.text().catch(() => { cut = true; return ''; });
+  if (cut && deadline.aborted) return { ok: false, status: 0, body: TIMED_OUT };
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (res.status === 401) conn.onUnauthorized();
   return { ok: res.ok, status: res.status, body: data };
