@@ -157,3 +157,19 @@ def test_settle_delay_is_checked() -> None:
     for bad in (-1.0, float("nan"), 61.0):
         with pytest.raises(BadConfigError, match="settle_delay"):
             NodeConfig(id="n1", settle_delay=bad).validate()
+
+
+async def test_enough_pending_entries_settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An open transaction keeps every page it dirtied in memory: past
+    SETTLE_ENTRIES (or SETTLE_BYTES) pending, the loop settles right after
+    the batch, not at the end of the delay."""
+    from liferaft.runtime import applier
+
+    monkeypatch.setattr(applier, "SETTLE_ENTRIES", 3)
+    async with leading(settle_delay=30.0) as (c, ld, sm):
+        await drive(c, ld.propose(b"one"))
+        assert sm.pending and sm.settles == 0
+        for i in range(3):
+            await drive(c, ld.propose(b"more%d" % i))
+        assert sm.settles >= 1 and len(sm.pending) < 3, (sm.settles, sm.pending)
+        assert sm.broken == []
