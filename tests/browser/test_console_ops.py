@@ -150,6 +150,16 @@ AbortSignal.timeout = (ms) => plain(Math.min(ms, 1500));
 """
 
 
+def open_for_admin(browser: Browser, cluster: ProcCluster, node: str, *scripts: str) -> None:
+    """The page on ``node`` showing every member up, confirming every admin
+    action, with ``scripts`` run in it."""
+    browser.driver.get(f"http://{cluster.addr(node)}/ui/")
+    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
+    browser.js("window.confirm = () => true;")
+    for script in scripts:
+        browser.js(script)
+
+
 def failed_result(browser: Browser) -> str | None:
     """The admin result the page shows, once it is a failure."""
     text = str(browser.js("return document.getElementById('admin-result').textContent"))
@@ -163,10 +173,7 @@ def test_an_admin_call_to_a_member_that_never_answers_ends(
     answers) while an admin call is on its way: the page must say the call
     got no answer and its outcome is unknown, not show "working…" forever."""
     node = "n2"
-    browser.driver.get(f"http://{cluster.addr(node)}/ui/")
-    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
-    browser.js("window.confirm = () => true;")
-    browser.js(SHORT_CALLS_JS)
+    open_for_admin(browser, cluster, node, SHORT_CALLS_JS)
     cluster.pause(node)
     try:
         browser.driver.find_element("css selector", "#snapshot").click()
@@ -179,14 +186,10 @@ def test_an_admin_call_to_a_member_that_never_answers_ends(
 
 def test_removing_the_pages_node_moves_the_page(cluster: ProcCluster, browser: Browser) -> None:
     node = "n3"
-    browser.driver.get(f"http://{cluster.addr(node)}/ui/")
-    browser.wait("the members", lambda: all_up(browser, set(cluster.nodes)), timeout=20)
-    browser.js("window.confirm = () => true;")
-    browser.js(WATCH_JS)
     # The removal's answer reaches the page 2.5 s late, after n3's first
     # line as no member (which comes within a round): the page must still
     # show the outcome before it leaves n3, not drop it unseen.
-    browser.js(SLOW_DELETE_JS)
+    open_for_admin(browser, cluster, node, WATCH_JS, SLOW_DELETE_JS)
     browser.driver.find_element("css selector", f'#members button.remove[data-id="{node}"]').click()
     # The removed node still runs and answers, but it is no member: the page
     # must show the cluster as it is (two members, both up) through one.
