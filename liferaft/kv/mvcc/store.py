@@ -60,7 +60,12 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   belong to the thread that began them, so only that thread commits.
 - **Map size.**  LMDB maps the file at a fixed size; a batch that fills it
   (``MapFullError``) is aborted whole, the map doubled, and the batch run
-  again, so the caller never sees it.
+  again, so the caller never sees it.  LMDB remaps the file to grow it, so
+  it allows that only while no other transaction of the process is open:
+  new read views wait, and the growth waits for the open ones to end (at
+  most :data:`GROW_WAIT`; then the batch fails with
+  :class:`StoreWriteError` and the node stops rather than remap the file
+  under a reader, which would crash the process).
 - **Reads.**  :meth:`read` opens a :class:`ReadView` (one read transaction:
   a consistent snapshot while batches go on in another thread).
 - **Copies.**  :meth:`copy_to` and :meth:`stream_copy` write a consistent
@@ -80,6 +85,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -129,6 +135,11 @@ COMPACT_COPY = False
 #: on the meta page's fsync.
 DEFAULT_METASYNC = False
 
+
+#: Longest a full map waits for the open read views to end before it grows
+#: (see the module doc, "Map size"): range reads end in well under a
+#: second; a checkpoint being streamed may not, and then the batch fails.
+GROW_WAIT = 10.0
 
 #: Longest a thread waits for the owner of a deferred transaction to commit
 #: it (a read, copy or flush off the loop): the loop answers within one of
@@ -201,6 +212,14 @@ class MVCCStore:
         # thread asks its owner to commit it (see the module doc).
         self._open: _Open | None = None
         self.settle_request: SettleRequest | None = None
+        # Copies and read views in use (maybe in other threads), and whether
+        # close() waits for them (see close()); the map being grown: new
+        # users wait (see _set_mapsize).
+        self._users = 0
+        self._users_lock = threading.Lock()
+        self._close_deferred = False
+        self._growing = False
+        self._users_changed = threading.Condition(self._users_lock)
         self.metasync = sync and metasync
         try:
             if not readonly:
@@ -237,11 +256,6 @@ class MVCCStore:
             self._env.sync(True)
         self._last_commit = self.applied_index()
         self._synced = self._last_commit
-        # Copies and read views in use (maybe in other threads), and whether
-        # close() waits for them (see close()).
-        self._users = 0
-        self._users_lock = threading.Lock()
-        self._close_deferred = False
 
     def _open_dbs(self, readonly: bool) -> Dbs:
         try:
@@ -356,12 +370,36 @@ class MVCCStore:
                     return out
                 except lmdb.MapFullError:
                     # The transaction was aborted whole; grow and run it again.
-                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                    self._set_mapsize(self._env.info()["map_size"] * 2)
                 except lmdb.Error as exc:
                     # A disk that is full or failing: LMDB says only "EIO".  The
                     # transaction was aborted whole, so the store is still at its
                     # last batch; the runtime stops the node with this line.
                     raise self._write_error(exc) from exc
+
+    def _set_mapsize(self, size: int) -> None:
+        """Grow the map once no other transaction of the process is open
+        (LMDB remaps the file: a reader inside it would crash the process).
+        New read views wait meanwhile; :class:`StoreWriteError` if the open
+        ones do not end within :data:`GROW_WAIT`.  Called with no write
+        transaction open (the full one was aborted)."""
+        deadline = time.monotonic() + GROW_WAIT
+        with self._users_changed:
+            self._growing = True
+            try:
+                while self._users:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise StoreWriteError(
+                            f"{self.path}: the store's map is full and {self._users} read "
+                            f"view(s) stayed open for {GROW_WAIT:g} s, so it cannot grow; "
+                            "the node stops (it grows the map when it starts again)"
+                        )
+                    self._users_changed.wait(left)
+                self._env.set_mapsize(size)
+            finally:
+                self._growing = False
+                self._users_changed.notify_all()
 
     def _write_error(self, exc: lmdb.Error) -> StoreWriteError:
         return StoreWriteError(
@@ -421,7 +459,7 @@ class MVCCStore:
         its last commit, not stuck on a transaction that is gone."""
         o.stale = True
         try:
-            self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            self._set_mapsize(self._env.info()["map_size"] * 2)
         except BaseException as exc:
             self._end_open(o)
             if isinstance(exc, lmdb.Error):
@@ -547,7 +585,11 @@ class MVCCStore:
         """Write a consistent, compacted copy of the store into the new directory ``path``."""
         self._await_settled()
         Path(path).mkdir(parents=True, exist_ok=False)
-        self._env.copy(str(path), compact=COMPACT_COPY)
+        self._acquire()
+        try:
+            self._env.copy(str(path), compact=COMPACT_COPY)
+        finally:
+            self._release()
 
     def stream_copy(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """A consistent copy of ``data.mdb``, in chunks, without a file in between.
@@ -590,15 +632,23 @@ class MVCCStore:
         if failure:
             raise failure[0]
 
-    def _acquire(self) -> None:
-        with self._users_lock:
-            if self._close_deferred:
+    def _acquire(self, *, closing_ok: bool = False) -> None:
+        """Count a user of the environment (a read transaction or a copy),
+        once no growth of the map is under way.  ``closing_ok``: a short
+        read may still use an environment whose close waits for others (it
+        fails with ``lmdb.Error`` once the environment is closed)."""
+        with self._users_changed:
+            while self._growing:
+                self._users_changed.wait()
+            if self._close_deferred and not closing_ok:
                 raise StoreClosedError(f"{self.path}: closed (replaced by a restore?)")
             self._users += 1
 
     def _release(self) -> None:
-        with self._users_lock:
+        with self._users_changed:
             self._users -= 1
+            if self._users == 0:
+                self._users_changed.notify_all()
             last = self._users == 0 and self._close_deferred
         if last:
             self._env.close()
@@ -641,5 +691,9 @@ class MVCCStore:
             # A read like any other: another thread must not report less
             # than a write already answered from the open transaction.
             self._await_settled()
-        with self._env.begin() as txn:
-            return layout.get_meta(txn, self._dbs, name)
+        self._acquire(closing_ok=True)  # a read transaction like any other (_set_mapsize)
+        try:
+            with self._env.begin() as txn:
+                return layout.get_meta(txn, self._dbs, name)
+        finally:
+            self._release()

@@ -306,3 +306,67 @@ def test_a_map_that_cannot_grow_leaves_the_store_at_its_last_commit(tmp_path: Pa
     finally:
         store._env = real
         store.close()
+
+
+def _fill(owner: Owner, n: int = 80, *, defer: bool = True) -> None:
+    for i in range(n):
+        owner.put(b"k%03d" % i, bytes([i]) * 30_000, defer=defer)
+
+
+@pytest.mark.parametrize("defer", [True, False], ids=["deferred", "committed"])
+def test_the_map_grows_only_once_no_read_view_is_open(tmp_path: Path, defer: bool) -> None:
+    """LMDB remaps the file to grow it: a read view open in another thread
+    at that moment was invalidated (py-lmdb), or crashed the process inside
+    LMDB.  The growth now waits for it to end, and it reads on unharmed."""
+    store = MVCCStore(tmp_path / "db", map_size=1 << 20)
+    try:
+        owner = Owner(store)
+        owner.put(b"a", b"before", defer=False)
+        opened, seen = threading.Event(), []
+
+        def reader() -> None:
+            with store.read() as view:
+                opened.set()
+                threading.Event().wait(0.5)  # the owner fills the map meanwhile
+                kv = view.get(b"a")
+                seen.append(None if kv is None else kv.value)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            assert opened.wait(10)
+            _fill(owner, defer=defer)
+        finally:
+            t.join(timeout=10)
+        assert seen == [b"before"]
+        store.settle()
+        assert len(values(store)) == 81
+    finally:
+        store.close()
+
+
+def test_a_read_view_that_stays_open_fails_the_growth_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view open longer than GROW_WAIT (a checkpoint being streamed, say):
+    the batch fails with a clear error (the node stops) and the store stays
+    at its last commit; once the view ends, the map grows."""
+    from liferaft.kv.mvcc import store as store_mod
+
+    monkeypatch.setattr(store_mod, "GROW_WAIT", 0.3)
+    store = MVCCStore(tmp_path / "db", map_size=1 << 20)
+    try:
+        owner = Owner(store)
+        owner.put(b"a", b"committed", defer=False)
+        view = in_thread(store.read).result(timeout=10)
+        try:
+            with pytest.raises(StoreWriteError, match="read view.*stayed open"):
+                _fill(owner)
+        finally:
+            view.close()
+        assert store.applied_index() == 1
+        owner.index = 1
+        _fill(owner)
+        assert store.settle() == 81
+    finally:
+        store.close()
