@@ -41,7 +41,7 @@ Theory of operation (docs/kv.md, "MVCC store"; the layout is in
   may be truncated past them: they are gone from this replica.  Use it for
   tests and throwaway clusters only.
 - **Deferred commits** (etcd's backend shape: one commit, one fsync, for
-  the batches of a few milliseconds).  ``write(run, defer=True)`` applies a
+  the batches of up to 0.1 s, NodeConfig.settle_delay).  ``write(run, defer=True)`` applies a
   batch into a write transaction left OPEN, with its applied index and
   revision, and returns at once; :meth:`MVCCStore.settle` commits it (the
   runtime calls it on the loop: docs/statemachine.md, "settle").  Nothing
