@@ -669,12 +669,17 @@ class MVCCStore:
         with self._users_lock:
             if self._close_deferred:
                 return
-            if self.sync and not self._readonly:
-                # A clean stop leaves nothing for a power loss to undo.  A
-                # disk failing now loses at most the last commit to a power
-                # loss, which the log still holds (see "Sync"): close anyway.
-                with contextlib.suppress(StoreWriteError):
-                    self.flush()
+        if self.sync and not self._readonly:
+            # A clean stop leaves nothing for a power loss to undo.  A
+            # disk failing now loses at most the last commit to a power
+            # loss, which the log still holds (see "Sync"): close anyway.
+            # Not under the users' lock: the flush waits for the writer, and
+            # a writer growing the map waits for that lock.
+            with contextlib.suppress(StoreWriteError):
+                self.flush()
+        with self._users_lock:
+            if self._close_deferred:
+                return
             self._close_deferred = True
             if self._users:
                 return

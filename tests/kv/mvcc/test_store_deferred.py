@@ -370,3 +370,48 @@ def test_a_read_view_that_stays_open_fails_the_growth_cleanly(
         assert store.settle() == 81
     finally:
         store.close()
+
+
+def _until(cond: Callable[[], bool], tries: int = 400) -> bool:
+    """Poll ``cond`` a bounded number of times (never a timing assertion)."""
+    for _ in range(tries):
+        if cond():
+            return True
+        threading.Event().wait(0.005)
+    return False
+
+
+def test_close_during_a_growth_that_waits_for_a_view_does_not_deadlock(tmp_path: Path) -> None:
+    """A batch fills the map while a read view is open in another thread, so
+    the growth waits for it; the node stops meanwhile (close()).  close()
+    once flushed holding the users' lock: it waited for the writer (the
+    growing batch) while the growth, and the view's close, waited for that
+    lock: all three stuck for good (GROW_WAIT cannot end a wait that must
+    take the lock back)."""
+    store = MVCCStore(tmp_path / "db", map_size=1 << 20)
+    owner = Owner(store)
+    owner.put(b"a", b"committed", defer=False)
+    view = store.read()
+
+    def daemon(fn: Callable[[], Any]) -> threading.Thread:
+        t = threading.Thread(target=fn, daemon=True)  # a stuck one must not hang the run
+        t.start()
+        return t
+
+    def fill() -> None:
+        # Stopped by the close once the growing batch is in (later ones find
+        # the store closed: not what this test is about).
+        with contextlib.suppress(Exception):
+            _fill(owner, defer=False)
+
+    writer = daemon(fill)
+    assert _until(lambda: store._growing), "the growth waits for the view"
+    closer = daemon(store.close)
+    # The closer takes the users' lock, if it ever holds it across the flush.
+    _until(lambda: store._users_lock.locked(), tries=100)
+    viewer = daemon(view.close)
+    for t in (viewer, writer, closer):
+        t.join(timeout=20)
+    assert not viewer.is_alive() and not writer.is_alive() and not closer.is_alive(), (
+        "deadlocked: close() held the users' lock while waiting for the growing writer"
+    )
