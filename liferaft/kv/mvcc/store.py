@@ -649,9 +649,11 @@ class MVCCStore:
             self._users -= 1
             if self._users == 0:
                 self._users_changed.notify_all()
-            last = self._users == 0 and self._close_deferred
-        if last:
-            self._env.close()
+            if self._users == 0 and self._close_deferred:
+                # Under the lock: a short read counting itself meanwhile
+                # (_meta, closing_ok) must find the environment open or
+                # closed, never begin a transaction while it closes.
+                self._env.close()
 
     def close(self) -> None:
         """Close the environment (open read views must be closed first).
@@ -681,9 +683,8 @@ class MVCCStore:
             if self._close_deferred:
                 return
             self._close_deferred = True
-            if self._users:
-                return
-        self._env.close()
+            if not self._users:
+                self._env.close()  # under the lock, as in _release
 
     def _meta(self, name: bytes) -> int:
         o = self._open
