@@ -391,6 +391,10 @@ async def test_a_promotion_is_announced_whether_applies_run_on_or_off_the_loop(
         new = c.make("n4", initial=False)
         await new.start()
         await drive(c, new.join(ld.id, "n4", voter=False))
+        # Every member has applied the learner's addition before we listen:
+        # a late apply of it (off the loop, above all) is a MEMBER_ADDED with
+        # voter=False, which this test is not about.
+        await until(c, lambda: all(n.applied == ld.applied for n in c.nodes.values()))
         seen: list[Any] = []
         off = [n.events.on(lambda ev: seen.append(ev)) for n in c.nodes.values()]
         await drive(c, ld.add_voter("n4", "n4"))
