@@ -42,8 +42,9 @@ Theory of operation (docs/kv.md, "The KV state machine"):
   ``restored(revision)``.
 - **Reads** go through :meth:`read` (a consistent :class:`ReadView`) or the
   helpers that open one for a single read.  A restore closes the old store:
-  a view still open on it then fails (``lmdb.Error``) rather than read a
-  store that is gone.
+  a view still open on it keeps it open until the view ends, and any later
+  call on it gets :class:`~.mvcc.ops.StoreClosedError` (retry-safe: read
+  again, from the new store) rather than read a store that is gone.
 """
 
 from __future__ import annotations

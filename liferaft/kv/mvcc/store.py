@@ -218,6 +218,7 @@ class MVCCStore:
         self._users = 0
         self._users_lock = threading.Lock()
         self._close_deferred = False
+        self._env_closed = False
         self._growing = False
         self._users_changed = threading.Condition(self._users_lock)
         self.metasync = sync and metasync
@@ -285,7 +286,8 @@ class MVCCStore:
         is pending); returns :meth:`synced_applied_index`, then equal to
         :meth:`applied_index`.  Waits for a batch being written, and settles
         a deferred one first.  :class:`StoreWriteError` if the disk refuses
-        (the synced index stays)."""
+        (the synced index stays); :class:`StoreClosedError` once closed."""
+        self._refuse_closed()
         self._await_settled()
         with self._writer:
             if self._synced < self._last_commit:
@@ -355,7 +357,10 @@ class MVCCStore:
         commits"); an exception then aborts those batches too (the node
         stops, and its log still holds them).  Without it, a deferred
         transaction open in any thread is settled first.
+
+        :class:`StoreClosedError` once :meth:`close` was called.
         """
+        self._refuse_closed()
         if defer:
             return self._write_deferred(run)
         self._await_settled()
@@ -636,13 +641,25 @@ class MVCCStore:
         """Count a user of the environment (a read transaction or a copy),
         once no growth of the map is under way.  ``closing_ok``: a short
         read may still use an environment whose close waits for others (it
-        fails with ``lmdb.Error`` once the environment is closed)."""
+        gets :class:`StoreClosedError` once the environment is closed)."""
         with self._users_changed:
             while self._growing:
                 self._users_changed.wait()
-            if self._close_deferred and not closing_ok:
-                raise StoreClosedError(f"{self.path}: closed (replaced by a restore?)")
+            if self._env_closed or (self._close_deferred and not closing_ok):
+                raise self._closed_error()
             self._users += 1
+
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(
+            f"{self.path}: the store is closed (a restore replaced it, or the node is stopping)"
+        )
+
+    def _refuse_closed(self) -> None:
+        """A write or flush after :meth:`close`: one clear, retry-safe error
+        (LMDB's own is "Attempt to operate on closed/deleted/dropped object",
+        or a write into an environment about to close)."""
+        if self._close_deferred:
+            raise self._closed_error()
 
     def _release(self) -> None:
         with self._users_changed:
@@ -653,6 +670,7 @@ class MVCCStore:
                 # Under the lock: a short read counting itself meanwhile
                 # (_meta, closing_ok) must find the environment open or
                 # closed, never begin a transaction while it closes.
+                self._env_closed = True
                 self._env.close()
 
     def close(self) -> None:
@@ -684,6 +702,7 @@ class MVCCStore:
                 return
             self._close_deferred = True
             if not self._users:
+                self._env_closed = True
                 self._env.close()  # under the lock, as in _release
 
     def _meta(self, name: bytes) -> int:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from liferaft.kv.mvcc import MVCCEntry, MVCCStore, Put
@@ -64,8 +63,9 @@ def test_copies_while_batches_commit_do_not_crash(tmp_path: Path) -> None:
 
 
 _CLOSE_CHILD = r"""
-import sys, lmdb
+import sys
 from liferaft.kv.mvcc import MVCCEntry, MVCCStore, Put, check_store, receive_copy
+from liferaft.kv.mvcc.ops import StoreClosedError
 store = MVCCStore(sys.argv[1], sync=False)
 for b in range(20):
     store.apply_batch(
@@ -78,7 +78,7 @@ receive_copy(iter([first, *chunks]), sys.argv[2])
 try:
     store.revision()
     closed = False
-except lmdb.Error:
+except StoreClosedError:
     closed = True
 print(check_store(sys.argv[2]), closed)
 """
@@ -107,6 +107,6 @@ def test_a_read_view_in_use_keeps_a_closed_store_open_until_it_ends(tmp_path: Pa
         store.read()
     assert err.value.retry_safe
     view.close()
-    with pytest.raises(lmdb.Error):
+    with pytest.raises(StoreClosedError):
         store.revision()  # closed now
     view.close()  # twice: nothing

@@ -266,3 +266,34 @@ def test_a_damaged_copy_is_refused(apply: Applier, tmp_path: Path) -> None:
     receive_copy([b"not lmdb" * 1000], tmp_path / "junk")
     with pytest.raises(StoreFormatError):
         open_copy(tmp_path / "junk")
+
+
+def test_a_closed_store_refuses_every_call_with_one_clear_error(tmp_path: Path) -> None:
+    """A caller that still holds a closed store (a restore replaced it, the
+    node is stopping) gets StoreClosedError, retry-safe and naming the
+    store, from every call: not a bare lmdb.Error ("Attempt to operate on
+    closed/deleted/dropped object") from the write path or a meta read."""
+    from liferaft.kv.mvcc.ops import StoreClosedError
+
+    store = MVCCStore(tmp_path / "db", sync=False)
+    store.apply_batch([MVCCEntry(1, Put(b"a", b"1"))])
+    store.close()
+    calls = {
+        "apply_batch": lambda: store.apply_batch([MVCCEntry(2, Put(b"b", b"2"))]),
+        "apply_batch deferred": lambda: store.apply_batch(
+            [MVCCEntry(2, Put(b"b", b"2"))], defer=True
+        ),
+        "flush": store.flush,
+        "applied_index": store.applied_index,
+        "revision": store.revision,
+        "compact_revision": store.compact_revision,
+        "read": store.read,
+        "size_in_use": store.size_in_use,
+        "copy_to": lambda: store.copy_to(tmp_path / "copy"),
+        "stream_copy": lambda: b"".join(store.stream_copy()),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreClosedError) as err:
+            call()
+        assert err.value.retry_safe and str(tmp_path / "db") in str(err.value), name
+    store.close()  # twice: nothing
