@@ -316,6 +316,15 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     help="Take a snapshot every this many entries.",
 )
 @click.option(
+    "--settle-delay",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0, max=60_000),
+    help="Milliseconds an applied batch may wait in the store's open transaction, so "
+    "that one commit and fsync serve many writes (etcd's --backend-batch-interval); "
+    "0 commits as soon as the event loop is free. The log holds every unsettled entry.",
+)
+@click.option(
     "--lease-reads/--no-lease-reads",
     default=False,  # as NodeConfig.lease_reads: one decision, docs/runtime.md "Lease reads"
     show_default=True,
@@ -442,6 +451,7 @@ def serve_cmd(
     election_timeout: int,
     heartbeat_interval: int,
     snapshot_entries: int,
+    settle_delay: int,
     lease_reads: bool,
     max_value: int,
     request_timeout: float,
@@ -520,6 +530,7 @@ def serve_cmd(
         election_timeout=election_timeout / 1000,
         heartbeat_interval=heartbeat_interval / 1000,
         snapshot_entries=snapshot_entries,
+        settle_delay=settle_delay / 1000,
         lease_reads=lease_reads,
         max_value=max_value,
         request_timeout=request_timeout,

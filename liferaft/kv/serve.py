@@ -80,6 +80,7 @@ class ServeOptions:
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
     snapshot_entries: int = 10_000
+    settle_delay: float = 0.1  # NodeConfig.settle_delay (--settle-delay, in ms)
     lease_reads: bool = False  # as NodeConfig: one decision, docs/runtime.md "Lease reads"
     max_value: int = DEFAULT_MAX_VALUE
     request_timeout: float = 5.0
@@ -158,6 +159,7 @@ def node_config(o: ServeOptions) -> NodeConfig:
         election_ticks=election,
         heartbeat_ticks=hb,
         snapshot_entries=o.snapshot_entries,
+        settle_delay=o.settle_delay,
         lease_reads=o.lease_reads,
         commit_timeout=o.request_timeout,
         read_timeout=o.request_timeout,

@@ -129,6 +129,26 @@ def test_timing_flags_become_ticks() -> None:
     assert abs(c.tick_interval * c.election_ticks - 0.3) < 1e-9
 
 
+def test_settle_delay_flag_reaches_the_node_config(
+    tmp_path: Path, captured: list[ServeOptions]
+) -> None:
+    """--settle-delay (ms, as etcd's --backend-batch-interval) is the
+    runtime's NodeConfig.settle_delay; out of range is a usage error."""
+    args = [*BASE, "--data-dir", str(tmp_path / "d")]
+    r = run(args)
+    assert r.exit_code == 0, r.output
+    assert node_config(captured.pop()).settle_delay == 0.1  # as NodeConfig's default
+    r = run([*args, "--settle-delay", "0"])
+    assert r.exit_code == 0, r.output
+    assert node_config(captured.pop()).settle_delay == 0
+    r = run([*args, "--settle-delay", "250"])
+    assert r.exit_code == 0, r.output
+    assert node_config(captured.pop()).settle_delay == 0.25
+    for bad in ("-1", "60001", "0.5s"):
+        r = run([*args, "--settle-delay", bad])
+        assert r.exit_code == 2 and "--settle-delay" in r.output, r.output
+
+
 def test_parse_cluster() -> None:
     assert parse_cluster(" n1=127.0.0.1:1, n2=[::1]:2 ,") == {"n1": "127.0.0.1:1", "n2": "[::1]:2"}
     with pytest.raises(ValueError, match="names no node"):
