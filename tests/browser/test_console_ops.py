@@ -1,9 +1,10 @@
 """The live console as a careless operator uses it, in a real Chromium
 against real ``liferaft serve`` processes: a page opened at an address no
 member advertises (``localhost`` for ``127.0.0.1``) must still fail over,
-an admin call to a member that never answers must end with "outcome
-unknown", and a page whose node is removed from the cluster (from the page
-itself) must carry on through a member rather than show the rest as down.
+an admin call to a member that never answers, or that dies mid-call, must
+end with "outcome unknown", and a page whose node is removed from the
+cluster (from the page itself) must carry on through a member rather than
+show the rest as down.
 
 One 3-node cluster for the module; the tests run in file order (the last
 removes a member).
@@ -11,6 +12,7 @@ removes a member).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,6 +183,34 @@ def test_an_admin_call_to_a_member_that_never_answers_ends(
         assert "no answer within" in text and "the outcome is unknown" in text, text
     finally:
         cluster.resume(node)
+    browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
+
+
+def test_an_admin_call_whose_node_dies_mid_call_is_unknown(
+    cluster: ProcCluster, browser: Browser
+) -> None:
+    """The page's node takes an admin call and dies before it answers (kill
+    -9 of a stopped node: the connection is reset).  The page cannot tell
+    that from a call refused before it was sent, so it must say the outcome
+    is unknown, not only that the node may be down."""
+    node = "n1"
+    open_for_admin(browser, cluster, node)
+    cluster.pause(node)
+    try:
+        browser.driver.find_element("css selector", "#snapshot").click()
+        browser.wait("the call under way", lambda: browser.js(
+            "return document.getElementById('admin-result').textContent === 'working…'"
+        ), timeout=5)
+        time.sleep(0.5)  # the request is in n1's socket, unread
+        cluster.kill(node)
+        text = browser.wait("the call's end", lambda: failed_result(browser), timeout=15)
+        assert "no answer within" not in text, text  # it ended with the reset
+        assert "the outcome is unknown" in text, text
+    finally:
+        if cluster.nodes[node].running():
+            cluster.resume(node)
+        else:
+            cluster.start(node)
     browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
 
 

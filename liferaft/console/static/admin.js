@@ -30,8 +30,12 @@ async function act(question, method, path, body, success) {
   inFlight += 1;
   try {
     const r = await call(method, path, body);
-    if (r.ok) result(success(r.body), true);
+    if (r.ok) result(success(r.body || {}), true);
     else result('failed: ' + errorText(r.status, r.body), false);
+  } catch (err) {
+    // A 2xx whose body is not what the page expects (an older or newer
+    // node): the change was made, so say so rather than stay "working…".
+    result(`done, but its answer could not be read (${err})`, true);
   } finally {
     inFlight -= 1;
     if (inFlight === 0) { for (const w of idleWaiters.splice(0)) w(); }

@@ -45,8 +45,13 @@ export function keyPath(key) {
 // change, which answer 503/504 themselves.
 export const CALL_TIMEOUT_MS = 30000;
 
-// What call() returns as the body of a call that ran out of time.
+// What call() returns as the body of a call that ran out of time, and of a
+// change (any method but GET) whose connection failed: the page cannot tell
+// a connection refused before the request left from one reset after the
+// node got it, so the change may have been made (DESIGN.md: "unknown"
+// unless it provably was not).
 const TIMED_OUT = 'timed out';
+const LOST = 'connection lost';
 
 // The API's error text: "409 conflict: a change is in flight".
 export function errorText(status, body) {
@@ -55,6 +60,10 @@ export function errorText(status, body) {
   }
   if (status === 0 && body === TIMED_OUT) {
     return `no answer within ${CALL_TIMEOUT_MS / 1000} s: the outcome is unknown ` +
+      '(the members table shows what happened)';
+  }
+  if (status === 0 && body === LOST) {
+    return 'no answer (the node may be down): the outcome is unknown ' +
       '(the members table shows what happened)';
   }
   if (status === 0) return 'no answer (the node may be down)';
@@ -77,12 +86,14 @@ export async function call(method, path, body, { base = conn.base, signal } = {}
   try {
     res = await fetch(base + path, init);
   } catch (err) {
-    return { ok: false, status: 0, body: deadline.aborted ? TIMED_OUT : String(err) };
+    if (deadline.aborted) return { ok: false, status: 0, body: TIMED_OUT };
+    return { ok: false, status: 0, body: method === 'GET' ? String(err) : LOST };
   }
   let data;
   let cut = false;
   const text = await res.text().catch(() => { cut = true; return ''; });
   if (cut && deadline.aborted) return { ok: false, status: 0, body: TIMED_OUT };
+  if (cut && method !== 'GET') return { ok: false, status: 0, body: LOST };
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (res.status === 401) conn.onUnauthorized();
   return { ok: res.ok, status: res.status, body: data };
