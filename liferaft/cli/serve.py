@@ -365,8 +365,8 @@ def _peer_client_ctx(cert: str | None, key: str | None, ca: str | None) -> ssl.S
     default=DEFAULT_MAX_CONNECTIONS,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Open client connections at most (lowered to fit the open-file limit); "
-    "more are closed at once.",
+    help="Open client connections at most, on the client port and on the gRPC port "
+    "each (lowered to fit the open-file limit); more are closed at once.",
 )
 @click.option(
     "--max-list-bytes",

@@ -39,6 +39,7 @@ class EtcdFrontEnd:
         self.gateway = Gateway(self.ctx, body_timeout=o.client_limits.body_timeout)
         self.grpc_listen = o.grpc_listen
         self.tls = o.client_tls_files
+        self.limits = o.client_limits
         self.grpc: GrpcServer | None = None
         self._promoter: asyncio.Task[None] | None = None
 
@@ -57,7 +58,7 @@ class EtcdFrontEnd:
         self._promoter = asyncio.create_task(promote_wanted(self.ctx))
 
     async def _start_grpc(self) -> None:
-        server = GrpcServer(self.ctx, self.grpc_listen, tls=self.tls)
+        server = GrpcServer(self.ctx, self.grpc_listen, tls=self.tls, limits=self.limits)
         try:
             await server.start()
         except OSError as exc:

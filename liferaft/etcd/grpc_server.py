@@ -10,6 +10,14 @@ it, or ``authorization``); without it, anyone who reaches the port may read
 and write, as with etcd before ``auth enable``.  Requests over
 :data:`MAX_RECEIVE` bytes (2 MiB) are refused by grpcio before any handler
 runs.
+
+What a stranger can hold (kv/listener.py says the same of the client
+port): at most ``ClientLimits.max_connections`` connections (one more is
+closed at once by grpc-core's connection quota), and a connection that has
+not finished its TLS handshake and HTTP/2 preface within
+``ClientLimits.header_timeout`` is closed.  Without them grpc-core took
+every connection offered and kept a silent one for 120 s, so a stranger
+could take every descriptor the node has, which its WAL and snapshots need.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
+
+from liferaft.kv.listener import ClientLimits
 
 from . import auth
 from .calls import Call
@@ -136,17 +146,28 @@ def _credentials(cert: str, key: str, ca: str | None) -> grpc.ServerCredentials:
                                        require_client_auth=root is not None)  # fmt: skip
 
 
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 class GrpcServer:
     """The etcd gRPC server of one node (start, then stop)."""
 
     def __init__(
-        self, ctx: EtcdContext, listen: str, tls: tuple[str, str, str | None] | None = None
+        self,
+        ctx: EtcdContext,
+        listen: str,
+        tls: tuple[str, str, str | None] | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         """``tls``: (certificate, key, client CA or None) files, the client
-        port's: with a CA, clients must present a certificate it signed."""
+        port's: with a CA, clients must present a certificate it signed.
+        ``limits``: the connection cap and the header timeout (as the
+        handshake's deadline); the defaults when None."""
         self.ctx = ctx
         self.listen = listen
         self.tls = tls
+        self.limits = limits if limits is not None else ClientLimits()
         self.port = 0
         self._server: aio.Server | None = None
 
@@ -157,6 +178,8 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_RECEIVE),
                 ("grpc.max_send_message_length", MAX_SEND),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_allowed_incoming_connections", self.limits.max_connections),
+                ("grpc.server_handshake_timeout_ms", _millis(self.limits.header_timeout)),
             ]
         )
         server.add_generic_rpc_handlers(generic_handlers(self.ctx))

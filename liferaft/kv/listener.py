@@ -25,7 +25,8 @@ a stranger can hold (docs/architecture.md, "Trust model"):
   and counted in ``liferaft_http_connections_refused_total``.
 - **Descriptors for storage.** :func:`raise_nofile_limit` lifts the soft
   ``RLIMIT_NOFILE`` to the hard limit, and :func:`connection_cap` keeps
-  :data:`FD_RESERVE` descriptors out of the cap, so client connections can
+  :data:`FD_RESERVE` descriptors out of the cap (shared with etcd's gRPC
+  port when it is served: etcd/grpc_server.py), so client connections can
   never take the descriptor a WAL, snapshot or hard-state write needs.
 """
 
@@ -102,11 +103,14 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-def connection_cap(requested: int, nofile: int, reserve: int = FD_RESERVE) -> int:
-    """The client connection cap: ``requested``, lowered so that ``reserve``
-    descriptors of ``nofile`` stay free for storage and peers.  ValueError
-    when not even one connection fits."""
-    room = nofile - reserve
+def connection_cap(
+    requested: int, nofile: int, reserve: int = FD_RESERVE, ports: int = 1
+) -> int:
+    """The connection cap of each of ``ports`` client ports (the HTTP port,
+    and etcd's gRPC port when served): ``requested``, lowered so that
+    ``reserve`` descriptors of ``nofile`` stay free for storage and peers
+    when every port is full.  ValueError when not even one connection fits."""
+    room = (nofile - reserve) // ports
     if room < 1:
         raise ValueError(
             f"the open-file limit is {nofile}, and {reserve} descriptors are kept for "

@@ -293,20 +293,24 @@ async def serve(
     if fresh and o.initial_cluster:
         check_own_entry(o)
     # Before any file or socket is opened: the client connection cap is what
-    # the open-file limit leaves after the storage reserve.
+    # the open-file limit leaves after the storage reserve, shared by the
+    # client port and etcd's gRPC port (each front end reads o.client_limits).
     try:
         limits = o.client_limits
-        cap = connection_cap(limits.max_connections, raise_nofile_limit())
+        ports = 2 if o.grpc_listen else 1
+        cap = connection_cap(limits.max_connections, raise_nofile_limit(), ports=ports)
     except ValueError as exc:
         raise ServeError(str(exc)) from exc
     if cap < limits.max_connections:
         log.warning(
-            "client connections capped at %d (not %d): the open-file limit keeps the rest "
+            "client connections capped at %d%s (not %d): the open-file limit keeps the rest "
             "for storage and peers",
             cap,
+            " on each client port (HTTP, gRPC)" if ports > 1 else "",
             limits.max_connections,
         )
         limits = ClientLimits(limits.header_timeout, limits.body_timeout, cap)
+        o = dataclasses.replace(o, client_limits=limits)
     if o.join and fresh:
         o = await _adopt(o)
     try:

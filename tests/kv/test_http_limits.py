@@ -248,6 +248,12 @@ def test_the_cap_keeps_descriptors_for_storage() -> None:
     assert connection_cap(10**6, nofile=65536) == 65536 - FD_RESERVE
     with pytest.raises(ValueError, match="ulimit -n"):
         connection_cap(1024, nofile=FD_RESERVE)
+    # Two client ports (HTTP and etcd's gRPC) share the room: both full
+    # still leave the reserve.
+    assert connection_cap(1024, nofile=1024, ports=2) == (1024 - FD_RESERVE) // 2
+    assert connection_cap(100, nofile=1024, ports=2) == 100
+    with pytest.raises(ValueError, match="ulimit -n"):
+        connection_cap(1024, nofile=FD_RESERVE + 1, ports=2)
 
 
 async def test_opening_a_session_with_a_body_that_never_arrives_is_a_408(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """Client connections never take the file descriptors storage needs: real
 `liferaft serve` processes at `ulimit -n 512`, the leader's client port
-flooded with request heads that never finish (issue 12, defect 6)."""
+flooded with request heads that never finish (issue 12, defect 6), or its
+gRPC port (etcd's API) flooded with connections that never say a word."""
 
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
+from liferaft.kv.listener import FD_RESERVE
 from tests.kv.procs import http, proc_cluster, wait_for
 
 NOFILE = 512
@@ -46,3 +49,53 @@ def test_a_flooded_client_port_leaves_descriptors_for_storage(tmp_path: Path) ->
         code, got = http(c.addr(leader), "GET", "/v1/kv/flood/39?consistency=stale")
         assert code == 200 and got["value"] == "v"
         assert "too many open files" not in c.nodes[leader].log_tail(400).lower()
+
+
+def _open_sockets(pid: int) -> int:
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if "socket" in fd.readlink().name)
+
+
+def test_a_flooded_grpc_port_leaves_descriptors_for_storage_and_the_client_port(
+    tmp_path: Path,
+) -> None:
+    """gRPC's own server took every connection it was offered and kept a
+    silent one for 120 s (grpc-core's handshake timeout), so a stranger
+    could take all of the node's descriptors through etcd's port: its
+    snapshots and WAL segments then failed with EMFILE.  The gRPC port must
+    keep within its share of the open-file limit, as the client port does,
+    and drop a connection that says nothing within --client-header-timeout."""
+    extra = ["--snapshot-entries", "10", "--client-header-timeout", "3"]
+    with proc_cluster(tmp_path, extra=extra, nofile=NOFILE, grpc=True) as c:
+        leader = c.start_cluster(3)
+        assert leader is not None
+        follower = next(i for i in sorted(c.nodes) if i != leader)
+        node = c.nodes[leader]
+        assert node.child is not None
+        host, _, port = node.grpc.rpartition(":")
+        before = _open_sockets(node.child.pid)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(NOFILE + 100):  # more than the node could ever open
+                socks.append(socket.create_connection((host, int(port)), timeout=5))
+            time.sleep(1)  # the node accepts (and drops) what it was offered
+            # The node holds at most its share of the limit for gRPC, so
+            # its client port still answers and its storage still works.
+            held = _open_sockets(node.child.pid) - before
+            assert held <= (NOFILE - FD_RESERVE) // 2, held
+            code, got = http(c.addr(leader), "GET", "/v1/status")
+            assert code == 200 and got["storage_ok"] is True, got
+            for i in range(40):
+                code, got = c.put(follower, f"flood/{i}", "v")
+                assert code == 200, got
+            # Silent connections are dropped after the header timeout (3 s).
+            deadline = time.monotonic() + 15
+            while _open_sockets(node.child.pid) - before > 5 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _open_sockets(node.child.pid) - before <= 5, _open_sockets(node.child.pid)
+        finally:
+            for s in socks:
+                s.close()
+        assert node.running(), node.log_tail()
+        code, got = http(c.addr(leader), "GET", "/v1/status")
+        assert code == 200 and got["storage_ok"] is True and got["snapshot_index"], got
+        assert "too many open files" not in node.log_tail(400).lower()
