@@ -13,11 +13,19 @@ runs.
 
 What a stranger can hold (kv/listener.py says the same of the client
 port): at most ``ClientLimits.max_connections`` connections (one more is
-closed at once by grpc-core's connection quota), and a connection that has
-not finished its TLS handshake and HTTP/2 preface within
-``ClientLimits.header_timeout`` is closed.  Without them grpc-core took
+closed at once by grpc-core's connection quota); a connection that has not
+finished its TLS handshake and HTTP/2 preface within
+``ClientLimits.header_timeout`` is closed, and so is one with no call
+open for as long (a graceful GOAWAY: the client reconnects); at most
+:data:`MAX_STREAMS_PER_CONNECTION` calls are open on one connection (the
+HTTP/2 setting: a client queues more), and at most
+:data:`CALLS_PER_CONNECTION` times the connection cap on the whole port (one
+more is refused with ``RESOURCE_EXHAUSTED``).  Without them grpc-core took
 every connection offered and kept a silent one for 120 s, so a stranger
-could take every descriptor the node has, which its WAL and snapshots need.
+could take every descriptor the node has, which its WAL and snapshots need;
+and one connection could hold any number of calls (a call costs the node
+12-20 KiB, even one whose message never comes, refused by the token only
+once it does).
 """
 
 from __future__ import annotations
@@ -45,6 +53,13 @@ log = logging.getLogger("liferaft.etcd")
 #: that plus etcd's allowance for the message around the value.
 MAX_RECEIVE = 2 * 1024 * 1024
 MAX_SEND = 2**31 - 1  # etcd sends any size (math.MaxInt32)
+#: Calls open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS; Go's
+#: HTTP/2 server says 250).  An etcd client multiplexes its watches on one
+#: stream and keeps one lease keep-alive stream, so this binds only a flood.
+MAX_STREAMS_PER_CONNECTION = 256
+#: Calls open at once on the whole port, per connection the cap allows:
+#: 4,096 with the default 1,024 connections (about 80 MiB at most).
+CALLS_PER_CONNECTION = 4
 
 
 class _Undecodable:
@@ -174,13 +189,19 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind and serve; OSError if the address cannot be bound."""
         server = aio.server(
+            maximum_concurrent_rpcs=self.limits.max_connections * CALLS_PER_CONNECTION,
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE),
                 ("grpc.max_send_message_length", MAX_SEND),
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_allowed_incoming_connections", self.limits.max_connections),
                 ("grpc.server_handshake_timeout_ms", _millis(self.limits.header_timeout)),
-            ]
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # With no call open for this long, a connection gets a
+                # graceful GOAWAY (its client reconnects at its next call),
+                # as the client port closes an idle kept-alive connection.
+                ("grpc.max_connection_idle_ms", _millis(self.limits.header_timeout)),
+            ],
         )
         server.add_generic_rpc_handlers(generic_handlers(self.ctx))
         try:

@@ -12,6 +12,9 @@ calls.  A Watch stream that never sends a request costs the node ~20 KiB
 comes ~12 KiB (grpcio waits for the message before any handler, so
 ``--token-file`` does not help): 20,000 of them on one connection took the
 node from ~65 MB to ~500 MB, and it keeps growing with every stream.
+Now a connection holds at most 256 calls and the port 4 per connection of
+its cap (liferaft/etcd/grpc_server.py); and a connection with no call open
+goes after the header timeout, as an idle one on the client port does.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+    head = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
+    return head + struct.pack(">I", stream) + payload
 
 
 def _literal(name: str, value: str) -> bytes:
@@ -115,3 +119,85 @@ def test_one_grpc_connection_cannot_grow_the_nodes_memory_without_bound(
             f"{STREAMS} calls held open on one connection ({path}) took the node's "
             f"memory from {before} MB to {peak} MB"
         )
+
+
+def test_many_connections_full_of_calls_stay_within_the_ports_call_budget(
+    tmp_path: Path,
+) -> None:
+    """The per-connection bound alone still lets the connection cap's worth
+    of connections hold 256 calls each.  At --max-client-connections 64 the
+    port takes 64 x 4 = 256 calls in all (one more is RESOURCE_EXHAUSTED):
+    40 connections offering 256 calls each (10,240, ~200 MB held before)
+    must not grow the node by more than MAX_GROWTH_MB."""
+    extra = ["--max-client-connections", "64"]
+    with proc_cluster(tmp_path, grpc=True, extra=extra) as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        node = c.nodes[leader]
+        host, _, port = node.grpc.rpartition(":")
+        time.sleep(1)
+        before = _rss_mb(node.pid)
+        peak = before
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection((host, int(port)), timeout=10)
+                socks.append(s)
+                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+                s.sendall(b"".join(_headers(1 + 2 * i, "/etcdserverpb.Watch/Watch")
+                                   for i in range(256)))  # fmt: skip
+                time.sleep(0.1)
+                for x in socks:
+                    _drain(x)
+                peak = max(peak, _rss_mb(node.pid))
+            time.sleep(1)
+            peak = max(peak, _rss_mb(node.pid))
+            assert node.running(), node.log_tail()
+            code, got = http(c.addr(leader), "GET", "/v1/status")
+            assert code == 200 and got["storage_ok"] is True, got
+        finally:
+            for s in socks:
+                s.close()
+        assert peak - before <= MAX_GROWTH_MB, (
+            f"40 connections of 256 calls took the node's memory from {before} MB to {peak} MB"
+        )
+
+
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    """True once the node closed ``s`` (EOF), within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    s.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(1 << 16) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_an_idle_grpc_connection_goes_after_the_header_timeout_but_one_with_a_call_stays(
+    tmp_path: Path,
+) -> None:
+    """As the client port drops an idle kept-alive connection, the gRPC port
+    drops one with no call open after --client-header-timeout (a graceful
+    GOAWAY); a connection with a call open (a watch waiting for events) is
+    not idle and stays."""
+    extra = ["--client-header-timeout", "2"]
+    with proc_cluster(tmp_path, grpc=True, extra=extra) as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        host, _, port = c.nodes[leader].grpc.rpartition(":")
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        busy = socket.create_connection((host, int(port)), timeout=10)
+        try:
+            for s in (idle, busy):
+                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+            busy.sendall(_headers(1, "/etcdserverpb.Watch/Watch"))
+            assert _closed_within(idle, 10), "an idle connection outlived the header timeout"
+            assert not _closed_within(busy, 3), "a connection with a call open was dropped"
+        finally:
+            idle.close()
+            busy.close()
