@@ -162,10 +162,10 @@ def open_for_admin(browser: Browser, cluster: ProcCluster, node: str, *scripts: 
         browser.js(script)
 
 
-def failed_result(browser: Browser) -> str | None:
-    """The admin result the page shows, once it is a failure."""
+def unknown_result(browser: Browser) -> str | None:
+    """The admin result the page shows, once the call ended with no answer."""
     text = str(browser.js("return document.getElementById('admin-result').textContent"))
-    return text if text.startswith("failed") else None
+    return text if text.startswith(("unknown", "failed")) else None
 
 
 def test_an_admin_call_to_a_member_that_never_answers_ends(
@@ -179,8 +179,9 @@ def test_an_admin_call_to_a_member_that_never_answers_ends(
     cluster.pause(node)
     try:
         browser.driver.find_element("css selector", "#snapshot").click()
-        text = browser.wait("the call's end", lambda: failed_result(browser), timeout=15)
-        assert "no answer within" in text and "the outcome is unknown" in text, text
+        text = browser.wait("the call's end", lambda: unknown_result(browser), timeout=15)
+        assert text.startswith("unknown: no answer within"), text
+        assert "the outcome is unknown" in text, text
     finally:
         cluster.resume(node)
     browser.wait("every member back", lambda: all_up(browser, set(cluster.nodes)), timeout=30)
@@ -203,9 +204,9 @@ def test_an_admin_call_whose_node_dies_mid_call_is_unknown(
         ), timeout=5)
         time.sleep(0.5)  # the request is in n1's socket, unread
         cluster.kill(node)
-        text = browser.wait("the call's end", lambda: failed_result(browser), timeout=15)
+        text = browser.wait("the call's end", lambda: unknown_result(browser), timeout=15)
         assert "no answer within" not in text, text  # it ended with the reset
-        assert "the outcome is unknown" in text, text
+        assert text.startswith("unknown: ") and "the outcome is unknown" in text, text
     finally:
         if cluster.nodes[node].running():
             cluster.resume(node)

@@ -3,7 +3,7 @@
 // leader itself).  Each asks window.confirm first and shows its outcome, or
 // the API's own error text, in #admin-result.
 
-import { call, conn, errorText } from './api.js';
+import { call, conn, errorText, outcomeUnknown } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,10 +31,12 @@ async function act(question, method, path, body, success) {
   try {
     const r = await call(method, path, body);
     if (r.ok) result(success(r.body || {}), true);
+    // Never "failed" when the change may have been made.
+    else if (outcomeUnknown(r.status, r.body)) result('unknown: ' + errorText(r.status, r.body), false);
     else result('failed: ' + errorText(r.status, r.body), false);
   } catch (err) {
-    // A 2xx whose body is not what the page expects (an older or newer
-    // node): the change was made, so say so rather than stay "working…".
+    // A 2xx whose body is cut or not what the page expects (an older or
+    // newer node): the change was made, so say so rather than stay "working…".
     result(`done, but its answer could not be read (${err})`, true);
   } finally {
     inFlight -= 1;

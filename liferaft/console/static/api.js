@@ -53,6 +53,12 @@ export const CALL_TIMEOUT_MS = 30000;
 const TIMED_OUT = 'timed out';
 const LOST = 'connection lost';
 
+// Whether a failed call's change may still have been made: no answer
+// (timed out, or the connection lost on a change), or the API's own 504.
+export function outcomeUnknown(status, body) {
+  return status === 504 || (status === 0 && (body === TIMED_OUT || body === LOST));
+}
+
 // The API's error text: "409 conflict: a change is in flight".
 export function errorText(status, body) {
   if (body && typeof body === 'object' && body.error) {
@@ -93,7 +99,8 @@ export async function call(method, path, body, { base = conn.base, signal } = {}
   let cut = false;
   const text = await res.text().catch(() => { cut = true; return ''; });
   if (cut && deadline.aborted) return { ok: false, status: 0, body: TIMED_OUT };
-  if (cut && method !== 'GET') return { ok: false, status: 0, body: LOST };
+  // A change whose status line came and whose body was cut: the status
+  // says what happened (a 2xx: it was made), so it stands, with no body.
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (res.status === 401) conn.onUnauthorized();
   return { ok: res.ok, status: res.status, body: data };
