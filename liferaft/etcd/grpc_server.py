@@ -24,8 +24,8 @@ more is refused with ``RESOURCE_EXHAUSTED``).  Without them grpc-core took
 every connection offered and kept a silent one for 120 s, so a stranger
 could take every descriptor the node has, which its WAL and snapshots need;
 and one connection could hold any number of calls (a call costs the node
-12-20 KiB, even one whose message never comes, refused by the token only
-once it does).
+12-20 KiB, even one whose message never comes).  The token is checked at a
+call's headers (:class:`_Calls`), so without it a call ends at once.
 """
 
 from __future__ import annotations
@@ -103,7 +103,6 @@ async def _fail(context: aio.ServicerContext, exc: Exception) -> None:
 def _unary(ctx: EtcdContext, call: Call) -> Callable[..., Any]:
     async def handle(request: Any, context: aio.ServicerContext) -> Any:
         try:
-            auth.check(ctx, call, dict(context.invocation_metadata() or ()))
             return await call.handler(ctx, _decoded(request))
         except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
             await _fail(context, exc)
@@ -114,7 +113,6 @@ def _unary(ctx: EtcdContext, call: Call) -> Callable[..., Any]:
 def _streaming(ctx: EtcdContext, call: Call) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            auth.check(ctx, call, dict(context.invocation_metadata() or ()))
             got = _decoded_stream(request) if call.kind == "stream" else _decoded(request)
             async for resp in call.handler(ctx, got):
                 yield resp
@@ -139,15 +137,41 @@ def _handler(ctx: EtcdContext, call: Call) -> grpc.RpcMethodHandler:
     )
 
 
+def _refusal(exc: Exception) -> grpc.RpcMethodHandler:
+    """A handler that answers ``exc`` at once, whatever the call's kind:
+    as a client-streaming handler it runs before any message is read."""
+
+    async def refuse(requests: Any, context: aio.ServicerContext) -> None:
+        await _fail(context, exc)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
+
+
+class _Calls(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped
+    """Every etcd call by its path, with the token checked when the call's
+    HEADERS arrive.  grpcio reads a unary call's message before its handler
+    runs, so a check in the handler let a stranger without the token hold
+    a call (and a slot of the port's call budget) by never sending one."""
+
+    def __init__(self, ctx: EtcdContext, calls: list[Call]) -> None:
+        self._ctx = ctx
+        self._calls = {c.grpc_path: (c, _handler(ctx, c)) for c in calls}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        found = self._calls.get(details.method)
+        if found is None:
+            return None  # grpcio answers UNIMPLEMENTED
+        call, handler = found
+        try:
+            auth.check(self._ctx, call, dict(details.invocation_metadata or ()))
+        except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
+            return _refusal(exc)
+        return handler
+
+
 def generic_handlers(ctx: EtcdContext, calls: list[Call] | None = None) -> list[Any]:
-    """One grpcio generic handler per etcd service in ``calls``."""
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-    for c in calls if calls is not None else all_calls():
-        by_service.setdefault(c.service, {})[c.method] = _handler(ctx, c)
-    return [
-        grpc.method_handlers_generic_handler(f"etcdserverpb.{s}", methods)
-        for s, methods in by_service.items()
-    ]
+    """The grpcio generic handler of the etcd calls in ``calls`` (all)."""
+    return [_Calls(ctx, calls if calls is not None else all_calls())]
 
 
 def _credentials(cert: str, key: str, ca: str | None) -> grpc.ServerCredentials:

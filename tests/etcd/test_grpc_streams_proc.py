@@ -201,3 +201,48 @@ def test_an_idle_grpc_connection_goes_after_the_header_timeout_but_one_with_a_ca
         finally:
             idle.close()
             busy.close()
+
+
+def _ended_streams(data: bytes) -> set[int]:
+    """Stream ids of the frames in ``data`` that end their stream (a
+    trailers-only answer: HEADERS with END_STREAM)."""
+    ended, at = set(), 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at : at + 3], "big")
+        kind, flags = data[at + 3], data[at + 4]
+        stream = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
+        if kind == 1 and flags & 0x1:
+            ended.add(stream)
+        at += 9 + length
+    return ended
+
+
+def test_a_call_without_the_token_is_refused_before_its_message(tmp_path: Path) -> None:
+    """With --token-file, a call without the token is answered at its
+    HEADERS (UNAUTHENTICATED-class etcd error, trailers only), not held
+    until a message that a stranger never sends: grpcio reads a unary
+    call's message before its handler, where the token was checked, so each
+    such call held a slot of the port's call budget for as long as the
+    stranger liked."""
+    with proc_cluster(tmp_path, grpc=True, token="s3cret-token") as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        host, _, port = c.nodes[leader].grpc.rpartition(":")
+        s = socket.create_connection((host, int(port)), timeout=10)
+        try:
+            s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+            paths = ["/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put",
+                     "/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive",
+                     "/etcdserverpb.Maintenance/Snapshot"]  # fmt: skip
+            ids = [1 + 2 * i for i in range(len(paths))]
+            s.sendall(b"".join(_headers(i, p) for i, p in zip(ids, paths, strict=True)))
+            got, deadline = b"", time.monotonic() + 5
+            s.settimeout(0.2)
+            while not set(ids) <= _ended_streams(got) and time.monotonic() < deadline:
+                try:
+                    got += s.recv(1 << 16)
+                except TimeoutError:
+                    continue
+            assert set(ids) <= _ended_streams(got), sorted(_ended_streams(got))
+        finally:
+            s.close()
