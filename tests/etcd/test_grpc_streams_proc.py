@@ -246,3 +246,35 @@ def test_a_call_without_the_token_is_refused_before_its_message(tmp_path: Path) 
             assert set(ids) <= _ended_streams(got), sorted(_ended_streams(got))
         finally:
             s.close()
+
+
+def test_a_client_idle_past_the_header_timeout_carries_on(tmp_path: Path) -> None:
+    """The idle deadline's GOAWAY is graceful: an etcd client library
+    (aetcd, asyncio gRPC) that waits longer than it between calls, and one
+    that holds a watch meanwhile, sees every call succeed and every event."""
+    import asyncio
+
+    import aetcd
+
+    with proc_cluster(tmp_path, grpc=True, extra=["--client-header-timeout", "1"]) as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        host, _, port = c.nodes[leader].grpc.rpartition(":")
+
+        async def run() -> None:
+            async with aetcd.Client(host=host, port=int(port), timeout=10) as idle, \
+                    aetcd.Client(host=host, port=int(port), timeout=10) as watcher:  # fmt: skip
+                events = await watcher.watch_prefix(b"idle/")
+                for i in range(3):
+                    await idle.put(f"idle/{i}".encode(), b"v")
+                    got = await idle.get(f"idle/{i}".encode())
+                    assert got is not None and got.value == b"v"
+                    await asyncio.sleep(2.5)  # past the idle deadline
+                seen = []
+                async for ev in events:
+                    seen.append(ev.kv.key)
+                    if len(seen) == 3:
+                        break
+                assert seen == [b"idle/0", b"idle/1", b"idle/2"]
+
+        asyncio.run(asyncio.wait_for(run(), 60))
