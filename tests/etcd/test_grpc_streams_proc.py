@@ -278,3 +278,68 @@ def test_a_client_idle_past_the_header_timeout_carries_on(tmp_path: Path) -> Non
                 assert seen == [b"idle/0", b"idle/1", b"idle/2"]
 
         asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_a_stranger_holding_authenticate_calls_does_not_lock_token_holders_out(
+    tmp_path: Path,
+) -> None:
+    """With --token-file, every call but Authenticate is refused at its
+    HEADERS; Authenticate is open, and grpcio still waits for its message
+    before any handler.  So a stranger without the token who opens
+    Authenticate calls and never sends their message holds them for as
+    long as his connections live (a call open: the idle deadline does not
+    apply), and once they fill the port's call budget (4 x the connection
+    cap: 4,096 by default, 16 connections of 256 calls) every call of a
+    client *with* the token is RESOURCE_EXHAUSTED "Concurrent RPC limit
+    exceeded!".  Here 17 connections of 256 against the default cap."""
+    import asyncio
+
+    import grpc
+
+    from liferaft.etcd.auth import derived_token
+    from liferaft.etcd.proto import rpc_pb2 as pb
+    from liferaft.etcd.proto import rpc_pb2_grpc
+
+    token = "s3cret-token"
+    with proc_cluster(tmp_path, grpc=True, token=token) as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        node = c.nodes[leader]
+        host, _, port = node.grpc.rpartition(":")
+
+        async def range_with_token() -> str:
+            async with grpc.aio.insecure_channel(node.grpc) as ch:
+                # The token is derived (auth.derived_token), so the failing
+                # call below is the Range, not an Authenticate.
+                md = (("token", derived_token(token)),)
+                try:
+                    await rpc_pb2_grpc.KVStub(ch).Range(
+                        pb.RangeRequest(key=b"k"), metadata=md, timeout=10
+                    )
+                except grpc.aio.AioRpcError as e:
+                    return f"{e.code().name}: {e.details()}"
+                return "ok"
+
+        assert asyncio.run(range_with_token()) == "ok"
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(17):
+                s = socket.create_connection((host, int(port)), timeout=10)
+                socks.append(s)
+                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+                s.sendall(b"".join(_headers(1 + 2 * i, "/etcdserverpb.Auth/Authenticate")
+                                   for i in range(256)))  # fmt: skip
+                time.sleep(0.1)
+                for x in socks:
+                    _drain(x)
+            time.sleep(1)
+            for x in socks:
+                _drain(x)
+            got = asyncio.run(range_with_token())
+        finally:
+            for s in socks:
+                s.close()
+        assert got == "ok", (
+            f"a token holder's call, while a stranger holds Authenticate calls: {got}"
+        )
+
