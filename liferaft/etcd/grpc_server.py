@@ -17,19 +17,21 @@ closed at once by grpc-core's connection quota); a connection that has not
 finished its TLS handshake and HTTP/2 preface within
 ``ClientLimits.header_timeout`` is closed, and so is one with no call
 open for as long (a graceful GOAWAY: the client reconnects); at most
-:data:`MAX_STREAMS_PER_CONNECTION` calls are open on one connection (the
-HTTP/2 setting: a client queues more), and at most
-:data:`CALLS_PER_CONNECTION` times the connection cap on the whole port (one
-more is refused with ``RESOURCE_EXHAUSTED``).  Without them grpc-core took
+:data:`CALLS_PER_CONNECTION` times the connection cap are open on the whole
+port (one more is refused with ``RESOURCE_EXHAUSTED``), and of them at most
+:data:`AUTH_WAITING` Authenticate calls whose message has not come, each for
+``header_timeout`` at most.  Without them grpc-core took
 every connection offered and kept a silent one for 120 s, so a stranger
 could take every descriptor the node has, which its WAL and snapshots need;
 and one connection could hold any number of calls (a call costs the node
-12-20 KiB, even one whose message never comes).  The token is checked at a
-call's headers (:class:`_Calls`), so without it a call ends at once.
+12-50 KiB, even one whose message never comes).  The token is checked at a
+call's headers (:class:`_Calls`), so without it a call ends at once; only
+Authenticate is open, and it reads its message itself, within a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,12 +41,12 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from liferaft.kv.listener import ClientLimits
+from liferaft.kv.listener import DEFAULT_HEADER_TIMEOUT, ClientLimits
 
 from . import auth
 from .calls import Call
 from .context import EtcdContext
-from .errors import Code, EtcdError, etcd_error
+from .errors import TOO_MANY_REQUESTS, Code, EtcdError, etcd_error
 from .registry import all_calls
 
 log = logging.getLogger("liferaft.etcd")
@@ -53,13 +55,17 @@ log = logging.getLogger("liferaft.etcd")
 #: that plus etcd's allowance for the message around the value.
 MAX_RECEIVE = 2 * 1024 * 1024
 MAX_SEND = 2**31 - 1  # etcd sends any size (math.MaxInt32)
-#: Calls open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS; Go's
-#: HTTP/2 server says 250).  An etcd client multiplexes its watches on one
-#: stream and keeps one lease keep-alive stream, so this binds only a flood.
-MAX_STREAMS_PER_CONNECTION = 256
 #: Calls open at once on the whole port, per connection the cap allows:
-#: 4,096 with the default 1,024 connections (about 80 MiB at most).
-CALLS_PER_CONNECTION = 4
+#: 1,024 with the default 1,024 connections (about 50 MiB at most: a held
+#: call costs 12-50 KiB, a Watch stream the most).  Not a per-connection limit (HTTP/2's
+#: SETTINGS_MAX_CONCURRENT_STREAMS): grpc-core's server refuses a stream
+#: past it with REFUSED_STREAM, which grpcio clients report as UNAVAILABLE
+#: instead of queueing the call.
+CALLS_PER_CONNECTION = 1
+#: Authenticate calls waiting for their message, at most (more are
+#: RESOURCE_EXHAUSTED at once).  The one call open without the token: held
+#: at will, they would fill the port's budget and lock out token holders.
+AUTH_WAITING = 64
 
 
 class _Undecodable:
@@ -151,11 +157,49 @@ class _Calls(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped
     """Every etcd call by its path, with the token checked when the call's
     HEADERS arrive.  grpcio reads a unary call's message before its handler
     runs, so a check in the handler let a stranger without the token hold
-    a call (and a slot of the port's call budget) by never sending one."""
+    a call (and a slot of the port's call budget) by never sending one.
+    Authenticate, open to all, reads its message itself (:meth:`_login`)."""
 
-    def __init__(self, ctx: EtcdContext, calls: list[Call]) -> None:
+    def __init__(self, ctx: EtcdContext, calls: list[Call], message_timeout: float) -> None:
         self._ctx = ctx
-        self._calls = {c.grpc_path: (c, _handler(ctx, c)) for c in calls}
+        self._message_timeout = message_timeout
+        self._waiting = 0  # Authenticate calls waiting for their message
+        self._calls = {
+            c.grpc_path: (c, self._login(c) if c.grpc_path == auth.AUTHENTICATE
+                          else _handler(ctx, c))
+            for c in calls
+        }  # fmt: skip
+
+    def _login(self, call: Call) -> grpc.RpcMethodHandler:
+        """Authenticate as a client-streaming handler, which runs at the
+        call's HEADERS: at most :data:`AUTH_WAITING` wait for their message,
+        each for ``message_timeout`` at most."""
+
+        async def handle(requests: Any, context: aio.ServicerContext) -> Any:
+            if self._waiting >= AUTH_WAITING:
+                await _fail(context, TOO_MANY_REQUESTS)
+            self._waiting += 1
+            try:
+                request = await asyncio.wait_for(context.read(), self._message_timeout)
+            except TimeoutError:
+                request = None
+            finally:
+                self._waiting -= 1
+            if request is None or request is aio.EOF:
+                await _fail(context, EtcdError(
+                    Code.CANCELLED,
+                    f"the request did not arrive within {self._message_timeout:g} s",
+                ))  # fmt: skip
+            try:
+                return await call.handler(self._ctx, _decoded(request))
+            except Exception as exc:  # noqa: BLE001 - every failure is an etcd status
+                await _fail(context, exc)
+
+        return grpc.stream_unary_rpc_method_handler(
+            handle,
+            request_deserializer=_decoder(call.request),
+            response_serializer=call.response.SerializeToString,
+        )
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         found = self._calls.get(details.method)
@@ -169,9 +213,14 @@ class _Calls(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped
         return handler
 
 
-def generic_handlers(ctx: EtcdContext, calls: list[Call] | None = None) -> list[Any]:
-    """The grpcio generic handler of the etcd calls in ``calls`` (all)."""
-    return [_Calls(ctx, calls if calls is not None else all_calls())]
+def generic_handlers(
+    ctx: EtcdContext,
+    calls: list[Call] | None = None,
+    message_timeout: float = DEFAULT_HEADER_TIMEOUT,
+) -> list[Any]:
+    """The grpcio generic handler of the etcd calls in ``calls`` (all);
+    ``message_timeout``: how long an Authenticate call waits for its message."""
+    return [_Calls(ctx, calls if calls is not None else all_calls(), message_timeout)]
 
 
 def _credentials(cert: str, key: str, ca: str | None) -> grpc.ServerCredentials:
@@ -220,14 +269,15 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_allowed_incoming_connections", self.limits.max_connections),
                 ("grpc.server_handshake_timeout_ms", _millis(self.limits.header_timeout)),
-                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
                 # With no call open for this long, a connection gets a
                 # graceful GOAWAY (its client reconnects at its next call),
                 # as the client port closes an idle kept-alive connection.
                 ("grpc.max_connection_idle_ms", _millis(self.limits.header_timeout)),
             ],
         )
-        server.add_generic_rpc_handlers(generic_handlers(self.ctx))
+        server.add_generic_rpc_handlers(
+            generic_handlers(self.ctx, message_timeout=self.limits.header_timeout)
+        )
         try:
             if self.tls is None:
                 self.port = server.add_insecure_port(self.listen)
