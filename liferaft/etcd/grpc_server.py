@@ -57,10 +57,10 @@ MAX_RECEIVE = 2 * 1024 * 1024
 MAX_SEND = 2**31 - 1  # etcd sends any size (math.MaxInt32)
 #: Calls open at once on the whole port, per connection the cap allows:
 #: 1,024 with the default 1,024 connections (about 50 MiB at most: a held
-#: call costs 12-50 KiB, a Watch stream the most).  Not a per-connection limit (HTTP/2's
-#: SETTINGS_MAX_CONCURRENT_STREAMS): grpc-core's server refuses a stream
-#: past it with REFUSED_STREAM, which grpcio clients report as UNAVAILABLE
-#: instead of queueing the call.
+#: call costs 12-50 KiB, a Watch stream the most).  Not a per-connection
+#: limit (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS): grpc-core's server
+#: refuses a stream past it with REFUSED_STREAM, which grpcio clients
+#: report as UNAVAILABLE instead of queueing the call.
 CALLS_PER_CONNECTION = 1
 #: Authenticate calls waiting for their message, at most (more are
 #: RESOURCE_EXHAUSTED at once).  The one call open without the token: held
