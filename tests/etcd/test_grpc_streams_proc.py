@@ -21,14 +21,21 @@ an idle one on the client port does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import struct
 import time
+from collections import Counter
 from pathlib import Path
 
+import aetcd
+import grpc
 import pytest
 
+from liferaft.etcd.auth import derived_token
+from liferaft.etcd.proto import rpc_pb2 as pb
+from liferaft.etcd.proto import rpc_pb2_grpc
 from tests.kv.procs import http, proc_cluster
 
 STREAMS = 20_000
@@ -259,9 +266,7 @@ def test_a_client_idle_past_the_header_timeout_carries_on(tmp_path: Path) -> Non
     """The idle deadline's GOAWAY is graceful: an etcd client library
     (aetcd, asyncio gRPC) that waits longer than it between calls, and one
     that holds a watch meanwhile, sees every call succeed and every event."""
-    import asyncio
 
-    import aetcd
 
     with proc_cluster(tmp_path, grpc=True, extra=["--client-header-timeout", "1"]) as c:
         leader = c.start_cluster(1)
@@ -300,13 +305,8 @@ def test_a_stranger_holding_authenticate_calls_does_not_lock_token_holders_out(
     token is RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!".  Here 17
     connections of 256 against the default cap.  Now Authenticate reads its
     own message: at most 64 wait, each for the header timeout at most."""
-    import asyncio
 
-    import grpc
 
-    from liferaft.etcd.auth import derived_token
-    from liferaft.etcd.proto import rpc_pb2 as pb
-    from liferaft.etcd.proto import rpc_pb2_grpc
 
     token = "s3cret-token"
     with proc_cluster(tmp_path, grpc=True, token=token) as c:
@@ -360,13 +360,8 @@ def test_a_client_with_more_calls_than_the_stream_limit_queues_them(tmp_path: Pa
     "Stream removed" and does not retry, even on a connection long past its
     SETTINGS.  15-35% of 1,000 concurrent calls of one channel failed; the
     port's budget (1,024 by default) holds them all."""
-    import asyncio
-    from collections import Counter
 
-    import grpc
 
-    from liferaft.etcd.proto import rpc_pb2 as pb
-    from liferaft.etcd.proto import rpc_pb2_grpc
 
     with proc_cluster(tmp_path, grpc=True) as c:
         leader = c.start_cluster(1)
