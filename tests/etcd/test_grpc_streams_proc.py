@@ -93,6 +93,30 @@ def _drain(s: socket.socket) -> int:
     return got
 
 
+def _hello(s: socket.socket) -> socket.socket:
+    """Start HTTP/2 on ``s``: the preface, empty SETTINGS, and the ACK of the node's."""
+    s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+    return s
+
+
+def _connect(addr: str) -> socket.socket:
+    """An HTTP/2 connection to ``addr`` (HOST:PORT), started."""
+    host, _, port = addr.rpartition(":")
+    return _hello(socket.create_connection((host, int(port)), timeout=10))
+
+
+def _flood(addr: str, conns: int, calls: int, path: str, socks: list[socket.socket]) -> None:
+    """``conns`` connections to ``addr``, each opening ``calls`` calls of
+    ``path`` that never send a message; the node's answers are read."""
+    for _ in range(conns):
+        s = _connect(addr)
+        socks.append(s)
+        s.sendall(b"".join(_headers(1 + 2 * i, path) for i in range(calls)))
+        time.sleep(0.1)
+        for x in socks:
+            _drain(x)
+
+
 @pytest.mark.parametrize(
     ("path", "token"),
     [("/etcdserverpb.Watch/Watch", None), ("/etcdserverpb.KV/Range", "s3cret-token")],
@@ -111,7 +135,7 @@ def test_one_grpc_connection_cannot_grow_the_nodes_memory_without_bound(
         s = socket.create_connection((host, int(port)), timeout=10)
         peak = before
         try:
-            s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))  # SETTINGS, ACK
+            _hello(s)
             stream = 1
             # In rounds, so grpc-core's queue of calls not yet taken by the
             # server (1,000) never overflows: each call reaches the node.
@@ -148,21 +172,13 @@ def test_many_connections_full_of_calls_stay_within_the_ports_call_budget(
         leader = c.start_cluster(1)
         assert leader is not None
         node = c.nodes[leader]
-        host, _, port = node.grpc.rpartition(":")
         time.sleep(1)
         before = _rss_mb(node.pid)
         peak = before
         socks: list[socket.socket] = []
         try:
             for _ in range(40):
-                s = socket.create_connection((host, int(port)), timeout=10)
-                socks.append(s)
-                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
-                s.sendall(b"".join(_headers(1 + 2 * i, "/etcdserverpb.Watch/Watch")
-                                   for i in range(256)))  # fmt: skip
-                time.sleep(0.1)
-                for x in socks:
-                    _drain(x)
+                _flood(node.grpc, 1, 256, "/etcdserverpb.Watch/Watch", socks)
                 peak = max(peak, _rss_mb(node.pid))
             time.sleep(1)
             peak = max(peak, _rss_mb(node.pid))
@@ -208,7 +224,7 @@ def test_an_idle_grpc_connection_goes_after_the_header_timeout_but_one_with_a_ca
         busy = socket.create_connection((host, int(port)), timeout=10)
         try:
             for s in (idle, busy):
-                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
+                _hello(s)
             busy.sendall(_headers(1, "/etcdserverpb.Watch/Watch"))
             assert _closed_within(idle, 10), "an idle connection outlived the header timeout"
             assert not _closed_within(busy, 3), "a connection with a call open was dropped"
@@ -241,10 +257,8 @@ def test_a_call_without_the_token_is_refused_before_its_message(tmp_path: Path) 
     with proc_cluster(tmp_path, grpc=True, token="s3cret-token") as c:
         leader = c.start_cluster(1)
         assert leader is not None
-        host, _, port = c.nodes[leader].grpc.rpartition(":")
-        s = socket.create_connection((host, int(port)), timeout=10)
+        s = _connect(c.nodes[leader].grpc)
         try:
-            s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
             paths = ["/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put",
                      "/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive",
                      "/etcdserverpb.Maintenance/Snapshot"]  # fmt: skip
@@ -313,7 +327,6 @@ def test_a_stranger_holding_authenticate_calls_does_not_lock_token_holders_out(
         leader = c.start_cluster(1)
         assert leader is not None
         node = c.nodes[leader]
-        host, _, port = node.grpc.rpartition(":")
 
         async def range_with_token() -> str:
             async with grpc.aio.insecure_channel(node.grpc) as ch:
@@ -331,15 +344,7 @@ def test_a_stranger_holding_authenticate_calls_does_not_lock_token_holders_out(
         assert asyncio.run(range_with_token()) == "ok"
         socks: list[socket.socket] = []
         try:
-            for _ in range(17):
-                s = socket.create_connection((host, int(port)), timeout=10)
-                socks.append(s)
-                s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
-                s.sendall(b"".join(_headers(1 + 2 * i, "/etcdserverpb.Auth/Authenticate")
-                                   for i in range(256)))  # fmt: skip
-                time.sleep(0.1)
-                for x in socks:
-                    _drain(x)
+            _flood(node.grpc, 17, 256, "/etcdserverpb.Auth/Authenticate", socks)
             time.sleep(1)
             for x in socks:
                 _drain(x)
@@ -397,10 +402,8 @@ def test_an_authenticate_call_whose_message_never_comes_ends_after_the_header_ti
     with proc_cluster(tmp_path, grpc=True, token="s3cret-token", extra=extra) as c:
         leader = c.start_cluster(1)
         assert leader is not None
-        host, _, port = c.nodes[leader].grpc.rpartition(":")
-        s = socket.create_connection((host, int(port)), timeout=10)
+        s = _connect(c.nodes[leader].grpc)
         try:
-            s.sendall(PREFACE + _frame(4, 0, 0) + _frame(4, 1, 0))
             ids = [1 + 2 * i for i in range(70)]
             s.sendall(b"".join(_headers(i, "/etcdserverpb.Auth/Authenticate") for i in ids))
             got = b""
