@@ -21,7 +21,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from liferaft.etcd import gateway, grpc_server
+from liferaft.etcd import auth, gateway, grpc_server
 from liferaft.etcd import kv as etcd_kv
 from liferaft.etcd import watch as etcd_watch
 from liferaft.etcd.context import EtcdContext
@@ -123,3 +123,60 @@ async def test_a_gateway_body_that_never_arrives_is_a_408_and_the_connection_end
     finally:
         writer.close()
         await listener.close()
+
+
+async def test_deeply_nested_gateway_json_is_a_client_error_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the adversarial review (HTTP client port): a gateway body
+    nested deeper than Python's recursion limit (``[[[[...``, a few kB) made
+    json's decoder raise RecursionError, which ``parse`` and the stream
+    reader do not catch (only ValueError): etcd's UNKNOWN, HTTP 500, and a
+    full traceback at ERROR per request.  With a token file a stranger still
+    reaches it through Authenticate, which needs no token, so anyone who can
+    reach the client port could fill the node's error log (and make it spend
+    a traceback's work per request).  It must be INVALID_ARGUMENT (400, or
+    the stream's error line with code 3), with nothing logged at ERROR."""
+    caplog.set_level(logging.INFO)
+    app = web.Application()
+    svc: Any = SimpleNamespace(
+        node=SimpleNamespace(id="n1", rn=None, members=["n1"]), hub=SimpleNamespace(revision=0)
+    )
+    ctx = EtcdContext(svc, "test", token="s3cret")  # auth on: the stranger has no token
+    gateway.Gateway(ctx, [*auth.CALLS, *CALLS]).add_routes(app)
+    listener = await start_client_listener(app, "127.0.0.1", 0, ClientLimits())
+    base = f"http://127.0.0.1:{listener.port}"
+    deep = b"[" * 5000
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base + "/v3/auth/authenticate", data=deep) as r:
+                body = await r.json()
+                assert (r.status, body["code"]) == (400, 3), body
+            async with http.post(base + "/v3/auth/authenticate",
+                                 data=b'{"name": ' + deep + b"]" * 5000 + b"}") as r:  # fmt: skip
+                body = await r.json()
+                assert (r.status, body["code"]) == (400, 3), body
+    finally:
+        await listener.close()
+    assert _errors(caplog) == []
+
+
+async def test_deeply_nested_gateway_stream_json_is_a_client_error_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same for a streamed call's body (Watch, open to anyone without a
+    token file): the stream ends with INVALID_ARGUMENT, not a logged UNKNOWN."""
+    caplog.set_level(logging.INFO)
+    app = web.Application()
+    gateway.Gateway(fake_ctx(), CALLS).add_routes(app)
+    listener = await start_client_listener(app, "127.0.0.1", 0, ClientLimits())
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{listener.port}/v3/watch", data=b"[" * 5000) as r,
+        ):
+            line = json.loads((await r.text()).splitlines()[-1])
+            assert line["error"]["grpc_code"] == 3, line
+    finally:
+        await listener.close()
+    assert _errors(caplog) == []
