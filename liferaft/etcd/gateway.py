@@ -60,6 +60,11 @@ MAX_STREAM_OBJECT = 64 * 1024
 JSON_OFF_LOOP = 256 * 1024
 
 
+def _too_deep() -> EtcdError:
+    """A body nested deeper than json's decoder recurses (RecursionError)."""
+    return EtcdError(Code.INVALID_ARGUMENT, "invalid request body: nested too deeply")
+
+
 def to_json(msg: Message) -> dict[str, Any]:
     out: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)
     return out
@@ -108,6 +113,8 @@ def parse(call: Call, text: str) -> Message:
         value = json.loads(text)
     except ValueError as exc:
         raise EtcdError(Code.INVALID_ARGUMENT, f"invalid request body: {exc}") from None
+    except RecursionError:  # a stranger's "[[[[...": a client error, not a logged bug
+        raise _too_deep() from None
     return parse_value(call, value)
 
 
@@ -143,6 +150,8 @@ async def _json_values(request: web.Request) -> AsyncIterator[Any]:
                 value, end = dec.raw_decode(buf)
             except ValueError:
                 break  # incomplete: read on
+            except RecursionError:
+                raise _too_deep() from None
             buf = buf[end:]
             yield value
         if len(buf) > MAX_STREAM_OBJECT:
