@@ -5,6 +5,7 @@ gRPC port (etcd's API) flooded with connections that never say a word."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -99,3 +100,49 @@ def test_a_flooded_grpc_port_leaves_descriptors_for_storage_and_the_client_port(
         code, got = http(c.addr(leader), "GET", "/v1/status")
         assert code == 200 and got["storage_ok"] is True and got["snapshot_index"], got
         assert "too many open files" not in node.log_tail(400).lower()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_request_heads_from_strangers_hold_little_memory(tmp_path: Path) -> None:
+    """Found by the adversarial review (HTTP client port): aiohttp's parser
+    takes a request head of up to 128 header lines of 8 KiB names and 8 KiB
+    values (about 2 MiB), and the token is checked only once the head is
+    complete, so a stranger with no token held about 1.9 MiB of the node's
+    memory per connection, for the header timeout and again on reconnecting:
+    at the default cap of 1024 connections, about 2 GiB.  The connection
+    cap bounds connections, not memory; a head this size must be refused
+    (431) long before it is all buffered.  100 connections, each sending
+    ~1 MiB of header lines and never ending the head, with a token file."""
+    conns = 100
+    extra = ["--client-header-timeout", "60"]  # only the head's size may bound it
+    with proc_cluster(tmp_path, extra=extra, token="s3cret") as c:
+        leader = c.start_cluster(1)
+        assert leader is not None
+        node = c.nodes[leader]
+        assert node.child is not None
+        host, _, port = c.addr(leader).rpartition(":")
+        lines = b"".join(b"X-%03d: " % i + b"v" * 8000 + b"\r\n" for i in range(120))
+        before = _rss_mib(node.child.pid)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(conns):
+                s = socket.create_connection((host, int(port)), timeout=5)
+                socks.append(s)
+                # Sent whole or refused: a reset or a closed window is the
+                # node refusing it, which is what this test asks for.
+                with contextlib.suppress(OSError):
+                    s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + lines)
+            time.sleep(2)  # the node parses what it was sent
+            grown = _rss_mib(node.child.pid) - before
+        finally:
+            for s in socks:
+                s.close()
+        assert node.running(), node.log_tail()
+        # A few hundred KiB a connection at most (kernel buffers aside).
+        assert grown < 32, f"{conns} unfinished heads grew the node by {grown:.0f} MiB"
