@@ -180,3 +180,46 @@ async def test_deeply_nested_gateway_stream_json_is_a_client_error_without_a_tra
     finally:
         await listener.close()
     assert _errors(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Type: application/json; charset=nonesuch\r\n",  # LookupError
+        b"Content-Encoding: gzip\r\n",  # a body that is not gzip
+        b"Content-Encoding: deflate\r\n",
+        b"Authorization: \xff\xfe\r\n",  # not UTF-8: the token compare raised
+    ],
+    ids=["unknown charset", "not gzip", "not deflate", "authorization not utf-8"],
+)
+async def test_a_strangers_authenticate_with_odd_headers_is_a_client_error_without_a_traceback(
+    caplog: pytest.LogCaptureFixture, head: bytes
+) -> None:
+    """Found by the adversarial review (HTTP client port): Authenticate is
+    open with a token file, and a body in a charset Python does not know,
+    or sent as gzip or deflate but not compressed, was UNKNOWN (500) with
+    tracebacks at ERROR (the gateway's, and for the encodings aiohttp's
+    "Unhandled exception" too); an Authorization header that is not UTF-8
+    made the token compare raise.  Each must be a client error, unlogged."""
+    caplog.set_level(logging.INFO)
+    app = web.Application()
+    svc: Any = SimpleNamespace(
+        node=SimpleNamespace(id="n1", rn=None, members=["n1"]), hub=SimpleNamespace(revision=0)
+    )
+    ctx = EtcdContext(svc, "test", token="s3cret")
+    gateway.Gateway(ctx, [*auth.CALLS, *CALLS]).add_routes(app)
+    listener = await start_client_listener(app, "127.0.0.1", 0, ClientLimits())
+    body = b'{"name": "root", "password": "x"}'
+    path = b"/v3/kv/range" if head.startswith(b"Authorization") else b"/v3/auth/authenticate"
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head
+                     + b"Content-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+        await listener.close()
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:300]
+    assert _errors(caplog) == []

@@ -1,0 +1,76 @@
+"""What a stranger's malformed request costs the node: a 4xx answer and no
+line in the error log.  A client port is open to anyone who can reach it
+(docs/architecture.md, "Trust model"), and a stranger who can write an
+ERROR line with a traceback per connection can fill the node's log (and
+its disk) at the rate it can connect.
+
+Found by the adversarial review of the HTTP client port: aiohttp logs every
+request it cannot parse (a bad request line, an over-long header, both
+Content-Length and Transfer-Encoding, a bad chunk size) at ERROR with a
+traceback, and an ``Authorization`` header that is not UTF-8 made the token
+check raise (500, and a traceback), with a token file configured."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.kv.one_node import OneNode
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+async def one(tmp_path: Path) -> AsyncIterator[OneNode]:
+    n = OneNode(tmp_path, token=TOKEN)
+    await n.start()
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+MALFORMED = {
+    "not a request line": b"GARBAGE\r\n\r\n",
+    "an over-long header": b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+    "Content-Length and chunked": (
+        b"GET /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    ),
+    "a bad chunk size": (
+        b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    ),
+    "a second request that is not HTTP": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_request_aiohttp_cannot_parse_is_a_400_and_no_error_log(
+    one: OneNode, caplog: pytest.LogCaptureFixture, data: bytes
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = await one.raw(data)
+    assert b"HTTP/1.0 400 " in answer or b"HTTP/1.1 400 " in answer, answer[:200]
+    assert _errors(caplog) == []
+
+
+@pytest.mark.parametrize("path", ["/v1/kv/a", "/v1/status"])  # the hot path and the routed one
+async def test_an_authorization_header_not_utf8_is_a_401_not_a_500(
+    one: OneNode, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = await one.raw(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff\xfe\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert _errors(caplog) == []
