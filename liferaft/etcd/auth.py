@@ -50,7 +50,9 @@ def check(ctx: EtcdContext, call: Call, metadata: Mapping[str, str | bytes]) -> 
     got = _token_of(metadata)
     if not got:
         raise errors.USER_EMPTY
-    if not hmac.compare_digest(got.encode(), derived_token(ctx.token).encode()):
+    # A header that is not UTF-8 arrives with surrogates: never raise on it.
+    want = derived_token(ctx.token).encode()
+    if not hmac.compare_digest(got.encode(errors="surrogatepass"), want):
         raise errors.INVALID_AUTH_TOKEN
 
 
@@ -61,7 +63,7 @@ def gateway_metadata(ctx: EtcdContext, authorization: str) -> dict[str, str]:
     if not authorization:
         return {}
     if ctx.token is not None and hmac.compare_digest(
-        authorization.encode(), ("Bearer " + ctx.token).encode()
+        authorization.encode(errors="surrogatepass"), ("Bearer " + ctx.token).encode()
     ):
         return {"token": derived_token(ctx.token)}
     return {"token": authorization}

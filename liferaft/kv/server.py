@@ -292,7 +292,8 @@ class KVServer(CoordinationRoutes):
             return None
         got = request.headers.get("Authorization", "")
         want = "Bearer " + self.token
-        if not hmac.compare_digest(got.encode(), want.encode()):
+        # A header that is not UTF-8 arrives with surrogates: never raise on it.
+        if not hmac.compare_digest(got.encode(errors="surrogatepass"), want.encode()):
             return _error(401, "unauthorized", "a valid bearer token is required")
         return None
 
