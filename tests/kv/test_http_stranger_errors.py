@@ -13,6 +13,7 @@ check raise (500, and a traceback), with a token file configured."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,6 +48,12 @@ MALFORMED = {
     "a bad chunk size": (
         b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     ),
+    # Decompressed as it arrives, whether or not the route reads a body:
+    # aiohttp's lingering read of it then raised ("Unhandled exception").
+    "a bogus gzip body on an open route": (
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 5\r\n\r\nxxxxx"
+    ),
     "a second request that is not HTTP": (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n"
     ),
@@ -54,12 +61,12 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
-async def test_a_request_aiohttp_cannot_parse_is_a_400_and_no_error_log(
+async def test_a_request_aiohttp_cannot_parse_is_a_4xx_and_no_error_log(
     one: OneNode, caplog: pytest.LogCaptureFixture, data: bytes
 ) -> None:
     caplog.set_level(logging.INFO)
     answer = await one.raw(data)
-    assert b"HTTP/1.0 400 " in answer or b"HTTP/1.1 400 " in answer, answer[:200]
+    assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer), answer[:200]
     assert _errors(caplog) == []
 
 
