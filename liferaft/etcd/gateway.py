@@ -103,6 +103,12 @@ async def _body(request: web.Request, timeout: float) -> str:
         raise errors.REQUEST_TOO_LARGE from None
     except UnicodeDecodeError:
         raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: not UTF-8") from None
+    except LookupError:  # a charset Python does not know
+        raise EtcdError(Code.INVALID_ARGUMENT, "invalid request body: unknown charset") from None
+    except web.RequestPayloadError as exc:  # e.g. "gzip" that is not
+        raise EtcdError(
+            Code.INVALID_ARGUMENT, f"invalid request body: {exc.__cause__ or exc}"
+        ) from None
 
 
 def parse(call: Call, text: str) -> Message:
