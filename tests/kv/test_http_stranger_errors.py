@@ -12,6 +12,7 @@ check raise (500, and a traceback), with a token file configured."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -81,3 +82,24 @@ async def test_an_authorization_header_not_utf8_is_a_401_not_a_500(
     )
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert _errors(caplog) == []
+
+
+async def test_a_stranger_asking_to_continue_gets_its_401_not_an_invitation(one: OneNode) -> None:
+    """Found by the adversarial review: ``Expect: 100-continue`` is answered
+    by aiohttp's router (the route's expect handler) before the token check
+    runs, so a caller without the token is told "100 Continue", sends its
+    body (up to the size cap), and only then hears 401; the node reads and
+    drops that body for aiohttp's 10 s of lingering.  The final status must
+    come instead of the 100 (RFC 9110, 10.1.1), so no body is invited."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", one.port)
+    try:
+        writer.write(
+            b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 1000000\r\n\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            first = await reader.readuntil(b"\r\n")
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 401 "), first
