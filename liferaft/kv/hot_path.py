@@ -94,6 +94,13 @@ class HotPath:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self.is_hot(request):
+            if hdrs.EXPECT in request.headers:
+                # aiohttp's router answers "100 Continue" before the token
+                # middleware runs: a caller without the token would be
+                # invited to send its body, only to hear 401 after it.
+                refused = self._server.refuse_token(request)
+                if refused is not None:
+                    return refused
             return await self._routed(request)
         assert isinstance(request, web.Request)  # made by the application
         if not self._server.access_log:

@@ -44,6 +44,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from liferaft.transport.base import limit_reads
@@ -117,6 +118,36 @@ def connection_cap(
             "storage and peers: raise `ulimit -n`"
         )
     return min(requested, room)
+
+
+class _ClientFaults(logging.Filter):
+    """Moves aiohttp's log of a request it could not parse (a bad request
+    line, an over-long header, Content-Length with chunked, a bad chunk or
+    gzip body) from ERROR with a traceback to one DEBUG line.  The client
+    already got its 4xx, and a stranger who can write a traceback per
+    connection can fill the node's log, and its disk, at the rate it
+    connects (docs/kv.md, "Client port limits")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        # A body that fails to decode reaches the log wrapped
+        # (RequestPayloadError, from aiohttp's lingering read of it).
+        cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) else exc
+        if record.levelno >= logging.ERROR and isinstance(cause, HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = "%s (a malformed request: %s)", (record.getMessage(), cause)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_FAULTS = _ClientFaults()
+
+
+def quiet_client_faults() -> None:
+    """Install :class:`_ClientFaults` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _CLIENT_FAULTS not in logger.filters:
+        logger.addFilter(_CLIENT_FAULTS)
 
 
 class ConnectionGate:
@@ -388,6 +419,7 @@ async def start_client_listener(
     # or from the previous response (see the module docstring).
     # ClientRunner: the key routes skip the router and middlewares (kv/hot_path.py).
     runner = ClientRunner(app, access_log=None, keepalive_timeout=limits.header_timeout)
+    quiet_client_faults()
     try:
         await runner.setup()
     except BaseException:
