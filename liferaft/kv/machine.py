@@ -62,11 +62,12 @@ from liferaft.kv.mvcc.checkpoint import frame, receive
 from liferaft.kv.mvcc.commands import Committed, apply_entries, bounded_work
 from liferaft.kv.mvcc.leases import LeaseInfo, all_leases, lease_info
 from liferaft.kv.mvcc.sessions import MAX_SESSIONS, live_sessions, session_info
-from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE, DEFAULT_METASYNC, SettleRequest
+from liferaft.kv.mvcc.store import DEFAULT_MAP_SIZE, DEFAULT_METASYNC
 from liferaft.kv.mvcc.storedir import StoreDir
 from liferaft.runtime.statemachine import (
     DEFAULT_CHUNK_SIZE,
     ApplyEntry,
+    SettleRequest,
     StateSnapshot,
     StreamSnapshot,
 )

@@ -88,6 +88,7 @@ from .proposals import ProposalTracker
 from .reads import ReadBatcher
 from .statemachine import (
     ApplyEntry,
+    SettleRequest,
     StateMachine,
     applies_off_loop,
     durable_applied_index,
@@ -112,8 +113,6 @@ INLINE_APPLY_BYTES = 64 << 10
 #: page it dirtied in memory until its commit.
 SETTLE_ENTRIES = 4096
 SETTLE_BYTES = 4 << 20
-
-_SettleRequest = Callable[[], "concurrent.futures.Future[None]"]
 
 
 class StateMachineFailedError(RuntimeError):
@@ -208,7 +207,7 @@ class Applier:
         self._settle_sm: Callable[[], object] | None = (
             settle if self.off_loop and callable(settle) and callable(bind) else None
         )
-        self._bind_settle: Callable[[_SettleRequest], object] | None = (
+        self._bind_settle: Callable[[SettleRequest], object] | None = (
             bind if self._settle_sm is not None else None
         )
         #: The loop the state machine was bound on (None: nothing deferred yet).

@@ -129,6 +129,7 @@ __all__ = [
     "DeferredSyncStateMachine",
     "DurableStateMachine",
     "Proposer",
+    "SettleRequest",
     "SettlingStateMachine",
     "SnapshotFormatError",
     "StateMachine",
@@ -310,11 +311,16 @@ class DeferredSyncStateMachine(DurableStateMachine, Protocol):
         ...
 
 
+#: What ``bind_settle`` is given: a thread-safe call that has the loop
+#: settle the state machine, done when it has (failed if the node is gone).
+SettleRequest = Callable[[], "Future[None]"]
+
+
 class SettlingStateMachine(DeferredSyncStateMachine, Protocol):
     """A durable state machine that may leave batches applied on the loop
     uncommitted until :meth:`settle` (see the module doc)."""
 
-    def bind_settle(self, request: Callable[[], Future[None]]) -> None:
+    def bind_settle(self, request: SettleRequest) -> None:
         """Called once, on the event loop's thread, before the first batch it
         may defer: ``request()`` (thread-safe) has the loop settle."""
         ...

@@ -88,7 +88,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import lmdb
 
@@ -105,7 +105,7 @@ from liferaft.kv.mvcc.ops import (
     StoreFormatError,
 )
 from liferaft.kv.mvcc.reader import ReadView
-from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE
+from liferaft.runtime.statemachine import DEFAULT_CHUNK_SIZE, SettleRequest
 
 T = TypeVar("T")
 
@@ -146,9 +146,6 @@ GROW_WAIT = 10.0
 #: its turns, so this is reached only if it is stuck or gone.
 SETTLE_WAIT = 30.0
 
-#: What :attr:`MVCCStore.settle_request` is: a thread-safe call that asks the
-#: owner of the deferred transaction to settle, done when it has.
-SettleRequest = Callable[[], "concurrent.futures.Future[None]"]
 
 
 class _Open:
@@ -413,6 +410,12 @@ class MVCCStore:
             "disk and restart the node (it resumes from there)"
         )
 
+    def _raise_write_error(self, exc: BaseException) -> NoReturn:
+        """Raise ``exc``, LMDB's as the one-line :class:`StoreWriteError`."""
+        if isinstance(exc, lmdb.Error):
+            raise self._write_error(exc) from exc
+        raise exc
+
     # --- deferred commits (see the module doc) -----------------------------------------
 
     def _write_deferred(self, run: Callable[[BatchWriter], T]) -> T:
@@ -424,9 +427,7 @@ class MVCCStore:
                 txn = self._env.begin(write=True)
             except BaseException as exc:
                 self._writer.release()
-                if isinstance(exc, lmdb.Error):
-                    raise self._write_error(exc) from exc
-                raise
+                self._raise_write_error(exc)
             o = self._open = _Open(txn, BatchWriter(txn, self._dbs), me)
         self._check_use(o, "a deferred write")
         while True:
@@ -445,9 +446,7 @@ class MVCCStore:
                 self._grow(o)
             except BaseException as exc:
                 self._end_open(o)
-                if isinstance(exc, lmdb.Error):
-                    raise self._write_error(exc) from exc
-                raise
+                self._raise_write_error(exc)
 
     def _check_use(self, o: _Open, what: str) -> None:
         if o.owner != threading.get_ident():
@@ -467,9 +466,7 @@ class MVCCStore:
             self._set_mapsize(self._env.info()["map_size"] * 2)
         except BaseException as exc:
             self._end_open(o)
-            if isinstance(exc, lmdb.Error):
-                raise self._write_error(exc) from exc
-            raise
+            self._raise_write_error(exc)
 
     def _rebuild(self, o: _Open) -> None:
         o.txn = self._env.begin(write=True)
@@ -500,9 +497,7 @@ class MVCCStore:
             except BaseException as exc:
                 o.stale = True  # LMDB ended it (or the rebuild failed)
                 self._end_open(o)
-                if isinstance(exc, lmdb.Error):
-                    raise self._write_error(exc) from exc
-                raise
+                self._raise_write_error(exc)
             self._committed(o.batch.applied)
             self._close_open(o)
             return self._last_commit
@@ -667,11 +662,14 @@ class MVCCStore:
             if self._users == 0:
                 self._users_changed.notify_all()
             if self._users == 0 and self._close_deferred:
-                # Under the lock: a short read counting itself meanwhile
-                # (_meta, closing_ok) must find the environment open or
-                # closed, never begin a transaction while it closes.
-                self._env_closed = True
-                self._env.close()
+                self._close_env()
+
+    def _close_env(self) -> None:
+        """Under the users' lock: a short read counting itself meanwhile
+        (_meta, closing_ok) must find the environment open or closed, never
+        begin a transaction while it closes."""
+        self._env_closed = True
+        self._env.close()
 
     def close(self) -> None:
         """Close the environment (open read views must be closed first).
@@ -702,8 +700,7 @@ class MVCCStore:
                 return
             self._close_deferred = True
             if not self._users:
-                self._env_closed = True
-                self._env.close()  # under the lock, as in _release
+                self._close_env()
 
     def _meta(self, name: bytes) -> int:
         o = self._open
