@@ -36,7 +36,7 @@ import pytest
 from liferaft.etcd.auth import derived_token
 from liferaft.etcd.proto import rpc_pb2 as pb
 from liferaft.etcd.proto import rpc_pb2_grpc
-from tests.kv.procs import http, proc_cluster
+from tests.kv.procs import http, proc_cluster, rss_mib
 
 STREAMS = 20_000
 #: What a flood may add to the node's resident memory: the port's call
@@ -69,13 +69,6 @@ def _headers(stream: int, path: str) -> bytes:
                      ("te", "trailers")]
     )  # fmt: skip
     return _frame(1, 0x4, stream, block)
-
-
-def _rss_mb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    raise AssertionError("no VmRSS")
 
 
 def _drain(s: socket.socket) -> int:
@@ -131,7 +124,7 @@ def test_one_grpc_connection_cannot_grow_the_nodes_memory_without_bound(
         node = c.nodes[leader]
         host, _, port = node.grpc.rpartition(":")
         time.sleep(1)
-        before = _rss_mb(node.pid)
+        before = rss_mib(node.pid)
         s = socket.create_connection((host, int(port)), timeout=10)
         peak = before
         try:
@@ -144,10 +137,10 @@ def test_one_grpc_connection_cannot_grow_the_nodes_memory_without_bound(
                 stream += 2000
                 time.sleep(0.3)
                 _drain(s)
-                peak = max(peak, _rss_mb(node.pid))
+                peak = max(peak, rss_mib(node.pid))
             time.sleep(1)
             _drain(s)
-            peak = max(peak, _rss_mb(node.pid))
+            peak = max(peak, rss_mib(node.pid))
             assert node.running(), node.log_tail()
             code, got = http(c.addr(leader), "GET", "/v1/status", token=token)
             assert code == 200 and got["storage_ok"] is True, got
@@ -155,7 +148,7 @@ def test_one_grpc_connection_cannot_grow_the_nodes_memory_without_bound(
             s.close()
         assert peak - before <= MAX_GROWTH_MB, (
             f"{STREAMS} calls held open on one connection ({path}) took the node's "
-            f"memory from {before} MB to {peak} MB"
+            f"memory from {before:.0f} MiB to {peak:.0f} MiB"
         )
 
 
@@ -173,15 +166,15 @@ def test_many_connections_full_of_calls_stay_within_the_ports_call_budget(
         assert leader is not None
         node = c.nodes[leader]
         time.sleep(1)
-        before = _rss_mb(node.pid)
+        before = rss_mib(node.pid)
         peak = before
         socks: list[socket.socket] = []
         try:
             for _ in range(40):
                 _flood(node.grpc, 1, 256, "/etcdserverpb.Watch/Watch", socks)
-                peak = max(peak, _rss_mb(node.pid))
+                peak = max(peak, rss_mib(node.pid))
             time.sleep(1)
-            peak = max(peak, _rss_mb(node.pid))
+            peak = max(peak, rss_mib(node.pid))
             assert node.running(), node.log_tail()
             code, got = http(c.addr(leader), "GET", "/v1/status")
             assert code == 200 and got["storage_ok"] is True, got
@@ -189,7 +182,8 @@ def test_many_connections_full_of_calls_stay_within_the_ports_call_budget(
             for s in socks:
                 s.close()
         assert peak - before <= MAX_GROWTH_MB, (
-            f"40 connections of 256 calls took the node's memory from {before} MB to {peak} MB"
+            f"40 connections of 256 calls took the node's memory from {before:.0f} MiB "
+            f"to {peak:.0f} MiB"
         )
 
 

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from liferaft.harness import pidfile
 from liferaft.harness.ports import HOST, free_base_port, free_port, port_is_free
-from liferaft.harness.procs import pid_alive, start_time
+from liferaft.harness.procs import pid_alive, rss_bytes, start_time
 from liferaft.harness.serve import ServeCluster, ServeNode
 
 T = TypeVar("T")
@@ -55,6 +55,13 @@ CLI = [sys.executable, "-m", "liferaft.cli"]
 
 
 # -- waiting and HTTP --------------------------------------------------------------------
+
+
+def rss_mib(pid: int) -> float:
+    """``pid``'s resident memory in MiB; fails if it is gone."""
+    got = rss_bytes(pid)
+    assert got is not None, f"process {pid} is gone"
+    return got / 2**20
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:

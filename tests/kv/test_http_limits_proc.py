@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from liferaft.kv.listener import FD_RESERVE
-from tests.kv.procs import http, proc_cluster, wait_for
+from tests.kv.procs import http, proc_cluster, rss_mib, wait_for
 
 NOFILE = 512
 
@@ -112,13 +112,6 @@ def test_a_flooded_grpc_port_leaves_descriptors_for_storage_and_the_client_port(
         assert "too many open files" not in node.log_tail(400).lower()
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/kv.md, 'Client port limits'): aiohttp bounds a head's lines "
@@ -144,7 +137,7 @@ def test_request_heads_from_strangers_hold_little_memory(tmp_path: Path) -> None
         assert node.child is not None
         host, _, port = c.addr(leader).rpartition(":")
         lines = b"".join(b"X-%03d: " % i + b"v" * 8000 + b"\r\n" for i in range(120))
-        before = _rss_mib(node.child.pid)
+        before = rss_mib(node.child.pid)
         socks: list[socket.socket] = []
         try:
             for _ in range(conns):
@@ -155,7 +148,7 @@ def test_request_heads_from_strangers_hold_little_memory(tmp_path: Path) -> None
                 with contextlib.suppress(OSError):
                     s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n" + lines)
             time.sleep(2)  # the node parses what it was sent
-            grown = _rss_mib(node.child.pid) - before
+            grown = rss_mib(node.child.pid) - before
         finally:
             for s in socks:
                 s.close()
