@@ -103,3 +103,33 @@ async def test_a_stranger_asking_to_continue_gets_its_401_not_an_invitation(one:
     finally:
         writer.close()
     assert first.startswith(b"HTTP/1.1 401 "), first
+
+
+async def test_a_stranger_asking_to_continue_is_in_the_access_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the adversarial review: the 401 that HotPath now gives a
+    request with ``Expect`` before the router is answered outside the
+    middlewares, so ``--access-log`` never records it.  The same 401
+    without ``Expect`` is logged: a token-guesser who adds the header
+    becomes invisible in the access log."""
+    n = OneNode(tmp_path, token=TOKEN, access_log=True)
+    await n.start()
+    try:
+        caplog.set_level(logging.INFO, logger="liferaft.access")
+        reader, writer = await asyncio.open_connection("127.0.0.1", n.port)
+        try:
+            writer.write(
+                b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 5\r\n\r\n"
+            )
+            await writer.drain()
+            async with asyncio.timeout(5):
+                answer = await reader.readuntil(b"}")  # the JSON error body
+        finally:
+            writer.close()
+    finally:
+        await n.stop()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    lines = [r.getMessage() for r in caplog.records if r.name == "liferaft.access"]
+    assert any("PUT /v1/kv/a 401" in line for line in lines), lines
