@@ -51,6 +51,8 @@ class KVApi(Protocol):
 
     def refuse_token(self, request: web.BaseRequest) -> web.Response | None: ...
 
+    def refuse_expect(self, request: web.BaseRequest) -> web.Response | None: ...
+
     def render_error(self, exc: Exception, request: web.BaseRequest) -> web.Response | None: ...
 
     async def get(self, request: web.Request) -> web.Response: ...
@@ -95,11 +97,12 @@ class HotPath:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self.is_hot(request):
             if hdrs.EXPECT in request.headers:
-                # aiohttp's router answers "100 Continue" before the token
-                # middleware runs: a caller without the token would be
-                # invited to send its body, only to hear 401 after it.
-                refused = self._server.refuse_token(request)
+                # aiohttp's router answers "100 Continue" before the
+                # middlewares run, so the token is checked here first.
+                refused = self._server.refuse_expect(request)
                 if refused is not None:
+                    if self._server.access_log:  # as the middleware would
+                        log_request(request, refused.status, time.perf_counter())
                     return refused
             return await self._routed(request)
         assert isinstance(request, web.Request)  # made by the application

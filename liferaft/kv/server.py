@@ -297,6 +297,16 @@ class KVServer(CoordinationRoutes):
             return _error(401, "unauthorized", "a valid bearer token is required")
         return None
 
+    def refuse_expect(self, request: web.BaseRequest) -> web.Response | None:
+        """For a request with ``Expect`` (100-continue), before aiohttp's
+        router invites its body: the 401 if it lacks the token, as the last
+        answer on its connection (the body it would send next is never
+        read), else None."""
+        refused = self.refuse_token(request)
+        if refused is None:
+            return None
+        return FinalResponse(body=refused.body, status=401, content_type=refused.content_type)
+
     def _origins(self) -> set[str]:
         return member_origins(self.service.node, self.service.client_addr)
 

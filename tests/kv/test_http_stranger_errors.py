@@ -100,6 +100,10 @@ async def test_a_stranger_asking_to_continue_gets_its_401_not_an_invitation(one:
         await writer.drain()
         async with asyncio.timeout(5):
             first = await reader.readuntil(b"\r\n")
+        # ... and it is the connection's last answer: the node does not wait
+        # (aiohttp's 10 s of lingering) for the body it never invited.
+        async with asyncio.timeout(3):
+            await reader.read()  # to the end of the stream
     finally:
         writer.close()
     assert first.startswith(b"HTTP/1.1 401 "), first
